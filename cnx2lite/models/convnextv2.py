@@ -1,0 +1,168 @@
+"""ConvNeXt V2 (Woo et al., CVPR 2023), dense form, with the official repository's parameter names.
+
+An image ``(N, 3, H, W)`` goes through a 4x4/4 stem and four stages of blocks; between stages a
+LayerNorm + 2x2/2 conv halves the resolution, so the last stage map is ``(N, C4, H/32, W/32)``.
+
+V2 block: 7x7 depthwise conv -> LayerNorm -> Linear(C, 4C) -> GELU -> GRN -> Linear(4C, C) ->
+residual (+ drop path). ``block="v1"`` gives the ConvNeXt V1 block instead (no GRN, LayerScale
+1e-6), which the feature-collapse analysis compares against.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import GRN, DropPath, LayerNorm2d
+
+VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "convnextv2_atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
+    "convnextv2_femto": ((2, 2, 6, 2), (48, 96, 192, 384)),
+    "convnextv2_pico": ((2, 2, 6, 2), (64, 128, 256, 512)),
+    "convnextv2_nano": ((2, 2, 8, 2), (80, 160, 320, 640)),
+    "convnextv2_tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+    "convnextv2_base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    "convnextv2_large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "convnextv2_huge": ((3, 3, 27, 3), (352, 704, 1408, 2816)),
+}
+BLOCK_STYLES = ("v2", "v1")
+PATCH_SIZE = 32  # total stride: 4 (stem) * 2 * 2 * 2 (downsampling layers)
+
+
+class Block(nn.Module):
+    """One ConvNeXt block on ``(N, C, H, W)`` maps; the MLP runs channels-last."""
+
+    def __init__(self, dim: int, drop_path: float = 0.0, block: str = "v2") -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.act = nn.GELU()
+        self.grn = GRN(4 * dim) if block == "v2" else None
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), 1e-6)) if block == "v1" else None
+        self.drop_path = DropPath(drop_path)
+
+    def mlp(self, x: Tensor, aggregate: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """The per-position part of the block on channels-last ``(..., C)`` features, up to the
+        residual. ``aggregate`` tells GRN how to take per-sample norms (see :class:`GRN`)."""
+        x = self.act(self.pwconv1(self.norm(x)))
+        if self.grn is not None:
+            x = self.grn(x, aggregate)
+        x = self.pwconv2(x)
+        return x if self.gamma is None else x * self.gamma
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.mlp(self.dwconv(x).permute(0, 2, 3, 1))
+        return x + self.drop_path(y.permute(0, 3, 1, 2))
+
+
+class ConvNeXtV2(nn.Module):
+    """ConvNeXt V2 classifier. ``forward_features`` gives the last stage map, ``forward_head`` the
+    logits: global average pool -> LayerNorm -> Linear."""
+
+    def __init__(
+        self,
+        depths: tuple[int, ...] = (3, 3, 9, 3),
+        dims: tuple[int, ...] = (96, 192, 384, 768),
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        drop_path_rate: float = 0.0,
+        head_init_scale: float = 1.0,
+        block: str = "v2",
+    ) -> None:
+        super().__init__()
+        _check_choice("block", block, BLOCK_STYLES)
+        _check_positive_int("in_chans", in_chans)
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+        if len(depths) != 4 or len(dims) != 4:
+            raise ValueError(f"depths and dims need 4 stages each, got depths={depths}, dims={dims}")
+        self.depths, self.dims, self.in_chans, self.block = tuple(depths), tuple(dims), in_chans, block
+        self.num_classes = num_classes
+
+        stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
+        self.downsample_layers = nn.ModuleList([stem])
+        for i in range(3):
+            self.downsample_layers.append(
+                nn.Sequential(LayerNorm2d(dims[i], eps=1e-6), nn.Conv2d(dims[i], dims[i + 1], kernel_size=2, stride=2))
+            )
+        n = sum(depths)
+        rates = [drop_path_rate * i / max(n - 1, 1) for i in range(n)]  # linear in depth
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            first = sum(depths[:i])
+            self.stages.append(nn.Sequential(*[Block(dims[i], rates[first + j], block) for j in range(depth)]))
+        self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
+        self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
+
+        self.apply(_init_weights)
+        if num_classes > 0:
+            self.head.weight.data.mul_(head_init_scale)
+            self.head.bias.data.mul_(head_init_scale)
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise a clear error for an input that is not ``(N, in_chans, H, W)`` with H, W % 32 == 0."""
+        if not isinstance(x, Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"expected images shaped (N, {self.in_chans}, H, W), got {shape}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"expected {self.in_chans} input channels (in_chans={self.in_chans}), got {x.shape[1]} "
+                f"in an input of shape {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2:]
+        if h % PATCH_SIZE or w % PATCH_SIZE:
+            raise ValueError(f"input height and width must be multiples of {PATCH_SIZE}, got {h}x{w}")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(N, in_chans, H, W)`` -> last stage map ``(N, C4, H/32, W/32)``."""
+        self.check_input(x)
+        for downsample, stage in zip(self.downsample_layers, self.stages):
+            x = stage(downsample(x))
+        return x
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """``(N, C4, h, w)`` -> logits ``(N, num_classes)`` (pooled, normed features if ``pre_logits``)."""
+        x = self.norm(x.mean(dim=(-2, -1)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def create_model(name: str, **overrides) -> ConvNeXtV2:
+    """Build a ConvNeXt V2 variant by name, e.g. ``create_model("convnextv2_atto", num_classes=10)``.
+
+    Options: ``num_classes``, ``drop_path_rate``, ``head_init_scale``, ``in_chans``, ``block``
+    (``"v2"`` or ``"v1"``)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown model name {name!r}; available: {', '.join(VARIANTS)}")
+    allowed = ("num_classes", "drop_path_rate", "head_init_scale", "in_chans", "block")
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: {', '.join(allowed)}")
+    depths, dims = VARIANTS[name]
+    model = ConvNeXtV2(depths, dims, **overrides)
+    model.variant = name
+    return model
