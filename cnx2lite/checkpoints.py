@@ -1,0 +1,301 @@
+"""Load ConvNeXt V2 weights from the formats in the wild, and export to timm.
+
+:func:`load_pretrained` reads a path or a state dict, finds the weights inside (a bare state dict, or
+a training checkpoint's ``"model"`` / ``"ema"`` entry), converts them to our dense names with
+:func:`convert_state_dict`, and loads them with clear errors. Recognized formats:
+
+* ``"dense"``: the official repo's dense model, which uses our names (e.g. ``stages.0.0.dwconv``).
+* ``"fcmae"``: an FCMAE module of this project: ``encoder.*`` dense tensors plus decoder keys.
+* ``"fcmae_minkowski"``: the official FCMAE, whose encoder is MinkowskiEngine-sparse: conv weights
+  are ``*.kernel`` tensors shaped ``(K*K, C)`` (depthwise) or ``(K*K, Cin, Cout)`` with the kernel
+  offset ``i_h + K * i_w``; norms and linears sit one level deeper (``.ln.``, ``.linear.``); GRN
+  parameters and conv biases are ``(1, C)``.
+* ``"timm"``: timm's ``convnextv2_*`` (and ``convnext_*`` for ``block="v1"`` models); its atto to
+  nano models use 1x1 convs for the MLP, so ``fc1``/``fc2`` weights are ``(out, in, 1, 1)`` there.
+
+FCMAE checkpoints hold an encoder only: the final ``norm`` and ``head`` keep their initialization.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from .models.convnextv2 import VARIANTS, ConvNeXtV2
+
+__all__ = ["LoadResult", "load_pretrained", "convert_state_dict", "export_timm", "timm_name"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_KEYS = ("model", "state_dict")  # where checkpoints keep the weights, in order of preference
+EMA_KEYS = ("ema", "model_ema", "state_dict_ema")  # ours, the official repo's, timm's
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+FCMAE_DECODER = ("proj.", "decoder.", "pred.", "mask_token")
+FINAL_KEYS = ("norm.", "head.")  # not trained by FCMAE pretraining
+
+# (ours, timm) key prefixes; {s} is a stage index, {b} a block index. Specific rules come first.
+TIMM_NAMES = (
+    ("downsample_layers.0.", "stem."),
+    ("downsample_layers.{s}.", "stages.{s}.downsample."),
+    ("stages.{s}.{b}.dwconv.", "stages.{s}.blocks.{b}.conv_dw."),
+    ("stages.{s}.{b}.pwconv1.", "stages.{s}.blocks.{b}.mlp.fc1."),
+    ("stages.{s}.{b}.pwconv2.", "stages.{s}.blocks.{b}.mlp.fc2."),
+    ("stages.{s}.{b}.grn.gamma", "stages.{s}.blocks.{b}.mlp.grn.weight"),
+    ("stages.{s}.{b}.grn.beta", "stages.{s}.blocks.{b}.mlp.grn.bias"),
+    ("stages.{s}.{b}.", "stages.{s}.blocks.{b}."),  # norm, gamma (LayerScale)
+    ("norm.", "head.norm."),
+    ("head.", "head.fc."),
+)
+TIMM_CONV_MLP = ("atto", "femto", "pico", "nano")  # sizes whose timm MLP is 1x1 convs
+
+
+def _template_regex(template: str) -> re.Pattern:
+    """``"stages.{s}.{b}."`` -> a regex matching that prefix, with named groups ``s`` and ``b``."""
+    return re.compile(re.sub(r"\\\{(\w)\\\}", r"(?P<\1>\\d+)", re.escape(template)))
+
+
+TO_TIMM = [(_template_regex(ours), timm) for ours, timm in TIMM_NAMES]
+FROM_TIMM = [(_template_regex(timm), ours) for ours, timm in TIMM_NAMES]
+
+
+@dataclass
+class LoadResult:
+    """What :func:`load_pretrained` did. ``missing_keys`` kept the model's initialization."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+    source_format: str
+    notes: list[str] = field(default_factory=list)
+
+
+def load_pretrained(
+    model: ConvNeXtV2,
+    source: str | os.PathLike | Mapping[str, Tensor],
+    strict: bool = True,
+    *,
+    use_ema: bool = False,
+    skip_head: bool = False,
+) -> LoadResult:
+    """Load weights into ``model`` from a checkpoint path or a (possibly wrapped) state dict.
+
+    ``use_ema`` takes a training checkpoint's EMA weights (under ``"ema"``, or the official repo's
+    ``"model_ema"``, or timm's ``"state_dict_ema"``) instead of ``"model"`` / ``"state_dict"``.
+    ``skip_head`` keeps the model's own classifier, e.g. to fine-tune on another number of classes;
+    a model built with ``num_classes=0`` ignores the checkpoint's classifier anyway.
+
+    With ``strict``, any missing or unexpected key or shape mismatch raises a ``ValueError`` naming
+    them, except the final norm and head that an encoder-only (FCMAE) checkpoint lacks: those keep
+    their initialization and are listed in ``missing_keys``. Without ``strict``, keys that do not
+    fit are skipped and reported in the result."""
+    state_dict, notes = _read(source, use_ema)
+    state_dict, source_format = convert_state_dict(state_dict)
+    if skip_head or model.num_classes == 0:
+        dropped = [k for k in state_dict if k.startswith("head.")]
+        state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
+        if dropped:
+            notes.append("the checkpoint's classifier was not loaded: the model keeps its own head")
+
+    expected = model.state_dict()
+    allowed_missing = ("head.",) if skip_head else ()
+    if not any(k.startswith(FINAL_KEYS) for k in state_dict):
+        allowed_missing = FINAL_KEYS
+        notes.append("encoder-only checkpoint: the final norm and head keep their initialization")
+    mismatched = [k for k in state_dict if k in expected and state_dict[k].shape != expected[k].shape]
+    unexpected = [k for k in state_dict if k not in expected]
+    missing = [k for k in expected if k not in state_dict or k in mismatched]
+    if strict:
+        bad_missing = [k for k in missing if k not in mismatched and not k.startswith(allowed_missing)]
+        if mismatched or unexpected or bad_missing:
+            raise ValueError(_mismatch_message(model, state_dict, expected, mismatched, bad_missing, unexpected))
+    elif mismatched:
+        notes.append(f"skipped {len(mismatched)} shape-mismatched key(s): {', '.join(mismatched)}")
+
+    loadable = {k: v for k, v in state_dict.items() if k in expected and k not in mismatched}
+    model.load_state_dict(loadable, strict=False)
+    for note in notes:
+        logger.info(note)
+    return LoadResult(missing, unexpected, source_format, notes)
+
+
+def convert_state_dict(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
+    """Convert a state dict in any supported format to our dense names and shapes.
+
+    Returns ``(state_dict, format)`` with ``format`` one of ``"fcmae_minkowski"``, ``"fcmae"``,
+    ``"timm"``, ``"dense"``. FCMAE decoder keys and the encoder's unused final norm/head are dropped."""
+    state_dict = {_strip_wrappers(k): v for k, v in state_dict.items()}
+    name, convert = next((name, convert) for name, detect, convert in FORMATS if detect(state_dict))
+    return {k: _dense_shape(k, v) for k, v in convert(state_dict).items()}, name
+
+
+def export_timm(model: ConvNeXtV2) -> dict[str, Tensor]:
+    """``model``'s state dict in the names and shapes of timm's ``timm_name(model)``, which loads it
+    with ``strict=True`` when built with the same ``num_classes``. The tensors share storage with
+    the model, as with ``model.state_dict()``."""
+    conv_mlp = timm_name(model).split("_")[-1] in TIMM_CONV_MLP
+    out = {}
+    for key, value in model.state_dict().items():
+        key = _rename(key, TO_TIMM)
+        if ".grn." in key:
+            value = value.reshape(-1)
+        elif conv_mlp and ".mlp.fc" in key and key.endswith(".weight"):
+            value = value[:, :, None, None]
+        out[key] = value
+    return out
+
+
+def timm_name(model: ConvNeXtV2) -> str:
+    """timm's model name for ``model``: ``convnextv2_*``, or ``convnext_*`` (V1) for ``block="v1"``."""
+    variant = _variant(model)
+    if model.block == "v2":
+        return variant
+    if variant == "convnextv2_huge":
+        raise ValueError("timm has no ConvNeXt V1 model shaped like convnextv2_huge (block='v1')")
+    return variant.replace("convnextv2_", "convnext_")
+
+
+def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tuple[Mapping, list[str]]:
+    """The state dict inside ``source`` and a note on where it was found."""
+    if isinstance(source, Mapping):
+        checkpoint, where = source, "the given mapping"
+    else:
+        where = os.fspath(source)
+        try:
+            checkpoint = torch.load(where, map_location="cpu", weights_only=True)
+        except OSError:
+            raise
+        except Exception as e:  # unpickling errors vary: UnpicklingError, RuntimeError, EOFError, ...
+            raise ValueError(
+                f"cannot read {where} with torch.load(weights_only=True) ({type(e).__name__}): not a checkpoint, "
+                "or one holding objects other than tensors and containers; if you trust it, re-save just its "
+                "state dict, e.g. torch.save(checkpoint['model'], path)"
+            ) from e
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{where} holds a {type(checkpoint).__name__}, not a state dict or checkpoint dict")
+    if not use_ema and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
+        return checkpoint, []
+    names = EMA_KEYS if use_ema else MODEL_KEYS
+    name = next((n for n in names if isinstance(checkpoint.get(n), Mapping)), None)
+    if name is None:
+        kind = "EMA weights" if use_ema else "state dict"
+        raise ValueError(f"no {kind} in {where}: expected one under {' or '.join(map(repr, names))}; "
+                         f"top-level keys: {', '.join(map(str, list(checkpoint)[:10]))}")
+    return checkpoint[name], [f"weights taken from checkpoint[{name!r}]"]
+
+
+def _from_fcmae(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """FCMAE (dense or MinkowskiEngine) -> encoder weights under our names."""
+    out = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("encoder.")
+        if key.startswith(FCMAE_DECODER + FINAL_KEYS):
+            continue
+        key = re.sub(r"\.(ln|linear)\.", ".", key)
+        if key.endswith(".kernel"):
+            key, value = key.removesuffix("kernel") + "weight", _from_minkowski_kernel(key, value)
+        out[key] = value
+    return out
+
+
+def _from_minkowski_kernel(key: str, kernel: Tensor) -> Tensor:
+    """``(K*K, C)`` depthwise or ``(K*K, Cin, Cout)`` kernel, offset ``i_h + K * i_w`` ->
+    ``(C, 1, K, K)`` / ``(Cout, Cin, K, K)`` conv weight."""
+    k = math.isqrt(kernel.shape[0])
+    if k * k != kernel.shape[0] or kernel.dim() not in (2, 3):
+        raise ValueError(f"{key}: expected a (K*K, C) or (K*K, Cin, Cout) kernel, got {tuple(kernel.shape)}")
+    w = kernel.reshape(k, k, *kernel.shape[1:])  # (i_w, i_h, [Cin,] Cout)
+    if kernel.dim() == 2:
+        w = w.unsqueeze(2)  # depthwise: one input channel per group
+    return w.permute(3, 2, 1, 0).contiguous()
+
+
+def _from_timm(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {_rename(k, FROM_TIMM): v for k, v in state_dict.items()}
+
+
+FORMATS = (  # (name, detect, convert), first match wins
+    ("fcmae_minkowski", lambda sd: any(k.endswith(".kernel") for k in sd), _from_fcmae),
+    ("fcmae", lambda sd: any(k.startswith("encoder.") for k in sd), _from_fcmae),
+    ("timm", lambda sd: any(k.startswith("stem.") or ".blocks." in k for k in sd), _from_timm),
+    ("dense", lambda sd: True, dict),
+)
+
+
+def _dense_shape(key: str, value: Tensor) -> Tensor:
+    """Our shapes: GRN ``(1, 1, 1, C)``, MLP weights ``(out, in)``, biases ``(C,)``."""
+    if ".grn." in key:
+        return value.reshape(1, 1, 1, -1)
+    if ".pwconv" in key and key.endswith(".weight"):
+        return value.flatten(1)
+    if key.endswith(".bias"):
+        return value.reshape(-1)
+    return value
+
+
+def _rename(key: str, rules: list[tuple[re.Pattern, str]]) -> str:
+    """Replace the prefix of ``key`` matched by the first applicable rule; other keys pass as is."""
+    for pattern, template in rules:
+        if m := pattern.match(key):
+            return template.format(**m.groupdict()) + key[m.end():]
+    return key
+
+
+def _strip_wrappers(key: str) -> str:
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
+def _variant(model: ConvNeXtV2) -> str:
+    """The variant name of ``model``, from ``model.variant`` or its depths and dims."""
+    shape = (model.depths, model.dims)
+    name = getattr(model, "variant", None) or next((n for n, cfg in VARIANTS.items() if cfg == shape), None)
+    if name is None:
+        raise ValueError(f"depths={model.depths}, dims={model.dims} match no named variant ({', '.join(VARIANTS)})")
+    return name
+
+
+def _describe(state_dict: Mapping[str, Tensor]) -> str | None:
+    """Guess which variant and block style a converted state dict belongs to."""
+    try:
+        dims = tuple(state_dict[f"stages.{i}.0.dwconv.weight"].shape[0] for i in range(4))
+    except KeyError:
+        return None
+    depths = tuple(len({k.split(".")[2] for k in state_dict if k.startswith(f"stages.{i}.")}) for i in range(4))
+    name = next((n for n, cfg in VARIANTS.items() if cfg == (depths, dims)), f"depths={depths}, dims={dims}")
+    block = "v2" if any(".grn." in k for k in state_dict) else "v1"
+    return f"{name}, block={block!r}"
+
+
+def _mismatch_message(
+    model: ConvNeXtV2,
+    state_dict: Mapping[str, Tensor],
+    expected: Mapping[str, Tensor],
+    mismatched: list[str],
+    missing: list[str],
+    unexpected: list[str],
+) -> str:
+    """A ``ValueError`` message naming a few offending keys and shapes, with a hint at the cause."""
+    this = f"{getattr(model, 'variant', type(model).__name__)}, block={model.block!r}"
+    problems = []
+    if mismatched:
+        examples = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+                    for k in mismatched[:3]]
+        problems.append(f"{len(mismatched)} shape mismatch(es), e.g. {'; '.join(examples)}")
+    for what, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            problems.append(f"{len(keys)} {what} key(s), e.g. {', '.join(keys[:3])}")
+    message = f"checkpoint does not match {this}: {'; '.join(problems)}"
+    guess = _describe(state_dict)
+    if guess is not None and guess != this:
+        message += f". The checkpoint looks like {guess}"
+    classes = state_dict["head.weight"].shape[0] if "head.weight" in state_dict else 0
+    if classes != model.num_classes and any(k.startswith("head.") for k in mismatched + missing + unexpected):
+        message += (f". Its classifier has {classes} classes and the model {model.num_classes}: build the model "
+                    f"with num_classes={classes}, or pass skip_head=True to keep the model's own head")
+    return message
