@@ -1,5 +1,18 @@
 """cnx2lite: ConvNeXt V2 and FCMAE pretraining, from a laptop CPU to multi-GPU ImageNet."""
+from .fcmae import FCMAE
+from .masking import random_mask, stage_masks, upsample_mask
 from .models import VARIANTS, ConvNeXtV2, create_model
+from .sparse import available_backends, sparse_forward_features
 
 __version__ = "0.1.0"
-__all__ = ["ConvNeXtV2", "create_model", "VARIANTS"]
+__all__ = [
+    "ConvNeXtV2",
+    "create_model",
+    "VARIANTS",
+    "FCMAE",
+    "random_mask",
+    "upsample_mask",
+    "stage_masks",
+    "sparse_forward_features",
+    "available_backends",
+]

@@ -4,14 +4,13 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
-def drop_path(x: Tensor, drop_prob: float, training: bool, sample_dim: int = 0) -> Tensor:
+def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
     """Zero the branch ``x`` for each sample with probability ``drop_prob`` and rescale the rest by
-    ``1 / (1 - drop_prob)``. Samples run along ``sample_dim``; every other dim is broadcast."""
+    ``1 / (1 - drop_prob)``. ``x``: ``(N, ...)``."""
     if drop_prob == 0.0 or not training:
         return x
     keep = 1.0 - drop_prob
-    shape = [1] * x.dim()
-    shape[sample_dim] = x.shape[sample_dim]
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
     return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
 
 

@@ -100,7 +100,7 @@ class ConvNeXtV2(nn.Module):
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
 
-        self.apply(_init_weights)
+        self.apply(init_weights)
         if num_classes > 0:
             self.head.weight.data.mul_(head_init_scale)
             self.head.bias.data.mul_(head_init_scale)
@@ -135,7 +135,8 @@ class ConvNeXtV2(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module) -> None:
+    """Truncated-normal (std 0.02) weights and zero biases for convs and linears, as the paper."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):
         nn.init.trunc_normal_(module.weight, std=0.02)
         nn.init.zeros_(module.bias)

@@ -1,0 +1,24 @@
+"""The ``cnx2lite`` command: one subcommand per job, each registered by the module that does it."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__, bench, demo
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnx2lite",
+        description="ConvNeXt V2 and FCMAE pretraining: demo, benchmarks, pretraining, fine-tuning, evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnx2lite {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (demo, bench):
+        module.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.run(args) or 0)

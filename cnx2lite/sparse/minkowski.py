@@ -1,0 +1,132 @@
+"""Sparse encoder on MinkowskiEngine 0.5.4 sparse tensors: the ``minkowski`` backend.
+
+The reference engine: only visible positions exist, as rows of a feature matrix ``(M, C)`` with
+int32 coordinates ``(sample, row, column)`` held by an ME ``CoordinateManager``; stage ``i`` lives
+at tensor stride ``2 ** i`` in stem-output units. The 7x7 depthwise conv is a submanifold
+channelwise conv over ME's kernel maps, the 2x2/2 downsampling conv is ME's sparse convolution.
+Both use the dense model's own weights, converted each forward by differentiable permutes, so
+gradients land on the dense parameters. ME offset ``k`` of a ``K x K`` kernel is ``i_h + K * i_w``.
+
+MinkowskiEngine is optional and imported on first use; see :data:`INSTALL_HINT`.
+"""
+from __future__ import annotations
+
+import collections
+import collections.abc
+import functools
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import drop_path, token_l2
+from ..masking import upsample_mask
+from ..models import ConvNeXtV2
+
+if TYPE_CHECKING:
+    from MinkowskiEngine import CoordinateManager, CoordinateMapKey
+
+INSTALL_HINT = (
+    "MinkowskiEngine 0.5.4 is not importable. Build and install it (CPU-only by default, "
+    "ME_CUDA=1 for CUDA; the wheel is cached under ~/.cache/cnx2lite) with "
+    "`scripts/install_minkowski.sh [path/to/venv/bin/python]`."
+)
+
+
+@functools.lru_cache(maxsize=None)
+def _minkowski() -> ModuleType | None:
+    """Import MinkowskiEngine once; ``None`` if it is missing or broken."""
+    # ME 0.5.4 does `from collections import Sequence`, removed in Python 3.10.
+    if not hasattr(collections, "Sequence"):
+        collections.Sequence = collections.abc.Sequence
+    try:
+        import MinkowskiEngine
+    except ImportError:
+        return None
+    return MinkowskiEngine
+
+
+def is_available() -> bool:
+    """Whether MinkowskiEngine imports here."""
+    return _minkowski() is not None
+
+
+def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
+    """``x (N, C_in, H, W)``, ``mask (N, H/32, W/32)`` bool (True = masked) -> ``(N, C4, H/32, W/32)``,
+    zero at masked cells."""
+    me = _minkowski()
+    if me is None:
+        raise RuntimeError(INSTALL_HINT)
+    n, (h, w) = x.shape[0], mask.shape[1:]
+    scale = 2 ** (len(model.stages) - 1)  # stem-output positions per cell side
+    map_type = me.CoordinateMapType.CUDA if x.is_cuda else me.CoordinateMapType.CPU
+    manager = me.CoordinateManager(D=2, coordinate_map_type=map_type)
+
+    # The stem runs on the full image: its 4x4 patches never straddle a mask cell.
+    stem = model.downsample_layers[0](x).permute(0, 2, 3, 1)
+    visible = ~upsample_mask(mask, scale)
+    coords = visible.nonzero().int().contiguous()  # (M, 3): sample, row, column
+    key, (unique_index, _) = manager.insert_and_map(coords, tensor_stride=1)
+    feats = stem[visible][unique_index.long()]  # rows in the manager's order
+
+    for i, stage in enumerate(model.stages):
+        if i > 0:
+            feats, key = _downsample(me, feats, key, manager, *model.downsample_layers[i])
+        sample_index = manager.get_coordinates(key)[:, 0].long().to(x.device)
+        aggregate = token_l2(sample_index, n)
+        kernel_map = _submanifold_kernel_map(manager, key, stage[0].dwconv.kernel_size[0])
+        for block in stage:
+            y = block.mlp(_channelwise_conv(feats, kernel_map, block.dwconv), aggregate)
+            if block.drop_path.drop_prob > 0 and block.training:
+                y = y * drop_path(y.new_ones(n, 1), block.drop_path.drop_prob, True)[sample_index]
+            feats = feats + y
+
+    # The output shape is explicit, so masked border rows/columns still come out (as zeros).
+    sample, row, col = manager.get_coordinates(key).long().to(x.device).unbind(1)
+    row, col = row // scale, col // scale  # tensor stride `scale` -> mask cells
+    out = feats.new_zeros(n, h, w, feats.shape[1]).index_put((sample, row, col), feats)
+    return out.permute(0, 3, 1, 2)
+
+
+def _submanifold_kernel_map(
+    manager: CoordinateManager, key: CoordinateMapKey, kernel_size: int
+) -> list[tuple[int, Tensor, Tensor]]:
+    """ME's kernel map of a ``kernel_size`` submanifold conv on ``key`` (same coordinates in and
+    out) as ``(offset, input rows, output rows)`` triples."""
+    kernel_map = manager.kernel_map(key, key, stride=1, kernel_size=kernel_size, dilation=1)
+    return [(k, rows[0].long(), rows[1].long()) for k, rows in kernel_map.items()]
+
+
+def _channelwise_conv(feats: Tensor, kernel_map: list[tuple[int, Tensor, Tensor]], conv: nn.Conv2d) -> Tensor:
+    """Submanifold depthwise conv of ``feats (M, C)`` with the dense ``conv``'s weight ``(C, 1, K, K)``
+    and bias, as ``MinkowskiChannelwiseConvolution`` computes it."""
+    weight = conv.weight[:, 0].permute(2, 1, 0).reshape(-1, conv.out_channels)  # (K*K, C)
+    out = torch.zeros_like(feats)
+    for k, rows_in, rows_out in kernel_map:
+        out.index_add_(0, rows_out, feats[rows_in] * weight[k])
+    return out + conv.bias
+
+
+def _downsample(
+    me: ModuleType,
+    feats: Tensor,
+    key: CoordinateMapKey,
+    manager: CoordinateManager,
+    norm: nn.LayerNorm,
+    conv: nn.Conv2d,
+) -> tuple[Tensor, CoordinateMapKey]:
+    """LayerNorm per position, then the 2x2/2 conv as an ME sparse convolution with the dense
+    ``conv``'s weight ``(C_out, C_in, 2, 2)``: ``(M, C_in)`` -> ``(M / 4, C_out)`` and the new key.
+    Cells are all-visible or all-masked, so outputs land exactly on the visible coarse positions."""
+    from MinkowskiEngineBackend._C import ConvolutionMode
+
+    feats = F.layer_norm(feats, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+    kernel = conv.weight.permute(3, 2, 1, 0).reshape(-1, conv.in_channels, conv.out_channels)
+    generator = me.KernelGenerator(kernel_size=conv.kernel_size, stride=conv.stride, dilation=1, dimension=2)
+    out_key = manager.stride(key, conv.stride)
+    out = me.MinkowskiConvolutionFunction.apply(
+        feats, kernel.contiguous(), generator, ConvolutionMode.DEFAULT, key, out_key, manager
+    )
+    return out + conv.bias, out_key

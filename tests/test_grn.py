@@ -1,0 +1,64 @@
+import torch
+
+from cnx2lite.layers import GRN, masked_l2, token_l2
+
+
+def reference_grn(x, gamma, beta, eps=1e-6):
+    """The paper's pseudo-code (Algorithm 1), written out for (N, H, W, C) input."""
+    gx = torch.sqrt((x**2).sum(dim=(1, 2), keepdim=True))
+    nx = gx / (gx.mean(dim=-1, keepdim=True) + eps)
+    return gamma * (x * nx) + beta + x
+
+
+def test_zero_init_is_identity():
+    x = torch.randn(2, 5, 6, 8)
+    torch.testing.assert_close(GRN(8)(x), x, rtol=0, atol=0)
+
+
+def test_matches_paper_formula():
+    torch.manual_seed(0)
+    grn = GRN(16)
+    with torch.no_grad():
+        grn.gamma.normal_()
+        grn.beta.normal_()
+    x = torch.randn(3, 4, 5, 16)
+    torch.testing.assert_close(grn(x), reference_grn(x, grn.gamma, grn.beta))
+
+
+def test_statistics_are_per_sample():
+    torch.manual_seed(0)
+    grn = GRN(8)
+    with torch.no_grad():
+        grn.gamma.fill_(1.0)
+    a, b = torch.randn(1, 4, 4, 8), torch.randn(1, 4, 4, 8)
+    torch.testing.assert_close(grn(torch.cat([a, b]))[:1], grn(a))
+
+
+def test_masked_and_token_aggregation_agree_and_ignore_masked_positions():
+    torch.manual_seed(0)
+    grn = GRN(8).double()
+    with torch.no_grad():
+        grn.gamma.normal_()
+        grn.beta.normal_()
+    x = torch.randn(2, 4, 4, 8, dtype=torch.float64)
+    visible = (torch.rand(2, 4, 4, 1) > 0.5).double()
+    dense = grn(x, masked_l2(visible))
+    garbage = x + 100 * (1 - visible) * torch.randn_like(x)
+    torch.testing.assert_close(grn(garbage, masked_l2(visible)) * visible, dense * visible)
+    idx = visible[..., 0].flatten().nonzero().squeeze(1)
+    tokens = x.reshape(-1, 8)[idx]
+    sample = idx // 16
+    torch.testing.assert_close(grn(tokens, token_l2(sample, 2)), dense.reshape(-1, 8)[idx])
+
+
+def test_gradcheck_dense_and_tokens():
+    torch.manual_seed(0)
+    grn = GRN(4).double()
+    with torch.no_grad():
+        grn.gamma.normal_()
+        grn.beta.normal_()
+    x = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(grn, (x,))
+    t = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
+    sample = torch.tensor([0, 0, 1, 1, 1, 0, 1])
+    assert torch.autograd.gradcheck(lambda v: grn(v, token_l2(sample, 2)), (t,))
