@@ -29,12 +29,14 @@ export PATH="$(dirname "$PYTHON"):$PATH"
 
 # MinkowskiEngine 0.5.4 does `from collections import Sequence`, removed in
 # Python 3.10; alias it before importing (cnx2lite.sparse.minkowski does the same).
+# With ME_CUDA=1 a CPU-only install does not count.
 me_importable() {
-    "$PYTHON" - <<'EOF' >/dev/null 2>&1
-import collections, collections.abc
+    ME_CUDA="$ME_CUDA" "$PYTHON" - <<'EOF' >/dev/null 2>&1
+import collections, collections.abc, os, sys
 if not hasattr(collections, "Sequence"):
     collections.Sequence = collections.abc.Sequence
 import MinkowskiEngine
+sys.exit(os.environ["ME_CUDA"] == "1" and not MinkowskiEngine.is_cuda_available())
 EOF
 }
 

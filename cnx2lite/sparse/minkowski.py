@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import collections.abc
 import functools
+import warnings
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,9 @@ def _minkowski() -> ModuleType | None:
     if not hasattr(collections, "Sequence"):
         collections.Sequence = collections.abc.Sequence
     try:
-        import MinkowskiEngine
+        with warnings.catch_warnings():  # CPU-only is the default build here, not a mistake
+            warnings.filterwarnings("ignore", message="The MinkowskiEngine was compiled with CPU_ONLY flag")
+            import MinkowskiEngine
     except ImportError:
         return None
     return MinkowskiEngine
@@ -55,11 +58,15 @@ def is_available() -> bool:
 
 def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
     """``x (N, C_in, H, W)``, ``mask (N, H/32, W/32)`` bool (True = masked) -> ``(N, C4, H/32, W/32)``,
-    zero at masked cells."""
+    zero at masked cells (a constant, graph-free zero map if every cell is masked)."""
     me = _minkowski()
     if me is None:
         raise RuntimeError(INSTALL_HINT)
+    if x.is_cuda and not me.is_cuda_available():
+        raise RuntimeError("MinkowskiEngine was built CPU-only; rebuild it with `ME_CUDA=1 scripts/install_minkowski.sh`")
     n, (h, w) = x.shape[0], mask.shape[1:]
+    if mask.all():  # ME segfaults on an empty coordinate map; nothing is visible, nothing to compute
+        return x.new_zeros(n, model.dims[-1], h, w)
     scale = 2 ** (len(model.stages) - 1)  # stem-output positions per cell side
     map_type = me.CoordinateMapType.CUDA if x.is_cuda else me.CoordinateMapType.CPU
     manager = me.CoordinateManager(D=2, coordinate_map_type=map_type)
