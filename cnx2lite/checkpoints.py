@@ -29,7 +29,8 @@ from torch import Tensor
 
 from .models.convnextv2 import VARIANTS, ConvNeXtV2
 
-__all__ = ["LoadResult", "load_pretrained", "convert_state_dict", "export_timm", "timm_name"]
+__all__ = ["LoadResult", "load_pretrained", "convert_state_dict", "export_timm", "timm_name", "save_checkpoint",
+           "load_checkpoint", "latest_checkpoint", "list_checkpoints", "prune_checkpoints", "checkpoint_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -299,3 +300,66 @@ def _mismatch_message(
         message += (f". Its classifier has {classes} classes and the model {model.num_classes}: build the model "
                     f"with num_classes={classes}, or pass skip_head=True to keep the model's own head")
     return message
+
+
+# --------------------------------------------------------------------------------------------------
+# Training checkpoints: written atomically, newest found by step, oldest pruned.
+# --------------------------------------------------------------------------------------------------
+CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pt$")
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> str:
+    """``<run_dir>/checkpoint-<step, 8 digits>.pt``."""
+    return os.path.join(os.fspath(run_dir), f"checkpoint-{step:08d}.pt")
+
+
+def save_checkpoint(state: Mapping, path: str | os.PathLike) -> str:
+    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``: a crash
+    at any moment leaves either the old file or the complete new one, never a partial one."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # make the rename itself durable
+    finally:
+        os.close(fd)
+    return path
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[str]:
+    """The run's ``checkpoint-<step>.pt`` files, oldest step first (temporary files ignored)."""
+    if not os.path.isdir(run_dir):
+        return []
+    found = [(int(m.group(1)), name) for name in os.listdir(run_dir) if (m := CHECKPOINT_PATTERN.fullmatch(name))]
+    return [os.path.join(os.fspath(run_dir), name) for _, name in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> str | None:
+    """The checkpoint with the highest step in ``run_dir``, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[str]:
+    """Delete all but the newest ``keep_last`` checkpoints; returns the deleted paths."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1, got {keep_last!r}")
+    old = list_checkpoints(run_dir)[:-keep_last]
+    for path in old:
+        os.remove(path)
+    return old
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A training checkpoint written by :func:`save_checkpoint` (tensors and plain containers only)."""
+    return torch.load(os.fspath(path), map_location="cpu", weights_only=True)

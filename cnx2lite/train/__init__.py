@@ -1,0 +1,15 @@
+"""Training: FCMAE pretraining and fine-tuning with the paper's recipes, one loop for both.
+
+``pretrain(config)`` / ``finetune(config)`` -> :class:`RunResult`, with the config from
+``load_preset(name, task, **overrides)``. Modules: ``config`` (dataclass, presets), ``optim``
+(parameter groups, layer decay), ``schedule`` (warmup + cosine), ``ema``, ``seeding`` (seeds from
+the run position), ``loader`` (resumable sharded sampling), ``distributed`` (torchrun/DDP),
+``tasks`` (what pretraining and fine-tuning compute), ``engine`` (the loop, checkpoints, metrics),
+``plots``, ``api``, ``commands`` (the CLI).
+"""
+from .api import evaluate_checkpoint, finetune, pretrain
+from .config import PRESETS, TrainConfig, load_preset, preset_names
+from .engine import NonFiniteLossError, RunResult, Trainer, train
+
+__all__ = ["pretrain", "finetune", "evaluate_checkpoint", "train", "Trainer", "RunResult", "NonFiniteLossError",
+           "TrainConfig", "load_preset", "preset_names", "PRESETS"]

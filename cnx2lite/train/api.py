@@ -1,0 +1,64 @@
+"""The Python entry points the CLI and the notebooks call: one line per run."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from .. import data
+from ..checkpoints import load_checkpoint, load_pretrained
+from ..models import create_model
+from .config import TrainConfig, load_preset
+from .distributed import resolve_device
+from .engine import RunResult, train
+from .loader import eval_loader
+from .tasks import classification_stats
+
+
+def _config(task: str, config: TrainConfig | str, overrides: dict[str, Any]) -> TrainConfig:
+    if isinstance(config, str):
+        return load_preset(config, task=task, **overrides)
+    if config.task != task:
+        raise ValueError(f"config.task is {config.task!r}; {task}() needs task={task!r}")
+    return dataclasses.replace(config, **overrides)
+
+
+def pretrain(config: TrainConfig | str = "smoke", **overrides: Any) -> RunResult:
+    """FCMAE pretraining: ``pretrain("cpu", epochs=5)`` or ``pretrain(load_preset(...))``."""
+    return train(_config("pretrain", config, overrides))
+
+
+def finetune(config: TrainConfig | str = "smoke", **overrides: Any) -> RunResult:
+    """Fine-tuning (from ``pretrained=<checkpoint>``, or from scratch without it)."""
+    return train(_config("finetune", config, overrides))
+
+
+@torch.no_grad()
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | None = None, dataset: str = "imagenette",
+                        use_ema: bool = False, batch_size: int = 64, device: str = "auto", num_workers: int = 0,
+                        img_size: int | None = None, images_per_class: int | None = None) -> dict[str, float]:
+    """Top-1/top-5 (percent) and loss of a fine-tuning checkpoint on the val split of ``data_root``'s
+    image folder, with the checkpoint's classes in its label order. ``img_size`` defaults to the
+    training size."""
+    ckpt = load_checkpoint(checkpoint)
+    if ckpt.get("task") != "finetune" or "classes" not in ckpt:
+        raise ValueError(f"{checkpoint} is not a fine-tuning checkpoint of cnx2lite (task {ckpt.get('task')!r}); "
+                         "pretraining checkpoints have no classifier to evaluate")
+    config = ckpt["config"]
+    size = img_size or config["img_size"]
+    folder = data.find_image_folder(data.resolve_data_root(data_root), dataset)
+    val_set = data.build_dataset(folder, "val", data.eval_transform(size), classes=ckpt["classes"],
+                                 images_per_class=images_per_class)
+    dev = resolve_device(device)
+    model = create_model(config["model"], num_classes=len(ckpt["classes"]))
+    load_pretrained(model, ckpt, use_ema=use_ema)
+    model.to(dev).eval()
+    sums, count = {}, 0
+    for images, targets in eval_loader(val_set, batch_size, 0, 1, num_workers):
+        for k, v in classification_stats(model(images.to(dev)), targets.to(dev)).items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += len(images)
+    return {"top1": sums["val_top1"] / count, "top5": sums["val_top5"] / count, "loss": sums["val_loss"] / count,
+            "images": count}

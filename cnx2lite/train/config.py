@@ -1,0 +1,186 @@
+"""Training configuration: one dataclass for pretraining and fine-tuning, presets, overrides.
+
+``load_preset("smoke", task="pretrain", epochs=2)`` -> :class:`TrainConfig`. Presets per task:
+``smoke`` (seconds, CI), ``cpu`` (a laptop, about an hour), ``imagenette-gpu`` (one GPU, Imagenette
+at 224 px) and ``in1k-<size>`` (the paper's ImageNet-1K recipes, Woo et al. 2023, appendix A).
+Batch sizes: ``batch_size`` is per process and micro-step; ``global_batch``, when set, fixes the
+effective batch (``batch_size * accum_steps * world_size``) and derives ``accum_steps`` at launch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..models import VARIANTS
+
+TASKS = ("pretrain", "finetune")
+AMP_MODES = ("auto", "bf16", "fp16", "fp32")
+
+
+def _f(default: Any, help: str) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    task: str = _f("finetune", "'pretrain' (FCMAE) or 'finetune' (classification)")
+    # model
+    model: str = _f("convnextv2_atto", "ConvNeXt V2 variant: " + ", ".join(VARIANTS))
+    drop_path: float = _f(0.0, "stochastic depth rate, linear in depth")
+    head_init_scale: float = _f(1.0, "scale of the classifier's initial weights (finetune)")
+    pretrained: str | None = _f(None, "checkpoint to fine-tune from: an FCMAE run's checkpoint or any format "
+                                      "cnx2lite.checkpoints.load_pretrained reads (finetune)")
+    mask_ratio: float = _f(0.6, "masked fraction of 32x32 patches (pretrain)")
+    decoder_dim: int = _f(512, "FCMAE decoder width (pretrain)")
+    decoder_depth: int = _f(1, "FCMAE decoder blocks (pretrain)")
+    norm_pix_loss: bool = _f(True, "predict per-patch normalized pixels (pretrain)")
+    backend: str = _f("gather", "sparse encoder backend: dense, gather, minkowski (pretrain)")
+    # data
+    data: str | None = _f(None, "data root (else $CNX2LITE_DATA_ROOT, else <repo>/data)")
+    dataset: str = _f("imagenette", "image folder name under the data root")
+    img_size: int = _f(224, "square training/eval image size in pixels, a multiple of 32")
+    num_classes: int | None = _f(None, "use the first K classes (None: all)")
+    images_per_class: int | None = _f(None, "training images per class (None: all)")
+    val_images_per_class: int | None = _f(None, "validation images per class (None: all)")
+    rand_augment: str | None = _f("rand-m9-mstd0.5-inc1", "timm RandAugment spec, or none (finetune)")
+    reprob: float = _f(0.25, "random erasing probability (finetune)")
+    mixup: float = _f(0.0, "Mixup alpha, 0 = off (finetune)")
+    cutmix: float = _f(0.0, "CutMix alpha, 0 = off (finetune)")
+    label_smoothing: float = _f(0.0, "label smoothing (finetune)")
+    num_workers: int = _f(0, "DataLoader worker processes per training process")
+    # optimization
+    epochs: int = _f(1, "training epochs")
+    batch_size: int = _f(64, "images per micro-step per process")
+    global_batch: int | None = _f(None, "effective batch; derives accum_steps (None: use accum_steps)")
+    accum_steps: int = _f(1, "micro-steps per optimizer step (gradient accumulation)")
+    base_lr: float = _f(1e-3, "lr for an effective batch of 256: lr = base_lr * effective_batch / 256")
+    lr: float | None = _f(None, "absolute peak lr, overriding base_lr")
+    min_lr: float = _f(0.0, "lr at the end of the cosine")
+    warmup_epochs: float = _f(0.0, "linear warmup, in epochs (counted per iteration)")
+    weight_decay: float = _f(0.05, "AdamW weight decay (none on biases, norms, GRN, mask token)")
+    betas: tuple[float, float] = _f((0.9, 0.999), "AdamW betas")
+    layer_decay: float = _f(1.0, "layer-wise lr decay, 1 = off")
+    layer_decay_mode: str = _f("single", "layer ids for layer decay: single (one per block) or group")
+    clip_grad: float | None = _f(None, "max gradient norm (None: no clipping)")
+    ema_decay: float = _f(0.0, "EMA of weights decay, 0 = no EMA")
+    ema_cpu: bool = _f(False, "keep the EMA on the CPU")
+    # runtime
+    device: str = _f("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N")
+    amp: str = _f("auto", "autocast: auto (bf16 on CUDA, fp32 on CPU), bf16, fp16 (with grad scaler), fp32")
+    channels_last: bool = _f(False, "channels_last memory format")
+    compile: bool = _f(False, "torch.compile the model")
+    seed: int = _f(0, "seed of everything: init, shuffle, augmentation, masks, drop path, Mixup")
+    output: str = _f("runs", "parent folder of run directories")
+    name: str | None = _f(None, "run directory name (None: <task>-<model>)")
+    resume: str | None = _f(None, "'auto' (newest checkpoint in the run dir, if any) or a checkpoint path")
+    save_every_steps: int = _f(0, "also checkpoint every N optimizer steps mid-epoch (0: epoch ends only)")
+    keep_last: int = _f(2, "checkpoints kept in the run dir")
+    log_every_steps: int = _f(10, "metrics.csv train row every N optimizer steps")
+    eval_every: int = _f(1, "evaluate every N epochs (and after the last)")
+    recon_every: int = _f(1, "reconstruction figure every N epochs (pretrain)")
+    progress: bool = _f(True, "tqdm progress bars")
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)),
+                  ("layer_decay_mode", ("single", "group")))
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "accum_steps", "img_size", "keep_last", "eval_every", "recon_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.img_size % 32:
+            raise ValueError(f"img_size must be a multiple of 32 (the model's stride), got {self.img_size}")
+        if self.resume not in (None, "auto") and not Path(self.resume).is_file():
+            raise ValueError(f"resume must be 'auto' or an existing checkpoint file, got {self.resume!r}")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.task}-{self.model}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+SMOKE = dict(model="convnextv2_atto", img_size=64, num_classes=2, images_per_class=8, val_images_per_class=4,
+             epochs=1, batch_size=8, decoder_dim=64, lr=1e-3, progress=False, log_every_steps=1)
+CPU = dict(model="convnextv2_atto", img_size=96, num_classes=10, images_per_class=300, val_images_per_class=50,
+           batch_size=64, decoder_dim=256, num_workers=2, log_every_steps=5, keep_last=2)
+IMAGENETTE_GPU = dict(model="convnextv2_atto", img_size=224, batch_size=128, num_workers=8, save_every_steps=500)
+
+PRETRAIN = dict(task="pretrain", base_lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, min_lr=0.0,
+                mask_ratio=0.6, drop_path=0.0, norm_pix_loss=True, decoder_depth=1)
+FINETUNE = dict(task="finetune", betas=(0.9, 0.999), min_lr=1e-6, rand_augment="rand-m9-mstd0.5-inc1", reprob=0.25,
+                head_init_scale=0.001, ema_decay=0.9999)
+# The paper's fine-tuning table: epochs, base lr, warmup, wd, layer decay (mode), mixup, cutmix, smoothing, drop path
+IN1K_FINETUNE = {
+    "atto": (600, 2e-4, 0, 0.3, 0.9, "single", 0.0, 0.0, 0.2, 0.1),
+    "femto": (600, 2e-4, 0, 0.05, 0.9, "single", 0.3, 0.3, 0.2, 0.0),
+    "pico": (600, 2e-4, 0, 0.3, 0.9, "single", 0.3, 0.3, 0.2, 0.0),
+    "nano": (600, 2e-4, 0, 0.3, 0.9, "single", 0.5, 0.5, 0.2, 0.1),
+    "tiny": (300, 8e-4, 40, 0.05, 0.9, "single", 0.8, 1.0, 0.1, 0.2),
+    "base": (100, 6.25e-4, 20, 0.05, 0.6, "group", 0.8, 1.0, 0.1, 0.1),
+    "large": (100, 6.25e-4, 20, 0.05, 0.6, "group", 0.8, 1.0, 0.1, 0.2),
+    "huge": (50, 1.25e-3, 10, 0.05, 0.75, "single", 0.8, 1.0, 0.1, 0.3),
+}
+IN1K = dict(img_size=224, num_workers=10, save_every_steps=1000, log_every_steps=50, keep_last=3)
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "pretrain": {
+        "smoke": {**PRETRAIN, **SMOKE},
+        "cpu": {**PRETRAIN, **CPU, "epochs": 20, "warmup_epochs": 2, "lr": 1.5e-3},
+        "imagenette-gpu": {**PRETRAIN, **IMAGENETTE_GPU, "epochs": 400, "global_batch": 512, "warmup_epochs": 20,
+                           "recon_every": 20, "eval_every": 20},
+        **{f"in1k-{size}": {**PRETRAIN, **IN1K, "model": f"convnextv2_{size}", "epochs": 800, "global_batch": 4096,
+                            "batch_size": 64, "warmup_epochs": 40, "decoder_dim": 512, "eval_every": 20,
+                            "recon_every": 20, "dataset": "imagenet"}
+           for size in IN1K_FINETUNE},
+    },
+    "finetune": {
+        "smoke": {**FINETUNE, **SMOKE, "ema_decay": 0.9},
+        "cpu": {**FINETUNE, **CPU, "epochs": 20, "warmup_epochs": 1, "lr": 2e-3, "ema_decay": 0.999,
+                "weight_decay": 0.05, "layer_decay": 0.9, "label_smoothing": 0.1, "drop_path": 0.1},
+        "imagenette-gpu": {**FINETUNE, **IMAGENETTE_GPU, "epochs": 100, "global_batch": 256, "base_lr": 2e-4,
+                           "warmup_epochs": 5, "weight_decay": 0.05, "layer_decay": 0.9, "mixup": 0.3,
+                           "cutmix": 0.3, "label_smoothing": 0.1, "drop_path": 0.1, "ema_decay": 0.999},
+        **{f"in1k-{size}": {**FINETUNE, **IN1K, "model": f"convnextv2_{size}", "epochs": epochs, "base_lr": lr,
+                            "warmup_epochs": warmup, "weight_decay": wd, "layer_decay": ld, "layer_decay_mode": mode,
+                            "mixup": mixup, "cutmix": cutmix, "label_smoothing": smoothing, "drop_path": dp,
+                            "global_batch": 1024, "batch_size": 64, "dataset": "imagenet"}
+           for size, (epochs, lr, warmup, wd, ld, mode, mixup, cutmix, smoothing, dp) in IN1K_FINETUNE.items()},
+    },
+}
+
+
+def preset_names(task: str) -> list[str]:
+    return list(PRESETS[_check_task(task)])
+
+
+def load_preset(name: str, task: str = "finetune", **overrides: Any) -> TrainConfig:
+    """The config of preset ``name`` for ``task`` with ``overrides`` (any :class:`TrainConfig` field)."""
+    presets = PRESETS[_check_task(task)]
+    if name not in presets:
+        raise ValueError(f"preset must be one of {', '.join(map(repr, presets))} for task {task!r}; got {name!r}")
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise TypeError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
+    if overrides.get("task", task) != task:
+        raise ValueError(f"override task={overrides['task']!r} contradicts task={task!r}")
+    return TrainConfig(**{**presets[name], **overrides, "task": task})
+
+
+def _check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}; got {task!r}")
+    return task

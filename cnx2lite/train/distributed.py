@@ -1,0 +1,65 @@
+"""Process-group setup from torchrun's environment; one process per device (DDP).
+
+``torchrun --nproc_per_node=N -m cnx2lite pretrain ...`` sets ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``; multi-node runs add ``--nnodes``, ``--node_rank``
+and ``--rdzv_endpoint`` as usual. NCCL on CUDA, gloo on CPU. Without these variables it is one
+process and nothing is initialized.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``"auto"``: ``cuda:<local_rank>`` when CUDA is there, else CPU; ``"cuda"`` picks the local GPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+    return torch.device(device)
+
+
+def init_distributed(device: str = "auto") -> Dist:
+    """Join the process group described by the environment (if any) and pick this process's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device, local_rank)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+    return Dist(rank, local_rank, world_size, resolved)
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum over processes (in place, returned); the identity in a single process."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

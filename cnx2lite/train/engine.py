@@ -1,0 +1,405 @@
+"""The training loop shared by FCMAE pretraining and fine-tuning (the task is the only difference).
+
+One optimizer step = ``accum_steps`` micro-batches per process; the lr is set per step from
+:func:`cosine_lr`; the EMA follows every step. The run directory holds ``config.json`` (resolved),
+``metrics.csv``, ``curves.png``, ``checkpoint-<step>.pt`` (the last ``keep_last``) and, when
+pretraining, ``reconstructions/``. Rank 0 writes; all ranks compute.
+
+Exact resume: a checkpoint holds model, optimizer, scaler, EMA, metrics history and the position
+``(epoch, step_in_epoch, global_step)``. All randomness is derived from ``(seed, position)`` (see
+:mod:`.seeding`), so restoring the position restores the data order, augmentations, masks,
+drop path and Mixup draws: a resumed run ends bit-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .. import data
+from ..checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from .config import TrainConfig
+from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed
+from .ema import ModelEma
+from .loader import eval_loader, train_loader
+from .optim import build_optimizer
+from .plots import plot_curves, plot_reconstructions
+from .schedule import cosine_lr
+from .seeding import derive_seed, seed_everything
+from .tasks import PretrainTask, build_task
+
+METRIC_COLUMNS = ("kind", "epoch", "step", "train_loss", "lr", "img_per_s", "val_loss", "val_top1", "val_top5",
+                  "ema_top1", "ema_top5", "time_s")
+NUM_RECONSTRUCTIONS = 6
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stopped without saving over good checkpoints."""
+
+
+@dataclass
+class RunResult:
+    """What a run left behind. Accuracies are val top-1 in percent (None when pretraining)."""
+
+    run_dir: Path
+    history: list[dict]
+    checkpoint: Path | None
+    final_top1: float | None = None
+    best_top1: float | None = None
+    final_ema_top1: float | None = None
+    interrupted: bool = False
+    config: dict = field(default_factory=dict)
+
+    def metric(self, key: str) -> list[float]:
+        """The per-epoch values of ``key`` (e.g. ``"val_top1"``), in order."""
+        return [r[key] for r in self.history if r["kind"] == "epoch" and r.get(key) is not None]
+
+
+@dataclass
+class Position:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def graceful_stop() -> Iterator[_StopFlag]:
+    """SIGINT (Ctrl-C, a notebook's interrupt) and SIGTERM (schedulers' preemption) ask the loop to
+    stop after the current step and save; a second Ctrl-C interrupts at once."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if flag.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.requested = True
+        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                   "(Ctrl-C again to abort without saving)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class Trainer:
+    """Builds everything a run needs from a :class:`TrainConfig`; :meth:`run` trains."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.dist: Dist = init_distributed(config.device)
+        self.task = build_task(config)
+        self.run_dir = Path(config.output) / config.run_name
+        folder = data.find_image_folder(data.resolve_data_root(config.data), config.dataset)
+        c = config
+        self.train_set = data.build_dataset(folder, "train", self.task.train_transform(), num_classes=c.num_classes,
+                                            images_per_class=c.images_per_class, seed=c.seed)
+        self.val_set = None
+        if (folder / "val").is_dir():
+            self.val_set = data.build_dataset(folder, "val", data.eval_transform(c.img_size),
+                                              classes=self.train_set.classes, images_per_class=c.val_images_per_class)
+        self.config = self._resolve(config, folder)
+
+        seed_everything(derive_seed(c.seed, "init"))  # identical initial weights on every rank
+        self.model = self.task.build_model(len(self.train_set.classes)).to(self.dist.device)
+        if c.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        c = self.config
+        self.optimizer = build_optimizer(self.model, c.lr, c.weight_decay, c.betas, c.layer_decay, c.layer_decay_mode)
+        self.ema = ModelEma(self.model, c.ema_decay, "cpu" if c.ema_cpu else None) if c.ema_decay > 0 else None
+        self.amp_dtype = _amp_dtype(c.amp, self.dist.device)
+        self.scaler = torch.amp.GradScaler(self.dist.device.type) if self.amp_dtype == torch.float16 else None
+
+        pin = self.dist.device.type == "cuda"
+        self.loader = train_loader(self.train_set, c.batch_size, c.seed, self.dist.rank, self.dist.world_size,
+                                   c.num_workers, pin)
+        self.val_loader = None if self.val_set is None else eval_loader(
+            self.val_set, c.batch_size, self.dist.rank, self.dist.world_size, c.num_workers, pin)
+        self.steps_per_epoch = len(self.loader) // c.accum_steps
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"an epoch has {len(self.loader)} micro-batches per process, fewer than accum_steps="
+                             f"{c.accum_steps}: lower batch_size/accum_steps/global_batch or use more images")
+        self.total_steps = c.epochs * self.steps_per_epoch
+        self.warmup_steps = round(c.warmup_epochs * self.steps_per_epoch)
+        self.position, self.history = Position(), []
+        self.started = time.perf_counter()  # time_s in metrics: seconds since this process started the run
+
+        self.train_model: nn.Module = self.model
+        if self.dist.world_size > 1:
+            ids = [self.dist.device] if self.dist.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        if c.compile:
+            self.train_model = torch.compile(self.train_model)
+
+    def _resolve(self, config: TrainConfig, folder: Path) -> TrainConfig:
+        """Derive ``accum_steps`` (from ``global_batch``) and the absolute ``lr``; write config.json."""
+        per_step = config.batch_size * self.dist.world_size
+        accum = config.accum_steps
+        if config.global_batch is not None:
+            if config.global_batch % per_step:
+                raise ValueError(f"global_batch={config.global_batch} is not a multiple of batch_size x processes "
+                                 f"= {config.batch_size} x {self.dist.world_size}")
+            accum = config.global_batch // per_step
+        effective = per_step * accum
+        lr = config.lr if config.lr is not None else config.base_lr * effective / 256
+        resolved = dataclasses.replace(config, accum_steps=accum, lr=lr, global_batch=effective)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            info = {**resolved.to_dict(), "world_size": self.dist.world_size, "effective_batch": effective,
+                    "data_folder": str(folder), "train_images": len(self.train_set),
+                    "val_images": len(self.val_set) if self.val_set is not None else 0,
+                    "classes": self.train_set.classes}
+            (self.run_dir / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+        barrier()
+        return resolved
+
+    # ----------------------------------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(message)
+
+    def run(self) -> RunResult:
+        c = self.config
+        try:
+            self._maybe_resume()
+            self.log(f"{self.task.name} {c.model} on {len(self.train_set)} images ({len(self.train_set.classes)} "
+                     f"classes, {c.img_size}px), {c.epochs} epochs x {self.steps_per_epoch} steps, effective batch "
+                     f"{c.global_batch}, lr {c.lr:.3g}, {self.dist.world_size} process(es) on {self.dist.device}; "
+                     f"run dir {self.run_dir}")
+            with graceful_stop() as stop:
+                while self.position.epoch < c.epochs:
+                    if not self._train_epoch(stop):
+                        self._save()
+                        self.log(f"stopped at epoch {self.position.epoch}, step {self.position.global_step}; "
+                                 f"resume with --resume auto (run dir {self.run_dir})")
+                        return self._result(interrupted=True)
+                    self._end_epoch()
+            return self._result()
+        finally:
+            cleanup()
+
+    def _maybe_resume(self) -> None:
+        c = self.config
+        path = latest_checkpoint(self.run_dir) if c.resume == "auto" else c.resume
+        if not path:
+            return
+        ckpt = load_checkpoint(path)
+        if ckpt.get("task") != self.task.name:
+            raise ValueError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} checkpoint")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt["ema"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.position = Position(**ckpt["position"])
+        self.history = list(ckpt["history"])
+        self._write_metrics()
+        self.log(f"resumed from {path} at epoch {self.position.epoch}, step {self.position.global_step}")
+
+    def _train_epoch(self, stop: _StopFlag) -> bool:
+        """Train until the epoch ends (True) or a stop was requested (False)."""
+        c, pos, dev = self.config, self.position, self.dist.device
+        images_per_step = c.global_batch
+        self.loader.sampler.set_position(pos.epoch, pos.step_in_epoch * c.accum_steps * c.batch_size)
+        batches = iter(self.loader)
+        bar = tqdm(total=self.steps_per_epoch, initial=pos.step_in_epoch, unit="step", dynamic_ncols=True,
+                   desc=f"{self.task.name} {pos.epoch + 1}/{c.epochs}", disable=not (self.dist.is_main and c.progress))
+        window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        self.train_model.train()
+        with bar:
+            while pos.step_in_epoch < self.steps_per_epoch:
+                lr = cosine_lr(pos.global_step, self.total_steps, c.lr, self.warmup_steps, c.min_lr)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr * group["lr_scale"]
+                seed_everything(derive_seed(c.seed, "step", pos.global_step, self.dist.rank))  # drop path, Mixup
+                loss = self._step(batches, dev)
+                stats = all_reduce_sum(torch.tensor([loss, float(stop.requested)], dtype=torch.float64, device=dev))
+                loss = stats[0].item() / self.dist.world_size
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss} at epoch {pos.epoch}, step {pos.global_step} (lr {lr:.3g}): stopped before "
+                        f"the optimizer step. The last good checkpoint is {latest_checkpoint(self.run_dir)}. "
+                        "Lower lr/base_lr, add clip_grad, or use amp=fp32")
+                self._optimizer_step()
+                pos.step_in_epoch += 1
+                pos.global_step += 1
+                window_loss, window_steps = window_loss + loss, window_steps + 1
+                elapsed = time.perf_counter() - window_start
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{window_steps * images_per_step / elapsed:.0f}")
+                bar.update()
+                if pos.global_step % c.log_every_steps == 0:
+                    self._record(kind="train", train_loss=window_loss / window_steps, lr=lr,
+                                 img_per_s=window_steps * images_per_step / elapsed)
+                    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                if stats[1].item() > 0:
+                    return False
+                if c.save_every_steps and pos.global_step % c.save_every_steps == 0 \
+                        and pos.step_in_epoch < self.steps_per_epoch:
+                    self._save()
+        return True
+
+    def _step(self, batches: Iterator, device: torch.device) -> float:
+        """Forward and backward over ``accum_steps`` micro-batches; returns their mean loss."""
+        c, total = self.config, 0.0
+        for micro in range(c.accum_steps):
+            images, targets, seeds = next(batches)
+            images = images.to(device, non_blocking=True)
+            if c.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = targets.to(device, non_blocking=True)
+            last = micro == c.accum_steps - 1
+            sync = contextlib.nullcontext() if last or self.dist.world_size == 1 else self.train_model.no_sync()
+            with sync:
+                with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32):
+                    loss = self.task.loss(self.train_model, images, targets, seeds)
+                scaled = loss / c.accum_steps
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            total += loss.item()
+        return total / c.accum_steps
+
+    def _optimizer_step(self) -> None:
+        if self.config.clip_grad is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _end_epoch(self) -> None:
+        c, pos = self.config, self.position
+        pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+        row = {"kind": "epoch", "lr": self.optimizer.param_groups[-1]["lr"] / self.optimizer.param_groups[-1]["lr_scale"]}
+        epoch_rows = [r for r in self.history if r["kind"] == "train" and pos.epoch - 1 < r["epoch"] <= pos.epoch]
+        if epoch_rows:
+            row["train_loss"] = sum(r["train_loss"] for r in epoch_rows) / len(epoch_rows)
+        last = pos.epoch == c.epochs
+        if self.val_loader is not None and (pos.epoch % c.eval_every == 0 or last):
+            row.update(self.evaluate(self.model))
+            if self.ema is not None:
+                ema = self.evaluate(self.ema.module)
+                row.update(ema_top1=ema.get("val_top1"), ema_top5=ema.get("val_top5"))
+            self.log(f"epoch {pos.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
+                                                        if isinstance(v, float) and k != "lr"))
+        self._record(**row)
+        if isinstance(self.task, PretrainTask) and (pos.epoch % c.recon_every == 0 or last):
+            self.save_reconstructions()
+        self._save()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Mean val statistics over all processes (each process takes a strided share)."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        sums: dict[str, float] = {}
+        count = 0
+        for index, (images, targets) in enumerate(self.val_loader):
+            images, targets = images.to(device), targets.to(device)
+            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32):
+                stats = self.task.eval_batch(model, images, targets, index * self.dist.world_size + self.dist.rank)
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += len(images)
+        keys = sorted(sums)
+        totals = all_reduce_sum(torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=self.dist.device))
+        model.train(was_training)
+        return {k: totals[i].item() / max(totals[-1].item(), 1) for i, k in enumerate(keys)}
+
+    def save_reconstructions(self) -> Path | None:
+        """Four-panel reconstructions of the first val (else train) images with fixed masks (rank 0)."""
+        if not self.dist.is_main:
+            return None
+        dataset = self.val_set if self.val_set is not None else self.train_set
+        n = min(NUM_RECONSTRUCTIONS, len(dataset))
+        images = torch.stack([dataset[i][0] for i in range(n)]).to(self.dist.device)
+        generator = torch.Generator().manual_seed(derive_seed(self.config.seed, "figure"))
+        self.model.eval()
+        recon = self.model.reconstruct(images, self.model.random_mask(images, generator))
+        self.model.train()
+        folder = self.run_dir / "reconstructions"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"epoch-{self.position.epoch:04d}.png"
+        plot_reconstructions(recon, path, title=f"{self.config.model}, epoch {self.position.epoch}")
+        (self.run_dir / "reconstruction.png").write_bytes(path.read_bytes())
+        return path
+
+    # ----------------------------------------------------------------------------------------------
+    def _record(self, **row: object) -> None:
+        pos = self.position
+        row = {"epoch": round(pos.global_step / self.steps_per_epoch, 4), "step": pos.global_step,
+               "time_s": round(time.perf_counter() - self.started, 1), **row}
+        self.history.append(row)
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.run_dir / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.history)
+        if any(r["kind"] == "epoch" for r in self.history):
+            plot_curves(self.history, self.run_dir / "curves.png", title=f"{self.task.name} {self.config.model}")
+
+    def _save(self) -> Path | None:
+        """Checkpoint the current position (rank 0), then drop old checkpoints."""
+        path = None
+        if self.dist.is_main:
+            state = {
+                "task": self.task.name, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "ema": self.ema.module.state_dict() if self.ema is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "position": dataclasses.asdict(self.position), "history": self.history,
+                "config": self.config.to_dict(), "classes": self.train_set.classes,
+            }
+            path = Path(save_checkpoint(state, checkpoint_path(self.run_dir, self.position.global_step)))
+            prune_checkpoints(self.run_dir, self.config.keep_last)
+        barrier()
+        return path
+
+    def _result(self, interrupted: bool = False) -> RunResult:
+        top1 = [r["val_top1"] for r in self.history if r["kind"] == "epoch" and r.get("val_top1") is not None]
+        ema = [r["ema_top1"] for r in self.history if r["kind"] == "epoch" and r.get("ema_top1") is not None]
+        ckpt = latest_checkpoint(self.run_dir)
+        return RunResult(self.run_dir, self.history, Path(ckpt) if ckpt else None, top1[-1] if top1 else None,
+                         max(top1) if top1 else None, ema[-1] if ema else None, interrupted, self.config.to_dict())
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype:
+    if amp == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[amp]
+
+
+def train(config: TrainConfig) -> RunResult:
+    """Run (or resume) the training ``config`` describes; see :class:`Trainer`."""
+    return Trainer(config).run()

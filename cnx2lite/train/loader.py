@@ -1,0 +1,77 @@
+"""Resumable, seeded data loading: the position in an epoch is all a resume needs.
+
+:class:`ResumableSampler` is a :class:`DistributedSampler` (seeded shuffle per epoch, one shard per
+process) that can start mid-epoch and yields ``(epoch, index)`` keys; :class:`SeededDataset` turns a
+key into ``(image, target, sample_seed)`` with the augmentation seeded by ``(seed, epoch, index)``.
+Rank ``r`` of ``W`` gets indices ``perm[r::W]``, so the ranks' ``b``-sized batches at one step are
+together the single-process ``W * b`` batch at that step.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from .seeding import derive_seed, seeded
+
+
+class SeededDataset(Dataset):
+    """Wraps a map-style ``(image, target)`` dataset; ``dataset[(epoch, index)]`` ->
+    ``(image, target, sample_seed)`` with every RNG seeded by ``sample_seed = f(seed, epoch, index)``."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int, int]:
+        epoch, index = key
+        sample_seed = derive_seed(self.seed, "sample", epoch, index)
+        with seeded(sample_seed):
+            image, target = self.dataset[index]
+        return image, target, sample_seed
+
+
+class ResumableSampler(DistributedSampler):
+    """A seeded, sharded shuffle that yields ``(epoch, index)`` from position ``start`` of this
+    process's shard. Works without a process group (pass ``num_replicas`` and ``rank``)."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, shuffle: bool = True) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int) -> None:
+        """Begin ``epoch`` at the ``start``-th sample of this process's shard."""
+        self.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = list(super().__iter__())[self.start:]
+        return iter([(self.epoch, i) for i in indices])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def train_loader(dataset: Dataset, batch_size: int, seed: int, rank: int, world_size: int,
+                 num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """Full batches of ``(images, targets, sample_seeds)``; move it with ``loader.sampler.set_position``."""
+    seeded_dataset = SeededDataset(dataset, seed)
+    sampler = ResumableSampler(seeded_dataset, world_size, rank, seed)
+    if len(sampler) < batch_size:
+        raise ValueError(f"batch_size={batch_size} is larger than this process's share of the training set "
+                         f"({len(sampler)} of {len(dataset)} images): lower batch_size or use more images")
+    return DataLoader(seeded_dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, num_workers: int,
+                pin_memory: bool = False) -> DataLoader:
+    """This process's strided share ``rank::world_size`` of ``dataset``, in order, no padding
+    (so summed counts over processes are exact)."""
+    share = Subset(dataset, range(rank, len(dataset), world_size))
+    return DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory)

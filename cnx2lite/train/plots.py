@@ -1,0 +1,57 @@
+"""Run figures as PNG files: training curves and FCMAE reconstruction grids (no pyplot state, so
+they draw the same in scripts, DDP workers and notebooks)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.figure import Figure
+
+from ..data import denormalize
+from ..fcmae import Reconstruction
+
+
+def _series(history: Sequence[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
+    rows = [r for r in history if r.get("kind") == kind and r.get(key) not in (None, "")]
+    return [float(r["epoch"]) for r in rows], [float(r[key]) for r in rows]
+
+
+def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
+    """Loss (train per logged step, val per epoch) and, when there, val top-1 (+ EMA) against epochs."""
+    accuracy = [k for k in ("val_top1", "ema_top1") if _series(history, "epoch", k)[0]]
+    fig = Figure(figsize=(10 if accuracy else 5.5, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
+    for kind, key, label in (("train", "train_loss", "train"), ("epoch", "val_loss", "val")):
+        x, y = _series(history, kind, key)
+        if x:
+            axes[0].plot(x, y, marker="o" if kind == "epoch" else None, label=label)
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[0].legend()
+    for key in accuracy:
+        axes[1].plot(*_series(history, "epoch", key), marker="o", label=key.replace("_top1", " top-1"))
+    if accuracy:
+        axes[1].set(xlabel="epoch", ylabel="%", title="validation top-1")
+        axes[1].legend()
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    return Path(path)
+
+
+def plot_reconstructions(recon: Reconstruction, path: Path, title: str = "") -> Path:
+    """One row per image: original / masked / reconstruction / reconstruction with visible pixels."""
+    names = ("original", "masked", "reconstruction", "reconstruction + visible")
+    panels = [denormalize(p.detach().float().cpu()) for p in recon]
+    n = len(panels[0])
+    fig = Figure(figsize=(8, 2 * n + (0.3 if title else 0)), layout="constrained")
+    axes = fig.subplots(n, 4, squeeze=False)
+    for i in range(n):
+        for j, panel in enumerate(panels):
+            axes[i, j].imshow(panel[i].permute(1, 2, 0).numpy())
+            axes[i, j].set_axis_off()
+            if i == 0:
+                axes[i, j].set_title(names[j], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    return Path(path)

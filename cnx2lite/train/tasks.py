@@ -1,0 +1,102 @@
+"""What differs between FCMAE pretraining and fine-tuning, for the one training loop in ``engine``.
+
+A task builds the model and its training transform, computes a micro-batch's loss, and sums
+per-batch evaluation statistics that the engine adds up over processes.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .. import data
+from ..checkpoints import load_pretrained
+from ..fcmae import FCMAE
+from ..masking import random_mask
+from ..models import create_model
+from .config import TrainConfig
+from .seeding import derive_seed
+
+
+def seeded_masks(seeds: Tensor, img_size: int, ratio: float, device: torch.device) -> Tensor:
+    """One FCMAE mask per sample ``(N, H/32, W/32)``, drawn from that sample's seed, so a sample's mask
+    does not depend on its batch, its process or how many masks were drawn before."""
+    masks = [random_mask(1, img_size, ratio, generator=torch.Generator().manual_seed(derive_seed(int(s), "mask")))
+             for s in seeds.tolist()]
+    return torch.cat(masks).to(device, non_blocking=True)
+
+
+class PretrainTask:
+    """FCMAE: loss = masked-patch reconstruction error; evaluation = the same loss on val images."""
+
+    name = "pretrain"
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def build_model(self, num_classes: int) -> FCMAE:
+        c = self.config
+        return FCMAE(c.model, decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, mask_ratio=c.mask_ratio,
+                     norm_pix_loss=c.norm_pix_loss, backend=c.backend)
+
+    def train_transform(self) -> Callable:
+        return data.pretrain_transform(self.config.img_size)
+
+    def loss(self, model: nn.Module, images: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
+        masks = seeded_masks(seeds, self.config.img_size, self.config.mask_ratio, images.device)
+        return model(images, masks)[0]
+
+    def eval_batch(self, model: nn.Module, images: Tensor, targets: Tensor, index: int) -> dict[str, float]:
+        """Summed loss over a val batch, with masks fixed by the batch's position."""
+        seeds = torch.tensor([derive_seed(self.config.seed, "mask", index, i) for i in range(len(images))])
+        loss = self.loss(model, images, targets, seeds)
+        return {"val_loss": loss.item() * len(images)}
+
+
+class FinetuneTask:
+    """Classification: (Mixup/CutMix +) cross-entropy; evaluation = loss, top-1, top-5."""
+
+    name = "finetune"
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.mixup_fn: Callable | None = None
+        self.criterion: nn.Module | None = None
+
+    def build_model(self, num_classes: int) -> nn.Module:
+        c = self.config
+        model = create_model(c.model, num_classes=num_classes, drop_path_rate=c.drop_path,
+                             head_init_scale=c.head_init_scale)
+        if c.pretrained:
+            load_pretrained(model, c.pretrained, skip_head=True)
+        self.mixup_fn = data.build_mixup(num_classes, c.mixup, c.cutmix, c.label_smoothing)
+        self.criterion = data.build_criterion(self.mixup_fn, c.label_smoothing)
+        return model
+
+    def train_transform(self) -> Callable:
+        c = self.config
+        return data.finetune_transform(c.img_size, rand_augment=c.rand_augment, reprob=c.reprob)
+
+    def loss(self, model: nn.Module, images: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
+        if self.mixup_fn is not None:
+            images, targets = self.mixup_fn(images, targets)
+        return self.criterion(model(images), targets)
+
+    def eval_batch(self, model: nn.Module, images: Tensor, targets: Tensor, index: int) -> dict[str, float]:
+        return classification_stats(model(images), targets)
+
+
+def classification_stats(logits: Tensor, targets: Tensor) -> dict[str, float]:
+    """Summed cross-entropy and top-1/top-5 hits (top-k over at most the number of classes)."""
+    k = min(5, logits.shape[1])
+    hits = logits.topk(k, dim=1).indices.eq(targets[:, None])
+    return {"val_loss": nn.functional.cross_entropy(logits.float(), targets, reduction="sum").item(),
+            "val_top1": hits[:, 0].sum().item() * 100.0, "val_top5": hits.any(dim=1).sum().item() * 100.0}
+
+
+TASK_TYPES = {"pretrain": PretrainTask, "finetune": FinetuneTask}
+
+
+def build_task(config: TrainConfig) -> PretrainTask | FinetuneTask:
+    return TASK_TYPES[config.task](config)
