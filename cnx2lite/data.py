@@ -1,0 +1,382 @@
+"""Data: ImageFolder subsets (K classes x N images), the paper's augmentations, Mixup/CutMix, sample photos.
+
+Where the images live is a setting: ``--data PATH`` > ``$CNX2LITE_DATA_ROOT`` > ``<repo>/data``. The data root
+holds an ImageFolder tree ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG``, either directly or in
+``<root>/imagenette`` (or a downloaded ``<root>/imagenette2-320``), plus optionally ``samples/*.JPEG``.
+
+Recipes follow the official ConvNeXt V2 code (facebookresearch/ConvNeXt-V2):
+- FCMAE pre-training (main_pretrain.py): RandomResizedCrop(scale=(0.2, 1.0), bicubic) + horizontal flip.
+- fine-tuning (main_finetune.py defaults, datasets.py build_transform): timm ``create_transform`` with
+  RandAugment ``rand-m9-mstd0.5-inc1``, no color jitter, bicubic, random erasing p=0.25 mode 'pixel' count 1;
+  Mixup/CutMix via timm ``Mixup`` (switch_prob 0.5, mode 'batch') with label smoothing 0.1.
+- evaluation: resize the shorter side to img_size / crop_pct (crop_pct 224/256), center crop; warp at >= 384.
+"""
+from __future__ import annotations
+
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+from timm.data import Mixup, create_transform
+from timm.loss import SoftTargetCrossEntropy
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision import transforms as T
+from torchvision.datasets import Imagenette
+from torchvision.transforms import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")  # case-insensitive
+SPLITS = ("train", "val")
+SELECTIONS = ("first", "random")
+ENV_VAR = "CNX2LITE_DATA_ROOT"
+REPO = Path(__file__).resolve().parents[1]
+# torchvision's Imagenette archives extract to <root>/<archive stem>/{train,val}/<wnid>/*.JPEG
+IMAGENETTE_DIRS = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The images are not where the settings point; the message says what to pass."""
+
+
+class CorruptImageError(OSError):
+    """An image file that cannot be decoded; the message names the file."""
+
+
+def _how_to_get_data(problem: str) -> str:
+    return (
+        f"{problem}\n"
+        f"Pass the data root with --data PATH or set {ENV_VAR}=PATH, where PATH (or PATH/imagenette) holds an "
+        "ImageFolder tree train/<class>/*.JPEG and val/<class>/*.JPEG.\n"
+        "To fetch Imagenette: `cnx2lite download imagenette` or cnx2lite.data.download_imagenette(PATH)."
+    )
+
+
+def resolve_data_root(data: str | os.PathLike | None = None) -> Path:
+    """The data root: ``data`` (from ``--data``) if given, else ``$CNX2LITE_DATA_ROOT``, else ``<repo>/data``."""
+    if data is not None and os.fspath(data):
+        return Path(data).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return REPO / "data"
+
+
+def find_image_folder(root: Path, name: str = "imagenette") -> Path:
+    """The folder holding ``train/`` (and ``val/``): ``root``, else ``root/name``, else a download ``root/name*``
+    (e.g. ``imagenette2-320``, first in sorted order); raises DataNotFoundError otherwise."""
+    root = Path(root).expanduser()
+    for folder in (root, root / name, *sorted(root.glob(f"{name}*"))):
+        if (folder / "train").is_dir():
+            return folder
+    raise DataNotFoundError(_how_to_get_data(f"No image folder found: neither {root} nor {root / name} has train/."))
+
+
+def download_imagenette(root: Path, size: str = "320px") -> Path:
+    """Download and extract Imagenette under ``root`` with torchvision; returns the folder with train/ and val/
+    (``root/imagenette2-320`` for size '320px'), usable as ``--data``. Raises DataNotFoundError when offline."""
+    if size not in IMAGENETTE_DIRS:
+        raise ValueError(f"size must be one of {tuple(IMAGENETTE_DIRS)}, got {size!r}")
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        for split in SPLITS:  # one archive holds both splits: the second call only checks it
+            Imagenette(root, split=split, size=size, download=True)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision raises RuntimeError on a bad md5
+        url = f"https://s3.amazonaws.com/fast-ai-imageclas/{IMAGENETTE_DIRS[size]}.tgz"
+        raise DataNotFoundError(_how_to_get_data(
+            f"Could not download Imagenette ({size}) into {root}: {type(e).__name__}: {e}\n"
+            f"Without network access, fetch {url} elsewhere and extract it into {root}."
+        )) from None
+    return find_image_folder(root / IMAGENETTE_DIRS[size])
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Decode an image file to RGB (greyscale, palette, CMYK, RGBA... converted); CorruptImageError names the file."""
+    try:
+        with Image.open(path) as img:
+            if img.mode == "P" and "transparency" in img.info:
+                return img.convert("RGBA").convert("RGB")
+            return img.convert("RGB")
+    except _DECODE_ERRORS as e:
+        raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
+def _check_image(path: str) -> str | None:
+    """None if ``path`` decodes, else the reason. JPEGs decode at 1/8 scale, which still reads every byte."""
+    try:
+        with Image.open(path) as img:
+            img.draft(None, (1, 1))  # no-op for other formats
+            img.load()
+    except _DECODE_ERRORS as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _first_valid(paths: list[str], n: int, pool: ThreadPoolExecutor) -> tuple[list[str], list[tuple[str, str]]]:
+    """The first ``n`` of ``paths`` that decode, and (path, reason) for the ones before them that do not."""
+    good, bad, i = [], [], 0
+    while len(good) < n and i < len(paths):
+        batch = paths[i : i + n - len(good)]
+        i += len(batch)
+        for path, reason in zip(batch, pool.map(_check_image, batch)):
+            if reason is None:
+                good.append(path)
+            else:
+                bad.append((path, reason))
+    return good, bad
+
+
+def _list_classes(split_dir: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+
+
+def _list_images(folder: Path) -> list[str]:
+    """Image files under ``folder`` (recursively, hidden files skipped), sorted."""
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        paths += [os.path.join(dirpath, f) for f in filenames
+                  if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)]
+    return sorted(paths)
+
+
+class ImageFolderSubset(Dataset):
+    """(image, label) pairs of an ImageFolder subset; build it with :func:`build_dataset`.
+
+    ``classes[i]`` is the folder name (wnid) of label ``i``; ``samples`` is a list of (path, label).
+    Items: the RGB image through ``transform``; without one, a float tensor (3, H, W) in [0, 1].
+    ``skipped`` lists (path, reason) of the unreadable files that ``skip_corrupt`` left out.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        classes: Sequence[str],
+        transform: Callable | None = None,
+        skipped: Sequence[tuple[str, str]] = (),
+    ):
+        self.samples = list(samples)
+        self.classes = list(classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.targets = [label for _, label in self.samples]
+        self.transform = transform
+        self.skipped = list(skipped)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[index]
+        img = load_image(path)
+        return (self.transform(img) if self.transform is not None else TF.to_tensor(img)), label
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({len(self)} images, {len(self.classes)} classes, "
+                f"{len(self.skipped)} skipped, transform={self.transform})")
+
+
+def build_dataset(
+    folder: Path,
+    split: str,
+    transform: Callable | None = None,
+    num_classes: int | None = None,
+    classes: Sequence[str] | None = None,
+    class_selection: str = "first",
+    images_per_class: int | None = None,
+    seed: int = 0,
+    skip_corrupt: bool = False,
+    image_selection: str = "first",
+) -> ImageFolderSubset:
+    """K classes x at most N images of ``folder/split/<class>/*``, deterministic for given arguments.
+
+    Classes: ``classes`` (folder names, in that label order; pass ``train_set.classes`` to build val) or the first
+    ``num_classes`` in sorted order ('first') or a seeded random pick, sorted ('random'). None: all classes.
+    Images: per class, the first ``images_per_class`` files in sorted order ('first') or a seeded random pick
+    ('random', independent of the other classes chosen). None: all; classes with fewer files keep them all.
+    Unreadable files raise CorruptImageError when loaded. With ``skip_corrupt`` every candidate is decoded here,
+    in the main process (threads, JPEGs at 1/8 scale: about 0.5 ms each), bad ones are recorded in
+    ``dataset.skipped`` and the next readable files take their place, so DataLoader workers never meet them.
+    """
+    folder = Path(folder)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    for arg, value in (("class_selection", class_selection), ("image_selection", image_selection)):
+        if value not in SELECTIONS:
+            raise ValueError(f"{arg} must be one of {SELECTIONS}, got {value!r}")
+    if images_per_class is not None and images_per_class < 1:
+        raise ValueError(f"images_per_class must be >= 1 or None (all), got {images_per_class}")
+    split_dir = folder / split
+    if not split_dir.is_dir():
+        raise DataNotFoundError(_how_to_get_data(f"Split {split!r} not found: {split_dir} is not a folder."))
+    available = _list_classes(split_dir)
+    if not available:
+        raise DataNotFoundError(_how_to_get_data(f"No class folders in {split_dir}."))
+
+    if classes is not None:
+        if isinstance(classes, str):
+            raise ValueError(f"classes must be a list of class folder names, got the string {classes!r}")
+        classes = list(classes)
+        unknown = sorted(set(classes) - set(available))
+        if unknown:
+            raise ValueError(
+                f"classes has {len(unknown)} name(s) not in {split_dir}: {unknown[:5]}; "
+                f"available ({len(available)}): {available[:5]}{' ...' if len(available) > 5 else ''}"
+            )
+        if not classes or len(set(classes)) != len(classes):
+            raise ValueError(f"classes must be a non-empty list of distinct names, got {classes}")
+        if num_classes is not None and num_classes != len(classes):
+            raise ValueError(f"num_classes={num_classes} disagrees with the {len(classes)} names in classes")
+    else:
+        k = len(available) if num_classes is None else num_classes
+        if not 1 <= k <= len(available):
+            raise ValueError(f"num_classes must be in 1..{len(available)} (class folders in {split_dir}), got {k}")
+        classes = available[:k] if class_selection == "first" else sorted(random.Random(seed).sample(available, k))
+
+    samples, skipped = [], []
+    with ThreadPoolExecutor() as pool:
+        for label, name in enumerate(classes):
+            paths = _list_images(split_dir / name)
+            if image_selection == "random":
+                random.Random(f"{seed}/{name}").shuffle(paths)
+            n = len(paths) if images_per_class is None else images_per_class
+            if skip_corrupt:
+                chosen, bad = _first_valid(paths, n, pool)
+                skipped += bad
+            else:
+                chosen = paths[:n]
+            samples += [(path, label) for path in sorted(chosen)]
+    return ImageFolderSubset(samples, classes, transform=transform, skipped=skipped)
+
+
+def class_names(folder: Path) -> dict[str, str]:
+    """wnid -> readable name from ``folder/CLASSES.tsv`` (``wnid<TAB>name`` lines), else train class -> itself."""
+    folder = Path(folder)
+    tsv = folder / "CLASSES.tsv"
+    if tsv.is_file():
+        rows = (line.partition("\t") for line in tsv.read_text(encoding="utf-8").splitlines() if line.strip())
+        return {wnid.strip(): (name.strip() or wnid.strip()) for wnid, _, name in rows}
+    train = folder / "train"
+    return {c: c for c in _list_classes(train)} if train.is_dir() else {}
+
+
+def pretrain_transform(img_size: int) -> Callable[[Image.Image], Tensor]:
+    """FCMAE pre-training augmentation: PIL image -> normalized float tensor (3, img_size, img_size)."""
+    return T.Compose([
+        T.RandomResizedCrop(img_size, scale=(0.2, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def finetune_transform(
+    img_size: int, rand_augment: str | None = "rand-m9-mstd0.5-inc1", reprob: float = 0.25
+) -> Callable[[Image.Image], Tensor]:
+    """Fine-tuning augmentation (timm): PIL image -> normalized float tensor (3, img_size, img_size).
+
+    RandomResizedCrop (scale 0.08-1) + flip + RandAugment ``rand_augment`` (None: off) + random erasing ``reprob``.
+    """
+    return create_transform(
+        img_size,
+        is_training=True,
+        color_jitter=None,  # official default; timm ignores color jitter under RandAugment anyway
+        auto_augment=rand_augment,
+        interpolation="bicubic",
+        re_prob=reprob,
+        re_mode="pixel",
+        re_count=1,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    )
+
+
+def eval_transform(img_size: int, crop_pct: float = 0.875) -> Callable[[Image.Image], Tensor]:
+    """Evaluation: PIL image -> normalized float tensor (3, img_size, img_size). Below 384 px, resize the shorter
+    side to ``int(img_size / crop_pct)`` and center crop; at 384 px and above, warp to img_size x img_size."""
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    bicubic = T.InterpolationMode.BICUBIC
+    if img_size >= 384:
+        resize = [T.Resize((img_size, img_size), interpolation=bicubic)]
+    else:
+        resize = [T.Resize(int(img_size / crop_pct), interpolation=bicubic), T.CenterCrop(img_size)]
+    return T.Compose([*resize, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def build_mixup(num_classes: int, mixup: float, cutmix: float, label_smoothing: float) -> Callable | None:
+    """timm Mixup/CutMix (switch_prob 0.5, mode 'batch', smoothed soft targets) if mixup or cutmix > 0, else None.
+
+    ``mixup_fn(x, y)``: x (B, C, H, W), y (B,) int -> x mixed, y (B, num_classes) soft targets summing to 1.
+    B must be even: build train loaders with ``drop_last=True`` and an even batch size.
+    With None, label smoothing moves into the loss: see :func:`build_criterion`.
+    """
+    if mixup < 0 or cutmix < 0:
+        raise ValueError(f"mixup and cutmix must be >= 0 (0 = off), got mixup={mixup}, cutmix={cutmix}")
+    if mixup == 0 and cutmix == 0:
+        return None
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=0.5, mode="batch",
+                 label_smoothing=label_smoothing, num_classes=num_classes)
+
+
+def build_criterion(mixup_fn: Callable | None, label_smoothing: float) -> nn.Module:
+    """SoftTargetCrossEntropy for Mixup's soft targets (which carry the smoothing), else smoothed cross-entropy
+    (torch's equals timm's LabelSmoothingCrossEntropy used by the official code)."""
+    if mixup_fn is not None:
+        return SoftTargetCrossEntropy()
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+
+def build_loader(
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    num_workers: int | None = None,
+    seed: int = 0,
+    distributed: bool = False,
+    drop_last: bool | None = None,
+) -> DataLoader:
+    """Train: seeded shuffle, last partial batch dropped (Mixup needs even batches). Eval: in order, all samples.
+
+    ``num_workers`` None: min(8, CPU count). ``distributed``: a DistributedSampler shards the data per process
+    (needs an initialized process group); call ``loader.sampler.set_epoch(epoch)`` every epoch.
+    """
+    num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    drop_last = train if drop_last is None else drop_last
+    sampler = DistributedSampler(dataset, shuffle=train, seed=seed) if distributed else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def sample_images(n: int = 4, img_size: int = 224, data: str | None = None, seed: int = 0) -> Tensor:
+    """``n`` real photos (n, 3, img_size, img_size), ImageNet-normalized, shorter side resized and center-cropped:
+    a seeded pick from ``<data root>/samples/`` if it has images, else from the image folder's val split."""
+    root = resolve_data_root(data)
+    paths = _list_images(root / "samples") if (root / "samples").is_dir() else []
+    if not paths:
+        paths = [path for path, _ in build_dataset(find_image_folder(root), "val").samples]
+    if not 1 <= n <= len(paths):
+        raise ValueError(f"n must be in 1..{len(paths)} (images available), got {n}")
+    transform = eval_transform(img_size, crop_pct=1.0)
+    return torch.stack([transform(load_image(p)) for p in random.Random(seed).sample(paths, n)])
+
+
+def denormalize(x: Tensor) -> Tensor:
+    """Undo the ImageNet normalization of images (..., 3, H, W), clamped to [0, 1] for display."""
+    mean = x.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = x.new_tensor(IMAGENET_STD).view(3, 1, 1)
+    return (x * std + mean).clamp(0, 1)

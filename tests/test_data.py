@@ -1,0 +1,284 @@
+"""Data: subsets, RGB conversion, corrupt files, data-root settings, offline download, transforms, Mixup."""
+from __future__ import annotations
+
+import random
+import warnings
+from pathlib import Path
+from urllib.error import URLError
+
+import pytest
+import torch
+from PIL import Image
+from timm.loss import SoftTargetCrossEntropy
+from torch.utils.data import DataLoader
+
+from cnx2lite import data as D
+
+CLASSES = [f"n0{i}" for i in range(8)]
+
+
+def _save(path: Path, mode: str = "RGB", size: tuple[int, int] = (12, 10), color=None, noise: bool = False, **kw):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if noise:
+        img = Image.frombytes("RGB", size, random.Random(str(path)).randbytes(size[0] * size[1] * 3)).convert(mode)
+    else:
+        img = Image.new(mode, size, color if color is not None else 0)
+    img.save(path, **kw)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """ImageFolder with 8 classes: train 5 images each, val 3 each (val classes in reverse creation order)."""
+    for label, name in enumerate(CLASSES):
+        for i in range(5):
+            _save(tmp_path / "train" / name / f"img_{i}.JPEG", color=(label * 30, i * 40, 0))
+        for i in range(3):
+            _save(tmp_path / "val" / name / f"val_{i}.jpg", color=(label * 30, 0, i * 40))
+    return tmp_path
+
+
+@pytest.fixture
+def odd_folder(tmp_path: Path) -> Path:
+    """Two classes: 'modes' (greyscale, CMYK, palette, RGBA, webp, odd extensions) and 'bad' (corrupt files)."""
+    modes = tmp_path / "train" / "modes"
+    _save(modes / "grey.jpg", "L", color=128)
+    _save(modes / "cmyk.JPG", "CMYK", color=(0, 50, 100, 0))
+    _save(modes / "palette.png", "P", color=3, transparency=3)
+    _save(modes / "rgba.PNG", "RGBA", color=(10, 20, 30, 0))
+    _save(modes / "photo.WebP", "RGB", color=(1, 2, 3))
+    (modes / "notes.txt").write_text("not an image")
+    _save(modes / ".hidden.jpg")
+    bad = tmp_path / "train" / "bad"
+    _save(bad / "a_good.jpg", size=(64, 64), noise=True)
+    _save(bad / "b_trunc.jpg", size=(64, 64), noise=True)
+    data = (bad / "b_trunc.jpg").read_bytes()
+    (bad / "b_trunc.jpg").write_bytes(data[: len(data) // 2])
+    (bad / "c_not_image.jpg").write_text("plain text with a .jpg name")
+    _save(bad / "d_good.jpg")
+    _save(bad / "e_good.jpg")
+    return tmp_path
+
+
+def _names(ds: D.ImageFolderSubset) -> list[tuple[str, str, int]]:
+    return [(Path(p).parent.name, Path(p).name, label) for p, label in ds.samples]
+
+
+# ----------------------------------------------------------------------------------------------- data root
+def test_resolve_data_root_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv(D.ENV_VAR, str(tmp_path / "env"))
+    assert D.resolve_data_root(tmp_path / "arg") == tmp_path / "arg"
+    assert D.resolve_data_root(str(tmp_path / "arg")) == tmp_path / "arg"
+    assert D.resolve_data_root() == tmp_path / "env"
+    monkeypatch.delenv(D.ENV_VAR)
+    assert D.resolve_data_root() == D.REPO / "data" == Path(D.__file__).resolve().parents[1] / "data"
+
+
+def test_find_image_folder(folder, tmp_path):
+    assert D.find_image_folder(folder) == folder
+    nested = tmp_path / "root"
+    (nested / "imagenette" / "train").mkdir(parents=True)
+    assert D.find_image_folder(nested) == nested / "imagenette"
+    download = tmp_path / "dl"
+    (download / "imagenette2-320" / "train").mkdir(parents=True)
+    assert D.find_image_folder(download) == download / "imagenette2-320"
+    with pytest.raises(D.DataNotFoundError) as err:
+        D.find_image_folder(tmp_path / "nowhere")
+    assert isinstance(err.value, FileNotFoundError)
+    for hint in ("--data", D.ENV_VAR, "train/<class>/*.JPEG", "cnx2lite download imagenette", "download_imagenette"):
+        assert hint in str(err.value)
+
+
+def test_download_offline_raises_clear_error(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.datasets.imagenette.download_and_extract_archive", offline)
+    with pytest.raises(D.DataNotFoundError, match="Could not download Imagenette") as err:
+        D.download_imagenette(tmp_path / "dl")
+    msg = str(err.value)
+    assert "name resolution" in msg and "imagenette2-320.tgz" in msg and "--data" in msg
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no urllib traceback attached
+    with pytest.raises(ValueError, match="size must be one of"):
+        D.download_imagenette(tmp_path / "dl", size="64px")
+
+
+# ----------------------------------------------------------------------------------------------- subsets
+def test_subset_first_is_deterministic(folder):
+    ds = D.build_dataset(folder, "train", num_classes=3, images_per_class=2)
+    assert ds.classes == CLASSES[:3] and ds.class_to_idx == {c: i for i, c in enumerate(CLASSES[:3])}
+    assert _names(ds) == [(c, f"img_{i}.JPEG", label) for label, c in enumerate(CLASSES[:3]) for i in range(2)]
+    assert ds.targets == [0, 0, 1, 1, 2, 2]
+    assert ds.samples == D.build_dataset(folder, "train", num_classes=3, images_per_class=2).samples
+    assert len(D.build_dataset(folder, "train")) == 40  # defaults: everything
+    assert len(D.build_dataset(folder, "train", images_per_class=99)) == 40  # at most N per class
+
+
+def test_subset_random_is_seeded(folder):
+    def build(seed, **kw):
+        return D.build_dataset(folder, "train", num_classes=3, class_selection="random", seed=seed, **kw)
+
+    assert build(0).samples == build(0).samples
+    assert build(0).classes != build(1).classes
+    for seed in (0, 1):
+        assert build(seed).classes == sorted(build(seed).classes) and set(build(seed).classes) <= set(CLASSES)
+    picks = build(0, images_per_class=2, image_selection="random")
+    assert picks.samples == build(0, images_per_class=2, image_selection="random").samples
+    by_seed = {s: _names(D.build_dataset(folder, "train", images_per_class=2, image_selection="random", seed=s))
+               for s in range(4)}
+    assert len({tuple(v) for v in by_seed.values()}) > 1
+
+
+def test_explicit_classes_define_labels_and_val_agrees(folder):
+    train = D.build_dataset(folder, "train", classes=["n05", "n02"], images_per_class=1)
+    assert train.class_to_idx == {"n05": 0, "n02": 1} and _names(train) == [("n05", "img_0.JPEG", 0),
+                                                                           ("n02", "img_0.JPEG", 1)]
+    train = D.build_dataset(folder, "train", num_classes=4, class_selection="random", seed=3)
+    val = D.build_dataset(folder, "val", classes=train.classes)
+    assert val.classes == train.classes and len(val) == 12
+    assert all(Path(p).parent.name == train.classes[label] for p, label in val.samples)
+    assert val[0][1] == train.class_to_idx[Path(val.samples[0][0]).parent.name]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(split="test"), ValueError, r"split must be one of \('train', 'val'\)"),
+    (dict(class_selection="best"), ValueError, r"class_selection must be one of \('first', 'random'\)"),
+    (dict(image_selection="last"), ValueError, "image_selection must be one of"),
+    (dict(classes=["n01", "n99999999"]), ValueError, r"n99999999.*available \(8\): \['n00', 'n01'"),
+    (dict(classes="n01"), ValueError, "got the string"),
+    (dict(classes=["n01", "n01"]), ValueError, "distinct"),
+    (dict(classes=["n01"], num_classes=2), ValueError, "disagrees"),
+    (dict(num_classes=9), ValueError, r"num_classes must be in 1..8"),
+    (dict(num_classes=0), ValueError, "num_classes"),
+    (dict(images_per_class=0), ValueError, "images_per_class must be >= 1"),
+])
+def test_bad_arguments(folder, kwargs, error, match):
+    kwargs = {"split": "train", **kwargs}
+    with pytest.raises(error, match=match):
+        D.build_dataset(folder, **kwargs)
+
+
+def test_missing_split_is_data_not_found(odd_folder):
+    with pytest.raises(D.DataNotFoundError, match=r"Split 'val' not found(.|\n)*--data"):
+        D.build_dataset(odd_folder, "val")
+
+
+def test_class_names(folder):
+    assert D.class_names(folder) == {c: c for c in CLASSES}
+    (folder / "CLASSES.tsv").write_text("n00\ttench\nn01\tEnglish springer\n\n")
+    assert D.class_names(folder) == {"n00": "tench", "n01": "English springer"}
+
+
+# ----------------------------------------------------------------------------------------------- decoding
+def test_every_mode_becomes_rgb(odd_folder):
+    ds = D.build_dataset(odd_folder, "train", classes=["modes"])
+    assert sorted(Path(p).name for p, _ in ds.samples) == [
+        "cmyk.JPG", "grey.jpg", "palette.png", "photo.WebP", "rgba.PNG"]  # no .txt, no hidden file
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. PIL's warning on palette transparency
+        items = [ds[i] for i in range(len(ds))]
+    for x, label in items:
+        assert x.shape == (3, 10, 12) and x.dtype == torch.float32 and label == 0
+    grey = items[[Path(p).name for p, _ in ds.samples].index("grey.jpg")][0]
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2]) and grey.mean() > 0
+
+
+def test_corrupt_file_error_names_the_file(odd_folder):
+    ds = D.build_dataset(odd_folder, "train", classes=["bad"])
+    assert len(ds) == 5 and ds.skipped == []
+    with pytest.raises(D.CorruptImageError, match=r"cannot read image .*b_trunc\.jpg: OSError: image file is trunc"):
+        ds[1]
+    with pytest.raises(D.CorruptImageError, match=r"c_not_image\.jpg"):
+        ds[2]
+    loader = DataLoader(torch.utils.data.Subset(ds, [2]), num_workers=1)
+    with pytest.raises(D.CorruptImageError, match=r"c_not_image\.jpg"):  # re-raised from a worker process
+        next(iter(loader))
+
+
+def test_skip_corrupt_counts_and_keeps_good_files(odd_folder):
+    ds = D.build_dataset(odd_folder, "train", classes=["modes", "bad"], skip_corrupt=True)
+    assert [Path(p).name for p, _ in ds.skipped] == ["b_trunc.jpg", "c_not_image.jpg"]
+    assert [n for c, n, _ in _names(ds) if c == "bad"] == ["a_good.jpg", "d_good.jpg", "e_good.jpg"]
+    assert len(ds) == 8 and "2 skipped" in repr(ds)
+    batches = list(DataLoader(ds, batch_size=1, num_workers=0))
+    assert len(batches) == 8
+    # N per class: the next readable files take the place of the skipped ones
+    two = D.build_dataset(odd_folder, "train", classes=["bad"], images_per_class=2, skip_corrupt=True)
+    assert [n for _, n, _ in _names(two)] == ["a_good.jpg", "d_good.jpg"] and len(two.skipped) == 2
+    one = D.build_dataset(odd_folder, "train", classes=["bad"], images_per_class=1, skip_corrupt=True)
+    assert [n for _, n, _ in _names(one)] == ["a_good.jpg"] and one.skipped == []  # only candidates are checked
+
+
+# ----------------------------------------------------------------------------------------------- transforms
+def test_finetune_transform_is_timm_randaugment():
+    text = repr(D.finetune_transform(224))
+    for part in ("RandomResizedCropAndInterpolation(size=(224, 224), scale=(0.08, 1.0)", "interpolation=bicubic",
+                 "RandomHorizontalFlip(p=0.5)", "RandAugment(n=2", "m=9, mstd=0.5", "name=SolarizeIncreasing",
+                 "RandomErasing(p=0.25, mode=pixel, count=(1, 1))"):
+        assert part in text, part
+    assert "ColorJitter" not in text
+    plain = repr(D.finetune_transform(160, rand_augment=None, reprob=0.0))
+    assert "RandAugment" not in plain and "RandomErasing" not in plain
+    pre = repr(D.pretrain_transform(224))
+    assert "scale=(0.2, 1.0)" in pre and "bicubic" in pre and "RandomHorizontalFlip" in pre
+
+
+def test_transforms_on_a_real_photo(shared_data):
+    img = D.load_image(shared_data / "samples" / "n01440764_tench.JPEG")
+    for transform in (D.pretrain_transform(224), D.finetune_transform(224), D.eval_transform(224)):
+        x = transform(img)
+        assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    assert torch.equal(D.eval_transform(224)(img), D.eval_transform(224)(img))
+    assert D.eval_transform(384)(img).shape == (3, 384, 384)
+    with pytest.raises(ValueError, match="crop_pct"):
+        D.eval_transform(224, crop_pct=1.5)
+
+
+def test_mixup_soft_targets_and_criterion():
+    mixup = D.build_mixup(num_classes=10, mixup=0.8, cutmix=1.0, label_smoothing=0.1)
+    x, y = mixup(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
+    assert x.shape == (4, 3, 8, 8) and y.shape == (4, 10)
+    torch.testing.assert_close(y.sum(1), torch.ones(4))
+    assert (y > 0).all()  # smoothed: no hard zeros
+    assert isinstance(D.build_criterion(mixup, 0.1), SoftTargetCrossEntropy)
+    assert D.build_mixup(10, 0.0, 0.0, 0.1) is None
+    loss = D.build_criterion(None, 0.1)
+    assert isinstance(loss, torch.nn.CrossEntropyLoss) and loss.label_smoothing == 0.1
+    with pytest.raises(ValueError, match="mixup and cutmix must be >= 0"):
+        D.build_mixup(10, -1.0, 0.0, 0.1)
+
+
+def test_build_loader_is_seeded_and_drops_last(folder):
+    ds = D.build_dataset(folder, "train", num_classes=3, transform=D.eval_transform(8, crop_pct=1.0))
+    order = [torch.cat([y for _, y in D.build_loader(ds, 4, train=True, num_workers=0, seed=s)]) for s in (0, 0, 1)]
+    assert torch.equal(order[0], order[1]) and not torch.equal(order[0], order[2])
+    assert len(order[0]) == 12 and len(D.build_loader(ds, 4, train=True, num_workers=0)) == 3
+    val = [y for _, y in D.build_loader(ds, 4, train=False, num_workers=0)]
+    assert torch.cat(val).tolist() == ds.targets
+
+
+# ----------------------------------------------------------------------------------------------- samples
+def test_sample_images_real(shared_data):
+    x = D.sample_images(4, 224, data=str(shared_data), seed=0)
+    assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
+    assert torch.equal(x, D.sample_images(4, 224, data=str(shared_data), seed=0))
+    shown = D.denormalize(x)
+    assert shown.min() >= 0 and shown.max() <= 1 and shown.std() > 0.1
+
+
+def test_sample_images_fallback_and_missing(folder, tmp_path, monkeypatch):
+    assert D.sample_images(2, 32, data=folder).shape == (2, 3, 32, 32)  # no samples/: the val split
+    monkeypatch.setenv(D.ENV_VAR, str(tmp_path / "empty"))
+    with pytest.raises(D.DataNotFoundError, match="--data"):
+        D.sample_images()
+    with pytest.raises(ValueError, match=r"n must be in 1..24"):
+        D.sample_images(25, 32, data=folder)
+
+
+def test_real_imagenette_subset(shared_data):
+    folder = D.find_image_folder(shared_data)
+    train = D.build_dataset(folder, "train", num_classes=3, images_per_class=4, transform=D.eval_transform(224))
+    val = D.build_dataset(folder, "val", classes=train.classes, images_per_class=2)
+    assert len(train) == 12 and len(val) == 6 and val.classes == train.classes
+    assert D.class_names(folder)[train.classes[0]] == "tench"
+    x, label = train[5]
+    assert x.shape == (3, 224, 224) and label == 1
