@@ -2,11 +2,13 @@
 parameter gradients, edge-case masks. Skipped where MinkowskiEngine is not installed."""
 from __future__ import annotations
 
+from types import ModuleType
+
 import pytest
 import torch
 
 from cnx2lite.masking import random_mask, upsample_mask
-from cnx2lite.models import create_model
+from cnx2lite.models import ConvNeXtV2, create_model
 from cnx2lite.sparse import dense, minkowski
 
 if not minkowski.is_available():
@@ -17,7 +19,7 @@ import MinkowskiEngine as ME  # noqa: E402  (importable now: is_available applie
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}  # max error relative to the tensor's largest entry
 
 
-def _model(dtype: torch.dtype = torch.float64, seed: int = 0, **kwargs) -> torch.nn.Module:
+def _model(dtype: torch.dtype = torch.float64, seed: int = 0, **kwargs) -> ConvNeXtV2:
     """Atto with every parameter perturbed, GRN gamma/beta (zero at init) strongly."""
     torch.manual_seed(seed)
     model = create_model("convnextv2_atto", num_classes=0, **kwargs).to(dtype)
@@ -33,14 +35,17 @@ def _assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str = "out
     assert error <= TOL[expected.dtype] * max(scale, 1.0), f"{name}: max error {error:.3g} at scale {scale:.3g}"
 
 
-def _forward_and_grads(backend, model, x, mask, probe):
+def _forward_and_grads(
+    backend: ModuleType, model: ConvNeXtV2, x: torch.Tensor, mask: torch.Tensor, probe: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model.zero_grad()
     out = backend.forward_features(model, x, mask)
     (out * probe).sum().backward()
-    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.detach(), grads
 
 
-def _assert_matches_dense(model, x, mask, seed: int = 0):
+def _assert_matches_dense(model: ConvNeXtV2, x: torch.Tensor, mask: torch.Tensor, seed: int = 0) -> None:
     probe = torch.randn(x.shape[0], model.dims[-1], *mask.shape[1:], dtype=x.dtype)
     torch.manual_seed(seed)
     out, grads = _forward_and_grads(minkowski, model, x, mask, probe)
@@ -54,7 +59,7 @@ def _assert_matches_dense(model, x, mask, seed: int = 0):
         _assert_close(grad, ref_grads[name], name)
 
 
-def _sparse_map(coords: torch.Tensor, stride: int):
+def _sparse_map(coords: torch.Tensor, stride: int) -> tuple[ME.CoordinateManager, ME.CoordinateMapKey, torch.Tensor]:
     """A coordinate manager holding ``coords (M, 3)`` at tensor stride ``stride``, its key and row order."""
     manager = ME.CoordinateManager(D=2, coordinate_map_type=ME.CoordinateMapType.CPU)
     scaled = torch.cat([coords[:, :1], coords[:, 1:] * stride], 1).int().contiguous()
@@ -72,7 +77,7 @@ def test_channelwise_conv_is_submanifold_dense_conv(stride):
     coords = visible.nonzero()
     manager, key, order = _sparse_map(coords, stride)
     feats = dense_in.permute(0, 2, 3, 1)[visible][order]
-    kernel_map = minkowski._submanifold_kernel_map(manager, key, 7)
+    kernel_map = minkowski._submanifold_kernel_map(manager, key, 7, torch.arange(len(feats)))  # tokens = rows
     out = minkowski._channelwise_conv(feats, kernel_map, conv)
     ref = conv(dense_in).permute(0, 2, 3, 1)[visible][order]
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
@@ -87,7 +92,7 @@ def test_downsample_conv_matches_dense_conv():
     feats_dense = torch.randn(2, 6, 6, 8, dtype=torch.float64)
     manager, key, order = _sparse_map(visible.nonzero(), 1)
     feats = feats_dense.permute(0, 2, 3, 1)[visible][order]
-    out, out_key = minkowski._downsample(ME, feats, key, manager, norm, conv)
+    out, out_key = minkowski._downsample(feats, key, manager, norm, conv)
     ref_map = conv(norm(feats_dense.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     sample, row, col = manager.get_coordinates(out_key).long().unbind(1)
     row, col = row // 2, col // 2
@@ -134,9 +139,11 @@ def test_fully_masked_sample():
 
 
 def test_fully_masked_batch():
+    """Nothing visible anywhere: zeros, without reaching ME (which crashes on empty maps)."""
     model = _model()
-    out = minkowski.forward_features(model, torch.randn(2, 3, 64, 64), torch.ones(2, 2, 2, dtype=torch.bool))
-    assert out.shape == (2, model.dims[-1], 2, 2) and not out.any()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    out = minkowski.forward_features(model, x, torch.ones(2, 2, 2, dtype=torch.bool))
+    assert out.shape == (2, model.dims[-1], 2, 2) and out.dtype == x.dtype and not out.any()
 
 
 def test_drop_path_per_sample():

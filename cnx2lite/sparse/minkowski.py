@@ -1,9 +1,10 @@
 """Sparse encoder on MinkowskiEngine 0.5.4 sparse tensors: the ``minkowski`` backend.
 
-The reference engine: only visible positions exist, as rows of a feature matrix ``(M, C)`` with
-int32 coordinates ``(sample, row, column)`` held by an ME ``CoordinateManager``; stage ``i`` lives
-at tensor stride ``2 ** i`` in stem-output units. The 7x7 depthwise conv is a submanifold
-channelwise conv over ME's kernel maps, the 2x2/2 downsampling conv is ME's sparse convolution.
+The reference engine: only visible positions exist, as int32 coordinates ``(sample, row, column)``
+held by an ME ``CoordinateManager``; stage ``i`` lives at tensor stride ``2 ** i`` in stem-output
+units. Features are a token matrix ``(M, C)`` sorted by sample (as :class:`TokenL2` needs), and
+ME's rows are mapped to tokens once per stage. The 7x7 depthwise conv is a submanifold channelwise
+conv over ME's kernel maps, the 2x2/2 downsampling conv is ME's sparse convolution.
 Both use the dense model's own weights, converted each forward by differentiable permutes, so
 gradients land on the dense parameters. ME offset ``k`` of a ``K x K`` kernel is ``i_h + K * i_w``.
 
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import drop_path, token_l2
+from ..layers import TokenL2, drop_path
 from ..masking import upsample_mask
 from ..models import ConvNeXtV2
 
@@ -63,7 +64,7 @@ def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
     if me is None:
         raise RuntimeError(INSTALL_HINT)
     if x.is_cuda and not me.is_cuda_available():
-        raise RuntimeError("MinkowskiEngine was built CPU-only; rebuild it with `ME_CUDA=1 scripts/install_minkowski.sh`")
+        raise RuntimeError("MinkowskiEngine is a CPU-only build; for CUDA: `ME_CUDA=1 scripts/install_minkowski.sh`")
     n, (h, w) = x.shape[0], mask.shape[1:]
     if mask.all():  # ME segfaults on an empty coordinate map; nothing is visible, nothing to compute
         return x.new_zeros(n, model.dims[-1], h, w)
@@ -76,34 +77,46 @@ def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
     visible = ~upsample_mask(mask, scale)
     coords = visible.nonzero().int().contiguous()  # (M, 3): sample, row, column
     key, (unique_index, _) = manager.insert_and_map(coords, tensor_stride=1)
-    feats = stem[visible][unique_index.long()]  # rows in the manager's order
+    rows = stem[visible][unique_index.long()]  # features in the manager's row order
 
     for i, stage in enumerate(model.stages):
         if i > 0:
-            feats, key = _downsample(me, feats, key, manager, *model.downsample_layers[i])
-        sample_index = manager.get_coordinates(key)[:, 0].long().to(x.device)
-        aggregate = token_l2(sample_index, n)
-        kernel_map = _submanifold_kernel_map(manager, key, stage[0].dwconv.kernel_size[0])
+            rows, key = _downsample(feats[rank], key, manager, *model.downsample_layers[i])
+        order, rank, coords = _token_order(manager, key)
+        feats = rows[order]
+        aggregation = TokenL2(torch.bincount(coords[:, 0], minlength=n))
+        kernel_map = _submanifold_kernel_map(manager, key, stage[0].dwconv.kernel_size[0], rank)
         for block in stage:
-            y = block.mlp(_channelwise_conv(feats, kernel_map, block.dwconv), aggregate)
+            y = block.mlp(_channelwise_conv(feats, kernel_map, block.dwconv), aggregation)
             if block.drop_path.drop_prob > 0 and block.training:
-                y = y * drop_path(y.new_ones(n, 1), block.drop_path.drop_prob, True)[sample_index]
+                keep = drop_path(y.new_ones(n, 1), block.drop_path.drop_prob, training=True)
+                y = y * aggregation.expand(keep)
             feats = feats + y
 
     # The output shape is explicit, so masked border rows/columns still come out (as zeros).
-    sample, row, col = manager.get_coordinates(key).long().to(x.device).unbind(1)
+    sample, row, col = coords.unbind(1)
     row, col = row // scale, col // scale  # tensor stride `scale` -> mask cells
     out = feats.new_zeros(n, h, w, feats.shape[1]).index_put((sample, row, col), feats)
     return out.permute(0, 3, 1, 2)
 
 
+def _token_order(manager: CoordinateManager, key: CoordinateMapKey) -> tuple[Tensor, Tensor, Tensor]:
+    """Sort ``key``'s rows by sample: ``order (M,)`` (token ``t`` is row ``order[t]``), its inverse
+    ``rank (M,)`` (row ``r`` is token ``rank[r]``) and the coordinates in token order ``(M, 3)``."""
+    coords = manager.get_coordinates(key).long()
+    order = coords[:, 0].argsort(stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device)
+    return order, rank, coords[order]
+
+
 def _submanifold_kernel_map(
-    manager: CoordinateManager, key: CoordinateMapKey, kernel_size: int
+    manager: CoordinateManager, key: CoordinateMapKey, kernel_size: int, rank: Tensor
 ) -> list[tuple[int, Tensor, Tensor]]:
     """ME's kernel map of a ``kernel_size`` submanifold conv on ``key`` (same coordinates in and
-    out) as ``(offset, input rows, output rows)`` triples."""
+    out) as ``(offset, input tokens, output tokens)`` triples; ``rank (M,)`` maps ME rows to tokens."""
     kernel_map = manager.kernel_map(key, key, stride=1, kernel_size=kernel_size, dilation=1)
-    return [(k, rows[0].long(), rows[1].long()) for k, rows in kernel_map.items()]
+    return [(k, rank[rows[0].long()], rank[rows[1].long()]) for k, rows in kernel_map.items()]
 
 
 def _channelwise_conv(feats: Tensor, kernel_map: list[tuple[int, Tensor, Tensor]], conv: nn.Conv2d) -> Tensor:
@@ -117,18 +130,15 @@ def _channelwise_conv(feats: Tensor, kernel_map: list[tuple[int, Tensor, Tensor]
 
 
 def _downsample(
-    me: ModuleType,
-    feats: Tensor,
-    key: CoordinateMapKey,
-    manager: CoordinateManager,
-    norm: nn.LayerNorm,
-    conv: nn.Conv2d,
+    feats: Tensor, key: CoordinateMapKey, manager: CoordinateManager, norm: nn.LayerNorm, conv: nn.Conv2d
 ) -> tuple[Tensor, CoordinateMapKey]:
     """LayerNorm per position, then the 2x2/2 conv as an ME sparse convolution with the dense
-    ``conv``'s weight ``(C_out, C_in, 2, 2)``: ``(M, C_in)`` -> ``(M / 4, C_out)`` and the new key.
+    ``conv``'s weight ``(C_out, C_in, 2, 2)``: ``(M, C_in)`` -> ``(M / 4, C_out)`` and the new key,
+    both in the manager's row order.
     Cells are all-visible or all-masked, so outputs land exactly on the visible coarse positions."""
-    from MinkowskiEngineBackend._C import ConvolutionMode
+    from MinkowskiEngineBackend._C import ConvolutionMode  # importable once MinkowskiEngine is
 
+    me = _minkowski()
     feats = F.layer_norm(feats, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     kernel = conv.weight.permute(3, 2, 1, 0).reshape(-1, conv.in_channels, conv.out_channels)
     generator = me.KernelGenerator(kernel_size=conv.kernel_size, stride=conv.stride, dilation=1, dimension=2)
