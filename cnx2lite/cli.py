@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from . import __version__, bench, demo
+from .train import commands as train_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cnx2lite {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, bench):
+    for module in (demo, train_commands, bench):
         module.register(commands)
     return parser
 

@@ -1,0 +1,136 @@
+"""cnx2lite pretrain | finetune | eval | download: command-line front ends of cnx2lite.train.api.
+
+Every TrainConfig field is a flag (--base-lr 1e-3, --no-norm-pix-loss); flags override the
+--preset. Runs go to <output>/<name>; --resume auto continues the newest checkpoint there.
+Multi-GPU or multi-node: torchrun --nproc_per_node=N [--nnodes ...] -m cnx2lite pretrain ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import data
+from .config import FIELDS, TASKS, TrainConfig, load_preset, preset_names
+from .engine import NonFiniteLossError
+
+EXIT_INTERRUPTED = 130
+HIDDEN = ("task",)
+
+
+def _parse_optional(kind: type):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _add_field(parser: argparse.ArgumentParser, name: str) -> None:
+    f = FIELDS[name]
+    flag = "--" + name.replace("_", "-")
+    annotation = str(f.type)
+    default = TrainConfig.__dataclass_fields__[name].default
+    help_text = f"{f.metadata['help']} (default: {default!r}, or the preset's)"
+    options: dict = {"default": argparse.SUPPRESS, "help": help_text}
+    if annotation == "bool":
+        options["action"] = argparse.BooleanOptionalAction
+    elif annotation.startswith("tuple"):
+        options.update(nargs=2, type=float, metavar=("B1", "B2"))
+    else:
+        kind = {"int": int, "float": float, "str": str}[annotation.split(" |")[0]]
+        options["type"] = _parse_optional(kind) if "None" in annotation else kind
+        options["metavar"] = kind.__name__.upper()
+    parser.add_argument(flag, **options)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, task: str) -> None:
+    """``--preset`` and one flag per config field that applies to ``task``."""
+    parser.add_argument("--preset", default="cpu", choices=preset_names(task), metavar="NAME",
+                        help=f"starting config (default: 'cpu'); one of {', '.join(preset_names(task))}")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print the config (preset + flags) as JSON and exit (default: off)")
+    other = TASKS[1 - TASKS.index(task)]
+    for name, f in FIELDS.items():
+        if name not in HIDDEN and not f.metadata["help"].endswith(f"({other})"):
+            _add_field(parser, name)
+
+
+def config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
+    overrides = {k: getattr(args, k) for k in FIELDS if k not in HIDDEN and hasattr(args, k)}
+    return load_preset(args.preset, task=task, **overrides)
+
+
+def run_training(args: argparse.Namespace) -> int:
+    from .api import finetune, pretrain
+
+    config = config_from_args(args, args.command)
+    if args.show_config:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+    try:
+        result = (pretrain if args.command == "pretrain" else finetune)(config)
+    except (data.DataNotFoundError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, data.DataNotFoundError) else 1
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    summary = f"done: run dir {result.run_dir}, checkpoint {result.checkpoint}"
+    if result.final_top1 is not None:
+        summary += f", val top-1 {result.final_top1:.2f}% (best {result.best_top1:.2f}%)"
+    if result.final_ema_top1 is not None:
+        summary += f", EMA top-1 {result.final_ema_top1:.2f}%"
+    print(summary)
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .api import evaluate_checkpoint
+
+    try:
+        r = evaluate_checkpoint(args.checkpoint, args.data, args.dataset, args.ema, args.batch_size, args.device,
+                                args.num_workers, args.img_size)
+    except data.DataNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.checkpoint}{' (EMA)' if args.ema else ''}: top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%, "
+          f"loss {r['loss']:.4f} on {r['images']} val images")
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    try:
+        folder = data.download_imagenette(data.resolve_data_root(args.data), size=args.size)
+    except data.DataNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"Imagenette is in {folder}; train with --data {folder}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    for task, helptext in (("pretrain", "FCMAE pretraining of a ConvNeXt V2 encoder"),
+                           ("finetune", "fine-tune a classifier (from --pretrained, or from scratch)")):
+        parser = commands.add_parser(task, help=helptext, description=f"{helptext}.\n\n{__doc__}", formatter_class=fmt)
+        add_config_flags(parser, task)
+        parser.set_defaults(run=run_training)
+
+    parser = commands.add_parser("eval", help="top-1/top-5 of a fine-tuning checkpoint on a folder's val split",
+                                 description="Evaluate a fine-tuning checkpoint on <data>/val with its classes.")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint-<step>.pt of a finetune run (required)")
+    parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
+    parser.add_argument("--dataset", default="imagenette", help="image folder name under the root (default: imagenette)")
+    parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights (default: off)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--img-size", type=int, default=None, help="eval image size (default: the training size)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    parser.set_defaults(run=run_eval)
+
+    parser = commands.add_parser("download", help="download Imagenette into the data root",
+                                 description="Download and extract Imagenette (torchvision) into the data root.")
+    parser.add_argument("dataset", choices=("imagenette",), help="what to download (only: imagenette)")
+    parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
+    parser.add_argument("--size", default="320px", choices=tuple(data.IMAGENETTE_DIRS),
+                        help="image size of the archive (default: 320px)")
+    parser.set_defaults(run=run_download)

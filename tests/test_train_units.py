@@ -1,0 +1,156 @@
+"""Unit tests of the training package: parameter groups, layer decay, schedule, EMA, presets,
+checkpoint files, sharded resumable sampling, CLI help."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+import torch
+
+from cnx2lite.checkpoints import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
+                                  prune_checkpoints, save_checkpoint)
+from cnx2lite.cli import build_parser
+from cnx2lite.fcmae import FCMAE
+from cnx2lite.models import create_model
+from cnx2lite.train import load_preset, preset_names
+from cnx2lite.train.ema import ModelEma
+from cnx2lite.train.loader import ResumableSampler
+from cnx2lite.train.optim import build_optimizer, layer_id, param_groups
+from cnx2lite.train.schedule import cosine_lr
+from cnx2lite.train.seeding import derive_seed
+
+
+def _group_of(groups: list[dict], name: str) -> dict:
+    return next(g for g in groups if name in g["names"])
+
+
+def test_no_weight_decay_on_biases_norms_grn_and_mask_token():
+    groups = param_groups(FCMAE("convnextv2_atto", decoder_dim=32), weight_decay=0.05)
+    for name in ("encoder.stages.0.0.grn.gamma", "encoder.stages.0.0.grn.beta", "mask_token",
+                 "encoder.stages.0.0.pwconv1.bias", "encoder.stages.0.0.norm.weight",
+                 "encoder.downsample_layers.0.1.weight", "decoder.0.grn.gamma"):
+        assert _group_of(groups, name)["weight_decay"] == 0.0, name
+    for name in ("encoder.stages.0.0.pwconv1.weight", "encoder.stages.0.0.dwconv.weight", "pred.weight"):
+        assert _group_of(groups, name)["weight_decay"] == 0.05, name
+    assert sum(len(g["params"]) for g in groups) == len(list(FCMAE("convnextv2_atto", decoder_dim=32).parameters()))
+
+
+def test_layer_ids_single_and_group():
+    atto = (2, 2, 6, 2)  # n = 12
+    assert layer_id("downsample_layers.0.0.weight", atto, "single") == 0
+    assert layer_id("stages.0.0.dwconv.weight", atto, "single") == 1
+    assert layer_id("downsample_layers.1.1.weight", atto, "single") == 3
+    assert layer_id("stages.1.1.grn.gamma", atto, "single") == 4
+    assert layer_id("stages.3.1.pwconv2.weight", atto, "single") == 12
+    assert layer_id("head.weight", atto, "single") == layer_id("norm.weight", atto, "single") == 13
+    base = (3, 3, 27, 3)
+    expected = {"downsample_layers.0.0.weight": 0, "stages.0.2.norm.weight": 1, "downsample_layers.1.0.weight": 2,
+                "stages.1.0.dwconv.weight": 2, "downsample_layers.2.1.bias": 3, "stages.2.0.norm.bias": 3,
+                "stages.2.5.norm.bias": 4, "stages.2.26.norm.bias": 11, "downsample_layers.3.1.weight": 12,
+                "stages.3.2.pwconv1.weight": 12, "head.bias": 13, "norm.weight": 13}
+    for name, lid in expected.items():
+        assert layer_id(name, base, "group") == lid, name
+    with pytest.raises(ValueError, match="layer_decay_mode must be one of 'single', 'group'"):
+        layer_id("head.weight", base, "stage")
+
+
+def test_layer_decay_scales_and_optimizer_lr():
+    model = create_model("convnextv2_atto", num_classes=3)
+    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), layer_decay=0.5)
+    by_name = {n: g for g in optimizer.param_groups for n in g["names"]}
+    assert by_name["head.weight"]["lr_scale"] == 1.0
+    assert by_name["stages.3.1.pwconv1.weight"]["lr_scale"] == 0.5
+    assert by_name["downsample_layers.0.0.weight"]["lr_scale"] == 0.5 ** 13
+    assert by_name["stages.0.0.dwconv.weight"]["lr"] == pytest.approx(1e-3 * 0.5 ** 12)
+    assert optimizer.defaults["betas"] == (0.9, 0.999)
+
+
+def test_cosine_schedule_with_warmup():
+    lrs = [cosine_lr(s, 100, 1.0, warmup_steps=10, min_lr=0.1) for s in range(101)]
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.1 + 0.9 * 0.5) and lrs[100] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert cosine_lr(0, 10, 2.0) == 2.0
+
+
+def test_ema_is_fp32_and_follows_the_decay():
+    model = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    ema = ModelEma(model, decay=0.75)
+    assert ema.module.weight.dtype == torch.float32 and not ema.module.weight.requires_grad
+    before = ema.module.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    torch.testing.assert_close(ema.module.weight, 0.75 * before + 0.25 * model.weight.float())
+    with pytest.raises(ValueError, match="ema decay"):
+        ModelEma(model, decay=1.0)
+
+
+def test_presets_follow_the_paper_and_take_overrides():
+    for task in ("pretrain", "finetune"):
+        for name in preset_names(task):
+            assert load_preset(name, task=task).task == task
+    pre = load_preset("in1k-large", task="pretrain")
+    assert (pre.epochs, pre.global_batch, pre.base_lr, pre.betas, pre.weight_decay, pre.warmup_epochs) == \
+        (800, 4096, 1.5e-4, (0.9, 0.95), 0.05, 40)
+    assert (pre.mask_ratio, pre.drop_path, pre.norm_pix_loss, pre.decoder_dim, pre.decoder_depth) == (0.6, 0, True, 512, 1)
+    base = load_preset("in1k-base", task="finetune")
+    assert (base.epochs, base.base_lr, base.warmup_epochs, base.layer_decay, base.layer_decay_mode) == \
+        (100, 6.25e-4, 20, 0.6, "group")
+    assert (base.mixup, base.cutmix, base.label_smoothing, base.drop_path, base.global_batch, base.min_lr) == \
+        (0.8, 1.0, 0.1, 0.1, 1024, 1e-6)
+    atto = load_preset("in1k-atto", task="finetune", epochs=3)
+    assert (atto.epochs, atto.weight_decay, atto.mixup, atto.label_smoothing, atto.ema_decay) == (3, 0.3, 0, 0.2, 0.9999)
+    with pytest.raises(TypeError, match="unknown config field"):
+        load_preset("smoke", task="finetune", epoch=3)
+    with pytest.raises(ValueError, match="preset must be one of"):
+        load_preset("in1k-giant", task="finetune")
+    with pytest.raises(ValueError, match="amp must be one of 'auto', 'bf16', 'fp16', 'fp32'"):
+        load_preset("smoke", task="finetune", amp="fp8")
+
+
+def test_checkpoint_files_atomic_newest_pruned(tmp_path):
+    for step in (3, 12, 7):
+        save_checkpoint({"step": torch.tensor(step)}, checkpoint_path(tmp_path, step))
+    (tmp_path / "checkpoint-00000099.pt.tmp-1").write_bytes(b"partial")  # a crash mid-write leaves only this
+    assert latest_checkpoint(tmp_path).endswith("checkpoint-00000012.pt")
+    assert prune_checkpoints(tmp_path, keep_last=2) == [checkpoint_path(tmp_path, 3)]
+    assert [os.path.basename(p) for p in list_checkpoints(tmp_path)] == ["checkpoint-00000007.pt", "checkpoint-00000012.pt"]
+    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 12
+    assert latest_checkpoint(tmp_path / "nothing") is None
+
+
+def test_sampler_shards_union_single_batch_and_resumes_mid_epoch():
+    dataset = list(range(40))
+    single = list(ResumableSampler(dataset, 1, 0, seed=3))
+    ranks = [list(ResumableSampler(dataset, 2, r, seed=3)) for r in range(2)]
+    for step in range(5):  # global batch 8 = 2 ranks x 4
+        union = sorted(ranks[0][4 * step:4 * step + 4] + ranks[1][4 * step:4 * step + 4])
+        assert union == sorted(single[8 * step:8 * step + 8])
+    sampler = ResumableSampler(dataset, 1, 0, seed=3)
+    sampler.set_position(epoch=0, start=16)
+    assert list(sampler) == single[16:] and len(sampler) == 24
+    sampler.set_position(epoch=1, start=0)
+    assert list(sampler) != single and all(e == 1 for e, _ in sampler)
+
+
+def test_derived_seeds_differ_by_kind_and_position():
+    seeds = {derive_seed(0, k, *p) for k in ("sample", "step") for p in ((0, 1), (1, 0), (0, 2))}
+    assert len(seeds) == 6 and derive_seed(5, "mask", 1) == derive_seed(5, "mask", 1)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_every_training_flag_is_documented_with_its_default():
+    commands = _subparsers(build_parser())
+    for name in ("pretrain", "finetune", "eval", "download"):
+        for action in commands[name]._actions:
+            if action.option_strings and action.dest != "help":
+                documented = "default" in (action.help or "") or action.required
+                assert documented, f"{name} {action.option_strings} has no default in its help"
+    assert "--mask-ratio" in commands["pretrain"].format_help() and "--mask-ratio" not in commands["finetune"].format_help()
+    assert "--mixup" in commands["finetune"].format_help() and "--mixup" not in commands["pretrain"].format_help()
