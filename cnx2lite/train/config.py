@@ -167,17 +167,17 @@ def preset_names(task: str) -> list[str]:
     return list(PRESETS[_check_task(task)])
 
 
-def load_preset(name: str, task: str = "finetune", **overrides: Any) -> TrainConfig:
-    """The config of preset ``name`` for ``task`` with ``overrides`` (any :class:`TrainConfig` field)."""
+def load_preset(preset: str, /, task: str = "finetune", **overrides: Any) -> TrainConfig:
+    """The config of ``preset`` for ``task`` with ``overrides`` (any :class:`TrainConfig` field)."""
     presets = PRESETS[_check_task(task)]
-    if name not in presets:
-        raise ValueError(f"preset must be one of {', '.join(map(repr, presets))} for task {task!r}; got {name!r}")
+    if preset not in presets:
+        raise ValueError(f"preset must be one of {', '.join(map(repr, presets))} for task {task!r}; got {preset!r}")
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise TypeError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
     if overrides.get("task", task) != task:
         raise ValueError(f"override task={overrides['task']!r} contradicts task={task!r}")
-    return TrainConfig(**{**presets[name], **overrides, "task": task})
+    return TrainConfig(**{**presets[preset], **overrides, "task": task})
 
 
 def _check_task(task: str) -> str:
