@@ -1,6 +1,6 @@
 import torch
 
-from cnx2lite.layers import GRN, masked_l2, token_l2
+from cnx2lite.layers import GRN, MaskedL2, TokenL2
 
 
 def reference_grn(x, gamma, beta, eps=1e-6):
@@ -42,13 +42,15 @@ def test_masked_and_token_aggregation_agree_and_ignore_masked_positions():
         grn.beta.normal_()
     x = torch.randn(2, 4, 4, 8, dtype=torch.float64)
     visible = (torch.rand(2, 4, 4, 1) > 0.5).double()
-    dense = grn(x, masked_l2(visible))
+    dense = grn(x, MaskedL2(visible))
     garbage = x + 100 * (1 - visible) * torch.randn_like(x)
-    torch.testing.assert_close(grn(garbage, masked_l2(visible)) * visible, dense * visible)
-    idx = visible[..., 0].flatten().nonzero().squeeze(1)
-    tokens = x.reshape(-1, 8)[idx]
-    sample = idx // 16
-    torch.testing.assert_close(grn(tokens, token_l2(sample, 2)), dense.reshape(-1, 8)[idx])
+    torch.testing.assert_close(grn(garbage, MaskedL2(visible)) * visible, dense * visible)
+    keep = visible[..., 0].bool()
+    lengths = keep.flatten(1).sum(1)
+    assert lengths[0] != lengths[1]  # the general (segment) path
+    torch.testing.assert_close(grn(x[keep], TokenL2(lengths)), dense[keep])
+    even = torch.ones(2, 4, 4, dtype=torch.bool)  # the uniform (reshape) path
+    torch.testing.assert_close(grn(x[even], TokenL2(even.flatten(1).sum(1))), grn(x)[even])
 
 
 def test_gradcheck_dense_and_tokens():
@@ -60,5 +62,7 @@ def test_gradcheck_dense_and_tokens():
     x = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(grn, (x,))
     t = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
-    sample = torch.tensor([0, 0, 1, 1, 1, 0, 1])
-    assert torch.autograd.gradcheck(lambda v: grn(v, token_l2(sample, 2)), (t,))
+    for lengths in ([3, 4], [0, 7]):
+        assert torch.autograd.gradcheck(lambda v: grn(v, TokenL2(torch.tensor(lengths))), (t,))
+    t = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: grn(v, TokenL2(torch.tensor([4, 4]))), (t,))

@@ -8,12 +8,10 @@ GRN runs in three steps on a channels-last feature map ``x`` of shape ``(N, H, W
    the identity, and the residual keeps it trainable from there.
 
 For masked (sparse) inputs the statistics must come from visible positions only, per sample, or
-masked positions leak into the response of visible ones: the sparse backends pass an ``aggregate``
-function that counts visible positions only.
+masked positions leak into the response of visible ones: the sparse backends pass an aggregation
+that counts visible positions only (:class:`MaskedL2`, :class:`TokenL2`).
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -29,14 +27,13 @@ class GRN(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim))
         self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim))
 
-    def forward(self, x: Tensor, aggregate: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, aggregation: Aggregation | None = None) -> Tensor:
         """``x``: channels-last features ``(..., C)``, by default a map ``(N, H, W, C)``.
 
-        ``aggregate(x)`` returns the per-sample, per-channel L2 norms broadcastable to ``x``; the
-        default takes them over all spatial positions. Sparse backends pass one that counts only
-        visible positions (:func:`masked_l2`, :func:`token_l2`)."""
-        gx = spatial_l2(x) if aggregate is None else aggregate(x)
-        return self.calibrate(x, self.response(gx))
+        ``aggregation`` says over which positions of each sample the L2 norms are taken; the default
+        takes all spatial positions. Sparse backends pass :class:`MaskedL2` or :class:`TokenL2`."""
+        aggregation = aggregation or SpatialL2()
+        return self.calibrate(x, aggregation.expand(self.response(aggregation.norms(x))))
 
     def response(self, gx: Tensor) -> Tensor:
         """Step 2: divide the per-channel norms ``gx (..., C)`` by their mean over channels."""
@@ -50,23 +47,49 @@ class GRN(nn.Module):
         return f"dim={self.gamma.shape[-1]}, eps={self.eps}"
 
 
-def spatial_l2(x: Tensor) -> Tensor:
-    """Per-channel L2 norm over space: ``(N, H, W, C)`` -> ``(N, 1, 1, C)``."""
-    return torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True)
+class SpatialL2:
+    """Dense maps ``(N, H, W, C)``: norms over all positions, ``(N, 1, 1, C)``, which broadcast."""
+
+    def norms(self, x: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True)
+
+    def expand(self, values: Tensor) -> Tensor:
+        return values
 
 
-def masked_l2(visible: Tensor) -> Callable[[Tensor], Tensor]:
-    """Aggregation over visible positions of a dense map; ``visible``: ``(N, H, W, 1)``, 1 = visible."""
-    return lambda x: spatial_l2(x * visible)
+class MaskedL2(SpatialL2):
+    """Dense maps whose masked positions hold garbage: norms over positions where ``visible``
+    ``(N, H, W, 1)`` is 1."""
+
+    def __init__(self, visible: Tensor) -> None:
+        self.visible = visible
+
+    def norms(self, x: Tensor) -> Tensor:
+        return super().norms(x * self.visible)
 
 
-def token_l2(sample_index: Tensor, num_samples: int) -> Callable[[Tensor], Tensor]:
-    """Aggregation over a flat set of visible tokens ``(M, C)``; ``sample_index: (M,)`` names each
-    token's sample. Returns per-token norms ``(M, C)`` equal to :func:`masked_l2` on the dense map."""
+class TokenL2:
+    """A flat set of visible tokens ``(M, C)`` sorted by sample, ``lengths[n]`` of them for sample
+    ``n``: norms ``(N, C)``, expanded back to ``(M, C)`` by :meth:`expand`. Equal lengths (the
+    usual case: every FCMAE mask keeps the same number of cells) take a faster reshape path."""
 
-    def aggregate(x: Tensor) -> Tensor:
-        sq = x.new_zeros(num_samples, x.shape[-1]).index_add_(0, sample_index, x.square())
+    def __init__(self, lengths: Tensor) -> None:
+        self.lengths = lengths
+        self.uniform = bool((lengths == lengths[0]).all())
+
+    def norms(self, x: Tensor) -> Tensor:
+        if self.uniform:
+            return torch.linalg.vector_norm(x.view(len(self.lengths), -1, x.shape[-1]), dim=1)
+        sq = torch.segment_reduce(x.square(), "sum", lengths=self.lengths, axis=0)
         # sqrt'(0) is infinite; clamping gives the zero subgradient that vector_norm uses.
-        return sq.clamp_min(torch.finfo(x.dtype).tiny).sqrt()[sample_index]
+        return sq.clamp_min(torch.finfo(x.dtype).tiny).sqrt()
 
-    return aggregate
+    def expand(self, values: Tensor) -> Tensor:
+        """Per-sample ``(N, C)`` -> per-token ``(M, C)``."""
+        if self.uniform:
+            n, c = values.shape
+            return values.unsqueeze(1).expand(n, int(self.lengths[0]), c).reshape(-1, c)
+        return values.repeat_interleave(self.lengths, dim=0)
+
+
+Aggregation = SpatialL2 | TokenL2

@@ -9,13 +9,12 @@ residual (+ drop path). ``block="v1"`` gives the ConvNeXt V1 block instead (no G
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import GRN, DropPath, LayerNorm2d
+from ..layers.grn import Aggregation
 
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
@@ -45,12 +44,12 @@ class Block(nn.Module):
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6)) if block == "v1" else None
         self.drop_path = DropPath(drop_path)
 
-    def mlp(self, x: Tensor, aggregate: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    def mlp(self, x: Tensor, aggregation: Aggregation | None = None) -> Tensor:
         """The per-position part of the block on channels-last ``(..., C)`` features, up to the
-        residual. ``aggregate`` tells GRN how to take per-sample norms (see :class:`GRN`)."""
+        residual. ``aggregation`` tells GRN where each sample's visible positions are."""
         x = self.act(self.pwconv1(self.norm(x)))
         if self.grn is not None:
-            x = self.grn(x, aggregate)
+            x = self.grn(x, aggregation)
         x = self.pwconv2(x)
         return x if self.gamma is None else x * self.gamma
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..layers import masked_l2
+from ..layers import MaskedL2
 from ..masking import stage_masks
 from ..models import ConvNeXtV2
 
@@ -26,8 +26,8 @@ def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
         else:
             norm, conv = downsample
             x = conv(norm(x) * visible[i - 1]) * visible[i]
-        aggregate = masked_l2(visible[i].permute(0, 2, 3, 1))
+        aggregation = MaskedL2(visible[i].permute(0, 2, 3, 1))
         for block in stage:
-            y = block.mlp(block.dwconv(x).permute(0, 2, 3, 1), aggregate)
+            y = block.mlp(block.dwconv(x).permute(0, 2, 3, 1), aggregation)
             x = (x + block.drop_path(y.permute(0, 3, 1, 2))) * visible[i]
     return x
