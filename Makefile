@@ -3,7 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test install install-dev minkowski clean
+# Images for the demo: CNX2LITE_DATA_ROOT when set, else ../shared/data when present, else data/
+# (where the demo downloads Imagenette).
+DATA ?= $(or $(CNX2LITE_DATA_ROOT),$(wildcard ../shared/data))
+
+.PHONY: demo test install install-dev minkowski browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +28,14 @@ install-dev: $(VENV)/.installed-dev
 minkowski: $(VENV)/.installed-dev
 	bash scripts/install_minkowski.sh $(BIN)/python
 
-demo: $(VENV)/.installed
-	$(BIN)/python -m cnx2lite demo
+# Debian's Chromium for the browser test of the notebook widgets.
+browser: $(VENV)/.installed-dev
+	bash scripts/install_browser.sh $(BIN)/python
 
-test: $(VENV)/.installed-dev minkowski
+demo: $(VENV)/.installed
+	$(BIN)/python -m cnx2lite demo $(if $(DATA),--data $(DATA))
+
+test: $(VENV)/.installed-dev minkowski browser
 	$(BIN)/python -m pytest
 
 clean:
