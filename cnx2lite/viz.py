@@ -144,7 +144,7 @@ def draw_masked_photo(ax: Axes, img: Tensor, mask: Tensor, title: str | None = N
 def plot_masked_photo(img: Tensor, mask: Tensor) -> Figure:
     """Side by side: the photo, and what the encoder may see (masked 32x32 cells greyed out)."""
     fig, axes = _subplots(1, 2, figsize=(7.5, 3.9))
-    axes[0].imshow(to_rgb(img))
+    axes[0].imshow(to_rgb(img), interpolation="nearest")
     axes[0].set_axis_off()
     axes[0].set_title(f"photo, {img.shape[-2]}x{img.shape[-1]} px", fontsize=10)
     kept = int((~mask).sum())
