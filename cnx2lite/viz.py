@@ -269,7 +269,7 @@ def plot_leak(changes: dict[str, Tensor], mask: Tensor) -> Figure:
     hatched grey; any colour on a visible cell is leaked information."""
     names = list(changes)
     top = max(float(max(c.max() for c in changes.values())), 1e-12)
-    fig, axes = _subplots(1, len(names), figsize=(3.1 * len(names), 3.3))
+    fig, axes = _subplots(1, len(names), figsize=(3.3 * len(names), 3.6))
     axes = np.atleast_1d(axes)
     m = mask.numpy()
     for ax, name in zip(axes, names):
@@ -279,7 +279,7 @@ def plot_leak(changes: dict[str, Tensor], mask: Tensor) -> Figure:
         for r, c in zip(*m.nonzero()):
             ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fc=MASK_COLOR, ec="white", hatch="//", lw=0))
         worst = float(change[~m].max()) if (~m).any() else 0.0
-        note = " (float rounding)" if 0 < worst < 1e-4 * top else ""
+        note = "\n(float rounding)" if 0 < worst < 1e-4 * top else ""
         ax.set_title(f"{name}\nvisible cells: max {worst:.2g}{note}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
