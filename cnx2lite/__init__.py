@@ -1,4 +1,5 @@
 """cnx2lite: ConvNeXt V2 and FCMAE pretraining, from a laptop CPU to multi-GPU ImageNet."""
+from .checkpoints import export_timm, load_pretrained
 from .fcmae import FCMAE
 from .masking import random_mask, stage_masks, upsample_mask
 from .models import VARIANTS, ConvNeXtV2, create_model
@@ -15,4 +16,6 @@ __all__ = [
     "stage_masks",
     "sparse_forward_features",
     "available_backends",
+    "load_pretrained",
+    "export_timm",
 ]

@@ -17,7 +17,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ["01_masking", "02_sparse_convolution", "03_grn"]
+NAMES = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
