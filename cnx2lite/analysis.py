@@ -152,8 +152,10 @@ def plot_distance_by_layer(results: Mapping[str, Sequence[tuple[str, float]]], t
     """One line per model: feature cosine distance against block index (as the paper's Fig. 4)."""
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.subplots()
-    for label, values in results.items():
-        ax.plot(range(1, len(values) + 1), [v for _, v in values], marker="o", ms=4, label=label)
+    styles = [("o", "-", 7), ("s", "--", 4), ("^", ":", 5), ("D", "-.", 4)]  # overlapping lines stay visible
+    for (label, values), (marker, ls, ms) in zip(results.items(), styles * len(results)):
+        ax.plot(range(1, len(values) + 1), [v for _, v in values], marker=marker, ls=ls, ms=ms, label=label,
+                mfc="none" if marker == "o" else None)
     # stage boundaries, from names like "stages.2.0.act" (ours) or "stages.2.blocks.0.mlp.act" (timm)
     names = [name for name, _ in next(iter(results.values()), [])]
     stages = [".".join(name.split(".")[:2]) for name in names]

@@ -109,4 +109,4 @@ def test_channel_maps_and_figures() -> None:
     fig = analysis.plot_channel_maps({"a": maps, "b": maps}, cols=4)
     assert "1 constant" in fig.subfigs[0]._suptitle.get_text()
     fig = analysis.plot_distance_by_layer({"a": [("x", 0.1), ("y", 0.2)]})
-    assert len(fig.axes[0].lines) == 1
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][0] == "a"
