@@ -69,7 +69,7 @@ def run_training(args: argparse.Namespace) -> int:
         return 0
     try:
         result = (pretrain if args.command == "pretrain" else finetune)(config)
-    except (data.DataNotFoundError, NonFiniteLossError) as e:
+    except (data.DataNotFoundError, NonFiniteLossError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, data.DataNotFoundError) else 1
     if result.interrupted:

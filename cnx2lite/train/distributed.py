@@ -21,6 +21,7 @@ class Dist:
     local_rank: int
     world_size: int
     device: torch.device
+    owns_group: bool = False  # this call initialized the process group (and should destroy it)
 
     @property
     def is_main(self) -> bool:
@@ -43,9 +44,10 @@ def init_distributed(device: str = "auto") -> Dist:
     resolved = resolve_device(device, local_rank)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
-    if world_size > 1 and not dist.is_initialized():
+    owns = world_size > 1 and not dist.is_initialized()
+    if owns:
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
-    return Dist(rank, local_rank, world_size, resolved)
+    return Dist(rank, local_rank, world_size, resolved, owns)
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:

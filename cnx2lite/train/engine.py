@@ -70,9 +70,13 @@ class RunResult:
 
 @dataclass
 class Position:
+    """Where a run is, plus the open logging window (so a resumed run logs the same rows)."""
+
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
+    window_loss: float = 0.0
+    window_steps: int = 0
 
 
 class _StopFlag:
@@ -196,11 +200,15 @@ class Trainer:
                     self._end_epoch()
             return self._result()
         finally:
-            cleanup()
+            if self.dist.owns_group:
+                cleanup()
 
     def _maybe_resume(self) -> None:
         c = self.config
         path = latest_checkpoint(self.run_dir) if c.resume == "auto" else c.resume
+        if c.resume is None and latest_checkpoint(self.run_dir):
+            raise FileExistsError(f"{self.run_dir} already holds checkpoints of a run: pass resume='auto' "
+                                  "(--resume auto) to continue it, or choose another name/output")
         if not path:
             return
         ckpt = load_checkpoint(path)
@@ -225,7 +233,7 @@ class Trainer:
         batches = iter(self.loader)
         bar = tqdm(total=self.steps_per_epoch, initial=pos.step_in_epoch, unit="step", dynamic_ncols=True,
                    desc=f"{self.task.name} {pos.epoch + 1}/{c.epochs}", disable=not (self.dist.is_main and c.progress))
-        window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+        window_start, window_images = time.perf_counter(), 0
         self.train_model.train()
         with bar:
             while pos.step_in_epoch < self.steps_per_epoch:
@@ -244,14 +252,16 @@ class Trainer:
                 self._optimizer_step()
                 pos.step_in_epoch += 1
                 pos.global_step += 1
-                window_loss, window_steps = window_loss + loss, window_steps + 1
-                elapsed = time.perf_counter() - window_start
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{window_steps * images_per_step / elapsed:.0f}")
+                pos.window_loss, pos.window_steps = pos.window_loss + loss, pos.window_steps + 1
+                window_images += images_per_step
+                speed = window_images / (time.perf_counter() - window_start)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}")
                 bar.update()
                 if pos.global_step % c.log_every_steps == 0:
-                    self._record(kind="train", train_loss=window_loss / window_steps, lr=lr,
-                                 img_per_s=window_steps * images_per_step / elapsed)
-                    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                    self._record(kind="train", train_loss=pos.window_loss / pos.window_steps, lr=lr,
+                                 img_per_s=round(speed, 1))
+                    pos.window_loss, pos.window_steps = 0.0, 0
+                    window_start, window_images = time.perf_counter(), 0
                 if stats[1].item() > 0:
                     return False
                 if c.save_every_steps and pos.global_step % c.save_every_steps == 0 \

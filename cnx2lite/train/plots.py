@@ -55,3 +55,15 @@ def plot_reconstructions(recon: Reconstruction, path: Path, title: str = "") -> 
         fig.suptitle(title)
     fig.savefig(path, dpi=100)
     return Path(path)
+
+
+def plot_comparison(histories: dict[str, Sequence[dict]], key: str, path: Path, ylabel: str, title: str = "") -> Path:
+    """``key`` per epoch of several runs on one axis, e.g. val top-1 of FCMAE vs scratch fine-tuning."""
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for label, history in histories.items():
+        ax.plot(*_series(history, "epoch", key), marker="o", label=label)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.legend()
+    fig.savefig(path, dpi=100)
+    return Path(path)
