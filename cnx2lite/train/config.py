@@ -139,7 +139,7 @@ IN1K = dict(img_size=224, num_workers=10, save_every_steps=1000, log_every_steps
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "pretrain": {
         "smoke": {**PRETRAIN, **SMOKE},
-        "cpu": {**PRETRAIN, **CPU, "epochs": 20, "warmup_epochs": 2, "lr": 1.5e-3},
+        "cpu": {**PRETRAIN, **CPU, "epochs": 20, "warmup_epochs": 2, "lr": 1e-3},
         "imagenette-gpu": {**PRETRAIN, **IMAGENETTE_GPU, "epochs": 400, "global_batch": 512, "warmup_epochs": 20,
                            "recon_every": 20, "eval_every": 20},
         **{f"in1k-{size}": {**PRETRAIN, **IN1K, "model": f"convnextv2_{size}", "epochs": 800, "global_batch": 4096,
@@ -149,7 +149,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "finetune": {
         "smoke": {**FINETUNE, **SMOKE, "ema_decay": 0.9},
-        "cpu": {**FINETUNE, **CPU, "epochs": 20, "warmup_epochs": 1, "lr": 2e-3, "ema_decay": 0.999,
+        "cpu": {**FINETUNE, **CPU, "epochs": 20, "warmup_epochs": 1, "lr": 1e-3, "ema_decay": 0.999,
                 "weight_decay": 0.05, "layer_decay": 0.9, "label_smoothing": 0.1, "drop_path": 0.1},
         "imagenette-gpu": {**FINETUNE, **IMAGENETTE_GPU, "epochs": 100, "global_batch": 256, "base_lr": 2e-4,
                            "warmup_epochs": 5, "weight_decay": 0.05, "layer_decay": 0.9, "mixup": 0.3,
