@@ -13,6 +13,8 @@ that counts visible positions only (:class:`MaskedL2`, :class:`TokenL2`).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -33,15 +35,18 @@ class GRN(nn.Module):
         ``aggregation`` says over which positions of each sample the L2 norms are taken; the default
         takes all spatial positions. Sparse backends pass :class:`MaskedL2` or :class:`TokenL2`."""
         aggregation = aggregation or SpatialL2()
-        return self.calibrate(x, aggregation.expand(self.response(aggregation.norms(x))))
+        return self.calibrate(x, self.response(aggregation.norms(x)), aggregation.expand)
 
     def response(self, gx: Tensor) -> Tensor:
         """Step 2: divide the per-channel norms ``gx (..., C)`` by their mean over channels."""
         return gx / (gx.mean(dim=-1, keepdim=True) + self.eps)
 
-    def calibrate(self, x: Tensor, nx: Tensor) -> Tensor:
-        """Step 3: ``gamma * (x * nx) + beta + x``, with ``nx`` broadcastable to ``x``."""
-        return torch.addcmul(x + self.beta.view(-1), x * nx, self.gamma.view(-1))
+    def calibrate(self, x: Tensor, nx: Tensor, expand: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
+        """Step 3: ``gamma * (x * nx) + beta + x`` for ``nx`` broadcastable to ``x`` (after ``expand``).
+
+        Computed as ``x * (1 + gamma * nx) + beta``: the gain is per sample and channel, so the
+        full-size work is a single fused multiply-add instead of three passes."""
+        return torch.addcmul(self.beta.view(-1), x, expand(1 + self.gamma.view(-1) * nx))
 
     def extra_repr(self) -> str:
         return f"dim={self.gamma.shape[-1]}, eps={self.eps}"
