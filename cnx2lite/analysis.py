@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 __all__ = ["find_mlp_activations", "mlp_activations", "feature_cosine_distance", "cosine_distance_by_layer",
-           "channel_maps", "plot_distance_by_layer", "plot_channel_maps", "pretrain_block_style"]
+           "channel_maps", "plot_distance_by_layer", "plot_channel_maps"]
 
 
 def _is_gelu(module: nn.Module) -> bool:
@@ -195,28 +195,3 @@ def plot_channel_maps(maps: Mapping[str, Tensor], cols: int = 8, title: str = ""
     if title:
         fig.suptitle(title)
     return fig
-
-
-# --------------------------------------------------------------------------------------------------
-# Pretraining a V1-style encoder through the training API
-# --------------------------------------------------------------------------------------------------
-def pretrain_block_style(config, block: str = "v2"):
-    """``cnx2lite.train.pretrain(config)`` with the encoder's block style set to ``block`` (``"v1"``:
-    no GRN, LayerScale). The training config has no block field, so this swaps in a pretraining
-    task that builds ``FCMAE(..., block=block)`` for the duration of the run. Returns the run's
-    :class:`~cnx2lite.train.RunResult`."""
-    from .fcmae import FCMAE
-    from .train import api, tasks
-
-    class BlockStylePretrainTask(tasks.PretrainTask):
-        def build_model(self, num_classes: int) -> FCMAE:
-            c = self.config
-            return FCMAE(c.model, decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, mask_ratio=c.mask_ratio,
-                         norm_pix_loss=c.norm_pix_loss, backend=c.backend, block=block)
-
-    original = tasks.TASK_TYPES["pretrain"]
-    tasks.TASK_TYPES["pretrain"] = BlockStylePretrainTask
-    try:
-        return api.pretrain(config)
-    finally:
-        tasks.TASK_TYPES["pretrain"] = original

@@ -47,7 +47,7 @@ from cnx2lite import analysis, viz
 from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.data import sample_images
 from cnx2lite.models import create_model
-from cnx2lite.train import load_preset
+from cnx2lite.train import load_preset, pretrain
 
 PRESET = viz.pick(smoke="smoke", cpu="cpu", gpu="imagenette-gpu")
 IMG_SIZE = viz.pick(smoke=128, cpu=192, gpu=224)  # analysis resolution (the models are fully convolutional)
@@ -58,16 +58,13 @@ print("scale:", viz.scale(), "| preset:", PRESET, "| analysis image size:", IMG_
 # %% [markdown]
 # ## Pre-train a V1-style and a V2 encoder
 #
-# Same preset, same seed, same images and masks; only the block differs. The training config has no block field, so
-# `analysis.pretrain_block_style` runs `cnx2lite.train.pretrain` with an FCMAE whose encoder uses the requested block.
+# Same preset, same seed, same images and masks; only the block differs (`block="v1"`: LayerScale, no GRN).
 
 # %%
 config = load_preset(PRESET, task="pretrain", output=str(OUTPUT))
 print({k: getattr(config, k) for k in ("model", "img_size", "num_classes", "images_per_class", "epochs", "batch_size",
                                        "mask_ratio")})
-runs = {block: analysis.pretrain_block_style(load_preset(PRESET, task="pretrain", output=str(OUTPUT),
-                                                         name=f"fcmae-{block}"), block=block)
-        for block in ("v1", "v2")}
+runs = {block: pretrain(config, block=block, name=f"fcmae-{block}") for block in ("v1", "v2")}
 for block, run in runs.items():
     print(f"{block}: final train loss {run.metric('train_loss')[-1]:.4f}, val loss {run.metric('val_loss')[-1]:.4f}")
 

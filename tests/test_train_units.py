@@ -154,3 +154,15 @@ def test_every_training_flag_is_documented_with_its_default():
                 assert documented, f"{name} {action.option_strings} has no default in its help"
     assert "--mask-ratio" in commands["pretrain"].format_help() and "--mask-ratio" not in commands["finetune"].format_help()
     assert "--mixup" in commands["finetune"].format_help() and "--mixup" not in commands["pretrain"].format_help()
+
+
+def test_block_style_reaches_the_models():
+    from cnx2lite.train.config import load_preset
+    from cnx2lite.train.tasks import FinetuneTask, PretrainTask
+
+    fcmae = PretrainTask(load_preset("smoke", task="pretrain", block="v1")).build_model(2)
+    assert fcmae.encoder.block == "v1" and fcmae.encoder.stages[0][0].grn is None
+    classifier = FinetuneTask(load_preset("smoke", task="finetune", block="v1")).build_model(2)
+    assert classifier.block == "v1" and classifier.stages[0][0].gamma is not None
+    with pytest.raises(ValueError, match="block must be one of 'v2', 'v1'"):
+        load_preset("smoke", task="pretrain", block="v3")

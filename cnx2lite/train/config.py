@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models import VARIANTS
+from ..models.convnextv2 import BLOCK_STYLES
 
 TASKS = ("pretrain", "finetune")
 AMP_MODES = ("auto", "bf16", "fp16", "fp32")
@@ -31,6 +32,7 @@ class TrainConfig:
     task: str = _f("finetune", "'pretrain' (FCMAE) or 'finetune' (classification)")
     # model
     model: str = _f("convnextv2_atto", "ConvNeXt V2 variant: " + ", ".join(VARIANTS))
+    block: str = _f("v2", "block style: v2 (GRN, no LayerScale) or v1 (LayerScale, no GRN), for ablations")
     drop_path: float = _f(0.0, "stochastic depth rate, linear in depth")
     head_init_scale: float = _f(1.0, "scale of the classifier's initial weights (finetune)")
     pretrained: str | None = _f(None, "checkpoint to fine-tune from: an FCMAE run's checkpoint or any format "
@@ -87,7 +89,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
-        checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)),
+        checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
                   ("layer_decay_mode", ("single", "group")))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:

@@ -38,7 +38,7 @@ class PretrainTask:
     def build_model(self, num_classes: int) -> FCMAE:
         c = self.config
         return FCMAE(c.model, decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, mask_ratio=c.mask_ratio,
-                     norm_pix_loss=c.norm_pix_loss, backend=c.backend)
+                     norm_pix_loss=c.norm_pix_loss, backend=c.backend, block=c.block)
 
     def train_transform(self) -> Callable:
         return data.pretrain_transform(self.config.img_size)
@@ -67,7 +67,7 @@ class FinetuneTask:
     def build_model(self, num_classes: int) -> nn.Module:
         c = self.config
         model = create_model(c.model, num_classes=num_classes, drop_path_rate=c.drop_path,
-                             head_init_scale=c.head_init_scale)
+                             head_init_scale=c.head_init_scale, block=c.block)
         if c.pretrained:
             load_pretrained(model, c.pretrained, skip_head=True)
         self.mixup_fn = data.build_mixup(num_classes, c.mixup, c.cutmix, c.label_smoothing)
