@@ -24,7 +24,7 @@ from PIL import Image
 from timm.data import Mixup, create_transform
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.datasets import Imagenette
 from torchvision.transforms import functional as TF
@@ -330,36 +330,6 @@ def build_criterion(mixup_fn: Callable | None, label_smoothing: float) -> nn.Mod
     if mixup_fn is not None:
         return SoftTargetCrossEntropy()
     return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-
-def build_loader(
-    dataset: Dataset,
-    batch_size: int,
-    train: bool,
-    num_workers: int | None = None,
-    seed: int = 0,
-    distributed: bool = False,
-    drop_last: bool | None = None,
-) -> DataLoader:
-    """Train: seeded shuffle, last partial batch dropped (Mixup needs even batches). Eval: in order, all samples.
-
-    ``num_workers`` None: min(8, CPU count). ``distributed``: a DistributedSampler shards the data per process
-    (needs an initialized process group); call ``loader.sampler.set_epoch(epoch)`` every epoch.
-    """
-    num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
-    drop_last = train if drop_last is None else drop_last
-    sampler = DistributedSampler(dataset, shuffle=train, seed=seed) if distributed else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=train and sampler is None,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last,
-        persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(seed),
-    )
 
 
 def sample_images(n: int = 4, img_size: int = 224, data: str | None = None, seed: int = 0) -> Tensor:

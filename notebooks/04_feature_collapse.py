@@ -59,12 +59,13 @@ print("scale:", viz.scale(), "| preset:", PRESET, "| analysis image size:", IMG_
 # ## Pre-train a V1-style and a V2 encoder
 #
 # Same preset, same seed, same images and masks; only the block differs (`block="v1"`: LayerScale, no GRN).
+# `resume="auto"` makes a re-run continue (or reuse) the runs already in the output folder.
 
 # %%
 config = load_preset(PRESET, task="pretrain", output=str(OUTPUT))
 print({k: getattr(config, k) for k in ("model", "img_size", "num_classes", "images_per_class", "epochs", "batch_size",
                                        "mask_ratio")})
-runs = {block: pretrain(config, block=block, name=f"fcmae-{block}") for block in ("v1", "v2")}
+runs = {block: pretrain(config, block=block, name=f"fcmae-{block}", resume="auto") for block in ("v1", "v2")}
 for block, run in runs.items():
     print(f"{block}: final train loss {run.metric('train_loss')[-1]:.4f}, val loss {run.metric('val_loss')[-1]:.4f}")
 

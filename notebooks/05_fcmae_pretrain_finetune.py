@@ -57,10 +57,11 @@ print("scale:", viz.scale(), "| preset:", PRESET, "| runs in:", OUTPUT)
 # ## 1. Pre-train
 #
 # The preset is a `TrainConfig`; any field can be overridden by keyword (`pretrain(PRESET, epochs=5)`). The run
-# writes its config, metrics (`metrics.csv`), curves, reconstructions and checkpoints to `<output>/<name>`.
+# writes its config, metrics (`metrics.csv`), curves, reconstructions and checkpoints to `<output>/<name>`;
+# `resume="auto"` makes a re-run of this notebook continue (or reuse) a run already there.
 
 # %%
-pt_config = load_preset(PRESET, task="pretrain", output=str(OUTPUT), name="fcmae")
+pt_config = load_preset(PRESET, task="pretrain", output=str(OUTPUT), name="fcmae", resume="auto")
 print({k: getattr(pt_config, k) for k in ("model", "img_size", "num_classes", "images_per_class", "epochs",
                                           "batch_size", "mask_ratio", "decoder_dim", "backend", "lr", "base_lr")})
 pt = pretrain(pt_config)
@@ -101,8 +102,8 @@ display(Image(filename=plot_reconstructions(recon, OUTPUT / "reconstructions.png
 # difference. Fine-tuning does not count the pre-training epochs: the pre-trained model has had more compute in total.
 
 # %%
-ft = finetune(PRESET, output=str(OUTPUT), name="finetune-fcmae", pretrained=str(pt.checkpoint))
-scratch = finetune(PRESET, output=str(OUTPUT), name="finetune-scratch")
+ft = finetune(PRESET, output=str(OUTPUT), name="finetune-fcmae", pretrained=str(pt.checkpoint), resume="auto")
+scratch = finetune(PRESET, output=str(OUTPUT), name="finetune-scratch", resume="auto")
 
 # %%
 ft_config = load_preset(PRESET, task="finetune")

@@ -247,16 +247,6 @@ def test_mixup_soft_targets_and_criterion():
         D.build_mixup(10, -1.0, 0.0, 0.1)
 
 
-def test_build_loader_is_seeded_and_drops_last(folder):
-    ds = D.build_dataset(folder, "train", num_classes=3, transform=D.eval_transform(8, crop_pct=1.0))
-    order = [torch.cat([y for _, y in D.build_loader(ds, 4, train=True, num_workers=0, seed=s)]) for s in (0, 0, 1)]
-    assert torch.equal(order[0], order[1]) and not torch.equal(order[0], order[2])
-    assert len(order[0]) == 12 and len(D.build_loader(ds, 4, train=True, num_workers=0)) == 3
-    val = [y for _, y in D.build_loader(ds, 4, train=False, num_workers=0)]
-    assert torch.cat(val).tolist() == ds.targets
-
-
-# ----------------------------------------------------------------------------------------------- samples
 def test_sample_images_real(shared_data):
     x = D.sample_images(4, 224, data=str(shared_data), seed=0)
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
