@@ -29,8 +29,8 @@ minkowski: $(VENV)/.installed-dev
 	bash scripts/install_minkowski.sh $(BIN)/python
 
 # Debian's Chromium for the browser test of the notebook widgets.
-browser: $(VENV)/.installed-dev
-	bash scripts/install_browser.sh $(BIN)/python
+browser:
+	bash scripts/install_browser.sh
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m cnx2lite demo $(if $(DATA),--data $(DATA))

@@ -1,22 +1,16 @@
 #!/usr/bin/env bash
-# Install what tests/test_browser.py needs: Debian's Chromium and the `playwright` Python package.
+# Install what tests/test_browser.py needs beyond the dev extra (which brings `playwright`): Debian's Chromium.
 #
-# Usage: scripts/install_browser.sh [PYTHON]
-#   PYTHON   venv interpreter that runs the tests (default: <repo>/.venv/bin/python)
+# Usage: scripts/install_browser.sh
 #
-# Idempotent: apt runs only when /usr/bin/chromium is missing, pip only when playwright does not
-# import. Playwright drives the system Chromium (executable_path=/usr/bin/chromium); we never run
-# `playwright install`, which downloads its own browser build. Without root or apt, the script says
+# Idempotent: apt runs only when /usr/bin/chromium is missing. Playwright drives this system Chromium
+# (executable_path=/usr/bin/chromium); we never run `playwright install`, which downloads its own browser. Without root or apt, the script says
 # so and exits 0: the browser test then skips with a reason.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${1:-$REPO_ROOT/.venv/bin/python}"
 CHROMIUM=/usr/bin/chromium
 
 log() { echo "[install_browser] $*"; }
-
-[[ -x "$PYTHON" ]] || { log "python interpreter not found: $PYTHON"; exit 1; }
 
 if [[ -x "$CHROMIUM" ]]; then
     log "chromium present: $("$CHROMIUM" --version 2>/dev/null || echo "$CHROMIUM")"
@@ -39,9 +33,3 @@ else
     log "chromium missing and apt-get not found: install Chromium at $CHROMIUM; the browser test will skip"
 fi
 
-if "$PYTHON" -c "import playwright" 2>/dev/null; then
-    log "playwright present"
-else
-    log "installing the playwright python package (no browser download)"
-    "$PYTHON" -m pip install --quiet playwright
-fi
