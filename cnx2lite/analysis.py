@@ -1,4 +1,4 @@
-"""Feature-collapse analysis (Woo et al., 2023, section 3.2, Fig. 3 and 4) for any ConvNeXt.
+"""Feature-collapse analysis (Woo et al., 2023, the feature collapse analysis of the GRN section) for any ConvNeXt.
 
 The paper looks at the MLP of every block: its expanded activations (``4C`` channels, after the
 GELU, i.e. what enters GRN in a V2 block). A collapsed layer has many dead, saturated or redundant

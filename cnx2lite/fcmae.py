@@ -1,4 +1,4 @@
-"""FCMAE: fully convolutional masked autoencoder (ConvNeXt V2, section 2).
+"""FCMAE: the fully convolutional masked autoencoder of the ConvNeXt V2 paper.
 
 An image goes from pixels to loss in five steps:
 

@@ -15,7 +15,7 @@
 # %% [markdown]
 # # 4. Feature collapse: ConvNeXt V1 vs V2 after FCMAE pre-training
 #
-# Notebook 3 took GRN apart. Here we look at *why* the paper added it. Woo et al. (2023, section 3.2) pre-train a
+# Notebook 3 took GRN apart. Here we look at *why* the paper added it. Woo et al. (2023, in the GRN section) pre-train a
 # ConvNeXt V1 with FCMAE and visualize the MLP of its blocks: many of the expanded channels (the `4C` features after
 # the GELU) are dead or saturated, and the rest repeat each other. They call this **feature collapse** (Fig. 3) and
 # measure it (Fig. 4) with the mean pairwise cosine distance between channels, layer by layer: ConvNeXt V1 pre-trained

@@ -16,7 +16,7 @@
 # # 5. FCMAE pre-training, then fine-tuning: the whole pipeline
 #
 # The previous notebooks took the pieces apart: masking, the sparse encoder, GRN. This one runs them end to end through
-# the library, the way the paper does (Woo et al., 2023, section 3 and appendix A):
+# the library, the way the paper does (Woo et al., 2023, the FCMAE section and appendix A):
 #
 # 1. **pre-train** ConvNeXt V2 with FCMAE: mask 60% of the 32x32 patches, encode the visible ones with the sparse
 #    encoder, predict the missing pixels with a light decoder;

@@ -1,4 +1,4 @@
-"""Global Response Normalization (GRN), ConvNeXt V2 section 3.
+"""Global Response Normalization (GRN), from the ConvNeXt V2 paper's section of that name.
 
 GRN runs in three steps on a channels-last feature map ``x`` of shape ``(N, H, W, C)``:
 
