@@ -21,13 +21,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from .data import IMAGENET_MEAN, IMAGENET_STD, denormalize, sample_images
 from .masking import NUM_STAGES, pixel_mask, stage_masks
 from .models import PATCH_SIZE
 
 T = TypeVar("T")
 SCALES = ("smoke", "cpu", "gpu")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MASK_COLOR = "#9aa0a6"  # the grey that stands for "masked" in every figure
 EMPTY_COLOR = "#202124"  # a site with no features at all (exactly zero), e.g. a masked pixel
 MASKED_CMAP = ListedColormap(["#ffffff", MASK_COLOR])  # 0 = visible, 1 = masked
@@ -57,15 +56,9 @@ def photos(n: int, img_size: int, seed: int = 0) -> Tensor:
     ``<repo>/data``); if no photos are there, from scikit-image's bundled photos when scikit-image is
     installed. Otherwise this raises with what to do."""
     try:
-        from .data import sample_images
-    except ImportError:  # the data module is optional for the figures
-        sample_images = None
-    problem = "cnx2lite.data is not available"
-    if sample_images is not None:
-        try:
-            return sample_images(n, img_size, seed=seed)
-        except (FileNotFoundError, RuntimeError, ValueError, OSError) as error:
-            problem = str(error)
+        return sample_images(n, img_size, seed=seed)
+    except (FileNotFoundError, RuntimeError, ValueError, OSError) as error:
+        problem = str(error)
     try:
         return _skimage_photos(n, img_size, seed)
     except ImportError:
@@ -98,9 +91,7 @@ def _skimage_photos(n: int, img_size: int, seed: int) -> Tensor:
 
 def to_rgb(img: Tensor) -> np.ndarray:
     """A normalized ``(3, H, W)`` image -> ``(H, W, 3)`` float array in [0, 1] for ``imshow``."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=img.dtype).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=img.dtype).view(3, 1, 1)
-    return (img.detach().cpu() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+    return denormalize(img.detach().cpu()).permute(1, 2, 0).numpy()
 
 
 def _subplots(nrows: int = 1, ncols: int = 1, **kwargs) -> tuple[Figure, np.ndarray | Axes]:

@@ -10,17 +10,23 @@ def reference_grn(x, gamma, beta, eps=1e-6):
     return gamma * (x * nx) + beta + x
 
 
+def random_grn(dim):
+    """A GRN with random gamma/beta (both start at zero, which would hide most mistakes)."""
+    torch.manual_seed(0)
+    grn = GRN(dim)
+    with torch.no_grad():
+        grn.gamma.normal_()
+        grn.beta.normal_()
+    return grn
+
+
 def test_zero_init_is_identity():
     x = torch.randn(2, 5, 6, 8)
     torch.testing.assert_close(GRN(8)(x), x, rtol=0, atol=0)
 
 
 def test_matches_paper_formula():
-    torch.manual_seed(0)
-    grn = GRN(16)
-    with torch.no_grad():
-        grn.gamma.normal_()
-        grn.beta.normal_()
+    grn = random_grn(16)
     x = torch.randn(3, 4, 5, 16)
     torch.testing.assert_close(grn(x), reference_grn(x, grn.gamma, grn.beta))
 
@@ -35,11 +41,7 @@ def test_statistics_are_per_sample():
 
 
 def test_masked_and_token_aggregation_agree_and_ignore_masked_positions():
-    torch.manual_seed(0)
-    grn = GRN(8).double()
-    with torch.no_grad():
-        grn.gamma.normal_()
-        grn.beta.normal_()
+    grn = random_grn(8).double()
     x = torch.randn(2, 4, 4, 8, dtype=torch.float64)
     visible = (torch.rand(2, 4, 4, 1) > 0.5).double()
     dense = grn(x, MaskedL2(visible))
@@ -54,11 +56,7 @@ def test_masked_and_token_aggregation_agree_and_ignore_masked_positions():
 
 
 def test_gradcheck_dense_and_tokens():
-    torch.manual_seed(0)
-    grn = GRN(4).double()
-    with torch.no_grad():
-        grn.gamma.normal_()
-        grn.beta.normal_()
+    grn = random_grn(4).double()
     x = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(grn, (x,))
     t = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
