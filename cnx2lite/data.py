@@ -17,11 +17,11 @@ import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image
-from timm.data import Mixup, create_transform
+from timm.data import Mixup, auto_augment, create_transform
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 from torch.utils.data import Dataset
@@ -282,7 +282,7 @@ def finetune_transform(
 
     RandomResizedCrop (scale 0.08-1) + flip + RandAugment ``rand_augment`` (None: off) + random erasing ``reprob``.
     """
-    return create_transform(
+    transform = create_transform(
         img_size,
         is_training=True,
         color_jitter=None,  # official default; timm ignores color jitter under RandAugment anyway
@@ -294,6 +294,23 @@ def finetune_transform(
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
     )
+    for op in _augment_ops(transform):
+        if op.aug_fn is auto_augment.posterize:
+            op.aug_fn = _posterize
+    return transform
+
+
+def _augment_ops(transform: T.Compose) -> list[auto_augment.AugmentOp]:
+    """The RandAugment ops inside a timm transform pipeline."""
+    return [op for t in transform.transforms if isinstance(t, auto_augment.RandAugment) for op in t.ops]
+
+
+def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize, also for 0 bits: timm asks for 0 bits at magnitude 10 ('inc1' at the top of its range, about
+    2% of draws with mstd 0.5), which Pillow < 13 turned into a black image and Pillow >= 13 rejects with an error."""
+    if bits_to_keep < 1:
+        return Image.new(img.mode, img.size)
+    return auto_augment.posterize(img, bits_to_keep)
 
 
 def eval_transform(img_size: int, crop_pct: float = 0.875) -> Callable[[Image.Image], Tensor]:

@@ -222,6 +222,20 @@ def test_finetune_transform_is_timm_randaugment():
     assert "scale=(0.2, 1.0)" in pre and "bicubic" in pre and "RandomHorizontalFlip" in pre
 
 
+def test_randaugment_posterize_at_full_magnitude_gives_black_not_an_error():
+    # 'inc1' posterize asks for 0 bits at magnitude 10, which Pillow >= 13 rejects; it must behave as Pillow < 13 did
+    ops = [op for op in D._augment_ops(D.finetune_transform(64)) if op.name.startswith("Posterize")]
+    assert ops, "the default RandAugment has a posterize op"
+    image = Image.new("RGB", (64, 48), (200, 120, 40))
+    for op in ops:
+        op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0.0
+        out = op(image)
+        assert out.size == image.size and out.mode == "RGB"
+        assert out.getextrema() == ((0, 0), (0, 0), (0, 0))
+        op.magnitude = 5  # 2 bits kept: 200 -> 192, 120 -> 64, 40 -> 0
+        assert op(image).getpixel((0, 0)) == (192, 64, 0)
+
+
 def test_transforms_on_a_real_photo(shared_data):
     img = D.load_image(shared_data / "samples" / "n01440764_tench.JPEG")
     for transform in (D.pretrain_transform(224), D.finetune_transform(224), D.eval_transform(224)):
