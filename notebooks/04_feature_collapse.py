@@ -65,7 +65,8 @@ print("scale:", viz.scale(), "| preset:", PRESET, "| analysis image size:", IMG_
 config = load_preset(PRESET, task="pretrain", output=str(OUTPUT))
 print({k: getattr(config, k) for k in ("model", "img_size", "num_classes", "images_per_class", "epochs", "batch_size",
                                        "mask_ratio")})
-runs = {block: pretrain(config, block=block, name=f"fcmae-{block}", resume="auto") for block in ("v1", "v2")}
+runs = {block: pretrain(config, block=block, name=f"fcmae-{block}", resume="auto", progress=False)
+        for block in ("v1", "v2")}
 for block, run in runs.items():
     print(f"{block}: final train loss {run.metric('train_loss')[-1]:.4f}, val loss {run.metric('val_loss')[-1]:.4f}")
 

@@ -61,7 +61,8 @@ print("scale:", viz.scale(), "| preset:", PRESET, "| runs in:", OUTPUT)
 # `resume="auto"` makes a re-run of this notebook continue (or reuse) a run already there.
 
 # %%
-pt_config = load_preset(PRESET, task="pretrain", output=str(OUTPUT), name="fcmae", resume="auto")
+pt_config = load_preset(PRESET, task="pretrain", output=str(OUTPUT), name="fcmae-v2", resume="auto",
+                        progress=False)
 print({k: getattr(pt_config, k) for k in ("model", "img_size", "num_classes", "images_per_class", "epochs",
                                           "batch_size", "mask_ratio", "decoder_dim", "backend", "lr", "base_lr")})
 pt = pretrain(pt_config)
@@ -102,8 +103,9 @@ display(Image(filename=plot_reconstructions(recon, OUTPUT / "reconstructions.png
 # difference. Fine-tuning does not count the pre-training epochs: the pre-trained model has had more compute in total.
 
 # %%
-ft = finetune(PRESET, output=str(OUTPUT), name="finetune-fcmae", pretrained=str(pt.checkpoint), resume="auto")
-scratch = finetune(PRESET, output=str(OUTPUT), name="finetune-scratch", resume="auto")
+ft = finetune(PRESET, output=str(OUTPUT), name="finetune-fcmae", pretrained=str(pt.checkpoint), resume="auto",
+              progress=False)
+scratch = finetune(PRESET, output=str(OUTPUT), name="finetune-scratch", resume="auto", progress=False)
 
 # %%
 ft_config = load_preset(PRESET, task="finetune")
@@ -127,10 +129,10 @@ for label, run in (("FCMAE pre-trained", ft), ("from scratch", scratch)):
 # %%
 checkpoint_name = Path(pt.checkpoint).name
 print(f"""\
-cnx2lite pretrain --preset {PRESET} --name fcmae
-cnx2lite finetune --preset {PRESET} --name finetune-fcmae --pretrained runs/fcmae/{checkpoint_name}
+cnx2lite pretrain --preset {PRESET} --name fcmae-v2
+cnx2lite finetune --preset {PRESET} --name finetune-fcmae --pretrained runs/fcmae-v2/{checkpoint_name}
 cnx2lite finetune --preset {PRESET} --name finetune-scratch
-cnx2lite pretrain --preset {PRESET} --name fcmae --resume auto   # continue after an interruption""")
+cnx2lite pretrain --preset {PRESET} --name fcmae-v2 --resume auto   # continue after an interruption""")
 
 # %% [markdown]
 # On several GPUs the same command runs under `torchrun`, one process per GPU (DistributedDataParallel). `batch_size`

@@ -196,6 +196,19 @@ def test_pretrain_then_finetune_through_the_api(images, tmp_path):
     assert '"pretrained"' in (fine.run_dir / "config.json").read_text()
 
 
+def test_resume_refuses_other_settings_but_takes_other_runtime(images, tmp_path):
+    """A finished run resumes with other runtime settings (nothing left to do), but not with another recipe: that
+    would silently mix two runs. Notebook 5 relies on this when it reuses notebook 4's V2 pre-training."""
+    run = dict(data=str(images), output=str(tmp_path), name="run", batch_size=4)
+    done = pretrain("smoke", **run)
+    again = pretrain("smoke", **run, resume="auto", backend="dense", num_workers=1, progress=True)
+    assert again.checkpoint == done.checkpoint and again.history == done.history
+    with pytest.raises(ValueError, match=r"other settings \(mask_ratio: 0.6 -> 0.75; seed: 0 -> 1\)"):
+        pretrain("smoke", **run, resume="auto", mask_ratio=0.75, seed=1)
+    with pytest.raises(ValueError, match=r"block: 'v2' -> 'v1'"):
+        pretrain("smoke", **run, resume="auto", block="v1")
+
+
 def test_quick_demo_writes_a_report(images, tmp_path):
     from cnx2lite.demo import run_demo
 

@@ -166,3 +166,14 @@ def test_block_style_reaches_the_models():
     assert classifier.block == "v1" and classifier.stages[0][0].gamma is not None
     with pytest.raises(ValueError, match="block must be one of 'v2', 'v1'"):
         load_preset("smoke", task="pretrain", block="v3")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--block", "v3"], "error: block must be one of 'v2', 'v1'; got 'v3'"),
+    (["--img-size", "100"], "error: img_size must be a multiple of 32"),
+])
+def test_bad_flag_values_are_one_line_errors(flags, message, capsys):
+    args = build_parser().parse_args(["pretrain", "--preset", "smoke", *flags])
+    assert args.run(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and "Traceback" not in err

@@ -8,8 +8,8 @@ the run position), ``loader`` (resumable sharded sampling), ``distributed`` (tor
 ``plots``, ``api``, ``commands`` (the CLI).
 """
 from .api import evaluate_checkpoint, finetune, pretrain
-from .config import PRESETS, TrainConfig, load_preset, preset_names
+from .config import PRESETS, ResumeMismatchError, TrainConfig, load_preset, preset_names
 from .engine import NonFiniteLossError, RunResult, Trainer, train
 
 __all__ = ["pretrain", "finetune", "evaluate_checkpoint", "train", "Trainer", "RunResult", "NonFiniteLossError",
-           "TrainConfig", "load_preset", "preset_names", "PRESETS"]
+           "ResumeMismatchError", "TrainConfig", "load_preset", "preset_names", "PRESETS"]

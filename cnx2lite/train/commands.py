@@ -11,7 +11,7 @@ import json
 import sys
 
 from .. import data
-from .config import FIELDS, TASKS, TrainConfig, load_preset, preset_names
+from .config import FIELDS, TASKS, ResumeMismatchError, TrainConfig, load_preset, preset_names
 from .engine import NonFiniteLossError
 
 EXIT_INTERRUPTED = 130
@@ -63,15 +63,19 @@ def config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
 def run_training(args: argparse.Namespace) -> int:
     from .api import finetune, pretrain
 
-    config = config_from_args(args, args.command)
+    try:
+        config = config_from_args(args, args.command)
+    except ValueError as e:  # a bad flag value: the message names the flag and what it accepts
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.show_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     try:
         result = (pretrain if args.command == "pretrain" else finetune)(config)
-    except (data.DataNotFoundError, NonFiniteLossError, FileExistsError) as e:
+    except (data.DataNotFoundError, ResumeMismatchError, NonFiniteLossError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, data.DataNotFoundError) else 1
+        return 2 if isinstance(e, (data.DataNotFoundError, ResumeMismatchError)) else 1
     if result.interrupted:
         return EXIT_INTERRUPTED
     summary = f"done: run dir {result.run_dir}, checkpoint {result.checkpoint}"

@@ -114,6 +114,26 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# Where and how a run executes, not what it computes: these may change when a run is resumed (another machine, more
+# workers, another equivalent sparse backend). Every other field must match the checkpoint's.
+RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "num_workers", "device", "amp", "channels_last", "compile",
+                            "ema_cpu", "output", "name", "resume", "save_every_steps", "keep_last", "log_every_steps",
+                            "eval_every", "recon_every", "progress"})
+
+
+class ResumeMismatchError(ValueError):
+    """A run was asked to resume from a checkpoint trained with other settings."""
+
+
+def changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The non-runtime fields where ``config`` differs from a checkpoint's ``saved`` config, as 'name: old -> new'."""
+    current = config.to_dict()
+    return [f"{name}: {saved[name]!r} -> {current[name]!r}" for name in current
+            if name not in RUNTIME_FIELDS and name in saved and _normalized(saved[name]) != _normalized(current[name])]
+
+
+def _normalized(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 SMOKE = dict(model="convnextv2_atto", img_size=64, num_classes=2, images_per_class=8, val_images_per_class=4,
              epochs=1, batch_size=8, decoder_dim=64, lr=1e-3, progress=False, log_every_steps=1)

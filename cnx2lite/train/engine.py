@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .. import data
 from ..checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from .config import TrainConfig
+from .config import ResumeMismatchError, TrainConfig, changed_settings
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEma
 from .loader import eval_loader, train_loader
@@ -214,6 +214,10 @@ class Trainer:
         ckpt = load_checkpoint(path)
         if ckpt.get("task") != self.task.name:
             raise ValueError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} checkpoint")
+        changed = changed_settings(ckpt.get("config", {}), c)
+        if changed:
+            raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings ({'; '.join(changed)}). "
+                             "Resume with the same settings, or start a new run (another name or output)")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.ema is not None:
