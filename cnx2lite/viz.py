@@ -148,7 +148,8 @@ def plot_stage_masks(mask: Tensor, img: Tensor | None = None, highlight: tuple[i
                      stages: Sequence[int] = tuple(range(NUM_STAGES)), dims: Sequence[int] | None = None) -> Figure:
     """The mask at every stage resolution (finest first), one panel each, with the positions that
     come from one mask cell outlined (``highlight = (row, col)`` of that cell; the first visible cell
-    by default). With ``img``, a first panel shows the masked photo."""
+    by default). ``stages`` are indices into :func:`~cnx2lite.masking.stage_masks` (0 = stage 1, the
+    finest). With ``img``, a first panel shows the masked photo."""
     per_stage = [m[0].numpy() for m in stage_masks(mask[None])]
     if highlight is None:
         visible = (~mask).nonzero()

@@ -67,6 +67,7 @@ def mask_explorer(ratio: float = 0.6, seed: int = 0, img_size: int = 224, stage:
                   photo: Callable[[int], Tensor] | None = None, dims: tuple[int, ...] | None = None) -> Explorer:
     """Mask ratio, seed, image size and stage -> the masked photo and the mask at that stage.
 
+    ``stage`` counts from 1 to 4 like the figures and the paper (``stage_masks(...)[stage - 1]``).
     ``photo(img_size)`` returns one normalized ``(3, S, S)`` image (default: the first of
     :func:`cnx2lite.viz.photos`); ``dims`` are the channels per stage, shown in the titles."""
     load = functools.lru_cache(maxsize=8)(photo or (lambda size: viz.photos(1, size)[0]))
