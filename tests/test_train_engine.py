@@ -128,6 +128,8 @@ def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(images, reference, tmp_
     losses = [[(r["kind"], r["step"], r.get("train_loss"), r.get("val_loss")) for r in ckpt["history"]]
               for ckpt in (resumed, expected)]
     assert losses[0] == losses[1]
+    elapsed = [r["time_s"] for r in resumed["history"]]
+    assert elapsed == sorted(elapsed), f"time_s must add up over the resumes, got {elapsed}"
 
 
 def test_eval_of_a_checkpoint_matches_the_run(images, reference):

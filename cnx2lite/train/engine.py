@@ -146,7 +146,7 @@ class Trainer:
         self.total_steps = c.epochs * self.steps_per_epoch
         self.warmup_steps = round(c.warmup_epochs * self.steps_per_epoch)
         self.position, self.history = Position(), []
-        self.started = time.perf_counter()  # time_s in metrics: seconds since this process started the run
+        self.started = time.perf_counter()  # time_s in metrics: seconds of this run, summed over resumes
 
         self.train_model: nn.Module = self.model
         if self.dist.world_size > 1:
@@ -226,6 +226,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.position = Position(**ckpt["position"])
         self.history = list(ckpt["history"])
+        self.started -= self.history[-1]["time_s"] if self.history else 0.0
         self._write_metrics()
         self.log(f"resumed from {path} at epoch {self.position.epoch}, step {self.position.global_step}")
 
