@@ -27,14 +27,12 @@
 # **What the run scale means here.** Collapse is something pre-training *produces*; the paper's figure comes from
 # 800-epoch ImageNet-1K runs. `CNX2LITE_SCALE=smoke` trains each model for two optimizer steps on 16 images (seconds):
 # the models are barely changed from their initialization, and nothing below should be read as showing or refuting
-# collapse at that scale. `cpu` uses the `cpu` preset (20 epochs on 3,000 Imagenette images at 96 px, about an hour
-# per model on a laptop), `gpu` the `imagenette-gpu` preset (400 epochs at 224 px); only the longer runs can show the
-# effect, and even they are far shorter than the paper's.
+# collapse at that scale. `cpu` uses the `cpu` preset (20 epochs on 3,000 Imagenette images at 96 px, about 20
+# minutes per model on a 2-core CPU), `gpu` the `imagenette-gpu` preset (400 epochs at 224 px); only the longer runs
+# can show the effect, and even they are far shorter than the paper's.
 #
 # Settings: `CNX2LITE_SCALE` = `smoke`, `cpu` (default) or `gpu`; Imagenette and photos from `CNX2LITE_DATA_ROOT`.
-#
-# *The outputs stored in this notebook come from a `smoke` run* (a `cpu` run takes hours on the machine that executed
-# it): they show what the analysis computes, not the collapse itself.
+# The outputs stored in this notebook come from a `cpu` run.
 
 # %%
 # %matplotlib inline
@@ -59,7 +57,8 @@ print("scale:", viz.scale(), "| preset:", PRESET, "| analysis image size:", IMG_
 # ## Pre-train a V1-style and a V2 encoder
 #
 # Same preset, same seed, same images and masks; only the block differs (`block="v1"`: LayerScale, no GRN).
-# `resume="auto"` makes a re-run continue (or reuse) the runs already in the output folder.
+# `resume="auto"` makes a re-run continue (or reuse) the runs already in the output folder; it refuses a run there that
+# was trained with other settings rather than mixing the two.
 
 # %%
 config = load_preset(PRESET, task="pretrain", output=str(OUTPUT))
@@ -94,8 +93,8 @@ print("analysis images:", tuple(images.shape))
 # %% tags=["nbval-check-output"]
 some_encoder = next(iter(encoders.values()))
 feats = analysis.mlp_activations(some_encoder, images[:1])
-for name, f in feats.items():
-    print(f"{name:16s} {tuple(f.shape)}")
+for name, f in feats.items():  # channels and resolution do not depend on the run scale; the map size does
+    print(f"{name:16s} {f.shape[1]:5d} channels at 1/{IMG_SIZE // f.shape[-1]} of the input size")
 
 # %% [markdown]
 # ## Activation maps, channel by channel
@@ -121,11 +120,16 @@ fig
 #
 # 0 means every channel is the same map up to scale (complete collapse). Independent zero-mean channels would give
 # about 0.5 (the dashed line); GELU outputs are mostly non-negative, which pushes cosines above 0 and the distance
-# below 0.5. We average over the photos (of
-# different classes), as the paper does on ImageNet validation images.
+# below 0.5. We average over the photos (of different classes), as the paper does on ImageNet validation images.
+#
+# A third line is the model before any training, to see how far pre-training moved each layer. One is enough: at
+# initialization GRN is the identity and V1's LayerScale only shrinks the residual branches, so the two styles start at
+# nearly the same distances.
 
 # %%
-distances = {label: analysis.cosine_distance_by_layer(m, images) for label, m in encoders.items()}
+torch.manual_seed(0)
+models = {**encoders, "random init": create_model(config.model, num_classes=0).eval()}
+distances = {label: analysis.cosine_distance_by_layer(m, images) for label, m in models.items()}
 print(f"{'block':16s}" + "".join(f"{label:>22s}" for label in distances))
 for i, name in enumerate(dict(distances[next(iter(distances))])):
     print(f"{name:16s}" + "".join(f"{values[i][1]:22.4f}" for values in distances.values()))
@@ -140,10 +144,18 @@ analysis.plot_distance_by_layer(distances, title=f"Feature cosine distance ({viz
 # while the V2 model with GRN stays high, close to or above the supervised baseline. What to look for in your run: is
 # the V2 line consistently above the V1 line, and by how much, especially in the deeper blocks?
 #
-# At `smoke` scale (two optimizer steps), expect the two lines to be close and to reflect mostly the random
-# initialization: a zero-initialized GRN is the identity, so before training the V1 and V2 blocks differ only by V1's
-# LayerScale (which starts at 1e-6 and scales each block's residual branch, so deeper blocks see slightly different
-# inputs). Any gap at that scale is not evidence either way. Run with `CNX2LITE_SCALE=cpu` or `gpu` for a meaningful comparison.
+# What the stored `cpu` run shows (20 epochs on 3,000 images at 96 px, a tiny fraction of the paper's 800 ImageNet
+# epochs): both models start near 0.49 and pre-training lowers the distance in most layers, but neither collapses, and
+# the gap between them goes both ways. V1 is lower in the first blocks and V2 in stage 3; their means over the 12
+# blocks are about equal (0.458 and 0.453). The channel maps above look different from the numbers: many V1 channels
+# repeat the same coarse, photo-shaped pattern while V2's look more varied, yet at that very layer (`stages.1.1`) V1's
+# distance is the higher one (0.468 against 0.445). The maps are min-max scaled one by one and show shape only; the
+# cosine also weighs each map's offset and contrast, over 20 photos rather than one. Neither is evidence of collapse
+# at this budget; the paper's gap needs far longer pre-training: try the `gpu` scale, or measure the official
+# checkpoints (below).
+#
+# At `smoke` scale (two optimizer steps), the three lines stay close to the random initialization: nothing at that
+# scale is evidence either way.
 #
 # The analysis takes any model: e.g. `analysis.cosine_distance_by_layer(timm.create_model("convnextv2_atto.fcmae",
 # pretrained=True), images)` measures the official FCMAE checkpoint when timm can download it.
