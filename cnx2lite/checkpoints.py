@@ -30,7 +30,7 @@ from torch import Tensor
 from .models.convnextv2 import VARIANTS, ConvNeXtV2
 
 __all__ = ["LoadResult", "load_pretrained", "convert_state_dict", "export_timm", "timm_name", "save_checkpoint",
-           "load_checkpoint", "latest_checkpoint", "list_checkpoints", "prune_checkpoints", "checkpoint_path"]
+           "load_checkpoint", "resolve_checkpoint", "latest_checkpoint", "list_checkpoints", "prune_checkpoints", "checkpoint_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def load_pretrained(
     use_ema: bool = False,
     skip_head: bool = False,
 ) -> LoadResult:
-    """Load weights into ``model`` from a checkpoint path or a (possibly wrapped) state dict.
+    """Load weights into ``model`` from a checkpoint file, a run directory (its newest checkpoint) or a (possibly
+    wrapped) state dict.
 
     ``use_ema`` takes a training checkpoint's EMA weights (under ``"ema"``, or the official repo's
     ``"model_ema"``, or timm's ``"state_dict_ema"``) instead of ``"model"`` / ``"state_dict"``.
@@ -165,7 +166,7 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
     if isinstance(source, Mapping):
         checkpoint, where = source, "the given mapping"
     else:
-        where = os.fspath(source)
+        where = resolve_checkpoint(source)
         try:
             checkpoint = torch.load(where, map_location="cpu", weights_only=True)
         except OSError:
@@ -360,6 +361,18 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[str]:
     return old
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> str:
+    """``path`` itself, or for a run directory its newest checkpoint."""
+    if not os.path.isdir(path):
+        return os.fspath(path)
+    newest = latest_checkpoint(path)
+    if newest is None:
+        raise FileNotFoundError(f"{os.fspath(path)} is a directory without checkpoint-<step>.pt files: pass a run "
+                                "directory that holds checkpoints, or a checkpoint file")
+    return newest
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A training checkpoint written by :func:`save_checkpoint` (tensors and plain containers only)."""
-    return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    """A training checkpoint written by :func:`save_checkpoint` (tensors and plain containers only), from its file or
+    its run directory (the newest checkpoint there)."""
+    return torch.load(resolve_checkpoint(path), map_location="cpu", weights_only=True)

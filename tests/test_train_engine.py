@@ -191,11 +191,15 @@ def test_pretrain_then_finetune_through_the_api(images, tmp_path):
     pre = pretrain("smoke", data=str(images), output=str(tmp_path), batch_size=4)
     assert (pre.run_dir / "reconstruction.png").is_file() and (pre.run_dir / "curves.png").is_file()
     assert pre.metric("val_loss") and pre.final_top1 is None
-    fine = finetune("smoke", data=str(images), output=str(tmp_path), batch_size=4, pretrained=str(pre.checkpoint))
+    fine = finetune("smoke", data=str(images), output=str(tmp_path), batch_size=4, pretrained=str(pre.run_dir))
     assert fine.final_top1 is not None and fine.final_ema_top1 is not None
     header = (fine.run_dir / "metrics.csv").read_text().splitlines()[0]
     assert header.startswith("kind,epoch,step,train_loss,lr") and "ema_top1" in header
     assert '"pretrained"' in (fine.run_dir / "config.json").read_text()
+    by_file, by_dir = (evaluate_checkpoint(path, str(images)) for path in (fine.checkpoint, fine.run_dir))
+    assert by_file == by_dir and by_file["top1"] == fine.final_top1
+    with pytest.raises(FileNotFoundError, match="directory without checkpoint"):
+        finetune("smoke", data=str(images), output=str(tmp_path), name="next", pretrained=str(tmp_path))
 
 
 def test_resume_refuses_other_settings_but_takes_other_runtime(images, tmp_path):

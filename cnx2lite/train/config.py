@@ -1,7 +1,7 @@
 """Training configuration: one dataclass for pretraining and fine-tuning, presets, overrides.
 
 ``load_preset("smoke", task="pretrain", epochs=2)`` -> :class:`TrainConfig`. Presets per task:
-``smoke`` (seconds, CI), ``cpu`` (a laptop, about an hour), ``imagenette-gpu`` (one GPU, Imagenette
+``smoke`` (seconds, CI), ``cpu`` (a laptop: 20-30 min per run on 2 CPU cores), ``imagenette-gpu`` (one GPU, Imagenette
 at 224 px) and ``in1k-<size>`` (the paper's ImageNet-1K recipes, Woo et al. 2023, appendix A).
 Batch sizes: ``batch_size`` is per process and micro-step; ``global_batch``, when set, fixes the
 effective batch (``batch_size * accum_steps * world_size``) and derives ``accum_steps`` at launch.
@@ -35,8 +35,9 @@ class TrainConfig:
     block: str = _f("v2", "block style: v2 (GRN, no LayerScale) or v1 (LayerScale, no GRN), for ablations")
     drop_path: float = _f(0.0, "stochastic depth rate, linear in depth")
     head_init_scale: float = _f(1.0, "scale of the classifier's initial weights (finetune)")
-    pretrained: str | None = _f(None, "checkpoint to fine-tune from: an FCMAE run's checkpoint or any format "
-                                      "cnx2lite.checkpoints.load_pretrained reads (finetune)")
+    pretrained: str | None = _f(None, "checkpoint to fine-tune from: an FCMAE run's directory (its newest "
+                                      "checkpoint) or checkpoint, or any format cnx2lite.checkpoints.load_pretrained "
+                                      "reads (finetune)")
     mask_ratio: float = _f(0.6, "masked fraction of 32x32 patches (pretrain)")
     decoder_dim: int = _f(512, "FCMAE decoder width (pretrain)")
     decoder_depth: int = _f(1, "FCMAE decoder blocks (pretrain)")
