@@ -30,7 +30,8 @@ from torch import Tensor
 from .models.convnextv2 import VARIANTS, ConvNeXtV2
 
 __all__ = ["LoadResult", "load_pretrained", "convert_state_dict", "export_timm", "timm_name", "save_checkpoint",
-           "load_checkpoint", "resolve_checkpoint", "latest_checkpoint", "list_checkpoints", "prune_checkpoints", "checkpoint_path"]
+           "load_checkpoint", "resolve_checkpoint", "latest_checkpoint", "list_checkpoints", "prune_checkpoints",
+           "checkpoint_path"]
 
 logger = logging.getLogger(__name__)
 

@@ -306,8 +306,9 @@ def _augment_ops(transform: T.Compose) -> list[auto_augment.AugmentOp]:
 
 
 def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
-    """timm's posterize, also for 0 bits: timm asks for 0 bits at magnitude 10 ('inc1' at the top of its range, about
-    2% of draws with mstd 0.5), which Pillow < 13 turned into a black image and Pillow >= 13 rejects with an error."""
+    """timm's posterize, also for 0 bits: timm asks for 0 bits at magnitude 10 ('inc1' at the top of its range; with
+    mstd 0.5 a draw reaches it with probability P(N(9, 0.5) >= 10) = 2.3%), which Pillow < 13 turned into a black
+    image and Pillow >= 13 rejects with an error."""
     if bits_to_keep < 1:
         return Image.new(img.mode, img.size)
     return auto_augment.posterize(img, bits_to_keep)

@@ -27,8 +27,8 @@
 #
 # Every step is one call of `cnx2lite.train` with a preset. `CNX2LITE_SCALE` picks it: `smoke` runs the `smoke`
 # preset (2 classes x 8 Imagenette images at 64 px, one epoch of two steps, seconds: it checks the pipeline, its
-# numbers mean nothing), `cpu` the `cpu` preset (10 classes x 300 images at 96 px, 20 epochs per run: about 20
-# minutes of pre-training and 30 minutes per fine-tuning on a 2-core CPU), `gpu` the `imagenette-gpu` preset (all of
+# numbers mean nothing), `cpu` the `cpu` preset (10 classes x 300 images at 96 px, 20 epochs per run: about 21
+# minutes of pre-training and 27 minutes per fine-tuning on a 2-core CPU), `gpu` the `imagenette-gpu` preset (all of
 # Imagenette at 224 px, 400 pre-training and 100 fine-tuning epochs). Imagenette comes from `CNX2LITE_DATA_ROOT`
 # (`cnx2lite download` fetches it). The outputs stored in this notebook come from a `cpu` run.
 

@@ -121,8 +121,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     parser = commands.add_parser("eval", help="top-1/top-5 of a fine-tuning checkpoint on a folder's val split",
                                  description="Evaluate a fine-tuning checkpoint on <data>/val with its classes.")
-    parser.add_argument("--checkpoint", required=True, help="a finetune run's directory (its newest checkpoint) or one of its "
-                        "checkpoint-<step>.pt files (required)")
+    parser.add_argument("--checkpoint", required=True, help="a finetune run's directory (its newest checkpoint) or "
+                        "one of its checkpoint-<step>.pt files (required)")
     parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
     parser.add_argument("--dataset", default="imagenette", help="image folder name under the root (default: imagenette)")
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights (default: off)")

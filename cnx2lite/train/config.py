@@ -130,11 +130,8 @@ def changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     """The non-runtime fields where ``config`` differs from a checkpoint's ``saved`` config, as 'name: old -> new'."""
     current = config.to_dict()
     return [f"{name}: {saved[name]!r} -> {current[name]!r}" for name in current
-            if name not in RUNTIME_FIELDS and name in saved and _normalized(saved[name]) != _normalized(current[name])]
+            if name not in RUNTIME_FIELDS and name in saved and saved[name] != current[name]]
 
-
-def _normalized(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
 
 SMOKE = dict(model="convnextv2_atto", img_size=64, num_classes=2, images_per_class=8, val_images_per_class=4,
              epochs=1, batch_size=8, decoder_dim=64, lr=1e-3, progress=False, log_every_steps=1)

@@ -216,8 +216,9 @@ class Trainer:
             raise ValueError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} checkpoint")
         changed = changed_settings(ckpt.get("config", {}), c)
         if changed:
-            raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings ({'; '.join(changed)}). "
-                             "Resume with the same settings, or start a new run (another name or output)")
+            raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
+                                      f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
+                                      "(another name or output)")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.ema is not None:
