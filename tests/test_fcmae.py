@@ -4,7 +4,8 @@ import torch
 from cnx2lite import FCMAE, create_model
 from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.fcmae import patch_statistics, patchify, unpatchify
-from cnx2lite.masking import random_mask
+from cnx2lite.masking import pixel_mask, random_mask
+from conftest import randomize_
 
 
 def test_patchify_round_trip_and_layout():
@@ -81,12 +82,42 @@ def test_every_parameter_gets_a_gradient():
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_dense_encoder_ablation_runs_the_plain_model_on_the_masked_image():
+    """sparse=False: the dense encoder on zeroed masked patches, so masked positions leak into the
+    features at visible cells; the decoder and loss are unchanged."""
+    torch.manual_seed(0)
+    model = randomize_(FCMAE("convnextv2_atto", decoder_dim=64, sparse=False)).double()
+    imgs = torch.randn(2, 3, 64, 96, dtype=torch.float64)
+    mask = random_mask(2, (64, 96), 0.5, generator=torch.Generator().manual_seed(0))
+    visible = (~mask).unsqueeze(1)
+    with torch.no_grad():
+        dense = model.forward_encoder(imgs, mask)
+        torch.testing.assert_close(dense, model.encoder.forward_features(imgs * ~pixel_mask(mask).unsqueeze(1)))
+        model.sparse = True
+        sparse = model.forward_encoder(imgs, mask)
+        model.sparse = False
+    assert ((dense - sparse) * visible).abs().max() > 1e-3  # the leak the sparse encoder avoids
+    loss, pred, _ = model(imgs, mask)
+    torch.testing.assert_close(loss, model.forward_loss(imgs, model.forward_decoder(dense, mask), mask))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_grn_aggregation_configures_the_encoder_only():
+    model = FCMAE("convnextv2_atto", decoder_dim=64, grn_aggregation="mean")
+    assert {b.grn.aggregation for s in model.encoder.stages for b in s} == {"mean"}
+    assert model.decoder[0].grn.aggregation == "l2"
+    assert set(model.state_dict()) == set(FCMAE("convnextv2_atto", decoder_dim=64).state_dict())
+
+
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
         (dict(encoder="convnextv2_tiny2"), ValueError, "unknown model name"),
         (dict(mask_ratio=1.0), ValueError, r"ratio .* must be in \[0, 1\)"),
         (dict(backend="sparse"), ValueError, "backend must be one of"),
+        (dict(grn_aggregation="max"), ValueError, "grn_aggregation must be one of 'l2', 'l1', 'mean'; got 'max'"),
         (dict(encoder=torch.nn.Linear(2, 2)), TypeError, "encoder must be a model name or a ConvNeXtV2"),
     ],
 )

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from cnx2lite.layers import GRN, MaskedL2, TokenL2
+from cnx2lite.layers import GRN, GRN_AGGREGATIONS, AllPositions, MaskedPositions, TokenPositions
 
 
 def reference_grn(x, gamma, beta, eps=1e-6):
@@ -10,10 +11,10 @@ def reference_grn(x, gamma, beta, eps=1e-6):
     return gamma * (x * nx) + beta + x
 
 
-def random_grn(dim):
+def random_grn(dim, aggregation="l2"):
     """A GRN with random gamma/beta (both start at zero, which would hide most mistakes)."""
     torch.manual_seed(0)
-    grn = GRN(dim)
+    grn = GRN(dim, aggregation=aggregation)
     with torch.no_grad():
         grn.gamma.normal_()
         grn.beta.normal_()
@@ -31,6 +32,28 @@ def test_matches_paper_formula():
     torch.testing.assert_close(grn(x), reference_grn(x, grn.gamma, grn.beta))
 
 
+# One sample, a 2x2 map, 2 channels: channel 0 holds [[1, -2], [3, 4]], channel 1 [[0, 2], [-1, 1]].
+HAND_X = torch.tensor([[[[1.0, 0.0], [-2.0, 2.0]], [[3.0, -1.0], [4.0, 1.0]]]])
+HAND_G = {  # per channel, by hand
+    "l2": [30**0.5, 6**0.5],  # sqrt(1 + 4 + 9 + 16), sqrt(0 + 4 + 1 + 1)
+    "l1": [10.0, 4.0],  # 1 + 2 + 3 + 4, 0 + 2 + 1 + 1
+    "mean": [1.5, 0.5],  # (1 - 2 + 3 + 4) / 4, (0 + 2 - 1 + 1) / 4
+}
+
+
+@pytest.mark.parametrize("aggregation", GRN_AGGREGATIONS)
+def test_each_aggregation_is_its_hand_computed_formula(aggregation):
+    grn = GRN(2, aggregation=aggregation)
+    with torch.no_grad():
+        grn.gamma.copy_(torch.tensor([2.0, 3.0]).view(1, 1, 1, 2))
+        grn.beta.copy_(torch.tensor([0.5, -1.0]).view(1, 1, 1, 2))
+    g = torch.tensor(HAND_G[aggregation])
+    torch.testing.assert_close(grn.aggregate(HAND_X, AllPositions()).flatten(), g)
+    n = g / (g.mean() + 1e-6)
+    expected = torch.tensor([2.0, 3.0]) * HAND_X * n + torch.tensor([0.5, -1.0]) + HAND_X
+    torch.testing.assert_close(grn(HAND_X), expected)
+
+
 def test_statistics_are_per_sample():
     torch.manual_seed(0)
     grn = GRN(8)
@@ -40,27 +63,62 @@ def test_statistics_are_per_sample():
     torch.testing.assert_close(grn(torch.cat([a, b]))[:1], grn(a))
 
 
-def test_masked_and_token_aggregation_agree_and_ignore_masked_positions():
-    grn = random_grn(8).double()
+@pytest.mark.parametrize("aggregation", GRN_AGGREGATIONS)
+def test_masked_and_token_positions_agree_and_ignore_masked_positions(aggregation):
+    grn = random_grn(8, aggregation).double()
     x = torch.randn(2, 4, 4, 8, dtype=torch.float64)
-    visible = (torch.rand(2, 4, 4, 1) > 0.5).double()
-    dense = grn(x, MaskedL2(visible))
+    visible = (torch.rand(2, 4, 4, 1, generator=torch.Generator().manual_seed(1)) > 0.5).double()
+    dense = grn(x, MaskedPositions(visible))
     garbage = x + 100 * (1 - visible) * torch.randn_like(x)
-    torch.testing.assert_close(grn(garbage, MaskedL2(visible)) * visible, dense * visible)
+    torch.testing.assert_close(grn(garbage, MaskedPositions(visible)) * visible, dense * visible)
     keep = visible[..., 0].bool()
     lengths = keep.flatten(1).sum(1)
     assert lengths[0] != lengths[1]  # the general (segment) path
-    torch.testing.assert_close(grn(x[keep], TokenL2(lengths)), dense[keep])
+    tokens = x[keep]
+    torch.testing.assert_close(grn(tokens, TokenPositions(lengths)), dense[keep])
+    # the statistics of visible positions alone: a mean divides by the visible count, not by H * W
+    per_sample = [tokens[:lengths[0]], tokens[lengths[0]:]]
+    expected = torch.stack([{"l2": t.norm(dim=0), "l1": t.abs().sum(0), "mean": t.mean(0)}[aggregation]
+                            for t in per_sample])
+    torch.testing.assert_close(grn.aggregate(tokens, TokenPositions(lengths)), expected)
+    torch.testing.assert_close(grn.aggregate(x, MaskedPositions(visible)).view(2, 8), expected)
     even = torch.ones(2, 4, 4, dtype=torch.bool)  # the uniform (reshape) path
-    torch.testing.assert_close(grn(x[even], TokenL2(even.flatten(1).sum(1))), grn(x)[even])
+    torch.testing.assert_close(grn(x[even], TokenPositions(even.flatten(1).sum(1))), grn(x)[even])
 
 
-def test_gradcheck_dense_and_tokens():
-    grn = random_grn(4).double()
+@pytest.mark.parametrize("aggregation", GRN_AGGREGATIONS)
+def test_gradcheck_dense_and_tokens(aggregation):
+    grn = random_grn(4, aggregation).double()
     x = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(grn, (x,))
     t = torch.randn(7, 4, dtype=torch.float64, requires_grad=True)
     for lengths in ([3, 4], [0, 7]):
-        assert torch.autograd.gradcheck(lambda v: grn(v, TokenL2(torch.tensor(lengths))), (t,))
+        assert torch.autograd.gradcheck(lambda v: grn(v, TokenPositions(torch.tensor(lengths))), (t,))
     t = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v: grn(v, TokenL2(torch.tensor([4, 4]))), (t,))
+    assert torch.autograd.gradcheck(lambda v: grn(v, TokenPositions(torch.tensor([4, 4]))), (t,))
+
+
+@pytest.mark.parametrize("aggregation", GRN_AGGREGATIONS)
+def test_statistics_are_float32_under_bf16_autocast(aggregation):
+    """Large activations over many positions: bf16 statistics would be off by ~2**-9 relative; the
+    float32 ones match a float64 reference of the same (bf16) input to 1e-5."""
+    grn = random_grn(16, aggregation)
+    gen = torch.Generator().manual_seed(0)
+    x = (300 * torch.randn(2, 14, 14, 16, generator=gen) + 50).bfloat16()  # squares ~1e5, 196 positions
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gx = grn.aggregate(x, AllPositions())
+        out = grn(x)
+    assert gx.dtype == torch.float32 and out.dtype == torch.bfloat16
+    reference = GRN(16, aggregation=aggregation).double()
+    reference.load_state_dict(grn.state_dict())
+    expected = reference.aggregate(x.double(), AllPositions())
+    rel = ((gx.double() - expected).abs().max() / expected.abs().max()).item()
+    assert rel < 1e-5, rel
+    assert ((expected.bfloat16().double() - expected).abs().max() / expected.abs().max()).item() > 1e-4  # bf16 is not
+    expected_out = reference(x.double())  # the output itself is bf16: equal to ~2**-8 of its magnitude
+    assert ((out.double() - expected_out).abs().max() / expected_out.abs().max()).item() < 1e-2
+
+
+def test_unknown_aggregation_is_a_clear_error():
+    with pytest.raises(ValueError, match="aggregation must be one of 'l2', 'l1', 'mean'; got 'max'"):
+        GRN(8, aggregation="max")

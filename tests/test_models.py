@@ -69,6 +69,19 @@ def test_v2_block_starts_as_identity_grn():
     torch.testing.assert_close(block(x), y)
 
 
+@pytest.mark.parametrize("aggregation", ["l1", "mean"])
+def test_grn_aggregation_adds_no_parameters_and_changes_the_function(aggregation):
+    """Official (L2) checkpoints load strictly into a model with another aggregation."""
+    torch.manual_seed(0)
+    l2 = randomize_(create_model("convnextv2_atto", num_classes=3)).eval()
+    other = create_model("convnextv2_atto", num_classes=3, grn_aggregation=aggregation).eval()
+    other.load_state_dict(l2.state_dict())  # strict: same names and shapes
+    assert {b.grn.aggregation for s in other.stages for b in s} == {aggregation}
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (other(x) - l2(x)).abs().max() > 1e-3
+
+
 def test_head_init_scale_and_drop_path_rates():
     model = create_model("convnextv2_atto", head_init_scale=0.001, drop_path_rate=0.1)
     assert model.head.weight.std().item() == pytest.approx(0.001 * 0.02, rel=0.05)
@@ -110,6 +123,8 @@ def test_in_chans():
     [
         (lambda: create_model("convnextv2_small"), "available: convnextv2_atto, convnextv2_femto"),
         (lambda: create_model("convnextv2_atto", block="v3"), "block must be one of 'v2', 'v1'"),
+        (lambda: create_model("convnextv2_atto", grn_aggregation="L2"),
+         "grn_aggregation must be one of 'l2', 'l1', 'mean'; got 'L2'"),
         (lambda: create_model("convnextv2_atto", drop_path_rate=1.5), r"drop_path_rate must be in \[0, 1\)"),
         (lambda: create_model("convnextv2_atto", in_chans=0), "in_chans must be a positive int"),
         (lambda: create_model("convnextv2_atto")(torch.randn(1, 3, 50, 64)), "multiples of 32, got 50x64"),

@@ -63,6 +63,28 @@ def test_backends_agree_on_loss_predictions_and_gradients(backend, variant, size
         assert_close_fp32(grad, ref_grads[name], name)
 
 
+@pytest.mark.parametrize("backend", OTHERS)
+@pytest.mark.parametrize("aggregation", ["l1", "mean"])
+@pytest.mark.parametrize("ratio", [0.6, border_mask])  # equal / unequal visible counts per sample
+def test_backends_agree_for_every_grn_aggregation(backend, aggregation, ratio):
+    torch.manual_seed(0)
+    model = randomize_(FCMAE("convnextv2_atto", decoder_dim=64, backend="dense", grn_aggregation=aggregation))
+    assert model.encoder.stages[2][0].grn.aggregation == aggregation
+    imgs = torch.randn(2, 3, 96, 96)
+    mask = ratio(2, 3, 3) if callable(ratio) else random_mask(2, 96, ratio, generator=torch.Generator().manual_seed(0))
+    ref_loss, ref_pred, ref_grads = _run(model, imgs, mask, "dense")
+    loss, pred, grads = _run(model, imgs, mask, backend)
+    assert_close_fp32(loss, ref_loss, "loss")
+    assert_close_fp32(pred, ref_pred, "predictions")
+    for name, grad in grads.items():
+        assert_close_fp32(grad, ref_grads[name], name)
+    # and not the l2 model's function: the option reaches the backends
+    l2 = FCMAE("convnextv2_atto", decoder_dim=64, backend=backend)
+    l2.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert (l2(imgs, mask)[1] - pred).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("backend", available_backends())
 def test_visible_outputs_ignore_masked_pixels(backend):
     torch.manual_seed(0)

@@ -25,22 +25,73 @@ def _group_of(groups: list[dict], name: str) -> dict:
     return next(g for g in groups if name in g["names"])
 
 
-def test_no_weight_decay_on_biases_norms_grn_and_mask_token():
-    groups = param_groups(FCMAE("convnextv2_atto", decoder_dim=32), weight_decay=0.05)
-    for name in ("encoder.stages.0.0.grn.gamma", "encoder.stages.0.0.grn.beta", "mask_token",
-                 "encoder.stages.0.0.pwconv1.bias", "encoder.stages.0.0.norm.weight",
-                 "encoder.downsample_layers.0.1.weight", "decoder.0.grn.gamma"):
+GRN_AND_MASK_TOKEN = ("encoder.stages.0.0.grn.gamma", "encoder.stages.0.0.grn.beta", "mask_token",
+                      "decoder.0.grn.gamma")
+
+
+@pytest.mark.parametrize("decay_grn_and_mask_token", [False, True])
+def test_weight_decay_exemptions_of_fine_tuning_and_pretraining(decay_grn_and_mask_token):
+    """Official fine-tuning exempts GRN gamma/beta (and LayerScale) besides 1-D parameters and biases;
+    official pretraining (timm add_weight_decay) exempts only 1-D parameters and biases."""
+    model = FCMAE("convnextv2_atto", decoder_dim=32)
+    groups = param_groups(model, weight_decay=0.05, decay_grn_and_mask_token=decay_grn_and_mask_token)
+    for name in ("encoder.stages.0.0.pwconv1.bias", "encoder.stages.0.0.norm.weight",
+                 "encoder.downsample_layers.0.1.weight"):
         assert _group_of(groups, name)["weight_decay"] == 0.0, name
     for name in ("encoder.stages.0.0.pwconv1.weight", "encoder.stages.0.0.dwconv.weight", "pred.weight"):
         assert _group_of(groups, name)["weight_decay"] == 0.05, name
-    assert sum(len(g["params"]) for g in groups) == len(list(FCMAE("convnextv2_atto", decoder_dim=32).parameters()))
+    for name in GRN_AND_MASK_TOKEN:
+        assert _group_of(groups, name)["weight_decay"] == (0.05 if decay_grn_and_mask_token else 0.0), name
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_tasks_pick_the_official_weight_decay_rule():
+    from cnx2lite.train.tasks import FinetuneTask, PretrainTask
+
+    assert PretrainTask.decay_grn_and_mask_token and not FinetuneTask.decay_grn_and_mask_token
+    optimizer = build_optimizer(FCMAE("convnextv2_atto", decoder_dim=32), lr=1e-3, weight_decay=0.05,
+                                betas=(0.9, 0.95), decay_grn_and_mask_token=PretrainTask.decay_grn_and_mask_token)
+    by_name = {n: g for g in optimizer.param_groups for n in g["names"]}
+    assert all(by_name[name]["weight_decay"] == 0.05 for name in GRN_AND_MASK_TOKEN)
+
+
+def official_single(name, depths):
+    """The official optim_factory.get_num_layer_for_convnext_single, restated."""
+    parts = name.split(".")
+    if parts[0] == "downsample_layers":
+        return sum(depths[:int(parts[1])]) + 1
+    if parts[0] == "stages":
+        return sum(depths[:int(parts[1])]) + int(parts[2]) + 1
+    return sum(depths) + 1
+
+
+def official_group(name):
+    """The official optim_factory.get_num_layer_for_convnext, restated."""
+    parts = name.split(".")
+    if parts[0] not in ("downsample_layers", "stages"):
+        return 13
+    stage = int(parts[1])
+    if parts[0] == "downsample_layers":
+        return {0: 0, 1: 2, 2: 3, 3: 12}[stage]
+    return {0: 1, 1: 2, 2: 3 + int(parts[2]) // 3, 3: 12}[stage]
+
+
+@pytest.mark.parametrize("variant", ["convnextv2_atto", "convnextv2_base"])
+def test_layer_ids_match_the_official_code(variant):
+    with torch.device("meta"):
+        model = create_model(variant)
+    for name, _ in model.named_parameters():
+        assert layer_id(name, model.depths, "single") == official_single(name, model.depths), name
+        assert layer_id(name, model.depths, "group") == official_group(name), name
+        assert layer_id("encoder." + name, model.depths, "single") == official_single(name, model.depths), name
 
 
 def test_layer_ids_single_and_group():
     atto = (2, 2, 6, 2)  # n = 12
-    assert layer_id("downsample_layers.0.0.weight", atto, "single") == 0
+    assert layer_id("downsample_layers.0.0.weight", atto, "single") == 1  # the stem shares block 0's id
     assert layer_id("stages.0.0.dwconv.weight", atto, "single") == 1
     assert layer_id("downsample_layers.1.1.weight", atto, "single") == 3
+    assert layer_id("downsample_layers.2.0.bias", atto, "single") == 5
     assert layer_id("stages.1.1.grn.gamma", atto, "single") == 4
     assert layer_id("stages.3.1.pwconv2.weight", atto, "single") == 12
     assert layer_id("head.weight", atto, "single") == layer_id("norm.weight", atto, "single") == 13
@@ -61,7 +112,7 @@ def test_layer_decay_scales_and_optimizer_lr():
     by_name = {n: g for g in optimizer.param_groups for n in g["names"]}
     assert by_name["head.weight"]["lr_scale"] == 1.0
     assert by_name["stages.3.1.pwconv1.weight"]["lr_scale"] == 0.5
-    assert by_name["downsample_layers.0.0.weight"]["lr_scale"] == 0.5 ** 13
+    assert by_name["downsample_layers.0.0.weight"]["lr_scale"] == 0.5 ** 12
     assert by_name["stages.0.0.dwconv.weight"]["lr"] == pytest.approx(1e-3 * 0.5 ** 12)
     assert optimizer.defaults["betas"] == (0.9, 0.999)
 
@@ -166,6 +217,24 @@ def test_block_style_reaches_the_models():
     assert classifier.block == "v1" and classifier.stages[0][0].gamma is not None
     with pytest.raises(ValueError, match="block must be one of 'v2', 'v1'"):
         load_preset("smoke", task="pretrain", block="v3")
+
+
+def test_grn_aggregation_and_sparse_encoder_reach_the_models():
+    from cnx2lite.train.config import load_preset
+    from cnx2lite.train.tasks import FinetuneTask, PretrainTask
+
+    config = load_preset("smoke", task="pretrain", grn_aggregation="l1", sparse_encoder=False)
+    fcmae = PretrainTask(config).build_model(2)
+    assert fcmae.encoder.grn_aggregation == "l1" and fcmae.encoder.stages[0][0].grn.aggregation == "l1"
+    assert not fcmae.sparse and PretrainTask(load_preset("smoke", task="pretrain")).build_model(2).sparse
+    classifier = FinetuneTask(load_preset("smoke", task="finetune", grn_aggregation="mean")).build_model(2)
+    assert classifier.stages[3][1].grn.aggregation == "mean"
+    with pytest.raises(ValueError, match="grn_aggregation must be one of 'l2', 'l1', 'mean'; got 'max'"):
+        load_preset("smoke", task="finetune", grn_aggregation="max")
+    commands = _subparsers(build_parser())
+    assert "--no-sparse-encoder" in commands["pretrain"].format_help()
+    assert "--sparse-encoder" not in commands["finetune"].format_help()
+    assert all("--grn-aggregation" in commands[task].format_help() for task in ("pretrain", "finetune"))
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -5,7 +5,9 @@ LayerNorm + 2x2/2 conv halves the resolution, so the last stage map is ``(N, C4,
 
 V2 block: 7x7 depthwise conv -> LayerNorm -> Linear(C, 4C) -> GELU -> GRN -> Linear(4C, C) ->
 residual (+ drop path). ``block="v1"`` gives the ConvNeXt V1 block instead (no GRN, LayerScale
-1e-6), which the feature-collapse analysis compares against.
+1e-6), which the feature-collapse analysis compares against. ``grn_aggregation`` picks GRN's
+per-channel statistic for the paper's ablation (``"l2"``, the default and the paper's; ``"l1"``;
+``"mean"``); it adds no parameters, so official checkpoints load under any of them.
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import GRN, DropPath, LayerNorm2d
-from ..layers.grn import Aggregation
+from ..layers import GRN, GRN_AGGREGATIONS, DropPath, LayerNorm2d
+from ..layers.grn import Positions
 
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
@@ -33,23 +35,23 @@ PATCH_SIZE = 32  # total stride: 4 (stem) * 2 * 2 * 2 (downsampling layers)
 class Block(nn.Module):
     """One ConvNeXt block on ``(N, C, H, W)`` maps; the MLP runs channels-last."""
 
-    def __init__(self, dim: int, drop_path: float = 0.0, block: str = "v2") -> None:
+    def __init__(self, dim: int, drop_path: float = 0.0, block: str = "v2", grn_aggregation: str = "l2") -> None:
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.act = nn.GELU()
-        self.grn = GRN(4 * dim) if block == "v2" else None
+        self.grn = GRN(4 * dim, aggregation=grn_aggregation) if block == "v2" else None
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6)) if block == "v1" else None
         self.drop_path = DropPath(drop_path)
 
-    def mlp(self, x: Tensor, aggregation: Aggregation | None = None) -> Tensor:
+    def mlp(self, x: Tensor, positions: Positions | None = None) -> Tensor:
         """The per-position part of the block on channels-last ``(..., C)`` features, up to the
-        residual. ``aggregation`` tells GRN where each sample's visible positions are."""
+        residual. ``positions`` tells GRN where each sample's visible positions are."""
         x = self.act(self.pwconv1(self.norm(x)))
         if self.grn is not None:
-            x = self.grn(x, aggregation)
+            x = self.grn(x, positions)
         x = self.pwconv2(x)
         return x if self.gamma is None else x * self.gamma
 
@@ -71,9 +73,11 @@ class ConvNeXtV2(nn.Module):
         drop_path_rate: float = 0.0,
         head_init_scale: float = 1.0,
         block: str = "v2",
+        grn_aggregation: str = "l2",
     ) -> None:
         super().__init__()
         _check_choice("block", block, BLOCK_STYLES)
+        _check_choice("grn_aggregation", grn_aggregation, GRN_AGGREGATIONS)
         _check_positive_int("in_chans", in_chans)
         if not isinstance(num_classes, int) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}")
@@ -82,6 +86,7 @@ class ConvNeXtV2(nn.Module):
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"depths and dims need 4 stages each, got depths={depths}, dims={dims}")
         self.depths, self.dims, self.in_chans, self.block = tuple(depths), tuple(dims), in_chans, block
+        self.grn_aggregation = grn_aggregation
         self.num_classes = num_classes
 
         stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
@@ -95,7 +100,8 @@ class ConvNeXtV2(nn.Module):
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
             first = sum(depths[:i])
-            self.stages.append(nn.Sequential(*[Block(dims[i], rates[first + j], block) for j in range(depth)]))
+            blocks = [Block(dims[i], rates[first + j], block, grn_aggregation) for j in range(depth)]
+            self.stages.append(nn.Sequential(*blocks))
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
 
@@ -155,10 +161,10 @@ def create_model(name: str, **overrides) -> ConvNeXtV2:
     """Build a ConvNeXt V2 variant by name, e.g. ``create_model("convnextv2_atto", num_classes=10)``.
 
     Options: ``num_classes``, ``drop_path_rate``, ``head_init_scale``, ``in_chans``, ``block``
-    (``"v2"`` or ``"v1"``)."""
+    (``"v2"`` or ``"v1"``), ``grn_aggregation`` (``"l2"``, ``"l1"`` or ``"mean"``)."""
     if name not in VARIANTS:
         raise ValueError(f"unknown model name {name!r}; available: {', '.join(VARIANTS)}")
-    allowed = ("num_classes", "drop_path_rate", "head_init_scale", "in_chans", "block")
+    allowed = ("num_classes", "drop_path_rate", "head_init_scale", "in_chans", "block", "grn_aggregation")
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: {', '.join(allowed)}")

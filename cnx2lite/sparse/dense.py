@@ -4,14 +4,15 @@ Features live on full-resolution maps with zeros at masked positions. A plain de
 masked image is not sparse: convolutions copy visible content into masked regions, and biases
 (conv bias, LayerNorm beta, GRN beta, GELU of a bias) make masked positions nonzero, which then
 flows back into visible outputs through the next conv and GRN's statistics. Re-masking after each
-place where that happens and taking GRN statistics over visible positions only makes every
-visible output equal to what a submanifold sparse ConvNet computes.
+place where that happens and taking GRN statistics over visible positions only (for every GRN
+aggregation: sums over, and counts of, visible positions) makes every visible output equal to what
+a submanifold sparse ConvNet computes.
 """
 from __future__ import annotations
 
 from torch import Tensor
 
-from ..layers import MaskedL2
+from ..layers import MaskedPositions
 from ..masking import stage_masks
 from ..models import ConvNeXtV2
 
@@ -26,8 +27,8 @@ def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
         else:
             norm, conv = downsample
             x = conv(norm(x) * visible[i - 1]) * visible[i]
-        aggregation = MaskedL2(visible[i].permute(0, 2, 3, 1))
+        positions = MaskedPositions(visible[i].permute(0, 2, 3, 1))
         for block in stage:
-            y = block.mlp(block.dwconv(x).permute(0, 2, 3, 1), aggregation)
+            y = block.mlp(block.dwconv(x).permute(0, 2, 3, 1), positions)
             x = (x + block.drop_path(y.permute(0, 3, 1, 2))) * visible[i]
     return x

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layers import TokenL2, drop_path
+from ..layers import TokenPositions, drop_path
 from ..masking import stage_masks
 from ..models import ConvNeXtV2
 
@@ -30,12 +30,12 @@ def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
             norm, conv = downsample
             tokens = F.layer_norm(tokens, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
             tokens = gather(conv(scatter(tokens, visible[i - 1])), visible[i])
-        aggregation = TokenL2(cells * (visible[i].shape[1] // mask.shape[1]) ** 2)  # tokens per sample
+        positions = TokenPositions(cells * (visible[i].shape[1] // mask.shape[1]) ** 2)  # tokens per sample
         for block in stage:
-            y = block.mlp(gather(block.dwconv(scatter(tokens, visible[i])), visible[i]), aggregation)
+            y = block.mlp(gather(block.dwconv(scatter(tokens, visible[i])), visible[i]), positions)
             if block.drop_path.drop_prob > 0 and block.training:
                 keep = drop_path(y.new_ones(x.shape[0], 1), block.drop_path.drop_prob, training=True)
-                y = y * aggregation.expand(keep)
+                y = y * positions.expand(keep)
             tokens = tokens + y
     return scatter(tokens, visible[-1])
 

@@ -2,8 +2,8 @@
 
 The reference engine: only visible positions exist, as int32 coordinates ``(sample, row, column)``
 held by an ME ``CoordinateManager``; stage ``i`` lives at tensor stride ``2 ** i`` in stem-output
-units. Features are a token matrix ``(M, C)`` sorted by sample (as :class:`TokenL2` needs), and
-ME's rows are mapped to tokens once per stage. The 7x7 depthwise conv is a submanifold channelwise
+units. Features are a token matrix ``(M, C)`` sorted by sample (as :class:`TokenPositions` needs),
+and ME's rows are mapped to tokens once per stage. The 7x7 depthwise conv is a submanifold channelwise
 conv over ME's kernel maps, the 2x2/2 downsampling conv is ME's sparse convolution.
 Both use the dense model's own weights, converted each forward by differentiable permutes, so
 gradients land on the dense parameters. ME offset ``k`` of a ``K x K`` kernel is ``i_h + K * i_w``.
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import TokenL2, drop_path
+from ..layers import TokenPositions, drop_path
 from ..masking import upsample_mask
 from ..models import ConvNeXtV2
 
@@ -84,13 +84,13 @@ def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
             rows, key = _downsample(feats[rank], key, manager, *model.downsample_layers[i])
         order, rank, coords = _token_order(manager, key)
         feats = rows[order]
-        aggregation = TokenL2(torch.bincount(coords[:, 0], minlength=n))
+        positions = TokenPositions(torch.bincount(coords[:, 0], minlength=n))
         kernel_map = _submanifold_kernel_map(manager, key, stage[0].dwconv.kernel_size[0], rank)
         for block in stage:
-            y = block.mlp(_channelwise_conv(feats, kernel_map, block.dwconv), aggregation)
+            y = block.mlp(_channelwise_conv(feats, kernel_map, block.dwconv), positions)
             if block.drop_path.drop_prob > 0 and block.training:
                 keep = drop_path(y.new_ones(n, 1), block.drop_path.drop_prob, training=True)
-                y = y * aggregation.expand(keep)
+                y = y * positions.expand(keep)
             feats = feats + y
 
     # The output shape is explicit, so masked border rows/columns still come out (as zeros).

@@ -31,6 +31,9 @@ class PretrainTask:
     """FCMAE: loss = masked-patch reconstruction error; evaluation = the same loss on val images."""
 
     name = "pretrain"
+    # The official main_pretrain.py exempts only 1-D parameters and biases from weight decay (timm's
+    # add_weight_decay), so GRN gamma/beta and the mask token decay; its fine-tuning exempts them.
+    decay_grn_and_mask_token = True
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -38,7 +41,8 @@ class PretrainTask:
     def build_model(self, num_classes: int) -> FCMAE:
         c = self.config
         return FCMAE(c.model, decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, mask_ratio=c.mask_ratio,
-                     norm_pix_loss=c.norm_pix_loss, backend=c.backend, block=c.block)
+                     norm_pix_loss=c.norm_pix_loss, backend=c.backend, block=c.block,
+                     grn_aggregation=c.grn_aggregation, sparse=c.sparse_encoder)
 
     def train_transform(self) -> Callable:
         return data.pretrain_transform(self.config.img_size)
@@ -58,6 +62,7 @@ class FinetuneTask:
     """Classification: (Mixup/CutMix +) cross-entropy; evaluation = loss, top-1, top-5."""
 
     name = "finetune"
+    decay_grn_and_mask_token = False
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -67,7 +72,7 @@ class FinetuneTask:
     def build_model(self, num_classes: int) -> nn.Module:
         c = self.config
         model = create_model(c.model, num_classes=num_classes, drop_path_rate=c.drop_path,
-                             head_init_scale=c.head_init_scale, block=c.block)
+                             head_init_scale=c.head_init_scale, block=c.block, grn_aggregation=c.grn_aggregation)
         if c.pretrained:
             load_pretrained(model, c.pretrained, skip_head=True)
         self.mixup_fn = data.build_mixup(num_classes, c.mixup, c.cutmix, c.label_smoothing)
