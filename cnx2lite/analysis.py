@@ -8,7 +8,10 @@ channels. Fig. 4 measures this with the mean pairwise cosine distance between ch
 
 where ``X_i`` is channel ``i``'s activation map flattened over space, computed per image and
 averaged over images. 0 means all channels are the same map (up to scale); higher means more
-diverse channels.
+diverse channels. The distance cannot see a dead channel (zero everywhere: it scores 1/2 against
+every other channel, like an independent one), so :func:`collapse_by_layer` also counts, per
+image, the fractions of dead and of saturated (spatially constant) channels, and keeps every
+image's values so that the spread across images can be reported next to the mean.
 
 ``mlp_activations`` works on this package's models and on timm's ``convnext_*`` / ``convnextv2_*``:
 it finds each block (a module with a depthwise conv child) and hooks the first GELU inside it.
@@ -17,13 +20,27 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 __all__ = ["find_mlp_activations", "mlp_activations", "feature_cosine_distance", "cosine_distance_by_layer",
-           "channel_maps", "plot_distance_by_layer", "plot_channel_maps"]
+           "LayerCollapse", "layer_collapse", "collapse_by_layer", "channel_maps", "plot_distance_by_layer",
+           "plot_collapse_by_layer", "plot_channel_maps"]
+
+# A channel is dead in an image when |activation| < DEAD_TOL at every position. GELU outputs are in
+# absolute units (GELU has no scale of its own to learn): |GELU(x)| < 1e-3 only for x < -3.4, where
+# its slope is below 0.004 (the channel passes almost no signal and gets almost no gradient), or for
+# |x| < 0.002.
+DEAD_TOL = 1e-3
+# A live channel is saturated in an image when its map is (nearly) constant over positions:
+# std <= FLAT_TOL * RMS, i.e. at least 99% of the map's energy is its mean. Relative to the channel's
+# own RMS, so the test needs no "typical" channel and still works when most of a layer has collapsed.
+FLAT_TOL = 0.1
+STATS = ("distance", "dead", "saturated")
 
 
 def _is_gelu(module: nn.Module) -> bool:
@@ -112,28 +129,87 @@ def mlp_activations(model: nn.Module, images: Tensor, layers: Sequence[str] | No
     return {name: store[name] for name in layers}
 
 
+def _flatten(features: Tensor) -> Tensor:
+    """``(N, C, H, W)`` or ``(C, H, W)`` -> ``(N, C, HW)`` in float64."""
+    if features.dim() == 3:
+        features = features.unsqueeze(0)
+    return features.flatten(2).double()
+
+
+def _cosine_distance(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """Per-image mean pairwise cosine distance ``(N,)`` of ``x (N, C, HW)``."""
+    x = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    gram = x @ x.transpose(1, 2)  # (N, C, C): cosine similarities
+    return ((1 - gram) / 2).mean(dim=(1, 2))
+
+
 def feature_cosine_distance(features: Tensor, eps: float = 1e-8) -> float:
     """Mean pairwise cosine distance between channels, ``1/C^2 sum_ij (1 - cos(X_i, X_j)) / 2``,
     per image and averaged over images. ``features``: ``(N, C, H, W)`` (or ``(C, H, W)``).
     A channel that is zero everywhere has cosine 0 with every channel (itself included)."""
-    if features.dim() == 3:
-        features = features.unsqueeze(0)
-    x = features.flatten(2).double()  # (N, C, HW)
-    x = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
-    gram = x @ x.transpose(1, 2)  # (N, C, C): cosine similarities
-    return ((1 - gram) / 2).mean(dim=(1, 2)).mean().item()
+    return _cosine_distance(_flatten(features), eps).mean().item()
+
+
+@dataclass(frozen=True)
+class LayerCollapse:
+    """One layer's collapse statistics, one value per image, each ``(N,)`` float64: the feature
+    cosine distance, the fraction of dead channels and the fraction of saturated channels (see
+    :func:`layer_collapse`)."""
+
+    name: str
+    distance: Tensor
+    dead: Tensor
+    saturated: Tensor
+
+    def summary(self) -> dict[str, float]:
+        """Mean and standard deviation over images of each statistic: ``distance_mean``, ``distance_std``,
+        ``dead_mean``, ... The std (with Bessel's correction) is NaN for a single image."""
+        out = {}
+        for stat in STATS:
+            values = getattr(self, stat)
+            out[f"{stat}_mean"] = values.mean().item()
+            out[f"{stat}_std"] = values.std().item() if len(values) > 1 else float("nan")
+        return out
+
+
+def layer_collapse(features: Tensor, name: str = "") -> LayerCollapse:
+    """Collapse statistics of one layer's activations ``(N, C, H, W)`` (or ``(C, H, W)``), per image.
+
+    - distance: :func:`feature_cosine_distance` of the image;
+    - dead: fraction of channels with ``|activation| < DEAD_TOL`` at every position;
+    - saturated: fraction of channels that are not dead and whose map is constant up to
+      ``std <= FLAT_TOL * RMS`` over positions: a map that carries no spatial information, as the
+      uniformly lit maps of a collapsed layer. (Whether a channel sits in GELU's linear regime
+      everywhere cannot be told from its output, and at random init nearly every channel is close to it.)
+
+    The thresholds are in GELU output units (see ``DEAD_TOL``); the maps need 2 positions or more."""
+    x = _flatten(features)  # (N, C, HW)
+    if x.shape[-1] < 2:
+        raise ValueError(f"saturation needs maps of 2 positions or more, got shape {tuple(features.shape)}")
+    dead = x.abs().amax(dim=-1) < DEAD_TOL  # (N, C)
+    flat = x.std(dim=-1, correction=0) <= FLAT_TOL * x.square().mean(dim=-1).sqrt()  # (N, C)
+    saturated = flat & ~dead
+    return LayerCollapse(name, _cosine_distance(x), dead.double().mean(dim=-1), saturated.double().mean(dim=-1))
+
+
+def collapse_by_layer(model: nn.Module, images: Tensor, layers: Sequence[str] | None = None,
+                      batch_size: int = 8) -> list[LayerCollapse]:
+    """:func:`layer_collapse` of every block's MLP activations (or of ``layers``), in block order,
+    for ``images (N, 3, H, W)`` (e.g. val images of distinct classes); each statistic holds one value
+    per image. Images go through in batches of ``batch_size`` to bound memory."""
+    batches = [[layer_collapse(feats, name)
+                for name, feats in mlp_activations(model, images[i:i + batch_size], layers).items()]
+               for i in range(0, len(images), batch_size)]
+    return [LayerCollapse(parts[0].name, *(torch.cat([getattr(p, stat) for p in parts]) for stat in STATS))
+            for parts in zip(*batches)]
 
 
 def cosine_distance_by_layer(model: nn.Module, images: Tensor, layers: Sequence[str] | None = None,
                              batch_size: int = 8) -> list[tuple[str, float]]:
-    """``[(layer name, feature cosine distance)]`` over ``images``, one entry per block in order;
-    images go through in batches of ``batch_size`` to bound memory."""
-    sums: dict[str, float] = {}
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        for name, feats in mlp_activations(model, batch, layers).items():
-            sums[name] = sums.get(name, 0.0) + feature_cosine_distance(feats) * len(batch)
-    return [(name, total / len(images)) for name, total in sums.items()]
+    """``[(layer name, feature cosine distance)]`` over ``images``, one entry per block in order: the
+    mean over images of :func:`collapse_by_layer`'s distance."""
+    by_layer = collapse_by_layer(model, images, layers, batch_size)
+    return [(stats.name, stats.distance.mean().item()) for stats in by_layer]
 
 
 def channel_maps(model: nn.Module, image: Tensor, layer: str | int, k: int = 64) -> Tensor:
@@ -148,6 +224,17 @@ def channel_maps(model: nn.Module, image: Tensor, layer: str | int, k: int = 64)
 # --------------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------------
+def _mark_stages(ax: Axes, names: Sequence[str]) -> None:
+    """Ticks at block indices 1..L and dotted lines at stage boundaries, read from layer names like
+    "stages.2.0.act" (ours) or "stages.2.blocks.0.mlp.act" (timm)."""
+    stages = [".".join(name.split(".")[:2]) for name in names]
+    for i in range(1, len(stages)):
+        if stages[i] != stages[i - 1]:
+            ax.axvline(i + 0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xticks(range(1, len(names) + 1))
+    ax.set_xlabel("block (MLP layer), input to output; dotted lines: stage boundaries")
+
+
 def plot_distance_by_layer(results: Mapping[str, Sequence[tuple[str, float]]], title: str = "") -> Figure:
     """One line per model: feature cosine distance against block index (as the paper's Fig. 4)."""
     fig = Figure(figsize=(7, 3.6), layout="constrained")
@@ -156,21 +243,48 @@ def plot_distance_by_layer(results: Mapping[str, Sequence[tuple[str, float]]], t
     for (label, values), (marker, ls, ms) in zip(results.items(), styles * len(results)):
         ax.plot(range(1, len(values) + 1), [v for _, v in values], marker=marker, ls=ls, ms=ms, label=label,
                 mfc="none" if marker == "o" else None)
-    # stage boundaries, from names like "stages.2.0.act" (ours) or "stages.2.blocks.0.mlp.act" (timm)
-    names = [name for name, _ in next(iter(results.values()), [])]
-    stages = [".".join(name.split(".")[:2]) for name in names]
-    for i in range(1, len(stages)):
-        if stages[i] != stages[i - 1]:
-            ax.axvline(i + 0.5, color="0.6", lw=0.8, ls=":")
+    _mark_stages(ax, [name for name, _ in next(iter(results.values()), [])])
     ax.axhline(0.5, color="0.4", lw=0.8, ls="--", label="independent zero-mean channels")
-    ax.set_xticks(range(1, len(names) + 1))
-    ax.set_xlabel("block (MLP layer), input to output; dotted lines: stage boundaries")
     ax.set_ylabel("feature cosine distance")
     ax.set_ylim(0, 0.55)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=9)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def plot_collapse_by_layer(results: Mapping[str, Sequence[LayerCollapse]], title: str = "") -> Figure:
+    """Per model (one color), against block index: the feature cosine distance (top) and the
+    fractions of dead (solid) and saturated (dashed) channels (bottom), as :func:`collapse_by_layer`
+    returns them. Lines are means over images, bands mean +- one std (none for a single image)."""
+    fig = Figure(figsize=(7, 5.6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for color, (label, layers) in enumerate(results.items()):
+        summaries = [layer.summary() for layer in layers]
+        x = range(1, len(layers) + 1)
+        for ax, stat, ls, marker, name in ((top, "distance", "-", "o", label),
+                                           (bottom, "dead", "-", "o", f"{label}: dead"),
+                                           (bottom, "saturated", "--", "s", f"{label}: saturated")):
+            mean = torch.tensor([s[f"{stat}_mean"] for s in summaries])
+            std = torch.tensor([s[f"{stat}_std"] for s in summaries])
+            ax.plot(x, mean, color=f"C{color}", ls=ls, marker=marker, ms=4, mfc="none" if marker == "s" else None,
+                    label=name)
+            ax.fill_between(x, mean - std, mean + std, color=f"C{color}", alpha=0.2, lw=0)
+    names = [layer.name for layer in next(iter(results.values()), [])]
+    for ax in (top, bottom):
+        _mark_stages(ax, names)
+        ax.grid(alpha=0.3)
+    top.xaxis.label.set_visible(False)
+    top.axhline(0.5, color="0.4", lw=0.8, ls="--", label="independent zero-mean channels")
+    top.set_ylabel("feature cosine distance")
+    top.set_ylim(0, 0.55)
+    top.legend(loc="lower left", fontsize=9)
+    bottom.set_ylabel("fraction of channels")
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.legend(loc="upper left", fontsize=8)
+    if title:
+        top.set_title(title)
     return fig
 
 

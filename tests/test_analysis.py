@@ -1,6 +1,8 @@
 """Feature-collapse analysis: the cosine distance itself, and activation capture on our and timm's models."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -110,3 +112,100 @@ def test_channel_maps_and_figures() -> None:
     assert "1 constant" in fig.subfigs[0]._suptitle.get_text()
     fig = analysis.plot_distance_by_layer({"a": [("x", 0.1), ("y", 0.2)]})
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][0] == "a"
+
+
+def test_dead_channels_are_counted_exactly() -> None:
+    torch.manual_seed(2)
+    c = 16
+    x = torch.nn.functional.gelu(torch.randn(3, c, 6, 6))
+    x[0, [1, 5, 9]] = 0.0
+    x[1, 4] = 0.0
+    x[1, 7] = 0.9 * analysis.DEAD_TOL * torch.rand(6, 6).sign()  # below the tolerance everywhere: dead
+    x[2, 3] = 0.0
+    x[2, 3, 2, 2] = 1.1 * analysis.DEAD_TOL  # one position above it: alive
+    stats = analysis.layer_collapse(x, "layer")
+    assert stats.name == "layer"
+    assert stats.dead.tolist() == pytest.approx([3 / c, 2 / c, 0.0], abs=1e-12)
+    assert stats.saturated.tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)  # zero maps are dead, not saturated
+    # the distance is the paper's, per image
+    assert stats.distance.tolist() == pytest.approx([naive_distance(x[i:i + 1]) for i in range(3)], abs=1e-9)
+
+
+def test_constant_channels_are_saturated() -> None:
+    torch.manual_seed(3)
+    c = 20
+    x = torch.nn.functional.gelu(torch.randn(2, c, 5, 5))
+    x[0, 0] = 0.84  # GELU(1) everywhere
+    x[0, 1] = -0.1
+    x[0, 2] = 0.5 + 0.02 * torch.randn(5, 5)  # nearly constant: std / RMS ~ 0.04
+    x[0, 3] = 0.0  # dead
+    x[1, 2] = 0.5 + 0.2 * torch.randn(5, 5)  # std / RMS ~ 0.4: structure, not saturated
+    stats = analysis.layer_collapse(x)
+    assert stats.saturated.tolist() == pytest.approx([3 / c, 0.0], abs=1e-12)
+    assert stats.dead.tolist() == pytest.approx([1 / c, 0.0], abs=1e-12)
+    with pytest.raises(ValueError, match="2 positions"):
+        analysis.layer_collapse(x[:, :, :1, :1])
+
+
+def test_dead_and_saturated_channels_of_a_model_ours_and_timm() -> None:
+    """Kill k channels of one MLP (weights 0, bias -10: GELU(-10) ~ 0) and pin s more to a constant
+    (weights 0, bias 1): that layer has exactly k/4C dead and s/4C saturated channels in every image,
+    through our hooks and through timm's, with the same weights."""
+    timm = pytest.importorskip("timm")
+    from cnx2lite.checkpoints import export_timm
+
+    ours = create_model("convnextv2_atto", num_classes=0)
+    k, s, layer = 5, 3, 3  # stages.1.1: 4C = 320 channels
+    fc1 = ours.stages[1][1].pwconv1
+    with torch.no_grad():
+        fc1.weight[:k + s] = 0.0
+        fc1.bias[:k] = -10.0
+        fc1.bias[k:k + s] = 1.0
+    theirs = timm.create_model("convnextv2_atto", pretrained=False, num_classes=0)
+    theirs.load_state_dict(export_timm(ours), strict=False)
+    torch.manual_seed(4)
+    images = torch.randn(3, 3, 64, 64)
+    a, b = analysis.collapse_by_layer(ours, images), analysis.collapse_by_layer(theirs, images, batch_size=2)
+    assert len(a) == len(b) == 12
+    assert a[layer].name == "stages.1.1.act" and b[layer].name == "stages.1.blocks.1.mlp.act"
+    assert a[layer].dead.tolist() == pytest.approx([k / 320] * 3, abs=1e-12)
+    assert a[layer].saturated.tolist() == pytest.approx([s / 320] * 3, abs=1e-12)
+    for x, y in zip(a, b):
+        for stat in analysis.STATS:
+            assert getattr(x, stat).shape == (3,)
+            assert getattr(x, stat).tolist() == pytest.approx(getattr(y, stat).tolist(), abs=1e-4)
+
+
+def test_spread_across_images_is_zero_for_identical_images_only() -> None:
+    model = create_model("convnextv2_atto", num_classes=0)
+    torch.manual_seed(5)
+    images = torch.randn(4, 3, 64, 64)
+    same = analysis.collapse_by_layer(model, images[:1].expand(4, -1, -1, -1).contiguous())
+    different = analysis.collapse_by_layer(model, images, batch_size=3)  # 2 batches, concatenated in order
+    for layer in same:
+        summary = layer.summary()
+        assert all(summary[f"{stat}_std"] == pytest.approx(0.0, abs=1e-9) for stat in analysis.STATS)
+    assert all(layer.summary()["distance_std"] > 1e-4 for layer in different)
+    assert [layer.distance[:1].item() for layer in different] == pytest.approx(
+        [layer.distance[0].item() for layer in same], abs=1e-6)
+    # the old entry point is the mean over images
+    assert [v for _, v in analysis.cosine_distance_by_layer(model, images)] == pytest.approx(
+        [layer.distance.mean().item() for layer in different], abs=1e-9)
+    assert math.isnan(analysis.layer_collapse(torch.randn(1, 4, 3, 3)).summary()["dead_std"])
+
+
+def test_collapse_figure_draws_means_and_bands() -> None:
+    def stats(name: str, distance: list[float], dead: list[float]) -> analysis.LayerCollapse:
+        values = torch.tensor([distance, dead, [0.0] * len(dead)], dtype=torch.float64)
+        return analysis.LayerCollapse(name, *values)
+
+    layers = [stats("stages.0.0.act", [0.3, 0.5], [0.0, 0.2]), stats("stages.1.0.act", [0.4, 0.4], [0.5, 0.5])]
+    fig = analysis.plot_collapse_by_layer({"a": layers}, title="t")
+    top, bottom = fig.axes
+    assert list(top.lines[0].get_ydata()) == pytest.approx([0.4, 0.4])
+    assert list(bottom.lines[0].get_ydata()) == pytest.approx([0.1, 0.5])
+    # bands: mean +- sample std, std([0.3, 0.5]) = sqrt(0.02) for the first layer's distance, 0 for the second
+    band = top.collections[0].get_paths()[0].vertices[:, 1]
+    assert (band.min(), band.max()) == pytest.approx((0.4 - 0.02 ** 0.5, 0.4 + 0.02 ** 0.5), abs=1e-6)
+    assert [t.get_text() for t in bottom.get_legend().get_texts()] == ["a: dead", "a: saturated"]
+    assert top.get_xticks().tolist() == [1, 2]
