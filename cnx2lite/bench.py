@@ -3,6 +3,7 @@
 ``bench model``: training step (forward + backward + AdamW) and inference throughput of our dense
 ConvNeXt V2 against timm's ``convnextv2_*`` with the same weights.
 ``bench fcmae``: a full FCMAE training step with each sparse backend against ``dense``.
+``--amp fp32 bf16`` measures both precisions in the same run and prints their ratio side by side.
 
 Repeats are interleaved (A, B, A, B, ...) and medians reported, so background load hits both sides.
 Memory: peak allocated on CUDA; on CPU, the bytes autograd saves for backward (the activation memory
@@ -13,11 +14,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
 
+from .amp import AMP_DTYPES, resolve_amp
 from .checkpoints import export_timm
 from .fcmae import FCMAE
 from .masking import random_mask
@@ -25,14 +28,29 @@ from .models import VARIANTS, create_model
 from .sparse import available_backends
 
 Step = Callable[[], None]
+K = TypeVar("K", bound=Hashable)
+AMP_NAMES = {dtype: name for name, dtype in AMP_DTYPES.items()}
 
 
-def _train_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Step:
+def _precisions(amp: Sequence[str], device: torch.device) -> dict[str, torch.dtype]:
+    """``--amp`` values resolved on ``device`` (``auto`` becomes what it means there), by name, without repeats."""
+    dtypes = [resolve_amp(a, device) for a in amp]
+    return {AMP_NAMES[d]: d for d in dtypes}
+
+
+def _autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def _train_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], dtype: torch.dtype) -> Step:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    device = next(model.parameters()).device
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss_fn().backward()
+        with _autocast(device, dtype):
+            loss = loss_fn()
+        loss.backward()
         optimizer.step()
 
     return step
@@ -43,12 +61,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(steps: dict[str, Step], batch_size: int, iters: int, warmup: int, device: torch.device) -> dict[str, float]:
+def time_steps(steps: Mapping[K, Step], batch_size: int, iters: int, warmup: int,
+               device: torch.device) -> dict[K, float]:
     """Images per second of each step, median over ``iters`` interleaved repeats."""
     for step in steps.values():
         for _ in range(warmup):
             step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[K, list[float]] = {name: [] for name in steps}
     for _ in range(iters):
         for name, step in steps.items():
             _sync(device)
@@ -77,10 +96,25 @@ def step_memory(step: Step, device: torch.device) -> int:
     return sum(saved.values())
 
 
+def _print_amp_ratios(speed: Mapping[tuple[str, str], float], amp: Sequence[str]) -> None:
+    """Each ``(side, precision)``'s img/s next to the same side's fp32, when fp32 ran too."""
+    if "fp32" not in amp:
+        return
+    sides = list(dict.fromkeys(side for side, _ in speed))
+    width = max(map(len, sides))
+    for low in (p for p in amp if p != "fp32"):
+        print(f"{low} vs fp32, same run:")
+        for side in sides:
+            fp32, other = speed[side, "fp32"], speed[side, low]
+            print(f"  {side:>{width}}: fp32 {fp32:8.1f} img/s | {low} {other:8.1f} img/s | "
+                  f"{low}/fp32 {other / fp32:.2f}x")
+
+
 def bench_model(args: argparse.Namespace) -> int:
     import timm
 
     device = torch.device(args.device)
+    amp = _precisions(args.amp, device)
     torch.manual_seed(0)
     ours = create_model(args.model).to(device)
     reference = timm.create_model(args.model, pretrained=False).to(device)
@@ -88,23 +122,33 @@ def bench_model(args: argparse.Namespace) -> int:
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 1000, (args.batch_size,), device=device)
     models = {"cnx2lite": ours, "timm": reference}
-    train = {n: _train_step(m.train(), lambda m=m: F.cross_entropy(m(x), y)) for n, m in models.items()}
-    print(f"{args.model}, batch {args.batch_size}, {args.img_size}px, {device}, {torch.get_num_threads()} threads")
+    train = {(n, p): _train_step(m.train(), lambda m=m: F.cross_entropy(m(x), y), dtype)
+             for p, dtype in amp.items() for n, m in models.items()}
+    print(f"{args.model}, batch {args.batch_size}, {args.img_size}px, {device}, {torch.get_num_threads()} threads, "
+          f"amp {', '.join(amp)}")
     results = time_steps(train, args.batch_size, args.iters, args.warmup, device)
 
-    def infer(model: torch.nn.Module) -> Step:
-        return lambda: model(x)
+    def infer(model: torch.nn.Module, dtype: torch.dtype) -> Step:
+        def step() -> None:
+            with _autocast(device, dtype):
+                model(x)
+        return step
 
     with torch.inference_mode():
-        inference = time_steps({n: infer(m.eval()) for n, m in models.items()}, args.batch_size, args.iters, args.warmup, device)
-    for kind, r in (("train (fwd+bwd+AdamW)", results), ("inference", inference)):
-        print(f"{kind:>22}: cnx2lite {r['cnx2lite']:8.1f} img/s | timm {r['timm']:8.1f} img/s | "
-              f"ratio {r['cnx2lite'] / r['timm']:.2f}x")
+        inference = time_steps({(n, p): infer(m.eval(), dtype) for p, dtype in amp.items() for n, m in models.items()},
+                               args.batch_size, args.iters, args.warmup, device)
+    kinds = {"train (fwd+bwd+AdamW)": results, "inference": inference}
+    for kind, r in kinds.items():
+        for p in amp:
+            print(f"{kind:>22} {p}: cnx2lite {r['cnx2lite', p]:8.1f} img/s | timm {r['timm', p]:8.1f} img/s | "
+                  f"ratio {r['cnx2lite', p] / r['timm', p]:.2f}x")
+    _print_amp_ratios({(f"{kind}, {n}", p): v for kind, r in kinds.items() for (n, p), v in r.items()}, list(amp))
     return 0
 
 
 def bench_fcmae(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
+    amp = _precisions(args.amp, device)
     backends = args.backends or available_backends()
     torch.manual_seed(0)
     model = FCMAE(args.model, mask_ratio=args.mask_ratio).to(device)
@@ -117,17 +161,19 @@ def bench_fcmae(args: argparse.Namespace) -> int:
             return model(x, mask)[0]
         return loss
 
-    steps = {b: _train_step(model, loss_with(b)) for b in backends}
+    steps = {(b, p): _train_step(model, loss_with(b), dtype) for p, dtype in amp.items() for b in backends}
     print(f"FCMAE {args.model}, batch {args.batch_size}, {args.img_size}px, mask ratio {args.mask_ratio}, {device}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, amp {', '.join(amp)}")
     speed = time_steps(steps, args.batch_size, args.iters, args.warmup, device)
-    memory = {b: step_memory(steps[b], device) for b in backends}
+    memory = {key: step_memory(step, device) for key, step in steps.items()}
     what = "peak allocated" if device.type == "cuda" else "saved activations"
-    for b in backends:
-        line = f"{b:>10}: {speed[b]:8.1f} img/s, {what} {memory[b] / 2**20:8.1f} MiB"
-        if "dense" in speed:
-            line += f" | speed {speed[b] / speed['dense']:.2f}x dense, memory {memory[b] / memory['dense']:.2f}x dense"
+    for b, p in steps:
+        line = f"{b:>10} {p}: {speed[b, p]:8.1f} img/s, {what} {memory[b, p] / 2**20:8.1f} MiB"
+        if "dense" in backends:
+            line += (f" | speed {speed[b, p] / speed['dense', p]:.2f}x dense, "
+                     f"memory {memory[b, p] / memory['dense', p]:.2f}x dense")
         print(line)
+    _print_amp_ratios(speed, list(amp))
     return 0
 
 
@@ -148,6 +194,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--warmup", type=int, default=2, help="untimed repeats first (default: 2)")
         sub.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                          help="torch device (default: cuda if available, else cpu)")
+        sub.add_argument("--amp", nargs="+", default=["auto"], choices=("auto", "bf16", "fp32"), metavar="AMP",
+                         help="autocast precision, one or several of auto, bf16, fp32 (default: auto, as training: "
+                              "bf16 on a GPU or CPU with native bf16, fp16 on older GPUs, else fp32); several are "
+                              "timed in the same run and compared side by side")
         sub.set_defaults(run=func)
     fcmae = kinds.choices["fcmae"]
     fcmae.add_argument("--mask-ratio", type=float, default=0.6, help="masked fraction of patches (default: 0.6)")

@@ -1,0 +1,92 @@
+"""Autocast precision per device (cnx2lite.amp) and ``cnx2lite bench --amp``."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from cnx2lite import amp
+from cnx2lite.cli import main
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda:0")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_cpu_follows_native_bf16(monkeypatch, native):
+    monkeypatch.setattr(amp, "cpu_supports_bf16", lambda: native)
+    assert amp.resolve_amp("auto", CPU) == (torch.bfloat16 if native else torch.float32)
+    # explicit choices ignore the hardware
+    assert amp.resolve_amp("bf16", CPU) == torch.bfloat16
+    assert amp.resolve_amp("fp16", CPU) == torch.float16
+    assert amp.resolve_amp("fp32", CPU) == torch.float32
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_auto_on_cuda_is_bf16_else_fp16(monkeypatch, bf16):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(amp, "cpu_supports_bf16", lambda: pytest.fail("a CUDA device must not ask the CPU"))
+    assert amp.resolve_amp("auto", CUDA) == (torch.bfloat16 if bf16 else torch.float16)
+
+
+def test_auto_elsewhere_is_fp32_and_unknown_modes_fail(monkeypatch):
+    monkeypatch.setattr(amp, "cpu_supports_bf16", lambda: True)
+    assert amp.resolve_amp("auto", torch.device("meta")) == torch.float32
+    with pytest.raises(ValueError, match="amp must be one of"):
+        amp.resolve_amp("fp8", CPU)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("fpu avx512f avx512_bf16 sse", True), ("fpu amx_tile amx_bf16", True),
+                                                 ("fpu avx512f avx2", False)])
+def test_cpuinfo_fallback_reads_the_flags(monkeypatch, tmp_path, flags, expected):
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(amp, "CPUINFO", cpuinfo)
+    assert amp.cpu_supports_bf16() is expected
+    monkeypatch.setattr(amp, "CPUINFO", tmp_path / "missing")
+    assert amp.cpu_supports_bf16() is False
+
+
+def test_torch_detection_agrees_with_cpuinfo(monkeypatch):
+    if not hasattr(torch.cpu, "_is_avx512_bf16_supported") or not amp.CPUINFO.exists():
+        pytest.skip("needs torch's CPU detection and /proc/cpuinfo")
+    from_torch = amp.cpu_supports_bf16()
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert amp.cpu_supports_bf16() == from_torch
+
+
+def _speeds(out: str) -> dict[str, tuple[float, float, float]]:
+    """The side-by-side lines ``side: fp32 X img/s | bf16 Y img/s | bf16/fp32 Zx`` as ``{side: (X, Y, Z)}``."""
+    pattern = r"^\s*(.+?): fp32\s+([\d.]+) img/s \| bf16\s+([\d.]+) img/s \| bf16/fp32 ([\d.]+)x$"
+    return {m[1]: tuple(map(float, m.groups()[1:])) for m in re.finditer(pattern, out, re.MULTILINE)}
+
+
+def test_bench_fcmae_runs_fp32_and_bf16_side_by_side(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "fcmae", "--amp", "fp32", "bf16", "--backends", "gather", "dense",
+              "--img-size", "64", "--batch-size", "2", "--iters", "1", "--warmup", "0"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "amp fp32, bf16" in out
+    speeds = _speeds(out)
+    assert list(speeds) == ["gather", "dense"]
+    for fp32, bf16, ratio in speeds.values():
+        assert fp32 > 0 and bf16 > 0
+        # the printed img/s are rounded to 0.05, the ratio to 0.005
+        assert (bf16 - 0.05) / (fp32 + 0.05) - 0.005 <= ratio <= (bf16 + 0.05) / (fp32 - 0.05) + 0.005
+
+
+def test_bench_model_takes_amp(capsys, monkeypatch):
+    pytest.importorskip("timm")
+    monkeypatch.setattr(amp, "cpu_supports_bf16", lambda: False)  # auto -> fp32 on any CPU, a repeat of fp32
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "model", "--amp", "auto", "fp32", "bf16", "--device", "cpu",
+              "--img-size", "32", "--batch-size", "1", "--iters", "1", "--warmup", "0"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "amp fp32, bf16" in out
+    assert list(_speeds(out)) == ["train (fwd+bwd+AdamW), cnx2lite", "train (fwd+bwd+AdamW), timm",
+                                  "inference, cnx2lite", "inference, timm"]
+    with pytest.raises(SystemExit):
+        main(["bench", "model", "--amp", "fp16"])  # not a bench choice
