@@ -64,8 +64,10 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, rank: int, world_
     if len(sampler) < batch_size:
         raise ValueError(f"batch_size={batch_size} is larger than this process's share of the training set "
                          f"({len(sampler)} of {len(dataset)} images): lower batch_size or use more images")
+    # Persistent workers: starting them costs about 1.7 s per epoch on 2 cores, a third of a 500-image epoch. They
+    # hold no state that matters: the sampler runs in this process and every sample's seed comes from its key.
     return DataLoader(seeded_dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
-                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False,
+                      num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(seed))
 
 
@@ -74,4 +76,5 @@ def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, n
     """This process's strided share ``rank::world_size`` of ``dataset``, in order, no padding
     (so summed counts over processes are exact)."""
     share = Subset(dataset, range(rank, len(dataset), world_size))
-    return DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory)
+    return DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0)
