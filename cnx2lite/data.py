@@ -67,14 +67,18 @@ def resolve_data_root(data: str | os.PathLike | None = None) -> Path:
     return REPO / "data"
 
 
-def find_image_folder(root: Path, name: str = "imagenette") -> Path:
+def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool = False) -> Path | None:
     """The folder holding ``train/`` (and ``val/``): ``root``, else ``root/name``, else a download ``root/name*``
-    (e.g. ``imagenette2-320``, first in sorted order); raises DataNotFoundError otherwise."""
+    (e.g. ``imagenette2-320``, first in sorted order). When there is none, raises DataNotFoundError, or with
+    ``unlabeled_ok`` returns None if ``root`` itself holds images (see :func:`build_unlabeled_dataset`)."""
     root = Path(root).expanduser()
     for folder in (root, root / name, *sorted(root.glob(f"{name}*"))):
         if (folder / "train").is_dir():
             return folder
-    raise DataNotFoundError(_how_to_get_data(f"No image folder found: neither {root} nor {root / name} has train/."))
+    if unlabeled_ok and root.is_dir() and _list_images(root):
+        return None
+    raise DataNotFoundError(_how_to_get_data(f"No image folder found: neither {root} nor {root / name} has train/"
+                                             + (", and no images are under it." if unlabeled_ok else ".")))
 
 
 def download_imagenette(root: Path, size: str = "320px") -> Path:
@@ -252,6 +256,15 @@ def build_dataset(
                 chosen = paths[:n]
             samples += [(path, label) for path in sorted(chosen)]
     return ImageFolderSubset(samples, classes, transform=transform, skipped=skipped)
+
+
+def build_unlabeled_dataset(folder: Path, transform: Callable | None = None) -> ImageFolderSubset:
+    """Every image under ``folder``, flat or nested in any layout (found recursively, any common extension,
+    hidden files skipped), for pretraining without labels: no classes, every target -1."""
+    paths = _list_images(Path(folder).expanduser())
+    if not paths:
+        raise DataNotFoundError(_how_to_get_data(f"No images ({', '.join(IMG_EXTENSIONS)}) under {folder}."))
+    return ImageFolderSubset([(path, -1) for path in paths], [], transform=transform)
 
 
 def class_names(folder: Path) -> dict[str, str]:

@@ -30,7 +30,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import data
+from ..amp import resolve_amp
 from ..checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from ..evaluation import probe
 from .config import ResumeMismatchError, TrainConfig, changed_settings
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed
 from .ema import ModelEma
@@ -42,7 +44,7 @@ from .seeding import derive_seed, seed_everything
 from .tasks import PretrainTask, build_task
 
 METRIC_COLUMNS = ("kind", "epoch", "step", "train_loss", "lr", "img_per_s", "val_loss", "val_top1", "val_top5",
-                  "ema_top1", "ema_top5", "time_s")
+                  "ema_top1", "ema_top5", "knn_top1", "time_s")
 NUM_RECONSTRUCTIONS = 6
 
 
@@ -114,14 +116,25 @@ class Trainer:
         self.dist: Dist = init_distributed(config.device)
         self.task = build_task(config)
         self.run_dir = Path(config.output) / config.run_name
-        folder = data.find_image_folder(data.resolve_data_root(config.data), config.dataset)
         c = config
-        self.train_set = data.build_dataset(folder, "train", self.task.train_transform(), num_classes=c.num_classes,
-                                            images_per_class=c.images_per_class, seed=c.seed)
-        self.val_set = None
-        if (folder / "val").is_dir():
-            self.val_set = data.build_dataset(folder, "val", data.eval_transform(c.img_size),
-                                              classes=self.train_set.classes, images_per_class=c.val_images_per_class)
+        root = data.resolve_data_root(c.data)
+        folder = data.find_image_folder(root, c.dataset, unlabeled_ok=self.task.name == "pretrain")
+        self.val_set = self.knn_bank = None
+        if folder is None:  # pretraining on a folder of unlabeled images
+            folder = root
+            self.train_set = data.build_unlabeled_dataset(root, self.task.train_transform())
+        else:
+            self.train_set = data.build_dataset(folder, "train", self.task.train_transform(),
+                                                num_classes=c.num_classes, images_per_class=c.images_per_class,
+                                                seed=c.seed)
+            if (folder / "val").is_dir():
+                self.val_set = data.build_dataset(folder, "val", data.eval_transform(c.img_size),
+                                                  classes=self.train_set.classes,
+                                                  images_per_class=c.val_images_per_class)
+            if self.task.name == "pretrain" and self.val_set is not None and c.knn_images_per_class > 0:
+                self.knn_bank = data.build_dataset(folder, "train", data.eval_transform(c.img_size),
+                                                   classes=self.train_set.classes,
+                                                   images_per_class=c.knn_images_per_class)
         self.config = self._resolve(config, folder)
 
         seed_everything(derive_seed(c.seed, "init"))  # identical initial weights on every rank
@@ -129,9 +142,10 @@ class Trainer:
         if c.channels_last:
             self.model.to(memory_format=torch.channels_last)
         c = self.config
-        self.optimizer = build_optimizer(self.model, c.lr, c.weight_decay, c.betas, c.layer_decay, c.layer_decay_mode)
+        self.optimizer = build_optimizer(self.model, c.lr, c.weight_decay, c.betas, c.layer_decay, c.layer_decay_mode,
+                                         self.task.decay_grn_and_mask_token)
         self.ema = ModelEma(self.model, c.ema_decay, "cpu" if c.ema_cpu else None) if c.ema_decay > 0 else None
-        self.amp_dtype = _amp_dtype(c.amp, self.dist.device)
+        self.amp_dtype = resolve_amp(c.amp, self.dist.device)
         self.scaler = torch.amp.GradScaler(self.dist.device.type) if self.amp_dtype == torch.float16 else None
 
         pin = self.dist.device.type == "cuda"
@@ -318,6 +332,8 @@ class Trainer:
         last = pos.epoch == c.epochs
         if self.val_loader is not None and (pos.epoch % c.eval_every == 0 or last):
             row.update(self.evaluate(self.model))
+            if self.knn_bank is not None:
+                row["knn_top1"] = self.knn_top1()
             if self.ema is not None:
                 ema = self.evaluate(self.ema.module)
                 row.update(ema_top1=ema.get("val_top1"), ema_top5=ema.get("val_top5"))
@@ -348,13 +364,26 @@ class Trainer:
         model.train(was_training)
         return {k: totals[i].item() / max(totals[-1].item(), 1) for i, k in enumerate(keys)}
 
+    def knn_top1(self) -> float:
+        """Weighted kNN top-1 of the FCMAE encoder's pooled features: the labeled ``knn_bank`` votes for each
+        val image. Every process computes the same number on all images (a few thousand forward passes)."""
+        c = self.config
+        result = probe(self.model.encoder, self.knn_bank, self.val_set, len(self.train_set.classes), "knn",
+                       c.batch_size, self.dist.device, self.amp_dtype, c.num_workers)
+        return result.top1
+
     def save_reconstructions(self) -> Path | None:
-        """Four-panel reconstructions of the first val (else train) images with fixed masks (rank 0)."""
+        """Four-panel reconstructions of val (else train) images, one per class where there are classes, with
+        fixed masks (rank 0)."""
         if not self.dist.is_main:
             return None
         dataset = self.val_set if self.val_set is not None else self.train_set
-        n = min(NUM_RECONSTRUCTIONS, len(dataset))
-        images = torch.stack([dataset[i][0] for i in range(n)]).to(self.dist.device)
+        first_of_class = {}
+        for index, target in enumerate(dataset.targets):
+            first_of_class.setdefault(target, index)
+        picks = list(first_of_class.values())[:NUM_RECONSTRUCTIONS]
+        picks += [i for i in range(len(dataset)) if i not in picks][:NUM_RECONSTRUCTIONS - len(picks)]
+        images = torch.stack([dataset[i][0] for i in picks]).to(self.dist.device)
         generator = torch.Generator().manual_seed(derive_seed(self.config.seed, "figure"))
         self.model.eval()
         recon = self.model.reconstruct(images, self.model.random_mask(images, generator))
@@ -406,14 +435,6 @@ class Trainer:
         ckpt = latest_checkpoint(self.run_dir)
         return RunResult(self.run_dir, self.history, Path(ckpt) if ckpt else None, top1[-1] if top1 else None,
                          max(top1) if top1 else None, ema[-1] if ema else None, interrupted, self.config.to_dict())
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype:
-    if amp == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[amp]
 
 
 def train(config: TrainConfig) -> RunResult:

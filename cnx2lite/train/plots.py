@@ -17,8 +17,9 @@ def _series(history: Sequence[dict], kind: str, key: str) -> tuple[list[float], 
 
 
 def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
-    """Loss (train per logged step, val per epoch) and, when there, val top-1 (+ EMA) against epochs."""
-    accuracy = [k for k in ("val_top1", "ema_top1") if _series(history, "epoch", k)[0]]
+    """Loss (train per logged step, val per epoch) and, when there, val top-1 (+ EMA, + the kNN monitor's) against
+    epochs."""
+    accuracy = [k for k in ("val_top1", "ema_top1", "knn_top1") if _series(history, "epoch", k)[0]]
     fig = Figure(figsize=(10 if accuracy else 5.5, 3.6), layout="constrained")
     axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
     for kind, key, label in (("train", "train_loss", "train"), ("epoch", "val_loss", "val")):

@@ -1,0 +1,239 @@
+"""How good an encoder is, per val image: classifier predictions, weighted kNN, a linear probe.
+
+Self-supervised encoders are judged without fine-tuning by two cheap probes on frozen features
+(as the DINO and lightly monitors do):
+
+1. *features*: the encoder's last stage map ``(N, C4, h, w)``, globally average pooled to
+   ``(N, C4)``, then layer-normalized without affine parameters (what the classifier's own head
+   norm does before its Linear);
+2. *kNN*: each val image votes among its ``k`` most cosine-similar labeled training images,
+   weighted by ``exp(similarity / temperature)``;
+3. *linear probe*: a multinomial logistic regression on standardized cached features, trained
+   full-batch with L-BFGS (seconds for thousands of images).
+
+Every function returns per-image results, so two encoders can be compared with the paired
+bootstrap of :mod:`cnx2lite.stats`.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from . import data
+from .amp import AMP_MODES, resolve_amp
+from .checkpoints import load_checkpoint, load_pretrained
+from .models import ConvNeXtV2, create_model
+from .models.convnextv2 import BLOCK_STYLES
+from .stats import bootstrap_accuracy
+
+PROBE_METHODS = ("knn", "linear")
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype``, or nothing for float32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def _map_batches(fn, dataset: Dataset, batch_size: int, device: torch.device, amp_dtype: torch.dtype,
+                 num_workers: int) -> tuple[Tensor, Tensor]:
+    """``fn(images)`` over ``dataset`` in order: ``(outputs (N, D) float32, labels (N,))``."""
+    outputs, labels = [], []
+    for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+        with autocast(device, amp_dtype):
+            outputs.append(fn(images.to(device)).float().cpu())
+        labels.append(torch.as_tensor(targets))
+    return torch.cat(outputs), torch.cat(labels)
+
+
+def pooled_features(encoder: nn.Module, images: Tensor) -> Tensor:
+    """``images (N, 3, H, W)`` -> pooled, layer-normalized features ``(N, C4)`` of a ConvNeXt encoder."""
+    pooled = encoder.forward_features(images).float().mean(dim=(-2, -1))
+    return F.layer_norm(pooled, pooled.shape[-1:])
+
+
+def extract_features(encoder: nn.Module, dataset: Dataset, batch_size: int = 128, device: str | torch.device = "cpu",
+                     amp_dtype: torch.dtype = torch.float32, num_workers: int = 0) -> tuple[Tensor, Tensor]:
+    """Frozen features of every image of a labeled ``dataset``: ``(features (N, C4), labels (N,))``."""
+    device = torch.device(device)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        return _map_batches(lambda x: pooled_features(encoder, x), dataset, batch_size, device, amp_dtype, num_workers)
+    finally:
+        encoder.train(was_training)
+
+
+def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128, device: str | torch.device = "cpu",
+            amp_dtype: torch.dtype = torch.float32, num_workers: int = 0) -> tuple[Tensor, Tensor]:
+    """A classifier's logits on every image of ``dataset``: ``(logits (N, classes), labels (N,))``."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        return _map_batches(model, dataset, batch_size, device, amp_dtype, num_workers)
+    finally:
+        model.train(was_training)
+
+
+def knn_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, k: int = 20,
+               temperature: float = 0.07, chunk: int = 1024) -> Tensor:
+    """Weighted kNN class scores ``(Q, num_classes)`` of ``queries (Q, D)`` against a labeled
+    ``bank (B, D)``: cosine similarity, the ``k`` nearest vote with weight ``exp(sim / temperature)``."""
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    bank, queries = F.normalize(bank.float(), dim=1), F.normalize(queries.float(), dim=1)
+    k = min(k, len(bank))
+    scores = []
+    for start in range(0, len(queries), chunk):
+        similarity, index = (queries[start:start + chunk] @ bank.T).topk(k, dim=1)  # (q, k)
+        votes = torch.zeros(len(index), num_classes)
+        votes.scatter_add_(1, bank_labels[index], (similarity / temperature).exp())
+        scores.append(votes)
+    return torch.cat(scores)
+
+
+def linear_probe_scores(train_x: Tensor, train_y: Tensor, queries: Tensor, num_classes: int,
+                        weight_decay: float = 1e-4, max_iter: int = 300) -> Tensor:
+    """Logits ``(Q, num_classes)`` of a logistic regression fit on ``(train_x (N, D), train_y (N,))``.
+
+    Features are standardized with the training mean and std; L2 penalty ``weight_decay`` on the
+    weights; full-batch L-BFGS (deterministic: no sampling)."""
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0) + 1e-6
+    x, q = (train_x - mean) / std, (queries - mean) / std
+    linear = nn.Linear(x.shape[1], num_classes)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                                  line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(linear(x), train_y) + weight_decay * linear.weight.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    with torch.no_grad():
+        return linear(q)
+
+
+@dataclass
+class ProbeResult:
+    """Top-1 of a probe on a val split, with per-image correctness for paired comparisons."""
+
+    method: str
+    top1: float  # percent
+    correct: Tensor  # (N,) bool, val images in dataset order
+    train_images: int
+
+    def __str__(self) -> str:
+        return f"{self.method} top-1 {self.top1:.2f}% on {len(self.correct)} val images ({self.train_images} labeled)"
+
+
+def probe(encoder: nn.Module, train_set: Dataset, val_set: Dataset, num_classes: int, method: str = "knn",
+          batch_size: int = 128, device: str | torch.device = "cpu", amp_dtype: torch.dtype = torch.float32,
+          num_workers: int = 0, k: int = 20, temperature: float = 0.07) -> ProbeResult:
+    """kNN or linear probe of a frozen ``encoder``: ``train_set`` gives the labeled features, ``val_set`` the queries."""
+    if method not in PROBE_METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, PROBE_METHODS))}; got {method!r}")
+    train_x, train_y = extract_features(encoder, train_set, batch_size, device, amp_dtype, num_workers)
+    val_x, val_y = extract_features(encoder, val_set, batch_size, device, amp_dtype, num_workers)
+    if method == "knn":
+        scores = knn_scores(train_x, train_y, val_x, num_classes, k, temperature)
+    else:
+        scores = linear_probe_scores(train_x, train_y, val_x, num_classes)
+    correct = scores.argmax(dim=1).eq(val_y)
+    return ProbeResult(method, correct.float().mean().item() * 100.0, correct, len(train_y))
+
+
+# --------------------------------------------------------------------------------------------------
+# cnx2lite probe
+# --------------------------------------------------------------------------------------------------
+def load_model(source: str, model: str | None = None, block: str | None = None, seed: int = 0,
+               classifier: bool = False) -> tuple[ConvNeXtV2, dict]:
+    """A model from ``source``: a cnx2lite run directory or checkpoint (model, block and GRN options
+    come from its config), any file :func:`load_pretrained` reads (give ``model``), or ``"random"``
+    for a seeded random initialization (the baseline). An encoder (``num_classes=0``) unless
+    ``classifier``, which keeps a fine-tuning run's head and classes. Returns ``(model, config)``
+    with the run's config when there is one."""
+    config: dict = {}
+    state = None
+    if source != "random":
+        state = load_checkpoint(source)
+        config = state.get("config", {}) if isinstance(state.get("config"), dict) else {}
+    num_classes = 0
+    if classifier:
+        if state is None or "classes" not in state:
+            raise ValueError(f"{source} is not a fine-tuning checkpoint of cnx2lite: it has no classes")
+        num_classes = len(state["classes"])
+    options = {"block": block or config.get("block", "v2"), "grn_aggregation": config.get("grn_aggregation", "l2")}
+    torch.manual_seed(seed)
+    net = create_model(model or config.get("model") or "convnextv2_atto", num_classes=num_classes, **options)
+    if state is not None:
+        load_pretrained(net, state)
+    return net, config
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from .train.distributed import resolve_device  # the training package imports this module
+
+    try:
+        encoder, config = load_model(args.checkpoint, args.model, args.block, args.seed)
+        size = args.img_size or config.get("img_size", 224)
+        folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
+        transform = data.eval_transform(size)
+        train_set = data.build_dataset(folder, "train", transform, num_classes=args.num_classes,
+                                       images_per_class=args.images_per_class)
+        val_set = data.build_dataset(folder, "val", transform, classes=train_set.classes,
+                                     images_per_class=args.val_images_per_class)
+    except (ValueError, FileNotFoundError) as e:  # DataNotFoundError is a FileNotFoundError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+    amp_dtype = resolve_amp(args.amp, device)
+    encoder.to(device)
+    for method in args.method:
+        result = probe(encoder, train_set, val_set, len(train_set.classes), method, args.batch_size, device,
+                       amp_dtype, args.num_workers, args.k, args.temperature)
+        top1 = bootstrap_accuracy(result.correct)
+        print(f"{args.checkpoint}: {result} at {size} px, 95% interval [{top1.low:.1f}, {top1.high:.1f}]")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "probe", help="kNN / linear-probe top-1 of a frozen encoder (any checkpoint, or a random init)",
+        description="Judge an encoder without fine-tuning: pooled, layer-normalized features of the labeled train "
+                    "split are the kNN memory bank / the linear probe's training set, the val split the queries.")
+    parser.add_argument("--checkpoint", required=True, help="a run directory, a checkpoint file (cnx2lite, official "
+                        "or timm), or 'random' for a random initialization (required)")
+    parser.add_argument("--method", nargs="+", choices=PROBE_METHODS, default=list(PROBE_METHODS),
+                        help="probe(s) to run (default: knn linear)")
+    parser.add_argument("--model", default=None, help="variant, e.g. convnextv2_atto (default: the run's, else atto)")
+    parser.add_argument("--block", default=None, choices=BLOCK_STYLES, help="block style (default: the run's, else v2)")
+    parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
+    parser.add_argument("--dataset", default="imagenette", help="image folder name under the root (default: imagenette)")
+    parser.add_argument("--num-classes", type=int, default=None, help="use the first K classes (default: all)")
+    parser.add_argument("--images-per-class", type=int, default=None,
+                        help="labeled train images per class (default: all)")
+    parser.add_argument("--val-images-per-class", type=int, default=None, help="val images per class (default: all)")
+    parser.add_argument("--img-size", type=int, default=None, help="image size (default: the run's, else 224)")
+    parser.add_argument("--k", type=int, default=20, help="kNN neighbours (default: 20)")
+    parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default: 0.07)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a random init (default: 0)")
+    parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    parser.add_argument("--amp", default="auto", choices=AMP_MODES, help="autocast (default: auto)")
+    parser.set_defaults(run=run_probe)
