@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__, bench, demo
+from . import __version__, bench, demo, evaluation, reproduce
 from .train import commands as train_commands
 
 
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cnx2lite {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, train_commands, bench):
+    for module in (demo, reproduce, train_commands, evaluation, bench):
         module.register(commands)
     return parser
 

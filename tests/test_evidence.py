@@ -1,0 +1,184 @@
+"""The evidence machinery: paired bootstrap, kNN and linear probes, the kNN monitor, unlabeled pretraining data,
+and ``cnx2lite reproduce --scale smoke`` end to end."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnx2lite import data
+from cnx2lite.evaluation import knn_scores, linear_probe_scores, load_model, probe
+from cnx2lite.stats import bootstrap_accuracy, paired_bootstrap
+from cnx2lite.train import finetune, pretrain
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_images(folder: Path, count: int, size: int, rng: np.random.Generator, tint: np.ndarray | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        pixels = rng.integers(0, 135, (size, size, 3)) + (0 if tint is None else tint)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+
+
+def image_folder(root: Path, tinted: bool, classes: int = 2, train: int = 8, val: int = 4, size: int = 64) -> Path:
+    """ImageFolder of noise; with ``tinted``, class k is tinted by hue k (learnable), else classes look alike."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for k in range(classes):
+            write_images(root / split / f"class{k}", n, size, rng, np.eye(3)[k % 3] * 120 if tinted else None)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tinted(tmp_path_factory) -> Path:
+    return image_folder(tmp_path_factory.mktemp("tinted"), tinted=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_paired_bootstrap_values_and_intervals():
+    a = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0] * 50, dtype=torch.bool)
+    b = torch.tensor([1, 1, 0, 0, 0, 0, 0, 0] * 50, dtype=torch.bool)
+    diff = paired_bootstrap(a, b)
+    assert diff.value == pytest.approx(25.0)
+    assert 20 < diff.low < 25 < diff.high < 30 and diff.excludes_zero
+    same = paired_bootstrap(a, a)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0) and not same.excludes_zero
+    # pairing: b = a shifted by one image has the same accuracy, so the difference is centred on 0 but uncertain
+    shifted = paired_bootstrap(a, a.roll(1))
+    assert shifted.value == 0.0 and shifted.low < -1 and shifted.high > 1
+    # seeds are averaged per image: two seeds, one always right, one always wrong -> 50%
+    both = bootstrap_accuracy(torch.stack([torch.ones(10), torch.zeros(10)]))
+    assert (both.value, both.low, both.high) == (50.0, 50.0, 50.0)
+    with pytest.raises(ValueError, match="same images"):
+        paired_bootstrap(a, a[:-1])
+
+
+def test_knn_votes_with_temperature_weights():
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    query = torch.tensor([[0.6, 0.8]])  # cos 0.6, ~0.67, 0.8 with the bank rows
+    scores = knn_scores(bank, labels, query, num_classes=2, k=3, temperature=0.1)
+    sims = torch.nn.functional.normalize(bank, dim=1) @ torch.nn.functional.normalize(query, dim=1).T
+    expected = torch.tensor([[(sims[0] / 0.1).exp() + (sims[1] / 0.1).exp(), (sims[2] / 0.1).exp()]]).squeeze(-1)
+    torch.testing.assert_close(scores, expected.view(1, 2))
+    assert scores.argmax().item() == 1  # at a low temperature the closest neighbour dominates the vote
+    assert knn_scores(bank, labels, query, 2, k=3, temperature=1.0).argmax().item() == 0  # at T=1 two outvote one
+    assert knn_scores(bank, labels, query, 2, k=2, temperature=0.1).argmax().item() == 1  # k=2: the 2 nearest
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        knn_scores(bank, labels, query, 2, k=0)
+
+
+def test_linear_probe_separates_separable_features_and_not_noise():
+    gen = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 16, generator=gen) * 3
+    y = torch.arange(300) % 3
+    x = centers[y] + torch.randn(300, 16, generator=gen)
+    logits = linear_probe_scores(x[:200], y[:200], x[200:], 3)
+    assert (logits.argmax(1) == y[200:]).float().mean() > 0.95
+    noise = torch.randn(300, 16, generator=gen)
+    chance = (linear_probe_scores(noise[:200], y[:200], noise[200:], 3).argmax(1) == y[200:]).float().mean()
+    assert chance < 0.55  # 1/3 expected; a probe that memorized would not generalize
+
+
+def test_probe_reads_image_content(tinted, tmp_path):
+    """A random-init encoder is at chance when classes do not differ in content, and separates classes that do."""
+    alike = image_folder(tmp_path / "alike", tinted=False, train=40, val=40, size=32)
+    encoder = load_model("random", "convnextv2_atto")[0]
+    results = {}
+    for name, folder in (("alike", alike), ("tinted", tinted)):
+        transform = data.eval_transform(32 if name == "alike" else 64, crop_pct=1.0)
+        train_set = data.build_dataset(folder, "train", transform)
+        val_set = data.build_dataset(folder, "val", transform)
+        for method in ("knn", "linear"):
+            results[name, method] = probe(encoder, train_set, val_set, 2, method, k=5)
+    for method in ("knn", "linear"):
+        assert 25 <= results["alike", method].top1 <= 75, results["alike", method]  # 80 val images, chance 50%
+        assert results["tinted", method].top1 == 100.0
+        assert results["alike", method].correct.shape == (80,)
+
+
+def test_knn_monitor_is_a_metrics_column(tinted, tmp_path):
+    run = pretrain("smoke", data=str(tinted), output=str(tmp_path), batch_size=4, epochs=2, knn_images_per_class=4)
+    knn = run.metric("knn_top1")
+    assert len(knn) == 2 and all(0 <= v <= 100 for v in knn)
+    with open(run.run_dir / "metrics.csv") as f:
+        assert [r["knn_top1"] for r in csv.DictReader(f) if r["kind"] == "epoch"] == [str(v) for v in knn]
+    off = pretrain("smoke", data=str(tinted), output=str(tmp_path), name="off", batch_size=4, knn_images_per_class=0)
+    assert off.metric("knn_top1") == []
+
+
+def test_pretraining_takes_a_nested_folder_of_unlabeled_images(tmp_path):
+    rng = np.random.default_rng(0)
+    write_images(tmp_path / "photos", 5, 64, rng)
+    write_images(tmp_path / "photos" / "trip" / "day2", 5, 64, rng)
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    run = pretrain("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"), batch_size=4)
+    assert run.history[-1]["step"] == 2 and (run.run_dir / "reconstruction.png").is_file()
+    assert '"train_images": 10' in (run.run_dir / "config.json").read_text()
+    with pytest.raises(data.DataNotFoundError, match="has train/"):
+        finetune("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"))
+    with pytest.raises(data.DataNotFoundError, match="no images"):
+        pretrain("smoke", data=str(tmp_path / "runs" / "nothing-here"), output=str(tmp_path / "runs"))
+
+
+def test_probe_command(tinted):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "cnx2lite", "probe", *args, "--data", str(tinted)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    ok = run("--checkpoint", "random", "--img-size", "64", "--k", "3")
+    assert ok.returncode == 0, ok.stderr
+    assert "knn top-1" in ok.stdout and "linear top-1" in ok.stdout and "95% interval" in ok.stdout
+    missing = run("--checkpoint", "no/such/run.pt")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no/such/run.pt" in missing.stderr
+
+
+def test_reproduce_smoke_writes_every_table_and_resumes(tinted, tmp_path):
+    from cnx2lite.reproduce import run_reproduce
+
+    report = run_reproduce("smoke", str(tinted), tmp_path / "smoke")
+    text = report.read_text()
+    for heading in ("## 1. FCMAE vs scratch", "## 2. Co-design", "## 3. Sparse vs dense", "## 4. Feature collapse"):
+        assert heading in text
+    for figure in ("label_efficiency.png", "codesign.png", "sparse_vs_dense.png", "feature_collapse.png",
+                   "pretraining_knn.png", "reconstruction.png"):
+        assert (tmp_path / "smoke" / figure).is_file() and f"({figure})" in text
+    with open(tmp_path / "smoke" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["table"] for r in rows} == {"1", "2", "3", "4"}
+    for r in rows:
+        assert float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"])
+    # a second invocation finds every run finished and writes the same numbers
+    first = (tmp_path / "smoke" / "results.csv").read_text()
+    run_reproduce("smoke", str(tinted), tmp_path / "smoke")
+    assert (tmp_path / "smoke" / "results.csv").read_text() == first
+
+
+def test_bf16_training_follows_fp32(tinted, tmp_path):
+    """A few FCMAE and fine-tuning steps under CPU bf16 autocast stay within 2% (relative) of the fp32 losses, from the
+    same weights and data: bf16 changes rounding, not what is trained."""
+    runs = {}
+    for task in (pretrain, finetune):
+        for amp in ("fp32", "bf16"):
+            result = task("smoke", data=str(tinted), output=str(tmp_path), name=f"{task.__name__}-{amp}", amp=amp,
+                          batch_size=4, epochs=2, log_every_steps=1)
+            runs[task.__name__, amp] = [r["train_loss"] for r in result.history if r["kind"] == "train"]
+    for name in ("pretrain", "finetune"):
+        fp32, bf16 = runs[name, "fp32"], runs[name, "bf16"]
+        assert len(fp32) == 8 and fp32 != bf16  # bf16 really ran
+        assert bf16 == pytest.approx(fp32, rel=0.02)
