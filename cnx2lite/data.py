@@ -75,8 +75,16 @@ def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool =
     for folder in (root, root / name, *sorted(root.glob(f"{name}*"))):
         if (folder / "train").is_dir():
             return folder
-    if unlabeled_ok and root.is_dir() and _list_images(root):
-        return None
+    if unlabeled_ok and root.is_dir():
+        splits = sorted(Path(parent) / d for parent, dirs, _ in os.walk(root, followlinks=True) for d in dirs
+                        if d in SPLITS)
+        if splits:  # a labeled tree under another name: a typo in --dataset must not pretrain on train/ and val/
+            raise DataNotFoundError(_how_to_get_data(
+                f"No image folder found: neither {root} nor {root / name} has train/, but {splits[0]} exists: pass "
+                f"--data {splits[0].parent} (or --dataset {splits[0].parent.name}). Unlabeled pretraining takes a "
+                "folder without train/ or val/ folders in it."))
+        if _list_images(root):
+            return None
     raise DataNotFoundError(_how_to_get_data(f"No image folder found: neither {root} nor {root / name} has train/"
                                              + (", and no images are under it." if unlabeled_ok else ".")))
 
@@ -248,6 +256,9 @@ def build_dataset(
             paths = _list_images(split_dir / name)
             if image_selection == "random":
                 random.Random(f"{seed}/{name}").shuffle(paths)
+            if not paths:
+                raise DataNotFoundError(f"class folder {split_dir / name} has no images ({', '.join(IMG_EXTENSIONS)}): "
+                                        "remove it, or pass classes/num_classes that leave it out")
             n = len(paths) if images_per_class is None else images_per_class
             if skip_corrupt:
                 chosen, bad = _first_valid(paths, n, pool)
@@ -256,6 +267,16 @@ def build_dataset(
                 chosen = paths[:n]
             samples += [(path, label) for path in sorted(chosen)]
     return ImageFolderSubset(samples, classes, transform=transform, skipped=skipped)
+
+
+def distinct_class_order(targets: Sequence[int]) -> list[int]:
+    """Indices of ``targets`` ordered so that classes alternate: the first image of each class (in order of first
+    appearance), then the second of each, ... For figures and analyses over images of distinct classes."""
+    by_class: dict[int, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(target, []).append(index)
+    rounds = max(map(len, by_class.values()), default=0)
+    return [indices[r] for r in range(rounds) for indices in by_class.values() if r < len(indices)]
 
 
 def build_unlabeled_dataset(folder: Path, transform: Callable | None = None) -> ImageFolderSubset:

@@ -286,3 +286,14 @@ def test_real_imagenette_subset(shared_data):
     assert D.class_names(folder)[train.classes[0]] == "tench"
     x, label = train[5]
     assert x.shape == (3, 224, 224) and label == 1
+
+
+def test_an_empty_class_folder_is_refused_by_name(tmp_path):
+    for name, count in (("cat", 2), ("dog", 0)):
+        folder = tmp_path / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (8, 8)).save(folder / f"{i}.png")
+    with pytest.raises(D.DataNotFoundError, match=r"class folder .*train/dog has no images"):
+        D.build_dataset(tmp_path, "train")
+    assert D.build_dataset(tmp_path, "train", num_classes=1).classes == ["cat"]

@@ -3,6 +3,7 @@ NaN stop, 2-process DDP equal to one process, checkpoint evaluation, pretrain ->
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -223,3 +224,49 @@ def test_quick_demo_writes_a_report(images, tmp_path):
     assert "| difference |" in report and "interval" in report
     for figure in ("val_top1.png", "reconstruction.png", "pretraining_knn.png"):
         assert (tmp_path / "demo" / figure).is_file() and f"({figure})" in report
+
+
+def test_a_second_run_into_a_busy_run_dir_is_refused_and_a_stale_lock_taken_over(images, tmp_path):
+    """Two trainings into one run directory would mix their checkpoints and config.json: the second is refused with
+    the first's pid; a lock left by a dead process is taken over."""
+    from cnx2lite.train.rundir import RunDirLockedError
+
+    first = cli(["pretrain", "--preset", "smoke", "--epochs", "1000", "--batch-size", "4"], images, tmp_path, "busy")
+    lock = tmp_path / "busy" / ".lock"
+    deadline = time.monotonic() + 60
+    while not lock.is_file() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        with pytest.raises(RunDirLockedError, match=f"in use by process {first.pid} "):
+            pretrain("smoke", data=str(images), output=str(tmp_path), name="busy", batch_size=4, resume="auto")
+        rc, out = finish(cli(["pretrain", "--preset", "smoke", "--resume", "auto"], images, tmp_path, "busy"))
+        assert rc == 1 and f"error: {tmp_path / 'busy'} is in use by process {first.pid}" in out
+        assert "Traceback" not in out
+    finally:
+        first.kill()
+        first.wait()
+    stale = tmp_path / "stale"  # the killed run's lock names a pid that runs no more
+    stale.mkdir()
+    (stale / ".lock").write_text(f"{first.pid} {socket.gethostname()}\n")
+    done = pretrain("smoke", data=str(images), output=str(tmp_path), name="stale", batch_size=4)
+    assert done.history[-1]["step"] == 4 and not (stale / ".lock").exists()
+
+
+def test_refused_resume_keeps_config_and_resume_refuses_changed_classes(images, tmp_path):
+    run = dict(data=str(images), output=str(tmp_path), name="run", batch_size=4, num_classes=None)
+    finetune("smoke", **run)
+    config = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(ValueError, match="other settings"):
+        finetune("smoke", **run, resume="auto", lr=0.5)
+    assert (tmp_path / "run" / "config.json").read_text() == config
+    # a class folder added since: with every class taken, label 2 would now mean class 'a-new' -> refused
+    added = [images / split / "a-new" for split in ("train", "val")]
+    for folder in added:
+        folder.mkdir()
+        shutil.copy(images / "train" / "class0" / "0.png", folder / "0.png")
+    try:
+        with pytest.raises(ValueError, match=r"classes: \['a-new'\] added"):
+            finetune("smoke", **run, resume="auto")
+    finally:
+        for folder in added:
+            shutil.rmtree(folder)

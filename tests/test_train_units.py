@@ -246,3 +246,17 @@ def test_bad_flag_values_are_one_line_errors(flags, message, capsys):
     assert args.run(args) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (dict(mask_ratio=0.0), r"mask_ratio must be in \(0, 1\): at 0.0 there is nothing to reconstruct"),
+    (dict(mask_ratio=1.0), r"mask_ratio must be in \(0, 1\)"),
+    (dict(mask_ratio=0.9, img_size=64), r"keeps 0 of 2x2=4 cells visible.*smallest img_size that works at this ratio "
+                                        r"is 128"),
+    (dict(mask_ratio=0.6, img_size=32), r"keeps 0 of 1x1=1 cells visible.*smallest img_size .* is 64"),
+])
+def test_pretraining_refuses_masks_that_leave_nothing_to_learn(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_preset("smoke", task="pretrain", **overrides)
+    assert load_preset("smoke", task="finetune", **overrides).task == "finetune"  # a pretrain-only setting
+    assert load_preset("smoke", task="pretrain", mask_ratio=0.1).mask_ratio == 0.1  # 3 of 4 visible, 1 masked: fine

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 
 from .. import data
 from .config import FIELDS, TASKS, ResumeMismatchError, TrainConfig, load_preset, preset_names
 from .engine import NonFiniteLossError
+from .rundir import RunDirLockedError
 
 EXIT_INTERRUPTED = 130
 HIDDEN = ("task",)
@@ -73,7 +75,7 @@ def run_training(args: argparse.Namespace) -> int:
         return 0
     try:
         result = (pretrain if args.command == "pretrain" else finetune)(config)
-    except (data.DataNotFoundError, ResumeMismatchError, NonFiniteLossError, FileExistsError) as e:
+    except (data.DataNotFoundError, ResumeMismatchError, NonFiniteLossError, FileExistsError, RunDirLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, (data.DataNotFoundError, ResumeMismatchError)) else 1
     if result.interrupted:
@@ -93,7 +95,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         r = evaluate_checkpoint(args.checkpoint, args.data, args.dataset, args.ema, args.batch_size, args.device,
                                 args.num_workers, args.img_size)
-    except data.DataNotFoundError as e:
+    except (ValueError, OSError, pickle.UnpicklingError) as e:  # a checkpoint or data that does not fit
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.checkpoint}{' (EMA)' if args.ema else ''}: top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%, "

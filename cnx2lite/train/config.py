@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..amp import AMP_MODES
+from ..masking import num_visible
 from ..models import VARIANTS
 from ..layers import GRN_AGGREGATIONS
 from ..models.convnextv2 import BLOCK_STYLES
@@ -116,6 +117,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32 (the model's stride), got {self.img_size}")
+        if self.task == "pretrain":
+            _check_mask_ratio(self.mask_ratio, self.img_size)
         if self.resume not in (None, "auto") and not Path(self.resume).is_file():
             raise ValueError(f"resume must be 'auto' or an existing checkpoint file, got {self.resume!r}")
 
@@ -130,10 +133,27 @@ class TrainConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+def _check_mask_ratio(ratio: float, img_size: int) -> None:
+    """FCMAE needs at least one masked cell (something to reconstruct) and one visible cell (something to encode)
+    per image, with ``int(L * (1 - ratio))`` of the ``L = (img_size / 32) ** 2`` cells visible."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in (0, 1): at {ratio!r} there is "
+                         f"{'nothing to reconstruct' if ratio == 0 else 'no visible patch'}; got {ratio!r}")
+    cells = (img_size // 32) ** 2
+    if not 1 <= num_visible(cells, ratio) < cells:
+        fits = next((size for size in range(32, 4096, 32) if 1 <= num_visible((size // 32) ** 2, ratio)
+                     < (size // 32) ** 2), None)
+        raise ValueError(f"mask_ratio={ratio} at img_size={img_size} keeps {num_visible(cells, ratio)} of "
+                         f"{img_size // 32}x{img_size // 32}={cells} cells visible: every image would be "
+                         f"{'fully masked' if num_visible(cells, ratio) < 1 else 'fully visible'}. "
+                         + (f"The smallest img_size that works at this ratio is {fits}" if fits else
+                            "Use a lower mask_ratio"))
+
+
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Where and how a run executes, not what it computes: these may change when a run is resumed (another machine, more
 # workers, another equivalent sparse backend). Every other field must match the checkpoint's.
-RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "num_workers", "knn_images_per_class", "device", "amp", "channels_last", "compile",
+RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "num_workers", "device", "amp", "channels_last", "compile",
                             "ema_cpu", "output", "name", "resume", "save_every_steps", "keep_last", "log_every_steps",
                             "eval_every", "recon_every", "progress"})
 

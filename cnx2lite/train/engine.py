@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import data
-from ..amp import resolve_amp
+from ..amp import autocast, resolve_amp
 from ..checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from ..evaluation import probe
 from .config import ResumeMismatchError, TrainConfig, changed_settings
@@ -38,6 +38,7 @@ from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distribute
 from .ema import ModelEma
 from .loader import eval_loader, train_loader
 from .optim import build_optimizer
+from .rundir import lock_run_dir
 from .plots import plot_curves, plot_reconstructions
 from .schedule import cosine_lr
 from .seeding import derive_seed, seed_everything
@@ -67,7 +68,12 @@ class RunResult:
 
     def metric(self, key: str) -> list[float]:
         """The per-epoch values of ``key`` (e.g. ``"val_top1"``), in order."""
-        return [r[key] for r in self.history if r["kind"] == "epoch" and r.get(key) is not None]
+        return self.series(key)[1]
+
+    def series(self, key: str) -> tuple[list[float], list[float]]:
+        """``(epochs, values)`` of ``key`` at the epochs that recorded it."""
+        rows = [r for r in self.history if r["kind"] == "epoch" and r.get(key) is not None]
+        return [r["epoch"] for r in rows], [r[key] for r in rows]
 
 
 @dataclass
@@ -170,7 +176,7 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
 
     def _resolve(self, config: TrainConfig, folder: Path) -> TrainConfig:
-        """Derive ``accum_steps`` (from ``global_batch``) and the absolute ``lr``; write config.json."""
+        """Derive ``accum_steps`` (from ``global_batch``) and the absolute ``lr``."""
         per_step = config.batch_size * self.dist.world_size
         accum = config.accum_steps
         if config.global_batch is not None:
@@ -180,16 +186,19 @@ class Trainer:
             accum = config.global_batch // per_step
         effective = per_step * accum
         lr = config.lr if config.lr is not None else config.base_lr * effective / 256
-        resolved = dataclasses.replace(config, accum_steps=accum, lr=lr, global_batch=effective)
+        self.data_folder = folder
+        return dataclasses.replace(config, accum_steps=accum, lr=lr, global_batch=effective)
+
+    def _write_config(self) -> None:
+        """``config.json``: the resolved config and what the data gave. Written once the run is known to be this
+        one (a refused resume leaves the run's file alone)."""
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            info = {**resolved.to_dict(), "world_size": self.dist.world_size, "effective_batch": effective,
-                    "data_folder": str(folder), "train_images": len(self.train_set),
+            c = self.config
+            info = {**c.to_dict(), "world_size": self.dist.world_size, "effective_batch": c.global_batch,
+                    "data_folder": str(self.data_folder), "train_images": len(self.train_set),
                     "val_images": len(self.val_set) if self.val_set is not None else 0,
                     "classes": self.train_set.classes}
             (self.run_dir / "config.json").write_text(json.dumps(info, indent=2) + "\n")
-        barrier()
-        return resolved
 
     # ----------------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -197,25 +206,32 @@ class Trainer:
             tqdm.write(message)
 
     def run(self) -> RunResult:
-        c = self.config
+        """Train to the end (or until stopped), holding the run directory's lock (rank 0) throughout."""
         try:
-            self._maybe_resume()
-            self.log(f"{self.task.name} {c.model} on {len(self.train_set)} images ({len(self.train_set.classes)} "
-                     f"classes, {c.img_size}px), {c.epochs} epochs x {self.steps_per_epoch} steps, effective batch "
-                     f"{c.global_batch}, lr {c.lr:.3g}, {self.dist.world_size} process(es) on {self.dist.device}; "
-                     f"run dir {self.run_dir}")
-            with graceful_stop() as stop:
-                while self.position.epoch < c.epochs:
-                    if not self._train_epoch(stop):
-                        self._save()
-                        self.log(f"stopped at epoch {self.position.epoch}, step {self.position.global_step}; "
-                                 f"resume with --resume auto (run dir {self.run_dir})")
-                        return self._result(interrupted=True)
-                    self._end_epoch()
-            return self._result()
+            with lock_run_dir(self.run_dir) if self.dist.is_main else contextlib.nullcontext():
+                barrier()  # no rank starts before rank 0 owns the directory
+                return self._run()
         finally:
             if self.dist.owns_group:
                 cleanup()
+
+    def _run(self) -> RunResult:
+        c = self.config
+        self._maybe_resume()
+        self._write_config()
+        self.log(f"{self.task.name} {c.model} on {len(self.train_set)} images ({len(self.train_set.classes)} "
+                 f"classes, {c.img_size}px), {c.epochs} epochs x {self.steps_per_epoch} steps, effective batch "
+                 f"{c.global_batch}, lr {c.lr:.3g}, {self.dist.world_size} process(es) on {self.dist.device}; "
+                 f"run dir {self.run_dir}")
+        with graceful_stop() as stop:
+            while self.position.epoch < c.epochs:
+                if not self._train_epoch(stop):
+                    self._save()
+                    self.log(f"stopped at epoch {self.position.epoch}, step {self.position.global_step}; "
+                             f"resume with --resume auto (run dir {self.run_dir})")
+                    return self._result(interrupted=True)
+                self._end_epoch()
+        return self._result()
 
     def _maybe_resume(self) -> None:
         c = self.config
@@ -229,12 +245,19 @@ class Trainer:
         if ckpt.get("task") != self.task.name:
             raise ValueError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} checkpoint")
         changed = changed_settings(ckpt.get("config", {}), c)
+        if "classes" in ckpt and ckpt["classes"] != self.train_set.classes:  # labels would silently mean other classes
+            changed.append(f"classes: {_describe_change(ckpt['classes'], self.train_set.classes)}")
         if changed:
             raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
                                       f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
                                       "(another name or output)")
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except ValueError as e:  # parameter groups of another version (layer-decay ids, weight-decay rules)
+            raise ResumeMismatchError(f"cannot resume from {path}: its optimizer state does not fit this version's "
+                                      f"parameter groups ({e}). Start a new run, or fine-tune from it with "
+                                      "--pretrained") from None
         if self.ema is not None:
             self.ema.module.load_state_dict(ckpt["ema"])
         if self.scaler is not None:
@@ -301,7 +324,7 @@ class Trainer:
             last = micro == c.accum_steps - 1
             sync = contextlib.nullcontext() if last or self.dist.world_size == 1 else self.train_model.no_sync()
             with sync:
-                with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32):
+                with autocast(device, self.amp_dtype):
                     loss = self.task.loss(self.train_model, images, targets, seeds)
                 scaled = loss / c.accum_steps
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
@@ -354,7 +377,7 @@ class Trainer:
         count = 0
         for index, (images, targets) in enumerate(self.val_loader):
             images, targets = images.to(device), targets.to(device)
-            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32):
+            with autocast(device, self.amp_dtype):
                 stats = self.task.eval_batch(model, images, targets, index * self.dist.world_size + self.dist.rank)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -378,11 +401,7 @@ class Trainer:
         if not self.dist.is_main:
             return None
         dataset = self.val_set if self.val_set is not None else self.train_set
-        first_of_class = {}
-        for index, target in enumerate(dataset.targets):
-            first_of_class.setdefault(target, index)
-        picks = list(first_of_class.values())[:NUM_RECONSTRUCTIONS]
-        picks += [i for i in range(len(dataset)) if i not in picks][:NUM_RECONSTRUCTIONS - len(picks)]
+        picks = data.distinct_class_order(dataset.targets)[:NUM_RECONSTRUCTIONS]
         images = torch.stack([dataset[i][0] for i in picks]).to(self.dist.device)
         generator = torch.Generator().manual_seed(derive_seed(self.config.seed, "figure"))
         self.model.eval()
@@ -435,6 +454,13 @@ class Trainer:
         ckpt = latest_checkpoint(self.run_dir)
         return RunResult(self.run_dir, self.history, Path(ckpt) if ckpt else None, top1[-1] if top1 else None,
                          max(top1) if top1 else None, ema[-1] if ema else None, interrupted, self.config.to_dict())
+
+
+def _describe_change(old: list[str], new: list[str]) -> str:
+    gone, added = [c for c in old if c not in new], [c for c in new if c not in old]
+    if not gone and not added:
+        return f"the same {len(old)} class folders in another label order"
+    return "; ".join(part for part in (f"{gone} gone" if gone else "", f"{added} added" if added else "") if part)
 
 
 def train(config: TrainConfig) -> RunResult:
