@@ -10,6 +10,11 @@ AMP_MODES = ("auto", *AMP_DTYPES)
 CPUINFO = Path("/proc/cpuinfo")
 
 
+def autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """``torch.autocast`` on ``device`` to ``dtype``; disabled for float32."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 def cpu_supports_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic natively (x86 AVX512-BF16 or AMX-BF16), so that bf16
     autocast runs on bf16 hardware instead of being emulated. Asks torch (its cpuinfo-based

@@ -20,7 +20,7 @@ from typing import Callable, TypeVar
 import torch
 import torch.nn.functional as F
 
-from .amp import AMP_DTYPES, resolve_amp
+from .amp import AMP_DTYPES, autocast, resolve_amp
 from .checkpoints import export_timm
 from .fcmae import FCMAE
 from .masking import random_mask
@@ -38,17 +38,13 @@ def _precisions(amp: Sequence[str], device: torch.device) -> dict[str, torch.dty
     return {AMP_NAMES[d]: d for d in dtypes}
 
 
-def _autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-
 def _train_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], dtype: torch.dtype) -> Step:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     device = next(model.parameters()).device
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             loss = loss_fn()
         loss.backward()
         optimizer.step()
@@ -130,7 +126,7 @@ def bench_model(args: argparse.Namespace) -> int:
 
     def infer(model: torch.nn.Module, dtype: torch.dtype) -> Step:
         def step() -> None:
-            with _autocast(device, dtype):
+            with autocast(device, dtype):
                 model(x)
         return step
 

@@ -17,9 +17,11 @@ bootstrap of :mod:`cnx2lite.stats`.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import pickle
 import sys
 from dataclasses import dataclass
+
+import os
 
 import torch
 import torch.nn.functional as F
@@ -27,20 +29,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import data
-from .amp import AMP_MODES, resolve_amp
+from .amp import AMP_MODES, autocast, resolve_amp
 from .checkpoints import load_checkpoint, load_pretrained
 from .models import ConvNeXtV2, create_model
 from .models.convnextv2 import BLOCK_STYLES
 from .stats import bootstrap_accuracy
 
 PROBE_METHODS = ("knn", "linear")
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` for ``dtype``, or nothing for float32."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+KNN_K, KNN_TEMPERATURE = 20, 0.07  # as the DINO and lightly kNN monitors
 
 
 @torch.no_grad()
@@ -85,8 +81,8 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128, device: s
         model.train(was_training)
 
 
-def knn_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, k: int = 20,
-               temperature: float = 0.07, chunk: int = 1024) -> Tensor:
+def knn_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, k: int = KNN_K,
+               temperature: float = KNN_TEMPERATURE, chunk: int = 1024) -> Tensor:
     """Weighted kNN class scores ``(Q, num_classes)`` of ``queries (Q, D)`` against a labeled
     ``bank (B, D)``: cosine similarity, the ``k`` nearest vote with weight ``exp(sim / temperature)``."""
     if k < 1 or temperature <= 0:
@@ -141,14 +137,11 @@ class ProbeResult:
         return f"{self.method} top-1 {self.top1:.2f}% on {len(self.correct)} val images ({self.train_images} labeled)"
 
 
-def probe(encoder: nn.Module, train_set: Dataset, val_set: Dataset, num_classes: int, method: str = "knn",
-          batch_size: int = 128, device: str | torch.device = "cpu", amp_dtype: torch.dtype = torch.float32,
-          num_workers: int = 0, k: int = 20, temperature: float = 0.07) -> ProbeResult:
-    """kNN or linear probe of a frozen ``encoder``: ``train_set`` gives the labeled features, ``val_set`` the queries."""
+def probe_features(method: str, train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, num_classes: int,
+                   k: int = KNN_K, temperature: float = KNN_TEMPERATURE) -> ProbeResult:
+    """kNN or linear probe on cached features ``(N, D)`` with labels ``(N,)``."""
     if method not in PROBE_METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, PROBE_METHODS))}; got {method!r}")
-    train_x, train_y = extract_features(encoder, train_set, batch_size, device, amp_dtype, num_workers)
-    val_x, val_y = extract_features(encoder, val_set, batch_size, device, amp_dtype, num_workers)
     if method == "knn":
         scores = knn_scores(train_x, train_y, val_x, num_classes, k, temperature)
     else:
@@ -157,58 +150,83 @@ def probe(encoder: nn.Module, train_set: Dataset, val_set: Dataset, num_classes:
     return ProbeResult(method, correct.float().mean().item() * 100.0, correct, len(train_y))
 
 
+def probe(encoder: nn.Module, train_set: Dataset, val_set: Dataset, num_classes: int, method: str = "knn",
+          batch_size: int = 128, device: str | torch.device = "cpu", amp_dtype: torch.dtype = torch.float32,
+          num_workers: int = 0, k: int = KNN_K, temperature: float = KNN_TEMPERATURE) -> ProbeResult:
+    """kNN or linear probe of a frozen ``encoder``: ``train_set`` gives the labeled features, ``val_set`` the queries."""
+    train_x, train_y = extract_features(encoder, train_set, batch_size, device, amp_dtype, num_workers)
+    val_x, val_y = extract_features(encoder, val_set, batch_size, device, amp_dtype, num_workers)
+    return probe_features(method, train_x, train_y, val_x, val_y, num_classes, k, temperature)
+
+
 # --------------------------------------------------------------------------------------------------
 # cnx2lite probe
 # --------------------------------------------------------------------------------------------------
-def load_model(source: str, model: str | None = None, block: str | None = None, seed: int = 0,
-               classifier: bool = False) -> tuple[ConvNeXtV2, dict]:
+def load_model(source: str | os.PathLike, model: str | None = None, block: str | None = None, seed: int = 0,
+               classifier: bool = False, use_ema: bool = False) -> tuple[ConvNeXtV2, dict]:
     """A model from ``source``: a cnx2lite run directory or checkpoint (model, block and GRN options
     come from its config), any file :func:`load_pretrained` reads (give ``model``), or ``"random"``
-    for a seeded random initialization (the baseline). An encoder (``num_classes=0``) unless
-    ``classifier``, which keeps a fine-tuning run's head and classes. Returns ``(model, config)``
-    with the run's config when there is one."""
-    config: dict = {}
-    state = None
-    if source != "random":
-        state = load_checkpoint(source)
-        config = state.get("config", {}) if isinstance(state.get("config"), dict) else {}
+    for a random initialization from ``seed`` (the baseline; the global RNG is left alone). An encoder
+    (``num_classes=0``) unless ``classifier``, which takes a fine-tuning run's head and classes
+    (``use_ema``: its EMA weights). Returns ``(model, config)``: a cnx2lite run's config and its ``classes``
+    (label order), empty for other sources."""
+    state = None if source == "random" else load_checkpoint(source)
+    config = {}
+    if state is not None and isinstance(state.get("config"), dict):
+        config = {**state["config"], "classes": state.get("classes")}
     num_classes = 0
     if classifier:
-        if state is None or "classes" not in state:
-            raise ValueError(f"{source} is not a fine-tuning checkpoint of cnx2lite: it has no classes")
+        if state is None or state.get("task") != "finetune" or "classes" not in state:
+            task = None if state is None else state.get("task")
+            raise ValueError(f"{source} is not a fine-tuning checkpoint of cnx2lite (task {task!r}): only those "
+                             "have a trained classifier")
         num_classes = len(state["classes"])
     options = {"block": block or config.get("block", "v2"), "grn_aggregation": config.get("grn_aggregation", "l2")}
-    torch.manual_seed(seed)
-    net = create_model(model or config.get("model") or "convnextv2_atto", num_classes=num_classes, **options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = create_model(model or config.get("model") or "convnextv2_atto", num_classes=num_classes, **options)
     if state is not None:
-        load_pretrained(net, state)
+        load_pretrained(net, state, use_ema=use_ema)
     return net, config
 
 
 def run_probe(args: argparse.Namespace) -> int:
     from .train.distributed import resolve_device  # the training package imports this module
 
-    try:
+    try:  # every user mistake (paths, data layout, device, a checkpoint that does not fit) -> one line
+        device = resolve_device(args.device)
         encoder, config = load_model(args.checkpoint, args.model, args.block, args.seed)
         size = args.img_size or config.get("img_size", 224)
+        if size % 32:
+            raise ValueError(f"--img-size must be a multiple of 32 (the model's stride), got {size}")
         folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
         transform = data.eval_transform(size)
         train_set = data.build_dataset(folder, "train", transform, num_classes=args.num_classes,
                                        images_per_class=args.images_per_class)
         val_set = data.build_dataset(folder, "val", transform, classes=train_set.classes,
                                      images_per_class=args.val_images_per_class)
-    except (ValueError, FileNotFoundError) as e:  # DataNotFoundError is a FileNotFoundError
+    except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as e:  # DataNotFoundError is an OSError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    device = resolve_device(args.device)
     amp_dtype = resolve_amp(args.amp, device)
     encoder.to(device)
+    features = [extract_features(encoder, split, args.batch_size, device, amp_dtype, args.num_workers)
+                for split in (train_set, val_set)]
     for method in args.method:
-        result = probe(encoder, train_set, val_set, len(train_set.classes), method, args.batch_size, device,
-                       amp_dtype, args.num_workers, args.k, args.temperature)
+        result = probe_features(method, *features[0], *features[1], len(train_set.classes), args.k, args.temperature)
         top1 = bootstrap_accuracy(result.correct)
         print(f"{args.checkpoint}: {result} at {size} px, 95% interval [{top1.low:.1f}, {top1.high:.1f}]")
     return 0
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -224,15 +242,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--block", default=None, choices=BLOCK_STYLES, help="block style (default: the run's, else v2)")
     parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
     parser.add_argument("--dataset", default="imagenette", help="image folder name under the root (default: imagenette)")
-    parser.add_argument("--num-classes", type=int, default=None, help="use the first K classes (default: all)")
-    parser.add_argument("--images-per-class", type=int, default=None,
+    parser.add_argument("--num-classes", type=_positive(int), default=None, help="use the first K classes (default: all)")
+    parser.add_argument("--images-per-class", type=_positive(int), default=None,
                         help="labeled train images per class (default: all)")
-    parser.add_argument("--val-images-per-class", type=int, default=None, help="val images per class (default: all)")
-    parser.add_argument("--img-size", type=int, default=None, help="image size (default: the run's, else 224)")
-    parser.add_argument("--k", type=int, default=20, help="kNN neighbours (default: 20)")
-    parser.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature (default: 0.07)")
+    parser.add_argument("--val-images-per-class", type=_positive(int), default=None, help="val images per class (default: all)")
+    parser.add_argument("--img-size", type=_positive(int), default=None, help="image size (default: the run's, else 224)")
+    parser.add_argument("--k", type=_positive(int), default=KNN_K, help=f"kNN neighbours (default: {KNN_K})")
+    parser.add_argument("--temperature", type=_positive(float), default=KNN_TEMPERATURE,
+                        help=f"kNN vote temperature (default: {KNN_TEMPERATURE})")
     parser.add_argument("--seed", type=int, default=0, help="seed of a random init (default: 0)")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per batch (default: 128)")
+    parser.add_argument("--batch-size", type=_positive(int), default=128, help="images per batch (default: 128)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--amp", default="auto", choices=AMP_MODES, help="autocast (default: auto)")

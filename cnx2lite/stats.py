@@ -1,9 +1,11 @@
-"""Uncertainty of accuracy differences: the paired bootstrap over evaluation images.
+"""Uncertainty of accuracies and their differences: the (paired, two-level) bootstrap.
 
-Two models evaluated on the same ``N`` images give per-image correctness ``a, b`` of shape ``(N,)``
-(or ``(S, N)`` over ``S`` seeds, averaged per image first). Resampling the *images* with replacement,
-the same resample for both models, gives the distribution of the accuracy difference that another
-draw of val images would show; its 2.5 and 97.5 percentiles are the 95% interval.
+Two models evaluated on the same ``N`` val images give per-image correctness ``a, b`` of shape ``(N,)``,
+or ``(S, N)`` for ``S`` training seeds. A bootstrap resample draws ``N`` images with replacement and,
+with several seeds, ``S`` seeds with replacement, the *same* draw for both models (paired); the mean
+over the drawn seeds and images is one resampled value. Its 2.5 and 97.5 percentiles over
+``RESAMPLES`` draws are the 95% interval: how much the number would move with other val images (and
+other training seeds). Seed ``s`` of ``a`` is paired with seed ``s`` of ``b`` (same data order).
 """
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+RESAMPLES = 10_000
+
 
 @dataclass(frozen=True)
 class Estimate:
-    """An accuracy (or difference) in percent with its 95% bootstrap interval."""
+    """A mean (an accuracy or a difference, in percent) with its 95% bootstrap interval."""
 
     value: float
     low: float
@@ -29,34 +33,42 @@ class Estimate:
         return self.low > 0 or self.high < 0
 
 
-def _per_image(correct: Tensor) -> Tensor:
-    """``(N,)`` or ``(S, N)`` correctness -> ``(N,)`` float, averaged over seeds."""
-    correct = torch.as_tensor(correct).float()
-    if correct.dim() == 2:
-        correct = correct.mean(dim=0)
-    if correct.dim() != 1 or correct.numel() == 0:
-        raise ValueError(f"correctness must be shaped (N,) or (seeds, N) with N >= 1, got {tuple(correct.shape)}")
-    return correct
-
-
-def bootstrap_mean(values: Tensor, resamples: int = 10_000, seed: int = 0) -> Estimate:
-    """Mean of per-image ``values (N,)`` with the 2.5 and 97.5 percentiles of its bootstrap distribution."""
+def _seeds_by_images(values: Tensor) -> Tensor:
+    """``(N,)`` or ``(S, N)`` -> ``(S, N)`` float64."""
     values = torch.as_tensor(values).double()
+    if values.dim() == 1:
+        values = values[None]
+    if values.dim() != 2 or values.numel() == 0:
+        raise ValueError(f"values must be shaped (N,) or (seeds, N) with N >= 1, got {tuple(values.shape)}")
+    return values
+
+
+def bootstrap_mean(values: Tensor, resamples: int = RESAMPLES, seed: int = 0, chunk: int = 500) -> Estimate:
+    """Mean of per-image ``values`` ``(N,)`` or ``(S, N)`` with its 95% interval, resampling images and seeds."""
+    values = _seeds_by_images(values)
+    s, n = values.shape
     generator = torch.Generator().manual_seed(seed)
-    index = torch.randint(len(values), (resamples, len(values)), generator=generator)
-    low, high = torch.quantile(values[index].mean(dim=1), torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
+    means = []
+    for start in range(0, resamples, chunk):  # bounded memory: chunk x N indices at a time
+        size = min(chunk, resamples - start)
+        seeds = torch.randint(s, (size, s), generator=generator)  # (size, S)
+        images = torch.randint(n, (size, n), generator=generator)  # (size, N)
+        per_image = values[seeds].mean(dim=1)  # (size, N): the drawn seeds' mean, per image
+        means.append(per_image.gather(1, images).mean(dim=1))
+    low, high = torch.quantile(torch.cat(means), torch.tensor([0.025, 0.975], dtype=torch.double)).tolist()
     return Estimate(values.mean().item(), low, high)
 
 
-def bootstrap_accuracy(correct: Tensor, resamples: int = 10_000, seed: int = 0) -> Estimate:
+def bootstrap_accuracy(correct: Tensor, resamples: int = RESAMPLES, seed: int = 0) -> Estimate:
     """Top-1 in percent of per-image ``correct`` ``(N,)`` / ``(S, N)``, with a 95% bootstrap interval."""
-    return bootstrap_mean(_per_image(correct) * 100.0, resamples, seed)
+    return bootstrap_mean(_seeds_by_images(correct) * 100.0, resamples, seed)
 
 
-def paired_bootstrap(correct_a: Tensor, correct_b: Tensor, resamples: int = 10_000, seed: int = 0) -> Estimate:
-    """Accuracy of ``a`` minus accuracy of ``b`` in points, with a 95% paired bootstrap interval over images:
-    each resample draws the same images for both."""
-    a, b = _per_image(correct_a), _per_image(correct_b)
+def paired_bootstrap(correct_a: Tensor, correct_b: Tensor, resamples: int = RESAMPLES, seed: int = 0) -> Estimate:
+    """Accuracy of ``a`` minus accuracy of ``b`` in points, with a 95% paired bootstrap interval: each resample
+    draws the same images (and seeds) for both."""
+    a, b = _seeds_by_images(correct_a), _seeds_by_images(correct_b)
     if a.shape != b.shape:
-        raise ValueError(f"paired correctness must cover the same images, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"paired correctness must cover the same seeds and images, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
     return bootstrap_mean((a - b) * 100.0, resamples, seed)

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from cnx2lite import data
+from cnx2lite.amp import resolve_amp
 from cnx2lite.evaluation import knn_scores, linear_probe_scores, load_model, probe
 from cnx2lite.stats import bootstrap_accuracy, paired_bootstrap
 from cnx2lite.train import finetune, pretrain
@@ -61,11 +62,19 @@ def test_paired_bootstrap_values_and_intervals():
     # pairing: b = a shifted by one image has the same accuracy, so the difference is centred on 0 but uncertain
     shifted = paired_bootstrap(a, a.roll(1))
     assert shifted.value == 0.0 and shifted.low < -1 and shifted.high > 1
-    # seeds are averaged per image: two seeds, one always right, one always wrong -> 50%
+    # seeds are resampled too: two seeds, one always right, one always wrong -> 50%, anywhere in [0, 100]
     both = bootstrap_accuracy(torch.stack([torch.ones(10), torch.zeros(10)]))
-    assert (both.value, both.low, both.high) == (50.0, 50.0, 50.0)
-    with pytest.raises(ValueError, match="same images"):
+    assert (both.value, both.low, both.high) == (50.0, 0.0, 100.0)
+    # ... while two seeds that agree leave only the images' uncertainty
+    agree = bootstrap_accuracy(torch.stack([a, a]))
+    alone = bootstrap_accuracy(a)
+    assert (agree.low, agree.high) == pytest.approx((alone.low, alone.high), abs=1.0) and alone.high - alone.low > 5
+    with pytest.raises(ValueError, match="same seeds and images"):
         paired_bootstrap(a, a[:-1])
+    # a contrast of two gains, per seed and image: (a - b) - (c - d)
+    c, d = a.roll(3), torch.zeros_like(a)
+    contrast = paired_bootstrap(a.float() - b.float(), c.float() - d.float())
+    assert contrast.value == pytest.approx((50 - 25) - (50 - 0))
 
 
 def test_knn_votes_with_temperature_weights():
@@ -115,7 +124,13 @@ def test_probe_reads_image_content(tinted, tmp_path):
 def test_knn_monitor_is_a_metrics_column(tinted, tmp_path):
     run = pretrain("smoke", data=str(tinted), output=str(tmp_path), batch_size=4, epochs=2, knn_images_per_class=4)
     knn = run.metric("knn_top1")
-    assert len(knn) == 2 and all(0 <= v <= 100 for v in knn)
+    assert len(knn) == 2
+    # the column is the kNN probe of the run's encoder: recompute the last value from the saved checkpoint
+    transform = data.eval_transform(64)
+    bank = data.build_dataset(tinted, "train", transform, images_per_class=4)
+    val = data.build_dataset(tinted, "val", transform, classes=bank.classes)
+    encoder = load_model(run.run_dir)[0]
+    assert probe(encoder, bank, val, 2, "knn", amp_dtype=resolve_amp("auto", torch.device("cpu"))).top1 == knn[-1]
     with open(run.run_dir / "metrics.csv") as f:
         assert [r["knn_top1"] for r in csv.DictReader(f) if r["kind"] == "epoch"] == [str(v) for v in knn]
     off = pretrain("smoke", data=str(tinted), output=str(tmp_path), name="off", batch_size=4, knn_images_per_class=0)
@@ -134,6 +149,14 @@ def test_pretraining_takes_a_nested_folder_of_unlabeled_images(tmp_path):
         finetune("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"))
     with pytest.raises(data.DataNotFoundError, match="no images"):
         pretrain("smoke", data=str(tmp_path / "runs" / "nothing-here"), output=str(tmp_path / "runs"))
+
+
+def test_unlabeled_pretraining_refuses_a_labeled_tree_under_another_name(tinted, tmp_path):
+    """A typo in --dataset must not pretrain on every image of train/ and val/ as if they were unlabeled."""
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "imagenet").symlink_to(tinted)
+    with pytest.raises(data.DataNotFoundError, match=r"imagenet/train exists: pass --data"):
+        pretrain("smoke", data=str(tmp_path / "root"), dataset="imagenette", output=str(tmp_path / "runs"))
 
 
 def test_probe_command(tinted):
@@ -163,10 +186,13 @@ def test_reproduce_smoke_writes_every_table_and_resumes(tinted, tmp_path):
     assert {r["table"] for r in rows} == {"1", "2", "3", "4"}
     for r in rows:
         assert float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"])
-    # a second invocation finds every run finished and writes the same numbers
+    # a second invocation finds every run finished (no checkpoint is written again) and writes the same numbers
     first = (tmp_path / "smoke" / "results.csv").read_text()
+    checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "smoke" / "runs").glob("*/checkpoint-*.pt")}
+    assert len(checkpoints) == 10  # 3 pretrainings, 7 fine-tunings
     run_reproduce("smoke", str(tinted), tmp_path / "smoke")
     assert (tmp_path / "smoke" / "results.csv").read_text() == first
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
 
 
 def test_bf16_training_follows_fp32(tinted, tmp_path):

@@ -12,7 +12,6 @@ per-channel statistic for the paper's ablation (``"l2"``, the default and the pa
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import GRN, GRN_AGGREGATIONS, DropPath, LayerNorm2d

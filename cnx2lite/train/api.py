@@ -8,8 +8,7 @@ from typing import Any
 import torch
 
 from .. import data
-from ..checkpoints import load_checkpoint, load_pretrained
-from ..models import create_model
+from ..evaluation import load_model
 from .config import TrainConfig, load_preset
 from .distributed import resolve_device
 from .engine import RunResult, train
@@ -42,18 +41,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | None = N
     """Top-1/top-5 (percent) and loss of a fine-tuning checkpoint on the val split of ``data_root``'s
     image folder, with the checkpoint's classes in its label order. ``img_size`` defaults to the
     training size."""
-    ckpt = load_checkpoint(checkpoint)
-    if ckpt.get("task") != "finetune" or "classes" not in ckpt:
-        raise ValueError(f"{checkpoint} is not a fine-tuning checkpoint of cnx2lite (task {ckpt.get('task')!r}); "
-                         "pretraining checkpoints have no classifier to evaluate")
-    config = ckpt["config"]
+    model, config = load_model(checkpoint, classifier=True, use_ema=use_ema)  # its variant, block and GRN
     size = img_size or config["img_size"]
     folder = data.find_image_folder(data.resolve_data_root(data_root), dataset)
-    val_set = data.build_dataset(folder, "val", data.eval_transform(size), classes=ckpt["classes"],
+    val_set = data.build_dataset(folder, "val", data.eval_transform(size), classes=config["classes"],
                                  images_per_class=images_per_class)
     dev = resolve_device(device)
-    model = create_model(config["model"], num_classes=len(ckpt["classes"]))
-    load_pretrained(model, ckpt, use_ema=use_ema)
     model.to(dev).eval()
     sums, count = {}, 0
     for images, targets in eval_loader(val_set, batch_size, 0, 1, num_workers):

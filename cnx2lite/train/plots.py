@@ -27,7 +27,8 @@ def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
         if x:
             axes[0].plot(x, y, marker="o" if kind == "epoch" else None, label=label)
     axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
-    axes[0].legend()
+    if axes[0].lines:  # the first epochs of a short run may have logged nothing yet
+        axes[0].legend()
     for key in accuracy:
         axes[1].plot(*_series(history, "epoch", key), marker="o", label=key.replace("_top1", " top-1"))
     if accuracy:
