@@ -40,14 +40,21 @@ KNN_K, KNN_TEMPERATURE = 20, 0.07  # as the DINO and lightly kNN monitors
 
 
 @torch.no_grad()
-def _map_batches(fn, dataset: Dataset, batch_size: int, device: torch.device, amp_dtype: torch.dtype,
-                 num_workers: int) -> tuple[Tensor, Tensor]:
-    """``fn(images)`` over ``dataset`` in order: ``(outputs (N, D) float32, labels (N,))``."""
+def _map_batches(model: nn.Module, fn, dataset: Dataset, batch_size: int, device: str | torch.device,
+                 amp_dtype: torch.dtype, num_workers: int) -> tuple[Tensor, Tensor]:
+    """``fn(images)`` over ``dataset`` in order, ``model`` in eval mode (its mode restored after):
+    ``(outputs (N, D) float32, labels (N,))``."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
     outputs, labels = [], []
-    for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
-        with autocast(device, amp_dtype):
-            outputs.append(fn(images.to(device)).float().cpu())
-        labels.append(torch.as_tensor(targets))
+    try:
+        for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+            with autocast(device, amp_dtype):
+                outputs.append(fn(images.to(device)).float().cpu())
+            labels.append(torch.as_tensor(targets))
+    finally:
+        model.train(was_training)
     return torch.cat(outputs), torch.cat(labels)
 
 
@@ -60,25 +67,14 @@ def pooled_features(encoder: nn.Module, images: Tensor) -> Tensor:
 def extract_features(encoder: nn.Module, dataset: Dataset, batch_size: int = 128, device: str | torch.device = "cpu",
                      amp_dtype: torch.dtype = torch.float32, num_workers: int = 0) -> tuple[Tensor, Tensor]:
     """Frozen features of every image of a labeled ``dataset``: ``(features (N, C4), labels (N,))``."""
-    device = torch.device(device)
-    was_training = encoder.training
-    encoder.eval()
-    try:
-        return _map_batches(lambda x: pooled_features(encoder, x), dataset, batch_size, device, amp_dtype, num_workers)
-    finally:
-        encoder.train(was_training)
+    return _map_batches(encoder, lambda x: pooled_features(encoder, x), dataset, batch_size, device, amp_dtype,
+                        num_workers)
 
 
 def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128, device: str | torch.device = "cpu",
             amp_dtype: torch.dtype = torch.float32, num_workers: int = 0) -> tuple[Tensor, Tensor]:
     """A classifier's logits on every image of ``dataset``: ``(logits (N, classes), labels (N,))``."""
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    try:
-        return _map_batches(model, dataset, batch_size, device, amp_dtype, num_workers)
-    finally:
-        model.train(was_training)
+    return _map_batches(model, model, dataset, batch_size, device, amp_dtype, num_workers)
 
 
 def knn_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, k: int = KNN_K,

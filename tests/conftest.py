@@ -24,6 +24,15 @@ def randomize_(module: nn.Module, scale: float = 0.1, seed: int = 0) -> nn.Modul
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models step faster on one thread, and much faster when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     """The shared real-image folder; tests using it skip when it is absent."""
     if not (SHARED_DATA / "imagenette").is_dir():

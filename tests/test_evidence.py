@@ -21,12 +21,7 @@ from cnx2lite.train import finetune, pretrain
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_images(folder: Path, count: int, size: int, rng: np.random.Generator, tint: np.ndarray | None = None) -> None:

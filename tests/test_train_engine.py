@@ -42,13 +42,7 @@ def make_image_folder(root: Path, classes: int = 2, train: int = 8, val: int = 4
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models step faster on one thread, and much faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
