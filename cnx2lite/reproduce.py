@@ -39,6 +39,7 @@ from torch import Tensor
 from . import analysis, data
 from .amp import resolve_amp
 from .evaluation import KNN_K, KNN_TEMPERATURE, load_model, predict, probe
+from .models import ConvNeXtV2
 from .stats import RESAMPLES, Estimate, bootstrap_accuracy, bootstrap_mean, paired_bootstrap
 from .train import RunResult, TrainConfig, load_preset, train
 from .train.distributed import resolve_device
@@ -117,14 +118,16 @@ class Grid:
         return self._run(name, config)
 
     def finetune(self, k: int | None, init: str, block: str = "v2", seed: int = 0) -> RunResult:
-        """Fine-tune on ``k`` labeled images per class from ``init``: 'scratch', 'fcmae' or 'fcmae-denseconv'.
-        Pretrained encoders get the paper's layer-wise lr decay (0.9); from scratch, every layer trains at full lr."""
+        """Fine-tune on ``k`` labeled images per class (None: all) from ``init``: 'scratch', 'fcmae' or
+        'fcmae-denseconv'. Pretrained encoders get layer-wise lr decay; from scratch, every layer trains at full lr.
+        With few labels, batches of at most 32 give more optimizer steps per image."""
         name = f"finetune-{block}-{init}-k{shot_label(k)}-s{seed}"
         s = self.scale
         config = dataclasses.replace(
-            self._common(name, seed, s.finetune_epochs[k], "finetune"), block=block, images_per_class=k or s.images_per_class,
-            ema_decay=0.0, layer_decay=1.0 if init == "scratch" else FINETUNED_LAYER_DECAY,
-            batch_size=min(s.batch_size, 32 if k is not None else s.batch_size))
+            self._common(name, seed, s.finetune_epochs[k], "finetune"), block=block,
+            images_per_class=k or s.images_per_class, ema_decay=0.0,
+            layer_decay=1.0 if init == "scratch" else FINETUNED_LAYER_DECAY,
+            batch_size=s.batch_size if k is None else min(s.batch_size, 32))
         if init != "scratch":
             config.pretrained = str(self.pretrain(block, sparse=init == "fcmae").run_dir)
         return self._run(name, config)
@@ -179,14 +182,15 @@ class Evaluator:
                        self.amp_dtype)
         return result.correct[None]
 
-    def encoder(self, init: str, block: str = "v2"):
+    def encoder(self, init: str, block: str = "v2") -> ConvNeXtV2:
+        """A frozen encoder: the FCMAE run's ('fcmae', 'fcmae-denseconv') or a random init ('scratch')."""
         if init == "scratch":
             return load_model("random", self.grid.scale.model, block)[0]
         return load_model(self.grid.pretrain(block, sparse=init == "fcmae").run_dir)[0]
 
 
 # --------------------------------------------------------------------------------------------------
-# Tables
+# Tables: each measures its rows, draws its figure and writes its report section
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class Row:
@@ -198,24 +202,33 @@ class Row:
 
     def csv(self) -> dict:
         e = self.estimate
-        return {"table": self.table, "row": self.row, "metric": self.metric, "value": round(e.value, 2),
-                "ci_low": round(e.low, 2), "ci_high": round(e.high, 2), "paper": self.paper}
+        return {"table": self.table, "row": self.row, "metric": self.metric, "value": round(e.value, 4),
+                "ci_low": round(e.low, 4), "ci_high": round(e.high, 4), "paper": self.paper}
 
 
-def verdict(diff: Estimate, claim: str) -> str:
+@dataclass
+class Table:
+    rows: list[Row]
+    section: str  # markdown
+
+
+def verdict(diff: Estimate, claim: str, unit: str = "points", digits: int = 1) -> str:
     """Whether a difference the paper predicts to be positive reproduced, from its interval."""
+    shown = f"{diff.value:.{digits}f} [{diff.low:.{digits}f}, {diff.high:.{digits}f}]{' ' + unit if unit else ''}"
     if diff.low > 0:
-        return f"**reproduces**: {claim} ({diff} points, interval excludes 0)"
+        return f"**reproduces**: {claim} ({shown}, interval excludes 0)"
     if diff.high < 0:
-        return f"**contradicted at this budget**: the opposite of {claim} ({diff} points)"
-    return f"**not shown at this budget**: {claim} is within noise ({diff} points, interval includes 0)"
+        return f"**contradicted at this budget**: the opposite of {claim} ({shown})"
+    return f"**not shown at this budget**: {claim} is within noise ({shown}, interval includes 0)"
 
 
-def table_label_efficiency(ev: Evaluator) -> tuple[list[Row], list[str], dict]:
-    rows, lines, curves = [], [], {"fine-tuned": {}, "kNN": {}}
+def table_label_efficiency(ev: Evaluator, output: Path) -> Table:
+    rows, lines, claims = [], [], []
+    curves: dict[str, dict[str, tuple[Estimate, Estimate]]] = {"fine-tuned": {}, "kNN": {}}
     for k in ev.grid.scale.shots:
         label = shot_label(k)
-        for probe_name, correct in (("fine-tuned", ev.finetuned), ("kNN", ev.knn)):
+        for probe_name, correct, claim in (("fine-tuned", ev.finetuned, "FCMAE init beats scratch"),
+                                           ("kNN", ev.knn, "FCMAE features beat random ones")):
             fcmae, scratch = correct(k, "fcmae"), correct(k, "scratch")
             a, b, diff = bootstrap_accuracy(fcmae), bootstrap_accuracy(scratch), paired_bootstrap(fcmae, scratch)
             paper = PAPER["fcmae_vs_scratch"] if (k is None and probe_name == "fine-tuned") else ""
@@ -224,65 +237,138 @@ def table_label_efficiency(ev: Evaluator) -> tuple[list[Row], list[str], dict]:
                      Row("1", f"K={label} FCMAE - scratch", f"{probe_name} top-1", diff, paper)]
             curves[probe_name][label] = (a, b)
             lines.append(f"| {label} | {probe_name} | {a} | {b} | {diff} |")
-    return rows, lines, curves
+            claims.append(f"- K={label}, {probe_name}: {verdict(diff, claim)}")
+    plot_label_efficiency(curves, output / "label_efficiency.png")
+    pretrain_runs = {"V2 sparse": ev.grid.pretrain("v2"), "V1 sparse": ev.grid.pretrain("v1"),
+                     "V2 dense conv": ev.grid.pretrain("v2", sparse=False)}
+    plot_pretraining_knn(pretrain_runs, output / "pretraining_knn.png")
+    bank = pretrain_runs["V2 sparse"].config["knn_images_per_class"]
+    final_knn = ", ".join(f"{label} {run.metric('knn_top1')[-1]:.1f}%" for label, run in pretrain_runs.items()
+                          if run.metric("knn_top1"))
+    section = f"""## 1. FCMAE vs scratch, by labeled images per class
+
+| K | probe | FCMAE top-1 | scratch top-1 | FCMAE - scratch |
+|---|---|---|---|---|
+{chr(10).join(lines)}
+
+{chr(10).join(claims)}
+
+Paper: {PAPER['fcmae_vs_scratch']}. kNN: k={KNN_K}, temperature {KNN_TEMPERATURE}, cosine similarity of pooled,
+layer-normalized features; its memory bank is the same K labeled images per class, and "scratch" is the random init.
+The kNN monitor at the end of pretraining (bank: up to {bank} labeled images per class): {final_knn}.
+
+![label efficiency](label_efficiency.png)
+
+![kNN during pretraining](pretraining_knn.png)
+"""
+    return Table(rows, section)
 
 
-def table_codesign(ev: Evaluator) -> tuple[list[Row], list[str], Estimate]:
+def table_codesign(ev: Evaluator, output: Path) -> Table:
     k = ev.grid.scale.main_shot
     c = {(block, init): ev.finetuned(k, init, block).float() for block in ("v1", "v2") for init in ("scratch", "fcmae")}
-    rows, lines = [], []
+    rows, lines, bars = [], [], {}
     for block in ("v1", "v2"):
         scratch, fcmae = bootstrap_accuracy(c[(block, "scratch")]), bootstrap_accuracy(c[(block, "fcmae")])
         gain = paired_bootstrap(c[(block, "fcmae")], c[(block, "scratch")])
-        rows += [Row("2", f"{block.upper()} scratch", "fine-tuned top-1", scratch),
-                 Row("2", f"{block.upper()} FCMAE", "fine-tuned top-1", fcmae),
-                 Row("2", f"{block.upper()} FCMAE gain", "fine-tuned top-1", gain, PAPER["codesign"])]
-        lines.append(f"| {block.upper()} | {scratch} | {fcmae} | {gain} |")
-    # difference of the two gains, per seed and image: (V2 FCMAE - V2 scratch) - (V1 FCMAE - V1 scratch)
+        name = block.upper()
+        rows += [Row("2", f"{name} scratch", "fine-tuned top-1", scratch),
+                 Row("2", f"{name} FCMAE", "fine-tuned top-1", fcmae),
+                 Row("2", f"{name} FCMAE gain", "fine-tuned top-1", gain, PAPER["codesign"])]
+        lines.append(f"| {name} | {scratch} | {fcmae} | {gain} |")
+        bars[name] = {"scratch": scratch, "FCMAE": fcmae}
+    # the interaction, per seed and image: (V2 FCMAE - V2 scratch) - (V1 FCMAE - V1 scratch)
     extra = paired_bootstrap(c[("v2", "fcmae")] - c[("v2", "scratch")], c[("v1", "fcmae")] - c[("v1", "scratch")])
     rows.append(Row("2", "V2 gain - V1 gain", "fine-tuned top-1", extra, PAPER["codesign"]))
-    return rows, lines, extra
+    plot_bars(bars, output / "codesign.png", f"co-design: fine-tuned at K={k}")
+    section = f"""## 2. Co-design: FCMAE with V1 and V2 blocks (fine-tuned at K={k})
+
+| block | scratch | FCMAE | FCMAE gain |
+|---|---|---|---|
+{chr(10).join(lines)}
+
+V2 gain minus V1 gain: {verdict(extra, 'FCMAE helps V2 more than V1')}.
+Paper: {PAPER['codesign']}.
+
+![co-design](codesign.png)
+"""
+    return Table(rows, section)
 
 
-def table_sparse(ev: Evaluator) -> tuple[list[Row], Estimate]:
+def table_sparse(ev: Evaluator, output: Path) -> Table:
     k = ev.grid.scale.main_shot
-    sparse, dense = ev.finetuned(k, "fcmae"), ev.finetuned(k, "fcmae-denseconv")
-    diff = paired_bootstrap(sparse, dense)
-    rows = [Row("3", "sparse conv FCMAE", "fine-tuned top-1", bootstrap_accuracy(sparse)),
-            Row("3", "dense conv FCMAE", "fine-tuned top-1", bootstrap_accuracy(dense)),
+    sparse_correct, dense_correct = ev.finetuned(k, "fcmae"), ev.finetuned(k, "fcmae-denseconv")
+    sparse, dense = bootstrap_accuracy(sparse_correct), bootstrap_accuracy(dense_correct)
+    diff = paired_bootstrap(sparse_correct, dense_correct)
+    rows = [Row("3", "sparse conv FCMAE", "fine-tuned top-1", sparse),
+            Row("3", "dense conv FCMAE", "fine-tuned top-1", dense),
             Row("3", "sparse - dense", "fine-tuned top-1", diff, PAPER["sparse"])]
-    return rows, diff
+    plot_bars({"FCMAE encoder": {"sparse conv": sparse, "dense conv": dense}}, output / "sparse_vs_dense.png",
+              f"sparse vs dense-conv FCMAE: fine-tuned at K={k}")
+    section = f"""## 3. Sparse vs dense convolution in the FCMAE encoder (fine-tuned at K={k})
+
+Sparse: {sparse}; dense conv on the zero-filled image: {dense}.
+{verdict(diff, 'the sparse encoder beats dense convolution')}. Paper: {PAPER['sparse']}.
+
+![sparse vs dense](sparse_vs_dense.png)
+"""
+    return Table(rows, section)
 
 
-def collapse_images(ev: Evaluator, count: int = 16) -> Tensor:
-    """``count`` val images ``(count, 3, H, W)``, classes alternating (the first of each class, then the second...)."""
-    return torch.stack([ev.val_set[i][0] for i in data.distinct_class_order(ev.val_set.targets)[:count]])
+COLLAPSE_STATS = (("distance", 1.0), ("dead", 100.0), ("saturated", 100.0))  # statistic, scale (fractions -> %)
 
 
-COLLAPSE_STATS = (("distance", 1.0), ("dead", 100.0), ("saturated", 100.0))
-
-
-def table_collapse(ev: Evaluator) -> tuple[list[Row], list[str], dict]:
-    images = collapse_images(ev)
-    supervised_model = load_model(ev.grid.finetune(None, "scratch", "v2").run_dir, classifier=True)[0]
+def table_collapse(ev: Evaluator, output: Path, count: int = 16) -> Table:
+    """Feature collapse on ``count`` val images, classes alternating (the first of each class, then the second...)."""
+    images = torch.stack([ev.val_set[i][0] for i in data.distinct_class_order(ev.val_set.targets)[:count]])
+    supervised = load_model(ev.grid.finetune(None, "scratch", "v2").run_dir, classifier=True)[0]
     models = {"V1 FCMAE": ev.encoder("fcmae", "v1"), "V2 FCMAE": ev.encoder("fcmae", "v2"),
-              "V2 random init": ev.encoder("scratch", "v2"), "V2 supervised (all labels)": supervised_model}
+              "V2 random init": ev.encoder("scratch", "v2"), "V2 supervised (all labels)": supervised}
     stats = {label: analysis.collapse_by_layer(model.eval(), images) for label, model in models.items()}
+    per_image = {label: {stat: torch.stack([getattr(layer, stat) for layer in layers]).mean(0) * scale  # (images,)
+                         for stat, scale in COLLAPSE_STATS} for label, layers in stats.items()}  # block means
     rows, lines = [], []
-    for label, layers in stats.items():
-        # each statistic averaged over blocks, per image (N,), then a bootstrap over the images
-        distance, dead, saturated = (bootstrap_mean(torch.stack([getattr(layer, stat) for layer in layers]).mean(0)
-                                                    * scale) for stat, scale in COLLAPSE_STATS)
+    for label, values in per_image.items():
+        distance, dead, saturated = (bootstrap_mean(values[stat]) for stat, _ in COLLAPSE_STATS)
         rows += [Row("4", label, "mean feature cosine distance", distance, PAPER["collapse"]),
                  Row("4", label, "dead channels (%)", dead), Row("4", label, "saturated channels (%)", saturated)]
         lines.append(f"| {label} | {distance.value:.3f} [{distance.low:.3f}, {distance.high:.3f}] | {dead} | "
                      f"{saturated} |")
-    return rows, lines, stats
+    # the claim: V2 FCMAE's channels are more diverse than V1 FCMAE's, paired over the same images
+    diff = bootstrap_mean(per_image["V2 FCMAE"]["distance"] - per_image["V1 FCMAE"]["distance"])
+    rows.append(Row("4", "V2 FCMAE - V1 FCMAE", "mean feature cosine distance", diff, PAPER["collapse"]))
+    analysis.plot_collapse_by_layer(stats, title="feature collapse: MLP activations per block").savefig(
+        output / "feature_collapse.png", dpi=100)
+    shutil.copy(ev.grid.pretrain("v2").run_dir / "reconstruction.png", output / "reconstruction.png")
+    section = f"""## 4. Feature collapse
 
+Per-block MLP activations (after GELU) of {len(images)} val images of distinct classes at {ev.grid.scale.img_size} px.
+Distance: mean pairwise channel cosine distance; dead: channels that never activate; saturated: channels constant
+over positions (definitions in `cnx2lite.analysis`). Each is averaged over blocks, with a 95% bootstrap interval over
+the images.
+
+| encoder | mean distance | dead channels (%) | saturated channels (%) |
+|---|---|---|---|
+{chr(10).join(lines)}
+
+V2 FCMAE minus V1 FCMAE, mean distance: {verdict(diff, "GRN keeps V2's channels more diverse", "", 3)}.
+Paper: {PAPER['collapse']}.
+
+![feature collapse](feature_collapse.png)
+
+FCMAE reconstructions of val images (V2, end of pretraining):
+
+![reconstructions](reconstruction.png)
+"""
+    return Table(rows, section)
+
+
+TABLES = {"1 FCMAE vs scratch": table_label_efficiency, "2 co-design": table_codesign,
+          "3 sparse vs dense conv": table_sparse, "4 feature collapse": table_collapse}
 
 
 # --------------------------------------------------------------------------------------------------
-# Figures and report
+# Figures
 # --------------------------------------------------------------------------------------------------
 def _errorbar(ax, x, estimates: list[Estimate], **style) -> None:
     values = [e.value for e in estimates]
@@ -291,6 +377,7 @@ def _errorbar(ax, x, estimates: list[Estimate], **style) -> None:
 
 
 def plot_label_efficiency(curves: dict, path: Path) -> None:
+    """Top-1 against K for FCMAE and scratch, fine-tuned (solid) and kNN (dashed), with 95% intervals."""
     fig = Figure(figsize=(6, 3.8), layout="constrained")
     ax = fig.subplots()
     for probe_name, ls in (("fine-tuned", "-"), ("kNN", "--")):
@@ -335,146 +422,59 @@ def plot_pretraining_knn(results: dict[str, RunResult], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+# --------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------
 def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os.PathLike | None = None,
                   seeds: int = 1) -> Path:
     """Train (or resume) the grid of ``scale_name`` and write report.md, results.csv and figures; returns the report."""
-    scale = SCALES[scale_name]
+    if scale_name not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(map(repr, SCALES))}; got {scale_name!r}")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
+    scale = SCALES[scale_name]
     output = Path(output or f"runs/reproduce-{scale_name}")
     output.mkdir(parents=True, exist_ok=True)
-    folder = str(data.find_image_folder(data.resolve_data_root(data_arg)))
-    grid = Grid(scale, folder, output, seeds)
+    grid = Grid(scale, str(data.find_image_folder(data.resolve_data_root(data_arg))), output, seeds)
     ev = Evaluator(grid, resolve_device("auto"))
-    timings: list[tuple[str, float, float]] = []  # (table, training s of its new runs, wall s of this invocation)
-
-    def timed(table: str, build):
+    tables, times = [], []
+    for name, build in TABLES.items():
         before, start = set(grid.results), time.perf_counter()
-        value = build(ev)
-        new = [n for n in grid.results if n not in before]
-        timings.append((table, grid.seconds(new), time.perf_counter() - start))
-        return value
-
-    rows1, lines1, curves = timed("1 FCMAE vs scratch", table_label_efficiency)
-    rows2, lines2, extra_gain = timed("2 co-design", table_codesign)
-    rows3, sparse_diff = timed("3 sparse vs dense conv", table_sparse)
-    rows4, lines4, collapse = timed("4 feature collapse", table_collapse)
-    rows = rows1 + rows2 + rows3 + rows4
+        tables.append(build(ev, output))
+        trained = grid.seconds([n for n in grid.results if n not in before])  # runs this table added
+        times.append(f"| {name} | {trained / 60:.1f} min | {(time.perf_counter() - start) / 60:.1f} min |")
 
     with open(output / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["table", "row", "metric", "value", "ci_low", "ci_high", "paper"])
         writer.writeheader()
-        writer.writerows(r.csv() for r in rows)
-    plot_label_efficiency(curves, output / "label_efficiency.png")
-    k = shot_label(scale.main_shot)
-    plot_bars({block: {init: next(r.estimate for r in rows2 if r.row == f"{block} {init}")
-                       for init in ("scratch", "FCMAE")} for block in ("V1", "V2")},
-              output / "codesign.png", f"co-design: fine-tuned at K={k}")
-    plot_bars({"FCMAE encoder": {r.row: r.estimate for r in rows3[:2]}}, output / "sparse_vs_dense.png",
-              f"sparse vs dense-conv FCMAE: fine-tuned at K={k}")
-    analysis.plot_collapse_by_layer(collapse, title="feature collapse: MLP activations per block").savefig(
-        output / "feature_collapse.png", dpi=100)
-    pretrain_runs = {"V2 sparse": grid.pretrain("v2"), "V1 sparse": grid.pretrain("v1"),
-                     "V2 dense conv": grid.pretrain("v2", sparse=False)}
-    plot_pretraining_knn(pretrain_runs, output / "pretraining_knn.png")
-    shutil.copy(grid.pretrain("v2").run_dir / "reconstruction.png", output / "reconstruction.png")
-    report = write_report(output, scale_name, scale, seeds, ev, lines1, lines2, lines4, rows1, extra_gain,
-                          sparse_diff, rows3, timings, pretrain_runs)
-    print(f"report: {report}")
-    return report
-
-
-def write_report(output: Path, scale_name: str, scale: Scale, seeds: int, ev: Evaluator, lines1: list[str],
-                 lines2: list[str], lines4: list[str], rows1: list[Row], extra_gain: Estimate, sparse_diff: Estimate,
-                 rows3: list[Row], timings: list[tuple[str, float, float]], pretrain_runs: dict[str, RunResult]) -> Path:
-    n_val, n_classes = len(ev.val_set), len(ev.classes)
-    pre = json.loads((pretrain_runs["V2 sparse"].run_dir / "config.json").read_text())
-    train_images = pre["train_images"]
-    k = shot_label(scale.main_shot)
-    gains = {r.row.split()[0]: r.estimate for r in rows1 if r.row.endswith("FCMAE - scratch") and r.metric.startswith("fine")}
-    knn_gains = {r.row.split()[0]: r.estimate for r in rows1 if r.row.endswith("FCMAE - scratch") and r.metric.startswith("kNN")}
-    claims1 = "\n".join(f"- {shot}, fine-tuned: {verdict(gains[shot], 'FCMAE init beats scratch')}; kNN: "
-                        f"{verdict(knn_gains[shot], 'FCMAE features beat random ones')}" for shot in gains)
-    times = "\n".join(f"| {table} | {train_s / 60:.1f} min | {wall_s / 60:.1f} min |" for table, train_s, wall_s in timings)
-    total_train = sum(t for _, t, _ in timings) / 60
-    knn_text = ", ".join(f"{label} {run.metric('knn_top1')[-1]:.1f}%" for label, run in pretrain_runs.items()
-                         if run.metric("knn_top1"))
+        writer.writerows(row.csv() for table in tables for row in table.rows)
+    pre = json.loads((grid.pretrain("v2").run_dir / "config.json").read_text())
+    epochs = ", ".join(f"K={shot_label(s)}: {e}" for s, e in scale.finetune_epochs.items())
+    total = grid.seconds(list(grid.results)) / 60
     text = f"""# cnx2lite reproduce --scale {scale_name}
 
 Written by `cnx2lite reproduce --scale {scale_name} --seeds {seeds}` from the numbers it measured; nothing here is
-hand-written. {scale.model} at {scale.img_size} px on {ev.folder.name}: {n_classes} classes. Pretraining: {train_images}
-training images, labels ignored, {scale.pretrain_epochs} epochs, mask ratio {pre['mask_ratio']}. Fine-tuning: K labeled
-images per class, epochs {', '.join(f'K={shot_label(s)}: {e}' for s, e in scale.finetune_epochs.items())}; pretrained
-encoders with layer-wise lr decay {FINETUNED_LAYER_DECAY}, scratch without. Evaluation: all {n_val} val images.
-Fine-tuning seeds: {seeds} (pretraining: one run, seed 0). Intervals: 95% paired bootstrap over the val images and
-the fine-tuning seeds ({RESAMPLES:,} resamples; the pretraining run is not resampled); each difference is the first
-minus the second. Machine: {os.cpu_count()} CPU cores, device {ev.device}, autocast
-{str(ev.amp_dtype).removeprefix('torch.')}.
+hand-written. {scale.model} at {scale.img_size} px on {ev.folder.name}: {len(ev.classes)} classes. Pretraining:
+{pre['train_images']} training images, labels ignored, {scale.pretrain_epochs} epochs, mask ratio {pre['mask_ratio']}.
+Fine-tuning: K labeled images per class, epochs {epochs}; pretrained encoders with layer-wise lr decay
+{FINETUNED_LAYER_DECAY}, scratch without. Evaluation: all {len(ev.val_set)} val images. Fine-tuning seeds: {seeds}
+(pretraining: one run, seed 0). Intervals: 95% paired bootstrap over the val images and the fine-tuning seeds
+({RESAMPLES:,} resamples; the pretraining run is not resampled); each difference is the first minus the second.
+Machine: {os.cpu_count()} CPU cores, device {ev.device}, evaluation autocast {str(ev.amp_dtype).removeprefix('torch.')}.
 
-## 1. FCMAE vs scratch, by labeled images per class
-
-| K | probe | FCMAE top-1 | scratch top-1 | FCMAE - scratch |
-|---|---|---|---|---|
-{chr(10).join(lines1)}
-
-{claims1}
-
-Paper: {PAPER['fcmae_vs_scratch']}. kNN: k={KNN_K}, temperature {KNN_TEMPERATURE}, cosine similarity of pooled,
-layer-normalized features; the memory bank is the same K labeled images per class. kNN top-1 at the end of pretraining
-(bank of {pre['knn_images_per_class']} images per class): {knn_text}.
-
-![label efficiency](label_efficiency.png)
-
-![kNN during pretraining](pretraining_knn.png)
-
-## 2. Co-design: FCMAE with V1 and V2 blocks (fine-tuned at K={k})
-
-| block | scratch | FCMAE | FCMAE gain |
-|---|---|---|---|
-{chr(10).join(lines2)}
-
-V2 gain minus V1 gain: {verdict(extra_gain, 'FCMAE helps V2 more than V1')}.
-Paper: {PAPER['codesign']}.
-
-![co-design](codesign.png)
-
-## 3. Sparse vs dense convolution in the FCMAE encoder (fine-tuned at K={k})
-
-Sparse: {rows3[0].estimate}; dense conv on the zero-filled image: {rows3[1].estimate}.
-{verdict(sparse_diff, 'the sparse encoder beats dense convolution')}. Paper: {PAPER['sparse']}.
-
-![sparse vs dense](sparse_vs_dense.png)
-
-## 4. Feature collapse
-
-Per-block MLP activations (after GELU) of {len(collapse_images(ev))} val images of distinct classes at {scale.img_size} px.
-Distance: mean pairwise channel cosine distance averaged over blocks, 95% bootstrap interval over the images.
-Dead: channels that never activate; saturated: channels that are constant over positions (definitions in
-`cnx2lite.analysis`); averaged over blocks.
-
-| encoder | mean distance | dead channels (%) | saturated channels (%) |
-|---|---|---|---|
-{chr(10).join(lines4)}
-
-Paper: {PAPER['collapse']}.
-
-![feature collapse](feature_collapse.png)
-
-FCMAE reconstructions of val images (V2, end of pretraining):
-
-![reconstructions](reconstruction.png)
-
+{chr(10).join(table.section for table in tables)}
 ## Run times (measured on this machine; training time summed over resumes)
 
-| table | training of its runs | wall time of this invocation (training, if it ran here, and evaluation) |
+| table | training of the runs it added | wall time of this invocation (training, if it ran here, and evaluation) |
 |---|---|---|
-{times}
+{chr(10).join(times)}
 
-Training in all: {total_train:.1f} min. Per-run metrics, curves and checkpoints: `{output / 'runs'}` (not committed).
+Training in all: {total:.1f} min. Per-run metrics, curves and checkpoints: `{output / 'runs'}` (not committed).
 """
-    path = output / "report.md"
-    path.write_text(text)
-    return path
+    report = output / "report.md"
+    report.write_text(text)
+    print(f"report: {report}")
+    return report
 
 
 def run(args: argparse.Namespace) -> int:
