@@ -63,7 +63,7 @@ def config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
 
 
 def run_training(args: argparse.Namespace) -> int:
-    from .api import finetune, pretrain
+    from .engine import Trainer
 
     try:
         config = config_from_args(args, args.command)
@@ -73,11 +73,16 @@ def run_training(args: argparse.Namespace) -> int:
     if args.show_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    try:
-        result = (pretrain if args.command == "pretrain" else finetune)(config)
-    except (data.DataNotFoundError, ResumeMismatchError, NonFiniteLossError, FileExistsError, RunDirLockedError) as e:
+    try:  # every setup mistake (data layout, device, a checkpoint that does not fit) surfaces here
+        trainer = Trainer(config)
+    except (ValueError, OSError, pickle.UnpicklingError) as e:  # DataNotFoundError is an OSError
         print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, (data.DataNotFoundError, ResumeMismatchError)) else 1
+        return 2
+    try:
+        result = trainer.run()
+    except (ResumeMismatchError, NonFiniteLossError, FileExistsError, RunDirLockedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ResumeMismatchError) else 1
     if result.interrupted:
         return EXIT_INTERRUPTED
     summary = f"done: run dir {result.run_dir}, checkpoint {result.checkpoint}"

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from timm.data.auto_augment import rand_augment_transform
 
 from ..amp import AMP_MODES
 from ..masking import num_visible
@@ -112,9 +115,12 @@ class TrainConfig:
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "accum_steps", "img_size", "keep_last", "eval_every", "recon_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for names, valid, allowed in VALUE_CHECKS:
+            for name in names:
+                if not valid(getattr(self, name)):  # comparisons with nan are False: nan is refused too
+                    raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+        if self.rand_augment is not None:
+            _check_rand_augment(self.rand_augment)
         if self.img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32 (the model's stride), got {self.img_size}")
         if self.task == "pretrain":
@@ -131,6 +137,39 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _finite(v: float) -> bool:
+    return math.isfinite(v)
+
+
+# (fields, test, what the message says is allowed); None passes where a field takes it ("off", "all")
+VALUE_CHECKS = (
+    (("epochs", "batch_size", "accum_steps", "img_size", "keep_last", "eval_every", "recon_every", "log_every_steps",
+      "decoder_dim", "decoder_depth"), lambda v: v >= 1, ">= 1"),
+    (("num_classes", "images_per_class", "val_images_per_class", "global_batch"), lambda v: v is None or v >= 1,
+     "None (all) or >= 1"),
+    (("num_workers", "save_every_steps", "knn_images_per_class"), lambda v: v >= 0, ">= 0"),
+    (("lr",), lambda v: v is None or (_finite(v) and v > 0), "None (from base_lr) or a finite number > 0"),
+    (("base_lr",), lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    (("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix"), lambda v: _finite(v) and v >= 0,
+     "a finite number >= 0"),
+    (("label_smoothing", "drop_path", "ema_decay"), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("reprob",), lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (("layer_decay",), lambda v: 0 < v <= 1, "in (0, 1] (1 = off)"),
+    (("clip_grad",), lambda v: v is None or (_finite(v) and v > 0), "None (off) or a finite number > 0"),
+    (("head_init_scale",), lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    (("betas",), lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+)
+
+
+def _check_rand_augment(spec: str) -> None:
+    """timm parses the spec only when it builds the transform, with an assertion; say it here, naming the field."""
+    try:
+        rand_augment_transform(spec, {})
+    except (AssertionError, ValueError, KeyError, IndexError) as e:
+        raise ValueError(f"rand_augment must be a timm RandAugment spec like 'rand-m9-mstd0.5-inc1' (or None), got "
+                         f"{spec!r}{': ' + str(e) if str(e) else ''}") from None
 
 
 def _check_mask_ratio(ratio: float, img_size: int) -> None:

@@ -29,12 +29,20 @@ class Dist:
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``"auto"``: ``cuda:<local_rank>`` when CUDA is there, else CPU; ``"cuda"`` picks the local GPU."""
+    """``"auto"``: ``cuda:<local_rank>`` when CUDA is there, else CPU; ``"cuda"`` picks the local GPU. A device that
+    torch does not know, or a GPU that is not there, raises a ValueError naming it."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         device = f"cuda:{local_rank}"
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
+    if resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {device!r} is not available here ({torch.cuda.device_count()} CUDA GPU(s)); "
+                         "use device auto or cpu")
+    return resolved
 
 
 def init_distributed(device: str = "auto") -> Dist:

@@ -243,7 +243,8 @@ class Trainer:
             return
         ckpt = load_checkpoint(path)
         if ckpt.get("task") != self.task.name:
-            raise ValueError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} checkpoint")
+            raise ResumeMismatchError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} "
+                                      "checkpoint")
         changed = changed_settings(ckpt.get("config", {}), c)
         if "classes" in ckpt and ckpt["classes"] != self.train_set.classes:  # labels would silently mean other classes
             changed.append(f"classes: {_describe_change(ckpt['classes'], self.train_set.classes)}")
