@@ -127,6 +127,24 @@ def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(images, reference, tmp_
     assert elapsed == sorted(elapsed), f"time_s must add up over the resumes, got {elapsed}"
 
 
+def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(images, reference, tmp_path):
+    """A checkpoint cut short (a full disk, a copy that stopped) must not lose the run: resume skips it, saying so,
+    continues from the one before and ends bit-identical; a half-written temporary file of a killed save is removed."""
+    run_dir = tmp_path / "cut"
+    shutil.copytree(reference, run_dir)
+    (run_dir / ".lock").unlink(missing_ok=True)
+    newest = Path(latest_checkpoint(run_dir))
+    newest.write_bytes(newest.read_bytes()[:1000])
+    orphan = run_dir / f"{newest.name}.tmp-12345"
+    orphan.write_bytes(b"partial")
+    rc, out = finish(cli([*FINETUNE_FLAGS, "--resume", "auto"], images, tmp_path, "cut"))
+    assert rc == 0 and f"skipping unreadable checkpoint {newest}" in out, out
+    assert f"resumed from {run_dir / f'checkpoint-{TOTAL_STEPS - 1:08d}.pt'}" in out, out
+    assert not orphan.exists()
+    resumed, expected = load_checkpoint(latest_checkpoint(run_dir)), load_checkpoint(latest_checkpoint(reference))
+    _same_tensors(resumed["model"], expected["model"], "model")
+
+
 def test_eval_of_a_checkpoint_matches_the_run(images, reference):
     ckpt = latest_checkpoint(reference)
     last = load_checkpoint(ckpt)["history"][-1]

@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import json
 import math
+import pickle
 import signal
 import threading
 import time
@@ -31,7 +32,8 @@ from tqdm.auto import tqdm
 
 from .. import data
 from ..amp import autocast, resolve_amp
-from ..checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from ..checkpoints import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints,
+                           save_checkpoint)
 from ..evaluation import probe
 from .config import ResumeMismatchError, TrainConfig, changed_settings
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed
@@ -233,15 +235,26 @@ class Trainer:
                 self._end_epoch()
         return self._result()
 
+    def _newest_readable_checkpoint(self) -> tuple[str, dict] | tuple[None, None]:
+        """The newest checkpoint in the run dir that loads; unreadable newer ones (a truncated file, a full disk)
+        are skipped, saying which and why, so one bad file does not lose the run."""
+        for path in reversed(list_checkpoints(self.run_dir)):
+            try:
+                return path, load_checkpoint(path)
+            except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+                self.log(f"skipping unreadable checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}")
+        return None, None
+
     def _maybe_resume(self) -> None:
         c = self.config
-        path = latest_checkpoint(self.run_dir) if c.resume == "auto" else c.resume
         if c.resume is None and latest_checkpoint(self.run_dir):
             raise FileExistsError(f"{self.run_dir} already holds checkpoints of a run: pass resume='auto' "
                                   "(--resume auto) to continue it, or choose another name/output")
-        if not path:
+        if c.resume is None:
             return
-        ckpt = load_checkpoint(path)
+        path, ckpt = self._newest_readable_checkpoint() if c.resume == "auto" else (c.resume, load_checkpoint(c.resume))
+        if path is None:
+            return
         if ckpt.get("task") != self.task.name:
             raise ResumeMismatchError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} "
                                       "checkpoint")

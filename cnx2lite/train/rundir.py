@@ -4,7 +4,8 @@ Two runs writing one directory would each report success while their checkpoints
 mix. :func:`lock_run_dir` creates ``<run_dir>/.lock`` atomically (``O_CREAT | O_EXCL``) holding the
 owner's pid and host; a second run fails with one line naming that process. A lock left by a process
 that died without cleaning up (kill -9, a crash) is detected on the same host, since that pid no
-longer runs, and taken over.
+longer runs, and taken over. Holding the lock, the run also removes the temporary files of checkpoint
+writes that such a process left behind.
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def lock_run_dir(run_dir: Path) -> Iterator[None]:
                                     "gone") from None
         with os.fdopen(fd, "w") as f:
             f.write(f"{os.getpid()} {host}\n")
+        for orphan in run_dir.glob("*.tmp-*"):  # half-written checkpoints of a process killed while saving
+            orphan.unlink(missing_ok=True)
         break
     else:
         raise RunDirLockedError(f"could not take the lock {path}: other processes keep taking it over")
