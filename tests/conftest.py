@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +23,24 @@ def randomize_(module: nn.Module, scale: float = 0.1, seed: int = 0) -> nn.Modul
         for p in module.parameters():
             p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
     return module
+
+
+def write_images(folder: Path, count: int, size: int, rng: np.random.Generator, tint: np.ndarray | None = None) -> None:
+    """``count`` PNGs of uniform noise in [0, 135) per channel, plus ``tint``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        pixels = rng.integers(0, 135, (size, size, 3)) + (0 if tint is None else tint)
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+
+
+def make_image_folder(root: Path, classes: int = 2, train: int = 8, val: int = 4, size: int = 64,
+                      tinted: bool = True) -> Path:
+    """ImageFolder of noise; with ``tinted``, class k is tinted by hue k (learnable), else the classes look alike."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for k in range(classes):
+            write_images(root / split / f"class{k}", n, size, rng, np.eye(3)[k % 3] * 120 if tinted else None)
+    return root
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cnx2lite.cli import main
-from test_evidence import image_folder
+from conftest import make_image_folder
 
 CASES = [  # (arguments, text the one-line message must contain)
     (["pretrain", "--mask-ratio", "0"], "nothing to reconstruct"),
@@ -36,7 +36,7 @@ CASES = [  # (arguments, text the one-line message must contain)
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    return image_folder(tmp_path_factory.mktemp("images"), tinted=True)
+    return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
 @pytest.mark.parametrize(("args", "expected"), CASES, ids=[" ".join(a) for a, _ in CASES])

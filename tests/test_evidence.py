@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cnx2lite import data
 from cnx2lite.amp import resolve_amp
 from cnx2lite.evaluation import knn_scores, linear_probe_scores, load_model, probe
 from cnx2lite.stats import bootstrap_accuracy, paired_bootstrap
 from cnx2lite.train import finetune, pretrain
+from conftest import make_image_folder, write_images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,25 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def write_images(folder: Path, count: int, size: int, rng: np.random.Generator, tint: np.ndarray | None = None) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        pixels = rng.integers(0, 135, (size, size, 3)) + (0 if tint is None else tint)
-        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-
-
-def image_folder(root: Path, tinted: bool, classes: int = 2, train: int = 8, val: int = 4, size: int = 64) -> Path:
-    """ImageFolder of noise; with ``tinted``, class k is tinted by hue k (learnable), else classes look alike."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train), ("val", val)):
-        for k in range(classes):
-            write_images(root / split / f"class{k}", n, size, rng, np.eye(3)[k % 3] * 120 if tinted else None)
-    return root
-
-
 @pytest.fixture(scope="module")
 def tinted(tmp_path_factory) -> Path:
-    return image_folder(tmp_path_factory.mktemp("tinted"), tinted=True)
+    return make_image_folder(tmp_path_factory.mktemp("tinted"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -101,7 +85,7 @@ def test_linear_probe_separates_separable_features_and_not_noise():
 
 def test_probe_reads_image_content(tinted, tmp_path):
     """A random-init encoder is at chance when classes do not differ in content, and separates classes that do."""
-    alike = image_folder(tmp_path / "alike", tinted=False, train=40, val=40, size=32)
+    alike = make_image_folder(tmp_path / "alike", train=40, val=40, size=32, tinted=False)
     encoder = load_model("random", "convnextv2_atto")[0]
     results = {}
     for name, folder in (("alike", alike), ("tinted", tinted)):

@@ -11,14 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cnx2lite.checkpoints import latest_checkpoint, load_checkpoint
 from cnx2lite.train import NonFiniteLossError, evaluate_checkpoint, finetune, pretrain
 from cnx2lite.train.tasks import FinetuneTask
+from conftest import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 # Fine-tuning with every source of randomness on: RandAugment, random erasing, Mixup/CutMix, drop path, EMA.
@@ -26,20 +25,6 @@ FINETUNE_FLAGS = ["finetune", "--preset", "smoke", "--epochs", "2", "--batch-siz
                   "--cutmix", "1.0", "--drop-path", "0.1", "--label-smoothing", "0.1", "--save-every-steps", "1",
                   "--keep-last", "3"]
 TOTAL_STEPS = 8  # 2 classes x 8 images / batch 4 = 4 steps per epoch, 2 epochs
-
-
-def make_image_folder(root: Path, classes: int = 2, train: int = 8, val: int = 4, size: int = 64) -> Path:
-    """ImageFolder of noisy colour patches: class k is tinted by hue k, so the classes are learnable."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train), ("val", val)):
-        for k in range(classes):
-            folder = root / split / f"class{k}"
-            folder.mkdir(parents=True)
-            tint = np.eye(3)[k % 3] * 120
-            for i in range(n):
-                pixels = rng.integers(0, 135, (size, size, 3)) + tint
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-    return root
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
