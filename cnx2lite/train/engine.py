@@ -40,8 +40,8 @@ from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distribute
 from .ema import ModelEma
 from .loader import eval_loader, train_loader
 from .optim import build_optimizer
-from .rundir import lock_run_dir
 from .plots import plot_curves, plot_reconstructions
+from .rundir import lock_run_dir
 from .schedule import cosine_lr
 from .seeding import derive_seed, seed_everything
 from .tasks import PretrainTask, build_task
@@ -143,7 +143,8 @@ class Trainer:
                 self.knn_bank = data.build_dataset(folder, "train", data.eval_transform(c.img_size),
                                                    classes=self.train_set.classes,
                                                    images_per_class=c.knn_images_per_class)
-        self.config = self._resolve(config, folder)
+        self.data_folder = folder
+        self.config = self._resolve(config)
 
         seed_everything(derive_seed(c.seed, "init"))  # identical initial weights on every rank
         self.model = self.task.build_model(len(self.train_set.classes)).to(self.dist.device)
@@ -177,7 +178,7 @@ class Trainer:
         if c.compile:
             self.train_model = torch.compile(self.train_model)
 
-    def _resolve(self, config: TrainConfig, folder: Path) -> TrainConfig:
+    def _resolve(self, config: TrainConfig) -> TrainConfig:
         """Derive ``accum_steps`` (from ``global_batch``) and the absolute ``lr``."""
         per_step = config.batch_size * self.dist.world_size
         accum = config.accum_steps
@@ -188,7 +189,6 @@ class Trainer:
             accum = config.global_batch // per_step
         effective = per_step * accum
         lr = config.lr if config.lr is not None else config.base_lr * effective / 256
-        self.data_folder = folder
         return dataclasses.replace(config, accum_steps=accum, lr=lr, global_batch=effective)
 
     def _write_config(self) -> None:
@@ -225,6 +225,9 @@ class Trainer:
                  f"classes, {c.img_size}px), {c.epochs} epochs x {self.steps_per_epoch} steps, effective batch "
                  f"{c.global_batch}, lr {c.lr:.3g}, {self.dist.world_size} process(es) on {self.dist.device}; "
                  f"run dir {self.run_dir}")
+        if self.val_set is None:
+            self.log(f"no val split in {self.data_folder}: no evaluation" + (", no kNN monitor"
+                                                                             if self.task.name == "pretrain" else ""))
         with graceful_stop() as stop:
             while self.position.epoch < c.epochs:
                 if not self._train_epoch(stop):
