@@ -20,6 +20,7 @@ import argparse
 import pickle
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 import os
 
@@ -40,7 +41,7 @@ KNN_K, KNN_TEMPERATURE = 20, 0.07  # as the DINO and lightly kNN monitors
 
 
 @torch.no_grad()
-def _map_batches(model: nn.Module, fn, dataset: Dataset, batch_size: int, device: str | torch.device,
+def _map_batches(model: nn.Module, fn: Callable[[Tensor], Tensor], dataset: Dataset, batch_size: int, device: str | torch.device,
                  amp_dtype: torch.dtype, num_workers: int) -> tuple[Tensor, Tensor]:
     """``fn(images)`` over ``dataset`` in order, ``model`` in eval mode (its mode restored after):
     ``(outputs (N, D) float32, labels (N,))``."""

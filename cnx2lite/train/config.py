@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from timm.data.auto_augment import rand_augment_transform
+from timm.data import create_transform
 
 from ..amp import AMP_MODES
 from ..masking import num_visible
@@ -164,11 +164,12 @@ VALUE_CHECKS = (
 
 
 def _check_rand_augment(spec: str) -> None:
-    """timm parses the spec only when it builds the transform, with an assertion; say it here, naming the field."""
+    """timm parses the spec only when it builds the transform, with an assertion; build it here (as training does,
+    so RandAugment, AugMix and AutoAugment specs pass) and name the field."""
     try:
-        rand_augment_transform(spec, {})
+        create_transform(32, is_training=True, auto_augment=spec)
     except (AssertionError, ValueError, KeyError, IndexError) as e:
-        raise ValueError(f"rand_augment must be a timm RandAugment spec like 'rand-m9-mstd0.5-inc1' (or None), got "
+        raise ValueError(f"rand_augment must be a timm augmentation spec like 'rand-m9-mstd0.5-inc1' (or None), got "
                          f"{spec!r}{': ' + str(e) if str(e) else ''}") from None
 
 
@@ -198,7 +199,8 @@ RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "num_workers", "dev
 
 
 class ResumeMismatchError(ValueError):
-    """A run was asked to resume from a checkpoint trained with other settings."""
+    """A run cannot continue from the checkpoint it was given: trained with other settings, classes or task, or
+    unreadable."""
 
 
 def changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:

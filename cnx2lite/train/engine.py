@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import pickle
 import signal
 import threading
@@ -239,13 +240,20 @@ class Trainer:
         return self._result()
 
     def _newest_readable_checkpoint(self) -> tuple[str, dict] | tuple[None, None]:
-        """The newest checkpoint in the run dir that loads; unreadable newer ones (a truncated file, a full disk)
-        are skipped, saying which and why, so one bad file does not lose the run."""
-        for path in reversed(list_checkpoints(self.run_dir)):
+        """The newest checkpoint in the run dir that loads, or ``(None, None)`` if there is none. Unreadable newer
+        ones (a truncated file, a full disk) are renamed ``*.unreadable`` (rank 0), saying which and why, so that
+        one bad file neither loses the run nor outranks the checkpoints saved after it."""
+        found = list_checkpoints(self.run_dir)
+        for path in reversed(found):
             try:
                 return path, load_checkpoint(path)
             except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
                 self.log(f"skipping unreadable checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}")
+                if self.dist.is_main:
+                    os.replace(path, f"{path}.unreadable")
+        if found:
+            raise ResumeMismatchError(f"no checkpoint in {self.run_dir} can be read (renamed *.unreadable): start a new "
+                                      "run (another name or output)")
         return None, None
 
     def _maybe_resume(self) -> None:
@@ -255,9 +263,17 @@ class Trainer:
                                   "(--resume auto) to continue it, or choose another name/output")
         if c.resume is None:
             return
-        path, ckpt = self._newest_readable_checkpoint() if c.resume == "auto" else (c.resume, load_checkpoint(c.resume))
-        if path is None:
-            return
+        if c.resume == "auto":
+            path, ckpt = self._newest_readable_checkpoint()
+            if path is None:
+                return
+        else:
+            path = c.resume
+            try:
+                ckpt = load_checkpoint(path)
+            except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+                raise ResumeMismatchError(f"cannot resume from {path}: it cannot be read as a checkpoint "
+                                          f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
         if ckpt.get("task") != self.task.name:
             raise ResumeMismatchError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} "
                                       "checkpoint")
