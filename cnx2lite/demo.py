@@ -90,7 +90,8 @@ def write_report(output: Path, grid: Grid, ev: Evaluator, fcmae: torch.Tensor, s
 
 {scale.model} on {ev.folder.name} ({len(ev.classes)} classes): pretraining on all {train_images} training images, labels
 ignored; fine-tuning on {k} labeled images per class; evaluation on all {len(ev.val_set)} val images. Chance is {100 / len(ev.classes):.0f}%. Machine: {os.cpu_count()} CPU cores,
-device {ev.device}, autocast {str(ev.amp_dtype).removeprefix('torch.')}, seed 0. Total wall time: **{total / 60:.1f} min**.
+device {ev.device}, training autocast {pre.config['amp']}, evaluation autocast
+{str(ev.amp_dtype).removeprefix('torch.')}, seed 0. Total wall time: **{total / 60:.1f} min**.
 
 ## Result
 
