@@ -152,12 +152,11 @@ class Evaluator:
         self.grid, self.device = grid, device
         self.amp_dtype = resolve_amp("auto", device)  # inference: bf16 where native, also at 96 px
         s = grid.scale
-        folder = data.find_image_folder(Path(grid.folder))
-        self.folder = folder
+        self.folder = data.find_image_folder(Path(grid.folder))
         self.transform = data.eval_transform(s.img_size)
-        classes = data.build_dataset(folder, "train", num_classes=s.num_classes, images_per_class=1).classes
-        self.classes = classes
-        self.val_set = data.build_dataset(folder, "val", self.transform, classes=classes,
+        # the training runs' classes, in their label order (one image per class is enough to list them)
+        self.classes = data.build_dataset(self.folder, "train", num_classes=s.num_classes, images_per_class=1).classes
+        self.val_set = data.build_dataset(self.folder, "val", self.transform, classes=self.classes,
                                           images_per_class=s.val_images_per_class)
         self.cache: dict[tuple, Tensor] = {}
 
@@ -221,11 +220,11 @@ def knn_end(run: RunResult) -> str:
 def verdict(diff: Estimate, claim: str, unit: str = "points", digits: int = 1) -> str:
     """Whether a difference the paper predicts to be positive reproduced, from its interval."""
     shown = f"{diff.value:.{digits}f} [{diff.low:.{digits}f}, {diff.high:.{digits}f}]{' ' + unit if unit else ''}"
+    if not diff.excludes_zero:
+        return f"**not shown at this budget**: {claim} is within noise ({shown}, interval includes 0)"
     if diff.low > 0:
         return f"**reproduces**: {claim} ({shown}, interval excludes 0)"
-    if diff.high < 0:
-        return f"**contradicted at this budget**: the opposite of {claim} ({shown})"
-    return f"**not shown at this budget**: {claim} is within noise ({shown}, interval includes 0)"
+    return f"**contradicted at this budget**: the opposite of {claim} ({shown})"
 
 
 def table_label_efficiency(ev: Evaluator, output: Path) -> Table:
