@@ -21,15 +21,24 @@ import torch
 import torch.nn.functional as F
 
 from .amp import AMP_DTYPES, autocast, resolve_amp
+from .argtypes import image_size, non_negative_int, positive
 from .checkpoints import export_timm
 from .fcmae import FCMAE
 from .masking import random_mask
 from .models import VARIANTS, create_model
 from .sparse import available_backends
+from .train.distributed import resolve_device
 
 Step = Callable[[], None]
 K = TypeVar("K", bound=Hashable)
 AMP_NAMES = {dtype: name for name, dtype in AMP_DTYPES.items()}
+
+
+def _device(text: str) -> torch.device:
+    try:
+        return resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _precisions(amp: Sequence[str], device: torch.device) -> dict[str, torch.dtype]:
@@ -109,7 +118,7 @@ def _print_amp_ratios(speed: Mapping[tuple[str, str], float], amp: Sequence[str]
 def bench_model(args: argparse.Namespace) -> int:
     import timm
 
-    device = torch.device(args.device)
+    device = args.device
     amp = _precisions(args.amp, device)
     torch.manual_seed(0)
     ours = create_model(args.model).to(device)
@@ -143,7 +152,7 @@ def bench_model(args: argparse.Namespace) -> int:
 
 
 def bench_fcmae(args: argparse.Namespace) -> int:
-    device = torch.device(args.device)
+    device = args.device
     amp = _precisions(args.amp, device)
     backends = args.backends or available_backends()
     torch.manual_seed(0)
@@ -184,12 +193,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         sub = kinds.add_parser(name, help=helptext, description=helptext)
         sub.add_argument("--model", default="convnextv2_atto", choices=list(VARIANTS), metavar="NAME",
                          help="variant (default: convnextv2_atto); one of " + ", ".join(VARIANTS))
-        sub.add_argument("--img-size", type=int, default=224, help="square image size in pixels (default: 224)")
-        sub.add_argument("--batch-size", type=int, default=32, help="images per step (default: 32)")
-        sub.add_argument("--iters", type=int, default=5, help="timed repeats per side (default: 5)")
-        sub.add_argument("--warmup", type=int, default=2, help="untimed repeats first (default: 2)")
-        sub.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                         help="torch device (default: cuda if available, else cpu)")
+        sub.add_argument("--img-size", type=image_size, default=224,
+                         help="square image size in pixels, a multiple of 32 (default: 224)")
+        sub.add_argument("--batch-size", type=positive(int), default=32, help="images per step (default: 32)")
+        sub.add_argument("--iters", type=positive(int), default=5, help="timed repeats per side (default: 5)")
+        sub.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repeats first (default: 2)")
+        sub.add_argument("--device", type=_device, default="auto",
+                         help="auto, cpu, cuda, cuda:N (default: auto: cuda if available, else cpu)")
         sub.add_argument("--amp", nargs="+", default=["auto"], choices=("auto", "bf16", "fp32"), metavar="AMP",
                          help="autocast precision, one or several of auto, bf16, fp32 (default: auto, as training: "
                               "bf16 on a GPU or CPU with native bf16, fp16 on older GPUs, else fp32); several are "

@@ -17,7 +17,6 @@ bootstrap of :mod:`cnx2lite.stats`.
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import data
 from .amp import AMP_MODES, autocast, resolve_amp
+from .argtypes import image_size, positive
 from .checkpoints import load_checkpoint, load_pretrained
 from .models import ConvNeXtV2, create_model
 from .models.convnextv2 import BLOCK_STYLES
@@ -183,7 +183,10 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
         torch.manual_seed(seed)
         net = create_model(model or config.get("model") or "convnextv2_atto", num_classes=num_classes, **options)
     if state is not None:
-        load_pretrained(net, state, use_ema=use_ema)
+        try:
+            load_pretrained(net, state, use_ema=use_ema)
+        except ValueError as e:  # the message speaks of "the checkpoint": say which
+            raise ValueError(f"{source}: {e}") from None
     return net, config
 
 
@@ -194,15 +197,13 @@ def run_probe(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         encoder, config = load_model(args.checkpoint, args.model, args.block, args.seed)
         size = args.img_size or config.get("img_size", 224)
-        if size % 32:
-            raise ValueError(f"--img-size must be a multiple of 32 (the model's stride), got {size}")
         folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
         transform = data.eval_transform(size)
         train_set = data.build_dataset(folder, "train", transform, num_classes=args.num_classes,
                                        images_per_class=args.images_per_class)
         val_set = data.build_dataset(folder, "val", transform, classes=train_set.classes,
                                      images_per_class=args.val_images_per_class)
-    except (ValueError, OSError, RuntimeError, pickle.UnpicklingError) as e:  # DataNotFoundError is an OSError
+    except (ValueError, OSError, RuntimeError) as e:  # DataNotFoundError is an OSError
         print(f"error: {e}", file=sys.stderr)
         return 2
     amp_dtype = resolve_amp(args.amp, device)
@@ -214,16 +215,6 @@ def run_probe(args: argparse.Namespace) -> int:
         top1 = bootstrap_accuracy(result.correct)
         print(f"{args.checkpoint}: {result} at {size} px, 95% interval [{top1.low:.1f}, {top1.high:.1f}]")
     return 0
-
-
-def _positive(kind: type):
-    def parse(text: str):
-        value = kind(text)
-        if not value > 0:  # also refuses nan
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    parse.__name__ = kind.__name__
-    return parse
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -239,16 +230,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--block", default=None, choices=BLOCK_STYLES, help="block style (default: the run's, else v2)")
     parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
     parser.add_argument("--dataset", default="imagenette", help="image folder name under the root (default: imagenette)")
-    parser.add_argument("--num-classes", type=_positive(int), default=None, help="use the first K classes (default: all)")
-    parser.add_argument("--images-per-class", type=_positive(int), default=None,
+    parser.add_argument("--num-classes", type=positive(int), default=None, help="use the first K classes (default: all)")
+    parser.add_argument("--images-per-class", type=positive(int), default=None,
                         help="labeled train images per class (default: all)")
-    parser.add_argument("--val-images-per-class", type=_positive(int), default=None, help="val images per class (default: all)")
-    parser.add_argument("--img-size", type=_positive(int), default=None, help="image size (default: the run's, else 224)")
-    parser.add_argument("--k", type=_positive(int), default=KNN_K, help=f"kNN neighbours (default: {KNN_K})")
-    parser.add_argument("--temperature", type=_positive(float), default=KNN_TEMPERATURE,
+    parser.add_argument("--val-images-per-class", type=positive(int), default=None, help="val images per class (default: all)")
+    parser.add_argument("--img-size", type=image_size, default=None, help="image size (default: the run's, else 224)")
+    parser.add_argument("--k", type=positive(int), default=KNN_K, help=f"kNN neighbours (default: {KNN_K})")
+    parser.add_argument("--temperature", type=positive(float), default=KNN_TEMPERATURE,
                         help=f"kNN vote temperature (default: {KNN_TEMPERATURE})")
     parser.add_argument("--seed", type=int, default=0, help="seed of a random init (default: 0)")
-    parser.add_argument("--batch-size", type=_positive(int), default=128, help="images per batch (default: 128)")
+    parser.add_argument("--batch-size", type=positive(int), default=128, help="images per batch (default: 128)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     parser.add_argument("--amp", default="auto", choices=AMP_MODES, help="autocast (default: auto)")

@@ -6,6 +6,8 @@ stage 0 (the stem output). Masks are boolean ``(N, h, w)`` tensors, True = maske
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -16,7 +18,10 @@ NUM_STAGES = 4
 
 def mask_grid(img_size: int | tuple[int, int], patch_size: int = PATCH_SIZE) -> tuple[int, int]:
     """The mask grid ``(h, w)`` for images of ``img_size`` (an int for square images, or ``(H, W)``)."""
-    height, width = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    size = (img_size, img_size) if isinstance(img_size, numbers.Integral) else img_size
+    if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(isinstance(s, numbers.Integral) for s in size):
+        raise ValueError(f"img_size must be an int or a pair (H, W) of ints, got {img_size!r}")
+    height, width = size
     if height <= 0 or width <= 0 or height % patch_size or width % patch_size:
         raise ValueError(
             f"img_size must be positive multiples of patch_size={patch_size} (one mask cell per patch), "

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from . import analysis, data
 from .amp import resolve_amp
+from .argtypes import positive
 from .evaluation import KNN_K, KNN_TEMPERATURE, load_model, predict, probe
 from .models import ConvNeXtV2
 from .stats import RESAMPLES, Estimate, bootstrap_accuracy, bootstrap_mean, paired_bootstrap
@@ -500,7 +501,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="cpu", choices=tuple(SCALES),
                         help="smoke (CI, seconds), cpu (2 cores, about an hour), gpu (224 px) (default: cpu)")
-    parser.add_argument("--seeds", type=int, default=1, help="fine-tuning seeds per cell (default: 1)")
+    parser.add_argument("--seeds", type=positive(int), default=1, help="fine-tuning seeds per cell (default: 1)")
     parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
     parser.add_argument("--output", default=None, help="output folder (default: runs/reproduce-<scale>); "
                         "runs resume there")

@@ -122,6 +122,11 @@ class ConvNeXtV2(nn.Module):
         h, w = x.shape[-2:]
         if h % PATCH_SIZE or w % PATCH_SIZE:
             raise ValueError(f"input height and width must be multiples of {PATCH_SIZE}, got {h}x{w}")
+        weight = self.downsample_layers[0][0].weight  # the stem conv: the model's dtype
+        if x.dtype != weight.dtype:  # autocast casts float32 inputs itself; a uint8 image needs scaling first
+            hint = "scale it to floats first (x.float() / 255, then normalize)" if not x.is_floating_point() else (
+                f"convert it with x.to({weight.dtype}), or the model with model.to({x.dtype})")
+            raise ValueError(f"expected images of the model's dtype {weight.dtype}, got {x.dtype}: {hint}")
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, in_chans, H, W)`` -> last stage map ``(N, C4, H/32, W/32)``."""

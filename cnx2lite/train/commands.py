@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 
 from .. import data
+from ..argtypes import image_size, positive
 from .config import FIELDS, TASKS, ResumeMismatchError, TrainConfig, load_preset, preset_names
 from .engine import NonFiniteLossError
 from .rundir import RunDirLockedError
@@ -75,7 +75,7 @@ def run_training(args: argparse.Namespace) -> int:
         return 0
     try:  # every setup mistake (data layout, device, a checkpoint that does not fit) surfaces here
         trainer = Trainer(config)
-    except (ValueError, OSError, pickle.UnpicklingError) as e:  # DataNotFoundError is an OSError
+    except (ValueError, OSError) as e:  # DataNotFoundError is an OSError
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
@@ -100,7 +100,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         r = evaluate_checkpoint(args.checkpoint, args.data, args.dataset, args.ema, args.batch_size, args.device,
                                 args.num_workers, args.img_size)
-    except (ValueError, OSError, pickle.UnpicklingError) as e:  # a checkpoint or data that does not fit
+    except (ValueError, OSError) as e:  # a checkpoint or data that does not fit
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{args.checkpoint}{' (EMA)' if args.ema else ''}: top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%, "
@@ -133,8 +133,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
     parser.add_argument("--dataset", default="imagenette", help="image folder name under the root (default: imagenette)")
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights (default: off)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
-    parser.add_argument("--img-size", type=int, default=None, help="eval image size (default: the training size)")
+    parser.add_argument("--batch-size", type=positive(int), default=64, help="images per batch (default: 64)")
+    parser.add_argument("--img-size", type=image_size, default=None, help="eval image size (default: the training size)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     parser.set_defaults(run=run_eval)
