@@ -165,25 +165,19 @@ def timm_name(model: ConvNeXtV2) -> str:
 def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tuple[Mapping, list[str]]:
     """The state dict inside ``source`` and a note on where it was found."""
     if isinstance(source, Mapping):
-        checkpoint, where = source, "the given mapping"
+        checkpoint, where = source, "the checkpoint"
     else:
         where = resolve_checkpoint(source)
-        try:
-            checkpoint = torch.load(where, map_location="cpu", weights_only=True)
-        except OSError:
-            raise
-        except Exception as e:  # unpickling errors vary: UnpicklingError, RuntimeError, EOFError, ...
-            raise ValueError(
-                f"cannot read {where} with torch.load(weights_only=True) ({type(e).__name__}): not a checkpoint, "
-                "or one holding objects other than tensors and containers; if you trust it, re-save just its "
-                "state dict, e.g. torch.save(checkpoint['model'], path)"
-            ) from e
+        checkpoint = _torch_load(where)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{where} holds a {type(checkpoint).__name__}, not a state dict or checkpoint dict")
     if not use_ema and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
         return checkpoint, []
     names = EMA_KEYS if use_ema else MODEL_KEYS
     name = next((n for n in names if isinstance(checkpoint.get(n), Mapping)), None)
+    if name is None and use_ema and any(n in checkpoint for n in EMA_KEYS):
+        raise ValueError(f"no EMA weights in {where}: its EMA entry is empty (trained with ema_decay 0); use its "
+                         "weights, without use_ema (--ema)")
     if name is None:
         kind = "EMA weights" if use_ema else "state dict"
         raise ValueError(f"no {kind} in {where}: expected one under {' or '.join(map(repr, names))}; "
@@ -373,7 +367,24 @@ def resolve_checkpoint(path: str | os.PathLike) -> str:
     return newest
 
 
+def _torch_load(path: str) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; a file that is not a readable checkpoint (truncated, not
+    torch's format, pickled objects other than tensors and containers) raises a ValueError in one line naming it.
+    A missing or unreadable file raises the OSError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as e:  # unpickling errors vary: UnpicklingError, RuntimeError, EOFError, ...
+        lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if line.strip()]
+        detail = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
+        raise ValueError(f"cannot read {path} as a checkpoint with torch.load(weights_only=True) ({type(e).__name__}: "
+                         f"{detail[:200]}): a truncated file, another format, or objects other than tensors and "
+                         "containers; if you trust it, re-save just its state dict, e.g. "
+                         "torch.save(checkpoint['model'], path)") from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A training checkpoint written by :func:`save_checkpoint` (tensors and plain containers only), from its file or
-    its run directory (the newest checkpoint there)."""
-    return torch.load(resolve_checkpoint(path), map_location="cpu", weights_only=True)
+    its run directory (the newest checkpoint there). Raises a ValueError naming a file that cannot be read."""
+    return _torch_load(resolve_checkpoint(path))

@@ -51,9 +51,9 @@ class CorruptImageError(OSError):
 
 def _how_to_get_data(problem: str) -> str:
     return (
-        f"{problem}\n"
+        f"{problem} "
         f"Pass the data root with --data PATH or set {ENV_VAR}=PATH, where PATH (or PATH/imagenette) holds an "
-        "ImageFolder tree train/<class>/*.JPEG and val/<class>/*.JPEG.\n"
+        "ImageFolder tree train/<class>/*.JPEG and val/<class>/*.JPEG. "
         "To fetch Imagenette: `cnx2lite download imagenette` or cnx2lite.data.download_imagenette(PATH)."
     )
 
@@ -67,13 +67,15 @@ def resolve_data_root(data: str | os.PathLike | None = None) -> Path:
     return REPO / "data"
 
 
-def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool = False) -> Path | None:
-    """The folder holding ``train/`` (and ``val/``): ``root``, else ``root/name``, else a download ``root/name*``
-    (e.g. ``imagenette2-320``, first in sorted order). When there is none, raises DataNotFoundError, or with
-    ``unlabeled_ok`` returns None if ``root`` itself holds images (see :func:`build_unlabeled_dataset`)."""
+def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool = False,
+                      split: str = "train") -> Path | None:
+    """The folder holding ``split/`` (``train/``, and ``val/``; ``split="val"`` to evaluate): ``root``, else
+    ``root/name``, else a download ``root/name*`` (e.g. ``imagenette2-320``, first in sorted order). When there is
+    none, raises DataNotFoundError, or with ``unlabeled_ok`` returns None if ``root`` itself holds images (see
+    :func:`build_unlabeled_dataset`)."""
     root = Path(root).expanduser()
     for folder in (root, root / name, *sorted(root.glob(f"{name}*"))):
-        if (folder / "train").is_dir():
+        if (folder / split).is_dir():
             return folder
     if unlabeled_ok and root.is_dir():
         splits = sorted(Path(parent) / d for parent, dirs, _ in os.walk(root, followlinks=True) for d in dirs
@@ -85,7 +87,7 @@ def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool =
                 "folder without train/ or val/ folders in it."))
         if _list_images(root):
             return None
-    raise DataNotFoundError(_how_to_get_data(f"No image folder found: neither {root} nor {root / name} has train/"
+    raise DataNotFoundError(_how_to_get_data(f"No image folder found: neither {root} nor {root / name} has {split}/"
                                              + (", and no images are under it." if unlabeled_ok else ".")))
 
 
@@ -128,6 +130,26 @@ def _check_image(path: str) -> str | None:
     except _DECODE_ERRORS as e:
         return f"{type(e).__name__}: {e}"
     return None
+
+
+def _check_header(path: str) -> str | None:
+    """None if ``path`` opens as an image (header parsed, PIL's verify: no decode), else the reason."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except _DECODE_ERRORS as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _refuse_unreadable(paths: Sequence[str], pool: ThreadPoolExecutor, where: Path) -> None:
+    """Raise one CorruptImageError listing every file of ``paths`` whose header does not open."""
+    bad = [(path, reason) for path, reason in zip(paths, pool.map(_check_header, paths)) if reason is not None]
+    if bad:
+        shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
+        more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise CorruptImageError(f"{len(bad)} unreadable image file(s) under {where}: {shown}{more}. Remove or replace "
+                                "them, or pass skip_corrupt=True (--skip-corrupt) to leave them out")
 
 
 def _first_valid(paths: list[str], n: int, pool: ThreadPoolExecutor) -> tuple[list[str], list[tuple[str, str]]]:
@@ -204,6 +226,7 @@ def build_dataset(
     seed: int = 0,
     skip_corrupt: bool = False,
     image_selection: str = "first",
+    check_headers: bool = False,
 ) -> ImageFolderSubset:
     """K classes x at most N images of ``folder/split/<class>/*``, deterministic for given arguments.
 
@@ -214,6 +237,8 @@ def build_dataset(
     Unreadable files raise CorruptImageError when loaded. With ``skip_corrupt`` every candidate is decoded here,
     in the main process (threads, JPEGs at 1/8 scale: about 0.5 ms each), bad ones are recorded in
     ``dataset.skipped`` and the next readable files take their place, so DataLoader workers never meet them.
+    Without it, ``check_headers`` opens every chosen file's header (no decode) and raises one CorruptImageError
+    listing all that fail, before a run starts rather than when the sampler reaches them.
     """
     folder = Path(folder)
     if split not in SPLITS:
@@ -266,6 +291,8 @@ def build_dataset(
             else:
                 chosen = paths[:n]
             samples += [(path, label) for path in sorted(chosen)]
+        if check_headers and not skip_corrupt:
+            _refuse_unreadable([path for path, _ in samples], pool, split_dir)
     return ImageFolderSubset(samples, classes, transform=transform, skipped=skipped)
 
 
@@ -279,13 +306,21 @@ def distinct_class_order(targets: Sequence[int]) -> list[int]:
     return [indices[r] for r in range(rounds) for indices in by_class.values() if r < len(indices)]
 
 
-def build_unlabeled_dataset(folder: Path, transform: Callable | None = None) -> ImageFolderSubset:
+def build_unlabeled_dataset(folder: Path, transform: Callable | None = None, skip_corrupt: bool = False,
+                            check_headers: bool = False) -> ImageFolderSubset:
     """Every image under ``folder``, flat or nested in any layout (found recursively, any common extension,
-    hidden files skipped), for pretraining without labels: no classes, every target -1."""
+    hidden files skipped), for pretraining without labels: no classes, every target -1. ``skip_corrupt`` and
+    ``check_headers`` as in :func:`build_dataset`."""
     paths = _list_images(Path(folder).expanduser())
     if not paths:
         raise DataNotFoundError(_how_to_get_data(f"No images ({', '.join(IMG_EXTENSIONS)}) under {folder}."))
-    return ImageFolderSubset([(path, -1) for path in paths], [], transform=transform)
+    skipped = []
+    with ThreadPoolExecutor() as pool:
+        if skip_corrupt:
+            paths, skipped = _first_valid(paths, len(paths), pool)
+        elif check_headers:
+            _refuse_unreadable(paths, pool, Path(folder))
+    return ImageFolderSubset([(path, -1) for path in paths], [], transform=transform, skipped=skipped)
 
 
 def class_names(folder: Path) -> dict[str, str]:

@@ -43,7 +43,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | None = N
     training size."""
     model, config = load_model(checkpoint, classifier=True, use_ema=use_ema)  # its variant, block and GRN
     size = img_size or config["img_size"]
-    folder = data.find_image_folder(data.resolve_data_root(data_root), dataset)
+    folder = data.find_image_folder(data.resolve_data_root(data_root), dataset, split="val")
     val_set = data.build_dataset(folder, "val", data.eval_transform(size), classes=config["classes"],
                                  images_per_class=images_per_class)
     dev = resolve_device(device)

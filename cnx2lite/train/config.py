@@ -71,6 +71,9 @@ class TrainConfig:
     cutmix: float = _f(0.0, "CutMix alpha, 0 = off (finetune)")
     label_smoothing: float = _f(0.0, "label smoothing (finetune)")
     num_workers: int = _f(0, "DataLoader worker processes per training process")
+    skip_corrupt: bool = _f(False, "decode every image once before training and leave out (and list) those that "
+                                   "fail; off: only headers are checked, and unreadable files stop the run before "
+                                   "it starts, all listed")
     knn_images_per_class: int = _f(100, "labeled train images per class in the kNN monitor's memory bank: its val "
                                         "top-1 is a metrics column at every evaluation; 0 = off (pretrain)")
     # optimization
