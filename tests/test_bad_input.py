@@ -1,17 +1,25 @@
 """User mistakes get one line naming the culprit and exit status 2, never a traceback from deep inside torch.
 
-Each case runs the CLI in-process (an uncaught exception fails the test with its traceback) on a tiny image folder.
+Each CLI case runs in-process (an uncaught exception fails the test with its traceback) on a tiny image folder;
+``{name}`` in an argument is one of the files the ``paths`` fixture makes. API cases call the library directly.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.cli import main
+from cnx2lite.masking import random_mask
+from cnx2lite.models import create_model
+from cnx2lite.train import finetune, pretrain
 from conftest import make_image_folder
 
 CASES = [  # (arguments, text the one-line message must contain)
+    # training flags, checked when the config is built
     (["pretrain", "--mask-ratio", "0"], "nothing to reconstruct"),
     (["pretrain", "--mask-ratio", "2"], "mask_ratio must be in (0, 1)"),
     (["pretrain", "--mask-ratio", "0.9", "--img-size", "64"], "smallest img_size that works at this ratio is 128"),
@@ -20,17 +28,40 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["finetune", "--log-every-steps", "0"], "log_every_steps must be >= 1"),
     (["finetune", "--rand-augment", "garbage"], "rand_augment must be a timm augmentation spec"),
     (["finetune", "--label-smoothing", "2"], "label_smoothing must be in [0, 1)"),
+    (["finetune", "--epochs", "0"], "epochs must be >= 1"),
+    (["finetune", "--device", "cuda:999"], "device 'cuda:999' is not available"),
+    (["finetune", "--device", "tpu9"], "device must be auto, cpu, cuda or cuda:N"),
+    # data that does not fit the flags
     (["finetune", "--images-per-class", "0"], "images_per_class must be None (all) or >= 1"),
     (["finetune", "--num-classes", "7"], "num_classes must be in 1..2"),
     (["finetune", "--batch-size", "64"], "batch_size=64 is larger than"),
-    (["finetune", "--device", "cuda:999"], "device 'cuda:999' is not available"),
-    (["finetune", "--device", "tpu9"], "device must be auto, cpu, cuda or cuda:N"),
+    (["finetune", "--data", "{nowhere}"], "No image folder found"),
+    (["finetune", "--data", "{corrupt}"], "1 unreadable image file(s) under"),
+    (["pretrain", "--data", "{nested}", "--dataset", "typo"], "pass --data"),
+    # files: missing, unreadable, of the other task, not ours
     (["finetune", "--pretrained", "no/such/run.pt"], "no/such/run.pt"),
-    (["probe", "--checkpoint", "random", "--k", "0"], "--k: must be > 0"),
-    (["probe", "--checkpoint", "random", "--img-size", "100"], "--img-size must be a multiple of 32"),
-    (["probe", "--checkpoint", "no/such/run.pt"], "no/such/run.pt"),
+    (["finetune", "--pretrained", "{pickled}"], "Unsupported global"),
+    (["finetune", "--resume", "{pickled}"], "cannot resume: cannot read"),
+    (["finetune", "--resume", "{truncated}"], "cannot resume: cannot read"),
+    (["finetune", "--resume", "{pretrain_ckpt}"], "it is a 'pretrain' checkpoint"),
+    (["finetune", "--resume", "{bare}"], "not a cnx2lite training checkpoint"),
+    (["finetune", "--output", "{a_file}"], "cannot create the run directory"),
+    # eval, probe, bench
     (["eval", "--checkpoint", "no/such/run.pt"], "no/such/run.pt"),
+    (["eval", "--checkpoint", "{pretrain_run}"], "is not a fine-tuning checkpoint"),
+    (["eval", "--checkpoint", "{finetune_run}", "--batch-size", "0"], "--batch-size: must be > 0"),
+    (["eval", "--checkpoint", "{finetune_run}", "--img-size", "100"], "--img-size: must be a positive multiple of 32"),
+    (["eval", "--checkpoint", "{no_ema_run}", "--ema"], "its EMA entry is empty"),
+    (["eval", "--checkpoint", "{pickled}"], "Unsupported global"),
+    (["eval", "--checkpoint", "{finetune_run}", "--data", "{val_missing_a_class}"], "['class1']"),
+    (["probe", "--checkpoint", "random", "--k", "0"], "--k: must be > 0"),
+    (["probe", "--checkpoint", "random", "--img-size", "100"], "--img-size: must be a positive multiple of 32"),
+    (["probe", "--checkpoint", "no/such/run.pt"], "no/such/run.pt"),
+    (["bench", "fcmae", "--iters", "0"], "--iters: must be > 0"),
+    (["bench", "model", "--img-size", "100"], "--img-size: must be a positive multiple of 32"),
+    (["bench", "model", "--device", "cuda:999"], "device 'cuda:999' is not available"),
     (["reproduce", "--scale", "huge"], "invalid choice: 'huge'"),
+    (["reproduce", "--seeds", "0"], "--seeds: must be > 0"),
 ]
 
 
@@ -39,14 +70,81 @@ def folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
+@pytest.fixture(scope="module")
+def paths(folder, tmp_path_factory) -> dict[str, str]:
+    """Runs and files the cases refer to by name."""
+    root = tmp_path_factory.mktemp("cases")
+    run = dict(data=str(folder), output=str(root / "runs"), batch_size=4)
+    finetune("smoke", **run, name="finetune", ema_decay=0.99)
+    finetune("smoke", **run, name="no-ema", ema_decay=0.0)
+    pretrain("smoke", **run, name="pretrain")
+    ckpt = torch.load(next((root / "runs" / "finetune").glob("checkpoint-*.pt")), weights_only=True)
+    torch.save(ckpt["model"], root / "bare.pt")  # a state dict, not a training checkpoint
+    (root / "truncated.pt").write_bytes((root / "bare.pt").read_bytes()[:2000])
+    torch.save({"model": _Payload()}, root / "pickled.pt")  # an object weights_only=True refuses to unpickle
+    (root / "a_file").write_text("not a folder")
+    corrupt = shutil.copytree(folder, root / "corrupt")
+    (corrupt / "train" / "class1" / "3.png").write_bytes(b"not an image")
+    shutil.copytree(folder, root / "nested" / "mydata")
+    missing = root / "val-missing" / "val"
+    shutil.copytree(folder / "val" / "class0", missing / "class0")
+    return {"nowhere": str(root / "nowhere"), "nested": str(root / "nested"), "corrupt": str(corrupt), "pickled": str(root / "pickled.pt"),
+            "truncated": str(root / "truncated.pt"), "bare": str(root / "bare.pt"), "a_file": str(root / "a_file"),
+            "pretrain_run": str(root / "runs" / "pretrain"), "finetune_run": str(root / "runs" / "finetune"),
+            "no_ema_run": str(root / "runs" / "no-ema"), "val_missing_a_class": str(missing.parent),
+            "pretrain_ckpt": str(next((root / "runs" / "pretrain").glob("checkpoint-*.pt")))}
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
 @pytest.mark.parametrize(("args", "expected"), CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_a_user_mistake_is_one_line_and_exit_2(args, expected, folder, tmp_path, capsys):
-    training = args[0] in ("pretrain", "finetune")
-    extra = ["--data", str(folder)] + (["--preset", "smoke", "--output", str(tmp_path)] if training else [])
+def test_a_user_mistake_is_one_line_and_exit_2(args, expected, folder, paths, tmp_path, capsys):
+    args = [a.format(**paths) for a in args]
+    extra = [] if "--data" in args else ["--data", str(folder)]
+    if args[0] in ("pretrain", "finetune"):
+        extra += ["--preset", "smoke"] + ([] if "--output" in args else ["--output", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
         main(args + extra)
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2, err
-    assert expected in err and "Traceback" not in err
+    assert expected in err and "Traceback" not in err, err
     message = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]  # argparse: usage first
     assert len(message) == 1, err
+    assert not list(tmp_path.glob("*/config.json")), "a refused run must write nothing"
+
+
+def test_eval_needs_only_the_val_split(folder, paths, tmp_path, capsys):
+    val_only = shutil.copytree(folder / "val", tmp_path / "val")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--checkpoint", paths["finetune_run"], "--data", str(val_only.parent)])
+    assert exit_info.value.code == 0 and "top-1" in capsys.readouterr().out
+
+
+API_CASES = [  # (call, exception type, text the message must contain)
+    (lambda: create_model("convnextv2_atto")(torch.rand(1, 3, 64, 64, dtype=torch.float64)), ValueError,
+     "expected images of the model's dtype torch.float32, got torch.float64"),
+    (lambda: create_model("convnextv2_atto")(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)), ValueError,
+     "scale it to floats first"),
+    (lambda: create_model("convnextv2_atto")(torch.rand(3, 64, 64)), ValueError, "expected images shaped (N, 3, H, W)"),
+    (lambda: random_mask(2, (64,)), ValueError, "img_size must be an int or a pair (H, W) of ints"),
+    (lambda: random_mask(2, 64.0), ValueError, "img_size must be an int or a pair"),
+    (lambda: create_model("convnextv2_tiny_typo"), ValueError, "unknown model name"),
+]
+
+
+@pytest.mark.parametrize(("call", "kind", "expected"), API_CASES, ids=[c[2][:40] for c in API_CASES])
+def test_an_api_mistake_raises_one_clear_error(call, kind, expected):
+    with pytest.raises(kind) as info:
+        call()
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_unreadable_or_foreign_file_is_one_clear_error(paths):
+    model = create_model("convnextv2_atto")
+    for name, expected in (("pickled", "Unsupported global"), ("truncated", "cannot read")):
+        with pytest.raises(ValueError, match=expected) as info:
+            load_pretrained(model, paths[name])
+        assert paths[name] in str(info.value) and "\n" not in str(info.value)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnx2lite.checkpoints import latest_checkpoint, load_checkpoint
+from cnx2lite.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
 from cnx2lite.train import NonFiniteLossError, evaluate_checkpoint, finetune, pretrain
 from cnx2lite.train.tasks import FinetuneTask
 from conftest import make_image_folder
@@ -112,6 +112,41 @@ def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(images, reference, tmp_
     assert elapsed == sorted(elapsed), f"time_s must add up over the resumes, got {elapsed}"
 
 
+KILLED_WHILE_SAVING = """
+import os, signal, sys, torch
+from cnx2lite.cli import main
+real_save, saves = torch.save, []
+def save_then_die(obj, f, *args, **kwargs):  # the third checkpoint write dies half-way: kill -9, no handler runs
+    saves.append(1)
+    if len(saves) == 3:
+        f.write(b"the first bytes of a checkpoint")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = save_then_die
+main(sys.argv[1:])
+"""
+
+
+def test_kill_9_while_a_checkpoint_is_written_then_resume_is_bit_exact(images, reference, tmp_path):
+    """A process killed inside a checkpoint write leaves the previous checkpoints intact and a partial temporary file,
+    which the resumed run removes; the run then ends bit-identical to an uninterrupted one."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", KILLED_WHILE_SAVING, *FINETUNE_FLAGS, "--data", str(images), "--output",
+               str(tmp_path), "--name", "killed"]
+    killed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    run_dir = tmp_path / "killed"
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert [Path(p).name for p in list_checkpoints(run_dir)] == ["checkpoint-00000001.pt", "checkpoint-00000002.pt"]
+    assert len(list(run_dir.glob("checkpoint-00000003.pt.tmp-*"))) == 1
+    rc, out = finish(cli([*FINETUNE_FLAGS, "--resume", "auto"], images, tmp_path, "killed"))
+    assert rc == 0 and f"resumed from {run_dir / 'checkpoint-00000002.pt'}" in out, out
+    assert not list(run_dir.glob("*.tmp-*"))
+    resumed, expected = load_checkpoint(latest_checkpoint(run_dir)), load_checkpoint(latest_checkpoint(reference))
+    for key in ("model", "ema", "optimizer"):
+        _same_tensors(resumed[key], expected[key], key)
+
+
 def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(images, reference, tmp_path):
     """A checkpoint cut short (a full disk, a copy that stopped) must not lose the run: resume skips it, saying so,
     continues from the one before and ends bit-identical; a half-written temporary file of a killed save is removed."""
@@ -185,6 +220,21 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(images, t
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) and losses[0][0] != losses[0][-1]
 
 
+def test_ddp_into_a_locked_run_dir_stops_every_rank(images, tmp_path):
+    """Rank 0 alone takes the lock; when it cannot, every rank must stop with its message instead of waiting for
+    rank 0 at a collective forever."""
+    from cnx2lite.train.rundir import lock_run_dir
+
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+                "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "cnx2lite", "pretrain", "--preset",
+                "smoke", "--batch-size", "4", "--data", str(images), "--output", str(tmp_path), "--name", "taken"]
+    with lock_run_dir(tmp_path / "taken"):
+        rc, out = finish(subprocess.Popen(torchrun, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), timeout=120)
+    assert rc != 0 and out.count(f"error: {tmp_path / 'taken'} is in use by process {os.getpid()}") == 2, out
+    assert not list_checkpoints(tmp_path / "taken")
+
+
 def test_pretrain_then_finetune_through_the_api(images, tmp_path):
     pre = pretrain("smoke", data=str(images), output=str(tmp_path), batch_size=4)
     assert (pre.run_dir / "reconstruction.png").is_file() and (pre.run_dir / "curves.png").is_file()
@@ -223,18 +273,18 @@ def test_quick_demo_writes_a_report(images, tmp_path):
         assert (tmp_path / "demo" / figure).is_file() and f"({figure})" in report
 
 
-def test_a_second_run_into_a_busy_run_dir_is_refused_and_a_stale_lock_taken_over(images, tmp_path):
+def test_a_second_run_into_a_busy_run_dir_is_refused_and_a_dead_owners_lock_is_free(images, tmp_path):
     """Two trainings into one run directory would mix their checkpoints and config.json: the second is refused with
-    the first's pid; a lock left by a dead process is taken over."""
-    from cnx2lite.train.rundir import RunDirLockedError
+    the first's pid; once the first is killed (kill -9: no cleanup runs) its lock is free, since the kernel drops it."""
+    from cnx2lite.train.rundir import RunDirLockedError, lock_run_dir
 
     first = cli(["pretrain", "--preset", "smoke", "--epochs", "1000", "--batch-size", "4"], images, tmp_path, "busy")
     lock = tmp_path / "busy" / ".lock"
     deadline = time.monotonic() + 60
-    while not lock.is_file() and time.monotonic() < deadline:
+    while not (lock.is_file() and lock.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
-        with pytest.raises(RunDirLockedError, match=f"in use by process {first.pid} "):
+        with pytest.raises(RunDirLockedError, match=f"in use by process {first.pid} on {socket.gethostname()}"):
             pretrain("smoke", data=str(images), output=str(tmp_path), name="busy", batch_size=4, resume="auto")
         rc, out = finish(cli(["pretrain", "--preset", "smoke", "--resume", "auto"], images, tmp_path, "busy"))
         assert rc == 1 and f"error: {tmp_path / 'busy'} is in use by process {first.pid}" in out
@@ -242,11 +292,10 @@ def test_a_second_run_into_a_busy_run_dir_is_refused_and_a_stale_lock_taken_over
     finally:
         first.kill()
         first.wait()
-    stale = tmp_path / "stale"  # the killed run's lock names a pid that runs no more
-    stale.mkdir()
-    (stale / ".lock").write_text(f"{first.pid} {socket.gethostname()}\n")
-    done = pretrain("smoke", data=str(images), output=str(tmp_path), name="stale", batch_size=4)
-    assert done.history[-1]["step"] == 4 and not (stale / ".lock").exists()
+    assert lock.read_text().startswith(f"{first.pid} ")  # the dead owner's file is still there ...
+    with lock_run_dir(tmp_path / "busy"):  # ... and does not count
+        assert lock.read_text().startswith(f"{os.getpid()} ")
+    assert lock.read_text() == ""
 
 
 def test_refused_resume_keeps_config_and_resume_refuses_changed_classes(images, tmp_path):

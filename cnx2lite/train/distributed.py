@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,25 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     if dist.is_initialized():
         dist.all_reduce(tensor)
     return tensor
+
+
+def run_on_main(fn: Callable[[], T]) -> T:
+    """Call ``fn`` on rank 0 only; every rank returns its result, or raises the exception it raised. For decisions
+    that must be made once (which checkpoint to resume, whether the run directory is ours): no rank goes on with
+    another answer, and none waits at a collective for a rank 0 that failed."""
+    if not dist.is_initialized():
+        return fn()
+    outcome: list = [None]
+    if dist.get_rank() == 0:
+        try:
+            outcome[0] = (True, fn())
+        except Exception as e:  # handed to every rank, raised there
+            outcome[0] = (False, e)
+    dist.broadcast_object_list(outcome, src=0)
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise value
+    return value
 
 
 def barrier() -> None:

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import signal
 import threading
 import time
@@ -37,12 +36,12 @@ from ..checkpoints import (checkpoint_path, latest_checkpoint, list_checkpoints,
                            save_checkpoint)
 from ..evaluation import probe
 from .config import ResumeMismatchError, TrainConfig, changed_settings
-from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed
+from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main
 from .ema import ModelEma
 from .loader import eval_loader, train_loader
 from .optim import build_optimizer
 from .plots import plot_curves, plot_reconstructions
-from .rundir import lock_run_dir
+from .rundir import create_run_dir, lock_run_dir
 from .schedule import cosine_lr
 from .seeding import derive_seed, seed_everything
 from .tasks import PretrainTask, build_task
@@ -125,25 +124,28 @@ class Trainer:
         self.dist: Dist = init_distributed(config.device)
         self.task = build_task(config)
         self.run_dir = Path(config.output) / config.run_name
+        if self.dist.is_main:
+            create_run_dir(self.run_dir)  # an output folder that cannot hold the run stops it before any work
         c = config
         root = data.resolve_data_root(c.data)
         folder = data.find_image_folder(root, c.dataset, unlabeled_ok=self.task.name == "pretrain")
         self.val_set = self.knn_bank = None
+        screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True)  # unreadable files: out, or refused now
         if folder is None:  # pretraining on a folder of unlabeled images
             folder = root
-            self.train_set = data.build_unlabeled_dataset(root, self.task.train_transform())
+            self.train_set = data.build_unlabeled_dataset(root, self.task.train_transform(), **screen)
         else:
             self.train_set = data.build_dataset(folder, "train", self.task.train_transform(),
                                                 num_classes=c.num_classes, images_per_class=c.images_per_class,
-                                                seed=c.seed)
+                                                seed=c.seed, **screen)
             if (folder / "val").is_dir():
                 self.val_set = data.build_dataset(folder, "val", data.eval_transform(c.img_size),
                                                   classes=self.train_set.classes,
-                                                  images_per_class=c.val_images_per_class)
+                                                  images_per_class=c.val_images_per_class, **screen)
             if self.task.name == "pretrain" and self.val_set is not None and c.knn_images_per_class > 0:
                 self.knn_bank = data.build_dataset(folder, "train", data.eval_transform(c.img_size),
                                                    classes=self.train_set.classes,
-                                                   images_per_class=c.knn_images_per_class)
+                                                   images_per_class=c.knn_images_per_class, **screen)
         self.data_folder = folder
         self.config = self._resolve(config)
 
@@ -211,8 +213,9 @@ class Trainer:
     def run(self) -> RunResult:
         """Train to the end (or until stopped), holding the run directory's lock (rank 0) throughout."""
         try:
-            with lock_run_dir(self.run_dir) if self.dist.is_main else contextlib.nullcontext():
-                barrier()  # no rank starts before rank 0 owns the directory
+            with contextlib.ExitStack() as lock:
+                # rank 0 takes the lock; every rank learns whether it did (no rank waits for a rank 0 that failed)
+                run_on_main(lambda: lock.enter_context(lock_run_dir(self.run_dir)))
                 return self._run()
         finally:
             if self.dist.owns_group:
@@ -226,6 +229,11 @@ class Trainer:
                  f"classes, {c.img_size}px), {c.epochs} epochs x {self.steps_per_epoch} steps, effective batch "
                  f"{c.global_batch}, lr {c.lr:.3g}, {self.dist.world_size} process(es) on {self.dist.device}; "
                  f"run dir {self.run_dir}")
+        skipped = sorted({path for split in (self.train_set, self.val_set, self.knn_bank) if split is not None
+                          for path, _ in split.skipped})
+        if skipped:
+            self.log(f"skip_corrupt: left out {len(skipped)} unreadable image(s): {', '.join(skipped[:10])}"
+                     + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
         if self.val_set is None:
             self.log(f"no val split in {self.data_folder}: no evaluation" + (", no kNN monitor"
                                                                              if self.task.name == "pretrain" else ""))
@@ -241,39 +249,49 @@ class Trainer:
 
     def _newest_readable_checkpoint(self) -> tuple[str, dict] | tuple[None, None]:
         """The newest checkpoint in the run dir that loads, or ``(None, None)`` if there is none. Unreadable newer
-        ones (a truncated file, a full disk) are renamed ``*.unreadable`` (rank 0), saying which and why, so that
-        one bad file neither loses the run nor outranks the checkpoints saved after it."""
+        ones (a truncated file, a full disk) are renamed ``*.unreadable``, saying which and why, so that one bad
+        file neither loses the run nor outranks the checkpoints saved after it. Rank 0 only."""
         found = list_checkpoints(self.run_dir)
         for path in reversed(found):
             try:
                 return path, load_checkpoint(path)
-            except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-                self.log(f"skipping unreadable checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0]}")
-                if self.dist.is_main:
-                    os.replace(path, f"{path}.unreadable")
+            except (ValueError, OSError) as e:
+                self.log(f"skipping unreadable checkpoint {path}: {e}")
+                os.replace(path, f"{path}.unreadable")
         if found:
             raise ResumeMismatchError(f"no checkpoint in {self.run_dir} can be read (renamed *.unreadable): start a new "
                                       "run (another name or output)")
         return None, None
 
-    def _maybe_resume(self) -> None:
+    def _checkpoint_to_resume(self) -> tuple[str, dict | None] | tuple[None, None]:
+        """Which checkpoint this run continues, and its content when it was read to decide. Rank 0 decides."""
         c = self.config
         if c.resume is None and latest_checkpoint(self.run_dir):
             raise FileExistsError(f"{self.run_dir} already holds checkpoints of a run: pass resume='auto' "
                                   "(--resume auto) to continue it, or choose another name/output")
-        if c.resume is None:
-            return
         if c.resume == "auto":
-            path, ckpt = self._newest_readable_checkpoint()
-            if path is None:
-                return
-        else:
-            path = c.resume
-            try:
-                ckpt = load_checkpoint(path)
-            except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-                raise ResumeMismatchError(f"cannot resume from {path}: it cannot be read as a checkpoint "
-                                          f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+            return self._newest_readable_checkpoint()
+        return c.resume, None
+
+    def _maybe_resume(self) -> None:
+        c = self.config
+        read: dict = {}  # the checkpoint rank 0 read while choosing, not read twice
+
+        def choose() -> str | None:
+            path, read["checkpoint"] = self._checkpoint_to_resume()
+            return path
+
+        path = run_on_main(choose)  # rank 0 chooses (and sets unreadable files aside); every rank resumes from it
+        if path is None:
+            return
+        try:
+            ckpt = read.get("checkpoint") or load_checkpoint(path)
+        except ValueError as e:
+            raise ResumeMismatchError(f"cannot resume: {e}") from None
+        if not isinstance(ckpt, dict) or "task" not in ckpt:
+            raise ResumeMismatchError(f"cannot resume from {path}: it is not a cnx2lite training checkpoint (no task, "
+                                      "optimizer or position in it); to start from its weights, pass it as "
+                                      "pretrained (--pretrained)")
         if ckpt.get("task") != self.task.name:
             raise ResumeMismatchError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} "
                                       "checkpoint")

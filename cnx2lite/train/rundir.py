@@ -1,15 +1,16 @@
 """Exclusive use of a run directory: one training process writes it at a time.
 
 Two runs writing one directory would each report success while their checkpoints and ``config.json``
-mix. :func:`lock_run_dir` creates ``<run_dir>/.lock`` atomically (``O_CREAT | O_EXCL``) holding the
-owner's pid and host; a second run fails with one line naming that process. A lock left by a process
-that died without cleaning up (kill -9, a crash) is detected on the same host, since that pid no
-longer runs, and taken over. Holding the lock, the run also removes the temporary files of checkpoint
-writes that such a process left behind.
+mix. :func:`lock_run_dir` holds an exclusive ``flock`` on ``<run_dir>/.lock`` and writes the owner's pid
+and host into it; a second run fails at once with one line naming that process. The kernel releases the
+lock when its process dies (kill -9, a crash, a lost node), so there is no stale lock to detect and no
+race between two runs taking one over: the file may stay behind, but only a held lock counts. Holding
+the lock, the run removes the temporary files of checkpoint writes that a killed process left behind.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import socket
 from pathlib import Path
@@ -22,52 +23,38 @@ class RunDirLockedError(RuntimeError):
     """Another live process is training into this run directory."""
 
 
-def _alive(pid: int) -> bool:
+def create_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` (and its parents); an OSError in one line says why it cannot hold a run."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
-def _owner(path: Path) -> tuple[int, str] | None:
-    """``(pid, host)`` from a lock file, or None if it is unreadable (being written, or garbage)."""
-    try:
-        pid, host = path.read_text().split(maxsplit=1)
-        return int(pid), host.strip()
-    except (OSError, ValueError):
-        return None
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the run directory {run_dir} ({e.strerror}: {e.filename}): choose another "
+                      "output folder (--output) or name") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write into the run directory {run_dir}: choose another output folder "
+                              "(--output) or name")
 
 
 @contextlib.contextmanager
 def lock_run_dir(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir``'s lock for the duration of the block; raises :class:`RunDirLockedError` if another live
+    """Hold ``run_dir``'s lock for the duration of the block; raises :class:`RunDirLockedError` if another
     process holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path, host = run_dir / LOCK_NAME, socket.gethostname()
-    for _ in range(3):  # a stale lock is removed, then taken on the next try
+    path = run_dir / LOCK_NAME
+    with open(path, "a+") as lock_file:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            owner = _owner(path)
-            if owner is not None and owner[1] == host and not _alive(owner[0]):
-                path.unlink(missing_ok=True)  # its process is gone
-                continue
-            who = f"process {owner[0]} on {owner[1]}" if owner else "another process"
-            raise RunDirLockedError(f"{run_dir} is in use by {who} (lock file {path}): wait for that run to end, or "
-                                    "choose another name/output; delete the lock file only if that process is "
-                                    "gone") from None
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {host}\n")
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.seek(0)
+            owner = " on ".join(lock_file.read().split(maxsplit=1)) or "?"
+            raise RunDirLockedError(f"{run_dir} is in use by process {owner.strip()} (it holds {path}): wait for "
+                                    "that run to end, or choose another name/output") from None
+        lock_file.truncate(0)
+        lock_file.write(f"{os.getpid()} {socket.gethostname()}\n")
+        lock_file.flush()
         for orphan in run_dir.glob("*.tmp-*"):  # half-written checkpoints of a process killed while saving
             orphan.unlink(missing_ok=True)
-        break
-    else:
-        raise RunDirLockedError(f"could not take the lock {path}: other processes keep taking it over")
-    try:
-        yield
-    finally:
-        if _owner(path) == (os.getpid(), host):
-            path.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            lock_file.truncate(0)  # the lock itself goes with the file's closing
