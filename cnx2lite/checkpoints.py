@@ -24,14 +24,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
-import torch
 from torch import Tensor
 
 from .models.convnextv2 import VARIANTS, ConvNeXtV2
+from .rundir import read_torch_file, resolve_checkpoint
 
-__all__ = ["LoadResult", "load_pretrained", "convert_state_dict", "export_timm", "timm_name", "save_checkpoint",
-           "load_checkpoint", "resolve_checkpoint", "latest_checkpoint", "list_checkpoints", "prune_checkpoints",
-           "checkpoint_path"]
+__all__ = ["LoadResult", "load_pretrained", "convert_state_dict", "export_timm", "timm_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +166,7 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
         checkpoint, where = source, "the checkpoint"
     else:
         where = resolve_checkpoint(source)
-        checkpoint = _torch_load(where)
+        checkpoint = read_torch_file(where)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{where} holds a {type(checkpoint).__name__}, not a state dict or checkpoint dict")
     if not use_ema and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
@@ -296,95 +294,3 @@ def _mismatch_message(
         message += (f". Its classifier has {classes} classes and the model {model.num_classes}: build the model "
                     f"with num_classes={classes}, or pass skip_head=True to keep the model's own head")
     return message
-
-
-# --------------------------------------------------------------------------------------------------
-# Training checkpoints: written atomically, newest found by step, oldest pruned.
-# --------------------------------------------------------------------------------------------------
-CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pt$")
-
-
-def checkpoint_path(run_dir: str | os.PathLike, step: int) -> str:
-    """``<run_dir>/checkpoint-<step, 8 digits>.pt``."""
-    return os.path.join(os.fspath(run_dir), f"checkpoint-{step:08d}.pt")
-
-
-def save_checkpoint(state: Mapping, path: str | os.PathLike) -> str:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``: a crash
-    at any moment leaves either the old file or the complete new one, never a partial one."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # make the rename itself durable
-    finally:
-        os.close(fd)
-    return path
-
-
-def list_checkpoints(run_dir: str | os.PathLike) -> list[str]:
-    """The run's ``checkpoint-<step>.pt`` files, oldest step first (temporary files ignored)."""
-    if not os.path.isdir(run_dir):
-        return []
-    found = [(int(m.group(1)), name) for name in os.listdir(run_dir) if (m := CHECKPOINT_PATTERN.fullmatch(name))]
-    return [os.path.join(os.fspath(run_dir), name) for _, name in sorted(found)]
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> str | None:
-    """The checkpoint with the highest step in ``run_dir``, or None."""
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
-
-
-def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int) -> list[str]:
-    """Delete all but the newest ``keep_last`` checkpoints; returns the deleted paths."""
-    if keep_last < 1:
-        raise ValueError(f"keep_last must be >= 1, got {keep_last!r}")
-    old = list_checkpoints(run_dir)[:-keep_last]
-    for path in old:
-        os.remove(path)
-    return old
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> str:
-    """``path`` itself, or for a run directory its newest checkpoint."""
-    if not os.path.isdir(path):
-        return os.fspath(path)
-    newest = latest_checkpoint(path)
-    if newest is None:
-        raise FileNotFoundError(f"{os.fspath(path)} is a directory without checkpoint-<step>.pt files: pass a run "
-                                "directory that holds checkpoints, or a checkpoint file")
-    return newest
-
-
-def _torch_load(path: str) -> object:
-    """``torch.load(path, weights_only=True)`` on the CPU; a file that is not a readable checkpoint (truncated, not
-    torch's format, pickled objects other than tensors and containers) raises a ValueError in one line naming it.
-    A missing or unreadable file raises the OSError."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as e:  # unpickling errors vary: UnpicklingError, RuntimeError, EOFError, ...
-        lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if line.strip()]
-        detail = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
-        raise ValueError(f"cannot read {path} as a checkpoint with torch.load(weights_only=True) ({type(e).__name__}: "
-                         f"{detail[:200]}): a truncated file, another format, or objects other than tensors and "
-                         "containers; if you trust it, re-save just its state dict, e.g. "
-                         "torch.save(checkpoint['model'], path)") from None
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A training checkpoint written by :func:`save_checkpoint` (tensors and plain containers only), from its file or
-    its run directory (the newest checkpoint there). Raises a ValueError naming a file that cannot be read."""
-    return _torch_load(resolve_checkpoint(path))

@@ -31,9 +31,10 @@ from torch.utils.data import DataLoader, Dataset
 from . import data
 from .amp import AMP_MODES, autocast, resolve_amp
 from .argtypes import image_size, positive
-from .checkpoints import load_checkpoint, load_pretrained
+from .checkpoints import load_pretrained
 from .models import ConvNeXtV2, create_model
 from .models.convnextv2 import BLOCK_STYLES
+from .rundir import load_checkpoint
 from .stats import bootstrap_accuracy
 
 PROBE_METHODS = ("knn", "linear")

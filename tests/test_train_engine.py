@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnx2lite.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
+from cnx2lite.rundir import RunDir, RunDirLockedError, load_checkpoint
 from cnx2lite.train import NonFiniteLossError, evaluate_checkpoint, finetune, pretrain
 from cnx2lite.train.tasks import FinetuneTask
 from conftest import make_image_folder
@@ -45,7 +45,7 @@ def wait_for_step(run_dir: Path, step: int, process: subprocess.Popen, timeout: 
     """Poll until the run's newest checkpoint reaches ``step``; returns that checkpoint's step."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        path = latest_checkpoint(run_dir)
+        path = RunDir(run_dir).latest_checkpoint()
         if path and int(Path(path).stem.split("-")[1]) >= step:
             return int(Path(path).stem.split("-")[1])
         assert process.poll() is None, f"run ended early:\n{process.stdout.read()}"
@@ -89,7 +89,7 @@ def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(images, reference, tmp_
     first.send_signal(signal.SIGINT)
     rc, out = finish(first)
     assert rc == 130 and "SIGINT: stopping after this step" in out, out
-    stopped_at = load_checkpoint(latest_checkpoint(run_dir))["position"]["global_step"]
+    stopped_at = load_checkpoint(run_dir)["position"]["global_step"]
     assert 2 <= stopped_at < TOTAL_STEPS
 
     second = cli([*FINETUNE_FLAGS, "--resume", "auto", "--num-workers", "2"], images, tmp_path, "interrupted")
@@ -100,7 +100,7 @@ def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(images, reference, tmp_
 
     rc, out = finish(cli([*FINETUNE_FLAGS, "--resume", "auto", "--num-workers", "2"], images, tmp_path, "interrupted"))
     assert rc == 0 and "resumed from" in out, out
-    resumed, expected = load_checkpoint(latest_checkpoint(run_dir)), load_checkpoint(latest_checkpoint(reference))
+    resumed, expected = load_checkpoint(run_dir), load_checkpoint(reference)
     assert resumed["position"] == expected["position"]
     assert (expected["position"]["epoch"], expected["position"]["global_step"]) == (2, TOTAL_STEPS)
     for key in ("model", "ema", "optimizer"):
@@ -137,12 +137,12 @@ def test_kill_9_while_a_checkpoint_is_written_then_resume_is_bit_exact(images, r
     killed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     run_dir = tmp_path / "killed"
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    assert [Path(p).name for p in list_checkpoints(run_dir)] == ["checkpoint-00000001.pt", "checkpoint-00000002.pt"]
+    assert [Path(p).name for p in RunDir(run_dir).checkpoints()] == ["checkpoint-00000001.pt", "checkpoint-00000002.pt"]
     assert len(list(run_dir.glob("checkpoint-00000003.pt.tmp-*"))) == 1
     rc, out = finish(cli([*FINETUNE_FLAGS, "--resume", "auto"], images, tmp_path, "killed"))
     assert rc == 0 and f"resumed from {run_dir / 'checkpoint-00000002.pt'}" in out, out
     assert not list(run_dir.glob("*.tmp-*"))
-    resumed, expected = load_checkpoint(latest_checkpoint(run_dir)), load_checkpoint(latest_checkpoint(reference))
+    resumed, expected = load_checkpoint(run_dir), load_checkpoint(reference)
     for key in ("model", "ema", "optimizer"):
         _same_tensors(resumed[key], expected[key], key)
 
@@ -153,7 +153,7 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(images, refe
     run_dir = tmp_path / "cut"
     shutil.copytree(reference, run_dir)
     (run_dir / ".lock").unlink(missing_ok=True)
-    newest = Path(latest_checkpoint(run_dir))
+    newest = RunDir(run_dir).latest_checkpoint()
     newest.write_bytes(newest.read_bytes()[:1000])
     orphan = run_dir / f"{newest.name}.tmp-12345"
     orphan.write_bytes(b"partial")
@@ -161,12 +161,12 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(images, refe
     assert rc == 0 and f"skipping unreadable checkpoint {newest}" in out, out
     assert f"resumed from {run_dir / f'checkpoint-{TOTAL_STEPS - 1:08d}.pt'}" in out, out
     assert not orphan.exists() and Path(f"{newest}.unreadable").is_file()  # kept for a look, out of the way
-    resumed, expected = load_checkpoint(latest_checkpoint(run_dir)), load_checkpoint(latest_checkpoint(reference))
+    resumed, expected = load_checkpoint(run_dir), load_checkpoint(reference)
     _same_tensors(resumed["model"], expected["model"], "model")
 
 
 def test_eval_of_a_checkpoint_matches_the_run(images, reference):
-    ckpt = latest_checkpoint(reference)
+    ckpt = RunDir(reference).latest_checkpoint()
     last = load_checkpoint(ckpt)["history"][-1]
     result = evaluate_checkpoint(ckpt, str(images))
     assert result["images"] == 8 and result["top1"] == pytest.approx(last["val_top1"])
@@ -186,7 +186,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, mon
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at epoch 0, step 2 .* last good checkpoint is .*"
                                                  r"checkpoint-00000002\.pt"):
         finetune("smoke", data=str(images), output=str(tmp_path), name="nan", batch_size=4, save_every_steps=1)
-    good = load_checkpoint(latest_checkpoint(tmp_path / "nan"))
+    good = load_checkpoint(tmp_path / "nan")
     assert good["position"]["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in good["model"].values())
 
@@ -210,8 +210,8 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(images, t
     for process in (single, ddp):
         rc, out = finish(process)
         assert rc == 0, out
-    a = load_checkpoint(latest_checkpoint(tmp_path / "single"))
-    b = load_checkpoint(latest_checkpoint(tmp_path / "ddp"))
+    a = load_checkpoint(tmp_path / "single")
+    b = load_checkpoint(tmp_path / "ddp")
     assert a["position"] == b["position"] and a["position"]["global_step"] == 4
     assert a["config"]["global_batch"] == b["config"]["global_batch"] == 8
     for key, value in a["model"].items():
@@ -223,16 +223,14 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(images, t
 def test_ddp_into_a_locked_run_dir_stops_every_rank(images, tmp_path):
     """Rank 0 alone takes the lock; when it cannot, every rank must stop with its message instead of waiting for
     rank 0 at a collective forever."""
-    from cnx2lite.train.rundir import lock_run_dir
-
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
                 "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "cnx2lite", "pretrain", "--preset",
                 "smoke", "--batch-size", "4", "--data", str(images), "--output", str(tmp_path), "--name", "taken"]
-    with lock_run_dir(tmp_path / "taken"):
+    with RunDir(tmp_path / "taken").lock():
         rc, out = finish(subprocess.Popen(torchrun, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), timeout=120)
     assert rc != 0 and out.count(f"error: {tmp_path / 'taken'} is in use by process {os.getpid()}") == 2, out
-    assert not list_checkpoints(tmp_path / "taken")
+    assert not RunDir(tmp_path / "taken").checkpoints()
 
 
 def test_pretrain_then_finetune_through_the_api(images, tmp_path):
@@ -276,8 +274,6 @@ def test_quick_demo_writes_a_report(images, tmp_path):
 def test_a_second_run_into_a_busy_run_dir_is_refused_and_a_dead_owners_lock_is_free(images, tmp_path):
     """Two trainings into one run directory would mix their checkpoints and config.json: the second is refused with
     the first's pid; once the first is killed (kill -9: no cleanup runs) its lock is free, since the kernel drops it."""
-    from cnx2lite.train.rundir import RunDirLockedError, lock_run_dir
-
     first = cli(["pretrain", "--preset", "smoke", "--epochs", "1000", "--batch-size", "4"], images, tmp_path, "busy")
     lock = tmp_path / "busy" / ".lock"
     deadline = time.monotonic() + 60
@@ -293,7 +289,7 @@ def test_a_second_run_into_a_busy_run_dir_is_refused_and_a_dead_owners_lock_is_f
         first.kill()
         first.wait()
     assert lock.read_text().startswith(f"{first.pid} ")  # the dead owner's file is still there ...
-    with lock_run_dir(tmp_path / "busy"):  # ... and does not count
+    with RunDir(tmp_path / "busy").lock():  # ... and does not count
         assert lock.read_text().startswith(f"{os.getpid()} ")
     assert lock.read_text() == ""
 

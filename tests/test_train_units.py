@@ -3,21 +3,18 @@ checkpoint files, sharded resumable sampling, CLI help."""
 from __future__ import annotations
 
 import argparse
-import os
 
 import pytest
 import torch
 
-from cnx2lite.checkpoints import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint,
-                                  prune_checkpoints, save_checkpoint)
+from cnx2lite.rundir import RunDir, load_checkpoint
 from cnx2lite.cli import build_parser
 from cnx2lite.fcmae import FCMAE
 from cnx2lite.models import create_model
 from cnx2lite.train import load_preset, preset_names
 from cnx2lite.train.ema import ModelEma
 from cnx2lite.train.loader import ResumableSampler
-from cnx2lite.train.optim import build_optimizer, layer_id, param_groups
-from cnx2lite.train.schedule import cosine_lr
+from cnx2lite.train.optim import build_optimizer, cosine_lr, layer_id, param_groups
 from cnx2lite.train.seeding import derive_seed
 
 
@@ -162,14 +159,15 @@ def test_presets_follow_the_paper_and_take_overrides():
 
 
 def test_checkpoint_files_atomic_newest_pruned(tmp_path):
-    for step in (3, 12, 7):
-        save_checkpoint({"step": torch.tensor(step)}, checkpoint_path(tmp_path, step))
+    run_dir = RunDir(tmp_path)
+    for step in (3, 12):
+        run_dir.save_checkpoint({"step": torch.tensor(step)}, step, keep_last=5)
     (tmp_path / "checkpoint-00000099.pt.tmp-1").write_bytes(b"partial")  # a crash mid-write leaves only this
-    assert latest_checkpoint(tmp_path).endswith("checkpoint-00000012.pt")
-    assert prune_checkpoints(tmp_path, keep_last=2) == [checkpoint_path(tmp_path, 3)]
-    assert [os.path.basename(p) for p in list_checkpoints(tmp_path)] == ["checkpoint-00000007.pt", "checkpoint-00000012.pt"]
-    assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 12
-    assert latest_checkpoint(tmp_path / "nothing") is None
+    assert run_dir.latest_checkpoint() == tmp_path / "checkpoint-00000012.pt"
+    run_dir.save_checkpoint({"step": torch.tensor(7)}, 7, keep_last=2)  # the oldest step goes, not the oldest file
+    assert [p.name for p in run_dir.checkpoints()] == ["checkpoint-00000007.pt", "checkpoint-00000012.pt"]
+    assert load_checkpoint(tmp_path)["step"] == 12
+    assert RunDir(tmp_path / "nothing").latest_checkpoint() is None
 
 
 def test_sampler_shards_union_single_batch_and_resumes_mid_epoch():

@@ -11,7 +11,7 @@ from .. import data
 from ..evaluation import load_model
 from .config import TrainConfig, load_preset
 from .distributed import resolve_device
-from .engine import RunResult, train
+from .engine import RunResult, Trainer
 from .loader import eval_loader
 from .tasks import classification_stats
 
@@ -24,14 +24,19 @@ def _config(task: str, config: TrainConfig | str, overrides: dict[str, Any]) -> 
     return dataclasses.replace(config, **overrides)
 
 
+def train(config: TrainConfig) -> RunResult:
+    """Run (or resume) the training ``config`` describes (its ``task``); see :class:`Trainer`."""
+    return Trainer(config).run()
+
+
 def pretrain(config: TrainConfig | str = "smoke", **overrides: Any) -> RunResult:
     """FCMAE pretraining: ``pretrain("cpu", epochs=5)`` or ``pretrain(load_preset(...))``."""
-    return train(_config("pretrain", config, overrides))
+    return Trainer(_config("pretrain", config, overrides)).run()
 
 
 def finetune(config: TrainConfig | str = "smoke", **overrides: Any) -> RunResult:
     """Fine-tuning (from ``pretrained=<checkpoint>``, or from scratch without it)."""
-    return train(_config("finetune", config, overrides))
+    return Trainer(_config("finetune", config, overrides)).run()
 
 
 @torch.no_grad()

@@ -12,9 +12,9 @@ import sys
 
 from .. import data
 from ..argtypes import image_size, positive
-from .config import FIELDS, TASKS, ResumeMismatchError, TrainConfig, load_preset, preset_names
+from ..rundir import RunDirLockedError
+from .config import FIELDS, ResumeMismatchError, TrainConfig, fields_for, load_preset, preset_names
 from .engine import NonFiniteLossError
-from .rundir import RunDirLockedError
 
 EXIT_INTERRUPTED = 130
 HIDDEN = ("task",)
@@ -51,9 +51,8 @@ def add_config_flags(parser: argparse.ArgumentParser, task: str) -> None:
                         help=f"starting config (default: 'cpu'); one of {', '.join(preset_names(task))}")
     parser.add_argument("--show-config", action="store_true",
                         help="print the config (preset + flags) as JSON and exit (default: off)")
-    other = TASKS[1 - TASKS.index(task)]
-    for name, f in FIELDS.items():
-        if name not in HIDDEN and not f.metadata["help"].endswith(f"({other})"):
+    for name in fields_for(task):
+        if name not in HIDDEN:
             _add_field(parser, name)
 
 

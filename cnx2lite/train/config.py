@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from timm.data import create_transform
 
@@ -28,10 +28,12 @@ from ..models.convnextv2 import BLOCK_STYLES
 TASKS = ("pretrain", "finetune")
 
 
-def _f(default: Any, help: str) -> Any:
+def _f(default: Any, help: str, task: str | None = None) -> Any:
+    """A config field with its help text and the task it applies to (None: both)."""
+    metadata = {"help": help, "task": task}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: default, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -44,20 +46,20 @@ class TrainConfig:
                                     "average pooling); the paper's ablation, ConvNeXt V2-B fine-tuned top-1: "
                                     "l2 84.6, l1 84.3, mean 83.7")
     drop_path: float = _f(0.0, "stochastic depth rate, linear in depth")
-    head_init_scale: float = _f(1.0, "scale of the classifier's initial weights (finetune)")
+    head_init_scale: float = _f(1.0, "scale of the classifier's initial weights", task="finetune")
     pretrained: str | None = _f(None, "checkpoint to fine-tune from: an FCMAE run's directory (its newest "
                                       "checkpoint) or checkpoint, or any format cnx2lite.checkpoints.load_pretrained "
-                                      "reads (finetune)")
-    mask_ratio: float = _f(0.6, "masked fraction of 32x32 patches (pretrain)")
-    decoder_dim: int = _f(512, "FCMAE decoder width (pretrain)")
-    decoder_depth: int = _f(1, "FCMAE decoder blocks (pretrain)")
+                                      "reads", task="finetune")
+    mask_ratio: float = _f(0.6, "masked fraction of 32x32 patches", task="pretrain")
+    decoder_dim: int = _f(512, "FCMAE decoder width", task="pretrain")
+    decoder_depth: int = _f(1, "FCMAE decoder blocks", task="pretrain")
     norm_pix_loss: bool = _f(True, "predict per-patch normalized pixels, the paper's target; the official "
                                    "main_pretrain.py defaults to them too (its FCMAE class alone defaults to raw "
-                                   "pixels) (pretrain)")
-    backend: str = _f("gather", "sparse encoder backend: dense, gather, minkowski (pretrain)")
+                                   "pixels)", task="pretrain")
+    backend: str = _f("gather", "sparse encoder backend: dense, gather, minkowski", task="pretrain")
     sparse_encoder: bool = _f(True, "encode visible patches only (sparse conv); off: the dense encoder on the masked "
                                     "image, the paper's ablation (ConvNeXt V2-B, 800 epochs: 83.7 sparse vs 79.3 "
-                                    "dense top-1) (pretrain)")
+                                    "dense top-1)", task="pretrain")
     # data
     data: str | None = _f(None, "data root (else $CNX2LITE_DATA_ROOT, else <repo>/data)")
     dataset: str = _f("imagenette", "image folder name under the data root")
@@ -65,17 +67,17 @@ class TrainConfig:
     num_classes: int | None = _f(None, "use the first K classes (None: all)")
     images_per_class: int | None = _f(None, "training images per class (None: all)")
     val_images_per_class: int | None = _f(None, "validation images per class (None: all)")
-    rand_augment: str | None = _f("rand-m9-mstd0.5-inc1", "timm RandAugment spec, or none (finetune)")
-    reprob: float = _f(0.25, "random erasing probability (finetune)")
-    mixup: float = _f(0.0, "Mixup alpha, 0 = off (finetune)")
-    cutmix: float = _f(0.0, "CutMix alpha, 0 = off (finetune)")
-    label_smoothing: float = _f(0.0, "label smoothing (finetune)")
+    rand_augment: str | None = _f("rand-m9-mstd0.5-inc1", "timm RandAugment spec, or none", task="finetune")
+    reprob: float = _f(0.25, "random erasing probability", task="finetune")
+    mixup: float = _f(0.0, "Mixup alpha, 0 = off", task="finetune")
+    cutmix: float = _f(0.0, "CutMix alpha, 0 = off", task="finetune")
+    label_smoothing: float = _f(0.0, "label smoothing", task="finetune")
     num_workers: int = _f(0, "DataLoader worker processes per training process")
     skip_corrupt: bool = _f(False, "decode every image once before training and leave out (and list) those that "
                                    "fail; off: only headers are checked, and unreadable files stop the run before "
                                    "it starts, all listed")
     knn_images_per_class: int = _f(100, "labeled train images per class in the kNN monitor's memory bank: its val "
-                                        "top-1 is a metrics column at every evaluation; 0 = off (pretrain)")
+                                        "top-1 is a metrics column at every evaluation; 0 = off", task="pretrain")
     # optimization
     epochs: int = _f(1, "training epochs")
     batch_size: int = _f(64, "images per micro-step per process")
@@ -107,7 +109,7 @@ class TrainConfig:
     keep_last: int = _f(2, "checkpoints kept in the run dir")
     log_every_steps: int = _f(10, "metrics.csv train row every N optimizer steps")
     eval_every: int = _f(1, "evaluate every N epochs (and after the last)")
-    recon_every: int = _f(1, "reconstruction figure every N epochs (pretrain)")
+    recon_every: int = _f(1, "reconstruction figure every N epochs", task="pretrain")
     progress: bool = _f(True, "tqdm progress bars")
 
     def __post_init__(self) -> None:
@@ -194,6 +196,12 @@ def _check_mask_ratio(ratio: float, img_size: int) -> None:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def fields_for(task: str) -> list[str]:
+    """The config fields that apply to ``task``, in declaration order."""
+    return [name for name, f in FIELDS.items() if f.metadata["task"] in (None, _check_task(task))]
+
 # Where and how a run executes, not what it computes: these may change when a run is resumed (another machine, more
 # workers, another equivalent sparse backend). Every other field must match the checkpoint's.
 RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "num_workers", "device", "amp", "channels_last", "compile",
@@ -225,16 +233,30 @@ PRETRAIN = dict(task="pretrain", base_lr=1.5e-4, betas=(0.9, 0.95), weight_decay
                 mask_ratio=0.6, drop_path=0.0, norm_pix_loss=True, decoder_depth=1)
 FINETUNE = dict(task="finetune", betas=(0.9, 0.999), min_lr=1e-6, rand_augment="rand-m9-mstd0.5-inc1", reprob=0.25,
                 head_init_scale=0.001, ema_decay=0.9999)
-# The paper's fine-tuning table: epochs, base lr, warmup, wd, layer decay (mode), mixup, cutmix, smoothing, drop path
+class FinetuneRecipe(NamedTuple):
+    """A row of the paper's ImageNet-1K fine-tuning table (appendix A)."""
+
+    epochs: int
+    base_lr: float
+    warmup_epochs: int
+    weight_decay: float
+    layer_decay: float
+    layer_decay_mode: str
+    mixup: float
+    cutmix: float
+    label_smoothing: float
+    drop_path: float
+
+
 IN1K_FINETUNE = {
-    "atto": (600, 2e-4, 0, 0.3, 0.9, "single", 0.0, 0.0, 0.2, 0.1),
-    "femto": (600, 2e-4, 0, 0.05, 0.9, "single", 0.3, 0.3, 0.2, 0.0),
-    "pico": (600, 2e-4, 0, 0.3, 0.9, "single", 0.3, 0.3, 0.2, 0.0),
-    "nano": (600, 2e-4, 0, 0.3, 0.9, "single", 0.5, 0.5, 0.2, 0.1),
-    "tiny": (300, 8e-4, 40, 0.05, 0.9, "single", 0.8, 1.0, 0.1, 0.2),
-    "base": (100, 6.25e-4, 20, 0.05, 0.6, "group", 0.8, 1.0, 0.1, 0.1),
-    "large": (100, 6.25e-4, 20, 0.05, 0.6, "group", 0.8, 1.0, 0.1, 0.2),
-    "huge": (50, 1.25e-3, 10, 0.05, 0.75, "single", 0.8, 1.0, 0.1, 0.3),
+    "atto": FinetuneRecipe(600, 2e-4, 0, 0.3, 0.9, "single", 0.0, 0.0, 0.2, 0.1),
+    "femto": FinetuneRecipe(600, 2e-4, 0, 0.05, 0.9, "single", 0.3, 0.3, 0.2, 0.0),
+    "pico": FinetuneRecipe(600, 2e-4, 0, 0.3, 0.9, "single", 0.3, 0.3, 0.2, 0.0),
+    "nano": FinetuneRecipe(600, 2e-4, 0, 0.3, 0.9, "single", 0.5, 0.5, 0.2, 0.1),
+    "tiny": FinetuneRecipe(300, 8e-4, 40, 0.05, 0.9, "single", 0.8, 1.0, 0.1, 0.2),
+    "base": FinetuneRecipe(100, 6.25e-4, 20, 0.05, 0.6, "group", 0.8, 1.0, 0.1, 0.1),
+    "large": FinetuneRecipe(100, 6.25e-4, 20, 0.05, 0.6, "group", 0.8, 1.0, 0.1, 0.2),
+    "huge": FinetuneRecipe(50, 1.25e-3, 10, 0.05, 0.75, "single", 0.8, 1.0, 0.1, 0.3),
 }
 IN1K = dict(img_size=224, num_workers=10, save_every_steps=1000, log_every_steps=50, keep_last=3)
 
@@ -257,11 +279,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "imagenette-gpu": {**FINETUNE, **IMAGENETTE_GPU, "epochs": 100, "global_batch": 256, "base_lr": 2e-4,
                            "warmup_epochs": 5, "weight_decay": 0.05, "layer_decay": 0.9, "mixup": 0.3,
                            "cutmix": 0.3, "label_smoothing": 0.1, "drop_path": 0.1, "ema_decay": 0.999},
-        **{f"in1k-{size}": {**FINETUNE, **IN1K, "model": f"convnextv2_{size}", "epochs": epochs, "base_lr": lr,
-                            "warmup_epochs": warmup, "weight_decay": wd, "layer_decay": ld, "layer_decay_mode": mode,
-                            "mixup": mixup, "cutmix": cutmix, "label_smoothing": smoothing, "drop_path": dp,
+        **{f"in1k-{size}": {**FINETUNE, **IN1K, "model": f"convnextv2_{size}", **recipe._asdict(),
                             "global_batch": 1024, "batch_size": 64, "dataset": "imagenet"}
-           for size, (epochs, lr, warmup, wd, ld, mode, mixup, cutmix, smoothing, dp) in IN1K_FINETUNE.items()},
+           for size, recipe in IN1K_FINETUNE.items()},
     },
 }
 

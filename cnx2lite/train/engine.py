@@ -1,9 +1,9 @@
 """The training loop shared by FCMAE pretraining and fine-tuning (the task is the only difference).
 
 One optimizer step = ``accum_steps`` micro-batches per process; the lr is set per step from
-:func:`cosine_lr`; the EMA follows every step. The run directory holds ``config.json`` (resolved),
-``metrics.csv``, ``curves.png``, ``checkpoint-<step>.pt`` (the last ``keep_last``) and, when
-pretraining, ``reconstructions/``. Rank 0 writes; all ranks compute.
+:func:`cosine_lr`; the EMA follows every step. What the run keeps goes through its
+:class:`~cnx2lite.rundir.RunDir` (lock, ``config.json``, ``metrics.csv``, checkpoints); the engine adds
+``curves.png`` and the task its own figures. Rank 0 writes; all ranks compute.
 
 Exact resume: a checkpoint holds model, optimizer, scaler, EMA, metrics history and the position
 ``(epoch, step_in_epoch, global_step)``. All randomness is derived from ``(seed, position)`` (see
@@ -13,11 +13,8 @@ drop path and Mixup draws: a resumed run ends bit-identical to an uninterrupted 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import json
 import math
-import os
 import signal
 import threading
 import time
@@ -32,23 +29,17 @@ from tqdm.auto import tqdm
 
 from .. import data
 from ..amp import autocast, resolve_amp
-from ..checkpoints import (checkpoint_path, latest_checkpoint, list_checkpoints, load_checkpoint, prune_checkpoints,
-                           save_checkpoint)
 from ..evaluation import probe
+from ..rundir import RunDir, load_checkpoint
 from .config import ResumeMismatchError, TrainConfig, changed_settings
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main
 from .ema import ModelEma
 from .loader import eval_loader, train_loader
-from .optim import build_optimizer
-from .plots import plot_curves, plot_reconstructions
-from .rundir import create_run_dir, lock_run_dir
-from .schedule import cosine_lr
+from .optim import build_optimizer, cosine_lr
+from .plots import plot_curves
 from .seeding import derive_seed, seed_everything
-from .tasks import PretrainTask, build_task
+from .tasks import build_task
 
-METRIC_COLUMNS = ("kind", "epoch", "step", "train_loss", "lr", "img_per_s", "val_loss", "val_top1", "val_top5",
-                  "ema_top1", "ema_top5", "knn_top1", "time_s")
-NUM_RECONSTRUCTIONS = 6
 
 
 class NonFiniteLossError(RuntimeError):
@@ -123,9 +114,9 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.dist: Dist = init_distributed(config.device)
         self.task = build_task(config)
-        self.run_dir = Path(config.output) / config.run_name
+        self.run_dir = RunDir(Path(config.output) / config.run_name)
         if self.dist.is_main:
-            create_run_dir(self.run_dir)  # an output folder that cannot hold the run stops it before any work
+            self.run_dir.create()  # an output folder that cannot hold the run stops it before any work
         c = config
         root = data.resolve_data_root(c.data)
         folder = data.find_image_folder(root, c.dataset, unlabeled_ok=self.task.name == "pretrain")
@@ -203,7 +194,7 @@ class Trainer:
                     "data_folder": str(self.data_folder), "train_images": len(self.train_set),
                     "val_images": len(self.val_set) if self.val_set is not None else 0,
                     "classes": self.train_set.classes}
-            (self.run_dir / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+            self.run_dir.write_config(info)
 
     # ----------------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -215,7 +206,7 @@ class Trainer:
         try:
             with contextlib.ExitStack() as lock:
                 # rank 0 takes the lock; every rank learns whether it did (no rank waits for a rank 0 that failed)
-                run_on_main(lambda: lock.enter_context(lock_run_dir(self.run_dir)))
+                run_on_main(lambda: lock.enter_context(self.run_dir.lock()))
                 return self._run()
         finally:
             if self.dist.owns_group:
@@ -247,30 +238,17 @@ class Trainer:
                 self._end_epoch()
         return self._result()
 
-    def _newest_readable_checkpoint(self) -> tuple[str, dict] | tuple[None, None]:
-        """The newest checkpoint in the run dir that loads, or ``(None, None)`` if there is none. Unreadable newer
-        ones (a truncated file, a full disk) are renamed ``*.unreadable``, saying which and why, so that one bad
-        file neither loses the run nor outranks the checkpoints saved after it. Rank 0 only."""
-        found = list_checkpoints(self.run_dir)
-        for path in reversed(found):
-            try:
-                return path, load_checkpoint(path)
-            except (ValueError, OSError) as e:
-                self.log(f"skipping unreadable checkpoint {path}: {e}")
-                os.replace(path, f"{path}.unreadable")
-        if found:
-            raise ResumeMismatchError(f"no checkpoint in {self.run_dir} can be read (renamed *.unreadable): start a new "
-                                      "run (another name or output)")
-        return None, None
-
     def _checkpoint_to_resume(self) -> tuple[str, dict | None] | tuple[None, None]:
         """Which checkpoint this run continues, and its content when it was read to decide. Rank 0 decides."""
         c = self.config
-        if c.resume is None and latest_checkpoint(self.run_dir):
+        if c.resume is None and self.run_dir.latest_checkpoint():
             raise FileExistsError(f"{self.run_dir} already holds checkpoints of a run: pass resume='auto' "
                                   "(--resume auto) to continue it, or choose another name/output")
         if c.resume == "auto":
-            return self._newest_readable_checkpoint()
+            try:
+                return self.run_dir.newest_readable_checkpoint(self.log)
+            except ValueError as e:  # none of them loads
+                raise ResumeMismatchError(str(e)) from None
         return c.resume, None
 
     def _maybe_resume(self) -> None:
@@ -341,7 +319,7 @@ class Trainer:
                 if not math.isfinite(loss):
                     raise NonFiniteLossError(
                         f"loss is {loss} at epoch {pos.epoch}, step {pos.global_step} (lr {lr:.3g}): stopped before "
-                        f"the optimizer step. The last good checkpoint is {latest_checkpoint(self.run_dir)}. "
+                        f"the optimizer step. The last good checkpoint is {self.run_dir.latest_checkpoint()}. "
                         "Lower lr/base_lr, add clip_grad, or use amp=fp32")
                 self._optimizer_step()
                 pos.step_in_epoch += 1
@@ -414,8 +392,9 @@ class Trainer:
             self.log(f"epoch {pos.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
                                                         if isinstance(v, float) and k != "lr"))
         self._record(**row)
-        if isinstance(self.task, PretrainTask) and (pos.epoch % c.recon_every == 0 or last):
-            self.save_reconstructions()
+        if self.dist.is_main:  # the task's own figures, e.g. FCMAE reconstructions
+            figure_set = self.val_set if self.val_set is not None else self.train_set
+            self.task.save_figures(self.model, figure_set, self.run_dir.path, pos.epoch, last)
         self._save()
 
     @torch.no_grad()
@@ -446,25 +425,6 @@ class Trainer:
                        c.batch_size, self.dist.device, self.amp_dtype, c.num_workers)
         return result.top1
 
-    def save_reconstructions(self) -> Path | None:
-        """Four-panel reconstructions of val (else train) images, one per class where there are classes, with
-        fixed masks (rank 0)."""
-        if not self.dist.is_main:
-            return None
-        dataset = self.val_set if self.val_set is not None else self.train_set
-        picks = data.distinct_class_order(dataset.targets)[:NUM_RECONSTRUCTIONS]
-        images = torch.stack([dataset[i][0] for i in picks]).to(self.dist.device)
-        generator = torch.Generator().manual_seed(derive_seed(self.config.seed, "figure"))
-        self.model.eval()
-        recon = self.model.reconstruct(images, self.model.random_mask(images, generator))
-        self.model.train()
-        folder = self.run_dir / "reconstructions"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"epoch-{self.position.epoch:04d}.png"
-        plot_reconstructions(recon, path, title=f"{self.config.model}, epoch {self.position.epoch}")
-        (self.run_dir / "reconstruction.png").write_bytes(path.read_bytes())
-        return path
-
     # ----------------------------------------------------------------------------------------------
     def _record(self, **row: object) -> None:
         pos = self.position
@@ -476,12 +436,9 @@ class Trainer:
     def _write_metrics(self) -> None:
         if not self.dist.is_main:
             return
-        with open(self.run_dir / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(self.history)
+        self.run_dir.write_metrics(self.history)
         if any(r["kind"] == "epoch" for r in self.history):
-            plot_curves(self.history, self.run_dir / "curves.png", title=f"{self.task.name} {self.config.model}")
+            plot_curves(self.history, self.run_dir.path / "curves.png", title=f"{self.task.name} {self.config.model}")
 
     def _save(self) -> Path | None:
         """Checkpoint the current position (rank 0), then drop old checkpoints."""
@@ -494,16 +451,14 @@ class Trainer:
                 "position": dataclasses.asdict(self.position), "history": self.history,
                 "config": self.config.to_dict(), "classes": self.train_set.classes,
             }
-            path = Path(save_checkpoint(state, checkpoint_path(self.run_dir, self.position.global_step)))
-            prune_checkpoints(self.run_dir, self.config.keep_last)
+            path = self.run_dir.save_checkpoint(state, self.position.global_step, self.config.keep_last)
         barrier()
         return path
 
     def _result(self, interrupted: bool = False) -> RunResult:
         top1 = [r["val_top1"] for r in self.history if r["kind"] == "epoch" and r.get("val_top1") is not None]
         ema = [r["ema_top1"] for r in self.history if r["kind"] == "epoch" and r.get("ema_top1") is not None]
-        ckpt = latest_checkpoint(self.run_dir)
-        return RunResult(self.run_dir, self.history, Path(ckpt) if ckpt else None, top1[-1] if top1 else None,
+        return RunResult(self.run_dir.path, self.history, self.run_dir.latest_checkpoint(), top1[-1] if top1 else None,
                          max(top1) if top1 else None, ema[-1] if ema else None, interrupted, self.config.to_dict())
 
 
@@ -512,8 +467,3 @@ def _describe_change(old: list[str], new: list[str]) -> str:
     if not gone and not added:
         return f"the same {len(old)} class folders in another label order"
     return "; ".join(part for part in (f"{gone} gone" if gone else "", f"{added} added" if added else "") if part)
-
-
-def train(config: TrainConfig) -> RunResult:
-    """Run (or resume) the training ``config`` describes; see :class:`Trainer`."""
-    return Trainer(config).run()

@@ -1,4 +1,5 @@
-"""AdamW parameter groups: no weight decay on 1-D-like parameters, layer-wise lr decay.
+"""The optimizer and its schedule: AdamW parameter groups (no weight decay on 1-D-like parameters, layer-wise lr
+decay) and the per-step learning rate (linear warmup, then half-cosine).
 
 Layer ids follow the official ConvNeXt V2 ``optim_factory.py``
 (``scale = layer_decay ** (num_layers + 1 - layer_id)``, so the head trains at full lr):
@@ -19,6 +20,8 @@ the official pretraining (``main_pretrain.py``, timm's ``add_weight_decay``) dec
 fine-tuning (``get_parameter_groups``, which skips names ending in ``.gamma``/``.beta``) does not.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -95,3 +98,13 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tup
 def _check_mode(mode: str) -> None:
     if mode not in LAYER_DECAY_MODES:
         raise ValueError(f"layer_decay_mode must be one of {', '.join(map(repr, LAYER_DECAY_MODES))}; got {mode!r}")
+
+
+def cosine_lr(step: int, total_steps: int, peak_lr: float, warmup_steps: int = 0, min_lr: float = 0.0) -> float:
+    """The learning rate at optimizer step ``step`` (0-based) of ``total_steps``: linear warmup from 0 over
+    ``warmup_steps``, then half-cosine down to ``min_lr``."""
+    if step < warmup_steps:
+        return peak_lr * step / warmup_steps
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return min_lr + (peak_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,14 +1,17 @@
 """What differs between FCMAE pretraining and fine-tuning, for the one training loop in ``engine``.
 
-A task builds the model and its training transform, computes a micro-batch's loss, and sums
-per-batch evaluation statistics that the engine adds up over processes.
+A task builds the model and its training transform, computes a micro-batch's loss, sums per-batch
+evaluation statistics that the engine adds up over processes, and draws its own figures into the
+run directory at the end of an epoch.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from .. import data
 from ..checkpoints import load_pretrained
@@ -16,7 +19,10 @@ from ..fcmae import FCMAE
 from ..masking import random_mask
 from ..models import create_model
 from .config import TrainConfig
+from .plots import plot_reconstructions
 from .seeding import derive_seed
+
+NUM_RECONSTRUCTIONS = 6
 
 
 def seeded_masks(seeds: Tensor, img_size: int, ratio: float, device: torch.device) -> Tensor:
@@ -57,6 +63,26 @@ class PretrainTask:
         loss = self.loss(model, images, targets, seeds)
         return {"val_loss": loss.item() * len(images)}
 
+    @torch.no_grad()
+    def save_figures(self, model: FCMAE, dataset: Dataset, folder: Path, epoch: int, last: bool) -> None:
+        """Every ``recon_every`` epochs and at the last: four-panel reconstructions of ``dataset`` images, one per
+        class where there are classes, with fixed masks, as ``reconstructions/epoch-<n>.png`` and (the newest)
+        ``reconstruction.png``."""
+        c = self.config
+        if epoch % c.recon_every and not last:
+            return
+        picks = data.distinct_class_order(dataset.targets)[:NUM_RECONSTRUCTIONS]
+        images = torch.stack([dataset[i][0] for i in picks]).to(next(model.parameters()).device)
+        generator = torch.Generator().manual_seed(derive_seed(c.seed, "figure"))
+        was_training = model.training
+        model.eval()
+        recon = model.reconstruct(images, model.random_mask(images, generator))
+        model.train(was_training)
+        (folder / "reconstructions").mkdir(exist_ok=True)
+        path = folder / "reconstructions" / f"epoch-{epoch:04d}.png"
+        plot_reconstructions(recon, path, title=f"{c.model}, epoch {epoch}")
+        (folder / "reconstruction.png").write_bytes(path.read_bytes())
+
 
 class FinetuneTask:
     """Classification: (Mixup/CutMix +) cross-entropy; evaluation = loss, top-1, top-5."""
@@ -90,6 +116,9 @@ class FinetuneTask:
 
     def eval_batch(self, model: nn.Module, images: Tensor, targets: Tensor, index: int) -> dict[str, float]:
         return classification_stats(model(images), targets)
+
+    def save_figures(self, model: nn.Module, dataset: Dataset, folder: Path, epoch: int, last: bool) -> None:
+        """Fine-tuning draws no figures of its own (the engine draws the curves)."""
 
 
 def classification_stats(logits: Tensor, targets: Tensor) -> dict[str, float]:

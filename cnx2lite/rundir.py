@@ -1,0 +1,201 @@
+"""A run directory and everything a training run keeps in it, with one owner: :class:`RunDir`.
+
+::
+
+    <run_dir>/.lock                 flock: one training process writes here at a time
+    <run_dir>/config.json           the resolved config and what the data gave
+    <run_dir>/metrics.csv           one row per logging window ("train") and per epoch ("epoch")
+    <run_dir>/checkpoint-<step>.pt  atomic writes, newest by step, the last ``keep_last`` kept
+
+(The engine adds ``curves.png``, a task its own figures, e.g. FCMAE's ``reconstructions/``.)
+
+Readers outside training take a path that is a checkpoint file or a run directory (its newest
+checkpoint): :func:`resolve_checkpoint`, :func:`load_checkpoint`. Checkpoints hold tensors and plain
+containers only and are read with ``weights_only=True``.
+
+The lock is an exclusive ``flock`` on ``.lock``, which names the owner's pid and host: a second run
+fails at once with one line naming that process. The kernel releases the lock when its process
+dies (kill -9, a crash, a lost node), so there is no stale lock to detect and no race between two
+runs taking one over. Holding the lock, a run removes the temporary files of checkpoint writes that
+a killed process left behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import json
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+
+LOCK_NAME = ".lock"
+CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pt$")
+METRIC_COLUMNS = ("kind", "epoch", "step", "train_loss", "lr", "img_per_s", "val_loss", "val_top1", "val_top5",
+                  "ema_top1", "ema_top5", "knn_top1", "time_s")
+
+
+class RunDirLockedError(RuntimeError):
+    """Another live process is training into this run directory."""
+
+
+class RunDir:
+    """The files of one run under ``path``. Only the process that trains (rank 0) writes."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def create(self) -> None:
+        """Create the directory (and its parents); an OSError in one line says why it cannot hold a run."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"cannot create the run directory {self.path} ({e.strerror}: {e.filename}): choose another "
+                          "output folder (--output) or name") from None
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write into the run directory {self.path}: choose another output folder "
+                                  "(--output) or name")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the directory's lock for the duration of the block; raises :class:`RunDirLockedError` if another
+        process holds it."""
+        self.create()
+        path = self.path / LOCK_NAME
+        with open(path, "a+") as lock_file:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock_file.seek(0)
+                owner = " on ".join(lock_file.read().split(maxsplit=1)).strip() or "?"
+                raise RunDirLockedError(f"{self.path} is in use by process {owner} (it holds {path}): wait for that "
+                                        "run to end, or choose another name/output") from None
+            lock_file.truncate(0)
+            lock_file.write(f"{os.getpid()} {socket.gethostname()}\n")
+            lock_file.flush()
+            for orphan in self.path.glob("*.tmp-*"):  # half-written checkpoints of a process killed while saving
+                orphan.unlink(missing_ok=True)
+            try:
+                yield
+            finally:
+                lock_file.truncate(0)  # the lock itself goes with the file's closing
+
+    # --------------------------------------------------------------------------------------------- config, metrics
+    def write_config(self, info: Mapping) -> None:
+        (self.path / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    def write_metrics(self, history: Sequence[Mapping]) -> None:
+        """``metrics.csv`` holding ``history`` (rewritten whole: a resumed run keeps one consistent file)."""
+        with open(self.path / "metrics.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(history)
+
+    # --------------------------------------------------------------------------------------------- checkpoints
+    def checkpoint_path(self, step: int) -> Path:
+        """``<run_dir>/checkpoint-<step, 8 digits>.pt``."""
+        return self.path / f"checkpoint-{step:08d}.pt"
+
+    def checkpoints(self) -> list[Path]:
+        """The ``checkpoint-<step>.pt`` files, oldest step first (temporary and set-aside files ignored)."""
+        if not self.path.is_dir():
+            return []
+        found = [(int(m.group(1)), name) for name in os.listdir(self.path) if (m := CHECKPOINT_PATTERN.fullmatch(name))]
+        return [self.path / name for _, name in sorted(found)]
+
+    def latest_checkpoint(self) -> Path | None:
+        """The checkpoint with the highest step, or None."""
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def save_checkpoint(self, state: Mapping, step: int, keep_last: int) -> Path:
+        """Write ``state`` as the checkpoint of ``step`` (atomically), then delete all but the newest ``keep_last``."""
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last!r}")
+        path = self.checkpoint_path(step)
+        _save_atomically(state, path)
+        for old in self.checkpoints()[:-keep_last]:
+            old.unlink()
+        return path
+
+    def newest_readable_checkpoint(self, log: Callable[[str], None] = print) -> tuple[Path, dict] | tuple[None, None]:
+        """The newest checkpoint that loads, or ``(None, None)`` if there is none. Unreadable newer ones (a truncated
+        file, a full disk) are renamed ``*.unreadable``, saying which and why, so that one bad file neither loses
+        the run nor outranks (and prunes) the checkpoints saved after it. Raises a ValueError when none loads."""
+        found = self.checkpoints()
+        for path in reversed(found):
+            try:
+                return path, load_checkpoint(path)
+            except (ValueError, OSError) as e:
+                log(f"skipping unreadable checkpoint {path}: {e}")
+                os.replace(path, f"{path}.unreadable")
+        if found:
+            raise ValueError(f"no checkpoint in {self.path} can be read (renamed *.unreadable): start a new run "
+                             "(another name or output)")
+        return None, None
+
+
+def _save_atomically(state: Mapping, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``: a crash at any moment
+    leaves either the old file or the complete new one, never a partial one."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # make the rename itself durable
+    finally:
+        os.close(fd)
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> str:
+    """``path`` itself, or for a run directory its newest checkpoint."""
+    if not os.path.isdir(path):
+        return os.fspath(path)
+    newest = RunDir(path).latest_checkpoint()
+    if newest is None:
+        raise FileNotFoundError(f"{os.fspath(path)} is a directory without checkpoint-<step>.pt files: pass a run "
+                                "directory that holds checkpoints, or a checkpoint file")
+    return os.fspath(newest)
+
+
+def read_torch_file(path: str | os.PathLike) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; a file that is not a readable checkpoint (truncated, not
+    torch's format, pickled objects other than tensors and containers) raises a ValueError in one line naming it.
+    A missing or unreadable file raises the OSError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as e:  # unpickling errors vary: UnpicklingError, RuntimeError, EOFError, ...
+        lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if line.strip()]
+        detail = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
+        raise ValueError(f"cannot read {os.fspath(path)} as a checkpoint with torch.load(weights_only=True) "
+                         f"({type(e).__name__}: {detail[:200]}): a truncated file, another format, or objects other "
+                         "than tensors and containers; if you trust it, re-save just its state dict, e.g. "
+                         "torch.save(checkpoint['model'], path)") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A training checkpoint (tensors and plain containers only), from its file or its run directory (the newest
+    checkpoint there). Raises a ValueError naming a file that cannot be read."""
+    return read_torch_file(resolve_checkpoint(path))
