@@ -15,6 +15,7 @@ image's values so that the spread across images can be reported next to the mean
 
 ``mlp_activations`` works on this package's models and on timm's ``convnext_*`` / ``convnextv2_*``:
 it finds each block (a module with a depthwise conv child) and hooks the first GELU inside it.
+The figures of these statistics are :mod:`cnx2lite.notebook.collapse_figures`.
 """
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 __all__ = ["find_mlp_activations", "mlp_activations", "feature_cosine_distance", "cosine_distance_by_layer",
-           "LayerCollapse", "layer_collapse", "collapse_by_layer", "channel_maps", "plot_distance_by_layer",
-           "plot_collapse_by_layer", "plot_channel_maps"]
+           "LayerCollapse", "layer_collapse", "collapse_by_layer", "channel_maps"]
 
 # A channel is dead in an image when |activation| < DEAD_TOL at every position. GELU outputs are in
 # absolute units (GELU has no scale of its own to learn): |GELU(x)| < 1e-3 only for x < -3.4, where
@@ -222,9 +222,9 @@ def channel_maps(model: nn.Module, image: Tensor, layer: str | int, k: int = 64)
 
 
 # --------------------------------------------------------------------------------------------------
-# Figures
+# The figure of the statistics above, for the reproduction report and notebook 4
 # --------------------------------------------------------------------------------------------------
-def _mark_stages(ax: Axes, names: Sequence[str]) -> None:
+def mark_stages(ax: Axes, names: Sequence[str]) -> None:
     """Ticks at block indices 1..L and dotted lines at stage boundaries, read from layer names like
     "stages.2.0.act" (ours) or "stages.2.blocks.0.mlp.act" (timm)."""
     stages = [".".join(name.split(".")[:2]) for name in names]
@@ -235,28 +235,9 @@ def _mark_stages(ax: Axes, names: Sequence[str]) -> None:
     ax.set_xlabel("block (MLP layer), input to output; dotted lines: stage boundaries")
 
 
-def plot_distance_by_layer(results: Mapping[str, Sequence[tuple[str, float]]], title: str = "") -> Figure:
-    """One line per model: feature cosine distance against block index (as the paper's Fig. 4)."""
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
-    ax = fig.subplots()
-    styles = [("o", "-", 7), ("s", "--", 4), ("^", ":", 5), ("D", "-.", 4)]  # overlapping lines stay visible
-    for (label, values), (marker, ls, ms) in zip(results.items(), styles * len(results)):
-        ax.plot(range(1, len(values) + 1), [v for _, v in values], marker=marker, ls=ls, ms=ms, label=label,
-                mfc="none" if marker == "o" else None)
-    _mark_stages(ax, [name for name, _ in next(iter(results.values()), [])])
-    ax.axhline(0.5, color="0.4", lw=0.8, ls="--", label="independent zero-mean channels")
-    ax.set_ylabel("feature cosine distance")
-    ax.set_ylim(0, 0.55)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=9)
-    if title:
-        ax.set_title(title)
-    return fig
-
-
 def plot_collapse_by_layer(results: Mapping[str, Sequence[LayerCollapse]], title: str = "") -> Figure:
     """Per model (one color), against block index: the feature cosine distance (top) and the
-    fractions of dead (solid) and saturated (dashed) channels (bottom), as :func:`collapse_by_layer`
+    fractions of dead (solid) and saturated (dashed) channels (bottom), as :func:`~cnx2lite.analysis.collapse_by_layer`
     returns them. Lines are means over images, bands mean +- one std (none for a single image)."""
     fig = Figure(figsize=(7, 5.6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -273,7 +254,7 @@ def plot_collapse_by_layer(results: Mapping[str, Sequence[LayerCollapse]], title
             ax.fill_between(x, mean - std, mean + std, color=f"C{color}", alpha=0.2, lw=0)
     names = [layer.name for layer in next(iter(results.values()), [])]
     for ax in (top, bottom):
-        _mark_stages(ax, names)
+        mark_stages(ax, names)
         ax.grid(alpha=0.3)
     top.xaxis.label.set_visible(False)
     top.axhline(0.5, color="0.4", lw=0.8, ls="--", label="independent zero-mean channels")
@@ -285,27 +266,4 @@ def plot_collapse_by_layer(results: Mapping[str, Sequence[LayerCollapse]], title
     bottom.legend(loc="upper left", fontsize=8)
     if title:
         top.set_title(title)
-    return fig
-
-
-def plot_channel_maps(maps: Mapping[str, Tensor], cols: int = 8, title: str = "") -> Figure:
-    """Side by side, one grid per model of ``(k, H, W)`` activation maps. Each map is min-max scaled
-    on its own (so structure is visible whatever its magnitude); a map that is constant is drawn
-    flat black and counted in the panel title."""
-    fig = Figure(figsize=(4.2 * len(maps), 4.6), layout="constrained")
-    subfigs = fig.subfigures(1, len(maps), squeeze=False)[0]
-    for subfig, (label, m) in zip(subfigs, maps.items()):
-        m = m.float()
-        lo, hi = m.amin(dim=(1, 2), keepdim=True), m.amax(dim=(1, 2), keepdim=True)
-        flat = (hi - lo).flatten() <= 1e-6 * hi.abs().flatten().clamp_min(1e-6)
-        scaled = torch.where(flat.view(-1, 1, 1), torch.zeros_like(m), (m - lo) / (hi - lo).clamp_min(1e-12))
-        rows = -(-len(m) // cols)
-        axes = subfig.subplots(rows, cols, squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.set_axis_off()
-            if i < len(m):
-                ax.imshow(scaled[i].numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        subfig.suptitle(f"{label}\n{len(m)} channels, {int(flat.sum())} constant", fontsize=10)
-    if title:
-        fig.suptitle(title)
     return fig

@@ -1,4 +1,4 @@
-"""Data: ImageFolder subsets (K classes x N images), the paper's augmentations, Mixup/CutMix, sample photos.
+"""Data: ImageFolder subsets (K classes x N images) and the paper's augmentations.
 
 Where the images live is a setting: ``--data PATH`` > ``$CNX2LITE_DATA_ROOT`` > ``<repo>/data``. The data root
 holds an ImageFolder tree ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG``, either directly or in
@@ -8,7 +8,7 @@ Recipes follow the official ConvNeXt V2 code (facebookresearch/ConvNeXt-V2):
 - FCMAE pre-training (main_pretrain.py): RandomResizedCrop(scale=(0.2, 1.0), bicubic) + horizontal flip.
 - fine-tuning (main_finetune.py defaults, datasets.py build_transform): timm ``create_transform`` with
   RandAugment ``rand-m9-mstd0.5-inc1``, no color jitter, bicubic, random erasing p=0.25 mode 'pixel' count 1;
-  Mixup/CutMix via timm ``Mixup`` (switch_prob 0.5, mode 'batch') with label smoothing 0.1.
+  Mixup/CutMix and the loss belong to the fine-tuning task (:mod:`cnx2lite.train.tasks`).
 - evaluation: resize the shorter side to img_size / crop_pct (crop_pct 224/256), center crop; warp at >= 384.
 """
 from __future__ import annotations
@@ -19,11 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
 from PIL import Image
-from timm.data import Mixup, auto_augment, create_transform
-from timm.loss import SoftTargetCrossEntropy
-from torch import Tensor, nn
+from timm.data import auto_augment, create_transform
+from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.datasets import Imagenette
@@ -394,42 +392,6 @@ def eval_transform(img_size: int, crop_pct: float = 0.875) -> Callable[[Image.Im
     else:
         resize = [T.Resize(int(img_size / crop_pct), interpolation=bicubic), T.CenterCrop(img_size)]
     return T.Compose([*resize, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-
-def build_mixup(num_classes: int, mixup: float, cutmix: float, label_smoothing: float) -> Callable | None:
-    """timm Mixup/CutMix (switch_prob 0.5, mode 'batch', smoothed soft targets) if mixup or cutmix > 0, else None.
-
-    ``mixup_fn(x, y)``: x (B, C, H, W), y (B,) int -> x mixed, y (B, num_classes) soft targets summing to 1.
-    B must be even: build train loaders with ``drop_last=True`` and an even batch size.
-    With None, label smoothing moves into the loss: see :func:`build_criterion`.
-    """
-    if mixup < 0 or cutmix < 0:
-        raise ValueError(f"mixup and cutmix must be >= 0 (0 = off), got mixup={mixup}, cutmix={cutmix}")
-    if mixup == 0 and cutmix == 0:
-        return None
-    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=0.5, mode="batch",
-                 label_smoothing=label_smoothing, num_classes=num_classes)
-
-
-def build_criterion(mixup_fn: Callable | None, label_smoothing: float) -> nn.Module:
-    """SoftTargetCrossEntropy for Mixup's soft targets (which carry the smoothing), else smoothed cross-entropy
-    (torch's equals timm's LabelSmoothingCrossEntropy used by the official code)."""
-    if mixup_fn is not None:
-        return SoftTargetCrossEntropy()
-    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-
-def sample_images(n: int = 4, img_size: int = 224, data: str | None = None, seed: int = 0) -> Tensor:
-    """``n`` real photos (n, 3, img_size, img_size), ImageNet-normalized, shorter side resized and center-cropped:
-    a seeded pick from ``<data root>/samples/`` if it has images, else from the image folder's val split."""
-    root = resolve_data_root(data)
-    paths = _list_images(root / "samples") if (root / "samples").is_dir() else []
-    if not paths:
-        paths = [path for path, _ in build_dataset(find_image_folder(root), "val").samples]
-    if not 1 <= n <= len(paths):
-        raise ValueError(f"n must be in 1..{len(paths)} (images available), got {n}")
-    transform = eval_transform(img_size, crop_pct=1.0)
-    return torch.stack([transform(load_image(p)) for p in random.Random(seed).sample(paths, n)])
 
 
 def denormalize(x: Tensor) -> Tensor:

@@ -37,6 +37,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from . import analysis, data
+from .analysis import plot_collapse_by_layer
 from .amp import resolve_amp
 from .argtypes import positive
 from .evaluation import KNN_K, KNN_TEMPERATURE, load_model, predict, probe
@@ -344,7 +345,7 @@ def table_collapse(ev: Evaluator, output: Path, count: int = 16) -> Table:
     # the claim: V2 FCMAE's channels are more diverse than V1 FCMAE's, paired over the same images
     diff = bootstrap_mean(per_image["V2 FCMAE"]["distance"] - per_image["V1 FCMAE"]["distance"])
     rows.append(Row("4", "V2 FCMAE - V1 FCMAE", "mean feature cosine distance", diff, PAPER["collapse"]))
-    analysis.plot_collapse_by_layer(stats, title="feature collapse: MLP activations per block").savefig(
+    plot_collapse_by_layer(stats, title="feature collapse: MLP activations per block").savefig(
         output / "feature_collapse.png", dpi=100)
     shutil.copy(ev.grid.pretrain("v2").run_dir / "reconstruction.png", output / "reconstruction.png")
     section = f"""## 4. Feature collapse

@@ -28,12 +28,15 @@
 # %matplotlib inline
 import torch
 
-from cnx2lite import viz, widgets
 from cnx2lite.masking import mask_grid, num_visible, random_mask, stage_masks, upsample_mask
 from cnx2lite.models import VARIANTS, create_model
+from cnx2lite.notebook.masking_figures import plot_masked_photo, plot_stage_masks
+from cnx2lite.notebook.photos import photos
+from cnx2lite.notebook.run_scale import scale
+from cnx2lite.notebook.widgets import mask_explorer
 
 IMG_SIZE = 224  # masking is cheap: the real size at every CNX2LITE_SCALE
-print("scale:", viz.scale(), "| image size:", IMG_SIZE)
+print("scale:", scale(), "| image size:", IMG_SIZE)
 
 # %% [markdown]
 # ## Four stages, four resolutions
@@ -72,8 +75,8 @@ print(mask.shape, mask.dtype, "| masked:", int(mask.sum()), "| visible:", int((~
 print(mask.int())
 
 # %%
-photo = viz.photos(1, IMG_SIZE)[0]
-viz.plot_masked_photo(photo, mask)
+photo = photos(1, IMG_SIZE)[0]
+plot_masked_photo(photo, mask)
 
 # %% [markdown]
 # ## The same mask at every stage
@@ -92,7 +95,7 @@ for i, m in enumerate(masks):
 # downsampling window ever mixes a visible and a masked cell**. The visible fraction is the same at every stage.
 
 # %%
-viz.plot_stage_masks(mask, photo, dims=VARIANTS["convnextv2_atto"][1])
+plot_stage_masks(mask, photo, dims=VARIANTS["convnextv2_atto"][1])
 
 # %% [markdown]
 # That alignment is exactly what a smaller mask patch would break. With 16x16 cells, one last-stage position would
@@ -120,7 +123,7 @@ print("16x16 cells:", [windows_uniform(upsample_mask(small, 2 ** k)) for k in (2
 # at stage *i* each cell is `s x s` positions of the feature map.
 
 # %%
-widgets.mask_explorer(ratio=0.6, img_size=IMG_SIZE, stage=1, dims=VARIANTS["convnextv2_atto"][1])
+mask_explorer(ratio=0.6, img_size=IMG_SIZE, stage=1, dims=VARIANTS["convnextv2_atto"][1])
 
 # %% [markdown]
 # ## Takeaways

@@ -27,27 +27,30 @@
 import torch
 import torch.nn.functional as F
 
-from cnx2lite import viz
 from cnx2lite.bench import time_steps
-from cnx2lite.masking import pixel_mask, random_mask, stage_masks
+from cnx2lite.masking import pixel_mask, random_mask
 from cnx2lite.models import create_model
+from cnx2lite.notebook.masking_figures import plot_masked_photo
+from cnx2lite.notebook.photos import photos
+from cnx2lite.notebook.run_scale import pick, scale
+from cnx2lite.notebook.sparse_figures import plot_fill_in, plot_leak, plot_sparse_set, plot_speed
 from cnx2lite.sparse import available_backends, sparse_forward_features
 
 torch.manual_seed(0)
 IMG_SIZE = 224  # every scale: the walkthrough is cheap; only the timing at the end grows with the scale
-DEVICE = torch.device("cuda" if viz.scale() == "gpu" and torch.cuda.is_available() else "cpu")
-print("scale:", viz.scale(), "| image size:", IMG_SIZE, "| device:", DEVICE)
+DEVICE = torch.device("cuda" if scale() == "gpu" and torch.cuda.is_available() else "cpu")
+print("scale:", scale(), "| image size:", IMG_SIZE, "| device:", DEVICE)
 
 # %% [markdown]
 # One photo and a 60% mask, as in [01_masking](01_masking.ipynb). The encoder's input is the photo with masked
 # pixels set to zero (in normalized units, i.e. the dataset's mean colour).
 
 # %%
-photo = viz.photos(1, IMG_SIZE)[0]
+photo = photos(1, IMG_SIZE)[0]
 mask = random_mask(1, IMG_SIZE, ratio=0.6, generator=torch.Generator().manual_seed(0))[0]
 visible = (~pixel_mask(mask[None])).float()  # (1, H, W), 1 = visible pixel
 masked_photo = photo * visible
-viz.plot_masked_photo(photo, mask)
+plot_masked_photo(photo, mask)
 
 # %% [markdown]
 # ## The problem: dense convolutions fill the holes
@@ -85,7 +88,7 @@ for name, conv in (("dense", dense_conv), ("sparse", sparse_conv)):
         x = conv(x)
         if d in depths:
             runs[name].append(x[0])
-viz.plot_fill_in(runs["dense"], runs["sparse"], depths, mask)
+plot_fill_in(runs["dense"], runs["sparse"], depths, mask)
 
 # %% [markdown]
 # Dark = empty sites (all features exactly zero); "filled" counts masked pixels that are no longer empty. With dense
@@ -116,7 +119,7 @@ print(f"sparse set: coords {tuple(coords.shape)} + feats {tuple(feats.shape)}: {
 print("first 3 sites (sample, row, col):", coords[:3].tolist())
 
 # %%
-viz.plot_sparse_set(photo, mask, stride=4)
+plot_sparse_set(photo, mask, stride=4)
 
 # %% [markdown]
 # ## Three backends, one answer
@@ -140,7 +143,7 @@ with torch.no_grad():
     for p in model.parameters():
         p.add_(0.1 * torch.randn(p.shape, generator=gen))
 
-images = viz.photos(2, IMG_SIZE)
+images = photos(2, IMG_SIZE)
 masks = random_mask(2, IMG_SIZE, ratio=0.6, generator=torch.Generator().manual_seed(1))
 with torch.no_grad():
     out = {b: sparse_forward_features(model, images, masks, b) for b in available_backends()}
@@ -173,7 +176,7 @@ if "minkowski" not in out:
 # visible patches. A sparse encoder must not change at all.
 
 # %%
-other = viz.photos(2, IMG_SIZE, seed=1)[1]
+other = photos(2, IMG_SIZE, seed=1)[1]
 hide = pixel_mask(mask[None]).float()  # 1 = masked pixel
 a = (photo * (1 - hide))[None]  # masked pixels zero
 b = (photo * (1 - hide) + other * hide)[None]  # masked pixels from another photo
@@ -183,7 +186,7 @@ with torch.no_grad():
         fa = sparse_forward_features(model, a, mask[None], backend)
         fb = sparse_forward_features(model, b, mask[None], backend)
         change[f"sparse: {backend}"] = (fa - fb).abs().amax(1)[0]
-viz.plot_leak(change, mask)
+plot_leak(change, mask)
 
 # %% tags=["nbval-check-output"]
 for name, c in change.items():
@@ -201,16 +204,16 @@ for name, c in change.items():
 # bottom on a laptop. `cnx2lite bench fcmae` times the full FCMAE training step per backend.
 
 # %%
-B, ITERS = viz.pick(smoke=(2, 1), cpu=(8, 3), gpu=(64, 10))
-xb = viz.photos(min(B, 8), IMG_SIZE).repeat((B + 7) // 8, 1, 1, 1)[:B].to(DEVICE)
+B, ITERS = pick(smoke=(2, 1), cpu=(8, 3), gpu=(64, 10))
+xb = photos(min(B, 8), IMG_SIZE).repeat((B + 7) // 8, 1, 1, 1)[:B].to(DEVICE)
 mb = random_mask(B, IMG_SIZE, ratio=0.6, generator=torch.Generator().manual_seed(2)).to(DEVICE)
 model = model.to(DEVICE)
 steps = {"plain dense (no mask)": lambda: model.forward_features(xb)}
-for backend in [b for b in available_backends() if b != "minkowski" or viz.scale() != "smoke"]:
+for backend in [b for b in available_backends() if b != "minkowski" or scale() != "smoke"]:
     steps[f"sparse: {backend}"] = lambda backend=backend: sparse_forward_features(model, xb, mb, backend)
 with torch.inference_mode():
     speed = time_steps(steps, B, iters=ITERS, warmup=1, device=DEVICE)
-viz.plot_speed(speed, reference="plain dense (no mask)")
+plot_speed(speed, reference="plain dense (no mask)")
 
 # %% [markdown]
 # ## Takeaways

@@ -33,14 +33,17 @@ import os
 
 import torch
 
-from cnx2lite import viz, widgets
 from cnx2lite.checkpoints import load_pretrained
-from cnx2lite.layers import GRN
+from cnx2lite.layers.grn import GRN, global_response_norm, grn_aggregate, grn_calibrate, grn_normalize
 from cnx2lite.models import create_model
+from cnx2lite.notebook.grn_figures import channel_norms, plot_batch_dependence, plot_channel_norms, plot_grn_steps
+from cnx2lite.notebook.photos import photos
+from cnx2lite.notebook.run_scale import scale
+from cnx2lite.notebook.widgets import grn_explorer
 
 torch.manual_seed(0)
 IMG_SIZE = 224  # one forward pass of a small model: the same at every scale
-print("scale:", viz.scale(), "| image size:", IMG_SIZE)
+print("scale:", scale(), "| image size:", IMG_SIZE)
 
 # %% [markdown]
 # ## A real feature map: the input of a GRN
@@ -58,7 +61,7 @@ if os.environ.get("CNX2LITE_WEIGHTS"):
 captured = {}
 hook = model.stages[1][0].grn.register_forward_hook(lambda m, args, out: captured.update(x=args[0].detach()))
 with torch.no_grad():
-    model.forward_features(viz.photos(2, IMG_SIZE))
+    model.forward_features(photos(2, IMG_SIZE))
 hook.remove()
 x = captured["x"][:1]  # one sample: (1, H, W, C)
 
@@ -82,7 +85,7 @@ print("GRN input (N, H, W, C):", tuple(captured["x"].shape))
 # standardization `(G_i - mean) / std`, gives negative values that flip the sign of a channel's response in step 3.
 
 # %%
-viz.plot_grn_steps(x)
+plot_grn_steps(x)
 
 # %% [markdown]
 # ## Step 3, calibrate, with a residual
@@ -100,7 +103,10 @@ print("zero-initialized GRN is the identity:", torch.equal(grn(x), x))
 with torch.no_grad():
     grn.gamma.fill_(1.0)
     grn.beta.fill_(0.1)
-print("matches the three steps written out:", torch.allclose(grn(x), viz.grn_variant(x, 1.0, 0.1), atol=1e-6))
+aggregated = x.norm(dim=(1, 2), keepdim=True)                          # step 1: (N, 1, 1, C), L2 over H, W
+normalized = aggregated / (aggregated.mean(dim=-1, keepdim=True) + 1e-6)  # step 2: relative to the mean channel
+written_out = 1.0 * (x * normalized) + 0.1 + x                           # step 3: gamma, beta, residual
+print("matches the three steps written out:", torch.allclose(grn(x), written_out, atol=1e-6))
 
 # %% [markdown]
 # What does that do to the channels? With `beta = 0`, channel *i* is multiplied by `1 + gamma * N_i`: channels above
@@ -108,11 +114,12 @@ print("matches the three steps written out:", torch.allclose(grn(x), viz.grn_var
 # curve, sorted by strength) show the strong channels pulled further away from the weak ones.
 
 # %%
-viz.plot_channel_norms(x, viz.grn_variant(x, gamma=1.0), title="gamma = 1, beta = 0 (same for every channel)")
+plot_channel_norms(x, global_response_norm(x, gamma=1.0, beta=0.0),
+                   title="gamma = 1, beta = 0 (same for every channel)")
 
 # %% tags=["nbval-check-output"]
-before, after = viz.channel_norms(x), viz.channel_norms(viz.grn_variant(x, gamma=1.0))
-n = viz.grn_normalize(viz.grn_aggregate(x)).flatten()
+before, after = channel_norms(x), channel_norms(global_response_norm(x, gamma=1.0, beta=0.0))
+n = grn_normalize(grn_aggregate(x)).flatten()
 print("after / before = 1 + gamma * N_i for every channel:", torch.allclose(after / before, 1 + n, atol=1e-4))
 
 # %% [markdown]
@@ -124,7 +131,7 @@ print("after / before = 1 + gamma * N_i for every channel:", torch.allclose(afte
 # sign, their norm dips to zero then grows again); the residual off with gamma = 0 (everything is erased to beta).
 
 # %%
-widgets.grn_explorer(x)
+grn_explorer(x)
 
 # %% [markdown]
 # ## The sparse pitfall: statistics over the batch
@@ -144,17 +151,17 @@ c = torch.flip(b, dims=(1, 2)) * 2.0  # a third "image": B rotated by 180 degree
 
 def batch_wide(x: torch.Tensor) -> torch.Tensor:
     """GRN response with one norm per channel over the whole batch (all samples, all positions)."""
-    return viz.grn_normalize(torch.linalg.vector_norm(x, dim=(0, 1, 2), keepdim=True)).expand(len(x), 1, 1, -1)
+    return grn_normalize(torch.linalg.vector_norm(x, dim=(0, 1, 2), keepdim=True)).expand(len(x), 1, 1, -1)
 
 
 def per_sample(x: torch.Tensor) -> torch.Tensor:
     """GRN response per sample, as the dense GRN (and cnx2lite's sparse backends) compute it."""
-    return viz.grn_normalize(viz.grn_aggregate(x))
+    return grn_normalize(grn_aggregate(x))
 
 
 responses = {name: [f(torch.cat([a, other]))[0].flatten() for other in (b, c)] + [f(a)[0].flatten()]
              for name, f in (("batch-wide norms (official sparse GRN)", batch_wide), ("per-sample norms", per_sample))}
-viz.plot_batch_dependence(responses, labels=["A in batch (A, B)", "A in batch (A, C)", "A alone"])
+plot_batch_dependence(responses, labels=["A in batch (A, B)", "A in batch (A, C)", "A alone"])
 
 # %% tags=["nbval-check-output"]
 for name, (with_b, with_c, alone) in responses.items():
@@ -168,8 +175,8 @@ with torch.no_grad():
     grn.gamma.normal_(generator=torch.Generator().manual_seed(0))
 out_ab, out_ac = grn(torch.cat([a, b]))[:1], grn(torch.cat([a, c]))[:1]
 print("per-sample GRN: A's output identical with B or with C:", torch.equal(out_ab, out_ac))
-batch_ab = grn.calibrate(a, batch_wide(torch.cat([a, b]))[:1])
-batch_ac = grn.calibrate(a, batch_wide(torch.cat([a, c]))[:1])
+batch_ab = grn_calibrate(a, batch_wide(torch.cat([a, b]))[:1], grn.gamma.view(-1), grn.beta.view(-1))
+batch_ac = grn_calibrate(a, batch_wide(torch.cat([a, c]))[:1], grn.gamma.view(-1), grn.beta.view(-1))
 print("batch-wide GRN: A's output identical with B or with C:", torch.equal(batch_ab, batch_ac))
 
 # %% [markdown]

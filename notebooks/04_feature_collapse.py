@@ -41,17 +41,19 @@ from pathlib import Path
 
 import torch
 
-from cnx2lite import analysis, viz
+from cnx2lite import analysis
 from cnx2lite.checkpoints import load_pretrained
-from cnx2lite.data import sample_images
 from cnx2lite.models import create_model
+from cnx2lite.notebook.collapse_figures import plot_channel_maps, plot_distance_by_layer
+from cnx2lite.notebook.photos import sample_images
+from cnx2lite.notebook.run_scale import pick, scale
 from cnx2lite.train import load_preset, pretrain
 
-PRESET = viz.pick(smoke="smoke", cpu="cpu", gpu="imagenette-gpu")
-IMG_SIZE = viz.pick(smoke=128, cpu=192, gpu=224)  # analysis resolution (the models are fully convolutional)
-NUM_IMAGES = viz.pick(smoke=8, cpu=20, gpu=20)  # photos of different classes for the distance
-OUTPUT = Path(tempfile.mkdtemp(prefix="cnx2lite-04-")) if viz.scale() == "smoke" else Path("runs")
-print("scale:", viz.scale(), "| preset:", PRESET, "| analysis image size:", IMG_SIZE, "| runs in:", OUTPUT)
+PRESET = pick(smoke="smoke", cpu="cpu", gpu="imagenette-gpu")
+IMG_SIZE = pick(smoke=128, cpu=192, gpu=224)  # analysis resolution (the models are fully convolutional)
+NUM_IMAGES = pick(smoke=8, cpu=20, gpu=20)  # photos of different classes for the distance
+OUTPUT = Path(tempfile.mkdtemp(prefix="cnx2lite-04-")) if scale() == "smoke" else Path("runs")
+print("scale:", scale(), "| preset:", PRESET, "| analysis image size:", IMG_SIZE, "| runs in:", OUTPUT)
 
 # %% [markdown]
 # ## Pre-train a V1-style and a V2 encoder
@@ -107,8 +109,8 @@ for name, f in feats.items():  # channels and resolution do not depend on the ru
 # %%
 LAYER = "stages.1.1.act"
 photo = images[0]
-fig = analysis.plot_channel_maps({label: analysis.channel_maps(m, photo, LAYER, k=64) for label, m in encoders.items()},
-                                 title=f"{LAYER}: first 64 channels, one photo ({viz.scale()} scale, preset {PRESET})")
+fig = plot_channel_maps({label: analysis.channel_maps(m, photo, LAYER, k=64) for label, m in encoders.items()},
+                        title=f"{LAYER}: first 64 channels, one photo ({scale()} scale, preset {PRESET})")
 fig
 
 # %% [markdown]
@@ -136,8 +138,8 @@ for i, name in enumerate(dict(distances[next(iter(distances))])):
 print(f"{'mean':16s}" + "".join(f"{sum(v for _, v in values) / len(values):22.4f}" for values in distances.values()))
 
 # %%
-analysis.plot_distance_by_layer(distances, title=f"Feature cosine distance ({viz.scale()} scale, preset {PRESET}, "
-                                                 f"{NUM_IMAGES} photos)")
+plot_distance_by_layer(distances, title=f"Feature cosine distance ({scale()} scale, preset {PRESET}, "
+                                        f"{NUM_IMAGES} photos)")
 
 # %% [markdown]
 # **Reading the numbers.** In the paper (Fig. 4), the FCMAE-pre-trained V1 model's distance drops in many layers

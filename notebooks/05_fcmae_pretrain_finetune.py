@@ -40,16 +40,16 @@ from pathlib import Path
 import torch
 from IPython.display import Image, display
 
-from cnx2lite import viz
-from cnx2lite.checkpoints import load_checkpoint
-from cnx2lite.data import sample_images
 from cnx2lite.fcmae import FCMAE
+from cnx2lite.notebook.photos import sample_images
+from cnx2lite.notebook.run_scale import pick, scale
+from cnx2lite.rundir import load_checkpoint
 from cnx2lite.train import PRESETS, finetune, load_preset, pretrain
 from cnx2lite.train.plots import plot_comparison, plot_reconstructions
 
-PRESET = viz.pick(smoke="smoke", cpu="cpu", gpu="imagenette-gpu")
-OUTPUT = Path(tempfile.mkdtemp(prefix="cnx2lite-05-")) if viz.scale() == "smoke" else Path("runs")
-print("scale:", viz.scale(), "| preset:", PRESET, "| runs in:", OUTPUT)
+PRESET = pick(smoke="smoke", cpu="cpu", gpu="imagenette-gpu")
+OUTPUT = Path(tempfile.mkdtemp(prefix="cnx2lite-05-")) if scale() == "smoke" else Path("runs")
+print("scale:", scale(), "| preset:", PRESET, "| runs in:", OUTPUT)
 
 # %% [markdown]
 # ## 1. Pre-train
@@ -91,7 +91,7 @@ fcmae.eval()
 photos = sample_images(4, pt_config.img_size, seed=1)
 recon = fcmae.reconstruct(photos, fcmae.random_mask(photos, generator=torch.Generator().manual_seed(0)))
 display(Image(filename=plot_reconstructions(recon, OUTPUT / "reconstructions.png",
-                                            title=f"FCMAE reconstructions ({viz.scale()} scale, preset {PRESET})")))
+                                            title=f"FCMAE reconstructions ({scale()} scale, preset {PRESET})")))
 
 # %% [markdown]
 # In the stored `cpu` run (validation loss 0.78 after 20 epochs), the masked patches come back as smooth color
@@ -128,7 +128,7 @@ for label, run in (("FCMAE pre-trained", ft), ("from scratch", scratch)):
 # %%
 display(Image(filename=plot_comparison({"FCMAE pre-trained": ft.history, "from scratch": scratch.history}, "val_top1",
                                        OUTPUT / "val_top1.png", "val top-1 (%)",
-                                       f"Fine-tuning, FCMAE vs scratch ({viz.scale()} scale)")))
+                                       f"Fine-tuning, FCMAE vs scratch ({scale()} scale)")))
 
 # %% [markdown]
 # What to look for: at `cpu` and `gpu` scale, whether the pre-trained model ends above the one trained from scratch,

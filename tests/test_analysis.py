@@ -8,6 +8,8 @@ import torch
 
 from cnx2lite import analysis
 from cnx2lite.models import create_model
+from cnx2lite.analysis import plot_collapse_by_layer
+from cnx2lite.notebook.collapse_figures import plot_channel_maps, plot_distance_by_layer
 
 
 def naive_distance(features: torch.Tensor) -> float:
@@ -108,9 +110,9 @@ def test_channel_maps_and_figures() -> None:
     maps = analysis.channel_maps(model, torch.randn(3, 64, 64), layer="stages.2.0.act", k=16)
     assert tuple(maps.shape) == (16, 4, 4)
     maps[3] = 0.0  # a constant map is drawn flat and counted
-    fig = analysis.plot_channel_maps({"a": maps, "b": maps}, cols=4)
+    fig = plot_channel_maps({"a": maps, "b": maps}, cols=4)
     assert "1 constant" in fig.subfigs[0]._suptitle.get_text()
-    fig = analysis.plot_distance_by_layer({"a": [("x", 0.1), ("y", 0.2)]})
+    fig = plot_distance_by_layer({"a": [("x", 0.1), ("y", 0.2)]})
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][0] == "a"
 
 
@@ -200,7 +202,7 @@ def test_collapse_figure_draws_means_and_bands() -> None:
         return analysis.LayerCollapse(name, *values)
 
     layers = [stats("stages.0.0.act", [0.3, 0.5], [0.0, 0.2]), stats("stages.1.0.act", [0.4, 0.4], [0.5, 0.5])]
-    fig = analysis.plot_collapse_by_layer({"a": layers}, title="t")
+    fig = plot_collapse_by_layer({"a": layers}, title="t")
     top, bottom = fig.axes
     assert list(top.lines[0].get_ydata()) == pytest.approx([0.4, 0.4])
     assert list(bottom.lines[0].get_ydata()) == pytest.approx([0.1, 0.5])

@@ -1,4 +1,4 @@
-"""Data: subsets, RGB conversion, corrupt files, data-root settings, offline download, transforms, Mixup."""
+"""Data: subsets, RGB conversion, corrupt files, data-root settings, offline download, transforms."""
 from __future__ import annotations
 
 import random
@@ -9,10 +9,10 @@ from urllib.error import URLError
 import pytest
 import torch
 from PIL import Image
-from timm.loss import SoftTargetCrossEntropy
 from torch.utils.data import DataLoader
 
 from cnx2lite import data as D
+from cnx2lite.notebook.photos import sample_images
 
 CLASSES = [f"n0{i}" for i in range(8)]
 
@@ -247,35 +247,21 @@ def test_transforms_on_a_real_photo(shared_data):
         D.eval_transform(224, crop_pct=1.5)
 
 
-def test_mixup_soft_targets_and_criterion():
-    mixup = D.build_mixup(num_classes=10, mixup=0.8, cutmix=1.0, label_smoothing=0.1)
-    x, y = mixup(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
-    assert x.shape == (4, 3, 8, 8) and y.shape == (4, 10)
-    torch.testing.assert_close(y.sum(1), torch.ones(4))
-    assert (y > 0).all()  # smoothed: no hard zeros
-    assert isinstance(D.build_criterion(mixup, 0.1), SoftTargetCrossEntropy)
-    assert D.build_mixup(10, 0.0, 0.0, 0.1) is None
-    loss = D.build_criterion(None, 0.1)
-    assert isinstance(loss, torch.nn.CrossEntropyLoss) and loss.label_smoothing == 0.1
-    with pytest.raises(ValueError, match="mixup and cutmix must be >= 0"):
-        D.build_mixup(10, -1.0, 0.0, 0.1)
-
-
 def test_sample_images_real(shared_data):
-    x = D.sample_images(4, 224, data=str(shared_data), seed=0)
+    x = sample_images(4, 224, data=str(shared_data), seed=0)
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
-    assert torch.equal(x, D.sample_images(4, 224, data=str(shared_data), seed=0))
+    assert torch.equal(x, sample_images(4, 224, data=str(shared_data), seed=0))
     shown = D.denormalize(x)
     assert shown.min() >= 0 and shown.max() <= 1 and shown.std() > 0.1
 
 
 def test_sample_images_fallback_and_missing(folder, tmp_path, monkeypatch):
-    assert D.sample_images(2, 32, data=folder).shape == (2, 3, 32, 32)  # no samples/: the val split
+    assert sample_images(2, 32, data=folder).shape == (2, 3, 32, 32)  # no samples/: the val split
     monkeypatch.setenv(D.ENV_VAR, str(tmp_path / "empty"))
     with pytest.raises(D.DataNotFoundError, match="--data"):
-        D.sample_images()
+        sample_images()
     with pytest.raises(ValueError, match=r"n must be in 1..24"):
-        D.sample_images(25, 32, data=folder)
+        sample_images(25, 32, data=folder)
 
 
 def test_real_imagenette_subset(shared_data):

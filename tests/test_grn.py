@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from cnx2lite.layers import GRN, GRN_AGGREGATIONS, AllPositions, MaskedPositions, TokenPositions
+from cnx2lite.layers.grn import GRN_NORMALIZATIONS, global_response_norm, grn_aggregate, grn_normalize
+from cnx2lite.models import create_model
 
 
 def reference_grn(x, gamma, beta, eps=1e-6):
@@ -48,10 +50,45 @@ def test_each_aggregation_is_its_hand_computed_formula(aggregation):
         grn.gamma.copy_(torch.tensor([2.0, 3.0]).view(1, 1, 1, 2))
         grn.beta.copy_(torch.tensor([0.5, -1.0]).view(1, 1, 1, 2))
     g = torch.tensor(HAND_G[aggregation])
-    torch.testing.assert_close(grn.aggregate(HAND_X, AllPositions()).flatten(), g)
+    torch.testing.assert_close(grn_aggregate(HAND_X, aggregation).flatten(), g)
     n = g / (g.mean() + 1e-6)
     expected = torch.tensor([2.0, 3.0]) * HAND_X * n + torch.tensor([0.5, -1.0]) + HAND_X
     torch.testing.assert_close(grn(HAND_X), expected)
+
+
+def test_model_grn_equals_the_function_the_notebook_calls():
+    """The GRN inside a ConvNeXt V2 block and global_response_norm with the paper's choices (L2,
+    divisive, residual): per-channel parameters, and one float for all channels as notebook 3 uses."""
+    grn = create_model("convnextv2_atto", num_classes=0).stages[1][0].grn
+    x = torch.randn(2, 7, 7, grn.gamma.shape[-1])
+    with torch.no_grad():
+        grn.gamma.normal_(generator=torch.Generator().manual_seed(0))
+        grn.beta.normal_(generator=torch.Generator().manual_seed(1))
+    out = global_response_norm(x, grn.gamma.view(-1), grn.beta.view(-1), "l2", "divisive", residual=True)
+    torch.testing.assert_close(grn(x), out, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, reference_grn(x, grn.gamma, grn.beta), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        grn.gamma.fill_(1.0)
+        grn.beta.fill_(0.1)
+    torch.testing.assert_close(grn(x), global_response_norm(x, gamma=1.0, beta=0.1), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("normalization", GRN_NORMALIZATIONS)
+@pytest.mark.parametrize("aggregation", GRN_AGGREGATIONS)
+def test_every_variant_is_its_hand_written_formula(aggregation, normalization):
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 5, 8, dtype=torch.float64)
+    gamma, beta = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    g = {"l2": (x**2).sum(dim=(1, 2), keepdim=True).sqrt(),
+         "l1": x.abs().sum(dim=(1, 2), keepdim=True),
+         "mean": x.mean(dim=(1, 2), keepdim=True)}[aggregation]
+    mean, std = g.mean(dim=-1, keepdim=True), g.std(dim=-1, keepdim=True)
+    n = {"divisive": g / (mean + 1e-6), "standardize": (g - mean) / (std + 1e-6), "none": g}[normalization]
+    torch.testing.assert_close(grn_aggregate(x, aggregation), g)
+    torch.testing.assert_close(grn_normalize(g, normalization), n)
+    for residual in (True, False):
+        expected = gamma * (x * n) + beta + (x if residual else 0)
+        torch.testing.assert_close(global_response_norm(x, gamma, beta, aggregation, normalization, residual), expected)
 
 
 def test_statistics_are_per_sample():
@@ -80,8 +117,8 @@ def test_masked_and_token_positions_agree_and_ignore_masked_positions(aggregatio
     per_sample = [tokens[:lengths[0]], tokens[lengths[0]:]]
     expected = torch.stack([{"l2": t.norm(dim=0), "l1": t.abs().sum(0), "mean": t.mean(0)}[aggregation]
                             for t in per_sample])
-    torch.testing.assert_close(grn.aggregate(tokens, TokenPositions(lengths)), expected)
-    torch.testing.assert_close(grn.aggregate(x, MaskedPositions(visible)).view(2, 8), expected)
+    torch.testing.assert_close(grn_aggregate(tokens, aggregation, TokenPositions(lengths)), expected)
+    torch.testing.assert_close(grn_aggregate(x, aggregation, MaskedPositions(visible)).view(2, 8), expected)
     even = torch.ones(2, 4, 4, dtype=torch.bool)  # the uniform (reshape) path
     torch.testing.assert_close(grn(x[even], TokenPositions(even.flatten(1).sum(1))), grn(x)[even])
 
@@ -106,12 +143,12 @@ def test_statistics_are_float32_under_bf16_autocast(aggregation):
     gen = torch.Generator().manual_seed(0)
     x = (300 * torch.randn(2, 14, 14, 16, generator=gen) + 50).bfloat16()  # squares ~1e5, 196 positions
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        gx = grn.aggregate(x, AllPositions())
+        gx = grn_aggregate(x, aggregation, AllPositions())
         out = grn(x)
     assert gx.dtype == torch.float32 and out.dtype == torch.bfloat16
     reference = GRN(16, aggregation=aggregation).double()
     reference.load_state_dict(grn.state_dict())
-    expected = reference.aggregate(x.double(), AllPositions())
+    expected = grn_aggregate(x.double(), aggregation)
     rel = ((gx.double() - expected).abs().max() / expected.abs().max()).item()
     assert rel < 1e-5, rel
     assert ((expected.bfloat16().double() - expected).abs().max() / expected.abs().max()).item() > 1e-4  # bf16 is not
@@ -122,3 +159,7 @@ def test_statistics_are_float32_under_bf16_autocast(aggregation):
 def test_unknown_aggregation_is_a_clear_error():
     with pytest.raises(ValueError, match="aggregation must be one of 'l2', 'l1', 'mean'; got 'max'"):
         GRN(8, aggregation="max")
+    with pytest.raises(ValueError, match="aggregation must be one of 'l2', 'l1', 'mean'; got 'L2'"):
+        global_response_norm(torch.randn(1, 2, 2, 4), 1.0, 0.0, aggregation="L2")
+    with pytest.raises(ValueError, match="normalization must be one of 'divisive', 'standardize', 'none'; got 'max'"):
+        global_response_norm(torch.randn(1, 2, 2, 4), 1.0, 0.0, normalization="max")

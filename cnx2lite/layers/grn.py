@@ -2,13 +2,18 @@
 
 GRN runs in three steps on a channels-last feature map ``x`` of shape ``(N, H, W, C)``:
 
-1. *aggregate*: one statistic ``G_i`` per sample and channel ``i`` over the spatial positions. The
-   paper's is the L2 norm ``||X_i||_2``; its ablation (Table 2, ConvNeXt V2-B fine-tuned top-1)
-   also tries the L1 norm ``sum |X_i|`` and global average pooling ``mean X_i``:
+1. *aggregate* (:func:`grn_aggregate`): one statistic ``G_i`` per sample and channel ``i`` over the
+   spatial positions. The paper's is the L2 norm ``||X_i||_2``; its ablation (Table 2, ConvNeXt V2-B
+   fine-tuned top-1) also tries the L1 norm ``sum |X_i|`` and global average pooling ``mean X_i``:
    ``"l2"`` 84.6, ``"l1"`` 84.3, ``"mean"`` 83.7;
-2. *normalize*: ``N_i = G_i / mean_j(G_j)``, a divisive normalization across channels;
-3. *calibrate*: ``gamma * (x * N) + beta + x``. With gamma and beta zero-initialized, GRN starts as
-   the identity, and the residual keeps it trainable from there.
+2. *normalize* (:func:`grn_normalize`): ``N_i = G_i / mean_j(G_j)``, a divisive normalization across
+   channels; the ablation's alternative standardizes, ``(G_i - mean_j G_j) / std_j G_j``;
+3. *calibrate* (:func:`grn_calibrate`): ``gamma * (x * N) + beta + x``. With gamma and beta
+   zero-initialized, GRN starts as the identity, and the residual keeps it trainable from there.
+
+:func:`global_response_norm` chains the three with every choice exposed; the :class:`GRN` module is
+it with the paper's choices (any aggregation, divisive normalization, the residual) and learned
+``gamma`` and ``beta``.
 
 Steps 1-2 run in (at least) float32, also under autocast: squares and sums over thousands of
 positions lose too much in bfloat16. Step 3 runs in the input's dtype.
@@ -26,6 +31,65 @@ import torch
 from torch import Tensor, nn
 
 GRN_AGGREGATIONS = ("l2", "l1", "mean")
+GRN_NORMALIZATIONS = ("divisive", "standardize", "none")
+
+
+def global_response_norm(x: Tensor, gamma: Tensor | float, beta: Tensor | float, aggregation: str = "l2",
+                         normalization: str = "divisive", residual: bool = True, eps: float = 1e-6,
+                         positions: Positions | None = None) -> Tensor:
+    """GRN of channels-last features ``x (..., C)``, by default a map ``(N, H, W, C)``:
+    ``gamma * (x * N) + beta (+ x)`` with ``N = grn_normalize(grn_aggregate(x))``.
+
+    ``gamma`` and ``beta``: one value per channel ``(C,)``, or one float for every channel.
+    ``aggregation`` is one of :data:`GRN_AGGREGATIONS`, ``normalization`` one of
+    :data:`GRN_NORMALIZATIONS`; ``residual=False`` drops the ``+ x``. The defaults are the paper's
+    GRN. ``positions`` says which positions of each sample the statistics sum over (default: all)."""
+    positions = positions or AllPositions()
+    nx = grn_normalize(grn_aggregate(x, aggregation, positions), normalization, eps)
+    return grn_calibrate(x, nx.to(x.dtype), gamma, beta, residual, positions.expand)
+
+
+def grn_aggregate(x: Tensor, aggregation: str = "l2", positions: Positions | None = None) -> Tensor:
+    """Step 1: per-sample, per-channel statistics of ``x`` over ``positions`` (default: all spatial
+    positions of a map ``(N, H, W, C)`` -> ``(N, 1, 1, C)``), in float32 or wider."""
+    positions = positions or AllPositions()
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
+    if aggregation == "l2":
+        # sqrt'(0) is infinite; clamping gives the zero subgradient that vector_norm uses.
+        return positions.sum(x.square()).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
+    if aggregation == "l1":
+        return positions.sum(x.abs())
+    if aggregation == "mean":
+        count = positions.sum(torch.ones_like(x[..., :1]))  # positions per sample
+        return positions.sum(x) / count.clamp_min(1)
+    raise _unknown("aggregation", aggregation, GRN_AGGREGATIONS)
+
+
+def grn_normalize(gx: Tensor, normalization: str = "divisive", eps: float = 1e-6) -> Tensor:
+    """Step 2, across the channels of the statistics ``gx (..., C)``: ``divisive`` (GRN: divide by
+    their mean), ``standardize`` (subtract the mean, divide by the standard deviation) or ``none``."""
+    if normalization == "divisive":
+        return gx / (gx.mean(dim=-1, keepdim=True) + eps)
+    if normalization == "standardize":
+        return (gx - gx.mean(dim=-1, keepdim=True)) / (gx.std(dim=-1, keepdim=True) + eps)
+    if normalization == "none":
+        return gx
+    raise _unknown("normalization", normalization, GRN_NORMALIZATIONS)
+
+
+def grn_calibrate(x: Tensor, nx: Tensor, gamma: Tensor | float, beta: Tensor | float, residual: bool = True,
+                  expand: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
+    """Step 3: ``gamma * (x * nx) + beta (+ x)`` for ``nx`` broadcastable to ``x`` (after ``expand``);
+    ``gamma`` and ``beta`` as in :func:`global_response_norm`.
+
+    Computed as ``x * (1 + gamma * nx) + beta``: the gain is per sample and channel, so the
+    full-size work is a single fused multiply-add instead of three passes."""
+    gain = (1 + gamma * nx if residual else gamma * nx).to(x.dtype)
+    return torch.addcmul(torch.as_tensor(beta, dtype=x.dtype, device=x.device), x, expand(gain))
+
+
+def _unknown(name: str, value: str, choices: tuple[str, ...]) -> ValueError:
+    return ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
 class GRN(nn.Module):
@@ -35,9 +99,7 @@ class GRN(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6, aggregation: str = "l2") -> None:
         super().__init__()
         if aggregation not in GRN_AGGREGATIONS:
-            raise ValueError(
-                f"aggregation must be one of {', '.join(map(repr, GRN_AGGREGATIONS))}; got {aggregation!r}"
-            )
+            raise _unknown("aggregation", aggregation, GRN_AGGREGATIONS)
         self.eps = eps
         self.aggregation = aggregation
         self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim))
@@ -49,32 +111,8 @@ class GRN(nn.Module):
         ``positions`` says which positions of each sample the statistics sum over; the default
         takes all spatial positions. Sparse backends pass :class:`MaskedPositions` or
         :class:`TokenPositions`."""
-        positions = positions or AllPositions()
-        nx = self.response(self.aggregate(x, positions))
-        return self.calibrate(x, nx.to(x.dtype), positions.expand)
-
-    def aggregate(self, x: Tensor, positions: Positions) -> Tensor:
-        """Step 1: per-sample, per-channel statistics of ``x`` over ``positions``, in float32 or wider."""
-        x = x.to(torch.promote_types(x.dtype, torch.float32))
-        if self.aggregation == "l2":
-            # sqrt'(0) is infinite; clamping gives the zero subgradient that vector_norm uses.
-            return positions.sum(x.square()).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
-        if self.aggregation == "l1":
-            return positions.sum(x.abs())
-        count = positions.sum(torch.ones_like(x[..., :1]))  # positions per sample
-        return positions.sum(x) / count.clamp_min(1)
-
-    def response(self, gx: Tensor) -> Tensor:
-        """Step 2: divide the per-channel statistics ``gx (..., C)`` by their mean over channels."""
-        return gx / (gx.mean(dim=-1, keepdim=True) + self.eps)
-
-    def calibrate(self, x: Tensor, nx: Tensor, expand: Callable[[Tensor], Tensor] = lambda t: t) -> Tensor:
-        """Step 3: ``gamma * (x * nx) + beta + x`` for ``nx`` broadcastable to ``x`` (after ``expand``).
-
-        Computed as ``x * (1 + gamma * nx) + beta``: the gain is per sample and channel, so the
-        full-size work is a single fused multiply-add instead of three passes."""
-        gain = (1 + self.gamma.view(-1) * nx).to(x.dtype)
-        return torch.addcmul(self.beta.view(-1).to(x.dtype), x, expand(gain))
+        return global_response_norm(x, self.gamma.view(-1), self.beta.view(-1), self.aggregation, eps=self.eps,
+                                    positions=positions)
 
     def extra_repr(self) -> str:
         return f"dim={self.gamma.shape[-1]}, eps={self.eps}, aggregation={self.aggregation!r}"

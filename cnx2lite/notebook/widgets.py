@@ -1,8 +1,8 @@
 """Interactive explorers for the notebooks: ipywidgets controls, a text readout and a figure.
 
 Each explorer returns an ``ipywidgets.VBox``; the figure is an ``ipywidgets.Image`` holding a PNG
-rendered by :mod:`cnx2lite.viz`, so it redraws without a matplotlib GUI backend and looks the same
-in JupyterLab, VS Code and a static export. ``explorer.update()`` redraws by hand (handy in tests).
+of a notebook figure (:func:`.plotting.figure_png`), so it redraws without a matplotlib GUI backend and
+looks the same in JupyterLab, VS Code and a static export. ``explorer.update()`` redraws by hand (handy in tests).
 """
 from __future__ import annotations
 
@@ -16,9 +16,13 @@ import ipywidgets as W
 import torch
 from torch import Tensor
 
-from . import viz
-from .masking import NUM_STAGES, mask_grid, num_visible, random_mask
-from .models import PATCH_SIZE
+from ..layers.grn import GRN_NORMALIZATIONS, global_response_norm
+from ..masking import NUM_STAGES, mask_grid, num_visible, random_mask
+from ..models import PATCH_SIZE
+from .grn_figures import AGGREGATION_LABELS, channel_norms, plot_channel_norms
+from .masking_figures import plot_stage_masks
+from .photos import photos
+from .plotting import figure_png
 
 __all__ = ["mask_explorer", "grn_explorer"]
 
@@ -69,8 +73,8 @@ def mask_explorer(ratio: float = 0.6, seed: int = 0, img_size: int = 224, stage:
 
     ``stage`` counts from 1 to 4 like the figures and the paper (``stage_masks(...)[stage - 1]``).
     ``photo(img_size)`` returns one normalized ``(3, S, S)`` image (default: the first of
-    :func:`cnx2lite.viz.photos`); ``dims`` are the channels per stage, shown in the titles."""
-    load = functools.lru_cache(maxsize=8)(photo or (lambda size: viz.photos(1, size)[0]))
+    :func:`~cnx2lite.notebook.photos.photos`); ``dims`` are the channels per stage, shown in the titles."""
+    load = functools.lru_cache(maxsize=8)(photo or (lambda size: photos(1, size)[0]))
     style, wide = _slider_style(), W.Layout(width="22em")
     controls = [
         W.FloatSlider(value=ratio, min=0.0, max=0.95, step=0.05, description="mask ratio", readout_format=".2f",
@@ -92,9 +96,9 @@ def mask_explorer(ratio: float = 0.6, seed: int = 0, img_size: int = 224, stage:
         text = (f"<b>{kept} of {h * w} cells visible</b> ({h}x{w} grid of {PATCH_SIZE}x{PATCH_SIZE} patches); "
                 f"stage {i + 1} map {h * s}x{w * s}, one cell = {s}x{s} positions, "
                 f"{kept * s * s} of {h * w * s * s} positions visible")
-        fig = viz.plot_stage_masks(mask, load(size), stages=(i,), dims=dims)
+        fig = plot_stage_masks(mask, load(size), stages=(i,), dims=dims)
         fig.set_size_inches(6.4, 3.4)
-        return text, viz.figure_png(fig)
+        return text, figure_png(fig)
 
     return Explorer(controls, draw)
 
@@ -108,28 +112,29 @@ def grn_explorer(x: Tensor, gamma: float = 0.0, beta: float = 0.0) -> Explorer:
                       style=style, layout=wide),
         W.FloatSlider(value=beta, min=-0.5, max=0.5, step=0.05, description="beta", continuous_update=False,
                       style=style, layout=wide),
-        W.Dropdown(options=viz.AGGREGATES, value="L2", description="aggregate", style=style),
-        W.Dropdown(options=viz.NORMALIZATIONS, value="divisive", description="normalize", style=style),
+        W.Dropdown(options=[(label, name) for name, label in AGGREGATION_LABELS.items()], value="l2",
+                   description="aggregate", style=style),
+        W.Dropdown(options=GRN_NORMALIZATIONS, value="divisive", description="normalize", style=style),
         W.Checkbox(value=True, description="residual (+ x)", indent=False),
     ]
     gamma_w, beta_w, agg_w, norm_w, res_w = controls
-    before = viz.channel_norms(x)
+    before = channel_norms(x)
     order = torch.argsort(before, descending=True)
 
     def spread(norms: Tensor) -> float:
         return float(norms.max() / norms.mean().clamp_min(1e-12))
 
     def draw() -> tuple[str, bytes]:
-        out = viz.grn_variant(x, gamma_w.value, beta_w.value, agg_w.value, norm_w.value, res_w.value)
-        after = viz.channel_norms(out)
+        out = global_response_norm(x, gamma_w.value, beta_w.value, agg_w.value, norm_w.value, res_w.value)
+        after = channel_norms(out)
         identity = bool(torch.equal(out, x))
         change = float((out - x).abs().max())
         text = (f"<b>max/mean channel norm: {spread(before):.2f} before, {spread(after):.2f} after</b>; "
                 f"max |GRN(x) - x| = {change:.3g}" + (" (identity)" if identity else ""))
-        fig = viz.plot_channel_norms(x, out, order=order,
-                                     title=f"gamma={gamma_w.value:.2f}, beta={beta_w.value:.2f}, {agg_w.value}, "
-                                           f"{norm_w.value}, residual {'on' if res_w.value else 'off'}")
-        return text, viz.figure_png(fig)
+        fig = plot_channel_norms(x, out, order=order,
+                                 title=f"gamma={gamma_w.value:.2f}, beta={beta_w.value:.2f}, {agg_w.label}, "
+                                       f"{norm_w.value}, residual {'on' if res_w.value else 'off'}")
+        return text, figure_png(fig)
 
     return Explorer(controls, draw)
 
