@@ -6,16 +6,18 @@ import argparse
 
 import pytest
 import torch
+from timm.loss import SoftTargetCrossEntropy
 
-from cnx2lite.rundir import RunDir, load_checkpoint
 from cnx2lite.cli import build_parser
 from cnx2lite.fcmae import FCMAE
 from cnx2lite.models import create_model
+from cnx2lite.rundir import RunDir, load_checkpoint
 from cnx2lite.train import load_preset, preset_names
 from cnx2lite.train.ema import ModelEma
 from cnx2lite.train.loader import ResumableSampler
 from cnx2lite.train.optim import build_optimizer, cosine_lr, layer_id, param_groups
 from cnx2lite.train.seeding import derive_seed
+from cnx2lite.train.tasks import build_criterion, build_mixup
 
 
 def _group_of(groups: list[dict], name: str) -> dict:
@@ -258,3 +260,17 @@ def test_pretraining_refuses_masks_that_leave_nothing_to_learn(overrides, messag
         load_preset("smoke", task="pretrain", **overrides)
     assert load_preset("smoke", task="finetune", **overrides).task == "finetune"  # a pretrain-only setting
     assert load_preset("smoke", task="pretrain", mask_ratio=0.1).mask_ratio == 0.1  # 3 of 4 visible, 1 masked: fine
+
+
+def test_mixup_soft_targets_and_criterion():
+    mixup = build_mixup(num_classes=10, mixup=0.8, cutmix=1.0, label_smoothing=0.1)
+    x, y = mixup(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
+    assert x.shape == (4, 3, 8, 8) and y.shape == (4, 10)
+    torch.testing.assert_close(y.sum(1), torch.ones(4))
+    assert (y > 0).all()  # smoothed: no hard zeros
+    assert isinstance(build_criterion(mixup, 0.1), SoftTargetCrossEntropy)
+    assert build_mixup(10, 0.0, 0.0, 0.1) is None
+    loss = build_criterion(None, 0.1)
+    assert isinstance(loss, torch.nn.CrossEntropyLoss) and loss.label_smoothing == 0.1
+    with pytest.raises(ValueError, match="mixup and cutmix must be >= 0"):
+        build_mixup(10, -1.0, 0.0, 0.1)

@@ -11,6 +11,8 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
 from torch.utils.data import Dataset
 
 from .. import data
@@ -84,6 +86,29 @@ class PretrainTask:
         (folder / "reconstruction.png").write_bytes(path.read_bytes())
 
 
+def build_mixup(num_classes: int, mixup: float, cutmix: float, label_smoothing: float) -> Callable | None:
+    """timm Mixup/CutMix (switch_prob 0.5, mode 'batch', smoothed soft targets) if mixup or cutmix > 0, else None.
+
+    ``mixup_fn(x, y)``: x (B, C, H, W), y (B,) int -> x mixed, y (B, num_classes) soft targets summing to 1.
+    B must be even: build train loaders with ``drop_last=True`` and an even batch size.
+    With None, label smoothing moves into the loss: see :func:`build_criterion`.
+    """
+    if mixup < 0 or cutmix < 0:
+        raise ValueError(f"mixup and cutmix must be >= 0 (0 = off), got mixup={mixup}, cutmix={cutmix}")
+    if mixup == 0 and cutmix == 0:
+        return None
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=1.0, switch_prob=0.5, mode="batch",
+                 label_smoothing=label_smoothing, num_classes=num_classes)
+
+
+def build_criterion(mixup_fn: Callable | None, label_smoothing: float) -> nn.Module:
+    """SoftTargetCrossEntropy for Mixup's soft targets (which carry the smoothing), else smoothed cross-entropy
+    (torch's equals timm's LabelSmoothingCrossEntropy used by the official code)."""
+    if mixup_fn is not None:
+        return SoftTargetCrossEntropy()
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+
 class FinetuneTask:
     """Classification: (Mixup/CutMix +) cross-entropy; evaluation = loss, top-1, top-5."""
 
@@ -101,8 +126,8 @@ class FinetuneTask:
                              head_init_scale=c.head_init_scale, block=c.block, grn_aggregation=c.grn_aggregation)
         if c.pretrained:
             load_pretrained(model, c.pretrained, skip_head=True)
-        self.mixup_fn = data.build_mixup(num_classes, c.mixup, c.cutmix, c.label_smoothing)
-        self.criterion = data.build_criterion(self.mixup_fn, c.label_smoothing)
+        self.mixup_fn = build_mixup(num_classes, c.mixup, c.cutmix, c.label_smoothing)
+        self.criterion = build_criterion(self.mixup_fn, c.label_smoothing)
         return model
 
     def train_transform(self) -> Callable:
