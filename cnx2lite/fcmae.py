@@ -12,6 +12,7 @@ An image goes from pixels to loss in five steps:
 """
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import torch
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from .masking import check_mask, mask_grid, pixel_mask, random_mask
 from .models import PATCH_SIZE, Block, ConvNeXtV2, create_model
 from .models.convnextv2 import init_weights
-from .sparse import check_backend, sparse_forward_features
+from .sparse import BACKENDS, check_backend
 
 
 def patchify(imgs: Tensor, patch_size: int = PATCH_SIZE) -> Tensor:
@@ -47,6 +48,20 @@ def patch_statistics(patches: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor
     return mean, std
 
 
+def pretraining_encoder(encoder: str | ConvNeXtV2, block: str = "v2", grn_aggregation: str = "l2") -> ConvNeXtV2:
+    """The encoder that FCMAE trains: ``create_model(encoder, ...)`` for a variant name, else a copy
+    of the given model. Pretraining never pools: like the official FCMAE encoder, it has no final
+    norm or head, so its state dict holds the stem, downsampling layers and stages only."""
+    if isinstance(encoder, str):
+        encoder = create_model(encoder, num_classes=0, block=block, grn_aggregation=grn_aggregation)
+    elif isinstance(encoder, ConvNeXtV2):
+        encoder = copy.deepcopy(encoder)
+    else:
+        raise TypeError(f"encoder must be a model name or a ConvNeXtV2, got {type(encoder).__name__}")
+    encoder.norm, encoder.head = nn.Identity(), nn.Identity()
+    return encoder
+
+
 class Reconstruction(NamedTuple):
     """Four ``(N, C, H, W)`` panels in the input's pixel space, for MAE-style figures."""
 
@@ -59,12 +74,13 @@ class Reconstruction(NamedTuple):
 class FCMAE(nn.Module):
     """Sparse ConvNeXt V2 encoder + light ConvNeXt V2 decoder, trained to predict masked patches.
 
-    ``encoder`` is a variant name or a :class:`ConvNeXtV2`; its parameter names are those of the
-    dense model, so ``encoder.state_dict()`` loads into ``create_model(name)`` for fine-tuning (with a
-    fresh final norm and head). ``block`` and ``grn_aggregation`` configure an encoder given by name;
-    the decoder is always the paper's (V2 blocks, L2 GRN).
-    ``backend`` picks the sparse encoder implementation (``"dense"``, ``"gather"``, ``"minkowski"``);
-    ``sparse=False`` replaces the sparse encoder by the dense one on the masked image (an ablation)."""
+    ``encoder`` is a variant name or a :class:`ConvNeXtV2`: FCMAE trains its own encoder, built from
+    the name (``block`` and ``grn_aggregation`` configure it) or copied from the given model, which is
+    left as it is. Its parameter names are those of the dense model, so ``fcmae.encoder.state_dict()``
+    loads into ``create_model(name)`` for fine-tuning (with a fresh final norm and head). The decoder
+    is always the paper's (V2 blocks, L2 GRN). ``backend`` picks the sparse encoder implementation
+    (``"dense"``, ``"gather"``, ``"minkowski"``); ``sparse=False`` replaces the sparse encoder by the
+    dense one on the masked image (an ablation)."""
 
     def __init__(
         self,
@@ -79,23 +95,17 @@ class FCMAE(nn.Module):
         sparse: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(encoder, str):
-            encoder = create_model(encoder, num_classes=0, block=block, grn_aggregation=grn_aggregation)
-        if not isinstance(encoder, ConvNeXtV2):
-            raise TypeError(f"encoder must be a model name or a ConvNeXtV2, got {type(encoder).__name__}")
+        self.encoder = pretraining_encoder(encoder, block, grn_aggregation)  # initialized first, as seeded runs expect
         if decoder_depth < 1 or decoder_dim < 1:
             raise ValueError(f"decoder_depth and decoder_dim must be >= 1, got {decoder_depth}, {decoder_dim}")
         random_mask(1, PATCH_SIZE, mask_ratio)  # validates mask_ratio with a clear message
         check_backend(backend)
-        # Pretraining never pools: like the official FCMAE encoder, this one has no final norm or head.
-        encoder.norm, encoder.head = nn.Identity(), nn.Identity()
-        self.encoder = encoder
         self.mask_ratio, self.norm_pix_loss, self.backend, self.sparse = mask_ratio, norm_pix_loss, backend, sparse
         self.patch_size = PATCH_SIZE
-        self.proj = nn.Conv2d(encoder.dims[-1], decoder_dim, kernel_size=1)
+        self.proj = nn.Conv2d(self.encoder.dims[-1], decoder_dim, kernel_size=1)
         self.mask_token = nn.Parameter(torch.zeros(1, decoder_dim, 1, 1))
         self.decoder = nn.Sequential(*[Block(decoder_dim) for _ in range(decoder_depth)])
-        self.pred = nn.Conv2d(decoder_dim, PATCH_SIZE**2 * encoder.in_chans, kernel_size=1)
+        self.pred = nn.Conv2d(decoder_dim, PATCH_SIZE**2 * self.encoder.in_chans, kernel_size=1)
         for module in (self.proj, self.decoder, self.pred):
             module.apply(init_weights)
         nn.init.normal_(self.mask_token, std=0.02)
@@ -105,42 +115,46 @@ class FCMAE(nn.Module):
         return random_mask(imgs.shape[0], tuple(imgs.shape[-2:]), self.mask_ratio, generator=generator, device=imgs.device)
 
     def forward_encoder(self, imgs: Tensor, mask: Tensor) -> Tensor:
-        """``imgs (N, C, H, W)``, ``mask (N, H/32, W/32)`` -> encoder map ``(N, C4, H/32, W/32)``.
+        """``imgs (N, C, H, W)``, bool ``mask (N, h, w)`` -> encoder map ``(N, C4, h, w)``, ``h = H/32``.
 
         Sparse: visible patches only, zero at masked cells. Dense (the ablation): the plain encoder
         on the image with masked patches zeroed, so convolutions and GRN see masked positions too."""
         if self.sparse:
-            return sparse_forward_features(self.encoder, imgs, mask, self.backend)
+            return BACKENDS[self.backend](self.encoder, imgs, mask)
         return self.encoder.forward_features(imgs * ~pixel_mask(mask, self.patch_size).unsqueeze(1))
 
-    def forward_decoder(self, feats: Tensor, mask: Tensor) -> Tensor:
-        """Encoder map ``(N, C4, h, w)`` -> pixel predictions ``(N, p*p*C_in, h, w)``."""
-        x = self.proj(feats)
-        masked = mask.unsqueeze(1).to(x.dtype)
-        x = x * (1 - masked) + self.mask_token.to(x.dtype) * masked
-        return self.pred(self.decoder(x))
+    def forward_decoder(self, latent: Tensor, mask: Tensor) -> Tensor:
+        """Encoder map ``(N, C4, h, w)`` -> pixel predictions ``(N, p*p*C, h, w)``; ``D = decoder_dim``."""
+        x = self.proj(latent)  # (N, D, h, w)
+        masked = mask.unsqueeze(1).to(x.dtype)  # (N, 1, h, w)
+        x = x * (1 - masked) + self.mask_token.to(x.dtype) * masked  # the mask token at masked cells
+        x = self.decoder(x)  # (N, D, h, w)
+        return self.pred(x)
 
     def forward_loss(self, imgs: Tensor, pred: Tensor, mask: Tensor) -> Tensor:
-        """Mean over masked patches of the per-patch MSE between ``pred (N, D, h, w)`` and the
-        (norm-pix) target patches of ``imgs``. Zero when nothing is masked."""
-        target = patchify(imgs, self.patch_size)
+        """Mean over masked patches of the per-patch MSE between ``pred (N, p*p*C, h, w)`` and the
+        (norm-pix) target patches of ``imgs (N, C, H, W)``. Zero when nothing is masked."""
+        target = patchify(imgs, self.patch_size)  # (N, L, p*p*C), L = h*w
         if self.norm_pix_loss:
             mean, std = patch_statistics(target)
             target = (target - mean) / std
-        pred = pred.flatten(2).transpose(1, 2)  # (N, L, D)
-        per_patch = (pred.float() - target.float()).square().mean(dim=-1)
-        weights = mask.flatten(1).to(per_patch.dtype)
+        pred = pred.flatten(2).transpose(1, 2)  # (N, L, p*p*C)
+        per_patch = (pred.float() - target.float()).square().mean(dim=-1)  # (N, L)
+        weights = mask.flatten(1).to(per_patch.dtype)  # (N, L), 1 = masked
         return (per_patch * weights).sum() / weights.sum().clamp_min(1)
 
     def forward(self, imgs: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``imgs (N, C, H, W)`` -> ``(loss, pred (N, p*p*C, H/32, W/32), mask (N, H/32, W/32))``.
         A random mask at ``mask_ratio`` is drawn (from torch's global RNG) unless one is given."""
+        self.encoder.check_input(imgs)
         if mask is None:
             mask = self.random_mask(imgs)
-        self.encoder.check_input(imgs)
-        mask = check_mask(mask, imgs.shape[0], mask_grid(tuple(imgs.shape[-2:]))).to(imgs.device)
-        pred = self.forward_decoder(self.forward_encoder(imgs, mask), mask)
-        return self.forward_loss(imgs, pred, mask), pred, mask
+        else:
+            mask = check_mask(mask, imgs.shape[0], mask_grid(tuple(imgs.shape[-2:]))).to(imgs.device)
+        latent = self.forward_encoder(imgs, mask)  # (N, C4, h, w)
+        pred = self.forward_decoder(latent, mask)  # (N, p*p*C, h, w)
+        loss = self.forward_loss(imgs, pred, mask)
+        return loss, pred, mask
 
     @torch.no_grad()
     def reconstruct(self, imgs: Tensor, mask: Tensor | None = None) -> Reconstruction:

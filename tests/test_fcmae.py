@@ -76,6 +76,17 @@ def test_encoder_loads_into_a_classifier_for_fine_tuning():
     torch.testing.assert_close(classifier.forward_features(imgs), fcmae.encoder.forward_features(imgs))
 
 
+def test_a_given_model_is_copied_and_left_whole():
+    model = randomize_(create_model("convnextv2_atto", num_classes=10))
+    fcmae = FCMAE(model, decoder_dim=64)
+    assert isinstance(model.norm, torch.nn.LayerNorm) and isinstance(model.head, torch.nn.Linear)
+    assert set(fcmae.state_dict()) == set(FCMAE("convnextv2_atto", decoder_dim=64).state_dict())
+    imgs = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fcmae.encoder.forward_features(imgs), model.forward_features(imgs))
+    assert not set(map(id, fcmae.parameters())) & set(map(id, model.parameters()))
+
+
 def test_every_parameter_gets_a_gradient():
     model = FCMAE("convnextv2_atto", decoder_dim=64)
     model(torch.randn(2, 3, 64, 64))[0].backward()

@@ -10,6 +10,7 @@ import torch
 from cnx2lite.masking import random_mask, upsample_mask
 from cnx2lite.models import ConvNeXtV2, create_model
 from cnx2lite.sparse import dense, minkowski
+from cnx2lite.sparse.tokens import layer_norm
 
 if not minkowski.is_available():
     pytest.skip(minkowski.INSTALL_HINT, allow_module_level=True)
@@ -84,7 +85,8 @@ def test_channelwise_conv_is_submanifold_dense_conv(stride):
 
 
 def test_downsample_conv_matches_dense_conv():
-    """2x2/2 weight conversion through MinkowskiConvolutionFunction, outputs at visible cells only."""
+    """LayerNorm on tokens, then the 2x2/2 weight conversion through MinkowskiConvolutionFunction,
+    outputs at visible cells only."""
     torch.manual_seed(0)
     norm, conv = torch.nn.LayerNorm(6).double(), torch.nn.Conv2d(6, 8, 2, stride=2).double()
     coarse_visible = torch.rand(2, 3, 4) < 0.5  # each coarse position covers 2x2 fine ones
@@ -92,7 +94,7 @@ def test_downsample_conv_matches_dense_conv():
     feats_dense = torch.randn(2, 6, 6, 8, dtype=torch.float64)
     manager, key, order = _sparse_map(visible.nonzero(), 1)
     feats = feats_dense.permute(0, 2, 3, 1)[visible][order]
-    out, out_key = minkowski._downsample(feats, key, manager, norm, conv)
+    out, out_key = minkowski._downsample_conv(layer_norm(feats, norm), key, manager, conv)
     ref_map = conv(norm(feats_dense.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
     sample, row, col = manager.get_coordinates(out_key).long().unbind(1)
     row, col = row // 2, col // 2
@@ -162,3 +164,14 @@ def test_masked_pixels_do_not_leak():
     out = minkowski.forward_features(model, x, mask)
     changed = minkowski.forward_features(model, torch.where(pixels, torch.randn_like(x) * 10, x), mask)
     torch.testing.assert_close(changed, out, rtol=1e-12, atol=1e-12)
+
+
+def test_bf16_autocast_runs_in_float32():
+    """MinkowskiEngine has no bf16 kernels: under autocast the backend computes exactly what it does in fp32."""
+    model = create_model("convnextv2_atto", num_classes=0)
+    x = torch.randn(2, 3, 64, 64)
+    mask = random_mask(2, 64, 0.5, generator=torch.Generator().manual_seed(5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = minkowski.forward_features(model, x, mask)
+    assert under_autocast.dtype == torch.float32
+    assert torch.equal(under_autocast, minkowski.forward_features(model, x, mask))

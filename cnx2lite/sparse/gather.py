@@ -10,12 +10,12 @@ downsampling conv does the same; with cell-aligned masks every window is all vis
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..layers import TokenPositions, drop_path
+from ..layers import TokenPositions
 from ..masking import stage_masks
 from ..models import ConvNeXtV2
+from .tokens import drop_path, layer_norm
 
 
 def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
@@ -28,15 +28,11 @@ def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
             tokens = gather(downsample(x), visible[0])  # the stem runs on the full image
         else:
             norm, conv = downsample
-            tokens = F.layer_norm(tokens, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-            tokens = gather(conv(scatter(tokens, visible[i - 1])), visible[i])
+            tokens = gather(conv(scatter(layer_norm(tokens, norm), visible[i - 1])), visible[i])
         positions = TokenPositions(cells * (visible[i].shape[1] // mask.shape[1]) ** 2)  # tokens per sample
         for block in stage:
             y = block.mlp(gather(block.dwconv(scatter(tokens, visible[i])), visible[i]), positions)
-            if block.drop_path.drop_prob > 0 and block.training:
-                keep = drop_path(y.new_ones(x.shape[0], 1), block.drop_path.drop_prob, training=True)
-                y = y * positions.expand(keep)
-            tokens = tokens + y
+            tokens = tokens + drop_path(y, block.drop_path, positions)
     return scatter(tokens, visible[-1])
 
 

@@ -20,12 +20,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import TokenPositions, drop_path
+from ..layers import TokenPositions
 from ..masking import upsample_mask
 from ..models import ConvNeXtV2
+from .tokens import drop_path, layer_norm
 
 if TYPE_CHECKING:
     from MinkowskiEngine import CoordinateManager, CoordinateMapKey
@@ -59,7 +59,14 @@ def is_available() -> bool:
 
 def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
     """``x (N, C_in, H, W)``, ``mask (N, H/32, W/32)`` bool (True = masked) -> ``(N, C4, H/32, W/32)``,
-    zero at masked cells (a constant, graph-free zero map if every cell is masked)."""
+    zero at masked cells (a constant, graph-free zero map if every cell is masked).
+
+    In float32 (or float64) always: MinkowskiEngine has no bf16/fp16 kernels, so autocast is off here."""
+    with torch.autocast(x.device.type, enabled=False):
+        return _forward_features(model, x.to(torch.promote_types(x.dtype, torch.float32)), mask)
+
+
+def _forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
     me = _minkowski()
     if me is None:
         raise RuntimeError(INSTALL_HINT)
@@ -81,22 +88,20 @@ def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
 
     for i, stage in enumerate(model.stages):
         if i > 0:
-            rows, key = _downsample(feats[rank], key, manager, *model.downsample_layers[i])
+            norm, conv = model.downsample_layers[i]
+            rows, key = _downsample_conv(layer_norm(tokens[rank], norm), key, manager, conv)
         order, rank, coords = _token_order(manager, key)
-        feats = rows[order]
+        tokens = rows[order]
         positions = TokenPositions(torch.bincount(coords[:, 0], minlength=n))
         kernel_map = _submanifold_kernel_map(manager, key, stage[0].dwconv.kernel_size[0], rank)
         for block in stage:
-            y = block.mlp(_channelwise_conv(feats, kernel_map, block.dwconv), positions)
-            if block.drop_path.drop_prob > 0 and block.training:
-                keep = drop_path(y.new_ones(n, 1), block.drop_path.drop_prob, training=True)
-                y = y * positions.expand(keep)
-            feats = feats + y
+            y = block.mlp(_channelwise_conv(tokens, kernel_map, block.dwconv), positions)
+            tokens = tokens + drop_path(y, block.drop_path, positions)
 
     # The output shape is explicit, so masked border rows/columns still come out (as zeros).
     sample, row, col = coords.unbind(1)
     row, col = row // scale, col // scale  # tensor stride `scale` -> mask cells
-    out = feats.new_zeros(n, h, w, feats.shape[1]).index_put((sample, row, col), feats)
+    out = tokens.new_zeros(n, h, w, tokens.shape[1]).index_put((sample, row, col), tokens)
     return out.permute(0, 3, 1, 2)
 
 
@@ -129,17 +134,16 @@ def _channelwise_conv(feats: Tensor, kernel_map: list[tuple[int, Tensor, Tensor]
     return out + conv.bias
 
 
-def _downsample(
-    feats: Tensor, key: CoordinateMapKey, manager: CoordinateManager, norm: nn.LayerNorm, conv: nn.Conv2d
+def _downsample_conv(
+    feats: Tensor, key: CoordinateMapKey, manager: CoordinateManager, conv: nn.Conv2d
 ) -> tuple[Tensor, CoordinateMapKey]:
-    """LayerNorm per position, then the 2x2/2 conv as an ME sparse convolution with the dense
-    ``conv``'s weight ``(C_out, C_in, 2, 2)``: ``(M, C_in)`` -> ``(M / 4, C_out)`` and the new key,
-    both in the manager's row order.
+    """The 2x2/2 conv as an ME sparse convolution with the dense ``conv``'s weight
+    ``(C_out, C_in, 2, 2)``: ``(M, C_in)`` -> ``(M / 4, C_out)`` and the new key, both in the
+    manager's row order.
     Cells are all-visible or all-masked, so outputs land exactly on the visible coarse positions."""
     from MinkowskiEngineBackend._C import ConvolutionMode  # importable once MinkowskiEngine is
 
     me = _minkowski()
-    feats = F.layer_norm(feats, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
     kernel = conv.weight.permute(3, 2, 1, 0).reshape(-1, conv.in_channels, conv.out_channels)
     generator = me.KernelGenerator(kernel_size=conv.kernel_size, stride=conv.stride, dilation=1, dimension=2)
     out_key = manager.stride(key, conv.stride)
