@@ -3,7 +3,8 @@
 ``bench model``: training step (forward + backward + AdamW) and inference throughput of our dense
 ConvNeXt V2 against timm's ``convnextv2_*`` with the same weights.
 ``bench fcmae``: a full FCMAE training step with each sparse backend against ``dense``.
-``--amp fp32 bf16`` measures both precisions in the same run and prints their ratio side by side.
+``--amp fp32 bf16`` measures both precisions in the same run and prints their ratio side by side (the default
+for ``bench model``: fp32 and what ``auto`` picks). ``--batch-size 1`` gives the latency of one image.
 
 Repeats are interleaved (A, B, A, B, ...) and medians reported, so background load hits both sides.
 Memory: peak allocated on CUDA; on CPU, the bytes autograd saves for backward (the activation memory
@@ -145,8 +146,10 @@ def bench_model(args: argparse.Namespace) -> int:
     kinds = {"train (fwd+bwd+AdamW)": results, "inference": inference}
     for kind, r in kinds.items():
         for p in amp:
-            print(f"{kind:>22} {p}: cnx2lite {r['cnx2lite', p]:8.1f} img/s | timm {r['timm', p]:8.1f} img/s | "
-                  f"ratio {r['cnx2lite', p] / r['timm', p]:.2f}x")
+            ours, timm_speed = r["cnx2lite", p], r["timm", p]
+            print(f"{kind:>22} {p}: cnx2lite {ours:8.1f} img/s ({1e3 * args.batch_size / ours:7.1f} ms/batch) | "
+                  f"timm {timm_speed:8.1f} img/s ({1e3 * args.batch_size / timm_speed:7.1f} ms/batch) | "
+                  f"ratio {ours / timm_speed:.2f}x")
     _print_amp_ratios({(f"{kind}, {n}", p): v for kind, r in kinds.items() for (n, p), v in r.items()}, list(amp))
     return 0
 
@@ -200,10 +203,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repeats first (default: 2)")
         sub.add_argument("--device", type=_device, default="auto",
                          help="auto, cpu, cuda, cuda:N (default: auto: cuda if available, else cpu)")
-        sub.add_argument("--amp", nargs="+", default=["auto"], choices=("auto", "bf16", "fp32"), metavar="AMP",
-                         help="autocast precision, one or several of auto, bf16, fp32 (default: auto, as training: "
-                              "bf16 on a GPU or CPU with native bf16, fp16 on older GPUs, else fp32); several are "
-                              "timed in the same run and compared side by side")
+        default_amp = ["fp32", "auto"] if name == "model" else ["auto"]
+        sub.add_argument("--amp", nargs="+", default=default_amp, choices=("auto", "bf16", "fp32"), metavar="AMP",
+                         help="autocast precision, one or several of auto, bf16, fp32; auto is what training uses: "
+                              "bf16 on a GPU or a CPU with native bf16, fp16 on older GPUs, else fp32; several are "
+                              f"timed in the same run and compared side by side (default: {' '.join(default_amp)})")
         sub.set_defaults(run=func)
     fcmae = kinds.choices["fcmae"]
     fcmae.add_argument("--mask-ratio", type=float, default=0.6, help="masked fraction of patches (default: 0.6)")

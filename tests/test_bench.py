@@ -1,12 +1,15 @@
-"""Autocast precision per device (cnx2lite.amp) and ``cnx2lite bench --amp``."""
+"""Autocast precision per device (cnx2lite.amp), ``cnx2lite bench --amp`` and the allocator setting of the CLI."""
 from __future__ import annotations
 
+import platform
 import re
+import sys
 
 import pytest
 import torch
 
 from cnx2lite import amp
+from cnx2lite.allocator import keep_freed_memory
 from cnx2lite.cli import main
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda:0")
@@ -90,3 +93,12 @@ def test_bench_model_takes_amp(capsys, monkeypatch):
                                   "inference, cnx2lite", "inference, timm"]
     with pytest.raises(SystemExit):
         main(["bench", "model", "--amp", "fp16"])  # not a bench choice
+
+
+def test_keep_freed_memory_is_applied_on_glibc_and_yields_to_the_users_setting(monkeypatch):
+    if not (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"):
+        pytest.skip("mallopt thresholds are glibc's")
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert keep_freed_memory()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert not keep_freed_memory()
