@@ -36,6 +36,7 @@ def notebook_env() -> dict[str, str]:
     if root is not None:
         env["CNX2LITE_DATA_ROOT"] = str(root)
     env.pop("CNX2LITE_WEIGHTS", None)  # checked outputs assume the random-weight model
+    env["CNX2LITE_REPRODUCE_RUNS"] = str(REPO / "no-reproduce-runs")  # as in CI: trained runs are not committed
     return env
 
 

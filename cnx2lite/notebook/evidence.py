@@ -1,0 +1,71 @@
+"""What the notebooks show as evidence: the committed ``cnx2lite reproduce --scale cpu`` report, and the runs it
+trained when they are on this machine.
+
+The report (``reports/cpu/``: ``results.csv``, ``report.md`` and figures) is committed, so every notebook can
+quote measured numbers and show the figures anywhere, CI included. The trained runs (checkpoints, hundreds of
+MB) are not: a notebook asks :func:`trained_run` for one and, when it is absent (CI, a fresh clone), falls back to
+what it can compute itself and says so. Recreate them with ``cnx2lite reproduce --scale cpu`` (about 100 minutes
+on 2 CPU cores), or point ``$CNX2LITE_REPRODUCE_RUNS`` at another copy of its ``runs/`` folder.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..data import REPO
+from ..rundir import RunDir
+
+REPORT = REPO / "reports" / "cpu"
+RUNS_ENV = "CNX2LITE_REPRODUCE_RUNS"
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One number of the report with its 95% bootstrap interval (over val images), and the paper's counterpart."""
+
+    value: float
+    low: float
+    high: float
+    paper: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.value:.1f} [{self.low:.1f}, {self.high:.1f}]"
+
+
+@lru_cache(maxsize=None)
+def _rows() -> tuple[dict[str, str], ...]:
+    with open(REPORT / "results.csv", newline="") as f:
+        return tuple(csv.DictReader(f))
+
+
+def measured(table: int, row: str, metric: str = "fine-tuned top-1") -> Measured:
+    """The report's number for ``(table, row, metric)``, e.g. ``measured(1, "K=50 FCMAE - scratch")``."""
+    for r in _rows():
+        if (int(r["table"]), r["row"], r["metric"]) == (table, row, metric):
+            return Measured(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["paper"])
+    known = [f"{r['table']}/{r['row']}/{r['metric']}" for r in _rows() if int(r["table"]) == table]
+    raise KeyError(f"no ({table}, {row!r}, {metric!r}) in {REPORT / 'results.csv'}; table {table} has: {known}")
+
+
+def report_figure(name: str) -> Path:
+    """The path of a committed report figure, e.g. ``report_figure("label_efficiency")``."""
+    path = REPORT / f"{name}.png"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not in the report; figures: {sorted(p.stem for p in REPORT.glob('*.png'))}")
+    return path
+
+
+def runs_folder() -> Path:
+    """Where the reproduction's runs are looked for: ``$CNX2LITE_REPRODUCE_RUNS``, else
+    ``<repo>/runs/reproduce-cpu/runs`` (where ``cnx2lite reproduce --scale cpu`` writes them)."""
+    return Path(os.environ.get(RUNS_ENV) or REPO / "runs" / "reproduce-cpu" / "runs")
+
+
+def trained_run(name: str) -> Path | None:
+    """The run directory ``name`` of the reproduction (e.g. ``"pretrain-v2"``, ``"finetune-v2-fcmae-k50-s0"``)
+    if it holds a checkpoint here, else None."""
+    path = runs_folder() / name
+    return path if RunDir(path).latest_checkpoint() is not None else None
