@@ -103,9 +103,9 @@ def load_pretrained(
             notes.append("the checkpoint's classifier was not loaded: the model keeps its own head")
 
     expected = model.state_dict()
-    allowed_missing = ("head.",) if skip_head else ()
+    allowed_missing = ("stage_norms.", "head.") if skip_head else ("stage_norms.",)  # no release has stage norms
     if not any(k.startswith(FINAL_KEYS) for k in state_dict):
-        allowed_missing = FINAL_KEYS
+        allowed_missing += FINAL_KEYS
         notes.append("encoder-only checkpoint: the final norm and head keep their initialization")
     mismatched = [k for k in state_dict if k in expected and state_dict[k].shape != expected[k].shape]
     unexpected = [k for k in state_dict if k not in expected]

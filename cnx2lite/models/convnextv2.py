@@ -11,6 +11,8 @@ per-channel statistic for the paper's ablation (``"l2"``, the default and the pa
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -73,6 +75,7 @@ class ConvNeXtV2(nn.Module):
         head_init_scale: float = 1.0,
         block: str = "v2",
         grn_aggregation: str = "l2",
+        stage_norms: bool = False,
     ) -> None:
         super().__init__()
         _check_choice("block", block, BLOCK_STYLES)
@@ -101,6 +104,8 @@ class ConvNeXtV2(nn.Module):
             first = sum(depths[:i])
             blocks = [Block(dims[i], rates[first + j], block, grn_aggregation) for j in range(depth)]
             self.stages.append(nn.Sequential(*blocks))
+        # A LayerNorm per stage output for dense tasks, as the official detection/segmentation backbones add them.
+        self.stage_norms = nn.ModuleList(LayerNorm2d(d, eps=1e-6) for d in dims) if stage_norms else None
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
 
@@ -135,6 +140,34 @@ class ConvNeXtV2(nn.Module):
             x = stage(downsample(x))
         return x
 
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Per-stage maps for dense tasks, with timm's signature and semantics: ``indices`` takes the last n stages
+        for an int, the given stages for a sequence (negative counts from the end), all four for None. Stage ``i``
+        gives ``(N, dims[i], H / 2**(i+2), W / 2**(i+2))``. ``norm`` applies the per-stage LayerNorms of a model
+        built with ``stage_norms=True`` (timm's ConvNeXt has none to apply here); ``stop_early`` skips the stages
+        after the last one taken. Returns the maps, or ``(last stage map, maps)`` unless ``intermediates_only``."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take = _take_indices(len(self.stages), indices)
+        if norm and self.stage_norms is None:
+            raise ValueError("norm=True needs per-stage norms: build the model with stage_norms=True")
+        self.check_input(x)
+        intermediates = []
+        last = max(take) if stop_early else len(self.stages) - 1
+        for i in range(last + 1):
+            x = self.stages[i](self.downsample_layers[i](x))
+            if i in take:
+                intermediates.append(self.stage_norms[i](x) if norm else x)
+        return intermediates if intermediates_only else (x, intermediates)
+
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """``(N, C4, h, w)`` -> logits ``(N, num_classes)`` (pooled, normed features if ``pre_logits``)."""
         x = self.norm(x.mean(dim=(-2, -1)))
@@ -142,6 +175,20 @@ class ConvNeXtV2(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def _take_indices(num_stages: int, indices: int | Sequence[int] | None) -> list[int]:
+    """Stage indices as timm's ``feature_take_indices``: the last n for an int, all for None, negatives wrapped."""
+    if indices is None:
+        return list(range(num_stages))
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f"indices as an int takes the last n stages, n in 1..{num_stages}; got {indices}")
+        return list(range(num_stages - indices, num_stages))
+    take = [i % num_stages if -num_stages <= i < num_stages else None for i in indices]
+    if None in take or not take:
+        raise ValueError(f"indices must name stages in -{num_stages}..{num_stages - 1}; got {list(indices)}")
+    return take
 
 
 def init_weights(module: nn.Module) -> None:
@@ -165,10 +212,12 @@ def create_model(name: str, **overrides) -> ConvNeXtV2:
     """Build a ConvNeXt V2 variant by name, e.g. ``create_model("convnextv2_atto", num_classes=10)``.
 
     Options: ``num_classes``, ``drop_path_rate``, ``head_init_scale``, ``in_chans``, ``block``
-    (``"v2"`` or ``"v1"``), ``grn_aggregation`` (``"l2"``, ``"l1"`` or ``"mean"``)."""
+    (``"v2"`` or ``"v1"``), ``grn_aggregation`` (``"l2"``, ``"l1"`` or ``"mean"``), ``stage_norms`` (a
+    LayerNorm per stage output for :meth:`ConvNeXtV2.forward_intermediates`)."""
     if name not in VARIANTS:
         raise ValueError(f"unknown model name {name!r}; available: {', '.join(VARIANTS)}")
-    allowed = ("num_classes", "drop_path_rate", "head_init_scale", "in_chans", "block", "grn_aggregation")
+    allowed = ("num_classes", "drop_path_rate", "head_init_scale", "in_chans", "block", "grn_aggregation",
+               "stage_norms")
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: {', '.join(allowed)}")

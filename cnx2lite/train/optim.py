@@ -22,9 +22,12 @@ fine-tuning (``get_parameter_groups``, which skips names ending in ``.gamma``/``
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
+
+from ..models import ConvNeXtV2
 
 LAYER_DECAY_MODES = ("single", "group")
 GRN_AND_MASK_TOKEN = ("grn.gamma", "grn.beta", "mask_token")
@@ -44,16 +47,18 @@ def num_layers(depths: tuple[int, ...], mode: str) -> int:
 
 
 def layer_id(name: str, depths: tuple[int, ...], mode: str) -> int:
-    """The layer id of parameter ``name`` of a :class:`ConvNeXtV2` (or FCMAE) under ``mode``."""
+    """The layer id of parameter ``name`` of a :class:`ConvNeXtV2` under ``mode``, also inside another module
+    (``encoder.stages...`` of FCMAE, ``backbone.body.stages...`` of a detector): whatever is not the ConvNeXt's
+    (decoder, FPN, heads) counts as head. A stage norm shares the id of its stage's last block."""
     top = num_layers(depths, mode) + 1
-    parts = name.removeprefix("encoder.").split(".")
-    if parts[0] not in ("downsample_layers", "stages"):
+    match = re.search(r"(?:^|\.)(downsample_layers|stages|stage_norms)\.(\d+)(?:\.(\d+))?", name)
+    if match is None:
         return top
-    stage = int(parts[1])
-    block = int(parts[2]) if parts[0] == "stages" else 0
+    kind, stage = match.group(1), int(match.group(2))
+    block = {"stages": int(match.group(3) or 0), "stage_norms": depths[stage] - 1}.get(kind, 0)
     if mode == "single":
         return sum(depths[:stage]) + block + 1
-    if parts[0] == "downsample_layers" and stage == 0:
+    if kind == "downsample_layers" and stage == 0:
         return 0
     return {0: 1, 1: 2, 2: 3 + block // 3}.get(stage, GROUP_LAYERS)
 
@@ -67,8 +72,10 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
     _check_mode(mode)
     if not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay!r}")
-    encoder = getattr(model, "encoder", model)
-    depths = tuple(encoder.depths)
+    convnext = next((m for m in model.modules() if isinstance(m, ConvNeXtV2)), None)
+    if convnext is None:
+        raise ValueError(f"param_groups needs a model holding a ConvNeXtV2, got {type(model).__name__}")
+    depths = tuple(convnext.depths)
     top = num_layers(depths, mode) + 1
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in model.named_parameters():
