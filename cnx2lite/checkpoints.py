@@ -26,6 +26,7 @@ from typing import Mapping
 
 from torch import Tensor
 
+from . import hub
 from .models.convnextv2 import VARIANTS, ConvNeXtV2
 from .rundir import read_torch_file, resolve_checkpoint
 
@@ -94,6 +95,9 @@ def load_pretrained(
     them, except the final norm and head that an encoder-only (FCMAE) checkpoint lacks: those keep
     their initialization and are listed in ``missing_keys``. Without ``strict``, keys that do not
     fit are skipped and reported in the result."""
+    if not isinstance(source, Mapping) and hub.is_saved_folder(source):  # a save_pretrained folder
+        source, architecture = hub.load_saved(source)
+        _check_architecture(model, architecture)
     state_dict, notes = _read(source, use_ema)
     state_dict, source_format = convert_state_dict(state_dict)
     if skip_head or model.num_classes == 0:
@@ -164,6 +168,9 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
     """The state dict inside ``source`` and a note on where it was found."""
     if isinstance(source, Mapping):
         checkpoint, where = source, "the checkpoint"
+    elif isinstance(source, str) and hub.looks_like_weight_name(source) and not os.path.exists(source):
+        where = os.fspath(hub.weights_path(source))  # released weights by name, from the cache or downloaded
+        checkpoint = read_torch_file(where)
     else:
         where = resolve_checkpoint(source)
         checkpoint = read_torch_file(where)
@@ -181,6 +188,17 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
         raise ValueError(f"no {kind} in {where}: expected one under {' or '.join(map(repr, names))}; "
                          f"top-level keys: {', '.join(map(str, list(checkpoint)[:10]))}")
     return checkpoint[name], [f"weights taken from checkpoint[{name!r}]"]
+
+
+def _check_architecture(model: ConvNeXtV2, saved: Mapping) -> None:
+    """A saved folder's architecture must be the model's: GRN's aggregation has no parameters, so a mismatch
+    would otherwise load silently."""
+    mine = {"depths": list(model.depths), "dims": list(model.dims), "in_chans": model.in_chans, "block": model.block,
+            "grn_aggregation": model.grn_aggregation}
+    differ = [f"{k}: saved {saved[k]!r}, model {v!r}" for k, v in mine.items() if k in saved and saved[k] != v]
+    if differ:
+        raise ValueError(f"the saved weights are of another architecture ({'; '.join(differ)}): build the model "
+                         f"with the saved config (create_model({saved.get('variant')!r}, ...))")
 
 
 def _from_fcmae(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -47,7 +47,8 @@ class TrainConfig:
                                     "l2 84.6, l1 84.3, mean 83.7")
     drop_path: float = _f(0.0, "stochastic depth rate, linear in depth")
     head_init_scale: float = _f(1.0, "scale of the classifier's initial weights", task="finetune")
-    pretrained: str | None = _f(None, "checkpoint to fine-tune from: an FCMAE run's directory (its newest "
+    pretrained: str | None = _f(None, "weights to fine-tune from: released weights by name (e.g. "
+                                      "convnextv2_atto.fcmae, downloaded once), an FCMAE run's directory (its newest "
                                       "checkpoint) or checkpoint, or any format cnx2lite.checkpoints.load_pretrained "
                                       "reads", task="finetune")
     mask_ratio: float = _f(0.6, "masked fraction of 32x32 patches", task="pretrain")

@@ -1,0 +1,141 @@
+"""Released ConvNeXt V2 weights by name, downloaded once into a cache; and weights saved for sharing.
+
+Names are ``<variant>.<tag>``, e.g. ``"convnextv2_atto.fcmae"``; tags as in the official README
+(facebookresearch/ConvNeXt-V2): ``fcmae`` (FCMAE-pretrained encoder, no decoder, no head), ``in1k``
+(fine-tuned on ImageNet-1K, EMA weights), ``in22k-in1k`` (ImageNet-22K then 1K, 224 px), ``in22k-in1k-384``
+and, for huge, ``in22k-in1k-512``. :func:`weights_path` downloads from ``$CNX2LITE_WEIGHTS_URL`` (default: the
+official host) into ``$CNX2LITE_CACHE`` (default: ``<torch hub dir>/checkpoints/cnx2lite``) and records the
+file's size and sha256 beside it (``<file>.sha256.json``) on the first download; every later use checks them, and
+a file that no longer matches is downloaded again. The official release publishes no checksums, so the first
+download is trusted as served. Files are read with ``torch.load(weights_only=True)``.
+
+:func:`save_pretrained` writes ``model.safetensors`` and ``config.json`` (the architecture) into a folder, which
+:func:`cnx2lite.checkpoints.load_pretrained` reads back like any checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .models.convnextv2 import VARIANTS, ConvNeXtV2
+
+logger = logging.getLogger(__name__)
+
+URL_ENV, CACHE_ENV = "CNX2LITE_WEIGHTS_URL", "CNX2LITE_CACHE"
+DEFAULT_URL = "https://dl.fbaipublicfiles.com/convnext/convnextv2"
+SIZES = tuple(name.removeprefix("convnextv2_") for name in VARIANTS)
+# tag -> (folder on the host, file name pattern, sizes released)
+RELEASES = {
+    "fcmae": ("pt_only", "convnextv2_{size}_1k_224_fcmae.pt", SIZES),
+    "in1k": ("im1k", "convnextv2_{size}_1k_224_ema.pt", SIZES),
+    "in22k-in1k": ("im22k", "convnextv2_{size}_22k_224_ema.pt", ("nano", "tiny", "base", "large")),
+    "in22k-in1k-384": ("im22k", "convnextv2_{size}_22k_384_ema.pt", ("nano", "tiny", "base", "large", "huge")),
+    "in22k-in1k-512": ("im22k", "convnextv2_{size}_22k_512_ema.pt", ("huge",)),
+}
+SAFETENSORS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+NAME_PATTERN = re.compile(r"convnextv2_[a-z]+\.[a-z0-9-]+")
+
+
+def weight_names() -> list[str]:
+    """Every released ``<variant>.<tag>``."""
+    return [f"convnextv2_{size}.{tag}" for tag, (_, _, sizes) in RELEASES.items() for size in sizes]
+
+
+def looks_like_weight_name(text: str) -> bool:
+    """Whether ``text`` is shaped like ``<variant>.<tag>`` (released or not: :func:`weight_url` says which exist)."""
+    return NAME_PATTERN.fullmatch(text) is not None
+
+
+def weight_url(name: str) -> str:
+    """The download URL of a released name, under ``$CNX2LITE_WEIGHTS_URL`` when set."""
+    variant, _, tag = name.partition(".")
+    size = variant.removeprefix("convnextv2_")
+    if tag not in RELEASES or size not in RELEASES[tag][2]:
+        raise ValueError(f"no released weights named {name!r}; names are <variant>.<tag> with tags "
+                         f"{', '.join(RELEASES)}, e.g. convnextv2_atto.fcmae (all: cnx2lite.hub.weight_names())")
+    folder, pattern, _ = RELEASES[tag]
+    return f"{os.environ.get(URL_ENV, DEFAULT_URL).rstrip('/')}/{folder}/{pattern.format(size=size)}"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path(torch.hub.get_dir()) / "checkpoints" / "cnx2lite")
+
+
+def weights_path(name: str) -> Path:
+    """The local file of released weights ``name``, downloaded on first use and checked on every use."""
+    url = weight_url(name)
+    path = cache_dir() / url.rsplit("/", 1)[1]
+    record = path.with_name(path.name + ".sha256.json")
+    if path.is_file() and record.is_file():
+        expected = json.loads(record.read_text())
+        if path.stat().st_size == expected["size"] and _sha256(path) == expected["sha256"]:
+            return path
+        logger.warning("%s does not match the size and sha256 recorded at its download: downloading it again", path)
+    _download(url, path)
+    record.write_text(json.dumps({"url": url, "size": path.stat().st_size, "sha256": _sha256(path)}) + "\n")
+    return path
+
+
+def _download(url: str, path: Path) -> None:
+    """``url`` -> ``path`` through a temporary file in the same folder, so an interrupted download leaves nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", suffix=".part", delete=False) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                shutil.copyfileobj(response, tmp)
+        except (urllib.error.URLError, OSError) as e:
+            tmp.close()
+            os.unlink(tmp.name)
+            reason = getattr(e, "reason", e)
+            raise OSError(f"cannot download {url} ({reason}): without network access, download it elsewhere and "
+                          f"pass the file instead (load_pretrained(model, '/path/{path.name}') or --pretrained "
+                          f"/path/{path.name}), or put it at {path}") from None
+    os.replace(tmp.name, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_pretrained(model: ConvNeXtV2, folder: str | os.PathLike) -> Path:
+    """Write ``model``'s weights (``model.safetensors``) and architecture (``config.json``) into ``folder``, for
+    :func:`cnx2lite.checkpoints.load_pretrained` (or :func:`load_saved`). Returns the folder."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"variant": getattr(model, "variant", None), "num_classes": model.num_classes,
+              "in_chans": model.in_chans, "block": model.block, "grn_aggregation": model.grn_aggregation,
+              "depths": list(model.depths), "dims": list(model.dims)}
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / SAFETENSORS_NAME))
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
+def is_saved_folder(path: str | os.PathLike) -> bool:
+    return (Path(path) / SAFETENSORS_NAME).is_file()
+
+
+def load_saved(folder: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
+    """The state dict and config of a :func:`save_pretrained` folder."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config_path = folder / CONFIG_NAME
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return load_file(str(folder / SAFETENSORS_NAME)), config

@@ -1,0 +1,116 @@
+"""Released weights by name against a local HTTP server (the base URL is a setting), the download cache and its
+checksums, offline errors, and save_pretrained folders."""
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnx2lite import hub
+from cnx2lite.checkpoints import load_pretrained
+from cnx2lite.cli import main
+from cnx2lite.fcmae import FCMAE
+from cnx2lite.models import create_model
+from conftest import make_image_folder, randomize_
+
+
+class _Server:
+    """A static file server on 127.0.0.1 that counts the requests it answers."""
+
+    def __init__(self, root: Path) -> None:
+        self.requests = 0
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests += 1
+                super().do_GET()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def released(tmp_path, monkeypatch):
+    """The official layout served locally: an FCMAE checkpoint as the official repo saves it, and an in1k one."""
+    torch.manual_seed(0)
+    fcmae = randomize_(FCMAE("convnextv2_atto", decoder_dim=64))
+    classifier = randomize_(create_model("convnextv2_atto"))
+    (tmp_path / "host" / "pt_only").mkdir(parents=True)
+    (tmp_path / "host" / "im1k").mkdir()
+    torch.save({"model": fcmae.state_dict()}, tmp_path / "host" / "pt_only" / "convnextv2_atto_1k_224_fcmae.pt")
+    torch.save({"model_ema": classifier.state_dict(), "model": classifier.state_dict()},
+               tmp_path / "host" / "im1k" / "convnextv2_atto_1k_224_ema.pt")
+    server = _Server(tmp_path / "host")
+    monkeypatch.setenv(hub.URL_ENV, server.url)
+    monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
+    yield server, fcmae, classifier
+    server.httpd.shutdown()
+
+
+def test_weights_by_name_download_once_then_come_from_the_cache(released):
+    server, fcmae, _ = released
+    model = create_model("convnextv2_atto", num_classes=0)
+    load_pretrained(model, "convnextv2_atto.fcmae")
+    torch.testing.assert_close(model.stages[2][3].grn.gamma, fcmae.encoder.stages[2][3].grn.gamma)
+    assert server.requests == 1
+    load_pretrained(create_model("convnextv2_atto", num_classes=0), "convnextv2_atto.fcmae")
+    assert server.requests == 1  # checked against the recorded size and sha256, not downloaded again
+    cached = Path(hub.cache_dir()) / "convnextv2_atto_1k_224_fcmae.pt"
+    assert (cached.parent / (cached.name + ".sha256.json")).is_file()
+
+
+def test_a_corrupted_cache_file_is_downloaded_again(released):
+    server, fcmae, _ = released
+    path = hub.weights_path("convnextv2_atto.fcmae")
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")  # same size, other bytes
+    model = create_model("convnextv2_atto", num_classes=0)
+    load_pretrained(model, "convnextv2_atto.fcmae")
+    assert server.requests == 2
+    torch.testing.assert_close(model.downsample_layers[0][0].weight, fcmae.encoder.downsample_layers[0][0].weight)
+
+
+def test_create_model_pretrained_tag_and_another_head(released):
+    _, _, classifier = released
+    model = create_model("convnextv2_atto", pretrained="in1k")
+    torch.testing.assert_close(model.head.weight, classifier.head.weight)
+    ten = create_model("convnextv2_atto", pretrained="in1k", num_classes=10)  # keeps its own 10-class head
+    assert ten.head.weight.shape == (10, 320)
+    torch.testing.assert_close(ten.stages[3][1].pwconv1.weight, classifier.stages[3][1].pwconv1.weight)
+    with pytest.raises(ValueError, match="no released weights named 'convnextv2_atto.in22k-in1k'"):
+        create_model("convnextv2_atto", pretrained="in22k-in1k")
+
+
+def test_offline_is_one_line_naming_the_url_and_the_way_out(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(hub.URL_ENV, "http://127.0.0.1:9")  # the discard port: nothing listens
+    monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
+    with pytest.raises(OSError, match=r"cannot download http://127\.0\.0\.1:9/pt_only/convnextv2_atto_1k_224_fcmae"
+                                      r"\.pt .*pass the file instead"):
+        hub.weights_path("convnextv2_atto.fcmae")
+    assert not list((tmp_path / "cache").glob("*"))  # no partial file left
+    data = make_image_folder(tmp_path / "images")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["finetune", "--preset", "smoke", "--data", str(data), "--output", str(tmp_path / "runs"),
+              "--pretrained", "convnextv2_atto.fcmae"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "cannot download" in err
+
+
+def test_save_pretrained_round_trip_and_architecture_check(tmp_path):
+    model = randomize_(create_model("convnextv2_atto", num_classes=7, grn_aggregation="l1"))
+    folder = hub.save_pretrained(model, tmp_path / "mine")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = create_model("convnextv2_atto", num_classes=7, grn_aggregation="l1")
+    load_pretrained(loaded, folder)
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+    with pytest.raises(ValueError, match="grn_aggregation: saved 'l1', model 'l2'"):
+        load_pretrained(create_model("convnextv2_atto", num_classes=7), folder)
