@@ -30,7 +30,8 @@ from . import hub
 from .models.convnextv2 import VARIANTS, ConvNeXtV2
 from .rundir import read_torch_file, resolve_checkpoint
 
-__all__ = ["LoadResult", "load_pretrained", "convert_state_dict", "export_timm", "timm_name"]
+__all__ = ["LoadResult", "load_pretrained", "read_state_dict", "convert_state_dict", "fcmae_decoder_state_dict",
+           "export_timm", "timm_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,21 @@ def load_pretrained(
     for note in notes:
         logger.info(note)
     return LoadResult(missing, unexpected, source_format, notes)
+
+
+def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool = False) -> dict[str, Tensor]:
+    """The raw state dict inside any source :func:`load_pretrained` reads (file, run directory, released name,
+    wrapped mapping), unconverted, with wrapper prefixes (``module.``) removed."""
+    if not isinstance(source, Mapping) and hub.is_saved_folder(source):
+        source = hub.load_saved(source)[0]
+    state_dict, _ = _read(source, use_ema)
+    return {_strip_wrappers(k): v for k, v in state_dict.items()}
+
+
+def fcmae_decoder_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The FCMAE decoder entries (``proj``, ``mask_token``, ``decoder``, ``pred``) of a raw FCMAE state dict, ours or
+    the official one's (same names); empty for the released FCMAE checkpoints, which carry the encoder only."""
+    return {k: v for k, v in state_dict.items() if k.startswith(FCMAE_DECODER)}
 
 
 def convert_state_dict(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:

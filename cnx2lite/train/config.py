@@ -57,6 +57,12 @@ class TrainConfig:
     norm_pix_loss: bool = _f(True, "predict per-patch normalized pixels, the paper's target; the official "
                                    "main_pretrain.py defaults to them too (its FCMAE class alone defaults to raw "
                                    "pixels)", task="pretrain")
+    init_encoder: str | None = _f(None, "continue pretraining from these encoder weights (any source "
+                                        "cnx2lite.checkpoints.load_pretrained reads: released name, official/timm "
+                                        "file, a run); an FCMAE checkpoint's decoder loads too when it has one",
+                                  task="pretrain")
+    freeze_encoder_epochs: int = _f(0, "epochs at the start that train the decoder alone (the released FCMAE "
+                                       "checkpoints carry no decoder)", task="pretrain")
     backend: str = _f("gather", "sparse encoder backend: dense, gather, minkowski", task="pretrain")
     sparse_encoder: bool = _f(True, "encode visible patches only (sparse conv); off: the dense encoder on the masked "
                                     "image, the paper's ablation (ConvNeXt V2-B, 800 epochs: 83.7 sparse vs 79.3 "
@@ -155,7 +161,7 @@ VALUE_CHECKS = (
       "decoder_dim", "decoder_depth"), lambda v: v >= 1, ">= 1"),
     (("num_classes", "images_per_class", "val_images_per_class", "global_batch"), lambda v: v is None or v >= 1,
      "None (all) or >= 1"),
-    (("num_workers", "save_every_steps", "knn_images_per_class"), lambda v: v >= 0, ">= 0"),
+    (("num_workers", "save_every_steps", "knn_images_per_class", "freeze_encoder_epochs"), lambda v: v >= 0, ">= 0"),
     (("lr",), lambda v: v is None or (_finite(v) and v > 0), "None (from base_lr) or a finite number > 0"),
     (("base_lr",), lambda v: _finite(v) and v > 0, "a finite number > 0"),
     (("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix"), lambda v: _finite(v) and v >= 0,
@@ -205,9 +211,9 @@ def fields_for(task: str) -> list[str]:
 
 # Where and how a run executes, not what it computes: these may change when a run is resumed (another machine, more
 # workers, another equivalent sparse backend). Every other field must match the checkpoint's.
-RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "num_workers", "device", "amp", "channels_last", "compile",
-                            "ema_cpu", "output", "name", "resume", "save_every_steps", "keep_last", "log_every_steps",
-                            "eval_every", "recon_every", "progress"})
+RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "init_encoder", "num_workers", "device", "amp",
+                            "channels_last", "compile", "ema_cpu", "output", "name", "resume", "save_every_steps",
+                            "keep_last", "log_every_steps", "eval_every", "recon_every", "progress"})
 
 
 class ResumeMismatchError(ValueError):

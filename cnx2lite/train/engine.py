@@ -361,6 +361,8 @@ class Trainer:
         return total / c.accum_steps
 
     def _optimizer_step(self) -> None:
+        for param in self.task.frozen_parameters(self.model, self.position.epoch):
+            param.grad = None  # AdamW skips it: no update, no weight decay, no moment
         if self.config.clip_grad is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)

@@ -16,7 +16,7 @@ from timm.loss import SoftTargetCrossEntropy
 from torch.utils.data import Dataset
 
 from .. import data
-from ..checkpoints import load_pretrained
+from ..checkpoints import FCMAE_DECODER, fcmae_decoder_state_dict, load_pretrained, read_state_dict
 from ..fcmae import FCMAE
 from ..masking import random_mask
 from ..models import create_model
@@ -35,6 +35,27 @@ def seeded_masks(seeds: Tensor, img_size: int, ratio: float, device: torch.devic
     return torch.cat(masks).to(device, non_blocking=True)
 
 
+def _init_from(model: FCMAE, source: str) -> None:
+    """Continued pretraining: the encoder from any source :func:`load_pretrained` reads, through a dense model of the
+    same architecture (strict: every encoder weight must be there), and the decoder too when the source is an FCMAE
+    checkpoint that carries one (ours, or the official one's, whose decoder uses the same names)."""
+    state = read_state_dict(source)
+    encoder = create_model(model.encoder.variant, num_classes=0, block=model.encoder.block,
+                           grn_aggregation=model.encoder.grn_aggregation)
+    load_pretrained(encoder, state)
+    weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith(("norm.", "head."))}
+    model.encoder.load_state_dict(weights)
+    decoder = fcmae_decoder_state_dict(state)
+    if decoder:
+        ours = {k: v.shape for k, v in model.state_dict().items() if k.startswith(FCMAE_DECODER)}
+        theirs = {k: v.shape for k, v in decoder.items()}
+        wrong = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        if wrong:
+            raise ValueError(f"init_encoder {source}: its decoder does not fit this FCMAE ({len(wrong)} key(s) differ, "
+                             f"e.g. {wrong[0]}): set decoder_dim/decoder_depth to the checkpoint's")
+        model.load_state_dict(decoder, strict=False)
+
+
 class PretrainTask:
     """FCMAE: loss = masked-patch reconstruction error; evaluation = the same loss on val images."""
 
@@ -48,9 +69,16 @@ class PretrainTask:
 
     def build_model(self, num_classes: int) -> FCMAE:
         c = self.config
-        return FCMAE(c.model, decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, mask_ratio=c.mask_ratio,
-                     norm_pix_loss=c.norm_pix_loss, backend=c.backend, block=c.block,
-                     grn_aggregation=c.grn_aggregation, sparse=c.sparse_encoder)
+        model = FCMAE(c.model, decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, mask_ratio=c.mask_ratio,
+                      norm_pix_loss=c.norm_pix_loss, backend=c.backend, block=c.block,
+                      grn_aggregation=c.grn_aggregation, sparse=c.sparse_encoder)
+        if c.init_encoder:
+            _init_from(model, c.init_encoder)
+        return model
+
+    def frozen_parameters(self, model: FCMAE, epoch: int) -> list[nn.Parameter]:
+        """The encoder's parameters during the first ``freeze_encoder_epochs`` epochs: the decoder trains alone."""
+        return list(model.encoder.parameters()) if epoch < self.config.freeze_encoder_epochs else []
 
     def train_transform(self) -> Callable:
         return data.pretrain_transform(self.config.img_size)
@@ -144,6 +172,9 @@ class FinetuneTask:
 
     def save_figures(self, model: nn.Module, dataset: Dataset, folder: Path, epoch: int, last: bool) -> None:
         """Fine-tuning draws no figures of its own (the engine draws the curves)."""
+
+    def frozen_parameters(self, model: nn.Module, epoch: int) -> list[nn.Parameter]:
+        return []
 
 
 def classification_stats(logits: Tensor, targets: Tensor) -> dict[str, float]:
