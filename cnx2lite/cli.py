@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__, bench, demo, evaluation, reproduce
+from . import __version__, bench, demo, evaluation, export, reproduce
 from .allocator import keep_freed_memory
 from .train import commands as train_commands
 
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cnx2lite {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, reproduce, train_commands, evaluation, bench):
+    for module in (demo, reproduce, train_commands, evaluation, export, bench):
         module.register(commands)
     return parser
 

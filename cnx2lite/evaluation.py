@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import data
+from . import data, hub
 from .amp import AMP_MODES, autocast, resolve_amp
 from .argtypes import image_size, positive
 from .checkpoints import load_pretrained
@@ -161,18 +161,24 @@ def probe(encoder: nn.Module, train_set: Dataset, val_set: Dataset, num_classes:
 # cnx2lite probe
 # --------------------------------------------------------------------------------------------------
 def load_model(source: str | os.PathLike, model: str | None = None, block: str | None = None, seed: int = 0,
-               classifier: bool = False, use_ema: bool = False) -> tuple[ConvNeXtV2, dict]:
+               classifier: bool | None = False, use_ema: bool = False) -> tuple[ConvNeXtV2, dict]:
     """A model from ``source``: a cnx2lite run directory or checkpoint (model, block and GRN options
     come from its config), any file :func:`load_pretrained` reads (give ``model``), or ``"random"``
     for a random initialization from ``seed`` (the baseline; the global RNG is left alone). An encoder
     (``num_classes=0``) unless ``classifier``, which takes a fine-tuning run's head and classes
-    (``use_ema``: its EMA weights). Returns ``(model, config)``: a cnx2lite run's config and its ``classes``
-    (label order), empty for other sources."""
+    (``use_ema``: its EMA weights); ``classifier=None`` takes the head when the source is a fine-tuning run. A
+    released name (``"convnextv2_atto.fcmae"``) is downloaded once (:mod:`cnx2lite.hub`). Returns ``(model,
+    config)``: a cnx2lite run's config and its ``classes`` (label order), empty for other sources."""
+    if source != "random" and hub.looks_like_weight_name(os.fspath(source)) and not os.path.exists(source):
+        model = model or os.fspath(source).split(".")[0]
+        source = hub.weights_path(os.fspath(source))
     state = None if source == "random" else load_checkpoint(source)
     config = {}
     if state is not None and isinstance(state.get("config"), dict):
         config = {**state["config"], "classes": state.get("classes")}
     num_classes = 0
+    if classifier is None:
+        classifier = isinstance(state, dict) and state.get("task") == "finetune"
     if classifier:
         if state is None or state.get("task") != "finetune" or "classes" not in state:
             task = None if state is None else state.get("task")

@@ -60,6 +60,12 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["bench", "fcmae", "--iters", "0"], "--iters: must be > 0"),
     (["bench", "model", "--img-size", "100"], "--img-size: must be a positive multiple of 32"),
     (["bench", "model", "--device", "cuda:999"], "device 'cuda:999' is not available"),
+    (["export", "--checkpoint", "no/such/run.pt", "--format", "onnx"], "no/such/run.pt"),
+    (["export", "--checkpoint", "{pickled}", "--format", "torchscript"], "Unsupported global"),
+    (["export", "--checkpoint", "random", "--format", "tflite"], "invalid choice: 'tflite'"),
+    (["pretrain", "--init-encoder", "no/such/encoder.pt"], "no/such/encoder.pt"),
+    (["pretrain", "--freeze-encoder-epochs", "-1"], "freeze_encoder_epochs must be >= 0"),
+    (["finetune", "--pretrained", "convnextv2_atto.in22k-in1k"], "no released weights named"),
     (["reproduce", "--scale", "huge"], "invalid choice: 'huge'"),
     (["reproduce", "--seeds", "0"], "--seeds: must be > 0"),
 ]
@@ -103,7 +109,8 @@ class _Payload:
 @pytest.mark.parametrize(("args", "expected"), CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_a_user_mistake_is_one_line_and_exit_2(args, expected, folder, paths, tmp_path, capsys):
     args = [a.format(**paths) for a in args]
-    extra = [] if "--data" in args else ["--data", str(folder)]
+    takes_data = args[0] in ("pretrain", "finetune", "eval", "probe") and "--data" not in args
+    extra = ["--data", str(folder)] if takes_data else []
     if args[0] in ("pretrain", "finetune"):
         extra += ["--preset", "smoke"] + ([] if "--output" in args else ["--output", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:

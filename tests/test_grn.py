@@ -163,3 +163,18 @@ def test_unknown_aggregation_is_a_clear_error():
         global_response_norm(torch.randn(1, 2, 2, 4), 1.0, 0.0, aggregation="L2")
     with pytest.raises(ValueError, match="normalization must be one of 'divisive', 'standardize', 'none'; got 'max'"):
         global_response_norm(torch.randn(1, 2, 2, 4), 1.0, 0.0, normalization="max")
+
+
+def test_grn_statistics_stay_float32_where_a_float16_square_overflows():
+    """Activations of a few hundred overflow float16 when squared (65504 is its largest value): GRN's norm is taken
+    in float32, so a float16 input still gives the float32 answer (to float16 precision)."""
+    grn = GRN(8)
+    with torch.no_grad():
+        grn.gamma.fill_(0.5)
+        grn.beta.fill_(0.1)
+    x = torch.randn(2, 4, 4, 8) * 300  # squares up to ~1e6
+    assert torch.isinf(x.half().square()).any()
+    expected = grn(x)
+    half = grn.half()(x.half())
+    assert torch.isfinite(half).all()
+    torch.testing.assert_close(half.float(), expected, rtol=2e-3, atol=0.5)
