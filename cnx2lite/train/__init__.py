@@ -8,8 +8,8 @@ pretraining and fine-tuning compute, and their figures), ``engine`` (the loop), 
 figures), ``api``, ``commands`` (the CLI). The run directory's files belong to :mod:`cnx2lite.rundir`.
 """
 from .api import evaluate_checkpoint, finetune, pretrain, train
-from .config import PRESETS, ResumeMismatchError, TrainConfig, load_preset, preset_names
+from .config import PRESETS, ResumeMismatchError, TrainConfig, load_config, load_preset, preset_names
 from .engine import NonFiniteLossError, RunResult, Trainer
 
 __all__ = ["pretrain", "finetune", "evaluate_checkpoint", "train", "Trainer", "RunResult", "NonFiniteLossError",
-           "ResumeMismatchError", "TrainConfig", "load_preset", "preset_names", "PRESETS"]
+           "ResumeMismatchError", "TrainConfig", "load_config", "load_preset", "preset_names", "PRESETS"]

@@ -1,7 +1,8 @@
 """cnx2lite pretrain | finetune | eval | download: command-line front ends of cnx2lite.train.api.
 
 Every TrainConfig field is a flag (--base-lr 1e-3, --no-norm-pix-loss); flags override the
---preset. Runs go to <output>/<name>; --resume auto continues the newest checkpoint there.
+--preset, or --config runs/<name>/config.json, which replays a run's settings. Runs go to
+<output>/<name>; --resume auto continues the newest checkpoint there.
 Multi-GPU or multi-node: torchrun --nproc_per_node=N [--nnodes ...] -m cnx2lite pretrain ...
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from .. import data
 from ..argtypes import image_size, positive
 from ..rundir import RunDirLockedError
-from .config import FIELDS, ResumeMismatchError, TrainConfig, fields_for, load_preset, preset_names
+from .config import FIELDS, ResumeMismatchError, TrainConfig, fields_for, load_config, load_preset, preset_names
 from .engine import NonFiniteLossError
 
 EXIT_INTERRUPTED = 130
@@ -47,8 +48,12 @@ def _add_field(parser: argparse.ArgumentParser, name: str) -> None:
 
 def add_config_flags(parser: argparse.ArgumentParser, task: str) -> None:
     """``--preset`` and one flag per config field that applies to ``task``."""
-    parser.add_argument("--preset", default="cpu", choices=preset_names(task), metavar="NAME",
-                        help=f"starting config (default: 'cpu'); one of {', '.join(preset_names(task))}")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--preset", default="cpu", choices=preset_names(task), metavar="NAME",
+                       help=f"starting config (default: 'cpu'); one of {', '.join(preset_names(task))}")
+    start.add_argument("--config", default=None, metavar="PATH",
+                       help="start from a run's saved config.json instead of a preset, replaying it exactly "
+                            "(flags still override; give another --name, or --resume auto)")
     parser.add_argument("--show-config", action="store_true",
                         help="print the config (preset + flags) as JSON and exit (default: off)")
     for name in fields_for(task):
@@ -58,6 +63,8 @@ def add_config_flags(parser: argparse.ArgumentParser, task: str) -> None:
 
 def config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
     overrides = {k: getattr(args, k) for k in FIELDS if k not in HIDDEN and hasattr(args, k)}
+    if args.config is not None:
+        return load_config(args.config, task, **overrides)
     return load_preset(args.preset, task=task, **overrides)
 
 

@@ -118,6 +118,8 @@ class TrainConfig:
     eval_every: int = _f(1, "evaluate every N epochs (and after the last)")
     recon_every: int = _f(1, "reconstruction figure every N epochs", task="pretrain")
     progress: bool = _f(True, "tqdm progress bars")
+    tensorboard: bool = _f(False, "also log to TensorBoard in <run dir>/tensorboard (losses, lr, grad norm, metrics, "
+                                  "reconstructions); needs the tensorboard package")
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -147,8 +149,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def _finite(v: float) -> bool:
@@ -213,7 +213,7 @@ def fields_for(task: str) -> list[str]:
 # workers, another equivalent sparse backend). Every other field must match the checkpoint's.
 RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "init_encoder", "num_workers", "device", "amp",
                             "channels_last", "compile", "ema_cpu", "output", "name", "resume", "save_every_steps",
-                            "keep_last", "log_every_steps", "eval_every", "recon_every", "progress"})
+                            "keep_last", "log_every_steps", "eval_every", "recon_every", "progress", "tensorboard"})
 
 
 class ResumeMismatchError(ValueError):
@@ -308,6 +308,23 @@ def load_preset(preset: str, /, task: str = "finetune", **overrides: Any) -> Tra
     if overrides.get("task", task) != task:
         raise ValueError(f"override task={overrides['task']!r} contradicts task={task!r}")
     return TrainConfig(**{**presets[preset], **overrides, "task": task})
+
+
+def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
+    """A run's saved ``config.json`` replayed exactly (its resolved fields; the data facts saved beside them are
+    ignored), with ``overrides`` on top, e.g. another ``name``."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"config: cannot read {path} as a run's config.json ({type(e).__name__}: {e})") from None
+    if not isinstance(saved, dict) or saved.get("task") != _check_task(task):
+        found = saved.get("task") if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"config: {path} is not a {task} config.json (task {found!r})")
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise TypeError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in FIELDS}
+    return TrainConfig(**{**fields, **overrides, "task": task})
 
 
 def _check_task(task: str) -> str:

@@ -39,6 +39,7 @@ from .optim import build_optimizer, cosine_lr
 from .plots import plot_curves
 from .seeding import derive_seed, seed_everything
 from .tasks import build_task
+from .tensorboard import TensorBoardLog, check_available as check_tensorboard
 
 
 
@@ -117,6 +118,9 @@ class Trainer:
         self.run_dir = RunDir(Path(config.output) / config.run_name)
         if self.dist.is_main:
             self.run_dir.create()  # an output folder that cannot hold the run stops it before any work
+        if config.tensorboard:
+            check_tensorboard()
+        self.tensorboard: TensorBoardLog | None = None  # opened by run(), once the directory is this run's
         c = config
         root = data.resolve_data_root(c.data)
         folder = data.find_image_folder(root, c.dataset, unlabeled_ok=self.task.name == "pretrain")
@@ -207,8 +211,12 @@ class Trainer:
             with contextlib.ExitStack() as lock:
                 # rank 0 takes the lock; every rank learns whether it did (no rank waits for a rank 0 that failed)
                 run_on_main(lambda: lock.enter_context(self.run_dir.lock()))
+                if self.config.tensorboard and self.dist.is_main:
+                    self.tensorboard = TensorBoardLog(self.run_dir.path / "tensorboard")
                 return self._run()
         finally:
+            if self.tensorboard is not None:
+                self.tensorboard.close()
             if self.dist.owns_group:
                 cleanup()
 
@@ -361,12 +369,16 @@ class Trainer:
         return total / c.accum_steps
 
     def _optimizer_step(self) -> None:
+        c, step = self.config, self.position.global_step + 1
         for param in self.task.frozen_parameters(self.model, self.position.epoch):
             param.grad = None  # AdamW skips it: no update, no weight decay, no moment
-        if self.config.clip_grad is not None:
+        log_norm = self.tensorboard is not None and step % c.log_every_steps == 0
+        if c.clip_grad is not None or log_norm:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad)
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad or math.inf)  # inf: measure only
+            if log_norm:
+                self.tensorboard.scalar("train/grad_norm", norm.item(), step)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -396,7 +408,9 @@ class Trainer:
         self._record(**row)
         if self.dist.is_main:  # the task's own figures, e.g. FCMAE reconstructions
             figure_set = self.val_set if self.val_set is not None else self.train_set
-            self.task.save_figures(self.model, figure_set, self.run_dir.path, pos.epoch, last)
+            for path in self.task.save_figures(self.model, figure_set, self.run_dir.path, pos.epoch, last):
+                if self.tensorboard is not None:
+                    self.tensorboard.image(path.parent.name, path, pos.global_step)
         self._save()
 
     @torch.no_grad()
@@ -434,6 +448,8 @@ class Trainer:
                "time_s": round(time.perf_counter() - self.started, 1), **row}
         self.history.append(row)
         self._write_metrics()
+        if self.tensorboard is not None:
+            self.tensorboard.row(row)
 
     def _write_metrics(self) -> None:
         if not self.dist.is_main:

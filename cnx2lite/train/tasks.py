@@ -94,13 +94,13 @@ class PretrainTask:
         return {"val_loss": loss.item() * len(images)}
 
     @torch.no_grad()
-    def save_figures(self, model: FCMAE, dataset: Dataset, folder: Path, epoch: int, last: bool) -> None:
+    def save_figures(self, model: FCMAE, dataset: Dataset, folder: Path, epoch: int, last: bool) -> list[Path]:
         """Every ``recon_every`` epochs and at the last: four-panel reconstructions of ``dataset`` images, one per
         class where there are classes, with fixed masks, as ``reconstructions/epoch-<n>.png`` and (the newest)
-        ``reconstruction.png``."""
+        ``reconstruction.png``. Returns the figures written."""
         c = self.config
         if epoch % c.recon_every and not last:
-            return
+            return []
         picks = data.distinct_class_order(dataset.targets)[:NUM_RECONSTRUCTIONS]
         images = torch.stack([dataset[i][0] for i in picks]).to(next(model.parameters()).device)
         generator = torch.Generator().manual_seed(derive_seed(c.seed, "figure"))
@@ -112,6 +112,7 @@ class PretrainTask:
         path = folder / "reconstructions" / f"epoch-{epoch:04d}.png"
         plot_reconstructions(recon, path, title=f"{c.model}, epoch {epoch}")
         (folder / "reconstruction.png").write_bytes(path.read_bytes())
+        return [path]
 
 
 def build_mixup(num_classes: int, mixup: float, cutmix: float, label_smoothing: float) -> Callable | None:
@@ -170,8 +171,9 @@ class FinetuneTask:
     def eval_batch(self, model: nn.Module, images: Tensor, targets: Tensor, index: int) -> dict[str, float]:
         return classification_stats(model(images), targets)
 
-    def save_figures(self, model: nn.Module, dataset: Dataset, folder: Path, epoch: int, last: bool) -> None:
+    def save_figures(self, model: nn.Module, dataset: Dataset, folder: Path, epoch: int, last: bool) -> list[Path]:
         """Fine-tuning draws no figures of its own (the engine draws the curves)."""
+        return []
 
     def frozen_parameters(self, model: nn.Module, epoch: int) -> list[nn.Parameter]:
         return []
