@@ -19,19 +19,28 @@
 # Fig. 2), hides most of an image and trains the network to paint the hidden part back. This notebook is about the first
 # step only: **which pixels to hide**. The paper's answer (section *Fully Convolutional Masked Autoencoder*,
 # "Masking") is short: remove 60% of the 32x32 patches at random, with the mask *generated at the last stage and
-# upsampled recursively up to the finest resolution*. We will see why that is the natural choice for a ConvNet with four
-# stages.
+# upsampled recursively up to the finest resolution*, and use minimal data augmentation. We will see why that is the
+# natural choice for a ConvNet with four stages, and what "60%" really means.
+#
+# In every figure a masked cell is **opaque grey**: the encoder sees nothing of it, so neither do you. The key under
+# each figure says which is which.
 #
 # Settings: `CNX2LITE_SCALE` = `smoke` (seconds), `cpu` (default) or `gpu`; photos come from `CNX2LITE_DATA_ROOT`.
 
 # %%
 # %matplotlib inline
+import json
+
 import torch
 
+from cnx2lite.data import pretrain_transform
 from cnx2lite.masking import mask_grid, num_visible, random_mask, stage_masks, upsample_mask
 from cnx2lite.models import VARIANTS, create_model
-from cnx2lite.notebook.masking_figures import plot_masked_photo, plot_stage_masks
+from cnx2lite.notebook.evidence import measured, report_figure, trained_run
+from cnx2lite.notebook.masking_figures import (plot_effective_ratio, plot_masked_photos, plot_pretrain_views,
+                                               plot_reconstruction_excerpt, plot_stage_masks, pretrain_views)
 from cnx2lite.notebook.photos import photos
+from cnx2lite.notebook.plotting import as_jpeg, to_pil
 from cnx2lite.notebook.run_scale import scale
 from cnx2lite.notebook.widgets import mask_explorer
 
@@ -39,6 +48,49 @@ IMG_SIZE = 224  # masking is cheap: the real size at every CNX2LITE_SCALE
 print("scale:", scale(), "| image size:", IMG_SIZE)
 
 # %% [markdown]
+# ## What the masks are for
+#
+# First the why. The committed report of `cnx2lite reproduce --scale cpu` (`reports/cpu/`) pretrained ConvNeXt
+# V2-Atto with FCMAE on Imagenette, on 2 CPU cores. Its run is called `pretrain-v2`; here are its settings.
+
+# %%
+run = trained_run("pretrain-v2")
+if run is not None:
+    config = json.loads((run / "config.json").read_text())
+    run_size, run_ratio = config["img_size"], config["mask_ratio"]
+    print(f"trained run {run.name}: {config['model']}, {run_size} px, mask ratio {run_ratio}, "
+          f"{config['epochs']} epochs on {config['train_images']} unlabeled images")
+else:
+    run_size, run_ratio = 96, 0.6  # the settings reports/cpu/report.md states
+    print("The trained run pretrain-v2 is absent here (CI, a fresh clone). `cnx2lite reproduce --scale cpu` creates "
+          "it (about 100 min on 2 CPU cores). Its report states: 96 px, mask ratio 0.6.")
+
+# %% [markdown]
+# Below are the first two rows of the report's reconstruction figure, from the end of that pretraining: the photo,
+# the masked input, the decoder's prediction, and the prediction pasted into the hidden cells. (This figure is drawn
+# by the training code, which paints a masked cell as the value the encoder receives, 0 after normalization: the
+# ImageNet mean colour.) Two things to see. The loss is computed on masked cells only (paper, Fig. 2), so the
+# predictions at *visible* cells are unconstrained and look like noise. And after 8 short epochs the hidden cells are
+# blurry guesses of colour and shading from their context, nothing like sharp detail. Count the visible cells of each
+# masked input: 3 of 9, not the 3.6 a 60% ratio suggests. Why is below.
+
+# %%
+as_jpeg(plot_reconstruction_excerpt(report_figure("reconstruction"), rows=2))
+
+# %% [markdown]
+# Blurry as they are, those guesses trained a useful encoder. The report fine-tuned it, and a randomly initialized
+# one, on 50 labeled images per class (top-1 on 1966 val images, 95% bootstrap intervals):
+
+# %%
+for row in ("K=50 FCMAE", "K=50 scratch", "K=50 FCMAE - scratch"):
+    print(f"{row:22s} {measured(1, row)}")
+print("paper, all of ImageNet-1K:", measured(1, "K=all FCMAE - scratch").paper)
+
+# %% [markdown]
+# At this tiny budget, against a weak from-scratch baseline, the gain is large; the paper's gain for V2-Base with all
+# of ImageNet's labels is 0.3 points (as printed), after 800 to 1600 epochs of pretraining. Notebook 5 looks at these
+# numbers in detail. Now, how the masks are made.
+#
 # ## Four stages, four resolutions
 #
 # A ConvNeXt turns a 224x224 image into feature maps at four resolutions: a 4x4 stride-4 *stem* gives 56x56, and each
@@ -63,10 +115,33 @@ h, w = mask_grid(224)
 print(f"mask grid {h}x{w} = {h * w} cells; at ratio 0.6, {num_visible(h * w, 0.6)} cells stay visible")
 
 # %% [markdown]
+# ## The effective ratio is not exactly 60%
+#
+# Every image in a batch keeps the same number of visible cells (handy for batching the sparse tensors of notebook 2),
+# so the count is a whole number: `num_visible(L, ratio) = int(L * (1 - ratio))` for a grid of `L` cells, as in the
+# paper's code. `int()` rounds *down*, so at most 40% of the cells stay visible and at least 60% are masked. At the
+# paper's 224 px and at the 96 px of our CPU run:
+
+# %% tags=["nbval-check-output"]
+ratio = 0.6
+for size in (224, 96):
+    h, w = mask_grid(size)
+    kept = num_visible(h * w, ratio)
+    print(f"{size:3d} px: {h}x{w} = {h * w:2d} cells; {h * w} x {1 - ratio:.2f} = {h * w * (1 - ratio):5.2f} -> int() "
+          f"-> {kept:2d} visible, {h * w - kept:2d} masked = {(h * w - kept) / (h * w):.1%}")
+
+# %% [markdown]
+# Rounding drops 0.6 of a cell at both sizes, but the smaller the grid, the more that weighs: 0.6 of 49 cells is
+# 1.2 points, 0.6 of 9 cells is 6.7 points. So our CPU run masks two thirds of each image, not 60%. Over all sizes:
+
+# %%
+plot_effective_ratio(0.6, marked=(96, 224))
+
+# %% [markdown]
 # ## A 60% mask on a real photo
 #
-# `random_mask` ranks random noise per image and keeps the `int(49 * 0.4) = 19` cells with the lowest noise, so every
-# image in a batch has exactly the same number of visible cells (handy for batching sparse tensors). True means masked.
+# `random_mask` ranks random noise per image and keeps the `int(49 * 0.4) = 19` cells with the lowest noise. True
+# means masked.
 
 # %% tags=["nbval-check-output"]
 gen = torch.Generator().manual_seed(0)
@@ -74,9 +149,16 @@ mask = random_mask(1, IMG_SIZE, ratio=0.6, generator=gen)[0]
 print(mask.shape, mask.dtype, "| masked:", int(mask.sum()), "| visible:", int((~mask).sum()))
 print(mask.int())
 
+# %% [markdown]
+# Here it is on a photo, next to the same photo at 96 px with a 3x3 mask, which is what the CPU run's encoder saw.
+
 # %%
 photo = photos(1, IMG_SIZE)[0]
-plot_masked_photo(photo, mask)
+small_photo = photos(1, run_size)[0]
+small_mask = random_mask(1, run_size, ratio=run_ratio, generator=torch.Generator().manual_seed(0))[0]
+as_jpeg(plot_masked_photos([photo, photo, small_photo], [None, mask, small_mask],
+                           [f"photo, {IMG_SIZE} px", f"{IMG_SIZE} px: {int(mask.sum())} of {mask.numel()} cells masked",
+                            f"{run_size} px: {int(small_mask.sum())} of {small_mask.numel()} cells masked"]))
 
 # %% [markdown]
 # ## The same mask at every stage
@@ -116,11 +198,40 @@ small = random_mask(1, IMG_SIZE, ratio=0.6, patch_size=16, generator=torch.Gener
 print("16x16 cells:", [windows_uniform(upsample_mask(small, 2 ** k)) for k in (2, 1, 0)])
 
 # %% [markdown]
+# ## Minimal augmentation for pretraining
+#
+# The paper uses "minimal data augmentation, only including random resized cropping" for FCMAE pretraining; the
+# official code adds a horizontal flip, and so does `cnx2lite.data.pretrain_transform`. Compare fine-tuning, which
+# adds RandAugment, random erasing, mixup and cutmix. MAE (He et al., CVPR 2022) found the same for ViTs: masking is
+# already a strong corruption, so cropping alone works well and color jitter hurts. The crop keeps 20% to 100% of
+# the photo's area (the supervised default goes down to 8%), at an aspect ratio from 3:4 to 4:3:
+
+# %% tags=["nbval-check-output"]
+augment = pretrain_transform(IMG_SIZE)
+crop, flip = augment.transforms[:2]
+print(f"{type(crop).__name__}: output {crop.size}, area scale {crop.scale}, aspect ratio "
+      f"({crop.ratio[0]:.2f}, {crop.ratio[1]:.2f}), {crop.interpolation.value}")
+print(f"{type(flip).__name__}: p = {flip.p}")
+print("then:", [type(t).__name__ for t in augment.transforms[2:]])
+
+# %% [markdown]
+# Four draws on the photo (a 384 px square crop of it here; the data loader crops the full photo the same way), each
+# then masked at 60%: this is all the variety the encoder gets in a pretraining step. The boxes on the left show which
+# part of the photo each view came from.
+
+# %%
+source = to_pil(photos(1, 384)[0])
+views = pretrain_views(source, augment, n=4, seed=0)
+view_masks = random_mask(len(views), IMG_SIZE, ratio=0.6, generator=torch.Generator().manual_seed(1))
+title = "FCMAE pretraining input: random resized crop (20-100% of the area) + flip, then a 60% mask"
+as_jpeg(plot_pretrain_views(source, views, view_masks, title))
+
+# %% [markdown]
 # ## Explore
 #
 # Move the sliders: the mask ratio (the paper picks 0.6 after sweeping it), the seed, the image size (a multiple of 32:
 # the grid grows with the image, the cell size does not) and the stage to look at. The readout counts visible cells;
-# at stage *i* each cell is `s x s` positions of the feature map.
+# at stage *i* each cell is `s x s` positions of the feature map. On GitHub you see one static frame.
 
 # %%
 mask_explorer(ratio=0.6, img_size=IMG_SIZE, stage=1, dims=VARIANTS["convnextv2_atto"][1])
@@ -130,6 +241,28 @@ mask_explorer(ratio=0.6, img_size=IMG_SIZE, stage=1, dims=VARIANTS["convnextv2_a
 #
 # - One mask cell per 32x32 patch = one position of the last stage; upsampled by 2, 4, 8 it stays aligned with every
 #   downsampling layer, so each stage's map splits cleanly into visible and masked positions.
-# - Every image keeps exactly `int(L * (1 - ratio))` cells (19 of 49 at 224 px and ratio 0.6).
+# - Every image keeps exactly `int(L * (1 - ratio))` cells: 19 of 49 at 224 px (61% masked), 3 of 9 at 96 px (67%
+#   masked), as printed above.
+# - Pretraining needs no strong augmentation: a random resized crop and a flip, then the mask.
+# - The loss looks only at the masked cells; the report's reconstructions show what 8 CPU epochs of it learn.
 # - Next, [02_sparse_convolution](02_sparse_convolution.ipynb): how the encoder computes on the visible positions
 #   only, and why a plain dense ConvNet cannot.
+#
+# ## Exercises
+#
+# 1. **Predict, then run.** MAE masks 75% of a ViT's patches. Before running anything, predict how many cells stay
+#    visible and what share is really masked with `ratio = 0.75`, at 224 px and at 96 px. Then set `ratio = 0.75` in
+#    the effective-ratio cell and check. *Hint:* 49 x 0.25 = 12.25 and 9 x 0.25 = 2.25; `int()` rounds down.
+# 2. Which square image sizes up to 384 px give exactly 60%, and what does a 32 px image give? Read it off the
+#    effective-ratio figure, then explain it. *Hint:* `L * 0.4 = 2L / 5` is a whole number only when 5 divides
+#    `L = (S / 32)^2`, that is when 5 divides `S / 32`.
+# 3. **Predict, then run.** Masking 64x64 patches: with `random_mask(1, 256, ratio=0.6, patch_size=64, ...)`, the
+#    inputs of the three downsampling layers see the mask upsampled by 16, 8 and 4. Will `windows_uniform` be True for
+#    all three? Check with `upsample_mask`, then try the same at 224 px. *Hint:* a 64x64 cell is a 2x2 block of
+#    last-stage positions, so alignment survives; but 224 is not a multiple of 64, and larger cells mean fewer, larger
+#    holes for the decoder to fill.
+# 4. **Predict, then run.** Give the crop the supervised default scale: `augment8 = torchvision.transforms.Compose(
+#    [torchvision.transforms.RandomResizedCrop(IMG_SIZE, scale=(0.08, 1.0)), *augment.transforms[1:]])`, and redraw
+#    the views with `pretrain_views(source, augment8, n=20)`. About what share of views now keeps less than a quarter
+#    of the photo, against the pretraining crop? Count both. *Hint:* the area fraction is drawn uniformly from the
+#    scale range (boxes that do not fit are redrawn), so roughly (0.25 - 0.08) / 0.92 against (0.25 - 0.2) / 0.8.

@@ -1,32 +1,56 @@
-"""Figures of notebook 1 (masking): the masked photo and the mask at every stage resolution."""
+"""Figures of notebook 1 (masking): masked photos, the mask at every stage resolution, the effective mask
+ratio, the pretraining augmentation, and an excerpt of the report's reconstructions. Masked cells are
+opaque grey in all of them, with the key of :func:`.plotting.mask_legend`."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
+from PIL import Image
 from torch import Tensor
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
-from ..masking import NUM_STAGES, stage_masks
+from ..data import IMAGENET_MEAN
+from ..masking import NUM_STAGES, mask_grid, num_visible, stage_masks
 from ..models import PATCH_SIZE
-from .plotting import MASK_COLOR, draw_masked_photo, grid_lines, subplots, to_rgb
+from .plotting import (EDGE_COLOR, MASK_COLOR, VISIBLE_COLOR, draw_masked_photo, grid_lines, mask_legend, subplots,
+                       to_rgb)
 
-MASKED_CMAP = ListedColormap(["#ffffff", MASK_COLOR])  # 0 = visible, 1 = masked
+MASKED_CMAP = ListedColormap([VISIBLE_COLOR, MASK_COLOR])  # 0 = visible, 1 = masked
+HIGHLIGHT = "#d93025"  # the outline of one mask cell
+VIEW_COLORS = ("#1a73e8", "#e37400", "#188038", "#a142f4", "#d01884", "#12b5cb")  # one per augmented view
+
+
+def plot_masked_photos(imgs: Sequence[Tensor], masks: Sequence[Tensor | None], titles: Sequence[str]) -> Figure:
+    """A row of photos ``(3, H_i, W_i)`` (sizes may differ), each masked by ``masks[i] (H_i/32, W_i/32)``
+    (None: shown as it is), with the masked / visible key below."""
+    fig, axes = subplots(1, len(imgs), figsize=(3.1 * len(imgs), 3.4), squeeze=False)
+    for ax, img, mask, title in zip(axes[0], imgs, masks, titles):
+        if mask is None:
+            ax.imshow(to_rgb(img), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title, fontsize=10)
+        else:
+            draw_masked_photo(ax, img, mask, title)
+    fig.tight_layout()
+    mask_legend(fig)
+    return fig
 
 
 def plot_masked_photo(img: Tensor, mask: Tensor) -> Figure:
     """Side by side: the photo ``(3, H, W)``, and what the encoder may see (the cells where
-    ``mask (h, w)`` is True greyed out)."""
-    fig, axes = subplots(1, 2, figsize=(7.5, 3.9))
-    axes[0].imshow(to_rgb(img), interpolation="nearest")
-    axes[0].set_axis_off()
-    axes[0].set_title(f"photo, {img.shape[-2]}x{img.shape[-1]} px", fontsize=10)
-    kept = int((~mask).sum())
-    draw_masked_photo(axes[1], img, mask, f"{int(mask.sum())} of {mask.numel()} cells masked, {kept} visible")
-    fig.tight_layout()
-    return fig
+    ``mask (h, w)`` is True painted opaque grey)."""
+    return plot_masked_photos([img, img], [None, mask],
+                              [f"photo, {img.shape[-2]}x{img.shape[-1]} px",
+                               f"{int(mask.sum())} of {mask.numel()} cells masked, {int((~mask).sum())} visible"])
 
 
 def plot_stage_masks(mask: Tensor, img: Tensor | None = None, highlight: tuple[int, int] | None = None,
@@ -42,11 +66,11 @@ def plot_stage_masks(mask: Tensor, img: Tensor | None = None, highlight: tuple[i
     panels = len(stages) + (img is not None)
     fig, axes = subplots(1, panels, figsize=(2.6 * panels, 3.0))
     axes = np.atleast_1d(axes)
+    r, c = highlight
     if img is not None:
-        draw_masked_photo(axes[0], img, mask, f"input {img.shape[-2]}x{img.shape[-1]}")
-        r, c = highlight
+        draw_masked_photo(axes[0], img, mask, f"input {img.shape[-2]}x{img.shape[-1]} px")
         axes[0].add_patch(Rectangle((c * PATCH_SIZE - 0.5, r * PATCH_SIZE - 0.5), PATCH_SIZE, PATCH_SIZE,
-                                    fill=False, ec="#d93025", lw=2.5))
+                                    fill=False, ec=HIGHLIGHT, lw=2.5))
     for ax, i in zip(axes[panels - len(stages):], stages):
         m = per_stage[i]
         s = 2 ** (NUM_STAGES - 1 - i)
@@ -56,13 +80,130 @@ def plot_stage_masks(mask: Tensor, img: Tensor | None = None, highlight: tuple[i
             ax.set_yticks(np.arange(-0.5, m.shape[0], 1), minor=True)
             ax.grid(which="minor", color="#dadce0", lw=0.4)
             ax.tick_params(which="minor", length=0)
-        grid_lines(ax, *mask.shape, step=s, color="#3c4043", lw=1.0)
-        r, c = highlight
-        ax.add_patch(Rectangle((c * s - 0.5, r * s - 0.5), s, s, fill=False, ec="#d93025", lw=2))
-        size = f"{m.shape[0]}x{m.shape[1]}"
+        grid_lines(ax, *mask.shape, step=s, color=EDGE_COLOR, lw=1.0)
+        ax.add_patch(Rectangle((c * s - 0.5, r * s - 0.5), s, s, fill=False, ec=HIGHLIGHT, lw=2))
         channels = f", C={dims[i]}" if dims is not None else ""
-        ax.set_title(f"stage {i + 1}: {size}{channels}\none cell = {s}x{s} positions", fontsize=9)
+        ax.set_title(f"stage {i + 1}: {m.shape[0]}x{m.shape[1]}{channels}\none cell = {s}x{s} positions", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
+    mask_legend(fig, extra=[Patch(fill=False, ec=HIGHLIGHT, lw=2, label="one mask cell")])
+    return fig
+
+
+def masked_percent(img_size: int, ratio: float) -> float:
+    """The share of cells :func:`~cnx2lite.masking.random_mask` masks at ``img_size``, in %: ``int()``
+    rounds the visible cells down, so it is at least ``100 * ratio``."""
+    h, w = mask_grid(img_size)
+    return 100 * (1 - num_visible(h * w, ratio) / (h * w))
+
+
+def plot_effective_ratio(ratio: float = 0.6, sizes: Sequence[int] = tuple(range(32, 385, 32)),
+                         marked: Sequence[int] = (96, 224)) -> Figure:
+    """The masked share of cells against the image size (multiples of 32), the nominal ``ratio`` as a
+    dashed line, and the sizes in ``marked`` annotated with their cell counts."""
+    fig, ax = subplots(figsize=(7.0, 3.4))
+    shares = [masked_percent(s, ratio) for s in sizes]
+    ax.plot(sizes, shares, marker="o", color=EDGE_COLOR, label="masked cells: 1 - int(L (1 - ratio)) / L")
+    ax.axhline(100 * ratio, ls="--", color=HIGHLIGHT, label=f"nominal mask ratio {ratio:.0%}")
+    for s in marked:
+        h, w = mask_grid(s)
+        ax.annotate(f"{h * w - num_visible(h * w, ratio)} of {h * w} masked", (s, masked_percent(s, ratio)),
+                    xytext=(8, 8), textcoords="offset points", fontsize=9)
+    ax.set_xticks(list(sizes), [f"{s}\n{s // PATCH_SIZE}x{s // PATCH_SIZE}" for s in sizes], fontsize=8)
+    ax.set(xlabel="image size (px) and mask grid (cells)", ylabel="masked cells (%)",
+           title=f"Effective mask ratio at a nominal {ratio:.0%}: L cells, int() keeps fewer visible")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@dataclass(frozen=True)
+class PretrainView:
+    """One draw of the pretraining transform: the view ``(3, S, S)`` it returns, the crop box
+    ``(top, left, height, width)`` in the source photo's pixels, and whether it was flipped."""
+
+    image: Tensor
+    box: tuple[int, int, int, int]
+    flipped: bool
+
+
+def pretrain_views(photo: Image.Image, transform: T.Compose, n: int, seed: int = 0) -> list[PretrainView]:
+    """``n`` draws of ``transform`` (:func:`~cnx2lite.data.pretrain_transform`: a ``RandomResizedCrop``,
+    a ``RandomHorizontalFlip``, then tensor conversion) on ``photo``, run step by step to record each
+    crop box and flip. The views are exactly what ``transform(photo)`` returns after
+    ``torch.manual_seed(seed)``; the global random state is left as it was."""
+    views = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _ in range(n):
+            img, box, flipped = photo, None, False
+            for step in transform.transforms:
+                if isinstance(step, T.RandomResizedCrop):
+                    box = tuple(step.get_params(img, step.scale, step.ratio))
+                    img = TF.resized_crop(img, *box, step.size, step.interpolation, antialias=step.antialias)
+                elif isinstance(step, T.RandomHorizontalFlip):
+                    flipped = bool(torch.rand(1) < step.p)
+                    img = TF.hflip(img) if flipped else img
+                else:
+                    img = step(img)
+            if box is None:
+                raise ValueError("transform has no RandomResizedCrop; expected data.pretrain_transform(...)")
+            views.append(PretrainView(img, box, flipped))
+    return views
+
+
+def plot_pretrain_views(photo: Image.Image, views: Sequence[PretrainView], masks: Tensor, title: str) -> Figure:
+    """The photo with each view's crop box, then each view ``(3, S, S)`` masked by ``masks (n, S/32, S/32)``,
+    in the colour of its box: what the encoder gets in one pretraining step."""
+    fig, axes = subplots(1, len(views) + 1, figsize=(2.7 * (len(views) + 1), 3.4))
+    ax = axes[0]
+    ax.imshow(np.asarray(photo))
+    for color, view in zip(VIEW_COLORS, views):
+        top, left, h, w = view.box
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, ec=color, lw=2))
+    ax.set(xlabel="x (px)", ylabel="y (px)")
+    ax.set_title(f"photo {photo.width}x{photo.height} px", fontsize=10)
+    ax.tick_params(labelsize=7)
+    for ax, color, view, mask in zip(axes[1:], VIEW_COLORS, views, masks):
+        area = view.box[2] * view.box[3] / (photo.width * photo.height)
+        flipped = ", flipped" if view.flipped else ""
+        draw_masked_photo(ax, view.image, mask, f"view: {area:.0%} of the photo{flipped}")
+        ax.title.set_color(color)
+        for spine in ax.spines.values():
+            spine.set(color=color, lw=3)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    mask_legend(fig, extra=[Patch(fill=False, ec=EDGE_COLOR, lw=2, label="crop box (its colour = its view)")])
+    return fig
+
+
+def panel_rows(rgb: np.ndarray, min_height: int = 50) -> list[tuple[int, int]]:
+    """The pixel-row spans ``[top, bottom)`` of the panel rows of a figure image ``(H, W, 3)`` in [0, 1]:
+    runs of pixel rows that are not all white, at least ``min_height`` tall (shorter runs are text)."""
+    ink = np.concatenate([[False], rgb.min(axis=(1, 2)) < 0.97, [False]])
+    edges = np.flatnonzero(np.diff(ink.astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_height]
+
+
+def plot_reconstruction_excerpt(path: Path, rows: int = 2) -> Figure:
+    """The title and the first ``rows`` rows of a reconstruction grid PNG (one row per image: original /
+    masked / reconstruction / reconstruction + visible, as :mod:`cnx2lite.train.plots` draws it), pixel for
+    pixel at 100 dpi, with a key below. That figure paints a masked cell as the encoder's input there,
+    0 after normalization: the ImageNet mean colour, not the notebooks' grey. Show it with
+    :func:`.plotting.as_jpeg` (the noise in its panels makes a PNG large)."""
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+    spans = panel_rows(rgb)
+    if len(spans) < rows:
+        raise ValueError(f"{path} has {len(spans)} rows of panels, asked for {rows}")
+    crop = rgb[: min(spans[rows - 1][1] + 4, len(rgb))]
+    height, width, key = crop.shape[0] / 100, crop.shape[1] / 100, 0.4  # inches at 100 dpi
+    fig = Figure(figsize=(width, height + key), dpi=100)
+    ax = fig.add_axes((0, key / (height + key), 1, height / (height + key)))
+    ax.imshow(crop, interpolation="none", aspect="auto")
+    ax.set_axis_off()
+    fig.legend(handles=[Patch(fc=IMAGENET_MEAN, ec=EDGE_COLOR, lw=0.8,
+                              label="masked (drawn as the encoder's input: 0 = the mean colour)"),
+                        Patch(fc=VISIBLE_COLOR, ec=EDGE_COLOR, lw=0.8, label="visible")],
+               loc="lower center", ncols=2, frameon=False, fontsize=9)
     return fig
