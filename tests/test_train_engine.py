@@ -2,6 +2,7 @@
 NaN stop, 2-process DDP equal to one process, checkpoint evaluation, pretrain -> finetune."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -218,6 +219,29 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(images, t
         torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
     losses = [[r["train_loss"] for r in ckpt["history"] if r["kind"] == "train"] for ckpt in (a, b)]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) and losses[0][0] != losses[0][-1]
+
+
+def test_two_nodes_through_torchrun_rendezvous_equal_one_process(images, tmp_path):
+    """The multi-node path: 2 "nodes" x 1 process on this machine, joined by torchrun's c10d rendezvous (gloo), train
+    what one process does with the same global batch."""
+    flags = ["pretrain", "--preset", "smoke", "--epochs", "2", "--amp", "fp32"]
+    single = cli([*flags, "--batch-size", "8"], images, tmp_path, "single")
+    endpoint = f"127.0.0.1:{_free_port()}"
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+                               "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+                               "--rdzv-id=cnx2lite-test", "-m", "cnx2lite", *flags, "--batch-size", "4",
+                               "--data", str(images), "--output", str(tmp_path), "--name", "nodes"],
+                              cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    for process in (single, *nodes):
+        rc, out = finish(process)
+        assert rc == 0, out
+    a, b = load_checkpoint(tmp_path / "single"), load_checkpoint(tmp_path / "nodes")
+    assert a["position"] == b["position"] and b["config"]["global_batch"] == 8
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert json.loads((tmp_path / "nodes" / "config.json").read_text())["world_size"] == 2
 
 
 def test_ddp_into_a_locked_run_dir_stops_every_rank(images, tmp_path):
