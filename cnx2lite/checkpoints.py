@@ -101,6 +101,8 @@ def load_pretrained(
         _check_architecture(model, architecture)
     state_dict, notes = _read(source, use_ema)
     state_dict, source_format = convert_state_dict(state_dict)
+    state_dict, adapted = _adapt_stem(state_dict, model.in_chans)
+    notes += adapted
     if skip_head or model.num_classes == 0:
         dropped = [k for k in state_dict if k.startswith("head.")]
         state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
@@ -204,6 +206,26 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
         raise ValueError(f"no {kind} in {where}: expected one under {' or '.join(map(repr, names))}; "
                          f"top-level keys: {', '.join(map(str, list(checkpoint)[:10]))}")
     return checkpoint[name], [f"weights taken from checkpoint[{name!r}]"]
+
+
+STEM = "downsample_layers.0.0.weight"
+
+
+def _adapt_stem(state_dict: dict[str, Tensor], in_chans: int) -> tuple[dict[str, Tensor], list[str]]:
+    """RGB weights for a model of another ``in_chans``, as timm adapts a first conv: for greyscale the stem's
+    filters are summed over R, G, B (a grey image then gives what its RGB copy gave); otherwise the RGB filters are
+    repeated over the channels and scaled by 3 / in_chans."""
+    weight = state_dict.get(STEM)
+    if weight is None or weight.shape[1] == in_chans:
+        return state_dict, []
+    if weight.shape[1] != 3:
+        raise ValueError(f"{STEM} has {weight.shape[1]} input channels and the model {in_chans}: only RGB weights "
+                         "are adapted to another number of channels")
+    if in_chans == 1:
+        adapted = weight.sum(dim=1, keepdim=True)
+    else:
+        adapted = weight.repeat(1, (in_chans + 2) // 3, 1, 1)[:, :in_chans] * (3 / in_chans)
+    return {**state_dict, STEM: adapted}, [f"stem adapted from 3 to {in_chans} input channels"]
 
 
 def _check_architecture(model: ConvNeXtV2, saved: Mapping) -> None:

@@ -29,6 +29,7 @@ from torchvision.transforms import functional as TF
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+IN_CHANS = (1, 3)  # what image files are converted to: greyscale or RGB
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")  # case-insensitive
 SPLITS = ("train", "val")
 SELECTIONS = ("first", "random")
@@ -332,25 +333,51 @@ def class_names(folder: Path) -> dict[str, str]:
     return {c: c for c in _list_classes(train)} if train.is_dir() else {}
 
 
-def pretrain_transform(img_size: int) -> Callable[[Image.Image], Tensor]:
-    """FCMAE pre-training augmentation: PIL image -> normalized float tensor (3, img_size, img_size)."""
+def image_hw(img_size: int | Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of an image size given as one int (square) or a pair."""
+    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if len(size) != 2:
+        raise ValueError(f"img_size must be an int or (H, W), got {img_size!r}")
+    return size
+
+
+def normalization(in_chans: int = 3) -> T.Normalize:
+    """ImageNet's mean/std for RGB; for greyscale, their channel averages (as timm does for 1-channel models)."""
+    if in_chans not in IN_CHANS:
+        raise ValueError(f"in_chans must be 1 (greyscale) or 3 (RGB) for image files; got {in_chans!r}: other channel "
+                         "counts need your own dataset and transform (the model itself takes any in_chans)")
+    if in_chans == 1:
+        return T.Normalize((sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,))
+    return T.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _channels(in_chans: int) -> list[Callable]:
+    """The conversion of an RGB PIL image to ``in_chans`` channels, first in every pipeline."""
+    return [T.Grayscale(num_output_channels=1)] if in_chans == 1 else []
+
+
+def pretrain_transform(img_size: int | Sequence[int], in_chans: int = 3) -> Callable[[Image.Image], Tensor]:
+    """FCMAE pre-training augmentation: PIL image -> normalized float tensor ``(in_chans, H, W)``."""
     return T.Compose([
-        T.RandomResizedCrop(img_size, scale=(0.2, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        *_channels(in_chans),
+        T.RandomResizedCrop(image_hw(img_size), scale=(0.2, 1.0), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(),
         T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        normalization(in_chans),
     ])
 
 
 def finetune_transform(
-    img_size: int, rand_augment: str | None = "rand-m9-mstd0.5-inc1", reprob: float = 0.25
+    img_size: int | Sequence[int], rand_augment: str | None = "rand-m9-mstd0.5-inc1", reprob: float = 0.25,
+    in_chans: int = 3,
 ) -> Callable[[Image.Image], Tensor]:
-    """Fine-tuning augmentation (timm): PIL image -> normalized float tensor (3, img_size, img_size).
+    """Fine-tuning augmentation (timm): PIL image -> normalized float tensor ``(in_chans, H, W)``.
 
     RandomResizedCrop (scale 0.08-1) + flip + RandAugment ``rand_augment`` (None: off) + random erasing ``reprob``.
     """
+    norm = normalization(in_chans)
     transform = create_transform(
-        img_size,
+        image_hw(img_size),
         is_training=True,
         color_jitter=None,  # official default; timm ignores color jitter under RandAugment anyway
         auto_augment=rand_augment,
@@ -358,13 +385,13 @@ def finetune_transform(
         re_prob=reprob,
         re_mode="pixel",
         re_count=1,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        mean=norm.mean,
+        std=norm.std,
     )
     for op in _augment_ops(transform):
         if op.aug_fn is auto_augment.posterize:
             op.aug_fn = _posterize
-    return transform
+    return T.Compose([*_channels(in_chans), *transform.transforms])
 
 
 def _augment_ops(transform: T.Compose) -> list[auto_augment.AugmentOp]:
@@ -381,21 +408,23 @@ def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
     return auto_augment.posterize(img, bits_to_keep)
 
 
-def eval_transform(img_size: int, crop_pct: float = 0.875) -> Callable[[Image.Image], Tensor]:
-    """Evaluation: PIL image -> normalized float tensor (3, img_size, img_size). Below 384 px, resize the shorter
-    side to ``int(img_size / crop_pct)`` and center crop; at 384 px and above, warp to img_size x img_size."""
+def eval_transform(img_size: int | Sequence[int], crop_pct: float = 0.875, in_chans: int = 3
+                   ) -> Callable[[Image.Image], Tensor]:
+    """Evaluation: PIL image -> normalized float tensor ``(in_chans, H, W)``. Below 384 px, resize the shorter side
+    to ``int(max(H, W) / crop_pct)`` and center crop; at 384 px and above, warp to ``H x W``."""
     if not 0 < crop_pct <= 1:
         raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    height, width = image_hw(img_size)
     bicubic = T.InterpolationMode.BICUBIC
-    if img_size >= 384:
-        resize = [T.Resize((img_size, img_size), interpolation=bicubic)]
+    if max(height, width) >= 384:
+        resize = [T.Resize((height, width), interpolation=bicubic)]
     else:
-        resize = [T.Resize(int(img_size / crop_pct), interpolation=bicubic), T.CenterCrop(img_size)]
-    return T.Compose([*resize, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        resize = [T.Resize(int(max(height, width) / crop_pct), interpolation=bicubic), T.CenterCrop((height, width))]
+    return T.Compose([*_channels(in_chans), *resize, T.ToTensor(), normalization(in_chans)])
 
 
 def denormalize(x: Tensor) -> Tensor:
-    """Undo the ImageNet normalization of images (..., 3, H, W), clamped to [0, 1] for display."""
-    mean = x.new_tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = x.new_tensor(IMAGENET_STD).view(3, 1, 1)
+    """Undo :func:`normalization` of images ``(..., C, H, W)`` (C = 1 or 3), clamped to [0, 1] for display."""
+    norm = normalization(x.shape[-3])
+    mean, std = x.new_tensor(norm.mean).view(-1, 1, 1), x.new_tensor(norm.std).view(-1, 1, 1)
     return (x * std + mean).clamp(0, 1)

@@ -185,7 +185,8 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
             raise ValueError(f"{source} is not a fine-tuning checkpoint of cnx2lite (task {task!r}): only those "
                              "have a trained classifier")
         num_classes = len(state["classes"])
-    options = {"block": block or config.get("block", "v2"), "grn_aggregation": config.get("grn_aggregation", "l2")}
+    options = {"block": block or config.get("block", "v2"), "grn_aggregation": config.get("grn_aggregation", "l2"),
+               "in_chans": config.get("in_chans", 3)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = create_model(model or config.get("model") or "convnextv2_atto", num_classes=num_classes, **options)
@@ -205,7 +206,7 @@ def run_probe(args: argparse.Namespace) -> int:
         encoder, config = load_model(args.checkpoint, args.model, args.block, args.seed)
         size = args.img_size or config.get("img_size", 224)
         folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
-        transform = data.eval_transform(size)
+        transform = data.eval_transform(size, in_chans=encoder.in_chans)
         train_set = data.build_dataset(folder, "train", transform, num_classes=args.num_classes,
                                        images_per_class=args.images_per_class)
         val_set = data.build_dataset(folder, "val", transform, classes=train_set.classes,

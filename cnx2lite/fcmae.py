@@ -48,12 +48,13 @@ def patch_statistics(patches: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor
     return mean, std
 
 
-def pretraining_encoder(encoder: str | ConvNeXtV2, block: str = "v2", grn_aggregation: str = "l2") -> ConvNeXtV2:
+def pretraining_encoder(encoder: str | ConvNeXtV2, block: str = "v2", grn_aggregation: str = "l2",
+                        in_chans: int = 3) -> ConvNeXtV2:
     """The encoder that FCMAE trains: ``create_model(encoder, ...)`` for a variant name, else a copy
     of the given model. Pretraining never pools: like the official FCMAE encoder, it has no final
     norm or head, so its state dict holds the stem, downsampling layers and stages only."""
     if isinstance(encoder, str):
-        encoder = create_model(encoder, num_classes=0, block=block, grn_aggregation=grn_aggregation)
+        encoder = create_model(encoder, num_classes=0, block=block, grn_aggregation=grn_aggregation, in_chans=in_chans)
     elif isinstance(encoder, ConvNeXtV2):
         encoder = copy.deepcopy(encoder)
     else:
@@ -93,9 +94,10 @@ class FCMAE(nn.Module):
         block: str = "v2",
         grn_aggregation: str = "l2",
         sparse: bool = True,
+        in_chans: int = 3,
     ) -> None:
         super().__init__()
-        self.encoder = pretraining_encoder(encoder, block, grn_aggregation)  # initialized first, as seeded runs expect
+        self.encoder = pretraining_encoder(encoder, block, grn_aggregation, in_chans)  # initialized first, as seeded runs expect
         if decoder_depth < 1 or decoder_dim < 1:
             raise ValueError(f"decoder_depth and decoder_dim must be >= 1, got {decoder_depth}, {decoder_dim}")
         random_mask(1, PATCH_SIZE, mask_ratio)  # validates mask_ratio with a clear message

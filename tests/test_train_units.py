@@ -239,7 +239,7 @@ def test_grn_aggregation_and_sparse_encoder_reach_the_models():
 
 @pytest.mark.parametrize("flags, message", [
     (["--block", "v3"], "error: block must be one of 'v2', 'v1'; got 'v3'"),
-    (["--img-size", "100"], "error: img_size must be a multiple of 32"),
+    (["--img-size", "100"], "error: img_size must be one or two (H W) positive multiples of 32"),
 ])
 def test_bad_flag_values_are_one_line_errors(flags, message, capsys):
     args = build_parser().parse_args(["pretrain", "--preset", "smoke", *flags])

@@ -49,7 +49,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | None = N
     model, config = load_model(checkpoint, classifier=True, use_ema=use_ema)  # its variant, block and GRN
     size = img_size or config["img_size"]
     folder = data.find_image_folder(data.resolve_data_root(data_root), dataset, split="val")
-    val_set = data.build_dataset(folder, "val", data.eval_transform(size), classes=config["classes"],
+    val_set = data.build_dataset(folder, "val", data.eval_transform(size, in_chans=config.get("in_chans", 3)),
+                                 classes=config["classes"],
                                  images_per_class=images_per_class)
     dev = resolve_device(device)
     model.to(dev).eval()

@@ -37,6 +37,8 @@ def _add_field(parser: argparse.ArgumentParser, name: str) -> None:
     options: dict = {"default": argparse.SUPPRESS, "help": help_text}
     if annotation == "bool":
         options["action"] = argparse.BooleanOptionalAction
+    elif annotation == "int | tuple[int, int]":  # one size (square) or H W
+        options.update(nargs="+", type=int, metavar="PX")
     elif annotation.startswith("tuple"):
         options.update(nargs=2, type=float, metavar=("B1", "B2"))
     else:
@@ -53,7 +55,7 @@ def add_config_flags(parser: argparse.ArgumentParser, task: str) -> None:
                        help=f"starting config (default: 'cpu'); one of {', '.join(preset_names(task))}")
     start.add_argument("--config", default=None, metavar="PATH",
                        help="start from a run's saved config.json instead of a preset, replaying it exactly "
-                            "(flags still override; give another --name, or --resume auto)")
+                            "(flags still override; give another --name, or --resume auto) (default: none)")
     parser.add_argument("--show-config", action="store_true",
                         help="print the config (preset + flags) as JSON and exit (default: off)")
     for name in fields_for(task):

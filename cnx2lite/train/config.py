@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from timm.data import create_transform
 
 from ..amp import AMP_MODES
-from ..masking import num_visible
+from ..masking import mask_grid, num_visible
 from ..models import VARIANTS
 from ..layers import GRN_AGGREGATIONS
 from ..models.convnextv2 import BLOCK_STYLES
@@ -70,7 +70,10 @@ class TrainConfig:
     # data
     data: str | None = _f(None, "data root (else $CNX2LITE_DATA_ROOT, else <repo>/data)")
     dataset: str = _f("imagenette", "image folder name under the data root")
-    img_size: int = _f(224, "square training/eval image size in pixels, a multiple of 32")
+    img_size: int | tuple[int, int] = _f(224, "training/eval image size in pixels: one int (square) or H W, "
+                                              "multiples of 32")
+    in_chans: int = _f(3, "input channels: 3 (RGB) or 1 (greyscale; image files are converted, and RGB weights "
+                          "loaded into the stem are summed over their channels)")
     num_classes: int | None = _f(None, "use the first K classes (None: all)")
     images_per_class: int | None = _f(None, "training images per class (None: all)")
     val_images_per_class: int | None = _f(None, "validation images per class (None: all)")
@@ -123,6 +126,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
+        if isinstance(self.img_size, (list, tuple)):  # from flags or JSON: [S] or [H, W]
+            self.img_size = self.img_size[0] if len(self.img_size) == 1 else tuple(self.img_size)
         checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
                   ("grn_aggregation", GRN_AGGREGATIONS),
                   ("layer_decay_mode", ("single", "group")))
@@ -135,8 +140,14 @@ class TrainConfig:
                     raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
         if self.rand_augment is not None:
             _check_rand_augment(self.rand_augment)
-        if self.img_size % 32:
-            raise ValueError(f"img_size must be a multiple of 32 (the model's stride), got {self.img_size}")
+        sides = (self.img_size,) if isinstance(self.img_size, int) else self.img_size
+        if len(sides) not in (1, 2) or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in sides):
+            raise ValueError(f"img_size must be one or two (H W) positive multiples of 32 (the model's stride), got "
+                             f"{self.img_size!r}")
+        if self.in_chans not in (1, 3):
+            raise ValueError(f"in_chans must be 1 (greyscale) or 3 (RGB): image files are converted to one of them; "
+                             f"got {self.in_chans!r} (the model takes any in_chans: use the library with your own "
+                             "dataset for others)")
         if self.task == "pretrain":
             _check_mask_ratio(self.mask_ratio, self.img_size)
         if self.resume not in (None, "auto") and not Path(self.resume).is_file():
@@ -157,7 +168,7 @@ def _finite(v: float) -> bool:
 
 # (fields, test, what the message says is allowed); None passes where a field takes it ("off", "all")
 VALUE_CHECKS = (
-    (("epochs", "batch_size", "accum_steps", "img_size", "keep_last", "eval_every", "recon_every", "log_every_steps",
+    (("epochs", "batch_size", "accum_steps", "keep_last", "eval_every", "recon_every", "log_every_steps",
       "decoder_dim", "decoder_depth"), lambda v: v >= 1, ">= 1"),
     (("num_classes", "images_per_class", "val_images_per_class", "global_batch"), lambda v: v is None or v >= 1,
      "None (all) or >= 1"),
@@ -185,18 +196,19 @@ def _check_rand_augment(spec: str) -> None:
                          f"{spec!r}{': ' + str(e) if str(e) else ''}") from None
 
 
-def _check_mask_ratio(ratio: float, img_size: int) -> None:
+def _check_mask_ratio(ratio: float, img_size: int | tuple[int, int]) -> None:
     """FCMAE needs at least one masked cell (something to reconstruct) and one visible cell (something to encode)
-    per image, with ``int(L * (1 - ratio))`` of the ``L = (img_size / 32) ** 2`` cells visible."""
+    per image, with ``int(L * (1 - ratio))`` of the ``L = (H / 32) * (W / 32)`` cells visible."""
     if not 0.0 < ratio < 1.0:
         raise ValueError(f"mask_ratio must be in (0, 1): at {ratio!r} there is "
                          f"{'nothing to reconstruct' if ratio == 0 else 'no visible patch'}; got {ratio!r}")
-    cells = (img_size // 32) ** 2
+    rows, cols = mask_grid(img_size)
+    cells = rows * cols
     if not 1 <= num_visible(cells, ratio) < cells:
         fits = next((size for size in range(32, 4096, 32) if 1 <= num_visible((size // 32) ** 2, ratio)
                      < (size // 32) ** 2), None)
         raise ValueError(f"mask_ratio={ratio} at img_size={img_size} keeps {num_visible(cells, ratio)} of "
-                         f"{img_size // 32}x{img_size // 32}={cells} cells visible: every image would be "
+                         f"{rows}x{cols}={cells} cells visible: every image would be "
                          f"{'fully masked' if num_visible(cells, ratio) < 1 else 'fully visible'}. "
                          + (f"The smallest img_size that works at this ratio is {fits}" if fits else
                             "Use a lower mask_ratio"))

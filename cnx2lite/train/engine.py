@@ -134,11 +134,11 @@ class Trainer:
                                                 num_classes=c.num_classes, images_per_class=c.images_per_class,
                                                 seed=c.seed, **screen)
             if (folder / "val").is_dir():
-                self.val_set = data.build_dataset(folder, "val", data.eval_transform(c.img_size),
+                self.val_set = data.build_dataset(folder, "val", data.eval_transform(c.img_size, in_chans=c.in_chans),
                                                   classes=self.train_set.classes,
                                                   images_per_class=c.val_images_per_class, **screen)
             if self.task.name == "pretrain" and self.val_set is not None and c.knn_images_per_class > 0:
-                self.knn_bank = data.build_dataset(folder, "train", data.eval_transform(c.img_size),
+                self.knn_bank = data.build_dataset(folder, "train", data.eval_transform(c.img_size, in_chans=c.in_chans),
                                                    classes=self.train_set.classes,
                                                    images_per_class=c.knn_images_per_class, **screen)
         self.data_folder = folder
@@ -225,7 +225,7 @@ class Trainer:
         self._maybe_resume()
         self._write_config()
         self.log(f"{self.task.name} {c.model} on {len(self.train_set)} images ({len(self.train_set.classes)} "
-                 f"classes, {c.img_size}px), {c.epochs} epochs x {self.steps_per_epoch} steps, effective batch "
+                 f"classes, {'x'.join(map(str, data.image_hw(c.img_size)))} px), {c.epochs} epochs x {self.steps_per_epoch} steps, effective batch "
                  f"{c.global_batch}, lr {c.lr:.3g}, {self.dist.world_size} process(es) on {self.dist.device}; "
                  f"run dir {self.run_dir}")
         skipped = sorted({path for split in (self.train_set, self.val_set, self.knn_bank) if split is not None

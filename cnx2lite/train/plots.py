@@ -49,7 +49,8 @@ def plot_reconstructions(recon: Reconstruction, path: Path, title: str = "") -> 
     axes = fig.subplots(n, 4, squeeze=False)
     for i in range(n):
         for j, panel in enumerate(panels):
-            axes[i, j].imshow(panel[i].permute(1, 2, 0).numpy())
+            pixels = panel[i].permute(1, 2, 0).squeeze(-1).numpy()  # (H, W, 3), or (H, W) for greyscale
+            axes[i, j].imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=1)
             axes[i, j].set_axis_off()
             if i == 0:
                 axes[i, j].set_title(names[j], fontsize=9)

@@ -27,7 +27,7 @@ from .seeding import derive_seed
 NUM_RECONSTRUCTIONS = 6
 
 
-def seeded_masks(seeds: Tensor, img_size: int, ratio: float, device: torch.device) -> Tensor:
+def seeded_masks(seeds: Tensor, img_size: int | tuple[int, int], ratio: float, device: torch.device) -> Tensor:
     """One FCMAE mask per sample ``(N, H/32, W/32)``, drawn from that sample's seed, so a sample's mask
     does not depend on its batch, its process or how many masks were drawn before."""
     masks = [random_mask(1, img_size, ratio, generator=torch.Generator().manual_seed(derive_seed(int(s), "mask")))
@@ -41,7 +41,7 @@ def _init_from(model: FCMAE, source: str) -> None:
     checkpoint that carries one (ours, or the official one's, whose decoder uses the same names)."""
     state = read_state_dict(source)
     encoder = create_model(model.encoder.variant, num_classes=0, block=model.encoder.block,
-                           grn_aggregation=model.encoder.grn_aggregation)
+                           grn_aggregation=model.encoder.grn_aggregation, in_chans=model.encoder.in_chans)
     load_pretrained(encoder, state)
     weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith(("norm.", "head."))}
     model.encoder.load_state_dict(weights)
@@ -71,7 +71,7 @@ class PretrainTask:
         c = self.config
         model = FCMAE(c.model, decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, mask_ratio=c.mask_ratio,
                       norm_pix_loss=c.norm_pix_loss, backend=c.backend, block=c.block,
-                      grn_aggregation=c.grn_aggregation, sparse=c.sparse_encoder)
+                      grn_aggregation=c.grn_aggregation, sparse=c.sparse_encoder, in_chans=c.in_chans)
         if c.init_encoder:
             _init_from(model, c.init_encoder)
         return model
@@ -81,7 +81,7 @@ class PretrainTask:
         return list(model.encoder.parameters()) if epoch < self.config.freeze_encoder_epochs else []
 
     def train_transform(self) -> Callable:
-        return data.pretrain_transform(self.config.img_size)
+        return data.pretrain_transform(self.config.img_size, self.config.in_chans)
 
     def loss(self, model: nn.Module, images: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
         masks = seeded_masks(seeds, self.config.img_size, self.config.mask_ratio, images.device)
@@ -152,7 +152,8 @@ class FinetuneTask:
     def build_model(self, num_classes: int) -> nn.Module:
         c = self.config
         model = create_model(c.model, num_classes=num_classes, drop_path_rate=c.drop_path,
-                             head_init_scale=c.head_init_scale, block=c.block, grn_aggregation=c.grn_aggregation)
+                             head_init_scale=c.head_init_scale, block=c.block, grn_aggregation=c.grn_aggregation,
+                             in_chans=c.in_chans)
         if c.pretrained:
             load_pretrained(model, c.pretrained, skip_head=True)
         self.mixup_fn = build_mixup(num_classes, c.mixup, c.cutmix, c.label_smoothing)
@@ -161,7 +162,7 @@ class FinetuneTask:
 
     def train_transform(self) -> Callable:
         c = self.config
-        return data.finetune_transform(c.img_size, rand_augment=c.rand_augment, reprob=c.reprob)
+        return data.finetune_transform(c.img_size, rand_augment=c.rand_augment, reprob=c.reprob, in_chans=c.in_chans)
 
     def loss(self, model: nn.Module, images: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
         if self.mixup_fn is not None:
