@@ -16,16 +16,18 @@
 # # 3. Global Response Normalization (GRN)
 #
 # Pre-training ConvNeXt V1 with FCMAE works poorly: the paper (Woo et al., 2023, section *Global Response
-# Normalization*, Fig. 3 and 4) finds **feature collapse** in the MLP of the blocks: many channels dead or saturated, and
-# the remaining ones redundant. The fix is a small layer placed after the GELU of every block's MLP (the V2 block of
-# Fig. 5, which also drops V1's LayerScale). GRN makes channels compete: it measures how strongly each channel responds
-# over the whole image, then boosts channels relative to the average one.
+# Normalization*, Fig. 3 and 4) finds **feature collapse** in the MLP of the blocks: many channels dead or saturated,
+# and the remaining ones redundant. The fix is a small layer placed after the GELU of every block's MLP (the V2 block of
+# Fig. 5, which also drops V1's LayerScale). GRN measures how strongly each channel responds over the whole image,
+# compares that with the other channels, and rescales each channel by a learned function of the comparison.
 #
-# This notebook takes GRN apart on a real feature map, step by step, tries the alternatives the paper ablates
-# (Table 2), and ends with a pitfall of the sparse (pre-training) version.
+# This notebook takes GRN apart step by step on real feature maps, then asks what the GRNs of an encoder that was
+# actually pre-trained with FCMAE learned to do, and whether they make its channels less redundant. It ends with a
+# pitfall of the sparse (pre-training) version.
 #
-# Settings: photos from `CNX2LITE_DATA_ROOT` (everything here runs in seconds at any `CNX2LITE_SCALE`);
-# optionally `CNX2LITE_WEIGHTS=path/to/convnextv2_atto checkpoint` for trained features.
+# Settings: photos from `CNX2LITE_DATA_ROOT`; everything runs in seconds at any `CNX2LITE_SCALE`. The trained
+# encoder is the `pretrain-v2` run of `cnx2lite reproduce --scale cpu` when this machine has it (the stored outputs
+# come from it); `CNX2LITE_WEIGHTS=path/to/convnextv2_atto checkpoint` uses an official checkpoint instead.
 
 # %%
 # %matplotlib inline
@@ -33,69 +35,99 @@ import os
 
 import torch
 
-from cnx2lite.checkpoints import load_pretrained
+from cnx2lite.analysis import feature_cosine_distance
+from cnx2lite.evaluation import load_model
 from cnx2lite.layers.grn import GRN, global_response_norm, grn_aggregate, grn_calibrate, grn_normalize
-from cnx2lite.models import create_model
-from cnx2lite.notebook.grn_figures import channel_norms, plot_batch_dependence, plot_channel_norms, plot_grn_steps
+from cnx2lite.notebook.evidence import measured, trained_run
+from cnx2lite.notebook.grn_figures import (block_label, capture_grn, channel_norms, grn_redundancy,
+                                           mean_abs_correlation, plot_batch_dependence, plot_channel_norms,
+                                           plot_encoder_grn, plot_grn_steps, plot_learned_grn, plot_redundancy)
 from cnx2lite.notebook.photos import photos
 from cnx2lite.notebook.run_scale import scale
 from cnx2lite.notebook.widgets import grn_explorer
 
 torch.manual_seed(0)
-IMG_SIZE = 224  # one forward pass of a small model: the same at every scale
-print("scale:", scale(), "| image size:", IMG_SIZE)
+IMG_SIZE = 96  # the resolution the cpu run pre-trained at; a few forward passes, the same at every scale
+NUM_PHOTOS = 16
+print("scale:", scale(), "| image size:", IMG_SIZE, "| photos:", NUM_PHOTOS)
 
 # %% [markdown]
-# ## A real feature map: the input of a GRN
+# ## Two encoders: FCMAE-trained and random
 #
-# We run two photos through ConvNeXt V2-Atto and record what enters the GRN of the first block of stage 2: the MLP's
-# hidden features after GELU, channels-last `(N, H, W, 4C)`. Without a checkpoint the weights are **random** (the
-# default here): the statistics below are those of an untrained network, fine for seeing what each step computes, not
-# for the paper's collapse story. Set `CNX2LITE_WEIGHTS` to an official ConvNeXt V2-Atto checkpoint to use trained
-# weights instead.
+# We compare two ConvNeXt V2-Atto encoders: the one `cnx2lite reproduce --scale cpu` pre-trained with FCMAE (8 epochs
+# on Imagenette at 96 px, 2 CPU cores), and the same architecture at its random initialization. Where the trained run
+# is absent (CI, a fresh clone) both are random, and the cell says so.
 
 # %%
-model = create_model("convnextv2_atto", num_classes=0).eval()
+random_model, _ = load_model("random")
+run = trained_run("pretrain-v2")
 if os.environ.get("CNX2LITE_WEIGHTS"):
-    print(load_pretrained(model, os.environ["CNX2LITE_WEIGHTS"], strict=False))
-captured = {}
-hook = model.stages[1][0].grn.register_forward_hook(lambda m, args, out: captured.update(x=args[0].detach()))
-with torch.no_grad():
-    model.forward_features(photos(2, IMG_SIZE))
-hook.remove()
-x = captured["x"][:1]  # one sample: (1, H, W, C)
+    trained_model, _ = load_model(os.environ["CNX2LITE_WEIGHTS"], model="convnextv2_atto")
+    TRAINED = "official checkpoint"
+    print("trained encoder:", os.environ["CNX2LITE_WEIGHTS"])
+elif run is not None:
+    trained_model, config = load_model(run)
+    TRAINED = "FCMAE-trained"
+    print(f"trained encoder: {run.name}, {config['model']}, {config['epochs']} epochs of FCMAE at "
+          f"{config['img_size']} px on {config['dataset']}, mask ratio {config['mask_ratio']}")
+else:
+    trained_model, TRAINED = random_model, "random (no trained run)"
+    print("The trained run pretrain-v2 is absent here (CI, a fresh clone): the 'trained' encoder below is the random "
+          "one. `cnx2lite reproduce --scale cpu` creates it (about 100 min on 2 CPU cores).")
+
+# %% [markdown]
+# We run 16 photos (of 16 different classes, from the data root's `samples/` folder) through both encoders and
+# record, in every block, the MLP's hidden features after GELU, which is what enters the GRN (channels-last
+# `(N, H, W, 4C)`), and what leaves it. Most figures zoom in on **stage 2, block 1** (`model.stages[1][0]`,
+# 4 x 80 = 320 channels, a 12 x 12 map at 96 px) and on one image.
+
+# %%
+images = photos(NUM_PHOTOS, IMG_SIZE)
+captures = {"random init": capture_grn(random_model, images), TRAINED: capture_grn(trained_model, images)}
+BLOCK = "stages.1.0.act"
+feats = captures[TRAINED].inputs[BLOCK]  # (16, 12, 12, 320)
+x = feats[:1]  # image 1: (1, 12, 12, 320)
 
 # %% tags=["nbval-check-output"]
-print("GRN input (N, H, W, C):", tuple(captured["x"].shape))
+print(f"GRN input of {block_label(BLOCK)} (N, H, W, C):", tuple(feats.shape))
 
 # %% [markdown]
 # ## Step 1, aggregate: one number per channel
 #
 # GRN first summarizes each channel `X_i` (an `H x W` map) by its L2 norm over space, `G(X)_i = ||X_i||`: a global
-# measure of how strongly channel *i* responds to this image. The paper's ablation of the aggregation (Table 2)
-# compares this with the L1 norm and with global average pooling and keeps L2. Average pooling lets positive and
-# negative responses cancel; the norms do not.
+# measure of how strongly channel *i* responds to this image. The paper's ablation (Table 2, ConvNeXt V2-Base
+# pre-trained with FCMAE, ImageNet-1K top-1 after fine-tuning) compares it with the L1 norm and global average pooling:
+# **L2 84.6, L1 84.3, average 83.7**. Average pooling is not a magnitude: GELU outputs down to -0.17, so a channel's
+# mean can be small or negative while the channel is very active, and positive and negative responses cancel.
 #
 # ## Step 2, normalize: compare channels with each other
 #
 # Then each channel's norm is divided by the mean norm over channels, `N_i = G_i / mean_j(G_j)`. (The paper's Eq. 2
 # divides by the sum over channels; its pseudo-code, the official code and ours use the mean, which only rescales gamma
-# by C.) `N_i > 1` means "stronger than the average channel". This divisive normalization is what creates competition:
-# a channel can only be large relative to the others. The alternative in the normalization ablation (Table 2),
-# standardization `(G_i - mean) / std`, gives negative values that flip the sign of a channel's response in step 3.
+# by C; asked upstream as facebookresearch/ConvNeXt-V2 #76.) `N_i > 1` means "stronger than the average channel".
+# This divisive normalization is what creates competition: a channel can only be large relative to the others. The
+# alternative in the normalization ablation, standardization `(G_i - mean) / std`, gives negative values that flip the
+# sign of a channel's response in step 3.
+#
+# The figure shows **all 320 channels** of stage 2, block 1 of the trained encoder, for image 1, sorted by their L2
+# norm (left: the three aggregates, each divided by its mean over channels; right: the two normalizations).
 
 # %%
-plot_grn_steps(x)
+plot_grn_steps(x, where=f"{TRAINED} encoder, {block_label(BLOCK)}, image 1")
 
 # %% [markdown]
+# L1 and L2 rank the channels almost alike; the average jumps around and goes negative for channels that are strongly
+# active in some places and slightly negative (GELU's floor) in many others.
+#
 # ## Step 3, calibrate, with a residual
 #
 # The response `N_i` scales its channel, with learned per-channel `gamma` and `beta` and a residual connection:
 #
-# `GRN(X)_i = gamma_i * (X_i * N_i) + beta_i + X_i`
+# `GRN(X)_i = gamma_i * (X_i * N_i) + beta_i + X_i = (1 + gamma_i * N_i) * X_i + beta_i`
 #
-# `gamma` and `beta` are initialized to zero, so a fresh GRN is exactly the identity and training starts from a plain
-# ConvNeXt block; the residual keeps that starting point while gamma moves. This is the `GRN` layer in `cnx2lite`:
+# So each channel is multiplied by a **gain** `1 + gamma_i * N_i` that depends on how it compares with the other
+# channels in this image, and shifted by `beta_i`. `gamma` and `beta` are initialized to zero, so a fresh GRN is
+# exactly the identity and training starts from a plain ConvNeXt block. This is the `GRN` layer in `cnx2lite`:
 
 # %% tags=["nbval-check-output"]
 grn = GRN(x.shape[-1])
@@ -109,13 +141,13 @@ written_out = 1.0 * (x * normalized) + 0.1 + x                           # step 
 print("matches the three steps written out:", torch.allclose(grn(x), written_out, atol=1e-6))
 
 # %% [markdown]
-# What does that do to the channels? With `beta = 0`, channel *i* is multiplied by `1 + gamma * N_i`: channels above
-# the average response get a larger factor than channels below it. With `gamma = 1`, the norms before and after (one
-# curve, sorted by strength) show the strong channels pulled further away from the weak ones.
+# What does a positive gamma do? With `gamma = 1` for every channel and `beta = 0`, channel *i* is multiplied by
+# `1 + N_i`: channels above the average response get a larger factor than channels below it. The norms before and
+# after (all 320 channels, sorted by strength) show the strong channels pulled further away from the weak ones.
 
 # %%
 plot_channel_norms(x, global_response_norm(x, gamma=1.0, beta=0.0),
-                   title="gamma = 1, beta = 0 (same for every channel)")
+                   title=f"gamma = 1, beta = 0 for every channel ({block_label(BLOCK)}, image 1)")
 
 # %% tags=["nbval-check-output"]
 before, after = channel_norms(x), channel_norms(global_response_norm(x, gamma=1.0, beta=0.0))
@@ -123,15 +155,127 @@ n = grn_normalize(grn_aggregate(x)).flatten()
 print("after / before = 1 + gamma * N_i for every channel:", torch.allclose(after / before, 1 + n, atol=1e-4))
 
 # %% [markdown]
-# ## Explore
+# ## Why GRN should reduce redundancy, and what the paper shows
 #
-# One `gamma` and one `beta` for all channels (a trained GRN has one per channel), and each design choice switchable.
-# The readout gives the spread of channel norms (max / mean) before and after and how far the output is from the input.
-# Try: gamma = 0 with the residual on (identity); standardization with a large gamma (channels below average flip
-# sign, their norm dips to zero then grows again); the residual off with gamma = 0 (everything is erased to beta).
+# The intuition is **feature competition across channels**. A channel's gain depends on its share of the total
+# response, so no channel can grow without lowering every other channel's `N`. This is divisive normalization in the
+# spirit of lateral inhibition in neuroscience and of AlexNet's local response normalization, but taken over all
+# channels and the whole image at once.
+# During training the gradient of every channel passes through that shared denominator, and the hope is that this
+# pushes channels towards different, non-redundant features instead of collapsing onto a few.
+#
+# That is a motivation, not a proof: the paper's case is **empirical**. Fig. 4 measures the feature cosine distance of
+# FCMAE-pre-trained V1 and V2 models (V2 keeps its channels more diverse), and Table 2 compares GRN with other
+# layers at the same place, as reported in the paper's Table 2 (ConvNeXt V2-Base, FCMAE, fine-tuned top-1): local
+# response normalization (LRN) 83.2, Batch Norm 80.5, Layer Norm 83.8, squeeze-and-excitation (SE) 84.4, CBAM 84.5,
+# **GRN 84.6**. SE and CBAM reach almost the same accuracy but add parameters; GRN adds only `gamma` and `beta`.
+#
+# The rest of this notebook checks both halves on our small encoder: what did its GRNs learn, and are its channels
+# less redundant after GRN than before?
+#
+# ## What the trained GRNs learned
+#
+# Every block's `gamma` and `beta` (one value per channel; all channels of all 12 blocks), after 8 epochs of FCMAE.
+# The random encoder's are all exactly 0.
 
 # %%
-grn_explorer(x)
+plot_learned_grn(captures[TRAINED], title=f"learned GRN parameters of the {TRAINED} encoder")
+
+# %%
+trained = captures[TRAINED]
+for stage in range(4):
+    names = [name for name in trained.gamma if name.startswith(f"stages.{stage}.")]
+    gamma = torch.cat([trained.gamma[name] for name in names])
+    gain = torch.cat([trained.gain(name).flatten() for name in names])
+    print(f"stage {stage + 1}: median gamma {gamma.median():+.3f}, {(gamma < 0).float().mean():4.0%} of gammas < 0; "
+          f"gain 1 + gamma N over 16 images: {gain.min():.2f} to {gain.max():.2f}, median {gain.median():.2f}")
+
+# %% [markdown]
+# The trained GRNs are far from the `gamma = 1` picture above. After 8 short epochs the gammas moved only a few
+# hundredths from 0, and in stages 2 to 4 nearly all of them are **negative**: there the gain `1 + gamma_i N_i` is
+# below 1 and falls as the response `N_i` grows, so GRN slightly *damps* the channels that dominate an image, pulling
+# the channel norms towards each other, rather than amplifying the winners. Stage 1 has gammas of both signs, and
+# there the strongest channels are amplified. Either way the gains stay between about 0.6 and 1.5, with medians of
+# 0.94 to 1.00 per stage: a mild rescaling.
+#
+# The next figure shows it per channel. Top: the norms of image 1's 320 channels in stage 2, block 1 before and after
+# each encoder's own GRN (the random one is the identity). Bottom: the gain of every channel of all 12 blocks against
+# its response `N_i`, for image 1.
+
+# %%
+plot_encoder_grn(captures, BLOCK)
+
+# %% [markdown]
+# ## Does GRN make the trained channels less redundant?
+#
+# Two redundancy measures of every block's channels, per image, averaged over the 16 photos, before and after its
+# GRN: the paper's feature cosine distance (`cnx2lite.analysis.feature_cosine_distance`; 0.5 for unrelated zero-mean
+# channels, lower = more redundant) and the mean absolute Pearson correlation between two channels' maps (higher =
+# more redundant).
+
+# %%
+plot_redundancy(captures, title=f"MLP channel redundancy in every block: {TRAINED} vs random, before and after GRN")
+
+# %%
+for label, capture in captures.items():
+    stats = {key: value.mean() for key, value in grn_redundancy(capture).items()}
+    print(f"{label:>14}, mean over blocks: cosine distance {stats['distance before']:.3f} before GRN, "
+          f"{stats['distance after']:.3f} after; |r| {stats['|r| before']:.3f} before, {stats['|r| after']:.3f} after")
+
+
+def distance(features: torch.Tensor) -> float:
+    """The paper's feature cosine distance of channels-last features (N, H, W, C)."""
+    return feature_cosine_distance(features.permute(0, 3, 1, 2))
+
+
+print(f"{block_label(BLOCK)}, {TRAINED}: cosine distance {distance(feats):.3f} before GRN, "
+      f"{distance(trained.outputs[BLOCK]):.3f} after, "
+      f"{distance(global_response_norm(feats, trained.gamma[BLOCK], 0.0)):.3f} after GRN with beta set to 0")
+
+# %% [markdown]
+# Honest answer: **within one image, GRN cannot make channels less redundant.** For a given image it multiplies each
+# channel by one number (its gain) and adds one number (`beta_i`): an affine map per channel. A correlation between
+# two channels' maps does not change under such maps, so `|r|` is exactly the same before and after (the dashed lines
+# lie on the solid ones). The cosine distance does not subtract the mean, so it sees `beta`: that alone moves it up a
+# little in the trained encoder, about 0.015 on average, and with `beta` set to 0 it is back to its value before GRN.
+# The invariance of `|r|` holds for any `gamma` and `beta`:
+
+# %% tags=["nbval-check-output"]
+with torch.no_grad():
+    grn.gamma.normal_(generator=torch.Generator().manual_seed(0))
+    grn.beta.normal_(generator=torch.Generator().manual_seed(1))
+print("|r| between channels unchanged by a GRN with random gamma and beta:",
+      torch.allclose(mean_abs_correlation(feats), mean_abs_correlation(grn(feats)), atol=1e-5))
+
+# %% [markdown]
+# So if GRN reduces redundancy, it does it **through training**: the layers before it learn different features
+# because GRN is there. That is what the paper's Fig. 4 compares (separately trained V1 and V2 models), and what the
+# committed cpu report measured for its V1 and V2 FCMAE encoders (section 4 of `reports/cpu/report.md`; mean feature
+# cosine distance of the MLP features before GRN, averaged over blocks, 95% interval over images):
+
+# %%
+for row in ("V1 FCMAE", "V2 FCMAE", "V2 random init"):
+    m = measured(4, row, "mean feature cosine distance")
+    print(f"{row:>15}: {m.value:.3f} [{m.low:.3f}, {m.high:.3f}]")
+
+# %% [markdown]
+# At this budget the paper's effect is **not reproduced**: the V2 encoder (with GRN) has *lower* distances, i.e. more
+# redundant channels, than the V1 encoder (without), and both are below random features. 8 epochs at 96 px are a tiny
+# fraction of the paper's 800 epochs on ImageNet-1K, and the gammas above have barely moved, so this says little about
+# the paper's setting; it does say that GRN is no instant cure. Notebook 4 looks at collapse in more detail.
+#
+# ## Explore
+#
+# One `gamma` and one `beta` for all channels (a trained GRN has one per channel, see above), and each design choice
+# switchable, on image 1's features in stage 2, block 1. The readout gives the spread of channel norms (max / mean)
+# before and after and how far the output is from the input. It opens at `gamma = -0.2`, the sign the trained
+# encoder learned in stages 2 to 4, a few times larger so the effect is visible: the strong channels are damped and the
+# spread shrinks (from 3.9 to 1.7 on the trained features). Try: gamma = 0 with the residual on (identity);
+# standardization with a large gamma (channels below average flip sign, their norm dips to zero then grows again); the
+# residual off with gamma = 0 (everything is erased to beta).
+
+# %%
+grn_explorer(x, gamma=-0.2)
 
 # %% [markdown]
 # ## The sparse pitfall: statistics over the batch
@@ -139,13 +283,15 @@ grn_explorer(x)
 # In FCMAE pre-training the encoder is sparse, and GRN must aggregate over each sample's **visible** positions. The
 # official sparse implementation computes the norm over the feature matrix of the whole sparse tensor, i.e. over all
 # visible positions of **all samples in the batch** at once. That is not what the dense GRN does (per sample), and it
-# couples the samples: an image's output then depends on which other images share its batch.
+# couples the samples: an image's output then depends on which other images share its batch. This was reported
+# upstream as facebookresearch/ConvNeXt-V2 issue #86, *Normalization mismatch between dense and sparse in GRN*
+# (with a proposed fix in pull request #85).
 #
-# We check it numerically: the same sample A, in a batch with B, then in a batch with C.
+# We check it numerically on the trained features of stage 2, block 1: the same image A, in a batch with image B, then
+# in a batch with C.
 
 # %%
-feats = captured["x"]  # (2, H, W, C): two images
-a, b = feats[:1], feats[1:]
+a, b = feats[:1], feats[1:2]
 c = torch.flip(b, dims=(1, 2)) * 2.0  # a third "image": B rotated by 180 degrees, twice as strong
 
 
@@ -168,11 +314,9 @@ for name, (with_b, with_c, alone) in responses.items():
     print(f"{name}: A's response depends on the batch: {not torch.allclose(with_b, with_c)}")
 
 # %% [markdown]
-# The same holds for the whole GRN layer: sample A's output, with the layer's parameters nudged away from zero.
+# The same holds for the whole GRN layer: sample A's output, with the layer's random `gamma` and `beta` from above.
 
 # %% tags=["nbval-check-output"]
-with torch.no_grad():
-    grn.gamma.normal_(generator=torch.Generator().manual_seed(0))
 out_ab, out_ac = grn(torch.cat([a, b]))[:1], grn(torch.cat([a, c]))[:1]
 print("per-sample GRN: A's output identical with B or with C:", torch.equal(out_ab, out_ac))
 batch_ab = grn_calibrate(a, batch_wide(torch.cat([a, b]))[:1], grn.gamma.view(-1), grn.beta.view(-1))
@@ -188,8 +332,37 @@ print("batch-wide GRN: A's output identical with B or with C:", torch.equal(batc
 # ## Takeaways
 #
 # - GRN = aggregate (L2 norm over space, per channel) -> normalize (divide by the mean over channels) -> calibrate
-#   (`gamma * X * N + beta + X`). Zero-initialized, it is the identity.
-# - Divisive normalization makes channels compete: after GRN a channel's gain grows with its response relative to the
-#   others. Standardization instead flips weak channels' sign.
+#   (`gamma * X * N + beta + X`, i.e. a gain `1 + gamma_i N_i` per channel plus `beta_i`). Zero-initialized, it is
+#   the identity.
+# - Divisive normalization makes channels compete: a channel's gain depends on its response relative to all the others.
+#   The paper motivates GRN by this and justifies it empirically (Fig. 4; Table 2: L2 84.6 vs L1 84.3 vs average
+#   83.7, and better than LRN, BN, LN, SE and CBAM in its setting).
+# - Our 8-epoch FCMAE encoder learned small gammas, 94-99% of them negative in stages 2 to 4 (median gains 0.94 to
+#   0.96): its GRNs mildly damp dominant channels there. Within an image GRN leaves the channel correlations exactly
+#   unchanged; any redundancy reduction has to come through training, and at this budget the report measures none
+#   (cosine distance V2 0.416 vs V1 0.460).
 # - In a sparse encoder, take the statistics per sample over visible positions: batch-wide norms leak information
-#   between the samples of a batch.
+#   between the samples of a batch (ConvNeXt-V2 #86).
+#
+# ## Exercises
+#
+# 1. **Predict, then run.** In the explorer, choose `standardize` and set gamma to 2. Before moving the slider,
+#    predict where, in the sorted order of the 320 channels, the norm after GRN dips to (nearly) zero, and whether the
+#    channels to its right come out weaker or stronger than before. *Hint:* the gain is `1 + 2 N_i`; find the `N_i`
+#    that makes it 0 on the red curve of the step-2 figure.
+# 2. **Duplicated channels.** Replace channel 1 of `x` by `3 * x[..., 0]` and apply `global_response_norm(x, 1.0,
+#    0.0)`. Predict the correlation between the two channels after GRN, and the ratio of their norms, then check.
+#    Can GRN, on its own, ever tell two copies of a feature apart? *Hint:* each channel's gain depends only on its own
+#    `N_i`; compute `1 + N_0` and `1 + N_1` with `N_1 = 3 N_0`.
+# 3. **Predict, then run: resolution.** Change `IMG_SIZE` to 192 and rerun the notebook. Before running, predict
+#    whether the random encoder's `|r|` in stage 4 (blocks 11 and 12) goes up or down. *Hint:* at 96 px stage 4 is a
+#    3 x 3 map; two unrelated maps of only `n = 9` positions already correlate by chance, on average
+#    `|r| ~ sqrt(2 / (pi (n - 1)))`.
+# 4. **The batch pitfall.** Make image C an exact copy of B (`c = b.clone()`) and predict whether the batch-wide
+#    response of A still changes between the batches (A, B) and (A, C). Then try `c = 2 * b`. *Hint:* the batch-wide
+#    norm of a channel is the square root of a sum of squares over both samples.
+# 5. **Official weights.** Download an official ConvNeXt V2-Atto checkpoint (the FCMAE pre-trained one, or one
+#    fine-tuned on ImageNet-1K), set `CNX2LITE_WEIGHTS` to it and rerun. Do its gammas, trained on ImageNet for
+#    hundreds of epochs, keep the sign pattern of our 8-epoch run, and does it amplify or damp its strongest channels?
+#    *Hint:* read the learned-parameter figure and the per-stage printout; at 96 px the official model sees smaller
+#    images than it was trained on (224 px), so also try `IMG_SIZE = 224`.

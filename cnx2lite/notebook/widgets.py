@@ -103,9 +103,11 @@ def mask_explorer(ratio: float = 0.6, seed: int = 0, img_size: int = 224, stage:
     return Explorer(controls, draw)
 
 
-def grn_explorer(x: Tensor, gamma: float = 0.0, beta: float = 0.0) -> Explorer:
+def grn_explorer(x: Tensor, gamma: float = 1.0, beta: float = 0.0) -> Explorer:
     """GRN on a feature map ``x (1, H, W, C)`` with one ``gamma`` and ``beta`` for every channel and
-    each design choice switchable: the per-channel norms before and after, and a readout."""
+    each design choice switchable: the norms of all ``C`` channels before and after, and a readout.
+    It opens at ``gamma``, ``beta`` (the default, gamma = 1, shows competition; gamma = 0 would
+    show the identity, an uninformative first view)."""
     style, wide = _slider_style(), W.Layout(width="22em")
     controls = [
         W.FloatSlider(value=gamma, min=-1.0, max=3.0, step=0.1, description="gamma", continuous_update=False,
