@@ -17,6 +17,7 @@ def test_measured_reads_the_committed_report():
     assert got.low <= got.value <= got.high and str(got).startswith(f"{got.value:.1f} [")
     with pytest.raises(KeyError, match="table 1 has"):
         evidence.measured(1, "no such row")
+    assert str(evidence.Measured(0.4597, 0.4545, 0.4653)) == "0.460 [0.455, 0.465]"
     assert evidence.report_figure("label_efficiency").is_file()
     with pytest.raises(FileNotFoundError, match="figures:"):
         evidence.report_figure("nothing")

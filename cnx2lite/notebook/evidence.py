@@ -32,7 +32,9 @@ class Measured:
     paper: str = ""
 
     def __str__(self) -> str:
-        return f"{self.value:.1f} [{self.low:.1f}, {self.high:.1f}]"
+        """Percentages with one decimal, values below 1 (distances, fractions) with three."""
+        digits = 3 if max(abs(self.value), abs(self.low), abs(self.high)) < 1 else 1
+        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
 @lru_cache(maxsize=None)
