@@ -1,54 +1,145 @@
-"""Figures of notebook 4 (feature collapse): feature cosine distance against block index, and channel activation
-maps. The figure of all collapse statistics, which the reproduction report draws too, is
-:func:`cnx2lite.analysis.plot_collapse_by_layer`."""
+"""Figures of notebook 4 (feature collapse), and the small measurements only it makes: the analysis images, the
+feature cosine distance against block index (one panel per variant of the measurement), the channel activation maps
+with their dead and saturated channels marked, per-stage means, the levels of the saturated maps, and the distance
+of spatially centered maps.
+
+The collapse statistics themselves are :mod:`cnx2lite.analysis` (:func:`~cnx2lite.analysis.collapse_by_layer`,
+:func:`~cnx2lite.analysis.layer_collapse`); the figure of all of them, which the reproduction report draws too, is
+:func:`cnx2lite.analysis.plot_collapse_by_layer`. Nothing here redefines them.
+"""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import torch
 from matplotlib.figure import Figure
-from torch import Tensor
+from matplotlib.patches import Patch
+from torch import Tensor, nn
 
-from ..analysis import mark_stages
+from .. import analysis
+from ..analysis import LayerCollapse, mark_stages
+from .plotting import to_rgb
+
+DEAD_COLOR, SATURATED_COLOR = "#d62728", "#ff7f0e"  # frames of flagged channel maps
 
 
-def plot_distance_by_layer(results: Mapping[str, Sequence[tuple[str, float]]], title: str = "") -> Figure:
-    """One line per model: feature cosine distance against block index (as the paper's Fig. 4)."""
-    fig = Figure(figsize=(7, 3.6), layout="constrained")
-    ax = fig.subplots()
-    styles = [("o", "-", 7), ("s", "--", 4), ("^", ":", 5), ("D", "-.", 4)]  # overlapping lines stay visible
-    for (label, values), (marker, ls, ms) in zip(results.items(), styles * len(results)):
-        ax.plot(range(1, len(values) + 1), [v for _, v in values], marker=marker, ls=ls, ms=ms, label=label,
-                mfc="none" if marker == "o" else None)
-    mark_stages(ax, [name for name, _ in next(iter(results.values()), [])])
-    ax.axhline(0.5, color="0.4", lw=0.8, ls="--", label="independent zero-mean channels")
-    ax.set_ylabel("feature cosine distance")
-    ax.set_ylim(0, 0.55)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=9)
+def plot_analysis_images(images: Tensor, labels: Sequence[str], cols: int = 8, title: str = "") -> Figure:
+    """The analysis images ``(N, 3, H, W)`` (ImageNet-normalized) in a grid, each titled with its ``labels[i]``;
+    thumbnails at 72 dpi (photos make large PNGs)."""
+    rows = -(-len(images) // cols)
+    fig = Figure(figsize=(1.1 * cols, 1.3 * rows + 0.4), dpi=72, layout="constrained")
+    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).flat):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(to_rgb(images[i]))
+            ax.set_title(labels[i], fontsize=7)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
-def plot_channel_maps(maps: Mapping[str, Tensor], cols: int = 8, title: str = "") -> Figure:
-    """Side by side, one grid per model of ``(k, H, W)`` activation maps. Each map is min-max scaled
-    on its own (so structure is visible whatever its magnitude); a map that is constant is drawn
-    flat black and counted in the panel title."""
-    fig = Figure(figsize=(4.2 * len(maps), 4.6), layout="constrained")
-    subfigs = fig.subfigures(1, len(maps), squeeze=False)[0]
-    for subfig, (label, m) in zip(subfigs, maps.items()):
-        m = m.float()
-        lo, hi = m.amin(dim=(1, 2), keepdim=True), m.amax(dim=(1, 2), keepdim=True)
-        flat = (hi - lo).flatten() <= 1e-6 * hi.abs().flatten().clamp_min(1e-6)
-        scaled = torch.where(flat.view(-1, 1, 1), torch.zeros_like(m), (m - lo) / (hi - lo).clamp_min(1e-12))
-        rows = -(-len(m) // cols)
-        axes = subfig.subplots(rows, cols, squeeze=False)
-        for i, ax in enumerate(axes.flat):
-            ax.set_axis_off()
-            if i < len(m):
-                ax.imshow(scaled[i].numpy(), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        subfig.suptitle(f"{label}\n{len(m)} channels, {int(flat.sum())} constant", fontsize=10)
+def plot_distance_by_layer(*panels: Mapping[str, Sequence[tuple[str, float]]], panel_titles: Sequence[str] = (),
+                           title: str = "") -> Figure:
+    """Feature cosine distance against block index (as the paper's Fig. 4), one panel per ``{model: [(layer name,
+    distance)]}`` mapping, side by side with a shared y axis; a model keeps its color across panels."""
+    fig = Figure(figsize=(4.6 * len(panels) + 1.4, 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    styles = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-.")]  # overlapping lines stay visible
+    for ax, results, panel_title in zip(axes, panels, [*panel_titles, *[""] * len(panels)]):
+        for color, (label, values) in enumerate(results.items()):
+            marker, ls = styles[color % len(styles)]
+            ax.plot(range(1, len(values) + 1), [v for _, v in values], marker=marker, ls=ls, ms=4, color=f"C{color}",
+                    mfc="none", label=label)
+        mark_stages(ax, [name for name, _ in next(iter(results.values()), [])])
+        ax.axhline(0.5, color="0.4", lw=0.8, ls="--", label="independent zero-mean channels")
+        ax.set_ylim(0, 0.55)
+        ax.grid(alpha=0.3)
+        if panel_title:
+            ax.set_title(panel_title, fontsize=10)
+    axes[0].set_ylabel("feature cosine distance (0: identical channels)")
+    axes[0].legend(loc="lower left", fontsize=8)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def channel_flags(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """Which of the maps ``(k, H, W)`` are dead and which saturated, each ``(k,)`` bool, by the definitions of
+    :func:`cnx2lite.analysis.layer_collapse` (each map is passed to it as an image with one channel)."""
+    flags = analysis.layer_collapse(maps.unsqueeze(1))
+    return flags.dead.bool(), flags.saturated.bool()
+
+
+def plot_channel_maps(maps: Mapping[str, Tensor], cols: int = 8, title: str = "") -> Figure:
+    """Side by side, one grid per model of ``(k, H, W)`` activation maps of one image. Each map is divided by its own
+    largest ``|activation|`` (a diverging scale centred on 0, so a saturated map is uniformly coloured and a weak but
+    structured one stays visible); dead maps are drawn as 0. Dead and saturated maps (:func:`channel_flags`) get a
+    coloured frame and are counted in the panel title."""
+    fig = Figure(figsize=(3.7 * len(maps) + 0.9, 4.9), layout="constrained")
+    subfigs = fig.subfigures(1, len(maps), squeeze=False)[0]
+    image = None
+    for subfig, (label, m) in zip(subfigs, maps.items()):
+        m = m.float()
+        dead, saturated = channel_flags(m)
+        peak = m.abs().amax(dim=(1, 2), keepdim=True)
+        scaled = torch.where(dead.view(-1, 1, 1), torch.zeros_like(m), m / peak.clamp_min(1e-12))
+        axes = subfig.subplots(-(-len(m) // cols), cols, squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i >= len(m):
+                ax.set_axis_off()
+                continue
+            image = ax.imshow(scaled[i].numpy(), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+            frame = DEAD_COLOR if dead[i] else SATURATED_COLOR if saturated[i] else None
+            for spine in ax.spines.values():
+                spine.set(color=frame or "0.8", linewidth=2.5 if frame else 0.5)
+        n_dead, n_sat = int(dead.sum()), int(saturated.sum())
+        subfig.suptitle(f"{label}\n{len(m)} channels: {n_dead} dead + {n_sat} saturated = {n_dead + n_sat} constant",
+                        fontsize=10)
+    if image is not None:
+        fig.colorbar(image, ax=list(subfigs[-1].axes), shrink=0.6, label="activation / largest |activation| of its map")
+    fig.legend(handles=[Patch(facecolor="none", edgecolor=DEAD_COLOR, lw=2.5, label="dead (|activation| < tol)"),
+                        Patch(facecolor="none", edgecolor=SATURATED_COLOR, lw=2.5,
+                              label="saturated (constant over positions)")],
+               loc="outside lower center", ncol=2, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def stage_means(layers: Sequence[LayerCollapse]) -> dict[str, dict[str, float]]:
+    """``{"stage 1": {"distance": ..., "dead": ..., "saturated": ...}, ...}``: each statistic averaged over the
+    blocks of a stage (read from names like ``"stages.2.0.act"``) and over images."""
+    by_stage: dict[str, list[LayerCollapse]] = {}
+    for layer in layers:
+        by_stage.setdefault(f"stage {int(layer.name.split('.')[1]) + 1}", []).append(layer)
+    return {stage: {stat: torch.stack([getattr(layer, stat) for layer in group]).mean().item()
+                    for stat in analysis.STATS}
+            for stage, group in by_stage.items()}
+
+
+@torch.no_grad()
+def centered_distance_by_layer(model: nn.Module, images: Tensor, batch_size: int = 8) -> list[tuple[str, float]]:
+    """``[(layer name, distance)]``: :func:`cnx2lite.analysis.feature_cosine_distance` of every block's MLP activations
+    after removing each channel's spatial mean, per image, averaged over ``images (N, 3, H, W)``. What is left is
+    whether channels share spatial *patterns*; a common offset (the mean of the non-negative GELU outputs), which
+    alone pulls the plain distance below 0.5, no longer counts."""
+    sums: dict[str, float] = {}
+    for i in range(0, len(images), batch_size):
+        for name, feats in analysis.mlp_activations(model, images[i:i + batch_size]).items():  # (n, C, H, W)
+            centered = feats - feats.mean(dim=(2, 3), keepdim=True)
+            sums[name] = sums.get(name, 0.0) + analysis.feature_cosine_distance(centered) * len(feats)
+    return [(name, total / len(images)) for name, total in sums.items()]
+
+
+@torch.no_grad()
+def saturated_levels(model: nn.Module, images: Tensor, batch_size: int = 8) -> Tensor:
+    """The level (spatial mean, in GELU output units) of every saturated map of every block and image of
+    ``images (N, 3, H, W)``: ``(M,)`` float64. Which maps are saturated is :func:`channel_flags`' call."""
+    levels = []
+    for i in range(0, len(images), batch_size):
+        for feats in analysis.mlp_activations(model, images[i:i + batch_size]).values():  # (n, C, H, W)
+            for maps in feats:  # (C, H, W): one image
+                levels.append(maps[channel_flags(maps)[1]].double().mean(dim=(1, 2)))
+    return torch.cat(levels)
