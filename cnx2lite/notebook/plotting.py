@@ -29,8 +29,8 @@ from torch import Tensor
 from ..data import denormalize
 from ..masking import pixel_mask
 from ..models import PATCH_SIZE
+from ..train.plots import MASK_COLOR  # the opaque grey that stands for "masked", also in the run figures
 
-MASK_COLOR = "#9aa0a6"  # the opaque grey that stands for "masked" in every figure
 VISIBLE_COLOR = "#ffffff"  # a visible cell in a panel that shows the mask alone
 EDGE_COLOR = "#3c4043"  # cell borders and legend patch edges
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import torch
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from ..data import denormalize
 from ..fcmae import Reconstruction
+
+MASK_COLOR = "#9aa0a6"  # the opaque grey that stands for "masked" in every figure, the notebooks' included
 
 
 def _series(history: Sequence[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
@@ -40,20 +45,29 @@ def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
     return Path(path)
 
 
-def plot_reconstructions(recon: Reconstruction, path: Path, title: str = "") -> Path:
-    """One row per image: original / masked / reconstruction / reconstruction with visible pixels."""
+def plot_reconstructions(recon: Reconstruction, path: Path, title: str = "", note: str = "") -> Path:
+    """One row per image: original / masked (masked cells opaque :data:`MASK_COLOR`) / reconstruction /
+    reconstruction with visible pixels; ``note`` under the figure says how the reconstruction was de-normalized."""
     names = ("original", "masked", "reconstruction", "reconstruction + visible")
-    panels = [denormalize(p.detach().float().cpu()) for p in recon]
+    hidden = (recon.masked.detach().cpu() == 0).all(dim=1)  # (N, H, W): the masked panel holds zeros there
+    panels = [denormalize(p.detach().float().cpu()).movedim(1, -1) for p in recon]  # (N, H, W, C)
+    if panels[1].shape[-1] == 3:
+        panels[1][hidden] = torch.tensor(to_rgb(MASK_COLOR))
+    else:
+        panels[1][hidden] = sum(to_rgb(MASK_COLOR)) / 3
     n = len(panels[0])
-    fig = Figure(figsize=(8, 2 * n + (0.3 if title else 0)), layout="constrained")
+    fig = Figure(figsize=(8, 2 * n + 0.5 + (0.3 if title else 0)), layout="constrained")
     axes = fig.subplots(n, 4, squeeze=False)
     for i in range(n):
         for j, panel in enumerate(panels):
-            pixels = panel[i].permute(1, 2, 0).squeeze(-1).numpy()  # (H, W, 3), or (H, W) for greyscale
+            pixels = panel[i].squeeze(-1).numpy()  # (H, W, 3), or (H, W) for greyscale
             axes[i, j].imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=1)
             axes[i, j].set_axis_off()
             if i == 0:
                 axes[i, j].set_title(names[j], fontsize=9)
+    legend = [Patch(color=MASK_COLOR, label="masked (hidden from the encoder)")]
+    legend += [Patch(color="none", label=note)] if note else []  # a line of text under the grey patch
+    fig.legend(handles=legend, loc="outside lower left", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
     fig.savefig(path, dpi=100)

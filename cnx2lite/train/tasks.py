@@ -110,7 +110,9 @@ class PretrainTask:
         model.train(was_training)
         (folder / "reconstructions").mkdir(exist_ok=True)
         path = folder / "reconstructions" / f"epoch-{epoch:04d}.png"
-        plot_reconstructions(recon, path, title=f"{c.model}, epoch {epoch}")
+        note = ("norm-pix target: predictions shown with each true patch's mean and std (brightness and contrast "
+                "are the image's)" if c.norm_pix_loss else "")
+        plot_reconstructions(recon, path, title=f"{c.model}, epoch {epoch}", note=note)
         (folder / "reconstruction.png").write_bytes(path.read_bytes())
         return [path]
 
