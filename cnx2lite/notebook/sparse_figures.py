@@ -1,127 +1,444 @@
-"""Figures of notebook 2 (sparse convolution): holes filling in, a masked image as a set of points,
-leaked information per encoder, and throughput."""
+"""Figures and measurements of notebook 2 (sparse convolution): holes filling in under dense convs, the
+mask pattern fading in a ConvNeXt, the distribution shift between zero-filled and complete images, a
+masked image as a set of points, and where the time of an FCMAE training step goes.
+
+Conventions as in :mod:`.plotting`: images ``(3, H, W)`` normalized, masks ``(h, w)`` or ``(N, h, w)`` bool
+cell grids (True = masked, one cell per 32x32 patch).
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Iterator
 
 import matplotlib
 import numpy as np
+import torch
+from matplotlib.colors import to_rgb as color_rgb
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-from torch import Tensor
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
-from ..masking import pixel_mask
-from ..models import PATCH_SIZE
-from .plotting import MASK_COLOR, draw_masked_photo, subplots, to_rgb
+from ..fcmae import FCMAE
+from ..masking import pixel_mask, upsample_mask
+from ..models import PATCH_SIZE, ConvNeXtV2
+from ..sparse import sparse_forward_features
+from .plotting import MASK_COLOR, draw_masked_photo, mask_legend, subplots, to_rgb
 
-EMPTY_COLOR = "#202124"  # a site with no features at all (exactly zero), e.g. a masked pixel
+EDGE = "#00bcd4"  # the border of the masked cells (cyan: stands out from photos and the magma colormap)
+DPI = 72  # figures stay small in the committed notebook
+CONTENT_CMAP = matplotlib.colormaps["magma"].with_extremes(bad=MASK_COLOR)  # exactly 0 (masked out): grey
+FILL_THRESHOLD = 0.1  # a masked position counts as filled above this share of the visible positions' mean content
+BORDER = Line2D([], [], color=EDGE, lw=1.2, label="border of masked cells")
 
+
+# --- the toy: a stack of 7x7 averaging convs -------------------------------------------------------
 
 def plot_fill_in(dense: Sequence[Tensor], sparse: Sequence[Tensor], depths: Sequence[int], mask: Tensor) -> Figure:
     """Rows: a stack of dense convs, then the same convs as submanifold (masked) convs; columns: the
-    image after ``depths[j]`` layers. Images are ``(3, H, W)`` normalized tensors. Empty sites (all
-    features exactly zero) are drawn dark, so the holes visibly shrink when a conv fills them; the
-    borders of the masked cells are drawn in red."""
-    fig, axes = subplots(2, len(depths), figsize=(2.2 * len(depths), 4.9))
+    image ``(3, H, W)`` after ``depths[j]`` layers. A site whose features are all exactly zero (a hole
+    nothing has written into) is painted :data:`MASK_COLOR`; a masked site that a conv filled shows the
+    colour it was given. The borders of the masked cells are drawn in cyan."""
+    fig, axes = subplots(2, len(depths), figsize=(1.9 * len(depths), 4.4), dpi=DPI)
     edges = _mask_edges(mask)
     for row, (name, images) in enumerate((("dense conv", dense), ("sparse conv", sparse))):
         for col, (img, depth) in enumerate(zip(images, depths)):
             ax = axes[row, col]
             rgb = to_rgb(img)
-            rgb[(img == 0).all(0).numpy()] = matplotlib.colors.to_rgb(EMPTY_COLOR)
+            rgb[(img == 0).all(0).numpy()] = color_rgb(MASK_COLOR)
             ax.imshow(rgb, interpolation="nearest")
-            ax.plot(*edges, color="#d93025", lw=0.8)
+            ax.plot(*edges, color=EDGE, lw=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
-            leak = _masked_energy(img, mask)
-            ax.set_title(f"{depth} layer{'s' if depth != 1 else ''}: {leak:.0%} filled", fontsize=9)
+            layers = f"{depth} layer{'s' if depth != 1 else ''}"
+            ax.set_title(f"{layers}: {filled_pixels(img, mask):.0%} filled", fontsize=9)
             if col == 0:
                 ax.set_ylabel(name, fontsize=10)
+    fig.suptitle("7x7 averaging convs on the masked photo: dense convs close the holes, sparse ones do not", fontsize=10)
     fig.tight_layout()
+    mask_legend(fig, masked="masked, still empty (exactly 0)", visible="visible or filled (shows its colour)",
+                extra=[BORDER])
     return fig
 
 
-def _masked_energy(img: Tensor, mask: Tensor) -> float:
-    """Fraction of masked pixels that are no longer empty (not all features exactly zero)."""
+def filled_pixels(img: Tensor, mask: Tensor) -> float:
+    """Fraction of the masked pixels of ``img (3, H, W)`` that are no longer empty (not all exactly zero)."""
     masked = pixel_mask(mask[None])[0]
-    if masked.sum() == 0:
-        return 0.0
-    return float((img != 0).any(0)[masked].float().mean())
+    return float((img != 0).any(0)[masked].float().mean()) if masked.any() else 0.0
 
 
-def _mask_edges(mask: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Line segments (x, y with NaN breaks) along the borders between masked and visible cells."""
+def _mask_edges(mask: Tensor, step: float = PATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Line segments (x, y with NaN breaks) along the borders between masked and visible cells of
+    ``mask (h, w)``, in the coordinates of an image with ``step`` pixels per cell."""
     m = mask.numpy()
     h, w = m.shape
     xs: list[float] = []
     ys: list[float] = []
-    p = PATCH_SIZE
-    for r in range(h):
-        for c in range(w):
-            if not m[r, c]:
-                continue
-            for dr, dc, seg in ((-1, 0, ((c, r), (c + 1, r))), (1, 0, ((c, r + 1), (c + 1, r + 1))),
-                                (0, -1, ((c, r), (c, r + 1))), (0, 1, ((c + 1, r), (c + 1, r + 1)))):
-                rr, cc = r + dr, c + dc
-                if 0 <= rr < h and 0 <= cc < w and not m[rr, cc]:
-                    (x0, y0), (x1, y1) = seg
-                    xs += [x0 * p - 0.5, x1 * p - 0.5, np.nan]
-                    ys += [y0 * p - 0.5, y1 * p - 0.5, np.nan]
+    for r, c in zip(*m.nonzero()):
+        for dr, dc, ((x0, y0), (x1, y1)) in ((-1, 0, ((c, r), (c + 1, r))), (1, 0, ((c, r + 1), (c + 1, r + 1))),
+                                             (0, -1, ((c, r), (c, r + 1))), (0, 1, ((c + 1, r), (c + 1, r + 1)))):
+            rr, cc = r + dr, c + dc
+            if 0 <= rr < h and 0 <= cc < w and not m[rr, cc]:
+                xs += [x0 * step - 0.5, x1 * step - 0.5, np.nan]
+                ys += [y0 * step - 0.5, y1 * step - 0.5, np.nan]
     return np.array(xs), np.array(ys)
 
 
+# --- the mask pattern fading in a real ConvNeXt ----------------------------------------------------
+
+@contextmanager
+def _block_inputs(model: ConvNeXtV2) -> Iterator[list[Tensor]]:
+    """Collects the input of every block's 7x7 dwconv (that is, the block's input map) while the
+    context is open. All three encoders (plain dense, ``dense`` and ``gather`` backends) call
+    ``block.dwconv`` on a full-size map, zero at masked positions for the sparse backends."""
+    maps: list[Tensor] = []
+    handles = [block.dwconv.register_forward_pre_hook(lambda _, args: maps.append(args[0].detach()))
+               for stage in model.stages for block in stage]
+    try:
+        yield maps
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def depth_maps(model: ConvNeXtV2, x: Tensor, mask: Tensor, backend: str | None = None) -> list[Tensor]:
+    """The feature maps of ``x (N, 3, H, W)`` at every depth: the input of each block (the first is the
+    stem's output), then the last block's output; ``len = sum(depths) + 1``, each ``(N, C_i, H_i, W_i)``.
+    ``backend=None``: the plain dense model on the zero-filled image (the dense-conv ablation); else the
+    sparse encoder with that backend."""
+    with _block_inputs(model) as maps:
+        if backend is None:
+            final = model.forward_features(x * ~pixel_mask(mask).unsqueeze(1))
+        else:
+            final = sparse_forward_features(model, x, mask, backend)
+    return [*maps, final]
+
+
+def photo_content(model: ConvNeXtV2, x: Tensor, mask: Tensor, backend: str | None = None) -> list[Tensor]:
+    """How much of each position's features comes from the photo: ``||F(x) - F(blank)||`` over channels,
+    where ``blank`` is an all-zero image (every pixel the dataset's mean colour) under the same mask and
+    ``F`` is :func:`depth_maps`. One ``(N, H_i, W_i)`` map per depth. At a masked position, non-zero
+    content means visible pixels have flowed into the hole."""
+    photo = depth_maps(model, x, mask, backend)
+    blank = depth_maps(model, torch.zeros_like(x), mask, backend)
+    return [(a - b).norm(dim=1) for a, b in zip(photo, blank)]
+
+
+def at_resolution(mask: Tensor, size: int) -> Tensor:
+    """The cell mask ``(N, h, w)`` repeated to a ``size``-wide map ``(N, size, size * w / h)``."""
+    return upsample_mask(mask, size // mask.shape[-1])
+
+
+def filled_fraction(content: Tensor, mask: Tensor, threshold: float = FILL_THRESHOLD) -> float:
+    """Fraction of masked positions of ``content (N, H_i, W_i)`` (from :func:`photo_content`) that carry
+    photo content above ``threshold`` times the mean content of the visible positions."""
+    masked = at_resolution(mask, content.shape[-1])
+    return float((content[masked] > threshold * content[~masked].mean()).float().mean())
+
+
+def stage_ends(depths: Sequence[int]) -> list[int]:
+    """Indices into :func:`depth_maps` of the stem's output and of the end of each stage: the input of
+    the next stage's first block (the stage's output after the 2x2 downsampling, which stays inside the
+    cells and so fills no hole), and for the last stage the final output."""
+    return [0, *np.cumsum(depths).tolist()]
+
+
+def plot_mask_fading(content: Mapping[str, Sequence[Tensor]], mask: Tensor, depths: Sequence[int],
+                     show: Sequence[int], title: str) -> Figure:
+    """Left: one row of maps per encoder (``content[name]``: :func:`photo_content`, ``(N, H_i, W_i)`` per
+    depth, under ``mask (N, h, w)``) for the first image at the depths ``show``, with the masked cells'
+    borders and that image's filled fraction; right: the fraction of masked positions filled
+    (:func:`filled_fraction`) over all N images at every depth, stage boundaries dotted."""
+    names = list(content)
+    fig = Figure(figsize=(2.0 * len(show) + 4.2, 2.1 * len(names) + 0.9), dpi=DPI)
+    grid = fig.add_gridspec(len(names), len(show) + 1, width_ratios=[1] * len(show) + [2.3])
+    for row, name in enumerate(names):
+        for col, k in enumerate(show):
+            c = content[name][k][0]
+            ax = fig.add_subplot(grid[row, col])
+            ax.imshow(np.ma.masked_equal(c.numpy(), 0), cmap=CONTENT_CMAP, vmin=0, vmax=float(c.max()) or 1.0,
+                      interpolation="nearest")
+            ax.plot(*_mask_edges(mask[0], step=c.shape[-1] / mask.shape[-1]), color=EDGE, lw=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            filled = filled_fraction(content[name][k][:1], mask[:1])
+            ax.set_title(f"{depth_label(k, depths)}: {filled:.0%} filled", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=9)
+    ax = fig.add_subplot(grid[:, -1])
+    for name in names:
+        ax.plot([100 * filled_fraction(c, mask) for c in content[name]], marker="o", ms=3,
+                label=f"{name} ({len(mask)} images)")
+    for boundary in np.cumsum(depths)[:-1]:
+        ax.axvline(boundary - 0.5, color="#5f6368", ls=":", lw=0.8)
+    ax.set_xlabel("blocks applied (dotted: downsampling)")
+    ax.set_ylabel("masked positions filled (%)")
+    ax.set_ylim(-3, 103)
+    ax.legend(fontsize=8, loc="center right")
+    ax.set_title(f"filled = photo content > {FILL_THRESHOLD:.0%} of\nthe visible positions' mean", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.legend(handles=[Patch(fc=MASK_COLOR, label="no photo content at all (exactly 0)"),
+                        Patch(fc=CONTENT_CMAP(0.0), label="little photo content"),
+                        Patch(fc=CONTENT_CMAP(1.0), ec="#3c4043", lw=0.5, label="most photo content (per panel)"),
+                        BORDER],
+               loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=4, frameon=False, fontsize=9)
+    return fig
+
+
+def depth_label(k: int, depths: Sequence[int]) -> str:
+    """A short name for depth ``k`` of :func:`depth_maps`: ``stem``, ``after stage i`` or ``after k blocks``."""
+    ends = stage_ends(depths)
+    return "stem" if k == 0 else f"after stage {ends.index(k)}" if k in ends else f"after {k} blocks"
+
+
+# --- the distribution shift: zero-filled pretraining inputs vs complete fine-tuning inputs ----------
+
+def channel_shift(pretrain: Tensor, finetune: Tensor) -> float:
+    """How far the pretraining features ``(M, C)`` sit from the fine-tuning ones ``(M', C)``: the mean
+    over channels of ``|mean_pretrain - mean_finetune| / std_finetune`` (0: same channel means)."""
+    return float(((pretrain.mean(0) - finetune.mean(0)).abs() / (finetune.std(0) + 1e-6)).mean())
+
+
+def positions(maps: Tensor, where: Tensor) -> Tensor:
+    """The feature vectors ``(M, C)`` of ``maps (N, C, H, W)`` at ``where (N, H, W)`` bool."""
+    return maps.permute(0, 2, 3, 1)[where]
+
+
+def feature_shift(dense_conv: ConvNeXtV2, sparse: ConvNeXtV2, x: Tensor, mask: Tensor) -> dict[str, list[float]]:
+    """:func:`channel_shift` at every depth between what each encoder computed in pretraining (the
+    masked images ``x (N, 3, H, W)`` under ``mask``) and what it computes at fine-tuning (the complete
+    images, densely). The dense-conv encoder is split into its masked and visible positions; the sparse
+    encoder computes nothing at masked positions, so only its visible ones count."""
+    everywhere = torch.zeros_like(mask)
+    shifts: dict[str, list[float]] = {"dense conv: masked positions": [], "dense conv: visible positions": [],
+                                      "sparse: visible positions": []}
+    for model, backend in ((dense_conv, None), (sparse, "gather")):
+        pre, fine = depth_maps(model, x, mask, backend), depth_maps(model, x, everywhere)
+        for p, f in zip(pre, fine):
+            masked = at_resolution(mask, p.shape[-1])
+            reference = positions(f, torch.ones_like(masked))
+            if backend is None:
+                shifts["dense conv: masked positions"].append(channel_shift(positions(p, masked), reference))
+                shifts["dense conv: visible positions"].append(channel_shift(positions(p, ~masked), reference))
+            else:
+                shifts["sparse: visible positions"].append(channel_shift(positions(p, ~masked), reference))
+    return shifts
+
+
+def plot_distribution_shift(x: Tensor, mask: Tensor, shifts: Mapping[str, Sequence[float]],
+                            depths: Sequence[int]) -> Figure:
+    """Left: the histogram of normalized pixel values of ``x (N, 3, H, W)`` complete (fine-tuning) and
+    zero-filled under ``mask`` (dense-conv pretraining); right: :func:`feature_shift` per depth."""
+    fig, (left, right) = subplots(1, 2, figsize=(10.5, 3.6), dpi=DPI, width_ratios=[1, 1.3])
+    zero_filled = x * ~pixel_mask(mask).unsqueeze(1)
+    bins = np.linspace(-2.2, 2.7, 50)
+    for values, label, color in ((x, "complete (fine-tuning)", "#1a73e8"),
+                                 (zero_filled, "zero-filled (dense-conv pretraining)", "#e8710a")):
+        left.hist(values.flatten().numpy(), bins=bins, histtype="step", lw=1.5, color=color, label=label,
+                  weights=np.full(values.numel(), 100 / values.numel()))
+    left.set_xlabel("pixel value (normalized: (pixel - mean) / std)")
+    left.set_yscale("log")
+    left.set_ylabel("share of pixel values (%, log scale)")
+    left.set_title(f"input: {float((zero_filled == 0).float().mean()):.0%} of the pretraining values are exactly 0",
+                   fontsize=10)
+    left.legend(fontsize=8, loc="upper left")
+    for name, values in shifts.items():
+        right.plot(values, marker="o", ms=3, label=name)
+    for boundary in np.cumsum(depths)[:-1]:
+        right.axvline(boundary - 0.5, color="#5f6368", ls=":", lw=0.8)
+    right.set_xlabel("blocks applied (dotted: downsampling)")
+    right.set_ylabel("channel-mean shift (fine-tuning std)")
+    right.set_title("features: pretraining input vs complete image", fontsize=10)
+    right.legend(fontsize=8)
+    fig.suptitle("What dense-conv pretraining sees vs what fine-tuning sees", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --- the masked image as a sparse set ----------------------------------------------------------------
+
 def plot_sparse_set(img: Tensor, mask: Tensor, stride: int = 4) -> Figure:
-    """A masked image as what a sparse ConvNet stores: a set of visible points (one per ``stride``
-    pixels, the stem's resolution), each a coordinate plus a feature vector (here its colour)."""
+    """A masked image ``(3, H, W)`` under ``mask (h, w)`` as what a sparse ConvNet stores: a set of
+    visible points (one per ``stride`` pixels, the stem's resolution), each a coordinate plus a feature
+    vector (here its colour), next to the dense view with its holes."""
     vis = ~pixel_mask(mask[None])[0][::stride, ::stride]
-    rgba = np.concatenate([to_rgb(img)[::stride, ::stride], vis.numpy()[..., None].astype(float)], axis=-1)
-    fig, axes = subplots(1, 2, figsize=(8.2, 4.0))
+    rows, cols = vis.nonzero(as_tuple=True)
+    colors = to_rgb(img)[::stride, ::stride][rows.numpy(), cols.numpy()]
+    fig, axes = subplots(1, 2, figsize=(7.6, 4.1), dpi=DPI)
     draw_masked_photo(axes[0], img, mask, "dense view: a full array with holes")
     ax = axes[1]
-    ax.imshow(rgba, interpolation="nearest")  # masked sites fully transparent: they do not exist
-    ax.set_title(f"sparse view: {int(vis.sum())} sites = (row, col) + features", fontsize=10)
-    ax.set_xlabel("col")
+    ax.scatter(cols.numpy(), rows.numpy(), c=colors, s=13, marker="s", lw=0)
+    ax.set_xlim(-0.5, vis.shape[1] - 0.5)
+    ax.set_ylim(vis.shape[0] - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.set_title(f"sparse view: {len(rows)} sites = (row, col) + features", fontsize=10)
+    ax.set_xlabel(f"col (stem grid: 1 site = {stride}x{stride} px)")
     ax.set_ylabel("row")
+    fig.suptitle("The same masked image, stored two ways", fontsize=10)
     fig.tight_layout()
+    site = Line2D([], [], ls="", marker="s", ms=5, color="#5f6368", label="sparse view: one stored site")
+    mask_legend(fig, masked="masked (dense view: stored as zeros)", visible="visible (dense view)", extra=[site])
     return fig
 
 
-def plot_leak(changes: dict[str, Tensor], mask: Tensor) -> Figure:
-    """One panel per encoder: how much each last-stage position changed when only the *masked*
-    pixels changed (``changes[name]``: ``(h, w)`` max abs change over channels). Masked cells are
-    hatched grey; any colour on a visible cell is leaked information."""
-    names = list(changes)
-    top = max(float(max(c.max() for c in changes.values())), 1e-12)
-    fig, axes = subplots(1, len(names), figsize=(3.3 * len(names), 3.6))
-    axes = np.atleast_1d(axes)
-    m = mask.numpy()
-    for ax, name in zip(axes, names):
-        change = changes[name].numpy().copy()
-        shown = np.ma.masked_where(m, change)
-        im = ax.imshow(shown, cmap="magma", vmin=0, vmax=top, interpolation="nearest")
-        for r, c in zip(*m.nonzero()):
-            ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fc=MASK_COLOR, ec="white", hatch="//", lw=0))
-        worst = float(change[~m].max()) if (~m).any() else 0.0
-        note = "\n(float rounding)" if 0 < worst < 1e-4 * top else ""
-        ax.set_title(f"{name}\nvisible cells: max {worst:.2g}{note}", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(im, ax=list(axes), shrink=0.8, label="max |change| over channels")
-    return fig
+# --- where the time of an FCMAE training step goes ---------------------------------------------------
+
+PARTS = ("stem", "7x7 dwconvs", "rest of encoder", "decoder", "loss", "AdamW")
+PART_COLORS = dict(zip(PARTS, ("#5f6368", "#1a73e8", "#a142f4", "#e8710a", "#f9ab00", "#188038")))
+FIXED = ("stem", "7x7 dwconvs", "decoder", "loss", "AdamW")  # the same work whatever the mask ratio
 
 
-def plot_speed(images_per_second: dict[str, float], reference: str) -> Figure:
-    """Horizontal bars of throughput, each labelled with its speed-up over ``reference``."""
-    names = list(images_per_second)
-    values = [images_per_second[n] for n in names]
-    fig, ax = subplots(figsize=(6.0, 0.5 + 0.45 * len(names)))
-    bars = ax.barh(names, values, color=["#5f6368" if n == reference else "#1a73e8" for n in names])
-    for bar, n in zip(bars, names):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
-                f"  {images_per_second[n] / images_per_second[reference]:.2f}x", va="center", fontsize=9)
+class _Clock:
+    """Timestamps of named events, taken from module hooks during one training step; on a GPU each
+    mark waits for the queued kernels first (which slows the step a little but times each part)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.events: dict[str, list[float]] = {}
+        self.cuda = device.type == "cuda"
+
+    def mark(self, name: str) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.events.setdefault(name, []).append(time.perf_counter())
+
+    def total(self, start: str, stop: str) -> float:
+        """Sum of the spans between the matching ``start`` and ``stop`` events (several for repeated modules)."""
+        return sum(b - a for a, b in zip(self.events[start], self.events[stop], strict=True))
+
+
+def _hook(clock: _Clock, module: nn.Module, name: str, backward_end: bool = True) -> list[RemovableHandle]:
+    """Marks ``name>``/``name<`` around the module's forward, ``name<b``/``name>b`` around its backward
+    (``backward_end=False``: only its start, for a module whose input needs no gradient)."""
+    handles = [module.register_forward_pre_hook(lambda *_: clock.mark(f"{name}>")),
+               module.register_forward_hook(lambda *_: clock.mark(f"{name}<")),
+               module.register_full_backward_pre_hook(lambda *_: clock.mark(f"{name}<b"))]
+    if backward_end:
+        handles.append(module.register_full_backward_hook(lambda *_: clock.mark(f"{name}>b")))
+    return handles
+
+
+def step_parts(fcmae: FCMAE, optimizer: torch.optim.Optimizer, x: Tensor, mask: Tensor) -> dict[tuple[str, str], float]:
+    """One FCMAE training step (forward, backward, AdamW) on ``x (N, 3, H, W)`` under ``mask (N, h, w)``,
+    timed per part by hooks: ``{(phase, part): seconds}``, phase ``"forward"``, ``"backward"`` or
+    ``"update"``. Spans between hooks are attributed to the part that runs there: the encoder is the
+    time from the stem's start to the decoder's start, the loss from the decoder's end to the loss
+    value (and back)."""
+    clock = _Clock(x.device)
+    enc = fcmae.encoder
+    handles = _hook(clock, enc.downsample_layers[0], "stem", backward_end=False)
+    handles += _hook(clock, fcmae.proj, "proj") + _hook(clock, fcmae.pred, "pred")
+    for stage in enc.stages:
+        for block in stage:
+            handles += _hook(clock, block.dwconv, "dw")
+    try:
+        optimizer.zero_grad(set_to_none=True)
+        clock.mark("start")
+        loss = fcmae(x, mask)[0]
+        clock.mark("loss")
+        loss.backward()
+        clock.mark("backward")
+        optimizer.step()
+        clock.mark("update")
+    finally:
+        for handle in handles:
+            handle.remove()
+    one = {name: times[0] for name, times in clock.events.items() if len(times) == 1}
+    dw_fwd, dw_bwd = clock.total("dw>", "dw<"), clock.total("dw<b", "dw>b")
+    return {
+        ("forward", "stem"): one["stem<"] - one["stem>"],
+        ("forward", "7x7 dwconvs"): dw_fwd,
+        ("forward", "rest of encoder"): one["proj>"] - one["stem<"] - dw_fwd,
+        ("forward", "decoder"): one["pred<"] - one["proj>"],
+        ("forward", "loss"): one["loss"] - one["pred<"] + one["stem>"] - one["start"],
+        ("backward", "loss"): one["pred<b"] - one["loss"],
+        ("backward", "decoder"): one["proj>b"] - one["pred<b"],
+        ("backward", "7x7 dwconvs"): dw_bwd,
+        ("backward", "rest of encoder"): one["stem<b"] - one["proj>b"] - dw_bwd,
+        ("backward", "stem"): one["backward"] - one["stem<b"],
+        ("update", "AdamW"): one["update"] - one["backward"],
+    }
+
+
+def time_step_parts(fcmae: FCMAE, x: Tensor, mask: Tensor, backends: Sequence[str], iters: int,
+                    warmup: int = 1) -> dict[str, dict[tuple[str, str], float]]:
+    """Median seconds per ``(phase, part)`` of :func:`step_parts` for each backend, the backends
+    interleaved (A, B, A, B, ...) so that background load hits both. The model's weights change with
+    each AdamW step (lr 1e-4), which does not change the work."""
+    optimizer = torch.optim.AdamW(fcmae.parameters(), lr=1e-4)
+    runs: dict[str, list[dict[tuple[str, str], float]]] = {b: [] for b in backends}
+    for i in range(warmup + iters):
+        for backend in backends:
+            fcmae.backend = backend
+            parts = step_parts(fcmae, optimizer, x, mask)
+            if i >= warmup:
+                runs[backend].append(parts)
+    return {b: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for b, rs in runs.items()}
+
+
+def amdahl(parts: Mapping[tuple[str, str], float], visible: float) -> float:
+    """The speed-up of a step whose non-fixed parts (``rest of encoder``) shrink to ``visible`` of their
+    time while the :data:`FIXED` parts stay: ``total / (fixed + visible * rest)``."""
+    fixed = sum(t for (_, part), t in parts.items() if part in FIXED)
+    rest = sum(t for (_, part), t in parts.items() if part not in FIXED)
+    return (fixed + rest) / (fixed + visible * rest)
+
+
+def plot_step_parts(parts: Mapping[str, Mapping[tuple[str, str], float]], title: str) -> Figure:
+    """One stacked bar per ``(backend, phase)``: milliseconds per part of :func:`time_step_parts`."""
+    rows = [(b, phase) for phase in ("forward", "backward", "update") for b in parts]
+    fig, ax = subplots(figsize=(8.6, 0.6 + 0.42 * len(rows)), dpi=DPI)
+    for y, (backend, phase) in enumerate(rows):
+        left = 0.0
+        for part in PARTS:
+            ms = 1e3 * parts[backend].get((phase, part), 0.0)
+            ax.barh(y, ms, left=left, color=PART_COLORS[part], edgecolor="white", lw=0.5)
+            left += ms
+        ax.text(left, y, f" {left:.0f} ms", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{b}: {phase}" for b, phase in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("images / second (forward)")
-    ax.set_xlim(0, max(values) * 1.25)
+    ax.set_xlabel("time per training step (ms, median)")
+    ax.set_xlim(0, ax.get_xlim()[1] * 1.1)
     ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(handles=[Patch(fc=PART_COLORS[p], label=p) for p in PARTS], fontsize=8, ncols=3,
+              loc="lower right")
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def training_step(fcmae: FCMAE, x: Tensor, mask: Tensor, backend: str) -> Callable[[], None]:
+    """A closure running one FCMAE training step (forward, backward, AdamW) with ``backend``."""
+    optimizer = torch.optim.AdamW(fcmae.parameters(), lr=1e-4)
+
+    def step() -> None:
+        fcmae.backend = backend
+        optimizer.zero_grad(set_to_none=True)
+        fcmae(x, mask)[0].backward()
+        optimizer.step()
+
+    return step
+
+
+def plot_speedups(speedups: Mapping[str, float], title: str) -> Figure:
+    """Bars of the gather backend's speed-up over dense per setting (``{label: ratio}``)."""
+    names = list(speedups)
+    fig, ax = subplots(figsize=(6.4, 0.8 + 0.45 * len(names)), dpi=DPI)
+    bars = ax.barh(names, [speedups[n] for n in names], color="#1a73e8", label="gather / dense, same run")
+    for bar, n in zip(bars, names):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {speedups[n]:.2f}x", va="center", fontsize=9)
+    ax.axvline(1, color="#5f6368", lw=1, ls="--", label="1x: no speed-up")
+    ax.invert_yaxis()
+    ax.set_xlabel("training-step speed-up of gather over dense (x)")
+    ax.set_xlim(0, max(max(speedups.values()), 1.0) * 1.25)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=2,
+               frameon=False, fontsize=8)
     return fig

@@ -1,0 +1,88 @@
+"""Notebook 2's measurements (cnx2lite.notebook.sparse_figures): the mask-fading content maps, the
+feature shift, the per-part step timing, and that every figure comes with its key."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnx2lite.fcmae import FCMAE
+from cnx2lite.masking import random_mask
+from cnx2lite.models import create_model
+from cnx2lite.notebook import sparse_figures as sf
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(2, 3, SIZE, SIZE, generator=gen), random_mask(2, SIZE, 0.5, generator=gen)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("convnextv2_atto", num_classes=0).eval()
+
+
+def test_depth_maps_has_every_block_input_and_the_output(encoder, batch) -> None:
+    x, mask = batch
+    maps = sf.depth_maps(encoder, x, mask)
+    assert len(maps) == sum(encoder.depths) + 1
+    # "after stage i" is the input of stage i + 1, already downsampled to its width
+    assert [maps[k].shape[1] for k in sf.stage_ends(encoder.depths)] == [*encoder.dims, encoder.dims[-1]]
+    assert maps[-1].shape[-1] == SIZE // 32
+
+
+def test_sparse_keeps_masked_positions_empty_and_dense_conv_fills_them(encoder, batch) -> None:
+    x, mask = batch
+    sparse = sf.photo_content(encoder, x, mask, backend="gather")
+    dense = sf.photo_content(encoder, x, mask)
+    for content in sparse:
+        assert (content[sf.at_resolution(mask, content.shape[-1])] == 0).all()
+    assert sf.filled_fraction(dense[0], mask) == 0.0  # the stem reads one patch, inside one cell
+    assert sf.filled_fraction(dense[-1], mask) > 0.5
+
+
+def test_feature_shift_is_zero_for_identical_features() -> None:
+    feats = torch.randn(100, 8)
+    assert sf.channel_shift(feats, feats) == pytest.approx(0.0, abs=1e-6)
+    assert sf.channel_shift(feats + feats.std(0), feats) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_feature_shift_has_a_value_per_depth(encoder, batch) -> None:
+    x, mask = batch
+    shifts = sf.feature_shift(encoder, encoder, x, mask)
+    assert set(shifts) == {"dense conv: masked positions", "dense conv: visible positions", "sparse: visible positions"}
+    assert all(len(v) == sum(encoder.depths) + 1 for v in shifts.values())
+
+
+def test_step_parts_cover_the_step(batch) -> None:
+    x, mask = batch
+    torch.manual_seed(0)
+    model = FCMAE("convnextv2_atto", decoder_dim=64)
+    parts = sf.time_step_parts(model, x, mask, ["gather", "dense"], iters=1, warmup=0)
+    for backend in ("gather", "dense"):
+        assert {part for _, part in parts[backend]} == set(sf.PARTS)
+        assert all(t >= 0 for t in parts[backend].values())
+
+
+def test_amdahl() -> None:
+    parts = {("forward", "decoder"): 1.0, ("forward", "rest of encoder"): 3.0}
+    assert sf.amdahl(parts, 1.0) == pytest.approx(1.0)
+    assert sf.amdahl(parts, 0.0) == pytest.approx(4.0)
+    assert sf.amdahl(parts, 0.5) == pytest.approx(4.0 / 2.5)
+
+
+def test_figures_have_titles_labels_and_keys(encoder, batch) -> None:
+    x, mask = batch
+    content = {"dense conv": sf.photo_content(encoder, x, mask)}
+    figures = [
+        sf.plot_mask_fading(content, mask, encoder.depths, sf.stage_ends(encoder.depths), "t"),
+        sf.plot_distribution_shift(x, mask, sf.feature_shift(encoder, encoder, x, mask), encoder.depths),
+        sf.plot_sparse_set(x[0], mask[0]),
+        sf.plot_speedups({"a": 1.2, "b": 1.5}, "t"),
+    ]
+    for fig in figures:
+        assert fig.legends or any(ax.get_legend() for ax in fig.axes)
+        assert fig.get_suptitle() or any(ax.get_title() for ax in fig.axes)
