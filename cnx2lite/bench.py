@@ -62,6 +62,38 @@ def _train_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], dty
     return step
 
 
+# Dense bf16 tensor-core peaks (no sparsity), TFLOP/s, by a substring of torch.cuda.get_device_name().
+PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0,
+                    "A10G": 70.0, "A10": 125.0, "RTX 4090": 165.2, "RTX 3090": 71.0, "V100": 125.0}
+
+
+def peak_bf16_flops(device: torch.device) -> tuple[str, float] | None:
+    """``(GPU name, peak bf16 FLOP/s)`` of a CUDA device in :data:`PEAK_BF16_TFLOPS`, else None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    key = next((k for k in PEAK_BF16_TFLOPS if k in name), None)
+    return None if key is None else (name, PEAK_BF16_TFLOPS[key] * 1e12)
+
+
+def step_flops(step: Step) -> int:
+    """FLOPs of one call of ``step`` (forward and backward, as executed: a sparse encoder's are fewer), counted by
+    ``torch.utils.flop_counter`` (matmuls and convolutions, the FLOPs that tensor cores run)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def utilization(flops: int, images_per_second: float, batch_size: int, device: torch.device) -> str:
+    """Achieved TFLOP/s, and MFU (model FLOPs utilization) against the GPU's bf16 peak where it is known."""
+    achieved = flops * images_per_second / batch_size
+    text = f"{achieved / 1e12:.3g} TFLOP/s"
+    peak = peak_bf16_flops(device)
+    return text + (f", MFU {100 * achieved / peak[1]:.1f}% of the {peak[0]} bf16 peak" if peak else "")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -127,12 +159,17 @@ def bench_model(args: argparse.Namespace) -> int:
     reference.load_state_dict(export_timm(ours))
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 1000, (args.batch_size,), device=device)
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        for model in (ours, reference):
+            model.to(memory_format=torch.channels_last)
     models = {"cnx2lite": ours, "timm": reference}
     train = {(n, p): _train_step(m.train(), lambda m=m: F.cross_entropy(m(x), y), dtype)
              for p, dtype in amp.items() for n, m in models.items()}
     print(f"{args.model}, batch {args.batch_size}, {args.img_size}px, {device}, {torch.get_num_threads()} threads, "
-          f"amp {', '.join(amp)}")
+          f"amp {', '.join(amp)}{', channels_last' if args.channels_last else ''}")
     results = time_steps(train, args.batch_size, args.iters, args.warmup, device)
+    train_flops = {key: step_flops(step) for key, step in train.items()}
 
     def infer(model: torch.nn.Module, dtype: torch.dtype) -> Step:
         def step() -> None:
@@ -147,9 +184,12 @@ def bench_model(args: argparse.Namespace) -> int:
     for kind, r in kinds.items():
         for p in amp:
             ours, timm_speed = r["cnx2lite", p], r["timm", p]
-            print(f"{kind:>22} {p}: cnx2lite {ours:8.1f} img/s ({1e3 * args.batch_size / ours:7.1f} ms/batch) | "
-                  f"timm {timm_speed:8.1f} img/s ({1e3 * args.batch_size / timm_speed:7.1f} ms/batch) | "
-                  f"ratio {ours / timm_speed:.2f}x")
+            line = (f"{kind:>22} {p}: cnx2lite {ours:8.1f} img/s ({1e3 * args.batch_size / ours:7.1f} ms/batch) | "
+                    f"timm {timm_speed:8.1f} img/s ({1e3 * args.batch_size / timm_speed:7.1f} ms/batch) | "
+                    f"ratio {ours / timm_speed:.2f}x")
+            if r is results:
+                line += f" | cnx2lite {utilization(train_flops['cnx2lite', p], ours, args.batch_size, device)}"
+            print(line)
     _print_amp_ratios({(f"{kind}, {n}", p): v for kind, r in kinds.items() for (n, p), v in r.items()}, list(amp))
     return 0
 
@@ -174,9 +214,11 @@ def bench_fcmae(args: argparse.Namespace) -> int:
           f"{torch.get_num_threads()} threads, amp {', '.join(amp)}")
     speed = time_steps(steps, args.batch_size, args.iters, args.warmup, device)
     memory = {key: step_memory(step, device) for key, step in steps.items()}
+    flops = {key: step_flops(step) for key, step in steps.items()}
     what = "peak allocated" if device.type == "cuda" else "saved activations"
     for b, p in steps:
-        line = f"{b:>10} {p}: {speed[b, p]:8.1f} img/s, {what} {memory[b, p] / 2**20:8.1f} MiB"
+        line = (f"{b:>10} {p}: {speed[b, p]:8.1f} img/s, {what} {memory[b, p] / 2**20:8.1f} MiB, "
+                f"{utilization(flops[b, p], speed[b, p], args.batch_size, device)}")
         if "dense" in backends:
             line += (f" | speed {speed[b, p] / speed['dense', p]:.2f}x dense, "
                      f"memory {memory[b, p] / memory['dense', p]:.2f}x dense")
@@ -209,6 +251,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                               "bf16 on a GPU or a CPU with native bf16, fp16 on older GPUs, else fp32; several are "
                               f"timed in the same run and compared side by side (default: {' '.join(default_amp)})")
         sub.set_defaults(run=func)
+    kinds.choices["model"].add_argument("--channels-last", action="store_true",
+                                        help="channels_last memory format for both models and the input (default: off)")
     fcmae = kinds.choices["fcmae"]
     fcmae.add_argument("--mask-ratio", type=float, default=0.6, help="masked fraction of patches (default: 0.6)")
     fcmae.add_argument("--backends", nargs="+", default=None, metavar="NAME",

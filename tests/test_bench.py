@@ -102,3 +102,17 @@ def test_keep_freed_memory_is_applied_on_glibc_and_yields_to_the_users_setting(m
     assert keep_freed_memory()
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert not keep_freed_memory()
+
+
+def test_step_flops_counts_matmuls_and_mfu_uses_the_gpus_bf16_peak(monkeypatch):
+    from cnx2lite import bench
+
+    layer = torch.nn.Linear(4, 3)
+    assert bench.step_flops(lambda: layer(torch.randn(5, 4))) == 2 * 5 * 4 * 3
+    backward = bench.step_flops(lambda: layer(torch.randn(5, 4, requires_grad=True)).sum().backward())
+    assert backward == 3 * 2 * 5 * 4 * 3  # forward, and the gradients of the weight and of the input
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
+    assert bench.peak_bf16_flops(CUDA) == ("NVIDIA H100 PCIe", 756.0e12)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    assert bench.utilization(int(989.4e12), 64.0, 128, CUDA).endswith("MFU 50.0% of the NVIDIA H100 80GB HBM3 bf16 peak")
+    assert bench.peak_bf16_flops(CPU) is None and "MFU" not in bench.utilization(10**12, 1.0, 1, CPU)

@@ -2,8 +2,8 @@
 
 ``torchrun --nproc_per_node=N -m cnx2lite pretrain ...`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``; multi-node runs add ``--nnodes``, ``--node_rank``
-and ``--rdzv_endpoint`` as usual. NCCL on CUDA, gloo on CPU. Without these variables it is one
-process and nothing is initialized.
+and ``--rdzv_endpoint`` as usual. NCCL on CUDA, gloo on CPU. Under torchrun the process group is joined even
+for one process (the same DDP code path as many); without these variables nothing is initialized.
 """
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def init_distributed(device: str = "auto") -> Dist:
     resolved = resolve_device(device, local_rank)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
-    owns = world_size > 1 and not dist.is_initialized()
+    launched = "RANK" in os.environ  # torchrun sets it, also for one process: that run goes through DDP too
+    owns = launched and not dist.is_initialized()
     if owns:
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
     return Dist(rank, local_rank, world_size, resolved, owns)

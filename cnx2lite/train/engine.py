@@ -170,7 +170,7 @@ class Trainer:
         self.started = time.perf_counter()  # time_s in metrics: seconds of this run, summed over resumes
 
         self.train_model: nn.Module = self.model
-        if self.dist.world_size > 1:
+        if torch.distributed.is_initialized():  # launched by torchrun, one process or many
             ids = [self.dist.device] if self.dist.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         if c.compile:
