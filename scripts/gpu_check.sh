@@ -38,16 +38,16 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its output
     echo "   exit $? ($name.txt)"; tail -n 12 "$OUT/$name.txt"
 }
 
-step cuda_tests 170 $PY -m pytest -m cuda -q -p no:cacheprovider -o addopts="-ra -s" tests/test_cuda.py
-step bench_model 70 $PY -m cnx2lite bench model --amp bf16 --channels-last --batch-size 128 --iters 10
-step bench_fcmae_atto 70 $PY -m cnx2lite bench fcmae --model convnextv2_atto --img-size 224 --amp bf16 \
+step cuda_tests 140 $PY -m pytest -m cuda -q -p no:cacheprovider -o addopts="-ra -s" tests/test_cuda.py
+step bench_model 50 $PY -m cnx2lite bench model --amp bf16 --channels-last --batch-size 128 --iters 10
+step bench_fcmae_atto 55 $PY -m cnx2lite bench fcmae --model convnextv2_atto --img-size 224 --amp bf16 \
     --backends gather dense --batch-size 128 --iters 10
-step bench_fcmae_tiny 80 $PY -m cnx2lite bench fcmae --model convnextv2_tiny --img-size 224 --amp bf16 \
+step bench_fcmae_tiny 65 $PY -m cnx2lite bench fcmae --model convnextv2_tiny --img-size 224 --amp bf16 \
     --backends gather dense --batch-size 64 --iters 10
 if [ -d gpu-data/imagenette/train ]; then
-    step pretrain 150 $PY -m cnx2lite pretrain --preset imagenette-gpu --data gpu-data --epochs 3 --warmup-epochs 0 \
+    step pretrain 110 $PY -m cnx2lite pretrain --preset imagenette-gpu --data gpu-data --epochs 3 --warmup-epochs 0 \
         --output "$OUT/runs" --name pretrain --no-progress --log-every-steps 10
-    step loader 45 $PY - <<'PYEOF'
+    step loader 35 $PY - <<'PYEOF'
 # The data loader alone, as the pretraining built it: if it delivers barely more than training consumed, the loader
 # (decoding on the CPU cores) is the bottleneck, else the GPU is.
 import csv, time
