@@ -26,7 +26,9 @@ import torch
 
 from . import data
 from .masking import num_visible
-from .reproduce import Evaluator, Grid, Scale, plot_pretraining_knn, verdict
+from .reproduce.figures import plot_pretraining_knn
+from .reproduce.grid import Evaluator, Grid, Scale
+from .reproduce.tables import verdict
 from .stats import RESAMPLES, bootstrap_accuracy, paired_bootstrap
 from .train.distributed import resolve_device
 from .train.plots import plot_comparison

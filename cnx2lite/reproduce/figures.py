@@ -1,0 +1,61 @@
+"""The report's figures, drawn from measured estimates with their 95% intervals (no pyplot state)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from ..stats import Estimate
+from ..train import RunResult
+
+
+def _errorbar(ax, x, estimates: list[Estimate], **style) -> None:
+    values = [e.value for e in estimates]
+    errors = [[e.value - e.low for e in estimates], [e.high - e.value for e in estimates]]
+    ax.errorbar(x, values, yerr=errors, capsize=3, **style)
+
+
+def plot_label_efficiency(curves: dict, path: Path) -> None:
+    """Top-1 against K for FCMAE and scratch, fine-tuned (solid) and kNN (dashed), with 95% intervals."""
+    fig = Figure(figsize=(6, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for probe_name, ls in (("fine-tuned", "-"), ("kNN", "--")):
+        labels = list(curves[probe_name])
+        x = range(len(labels))
+        for i, (init, marker) in enumerate((("FCMAE", "o"), ("scratch", "s"))):
+            _errorbar(ax, [v + (0.04 if i else -0.04) for v in x], [curves[probe_name][k][i] for k in labels],
+                      marker=marker, ls=ls, label=f"{init}, {probe_name}")
+        ax.set_xticks(list(x), [f"K={k}" for k in labels])
+    ax.set(xlabel="labeled images per class", ylabel="val top-1 (%)",
+           title="FCMAE vs scratch (95% bootstrap intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+
+
+def plot_bars(groups: dict[str, dict[str, Estimate]], path: Path, title: str) -> None:
+    """Grouped bars with 95% intervals: ``{group: {bar label: estimate}}``."""
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    bars = list(next(iter(groups.values())))
+    width = 0.8 / len(bars)
+    for j, bar in enumerate(bars):
+        x = [i + (j - (len(bars) - 1) / 2) * width for i in range(len(groups))]
+        estimates = [groups[g][bar] for g in groups]
+        ax.bar(x, [e.value for e in estimates], width, label=bar)
+        _errorbar(ax, x, estimates, fmt="none", ecolor="k")
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.set(ylabel="val top-1 (%)", title=title)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+
+
+def plot_pretraining_knn(results: dict[str, RunResult], path: Path) -> None:
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for label, result in results.items():
+        ax.plot(*result.series("knn_top1"), marker="o", label=label)
+    ax.set(xlabel="pretraining epoch", ylabel="kNN val top-1 (%)", title="kNN monitor during FCMAE pretraining")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
