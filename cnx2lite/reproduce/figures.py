@@ -33,8 +33,8 @@ def plot_label_efficiency(curves: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def plot_bars(groups: dict[str, dict[str, Estimate]], path: Path, title: str) -> None:
-    """Grouped bars with 95% intervals: ``{group: {bar label: estimate}}``."""
+def plot_bars(groups: dict[str, dict[str, Estimate]], path: Path, title: str, xlabel: str = "") -> None:
+    """Grouped bars with 95% intervals: ``{group: {bar label: estimate}}``, groups along x (named ``xlabel``)."""
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.subplots()
     bars = list(next(iter(groups.values())))
@@ -45,7 +45,7 @@ def plot_bars(groups: dict[str, dict[str, Estimate]], path: Path, title: str) ->
         ax.bar(x, [e.value for e in estimates], width, label=bar)
         _errorbar(ax, x, estimates, fmt="none", ecolor="k")
     ax.set_xticks(range(len(groups)), list(groups))
-    ax.set(ylabel="val top-1 (%)", title=title)
+    ax.set(xlabel=xlabel, ylabel="val top-1 (%)", title=title)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)
 

@@ -118,7 +118,7 @@ def table_codesign(ev: Evaluator, output: Path) -> Table:
     # the interaction, per seed and image: (V2 FCMAE - V2 scratch) - (V1 FCMAE - V1 scratch)
     extra = paired_bootstrap(c[("v2", "fcmae")] - c[("v2", "scratch")], c[("v1", "fcmae")] - c[("v1", "scratch")])
     rows.append(Row("2", "V2 gain - V1 gain", "fine-tuned top-1", extra, PAPER["codesign"]))
-    plot_bars(bars, output / "codesign.png", f"co-design: fine-tuned at K={k}")
+    plot_bars(bars, output / "codesign.png", f"co-design: fine-tuned at K={k}", xlabel="block design")
     section = f"""## 2. Co-design: FCMAE with V1 and V2 blocks (fine-tuned at K={k})
 
 | block | scratch | FCMAE | FCMAE gain |
