@@ -10,7 +10,7 @@
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-OUT=${OUT:-gpu-check-out}
+export OUT=${OUT:-gpu-check-out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 
