@@ -39,6 +39,7 @@ from cnx2lite.fcmae import FCMAE
 from cnx2lite.masking import pixel_mask, random_mask
 from cnx2lite.models import create_model
 from cnx2lite.notebook import sparse_figures as sf
+from cnx2lite.notebook import step_timing as timing
 from cnx2lite.notebook.evidence import measured, report_figure, trained_run
 from cnx2lite.notebook.masking_figures import plot_masked_photo
 from cnx2lite.notebook.photos import photos
@@ -325,8 +326,8 @@ torch.manual_seed(0)
 fcmae = FCMAE("convnextv2_atto").to(DEVICE)
 xb = photos(min(B, 8), IMG_SIZE).repeat((B + 7) // 8, 1, 1, 1)[:B].to(DEVICE)
 mb = random_mask(B, IMG_SIZE, ratio=0.6, generator=torch.Generator().manual_seed(2)).to(DEVICE)
-parts = sf.time_step_parts(fcmae, xb, mb, ["gather", "dense"], iters=ITERS)
-sf.plot_step_parts(parts, f"One FCMAE training step, convnextv2_atto, batch {B} at {IMG_SIZE} px, {DEVICE}")
+parts = timing.time_step_parts(fcmae, xb, mb, ["gather", "dense"], iters=ITERS)
+timing.plot_step_parts(parts, f"One FCMAE training step, convnextv2_atto, batch {B} at {IMG_SIZE} px, {DEVICE}")
 
 # %% [markdown]
 # Read the bars per part: only "rest of encoder" (the per-position ops, the downsampling, gather's scatter and
@@ -337,12 +338,12 @@ sf.plot_step_parts(parts, f"One FCMAE training step, convnextv2_atto, batch {B} 
 # %%
 vis_fraction = 1 - mb.float().mean().item()
 total = {b: sum(p.values()) for b, p in parts.items()}
-fixed = sum(t for (_, part), t in parts["dense"].items() if part in sf.FIXED)
+fixed = sum(t for (_, part), t in parts["dense"].items() if part in timing.FIXED)
 print(f"dense step {1e3 * total['dense']:.0f} ms, of which fixed parts {fixed / total['dense']:.0%} "
       f"(so at most {total['dense'] / fixed:.1f}x faster, however fast the rest); visible fraction {vis_fraction:.0%}")
-print(f"speed-up of gather over dense: predicted {sf.amdahl(parts['dense'], vis_fraction):.2f}x, "
+print(f"speed-up of gather over dense: predicted {timing.amdahl(parts['dense'], vis_fraction):.2f}x, "
       f"measured {total['dense'] / total['gather']:.2f}x")
-largest = sorted(((t, key) for key, t in parts["dense"].items() if key[1] in sf.FIXED), reverse=True)[:3]
+largest = sorted(((t, key) for key, t in parts["dense"].items() if key[1] in timing.FIXED), reverse=True)[:3]
 print("largest fixed parts (dense row):", ", ".join(f"{part} {phase} {1e3 * t:.0f} ms" for t, (phase, part) in largest))
 
 # %% [markdown]
@@ -366,11 +367,11 @@ for variant, size, batch in SETTINGS:
     net = FCMAE(variant).to(DEVICE)
     x = photos(min(batch, 8), size).repeat((batch + 7) // 8, 1, 1, 1)[:batch].to(DEVICE)
     m = random_mask(batch, size, ratio=0.6, generator=torch.Generator().manual_seed(2)).to(DEVICE)
-    speed = time_steps({b: sf.training_step(net, x, m, b) for b in ("gather", "dense")}, batch, ITERS, 1, DEVICE)
+    speed = time_steps({b: timing.training_step(net, x, m, b) for b in ("gather", "dense")}, batch, ITERS, 1, DEVICE)
     shown = f"{variant.removeprefix('convnextv2_')}, {size} px, batch {batch}"
     speedups[f"{shown} ({1 - m.float().mean().item():.0%} visible)"] = speed["gather"] / speed["dense"]
 torch.set_num_threads(threads)
-sf.plot_speedups(speedups, f"FCMAE training step, gather vs dense backend ({DEVICE})")
+timing.plot_speedups(speedups, f"FCMAE training step, gather vs dense backend ({DEVICE})")
 
 # %%
 for setting, ratio in speedups.items():
@@ -407,7 +408,7 @@ for setting, ratio in speedups.items():
 #    cell with visible neighbours on all four sides is completely filled? Write down your number, then change
 #    `depths` to check it. *Hint: each layer moves the border by the kernel's half-width, 3 pixels, from each side.*
 # 2. **Predict, then run.** Set the mask ratio of the timing cells (`random_mask(..., ratio=0.6, ...)`) to 0.75, as in
-#    MAE. Before running, use `sf.amdahl(parts["dense"], 0.25)` to predict the new speed-up; then measure it. Which
+#    MAE. Before running, use `timing.amdahl(parts["dense"], 0.25)` to predict the new speed-up; then measure it. Which
 #    parts of the bar chart should not move at all? *Hint: only "rest of encoder" depends on the number of visible
 #    positions.*
 # 3. The mask-fading numbers count a masked position as filled above 10% of the visible positions' mean content. In

@@ -48,6 +48,7 @@ from cnx2lite import data
 from cnx2lite.fcmae import FCMAE
 from cnx2lite.masking import random_mask
 from cnx2lite.models import create_model
+from cnx2lite.notebook import anatomy
 from cnx2lite.notebook import pretraining_figures as figures
 from cnx2lite.notebook.evidence import measured, report_figure, trained_run
 from cnx2lite.notebook.photos import sample_images
@@ -73,7 +74,7 @@ print(f"scale: {scale()} | trained runs of `cnx2lite reproduce --scale cpu`: {'u
 # else is the same, so a V1 checkpoint and a V2 checkpoint differ only in these two parameter tensors per block.
 
 # %%
-figures.plot_block_diagrams()
+anatomy.plot_block_diagrams()
 
 # %% [markdown]
 # ### What FCMAE trains, part by part
@@ -84,7 +85,7 @@ figures.plot_block_diagrams()
 # notebook use 256. Here are the parameters of each part, counted with `sum(p.numel() for p in part.parameters())`:
 
 # %% tags=["nbval-check-output"]
-budgets = {f"atto, {dim}-wide decoder ({who})": figures.parameter_counts(FCMAE("convnextv2_atto", decoder_dim=dim))
+budgets = {f"atto, {dim}-wide decoder ({who})": anatomy.parameter_counts(FCMAE("convnextv2_atto", decoder_dim=dim))
            for dim, who in ((256, "our runs"), (512, "paper"))}
 labels = list(budgets)
 print(f"{'part':46s}" + "".join(f"{label.split(' (')[0]:>28s}" for label in labels))
@@ -101,7 +102,7 @@ print(f"for scale: the ConvNeXt V2-Base encoder has {sum(p.numel() for p in base
 # The same numbers as bars: encoder parts in blues, decoder parts in oranges.
 
 # %%
-figures.plot_parameter_budget(budgets, "FCMAE parameters per part: ConvNeXt V2-Atto encoder + light decoder")
+anatomy.plot_parameter_budget(budgets, "FCMAE parameters per part: ConvNeXt V2-Atto encoder + light decoder")
 
 # %% [markdown]
 # The "light" decoder is not light next to Atto. At the paper's width of 512 it has more parameters than the
@@ -120,7 +121,7 @@ figures.plot_parameter_budget(budgets, "FCMAE parameters per part: ConvNeXt V2-A
 anatomy_model = FCMAE("convnextv2_atto", decoder_dim=256).eval()
 anatomy_mask = random_mask(2, 96, 0.6, generator=torch.Generator().manual_seed(0))  # (N, h, w), True = masked
 print(f"{'step':46s}{'output shape':>22s}{'parameters':>14s}")
-for step, shape, params in figures.decoder_steps(anatomy_model, torch.zeros(2, 3, 96, 96), anatomy_mask):
+for step, shape, params in anatomy.decoder_steps(anatomy_model, torch.zeros(2, 3, 96, 96), anatomy_mask):
     print(f"{step:46s}{str(shape):>22s}{params:14,d}")
 
 # %% [markdown]
@@ -335,7 +336,7 @@ Image(filename=report_figure("codesign"))
 # %% tags=["nbval-check-output"]
 header = ("setting", "`cpu` preset", "reproduce --scale cpu", "`in1k-atto` (paper)")
 print(f"{header[0]:26s}{header[1]:>28s}{header[2]:>28s}{header[3]:>30s}")
-for setting, *values in figures.recipe_table():
+for setting, *values in anatomy.recipe_table():
     print(f"{setting:26s}{values[0]:>28s}{values[1]:>28s}{values[2]:>30s}")
 
 # %% [markdown]
@@ -421,7 +422,7 @@ for size in sizes:
 # 4. **When is the decoder as big as the encoder?** From the block diagram's counts, write the decoder's parameters
 #    as a function of its width D (projection 320 D, one block about 8 D^2, prediction 3,072 D). Find the D at
 #    which it matches Atto's encoder, then check with
-#    `figures.parameter_counts(FCMAE("convnextv2_atto", decoder_dim=D))`. *Hint:* the encoder total is printed in
+#    `anatomy.parameter_counts(FCMAE("convnextv2_atto", decoder_dim=D))`. *Hint:* the encoder total is printed in
 #    section 1. Solve 8 D^2 + 3,392 D = that total.
 # 5. **Is the K=50 gap luck?** Section 5 warns that the scratch run at K=50 fell below K=10. Give one cheap check
 #    that would separate "FCMAE helps" from "this scratch run was unlucky". *Hint:* `cnx2lite reproduce --scale cpu

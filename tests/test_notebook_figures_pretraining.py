@@ -8,6 +8,7 @@ from torch.utils.data import TensorDataset
 
 from cnx2lite.fcmae import FCMAE, patchify
 from cnx2lite.masking import random_mask
+from cnx2lite.notebook import anatomy
 from cnx2lite.notebook import pretraining_figures as pf
 from cnx2lite.train.seeding import derive_seed
 from cnx2lite.train.tasks import seeded_masks
@@ -70,19 +71,19 @@ def test_loss_comparison_reproduces_the_model_loss_on_the_engine_masks(small_fcm
 
 
 def test_parameter_counts_add_up_and_decoder_steps_end_in_patches(small_fcmae):
-    counts = pf.parameter_counts(small_fcmae)
+    counts = anatomy.parameter_counts(small_fcmae)
     assert sum(counts.values()) == sum(p.numel() for p in small_fcmae.parameters())
     assert counts["decoder mask token"] == 16
     imgs = torch.zeros(2, 3, 64, 64)
     mask = random_mask(2, 64, 0.6, generator=torch.Generator().manual_seed(0))
-    steps = pf.decoder_steps(small_fcmae, imgs, mask)
+    steps = anatomy.decoder_steps(small_fcmae, imgs, mask)
     assert steps[1][1] == (2, 320, 2, 2) and steps[-1][1] == (2, 4, D)
     assert sum(params for _, _, params in steps) == sum(counts.values())
     assert patchify(imgs).shape == steps[-1][1]
 
 
 def test_recipe_table_reads_the_presets():
-    rows = {row[0]: row[1:] for row in pf.recipe_table()}
+    rows = {row[0]: row[1:] for row in anatomy.recipe_table()}
     assert rows["image size (px)"] == ("96", "96", "224")
     assert rows["mask grid (32 px cells)"][2] == "7x7 (30 masked, 19 visible)"
     assert rows["decoder width x depth"][2] == "512 x 1"
@@ -93,6 +94,6 @@ def test_figures_have_titles_and_legends(small_fcmae):
     mask = random_mask(2, 64, 0.6, generator=torch.Generator().manual_seed(0))
     fig = pf.plot_normalized_reconstructions(small_fcmae, imgs, mask, "recon")
     assert fig.legends and fig.get_suptitle() == "recon"
-    budget = pf.plot_parameter_budget({"small": pf.parameter_counts(small_fcmae)}, "budget")
+    budget = anatomy.plot_parameter_budget({"small": anatomy.parameter_counts(small_fcmae)}, "budget")
     assert budget.axes[0].get_legend() is not None and budget.axes[0].get_xlabel()
-    assert pf.plot_block_diagrams().axes[0].get_legend() is not None
+    assert anatomy.plot_block_diagrams().axes[0].get_legend() is not None

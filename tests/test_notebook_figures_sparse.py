@@ -9,6 +9,7 @@ from cnx2lite.fcmae import FCMAE
 from cnx2lite.masking import random_mask
 from cnx2lite.models import create_model
 from cnx2lite.notebook import sparse_figures as sf
+from cnx2lite.notebook import step_timing as timing
 
 SIZE = 64
 
@@ -61,17 +62,17 @@ def test_step_parts_cover_the_step(batch) -> None:
     x, mask = batch
     torch.manual_seed(0)
     model = FCMAE("convnextv2_atto", decoder_dim=64)
-    parts = sf.time_step_parts(model, x, mask, ["gather", "dense"], iters=1, warmup=0)
+    parts = timing.time_step_parts(model, x, mask, ["gather", "dense"], iters=1, warmup=0)
     for backend in ("gather", "dense"):
-        assert {part for _, part in parts[backend]} == set(sf.PARTS)
+        assert {part for _, part in parts[backend]} == set(timing.PARTS)
         assert all(t >= 0 for t in parts[backend].values())
 
 
 def test_amdahl() -> None:
     parts = {("forward", "decoder"): 1.0, ("forward", "rest of encoder"): 3.0}
-    assert sf.amdahl(parts, 1.0) == pytest.approx(1.0)
-    assert sf.amdahl(parts, 0.0) == pytest.approx(4.0)
-    assert sf.amdahl(parts, 0.5) == pytest.approx(4.0 / 2.5)
+    assert timing.amdahl(parts, 1.0) == pytest.approx(1.0)
+    assert timing.amdahl(parts, 0.0) == pytest.approx(4.0)
+    assert timing.amdahl(parts, 0.5) == pytest.approx(4.0 / 2.5)
 
 
 def test_figures_have_titles_labels_and_keys(encoder, batch) -> None:
@@ -81,7 +82,7 @@ def test_figures_have_titles_labels_and_keys(encoder, batch) -> None:
         sf.plot_mask_fading(content, mask, encoder.depths, sf.stage_ends(encoder.depths), "t"),
         sf.plot_distribution_shift(x, mask, sf.feature_shift(encoder, encoder, x, mask), encoder.depths),
         sf.plot_sparse_set(x[0], mask[0]),
-        sf.plot_speedups({"a": 1.2, "b": 1.5}, "t"),
+        timing.plot_speedups({"a": 1.2, "b": 1.5}, "t"),
     ]
     for fig in figures:
         assert fig.legends or any(ax.get_legend() for ax in fig.axes)

@@ -2,9 +2,11 @@
 
 - :mod:`.run_scale`: how much a notebook computes (``$CNX2LITE_SCALE``);
 - :mod:`.photos`: the photos the notebooks show;
-- :mod:`.plotting`: what the figures share (image display, colors, PNG rendering);
-- :mod:`.masking_figures`, :mod:`.sparse_figures`, :mod:`.grn_figures`, :mod:`.collapse_figures`:
-  the figures of notebooks 1, 2, 3 and 4 (``cnx2lite reproduce`` also draws the collapse figure);
+- :mod:`.plotting`: what the figures share (image display, the opaque masked-cell grey and its legend, PNG and
+  JPEG rendering);
+- :mod:`.masking_figures`, :mod:`.sparse_figures` (+ :mod:`.step_timing`), :mod:`.grn_figures`,
+  :mod:`.collapse_figures`, :mod:`.pretraining_figures` (+ :mod:`.anatomy`): the figures and measurements of
+  notebooks 1 to 5 (the collapse figure of the report is :func:`cnx2lite.analysis.plot_collapse_by_layer`);
 - :mod:`.widgets`: the interactive explorers of notebooks 1 and 3;
 - :mod:`.evidence`: the committed ``reproduce --scale cpu`` report's numbers and figures, and its trained runs
   when they are on this machine.
