@@ -334,8 +334,9 @@ def class_names(folder: Path) -> dict[str, str]:
 
 
 def image_hw(img_size: int | Sequence[int]) -> tuple[int, int]:
-    """``(H, W)`` of an image size given as one int (square) or a pair."""
+    """``(H, W)`` of an image size given as one int (square), a one-element sequence, or a pair."""
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    size = size * 2 if len(size) == 1 else size
     if len(size) != 2:
         raise ValueError(f"img_size must be an int or (H, W), got {img_size!r}")
     return size

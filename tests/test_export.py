@@ -33,3 +33,15 @@ def test_export_cli_writes_the_encoder_of_a_state_dict(tmp_path, capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code == 0 and "encoder (pooled features)" in out and (tmp_path / "encoder.pt2").is_file()
     assert float(out.rsplit(" ", 1)[1]) < 1e-4
+
+
+def test_export_of_a_non_square_run_and_the_checkpoint_is_never_overwritten(tmp_path, capsys):
+    model = randomize_(create_model("convnextv2_atto", num_classes=3)).eval()
+    path = export_model(model, tmp_path / "wide.pt2", "exported-program", img_size=(64, 96))
+    assert max_difference(model, path, "exported-program", (64, 96)) < 1e-4
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(SystemExit) as exit_info:  # writing the export over its own source
+        main(["export", "--checkpoint", str(tmp_path / "weights.pt"), "--format", "torchscript", "--output",
+              str(tmp_path / "weights.pt"), "--img-size", "64"])
+    assert exit_info.value.code == 2 and "is the checkpoint being exported" in capsys.readouterr().err
+    assert FORMATS["torchscript"] == ".torchscript.pt"  # the default name never collides with checkpoint-N.pt
