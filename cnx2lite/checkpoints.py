@@ -99,7 +99,8 @@ def load_pretrained(
     if not isinstance(source, Mapping) and hub.is_saved_folder(source):  # a save_pretrained folder
         source, architecture = hub.load_saved(source)
         _check_architecture(model, architecture)
-    state_dict, notes = _read(source, use_ema)
+    state_dict, notes, architecture = _read(source, use_ema)
+    _check_architecture(model, architecture)  # a cnx2lite run's block and GRN aggregation
     state_dict, source_format = convert_state_dict(state_dict)
     state_dict, adapted = _adapt_stem(state_dict, model.in_chans)
     notes += adapted
@@ -136,7 +137,7 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], use_ema: b
     wrapped mapping), unconverted, with wrapper prefixes (``module.``) removed."""
     if not isinstance(source, Mapping) and hub.is_saved_folder(source):
         source = hub.load_saved(source)[0]
-    state_dict, _ = _read(source, use_ema)
+    state_dict, _, _ = _read(source, use_ema)
     return {_strip_wrappers(k): v for k, v in state_dict.items()}
 
 
@@ -182,8 +183,9 @@ def timm_name(model: ConvNeXtV2) -> str:
     return variant.replace("convnextv2_", "convnext_")
 
 
-def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tuple[Mapping, list[str]]:
-    """The state dict inside ``source`` and a note on where it was found."""
+def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tuple[Mapping, list[str], dict]:
+    """The state dict inside ``source``, a note on where it was found, and the architecture a cnx2lite training
+    checkpoint records (``block``, ``grn_aggregation``; empty for other sources)."""
     if isinstance(source, Mapping):
         checkpoint, where = source, "the checkpoint"
     elif isinstance(source, str) and hub.looks_like_weight_name(source) and not os.path.exists(source):
@@ -195,7 +197,9 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{where} holds a {type(checkpoint).__name__}, not a state dict or checkpoint dict")
     if not use_ema and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
-        return checkpoint, []
+        return checkpoint, [], {}
+    config = checkpoint.get("config") if isinstance(checkpoint.get("config"), Mapping) else {}
+    architecture = {k: config[k] for k in ("block", "grn_aggregation") if k in config}
     names = EMA_KEYS if use_ema else MODEL_KEYS
     name = next((n for n in names if isinstance(checkpoint.get(n), Mapping)), None)
     if name is None and use_ema and any(n in checkpoint for n in EMA_KEYS):
@@ -205,7 +209,7 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
         kind = "EMA weights" if use_ema else "state dict"
         raise ValueError(f"no {kind} in {where}: expected one under {' or '.join(map(repr, names))}; "
                          f"top-level keys: {', '.join(map(str, list(checkpoint)[:10]))}")
-    return checkpoint[name], [f"weights taken from checkpoint[{name!r}]"]
+    return checkpoint[name], [f"weights taken from checkpoint[{name!r}]"], architecture
 
 
 STEM = "downsample_layers.0.0.weight"
@@ -229,14 +233,14 @@ def _adapt_stem(state_dict: dict[str, Tensor], in_chans: int) -> tuple[dict[str,
 
 
 def _check_architecture(model: ConvNeXtV2, saved: Mapping) -> None:
-    """A saved folder's architecture must be the model's: GRN's aggregation has no parameters, so a mismatch
-    would otherwise load silently."""
+    """Saved weights' recorded architecture must be the model's: GRN's aggregation has no parameters, so a mismatch
+    would otherwise load silently. Fields the source does not record are not compared."""
     mine = {"depths": list(model.depths), "dims": list(model.dims), "in_chans": model.in_chans, "block": model.block,
             "grn_aggregation": model.grn_aggregation}
     differ = [f"{k}: saved {saved[k]!r}, model {v!r}" for k, v in mine.items() if k in saved and saved[k] != v]
     if differ:
         raise ValueError(f"the saved weights are of another architecture ({'; '.join(differ)}): build the model "
-                         f"with the saved config (create_model({saved.get('variant')!r}, ...))")
+                         "with the saved settings")
 
 
 def _from_fcmae(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

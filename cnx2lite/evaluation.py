@@ -167,13 +167,19 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
     for a random initialization from ``seed`` (the baseline; the global RNG is left alone). An encoder
     (``num_classes=0``) unless ``classifier``, which takes a fine-tuning run's head and classes
     (``use_ema``: its EMA weights); ``classifier=None`` takes the head when the source is a fine-tuning run. A
-    released name (``"convnextv2_atto.fcmae"``) is downloaded once (:mod:`cnx2lite.hub`). Returns ``(model,
+    released name (``"convnextv2_atto.fcmae"``) is downloaded once (:mod:`cnx2lite.hub`); a ``save_pretrained``
+    folder gives its own architecture. Returns ``(model,
     config)``: a cnx2lite run's config and its ``classes`` (label order), empty for other sources."""
     if source != "random" and hub.looks_like_weight_name(os.fspath(source)) and not os.path.exists(source):
         model = model or os.fspath(source).split(".")[0]
         source = hub.weights_path(os.fspath(source))
-    state = None if source == "random" else load_checkpoint(source)
     config = {}
+    if source != "random" and hub.is_saved_folder(source):  # save_pretrained: its config.json names the architecture
+        state, saved = hub.load_saved(source)
+        config = {k: saved[k] for k in ("block", "grn_aggregation", "in_chans") if k in saved}
+        model = model or saved.get("variant")
+    else:
+        state = None if source == "random" else load_checkpoint(source)
     if state is not None and isinstance(state.get("config"), dict):
         config = {**state["config"], "classes": state.get("classes")}
     num_classes = 0

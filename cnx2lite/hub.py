@@ -82,7 +82,11 @@ def weights_path(name: str) -> Path:
         if path.stat().st_size == expected["size"] and _sha256(path) == expected["sha256"]:
             return path
         logger.warning("%s does not match the size and sha256 recorded at its download: downloading it again", path)
-    _download(url, path)
+        _download(url, path)
+    elif path.is_file():  # put there by hand (e.g. fetched elsewhere, offline): trusted like a first download
+        logger.info("%s found without a download record: recording its size and sha256", path)
+    else:
+        _download(url, path)
     record.write_text(json.dumps({"url": url, "size": path.stat().st_size, "sha256": _sha256(path)}) + "\n")
     return path
 

@@ -60,3 +60,17 @@ def test_freeze_encoder_epochs_trains_the_decoder_alone_first(images, tmp_path):
     assert all(not torch.equal(after_both[f"encoder.{k}"], v) for k, v in weights.items() if k.endswith("weight"))
     first_step = load_checkpoint(run.run_dir / "checkpoint-00000001.pt")["model"]
     assert not torch.equal(first_step["pred.weight"], after_frozen["pred.weight"])  # the decoder trains meanwhile
+
+
+def test_recorded_architecture_is_checked_and_a_greyscale_fcmae_reuses_an_rgb_decoder(images, tmp_path):
+    from cnx2lite.train import finetune
+
+    run = pretrain(_config(images, tmp_path, name="mean-grn", grn_aggregation="mean"))
+    with pytest.raises(ValueError, match="grn_aggregation: saved 'mean', model 'l2'"):  # would load silently
+        finetune("smoke", data=str(images), output=str(tmp_path), name="l2", pretrained=str(run.run_dir))
+    rgb = randomize_(FCMAE("convnextv2_atto", decoder_dim=64), seed=4)
+    torch.save({"model": rgb.state_dict()}, tmp_path / "rgb.pt")
+    grey = Trainer(_config(images, tmp_path, name="grey", in_chans=1, init_encoder=str(tmp_path / "rgb.pt")))
+    state = grey.model.state_dict()
+    torch.testing.assert_close(state["decoder.0.pwconv1.weight"], rgb.state_dict()["decoder.0.pwconv1.weight"])
+    assert state["pred.weight"].shape[0] == 32 * 32  # one channel: the prediction layer starts fresh

@@ -114,3 +114,23 @@ def test_save_pretrained_round_trip_and_architecture_check(tmp_path):
     torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
     with pytest.raises(ValueError, match="grn_aggregation: saved 'l1', model 'l2'"):
         load_pretrained(create_model("convnextv2_atto", num_classes=7), folder)
+
+
+def test_a_file_put_in_the_cache_by_hand_is_used_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv(hub.URL_ENV, "http://127.0.0.1:9")  # offline
+    monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path))
+    encoder = randomize_(create_model("convnextv2_atto", num_classes=0))
+    torch.save(encoder.state_dict(), tmp_path / "convnextv2_atto_1k_224_fcmae.pt")  # fetched elsewhere
+    model = create_model("convnextv2_atto", num_classes=0, pretrained="fcmae")
+    torch.testing.assert_close(model.stages[1][0].pwconv1.weight, encoder.stages[1][0].pwconv1.weight)
+    assert (tmp_path / "convnextv2_atto_1k_224_fcmae.pt.sha256.json").is_file()
+
+
+def test_load_model_reads_a_saved_folder_with_its_architecture(tmp_path):
+    from cnx2lite.evaluation import load_model
+
+    saved = randomize_(create_model("convnextv2_femto", num_classes=0, grn_aggregation="mean"))
+    hub.save_pretrained(saved, tmp_path / "femto")
+    model, _ = load_model(tmp_path / "femto")
+    assert model.dims == saved.dims and model.grn_aggregation == "mean"
+    torch.testing.assert_close(model.stages[2][1].grn.gamma, saved.stages[2][1].grn.gamma)

@@ -39,10 +39,10 @@ def _init_from(model: FCMAE, source: str) -> None:
     """Continued pretraining: the encoder from any source :func:`load_pretrained` reads, through a dense model of the
     same architecture (strict: every encoder weight must be there), and the decoder too when the source is an FCMAE
     checkpoint that carries one (ours, or the official one's, whose decoder uses the same names)."""
-    state = read_state_dict(source)
     encoder = create_model(model.encoder.variant, num_classes=0, block=model.encoder.block,
                            grn_aggregation=model.encoder.grn_aggregation, in_chans=model.encoder.in_chans)
-    load_pretrained(encoder, state)
+    load_pretrained(encoder, source)  # every check of the source's format and recorded architecture
+    state = read_state_dict(source)
     weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith(("norm.", "head."))}
     model.encoder.load_state_dict(weights)
     decoder = fcmae_decoder_state_dict(state)
@@ -50,10 +50,11 @@ def _init_from(model: FCMAE, source: str) -> None:
         ours = {k: v.shape for k, v in model.state_dict().items() if k.startswith(FCMAE_DECODER)}
         theirs = {k: v.shape for k, v in decoder.items()}
         wrong = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-        if wrong:
+        if any(not k.startswith("pred.") for k in wrong):
             raise ValueError(f"init_encoder {source}: its decoder does not fit this FCMAE ({len(wrong)} key(s) differ, "
                              f"e.g. {wrong[0]}): set decoder_dim/decoder_depth to the checkpoint's")
-        model.load_state_dict(decoder, strict=False)
+        # the prediction layer predicts 32x32 x in_chans pixels: with another in_chans it starts fresh
+        model.load_state_dict({k: v for k, v in decoder.items() if k not in wrong}, strict=False)
 
 
 class PretrainTask:
