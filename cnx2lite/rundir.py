@@ -75,7 +75,11 @@ class RunDir:
         process holds it."""
         self.create()
         path = self.path / LOCK_NAME
-        with open(path, "a+") as lock_file:
+        try:
+            lock_file = open(path, "a+")
+        except OSError as e:
+            raise RunDirLockedError(f"cannot open the lock file {path} ({e.strerror}): choose another output") from None
+        with lock_file:
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -83,6 +87,9 @@ class RunDir:
                 owner = " on ".join(lock_file.read().split(maxsplit=1)).strip() or "?"
                 raise RunDirLockedError(f"{self.path} is in use by process {owner} (it holds {path}): wait for that "
                                         "run to end, or choose another name/output") from None
+            except OSError as e:  # e.g. ENOLCK: a network filesystem without lock support
+                raise RunDirLockedError(f"cannot lock {path} ({e.strerror}): this filesystem does not support flock "
+                                        "locks; put the output on one that does") from None
             lock_file.truncate(0)
             lock_file.write(f"{os.getpid()} {socket.gethostname()}\n")
             lock_file.flush()

@@ -49,8 +49,12 @@ def test_config_replays_a_saved_run_exactly(images, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--config", str(saved), "--name", "again", "--show-config"])
     replayed = json.loads(capsys.readouterr().out)
-    original = json.loads(saved.read_text())
-    assert {k: v for k, v in replayed.items() if k != "name"} == {k: original[k] for k in replayed if k != "name"}
-    assert replayed["name"] == "again"
+    requested = json.loads(saved.read_text())["requested"]  # before lr, accum_steps, global_batch were resolved
+    assert {k: v for k, v in replayed.items() if k != "name"} == {k: requested[k] for k in replayed if k != "name"}
+    assert replayed["name"] == "again" and replayed["lr"] == 3e-4
+    with pytest.raises(SystemExit):  # an override re-derives what depends on it: base_lr matters once lr is unset
+        main(["pretrain", "--config", str(saved), "--lr", "none", "--base-lr", "0.004", "--show-config"])
+    again = json.loads(capsys.readouterr().out)
+    assert again["lr"] is None and again["base_lr"] == 0.004
     with pytest.raises(ValueError, match="is not a finetune config.json"):
         load_config(saved, "finetune")

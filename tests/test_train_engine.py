@@ -336,3 +336,16 @@ def test_refused_resume_keeps_config_and_resume_refuses_changed_classes(images, 
     finally:
         for folder in added:
             shutil.rmtree(folder)
+
+
+def test_a_filesystem_without_flock_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(RunDirLockedError, match=r"cannot lock .*\.lock \(No locks available\): this filesystem"):
+        with RunDir(tmp_path / "run").lock():
+            pass

@@ -323,8 +323,9 @@ def load_preset(preset: str, /, task: str = "finetune", **overrides: Any) -> Tra
 
 
 def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
-    """A run's saved ``config.json`` replayed exactly (its resolved fields; the data facts saved beside them are
-    ignored), with ``overrides`` on top, e.g. another ``name``."""
+    """A run's saved ``config.json`` replayed exactly: the config as the run asked for it (its ``requested`` entry:
+    ``base_lr``, ``global_batch``, ... before they were resolved, so overriding one re-derives the rest; older files
+    without it replay their resolved fields), with ``overrides`` on top, e.g. another ``name``."""
     try:
         saved = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -335,6 +336,7 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise TypeError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
+    saved = saved.get("requested", saved)
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in FIELDS}
     return TrainConfig(**{**fields, **overrides, "task": task})
 

@@ -55,7 +55,8 @@ def init_distributed(device: str = "auto") -> Dist:
     resolved = resolve_device(device, local_rank)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
-    launched = "RANK" in os.environ  # torchrun sets it, also for one process: that run goes through DDP too
+    # torchrun (TORCHELASTIC_RUN_ID) also for one process: that run goes through the process group and DDP too
+    launched = world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ
     owns = launched and not dist.is_initialized()
     if owns:
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")

@@ -142,6 +142,7 @@ class Trainer:
                                                    classes=self.train_set.classes,
                                                    images_per_class=c.knn_images_per_class, **screen)
         self.data_folder = folder
+        self.requested = config  # as asked for (base_lr, global_batch, ...), kept in config.json for --config replays
         self.config = self._resolve(config)
 
         seed_everything(derive_seed(c.seed, "init"))  # identical initial weights on every rank
@@ -194,7 +195,8 @@ class Trainer:
         one (a refused resume leaves the run's file alone)."""
         if self.dist.is_main:
             c = self.config
-            info = {**c.to_dict(), "world_size": self.dist.world_size, "effective_batch": c.global_batch,
+            info = {**c.to_dict(), "requested": self.requested.to_dict(), "world_size": self.dist.world_size,
+                    "effective_batch": c.global_batch,
                     "data_folder": str(self.data_folder), "train_images": len(self.train_set),
                     "val_images": len(self.val_set) if self.val_set is not None else 0,
                     "classes": self.train_set.classes}
