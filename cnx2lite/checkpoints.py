@@ -188,11 +188,8 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
     checkpoint records (``block``, ``grn_aggregation``; empty for other sources)."""
     if isinstance(source, Mapping):
         checkpoint, where = source, "the checkpoint"
-    elif isinstance(source, str) and hub.looks_like_weight_name(source) and not os.path.exists(source):
-        where = os.fspath(hub.weights_path(source))  # released weights by name, from the cache or downloaded
-        checkpoint = read_torch_file(where)
     else:
-        where = resolve_checkpoint(source)
+        where = resolve_checkpoint(hub.resolve_name(source))  # a released name comes from the cache or is downloaded
         checkpoint = read_torch_file(where)
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{where} holds a {type(checkpoint).__name__}, not a state dict or checkpoint dict")

@@ -13,6 +13,7 @@ Recipes follow the official ConvNeXt V2 code (facebookresearch/ConvNeXt-V2):
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -120,22 +121,16 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
 
 
-def _check_image(path: str) -> str | None:
-    """None if ``path`` decodes, else the reason. JPEGs decode at 1/8 scale, which still reads every byte."""
+def _image_problem(path: str, decode: bool = True) -> str | None:
+    """None if ``path`` is a readable image, else the reason. ``decode``: decode it (JPEGs at 1/8 scale, which still
+    reads every byte); else only parse its header (PIL's verify: fast, no decode)."""
     try:
         with Image.open(path) as img:
-            img.draft(None, (1, 1))  # no-op for other formats
-            img.load()
-    except _DECODE_ERRORS as e:
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-def _check_header(path: str) -> str | None:
-    """None if ``path`` opens as an image (header parsed, PIL's verify: no decode), else the reason."""
-    try:
-        with Image.open(path) as img:
-            img.verify()
+            if decode:
+                img.draft(None, (1, 1))  # no-op for other formats
+                img.load()
+            else:
+                img.verify()
     except _DECODE_ERRORS as e:
         return f"{type(e).__name__}: {e}"
     return None
@@ -143,7 +138,7 @@ def _check_header(path: str) -> str | None:
 
 def _refuse_unreadable(paths: Sequence[str], pool: ThreadPoolExecutor, where: Path) -> None:
     """Raise one CorruptImageError listing every file of ``paths`` whose header does not open."""
-    bad = [(path, reason) for path, reason in zip(paths, pool.map(_check_header, paths)) if reason is not None]
+    bad = [(path, reason) for path, reason in zip(paths, pool.map(functools.partial(_image_problem, decode=False), paths)) if reason is not None]
     if bad:
         shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
         more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
@@ -157,7 +152,7 @@ def _first_valid(paths: list[str], n: int, pool: ThreadPoolExecutor) -> tuple[li
     while len(good) < n and i < len(paths):
         batch = paths[i : i + n - len(good)]
         i += len(batch)
-        for path, reason in zip(batch, pool.map(_check_image, batch)):
+        for path, reason in zip(batch, pool.map(_image_problem, batch)):
             if reason is None:
                 good.append(path)
             else:

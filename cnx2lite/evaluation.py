@@ -170,9 +170,9 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
     released name (``"convnextv2_atto.fcmae"``) is downloaded once (:mod:`cnx2lite.hub`); a ``save_pretrained``
     folder gives its own architecture. Returns ``(model,
     config)``: a cnx2lite run's config and its ``classes`` (label order), empty for other sources."""
-    if source != "random" and hub.looks_like_weight_name(os.fspath(source)) and not os.path.exists(source):
-        model = model or os.fspath(source).split(".")[0]
-        source = hub.weights_path(os.fspath(source))
+    local = source if source == "random" else hub.resolve_name(source)
+    if local != source:  # a released name: its variant is in it
+        model, source = model or os.fspath(source).split(".")[0], local
     config = {}
     if source != "random" and hub.is_saved_folder(source):  # save_pretrained: its config.json names the architecture
         state, saved = hub.load_saved(source)

@@ -52,9 +52,12 @@ def weight_names() -> list[str]:
     return [f"convnextv2_{size}.{tag}" for tag, (_, _, sizes) in RELEASES.items() for size in sizes]
 
 
-def looks_like_weight_name(text: str) -> bool:
-    """Whether ``text`` is shaped like ``<variant>.<tag>`` (released or not: :func:`weight_url` says which exist)."""
-    return NAME_PATTERN.fullmatch(text) is not None
+def resolve_name(source: str | os.PathLike) -> str | os.PathLike:
+    """The local file of a released name (``<variant>.<tag>``, downloaded on first use; :func:`weight_url` says which
+    names exist), or ``source`` itself when it is an existing path or not shaped like a name."""
+    if NAME_PATTERN.fullmatch(os.fspath(source)) is None or os.path.exists(source):
+        return source
+    return weights_path(os.fspath(source))
 
 
 def weight_url(name: str) -> str:

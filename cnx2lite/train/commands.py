@@ -88,8 +88,8 @@ def run_training(args: argparse.Namespace) -> int:
         return 2
     try:
         result = trainer.run()
-    except (ResumeMismatchError, NonFiniteLossError, OSError, RunDirLockedError) as e:  # OSError: FileExistsError,
-        # an image that fails to decode mid-run, a full disk
+    # OSError: an existing run without --resume, an image that fails to decode mid-run, a full disk
+    except (ResumeMismatchError, NonFiniteLossError, OSError, RunDirLockedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ResumeMismatchError) else 1
     if result.interrupted:
