@@ -178,3 +178,82 @@ def test_grn_statistics_stay_float32_where_a_float16_square_overflows():
     half = grn.half()(x.half())
     assert torch.isfinite(half).all()
     torch.testing.assert_close(half.float(), expected, rtol=2e-3, atol=0.5)
+
+
+# --- FusedGRN: the training path, against the three reference steps ---------------------------------------------
+
+def _grads(out, inputs, seed=1):
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    return torch.autograd.grad(out, inputs, grad)
+
+
+@pytest.mark.parametrize("positions", ["dense", "uniform tokens"])
+def test_fused_training_path_equals_the_three_steps(positions):
+    """Values and gradients (x, gamma, beta) of GRN.forward with and without FusedGRN, including a channel that is
+    zero everywhere (the norm's zero subgradient) and a sample whose channels are all zero but one."""
+    grn = random_grn(6)
+    x = torch.randn(3, 4, 5, 6)
+    x[0, ..., 2] = 0
+    x[1, ..., :5] = 0
+    args = (x.reshape(-1, 6), TokenPositions(torch.tensor([20, 20, 20]))) if positions == "uniform tokens" else (x,)
+    results = []
+    for fused in (True, False):
+        grn.fused = fused
+        inp = args[0].clone().requires_grad_()
+        out = grn(inp, *args[1:])
+        results.append((out, *_grads(out, (inp, grn.gamma, grn.beta))))
+    for fused, reference in zip(*results):
+        torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(results[0][1]).all()
+
+
+def test_fused_grn_gradcheck_in_float64():
+    from cnx2lite.layers.grn import FusedGRN
+
+    x = torch.randn(3, 7, 5, dtype=torch.float64)
+    x[0, :, 1] = 0  # a zero channel: gradcheck skips no point, the subgradient there is 0 as for vector_norm
+    x.requires_grad_()
+    gamma = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    beta = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: FusedGRN.apply(*a, 1e-6), (x, gamma, beta))
+
+
+def test_fused_only_where_it_applies_and_set_fused_turns_it_off():
+    """The fused function runs in training mode with gradients on, for L2 over all positions; no-grad, eval mode
+    (inference; export traces it), other aggregations and unequal token sets take the three steps. set_fused(model,
+    False) reaches every GRN."""
+    from cnx2lite.layers.grn import FusedGRN, set_fused
+
+    calls = []
+    original = FusedGRN.apply
+    FusedGRN.apply = staticmethod(lambda *a: calls.append(1) or original(*a))
+    try:
+        x = torch.randn(2, 3, 3, 8, requires_grad=True)
+        random_grn(8)(x)
+        assert len(calls) == 1
+        with torch.no_grad():
+            random_grn(8)(x)
+        random_grn(8).eval()(x)
+        random_grn(8, "l1")(x)
+        random_grn(8)(torch.randn(7, 8, requires_grad=True), TokenPositions(torch.tensor([3, 4])))
+        assert len(calls) == 1
+        model = create_model("convnextv2_atto", num_classes=0)
+        set_fused(model, False)
+        assert not any(m.fused for m in model.modules() if isinstance(m, GRN))
+        model(torch.randn(1, 3, 64, 64)).sum().backward()
+        assert len(calls) == 1
+    finally:
+        FusedGRN.apply = original
+
+
+def test_fused_statistics_are_float32_under_bf16_autocast():
+    grn = random_grn(16)
+    gen = torch.Generator().manual_seed(0)
+    x = (300 * torch.randn(2, 14, 14, 16, generator=gen) + 50).bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = grn(x)
+    assert out.dtype == torch.bfloat16
+    expected = reference_grn(x.detach().double(), grn.gamma.double(), grn.beta.double())
+    assert ((out.double() - expected).abs().max() / expected.abs().max()).item() < 1e-2
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad).all()

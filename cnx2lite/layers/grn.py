@@ -22,6 +22,12 @@ Which positions count is the caller's: for masked (sparse) inputs the statistics
 visible positions only, per sample, or masked positions leak into the response of visible ones.
 The sparse backends pass :class:`MaskedPositions` (dense maps) or :class:`TokenPositions` (visible
 tokens); every aggregation works with each, since all three are sums over the positions.
+
+Training speed: in training mode with gradients on, the :class:`GRN` module runs the paper's GRN (L2, divisive,
+residual) over all positions or equal-length token sets as one autograd function, :class:`FusedGRN`, whose
+hand-written backward makes four passes over the activations where autograd's chain of the three steps makes about
+eight. It computes what :func:`global_response_norm` computes (tests compare values and gradients);
+``GRN.fused = False`` (:func:`set_fused` for a whole model) runs the three steps instead.
 """
 from __future__ import annotations
 
@@ -54,8 +60,8 @@ def grn_aggregate(x: Tensor, aggregation: str = "l2", positions: Positions | Non
     positions of a map ``(N, H, W, C)`` -> ``(N, 1, 1, C)``), in float32 or wider."""
     positions = positions or AllPositions()
     x = x.to(torch.promote_types(x.dtype, torch.float32))
-    if aggregation == "l2":
-        return positions.norm(x)
+    if aggregation == "l2":  # the clamp gives sqrt the zero subgradient at 0 that torch.linalg.vector_norm uses
+        return positions.sum(x.square()).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
     if aggregation == "l1":
         return positions.sum(x.abs())
     if aggregation == "mean":
@@ -101,6 +107,7 @@ class GRN(nn.Module):
             raise _unknown("aggregation", aggregation, GRN_AGGREGATIONS)
         self.eps = eps
         self.aggregation = aggregation
+        self.fused = True  # FusedGRN when it applies (training mode, grads on, L2); False: the three steps
         self.gamma = nn.Parameter(torch.zeros(1, 1, 1, dim))
         self.beta = nn.Parameter(torch.zeros(1, 1, 1, dim))
 
@@ -110,8 +117,12 @@ class GRN(nn.Module):
         ``positions`` says which positions of each sample the statistics sum over; the default
         takes all spatial positions. Sparse backends pass :class:`MaskedPositions` or
         :class:`TokenPositions`."""
-        return global_response_norm(x, self.gamma.view(-1), self.beta.view(-1), self.aggregation, eps=self.eps,
-                                    positions=positions)
+        gamma, beta = self.gamma.view(-1), self.beta.view(-1)
+        if self.fused and self.training and self.aggregation == "l2" and torch.is_grad_enabled():
+            per_sample = _per_sample_view(x, positions or AllPositions())
+            if per_sample is not None:
+                return FusedGRN.apply(per_sample, gamma, beta, self.eps).view(x.shape)
+        return global_response_norm(x, gamma, beta, self.aggregation, eps=self.eps, positions=positions)
 
     def extra_repr(self) -> str:
         return f"dim={self.gamma.shape[-1]}, eps={self.eps}, aggregation={self.aggregation!r}"
@@ -122,10 +133,6 @@ class AllPositions:
 
     def sum(self, x: Tensor) -> Tensor:
         return x.sum(dim=(1, 2), keepdim=True)
-
-    def norm(self, x: Tensor) -> Tensor:
-        """The L2 norm over the positions: one fused pass (half the time of square, sum, sqrt)."""
-        return torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True)
 
     def expand(self, values: Tensor) -> Tensor:
         return values
@@ -140,9 +147,6 @@ class MaskedPositions(AllPositions):
 
     def sum(self, x: Tensor) -> Tensor:
         return super().sum(x * self.visible)
-
-    def norm(self, x: Tensor) -> Tensor:
-        return super().norm(x * self.visible)
 
 
 class TokenPositions:
@@ -159,12 +163,6 @@ class TokenPositions:
             return x.view(len(self.lengths), -1, x.shape[-1]).sum(dim=1)
         return torch.segment_reduce(x, "sum", lengths=self.lengths, axis=0)
 
-    def norm(self, x: Tensor) -> Tensor:
-        if self.uniform:
-            return torch.linalg.vector_norm(x.view(len(self.lengths), -1, x.shape[-1]), dim=1)
-        # sqrt'(0) is infinite; clamping gives the zero subgradient that vector_norm uses.
-        return self.sum(x.square()).clamp_min(torch.finfo(x.dtype).tiny).sqrt()
-
     def expand(self, values: Tensor) -> Tensor:
         """Per-sample ``(N, C)`` -> per-token ``(M, C)``."""
         if self.uniform:
@@ -174,3 +172,53 @@ class TokenPositions:
 
 
 Positions = AllPositions | TokenPositions
+
+
+def set_fused(model: nn.Module, enabled: bool) -> None:
+    """Turn :class:`FusedGRN` on or off in every GRN of ``model`` (off: the three reference steps, for debugging)."""
+    for module in model.modules():
+        if isinstance(module, GRN):
+            module.fused = enabled
+
+
+def _per_sample_view(x: Tensor, positions: Positions) -> Tensor | None:
+    """``x`` as ``(N, positions per sample, C)`` when every position of every sample counts and samples hold
+    equally many (a dense map, or equal-length token sets), else None."""
+    if type(positions) is AllPositions and x.dim() == 4:
+        return x.reshape(x.shape[0], -1, x.shape[-1])
+    if isinstance(positions, TokenPositions) and positions.uniform:
+        return x.reshape(len(positions.lengths), -1, x.shape[-1])
+    return None
+
+
+class FusedGRN(torch.autograd.Function):
+    """The paper's GRN on ``x (N, S, C)`` (S positions per sample) with a hand-written backward.
+
+    Forward: ``G = ||x||_S`` (float32 or wider), ``Nx = G / (mean_C G + eps)``, ``y = x * (1 + gamma * Nx) + beta``.
+    Backward, with ``P = sum_S(dy * x)`` and ``D = mean_C G + eps``: ``dbeta = sum(dy)``, ``dgamma = sum_N(P * Nx)``;
+    through ``Nx = G / D``: ``dG = gamma * P / D - sum_C(gamma * P * G) / (C * D**2)``; and
+    ``dx = dy * (1 + gamma * Nx) + x * dG / G`` (0 where ``G = 0``, as vector_norm's subgradient)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Tensor:
+        stats = x.to(torch.promote_types(x.dtype, torch.float32))
+        norm = torch.linalg.vecdot(stats, stats, dim=1).sqrt_()  # (N, C)
+        denominator = norm.mean(dim=-1, keepdim=True) + eps  # (N, 1)
+        relative = norm / denominator  # Nx
+        gain = 1 + gamma * relative  # (N, C)
+        ctx.save_for_backward(x, gamma, norm, denominator, relative, gain)
+        return torch.addcmul(beta.to(x.dtype), x, gain.to(x.dtype).unsqueeze(1))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+        x, gamma, norm, denominator, relative, gain = ctx.saved_tensors
+        wide = norm.dtype
+        grad_beta = grad.sum(dim=(0, 1), dtype=wide)
+        projection = torch.linalg.vecdot(grad.to(wide), x.to(wide), dim=1)  # P: (N, C)
+        grad_gamma = (projection * relative).sum(dim=0)
+        grad_relative = projection * gamma
+        grad_norm = (grad_relative - (grad_relative * relative).mean(dim=-1, keepdim=True)) / denominator
+        scale = torch.where(norm > 0, grad_norm / norm, 0.0)  # dG / G
+        grad_x = grad * gain.to(grad.dtype).unsqueeze(1)
+        grad_x.addcmul_(x, scale.to(x.dtype).unsqueeze(1))
+        return grad_x, grad_gamma.to(gamma.dtype), grad_beta.to(gamma.dtype), None
