@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..layers import GRN, GRN_AGGREGATIONS, DropPath, LayerNorm2d
+from ..layers import GRN, GRN_AGGREGATIONS, DepthwiseConv2d, DropPath, LayerNorm2d
 from ..layers.grn import Positions
 
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -38,7 +38,7 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, drop_path: float = 0.0, block: str = "v2", grn_aggregation: str = "l2") -> None:
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.dwconv = DepthwiseConv2d(dim, kernel_size=7)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.act = nn.GELU()
