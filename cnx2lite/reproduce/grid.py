@@ -32,7 +32,7 @@ class Scale:
     images_per_class: int | None = None  # pretraining images per class (None: all)
     val_images_per_class: int | None = None
     eval_points: int = 4  # evaluations per run (the curves)
-    workers: int = 1
+    workers: int = 2  # DataLoader workers, at the lowest CPU priority (see cnx2lite.train.loader)
     preset: str = "cpu"  # recipe and runtime (amp: see the cpu preset) the runs start from
 
 
