@@ -3,6 +3,9 @@
 ``bench model``: training step (forward + backward + AdamW) and inference throughput of our dense
 ConvNeXt V2 against timm's ``convnextv2_*`` with the same weights.
 ``bench fcmae``: a full FCMAE training step with each sparse backend against ``dense``.
+``bench train``: FCMAE pretraining and fine-tuning steps as ``cnx2lite pretrain/finetune --preset cpu`` run them, on
+real images with the data loader included: the reference path (GRN's three steps, every image decoded at every
+epoch) beside the default (fused GRN, images decoded once).
 ``--amp fp32 bf16`` measures both precisions in the same run and prints their ratio side by side (the default
 for ``bench model``: fp32 and what ``auto`` picks). ``--batch-size 1`` gives the latency of one image.
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Callable, TypeVar
@@ -28,6 +32,7 @@ from .fcmae import FCMAE
 from .masking import random_mask
 from .models import VARIANTS, create_model
 from .sparse import available_backends
+from .train import Trainer, load_preset, preset_names
 from .train.distributed import resolve_device
 
 Step = Callable[[], None]
@@ -227,6 +232,51 @@ def bench_fcmae(args: argparse.Namespace) -> int:
     return 0
 
 
+# The reference path of bench train: what the default replaces, each one option away (--no-fused-grn ...).
+REFERENCE_PATH = {"fused_grn": False, "cache_images": False}
+
+
+def _timed_blocks(trainer: Trainer, steps: int) -> float:
+    """Seconds for ``steps`` optimizer steps of ``trainer`` from a fresh pass over its loader (so the time includes
+    filling the loader's pipeline, as every epoch does)."""
+    trainer.loader.sampler.set_position(0, 0)
+    batches = iter(trainer.loader)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer._step(batches, trainer.dist.device)
+        trainer._optimizer_step()
+    return time.perf_counter() - start
+
+
+def bench_train(args: argparse.Namespace) -> int:
+    """Images per second of whole training steps, data loading included, on the default path and the reference one
+    (:data:`REFERENCE_PATH`), in timed blocks of steps that each start a fresh pass over the data."""
+    print(f"{args.preset} preset, {args.steps} steps per timed block, {args.iters} blocks per side interleaved, "
+          f"{torch.get_num_threads()} threads; data loading included (data: {args.data or 'default root'})")
+    for task in args.tasks:
+        with tempfile.TemporaryDirectory() as output:
+            sides = {"reference": REFERENCE_PATH, "default": {}}
+            try:
+                trainers = {name: Trainer(load_preset(args.preset, task=task, data=args.data, output=output, name=name,
+                                                      progress=False, epochs=1, **changes))
+                            for name, changes in sides.items()}
+            except (ValueError, OSError) as e:  # no images there, a preset that does not fit them, ...
+                print(f"error: {e}")
+                return 2
+            batch = next(iter(trainers.values())).config.batch_size
+            steps = min(args.steps, min(t.steps_per_epoch for t in trainers.values()))
+            seconds: dict[str, list[float]] = {name: [] for name in trainers}
+            for trainer in trainers.values():  # warm up: workers started, caches filled, allocator grown
+                _timed_blocks(trainer, min(steps, args.warmup))
+            for _ in range(args.iters):
+                for name, trainer in trainers.items():
+                    seconds[name].append(_timed_blocks(trainer, steps))
+            speed = {name: steps * batch / statistics.median(t) for name, t in seconds.items()}
+            print(f"{task:>9}: reference {speed['reference']:7.1f} img/s | default {speed['default']:7.1f} img/s | "
+                  f"default/reference {speed['default'] / speed['reference']:.2f}x")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("bench", help="speed/memory benchmarks against a reference", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -253,6 +303,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         sub.set_defaults(run=func)
     kinds.choices["model"].add_argument("--channels-last", action="store_true",
                                         help="channels_last memory format for both models and the input (default: off)")
+    train = kinds.add_parser("train", help="pretraining and fine-tuning steps with data loading: default vs "
+                                           "the reference path", description=bench_train.__doc__)
+    train.add_argument("--tasks", nargs="+", default=["pretrain", "finetune"], choices=("pretrain", "finetune"),
+                       metavar="TASK", help="pretrain, finetune or both (default: both)")
+    presets = preset_names("finetune")
+    train.add_argument("--preset", default="cpu", choices=presets, metavar="NAME",
+                       help=f"the preset whose steps are timed (default: cpu); one of {', '.join(presets)}")
+    train.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
+    train.add_argument("--steps", type=positive(int), default=15, help="optimizer steps per timed block (default: 15)")
+    train.add_argument("--iters", type=positive(int), default=3, help="timed blocks per side (default: 3)")
+    train.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default: 3)")
+    train.set_defaults(run=bench_train)
     fcmae = kinds.choices["fcmae"]
     fcmae.add_argument("--mask-ratio", type=float, default=0.6, help="masked fraction of patches (default: 0.6)")
     fcmae.add_argument("--backends", nargs="+", default=None, metavar="NAME",

@@ -18,7 +18,7 @@ import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from PIL import Image
 from timm.data import auto_augment, create_transform
@@ -110,15 +110,31 @@ def download_imagenette(root: Path, size: str = "320px") -> Path:
     return find_image_folder(root / IMAGENETTE_DIRS[size])
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file to RGB (greyscale, palette, CMYK, RGBA... converted); CorruptImageError names the file."""
+def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Image:
+    """Decode an image file to RGB (greyscale, palette, CMYK, RGBA... converted); CorruptImageError names the file.
+    With ``max_side``, an image whose shorter side is longer is shrunk to it (a JPEG is decoded at a reduced DCT scale
+    first, then resized with an antialiased bicubic filter)."""
     try:
         with Image.open(path) as img:
+            size = img.size if max_side is None else shrunk_size(img.size, max_side)
+            if size != img.size:
+                img.draft("RGB", size)  # JPEG: the smallest DCT scale still >= size; a no-op for other formats
             if img.mode == "P" and "transparency" in img.info:
-                return img.convert("RGBA").convert("RGB")
-            return img.convert("RGB")
+                rgb = img.convert("RGBA").convert("RGB")
+            else:
+                rgb = img.convert("RGB")
+            return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.BICUBIC)
     except _DECODE_ERRORS as e:
         raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
+def shrunk_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``(width, height)`` scaled down so that the shorter side is at most ``max_side`` (unchanged if it is)."""
+    width, height = size
+    scale = max_side / min(width, height)
+    if scale >= 1:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _image_problem(path: str, decode: bool = True) -> str | None:
@@ -179,7 +195,8 @@ class ImageFolderSubset(Dataset):
 
     ``classes[i]`` is the folder name (wnid) of label ``i``; ``samples`` is a list of (path, label).
     Items: the RGB image through ``transform``; without one, a float tensor (3, H, W) in [0, 1].
-    ``skipped`` lists (path, reason) of the unreadable files that ``skip_corrupt`` left out.
+    ``skipped`` lists (path, reason) of the unreadable files that ``skip_corrupt`` left out. ``decoded``, when set,
+    holds images already decoded (see :mod:`cnx2lite.image_cache`), used instead of their files.
     """
 
     def __init__(
@@ -195,13 +212,14 @@ class ImageFolderSubset(Dataset):
         self.targets = [label for _, label in self.samples]
         self.transform = transform
         self.skipped = list(skipped)
+        self.decoded: Mapping[str, Image.Image] | None = None  # images decoded once (cnx2lite.image_cache), by path
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         path, label = self.samples[index]
-        img = load_image(path)
+        img = self.decoded[path] if self.decoded is not None and path in self.decoded else load_image(path)
         return (self.transform(img) if self.transform is not None else TF.to_tensor(img)), label
 
     def __repr__(self) -> str:

@@ -116,3 +116,17 @@ def test_step_flops_counts_matmuls_and_mfu_uses_the_gpus_bf16_peak(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
     assert bench.utilization(int(989.4e12), 64.0, 128, CUDA).endswith("MFU 50.0% of the NVIDIA H100 80GB HBM3 bf16 peak")
     assert bench.peak_bf16_flops(CPU) is None and "MFU" not in bench.utilization(10**12, 1.0, 1, CPU)
+
+
+def test_bench_train_times_the_default_beside_the_reference_path(tmp_path, capsys, one_thread):
+    from conftest import make_image_folder
+
+    make_image_folder(tmp_path, classes=2, train=8, val=2, size=64)
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "train", "--preset", "smoke", "--data", str(tmp_path), "--steps", "1", "--iters", "1",
+              "--warmup", "0"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0, out
+    for task in ("pretrain", "finetune"):
+        line = rf"{task}: reference +[\d.]+ img/s \| default +[\d.]+ img/s \| default/reference [\d.]+x"
+        assert re.search(line, out), out

@@ -6,12 +6,14 @@ import warnings
 from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from cnx2lite import data as D
+from conftest import make_image_folder, write_images
 from cnx2lite.notebook.photos import sample_images
 
 CLASSES = [f"n0{i}" for i in range(8)]
@@ -283,3 +285,46 @@ def test_an_empty_class_folder_is_refused_by_name(tmp_path):
     with pytest.raises(D.DataNotFoundError, match=r"class folder .*train/dog has no images"):
         D.build_dataset(tmp_path, "train")
     assert D.build_dataset(tmp_path, "train", num_classes=1).classes == ["cat"]
+
+
+# --- images decoded once (cnx2lite.image_cache) -------------------------------------------------------------------
+
+def test_decoded_images_give_the_decoded_pixels_and_shrink_only_large_ones(tmp_path):
+    from cnx2lite.image_cache import DecodedImages, cache_side
+
+    rng = np.random.default_rng(0)
+    small, large, grey = tmp_path / "small.png", tmp_path / "large.jpg", tmp_path / "grey.png"
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(small)
+    Image.fromarray(rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)).save(large, quality=95)
+    Image.fromarray(rng.integers(0, 255, (30, 30), dtype=np.uint8)).save(grey)
+    assert cache_side(64) == 160 and cache_side((64, 96)) == 240
+    cache = DecodedImages([str(small), str(large), str(grey), str(small)], max_side=100)
+    assert len(cache) == 3 and str(small) in cache and str(tmp_path / "other.png") not in cache
+    for path in (small, grey):  # at most max_side: exactly what load_image decodes
+        np.testing.assert_array_equal(np.asarray(cache[str(path)]), np.asarray(D.load_image(path)))
+    shrunk = cache[str(large)]
+    assert shrunk.size == (100, 150) and shrunk.mode == "RGB"  # shorter side 200 -> 100, aspect kept
+    np.testing.assert_array_equal(np.asarray(shrunk), np.asarray(D.load_image(large, max_side=100)))
+
+
+def test_decoded_images_are_refused_when_they_would_not_fit_in_memory(tmp_path, monkeypatch):
+    from cnx2lite import image_cache
+
+    write_images(tmp_path, 3, 64, np.random.default_rng(0))
+    monkeypatch.setattr(image_cache, "available_memory", lambda: 2 * 3 * 64 * 64 * 3 - 1)  # half of it < 3 images
+    message = r"^cache_images: the 3 images take 0\.0 GiB decoded .* pass --no-cache-images$"
+    with pytest.raises(ValueError, match=message):
+        image_cache.DecodedImages(sorted(map(str, tmp_path.glob("*.png"))), max_side=160)
+
+
+def test_a_dataset_reads_decoded_images_instead_of_its_files(tmp_path):
+    from cnx2lite.image_cache import DecodedImages
+
+    make_image_folder(tmp_path, classes=2, train=3, val=1, size=32)
+    dataset = D.build_dataset(tmp_path, "train")
+    expected = [dataset[i][0] for i in range(len(dataset))]
+    dataset.decoded = DecodedImages([path for path, _ in dataset.samples], max_side=160)
+    for path, _ in dataset.samples:
+        Path(path).unlink()  # only the cache can answer now
+    for i, image in enumerate(expected):
+        torch.testing.assert_close(dataset[i][0], image, rtol=0, atol=0)

@@ -83,6 +83,9 @@ class TrainConfig:
     cutmix: float = _f(0.0, "CutMix alpha, 0 = off", task="finetune")
     label_smoothing: float = _f(0.0, "label smoothing", task="finetune")
     num_workers: int = _f(0, "DataLoader worker processes per training process")
+    cache_images: bool = _f(False, "decode every image once into memory (shorter side at most 2.5x img_size, so the "
+                                   "smallest pretraining crop is not upsampled) instead of at every epoch; refused "
+                                   "when it would take over half the available memory")
     skip_corrupt: bool = _f(False, "decode every image once before training and leave out (and list) those that "
                                    "fail; off: only headers are checked, and unreadable files stop the run before "
                                    "it starts, all listed")
@@ -111,6 +114,8 @@ class TrainConfig:
                   "(AVX512-BF16/AMX), else fp32), bf16, fp16 (with grad scaler), fp32")
     channels_last: bool = _f(False, "channels_last memory format")
     compile: bool = _f(False, "torch.compile the model")
+    fused_grn: bool = _f(True, "GRN as one autograd function with a hand-written backward while training (same "
+                               "values within float32 rounding); off: its three reference steps, for debugging")
     seed: int = _f(0, "seed of everything: init, shuffle, augmentation, masks, drop path, Mixup")
     output: str = _f("runs", "parent folder of run directories")
     name: str | None = _f(None, "run directory name (None: <task>-<model>)")
@@ -224,8 +229,9 @@ def fields_for(task: str) -> list[str]:
 # Where and how a run executes, not what it computes: these may change when a run is resumed (another machine, more
 # workers, another equivalent sparse backend). Every other field must match the checkpoint's.
 RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "init_encoder", "num_workers", "device", "amp",
-                            "channels_last", "compile", "ema_cpu", "output", "name", "resume", "save_every_steps",
-                            "keep_last", "log_every_steps", "eval_every", "recon_every", "progress", "tensorboard"})
+                            "channels_last", "compile", "fused_grn", "ema_cpu", "output", "name", "resume",
+                            "save_every_steps", "keep_last", "log_every_steps", "eval_every", "recon_every", "progress",
+                            "tensorboard"})
 
 
 class ResumeMismatchError(ValueError):
@@ -241,11 +247,11 @@ def changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
 
 
 SMOKE = dict(model="convnextv2_atto", img_size=64, num_classes=2, images_per_class=8, val_images_per_class=4,
-             epochs=1, batch_size=8, decoder_dim=64, lr=1e-3, progress=False, log_every_steps=1)
+             epochs=1, batch_size=8, decoder_dim=64, lr=1e-3, progress=False, log_every_steps=1, cache_images=True)
 # amp fp32: at 96 px on a 2-core AVX512-BF16 CPU, bf16 autocast trains atto slower than fp32 (FCMAE step 142 vs 172
 # img/s, fine-tuning step 96 vs 113): the tensors are too small for bf16 kernels to pay for the conversions.
 CPU = dict(model="convnextv2_atto", img_size=96, num_classes=10, images_per_class=300, val_images_per_class=50,
-           batch_size=64, decoder_dim=256, num_workers=2, log_every_steps=5, keep_last=2, amp="fp32")
+           batch_size=64, decoder_dim=256, num_workers=2, cache_images=True, log_every_steps=5, keep_last=2, amp="fp32")
 IMAGENETTE_GPU = dict(model="convnextv2_atto", img_size=224, batch_size=128, num_workers=8, save_every_steps=500)
 
 PRETRAIN = dict(task="pretrain", base_lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05, min_lr=0.0,

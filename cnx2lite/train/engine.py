@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from .. import data
 from ..amp import autocast, resolve_amp
 from ..evaluation import probe
+from ..image_cache import DecodedImages, cache_side
+from ..layers.grn import set_fused
 from ..rundir import RunDir, load_checkpoint
 from .config import ResumeMismatchError, TrainConfig, changed_settings
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main
@@ -40,7 +42,6 @@ from .plots import plot_curves
 from .seeding import derive_seed, seed_everything
 from .tasks import build_task
 from .tensorboard import TensorBoardLog, check_available as check_tensorboard
-
 
 
 class NonFiniteLossError(RuntimeError):
@@ -141,6 +142,12 @@ class Trainer:
                 self.knn_bank = data.build_dataset(folder, "train", data.eval_transform(c.img_size, in_chans=c.in_chans),
                                                    classes=self.train_set.classes,
                                                    images_per_class=c.knn_images_per_class, **screen)
+        if c.cache_images:
+            splits = [split for split in (self.train_set, self.val_set, self.knn_bank) if split is not None]
+            decoded = DecodedImages((path for split in splits for path, _ in split.samples), cache_side(c.img_size),
+                                    log=self.log)
+            for split in splits:
+                split.decoded = decoded
         self.data_folder = folder
         self.requested = config  # as asked for (base_lr, global_batch, ...), kept in config.json for --config replays
         self.config = self._resolve(config)
@@ -149,6 +156,7 @@ class Trainer:
         self.model = self.task.build_model(len(self.train_set.classes)).to(self.dist.device)
         if c.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        set_fused(self.model, c.fused_grn)
         c = self.config
         self.optimizer = build_optimizer(self.model, c.lr, c.weight_decay, c.betas, c.layer_decay, c.layer_decay_mode,
                                          self.task.decay_grn_and_mask_token)
