@@ -34,6 +34,7 @@ IN_CHANS = (1, 3)  # what image files are converted to: greyscale or RGB
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")  # case-insensitive
 SPLITS = ("train", "val")
 SELECTIONS = ("first", "random")
+PARTS = ("fit", "tune")  # of train/ when a tuning split is carved out
 ENV_VAR = "CNX2LITE_DATA_ROOT"
 REPO = Path(__file__).resolve().parents[1]
 # torchvision's Imagenette archives extract to <root>/<archive stem>/{train,val}/<wnid>/*.JPEG
@@ -239,6 +240,8 @@ def build_dataset(
     skip_corrupt: bool = False,
     image_selection: str = "first",
     check_headers: bool = False,
+    tune_fraction: float = 0.0,
+    part: str = "fit",
 ) -> ImageFolderSubset:
     """K classes x at most N images of ``folder/split/<class>/*``, deterministic for given arguments.
 
@@ -251,13 +254,19 @@ def build_dataset(
     ``dataset.skipped`` and the next readable files take their place, so DataLoader workers never meet them.
     Without it, ``check_headers`` opens every chosen file's header (no decode) and raises one CorruptImageError
     listing all that fail, before a run starts rather than when the sampler reaches them.
+    ``tune_fraction`` carves that fraction of every class of ``train/`` out as a tuning split (:func:`tuning_split`):
+    ``part="fit"`` keeps the rest, ``part="tune"`` the carved images; the selection above applies within the part.
     """
     folder = Path(folder)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    for arg, value in (("class_selection", class_selection), ("image_selection", image_selection)):
-        if value not in SELECTIONS:
-            raise ValueError(f"{arg} must be one of {SELECTIONS}, got {value!r}")
+    for arg, value, allowed in (("class_selection", class_selection, SELECTIONS),
+                                ("image_selection", image_selection, SELECTIONS), ("part", part, PARTS)):
+        if value not in allowed:
+            raise ValueError(f"{arg} must be one of {allowed}, got {value!r}")
+    if not 0.0 <= tune_fraction < 1.0 or (tune_fraction > 0 and split != "train"):
+        raise ValueError(f"tune_fraction must be in [0, 1) and carves train/ only; got {tune_fraction!r} for split "
+                         f"{split!r}")
     if images_per_class is not None and images_per_class < 1:
         raise ValueError(f"images_per_class must be >= 1 or None (all), got {images_per_class}")
     split_dir = folder / split
@@ -291,11 +300,13 @@ def build_dataset(
     with ThreadPoolExecutor() as pool:
         for label, name in enumerate(classes):
             paths = _list_images(split_dir / name)
-            if image_selection == "random":
-                random.Random(f"{seed}/{name}").shuffle(paths)
             if not paths:
                 raise DataNotFoundError(f"class folder {split_dir / name} has no images ({', '.join(IMG_EXTENSIONS)}): "
                                         "remove it, or pass classes/num_classes that leave it out")
+            if tune_fraction:
+                paths = tuning_split(paths, name, tune_fraction)[part == "tune"]
+            if image_selection == "random":
+                random.Random(f"{seed}/{name}").shuffle(paths)
             n = len(paths) if images_per_class is None else images_per_class
             if skip_corrupt:
                 chosen, bad = _first_valid(paths, n, pool)
@@ -306,6 +317,16 @@ def build_dataset(
         if check_headers and not skip_corrupt:
             _refuse_unreadable([path for path, _ in samples], pool, split_dir)
     return ImageFolderSubset(samples, classes, transform=transform, skipped=skipped)
+
+
+def tuning_split(paths: Sequence[str], class_name: str, fraction: float) -> tuple[list[str], list[str]]:
+    """``(fit, tune)``: ``round(fraction * len(paths))`` (at least one) of a class's training images, drawn at random
+    with a seed fixed by the class name (so every run and every seed carves the same images), are the tuning split;
+    the rest fit. Both keep the order of ``paths``. Settings are chosen on the tuning split, never on ``val/``."""
+    order = sorted(paths)
+    random.Random(f"tune/{class_name}").shuffle(order)
+    tune = set(order[:max(1, round(fraction * len(order)))])
+    return [p for p in paths if p not in tune], [p for p in paths if p in tune]
 
 
 def distinct_class_order(targets: Sequence[int]) -> list[int]:

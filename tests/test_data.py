@@ -1,6 +1,7 @@
 """Data: subsets, RGB conversion, corrupt files, data-root settings, offline download, transforms."""
 from __future__ import annotations
 
+import functools
 import random
 import warnings
 from pathlib import Path
@@ -328,3 +329,33 @@ def test_a_dataset_reads_decoded_images_instead_of_its_files(tmp_path):
         Path(path).unlink()  # only the cache can answer now
     for i, image in enumerate(expected):
         torch.testing.assert_close(dataset[i][0], image, rtol=0, atol=0)
+
+
+# --- the tuning split and random labeled subsets (choosing settings without val/) ---------------------------------
+
+def test_the_tuning_split_is_fixed_disjoint_from_fit_and_val_and_subsets_follow_the_seed(tmp_path):
+    make_image_folder(tmp_path, classes=2, train=20, val=4, size=32)
+    build = functools.partial(D.build_dataset, tmp_path, "train", tune_fraction=0.2)
+    tune = {path for path, _ in build(part="tune").samples}
+    fit = {path for path, _ in build(part="fit").samples}
+    val = {path for path, _ in D.build_dataset(tmp_path, "val").samples}
+    assert len(tune) == 8 and len(fit) == 32 and not tune & fit and not (tune | fit) & val
+    assert tune == {path for path, _ in build(part="tune", seed=7).samples}  # the run's seed does not move it
+    picks = {seed: [p for p, _ in build(images_per_class=5, image_selection="random", seed=seed).samples]
+             for seed in (0, 0, 1, 2)}
+    assert picks[0] == [p for p, _ in build(images_per_class=5, image_selection="random", seed=0).samples]
+    assert len({tuple(v) for v in picks.values()}) == 3 and all(set(v) <= fit for v in picks.values())
+    with pytest.raises(ValueError, match="tune_fraction must be in \\[0, 1\\) and carves train/ only"):
+        D.build_dataset(tmp_path, "val", tune_fraction=0.1)
+    with pytest.raises(ValueError, match="part must be one of"):
+        build(part="val")
+
+
+def test_evaluating_on_the_tuning_split_needs_one():
+    from cnx2lite.train import load_preset
+
+    with pytest.raises(ValueError, match="eval_split='tune' needs a tuning split"):
+        load_preset("smoke", eval_split="tune")
+    with pytest.raises(ValueError, match="image_selection must be one of"):
+        load_preset("smoke", image_selection="last")
+    assert load_preset("smoke", eval_split="tune", tune_fraction=0.1).eval_split == "tune"

@@ -77,6 +77,12 @@ class TrainConfig:
     num_classes: int | None = _f(None, "use the first K classes (None: all)")
     images_per_class: int | None = _f(None, "training images per class (None: all)")
     val_images_per_class: int | None = _f(None, "validation images per class (None: all)")
+    image_selection: str = _f("first", "which images_per_class training images: first (in sorted order) or random "
+                                       "(a pick seeded by seed, so each seed fine-tunes on another labeled subset)")
+    tune_fraction: float = _f(0.0, "carve this fraction of every class of train/ out as a tuning split (the same "
+                                   "images for every run): training never sees it")
+    eval_split: str = _f("val", "where evaluation scores: val (val/) or tune (the tuning split, to choose settings "
+                                "without looking at val/; needs tune_fraction > 0)")
     rand_augment: str | None = _f("rand-m9-mstd0.5-inc1", "timm RandAugment spec, or none", task="finetune")
     reprob: float = _f(0.25, "random erasing probability", task="finetune")
     mixup: float = _f(0.0, "Mixup alpha, 0 = off", task="finetune")
@@ -134,7 +140,8 @@ class TrainConfig:
         if isinstance(self.img_size, (list, tuple)):  # from flags or JSON: [S] or [H, W]
             self.img_size = self.img_size[0] if len(self.img_size) == 1 else tuple(self.img_size)
         checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
-                  ("grn_aggregation", GRN_AGGREGATIONS),
+                  ("grn_aggregation", GRN_AGGREGATIONS), ("image_selection", ("first", "random")),
+                  ("eval_split", ("val", "tune")),
                   ("layer_decay_mode", ("single", "group")))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
@@ -143,6 +150,10 @@ class TrainConfig:
             for name in names:
                 if not valid(getattr(self, name)):  # comparisons with nan are False: nan is refused too
                     raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.tune_fraction < 1.0:
+            raise ValueError(f"tune_fraction must be in [0, 1), got {self.tune_fraction!r}")
+        if self.eval_split == "tune" and not self.tune_fraction:
+            raise ValueError("eval_split='tune' needs a tuning split: set tune_fraction > 0 (e.g. 0.1)")
         if self.rand_augment is not None:
             _check_rand_augment(self.rand_augment)
         sides = (self.img_size,) if isinstance(self.img_size, int) else self.img_size

@@ -131,17 +131,21 @@ class Trainer:
             folder = root
             self.train_set = data.build_unlabeled_dataset(root, self.task.train_transform(), **screen)
         else:
+            carve = dict(tune_fraction=c.tune_fraction)  # the tuning split is never trained on
             self.train_set = data.build_dataset(folder, "train", self.task.train_transform(),
                                                 num_classes=c.num_classes, images_per_class=c.images_per_class,
-                                                seed=c.seed, **screen)
-            if (folder / "val").is_dir():
-                self.val_set = data.build_dataset(folder, "val", data.eval_transform(c.img_size, in_chans=c.in_chans),
-                                                  classes=self.train_set.classes,
+                                                seed=c.seed, image_selection=c.image_selection, **carve, **screen)
+            scoring = data.eval_transform(c.img_size, in_chans=c.in_chans)
+            if c.eval_split == "tune":
+                self.val_set = data.build_dataset(folder, "train", scoring, classes=self.train_set.classes,
+                                                  images_per_class=c.val_images_per_class, part="tune", **carve,
+                                                  **screen)
+            elif (folder / "val").is_dir():
+                self.val_set = data.build_dataset(folder, "val", scoring, classes=self.train_set.classes,
                                                   images_per_class=c.val_images_per_class, **screen)
             if self.task.name == "pretrain" and self.val_set is not None and c.knn_images_per_class > 0:
-                self.knn_bank = data.build_dataset(folder, "train", data.eval_transform(c.img_size, in_chans=c.in_chans),
-                                                   classes=self.train_set.classes,
-                                                   images_per_class=c.knn_images_per_class, **screen)
+                self.knn_bank = data.build_dataset(folder, "train", scoring, classes=self.train_set.classes,
+                                                   images_per_class=c.knn_images_per_class, **carve, **screen)
         if c.cache_images:
             splits = [split for split in (self.train_set, self.val_set, self.knn_bank) if split is not None]
             decoded = DecodedImages((path for split in splits for path, _ in split.samples), cache_side(c.img_size),
