@@ -155,7 +155,8 @@ def test_reproduce_smoke_writes_every_table_and_resumes(tinted, tmp_path):
 
     report = run_reproduce("smoke", str(tinted), tmp_path / "smoke")
     text = report.read_text()
-    for heading in ("## 1. FCMAE vs scratch", "## 2. Co-design", "## 3. Sparse vs dense", "## 4. Feature collapse"):
+    for heading in ("## Fine-tuning recipes, chosen on the tuning split", "## 1. FCMAE vs scratch", "## 2. Co-design",
+                    "## 3. Sparse vs dense", "## 4. Feature collapse"):
         assert heading in text
     for figure in ("label_efficiency.png", "codesign.png", "sparse_vs_dense.png", "feature_collapse.png",
                    "pretraining_knn.png", "reconstruction.png"):
@@ -168,7 +169,7 @@ def test_reproduce_smoke_writes_every_table_and_resumes(tinted, tmp_path):
     # a second invocation finds every run finished (no checkpoint is written again) and writes the same numbers
     first = (tmp_path / "smoke" / "results.csv").read_text()
     checkpoints = {p: p.stat().st_mtime_ns for p in (tmp_path / "smoke" / "runs").glob("*/checkpoint-*.pt")}
-    assert len(checkpoints) == 10  # 3 pretrainings, 7 fine-tunings
+    assert len(checkpoints) == 22  # 3 pretrainings, 12 sweep trials (6 recipes x FCMAE, scratch), 7 fine-tunings
     run_reproduce("smoke", str(tinted), tmp_path / "smoke")
     assert (tmp_path / "smoke" / "results.csv").read_text() == first
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints

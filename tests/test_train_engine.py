@@ -365,3 +365,21 @@ def test_the_default_path_trains_what_the_reference_path_trains(images, tmp_path
     losses = [[r["train_loss"] for r in result.history if r["kind"] == "train"] for result in (default, reference)]
     assert len(losses[0]) == 4
     torch.testing.assert_close(torch.tensor(losses[0]), torch.tensor(losses[1]), rtol=1e-5, atol=1e-6)
+
+
+def test_quick_demo_sweep_chooses_each_arms_recipe_on_the_tuning_split(images, tmp_path):
+    from cnx2lite.demo import run_demo
+    from cnx2lite.reproduce.grid import SWEEP
+
+    report = run_demo(str(images), tmp_path / "demo", quick=True, sweep=True).read_text()
+    sweep = (tmp_path / "demo" / "sweep.md").read_text()
+    rows = [line for line in sweep.splitlines() if line.startswith("| lr")]
+    assert len(rows) == len(SWEEP) and sum(line.count("**chosen**") for line in rows) == 2, sweep
+    assert "chosen on the\ntuning split by the sweep of this run" in report or "the sweep of this run" in report
+    runs = sorted(p.name for p in (tmp_path / "demo" / "runs").iterdir())
+    assert sum(name.endswith("-tune") for name in runs) == 2 * len(SWEEP), runs
+    for name in runs:  # every sweep trial scored on the tuning split, never on val/
+        config = json.loads((tmp_path / "demo" / "runs" / name / "config.json").read_text())
+        if name.startswith("finetune"):
+            assert config["eval_split"] == ("tune" if name.endswith("-tune") else "val")
+            assert config["tune_fraction"] > 0 and config["image_selection"] == "random"

@@ -1,8 +1,10 @@
 """``cnx2lite reproduce``: the experiments the paper's claims rest on, at a scale that fits the machine.
 
 Protocol (label-efficient, as SimCLR and DINO report 1% and 10% of ImageNet labels): pretraining
-uses every training image with its label ignored; fine-tuning uses ``K`` labeled images per class;
-evaluation uses the val split (all of it at the cpu and gpu scales). Four tables, each row beside the paper's number:
+uses every training image with its label ignored; fine-tuning uses ``K`` labeled images per class, a random pick per
+seed from train/ less a tuning split; each init's fine-tuning recipe is chosen on that tuning split first, with the
+same trials for every init (:mod:`.sweep`); evaluation uses the val split (all of it at the cpu and gpu scales).
+Four tables, each row beside the paper's number:
 
 1. FCMAE vs scratch at every ``K``: kNN top-1 of the frozen encoder (memory bank: the ``K``
    labeled images per class) and fine-tuned top-1;
@@ -37,6 +39,7 @@ from ..argtypes import positive
 from ..stats import RESAMPLES
 from ..train.distributed import resolve_device
 from .grid import FINETUNED_LAYER_DECAY, SCALES, Evaluator, Grid, shot_label
+from .sweep import run_sweep
 from .tables import TABLES
 
 
@@ -51,8 +54,13 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
     output = Path(output or f"runs/reproduce-{scale_name}")
     output.mkdir(parents=True, exist_ok=True)
     grid = Grid(scale, str(data.find_image_folder(data.resolve_data_root(data_arg))), output, seeds)
+    start = time.perf_counter()
+    sweep = run_sweep(grid, scale.main_shot)  # each init's recipe, chosen on the tuning split, for every table
+    grid.recipes = {init: sweep.chosen(init) for init in sweep.trials}
+    times = [f"| recipe sweep | {grid.seconds(list(grid.results)) / 60:.1f} min | "
+             f"{(time.perf_counter() - start) / 60:.1f} min |"]
     ev = Evaluator(grid, resolve_device("auto"))
-    tables, times = [], []
+    tables = []
     for name, build in TABLES.items():
         before, start = set(grid.results), time.perf_counter()
         tables.append(build(ev, output))
@@ -71,12 +79,13 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
 Written by `cnx2lite reproduce --scale {scale_name} --seeds {seeds}` from the numbers it measured; nothing here is
 hand-written. {scale.model} at {scale.img_size} px on {ev.folder.name}: {len(ev.classes)} classes. Pretraining:
 {pre['train_images']} training images, labels ignored, {scale.pretrain_epochs} epochs, mask ratio {pre['mask_ratio']}.
-Fine-tuning: K labeled images per class, epochs {epochs}; pretrained encoders with layer-wise lr decay
-{FINETUNED_LAYER_DECAY}, scratch without. Evaluation: {len(ev.val_set)} val images. Fine-tuning seeds: {seeds}
+Fine-tuning: K labeled images per class (a random pick per seed), epochs {epochs}; every init with layer-wise lr
+decay {FINETUNED_LAYER_DECAY}. Evaluation: {len(ev.val_set)} val images. Fine-tuning seeds: {seeds}
 (pretraining: one run, seed 0). Intervals: 95% paired bootstrap over the val images and the fine-tuning seeds
 ({RESAMPLES:,} resamples; the pretraining run is not resampled); each difference is the first minus the second.
 Machine: {os.cpu_count()} CPU cores, device {ev.device}, evaluation autocast {str(ev.amp_dtype).removeprefix('torch.')}.
 
+{sweep.section()}
 {chr(10).join(table.section for table in tables)}
 ## Run times (measured on this machine; training time summed over resumes)
 

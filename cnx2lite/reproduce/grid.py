@@ -48,7 +48,33 @@ SCALES = {
     "gpu": Scale("convnextv2_atto", 224, 100, 128, 512, shots=(10, 50, None), main_shot=50,
                  finetune_epochs={10: 200, 50: 100, None: 50}, workers=8, preset="imagenette-gpu"),
 }
-FINETUNED_LAYER_DECAY = 0.9  # the paper's fine-tuning of atto..nano; scratch trains every layer at the full lr
+FINETUNED_LAYER_DECAY = 0.9  # the paper's fine-tuning of atto..nano, for every arm: one optimizer for all
+TUNE_FRACTION = 0.1  # of every class of train/, carved out to choose recipes on (never val/); no labeled subset uses it
+REGULARIZATION = {  # the fine-tuning augmentation and regularization a recipe takes
+    "paper": dict(rand_augment="rand-m9-mstd0.5-inc1", reprob=0.25, drop_path=0.1, label_smoothing=0.1),
+    "none": dict(rand_augment=None, reprob=0.0, drop_path=0.0, label_smoothing=0.0),
+}
+SWEEP_LRS = (2.5e-4, 1e-3, 4e-3)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A fine-tuning recipe of the sweep: peak lr and regularization (one of :data:`REGULARIZATION`). Every recipe warms
+    up over the first eighth of its epochs and uses layer-wise lr decay :data:`FINETUNED_LAYER_DECAY`."""
+
+    lr: float
+    regularization: str = "paper"
+
+    @property
+    def name(self) -> str:
+        return f"lr{self.lr:g}-{self.regularization}"
+
+    def settings(self, epochs: int) -> dict:
+        return dict(lr=self.lr, warmup_epochs=max(1, epochs // 8), layer_decay=FINETUNED_LAYER_DECAY,
+                    **REGULARIZATION[self.regularization])
+
+
+SWEEP = tuple(Recipe(lr, reg) for reg in REGULARIZATION for lr in SWEEP_LRS)  # the same trials for every arm
 
 
 def shot_label(k: int | None) -> str:
@@ -58,8 +84,10 @@ def shot_label(k: int | None) -> str:
 class Grid:
     """Runs of the grid by name; each is trained (or resumed, or found finished) on first use."""
 
-    def __init__(self, scale: Scale, folder: str, output: Path, seeds: int) -> None:
+    def __init__(self, scale: Scale, folder: str, output: Path, seeds: int,
+                 recipes: dict[str, Recipe] | None = None) -> None:
         self.scale, self.folder, self.output, self.seeds = scale, folder, output, seeds
+        self.recipes = dict(recipes or {})  # init -> its fine-tuning recipe (chosen by the sweep); else the preset's
         self.results: dict[str, RunResult] = {}
 
     def _common(self, name: str, seed: int, epochs: int, task: str) -> TrainConfig:
@@ -79,17 +107,22 @@ class Grid:
                                      decoder_dim=s.decoder_dim, recon_every=s.pretrain_epochs)
         return self._run(name, config)
 
-    def finetune(self, k: int | None, init: str, block: str = "v2", seed: int = 0) -> RunResult:
+    def finetune(self, k: int | None, init: str, block: str = "v2", seed: int = 0, recipe: Recipe | None = None,
+                 tune: bool = False) -> RunResult:
         """Fine-tune on ``k`` labeled images per class (None: all) from ``init``: 'scratch', 'fcmae' or
-        'fcmae-denseconv'. Pretrained encoders get layer-wise lr decay; from scratch, every layer trains at full lr.
-        With few labels, batches of at most 32 give more optimizer steps per image."""
-        name = f"finetune-{block}-{init}-k{shot_label(k)}-s{seed}"
-        s = self.scale
+        'fcmae-denseconv', with ``recipe`` (default: the one chosen for ``init``, else the preset's, with layer-wise
+        lr decay for every init). The labeled images are a random pick per seed from train/ less the tuning split;
+        ``tune`` scores on the tuning split instead of val/ (the sweep). With few labels, batches of at most 32 give
+        more optimizer steps per image."""
+        recipe = recipe or self.recipes.get(init) or self.recipes.get(init.removesuffix("-denseconv"))
+        name = (f"finetune-{block}-{init}-k{shot_label(k)}-s{seed}" + (f"-{recipe.name}" if recipe else "")
+                + ("-tune" if tune else ""))
+        s, epochs = self.scale, self.scale.finetune_epochs[k]
+        settings = {"layer_decay": FINETUNED_LAYER_DECAY, **(recipe.settings(epochs) if recipe else {})}
         config = dataclasses.replace(
-            self._common(name, seed, s.finetune_epochs[k], "finetune"), block=block,
-            images_per_class=k or s.images_per_class, ema_decay=0.0,
-            layer_decay=1.0 if init == "scratch" else FINETUNED_LAYER_DECAY,
-            batch_size=s.batch_size if k is None else min(s.batch_size, 32))
+            self._common(name, seed, epochs, "finetune"), block=block, images_per_class=k or s.images_per_class,
+            ema_decay=0.0, image_selection="random", tune_fraction=TUNE_FRACTION, eval_split="tune" if tune else "val",
+            batch_size=s.batch_size if k is None else min(s.batch_size, 32), **settings)
         if init != "scratch":
             config.pretrained = str(self.pretrain(block, sparse=init == "fcmae").run_dir)
         return self._run(name, config)
