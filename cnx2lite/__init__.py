@@ -1,4 +1,8 @@
 """cnx2lite: ConvNeXt V2 and FCMAE pretraining, from a laptop CPU to multi-GPU ImageNet."""
+from .openmp import shorter_spin_wait
+
+shorter_spin_wait()  # before anything imports torch (see cnx2lite.openmp)
+
 from .checkpoints import export_timm, load_pretrained
 from .fcmae import FCMAE
 from .masking import random_mask, stage_masks, upsample_mask

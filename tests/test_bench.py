@@ -130,3 +130,20 @@ def test_bench_train_times_the_default_beside_the_reference_path(tmp_path, capsy
     for task in ("pretrain", "finetune"):
         line = rf"{task}: reference +[\d.]+ img/s \| default +[\d.]+ img/s \| default/reference [\d.]+x"
         assert re.search(line, out), out
+
+
+def test_importing_cnx2lite_before_torch_shortens_openmps_spin_wait_unless_the_user_set_it():
+    """libgomp reads GOMP_SPINCOUNT once, when torch loads it: cnx2lite sets it first (a second process on the same
+    cores then halves a run's speed instead of cutting it tenfold), and leaves a user's own value alone."""
+    import os
+    import subprocess
+
+    code = "import cnx2lite, os, torch; torch.ones(64, 64) @ torch.ones(64, 64); print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    for extra, expected in (({}, "10000"), ({"GOMP_SPINCOUNT": "500"}, "500")):
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert out[-1] == expected, out
+    late = "import torch, os, cnx2lite; print(os.environ.get('GOMP_SPINCOUNT'))"
+    assert subprocess.run([sys.executable, "-c", late], env=env, capture_output=True, text=True,
+                          check=True).stdout.split()[-1] == "None"
