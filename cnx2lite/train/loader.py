@@ -61,9 +61,9 @@ class ResumableSampler(DistributedSampler):
 def lowest_priority(worker_id: int) -> None:
     """A training DataLoader worker's init: the lowest CPU priority, so the training threads keep the cores and the
     worker decodes and augments in the time they leave. On 2 cores with 2 workers beside 2 compute threads this
-    trained atto at 96 px 6-7% faster (fine-tuning 173 -> 183 img/s, FCMAE 241 -> 257); OpenMP's passive wait
-    policy, the other way to hand cores over, halved fine-tuning's speed instead (its threads then sleep between
-    the many small ops of a step)."""
+    trained atto at 96 px 6-7% faster (fine-tuning 173 -> 183 img/s, FCMAE 241 -> 257). OpenMP's passive wait
+    policy, the other way to hand the cores over, was slower for fine-tuning in our runs (its threads then sleep
+    between the many small ops of a step; see :mod:`cnx2lite.openmp` for the spin count we set instead)."""
     if hasattr(os, "nice"):  # POSIX
         os.nice(19)
 
