@@ -124,7 +124,7 @@ trained models differ on new images. What it cannot: whether the method wins whe
 val images were drawn, not another pretraining run, labeled subset or fine-tuning seed. `cnx2lite reproduce` replicates
 the runs for that.
 
-Both arms trained: final training loss FCMAE {_final_loss(tuned):.3f}, scratch {_final_loss(base):.3f}, against
+Both arms trained: final training loss FCMAE {tuned.metric('train_loss')[-1]:.3f}, scratch {base.metric('train_loss')[-1]:.3f}, against
 {math.log(len(ev.classes)):.3f} for chance (ln {len(ev.classes)}).
 
 ![val top-1 during fine-tuning](val_top1.png)
@@ -168,10 +168,6 @@ def _one_run_reading(diff: Estimate) -> str:
     ahead = "ahead of" if diff.low > 0 else "behind"
     return (f"FCMAE - scratch: {diff} points: in this run the FCMAE-pretrained model is {ahead} the scratch model on new "
             "images (one run per arm: not yet a claim about the method).")
-
-
-def _final_loss(run) -> float:
-    return [r["train_loss"] for r in run.history if r["kind"] == "epoch" and "train_loss" in r][-1]
 
 
 def _recipe(run) -> str:

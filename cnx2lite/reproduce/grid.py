@@ -60,7 +60,7 @@ SWEEP_LRS = (2.5e-4, 1e-3, 4e-3)
 @dataclass(frozen=True)
 class Recipe:
     """A fine-tuning recipe of the sweep: peak lr and regularization (one of :data:`REGULARIZATION`). Every recipe warms
-    up over the first eighth of its epochs and uses layer-wise lr decay :data:`FINETUNED_LAYER_DECAY`."""
+    up over the first eighth of its epochs; layer-wise lr decay is :data:`FINETUNED_LAYER_DECAY` for every run."""
 
     lr: float
     regularization: str = "paper"
@@ -70,8 +70,7 @@ class Recipe:
         return f"lr{self.lr:g}-{self.regularization}"
 
     def settings(self, epochs: int) -> dict:
-        return dict(lr=self.lr, warmup_epochs=max(1, epochs // 8), layer_decay=FINETUNED_LAYER_DECAY,
-                    **REGULARIZATION[self.regularization])
+        return dict(lr=self.lr, warmup_epochs=max(1, epochs // 8), **REGULARIZATION[self.regularization])
 
 
 SWEEP = tuple(Recipe(lr, reg) for reg in REGULARIZATION for lr in SWEEP_LRS)  # the same trials for every arm
@@ -118,11 +117,11 @@ class Grid:
         name = (f"finetune-{block}-{init}-k{shot_label(k)}-s{seed}" + (f"-{recipe.name}" if recipe else "")
                 + ("-tune" if tune else ""))
         s, epochs = self.scale, self.scale.finetune_epochs[k]
-        settings = {"layer_decay": FINETUNED_LAYER_DECAY, **(recipe.settings(epochs) if recipe else {})}
         config = dataclasses.replace(
             self._common(name, seed, epochs, "finetune"), block=block, images_per_class=k or s.images_per_class,
-            ema_decay=0.0, image_selection="random", tune_fraction=TUNE_FRACTION, eval_split="tune" if tune else "val",
-            batch_size=s.batch_size if k is None else min(s.batch_size, 32), **settings)
+            ema_decay=0.0, layer_decay=FINETUNED_LAYER_DECAY, image_selection="random", tune_fraction=TUNE_FRACTION,
+            eval_split="tune" if tune else "val", batch_size=s.batch_size if k is None else min(s.batch_size, 32),
+            **(recipe.settings(epochs) if recipe else {}))
         if init != "scratch":
             config.pretrained = str(self.pretrain(block, sparse=init == "fcmae").run_dir)
         return self._run(name, config)

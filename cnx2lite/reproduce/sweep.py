@@ -60,6 +60,5 @@ def run_sweep(grid: Grid, k: int | None, inits: tuple[str, ...] = ("fcmae", "scr
         trials[init] = []
         for recipe in SWEEP:
             run = grid.finetune(k, init, recipe=recipe, tune=True)
-            losses = [r["train_loss"] for r in run.history if r["kind"] == "epoch" and "train_loss" in r]
-            trials[init].append(Trial(recipe, run.final_top1, losses[-1]))
+            trials[init].append(Trial(recipe, run.final_top1, run.metric("train_loss")[-1]))
     return SweepResult(k, trials)

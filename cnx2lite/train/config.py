@@ -20,12 +20,14 @@ from typing import Any, NamedTuple
 from timm.data import create_transform
 
 from ..amp import AMP_MODES
+from ..data import SELECTIONS
 from ..masking import mask_grid, num_visible
 from ..models import VARIANTS
 from ..layers import GRN_AGGREGATIONS
 from ..models.convnextv2 import BLOCK_STYLES
 
 TASKS = ("pretrain", "finetune")
+EVAL_SPLITS = ("val", "tune")  # val/, or the tuning split carved out of train/
 
 
 def _f(default: Any, help: str, task: str | None = None) -> Any:
@@ -140,8 +142,7 @@ class TrainConfig:
         if isinstance(self.img_size, (list, tuple)):  # from flags or JSON: [S] or [H, W]
             self.img_size = self.img_size[0] if len(self.img_size) == 1 else tuple(self.img_size)
         checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
-                  ("grn_aggregation", GRN_AGGREGATIONS), ("image_selection", ("first", "random")),
-                  ("eval_split", ("val", "tune")),
+                  ("grn_aggregation", GRN_AGGREGATIONS), ("image_selection", SELECTIONS), ("eval_split", EVAL_SPLITS),
                   ("layer_decay_mode", ("single", "group")))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
