@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from . import data
-from .masking import num_visible
+from .masking import effective_mask_ratio
 from .reproduce.figures import plot_pretraining_knn
 from .reproduce.grid import Evaluator, Grid, Recipe, Scale
 from .reproduce.sweep import run_sweep
-from .stats import RESAMPLES, Estimate, bootstrap_accuracy, paired_bootstrap
+from .stats import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .train.distributed import resolve_device
 from .train.plots import plot_comparison
 
@@ -71,7 +71,7 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     shutil.rmtree(output / "runs", ignore_errors=True)
     output.mkdir(parents=True, exist_ok=True)
     scale = PLANS["quick" if quick else "full"]
-    grid = Grid(scale, _find_data(data_arg), output, seeds=1, recipes=RECIPES)
+    grid = Grid(scale, _find_data(data_arg), output, recipes=RECIPES)
     k = scale.main_shot
     chosen_by = "`cnx2lite demo --sweep`, an earlier run (the constant `cnx2lite.demo.RECIPES`)"
     if sweep:
@@ -95,10 +95,10 @@ def write_report(output: Path, grid: Grid, ev: Evaluator, fcmae: torch.Tensor, s
     plot_comparison({"FCMAE-pretrained": tuned.history, "from scratch": base.history}, "val_top1",
                     output / "val_top1.png", "val top-1 (%)", f"fine-tuning on {k} labeled images per class")
     shutil.copy(pre.run_dir / "reconstruction.png", output / "reconstruction.png")
-    a, b, diff = bootstrap_accuracy(fcmae), bootstrap_accuracy(scratch), paired_bootstrap(fcmae, scratch)
+    a, b = hierarchical_accuracy(fcmae), hierarchical_accuracy(scratch)  # one run each: images only
+    diff = hierarchical_paired_difference(fcmae, scratch)
     train_images = json.loads((pre.run_dir / "config.json").read_text())["train_images"]
-    grid_cells = (scale.img_size // 32) ** 2
-    visible = num_visible(grid_cells, pre.config["mask_ratio"])
+    masked = effective_mask_ratio(scale.img_size, pre.config["mask_ratio"])
     knn = pre.metric("knn_top1")
     rows = "\n".join(f"| {name} | {r.config['img_size']} px | {r.config['epochs']} | {r.history[-1]['step']} | "
                      f"{r.history[-1]['time_s'] / 60:.1f} min |"
@@ -136,10 +136,9 @@ Both arms trained: final training loss FCMAE {tuned.metric('train_loss')[-1]:.3f
 {rows}
 
 Pretraining uses {scale.img_size} px images: a {scale.img_size // 32}x{scale.img_size // 32} grid of 32 px cells, of
-which FCMAE keeps {visible} visible (an effective mask ratio of {1 - visible / grid_cells:.3f}; the setting is
-{pre.config['mask_ratio']}). Both fine-tunings use the same labeled images (a seeded random pick from train/ less the
-tuning split), data order, schedule and optimizer (AdamW, layer-wise lr decay {tuned.config['layer_decay']}); each
-arm's recipe (lr, and RandAugment + random erasing + drop path + label smoothing or none of them) was chosen on the
+which FCMAE masks {masked:.3f} (the setting is {pre.config['mask_ratio']}; the visible cells are rounded down). Both
+fine-tunings use the same labeled images (a seeded random pick from train/ less the tuning split), data order,
+schedule and optimizer (AdamW, layer-wise lr decay {tuned.config['layer_decay']}); each arm's recipe (lr, and RandAugment + random erasing + drop path + label smoothing or none of them) was chosen on the
 tuning split by {chosen_by}: FCMAE {_recipe(tuned)}, scratch {_recipe(base)}.
 
 While pretraining, a weighted kNN classifier on the encoder's pooled features ({pre.config['knn_images_per_class']}

@@ -35,6 +35,14 @@ def num_visible(num_cells: int, ratio: float) -> int:
     return int(num_cells * (1 - ratio))
 
 
+def effective_mask_ratio(img_size: int | tuple[int, int], ratio: float) -> float:
+    """The fraction of cells really masked at ``img_size``: ``num_visible`` rounds the kept cells down, so a small
+    grid masks more than ``ratio`` (96 px: 3x3 cells, 3 kept at 0.6, 6/9 = 0.667 masked; 224 px: 19 of 49 kept,
+    0.612)."""
+    h, w = mask_grid(img_size)
+    return 1 - num_visible(h * w, ratio) / (h * w)
+
+
 def random_mask(
     batch_size: int,
     img_size: int | tuple[int, int],

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from cnx2lite.masking import check_mask, mask_grid, num_visible, pixel_mask, random_mask, stage_masks, upsample_mask
+from cnx2lite.masking import (check_mask, effective_mask_ratio, mask_grid, num_visible, pixel_mask, random_mask,
+                              stage_masks, upsample_mask)
 
 
 def test_keeps_exactly_the_papers_count():
@@ -67,3 +68,10 @@ def test_bad_input_gets_a_clear_error(call, error, match):
 def test_check_mask_accepts_01_numbers():
     mask = check_mask(torch.tensor([[[0, 1], [1, 0]]]), 1, (2, 2))
     assert mask.dtype == torch.bool and mask.sum() == 2
+
+
+def test_effective_mask_ratio_counts_the_rounded_down_visible_cells():
+    assert effective_mask_ratio(96, 0.6) == pytest.approx(6 / 9)  # 3x3 cells, int(9 * 0.4) = 3 kept
+    assert effective_mask_ratio(224, 0.6) == pytest.approx(30 / 49)  # 19 of 49 kept, as the paper's code
+    assert effective_mask_ratio(64, 0.6) == pytest.approx(3 / 4)
+    assert effective_mask_ratio((64, 96), 0.5) == pytest.approx(1 / 2)

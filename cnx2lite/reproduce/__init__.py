@@ -7,27 +7,32 @@ same trials for every init (:mod:`.sweep`); evaluation uses the val split (all o
 Four tables, each row beside the paper's number:
 
 1. FCMAE vs scratch at every ``K``: kNN top-1 of the frozen encoder (memory bank: the ``K``
-   labeled images per class) and fine-tuned top-1;
+   labeled images per class) and fine-tuned top-1; with every label both arms train as many epochs;
 2. the co-design 2x2 at the main ``K``: V1/V2 blocks x scratch/FCMAE (the paper: FCMAE helps V2
    much more than V1);
-3. sparse vs dense-conv FCMAE encoder at the main ``K``;
+3. sparse vs dense-conv FCMAE encoder at the main ``K``, with V1 blocks (as the paper ran it) and V2;
 4. feature collapse of V1-FCMAE, V2-FCMAE, a random init and a supervised model: per-layer channel
    cosine distance and the fractions of dead and saturated channels, at the training resolution, on
    val images of distinct classes.
 
-Every difference carries a paired bootstrap 95% interval over the val images (:mod:`.stats`);
-with ``--seeds N`` every fine-tuning runs N times (pretraining once, seed 0) and per-image
-correctness is averaged over seeds first. Runs live in ``<output>/runs/<name>`` and resume: a
-re-run skips what is finished and continues what was interrupted. ``report.md``, ``results.csv`` and
-the figures are written from the measured numbers only.
+Replication: every pretrained arm pretrains ``--pretrain-seeds`` times and every cell fine-tunes ``--seeds`` times from
+each pretraining run (scratch: ``--seeds`` times); intervals come from the hierarchical bootstrap over pretraining
+runs, fine-tuning seeds and val images (:mod:`cnx2lite.stats`), and a verdict says "reproduces" only when the
+interval over runs excludes 0. With one run per arm the report says its intervals cover the images only.
 
-The package: :mod:`.grid` (scales, runs, per-image correctness), :mod:`.tables` (the four tables),
+Runs live in ``<output>/runs/<name>`` and resume: every run of every table trains first, in table order; a re-run
+skips what is finished and continues what was interrupted. ``--hours`` stops starting runs after that much time, so a
+grid longer than a sitting trains in pieces; the report then holds the tables whose runs are all finished and names
+the others. ``report.md``, ``results.csv`` and the figures are written from the measured numbers only.
+
+The package: :mod:`.grid` (scales, runs, per-image correctness), :mod:`.tables` (the tables and sanity checks),
 :mod:`.figures` (their figures); this module writes ``report.md`` and ``results.csv`` and is the command.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -36,74 +41,133 @@ from pathlib import Path
 
 from .. import data
 from ..argtypes import positive
+from ..masking import effective_mask_ratio
 from ..stats import RESAMPLES
 from ..train.distributed import resolve_device
-from .grid import FINETUNED_LAYER_DECAY, SCALES, Evaluator, Grid, shot_label
+from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Evaluator, Grid, shot_label
 from .sweep import run_sweep
-from .tables import TABLES
+from .tables import TABLES, sanity_section
 
 
 def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os.PathLike | None = None,
-                  seeds: int = 1) -> Path:
-    """Train (or resume) the grid of ``scale_name`` and write report.md, results.csv and figures; returns the report."""
+                  seeds: int | None = None, pretrain_seeds: int | None = None, hours: float | None = None) -> Path:
+    """Train (or resume) the grid of ``scale_name`` and write report.md, results.csv and figures; returns the report.
+    ``seeds`` / ``pretrain_seeds`` override the scale's replication; ``hours`` bounds this invocation's training."""
     if scale_name not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(map(repr, SCALES))}; got {scale_name!r}")
-    if seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    for name, value in (("seeds", seeds), ("pretrain_seeds", pretrain_seeds), ("hours", hours)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
     scale = SCALES[scale_name]
+    scale = dataclasses.replace(scale, finetune_seeds=seeds or scale.finetune_seeds,
+                                pretrain_seeds=pretrain_seeds or scale.pretrain_seeds)
+    if scale.finetune_seeds == 1:
+        print("reproduce: one fine-tuning seed: the scratch arms have one run each, so their intervals cover the val "
+              "images only, not reruns", file=sys.stderr)
     output = Path(output or f"runs/reproduce-{scale_name}")
     output.mkdir(parents=True, exist_ok=True)
-    grid = Grid(scale, str(data.find_image_folder(data.resolve_data_root(data_arg))), output, seeds)
     start = time.perf_counter()
-    sweep = run_sweep(grid, scale.main_shot)  # each init's recipe, chosen on the tuning split, for every table
-    grid.recipes = {init: sweep.chosen(init) for init in sweep.trials}
-    times = [f"| recipe sweep | {grid.seconds(list(grid.results)) / 60:.1f} min | "
-             f"{(time.perf_counter() - start) / 60:.1f} min |"]
+    deadline = None if hours is None else time.monotonic() + hours * 3600
+    grid = Grid(scale, str(data.find_image_folder(data.resolve_data_root(data_arg))), output, deadline=deadline)
+    sections, times, stopped = _train(grid, hours)
     ev = Evaluator(grid, resolve_device("auto"))
-    tables = []
-    for name, build in TABLES.items():
-        before, start = set(grid.results), time.perf_counter()
-        tables.append(build(ev, output))
-        trained = grid.seconds([n for n in grid.results if n not in before])  # runs this table added
-        times.append(f"| {name} | {trained / 60:.1f} min | {(time.perf_counter() - start) / 60:.1f} min |")
+    finished = [spec for spec in TABLES if grid.recipes and all(grid.cell_finished(c) for c in spec.cells(scale))]
+    tables = [spec.build(ev, output) for spec in finished]
+    pending = [spec.title for spec in TABLES if spec not in finished]
+    if finished:  # the runs behind the measured tables, each cell once, in table order
+        sections.append(sanity_section(ev, list(dict.fromkeys(c for spec in finished for c in spec.cells(scale)))))
+    sections += [table.section for table in tables]
+    sections += [f"## {title}\n\nNot trained yet.\n" for title in pending]
 
     with open(output / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["table", "row", "metric", "value", "ci_low", "ci_high", "paper"])
+        writer = csv.DictWriter(f, ["table", "row", "metric", "value", "ci_low", "ci_high", "runs", "paper"])
         writer.writeheader()
         writer.writerows(row.csv() for table in tables for row in table.rows)
-    pre = json.loads((grid.pretrain("v2").run_dir / "config.json").read_text())
-    epochs = ", ".join(f"K={shot_label(s)}: {e}" for s, e in scale.finetune_epochs.items())
-    total = grid.seconds(list(grid.results)) / 60
-    text = f"""# cnx2lite reproduce --scale {scale_name}
-
-Written by `cnx2lite reproduce --scale {scale_name} --seeds {seeds}` from the numbers it measured; nothing here is
-hand-written. {scale.model} at {scale.img_size} px on {ev.folder.name}: {len(ev.classes)} classes. Pretraining:
-{pre['train_images']} training images, labels ignored, {scale.pretrain_epochs} epochs, mask ratio {pre['mask_ratio']}.
-Fine-tuning: K labeled images per class (a random pick per seed), epochs {epochs}; every init with layer-wise lr
-decay {FINETUNED_LAYER_DECAY}. Evaluation: {len(ev.val_set)} val images. Fine-tuning seeds: {seeds}
-(pretraining: one run, seed 0). Intervals: 95% paired bootstrap over the val images and the fine-tuning seeds
-({RESAMPLES:,} resamples; the pretraining run is not resampled); each difference is the first minus the second.
-Machine: {os.cpu_count()} CPU cores, device {ev.device}, evaluation autocast {str(ev.amp_dtype).removeprefix('torch.')}.
-
-{sweep.section()}
-{chr(10).join(table.section for table in tables)}
+    report = output / "report.md"
+    report.write_text(_header(scale_name, scale, grid, ev, stopped) + "\n".join(sections) + f"""
 ## Run times (measured on this machine; training time summed over resumes)
 
-| table | training of the runs it added | wall time of this invocation (training, if it ran here, and evaluation) |
-|---|---|---|
+| part | training of the runs it added |
+|---|---|
 {chr(10).join(times)}
 
-Training in all: {total:.1f} min. Per-run metrics, curves and checkpoints: `{output / 'runs'}` (not committed).
-"""
-    report = output / "report.md"
-    report.write_text(text)
+Training in all: {_total_minutes(output):.1f} min over every run in `{output / 'runs'}` (not committed); this
+invocation's wall time, evaluation included: {(time.perf_counter() - start) / 60:.1f} min.
+""")
     print(f"report: {report}")
     return report
 
 
+def _train(grid: Grid, hours: float | None) -> tuple[list[str], list[str], str]:
+    """The recipe sweep, then every table's runs in table order, until done or ``grid.deadline``; returns the sweep's
+    section (none if it did not finish), the run-time lines, and what the report says of a spent budget."""
+    sections, times = [], []
+    try:
+        sweep = run_sweep(grid, grid.scale.main_shot)  # each init's recipe, chosen on the tuning split, for every table
+        grid.recipes = {init: sweep.chosen(init) for init in sweep.trials}
+        sections.append(sweep.section())
+        times.append(f"| recipe sweep | {grid.seconds(list(grid.results)) / 60:.1f} min |")
+        for spec in TABLES:  # train every table's runs before measuring any: a budget stops between runs
+            before = set(grid.results)
+            for cell in spec.cells(grid.scale):
+                grid.cell_runs(cell)
+            trained = grid.seconds([n for n in grid.results if n not in before])  # runs this table added
+            times.append(f"| {spec.title} | {trained / 60:.1f} min |")
+    except BudgetSpent:
+        print(f"reproduce: the --hours {hours:g} budget is spent; run the same command again to continue",
+              file=sys.stderr)
+        return sections, times, (f"\n**Stopped at the `--hours {hours:g}` budget**: the tables below are those whose "
+                                 f"runs had all finished; run the same command again to train the rest.\n")
+    return sections, times, ""
+
+
+def _header(scale_name: str, scale, grid: Grid, ev: Evaluator, stopped: str) -> str:
+    pre_dir = grid.output / "runs" / grid.pretrain_name("v2", sparse=True, seed=0)
+    pre = json.loads((pre_dir / "config.json").read_text()) if (pre_dir / "config.json").is_file() else {}
+    ratio = pre.get("mask_ratio", 0.6)
+    epochs = ", ".join(f"K={shot_label(s)}: {e}" for s, e in scale.finetune_epochs.items())
+    if scale.finetune_seeds > 1:  # every arm has several runs (scratch: its seeds)
+        intervals = (f"95% hierarchical bootstrap ({RESAMPLES:,} resamples): pretraining runs, then fine-tuning seeds "
+                     f"within each, then val images; each arm's runs are drawn on their own, the images once for "
+                     f"both; a difference is the first minus the second")
+    else:
+        intervals = (f"95% bootstrap ({RESAMPLES:,} resamples) with one fine-tuning seed: the scratch arms have one "
+                     f"run each, so their intervals and every difference with them cover the val images only: they "
+                     f"say whether these trained models differ on new images, not whether the method wins when rerun")
+    return f"""# cnx2lite reproduce --scale {scale_name}
+
+Written by `cnx2lite reproduce --scale {scale_name} --pretrain-seeds {scale.pretrain_seeds} --seeds \
+{scale.finetune_seeds}` from the numbers it measured; nothing here is hand-written.
+
+- Model and data: {scale.model} at {scale.img_size} px on {ev.folder.name}, {len(ev.classes)} classes; evaluation on
+  {len(ev.val_set)} val images.
+- Pretraining: {pre.get('train_images', 'every')} training images, labels ignored, {scale.pretrain_epochs} epochs,
+  mask ratio {ratio}; at {scale.img_size} px the visible cells round down, so
+  {effective_mask_ratio(scale.img_size, ratio):.3f} of each image is masked.
+- Fine-tuning: K labeled images per class, a random pick per seed from train/ less the tuning split; epochs {epochs};
+  every init with layer-wise lr decay {FINETUNED_LAYER_DECAY}.
+- Replication: {scale.pretrain_seeds} pretraining run(s) per pretrained arm x {scale.finetune_seeds} fine-tuning
+  seed(s) each; scratch: {scale.finetune_seeds} seed(s).
+- Intervals: {intervals}.
+- Machine: {os.cpu_count()} CPU cores, device {ev.device}, evaluation autocast
+  {str(ev.amp_dtype).removeprefix('torch.')}.
+{stopped}
+"""
+
+
+def _total_minutes(output: Path) -> float:
+    """Training time of every run under ``output/runs`` (each run's metrics.csv, summed over its resumes)."""
+    total = 0.0
+    for metrics in (output / "runs").glob("*/metrics.csv"):
+        with open(metrics, newline="") as f:
+            rows = list(csv.DictReader(f))
+        total += float(rows[-1]["time_s"]) if rows else 0.0
+    return total / 60
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        run_reproduce(args.scale, args.data, args.output, args.seeds)
+        run_reproduce(args.scale, args.data, args.output, args.seeds, args.pretrain_seeds, args.hours)
     except (data.DataNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -117,8 +181,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("reproduce", help="train the paper's ablation grid at a scale and write a report",
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="cpu", choices=tuple(SCALES),
-                        help="smoke (CI, seconds), cpu (2 cores, about an hour), gpu (224 px) (default: cpu)")
-    parser.add_argument("--seeds", type=positive(int), default=1, help="fine-tuning seeds per cell (default: 1)")
+                        help="smoke (CI, seconds), cpu (2 cores, about 4.5 hours), gpu (224 px) (default: cpu)")
+    parser.add_argument("--seeds", type=positive(int), default=None,
+                        help="fine-tuning seeds per pretraining run and cell (default: the scale's, cpu: 3)")
+    parser.add_argument("--pretrain-seeds", type=positive(int), default=None,
+                        help="pretraining runs per pretrained arm (default: the scale's, cpu: 2)")
+    parser.add_argument("--hours", type=positive(float), default=None,
+                        help="start no run after this many hours; run the command again to go on (default: no limit)")
     parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
     parser.add_argument("--output", default=None, help="output folder (default: runs/reproduce-<scale>); "
                         "runs resume there")

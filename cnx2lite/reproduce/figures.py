@@ -1,4 +1,5 @@
-"""The report's figures, drawn from measured estimates with their 95% intervals (no pyplot state)."""
+"""The report's figures, drawn from measured estimates with their 95% intervals and, for replicated runs, each run's
+own number as a dot (no pyplot state)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,13 @@ def _errorbar(ax, x, estimates: list[Estimate], **style) -> None:
     ax.errorbar(x, values, yerr=errors, capsize=3, **style)
 
 
+def _run_dots(ax, x, estimates: list[Estimate], color=None) -> None:
+    """Each run's own number beside its estimate (nothing for a single run)."""
+    for xi, e in zip(x, estimates):
+        if e.runs is not None and len(e.runs) > 1:
+            ax.scatter([xi] * len(e.runs), e.runs.values, s=9, color=color or "k", alpha=0.45, zorder=3, linewidths=0)
+
+
 def plot_label_efficiency(curves: dict, path: Path) -> None:
     """Top-1 against K for FCMAE and scratch, fine-tuned (solid) and kNN (dashed), with 95% intervals."""
     fig = Figure(figsize=(6, 3.8), layout="constrained")
@@ -23,11 +31,13 @@ def plot_label_efficiency(curves: dict, path: Path) -> None:
         labels = list(curves[probe_name])
         x = range(len(labels))
         for i, (init, marker) in enumerate((("FCMAE", "o"), ("scratch", "s"))):
-            _errorbar(ax, [v + (0.04 if i else -0.04) for v in x], [curves[probe_name][k][i] for k in labels],
-                      marker=marker, ls=ls, label=f"{init}, {probe_name}")
+            shifted = [v + (0.04 if i else -0.04) for v in x]
+            estimates = [curves[probe_name][k][i] for k in labels]
+            _errorbar(ax, shifted, estimates, marker=marker, ls=ls, label=f"{init}, {probe_name}")
+            _run_dots(ax, shifted, estimates, ax.lines[-1].get_color())
         ax.set_xticks(list(x), [f"K={k}" for k in labels])
     ax.set(xlabel="labeled images per class", ylabel="val top-1 (%)",
-           title="FCMAE vs scratch (95% bootstrap intervals)")
+           title="FCMAE vs scratch (95% intervals; dots: single runs)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)
@@ -44,6 +54,7 @@ def plot_bars(groups: dict[str, dict[str, Estimate]], path: Path, title: str, xl
         estimates = [groups[g][bar] for g in groups]
         ax.bar(x, [e.value for e in estimates], width, label=bar)
         _errorbar(ax, x, estimates, fmt="none", ecolor="k")
+        _run_dots(ax, x, estimates)
     ax.set_xticks(range(len(groups)), list(groups))
     ax.set(xlabel=xlabel, ylabel="val top-1 (%)", title=title)
     ax.legend(fontsize=8)

@@ -2,7 +2,9 @@
 (:class:`Grid`), and their per-image correctness on the val split (:class:`Evaluator`)."""
 from __future__ import annotations
 
+import csv
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from torch import Tensor
 
 from .. import data
 from ..amp import resolve_amp
-from ..evaluation import load_model, predict, probe
+from ..evaluation import KNN_K, extract_features, load_model, predict, probe_features
 from ..models import ConvNeXtV2
 from ..train import RunResult, TrainConfig, load_preset, train
 
@@ -34,6 +36,8 @@ class Scale:
     eval_points: int = 4  # evaluations per run (the curves)
     workers: int = 2  # DataLoader workers, at the lowest CPU priority (see cnx2lite.train.loader)
     preset: str = "cpu"  # recipe and runtime (amp: see the cpu preset) the runs start from
+    pretrain_seeds: int = 1  # pretraining runs per pretrained arm
+    finetune_seeds: int = 1  # fine-tuning runs per pretraining run (and per scratch cell)
 
 
 SCALES = {
@@ -42,8 +46,9 @@ SCALES = {
                    num_classes=2, images_per_class=8, val_images_per_class=4, eval_points=1, workers=0,
                    preset="smoke"),
     # 2 CPU cores: atto at 96 px (a 3x3 grid of 32 px cells, 3 visible at ratio 0.6) on all of Imagenette.
+    # Replicated: 2 pretraining runs per pretrained arm x 3 fine-tuning seeds, about 4.5 hours of training.
     "cpu": Scale("convnextv2_atto", 96, 8, 64, 256, shots=(10, 50, None), main_shot=50,
-                 finetune_epochs={10: 100, 50: 40, None: 4}),
+                 finetune_epochs={10: 100, 50: 30, None: 4}, pretrain_seeds=2, finetune_seeds=3),
     # one GPU: the paper's 224 px.
     "gpu": Scale("convnextv2_atto", 224, 100, 128, 512, shots=(10, 50, None), main_shot=50,
                  finetune_epochs={10: 200, 50: 100, None: 50}, workers=8, preset="imagenette-gpu"),
@@ -80,12 +85,28 @@ def shot_label(k: int | None) -> str:
     return "all" if k is None else str(k)
 
 
-class Grid:
-    """Runs of the grid by name; each is trained (or resumed, or found finished) on first use."""
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a table: the fine-tuned runs that share ``k``, ``init`` and ``block``, one per (pretraining run,
+    fine-tuning seed) of :meth:`Grid.origins`."""
 
-    def __init__(self, scale: Scale, folder: str, output: Path, seeds: int,
-                 recipes: dict[str, Recipe] | None = None) -> None:
-        self.scale, self.folder, self.output, self.seeds = scale, folder, output, seeds
+    k: int | None
+    init: str  # 'scratch', 'fcmae' or 'fcmae-denseconv'
+    block: str = "v2"
+
+
+class BudgetSpent(Exception):
+    """The invocation's training budget (``deadline``) ran out before a run that has not finished."""
+
+
+class Grid:
+    """Runs of the grid by name; each is trained (or resumed, or found finished) on first use. With a ``deadline``
+    (``time.monotonic()`` seconds) no run starts after it: :class:`BudgetSpent` instead, and a later invocation goes
+    on from there."""
+
+    def __init__(self, scale: Scale, folder: str, output: Path, recipes: dict[str, Recipe] | None = None,
+                 deadline: float | None = None) -> None:
+        self.scale, self.folder, self.output, self.deadline = scale, folder, output, deadline
         self.recipes = dict(recipes or {})  # init -> its fine-tuning recipe (chosen by the sweep); else the preset's
         self.results: dict[str, RunResult] = {}
 
@@ -97,37 +118,79 @@ class Grid:
                            num_workers=s.workers, eval_every=-(-epochs // s.eval_points), keep_last=1,
                            progress=False)
 
-    def pretrain(self, block: str = "v2", sparse: bool = True) -> RunResult:
-        """FCMAE on every training image (labels ignored), seed 0."""
-        name = f"pretrain-{block}" + ("" if sparse else "-denseconv")
+    def pretrain(self, block: str = "v2", sparse: bool = True, seed: int = 0) -> RunResult:
+        """FCMAE on every training image (labels ignored; the tuning split's too, as any unlabeled image)."""
+        return self._run(*self._pretrain_config(block, sparse, seed))
+
+    @staticmethod
+    def pretrain_name(block: str, sparse: bool, seed: int) -> str:
+        return f"pretrain-{block}" + ("" if sparse else "-denseconv") + f"-p{seed}"
+
+    def _pretrain_config(self, block: str, sparse: bool, seed: int) -> tuple[str, TrainConfig]:
+        name = self.pretrain_name(block, sparse, seed)
         s = self.scale
-        config = dataclasses.replace(self._common(name, 0, s.pretrain_epochs, "pretrain"), block=block,
-                                     sparse_encoder=sparse, images_per_class=s.images_per_class,
-                                     decoder_dim=s.decoder_dim, recon_every=s.pretrain_epochs)
-        return self._run(name, config)
+        return name, dataclasses.replace(self._common(name, seed, s.pretrain_epochs, "pretrain"), block=block,
+                                         sparse_encoder=sparse, images_per_class=s.images_per_class,
+                                         decoder_dim=s.decoder_dim, recon_every=s.pretrain_epochs)
 
     def finetune(self, k: int | None, init: str, block: str = "v2", seed: int = 0, recipe: Recipe | None = None,
-                 tune: bool = False) -> RunResult:
+                 tune: bool = False, pretrain_seed: int = 0) -> RunResult:
         """Fine-tune on ``k`` labeled images per class (None: all) from ``init``: 'scratch', 'fcmae' or
-        'fcmae-denseconv', with ``recipe`` (default: the one chosen for ``init``, else the preset's, with layer-wise
-        lr decay for every init). The labeled images are a random pick per seed from train/ less the tuning split;
-        ``tune`` scores on the tuning split instead of val/ (the sweep). With few labels, batches of at most 32 give
-        more optimizer steps per image."""
+        'fcmae-denseconv' (pretraining run ``pretrain_seed``), with ``recipe`` (default: the one chosen for ``init``,
+        else the preset's, with layer-wise lr decay for every init). The labeled images are a random pick per seed
+        from train/ less the tuning split; ``tune`` scores on the tuning split instead of val/ (the sweep). With few
+        labels, batches of at most 32 give more optimizer steps per image. Scratch with every label trains for the
+        pretraining's epochs too (:meth:`epochs`)."""
+        if init != "scratch":
+            self.pretrain(block, sparse=init == "fcmae", seed=pretrain_seed)
+        return self._run(*self._finetune_config(k, init, block, seed, recipe, tune, pretrain_seed))
+
+    def _finetune_config(self, k: int | None, init: str, block: str, seed: int, recipe: Recipe | None, tune: bool,
+                         pretrain_seed: int) -> tuple[str, TrainConfig]:
         recipe = recipe or self.recipes.get(init) or self.recipes.get(init.removesuffix("-denseconv"))
-        name = (f"finetune-{block}-{init}-k{shot_label(k)}-s{seed}" + (f"-{recipe.name}" if recipe else "")
+        origin = init if init == "scratch" else f"{init}-p{pretrain_seed}"
+        name = (f"finetune-{block}-{origin}-k{shot_label(k)}-s{seed}" + (f"-{recipe.name}" if recipe else "")
                 + ("-tune" if tune else ""))
-        s, epochs = self.scale, self.scale.finetune_epochs[k]
+        s, epochs = self.scale, self.epochs(k, init)
         config = dataclasses.replace(
             self._common(name, seed, epochs, "finetune"), block=block, images_per_class=k or s.images_per_class,
             ema_decay=0.0, layer_decay=FINETUNED_LAYER_DECAY, image_selection="random", tune_fraction=TUNE_FRACTION,
             eval_split="tune" if tune else "val", batch_size=s.batch_size if k is None else min(s.batch_size, 32),
             **(recipe.settings(epochs) if recipe else {}))
         if init != "scratch":
-            config.pretrained = str(self.pretrain(block, sparse=init == "fcmae").run_dir)
-        return self._run(name, config)
+            config.pretrained = str(self.output / "runs" / self.pretrain_name(block, init == "fcmae", pretrain_seed))
+        return name, config
+
+    def epochs(self, k: int | None, init: str) -> int:
+        """Fine-tuning epochs of a cell. With every label (K=all) both arms get the same training budget: scratch
+        trains for the FCMAE arm's pretraining plus fine-tuning epochs (the paper's comparison at K=all is also
+        at unequal schedules: 800 + 100 FCMAE epochs vs 300 supervised)."""
+        epochs = self.scale.finetune_epochs[k]
+        return epochs + self.scale.pretrain_epochs if (k is None and init == "scratch") else epochs
+
+    def origins(self, init: str) -> list[tuple[int, list[int]]]:
+        """The ``(pretraining seed, fine-tuning seeds)`` of a cell's runs: one group per pretraining run, a single
+        group for scratch (it has no pretraining run to vary)."""
+        seeds = list(range(self.scale.finetune_seeds))
+        return [(0, seeds)] if init == "scratch" else [(p, seeds) for p in range(self.scale.pretrain_seeds)]
+
+    def cell_runs(self, cell: Cell) -> list[list[RunResult]]:
+        """Every run of ``cell`` (trained or resumed on first use), ``[pretraining run][fine-tuning seed]``."""
+        return [[self.finetune(cell.k, cell.init, cell.block, seed, pretrain_seed=p) for seed in seeds]
+                for p, seeds in self.origins(cell.init)]
+
+    def cell_finished(self, cell: Cell) -> bool:
+        """Whether every run of ``cell`` (and its pretraining) has finished, without training anything."""
+        configs = [self._finetune_config(cell.k, cell.init, cell.block, seed, None, False, p)
+                   for p, seeds in self.origins(cell.init) for seed in seeds]
+        if cell.init != "scratch":
+            configs += [self._pretrain_config(cell.block, cell.init == "fcmae", p) for p, _ in self.origins(cell.init)]
+        return all(_finished(config) for _, config in configs)
 
     def _run(self, name: str, config: TrainConfig) -> RunResult:
         if name not in self.results:
+            if self.deadline is not None and time.monotonic() > self.deadline and not _finished(config):
+                raise BudgetSpent(f"the training budget of this invocation is spent before {name}")
             print(f"[reproduce] {name}", flush=True)
             result = train(config)
             if result.interrupted:
@@ -137,6 +200,16 @@ class Grid:
 
     def seconds(self, names: list[str]) -> float:
         return sum(self.results[n].history[-1]["time_s"] for n in names if self.results[n].history)
+
+
+def _finished(config: TrainConfig) -> bool:
+    """Whether the run ``config`` describes has logged its last epoch (read from its metrics.csv, nothing trained)."""
+    metrics = Path(config.output) / config.name / "metrics.csv"
+    if not metrics.is_file():
+        return False
+    with open(metrics, newline="") as f:
+        epochs = [float(row["epoch"]) for row in csv.DictReader(f) if row["kind"] == "epoch"]
+    return bool(epochs) and epochs[-1] >= config.epochs
 
 
 class Evaluator:
@@ -152,31 +225,61 @@ class Evaluator:
         self.classes = data.build_dataset(self.folder, "train", num_classes=s.num_classes, images_per_class=1).classes
         self.val_set = data.build_dataset(self.folder, "val", self.transform, classes=self.classes,
                                           images_per_class=s.val_images_per_class)
-        self.cache: dict[tuple, Tensor] = {}
+        self.cache: dict[Cell | tuple, Tensor] = {}
 
     def finetuned(self, k: int | None, init: str, block: str = "v2") -> Tensor:
-        """``(seeds, N)`` correctness of the fine-tuned runs (trained on first use, evaluated once)."""
-        key = (k, init, block)
-        if key not in self.cache:
-            rows = []
-            for seed in range(self.grid.seeds):
-                model = load_model(self.grid.finetune(k, init, block, seed).run_dir, classifier=True)[0]
-                logits, labels = predict(model.to(self.device), self.val_set, 128, self.device, self.amp_dtype)
-                rows.append(logits.argmax(dim=1).eq(labels))
-            self.cache[key] = torch.stack(rows)
-        return self.cache[key]
+        """``(P, S, N)`` correctness of a cell's fine-tuned runs: pretraining runs (1 for scratch), fine-tuning seeds,
+        val images (trained on first use, evaluated once)."""
+        cell = Cell(k, init, block)
+        if cell not in self.cache:
+            groups = []
+            for runs in self.grid.cell_runs(cell):
+                rows = []
+                for run in runs:
+                    model = load_model(run.run_dir, classifier=True)[0]
+                    logits, labels = predict(model.to(self.device), self.val_set, 128, self.device, self.amp_dtype)
+                    rows.append(logits.argmax(dim=1).eq(labels))
+                groups.append(torch.stack(rows))
+            self.cache[cell] = torch.stack(groups)
+        return self.cache[cell]
+
+    def labeled(self, k: int | None, seed: int) -> data.ImageFolderSubset:
+        """The ``k`` labeled images per class (None: all) that fine-tuning seed ``seed`` trains on, at eval transform."""
+        return data.build_dataset(self.folder, "train", self.transform, classes=self.classes,
+                                  images_per_class=k or self.grid.scale.images_per_class, seed=seed,
+                                  image_selection="random", tune_fraction=TUNE_FRACTION)
+
+    @staticmethod
+    def knn_neighbours(k: int | None) -> int:
+        """The kNN's neighbours with ``k`` labeled images per class: :data:`KNN_K`, never more than ``k``."""
+        return KNN_K if k is None else min(KNN_K, k)
 
     def knn(self, k: int | None, init: str, block: str = "v2") -> Tensor:
-        """``(1, N)`` kNN correctness of a frozen encoder ('fcmae' or 'scratch' = random init), bank: ``k`` per class."""
-        encoder = self.encoder(init, block)
-        bank = data.build_dataset(self.folder, "train", self.transform, classes=self.classes,
-                                  images_per_class=k or self.grid.scale.images_per_class)
-        result = probe(encoder.to(self.device), bank, self.val_set, len(self.classes), "knn", 128, self.device,
-                       self.amp_dtype)
-        return result.correct[None]
+        """``(P, S, N)`` kNN correctness of frozen encoders: each pretraining run ('fcmae', 'fcmae-denseconv') or a
+        random init per pretraining seed ('scratch'); the memory bank of seed ``s`` is fine-tuning seed ``s``'s
+        labeled images (one bank with every label)."""
+        key = ("knn", k, init, block)
+        if key not in self.cache:
+            seeds = range(self.grid.scale.finetune_seeds) if k is not None else [0]
+            groups = []
+            for pretrain_seed in range(self.grid.scale.pretrain_seeds):
+                encoder = self.encoder(init, block, pretrain_seed).to(self.device)
+                val_x, val_y = self._features(encoder, self.val_set)
+                rows = []
+                for seed in seeds:
+                    bank_x, bank_y = self._features(encoder, self.labeled(k, seed))
+                    rows.append(probe_features("knn", bank_x, bank_y, val_x, val_y, len(self.classes),
+                                               self.knn_neighbours(k)).correct)
+                groups.append(torch.stack(rows))
+            self.cache[key] = torch.stack(groups)
+        return self.cache[key]
 
-    def encoder(self, init: str, block: str = "v2") -> ConvNeXtV2:
-        """A frozen encoder: the FCMAE run's ('fcmae', 'fcmae-denseconv') or a random init ('scratch')."""
+    def _features(self, encoder: ConvNeXtV2, dataset: data.ImageFolderSubset) -> tuple[Tensor, Tensor]:
+        return extract_features(encoder, dataset, 128, self.device, self.amp_dtype)
+
+    def encoder(self, init: str, block: str = "v2", pretrain_seed: int = 0) -> ConvNeXtV2:
+        """A frozen encoder: pretraining run ``pretrain_seed`` ('fcmae', 'fcmae-denseconv') or a random init from that
+        seed ('scratch')."""
         if init == "scratch":
-            return load_model("random", self.grid.scale.model, block)[0]
-        return load_model(self.grid.pretrain(block, sparse=init == "fcmae").run_dir)[0]
+            return load_model("random", self.grid.scale.model, block, seed=pretrain_seed)[0]
+        return load_model(self.grid.pretrain(block, sparse=init == "fcmae", seed=pretrain_seed).run_dir)[0]

@@ -1,29 +1,35 @@
-"""The report's four tables: each measures its rows (with bootstrap intervals), draws its figure and writes its
-section of ``report.md``, beside the paper's numbers."""
+"""The report's tables: each names the cells it needs (trained first, see :mod:`cnx2lite.reproduce`), measures its
+rows with hierarchical bootstrap intervals (pretraining runs, then fine-tuning seeds, then val images;
+:mod:`cnx2lite.stats`), draws its figure and writes its section of ``report.md``, beside the paper's numbers. The
+last section checks that the runs behind the tables are sane."""
 from __future__ import annotations
 
+import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from .. import analysis, data
 from ..analysis import plot_collapse_by_layer
-from ..evaluation import KNN_K, KNN_TEMPERATURE, load_model
-from ..stats import Estimate, bootstrap_accuracy, bootstrap_mean, paired_bootstrap
-from ..train import RunResult
+from ..evaluation import KNN_TEMPERATURE, load_model
+from ..stats import (Estimate, RunSpread, hierarchical_accuracy, hierarchical_bootstrap_mean, hierarchical_contrast,
+                     hierarchical_paired_difference)
 from .figures import plot_bars, plot_label_efficiency, plot_pretraining_knn
-from .grid import Evaluator, shot_label
-
+from .grid import Cell, Evaluator, Scale, shot_label
 
 # The paper's ImageNet-1K fine-tuning top-1 (Woo et al. 2023), 800-epoch FCMAE unless noted.
 PAPER = {
-    "fcmae_vs_scratch": "V2-B: 84.3 supervised vs 84.6 FCMAE (+0.3); no low-label results in the paper",
+    "fcmae_vs_scratch": "V2-B: 84.3 supervised (300 epochs) vs 84.6 FCMAE (800 pretraining + 100 fine-tuning "
+                        "epochs), +0.3; no low-label results in the paper",
     "codesign": "B: V1 83.8 -> 83.7 (-0.1), V2 84.3 -> 84.6 (+0.3); L: V1 84.3 -> 84.4 (+0.1), V2 84.5 -> 85.6 (+1.1)",
-    "sparse": "B: sparse conv 83.7 vs dense conv 79.3 (+4.4)",
+    "sparse": "V1-B, before GRN (Table 1 of the paper, FCMAE design): sparse conv 83.7 vs dense conv 79.3 (+4.4)",
     "collapse": "Fig. 4: V1-FCMAE shows dead and saturated channels and low distance in deep layers; V2 does not",
 }
+LOSS_OF_TRAINING = 0.9  # a run trains when its last epoch's loss is below this fraction of chance, ln(classes)
 
 
 @dataclass
@@ -37,7 +43,8 @@ class Row:
     def csv(self) -> dict:
         e = self.estimate
         return {"table": self.table, "row": self.row, "metric": self.metric, "value": round(e.value, 4),
-                "ci_low": round(e.low, 4), "ci_high": round(e.high, 4), "paper": self.paper}
+                "ci_low": round(e.low, 4), "ci_high": round(e.high, 4),
+                "runs": "" if e.runs is None else " ".join(f"{v:.4g}" for v in e.runs.values), "paper": self.paper}
 
 
 @dataclass
@@ -46,43 +53,109 @@ class Table:
     section: str  # markdown
 
 
-def knn_end(run: RunResult) -> str:
-    """The kNN monitor's last value of a pretraining run."""
-    values = run.metric("knn_top1")
-    return f"{values[-1]:.1f}%" if values else "not measured"
+@dataclass(frozen=True)
+class TableSpec:
+    """A table: its title, the cells it reads (each trained before any table is measured) and how it is measured."""
+
+    title: str
+    cells: Callable[[Scale], list[Cell]]
+    build: Callable[[Evaluator, Path], Table]
 
 
-def verdict(diff: Estimate, claim: str, unit: str = "points", digits: int = 1) -> str:
-    """Whether a difference the paper predicts to be positive reproduced, from its interval."""
-    shown = f"{diff.value:.{digits}f} [{diff.low:.{digits}f}, {diff.high:.{digits}f}]{' ' + unit if unit else ''}"
+def replicated(*corrects: Tensor) -> bool:
+    """Whether every arm ``(P, S, N)`` has more than one run: only then do intervals cover reruns."""
+    return all(c.shape[0] * c.shape[1] > 1 for c in corrects)
+
+
+def difference(a: Tensor, b: Tensor) -> Estimate:
+    """Accuracy of ``a`` minus ``b`` (``(P, S, N)`` each; scratch ``(1, S, N)``): the interval draws each arm's runs on
+    their own (pretraining run p of one arm has no partner in the other), the images once; ``runs`` holds run
+    ``(p, s)`` of ``a`` minus run ``(p, s)`` of ``b`` (scratch: seed ``s``), which saw the same labeled images."""
+    estimate = hierarchical_paired_difference(a, b, paired_runs=False)
+    per_run = (a.double().mean(dim=2) - b.double().mean(dim=2)) * 100.0  # (P, S); a single scratch run broadcasts
+    return Estimate(estimate.value, estimate.low, estimate.high, RunSpread(per_run.flatten().tolist()))
+
+
+def shown(e: Estimate, digits: int = 1, unit: str = "") -> str:
+    """``value [low, high]`` and, for replicated runs, each run's range: ``32.1 [30.0, 34.2]; runs 31.0..33.5``."""
+    text = f"{e.value:.{digits}f} [{e.low:.{digits}f}, {e.high:.{digits}f}]{unit}"
+    if e.runs is not None and len(e.runs) > 1:
+        text += f"; runs {min(e.runs.values):.{digits}f}..{max(e.runs.values):.{digits}f}"
+    return text
+
+
+def verdict(diff: Estimate, claim: str, is_replicated: bool, unit: str = " points", digits: int = 1) -> str:
+    """Whether a difference the paper predicts to be positive reproduced. Only an interval over reruns can say so;
+    with one run per arm it says what these runs show."""
+    numbers = shown(diff, digits, unit)
+    if not is_replicated:
+        side = "higher" if diff.low > 0 else "lower" if diff.high < 0 else "within noise"
+        return (f"**one run per arm, intervals over images only**: {claim}: {side} for these runs ({numbers}); "
+                f"whether it holds when rerun is not measured")
     if not diff.excludes_zero:
-        return f"**not shown at this budget**: {claim} is within noise ({shown}, interval includes 0)"
+        return f"**not shown at this budget**: {claim} is within the run-to-run and image noise ({numbers})"
     if diff.low > 0:
-        return f"**reproduces**: {claim} ({shown}, interval excludes 0)"
-    return f"**contradicted at this budget**: the opposite of {claim} ({shown})"
+        return f"**reproduces**: {claim} (interval over runs and images excludes 0: {numbers})"
+    return f"**contradicted at this budget**: the opposite of {claim} ({numbers})"
+
+
+def knn_ends(runs: list) -> str:
+    """The kNN monitor's last value of pretraining runs: one value, or their range."""
+    values = [v[-1] for v in (run.metric("knn_top1") for run in runs) if v]
+    if not values:
+        return "not measured"
+    return f"{values[0]:.1f}%" if len(values) == 1 else f"{min(values):.1f}..{max(values):.1f}%"
+
+
+def pretraining_runs(ev: Evaluator, block: str = "v2", sparse: bool = True) -> list:
+    return [ev.grid.pretrain(block, sparse, seed) for seed in range(ev.grid.scale.pretrain_seeds)]
+
+
+def runs_described(ev: Evaluator, init: str) -> str:
+    s = ev.grid.scale
+    if init == "scratch":
+        return f"{s.finetune_seeds} fine-tuning seed(s)"
+    return f"{s.pretrain_seeds} pretraining run(s) x {s.finetune_seeds} fine-tuning seed(s)"
+
+
+# ------------------------------------------------------------------------------------------------- 1. FCMAE vs scratch
+def label_efficiency_cells(scale: Scale) -> list[Cell]:
+    shots = sorted(scale.shots, key=lambda k: k != scale.main_shot)  # the main K first: the other tables use it
+    return [Cell(k, init) for k in shots for init in ("fcmae", "scratch")]
 
 
 def table_label_efficiency(ev: Evaluator, output: Path) -> Table:
     rows, lines, claims = [], [], []
     curves: dict[str, dict[str, tuple[Estimate, Estimate]]] = {"fine-tuned": {}, "kNN": {}}
-    for k in ev.grid.scale.shots:
+    s = ev.grid.scale
+    for k in s.shots:
         label = shot_label(k)
         for probe_name, correct, claim in (("fine-tuned", ev.finetuned, "FCMAE init beats scratch"),
                                            ("kNN", ev.knn, "FCMAE features beat random ones")):
             fcmae, scratch = correct(k, "fcmae"), correct(k, "scratch")
-            a, b, diff = bootstrap_accuracy(fcmae), bootstrap_accuracy(scratch), paired_bootstrap(fcmae, scratch)
+            a, b, diff = hierarchical_accuracy(fcmae), hierarchical_accuracy(scratch), difference(fcmae, scratch)
             paper = PAPER["fcmae_vs_scratch"] if (k is None and probe_name == "fine-tuned") else ""
             rows += [Row("1", f"K={label} FCMAE", f"{probe_name} top-1", a),
                      Row("1", f"K={label} scratch", f"{probe_name} top-1", b),
                      Row("1", f"K={label} FCMAE - scratch", f"{probe_name} top-1", diff, paper)]
             curves[probe_name][label] = (a, b)
-            lines.append(f"| {label} | {probe_name} | {a} | {b} | {diff} |")
-            claims.append(f"- K={label}, {probe_name}: {verdict(diff, claim)}")
+            lines.append(f"| {label} | {probe_name} | {shown(a)} | {shown(b)} | {shown(diff)} |")
+            claims.append(f"- K={label}, {probe_name}: {verdict(diff, claim, replicated(fcmae, scratch))}")
     plot_label_efficiency(curves, output / "label_efficiency.png")
-    pretrained = ev.grid.pretrain("v2")
-    plot_pretraining_knn({"V2 sparse": pretrained}, output / "pretraining_knn.png")
-    bank = pretrained.config["knn_images_per_class"]
+    pretrained = pretraining_runs(ev)
+    plot_pretraining_knn({f"V2 sparse, run {i}": run for i, run in enumerate(pretrained)},
+                         output / "pretraining_knn.png")
+    bank = pretrained[0].config["knn_images_per_class"]
+    neighbours = ", ".join(f"K={shot_label(k)}: k={ev.knn_neighbours(k)}" for k in s.shots)
+    all_epochs = (f"With every label (K=all) both arms train as many epochs: FCMAE {s.pretrain_epochs} pretraining + "
+                  f"{ev.grid.epochs(None, 'fcmae')} fine-tuning, scratch {ev.grid.epochs(None, 'scratch')}; the paper "
+                  f"compares 800 + 100 FCMAE epochs with 300 supervised ones, on 128x more images at 224 px, with "
+                  f"V2-B (89M parameters, this is Atto: 3.7M)." if None in s.shots else "")
     section = f"""## 1. FCMAE vs scratch, by labeled images per class
+
+FCMAE: {runs_described(ev, 'fcmae')} per K; scratch: {runs_described(ev, 'scratch')}, seed s fine-tuning on the same
+K labeled images per class as FCMAE's seed s. Each cell: top-1 [95% hierarchical interval]; runs: the lowest and
+highest single run (for the difference: FCMAE run (p, s) minus scratch seed s).
 
 | K | probe | FCMAE top-1 | scratch top-1 | FCMAE - scratch |
 |---|---|---|---|---|
@@ -90,10 +163,10 @@ def table_label_efficiency(ev: Evaluator, output: Path) -> Table:
 
 {chr(10).join(claims)}
 
-Paper: {PAPER['fcmae_vs_scratch']}. kNN: k={KNN_K}, temperature {KNN_TEMPERATURE}, cosine similarity of pooled,
-layer-normalized features; its memory bank is the same K labeled images per class, and "scratch" is the random init.
-The kNN monitor during pretraining (bank: up to {bank} labeled images per class) ended at
-{pretrained.metric('knn_top1')[-1]:.1f}%; tables 2 and 3 give it for the V1 and dense-conv runs.
+{all_epochs} Paper: {PAPER['fcmae_vs_scratch']}. kNN: temperature {KNN_TEMPERATURE}, cosine similarity of pooled,
+layer-normalized features; its memory bank is fine-tuning seed s's K labeled images per class ({neighbours}
+neighbours: never more than K), and "scratch" is a random init (one per pretraining seed). The kNN monitor during
+pretraining (bank: up to {bank} labeled images per class) ended at {knn_ends(pretrained)}.
 
 ![label efficiency](label_efficiency.png)
 
@@ -102,107 +175,176 @@ The kNN monitor during pretraining (bank: up to {bank} labeled images per class)
     return Table(rows, section)
 
 
+# ------------------------------------------------------------------------------------------------------ 2. co-design
+def codesign_cells(scale: Scale) -> list[Cell]:
+    return [Cell(scale.main_shot, init, block) for block in ("v2", "v1") for init in ("fcmae", "scratch")]
+
+
 def table_codesign(ev: Evaluator, output: Path) -> Table:
     k = ev.grid.scale.main_shot
-    c = {(block, init): ev.finetuned(k, init, block).float() for block in ("v1", "v2") for init in ("scratch", "fcmae")}
+    c = {(block, init): ev.finetuned(k, init, block) for block in ("v1", "v2") for init in ("scratch", "fcmae")}
     rows, lines, bars = [], [], {}
     for block in ("v1", "v2"):
-        scratch, fcmae = bootstrap_accuracy(c[(block, "scratch")]), bootstrap_accuracy(c[(block, "fcmae")])
-        gain = paired_bootstrap(c[(block, "fcmae")], c[(block, "scratch")])
+        scratch, fcmae = hierarchical_accuracy(c[(block, "scratch")]), hierarchical_accuracy(c[(block, "fcmae")])
+        gain = difference(c[(block, "fcmae")], c[(block, "scratch")])
         name = block.upper()
         rows += [Row("2", f"{name} scratch", "fine-tuned top-1", scratch),
                  Row("2", f"{name} FCMAE", "fine-tuned top-1", fcmae),
                  Row("2", f"{name} FCMAE gain", "fine-tuned top-1", gain, PAPER["codesign"])]
-        lines.append(f"| {name} | {scratch} | {fcmae} | {gain} |")
+        lines.append(f"| {name} | {shown(scratch)} | {shown(fcmae)} | {shown(gain)} |")
         bars[name] = {"scratch": scratch, "FCMAE": fcmae}
-    # the interaction, per seed and image: (V2 FCMAE - V2 scratch) - (V1 FCMAE - V1 scratch)
-    extra = paired_bootstrap(c[("v2", "fcmae")] - c[("v2", "scratch")], c[("v1", "fcmae")] - c[("v1", "scratch")])
+    # the interaction: (V2 FCMAE - V2 scratch) - (V1 FCMAE - V1 scratch), each arm's runs drawn on their own
+    arms = [c[("v2", "fcmae")], c[("v2", "scratch")], c[("v1", "fcmae")], c[("v1", "scratch")]]
+    extra = hierarchical_contrast([arm * 100.0 for arm in arms], (1, -1, -1, 1))
     rows.append(Row("2", "V2 gain - V1 gain", "fine-tuned top-1", extra, PAPER["codesign"]))
     plot_bars(bars, output / "codesign.png", f"co-design: fine-tuned at K={k}", xlabel="block design")
     section = f"""## 2. Co-design: FCMAE with V1 and V2 blocks (fine-tuned at K={k})
+
+FCMAE: {runs_described(ev, 'fcmae')} per block; scratch: {runs_described(ev, 'scratch')}. V1 blocks fine-tune with the
+recipe the sweep chose for V2 (same init).
 
 | block | scratch | FCMAE | FCMAE gain |
 |---|---|---|---|
 {chr(10).join(lines)}
 
-V2 gain minus V1 gain: {verdict(extra, 'FCMAE helps V2 more than V1')}.
-Paper: {PAPER['codesign']}. kNN monitor at the end of pretraining: V1 {knn_end(ev.grid.pretrain("v1"))},
-V2 {knn_end(ev.grid.pretrain("v2"))}.
+V2 gain minus V1 gain: {verdict(extra, 'FCMAE helps V2 more than V1', replicated(*arms))}.
+Paper: {PAPER['codesign']}. kNN monitor at the end of pretraining: V1 {knn_ends(pretraining_runs(ev, "v1"))},
+V2 {knn_ends(pretraining_runs(ev, "v2"))}.
 
 ![co-design](codesign.png)
 """
     return Table(rows, section)
 
 
+# --------------------------------------------------------------------------------------------- 3. sparse vs dense
+def sparse_cells(scale: Scale) -> list[Cell]:
+    return [Cell(scale.main_shot, init, block) for block in ("v1", "v2") for init in ("fcmae", "fcmae-denseconv")]
+
+
 def table_sparse(ev: Evaluator, output: Path) -> Table:
     k = ev.grid.scale.main_shot
-    sparse_correct, dense_correct = ev.finetuned(k, "fcmae"), ev.finetuned(k, "fcmae-denseconv")
-    sparse, dense = bootstrap_accuracy(sparse_correct), bootstrap_accuracy(dense_correct)
-    diff = paired_bootstrap(sparse_correct, dense_correct)
-    rows = [Row("3", "sparse conv FCMAE", "fine-tuned top-1", sparse),
-            Row("3", "dense conv FCMAE", "fine-tuned top-1", dense),
-            Row("3", "sparse - dense", "fine-tuned top-1", diff, PAPER["sparse"])]
-    plot_bars({"FCMAE encoder": {"sparse conv": sparse, "dense conv": dense}}, output / "sparse_vs_dense.png",
-              f"sparse vs dense-conv FCMAE: fine-tuned at K={k}")
+    rows, lines, claims, bars = [], [], [], {}
+    for block in ("v1", "v2"):  # V1 first: the paper ran this ablation before GRN
+        sparse_correct, dense_correct = ev.finetuned(k, "fcmae", block), ev.finetuned(k, "fcmae-denseconv", block)
+        sparse, dense = hierarchical_accuracy(sparse_correct), hierarchical_accuracy(dense_correct)
+        diff = difference(sparse_correct, dense_correct)
+        name = block.upper()
+        rows += [Row("3", f"{name} sparse conv FCMAE", "fine-tuned top-1", sparse),
+                 Row("3", f"{name} dense conv FCMAE", "fine-tuned top-1", dense),
+                 Row("3", f"{name} sparse - dense", "fine-tuned top-1", diff, PAPER["sparse"] if block == "v1" else "")]
+        lines.append(f"| {name} | {shown(sparse)} | {shown(dense)} | {shown(diff)} | "
+                     f"{knn_ends(pretraining_runs(ev, block))} | {knn_ends(pretraining_runs(ev, block, False))} |")
+        claims.append(f"- {name}: {verdict(diff, 'the sparse encoder beats dense convolution', replicated(sparse_correct, dense_correct))}")
+        bars[name] = {"sparse conv": sparse, "dense conv": dense}
+    plot_bars(bars, output / "sparse_vs_dense.png", f"sparse vs dense-conv FCMAE: fine-tuned at K={k}",
+              xlabel="block design")
     section = f"""## 3. Sparse vs dense convolution in the FCMAE encoder (fine-tuned at K={k})
 
-Sparse: {sparse}; dense conv on the zero-filled image: {dense}.
-{verdict(diff, 'the sparse encoder beats dense convolution')}. Paper: {PAPER['sparse']}.
-kNN monitor at the end of pretraining: sparse {knn_end(ev.grid.pretrain("v2"))}, dense conv
-{knn_end(ev.grid.pretrain("v2", sparse=False))}.
+Each arm: {runs_described(ev, 'fcmae')}. Dense conv: the same encoder convolving the zero-filled image. The paper ran
+this ablation with V1 blocks (its FCMAE design study precedes GRN); V2 is added here.
+
+| block | sparse conv | dense conv | sparse - dense | kNN monitor, sparse | kNN monitor, dense |
+|---|---|---|---|---|---|
+{chr(10).join(lines)}
+
+{chr(10).join(claims)}
+
+Paper: {PAPER['sparse']}.
 
 ![sparse vs dense](sparse_vs_dense.png)
 """
     return Table(rows, section)
 
 
+# ----------------------------------------------------------------------------------------------- 4. feature collapse
 COLLAPSE_STATS = (("distance", 1.0), ("dead", 100.0), ("saturated", 100.0))  # statistic, scale (fractions -> %)
 
 
+def collapse_cells(scale: Scale) -> list[Cell]:
+    return [Cell(scale.main_shot, "fcmae", "v1"), Cell(scale.main_shot, "fcmae", "v2"), Cell(None, "scratch", "v2")]
+
+
 def table_collapse(ev: Evaluator, output: Path, count: int = 16) -> Table:
-    """Feature collapse on ``count`` val images, classes alternating (the first of each class, then the second...)."""
+    """Feature collapse on ``count`` val images, classes alternating (the first of each class, then the second...),
+    for every pretraining run (random init: one per pretraining seed; supervised: every seed of scratch at K=all)."""
     images = torch.stack([ev.val_set[i][0] for i in data.distinct_class_order(ev.val_set.targets)[:count]])
-    supervised = load_model(ev.grid.finetune(None, "scratch", "v2").run_dir, classifier=True)[0]
-    models = {"V1 FCMAE": ev.encoder("fcmae", "v1"), "V2 FCMAE": ev.encoder("fcmae", "v2"),
-              "V2 random init": ev.encoder("scratch", "v2"), "V2 supervised (all labels)": supervised}
-    stats = {label: analysis.collapse_by_layer(model.eval(), images) for label, model in models.items()}
-    per_image = {label: {stat: torch.stack([getattr(layer, stat) for layer in layers]).mean(0) * scale  # (images,)
-                         for stat, scale in COLLAPSE_STATS} for label, layers in stats.items()}  # block means
+    pretrain_seeds = range(ev.grid.scale.pretrain_seeds)
+    supervised = [load_model(run.run_dir, classifier=True)[0] for run in ev.grid.cell_runs(Cell(None, "scratch"))[0]]
+    models = {"V1 FCMAE": [ev.encoder("fcmae", "v1", p) for p in pretrain_seeds],
+              "V2 FCMAE": [ev.encoder("fcmae", "v2", p) for p in pretrain_seeds],
+              "V2 random init": [ev.encoder("scratch", "v2", p) for p in pretrain_seeds],
+              "V2 supervised (all labels)": supervised}
+    stats = {label: [analysis.collapse_by_layer(model.eval(), images) for model in group]
+             for label, group in models.items()}
+    per_image = {label: {stat: torch.stack([torch.stack([getattr(layer, stat) for layer in layers]).mean(0) * scale
+                                            for layers in runs])[:, None]  # (runs, 1, images): block means
+                         for stat, scale in COLLAPSE_STATS} for label, runs in stats.items()}
     rows, lines = [], []
     for label, values in per_image.items():
-        distance, dead, saturated = (bootstrap_mean(values[stat]) for stat, _ in COLLAPSE_STATS)
+        distance, dead, saturated = (hierarchical_bootstrap_mean(values[stat]) for stat, _ in COLLAPSE_STATS)
         rows += [Row("4", label, "mean feature cosine distance", distance, PAPER["collapse"]),
                  Row("4", label, "dead channels (%)", dead), Row("4", label, "saturated channels (%)", saturated)]
-        lines.append(f"| {label} | {distance.value:.3f} [{distance.low:.3f}, {distance.high:.3f}] | {dead} | "
-                     f"{saturated} |")
-    # the claim: V2 FCMAE's channels are more diverse than V1 FCMAE's, paired over the same images
-    diff = bootstrap_mean(per_image["V2 FCMAE"]["distance"] - per_image["V1 FCMAE"]["distance"])
+        lines.append(f"| {label} | {len(models[label])} | {shown(distance, 3)} | {shown(dead)} | {shown(saturated)} |")
+    # the claim: V2 FCMAE's channels are more diverse than V1 FCMAE's, over the same images
+    v2, v1 = per_image["V2 FCMAE"]["distance"], per_image["V1 FCMAE"]["distance"]
+    diff = hierarchical_contrast([v2, v1], (1, -1))
     rows.append(Row("4", "V2 FCMAE - V1 FCMAE", "mean feature cosine distance", diff, PAPER["collapse"]))
-    plot_collapse_by_layer(stats, title="feature collapse: MLP activations per block").savefig(
+    plot_collapse_by_layer({label: runs[0] for label, runs in stats.items()},
+                           title="feature collapse: MLP activations per block (first run of each)").savefig(
         output / "feature_collapse.png", dpi=100)
     shutil.copy(ev.grid.pretrain("v2").run_dir / "reconstruction.png", output / "reconstruction.png")
     section = f"""## 4. Feature collapse
 
 Per-block MLP activations (after GELU) of {len(images)} val images of distinct classes at {ev.grid.scale.img_size} px.
 Distance: mean pairwise channel cosine distance; dead: channels that never activate; saturated: channels constant
-over positions (definitions in `cnx2lite.analysis`). Each is averaged over blocks, with a 95% bootstrap interval over
-the images.
+over positions (definitions in `cnx2lite.analysis`). Each is averaged over blocks, then over the runs, with a 95%
+hierarchical bootstrap interval over runs and images.
 
-| encoder | mean distance | dead channels (%) | saturated channels (%) |
-|---|---|---|---|
+| encoder | runs | mean distance | dead channels (%) | saturated channels (%) |
+|---|---|---|---|---|
 {chr(10).join(lines)}
 
-V2 FCMAE minus V1 FCMAE, mean distance: {verdict(diff, "GRN keeps V2's channels more diverse", "", 3)}.
+V2 FCMAE minus V1 FCMAE, mean distance: {verdict(diff, "GRN keeps V2's channels more diverse",
+                                                 replicated(v2, v1), "", 3)}.
 Paper: {PAPER['collapse']}.
 
 ![feature collapse](feature_collapse.png)
 
-FCMAE reconstructions of val images (V2, end of pretraining):
+FCMAE reconstructions of val images (V2, first pretraining run, end of pretraining):
 
 ![reconstructions](reconstruction.png)
 """
     return Table(rows, section)
 
 
-TABLES = {"1 FCMAE vs scratch": table_label_efficiency, "2 co-design": table_codesign,
-          "3 sparse vs dense conv": table_sparse, "4 feature collapse": table_collapse}
+# -------------------------------------------------------------------------------------------------------- sanity
+def sanity_section(ev: Evaluator, cells: list[Cell]) -> str:
+    """Checks that the runs behind the tables are fit to compare: each passes or says FAILS with its numbers."""
+    s, chance = ev.grid.scale, math.log(len(ev.classes))
+    checks = []
+    for cell in cells:
+        losses = [run.metric("train_loss")[-1] for runs in ev.grid.cell_runs(cell) for run in runs]
+        ok = max(losses) < LOSS_OF_TRAINING * chance
+        checks.append(f"- {'ok' if ok else 'FAILS'}: {cell.block.upper()} {cell.init} at K={shot_label(cell.k)} trains: "
+                      f"last-epoch training loss {min(losses):.3f}..{max(losses):.3f} vs chance {chance:.3f} "
+                      f"(limit {LOSS_OF_TRAINING:.0%} of it)")
+    shots = [k for k in s.shots if Cell(k, "fcmae") in cells and Cell(k, "scratch") in cells]
+    for probe_name, correct in (("fine-tuned", ev.finetuned), ("kNN", ev.knn)):
+        for init in ("fcmae", "scratch"):
+            values = [correct(k, init).double().mean().item() * 100 for k in shots]
+            ok = all(a <= b for a, b in zip(values, values[1:]))
+            checks.append(f"- {'ok' if ok else 'FAILS'}: {probe_name} {init} does not fall as K grows: " + ", ".join(
+                f"K={shot_label(k)} {v:.1f}%" for k, v in zip(shots, values)))
+    neighbours = [(k, ev.knn_neighbours(k)) for k in s.shots]
+    ok = all(k is None or n <= k for k, n in neighbours)
+    checks.append(f"- {'ok' if ok else 'FAILS'}: kNN uses k <= K neighbours: " + ", ".join(
+        f"K={shot_label(k)}: k={n}" for k, n in neighbours))
+    return "## Sanity checks\n\n" + "\n".join(checks) + "\n"
+
+
+TABLES = (
+    TableSpec("1 FCMAE vs scratch", label_efficiency_cells, table_label_efficiency),
+    TableSpec("2 co-design", codesign_cells, table_codesign),
+    TableSpec("3 sparse vs dense conv", sparse_cells, table_sparse),
+    TableSpec("4 feature collapse", collapse_cells, table_collapse),
+)
