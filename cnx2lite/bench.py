@@ -15,7 +15,6 @@ a training step must hold), since the CPU allocator keeps no peak statistics.
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -26,25 +25,16 @@ import torch
 import torch.nn.functional as F
 
 from .amp import AMP_DTYPES, autocast, resolve_amp
-from .argtypes import image_size, non_negative_int, positive
 from .checkpoints import export_timm
 from .fcmae import FCMAE
-from .masking import random_mask
-from .models import VARIANTS, create_model
-from .sparse import available_backends
-from .train import Trainer, load_preset, preset_names
-from .train.distributed import resolve_device
+from .masking import check_mask_ratio, random_mask
+from .models import create_model
+from .sparse import available_backends, check_backend
+from .train import Trainer, load_preset
 
 Step = Callable[[], None]
 K = TypeVar("K", bound=Hashable)
 AMP_NAMES = {dtype: name for name, dtype in AMP_DTYPES.items()}
-
-
-def _device(text: str) -> torch.device:
-    try:
-        return resolve_device(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _precisions(amp: Sequence[str], device: torch.device) -> dict[str, torch.dtype]:
@@ -153,27 +143,29 @@ def _print_amp_ratios(speed: Mapping[tuple[str, str], float], amp: Sequence[str]
                   f"{low}/fp32 {other / fp32:.2f}x")
 
 
-def bench_model(args: argparse.Namespace) -> int:
+def bench_model(model: str = "convnextv2_atto", img_size: int = 224, batch_size: int = 32, iters: int = 5,
+                warmup: int = 2, device: torch.device = torch.device("cpu"), amp: Sequence[str] = ("fp32", "auto"),
+                channels_last: bool = False) -> None:
+    """Training and inference img/s of our dense model against timm's with the same weights, per precision."""
     import timm
 
-    device = args.device
-    amp = _precisions(args.amp, device)
+    amp = _precisions(amp, device)
     torch.manual_seed(0)
-    ours = create_model(args.model).to(device)
-    reference = timm.create_model(args.model, pretrained=False).to(device)
+    ours = create_model(model).to(device)
+    reference = timm.create_model(model, pretrained=False).to(device)
     reference.load_state_dict(export_timm(ours))
-    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
-    y = torch.randint(0, 1000, (args.batch_size,), device=device)
-    if args.channels_last:
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    y = torch.randint(0, 1000, (batch_size,), device=device)
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-        for model in (ours, reference):
-            model.to(memory_format=torch.channels_last)
+        for net in (ours, reference):
+            net.to(memory_format=torch.channels_last)
     models = {"cnx2lite": ours, "timm": reference}
     train = {(n, p): _train_step(m.train(), lambda m=m: F.cross_entropy(m(x), y), dtype)
              for p, dtype in amp.items() for n, m in models.items()}
-    print(f"{args.model}, batch {args.batch_size}, {args.img_size}px, {device}, {torch.get_num_threads()} threads, "
-          f"amp {', '.join(amp)}{', channels_last' if args.channels_last else ''}")
-    results = time_steps(train, args.batch_size, args.iters, args.warmup, device)
+    print(f"{model}, batch {batch_size}, {img_size}px, {device}, {torch.get_num_threads()} threads, "
+          f"amp {', '.join(amp)}{', channels_last' if channels_last else ''}")
+    results = time_steps(train, batch_size, iters, warmup, device)
     train_flops = {key: step_flops(step) for key, step in train.items()}
 
     def infer(model: torch.nn.Module, dtype: torch.dtype) -> Step:
@@ -184,29 +176,33 @@ def bench_model(args: argparse.Namespace) -> int:
 
     with torch.inference_mode():
         inference = time_steps({(n, p): infer(m.eval(), dtype) for p, dtype in amp.items() for n, m in models.items()},
-                               args.batch_size, args.iters, args.warmup, device)
+                               batch_size, iters, warmup, device)
     kinds = {"train (fwd+bwd+AdamW)": results, "inference": inference}
     for kind, r in kinds.items():
         for p in amp:
             ours, timm_speed = r["cnx2lite", p], r["timm", p]
-            line = (f"{kind:>22} {p}: cnx2lite {ours:8.1f} img/s ({1e3 * args.batch_size / ours:7.1f} ms/batch) | "
-                    f"timm {timm_speed:8.1f} img/s ({1e3 * args.batch_size / timm_speed:7.1f} ms/batch) | "
+            line = (f"{kind:>22} {p}: cnx2lite {ours:8.1f} img/s ({1e3 * batch_size / ours:7.1f} ms/batch) | "
+                    f"timm {timm_speed:8.1f} img/s ({1e3 * batch_size / timm_speed:7.1f} ms/batch) | "
                     f"ratio {ours / timm_speed:.2f}x")
             if r is results:
-                line += f" | cnx2lite {utilization(train_flops['cnx2lite', p], ours, args.batch_size, device)}"
+                line += f" | cnx2lite {utilization(train_flops['cnx2lite', p], ours, batch_size, device)}"
             print(line)
     _print_amp_ratios({(f"{kind}, {n}", p): v for kind, r in kinds.items() for (n, p), v in r.items()}, list(amp))
-    return 0
 
 
-def bench_fcmae(args: argparse.Namespace) -> int:
-    device = args.device
-    amp = _precisions(args.amp, device)
-    backends = args.backends or available_backends()
+def bench_fcmae(model: str = "convnextv2_atto", img_size: int = 224, batch_size: int = 32, iters: int = 5,
+                warmup: int = 2, device: torch.device = torch.device("cpu"), amp: Sequence[str] = ("auto",),
+                mask_ratio: float = 0.6, backends: Sequence[str] | None = None) -> None:
+    """Img/s and memory of a whole FCMAE training step per sparse backend, against ``dense``."""
+    check_mask_ratio(mask_ratio, img_size)  # the same masks training accepts: a visible and a masked cell each
+    backends = list(backends or available_backends())
+    for backend in backends:
+        check_backend(backend)
+    amp = _precisions(amp, device)
     torch.manual_seed(0)
-    model = FCMAE(args.model, mask_ratio=args.mask_ratio).to(device)
-    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
-    mask = random_mask(args.batch_size, args.img_size, args.mask_ratio, generator=torch.Generator().manual_seed(0), device=device)
+    model = FCMAE(model, mask_ratio=mask_ratio).to(device)
+    x = torch.randn(batch_size, 3, img_size, img_size, device=device)
+    mask = random_mask(batch_size, img_size, mask_ratio, generator=torch.Generator().manual_seed(0), device=device)
 
     def loss_with(backend: str) -> Callable[[], torch.Tensor]:
         def loss() -> torch.Tensor:
@@ -215,21 +211,20 @@ def bench_fcmae(args: argparse.Namespace) -> int:
         return loss
 
     steps = {(b, p): _train_step(model, loss_with(b), dtype) for p, dtype in amp.items() for b in backends}
-    print(f"FCMAE {args.model}, batch {args.batch_size}, {args.img_size}px, mask ratio {args.mask_ratio}, {device}, "
+    print(f"FCMAE {model}, batch {batch_size}, {img_size}px, mask ratio {mask_ratio}, {device}, "
           f"{torch.get_num_threads()} threads, amp {', '.join(amp)}")
-    speed = time_steps(steps, args.batch_size, args.iters, args.warmup, device)
+    speed = time_steps(steps, batch_size, iters, warmup, device)
     memory = {key: step_memory(step, device) for key, step in steps.items()}
     flops = {key: step_flops(step) for key, step in steps.items()}
     what = "peak allocated" if device.type == "cuda" else "saved activations"
     for b, p in steps:
         line = (f"{b:>10} {p}: {speed[b, p]:8.1f} img/s, {what} {memory[b, p] / 2**20:8.1f} MiB, "
-                f"{utilization(flops[b, p], speed[b, p], args.batch_size, device)}")
+                f"{utilization(flops[b, p], speed[b, p], batch_size, device)}")
         if "dense" in backends:
             line += (f" | speed {speed[b, p] / speed['dense', p]:.2f}x dense, "
                      f"memory {memory[b, p] / memory['dense', p]:.2f}x dense")
         print(line)
     _print_amp_ratios(speed, list(amp))
-    return 0
 
 
 # The reference path of bench train: what the default replaces, each one option away (--no-fused-grn ...).
@@ -248,74 +243,26 @@ def _timed_blocks(trainer: Trainer, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def bench_train(args: argparse.Namespace) -> int:
+def bench_train(tasks: Sequence[str] = ("pretrain", "finetune"), preset: str = "cpu", data: str | None = None,
+                steps: int = 15, iters: int = 3, warmup: int = 3) -> None:
     """Images per second of whole training steps, data loading included, on the default path and the reference one
     (:data:`REFERENCE_PATH`), in timed blocks of steps that each start a fresh pass over the data."""
-    print(f"{args.preset} preset, {args.steps} steps per timed block, {args.iters} blocks per side interleaved, "
-          f"{torch.get_num_threads()} threads; data loading included (data: {args.data or 'default root'})")
-    for task in args.tasks:
+    print(f"{preset} preset, {steps} steps per timed block, {iters} blocks per side interleaved, "
+          f"{torch.get_num_threads()} threads; data loading included (data: {data or 'default root'})")
+    for task in tasks:
         with tempfile.TemporaryDirectory() as output:
             sides = {"reference": REFERENCE_PATH, "default": {}}
-            try:
-                trainers = {name: Trainer(load_preset(args.preset, task=task, data=args.data, output=output, name=name,
-                                                      progress=False, epochs=1, **changes))
-                            for name, changes in sides.items()}
-            except (ValueError, OSError) as e:  # no images there, a preset that does not fit them, ...
-                print(f"error: {e}")
-                return 2
+            trainers = {name: Trainer(load_preset(preset, task=task, data=data, output=output, name=name,
+                                                  progress=False, epochs=1, **changes))
+                        for name, changes in sides.items()}
             batch = next(iter(trainers.values())).config.batch_size
-            steps = min(args.steps, min(t.steps_per_epoch for t in trainers.values()))
+            block = min(steps, min(t.steps_per_epoch for t in trainers.values()))  # steps per timed block
             seconds: dict[str, list[float]] = {name: [] for name in trainers}
             for trainer in trainers.values():  # warm up: workers started, caches filled, allocator grown
-                _timed_blocks(trainer, min(steps, args.warmup))
-            for _ in range(args.iters):
+                _timed_blocks(trainer, min(block, warmup))
+            for _ in range(iters):
                 for name, trainer in trainers.items():
-                    seconds[name].append(_timed_blocks(trainer, steps))
-            speed = {name: steps * batch / statistics.median(t) for name, t in seconds.items()}
+                    seconds[name].append(_timed_blocks(trainer, block))
+            speed = {name: block * batch / statistics.median(t) for name, t in seconds.items()}
             print(f"{task:>9}: reference {speed['reference']:7.1f} img/s | default {speed['default']:7.1f} img/s | "
                   f"default/reference {speed['default'] / speed['reference']:.2f}x")
-    return 0
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("bench", help="speed/memory benchmarks against a reference", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
-    for name, func, helptext in (
-        ("model", bench_model, "dense ConvNeXt V2: ours vs timm, training and inference img/s"),
-        ("fcmae", bench_fcmae, "FCMAE training step per sparse backend: img/s and memory vs dense"),
-    ):
-        sub = kinds.add_parser(name, help=helptext, description=helptext)
-        sub.add_argument("--model", default="convnextv2_atto", choices=list(VARIANTS), metavar="NAME",
-                         help="variant (default: convnextv2_atto); one of " + ", ".join(VARIANTS))
-        sub.add_argument("--img-size", type=image_size, default=224,
-                         help="square image size in pixels, a multiple of 32 (default: 224)")
-        sub.add_argument("--batch-size", type=positive(int), default=32, help="images per step (default: 32)")
-        sub.add_argument("--iters", type=positive(int), default=5, help="timed repeats per side (default: 5)")
-        sub.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repeats first (default: 2)")
-        sub.add_argument("--device", type=_device, default="auto",
-                         help="auto, cpu, cuda, cuda:N (default: auto: cuda if available, else cpu)")
-        default_amp = ["fp32", "auto"] if name == "model" else ["auto"]
-        sub.add_argument("--amp", nargs="+", default=default_amp, choices=("auto", "bf16", "fp32"), metavar="AMP",
-                         help="autocast precision, one or several of auto, bf16, fp32; auto is what training uses: "
-                              "bf16 on a GPU or a CPU with native bf16, fp16 on older GPUs, else fp32; several are "
-                              f"timed in the same run and compared side by side (default: {' '.join(default_amp)})")
-        sub.set_defaults(run=func)
-    kinds.choices["model"].add_argument("--channels-last", action="store_true",
-                                        help="channels_last memory format for both models and the input (default: off)")
-    train = kinds.add_parser("train", help="pretraining and fine-tuning steps with data loading: default vs "
-                                           "the reference path", description=bench_train.__doc__)
-    train.add_argument("--tasks", nargs="+", default=["pretrain", "finetune"], choices=("pretrain", "finetune"),
-                       metavar="TASK", help="pretrain, finetune or both (default: both)")
-    presets = preset_names("finetune")
-    train.add_argument("--preset", default="cpu", choices=presets, metavar="NAME",
-                       help=f"the preset whose steps are timed (default: cpu); one of {', '.join(presets)}")
-    train.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
-    train.add_argument("--steps", type=positive(int), default=15, help="optimizer steps per timed block (default: 15)")
-    train.add_argument("--iters", type=positive(int), default=3, help="timed blocks per side (default: 3)")
-    train.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default: 3)")
-    train.set_defaults(run=bench_train)
-    fcmae = kinds.choices["fcmae"]
-    fcmae.add_argument("--mask-ratio", type=float, default=0.6, help="masked fraction of patches (default: 0.6)")
-    fcmae.add_argument("--backends", nargs="+", default=None, metavar="NAME",
-                       help="backends to compare (default: every available one)")

@@ -16,26 +16,20 @@ bootstrap of :mod:`cnx2lite.stats`.
 """
 from __future__ import annotations
 
-import argparse
-import sys
+import os
 from dataclasses import dataclass
 from typing import Callable
-
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from . import data, hub
-from .amp import AMP_MODES, autocast, resolve_amp
-from .argtypes import image_size, positive
+from . import hub
+from .amp import autocast
 from .checkpoints import load_pretrained
 from .models import ConvNeXtV2, create_model
-from .models.convnextv2 import BLOCK_STYLES
 from .rundir import load_checkpoint
-from .stats import bootstrap_accuracy
 
 PROBE_METHODS = ("knn", "linear")
 KNN_K, KNN_TEMPERATURE = 20, 0.07  # as the DINO and lightly kNN monitors
@@ -202,59 +196,3 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
         except ValueError as e:  # the message speaks of "the checkpoint": say which
             raise ValueError(f"{source}: {e}") from None
     return net, config
-
-
-def run_probe(args: argparse.Namespace) -> int:
-    from .train.distributed import resolve_device  # the training package imports this module
-
-    try:  # every user mistake (paths, data layout, device, a checkpoint that does not fit) -> one line
-        device = resolve_device(args.device)
-        encoder, config = load_model(args.checkpoint, args.model, args.block, args.seed)
-        size = args.img_size or config.get("img_size", 224)
-        folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
-        transform = data.eval_transform(size, in_chans=encoder.in_chans)
-        train_set = data.build_dataset(folder, "train", transform, num_classes=args.num_classes,
-                                       images_per_class=args.images_per_class)
-        val_set = data.build_dataset(folder, "val", transform, classes=train_set.classes,
-                                     images_per_class=args.val_images_per_class)
-    except (ValueError, OSError, RuntimeError) as e:  # DataNotFoundError is an OSError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    amp_dtype = resolve_amp(args.amp, device)
-    encoder.to(device)
-    features = [extract_features(encoder, split, args.batch_size, device, amp_dtype, args.num_workers)
-                for split in (train_set, val_set)]
-    for method in args.method:
-        result = probe_features(method, *features[0], *features[1], len(train_set.classes), args.k, args.temperature)
-        top1 = bootstrap_accuracy(result.correct)
-        print(f"{args.checkpoint}: {result} at {size} px, 95% interval [{top1.low:.1f}, {top1.high:.1f}]")
-    return 0
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "probe", help="kNN / linear-probe top-1 of a frozen encoder (any checkpoint, or a random init)",
-        description="Judge an encoder without fine-tuning: pooled, layer-normalized features of the labeled train "
-                    "split are the kNN memory bank / the linear probe's training set, the val split the queries.")
-    parser.add_argument("--checkpoint", required=True, help="a run directory, a checkpoint file (cnx2lite, official "
-                        "or timm), or 'random' for a random initialization (required)")
-    parser.add_argument("--method", nargs="+", choices=PROBE_METHODS, default=list(PROBE_METHODS),
-                        help="probe(s) to run (default: knn linear)")
-    parser.add_argument("--model", default=None, help="variant, e.g. convnextv2_atto (default: the run's, else atto)")
-    parser.add_argument("--block", default=None, choices=BLOCK_STYLES, help="block style (default: the run's, else v2)")
-    parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
-    parser.add_argument("--dataset", default="imagenette", help="image folder name under the root (default: imagenette)")
-    parser.add_argument("--num-classes", type=positive(int), default=None, help="use the first K classes (default: all)")
-    parser.add_argument("--images-per-class", type=positive(int), default=None,
-                        help="labeled train images per class (default: all)")
-    parser.add_argument("--val-images-per-class", type=positive(int), default=None, help="val images per class (default: all)")
-    parser.add_argument("--img-size", type=image_size, default=None, help="image size (default: the run's, else 224)")
-    parser.add_argument("--k", type=positive(int), default=KNN_K, help=f"kNN neighbours (default: {KNN_K})")
-    parser.add_argument("--temperature", type=positive(float), default=KNN_TEMPERATURE,
-                        help=f"kNN vote temperature (default: {KNN_TEMPERATURE})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a random init (default: 0)")
-    parser.add_argument("--batch-size", type=positive(int), default=128, help="images per batch (default: 128)")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
-    parser.add_argument("--amp", default="auto", choices=AMP_MODES, help="autocast (default: auto)")
-    parser.set_defaults(run=run_probe)

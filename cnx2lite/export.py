@@ -12,17 +12,17 @@ reported.
 """
 from __future__ import annotations
 
-import argparse
-import sys
+import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from .argtypes import image_size
 from .data import image_hw
 from .evaluation import load_model
+from .rundir import resolve_checkpoint
 
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".torchscript.pt"}
 
@@ -82,33 +82,36 @@ def _require(*packages: str) -> None:
         raise ImportError(f"{', '.join(missing)} not installed: pip install {' '.join(missing)} (or cnx2lite[export])")
 
 
-def run_export(args: argparse.Namespace) -> int:
-    try:
-        model, config = load_model(args.checkpoint, args.model, classifier=None)  # a fine-tuning run's head
-        size = image_hw(args.img_size or config.get("img_size", 224))
-        output = Path(args.output or Path(args.checkpoint).with_suffix("").name + FORMATS[args.format])
-        if output.exists() and output.resolve() == Path(args.checkpoint).resolve():
-            raise ValueError(f"--output {output} is the checkpoint being exported: choose another file")
-        path = export_model(model, output, args.format, size, model.in_chans)
-        difference = max_difference(model, path, args.format, size, model.in_chans)
-    except (ValueError, OSError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    kind = "classifier (logits)" if model.num_classes else "encoder (pooled features)"
-    print(f"wrote {path} ({args.format}, {kind}, {size[0]}x{size[1]} px, dynamic batch); max |difference| from "
-          f"PyTorch on 3 images: {difference:.2e}")
-    return 0
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export_checkpoint` wrote: every file (ONNX may keep weights in a ``.data`` file beside the graph),
+    the model kind, the input size and the largest difference from PyTorch on a batch of 3."""
+
+    files: list[Path]
+    fmt: str
+    classifier: bool
+    img_size: tuple[int, int]
+    max_difference: float
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("export", help="write a trained model as ONNX, a torch.export program or TorchScript",
-                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a cnx2lite run directory or checkpoint, any file "
-                        "cnx2lite.checkpoints.load_pretrained reads (give --model), or a released name (required)")
-    parser.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx, exported-program or torchscript")
-    parser.add_argument("--output", default=None, help="file to write (default: <checkpoint name>.<format's suffix>)")
-    parser.add_argument("--model", default=None, help="variant for a file that is not a cnx2lite run "
-                        "(default: the run's, else convnextv2_atto)")
-    parser.add_argument("--img-size", type=image_size, nargs="+", default=None, metavar="PX",
-                        help="input size, one value (square) or H W (default: the run's, else 224)")
-    parser.set_defaults(run=run_export)
+def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.PathLike | None = None,
+                      model: str | None = None, img_size: int | tuple[int, int] | None = None) -> Exported:
+    """Export ``checkpoint`` (anything :func:`~cnx2lite.evaluation.load_model` reads: a fine-tuning run gives its
+    classifier, anything else the encoder) as ``fmt`` to ``output`` (default: ``<checkpoint name><suffix>`` here) and
+    check the file against PyTorch. Never writes over a checkpoint: ``output`` may not be the source, nor any
+    ``checkpoint-*.pt`` of a run."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    net, config = load_model(checkpoint, model, classifier=None)  # a fine-tuning run's head
+    size = image_hw(img_size or config.get("img_size", 224))
+    output = Path(output or Path(checkpoint).with_suffix("").name + FORMATS[fmt])
+    source = Path(resolve_checkpoint(checkpoint)).resolve() if checkpoint != "random" else None
+    if output.resolve() == source:
+        raise ValueError(f"--output {output} is the checkpoint being exported: choose another file")
+    if output.name.startswith("checkpoint-") or output.is_dir():
+        raise ValueError(f"--output {output} is {'a folder' if output.is_dir() else 'named like a run checkpoint'}: "
+                         f"choose a new file, e.g. model{FORMATS[fmt]}")
+    before = set(output.parent.glob(output.name + "*")) if output.parent.is_dir() else set()
+    path = export_model(net, output, fmt, size, net.in_chans)
+    files = [path] + sorted(set(path.parent.glob(path.name + "?*")) - before)  # e.g. model.onnx.data
+    return Exported(files, fmt, bool(net.num_classes), size, max_difference(net, path, fmt, size, net.in_chans))

@@ -43,6 +43,24 @@ def effective_mask_ratio(img_size: int | tuple[int, int], ratio: float) -> float
     return 1 - num_visible(h * w, ratio) / (h * w)
 
 
+def check_mask_ratio(ratio: float, img_size: int | tuple[int, int]) -> None:
+    """FCMAE needs at least one masked cell (something to reconstruct) and one visible cell (something to encode)
+    per image, with ``int(L * (1 - ratio))`` of the ``L = (H / 32) * (W / 32)`` cells visible."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"mask_ratio must be in (0, 1): at {ratio!r} there is "
+                         f"{'nothing to reconstruct' if ratio == 0 else 'no visible patch'}; got {ratio!r}")
+    rows, cols = mask_grid(img_size)
+    cells = rows * cols
+    if not 1 <= num_visible(cells, ratio) < cells:
+        fits = next((size for size in range(32, 4096, 32) if 1 <= num_visible((size // 32) ** 2, ratio)
+                     < (size // 32) ** 2), None)
+        raise ValueError(f"mask_ratio={ratio} at img_size={img_size} keeps {num_visible(cells, ratio)} of "
+                         f"{rows}x{cols}={cells} cells visible: every image would be "
+                         f"{'fully masked' if num_visible(cells, ratio) < 1 else 'fully visible'}. "
+                         + (f"The smallest img_size that works at this ratio is {fits}" if fits else
+                            "Use a lower mask_ratio"))
+
+
 def random_mask(
     batch_size: int,
     img_size: int | tuple[int, int],

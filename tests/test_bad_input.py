@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cnx2lite.checkpoints import load_pretrained
-from cnx2lite.cli import main
+from cnx2lite.commands import main
 from cnx2lite.masking import random_mask
 from cnx2lite.models import create_model
 from cnx2lite.train import finetune, pretrain

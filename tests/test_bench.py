@@ -10,7 +10,7 @@ import torch
 
 from cnx2lite import amp
 from cnx2lite.allocator import keep_freed_memory
-from cnx2lite.cli import main
+from cnx2lite.commands import main
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda:0")
 

@@ -6,7 +6,7 @@ import importlib.util
 import pytest
 import torch
 
-from cnx2lite.cli import main
+from cnx2lite.commands import main
 from cnx2lite.export import FORMATS, export_model, max_difference
 from cnx2lite.models import create_model
 from conftest import randomize_
@@ -44,4 +44,13 @@ def test_export_of_a_non_square_run_and_the_checkpoint_is_never_overwritten(tmp_
         main(["export", "--checkpoint", str(tmp_path / "weights.pt"), "--format", "torchscript", "--output",
               str(tmp_path / "weights.pt"), "--img-size", "64"])
     assert exit_info.value.code == 2 and "is the checkpoint being exported" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(model.state_dict(), run / "checkpoint-00000002.pt")
+    for output in (run / "checkpoint-00000009.pt", run):  # any run checkpoint's name, a folder: refused, not written
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", "--checkpoint", str(tmp_path / "weights.pt"), "--format", "torchscript", "--output",
+                  str(output), "--img-size", "64"])
+        assert exit_info.value.code == 2 and "choose a new file" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-00000002.pt"]
     assert FORMATS["torchscript"] == ".torchscript.pt"  # the default name never collides with checkpoint-N.pt

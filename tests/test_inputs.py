@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnx2lite import data
 from cnx2lite.checkpoints import load_pretrained
-from cnx2lite.cli import main
+from cnx2lite.commands import main
 from cnx2lite.models import create_model
 from cnx2lite.rundir import load_checkpoint
 from conftest import make_image_folder, randomize_

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cnx2lite.cli import main
+from cnx2lite.commands import main
 from cnx2lite.train import load_config, pretrain
 from cnx2lite.train import tensorboard as tb
 from conftest import make_image_folder

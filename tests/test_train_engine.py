@@ -115,7 +115,7 @@ def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(images, reference, tmp_
 
 KILLED_WHILE_SAVING = """
 import os, signal, sys, torch
-from cnx2lite.cli import main
+from cnx2lite.commands import main
 real_save, saves = torch.save, []
 def save_then_die(obj, f, *args, **kwargs):  # the third checkpoint write dies half-way: kill -9, no handler runs
     saves.append(1)
@@ -307,7 +307,7 @@ def test_a_second_run_into_a_busy_run_dir_is_refused_and_a_dead_owners_lock_is_f
         with pytest.raises(RunDirLockedError, match=f"in use by process {first.pid} on {socket.gethostname()}"):
             pretrain("smoke", data=str(images), output=str(tmp_path), name="busy", batch_size=4, resume="auto")
         rc, out = finish(cli(["pretrain", "--preset", "smoke", "--resume", "auto"], images, tmp_path, "busy"))
-        assert rc == 1 and f"error: {tmp_path / 'busy'} is in use by process {first.pid}" in out
+        assert rc == 2 and f"error: {tmp_path / 'busy'} is in use by process {first.pid}" in out  # a usage error
         assert "Traceback" not in out
     finally:
         first.kill()

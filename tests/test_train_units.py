@@ -8,7 +8,7 @@ import pytest
 import torch
 from timm.loss import SoftTargetCrossEntropy
 
-from cnx2lite.cli import build_parser
+from cnx2lite.commands import build_parser, run_command
 from cnx2lite.fcmae import FCMAE
 from cnx2lite.models import create_model
 from cnx2lite.rundir import RunDir, load_checkpoint
@@ -243,7 +243,7 @@ def test_grn_aggregation_and_sparse_encoder_reach_the_models():
 ])
 def test_bad_flag_values_are_one_line_errors(flags, message, capsys):
     args = build_parser().parse_args(["pretrain", "--preset", "smoke", *flags])
-    assert args.run(args) == 2
+    assert run_command(args) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and "Traceback" not in err
 

@@ -30,7 +30,6 @@ The package: :mod:`.grid` (scales, runs, per-image correctness), :mod:`.tables` 
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -40,7 +39,6 @@ import time
 from pathlib import Path
 
 from .. import data
-from ..argtypes import positive
 from ..masking import effective_mask_ratio
 from ..stats import RESAMPLES
 from ..train.distributed import resolve_device
@@ -163,32 +161,3 @@ def _total_minutes(output: Path) -> float:
             rows = list(csv.DictReader(f))
         total += float(rows[-1]["time_s"]) if rows else 0.0
     return total / 60
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        run_reproduce(args.scale, args.data, args.output, args.seeds, args.pretrain_seeds, args.hours)
-    except (data.DataNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("reproduce interrupted: run it again to continue where it stopped", file=sys.stderr)
-        return 130
-    return 0
-
-
-def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("reproduce", help="train the paper's ablation grid at a scale and write a report",
-                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scale", default="cpu", choices=tuple(SCALES),
-                        help="smoke (CI, seconds), cpu (2 cores, about 4.5 hours), gpu (224 px) (default: cpu)")
-    parser.add_argument("--seeds", type=positive(int), default=None,
-                        help="fine-tuning seeds per pretraining run and cell (default: the scale's, cpu: 3)")
-    parser.add_argument("--pretrain-seeds", type=positive(int), default=None,
-                        help="pretraining runs per pretrained arm (default: the scale's, cpu: 2)")
-    parser.add_argument("--hours", type=positive(float), default=None,
-                        help="start no run after this many hours; run the command again to go on (default: no limit)")
-    parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
-    parser.add_argument("--output", default=None, help="output folder (default: runs/reproduce-<scale>); "
-                        "runs resume there")
-    parser.set_defaults(run=run)

@@ -53,7 +53,7 @@ def check_backend(name: str) -> None:
     """Raise a clear error if backend ``name`` is unknown or cannot run here."""
     _forward_features(name)
     if name == "minkowski" and not minkowski.is_available():
-        raise RuntimeError(f"backend 'minkowski' is not available: {minkowski.INSTALL_HINT}")
+        raise ValueError(f"backend 'minkowski' is not available: {minkowski.INSTALL_HINT}")
 
 
 def sparse_forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor, backend: str = "gather") -> Tensor:

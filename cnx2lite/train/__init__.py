@@ -5,7 +5,8 @@
 (parameter groups, layer decay, warmup + cosine lr), ``ema``, ``seeding`` (seeds from the run
 position), ``loader`` (resumable sharded sampling), ``distributed`` (torchrun/DDP), ``tasks`` (what
 pretraining and fine-tuning compute, and their figures), ``engine`` (the loop), ``plots`` (run
-figures), ``api``, ``commands`` (the CLI). The run directory's files belong to :mod:`cnx2lite.rundir`.
+figures), ``api``. The run directory's files belong to :mod:`cnx2lite.rundir`; the command line to
+:mod:`cnx2lite.commands`.
 """
 from .api import evaluate_checkpoint, finetune, pretrain, train
 from .config import PRESETS, ResumeMismatchError, TrainConfig, load_config, load_preset, preset_names

@@ -21,7 +21,7 @@ from timm.data import create_transform
 
 from ..amp import AMP_MODES
 from ..data import SELECTIONS
-from ..masking import mask_grid, num_visible
+from ..masking import check_mask_ratio
 from ..models import VARIANTS
 from ..layers import GRN_AGGREGATIONS
 from ..models.convnextv2 import BLOCK_STYLES
@@ -166,7 +166,7 @@ class TrainConfig:
                              f"got {self.in_chans!r} (the model takes any in_chans: use the library with your own "
                              "dataset for others)")
         if self.task == "pretrain":
-            _check_mask_ratio(self.mask_ratio, self.img_size)
+            check_mask_ratio(self.mask_ratio, self.img_size)
         if self.resume not in (None, "auto") and not Path(self.resume).is_file():
             raise ValueError(f"resume must be 'auto' or an existing checkpoint file, got {self.resume!r}")
 
@@ -211,24 +211,6 @@ def _check_rand_augment(spec: str) -> None:
     except (AssertionError, ValueError, KeyError, IndexError) as e:
         raise ValueError(f"rand_augment must be a timm augmentation spec like 'rand-m9-mstd0.5-inc1' (or None), got "
                          f"{spec!r}{': ' + str(e) if str(e) else ''}") from None
-
-
-def _check_mask_ratio(ratio: float, img_size: int | tuple[int, int]) -> None:
-    """FCMAE needs at least one masked cell (something to reconstruct) and one visible cell (something to encode)
-    per image, with ``int(L * (1 - ratio))`` of the ``L = (H / 32) * (W / 32)`` cells visible."""
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(f"mask_ratio must be in (0, 1): at {ratio!r} there is "
-                         f"{'nothing to reconstruct' if ratio == 0 else 'no visible patch'}; got {ratio!r}")
-    rows, cols = mask_grid(img_size)
-    cells = rows * cols
-    if not 1 <= num_visible(cells, ratio) < cells:
-        fits = next((size for size in range(32, 4096, 32) if 1 <= num_visible((size // 32) ** 2, ratio)
-                     < (size // 32) ** 2), None)
-        raise ValueError(f"mask_ratio={ratio} at img_size={img_size} keeps {num_visible(cells, ratio)} of "
-                         f"{rows}x{cols}={cells} cells visible: every image would be "
-                         f"{'fully masked' if num_visible(cells, ratio) < 1 else 'fully visible'}. "
-                         + (f"The smallest img_size that works at this ratio is {fits}" if fits else
-                            "Use a lower mask_ratio"))
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -1,4 +1,4 @@
-"""cnx2lite pretrain | finetune | eval | download: command-line front ends of cnx2lite.train.api.
+"""cnx2lite pretrain | finetune | eval | download: command-line front ends of cnx2lite.train.
 
 Every TrainConfig field is a flag (--base-lr 1e-3, --no-norm-pix-loss); flags override the
 --preset, or --config runs/<name>/config.json, which replays a run's settings. Runs go to
@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from .. import data
-from ..argtypes import image_size, positive
-from ..rundir import RunDirLockedError
-from .config import FIELDS, ResumeMismatchError, TrainConfig, fields_for, load_config, load_preset, preset_names
-from .engine import NonFiniteLossError
+from ..train.config import FIELDS, TrainConfig, fields_for, load_config, load_preset, preset_names
+from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size
 
 EXIT_INTERRUPTED = 130
 HIDDEN = ("task",)
@@ -71,27 +68,13 @@ def config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
 
 
 def run_training(args: argparse.Namespace) -> int:
-    from .engine import Trainer
+    from ..train.engine import Trainer
 
-    try:
-        config = config_from_args(args, args.command)
-    except ValueError as e:  # a bad flag value: the message names the flag and what it accepts
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = config_from_args(args, args.command)  # a bad value: the message names the flag and what it accepts
     if args.show_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    try:  # every setup mistake (data layout, device, a checkpoint that does not fit) surfaces here
-        trainer = Trainer(config)
-    except (ValueError, OSError) as e:  # DataNotFoundError is an OSError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        result = trainer.run()
-    # OSError: an existing run without --resume, an image that fails to decode mid-run, a full disk
-    except (ResumeMismatchError, NonFiniteLossError, OSError, RunDirLockedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2 if isinstance(e, ResumeMismatchError) else 1
+    result = Trainer(config).run()
     if result.interrupted:
         return EXIT_INTERRUPTED
     summary = f"done: run dir {result.run_dir}, checkpoint {result.checkpoint}"
@@ -104,25 +87,17 @@ def run_training(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .api import evaluate_checkpoint
+    from ..train.api import evaluate_checkpoint
 
-    try:
-        r = evaluate_checkpoint(args.checkpoint, args.data, args.dataset, args.ema, args.batch_size, args.device,
-                                args.num_workers, args.img_size)
-    except (ValueError, OSError) as e:  # a checkpoint or data that does not fit
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    r = evaluate_checkpoint(args.checkpoint, args.data, args.dataset, args.ema, args.batch_size, args.device,
+                            args.num_workers, args.img_size)
     print(f"{args.checkpoint}{' (EMA)' if args.ema else ''}: top-1 {r['top1']:.2f}%, top-5 {r['top5']:.2f}%, "
           f"loss {r['loss']:.4f} on {r['images']} val images")
     return 0
 
 
 def run_download(args: argparse.Namespace) -> int:
-    try:
-        folder = data.download_imagenette(data.resolve_data_root(args.data), size=args.size)
-    except data.DataNotFoundError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    folder = data.download_imagenette(data.resolve_data_root(args.data), size=args.size)
     print(f"Imagenette is in {folder}; train with --data {folder}")
     return 0
 
@@ -139,19 +114,17 @@ def register(commands: argparse._SubParsersAction) -> None:
                                  description="Evaluate a fine-tuning checkpoint on <data>/val with its classes.")
     parser.add_argument("--checkpoint", required=True, help="a finetune run's directory (its newest checkpoint) or "
                         "one of its checkpoint-<step>.pt files (required)")
-    parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
-    parser.add_argument("--dataset", default="imagenette", help="image folder name under the root (default: imagenette)")
+    add_data_flags(parser)
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights (default: off)")
-    parser.add_argument("--batch-size", type=positive(int), default=64, help="images per batch (default: 64)")
+    add_loader_flags(parser, batch_size=64)
     parser.add_argument("--img-size", type=image_size, default=None, help="eval image size (default: the training size)")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (default: 0)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    add_device_flag(parser)
     parser.set_defaults(run=run_eval)
 
     parser = commands.add_parser("download", help="download Imagenette into the data root",
                                  description="Download and extract Imagenette (torchvision) into the data root.")
     parser.add_argument("dataset", choices=("imagenette",), help="what to download (only: imagenette)")
-    parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
+    add_data_flags(parser, dataset=False)
     parser.add_argument("--size", default="320px", choices=tuple(data.IMAGENETTE_DIRS),
                         help="image size of the archive (default: 320px)")
     parser.set_defaults(run=run_download)

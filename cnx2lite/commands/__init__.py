@@ -1,0 +1,89 @@
+"""The ``cnx2lite`` command: one subcommand per job, each in its own module here, and one error boundary for all.
+
+A command module only parses flags, calls the library and prints; what can go wrong is mapped here, once:
+
+* a user mistake (a bad value, a missing or unreadable file, data that does not fit, a run that cannot resume): the
+  library raises ``ValueError`` or ``OSError`` (or ``ImportError`` for a missing optional package) naming the
+  culprit, printed as one ``error:`` line, exit status 2;
+* Ctrl-C outside training: one line, exit status 130 (a training run stops at a step boundary, saves and returns
+  130 itself);
+* anything else is a bug: one line naming the exception and the log file that holds its traceback, exit status 1;
+  ``cnx2lite --debug ...`` raises it instead.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from .. import __version__
+from ..allocator import keep_freed_memory
+from ..rundir import RunDirLockedError
+from . import bench, demo, export, probe, reproduce, train
+
+USER_ERRORS = (ValueError, OSError, ImportError, RunDirLockedError)  # each message names its argument or file
+EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnx2lite",
+        description="ConvNeXt V2 and FCMAE pretraining: demo, benchmarks, pretraining, fine-tuning, evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnx2lite {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error (default: one line)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (demo, reproduce, train, probe, export, bench):
+        module.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    keep_freed_memory()  # a tensor-heavy process: reuse freed memory rather than fault it in again each step
+    sys.exit(run_command(args))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command; every failure becomes one line on stderr and an exit status (see the module doc)."""
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        print(f"error: {_message(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # a bug: keep the traceback for the report, show one line
+        if args.debug:
+            raise
+        log = _save_traceback(args.command)
+        print(f"internal error in {args.command}: {type(e).__name__}: {_message(e)} (traceback: {log}; "
+              f"cnx2lite --debug {args.command} ... shows it here)", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _message(error: BaseException) -> str:
+    """The error's message on one line (a message with instructions on several lines is joined)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+
+
+def _save_traceback(command: str) -> Path:
+    """Write the current exception's traceback to a log file (the user cache, else the temp folder)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnx2lite" / "errors"
+    for folder in (cache, Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"cnx2lite-{command}-{stamp}-{os.getpid()}.log"
+            path.write_text(traceback.format_exc())
+            return path
+        except OSError:
+            continue
+    return Path("(not saved: no writable folder)")

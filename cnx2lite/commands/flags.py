@@ -1,0 +1,53 @@
+"""What the subcommands share on the command line: value types (a bad value is refused by argparse in one line naming
+the flag) and the flags several commands take, spelled and documented once."""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+
+def positive(kind: type) -> Callable[[str], int | float]:
+    """``type=positive(int)``: a number > 0 (also refuses nan)."""
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    return parse
+
+
+def image_size(text: str) -> int:
+    """``type=image_size``: a positive multiple of 32, the model's total stride (one mask cell per 32x32 patch)."""
+    value = int(text)
+    if value <= 0 or value % 32:
+        raise argparse.ArgumentTypeError(f"must be a positive multiple of 32 (the model's stride), got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """``type=non_negative_int``: an int >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_data_flags(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
+    """``--data`` (the data root) and, with ``dataset``, ``--dataset`` (the image folder under it)."""
+    parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
+    if dataset:
+        parser.add_argument("--dataset", default="imagenette",
+                            help="image folder name under the root (default: imagenette)")
+
+
+def add_device_flag(parser: argparse.ArgumentParser, type: Callable[[str], object] = str) -> None:
+    parser.add_argument("--device", default="auto", type=type,
+                        help="auto, cpu, cuda, cuda:N (default: auto: cuda if available, else cpu)")
+
+
+def add_loader_flags(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """``--batch-size`` and ``--num-workers`` of an evaluation loader."""
+    parser.add_argument("--batch-size", type=positive(int), default=batch_size,
+                        help=f"images per batch (default: {batch_size})")
+    parser.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader workers (default: 0)")

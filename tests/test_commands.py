@@ -1,0 +1,137 @@
+"""The command layer's one error boundary (:mod:`cnx2lite.commands`): every subcommand through the same fault matrix.
+
+Each subcommand the parser knows gets a small, valid invocation (``INVOCATIONS``; a new command without one fails
+``test_every_subcommand_is_in_the_matrix``), then every fault: Ctrl-C, a bug deep inside, a full disk, missing data,
+an unreadable image, an output path that is a file. Whatever the command, the result is an exit status and at most
+one line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnx2lite import data
+from cnx2lite.commands import build_parser, main
+from conftest import make_image_folder
+
+INVOCATIONS = {  # subcommand -> arguments; {data}, {output}, {run} are filled in per test
+    "demo": ["demo", "--quick", "--data", "{data}", "--output", "{output}"],
+    "reproduce": ["reproduce", "--scale", "smoke", "--data", "{data}", "--output", "{output}"],
+    "pretrain": ["pretrain", "--preset", "smoke", "--data", "{data}", "--output", "{output}", "--batch-size", "4"],
+    "finetune": ["finetune", "--preset", "smoke", "--data", "{data}", "--output", "{output}", "--batch-size", "4"],
+    "eval": ["eval", "--checkpoint", "{run}", "--data", "{data}"],
+    "download": ["download", "imagenette", "--data", "{output}"],
+    "probe": ["probe", "--checkpoint", "random", "--data", "{data}", "--img-size", "64"],
+    "export": ["export", "--checkpoint", "random", "--format", "torchscript", "--img-size", "64", "--output",
+               "{output}"],
+    "bench model": ["bench", "model", "--img-size", "64", "--batch-size", "2", "--iters", "1", "--warmup", "0",
+                    "--amp", "fp32"],
+    "bench fcmae": ["bench", "fcmae", "--img-size", "64", "--batch-size", "2", "--iters", "1", "--warmup", "0",
+                    "--backends", "gather", "dense"],
+    "bench train": ["bench", "train", "--preset", "smoke", "--data", "{data}", "--steps", "1", "--iters", "1",
+                    "--warmup", "0", "--tasks", "finetune"],
+}
+
+
+def subcommands() -> set[str]:
+    """Every leaf command of the parser: 'pretrain', 'bench model', ..."""
+    names = set()
+    for action in build_parser()._subparsers._group_actions:
+        for name, parser in action.choices.items():
+            nested = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+            names |= {f"{name} {sub}" for sub in nested[0].choices} if nested else {name}
+    return names
+
+
+def test_every_subcommand_is_in_the_matrix():
+    assert subcommands() == set(INVOCATIONS)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def finetuned(folder, tmp_path_factory) -> Path:
+    from cnx2lite.train import finetune
+
+    output = tmp_path_factory.mktemp("runs")
+    return finetune("smoke", data=str(folder), output=str(output), name="ft", batch_size=4).run_dir
+
+
+def invoke(command: str, capsys, **paths) -> tuple[int, str]:
+    args = [a.format(**paths) for a in INVOCATIONS[command]]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return exit_info.value.code, err.strip().splitlines()[-1] if err.strip() else ""
+
+
+def raising(error: BaseException):
+    def fail(*args, **kwargs):
+        raise error
+    return fail
+
+
+FAULTS = {  # fault -> (what raises it, the exit statuses allowed, what the one line says)
+    "ctrl-c": (KeyboardInterrupt(), (130,), "interrupted"),
+    "bug": (ZeroDivisionError("planted"), (1,), "internal error"),
+    "disk full": (OSError(errno.ENOSPC, "No space left on device"), (0, 2), "No space left on device"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("command", sorted(INVOCATIONS))
+def test_a_fault_anywhere_is_one_line_and_an_exit_status(command, fault, folder, finetuned, tmp_path, capsys,
+                                                         monkeypatch):
+    """The fault strikes where every command passes: a model's forward (downloading: fetching the archive) for
+    Ctrl-C and the bug, every file write for the full disk."""
+    error, statuses, says = FAULTS[fault]
+    monkeypatch.setattr(data, "Imagenette", raising(error))  # download never reaches the network
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    if fault == "disk full":
+        for owner, name in ((torch, "save"), (Path, "write_text"), (Path, "write_bytes"), (torch.jit.ScriptModule,
+                                                                                            "save")):
+            monkeypatch.setattr(owner, name, raising(error))
+    else:
+        monkeypatch.setattr(torch.nn.Module, "__call__", raising(error))
+    status, line = invoke(command, capsys, data=folder, output=tmp_path / "out", run=finetuned)
+    assert status in statuses, (status, line)
+    if status:
+        assert says in line, line
+    if fault == "bug":
+        log = Path(line.split("traceback: ", 1)[1].split(";", 1)[0])
+        assert "ZeroDivisionError: planted" in log.read_text() and log.is_relative_to(tmp_path / "cache")
+
+
+def bad_inputs(folder: Path, tmp_path: Path) -> dict[str, dict[str, Path]]:
+    """Fault -> the paths that carry it."""
+    corrupt = shutil.copytree(folder, tmp_path / "corrupt")
+    (corrupt / "train" / "class1" / "3.png").write_bytes(b"not an image")
+    (corrupt / "val" / "class0" / "1.png").write_bytes(b"\x89PNG truncated")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    return {"missing data": {"data": tmp_path / "nowhere"}, "unreadable image": {"data": corrupt},
+            "output is a file": {"output": a_file}}
+
+
+@pytest.mark.parametrize("fault", ["missing data", "unreadable image", "output is a file"])
+@pytest.mark.parametrize("command", sorted(INVOCATIONS))
+def test_bad_paths_are_one_line_and_exit_2(command, fault, folder, finetuned, tmp_path, capsys, monkeypatch):
+    """Every command that takes the path meets the fault: refused in one line (exit 2) or handled (exit 0)."""
+    paths = dict(data=folder, output=tmp_path / "out", run=finetuned) | bad_inputs(folder, tmp_path)[fault]
+    slot = "{" + next(iter(bad_inputs(folder, tmp_path / "again")[fault])) + "}"
+    if slot not in INVOCATIONS[command]:
+        pytest.skip(f"{command} takes no {slot}")
+    if command in ("demo", "download") and fault == "missing data":
+        monkeypatch.setattr(data, "Imagenette", raising(OSError("offline")))  # they download what is missing
+    status, line = invoke(command, capsys, **paths)
+    assert status in (0, 2), (status, line)
+    if status:
+        assert line.startswith("error: "), line
