@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from PIL import Image
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
 from timm.data import auto_augment, create_transform
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -112,21 +113,49 @@ def download_imagenette(root: Path, size: str = "320px") -> Path:
 
 
 def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Image:
-    """Decode an image file to RGB (greyscale, palette, CMYK, RGBA... converted); CorruptImageError names the file.
-    With ``max_side``, an image whose shorter side is longer is shrunk to it (a JPEG is decoded at a reduced DCT scale
-    first, then resized with an antialiased bicubic filter)."""
+    """Decode an image file to 8-bit RGB, upright; CorruptImageError names the file. Every mode is converted with its
+    range scaled (:func:`to_rgb`: 16-bit and float images are not clipped to white or black) and the EXIF orientation
+    is applied (a phone photo taken sideways is upright). With ``max_side``, an image whose shorter side is longer is
+    shrunk to it (a JPEG is decoded at a reduced DCT scale first, then resized with an antialiased bicubic filter)."""
     try:
         with Image.open(path) as img:
-            size = img.size if max_side is None else shrunk_size(img.size, max_side)
-            if size != img.size:
-                img.draft("RGB", size)  # JPEG: the smallest DCT scale still >= size; a no-op for other formats
-            if img.mode == "P" and "transparency" in img.info:
-                rgb = img.convert("RGBA").convert("RGB")
-            else:
-                rgb = img.convert("RGB")
+            if max_side is not None and shrunk_size(img.size, max_side) != img.size:
+                img.draft("RGB", shrunk_size(img.size, max_side))  # JPEG: the smallest DCT scale still >= that
+            rgb = to_rgb(ImageOps.exif_transpose(img))
+            size = rgb.size if max_side is None else shrunk_size(rgb.size, max_side)
             return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.BICUBIC)
     except _DECODE_ERRORS as e:
         raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as 8-bit RGB. Palette with transparency goes through RGBA; 16-bit integer modes are scaled by 1/257
+    (65535 -> 255); 32-bit integer images by 1/257 when their values fit 16 bits (how PNG's 16-bit greyscale often
+    opens), else by their maximum; float images ('F') by 255 when their values lie in [0, 1], else their [min, max]
+    is stretched to [0, 255]. PIL's own conversion of these modes clips at 255: a 16-bit photo would be white and a
+    [0, 1] float one black."""
+    if img.mode == "P" and "transparency" in img.info:
+        return img.convert("RGBA").convert("RGB")
+    if img.mode.startswith("I") or img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if img.mode == "F":
+            scaled = values * 255 if low >= 0 and high <= 1 else (values - low) * (255 / max(high - low, 1e-12))
+        elif img.mode.startswith("I;16") or high > 255:
+            scaled = values / 257 if high <= 65535 else values * (255 / high)
+        else:
+            scaled = values  # 32-bit integers holding 8-bit values
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L").convert("RGB")
+    return img.convert("RGB")
+
+
+def oriented_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of the image :func:`load_image` returns, from the header alone (EXIF orientations 5-8 turn
+    it by 90 degrees)."""
+    with Image.open(path) as img:
+        width, height = img.size
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def shrunk_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:

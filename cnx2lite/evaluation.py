@@ -76,16 +76,19 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 128, device: s
 def knn_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: int, k: int = KNN_K,
                temperature: float = KNN_TEMPERATURE, chunk: int = 1024) -> Tensor:
     """Weighted kNN class scores ``(Q, num_classes)`` of ``queries (Q, D)`` against a labeled
-    ``bank (B, D)``: cosine similarity, the ``k`` nearest vote with weight ``exp(sim / temperature)``."""
+    ``bank (B, D)``: cosine similarity, the ``k`` nearest vote with weight ``exp(sim / temperature)``, computed as
+    ``exp((sim - max sim) / temperature)``: each query's scores scaled by one factor, so the vote is the same and a small
+    temperature cannot overflow float32 (``exp(1 / 0.01)`` would)."""
     if k < 1 or temperature <= 0:
         raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
     bank, queries = F.normalize(bank.float(), dim=1), F.normalize(queries.float(), dim=1)
     k = min(k, len(bank))
     scores = []
     for start in range(0, len(queries), chunk):
-        similarity, index = (queries[start:start + chunk] @ bank.T).topk(k, dim=1)  # (q, k)
+        similarity, index = (queries[start:start + chunk] @ bank.T).topk(k, dim=1)  # (q, k), most similar first
+        weights = ((similarity - similarity[:, :1]) / temperature).exp()  # exp(sim / T), scaled per query: <= 1
         votes = torch.zeros(len(index), num_classes)
-        votes.scatter_add_(1, bank_labels[index], (similarity / temperature).exp())
+        votes.scatter_add_(1, bank_labels[index], weights)
         scores.append(votes)
     return torch.cat(scores)
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import load_image, shrunk_size
+from .data import load_image, oriented_size, shrunk_size
 
 SIDE_FACTOR = 2.5  # max_side / training size: sqrt(1 / 0.2) = 2.24 for the pretraining crop, with a margin
 MAX_MEMORY_FRACTION = 0.5  # of the memory available when the cache is built
@@ -55,7 +55,7 @@ class DecodedImages:
                  log: Callable[[str], None] = lambda message: None) -> None:
         paths = sorted(set(paths))
         with ThreadPoolExecutor(threads) as pool:
-            sizes = list(pool.map(lambda p: shrunk_size(_header_size(p), max_side), paths))
+            sizes = list(pool.map(lambda p: shrunk_size(oriented_size(p), max_side), paths))
             needed = sum(3 * w * h for w, h in sizes)
             budget = MAX_MEMORY_FRACTION * available_memory()
             if needed > budget:
@@ -90,8 +90,3 @@ class DecodedImages:
     def __getitem__(self, path: str) -> Image.Image:
         start, h, w = self.index[path]
         return Image.fromarray(self.pixels[start:start + 3 * w * h].numpy().reshape(h, w, 3), "RGB")
-
-
-def _header_size(path: str) -> tuple[int, int]:
-    with Image.open(path) as img:
-        return img.size

@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from cnx2lite import data as D
+from cnx2lite.image_cache import DecodedImages
 from conftest import make_image_folder, write_images
 from cnx2lite.notebook.photos import sample_images
 
@@ -291,7 +292,7 @@ def test_an_empty_class_folder_is_refused_by_name(tmp_path):
 # --- images decoded once (cnx2lite.image_cache) -------------------------------------------------------------------
 
 def test_decoded_images_give_the_decoded_pixels_and_shrink_only_large_ones(tmp_path):
-    from cnx2lite.image_cache import DecodedImages, cache_side
+    from cnx2lite.image_cache import cache_side
 
     rng = np.random.default_rng(0)
     small, large, grey = tmp_path / "small.png", tmp_path / "large.jpg", tmp_path / "grey.png"
@@ -359,3 +360,30 @@ def test_evaluating_on_the_tuning_split_needs_one():
     with pytest.raises(ValueError, match="image_selection must be one of"):
         load_preset("smoke", image_selection="last")
     assert load_preset("smoke", eval_split="tune", tune_fraction=0.1).eval_split == "tune"
+
+
+# ---------------------------------------------------------------------------------------------------- one decoder
+def test_every_mode_decodes_with_its_range_scaled(tmp_path):
+    """16-bit greyscale is not clipped to white, [0, 1] floats are not clipped to black: mid-grey stays mid-grey."""
+    grey16 = np.full((8, 8), 32768, dtype=np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32), "F").save(tmp_path / "float.tiff")
+    Image.fromarray(np.full((8, 8), 128, dtype=np.uint8), "L").save(tmp_path / "grey8.png")
+    for name in ("grey16.png", "float.tiff", "grey8.png"):
+        pixels = np.asarray(D.load_image(tmp_path / name))
+        assert pixels.shape == (8, 8, 3) and np.abs(pixels.astype(int) - 128).max() <= 1, (name, pixels[0, 0])
+
+
+def test_exif_orientation_is_applied_and_the_cache_agrees(tmp_path):
+    """A phone photo stored sideways (EXIF orientation 6: turn 90 degrees clockwise) is decoded upright, by the
+    decoder and by the image cache, whose layout is read from the headers."""
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)  # 40 wide, 20 high; the left half red
+    pixels[:, :20, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "sideways.jpg", exif=exif, quality=95)
+    upright = np.asarray(D.load_image(tmp_path / "sideways.jpg"))
+    assert upright.shape == (40, 20, 3) and D.oriented_size(tmp_path / "sideways.jpg") == (20, 40)
+    assert upright[:20, :, 0].mean() > 200 and upright[20:, :, 0].mean() < 50  # red is now on top
+    cached = np.asarray(DecodedImages([str(tmp_path / "sideways.jpg")], max_side=10)[str(tmp_path / "sideways.jpg")])
+    assert cached.shape == (20, 10, 3) and cached[:10, :, 0].mean() > 200

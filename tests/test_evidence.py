@@ -63,12 +63,16 @@ def test_knn_votes_with_temperature_weights():
     scores = knn_scores(bank, labels, query, num_classes=2, k=3, temperature=0.1)
     sims = torch.nn.functional.normalize(bank, dim=1) @ torch.nn.functional.normalize(query, dim=1).T
     expected = torch.tensor([[(sims[0] / 0.1).exp() + (sims[1] / 0.1).exp(), (sims[2] / 0.1).exp()]]).squeeze(-1)
-    torch.testing.assert_close(scores, expected.view(1, 2))
+    torch.testing.assert_close(scores / scores.sum(), expected.view(1, 2) / expected.sum())  # the same vote shares
     assert scores.argmax().item() == 1  # at a low temperature the closest neighbour dominates the vote
     assert knn_scores(bank, labels, query, 2, k=3, temperature=1.0).argmax().item() == 0  # at T=1 two outvote one
     assert knn_scores(bank, labels, query, 2, k=2, temperature=0.1).argmax().item() == 1  # k=2: the 2 nearest
     with pytest.raises(ValueError, match="k must be >= 1"):
         knn_scores(bank, labels, query, 2, k=0)
+    # a small temperature: exp(sim / T) overflows float32 past sim / T = 88.7; the vote must not
+    many = torch.cat([bank[:1].repeat(5, 1), bank[2:]])  # five neighbours of class 0 at cos 0.6, one of class 1 at 0.8
+    cold = knn_scores(many, torch.tensor([0] * 5 + [1]), query, 2, k=6, temperature=0.005)
+    assert torch.isfinite(cold).all() and cold.argmax().item() == 1  # exp(0.2 / 0.005) outweighs five
 
 
 def test_linear_probe_separates_separable_features_and_not_noise():

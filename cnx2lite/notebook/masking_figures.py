@@ -17,7 +17,7 @@ from torch import Tensor
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from ..data import IMAGENET_MEAN
+from ..data import IMAGENET_MEAN, load_image
 from ..masking import NUM_STAGES, mask_grid, num_visible, stage_masks
 from ..models import PATCH_SIZE
 from .plotting import (EDGE_COLOR, MASK_COLOR, VISIBLE_COLOR, draw_masked_photo, grid_lines, mask_legend, subplots,
@@ -192,7 +192,7 @@ def plot_reconstruction_excerpt(path: Path, rows: int = 2) -> Figure:
     pixel at 100 dpi, with a key below. That figure paints a masked cell as the encoder's input there,
     0 after normalization: the ImageNet mean colour, not the notebooks' grey. Show it with
     :func:`.plotting.as_jpeg` (the noise in its panels makes a PNG large)."""
-    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+    rgb = np.asarray(load_image(path), dtype=np.float32) / 255
     spans = panel_rows(rgb)
     if len(spans) < rows:
         raise ValueError(f"{path} has {len(spans)} rows of panels, asked for {rows}")

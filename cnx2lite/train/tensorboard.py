@@ -8,7 +8,8 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from ..data import load_image
 
 SKIPPED = ("kind", "epoch", "step", "time_s")  # the x axis and bookkeeping, not curves
 
@@ -38,7 +39,7 @@ class TensorBoardLog:
 
     def image(self, tag: str, path: Path, step: int) -> None:
         """A PNG the run wrote (e.g. the FCMAE reconstructions) as an image ``(H, W, 3)``."""
-        self.writer.add_image(tag, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
+        self.writer.add_image(tag, np.asarray(load_image(path)), step, dataformats="HWC")
 
     def close(self) -> None:
         self.writer.close()
