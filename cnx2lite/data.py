@@ -14,6 +14,7 @@ Recipes follow the official ConvNeXt V2 code (facebookresearch/ConvNeXt-V2):
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -156,6 +157,16 @@ def oriented_size(path: str | os.PathLike) -> tuple[int, int]:
         width, height = img.size
         orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def fingerprint(dataset: ImageFolderSubset, folder: str | os.PathLike) -> str:
+    """A short hash of which images ``dataset`` holds with which labels: each file's path relative to ``folder``, its
+    size and label. The same tree copied elsewhere gives the same fingerprint; an image added, removed, replaced or
+    relabeled gives another."""
+    digest = hashlib.sha256()
+    for path, label in sorted(dataset.samples):
+        digest.update(f"{os.path.relpath(path, folder)}\t{os.path.getsize(path)}\t{label}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def shrunk_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:

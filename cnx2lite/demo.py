@@ -26,8 +26,8 @@ import torch
 from . import data
 from .masking import effective_mask_ratio
 from .reproduce.figures import plot_pretraining_knn
-from .reproduce.grid import Evaluator, Grid, Recipe, Scale
-from .reproduce.sweep import run_sweep
+from .reproduce.grid import SWEEP, Evaluator, Grid, Recipe, Scale
+from .reproduce.sweep import run_sweep, trial_names
 from .stats import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .train.distributed import resolve_device
 from .train.plots import plot_comparison
@@ -59,18 +59,19 @@ def _find_data(data_arg: str | None) -> str:
 
 def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo", quick: bool = False,
              threads: int | None = None, sweep: bool = False) -> Path:
-    """Run the pretraining and both fine-tunings into ``output`` (its runs cleared first) and write the report. With
-    ``sweep``, first choose each arm's recipe on the tuning split (``sweep.md``) and use those instead of
-    :data:`RECIPES`."""
+    """Run the pretraining and both fine-tunings into ``output`` (the demo's own runs there cleared first, nothing
+    else) and write the report. With ``sweep``, first choose each arm's recipe on the tuning split (``sweep.md``) and
+    use those instead of :data:`RECIPES`."""
     start = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
     output = Path(output)
-    shutil.rmtree(output / "runs", ignore_errors=True)
-    output.mkdir(parents=True, exist_ok=True)
     scale = PLANS["quick" if quick else "full"]
     grid = Grid(scale, _find_data(data_arg), output, recipes=RECIPES)
     k = scale.main_shot
+    for name in _own_runs(grid, k):  # a fresh measurement; other runs under output/runs are not the demo's
+        shutil.rmtree(output / "runs" / name, ignore_errors=True)
+    output.mkdir(parents=True, exist_ok=True)
     chosen_by = "`cnx2lite demo --sweep`, an earlier run (the constant `cnx2lite.demo.RECIPES`)"
     if sweep:
         result = run_sweep(grid, k)
@@ -83,6 +84,14 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     report = write_report(output, grid, ev, fcmae, scratch, time.perf_counter() - start, chosen_by)
     print(f"report: {report}")
     return report
+
+
+def _own_runs(grid: Grid, k: int) -> list[str]:
+    """Every run directory the demo may write: its pretraining, the sweep's trials, and both arms under any recipe
+    the sweep can choose."""
+    names = {grid.pretrain_name("v2", sparse=True, seed=0), *trial_names(grid, k)}
+    names |= {grid.finetune_name(k, init, recipe=recipe) for init in RECIPES for recipe in SWEEP}
+    return sorted(names)
 
 
 def write_report(output: Path, grid: Grid, ev: Evaluator, fcmae: torch.Tensor, scratch: torch.Tensor,

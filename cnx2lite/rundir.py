@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import fcntl
 import json
 import os
@@ -72,13 +73,15 @@ class RunDir:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the directory's lock for the duration of the block; raises :class:`RunDirLockedError` if another
-        process holds it."""
+        process holds it. A run directory this call created is removed again if the block fails before writing
+        anything into it (a refused run leaves nothing behind)."""
+        created = not self.path.exists()
         self.create()
         path = self.path / LOCK_NAME
         try:
-            lock_file = open(path, "a+")
+            lock_file = _open_in_run(path, "a+")
         except OSError as e:
-            raise RunDirLockedError(f"cannot open the lock file {path} ({e.strerror}): choose another output") from None
+            raise RunDirLockedError(f"cannot open the lock file {path} ({e.strerror or e}): choose another output") from None
         with lock_file:
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -97,16 +100,22 @@ class RunDir:
                 orphan.unlink(missing_ok=True)
             try:
                 yield
+            except BaseException:
+                if created and set(os.listdir(self.path)) <= {LOCK_NAME}:
+                    path.unlink()
+                    self.path.rmdir()
+                raise
             finally:
                 lock_file.truncate(0)  # the lock itself goes with the file's closing
 
     # --------------------------------------------------------------------------------------------- config, metrics
     def write_config(self, info: Mapping) -> None:
-        (self.path / "config.json").write_text(json.dumps(info, indent=2) + "\n")
+        with _open_in_run(self.path / "config.json", "w") as f:
+            f.write(json.dumps(info, indent=2) + "\n")
 
     def write_metrics(self, history: Sequence[Mapping]) -> None:
         """``metrics.csv`` holding ``history`` (rewritten whole: a resumed run keeps one consistent file)."""
-        with open(self.path / "metrics.csv", "w", newline="") as f:
+        with _open_in_run(self.path / "metrics.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(history)
@@ -153,6 +162,19 @@ class RunDir:
             raise ValueError(f"no checkpoint in {self.path} can be read (renamed *.unreadable): start a new run "
                              "(another name or output)")
         return None, None
+
+
+def _open_in_run(path: Path, mode: str, **kwargs):
+    """``open(path, mode)`` for a file of the run directory, refusing to follow a symlink planted in its place (which
+    would truncate or overwrite the link's target, outside the run): OSError naming the file."""
+    flags = {"w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode]
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(f"{path} is a symbolic link: a run writes only its own files; remove the link") from None
+        raise
+    return os.fdopen(fd, mode, **kwargs)
 
 
 def _save_atomically(state: Mapping, path: Path) -> None:

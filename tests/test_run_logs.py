@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cnx2lite.commands import main
-from cnx2lite.train import load_config, pretrain
+from cnx2lite.rundir import RunDir, RunDirLockedError
+from cnx2lite.train import ResumeMismatchError, finetune, load_config, pretrain
 from cnx2lite.train import tensorboard as tb
-from conftest import make_image_folder
+from conftest import make_image_folder, write_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,3 +61,56 @@ def test_config_replays_a_saved_run_exactly(images, tmp_path, capsys):
     assert again["lr"] is None and again["base_lr"] == 0.004
     with pytest.raises(ValueError, match="is not a finetune config.json"):
         load_config(saved, "finetune")
+
+
+# ------------------------------------------------------------------------------------ a run folder is a closed room
+@pytest.mark.parametrize("name", ["../escaped", "/abs/path", "a/b", "..", "."])
+def test_a_run_name_is_one_folder_name(name, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["finetune", "--preset", "smoke", "--output", str(tmp_path / "out"), "--name", name])
+    assert exit_info.value.code == 2 and "name must be one folder name" in capsys.readouterr().err
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("planted", ["metrics.csv", "config.json", ".lock"])
+def test_run_files_never_follow_a_planted_symlink(planted, tmp_path):
+    """A symlink in place of a run file would have the link's target truncated or overwritten: refused instead."""
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    run = RunDir(tmp_path / "run")
+    run.create()
+    (run.path / planted).symlink_to(target)
+    with pytest.raises((OSError, RunDirLockedError), match="symbolic link"):
+        with run.lock():
+            run.write_config({"a": 1})
+            run.write_metrics([])
+    assert target.read_text() == "keep me"
+
+
+def test_a_refused_run_leaves_nothing_behind(tmp_path):
+    with pytest.raises(ValueError, match="refused"):
+        with RunDir(tmp_path / "new").lock():
+            raise ValueError("refused")
+    assert not (tmp_path / "new").exists()
+    kept = RunDir(tmp_path / "kept")
+    with pytest.raises(ValueError):
+        with kept.lock():
+            kept.write_config({"a": 1})  # it wrote something: its record stays
+            raise ValueError("failed later")
+    assert (tmp_path / "kept" / "config.json").is_file()
+
+
+def test_a_run_remembers_its_data(tmp_path):
+    """The same images copied elsewhere resume (a finished run's record is not rewritten by the re-run); an image
+    replaced since the run began is refused, naming the images."""
+    original = make_image_folder(tmp_path / "a")
+    run = dict(output=str(tmp_path / "runs"), name="ft", batch_size=4, resume="auto")
+    finetune("smoke", data=str(original), **run)
+    config = (tmp_path / "runs" / "ft" / "config.json").read_text()
+    assert json.loads(config)["data_fingerprint"]
+    moved = shutil.copytree(original, tmp_path / "b")
+    finetune("smoke", data=str(moved), **run)  # finished, same images: found, not retrained
+    assert (tmp_path / "runs" / "ft" / "config.json").read_text() == config
+    write_images(moved / "train" / "class0", 1, 72, np.random.default_rng(1))  # 0.png replaced by another image
+    with pytest.raises(ResumeMismatchError, match="training images"):
+        finetune("smoke", data=str(moved), **run)

@@ -147,10 +147,8 @@ class Grid:
 
     def _finetune_config(self, k: int | None, init: str, block: str, seed: int, recipe: Recipe | None, tune: bool,
                          pretrain_seed: int) -> tuple[str, TrainConfig]:
-        recipe = recipe or self.recipes.get(init) or self.recipes.get(init.removesuffix("-denseconv"))
-        origin = init if init == "scratch" else f"{init}-p{pretrain_seed}"
-        name = (f"finetune-{block}-{origin}-k{shot_label(k)}-s{seed}" + (f"-{recipe.name}" if recipe else "")
-                + ("-tune" if tune else ""))
+        recipe = self._recipe(init, recipe)
+        name = self.finetune_name(k, init, block, seed, recipe, tune, pretrain_seed)
         s, epochs = self.scale, self.epochs(k, init)
         config = dataclasses.replace(
             self._common(name, seed, epochs, "finetune"), block=block, images_per_class=k or s.images_per_class,
@@ -160,6 +158,26 @@ class Grid:
         if init != "scratch":
             config.pretrained = str(self.output / "runs" / self.pretrain_name(block, init == "fcmae", pretrain_seed))
         return name, config
+
+    def _recipe(self, init: str, recipe: Recipe | None) -> Recipe | None:
+        return recipe or self.recipes.get(init) or self.recipes.get(init.removesuffix("-denseconv"))
+
+    def finetune_name(self, k: int | None, init: str, block: str = "v2", seed: int = 0, recipe: Recipe | None = None,
+                      tune: bool = False, pretrain_seed: int = 0) -> str:
+        """The run directory name of :meth:`finetune` with these arguments."""
+        recipe = self._recipe(init, recipe)
+        origin = init if init == "scratch" else f"{init}-p{pretrain_seed}"
+        return (f"finetune-{block}-{origin}-k{shot_label(k)}-s{seed}" + (f"-{recipe.name}" if recipe else "")
+                + ("-tune" if tune else ""))
+
+    def cell_names(self, cell: Cell) -> list[str]:
+        """The run directory names of ``cell``'s runs and of the pretraining runs they start from."""
+        origins = self.origins(cell.init)
+        names = [self.finetune_name(cell.k, cell.init, cell.block, seed, pretrain_seed=p)
+                 for p, seeds in origins for seed in seeds]
+        if cell.init != "scratch":
+            names += [self.pretrain_name(cell.block, cell.init == "fcmae", p) for p, _ in origins]
+        return names
 
     def epochs(self, k: int | None, init: str) -> int:
         """Fine-tuning epochs of a cell. With every label (K=all) both arms get the same training budget: scratch

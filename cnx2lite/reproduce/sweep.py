@@ -53,6 +53,11 @@ class SweepResult:
                 f"at). One run per trial, seed 0.\n\n" + "\n".join(lines) + f"\n\n{edge_note}\n")
 
 
+def trial_names(grid: Grid, k: int | None, inits: tuple[str, ...] = ("fcmae", "scratch")) -> list[str]:
+    """The run directory names of the sweep's trials."""
+    return [grid.finetune_name(k, init, recipe=recipe, tune=True) for init in inits for recipe in SWEEP]
+
+
 def run_sweep(grid: Grid, k: int | None, inits: tuple[str, ...] = ("fcmae", "scratch")) -> SweepResult:
     """Train (or find) every trial of the sweep for every init and collect their tuning-split scores."""
     trials = {}

@@ -167,6 +167,10 @@ class TrainConfig:
                              "dataset for others)")
         if self.task == "pretrain":
             check_mask_ratio(self.mask_ratio, self.img_size)
+        if self.name is not None and (not isinstance(self.name, str) or self.name in ("", ".", "..")
+                                      or "/" in self.name or "\\" in self.name or "\0" in self.name):
+            raise ValueError(f"name must be one folder name (no '/', not '.' or '..'): the run lives in "
+                             f"<output>/<name>; got {self.name!r} (put the parent folders in output)")
         if self.resume not in (None, "auto") and not Path(self.resume).is_file():
             raise ValueError(f"resume must be 'auto' or an existing checkpoint file, got {self.resume!r}")
 

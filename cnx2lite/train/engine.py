@@ -153,6 +153,7 @@ class Trainer:
             for split in splits:
                 split.decoded = decoded
         self.data_folder = folder
+        self.data_fingerprint = data.fingerprint(self.train_set, folder)  # resume refuses other images
         self.requested = config  # as asked for (base_lr, global_batch, ...), kept in config.json for --config replays
         self.config = self._resolve(config)
 
@@ -209,7 +210,8 @@ class Trainer:
             c = self.config
             info = {**c.to_dict(), "requested": self.requested.to_dict(), "world_size": self.dist.world_size,
                     "effective_batch": c.global_batch,
-                    "data_folder": str(self.data_folder), "train_images": len(self.train_set),
+                    "data_folder": str(self.data_folder), "data_fingerprint": self.data_fingerprint,
+                    "train_images": len(self.train_set),
                     "val_images": len(self.val_set) if self.val_set is not None else 0,
                     "classes": self.train_set.classes}
             self.run_dir.write_config(info)
@@ -237,7 +239,8 @@ class Trainer:
     def _run(self) -> RunResult:
         c = self.config
         self._maybe_resume()
-        self._write_config()
+        if self.position.epoch < c.epochs:  # a finished run's record is never rewritten (e.g. by a re-run elsewhere)
+            self._write_config()
         self.log(f"{self.task.name} {c.model} on {len(self.train_set)} images ({len(self.train_set.classes)} "
                  f"classes, {'x'.join(map(str, data.image_hw(c.img_size)))} px), {c.epochs} epochs x {self.steps_per_epoch} steps, effective batch "
                  f"{c.global_batch}, lr {c.lr:.3g}, {self.dist.world_size} process(es) on {self.dist.device}; "
@@ -298,6 +301,9 @@ class Trainer:
         changed = changed_settings(ckpt.get("config", {}), c)
         if "classes" in ckpt and ckpt["classes"] != self.train_set.classes:  # labels would silently mean other classes
             changed.append(f"classes: {_describe_change(ckpt['classes'], self.train_set.classes)}")
+        elif ckpt.get("data_fingerprint", self.data_fingerprint) != self.data_fingerprint:  # older runs: none kept
+            changed.append(f"the training images under {self.data_folder}: files added, removed, replaced or "
+                           "relabeled since the run began")
         if changed:
             raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
                                       f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
@@ -482,6 +488,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "position": dataclasses.asdict(self.position), "history": self.history,
                 "config": self.config.to_dict(), "classes": self.train_set.classes,
+                "data_fingerprint": self.data_fingerprint,
             }
             path = self.run_dir.save_checkpoint(state, self.position.global_step, self.config.keep_last)
         barrier()
