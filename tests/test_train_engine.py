@@ -288,7 +288,11 @@ def test_resume_refuses_other_settings_but_takes_other_runtime(images, tmp_path)
 def test_quick_demo_writes_a_report(images, tmp_path):
     from cnx2lite.demo import run_demo
 
+    other = tmp_path / "demo" / "runs" / "my-own-run"  # not the demo's: it must survive
+    other.mkdir(parents=True)
+    (other / "checkpoint-00000001.pt").write_bytes(b"mine")
     report = run_demo(str(images), tmp_path / "demo", quick=True).read_text()
+    assert (other / "checkpoint-00000001.pt").read_bytes() == b"mine"
     assert "| FCMAE-pretrained |" in report and "| from scratch |" in report and "Total wall time" in report
     assert "| difference |" in report and "interval" in report
     for figure in ("val_top1.png", "reconstruction.png", "pretraining_knn.png"):
