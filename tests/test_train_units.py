@@ -3,6 +3,7 @@ checkpoint files, sharded resumable sampling, CLI help."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 import torch
@@ -274,3 +275,17 @@ def test_mixup_soft_targets_and_criterion():
     assert isinstance(loss, torch.nn.CrossEntropyLoss) and loss.label_smoothing == 0.1
     with pytest.raises(ValueError, match="mixup and cutmix must be >= 0"):
         build_mixup(10, -1.0, 0.0, 0.1)
+
+
+def test_config_values_are_typed_in_one_place():
+    """Flags, a --config file and the API pass the same check: numpy scalars and paths are what they hold, a
+    fractional epoch count or a bool for a number is refused naming the field."""
+    import numpy as np
+
+    config = load_preset("smoke", task="finetune", epochs=np.int64(2), lr=np.float32(1e-3), batch_size=4.0,
+                         output=Path("runs"))
+    assert (config.epochs, config.batch_size, config.output) == (2, 4, "runs") and isinstance(config.lr, float)
+    for bad, message in ((dict(epochs=2.5), "epochs must be int, got 2.5"), (dict(epochs=True), "epochs must be int"),
+                         (dict(name=3), "name must be str or None"), (dict(lr="1e-3"), "lr must be float or None")):
+        with pytest.raises(ValueError, match=message):
+            load_preset("smoke", task="finetune", **bad)

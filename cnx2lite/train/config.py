@@ -13,10 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 from timm.data import create_transform
 
 from ..amp import AMP_MODES
@@ -141,6 +144,8 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         if isinstance(self.img_size, (list, tuple)):  # from flags or JSON: [S] or [H, W]
             self.img_size = self.img_size[0] if len(self.img_size) == 1 else tuple(self.img_size)
+        for f in dataclasses.fields(self):  # types first: flags, a --config file and the API all pass here
+            setattr(self, f.name, _typed(f.name, str(f.type), getattr(self, f.name)))
         checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
                   ("grn_aggregation", GRN_AGGREGATIONS), ("image_selection", SELECTIONS), ("eval_split", EVAL_SPLITS),
                   ("layer_decay_mode", ("single", "group")))
@@ -188,6 +193,29 @@ def _finite(v: float) -> bool:
 
 
 # (fields, test, what the message says is allowed); None passes where a field takes it ("off", "all")
+def _typed(name: str, annotation: str, value: Any) -> Any:
+    """``value`` as the field's declared type (``'int'``, ``'float | None'``, ...), or a ValueError naming the field.
+    Numpy scalars, integral floats for an int and paths for a string are accepted as what they hold; a fractional
+    number for an int (``epochs=2.5``), a bool for a number, or a number for a string is refused."""
+    kinds = {kind.strip() for kind in annotation.split("|")}
+    if value is None and "None" in kinds:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        if "bool" in kinds:
+            return bool(value)
+    elif isinstance(value, numbers.Integral) and kinds & {"int", "float"}:
+        return int(value) if "int" in kinds else float(value)
+    elif isinstance(value, numbers.Real) and "float" in kinds:
+        return float(value)
+    elif isinstance(value, numbers.Real) and "int" in kinds and float(value).is_integer():
+        return int(value)
+    elif isinstance(value, (str, os.PathLike)) and "str" in kinds:
+        return os.fspath(value)  # a path given as a Path
+    elif isinstance(value, tuple) and any(kind.startswith("tuple") for kind in kinds):
+        return value  # img_size and betas: their elements are checked with their ranges below
+    raise ValueError(f"{name} must be {annotation.replace(' | ', ' or ')}, got {value!r} ({type(value).__name__})")
+
+
 VALUE_CHECKS = (
     (("epochs", "batch_size", "accum_steps", "keep_last", "eval_every", "recon_every", "log_every_steps",
       "decoder_dim", "decoder_depth"), lambda v: v >= 1, ">= 1"),
