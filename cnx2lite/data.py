@@ -79,6 +79,8 @@ def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool =
     root = Path(root).expanduser()
     for folder in (root, root / name, *sorted(root.glob(f"{name}*"))):
         if (folder / split).is_dir():
+            if unlabeled_ok and folder == root:
+                _refuse_mixed_tree(root)
             return folder
     if unlabeled_ok and root.is_dir():
         splits = sorted(Path(parent) / d for parent, dirs, _ in os.walk(root, followlinks=True) for d in dirs
@@ -217,17 +219,51 @@ def _first_valid(paths: list[str], n: int, pool: ThreadPoolExecutor) -> tuple[li
     return good, bad
 
 
+def _refuse_mixed_tree(root: Path) -> None:
+    """A folder with ``train/`` that also holds images elsewhere is ambiguous for pretraining: a labeled tree (those
+    images would be dropped) or a photo collection with a subfolder named train (most of it would be)."""
+    outside = [path for path in _list_images(root)
+               if Path(path).relative_to(root).parts[0] not in SPLITS]
+    if outside:
+        raise DataNotFoundError(
+            f"{root} has a {SPLITS[0]}/ folder, so it reads as a labeled tree, but {len(outside)} image(s) lie outside "
+            f"{' and '.join(f'{s}/' for s in SPLITS)} (e.g. {outside[0]}) and would be left out. For labeled data, "
+            f"move them out; to pretrain on every image, rename the {SPLITS[0]}/ folder or point --data at one "
+            "without it.")
+
+
 def _list_classes(split_dir: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
 
 
-def _list_images(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursively, hidden files skipped), sorted."""
-    paths = []
+def _list_images(folder: Path, confined: bool = False) -> list[str]:
+    """Image files under ``folder`` (recursively, hidden files skipped), sorted. Links are followed, but a folder is
+    walked once however many links lead to it (a link to ``.`` or ``..`` neither loops nor repeats images), and a file
+    reached twice is listed once. ``confined`` (a class folder): a link that leads outside ``folder`` is refused, as
+    its images would take this class's label."""
+    root = os.path.realpath(folder)
+    seen_dirs, seen_files, paths = set(), set(), []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            dirnames[:] = []
+            continue
+        if confined and os.path.commonpath([root, real]) != root:
+            raise ValueError(f"{dirpath} links to {real}, outside the class folder {folder}: its images would be "
+                             "labeled with this class; remove the link or copy the images in")
+        seen_dirs.add(real)
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        paths += [os.path.join(dirpath, f) for f in filenames
-                  if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if name.startswith(".") or not name.lower().endswith(IMG_EXTENSIONS):
+                continue
+            real_file = os.path.realpath(path)
+            if confined and os.path.commonpath([root, real_file]) != root:
+                raise ValueError(f"{path} links to {real_file}, outside the class folder {folder}: it would be "
+                                 "labeled with this class; remove the link or copy the image in")
+            if real_file not in seen_files:
+                seen_files.add(real_file)
+                paths.append(path)
     return sorted(paths)
 
 
@@ -339,7 +375,7 @@ def build_dataset(
     samples, skipped = [], []
     with ThreadPoolExecutor() as pool:
         for label, name in enumerate(classes):
-            paths = _list_images(split_dir / name)
+            paths = _list_images(split_dir / name, confined=True)
             if not paths:
                 raise DataNotFoundError(f"class folder {split_dir / name} has no images ({', '.join(IMG_EXTENSIONS)}): "
                                         "remove it, or pass classes/num_classes that leave it out")
@@ -351,6 +387,10 @@ def build_dataset(
             if skip_corrupt:
                 chosen, bad = _first_valid(paths, n, pool)
                 skipped += bad
+                if not chosen:
+                    raise DataNotFoundError(f"class folder {split_dir / name} has no readable image: all "
+                                            f"{len(bad)} are corrupt ({bad[0][0]}: {bad[0][1]}); remove the folder "
+                                            "or pass classes/num_classes that leave it out")
             else:
                 chosen = paths[:n]
             samples += [(path, label) for path in sorted(chosen)]

@@ -387,3 +387,36 @@ def test_exif_orientation_is_applied_and_the_cache_agrees(tmp_path):
     assert upright[:20, :, 0].mean() > 200 and upright[20:, :, 0].mean() < 50  # red is now on top
     cached = np.asarray(DecodedImages([str(tmp_path / "sideways.jpg")], max_side=10)[str(tmp_path / "sideways.jpg")])
     assert cached.shape == (20, 10, 3) and cached[:10, :, 0].mean() > 200
+
+
+# ---------------------------------------------------------------------------------------------------- one scanner
+def test_links_neither_loop_nor_relabel_images(tmp_path):
+    folder = make_image_folder(tmp_path / "data", classes=2, train=3, val=1)
+    (folder / "train" / "class0" / "again").symlink_to(".")  # a loop back to the class folder
+    (folder / "train" / "class0" / "up").symlink_to("..")  # and up to every class
+    with pytest.raises(ValueError, match="outside the class folder"):
+        D.build_dataset(folder, "train")
+    (folder / "train" / "class0" / "up").unlink()
+    dataset = D.build_dataset(folder, "train")
+    assert [label for _, label in dataset.samples] == [0, 0, 0, 1, 1, 1]  # each image once, under its own class
+    (folder / "train" / "class1" / "borrowed.png").symlink_to(folder / "train" / "class0" / "0.png")
+    with pytest.raises(ValueError, match="borrowed.png links to"):
+        D.build_dataset(folder, "train")
+
+
+def test_skipping_corrupt_files_never_leaves_a_class_empty(tmp_path):
+    folder = make_image_folder(tmp_path / "data", classes=2, train=2, val=1)
+    for path in (folder / "train" / "class1").iterdir():
+        path.write_bytes(b"not an image")
+    with pytest.raises(D.DataNotFoundError, match="class1 has no readable image"):
+        D.build_dataset(folder, "train", skip_corrupt=True)
+
+
+def test_a_photo_collection_with_a_train_folder_is_refused_for_pretraining(tmp_path):
+    """Images beside a train/ folder: neither reading (a labeled tree, or all of them) may silently drop the rest."""
+    photos = tmp_path / "photos"
+    write_images(photos / "train", 2, 32, np.random.default_rng(0))  # a trip to a railway station, say
+    write_images(photos / "holiday", 3, 32, np.random.default_rng(1))
+    with pytest.raises(D.DataNotFoundError, match="3 image\\(s\\) lie outside train/ and val/"):
+        D.find_image_folder(photos, unlabeled_ok=True)
+    assert D.find_image_folder(photos) == photos  # asked for a labeled tree: it is one
