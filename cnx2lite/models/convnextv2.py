@@ -208,12 +208,9 @@ def _check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
-def create_model(name: str, pretrained: str | None = None, **overrides) -> ConvNeXtV2:
-    """Build a ConvNeXt V2 variant by name, e.g. ``create_model("convnextv2_atto", num_classes=10)``.
-
-    ``pretrained``: a released tag (``"fcmae"``, ``"in1k"``, ``"in22k-in1k"``, ... see :mod:`cnx2lite.hub`),
-    downloaded once and cached, or any source :func:`cnx2lite.checkpoints.load_pretrained` reads. With another
-    ``num_classes`` than the weights' classifier, the model keeps its own freshly initialized head.
+def create_model(name: str, **overrides) -> ConvNeXtV2:
+    """Build a ConvNeXt V2 variant by name, randomly initialized: ``create_model("convnextv2_atto", num_classes=10)``.
+    With weights (released or a file): :func:`cnx2lite.create_model` (``pretrained=``), which builds on this one.
 
     Options: ``num_classes``, ``drop_path_rate``, ``head_init_scale``, ``in_chans``, ``block``
     (``"v2"`` or ``"v1"``), ``grn_aggregation`` (``"l2"``, ``"l1"`` or ``"mean"``), ``stage_norms`` (a
@@ -222,21 +219,13 @@ def create_model(name: str, pretrained: str | None = None, **overrides) -> ConvN
         raise ValueError(f"unknown model name {name!r}; available: {', '.join(VARIANTS)}")
     allowed = ("num_classes", "drop_path_rate", "head_init_scale", "in_chans", "block", "grn_aggregation",
                "stage_norms")
+    if "pretrained" in overrides:
+        raise TypeError("cnx2lite.models.create_model builds the architecture only: for weights use "
+                        "cnx2lite.create_model(name, pretrained=...)")
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for create_model; allowed: {', '.join(allowed)}")
     depths, dims = VARIANTS[name]
     model = ConvNeXtV2(depths, dims, **overrides)
     model.variant = name
-    if pretrained is not None:
-        from ..checkpoints import load_pretrained  # the formats module builds on this one
-
-        source = f"{name}.{pretrained}" if pretrained in _release_tags() else pretrained
-        load_pretrained(model, source, skip_head=model.num_classes not in (0, 1000))
     return model
-
-
-def _release_tags() -> tuple[str, ...]:
-    from ..hub import RELEASES
-
-    return tuple(RELEASES)

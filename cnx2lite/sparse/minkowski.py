@@ -87,9 +87,6 @@ def _forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
     rows = stem[visible][unique_index.long()]  # features in the manager's row order
 
     for i, stage in enumerate(model.stages):
-        if i > 0:
-            norm, conv = model.downsample_layers[i]
-            rows, key = _downsample_conv(layer_norm(tokens[rank], norm), key, manager, conv)
         order, rank, coords = _token_order(manager, key)
         tokens = rows[order]
         positions = TokenPositions(torch.bincount(coords[:, 0], minlength=n))
@@ -97,6 +94,9 @@ def _forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
         for block in stage:
             y = block.mlp(_channelwise_conv(tokens, kernel_map, block.dwconv), positions)
             tokens = tokens + drop_path(y, block.drop_path, positions)
+        if i + 1 < len(model.stages):  # the next stage's input, back in the manager's row order
+            norm, conv = model.downsample_layers[i + 1]
+            rows, key = _downsample_conv(layer_norm(tokens[rank], norm), key, manager, conv)
 
     # The output shape is explicit, so masked border rows/columns still come out (as zeros).
     sample, row, col = coords.unbind(1)
