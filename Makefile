@@ -36,6 +36,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m cnx2lite demo $(if $(DATA),--data $(DATA))
 
 test: $(VENV)/.installed-dev minkowski browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 clean:

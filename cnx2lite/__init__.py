@@ -4,9 +4,10 @@ from .openmp import shorter_spin_wait
 shorter_spin_wait()  # before anything imports torch (see cnx2lite.openmp)
 
 from .checkpoints import export_timm, load_pretrained
+from .factory import create_model
 from .fcmae import FCMAE
 from .masking import random_mask, stage_masks, upsample_mask
-from .models import VARIANTS, ConvNeXtV2, create_model
+from .models import VARIANTS, ConvNeXtV2
 from .sparse import available_backends, sparse_forward_features
 
 __version__ = "0.1.0"

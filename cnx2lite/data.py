@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import numbers
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -197,7 +198,9 @@ def _image_problem(path: str, decode: bool = True) -> str | None:
 
 def _refuse_unreadable(paths: Sequence[str], pool: ThreadPoolExecutor, where: Path) -> None:
     """Raise one CorruptImageError listing every file of ``paths`` whose header does not open."""
-    bad = [(path, reason) for path, reason in zip(paths, pool.map(functools.partial(_image_problem, decode=False), paths)) if reason is not None]
+    bad = [(path, reason)
+           for path, reason in zip(paths, pool.map(functools.partial(_image_problem, decode=False), paths))
+           if reason is not None]
     if bad:
         shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
         more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
@@ -449,7 +452,7 @@ def class_names(folder: Path) -> dict[str, str]:
 
 def image_hw(img_size: int | Sequence[int]) -> tuple[int, int]:
     """``(H, W)`` of an image size given as one int (square), a one-element sequence, or a pair."""
-    size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    size = (img_size, img_size) if isinstance(img_size, numbers.Integral) else tuple(img_size)
     size = size * 2 if len(size) == 1 else size
     if len(size) != 2:
         raise ValueError(f"img_size must be an int or (H, W), got {img_size!r}")

@@ -1,4 +1,5 @@
-"""``cnx2lite demo`` (``make demo``): FCMAE pretraining pays off when labels are few, in under 10 minutes on 2 CPU cores.
+"""``cnx2lite demo`` (``make demo``): FCMAE pretraining pays off when labels are few,
+in under 10 minutes on 2 CPU cores.
 
 The label-efficient protocol of ``cnx2lite reproduce``, one cell of it:
 
@@ -109,11 +110,13 @@ def write_report(output: Path, grid: Grid, ev: Evaluator, fcmae: torch.Tensor, s
     knn = pre.metric("knn_top1")
     rows = "\n".join(f"| {name} | {r.config['img_size']} px | {r.config['epochs']} | {r.history[-1]['step']} | "
                      f"{r.history[-1]['time_s'] / 60:.1f} min |"
-                     for name, r in (("FCMAE pretraining", pre), ("fine-tune FCMAE", tuned), ("fine-tune scratch", base)))
+                     for name, r in (("FCMAE pretraining", pre), ("fine-tune FCMAE", tuned),
+                                     ("fine-tune scratch", base)))
     text = f"""# cnx2lite demo: FCMAE pretraining vs. training from scratch, with few labels
 
 {scale.model} on {ev.folder.name} ({len(ev.classes)} classes): pretraining on all {train_images} training images, labels
-ignored; fine-tuning on {k} labeled images per class; evaluation on all {len(ev.val_set)} val images. Chance is {100 / len(ev.classes):.0f}%. Machine: {os.cpu_count()} CPU cores,
+ignored; fine-tuning on {k} labeled images per class; evaluation on all {len(ev.val_set)} val images.
+Chance is {100 / len(ev.classes):.0f}%. Machine: {os.cpu_count()} CPU cores,
 device {ev.device}, training autocast {pre.config['amp']}, evaluation autocast
 {str(ev.amp_dtype).removeprefix('torch.')}, seed 0. Total wall time: **{total / 60:.1f} min**.
 
@@ -131,7 +134,8 @@ trained models differ on new images. What it cannot: whether the method wins whe
 val images were drawn, not another pretraining run, labeled subset or fine-tuning seed. `cnx2lite reproduce` replicates
 the runs for that.
 
-Both arms trained: final training loss FCMAE {tuned.metric('train_loss')[-1]:.3f}, scratch {base.metric('train_loss')[-1]:.3f}, against
+Both arms trained: final training loss FCMAE {tuned.metric('train_loss')[-1]:.3f},
+scratch {base.metric('train_loss')[-1]:.3f}, against
 {math.log(len(ev.classes)):.3f} for chance (ln {len(ev.classes)}).
 
 ![val top-1 during fine-tuning](val_top1.png)
@@ -145,11 +149,13 @@ Both arms trained: final training loss FCMAE {tuned.metric('train_loss')[-1]:.3f
 Pretraining uses {scale.img_size} px images: a {scale.img_size // 32}x{scale.img_size // 32} grid of 32 px cells, of
 which FCMAE masks {masked:.3f} (the setting is {pre.config['mask_ratio']}; the visible cells are rounded down). Both
 fine-tunings use the same labeled images (a seeded random pick from train/ less the tuning split), data order,
-schedule and optimizer (AdamW, layer-wise lr decay {tuned.config['layer_decay']}); each arm's recipe (lr, and RandAugment + random erasing + drop path + label smoothing or none of them) was chosen on the
+schedule and optimizer (AdamW, layer-wise lr decay {tuned.config['layer_decay']}); each arm's recipe (lr, and
+RandAugment + random erasing + drop path + label smoothing or none of them) was chosen on the
 tuning split by {chosen_by}: FCMAE {_recipe(tuned)}, scratch {_recipe(base)}.
 
 While pretraining, a weighted kNN classifier on the encoder's pooled features ({pre.config['knn_images_per_class']}
-labeled images per class as the memory bank) measured val top-1 {', '.join(f'{v:.1f}%' for v in knn)} at its evaluations: the features learn
+labeled images per class as the memory bank) measured val top-1 {', '.join(f'{v:.1f}%' for v in knn)} at its
+evaluations: the features learn
 classes that no label told them about.
 
 ![kNN during pretraining](pretraining_knn.png)
@@ -172,8 +178,8 @@ def _one_run_reading(diff: Estimate) -> str:
     if not diff.excludes_zero:
         return f"FCMAE - scratch: {diff} points, interval includes 0: these two models do not differ measurably."
     ahead = "ahead of" if diff.low > 0 else "behind"
-    return (f"FCMAE - scratch: {diff} points: in this run the FCMAE-pretrained model is {ahead} the scratch model on new "
-            "images (one run per arm: not yet a claim about the method).")
+    return (f"FCMAE - scratch: {diff} points: in this run the FCMAE-pretrained model is {ahead} the scratch "
+            "model on new images (one run per arm: not yet a claim about the method).")
 
 
 def _recipe(run) -> str:

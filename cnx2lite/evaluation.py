@@ -36,8 +36,8 @@ KNN_K, KNN_TEMPERATURE = 20, 0.07  # as the DINO and lightly kNN monitors
 
 
 @torch.no_grad()
-def _map_batches(model: nn.Module, fn: Callable[[Tensor], Tensor], dataset: Dataset, batch_size: int, device: str | torch.device,
-                 amp_dtype: torch.dtype, num_workers: int) -> tuple[Tensor, Tensor]:
+def _map_batches(model: nn.Module, fn: Callable[[Tensor], Tensor], dataset: Dataset, batch_size: int,
+                 device: str | torch.device, amp_dtype: torch.dtype, num_workers: int) -> tuple[Tensor, Tensor]:
     """``fn(images)`` over ``dataset`` in order, ``model`` in eval mode (its mode restored after):
     ``(outputs (N, D) float32, labels (N,))``."""
     device = torch.device(device)
@@ -77,8 +77,8 @@ def knn_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: 
                temperature: float = KNN_TEMPERATURE, chunk: int = 1024) -> Tensor:
     """Weighted kNN class scores ``(Q, num_classes)`` of ``queries (Q, D)`` against a labeled
     ``bank (B, D)``: cosine similarity, the ``k`` nearest vote with weight ``exp(sim / temperature)``, computed as
-    ``exp((sim - max sim) / temperature)``: each query's scores scaled by one factor, so the vote is the same and a small
-    temperature cannot overflow float32 (``exp(1 / 0.01)`` would)."""
+    ``exp((sim - max sim) / temperature)``: each query's scores scaled by one factor, so the vote is the same and a
+    small temperature cannot overflow float32 (``exp(1 / 0.01)`` would)."""
     if k < 1 or temperature <= 0:
         raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
     bank, queries = F.normalize(bank.float(), dim=1), F.normalize(queries.float(), dim=1)
@@ -148,7 +148,8 @@ def probe_features(method: str, train_x: Tensor, train_y: Tensor, val_x: Tensor,
 def probe(encoder: nn.Module, train_set: Dataset, val_set: Dataset, num_classes: int, method: str = "knn",
           batch_size: int = 128, device: str | torch.device = "cpu", amp_dtype: torch.dtype = torch.float32,
           num_workers: int = 0, k: int = KNN_K, temperature: float = KNN_TEMPERATURE) -> ProbeResult:
-    """kNN or linear probe of a frozen ``encoder``: ``train_set`` gives the labeled features, ``val_set`` the queries."""
+    """kNN or linear probe of a frozen ``encoder``: ``train_set`` gives the labeled features, ``val_set`` the
+    queries."""
     train_x, train_y = extract_features(encoder, train_set, batch_size, device, amp_dtype, num_workers)
     val_x, val_y = extract_features(encoder, val_set, batch_size, device, amp_dtype, num_workers)
     return probe_features(method, train_x, train_y, val_x, val_y, num_classes, k, temperature)

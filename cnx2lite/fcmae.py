@@ -97,7 +97,8 @@ class FCMAE(nn.Module):
         in_chans: int = 3,
     ) -> None:
         super().__init__()
-        self.encoder = pretraining_encoder(encoder, block, grn_aggregation, in_chans)  # initialized first, as seeded runs expect
+        # initialized first, as seeded runs expect
+        self.encoder = pretraining_encoder(encoder, block, grn_aggregation, in_chans)
         if decoder_depth < 1 or decoder_dim < 1:
             raise ValueError(f"decoder_depth and decoder_dim must be >= 1, got {decoder_depth}, {decoder_dim}")
         random_mask(1, PATCH_SIZE, mask_ratio)  # validates mask_ratio with a clear message
@@ -114,7 +115,8 @@ class FCMAE(nn.Module):
 
     def random_mask(self, imgs: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A fresh ``(N, H/32, W/32)`` mask at ``self.mask_ratio`` for ``imgs``."""
-        return random_mask(imgs.shape[0], tuple(imgs.shape[-2:]), self.mask_ratio, generator=generator, device=imgs.device)
+        return random_mask(imgs.shape[0], tuple(imgs.shape[-2:]), self.mask_ratio, generator=generator,
+                           device=imgs.device)
 
     def forward_encoder(self, imgs: Tensor, mask: Tensor) -> Tensor:
         """``imgs (N, C, H, W)``, bool ``mask (N, h, w)`` -> encoder map ``(N, C4, h, w)``, ``h = H/32``.

@@ -13,6 +13,7 @@ larger than that sees exactly the pixels an uncached run sees.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ MAX_MEMORY_FRACTION = 0.5  # of the memory available when the cache is built
 
 def cache_side(img_size: int | Sequence[int]) -> int:
     """The largest shorter side kept for images trained at ``img_size`` (an int or ``(H, W)``)."""
-    sides = (img_size,) if isinstance(img_size, int) else tuple(img_size)
+    sides = (img_size,) if isinstance(img_size, numbers.Integral) else tuple(img_size)
     return math.ceil(SIDE_FACTOR * max(sides))
 
 

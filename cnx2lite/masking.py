@@ -72,9 +72,9 @@ def random_mask(
     """Random masks ``(batch_size, H / patch, W / patch)``, True = masked, with exactly
     ``int(L * (1 - ratio))`` visible cells per sample. Drawn on the CPU from ``generator`` so the
     same seed gives the same masks on every device."""
-    if not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
+    if not isinstance(ratio, numbers.Real) or isinstance(ratio, bool) or not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio (the masked fraction) must be in [0, 1), got {ratio!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     h, w = mask_grid(img_size, patch_size)
     keep = num_visible(h * w, ratio)
@@ -105,7 +105,7 @@ def upsample_mask(mask: Tensor, scale: int) -> Tensor:
     """Repeat each cell ``scale`` times along both spatial axes: ``(N, h, w)`` -> ``(N, h*scale, w*scale)``."""
     if mask.dim() != 3:
         raise ValueError(f"mask must be shaped (N, h, w), got {tuple(mask.shape)}")
-    if not isinstance(scale, int) or scale < 1:
+    if not isinstance(scale, numbers.Integral) or isinstance(scale, bool) or scale < 1:
         raise ValueError(f"scale must be a positive int, got {scale!r}")
     return mask.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
 

@@ -81,7 +81,8 @@ class RunDir:
         try:
             lock_file = _open_in_run(path, "a+")
         except OSError as e:
-            raise RunDirLockedError(f"cannot open the lock file {path} ({e.strerror or e}): choose another output") from None
+            raise RunDirLockedError(f"cannot open the lock file {path} ({e.strerror or e}): "
+                                    "choose another output") from None
         with lock_file:
             try:
                 fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)

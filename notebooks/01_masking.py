@@ -37,8 +37,14 @@ from cnx2lite.data import pretrain_transform
 from cnx2lite.masking import mask_grid, num_visible, random_mask, stage_masks, upsample_mask
 from cnx2lite.models import VARIANTS, create_model
 from cnx2lite.notebook.evidence import measured, report_figure, trained_run
-from cnx2lite.notebook.masking_figures import (plot_effective_ratio, plot_masked_photos, plot_pretrain_views,
-                                               plot_reconstruction_excerpt, plot_stage_masks, pretrain_views)
+from cnx2lite.notebook.masking_figures import (
+    plot_effective_ratio,
+    plot_masked_photos,
+    plot_pretrain_views,
+    plot_reconstruction_excerpt,
+    plot_stage_masks,
+    pretrain_views,
+)
 from cnx2lite.notebook.photos import photos
 from cnx2lite.notebook.plotting import as_jpeg, to_pil
 from cnx2lite.notebook.run_scale import scale
@@ -103,7 +109,8 @@ x = torch.zeros(1, 3, 224, 224)
 with torch.no_grad():
     for i, (down, stage) in enumerate(zip(model.downsample_layers, model.stages)):
         x = stage(down(x))
-        print(f"stage {i + 1}: {tuple(x.shape[1:])}  -> one position covers {224 // x.shape[-1]}x{224 // x.shape[-1]} px")
+        print(f"stage {i + 1}: {tuple(x.shape[1:])}  -> one position covers "
+              f"{224 // x.shape[-1]}x{224 // x.shape[-1]} px")
 
 # %% [markdown]
 # A position of the last stage covers a 32x32 block of input pixels, and those blocks tile the image without overlap

@@ -104,7 +104,8 @@ sf.plot_fill_in(runs["dense"], runs["sparse"], depths, mask)
 # %% tags=["nbval-check-output"]
 masked_px = pixel_mask(mask[None])[0]
 for name in runs:
-    print(f"{name:>6} conv, {depths[-1]} layers: every masked pixel still empty: {bool((runs[name][-1][:, masked_px] == 0).all())}")
+    print(f"{name:>6} conv, {depths[-1]} layers: every masked pixel still empty: "
+          f"{bool((runs[name][-1][:, masked_px] == 0).all())}")
 
 # %% [markdown]
 # ## In a ConvNeXt: the mask pattern fades

@@ -39,9 +39,19 @@ from cnx2lite.analysis import feature_cosine_distance
 from cnx2lite.evaluation import load_model
 from cnx2lite.layers.grn import GRN, global_response_norm, grn_aggregate, grn_calibrate, grn_normalize
 from cnx2lite.notebook.evidence import measured, trained_run
-from cnx2lite.notebook.grn_figures import (block_label, capture_grn, channel_norms, grn_redundancy,
-                                           mean_abs_correlation, plot_batch_dependence, plot_channel_norms,
-                                           plot_encoder_grn, plot_grn_steps, plot_learned_grn, plot_redundancy)
+from cnx2lite.notebook.grn_figures import (
+    block_label,
+    capture_grn,
+    channel_norms,
+    grn_redundancy,
+    mean_abs_correlation,
+    plot_batch_dependence,
+    plot_channel_norms,
+    plot_encoder_grn,
+    plot_grn_steps,
+    plot_learned_grn,
+    plot_redundancy,
+)
 from cnx2lite.notebook.photos import photos
 from cnx2lite.notebook.run_scale import scale
 from cnx2lite.notebook.widgets import grn_explorer

@@ -18,9 +18,9 @@
 # Notebook 3 took GRN apart. Here we look at *why* the paper added it. Woo et al. (2023, section *Global Response
 # Normalization*) pre-train a ConvNeXt V1 with FCMAE and look inside the MLP of its blocks, at the `4C` expanded
 # channels after the GELU. Many are **dead** (no response) or **saturated** (the same response everywhere), and the
-# rest repeat each other. They call this **feature collapse** (Fig. 3) and measure it (Fig. 4) with the mean pairwise cosine distance
-# between channels, layer by layer: low for V1 pre-trained with FCMAE, high for ConvNeXt V2, whose GRN makes channels
-# compete.
+# rest repeat each other. They call this **feature collapse** (Fig. 3) and measure it (Fig. 4) with the mean pairwise
+# cosine distance between channels, layer by layer: low for V1 pre-trained with FCMAE, high for ConvNeXt V2, whose GRN
+# makes channels compete.
 #
 # We measure the same on the encoders that `cnx2lite reproduce --scale cpu` pre-trained: ConvNeXt-Atto with V1 blocks
 # (LayerScale, no GRN) and with V2 blocks (GRN), identical otherwise, plus a random initialization and a supervised
@@ -49,8 +49,14 @@ from cnx2lite import analysis, data
 from cnx2lite.evaluation import load_model
 from cnx2lite.models import VARIANTS, create_model
 from cnx2lite.notebook import evidence
-from cnx2lite.notebook.collapse_figures import (centered_distance_by_layer, plot_analysis_images, plot_channel_maps,
-                                                plot_distance_by_layer, saturated_levels, stage_means)
+from cnx2lite.notebook.collapse_figures import (
+    centered_distance_by_layer,
+    plot_analysis_images,
+    plot_channel_maps,
+    plot_distance_by_layer,
+    saturated_levels,
+    stage_means,
+)
 from cnx2lite.train import finetune, load_preset, pretrain
 
 # %% [markdown]

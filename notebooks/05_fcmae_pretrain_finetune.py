@@ -50,11 +50,10 @@ from cnx2lite.masking import random_mask
 from cnx2lite.models import create_model
 from cnx2lite.notebook import anatomy
 from cnx2lite.notebook import pretraining_figures as figures
-from cnx2lite.notebook.evidence import measured, report_figure, trained_run
+from cnx2lite.notebook.evidence import finetune_epochs, measured, report_figure, trained_run
 from cnx2lite.notebook.photos import sample_images
 from cnx2lite.notebook.plotting import as_jpeg
 from cnx2lite.notebook.run_scale import scale
-from cnx2lite.reproduce import SCALES
 from cnx2lite.train import PRESETS, finetune, load_preset, pretrain
 from cnx2lite.train.plots import plot_comparison
 
@@ -276,8 +275,7 @@ display(Image(filename=plot_comparison(ft_histories, "val_top1", OUTPUT / "val_t
 
 # %% tags=["nbval-check-output"]
 shots = ("K=10", "K=50", "K=all")
-epochs = SCALES["cpu"].finetune_epochs.values()
-print(f"fine-tuning epochs per K: {', '.join(f'{k}: {e}' for k, e in zip(shots, epochs))}")
+print(f"fine-tuning epochs per K: {finetune_epochs()}")  # as the report ran them
 for metric in ("fine-tuned top-1", "kNN top-1"):
     print(f"\n{metric:18s}{'FCMAE':>20s}{'scratch':>20s}{'FCMAE - scratch':>20s}")
     for k in shots:

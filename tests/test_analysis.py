@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cnx2lite import analysis
-from cnx2lite.models import create_model
 from cnx2lite.analysis import plot_collapse_by_layer
+from cnx2lite.models import create_model
 from cnx2lite.notebook.collapse_figures import plot_channel_maps, plot_distance_by_layer
 
 

@@ -72,7 +72,8 @@ def test_fpn_on_the_backbone_shapes_gradients_and_layer_decay():
     assert grads["backbone.norm.weight"] is None  # the classification norm is not on the dense path
     depths = detector.backbone.depths
     assert layer_id("backbone.stages.2.4.pwconv1.weight", depths, "single") == 2 + 2 + 4 + 1
-    assert layer_id("backbone.stage_norms.0.weight", depths, "single") == layer_id("backbone.stages.0.1.grn.gamma", depths, "single")
+    assert (layer_id("backbone.stage_norms.0.weight", depths, "single")
+            == layer_id("backbone.stages.0.1.grn.gamma", depths, "single"))
     assert layer_id("fpn.layer_blocks.0.0.weight", depths, "single") == sum(depths) + 1
     scales = {n: g["lr_scale"] for g in param_groups(detector, 0.05, layer_decay=0.8) for n in g["names"]}
     assert scales["fpn.layer_blocks.0.0.weight"] == 1.0

@@ -94,7 +94,8 @@ def paths(folder, tmp_path_factory) -> dict[str, str]:
     shutil.copytree(folder, root / "nested" / "mydata")
     missing = root / "val-missing" / "val"
     shutil.copytree(folder / "val" / "class0", missing / "class0")
-    return {"nowhere": str(root / "nowhere"), "nested": str(root / "nested"), "corrupt": str(corrupt), "pickled": str(root / "pickled.pt"),
+    return {"nowhere": str(root / "nowhere"), "nested": str(root / "nested"), "corrupt": str(corrupt),
+            "pickled": str(root / "pickled.pt"),
             "truncated": str(root / "truncated.pt"), "bare": str(root / "bare.pt"), "a_file": str(root / "a_file"),
             "pretrain_run": str(root / "runs" / "pretrain"), "finetune_run": str(root / "runs" / "finetune"),
             "no_ema_run": str(root / "runs" / "no-ema"), "val_missing_a_class": str(missing.parent),
@@ -155,3 +156,12 @@ def test_an_unreadable_or_foreign_file_is_one_clear_error(paths):
         with pytest.raises(ValueError, match=expected) as info:
             load_pretrained(model, paths[name])
         assert paths[name] in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_api_takes_numpy_integers_as_what_they_hold():
+    import numpy as np
+
+    assert random_mask(np.int64(2), np.int64(64), np.float32(0.5)).shape == (2, 2, 2)
+    assert create_model("convnextv2_atto", num_classes=np.int64(3)).num_classes == 3
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        random_mask(True, 64)

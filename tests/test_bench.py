@@ -114,7 +114,8 @@ def test_step_flops_counts_matmuls_and_mfu_uses_the_gpus_bf16_peak(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
     assert bench.peak_bf16_flops(CUDA) == ("NVIDIA H100 PCIe", 756.0e12)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
-    assert bench.utilization(int(989.4e12), 64.0, 128, CUDA).endswith("MFU 50.0% of the NVIDIA H100 80GB HBM3 bf16 peak")
+    assert bench.utilization(int(989.4e12), 64.0, 128, CUDA).endswith("MFU 50.0% of the NVIDIA H100 80GB HBM3 "
+                                                                      "bf16 peak")
     assert bench.peak_bf16_flops(CPU) is None and "MFU" not in bench.utilization(10**12, 1.0, 1, CPU)
 
 
@@ -138,7 +139,8 @@ def test_importing_cnx2lite_before_torch_shortens_openmps_spin_wait_unless_the_u
     import os
     import subprocess
 
-    code = "import cnx2lite, os, torch; torch.ones(64, 64) @ torch.ones(64, 64); print(os.environ.get('GOMP_SPINCOUNT'))"
+    code = ("import cnx2lite, os, torch; torch.ones(64, 64) @ torch.ones(64, 64); "
+            "print(os.environ.get('GOMP_SPINCOUNT'))")
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     for extra, expected in (({}, "10000"), ({"GOMP_SPINCOUNT": "500"}, "500")):
         out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from test_notebooks import NOTEBOOKS, REPO, notebook_env, photo_root
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,7 +56,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for name in CASES:
         shutil.copy(NOTEBOOKS / f"{name}.ipynb", root / f"{name}.ipynb")
     env = notebook_env()
-    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTER_RUNTIME_DIR", "runtime")):
+    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
+                     ("JUPYTER_RUNTIME_DIR", "runtime")):
         env[var] = str(root / ".jupyter" / sub)
     env["JUPYTER_PLATFORM_DIRS"] = "1"
     port = _free_port()

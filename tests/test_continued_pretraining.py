@@ -49,8 +49,8 @@ def test_init_encoder_from_a_timm_file_and_a_decoder_from_an_fcmae_checkpoint(im
 def test_freeze_encoder_epochs_trains_the_decoder_alone_first(images, tmp_path):
     encoder = randomize_(create_model("convnextv2_atto", num_classes=0), seed=3)
     torch.save(encoder.state_dict(), tmp_path / "encoder.pt")
-    run = pretrain(_config(images, tmp_path, name="frozen", epochs=2, freeze_encoder_epochs=1, keep_last=20, save_every_steps=1,
-                           init_encoder=str(tmp_path / "encoder.pt")))
+    run = pretrain(_config(images, tmp_path, name="frozen", epochs=2, freeze_encoder_epochs=1, keep_last=20,
+                           save_every_steps=1, init_encoder=str(tmp_path / "encoder.pt")))
     steps_per_epoch = run.history[-1]["step"] // 2
     after_frozen = load_checkpoint(run.run_dir / f"checkpoint-{steps_per_epoch:08d}.pt")["model"]
     after_both = load_checkpoint(run.run_dir)["model"]

@@ -129,8 +129,9 @@ def test_one_process_nccl_ddp_through_torchrun_equals_a_plain_run(tmp_path):
     plain = subprocess.run([sys.executable, "-m", "cnx2lite", *flags, "--name", "plain"], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=300)
     assert plain.returncode == 0, plain.stdout + plain.stderr
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", "--master-addr=127.0.0.1",
-                          f"--master-port={_free_port()}", "-m", "cnx2lite", *flags, "--name", "ddp"],
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1",
+                          "--master-addr=127.0.0.1", f"--master-port={_free_port()}", "-m", "cnx2lite", *flags,
+                          "--name", "ddp"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stdout + ddp.stderr
     a, b = load_checkpoint(tmp_path / "plain"), load_checkpoint(tmp_path / "ddp")

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 
 from cnx2lite import data as D
 from cnx2lite.image_cache import DecodedImages
-from conftest import make_image_folder, write_images
 from cnx2lite.notebook.photos import sample_images
+from conftest import make_image_folder, write_images
 
 CLASSES = [f"n0{i}" for i in range(8)]
 

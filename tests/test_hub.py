@@ -13,8 +13,8 @@ import torch
 from cnx2lite import hub
 from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.commands import main
-from cnx2lite.fcmae import FCMAE
 from cnx2lite.factory import create_model
+from cnx2lite.fcmae import FCMAE
 from conftest import make_image_folder, randomize_
 
 

@@ -1,8 +1,16 @@
 import pytest
 import torch
 
-from cnx2lite.masking import (check_mask, effective_mask_ratio, mask_grid, num_visible, pixel_mask, random_mask,
-                              stage_masks, upsample_mask)
+from cnx2lite.masking import (
+    check_mask,
+    effective_mask_ratio,
+    mask_grid,
+    num_visible,
+    pixel_mask,
+    random_mask,
+    stage_masks,
+    upsample_mask,
+)
 
 
 def test_keeps_exactly_the_papers_count():

@@ -128,7 +128,8 @@ def test_in_chans():
         (lambda: create_model("convnextv2_atto", drop_path_rate=1.5), r"drop_path_rate must be in \[0, 1\)"),
         (lambda: create_model("convnextv2_atto", in_chans=0), "in_chans must be a positive int"),
         (lambda: create_model("convnextv2_atto")(torch.randn(1, 3, 50, 64)), "multiples of 32, got 50x64"),
-        (lambda: create_model("convnextv2_atto")(torch.randn(1, 1, 64, 64)), r"expected 3 input channels \(in_chans=3\)"),
+        (lambda: create_model("convnextv2_atto")(torch.randn(1, 1, 64, 64)),
+         r"expected 3 input channels \(in_chans=3\)"),
         (lambda: create_model("convnextv2_atto")(torch.randn(3, 64, 64)), r"shaped \(N, 3, H, W\)"),
     ],
 )

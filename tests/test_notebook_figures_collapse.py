@@ -8,9 +8,17 @@ from matplotlib.colors import to_rgba
 from cnx2lite import analysis
 from cnx2lite.analysis import LayerCollapse
 from cnx2lite.models import create_model
-from cnx2lite.notebook.collapse_figures import (DEAD_COLOR, SATURATED_COLOR, centered_distance_by_layer, channel_flags,
-                                                plot_analysis_images, plot_channel_maps, plot_distance_by_layer,
-                                                saturated_levels, stage_means)
+from cnx2lite.notebook.collapse_figures import (
+    DEAD_COLOR,
+    SATURATED_COLOR,
+    centered_distance_by_layer,
+    channel_flags,
+    plot_analysis_images,
+    plot_channel_maps,
+    plot_distance_by_layer,
+    saturated_levels,
+    stage_means,
+)
 
 
 def flagged_maps() -> torch.Tensor:

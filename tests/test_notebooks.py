@@ -52,7 +52,8 @@ def test_py_and_ipynb_in_sync(name: str) -> None:
     except Exception as error:  # jupytext raises NotebookDifference (and others on malformed input)
         pytest.fail(
             f"{ipynb.name} is out of sync with {py.name} (the .py is the source of truth): {error}\n"
-            f"Regenerate with: CNX2LITE_SCALE=cpu CNX2LITE_DATA_ROOT=... jupytext --to ipynb --execute notebooks/{py.name}"
+            f"Regenerate with: CNX2LITE_SCALE=cpu CNX2LITE_DATA_ROOT=... jupytext --to ipynb --execute "
+            f"notebooks/{py.name}"
         )
 
 

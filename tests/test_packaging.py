@@ -1,7 +1,7 @@
 """environment.yml must name the same packages as pyproject.toml, with compatible version ranges."""
 import re
-import tomllib
 
+import tomllib
 import yaml
 
 from conftest import REPO

@@ -7,8 +7,16 @@ import torch
 from torch import Tensor
 
 from cnx2lite import stats
-from cnx2lite.stats import (Estimate, RunSpread, bootstrap_accuracy, bootstrap_mean, hierarchical_accuracy,
-                            hierarchical_bootstrap_mean, hierarchical_paired_difference, paired_bootstrap)
+from cnx2lite.stats import (
+    Estimate,
+    RunSpread,
+    bootstrap_accuracy,
+    bootstrap_mean,
+    hierarchical_accuracy,
+    hierarchical_bootstrap_mean,
+    hierarchical_paired_difference,
+    paired_bootstrap,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

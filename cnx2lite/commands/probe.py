@@ -45,10 +45,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None, help="variant, e.g. convnextv2_atto (default: the run's, else atto)")
     parser.add_argument("--block", default=None, choices=BLOCK_STYLES, help="block style (default: the run's, else v2)")
     add_data_flags(parser)
-    parser.add_argument("--num-classes", type=positive(int), default=None, help="use the first K classes (default: all)")
+    parser.add_argument("--num-classes", type=positive(int), default=None,
+                        help="use the first K classes (default: all)")
     parser.add_argument("--images-per-class", type=positive(int), default=None,
                         help="labeled train images per class (default: all)")
-    parser.add_argument("--val-images-per-class", type=positive(int), default=None, help="val images per class (default: all)")
+    parser.add_argument("--val-images-per-class", type=positive(int), default=None,
+                        help="val images per class (default: all)")
     parser.add_argument("--img-size", type=image_size, default=None, help="image size (default: the run's, else 224)")
     parser.add_argument("--k", type=positive(int), default=KNN_K, help=f"kNN neighbours (default: {KNN_K})")
     parser.add_argument("--temperature", type=positive(float), default=KNN_TEMPERATURE,

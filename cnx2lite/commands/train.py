@@ -117,7 +117,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_data_flags(parser)
     parser.add_argument("--ema", action="store_true", help="evaluate the EMA weights (default: off)")
     add_loader_flags(parser, batch_size=64)
-    parser.add_argument("--img-size", type=image_size, default=None, help="eval image size (default: the training size)")
+    parser.add_argument("--img-size", type=image_size, default=None,
+                        help="eval image size (default: the training size)")
     add_device_flag(parser)
     parser.set_defaults(run=run_eval)
 

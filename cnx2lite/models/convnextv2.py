@@ -11,6 +11,7 @@ per-channel statistic for the paper's ablation (``"l2"``, the default and the pa
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -81,7 +82,7 @@ class ConvNeXtV2(nn.Module):
         _check_choice("block", block, BLOCK_STYLES)
         _check_choice("grn_aggregation", grn_aggregation, GRN_AGGREGATIONS)
         _check_positive_int("in_chans", in_chans)
-        if not isinstance(num_classes, int) or num_classes < 0:
+        if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
@@ -204,7 +205,7 @@ def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
 
 
 def _check_positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or value < 1:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 

@@ -14,7 +14,6 @@ from ..masking import mask_grid, num_visible
 from ..reproduce import SCALES
 from ..train import TrainConfig, load_preset
 
-
 # --------------------------------------------------------------------------------------------------
 # Anatomy
 # --------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -50,6 +51,15 @@ def measured(table: int, row: str, metric: str = "fine-tuned top-1") -> Measured
             return Measured(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["paper"])
     known = [f"{r['table']}/{r['row']}/{r['metric']}" for r in _rows() if int(r["table"]) == table]
     raise KeyError(f"no ({table}, {row!r}, {metric!r}) in {REPORT / 'results.csv'}; table {table} has: {known}")
+
+
+def finetune_epochs() -> str:
+    """The report's fine-tuning epochs per K as it states them, e.g. ``"K=10: 100, K=50: 40, K=all: 4"``."""
+    text = " ".join((REPORT / "report.md").read_text().split())
+    found = re.search(r"epochs (K=\S+ \d+(?:, K=\S+ \d+)*)", text)
+    if found is None:
+        raise ValueError(f"{REPORT / 'report.md'} does not state its fine-tuning epochs ('epochs K=...: N, ...')")
+    return found.group(1)
 
 
 def report_figure(name: str) -> Path:

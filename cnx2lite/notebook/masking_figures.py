@@ -20,8 +20,16 @@ from torchvision.transforms import functional as TF
 from ..data import IMAGENET_MEAN, load_image
 from ..masking import NUM_STAGES, mask_grid, num_visible, stage_masks
 from ..models import PATCH_SIZE
-from .plotting import (EDGE_COLOR, MASK_COLOR, VISIBLE_COLOR, draw_masked_photo, grid_lines, mask_legend, subplots,
-                       to_rgb)
+from .plotting import (
+    EDGE_COLOR,
+    MASK_COLOR,
+    VISIBLE_COLOR,
+    draw_masked_photo,
+    grid_lines,
+    mask_legend,
+    subplots,
+    to_rgb,
+)
 
 MASKED_CMAP = ListedColormap([VISIBLE_COLOR, MASK_COLOR])  # 0 = visible, 1 = masked
 HIGHLIGHT = "#d93025"  # the outline of one mask cell

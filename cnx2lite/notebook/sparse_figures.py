@@ -54,7 +54,8 @@ def plot_fill_in(dense: Sequence[Tensor], sparse: Sequence[Tensor], depths: Sequ
             ax.set_title(f"{layers}: {filled_pixels(img, mask):.0%} filled", fontsize=9)
             if col == 0:
                 ax.set_ylabel(name, fontsize=10)
-    fig.suptitle("7x7 averaging convs on the masked photo: dense convs close the holes, sparse ones do not", fontsize=10)
+    fig.suptitle("7x7 averaging convs on the masked photo: dense convs close the holes, sparse ones do not",
+                 fontsize=10)
     fig.tight_layout()
     mask_legend(fig, masked="masked, still empty (exactly 0)", visible="visible or filled (shows its colour)",
                 extra=[BORDER])

@@ -17,7 +17,6 @@ from ..fcmae import FCMAE
 from .plotting import subplots
 from .sparse_figures import DPI
 
-
 PARTS = ("stem", "7x7 dwconvs", "rest of encoder", "decoder", "loss", "AdamW")
 PART_COLORS = dict(zip(PARTS, ("#5f6368", "#1a73e8", "#a142f4", "#e8710a", "#f9ab00", "#188038")))
 FIXED = ("stem", "7x7 dwconvs", "decoder", "loss", "AdamW")  # the same work whatever the mask ratio

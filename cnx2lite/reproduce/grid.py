@@ -262,7 +262,8 @@ class Evaluator:
         return self.cache[cell]
 
     def labeled(self, k: int | None, seed: int) -> data.ImageFolderSubset:
-        """The ``k`` labeled images per class (None: all) that fine-tuning seed ``seed`` trains on, at eval transform."""
+        """The ``k`` labeled images per class (None: all) that fine-tuning seed ``seed`` trains on, at eval
+        transform."""
         return data.build_dataset(self.folder, "train", self.transform, classes=self.classes,
                                   images_per_class=k or self.grid.scale.images_per_class, seed=seed,
                                   image_selection="random", tune_fraction=TUNE_FRACTION)

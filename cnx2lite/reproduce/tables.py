@@ -16,8 +16,14 @@ from torch import Tensor
 from .. import analysis, data
 from ..analysis import plot_collapse_by_layer
 from ..evaluation import KNN_TEMPERATURE, load_model
-from ..stats import (Estimate, RunSpread, hierarchical_accuracy, hierarchical_bootstrap_mean, hierarchical_contrast,
-                     hierarchical_paired_difference)
+from ..stats import (
+    Estimate,
+    RunSpread,
+    hierarchical_accuracy,
+    hierarchical_bootstrap_mean,
+    hierarchical_contrast,
+    hierarchical_paired_difference,
+)
 from .figures import plot_bars, plot_label_efficiency, plot_pretraining_knn
 from .grid import Cell, Evaluator, Scale, shot_label
 
@@ -234,7 +240,8 @@ def table_sparse(ev: Evaluator, output: Path) -> Table:
                  Row("3", f"{name} sparse - dense", "fine-tuned top-1", diff, PAPER["sparse"] if block == "v1" else "")]
         lines.append(f"| {name} | {shown(sparse)} | {shown(dense)} | {shown(diff)} | "
                      f"{knn_ends(pretraining_runs(ev, block))} | {knn_ends(pretraining_runs(ev, block, False))} |")
-        claims.append(f"- {name}: {verdict(diff, 'the sparse encoder beats dense convolution', replicated(sparse_correct, dense_correct))}")
+        reading = verdict(diff, "the sparse encoder beats dense convolution", replicated(sparse_correct, dense_correct))
+        claims.append(f"- {name}: {reading}")
         bars[name] = {"sparse conv": sparse, "dense conv": dense}
     plot_bars(bars, output / "sparse_vs_dense.png", f"sparse vs dense-conv FCMAE: fine-tuned at K={k}",
               xlabel="block design")
@@ -325,8 +332,8 @@ def sanity_section(ev: Evaluator, cells: list[Cell]) -> str:
     for cell in cells:
         losses = [run.metric("train_loss")[-1] for runs in ev.grid.cell_runs(cell) for run in runs]
         ok = max(losses) < LOSS_OF_TRAINING * chance
-        checks.append(f"- {'ok' if ok else 'FAILS'}: {cell.block.upper()} {cell.init} at K={shot_label(cell.k)} trains: "
-                      f"last-epoch training loss {min(losses):.3f}..{max(losses):.3f} vs chance {chance:.3f} "
+        checks.append(f"- {'ok' if ok else 'FAILS'}: {cell.block.upper()} {cell.init} at K={shot_label(cell.k)} "
+                      f"trains: last-epoch training loss {min(losses):.3f}..{max(losses):.3f} vs chance {chance:.3f} "
                       f"(limit {LOSS_OF_TRAINING:.0%} of it)")
     shots = [k for k in s.shots if Cell(k, "fcmae") in cells and Cell(k, "scratch") in cells]
     for probe_name, correct in (("fine-tuned", ev.finetuned), ("kNN", ev.knn)):

@@ -24,9 +24,9 @@ from timm.data import create_transform
 
 from ..amp import AMP_MODES
 from ..data import SELECTIONS
+from ..layers import GRN_AGGREGATIONS
 from ..masking import check_mask_ratio
 from ..models import VARIANTS
-from ..layers import GRN_AGGREGATIONS
 from ..models.convnextv2 import BLOCK_STYLES
 
 TASKS = ("pretrain", "finetune")
@@ -348,7 +348,7 @@ def load_preset(preset: str, /, task: str = "finetune", **overrides: Any) -> Tra
         raise ValueError(f"preset must be one of {', '.join(map(repr, presets))} for task {task!r}; got {preset!r}")
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
-        raise TypeError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
+        raise ValueError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
     if overrides.get("task", task) != task:
         raise ValueError(f"override task={overrides['task']!r} contradicts task={task!r}")
     return TrainConfig(**{**presets[preset], **overrides, "task": task})
@@ -367,7 +367,7 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
         raise ValueError(f"config: {path} is not a {task} config.json (task {found!r})")
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
-        raise TypeError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
+        raise ValueError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
     saved = saved.get("requested", saved)
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in FIELDS}
     return TrainConfig(**{**fields, **overrides, "task": task})

@@ -42,7 +42,8 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         resolved = torch.device(device)
     except RuntimeError:
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
-    if resolved.type == "cuda" and (not torch.cuda.is_available() or (resolved.index or 0) >= torch.cuda.device_count()):
+    if resolved.type == "cuda" and (not torch.cuda.is_available()
+                                    or (resolved.index or 0) >= torch.cuda.device_count()):
         raise ValueError(f"device {device!r} is not available here ({torch.cuda.device_count()} CUDA GPU(s)); "
                          "use device auto or cpu")
     return resolved

@@ -41,7 +41,8 @@ from .optim import build_optimizer, cosine_lr
 from .plots import plot_curves
 from .seeding import derive_seed, seed_everything
 from .tasks import build_task
-from .tensorboard import TensorBoardLog, check_available as check_tensorboard
+from .tensorboard import TensorBoardLog
+from .tensorboard import check_available as check_tensorboard
 
 
 class NonFiniteLossError(RuntimeError):
@@ -242,9 +243,9 @@ class Trainer:
         if self.position.epoch < c.epochs:  # a finished run's record is never rewritten (e.g. by a re-run elsewhere)
             self._write_config()
         self.log(f"{self.task.name} {c.model} on {len(self.train_set)} images ({len(self.train_set.classes)} "
-                 f"classes, {'x'.join(map(str, data.image_hw(c.img_size)))} px), {c.epochs} epochs x {self.steps_per_epoch} steps, effective batch "
-                 f"{c.global_batch}, lr {c.lr:.3g}, {self.dist.world_size} process(es) on {self.dist.device}; "
-                 f"run dir {self.run_dir}")
+                 f"classes, {'x'.join(map(str, data.image_hw(c.img_size)))} px), {c.epochs} epochs x "
+                 f"{self.steps_per_epoch} steps, effective batch {c.global_batch}, lr {c.lr:.3g}, "
+                 f"{self.dist.world_size} process(es) on {self.dist.device}; run dir {self.run_dir}")
         skipped = sorted({path for split in (self.train_set, self.val_set, self.knn_bank) if split is not None
                           for path, _ in split.skipped})
         if skipped:
@@ -411,7 +412,8 @@ class Trainer:
     def _end_epoch(self) -> None:
         c, pos = self.config, self.position
         pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-        row = {"kind": "epoch", "lr": self.optimizer.param_groups[-1]["lr"] / self.optimizer.param_groups[-1]["lr_scale"]}
+        row = {"kind": "epoch",
+               "lr": self.optimizer.param_groups[-1]["lr"] / self.optimizer.param_groups[-1]["lr_scale"]}
         epoch_rows = [r for r in self.history if r["kind"] == "train" and pos.epoch - 1 < r["epoch"] <= pos.epoch]
         if epoch_rows:
             row["train_loss"] = sum(r["train_loss"] for r in epoch_rows) / len(epoch_rows)
@@ -449,7 +451,8 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v
             count += len(images)
         keys = sorted(sums)
-        totals = all_reduce_sum(torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=self.dist.device))
+        totals = all_reduce_sum(torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64,
+                                             device=self.dist.device))
         model.train(was_training)
         return {k: totals[i].item() / max(totals[-1].item(), 1) for i, k in enumerate(keys)}
 

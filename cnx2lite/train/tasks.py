@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .. import data
