@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from . import data
+from .bootstrap import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .masking import effective_mask_ratio
 from .reproduce.figures import plot_pretraining_knn
 from .reproduce.grid import SWEEP, Evaluator, Grid, Recipe, Scale
 from .reproduce.sweep import run_sweep, trial_names
-from .stats import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .train.distributed import resolve_device
 from .train.plots import plot_comparison
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .data import image_hw
-from .evaluation import load_model
+from .factory import load_model
 from .rundir import resolve_checkpoint
 
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".torchscript.pt"}
@@ -96,7 +96,7 @@ class Exported:
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.PathLike | None = None,
                       model: str | None = None, img_size: int | tuple[int, int] | None = None) -> Exported:
-    """Export ``checkpoint`` (anything :func:`~cnx2lite.evaluation.load_model` reads: a fine-tuning run gives its
+    """Export ``checkpoint`` (anything :func:`~cnx2lite.probes.load_model` reads: a fine-tuning run gives its
     classifier, anything else the encoder) as ``fmt`` to ``output`` (default: ``<checkpoint name><suffix>`` here) and
     check the file against PyTorch. Never writes over a checkpoint: ``output`` may not be the source, nor any
     ``checkpoint-*.pt`` of a run."""

@@ -1,14 +1,18 @@
-"""``create_model(name, pretrained=...)``: a ConvNeXt V2 by name with its weights, the one place above the
-architecture (:mod:`cnx2lite.models`), the released weights (:mod:`cnx2lite.hub`) and the weight formats
-(:mod:`cnx2lite.checkpoints`), so none of them reaches up to another."""
+"""Models with their weights, the one place above the architecture (:mod:`cnx2lite.models`), the released weights
+(:mod:`cnx2lite.hub`), the weight formats (:mod:`cnx2lite.checkpoints`) and run directories (:mod:`cnx2lite.rundir`),
+so none of them reaches up to another: :func:`create_model` builds a variant by name (``pretrained=`` a released tag or
+a file), :func:`load_model` rebuilds whatever a source holds (a run, a checkpoint, a released name, a saved folder)."""
 from __future__ import annotations
 
 import os
 
-from . import models
+import torch
+
+from . import hub, models
 from .checkpoints import load_pretrained
 from .hub import RELEASES
 from .models import ConvNeXtV2
+from .rundir import load_checkpoint
 
 
 def create_model(name: str, pretrained: str | os.PathLike | None = None, **overrides) -> ConvNeXtV2:
@@ -23,3 +27,47 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, **overr
         source = f"{name}.{pretrained}" if pretrained in RELEASES else pretrained
         load_pretrained(model, source, skip_head=model.num_classes not in (0, 1000))
     return model
+
+
+def load_model(source: str | os.PathLike, model: str | None = None, block: str | None = None, seed: int = 0,
+               classifier: bool | None = False, use_ema: bool = False) -> tuple[ConvNeXtV2, dict]:
+    """A model from ``source``: a cnx2lite run directory or checkpoint (model, block and GRN options
+    come from its config), any file :func:`load_pretrained` reads (give ``model``), or ``"random"``
+    for a random initialization from ``seed`` (the baseline; the global RNG is left alone). An encoder
+    (``num_classes=0``) unless ``classifier``, which takes a fine-tuning run's head and classes
+    (``use_ema``: its EMA weights); ``classifier=None`` takes the head when the source is a fine-tuning run. A
+    released name (``"convnextv2_atto.fcmae"``) is downloaded once (:mod:`cnx2lite.hub`); a ``save_pretrained``
+    folder gives its own architecture. Returns ``(model,
+    config)``: a cnx2lite run's config and its ``classes`` (label order), empty for other sources."""
+    local = source if source == "random" else hub.resolve_name(source)
+    if local != source:  # a released name: its variant is in it
+        model, source = model or os.fspath(source).split(".")[0], local
+    config = {}
+    if source != "random" and hub.is_saved_folder(source):  # save_pretrained: its config.json names the architecture
+        state, saved = hub.load_saved(source)
+        config = {k: saved[k] for k in ("block", "grn_aggregation", "in_chans") if k in saved}
+        model = model or saved.get("variant")
+    else:
+        state = None if source == "random" else load_checkpoint(source)
+    if state is not None and isinstance(state.get("config"), dict):
+        config = {**state["config"], "classes": state.get("classes")}
+    num_classes = 0
+    if classifier is None:
+        classifier = isinstance(state, dict) and state.get("task") == "finetune"
+    if classifier:
+        if state is None or state.get("task") != "finetune" or "classes" not in state:
+            task = None if state is None else state.get("task")
+            raise ValueError(f"{source} is not a fine-tuning checkpoint of cnx2lite (task {task!r}): only those "
+                             "have a trained classifier")
+        num_classes = len(state["classes"])
+    options = {"block": block or config.get("block", "v2"), "grn_aggregation": config.get("grn_aggregation", "l2"),
+               "in_chans": config.get("in_chans", 3)}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = models.create_model(model or config.get("model") or "convnextv2_atto", num_classes=num_classes, **options)
+    if state is not None:
+        try:
+            load_pretrained(net, state, use_ema=use_ema)
+        except ValueError as e:  # the message speaks of "the checkpoint": say which
+            raise ValueError(f"{source}: {e}") from None
+    return net, config

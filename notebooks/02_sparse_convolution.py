@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from IPython.display import Image
 
 from cnx2lite.bench import time_steps
-from cnx2lite.evaluation import load_model
+from cnx2lite.factory import load_model
 from cnx2lite.fcmae import FCMAE
 from cnx2lite.masking import pixel_mask, random_mask
 from cnx2lite.models import create_model

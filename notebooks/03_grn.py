@@ -35,8 +35,8 @@ import os
 
 import torch
 
-from cnx2lite.analysis import feature_cosine_distance
-from cnx2lite.evaluation import load_model
+from cnx2lite.collapse import feature_cosine_distance
+from cnx2lite.factory import load_model
 from cnx2lite.layers.grn import GRN, global_response_norm, grn_aggregate, grn_calibrate, grn_normalize
 from cnx2lite.notebook.evidence import measured, trained_run
 from cnx2lite.notebook.grn_figures import (
@@ -219,7 +219,7 @@ plot_encoder_grn(captures, BLOCK)
 # ## Does GRN make the trained channels less redundant?
 #
 # Two redundancy measures of every block's channels, per image, averaged over the 16 photos, before and after its
-# GRN: the paper's feature cosine distance (`cnx2lite.analysis.feature_cosine_distance`; 0.5 for unrelated zero-mean
+# GRN: the paper's feature cosine distance (`cnx2lite.collapse.feature_cosine_distance`; 0.5 for unrelated zero-mean
 # channels, lower = more redundant) and the mean absolute Pearson correlation between two channels' maps (higher =
 # more redundant).
 

@@ -45,8 +45,8 @@ from pathlib import Path
 import torch
 from IPython.display import Image, display
 
-from cnx2lite import analysis, data
-from cnx2lite.evaluation import load_model
+from cnx2lite import collapse, data
+from cnx2lite.factory import load_model
 from cnx2lite.models import VARIANTS, create_model
 from cnx2lite.notebook import evidence
 from cnx2lite.notebook.collapse_figures import (
@@ -177,19 +177,19 @@ plot_analysis_images(images, labels, title=f"The {NUM_IMAGES} analysis images (v
 # %% [markdown]
 # ## 4. Where we measure: the MLP's expanded activations
 #
-# `analysis.mlp_activations` hooks the GELU of every block (the input of GRN in a V2 block) and returns each as
+# `collapse.mlp_activations` hooks the GELU of every block (the input of GRN in a V2 block) and returns each as
 # `(N, 4C, H, W)`. It finds the blocks by structure, so it works the same on timm's `convnext_*` and `convnextv2_*`
 # models. ConvNeXt-Atto has 2 + 2 + 6 + 2 = 12 blocks; deeper blocks have more channels on smaller maps:
 
 # %% tags=["nbval-check-output"]
-feats = analysis.mlp_activations(models["V2 random init"], images[:1])
+feats = collapse.mlp_activations(models["V2 random init"], images[:1])
 for name, f in feats.items():  # channels and resolution do not depend on the run; the map size does
     print(f"{name:16s} {f.shape[1]:5d} channels at 1/{IMG_SIZE // f.shape[-1]} of the input size")
 
 # %% [markdown]
 # ## 5. Three statistics per block, per image
 #
-# `analysis.collapse_by_layer` computes, for every block and every image:
+# `collapse.collapse_by_layer` computes, for every block and every image:
 #
 # - **distance**: with `X_i` channel *i*'s flattened map, `1/C^2 * sum_ij (1 - cos(X_i, X_j)) / 2`. 0 means every
 #   channel is the same map up to scale (complete collapse); independent zero-mean channels give about 0.5.
@@ -199,15 +199,15 @@ for name, f in feats.items():  # channels and resolution do not depend on the ru
 #   its RMS): the same value everywhere, carrying no spatial information.
 
 # %% tags=["nbval-check-output"]
-print(f"DEAD_TOL = {analysis.DEAD_TOL} (GELU output units), FLAT_TOL = {analysis.FLAT_TOL}")
+print(f"DEAD_TOL = {collapse.DEAD_TOL} (GELU output units), FLAT_TOL = {collapse.FLAT_TOL}")
 
 # %%
-stats = {label: analysis.collapse_by_layer(model.eval(), images) for label, model in models.items()}
+stats = {label: collapse.collapse_by_layer(model.eval(), images) for label, model in models.items()}
 block_mean = {label: {stat: torch.stack([getattr(layer, stat) for layer in layers]).mean(0)  # (images,)
-                      for stat in analysis.STATS} for label, layers in stats.items()}
+                      for stat in collapse.STATS} for label, layers in stats.items()}
 print(f"{'mean over blocks':28s}{'distance':>10s}{'dead %':>9s}{'saturated %':>13s}  (+- std across images)")
 for label, values in block_mean.items():
-    d, dead, sat = (values[s] for s in analysis.STATS)
+    d, dead, sat = (values[s] for s in collapse.STATS)
     print(f"{label:28s}{d.mean():7.3f}+-{d.std():.3f}{100 * dead.mean():6.2f}+-{100 * dead.std():.2f}"
           f"{100 * sat.mean():8.2f}+-{100 * sat.std():.2f}")
 
@@ -228,7 +228,7 @@ else:
 # with a band of one standard deviation across the 16 images around each line.
 
 # %%
-analysis.plot_collapse_by_layer(stats, title=f"Feature collapse, block by block ({NUM_IMAGES} val images, "
+collapse.plot_collapse_by_layer(stats, title=f"Feature collapse, block by block ({NUM_IMAGES} val images, "
                                              f"{IMG_SIZE} px)")
 
 # %% [markdown]
@@ -276,7 +276,7 @@ for label in ("V1 FCMAE", "V2 FCMAE"):
           f"{100 * s.saturated[image_index]:.1f} % on the image shown ({labels[image_index]})")
 
 # %%
-plot_channel_maps({label: analysis.channel_maps(models[label], images[image_index], name, k=64)
+plot_channel_maps({label: collapse.channel_maps(models[label], images[image_index], name, k=64)
                    for label in ("V1 FCMAE", "V2 FCMAE")},
                   title=f"{name}: first 64 channels for one image ({labels[image_index]}, {IMG_SIZE} px)")
 
@@ -314,7 +314,7 @@ for label in ("V1 FCMAE", "V2 FCMAE", "V2 supervised (all labels)"):
 # Why is V2's distance lower, if its maps do not look more alike? The cosine compares raw maps, and GELU outputs are
 # mostly non-negative: two channels that are both "somewhat on" everywhere have a positive cosine even when their
 # spatial patterns are unrelated. Removing each channel's spatial mean before the cosine
-# (`centered_distance_by_layer`, which then calls `analysis.feature_cosine_distance`) keeps only the patterns.
+# (`centered_distance_by_layer`, which then calls `collapse.feature_cosine_distance`) keeps only the patterns.
 
 # %%
 raw = {label: [(layer.name, layer.distance.mean().item()) for layer in layers] for label, layers in stats.items()}
@@ -376,14 +376,14 @@ for variant in (pre["model"], "convnextv2_base"):
 #    the notebook from there. Before running, predict: does V2's raw distance move toward 0.5 or away from it, and
 #    does the V1 - V2 gap shrink? *Hint:* with 4 times as many positions, each map's spatial pattern carries more
 #    energy relative to its offset; compare with the centered distances of section 7.
-# 2. **Thresholds.** The dead and saturated counts depend on `analysis.DEAD_TOL` and `analysis.FLAT_TOL`. Set
-#    `analysis.FLAT_TOL = 0.3` and rerun section 5: which model's saturated fraction grows most, and does the V1 > V2
+# 2. **Thresholds.** The dead and saturated counts depend on `collapse.DEAD_TOL` and `collapse.FLAT_TOL`. Set
+#    `collapse.FLAT_TOL = 0.3` and rerun section 5: which model's saturated fraction grows most, and does the V1 > V2
 #    ordering survive? *Hint:* `layer_collapse` reads the module constants when it is called, so assigning them is
 #    enough; a map passes at `FLAT_TOL = 0.3` when at least about 91% of its energy is its mean.
 # 3. **The official checkpoints.** Measure the released models with the same code:
 #    `timm.create_model("convnextv2_atto.fcmae", pretrained=True)` (V2, FCMAE, 1,600 epochs) and
 #    `timm.create_model("convnext_atto.d2_in1k", pretrained=True)` (V1, supervised), at 224 px. Do you see collapse in
-#    either? *Hint:* `analysis.collapse_by_layer` finds the blocks of timm models by structure; timm downloads the
+#    either? *Hint:* `collapse.collapse_by_layer` finds the blocks of timm models by structure; timm downloads the
 #    weights (a network connection is needed); there is no released V1 FCMAE model, which is why the paper's
 #    comparison has to be retrained.
 # 4. **Longer pre-training.** Outside the notebook, pre-train V1 for longer,
@@ -391,5 +391,5 @@ for variant in (pre["model"], "convnextv2_base"):
 #    (about 40 minutes on 2 CPU cores; the `cpu` preset's 3,000 images in batches of 64 make 47 steps an epoch, so a
 #    checkpoint every 10 epochs), and load its checkpoints one by one with `load_model(path)`. Before looking, predict:
 #    does the stage-3 saturated fraction grow with the epochs, as the paper's explanation (slow drift into collapse)
-#    says? *Hint:* `stage_means(analysis.collapse_by_layer(model, images))` gives one number per stage; `runs/v1-long`
+#    says? *Hint:* `stage_means(collapse.collapse_by_layer(model, images))` gives one number per stage; `runs/v1-long`
 #    holds the checkpoints, named by step.

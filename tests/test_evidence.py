@@ -13,8 +13,9 @@ import torch
 
 from cnx2lite import data
 from cnx2lite.amp import resolve_amp
-from cnx2lite.evaluation import knn_scores, linear_probe_scores, load_model, probe
-from cnx2lite.stats import bootstrap_accuracy, paired_bootstrap
+from cnx2lite.bootstrap import bootstrap_accuracy, paired_bootstrap
+from cnx2lite.factory import load_model
+from cnx2lite.probes import knn_scores, linear_probe_scores, probe
 from cnx2lite.train import finetune, pretrain
 from conftest import make_image_folder, write_images
 

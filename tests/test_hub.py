@@ -127,7 +127,7 @@ def test_a_file_put_in_the_cache_by_hand_is_used_offline(tmp_path, monkeypatch):
 
 
 def test_load_model_reads_a_saved_folder_with_its_architecture(tmp_path):
-    from cnx2lite.evaluation import load_model
+    from cnx2lite.factory import load_model
 
     saved = randomize_(create_model("convnextv2_femto", num_classes=0, grn_aggregation="mean"))
     hub.save_pretrained(saved, tmp_path / "femto")

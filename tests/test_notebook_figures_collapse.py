@@ -1,12 +1,12 @@
 """Notebook 4's figures and small measurements (cnx2lite.notebook.collapse_figures): they use the collapse
-definitions of cnx2lite.analysis, and draw what they say."""
+definitions of cnx2lite.collapse, and draw what they say."""
 from __future__ import annotations
 
 import torch
 from matplotlib.colors import to_rgba
 
-from cnx2lite import analysis
-from cnx2lite.analysis import LayerCollapse
+from cnx2lite import collapse
+from cnx2lite.collapse import LayerCollapse
 from cnx2lite.models import create_model
 from cnx2lite.notebook.collapse_figures import (
     DEAD_COLOR,
@@ -36,7 +36,7 @@ def test_channel_flags_follow_layer_collapse() -> None:
     dead, saturated = channel_flags(maps)
     assert dead.tolist() == [True, False, False, False, False, False]
     assert saturated.tolist() == [False, True, True, False, False, False]
-    stats = analysis.layer_collapse(maps.unsqueeze(0))  # the layer's fractions are the flags' means
+    stats = collapse.layer_collapse(maps.unsqueeze(0))  # the layer's fractions are the flags' means
     assert stats.dead.item() == dead.double().mean().item()
     assert stats.saturated.item() == saturated.double().mean().item()
 
@@ -80,13 +80,13 @@ def test_centered_distance_ignores_offsets() -> None:
     model = create_model("convnextv2_atto", num_classes=0).eval()
     images = torch.randn(3, 3, 64, 64)
     centered = centered_distance_by_layer(model, images, batch_size=2)
-    feats = analysis.mlp_activations(model, images)
+    feats = collapse.mlp_activations(model, images)
     assert [name for name, _ in centered] == list(feats)
     for (name, value), f in zip(centered, feats.values()):
-        expected = analysis.feature_cosine_distance(f - f.mean(dim=(2, 3), keepdim=True))
+        expected = collapse.feature_cosine_distance(f - f.mean(dim=(2, 3), keepdim=True))
         assert abs(value - expected) < 1e-6, name
         # a common offset added to every channel changes the plain distance, not the centered one
-        assert abs(analysis.feature_cosine_distance((f + 5) - (f + 5).mean(dim=(2, 3), keepdim=True)) - expected) < 1e-6
+        assert abs(collapse.feature_cosine_distance((f + 5) - (f + 5).mean(dim=(2, 3), keepdim=True)) - expected) < 1e-6
 
 
 def test_saturated_levels_of_a_random_model_and_images_figure() -> None:

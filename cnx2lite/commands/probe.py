@@ -5,9 +5,10 @@ import argparse
 
 from .. import data
 from ..amp import AMP_MODES, resolve_amp
-from ..evaluation import KNN_K, KNN_TEMPERATURE, PROBE_METHODS, extract_features, load_model, probe_features
+from ..bootstrap import bootstrap_accuracy
+from ..factory import load_model
 from ..models.convnextv2 import BLOCK_STYLES
-from ..stats import bootstrap_accuracy
+from ..probes import KNN_K, KNN_TEMPERATURE, PROBE_METHODS, extract_features, probe_features
 from ..train.distributed import resolve_device
 from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size, positive
 

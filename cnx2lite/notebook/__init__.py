@@ -6,11 +6,11 @@
   JPEG rendering);
 - :mod:`.masking_figures`, :mod:`.sparse_figures` (+ :mod:`.step_timing`), :mod:`.grn_figures`,
   :mod:`.collapse_figures`, :mod:`.pretraining_figures` (+ :mod:`.anatomy`): the figures and measurements of
-  notebooks 1 to 5 (the collapse figure of the report is :func:`cnx2lite.analysis.plot_collapse_by_layer`);
+  notebooks 1 to 5 (the collapse figure of the report is :func:`cnx2lite.collapse.plot_collapse_by_layer`);
 - :mod:`.widgets`: the interactive explorers of notebooks 1 and 3;
 - :mod:`.evidence`: the committed ``reproduce --scale cpu`` report's numbers and figures, and its trained runs
   when they are on this machine.
 
 The science the figures show lives in the library (:mod:`cnx2lite.masking`, :mod:`cnx2lite.layers.grn`,
-:mod:`cnx2lite.analysis`, ...); this package only loads, draws and wires controls.
+:mod:`cnx2lite.collapse`, ...); this package only loads, draws and wires controls.
 """

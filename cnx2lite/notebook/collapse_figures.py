@@ -3,9 +3,9 @@ feature cosine distance against block index (one panel per variant of the measur
 with their dead and saturated channels marked, per-stage means, the levels of the saturated maps, and the distance
 of spatially centered maps.
 
-The collapse statistics themselves are :mod:`cnx2lite.analysis` (:func:`~cnx2lite.analysis.collapse_by_layer`,
-:func:`~cnx2lite.analysis.layer_collapse`); the figure of all of them, which the reproduction report draws too, is
-:func:`cnx2lite.analysis.plot_collapse_by_layer`. Nothing here redefines them.
+The collapse statistics themselves are :mod:`cnx2lite.collapse` (:func:`~cnx2lite.collapse.collapse_by_layer`,
+:func:`~cnx2lite.collapse.layer_collapse`); the figure of all of them, which the reproduction report draws too, is
+:func:`cnx2lite.collapse.plot_collapse_by_layer`. Nothing here redefines them.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor, nn
 
-from .. import analysis
-from ..analysis import LayerCollapse, mark_stages
+from .. import collapse
+from ..collapse import LayerCollapse, mark_stages
 from .plotting import to_rgb
 
 DEAD_COLOR, SATURATED_COLOR = "#d62728", "#ff7f0e"  # frames of flagged channel maps
@@ -65,8 +65,8 @@ def plot_distance_by_layer(*panels: Mapping[str, Sequence[tuple[str, float]]], p
 
 def channel_flags(maps: Tensor) -> tuple[Tensor, Tensor]:
     """Which of the maps ``(k, H, W)`` are dead and which saturated, each ``(k,)`` bool, by the definitions of
-    :func:`cnx2lite.analysis.layer_collapse` (each map is passed to it as an image with one channel)."""
-    flags = analysis.layer_collapse(maps.unsqueeze(1))
+    :func:`cnx2lite.collapse.layer_collapse` (each map is passed to it as an image with one channel)."""
+    flags = collapse.layer_collapse(maps.unsqueeze(1))
     return flags.dead.bool(), flags.saturated.bool()
 
 
@@ -115,21 +115,21 @@ def stage_means(layers: Sequence[LayerCollapse]) -> dict[str, dict[str, float]]:
     for layer in layers:
         by_stage.setdefault(f"stage {int(layer.name.split('.')[1]) + 1}", []).append(layer)
     return {stage: {stat: torch.stack([getattr(layer, stat) for layer in group]).mean().item()
-                    for stat in analysis.STATS}
+                    for stat in collapse.STATS}
             for stage, group in by_stage.items()}
 
 
 @torch.no_grad()
 def centered_distance_by_layer(model: nn.Module, images: Tensor, batch_size: int = 8) -> list[tuple[str, float]]:
-    """``[(layer name, distance)]``: :func:`cnx2lite.analysis.feature_cosine_distance` of every block's MLP activations
+    """``[(layer name, distance)]``: :func:`cnx2lite.collapse.feature_cosine_distance` of every block's MLP activations
     after removing each channel's spatial mean, per image, averaged over ``images (N, 3, H, W)``. What is left is
     whether channels share spatial *patterns*; a common offset (the mean of the non-negative GELU outputs), which
     alone pulls the plain distance below 0.5, no longer counts."""
     sums: dict[str, float] = {}
     for i in range(0, len(images), batch_size):
-        for name, feats in analysis.mlp_activations(model, images[i:i + batch_size]).items():  # (n, C, H, W)
+        for name, feats in collapse.mlp_activations(model, images[i:i + batch_size]).items():  # (n, C, H, W)
             centered = feats - feats.mean(dim=(2, 3), keepdim=True)
-            sums[name] = sums.get(name, 0.0) + analysis.feature_cosine_distance(centered) * len(feats)
+            sums[name] = sums.get(name, 0.0) + collapse.feature_cosine_distance(centered) * len(feats)
     return [(name, total / len(images)) for name, total in sums.items()]
 
 
@@ -139,7 +139,7 @@ def saturated_levels(model: nn.Module, images: Tensor, batch_size: int = 8) -> T
     ``images (N, 3, H, W)``: ``(M,)`` float64. Which maps are saturated is :func:`channel_flags`' call."""
     levels = []
     for i in range(0, len(images), batch_size):
-        for feats in analysis.mlp_activations(model, images[i:i + batch_size]).values():  # (n, C, H, W)
+        for feats in collapse.mlp_activations(model, images[i:i + batch_size]).values():  # (n, C, H, W)
             for maps in feats:  # (C, H, W): one image
                 levels.append(maps[channel_flags(maps)[1]].double().mean(dim=(1, 2)))
     return torch.cat(levels)

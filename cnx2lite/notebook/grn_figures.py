@@ -4,7 +4,7 @@ gain against response, channel redundancy before and after), and the dependence 
 response on its batch.
 
 Feature maps are channels-last ``(N, H, W, C)``, as GRN sees them. The GRN maths is
-:mod:`cnx2lite.layers.grn`'s, the MLP features and the cosine distance :mod:`cnx2lite.analysis`'s."""
+:mod:`cnx2lite.layers.grn`'s, the MLP features and the cosine distance :mod:`cnx2lite.collapse`'s."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -15,7 +15,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from ..analysis import feature_cosine_distance, mark_stages, mlp_activations
+from ..collapse import feature_cosine_distance, mark_stages, mlp_activations
 from ..layers.grn import GRN_AGGREGATIONS, grn_aggregate, grn_normalize
 from .plotting import subplots
 
@@ -69,7 +69,7 @@ class GRNCapture:
 @torch.no_grad()
 def capture_grn(model: nn.Module, images: Tensor) -> GRNCapture:
     """Run ``images (N, 3, S, S)`` through a V2 encoder and apply each block's GRN to its MLP features
-    (after the GELU, captured by :func:`~cnx2lite.analysis.mlp_activations`)."""
+    (after the GELU, captured by :func:`~cnx2lite.collapse.mlp_activations`)."""
     inputs, outputs, gamma, beta = {}, {}, {}, {}
     for name, feats in mlp_activations(model, images).items():
         grn = model.get_submodule(name.rpartition(".")[0]).grn
@@ -200,7 +200,7 @@ def plot_encoder_grn(captures: Mapping[str, GRNCapture], block: str, sample: int
 
 def grn_redundancy(capture: GRNCapture) -> dict[str, np.ndarray]:
     """Channel redundancy of every block before and after its GRN, averaged over the images: the
-    feature cosine distance of :func:`~cnx2lite.analysis.feature_cosine_distance` (the paper's Fig. 4
+    feature cosine distance of :func:`~cnx2lite.collapse.feature_cosine_distance` (the paper's Fig. 4
     measure; lower = more redundant) and :func:`mean_abs_correlation` (higher = more redundant).
     Returns ``{"distance before", "distance after", "|r| before", "|r| after"}``, each ``(blocks,)``."""
     rows = [(feature_cosine_distance(x.permute(0, 3, 1, 2)), feature_cosine_distance(y.permute(0, 3, 1, 2)),

@@ -17,7 +17,7 @@ Four tables, each row beside the paper's number:
 
 Replication: every pretrained arm pretrains ``--pretrain-seeds`` times and every cell fine-tunes ``--seeds`` times from
 each pretraining run (scratch: ``--seeds`` times); intervals come from the hierarchical bootstrap over pretraining
-runs, fine-tuning seeds and val images (:mod:`cnx2lite.stats`), and a verdict says "reproduces" only when the
+runs, fine-tuning seeds and val images (:mod:`cnx2lite.bootstrap`), and a verdict says "reproduces" only when the
 interval over runs excludes 0. With one run per arm the report says its intervals cover the images only.
 
 Runs live in ``<output>/runs/<name>`` and resume: every run of every table trains first, in table order; a re-run
@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 
 from .. import data
+from ..bootstrap import RESAMPLES
 from ..masking import effective_mask_ratio
-from ..stats import RESAMPLES
 from ..train.distributed import resolve_device
 from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Evaluator, Grid, shot_label
 from .sweep import run_sweep

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from ..stats import Estimate
+from ..bootstrap import Estimate
 from ..train import RunResult
 
 

@@ -13,8 +13,9 @@ from torch import Tensor
 
 from .. import data
 from ..amp import resolve_amp
-from ..evaluation import KNN_K, extract_features, load_model, predict, probe_features
+from ..factory import load_model
 from ..models import ConvNeXtV2
+from ..probes import KNN_K, extract_features, predict, probe_features
 from ..train import RunResult, TrainConfig, load_preset, train
 
 

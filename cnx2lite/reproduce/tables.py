@@ -1,6 +1,6 @@
 """The report's tables: each names the cells it needs (trained first, see :mod:`cnx2lite.reproduce`), measures its
 rows with hierarchical bootstrap intervals (pretraining runs, then fine-tuning seeds, then val images;
-:mod:`cnx2lite.stats`), draws its figure and writes its section of ``report.md``, beside the paper's numbers. The
+:mod:`cnx2lite.bootstrap`), draws its figure and writes its section of ``report.md``, beside the paper's numbers. The
 last section checks that the runs behind the tables are sane."""
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .. import analysis, data
-from ..analysis import plot_collapse_by_layer
-from ..evaluation import KNN_TEMPERATURE, load_model
-from ..stats import (
+from .. import collapse, data
+from ..bootstrap import (
     Estimate,
     RunSpread,
     hierarchical_accuracy,
@@ -24,6 +22,9 @@ from ..stats import (
     hierarchical_contrast,
     hierarchical_paired_difference,
 )
+from ..collapse import plot_collapse_by_layer
+from ..factory import load_model
+from ..probes import KNN_TEMPERATURE
 from .figures import plot_bars, plot_label_efficiency, plot_pretraining_knn
 from .grid import Cell, Evaluator, Scale, shot_label
 
@@ -281,7 +282,7 @@ def table_collapse(ev: Evaluator, output: Path, count: int = 16) -> Table:
               "V2 FCMAE": [ev.encoder("fcmae", "v2", p) for p in pretrain_seeds],
               "V2 random init": [ev.encoder("scratch", "v2", p) for p in pretrain_seeds],
               "V2 supervised (all labels)": supervised}
-    stats = {label: [analysis.collapse_by_layer(model.eval(), images) for model in group]
+    stats = {label: [collapse.collapse_by_layer(model.eval(), images) for model in group]
              for label, group in models.items()}
     per_image = {label: {stat: torch.stack([torch.stack([getattr(layer, stat) for layer in layers]).mean(0) * scale
                                             for layers in runs])[:, None]  # (runs, 1, images): block means
@@ -304,7 +305,7 @@ def table_collapse(ev: Evaluator, output: Path, count: int = 16) -> Table:
 
 Per-block MLP activations (after GELU) of {len(images)} val images of distinct classes at {ev.grid.scale.img_size} px.
 Distance: mean pairwise channel cosine distance; dead: channels that never activate; saturated: channels constant
-over positions (definitions in `cnx2lite.analysis`). Each is averaged over blocks, then over the runs, with a 95%
+over positions (definitions in `cnx2lite.collapse`). Each is averaged over blocks, then over the runs, with a 95%
 hierarchical bootstrap interval over runs and images.
 
 | encoder | runs | mean distance | dead channels (%) | saturated channels (%) |

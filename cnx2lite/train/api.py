@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .. import data
-from ..evaluation import load_model
+from ..factory import load_model
 from .config import TrainConfig, load_preset
 from .distributed import resolve_device
 from .engine import RunResult, Trainer

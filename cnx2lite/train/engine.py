@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 
 from .. import data
 from ..amp import autocast, resolve_amp
-from ..evaluation import probe
 from ..image_cache import DecodedImages, cache_side
 from ..layers.grn import set_fused
+from ..probes import probe
 from ..rundir import RunDir, load_checkpoint
 from .config import ResumeMismatchError, TrainConfig, changed_settings
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main

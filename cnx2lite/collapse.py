@@ -237,7 +237,7 @@ def mark_stages(ax: Axes, names: Sequence[str]) -> None:
 
 def plot_collapse_by_layer(results: Mapping[str, Sequence[LayerCollapse]], title: str = "") -> Figure:
     """Per model (one color), against block index: the feature cosine distance (top) and the
-    fractions of dead (solid) and saturated (dashed) channels (bottom), as :func:`~cnx2lite.analysis.collapse_by_layer`
+    fractions of dead (solid) and saturated (dashed) channels (bottom), as :func:`~cnx2lite.collapse.collapse_by_layer`
     returns them. Lines are means over images, bands mean +- one std (none for a single image)."""
     fig = Figure(figsize=(7, 5.6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)

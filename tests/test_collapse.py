@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from cnx2lite import analysis
-from cnx2lite.analysis import plot_collapse_by_layer
+from cnx2lite import collapse
+from cnx2lite.collapse import plot_collapse_by_layer
 from cnx2lite.models import create_model
 from cnx2lite.notebook.collapse_figures import plot_channel_maps, plot_distance_by_layer
 
@@ -27,16 +27,16 @@ def naive_distance(features: torch.Tensor) -> float:
 
 def test_identical_channels_have_zero_distance() -> None:
     channel = torch.randn(1, 1, 6, 6)
-    assert analysis.feature_cosine_distance(channel.expand(2, 16, 6, 6)) == pytest.approx(0.0, abs=1e-9)
+    assert collapse.feature_cosine_distance(channel.expand(2, 16, 6, 6)) == pytest.approx(0.0, abs=1e-9)
     # a positive rescaling of a channel does not change its direction
     scaled = channel * torch.arange(1.0, 17.0).view(1, 16, 1, 1)
-    assert analysis.feature_cosine_distance(scaled) == pytest.approx(0.0, abs=1e-9)
+    assert collapse.feature_cosine_distance(scaled) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_independent_random_channels_are_near_one_half() -> None:
     torch.manual_seed(0)
     c = 64
-    value = analysis.feature_cosine_distance(torch.randn(4, c, 32, 32))
+    value = collapse.feature_cosine_distance(torch.randn(4, c, 32, 32))
     # off-diagonal pairs have cos ~ 0 (distance 1/2), the C diagonal terms have distance 0
     assert value == pytest.approx(0.5 * (1 - 1 / c), abs=0.01)
 
@@ -45,15 +45,15 @@ def test_matches_naive_double_loop() -> None:
     torch.manual_seed(1)
     x = torch.nn.functional.gelu(torch.randn(3, 7, 4, 5))
     x[1, 2] = 0.0  # a dead channel: cosine 0 with everything, by convention
-    assert analysis.feature_cosine_distance(x) == pytest.approx(naive_distance(torch.nan_to_num(x)), abs=1e-9)
+    assert collapse.feature_cosine_distance(x) == pytest.approx(naive_distance(torch.nan_to_num(x)), abs=1e-9)
 
 
 def test_ours_v1_and_v2_capture_gelu_outputs_in_block_order() -> None:
     for block in ("v1", "v2"):
         model = create_model("convnextv2_atto", num_classes=0, block=block)
-        names = analysis.find_mlp_activations(model)
+        names = collapse.find_mlp_activations(model)
         assert names[0] == "stages.0.0.act" and names[-1] == "stages.3.1.act" and len(names) == sum(model.depths)
-        feats = analysis.mlp_activations(model, torch.randn(2, 3, 64, 64))
+        feats = collapse.mlp_activations(model, torch.randn(2, 3, 64, 64))
         assert list(feats) == names
         assert tuple(feats["stages.0.0.act"].shape) == (2, 4 * 40, 16, 16)  # (N, 4C, H, W)
         assert tuple(feats["stages.3.1.act"].shape) == (2, 4 * 320, 2, 2)
@@ -64,7 +64,7 @@ def test_layout_is_nchw_matching_the_grn_input() -> None:
     grn_in = {}
     handle = model.stages[1][0].grn.register_forward_hook(lambda m, args, out: grn_in.update(x=args[0]))
     images = torch.randn(1, 3, 64, 64)
-    feats = analysis.mlp_activations(model, images)
+    feats = collapse.mlp_activations(model, images)
     handle.remove()
     assert torch.equal(feats["stages.1.0.act"], grn_in["x"].permute(0, 3, 1, 2))
 
@@ -76,10 +76,10 @@ def test_timm_convnextv2_atto_has_the_same_layers_and_values() -> None:
     ours = create_model("convnextv2_atto", num_classes=0).eval()
     theirs = timm.create_model("convnextv2_atto", pretrained=False, num_classes=0).eval()
     theirs.load_state_dict(export_timm(ours), strict=False)
-    assert len(analysis.find_mlp_activations(theirs)) == len(analysis.find_mlp_activations(ours))
+    assert len(collapse.find_mlp_activations(theirs)) == len(collapse.find_mlp_activations(ours))
     images = torch.randn(2, 3, 64, 64)
-    a = analysis.cosine_distance_by_layer(ours, images)
-    b = analysis.cosine_distance_by_layer(theirs, images)
+    a = collapse.cosine_distance_by_layer(ours, images)
+    b = collapse.cosine_distance_by_layer(theirs, images)
     assert len(a) == len(b) == 12  # atto: depths (2, 2, 6, 2)
     assert [v for _, v in a] == pytest.approx([v for _, v in b], abs=1e-4)
 
@@ -89,25 +89,25 @@ def test_timm_convnext_v1_and_conv_mlp_layout() -> None:
     images = torch.randn(1, 3, 64, 64)
     for kwargs in ({}, {"conv_mlp": True}):  # channels-last Linear MLP, and the 1x1 conv MLP (NCHW)
         model = timm.create_model("convnext_atto", pretrained=False, num_classes=0, **kwargs)
-        feats = analysis.mlp_activations(model, images)
+        feats = collapse.mlp_activations(model, images)
         assert len(feats) == 12
         assert tuple(next(iter(feats.values())).shape) == (1, 160, 16, 16)
 
 
 def test_hooks_are_removed_and_mode_restored() -> None:
     model = create_model("convnextv2_atto", num_classes=0).train()
-    analysis.cosine_distance_by_layer(model, torch.randn(3, 3, 64, 64), batch_size=2)
-    analysis.channel_maps(model, torch.randn(3, 64, 64), layer=2, k=8)
+    collapse.cosine_distance_by_layer(model, torch.randn(3, 3, 64, 64), batch_size=2)
+    collapse.channel_maps(model, torch.randn(3, 64, 64), layer=2, k=8)
     assert model.training
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
     with pytest.raises(KeyError):
-        analysis.mlp_activations(model, torch.randn(1, 3, 64, 64), layers=["stages.0.0.nope"])
+        collapse.mlp_activations(model, torch.randn(1, 3, 64, 64), layers=["stages.0.0.nope"])
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 def test_channel_maps_and_figures() -> None:
     model = create_model("convnextv2_atto", num_classes=0)
-    maps = analysis.channel_maps(model, torch.randn(3, 64, 64), layer="stages.2.0.act", k=16)
+    maps = collapse.channel_maps(model, torch.randn(3, 64, 64), layer="stages.2.0.act", k=16)
     assert tuple(maps.shape) == (16, 4, 4)
     maps[3] = 0.0  # a constant map is drawn flat and counted
     fig = plot_channel_maps({"a": maps, "b": maps}, cols=4)
@@ -122,10 +122,10 @@ def test_dead_channels_are_counted_exactly() -> None:
     x = torch.nn.functional.gelu(torch.randn(3, c, 6, 6))
     x[0, [1, 5, 9]] = 0.0
     x[1, 4] = 0.0
-    x[1, 7] = 0.9 * analysis.DEAD_TOL * torch.rand(6, 6).sign()  # below the tolerance everywhere: dead
+    x[1, 7] = 0.9 * collapse.DEAD_TOL * torch.rand(6, 6).sign()  # below the tolerance everywhere: dead
     x[2, 3] = 0.0
-    x[2, 3, 2, 2] = 1.1 * analysis.DEAD_TOL  # one position above it: alive
-    stats = analysis.layer_collapse(x, "layer")
+    x[2, 3, 2, 2] = 1.1 * collapse.DEAD_TOL  # one position above it: alive
+    stats = collapse.layer_collapse(x, "layer")
     assert stats.name == "layer"
     assert stats.dead.tolist() == pytest.approx([3 / c, 2 / c, 0.0], abs=1e-12)
     assert stats.saturated.tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)  # zero maps are dead, not saturated
@@ -142,11 +142,11 @@ def test_constant_channels_are_saturated() -> None:
     x[0, 2] = 0.5 + 0.02 * torch.randn(5, 5)  # nearly constant: std / RMS ~ 0.04
     x[0, 3] = 0.0  # dead
     x[1, 2] = 0.5 + 0.2 * torch.randn(5, 5)  # std / RMS ~ 0.4: structure, not saturated
-    stats = analysis.layer_collapse(x)
+    stats = collapse.layer_collapse(x)
     assert stats.saturated.tolist() == pytest.approx([3 / c, 0.0], abs=1e-12)
     assert stats.dead.tolist() == pytest.approx([1 / c, 0.0], abs=1e-12)
     with pytest.raises(ValueError, match="2 positions"):
-        analysis.layer_collapse(x[:, :, :1, :1])
+        collapse.layer_collapse(x[:, :, :1, :1])
 
 
 def test_dead_and_saturated_channels_of_a_model_ours_and_timm() -> None:
@@ -167,13 +167,13 @@ def test_dead_and_saturated_channels_of_a_model_ours_and_timm() -> None:
     theirs.load_state_dict(export_timm(ours), strict=False)
     torch.manual_seed(4)
     images = torch.randn(3, 3, 64, 64)
-    a, b = analysis.collapse_by_layer(ours, images), analysis.collapse_by_layer(theirs, images, batch_size=2)
+    a, b = collapse.collapse_by_layer(ours, images), collapse.collapse_by_layer(theirs, images, batch_size=2)
     assert len(a) == len(b) == 12
     assert a[layer].name == "stages.1.1.act" and b[layer].name == "stages.1.blocks.1.mlp.act"
     assert a[layer].dead.tolist() == pytest.approx([k / 320] * 3, abs=1e-12)
     assert a[layer].saturated.tolist() == pytest.approx([s / 320] * 3, abs=1e-12)
     for x, y in zip(a, b):
-        for stat in analysis.STATS:
+        for stat in collapse.STATS:
             assert getattr(x, stat).shape == (3,)
             assert getattr(x, stat).tolist() == pytest.approx(getattr(y, stat).tolist(), abs=1e-4)
 
@@ -182,24 +182,24 @@ def test_spread_across_images_is_zero_for_identical_images_only() -> None:
     model = create_model("convnextv2_atto", num_classes=0)
     torch.manual_seed(5)
     images = torch.randn(4, 3, 64, 64)
-    same = analysis.collapse_by_layer(model, images[:1].expand(4, -1, -1, -1).contiguous())
-    different = analysis.collapse_by_layer(model, images, batch_size=3)  # 2 batches, concatenated in order
+    same = collapse.collapse_by_layer(model, images[:1].expand(4, -1, -1, -1).contiguous())
+    different = collapse.collapse_by_layer(model, images, batch_size=3)  # 2 batches, concatenated in order
     for layer in same:
         summary = layer.summary()
-        assert all(summary[f"{stat}_std"] == pytest.approx(0.0, abs=1e-9) for stat in analysis.STATS)
+        assert all(summary[f"{stat}_std"] == pytest.approx(0.0, abs=1e-9) for stat in collapse.STATS)
     assert all(layer.summary()["distance_std"] > 1e-4 for layer in different)
     assert [layer.distance[:1].item() for layer in different] == pytest.approx(
         [layer.distance[0].item() for layer in same], abs=1e-6)
     # the old entry point is the mean over images
-    assert [v for _, v in analysis.cosine_distance_by_layer(model, images)] == pytest.approx(
+    assert [v for _, v in collapse.cosine_distance_by_layer(model, images)] == pytest.approx(
         [layer.distance.mean().item() for layer in different], abs=1e-9)
-    assert math.isnan(analysis.layer_collapse(torch.randn(1, 4, 3, 3)).summary()["dead_std"])
+    assert math.isnan(collapse.layer_collapse(torch.randn(1, 4, 3, 3)).summary()["dead_std"])
 
 
 def test_collapse_figure_draws_means_and_bands() -> None:
-    def stats(name: str, distance: list[float], dead: list[float]) -> analysis.LayerCollapse:
+    def stats(name: str, distance: list[float], dead: list[float]) -> collapse.LayerCollapse:
         values = torch.tensor([distance, dead, [0.0] * len(dead)], dtype=torch.float64)
-        return analysis.LayerCollapse(name, *values)
+        return collapse.LayerCollapse(name, *values)
 
     layers = [stats("stages.0.0.act", [0.3, 0.5], [0.0, 0.2]), stats("stages.1.0.act", [0.4, 0.4], [0.5, 0.5])]
     fig = plot_collapse_by_layer({"a": layers}, title="t")

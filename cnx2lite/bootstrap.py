@@ -33,7 +33,7 @@ two runs can only be as wide as their disagreement. And the runs and images are 
 (every run sees every image), so each resampled level counts the run-by-image disagreement (runs that
 differ image by image without shifting the accuracy) once more, like the "pigeonhole" bootstrap of
 crossed designs (McCullagh 2000; Owen 2007): when that is all that differs, the interval is about twice
-as wide as it needs to be; conservative. In the synthetic experiments of ``tests/test_stats.py``
+as wide as it needs to be; conservative. In the synthetic experiments of ``tests/test_bootstrap.py``
 (pretraining runs shift accuracy by 3 points, seeds by 1) the 95% interval of a true zero difference,
 FCMAE ``(3, 3, N)`` vs scratch ``(1, 3, N)``, covered 0 in 94% of them, the images-only one in 69%.
 Report each run's number as well (:class:`RunSpread`, ``Estimate.runs``: "31.2..35.4"), so a reader sees

@@ -1,4 +1,4 @@
-"""The bootstrap of ``cnx2lite.stats``: the hierarchical bootstrap over (pretraining runs, fine-tuning seeds, val
+"""The bootstrap of ``cnx2lite.bootstrap``: the hierarchical bootstrap over (pretraining runs, fine-tuning seeds, val
 images) on synthetic replicated experiments, and the (seeds, images) functions' numbers, unchanged."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from cnx2lite import stats
-from cnx2lite.stats import (
+from cnx2lite import bootstrap
+from cnx2lite.bootstrap import (
     Estimate,
     RunSpread,
     bootstrap_accuracy,
@@ -198,7 +198,7 @@ def test_memory_blocks_do_not_change_the_numbers(monkeypatch):
     a, b = a.view(3, 1, 300).expand(3, 2, 300) ^ (torch.arange(300) % 7 == 0), b[None]
     whole = hierarchical_paired_difference(a, b, resamples=300, seed=1, chunk=120)
     seeds = bootstrap_mean(b[0] * 1.0, resamples=300, seed=2)  # (S, N) = (3, 300)
-    monkeypatch.setattr(stats, "_GATHER_ELEMENTS", 5000)  # a few resamples' gather at a time
+    monkeypatch.setattr(bootstrap, "_GATHER_ELEMENTS", 5000)  # a few resamples' gather at a time
     assert hierarchical_paired_difference(a, b, resamples=300, seed=1, chunk=120) == whole
     assert bootstrap_mean(b[0] * 1.0, resamples=300, seed=2) == seeds
 
@@ -211,7 +211,7 @@ def test_contrast_is_the_unpaired_difference_and_covers_a_true_zero_interaction(
     a = synthetic_runs(g, difficulty, 2, 3, run_sd=0.03, seed_sd=0.01, disagree=0.1)
     b = synthetic_runs(g, difficulty, 1, 3, seed_sd=0.01, disagree=0.1)
     difference = hierarchical_paired_difference(a, b, resamples=500, seed=3)
-    contrast = stats.hierarchical_contrast([a * 100.0, b * 100.0], (1, -1), resamples=500, seed=3)
+    contrast = bootstrap.hierarchical_contrast([a * 100.0, b * 100.0], (1, -1), resamples=500, seed=3)
     assert (contrast.value, contrast.low, contrast.high) == pytest.approx(
         (difference.value, difference.low, difference.high), abs=1e-12)
     experiments, covered = 120, 0
@@ -219,8 +219,8 @@ def test_contrast_is_the_unpaired_difference_and_covers_a_true_zero_interaction(
         difficulty = torch.rand(200, generator=g, dtype=D)
         arms = [synthetic_runs(g, difficulty, p, 3, run_sd=0.03 if p > 1 else 0.0, seed_sd=0.01, disagree=0.1)
                 for p in (2, 1, 2, 1)]  # V2 FCMAE, V2 scratch, V1 FCMAE, V1 scratch
-        covered += not stats.hierarchical_contrast([arm * 1.0 for arm in arms], (1, -1, -1, 1), resamples=500,
+        covered += not bootstrap.hierarchical_contrast([arm * 1.0 for arm in arms], (1, -1, -1, 1), resamples=500,
                                                     seed=e).excludes_zero
     assert 0.85 <= covered / experiments <= 0.99, covered / experiments  # measured: 0.92 (2 runs: a bit narrow)
     with pytest.raises(ValueError, match="as long"):
-        stats.hierarchical_contrast([a, b], (1,))
+        bootstrap.hierarchical_contrast([a, b], (1,))
