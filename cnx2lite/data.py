@@ -14,6 +14,7 @@ Recipes follow the official ConvNeXt V2 code (facebookresearch/ConvNeXt-V2):
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import numbers
 import os
@@ -74,15 +75,24 @@ def resolve_data_root(data: str | os.PathLike | None = None) -> Path:
 def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool = False,
                       split: str = "train") -> Path | None:
     """The folder holding ``split/`` (``train/``, and ``val/``; ``split="val"`` to evaluate): ``root``, else
-    ``root/name``, else a download ``root/name*`` (e.g. ``imagenette2-320``, first in sorted order). When there is
-    none, raises DataNotFoundError, or with ``unlabeled_ok`` returns None if ``root`` itself holds images (see
+    ``root/name``, else a download ``root/name*`` (e.g. ``imagenette2-320``; refused when several match). When there
+    is none, raises DataNotFoundError, or with ``unlabeled_ok`` returns None if ``root`` itself holds images (see
     :func:`build_unlabeled_dataset`)."""
     root = Path(root).expanduser()
-    for folder in (root, root / name, *sorted(root.glob(f"{name}*"))):
+    if not name or os.sep in name or name in (".", ".."):
+        raise ValueError(f"dataset must be one folder name under the data root, got {name!r}: give a path with "
+                         "--data instead")
+    for folder in (root, root / name):
         if (folder / split).is_dir():
             if unlabeled_ok and folder == root:
                 _refuse_mixed_tree(root)
             return folder
+    downloads = sorted(f for f in root.glob(f"{glob.escape(name)}*") if (f / split).is_dir())
+    if len(downloads) > 1:  # a prefix must not pick one of several folders silently
+        raise DataNotFoundError(f"--dataset {name!r} matches {len(downloads)} folders under {root} "
+                                f"({', '.join(f.name for f in downloads)}): pass the full name")
+    if downloads:
+        return downloads[0]
     if unlabeled_ok and root.is_dir():
         splits = sorted(Path(parent) / d for parent, dirs, _ in os.walk(root, followlinks=True) for d in dirs
                         if d in SPLITS)
@@ -103,6 +113,8 @@ def download_imagenette(root: Path, size: str = "320px") -> Path:
     if size not in IMAGENETTE_DIRS:
         raise ValueError(f"size must be one of {tuple(IMAGENETTE_DIRS)}, got {size!r}")
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"cannot download into {root}: it is a file; pass a folder with --data")
     root.mkdir(parents=True, exist_ok=True)
     try:
         for split in SPLITS:  # one archive holds both splits: the second call only checks it

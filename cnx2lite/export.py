@@ -82,6 +82,12 @@ def _require(*packages: str) -> None:
         raise ImportError(f"{', '.join(missing)} not installed: pip install {' '.join(missing)} (or cnx2lite[export])")
 
 
+def _in_run_directory(path: Path) -> bool:
+    """Whether ``path``'s folder holds a training run (its config.json, a checkpoint or its lock)."""
+    folder = path.resolve().parent
+    return any((folder / name).exists() for name in ("config.json", ".lock")) or any(folder.glob("checkpoint-*.pt"))
+
+
 @dataclass(frozen=True)
 class Exported:
     """What :func:`export_checkpoint` wrote: every file (ONNX may keep weights in a ``.data`` file beside the graph),
@@ -95,11 +101,12 @@ class Exported:
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.PathLike | None = None,
-                      model: str | None = None, img_size: int | tuple[int, int] | None = None) -> Exported:
+                      model: str | None = None, img_size: int | tuple[int, int] | None = None,
+                      overwrite: bool = False) -> Exported:
     """Export ``checkpoint`` (anything :func:`~cnx2lite.probes.load_model` reads: a fine-tuning run gives its
     classifier, anything else the encoder) as ``fmt`` to ``output`` (default: ``<checkpoint name><suffix>`` here) and
-    check the file against PyTorch. Never writes over a checkpoint: ``output`` may not be the source, nor any
-    ``checkpoint-*.pt`` of a run."""
+    check the file against PyTorch. Never writes into a run directory (a folder holding ``config.json``, checkpoints
+    or a lock) nor over the source; an existing ``output`` only with ``overwrite``."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     net, config = load_model(checkpoint, model, classifier=None)  # a fine-tuning run's head
@@ -108,9 +115,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
     source = Path(resolve_checkpoint(checkpoint)).resolve() if checkpoint != "random" else None
     if output.resolve() == source:
         raise ValueError(f"--output {output} is the checkpoint being exported: choose another file")
-    if output.name.startswith("checkpoint-") or output.is_dir():
-        raise ValueError(f"--output {output} is {'a folder' if output.is_dir() else 'named like a run checkpoint'}: "
-                         f"choose a new file, e.g. model{FORMATS[fmt]}")
+    if output.name.startswith("checkpoint-") or output.is_dir() or _in_run_directory(output):
+        what = ("a folder" if output.is_dir() else
+                "named like a run checkpoint" if output.name.startswith("checkpoint-") else "inside a run directory")
+        raise ValueError(f"--output {output} is {what}: choose a new file elsewhere, e.g. model{FORMATS[fmt]}")
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"--output {output} exists: choose a new file, or pass --overwrite to replace it")
     before = set(output.parent.glob(output.name + "*")) if output.parent.is_dir() else set()
     path = export_model(net, output, fmt, size, net.in_chans)
     files = [path] + sorted(set(path.parent.glob(path.name + "?*")) - before)  # e.g. model.onnx.data

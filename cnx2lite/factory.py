@@ -22,6 +22,8 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, **overr
     downloaded once and cached, or any source :func:`cnx2lite.checkpoints.load_pretrained` reads. With another
     ``num_classes`` than the weights' classifier, the model keeps its own freshly initialized head. Options as
     :func:`cnx2lite.models.create_model`."""
+    if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
+        raise ValueError(f"pretrained must be a released tag ({', '.join(RELEASES)}) or a file, got {pretrained!r}")
     model = models.create_model(name, **overrides)
     if pretrained is not None:
         source = f"{name}.{pretrained}" if pretrained in RELEASES else pretrained

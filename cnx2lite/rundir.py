@@ -59,6 +59,19 @@ class RunDir:
     def __fspath__(self) -> str:
         return str(self.path)
 
+    def check_creatable(self) -> None:
+        """Raise the OSError :meth:`create` would (a file in the way, a folder that cannot be written), creating
+        nothing: a run that is refused later leaves no folder behind."""
+        existing = self.path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(f"cannot create the run directory {self.path} ({existing} is a file): choose "
+                                     "another output folder (--output) or name")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write into {existing} to create the run directory {self.path}: choose "
+                                  "another output folder (--output) or name")
+
     def create(self) -> None:
         """Create the directory (and its parents); an OSError in one line says why it cannot hold a run."""
         try:

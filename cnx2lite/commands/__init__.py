@@ -29,8 +29,15 @@ USER_ERRORS = (ValueError, OSError, ImportError, RunDirLockedError)  # each mess
 EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's refusals as one ``error:`` line naming the command (not the whole usage first); exit status 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="cnx2lite",
         description="ConvNeXt V2 and FCMAE pretraining: demo, benchmarks, pretraining, fine-tuning, evaluation.",
     )

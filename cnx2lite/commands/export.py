@@ -8,7 +8,8 @@ from .flags import image_size
 
 
 def run_export(args: argparse.Namespace) -> int:
-    result = export.export_checkpoint(args.checkpoint, args.format, args.output, args.model, args.img_size)
+    result = export.export_checkpoint(args.checkpoint, args.format, args.output, args.model, args.img_size,
+                                      args.overwrite)
     kind = "classifier (logits)" if result.classifier else "encoder (pooled features)"
     height, width = result.img_size
     print(f"wrote {', '.join(map(str, result.files))} ({args.format}, {kind}, {height}x{width} px, dynamic batch); "
@@ -25,6 +26,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="onnx, exported-program or torchscript")
     parser.add_argument("--output", default=None, help="file to write (default: <checkpoint name>.<format's suffix>); "
                         "never a checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file (never a "
+                        "checkpoint or a file inside a run directory) (default: off)")
     parser.add_argument("--model", default=None, help="variant for a file that is not a cnx2lite run "
                         "(default: the run's, else convnextv2_atto)")
     parser.add_argument("--img-size", type=image_size, nargs="+", default=None, metavar="PX",

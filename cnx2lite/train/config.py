@@ -222,6 +222,7 @@ VALUE_CHECKS = (
     (("num_classes", "images_per_class", "val_images_per_class", "global_batch"), lambda v: v is None or v >= 1,
      "None (all) or >= 1"),
     (("num_workers", "save_every_steps", "knn_images_per_class", "freeze_encoder_epochs"), lambda v: v >= 0, ">= 0"),
+    (("seed",), lambda v: 0 <= v < 2**63, "in 0..2**63-1 (it seeds torch's generators)"),
     (("lr",), lambda v: v is None or (_finite(v) and v > 0), "None (from base_lr) or a finite number > 0"),
     (("base_lr",), lambda v: _finite(v) and v > 0, "a finite number > 0"),
     (("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix"), lambda v: _finite(v) and v >= 0,

@@ -119,7 +119,7 @@ class Trainer:
         self.task = build_task(config)
         self.run_dir = RunDir(Path(config.output) / config.run_name)
         if self.dist.is_main:
-            self.run_dir.create()  # an output folder that cannot hold the run stops it before any work
+            self.run_dir.check_creatable()  # an output that cannot hold the run stops it before any work
         if config.tensorboard:
             check_tensorboard()
         self.tensorboard: TensorBoardLog | None = None  # opened by run(), once the directory is this run's
@@ -136,6 +136,9 @@ class Trainer:
             self.train_set = data.build_dataset(folder, "train", self.task.train_transform(),
                                                 num_classes=c.num_classes, images_per_class=c.images_per_class,
                                                 seed=c.seed, image_selection=c.image_selection, **carve, **screen)
+            if self.task.name == "finetune" and len(self.train_set.classes) < 2:  # one class: a loss of 0, 100% top-1
+                raise ValueError(f"fine-tuning needs at least 2 classes; {folder / 'train'} gives "
+                                 f"{self.train_set.classes} (num_classes={c.num_classes})")
             scoring = data.eval_transform(c.img_size, in_chans=c.in_chans)
             if c.eval_split == "tune":
                 self.val_set = data.build_dataset(folder, "train", scoring, classes=self.train_set.classes,
@@ -299,6 +302,11 @@ class Trainer:
         if ckpt.get("task") != self.task.name:
             raise ResumeMismatchError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} "
                                       "checkpoint")
+        foreign = Path(path).resolve().parent != self.run_dir.path.resolve()
+        if foreign and ckpt.get("position", {}).get("epoch", 0) >= c.epochs:
+            raise ResumeMismatchError(f"cannot resume from {path}: that run is finished ({c.epochs} epochs), so "
+                                      "there is nothing to continue; to start a new run from its weights, pass it "
+                                      "as pretrained (--pretrained)")
         changed = changed_settings(ckpt.get("config", {}), c)
         if "classes" in ckpt and ckpt["classes"] != self.train_set.classes:  # labels would silently mean other classes
             changed.append(f"classes: {_describe_change(ckpt['classes'], self.train_set.classes)}")
