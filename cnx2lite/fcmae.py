@@ -13,7 +13,8 @@ An image goes from pixels to loss in five steps:
 from __future__ import annotations
 
 import copy
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -112,6 +113,15 @@ class FCMAE(nn.Module):
         for module in (self.proj, self.decoder, self.pred):
             module.apply(init_weights)
         nn.init.normal_(self.mask_token, std=0.02)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FCMAE:
+        """The FCMAE a pretraining config describes: a run's ``config.json`` or ``TrainConfig.to_dict()`` (fields
+        missing from older runs take their defaults)."""
+        return cls(config["model"], decoder_dim=config["decoder_dim"], decoder_depth=config["decoder_depth"],
+                   mask_ratio=config["mask_ratio"], norm_pix_loss=config["norm_pix_loss"], backend=config["backend"],
+                   block=config.get("block", "v2"), grn_aggregation=config.get("grn_aggregation", "l2"),
+                   sparse=config.get("sparse_encoder", True), in_chans=config.get("in_chans", 3))
 
     def random_mask(self, imgs: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A fresh ``(N, H/32, W/32)`` mask at ``self.mask_ratio`` for ``imgs``."""

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -5,7 +7,9 @@ from cnx2lite import FCMAE, create_model
 from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.fcmae import patch_statistics, patchify, unpatchify
 from cnx2lite.masking import pixel_mask, random_mask
-from conftest import randomize_
+from cnx2lite.notebook.pretraining_figures import load_fcmae
+from cnx2lite.train import load_preset, pretrain
+from conftest import make_image_folder, randomize_
 
 
 def test_patchify_round_trip_and_layout():
@@ -135,3 +139,16 @@ def test_grn_aggregation_configures_the_encoder_only():
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         FCMAE(**kwargs)
+
+
+def test_from_config_builds_what_a_run_trained(tmp_path):
+    """Training and the notebooks build an FCMAE from a config the same way, in_chans included (the notebooks' own
+    copy dropped it), and a config.json of an older run without the newer fields still loads."""
+    folder = make_image_folder(tmp_path / "data")
+    run = pretrain(load_preset("smoke", task="pretrain", data=str(folder), output=str(tmp_path / "runs"),
+                               in_chans=1, batch_size=4, progress=False))
+    model, config = load_fcmae(run.run_dir)
+    assert model.encoder.in_chans == 1 and config["in_chans"] == 1
+    old = {k: v for k, v in json.loads((run.run_dir / "config.json").read_text()).items()
+           if k not in ("in_chans", "grn_aggregation", "sparse_encoder")}
+    assert FCMAE.from_config(old).encoder.in_chans == 3

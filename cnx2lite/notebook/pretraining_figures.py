@@ -44,9 +44,7 @@ def load_fcmae(run_dir: str | Path) -> tuple[FCMAE, dict]:
     """The FCMAE of a pre-training run directory (its newest checkpoint), in eval mode, and the run's
     ``config.json`` (the resolved config, plus what the data gave: ``classes``, ``train_images``, ...)."""
     c = json.loads((Path(run_dir) / "config.json").read_text())
-    model = FCMAE(c["model"], decoder_dim=c["decoder_dim"], decoder_depth=c["decoder_depth"],
-                  mask_ratio=c["mask_ratio"], norm_pix_loss=c["norm_pix_loss"], backend=c["backend"],
-                  block=c["block"], grn_aggregation=c["grn_aggregation"], sparse=c["sparse_encoder"])
+    model = FCMAE.from_config(c)
     model.load_state_dict(load_checkpoint(run_dir)["model"])
     return model.eval(), c
 

@@ -70,9 +70,7 @@ class PretrainTask:
 
     def build_model(self, num_classes: int) -> FCMAE:
         c = self.config
-        model = FCMAE(c.model, decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, mask_ratio=c.mask_ratio,
-                      norm_pix_loss=c.norm_pix_loss, backend=c.backend, block=c.block,
-                      grn_aggregation=c.grn_aggregation, sparse=c.sparse_encoder, in_chans=c.in_chans)
+        model = FCMAE.from_config(c.to_dict())
         if c.init_encoder:
             _init_from(model, c.init_encoder)
         return model
