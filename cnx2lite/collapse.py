@@ -150,6 +150,23 @@ def feature_cosine_distance(features: Tensor, eps: float = 1e-8) -> float:
     return _cosine_distance(_flatten(features), eps).mean().item()
 
 
+def effective_rank(samples: Tensor, eps: float = 1e-12) -> float:
+    """How many directions ``samples (N, D)`` spread over: ``exp(H(p))`` for ``p`` the eigenvalues of their covariance
+    normalized to sum to 1 (Roy & Vetterli 2007; U-MAE, arXiv 2210.08344, uses it to measure MAE's dimensional
+    collapse). ``D`` for isotropic samples, 1 when every sample lies on one line; unchanged by scaling and rotating."""
+    x = samples.double()
+    x = x - x.mean(dim=0, keepdim=True)
+    eigenvalues = torch.linalg.eigvalsh(x.T @ x / max(len(x) - 1, 1)).clamp_min(0)
+    p = eigenvalues / eigenvalues.sum().clamp_min(eps)
+    return torch.exp(-(p * p.clamp_min(eps).log()).sum()).item()
+
+
+def layer_effective_rank(features: Tensor) -> float:
+    """:func:`effective_rank` of a layer's channels ``(N, C, H, W)``, every position of every image a sample: how many
+    channel directions the layer uses (a collapsed layer uses few)."""
+    return effective_rank(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]))
+
+
 @dataclass(frozen=True)
 class LayerCollapse:
     """One layer's collapse statistics, one value per image, each ``(N,)`` float64: the feature

@@ -211,3 +211,17 @@ def test_collapse_figure_draws_means_and_bands() -> None:
     assert (band.min(), band.max()) == pytest.approx((0.4 - 0.02 ** 0.5, 0.4 + 0.02 ** 0.5), abs=1e-6)
     assert [t.get_text() for t in bottom.get_legend().get_texts()] == ["a: dead", "a: saturated"]
     assert top.get_xticks().tolist() == [1, 2]
+
+
+def test_effective_rank_counts_the_directions_used():
+    g = torch.Generator().manual_seed(0)
+    isotropic = torch.randn(20000, 16, generator=g, dtype=torch.float64)
+    assert 15.5 < collapse.effective_rank(isotropic) <= 16
+    line = torch.randn(500, 1, generator=g, dtype=torch.float64) * torch.randn(1, 16, generator=g, dtype=torch.float64)
+    assert collapse.effective_rank(line) == pytest.approx(1.0, abs=1e-6)
+    two = torch.cat([isotropic[:, :2], torch.zeros(20000, 14, dtype=torch.float64)], dim=1)
+    assert collapse.effective_rank(two) == pytest.approx(2.0, abs=0.05)
+    rotation = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))[0]
+    assert collapse.effective_rank(3.0 * two @ rotation) == pytest.approx(collapse.effective_rank(two), abs=1e-9)
+    maps = two[:18432].reshape(2, 96, 96, 16).permute(0, 3, 1, 2)  # (N, C, H, W): positions are the samples
+    assert collapse.layer_effective_rank(maps) == pytest.approx(2.0, abs=0.05)

@@ -287,12 +287,15 @@ def table_collapse(ev: Evaluator, output: Path, count: int = 16) -> Table:
     per_image = {label: {stat: torch.stack([torch.stack([getattr(layer, stat) for layer in layers]).mean(0) * scale
                                             for layers in runs])[:, None]  # (runs, 1, images): block means
                          for stat, scale in COLLAPSE_STATS} for label, runs in stats.items()}
+    ranks = {label: [rank_share(model, images) for model in group] for label, group in models.items()}
     rows, lines = [], []
     for label, values in per_image.items():
         distance, dead, saturated = (hierarchical_bootstrap_mean(values[stat]) for stat, _ in COLLAPSE_STATS)
         rows += [Row("4", label, "mean feature cosine distance", distance, PAPER["collapse"]),
                  Row("4", label, "dead channels (%)", dead), Row("4", label, "saturated channels (%)", saturated)]
-        lines.append(f"| {label} | {len(models[label])} | {shown(distance, 3)} | {shown(dead)} | {shown(saturated)} |")
+        rank = f"{sum(ranks[label]) / len(ranks[label]):.3f} ({min(ranks[label]):.3f}..{max(ranks[label]):.3f})"
+        lines.append(f"| {label} | {len(models[label])} | {shown(distance, 3)} | {shown(dead)} | {shown(saturated)} | "
+                     f"{rank} |")
     # the claim: V2 FCMAE's channels are more diverse than V1 FCMAE's, over the same images
     v2, v1 = per_image["V2 FCMAE"]["distance"], per_image["V1 FCMAE"]["distance"]
     diff = hierarchical_contrast([v2, v1], (1, -1))
@@ -306,10 +309,14 @@ def table_collapse(ev: Evaluator, output: Path, count: int = 16) -> Table:
 Per-block MLP activations (after GELU) of {len(images)} val images of distinct classes at {ev.grid.scale.img_size} px.
 Distance: mean pairwise channel cosine distance; dead: channels that never activate; saturated: channels constant
 over positions (definitions in `cnx2lite.collapse`). Each is averaged over blocks, then over the runs, with a 95%
-hierarchical bootstrap interval over runs and images.
+hierarchical bootstrap interval over runs and images. Effective rank (a second measure, as U-MAE's for MAE): how many
+channel directions a block's activations spread over, every position of every image a sample, as a share of its
+channels, averaged over blocks; the mean over runs (lowest..highest run), without an interval. It cannot exceed
+samples / channels, and the deep blocks here have fewer positions ({len(images)} images x their map) than channels:
+compare encoders with it, not with the paper's scale.
 
-| encoder | runs | mean distance | dead channels (%) | saturated channels (%) |
-|---|---|---|---|---|
+| encoder | runs | mean distance | dead channels (%) | saturated channels (%) | effective rank / channels |
+|---|---|---|---|---|---|
 {chr(10).join(lines)}
 
 V2 FCMAE minus V1 FCMAE, mean distance: {verdict(diff, "GRN keeps V2's channels more diverse",
@@ -323,6 +330,14 @@ FCMAE reconstructions of val images (V2, first pretraining run, end of pretraini
 ![reconstructions](reconstruction.png)
 """
     return Table(rows, section)
+
+
+def rank_share(model: torch.nn.Module, images: Tensor) -> float:
+    """:func:`~cnx2lite.collapse.layer_effective_rank` of each block's MLP activations over ``images``, as a share of
+    the block's channels, averaged over blocks."""
+    with torch.no_grad():
+        layers = collapse.mlp_activations(model.eval(), images).values()
+    return sum(collapse.layer_effective_rank(f) / f.shape[1] for f in layers) / len(layers)
 
 
 # -------------------------------------------------------------------------------------------------------- sanity
