@@ -255,6 +255,8 @@ def bench_train(tasks: Sequence[str] = ("pretrain", "finetune"), preset: str = "
             trainers = {name: Trainer(load_preset(preset, task=task, data=data, output=output, name=name,
                                                   progress=False, epochs=1, **changes))
                         for name, changes in sides.items()}
+            for trainer in trainers.values():
+                trainer.decode_images()  # what run() does before training (a no-op on the reference path)
             batch = next(iter(trainers.values())).config.batch_size
             block = min(steps, min(t.steps_per_epoch for t in trainers.values()))  # steps per timed block
             seconds: dict[str, list[float]] = {name: [] for name in trainers}

@@ -121,14 +121,17 @@ def bad_inputs(folder: Path, tmp_path: Path) -> dict[str, dict[str, Path]]:
             "output is a file": {"output": a_file}}
 
 
-@pytest.mark.parametrize("fault", ["missing data", "unreadable image", "output is a file"])
+SLOTS = {"missing data": "data", "unreadable image": "data", "output is a file": "output"}  # which path carries it
+
+
+@pytest.mark.parametrize("fault", SLOTS)
 @pytest.mark.parametrize("command", sorted(INVOCATIONS))
 def test_bad_paths_are_one_line_and_exit_2(command, fault, folder, finetuned, tmp_path, capsys, monkeypatch):
     """Every command that takes the path meets the fault: refused in one line (exit 2) or handled (exit 0)."""
-    paths = dict(data=folder, output=tmp_path / "out", run=finetuned) | bad_inputs(folder, tmp_path)[fault]
-    slot = "{" + next(iter(bad_inputs(folder, tmp_path / "again")[fault])) + "}"
+    slot = "{" + SLOTS[fault] + "}"
     if slot not in INVOCATIONS[command]:
         pytest.skip(f"{command} takes no {slot}")
+    paths = dict(data=folder, output=tmp_path / "out", run=finetuned) | bad_inputs(folder, tmp_path)[fault]
     if command in ("demo", "download") and fault == "missing data":
         monkeypatch.setattr(data, "Imagenette", raising(OSError("offline")))  # they download what is missing
     status, line = invoke(command, capsys, **paths)

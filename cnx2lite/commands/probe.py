@@ -10,7 +10,7 @@ from ..factory import load_model
 from ..models.convnextv2 import BLOCK_STYLES
 from ..probes import KNN_K, KNN_TEMPERATURE, PROBE_METHODS, extract_features, probe_features
 from ..train.distributed import resolve_device
-from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size, positive
+from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size, non_negative_int, positive
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -56,7 +56,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--k", type=positive(int), default=KNN_K, help=f"kNN neighbours (default: {KNN_K})")
     parser.add_argument("--temperature", type=positive(float), default=KNN_TEMPERATURE,
                         help=f"kNN vote temperature (default: {KNN_TEMPERATURE})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of a random init (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of a random init (default: 0)")
     add_loader_flags(parser, batch_size=128)
     add_device_flag(parser)
     parser.add_argument("--amp", default="auto", choices=AMP_MODES, help="autocast (default: auto)")

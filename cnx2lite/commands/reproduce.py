@@ -6,7 +6,7 @@ import argparse
 
 from .. import reproduce
 from ..reproduce.grid import SCALES
-from .flags import positive
+from .flags import add_data_flags, positive
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="pretraining runs per pretrained arm (default: the scale's, cpu: 2)")
     parser.add_argument("--hours", type=positive(float), default=None,
                         help="start no run after this many hours; run the command again to go on (default: no limit)")
-    parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
+    add_data_flags(parser, dataset=False)
     parser.add_argument("--output", default=None, help="output folder (default: runs/reproduce-<scale>); "
                         "runs resume there")
     parser.set_defaults(run=run)

@@ -42,7 +42,7 @@ from .. import data
 from ..bootstrap import RESAMPLES
 from ..masking import effective_mask_ratio
 from ..train.distributed import resolve_device
-from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Evaluator, Grid, shot_label
+from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Evaluator, Grid, Scale, shot_label
 from .sweep import run_sweep
 from .tables import TABLES, sanity_section
 
@@ -119,7 +119,7 @@ def _train(grid: Grid, hours: float | None) -> tuple[list[str], list[str], str]:
     return sections, times, ""
 
 
-def _header(scale_name: str, scale, grid: Grid, ev: Evaluator, stopped: str) -> str:
+def _header(scale_name: str, scale: Scale, grid: Grid, ev: Evaluator, stopped: str) -> str:
     pre_dir = grid.output / "runs" / grid.pretrain_name("v2", sparse=True, seed=0)
     pre = json.loads((pre_dir / "config.json").read_text()) if (pre_dir / "config.json").is_file() else {}
     ratio = pre.get("mask_ratio", 0.6)

@@ -150,12 +150,6 @@ class Trainer:
             if self.task.name == "pretrain" and self.val_set is not None and c.knn_images_per_class > 0:
                 self.knn_bank = data.build_dataset(folder, "train", scoring, classes=self.train_set.classes,
                                                    images_per_class=c.knn_images_per_class, **carve, **screen)
-        if c.cache_images:
-            splits = [split for split in (self.train_set, self.val_set, self.knn_bank) if split is not None]
-            decoded = DecodedImages((path for split in splits for path, _ in split.samples), cache_side(c.img_size),
-                                    log=self.log)
-            for split in splits:
-                split.decoded = decoded
         self.data_folder = folder
         self.data_fingerprint = data.fingerprint(self.train_set, folder)  # resume refuses other images
         self.requested = config  # as asked for (base_lr, global_batch, ...), kept in config.json for --config replays
@@ -240,10 +234,21 @@ class Trainer:
             if self.dist.owns_group:
                 cleanup()
 
+    def decode_images(self) -> None:
+        """With ``cache_images``, decode every image of the run's splits once, before training reads them (not in
+        ``__init__``: a finished run found again trains nothing and needs none). Idempotent."""
+        splits = [split for split in (self.train_set, self.val_set, self.knn_bank) if split is not None]
+        if self.config.cache_images and any(split.decoded is None for split in splits):
+            decoded = DecodedImages((path for split in splits for path, _ in split.samples),
+                                    cache_side(self.config.img_size), log=self.log)
+            for split in splits:
+                split.decoded = decoded
+
     def _run(self) -> RunResult:
         c = self.config
         self._maybe_resume()
         if self.position.epoch < c.epochs:  # a finished run's record is never rewritten (e.g. by a re-run elsewhere)
+            self.decode_images()
             self._write_config()
         self.log(f"{self.task.name} {c.model} on {len(self.train_set)} images ({len(self.train_set.classes)} "
                  f"classes, {'x'.join(map(str, data.image_hw(c.img_size)))} px), {c.epochs} epochs x "
