@@ -38,6 +38,11 @@ as wide as it needs to be; conservative. In the synthetic experiments of ``tests
 FCMAE ``(3, 3, N)`` vs scratch ``(1, 3, N)``, covered 0 in 94% of them, the images-only one in 69%.
 Report each run's number as well (:class:`RunSpread`, ``Estimate.runs``: "31.2..35.4"), so a reader sees
 the spread behind the interval.
+
+A statistic of all images together (an effective rank: no per-image value to average) is resampled the
+same way by weighting: :func:`image_counts` says how often each image is drawn by each resample, the
+statistic is recomputed on every weighting (:class:`Resampled`), and :func:`resampled_contrast` draws
+the runs on top, each method's on their own, the image draw shared by all.
 """
 from __future__ import annotations
 
@@ -256,3 +261,63 @@ def paired_bootstrap(correct_a: Tensor, correct_b: Tensor, resamples: int = RESA
         raise ValueError(f"paired correctness must cover the same seeds and images, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
     return bootstrap_mean((a - b) * 100.0, resamples, seed)
+
+
+# ------------------------------------------------------------------------ statistics of the whole image sample
+def image_counts(images: int, resamples: int, seed: int = 0) -> Tensor:
+    """``(resamples, images)`` float64: how many times each of ``images`` images is drawn (with replacement) by each
+    bootstrap resample; every row sums to ``images``. Weights to recompute a statistic of the whole sample on; give
+    the same counts to every method scored on the same images, so that their contrasts are paired by image."""
+    if images < 1 or resamples < 1:
+        raise ValueError(f"images and resamples must be >= 1, got {images} and {resamples}")
+    picked = torch.randint(images, (resamples, images), generator=torch.Generator().manual_seed(seed))
+    return torch.zeros(resamples, images, dtype=torch.float64).scatter_add_(1, picked, torch.ones_like(picked).double())
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """A statistic (any shape ``S``, e.g. one value per layer) of ``P`` runs scored on the same images: ``value``
+    ``(P, *S)`` on the images as they are, ``draws`` ``(B, P, *S)`` recomputed on the ``B`` weightings of
+    :func:`image_counts`."""
+
+    value: Tensor
+    draws: Tensor
+
+    def __post_init__(self) -> None:
+        if self.draws.dim() < 2 or self.draws.shape[1:] != self.value.shape:
+            raise ValueError(f"draws must be shaped (resamples, *value.shape) = (B, {tuple(self.value.shape)}), got "
+                             f"{tuple(self.draws.shape)}")
+
+    @classmethod
+    def mean_of(cls, values: Tensor, counts: Tensor) -> Resampled:
+        """The mean over images of per-image ``values`` ``(P, N, *S)``, resampled by ``counts`` ``(B, N)``."""
+        values = values.double()
+        drawn = torch.einsum("bn,pn...->bp...", counts, values) / counts.shape[1]
+        return cls(values.mean(dim=1), drawn)
+
+
+def resampled_contrast(arms: Sequence[Resampled], weights: Sequence[float] = (1.0,),
+                       seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """``sum(weights[i] * mean over runs of arms[i])``, shape ``S``, with its 95% interval ``(value, low, high)``.
+    Each resample draws every arm's ``P`` runs with replacement, on their own, and takes their draws on that
+    resample's images (the same images for every arm: the arms must share the :func:`image_counts`).
+
+    A statistic of the whole sample can be biased on a resample: an effective rank drops, since a duplicated image
+    adds no new direction. The draws are shifted by their mean's distance from the value before taking the
+    percentiles (for a mean that shift is about zero), so the interval is centred where the statistic is."""
+    if len(arms) != len(weights) or not arms:
+        raise ValueError(f"arms and weights must be as long and not empty, got {len(arms)} and {len(weights)}")
+    resamples = {arm.draws.shape[0] for arm in arms}
+    if len(resamples) != 1:
+        raise ValueError(f"every arm must be resampled on the same image draws, got {sorted(resamples)} resamples")
+    generator = torch.Generator().manual_seed(seed)
+    value = sum(w * arm.value.mean(dim=0) for w, arm in zip(weights, arms))
+    drawn = 0.0
+    for w, arm in zip(weights, arms):
+        b, p = arm.draws.shape[:2]
+        picked = torch.randint(p, (b, p), generator=generator) if p > 1 else torch.zeros(b, 1, dtype=torch.long)
+        runs = arm.draws[torch.arange(b)[:, None], picked]  # (B, P, *S): the drawn runs on each resample's images
+        drawn = drawn + w * runs.mean(dim=1)
+    drawn = drawn - (drawn.mean(dim=0) - value)
+    low, high = torch.quantile(drawn, torch.tensor([0.025, 0.975], dtype=drawn.dtype), dim=0)
+    return value, low, high

@@ -8,14 +8,20 @@ channels. Fig. 4 measures this with the mean pairwise cosine distance between ch
 
 where ``X_i`` is channel ``i``'s activation map flattened over space, computed per image and
 averaged over images. 0 means all channels are the same map (up to scale); higher means more
-diverse channels. The distance cannot see a dead channel (zero everywhere: it scores 1/2 against
-every other channel, like an independent one), so :func:`collapse_by_layer` also counts, per
-image, the fractions of dead and of saturated (spatially constant) channels, and keeps every
-image's values so that the spread across images can be reported next to the mean.
+diverse channels. GELU's outputs are mostly positive, so a common offset alone pulls the distance
+below 1/2; the *centered* distance removes each channel map's spatial mean first and asks only
+whether channels share spatial patterns. The distance cannot see a dead channel (zero everywhere:
+it scores 1/2 against every other channel, like an independent one), so :func:`collapse_by_layer`
+also counts, per image, the fractions of dead, off (never positive) and saturated (spatially
+constant) channels, and keeps every image's values so that the spread across images can be
+reported next to the mean. :func:`effective_rank` is a second, standard measure: how many channel
+directions a layer's activations spread over.
 
 ``mlp_activations`` works on this package's models and on timm's ``convnext_*`` / ``convnextv2_*``:
-it finds each block (a module with a depthwise conv child) and hooks the first GELU inside it.
-The figures of these statistics are :mod:`cnx2lite.notebook.collapse_figures`.
+it finds each block (a module with a depthwise conv child) and hooks the first GELU inside it, or
+its GRN (``point="grn"``, V2 blocks: what the rest of the block sees). The per-layer curves over
+several encoders with intervals are :mod:`cnx2lite.collapse_curves`; the notebook's figures
+:mod:`cnx2lite.notebook.collapse_figures`.
 """
 from __future__ import annotations
 
@@ -28,8 +34,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-__all__ = ["find_mlp_activations", "mlp_activations", "feature_cosine_distance", "cosine_distance_by_layer",
-           "LayerCollapse", "layer_collapse", "collapse_by_layer", "channel_maps"]
+__all__ = ["POINTS", "find_mlp_activations", "mlp_activations", "feature_cosine_distance", "cosine_distance_by_layer",
+           "effective_rank", "layer_effective_rank", "LayerCollapse", "layer_collapse", "collapse_by_layer",
+           "channel_maps"]
 
 # A channel is dead in an image when |activation| < DEAD_TOL at every position. GELU outputs are in
 # absolute units (GELU has no scale of its own to learn): |GELU(x)| < 1e-3 only for x < -3.4, where
@@ -40,7 +47,13 @@ DEAD_TOL = 1e-3
 # std <= FLAT_TOL * RMS, i.e. at least 99% of the map's energy is its mean. Relative to the channel's
 # own RMS, so the test needs no "typical" channel and still works when most of a layer has collapsed.
 FLAT_TOL = 0.1
-STATS = ("distance", "dead", "saturated")
+# A channel is off in an image when its activation is <= 0 at every position: GELU's input is negative
+# everywhere, so the channel sits between GELU's floor (-0.17, at x = -0.75) and 0 and passes no
+# positive response. Where a trained network parks unused channels; DEAD_TOL only catches x < -3.4.
+STATS = ("distance", "centered_distance", "dead", "off", "saturated")
+# Where in a block the activations are taken: after the MLP's GELU (the paper's Fig. 4), or after
+# GRN (V2 blocks only: what the second pointwise conv sees).
+POINTS = ("gelu", "grn")
 
 
 def _is_gelu(module: nn.Module) -> bool:
@@ -55,18 +68,27 @@ def _is_block(module: nn.Module) -> bool:
                for c in module.children())
 
 
-def find_mlp_activations(model: nn.Module) -> list[str]:
-    """Names of the MLP activation modules of ``model``, one per block, in forward (definition) order:
-    the first GELU inside each block."""
+def _is_grn(module: nn.Module) -> bool:
+    # ours (GRN) and timm's (GlobalResponseNorm)
+    return type(module).__name__ in ("GRN", "GlobalResponseNorm")
+
+
+def find_mlp_activations(model: nn.Module, point: str = "gelu") -> list[str]:
+    """Names of the modules whose outputs are a block's MLP activations, one per block, in forward (definition)
+    order: the first GELU inside each block, or with ``point="grn"`` its GRN (V2 blocks)."""
+    if point not in POINTS:
+        raise ValueError(f"point must be one of {', '.join(POINTS)}; got {point!r}")
+    wanted = _is_gelu if point == "gelu" else _is_grn
     names = []
     for block_name, block in model.named_modules():
         if not _is_block(block):
             continue
-        gelus = [name for name, m in block.named_modules() if _is_gelu(m)]
-        if gelus:
-            names.append(f"{block_name}.{gelus[0]}" if block_name else gelus[0])
+        found = [name for name, m in block.named_modules() if wanted(m)]
+        if found:
+            names.append(f"{block_name}.{found[0]}" if block_name else found[0])
     if not names:
-        raise ValueError(f"no ConvNeXt block with a GELU module found in {type(model).__name__}; "
+        module = "GELU" if point == "gelu" else "GRN (a V2 block)"
+        raise ValueError(f"no ConvNeXt block with a {module} module found in {type(model).__name__}; "
                          "pass the activation modules' names as layers=[...]")
     return names
 
@@ -111,11 +133,13 @@ def _hooks(model: nn.Module, layers: Sequence[str], store: dict[str, Tensor]) ->
 
 
 @torch.no_grad()
-def mlp_activations(model: nn.Module, images: Tensor, layers: Sequence[str] | None = None) -> dict[str, Tensor]:
-    """The MLP's expanded activations (after GELU) of every block, ``{name: (N, 4C, H, W)}`` in block
-    order, for ``images (N, 3, H, W)``. ``layers``: module names to capture instead (default:
-    :func:`find_mlp_activations`). The model runs in eval mode; its mode is restored afterwards."""
-    layers = list(layers) if layers is not None else find_mlp_activations(model)
+def mlp_activations(model: nn.Module, images: Tensor, layers: Sequence[str] | None = None,
+                    point: str = "gelu") -> dict[str, Tensor]:
+    """The MLP's expanded activations (after GELU, or after GRN with ``point="grn"``) of every block,
+    ``{name: (N, 4C, H, W)}`` in block order, for ``images (N, 3, H, W)``. ``layers``: module names to
+    capture instead (default: :func:`find_mlp_activations`). The model runs in eval mode; its mode is
+    restored afterwards."""
+    layers = list(layers) if layers is not None else find_mlp_activations(model, point)
     store: dict[str, Tensor] = {}
     was_training = model.training
     model.eval()
@@ -136,27 +160,36 @@ def _flatten(features: Tensor) -> Tensor:
     return features.flatten(2).double()
 
 
-def _cosine_distance(x: Tensor, eps: float = 1e-8) -> Tensor:
-    """Per-image mean pairwise cosine distance ``(N,)`` of ``x (N, C, HW)``."""
+def _cosine_distance(x: Tensor, eps: float = 1e-8, centered: bool = False) -> Tensor:
+    """Per-image mean pairwise cosine distance ``(N,)`` of ``x (N, C, HW)``; ``centered`` removes each channel map's
+    spatial mean first."""
+    if centered:
+        x = x - x.mean(dim=-1, keepdim=True)
     x = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
     gram = x @ x.transpose(1, 2)  # (N, C, C): cosine similarities
     return ((1 - gram) / 2).mean(dim=(1, 2))
 
 
-def feature_cosine_distance(features: Tensor, eps: float = 1e-8) -> float:
+def feature_cosine_distance(features: Tensor, eps: float = 1e-8, centered: bool = False) -> float:
     """Mean pairwise cosine distance between channels, ``1/C^2 sum_ij (1 - cos(X_i, X_j)) / 2``,
     per image and averaged over images. ``features``: ``(N, C, H, W)`` (or ``(C, H, W)``).
-    A channel that is zero everywhere has cosine 0 with every channel (itself included)."""
-    return _cosine_distance(_flatten(features), eps).mean().item()
+    A channel that is zero everywhere has cosine 0 with every channel (itself included). ``centered``:
+    of the maps less their spatial means (only shared spatial patterns count, not a common offset)."""
+    return _cosine_distance(_flatten(features), eps, centered).mean().item()
 
 
-def effective_rank(samples: Tensor, eps: float = 1e-12) -> float:
+def effective_rank(samples: Tensor, weights: Tensor | None = None, eps: float = 1e-12) -> float:
     """How many directions ``samples (N, D)`` spread over: ``exp(H(p))`` for ``p`` the eigenvalues of their covariance
     normalized to sum to 1 (Roy & Vetterli 2007; U-MAE, arXiv 2210.08344, uses it to measure MAE's dimensional
-    collapse). ``D`` for isotropic samples, 1 when every sample lies on one line; unchanged by scaling and rotating."""
-    x = samples.double()
-    x = x - x.mean(dim=0, keepdim=True)
-    eigenvalues = torch.linalg.eigvalsh(x.T @ x / max(len(x) - 1, 1)).clamp_min(0)
+    collapse). ``D`` for isotropic samples, 1 when every sample lies on one line; unchanged by scaling and rotating.
+    ``weights (N,)``: how much each sample counts (a bootstrap resample's draw counts). Computed in the samples'
+    precision (float32 activations: float32, about twice as fast as float64 and as exact to 3 digits)."""
+    x = samples if samples.is_floating_point() else samples.double()
+    w = torch.ones(len(x), dtype=x.dtype) if weights is None else weights.to(x.dtype)
+    mean = (w @ x) / w.sum()
+    x = x - mean
+    covariance = (x * w[:, None]).T @ x / (w.sum() - 1).clamp_min(1)
+    eigenvalues = torch.linalg.eigvalsh(covariance).clamp_min(0)
     p = eigenvalues / eigenvalues.sum().clamp_min(eps)
     return torch.exp(-(p * p.clamp_min(eps).log()).sum()).item()
 
@@ -170,12 +203,14 @@ def layer_effective_rank(features: Tensor) -> float:
 @dataclass(frozen=True)
 class LayerCollapse:
     """One layer's collapse statistics, one value per image, each ``(N,)`` float64: the feature
-    cosine distance, the fraction of dead channels and the fraction of saturated channels (see
+    cosine distance, raw and centered, and the fractions of dead, off and saturated channels (see
     :func:`layer_collapse`)."""
 
     name: str
     distance: Tensor
+    centered_distance: Tensor
     dead: Tensor
+    off: Tensor
     saturated: Tensor
 
     def summary(self) -> dict[str, float]:
@@ -192,8 +227,9 @@ class LayerCollapse:
 def layer_collapse(features: Tensor, name: str = "") -> LayerCollapse:
     """Collapse statistics of one layer's activations ``(N, C, H, W)`` (or ``(C, H, W)``), per image.
 
-    - distance: :func:`feature_cosine_distance` of the image;
+    - distance, centered_distance: :func:`feature_cosine_distance` of the image, raw and centered;
     - dead: fraction of channels with ``|activation| < DEAD_TOL`` at every position;
+    - off: fraction of channels with ``activation <= 0`` at every position (at or below GELU's floor);
     - saturated: fraction of channels that are not dead and whose map is constant up to
       ``std <= FLAT_TOL * RMS`` over positions: a map that carries no spatial information, as the
       uniformly lit maps of a collapsed layer. (Whether a channel sits in GELU's linear regime
@@ -205,28 +241,31 @@ def layer_collapse(features: Tensor, name: str = "") -> LayerCollapse:
         raise ValueError(f"saturation needs maps of 2 positions or more, got shape {tuple(features.shape)}")
     dead = x.abs().amax(dim=-1) < DEAD_TOL  # (N, C)
     flat = x.std(dim=-1, correction=0) <= FLAT_TOL * x.square().mean(dim=-1).sqrt()  # (N, C)
+    off = x.amax(dim=-1) <= 0  # (N, C)
     saturated = flat & ~dead
-    return LayerCollapse(name, _cosine_distance(x), dead.double().mean(dim=-1), saturated.double().mean(dim=-1))
+    return LayerCollapse(name, _cosine_distance(x), _cosine_distance(x, centered=True), dead.double().mean(dim=-1),
+                         off.double().mean(dim=-1), saturated.double().mean(dim=-1))
 
 
 def collapse_by_layer(model: nn.Module, images: Tensor, layers: Sequence[str] | None = None,
-                      batch_size: int = 8) -> list[LayerCollapse]:
-    """:func:`layer_collapse` of every block's MLP activations (or of ``layers``), in block order,
-    for ``images (N, 3, H, W)`` (e.g. val images of distinct classes); each statistic holds one value
-    per image. Images go through in batches of ``batch_size`` to bound memory."""
+                      batch_size: int = 8, point: str = "gelu") -> list[LayerCollapse]:
+    """:func:`layer_collapse` of every block's MLP activations at ``point`` (or of ``layers``), in block
+    order, for ``images (N, 3, H, W)`` (e.g. val images of distinct classes); each statistic holds one
+    value per image. Images go through in batches of ``batch_size`` to bound memory."""
     batches = [[layer_collapse(feats, name)
-                for name, feats in mlp_activations(model, images[i:i + batch_size], layers).items()]
+                for name, feats in mlp_activations(model, images[i:i + batch_size], layers, point).items()]
                for i in range(0, len(images), batch_size)]
     return [LayerCollapse(parts[0].name, *(torch.cat([getattr(p, stat) for p in parts]) for stat in STATS))
             for parts in zip(*batches)]
 
 
 def cosine_distance_by_layer(model: nn.Module, images: Tensor, layers: Sequence[str] | None = None,
-                             batch_size: int = 8) -> list[tuple[str, float]]:
+                             batch_size: int = 8, centered: bool = False) -> list[tuple[str, float]]:
     """``[(layer name, feature cosine distance)]`` over ``images``, one entry per block in order: the
-    mean over images of :func:`collapse_by_layer`'s distance."""
+    mean over images of :func:`collapse_by_layer`'s distance (``centered``: its centered distance)."""
     by_layer = collapse_by_layer(model, images, layers, batch_size)
-    return [(stats.name, stats.distance.mean().item()) for stats in by_layer]
+    stat = "centered_distance" if centered else "distance"
+    return [(stats.name, getattr(stats, stat).mean().item()) for stats in by_layer]
 
 
 def channel_maps(model: nn.Module, image: Tensor, layer: str | int, k: int = 64) -> Tensor:

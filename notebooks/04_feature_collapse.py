@@ -50,7 +50,6 @@ from cnx2lite.factory import load_model
 from cnx2lite.models import VARIANTS, create_model
 from cnx2lite.notebook import evidence
 from cnx2lite.notebook.collapse_figures import (
-    centered_distance_by_layer,
     plot_analysis_images,
     plot_channel_maps,
     plot_distance_by_layer,
@@ -207,7 +206,7 @@ block_mean = {label: {stat: torch.stack([getattr(layer, stat) for layer in layer
                       for stat in collapse.STATS} for label, layers in stats.items()}
 print(f"{'mean over blocks':28s}{'distance':>10s}{'dead %':>9s}{'saturated %':>13s}  (+- std across images)")
 for label, values in block_mean.items():
-    d, dead, sat = (values[s] for s in collapse.STATS)
+    d, dead, sat = (values[s] for s in ("distance", "dead", "saturated"))
     print(f"{label:28s}{d.mean():7.3f}+-{d.std():.3f}{100 * dead.mean():6.2f}+-{100 * dead.std():.2f}"
           f"{100 * sat.mean():8.2f}+-{100 * sat.std():.2f}")
 
@@ -314,11 +313,12 @@ for label in ("V1 FCMAE", "V2 FCMAE", "V2 supervised (all labels)"):
 # Why is V2's distance lower, if its maps do not look more alike? The cosine compares raw maps, and GELU outputs are
 # mostly non-negative: two channels that are both "somewhat on" everywhere have a positive cosine even when their
 # spatial patterns are unrelated. Removing each channel's spatial mean before the cosine
-# (`centered_distance_by_layer`, which then calls `collapse.feature_cosine_distance`) keeps only the patterns.
+# (`collapse.layer_collapse`'s `centered_distance`) keeps only the patterns.
 
 # %%
 raw = {label: [(layer.name, layer.distance.mean().item()) for layer in layers] for label, layers in stats.items()}
-centered = {label: centered_distance_by_layer(model, images) for label, model in models.items()}
+centered = {label: [(layer.name, layer.centered_distance.mean().item()) for layer in layers]
+            for label, layers in stats.items()}
 for label in models:
     print(f"{label:28s} mean over blocks: raw {sum(v for _, v in raw[label]) / len(raw[label]):.3f}, "
           f"spatial mean removed {sum(v for _, v in centered[label]) / len(centered[label]):.3f}")

@@ -172,6 +172,7 @@ def test_dead_and_saturated_channels_of_a_model_ours_and_timm() -> None:
     assert a[layer].name == "stages.1.1.act" and b[layer].name == "stages.1.blocks.1.mlp.act"
     assert a[layer].dead.tolist() == pytest.approx([k / 320] * 3, abs=1e-12)
     assert a[layer].saturated.tolist() == pytest.approx([s / 320] * 3, abs=1e-12)
+    assert all(off >= k / 320 for off in a[layer].off.tolist())  # dead at GELU(-10) is below 0 too
     for x, y in zip(a, b):
         for stat in collapse.STATS:
             assert getattr(x, stat).shape == (3,)
@@ -198,7 +199,8 @@ def test_spread_across_images_is_zero_for_identical_images_only() -> None:
 
 def test_collapse_figure_draws_means_and_bands() -> None:
     def stats(name: str, distance: list[float], dead: list[float]) -> collapse.LayerCollapse:
-        values = torch.tensor([distance, dead, [0.0] * len(dead)], dtype=torch.float64)
+        zeros = [0.0] * len(dead)
+        values = torch.tensor([distance, distance, dead, zeros, zeros], dtype=torch.float64)
         return collapse.LayerCollapse(name, *values)
 
     layers = [stats("stages.0.0.act", [0.3, 0.5], [0.0, 0.2]), stats("stages.1.0.act", [0.4, 0.4], [0.5, 0.5])]
@@ -225,3 +227,48 @@ def test_effective_rank_counts_the_directions_used():
     assert collapse.effective_rank(3.0 * two @ rotation) == pytest.approx(collapse.effective_rank(two), abs=1e-9)
     maps = two[:18432].reshape(2, 96, 96, 16).permute(0, 3, 1, 2)  # (N, C, H, W): positions are the samples
     assert collapse.layer_effective_rank(maps) == pytest.approx(2.0, abs=0.05)
+
+
+def test_centered_distance_ignores_a_common_offset_and_off_counts_channels_below_zero() -> None:
+    torch.manual_seed(6)
+    maps = torch.randn(2, 6, 4, 4, dtype=torch.float64)
+    # two channels parked near GELU's floor: off, not dead
+    maps[:, :2] = -0.17 + 0.01 * torch.rand(2, 2, 4, 4, dtype=torch.float64)
+    stats = collapse.layer_collapse(maps)
+    shifted = collapse.layer_collapse(maps + 5.0)  # a common offset makes every channel alike...
+    assert shifted.distance.max() < 0.1 < stats.distance.min()
+    # ...but leaves the spatial patterns, which the centered distance compares
+    assert shifted.centered_distance.tolist() == pytest.approx(stats.centered_distance.tolist(), abs=1e-9)
+    centered = maps - maps.mean(dim=(2, 3), keepdim=True)
+    assert stats.centered_distance.tolist() == pytest.approx(
+        [collapse.feature_cosine_distance(m) for m in centered], abs=1e-9)
+    assert stats.off.tolist() == pytest.approx([2 / 6, 2 / 6]) and stats.dead.tolist() == [0.0, 0.0]
+
+
+def test_grn_point_is_what_the_second_pointwise_conv_sees_ours_and_timm() -> None:
+    timm = pytest.importorskip("timm")
+    from cnx2lite.checkpoints import export_timm
+
+    ours = create_model("convnextv2_atto", num_classes=0)
+    with torch.no_grad():  # GRN starts as the identity (gamma = beta = 0): make it act
+        for block in (b for stage in ours.stages for b in stage):
+            block.grn.gamma.normal_(0, 0.5)
+            block.grn.beta.normal_(0, 0.1)
+    theirs = timm.create_model("convnextv2_atto", pretrained=False, num_classes=0)
+    theirs.load_state_dict(export_timm(ours), strict=False)
+    images = torch.randn(2, 3, 64, 64)
+    grn = collapse.mlp_activations(ours, images, point="grn")
+    assert list(grn)[:2] == ["stages.0.0.grn", "stages.0.1.grn"] and len(grn) == 12
+    block = ours.stages[0][0]
+    seen = {}
+    handle = block.pwconv2.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    ours.eval()(images)
+    handle.remove()
+    assert torch.allclose(grn["stages.0.0.grn"], seen["x"].permute(0, 3, 1, 2), atol=1e-6)
+    timm_grn = collapse.mlp_activations(theirs, images, point="grn")
+    for x, y in zip(grn.values(), timm_grn.values()):
+        assert torch.allclose(x, y, atol=1e-4)
+    with pytest.raises(ValueError, match="GRN"):
+        collapse.find_mlp_activations(create_model("convnextv2_atto", block="v1"), point="grn")
+    with pytest.raises(ValueError, match="point must be one of gelu, grn"):
+        collapse.find_mlp_activations(ours, point="ln")

@@ -26,6 +26,8 @@ INVOCATIONS = {  # subcommand -> arguments; {data}, {output}, {run} are filled i
     "eval": ["eval", "--checkpoint", "{run}", "--data", "{data}"],
     "download": ["download", "imagenette", "--data", "{output}"],
     "probe": ["probe", "--checkpoint", "random", "--data", "{data}", "--img-size", "64"],
+    "collapse": ["collapse", "--encoder", "a={run},random", "--data", "{data}", "--img-size", "64", "--images", "4",
+                 "--resamples", "10", "--rank-resamples", "2", "--output", "{output}"],
     "export": ["export", "--checkpoint", "random", "--format", "torchscript", "--img-size", "64", "--output",
                "{output}"],
     "bench model": ["bench", "model", "--img-size", "64", "--batch-size", "2", "--iters", "1", "--warmup", "0",

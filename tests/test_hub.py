@@ -89,6 +89,18 @@ def test_create_model_pretrained_tag_and_another_head(released):
         create_model("convnextv2_atto", pretrained="in22k-in1k")
 
 
+def test_collapse_measures_a_released_checkpoint_by_name(released, tmp_path, capsys):
+    """The positive control of the collapse curves: the paper's own FCMAE encoder, by name (downloaded once)."""
+    server, _, _ = released
+    data = make_image_folder(tmp_path / "images", classes=2, val=2)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["collapse", "--encoder", "released FCMAE=convnextv2_atto.fcmae", "--data", str(data), "--img-size", "64",
+              "--images", "2", "--resamples", "5", "--rank-resamples", "2", "--point", "gelu", "--output",
+              str(tmp_path / "out")])
+    assert exit_info.value.code == 0 and server.requests == 1
+    assert "| released FCMAE | GELU | 1 |" in (tmp_path / "out" / "collapse.md").read_text()
+
+
 def test_offline_is_one_line_naming_the_url_and_the_way_out(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(hub.URL_ENV, "http://127.0.0.1:9")  # the discard port: nothing listens
     monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
@@ -100,6 +112,10 @@ def test_offline_is_one_line_naming_the_url_and_the_way_out(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as exit_info:
         main(["finetune", "--preset", "smoke", "--data", str(data), "--output", str(tmp_path / "runs"),
               "--pretrained", "convnextv2_atto.fcmae"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "cannot download" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["collapse", "--encoder", "paper=convnextv2_atto.fcmae", "--data", str(data)])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "cannot download" in err
 

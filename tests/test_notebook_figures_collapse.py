@@ -11,7 +11,6 @@ from cnx2lite.models import create_model
 from cnx2lite.notebook.collapse_figures import (
     DEAD_COLOR,
     SATURATED_COLOR,
-    centered_distance_by_layer,
     channel_flags,
     plot_analysis_images,
     plot_channel_maps,
@@ -67,26 +66,13 @@ def test_distance_panels_share_colors_and_legend() -> None:
 def test_stage_means_average_blocks_and_images() -> None:
     def layer(name: str, d: list[float]) -> LayerCollapse:
         values = torch.tensor(d, dtype=torch.float64)
-        return LayerCollapse(name, values, torch.zeros_like(values), values / 10)
+        zeros = torch.zeros_like(values)
+        return LayerCollapse(name, values, values, zeros, zeros, values / 10)
 
     stages = stage_means([layer("stages.0.0.act", [0.1, 0.3]), layer("stages.0.1.act", [0.5, 0.7]),
                           layer("stages.2.0.act", [0.2, 0.2])])
     assert list(stages) == ["stage 1", "stage 3"]
     assert abs(stages["stage 1"]["distance"] - 0.4) < 1e-12 and abs(stages["stage 3"]["saturated"] - 0.02) < 1e-12
-
-
-def test_centered_distance_ignores_offsets() -> None:
-    torch.manual_seed(0)
-    model = create_model("convnextv2_atto", num_classes=0).eval()
-    images = torch.randn(3, 3, 64, 64)
-    centered = centered_distance_by_layer(model, images, batch_size=2)
-    feats = collapse.mlp_activations(model, images)
-    assert [name for name, _ in centered] == list(feats)
-    for (name, value), f in zip(centered, feats.values()):
-        expected = collapse.feature_cosine_distance(f - f.mean(dim=(2, 3), keepdim=True))
-        assert abs(value - expected) < 1e-6, name
-        # a common offset added to every channel changes the plain distance, not the centered one
-        assert abs(collapse.feature_cosine_distance((f + 5) - (f + 5).mean(dim=(2, 3), keepdim=True)) - expected) < 1e-6
 
 
 def test_saturated_levels_of_a_random_model_and_images_figure() -> None:

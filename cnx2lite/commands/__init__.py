@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import __version__
 from ..allocator import keep_freed_memory
 from ..rundir import RunDirLockedError
-from . import bench, demo, export, probe, reproduce, train
+from . import bench, collapse, demo, export, probe, reproduce, train
 
 USER_ERRORS = (ValueError, OSError, ImportError, RunDirLockedError)  # each message names its argument or file
 EXIT_USAGE, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnx2lite {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of any error (default: one line)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, reproduce, train, probe, export, bench):
+    for module in (demo, reproduce, train, probe, collapse, export, bench):
         module.register(commands)
     return parser
 

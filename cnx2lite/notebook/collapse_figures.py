@@ -109,7 +109,7 @@ def plot_channel_maps(maps: Mapping[str, Tensor], cols: int = 8, title: str = ""
 
 
 def stage_means(layers: Sequence[LayerCollapse]) -> dict[str, dict[str, float]]:
-    """``{"stage 1": {"distance": ..., "dead": ..., "saturated": ...}, ...}``: each statistic averaged over the
+    """``{"stage 1": {"distance": ..., "dead": ..., ...}, ...}``: each of ``collapse.STATS`` averaged over the
     blocks of a stage (read from names like ``"stages.2.0.act"``) and over images."""
     by_stage: dict[str, list[LayerCollapse]] = {}
     for layer in layers:
@@ -117,20 +117,6 @@ def stage_means(layers: Sequence[LayerCollapse]) -> dict[str, dict[str, float]]:
     return {stage: {stat: torch.stack([getattr(layer, stat) for layer in group]).mean().item()
                     for stat in collapse.STATS}
             for stage, group in by_stage.items()}
-
-
-@torch.no_grad()
-def centered_distance_by_layer(model: nn.Module, images: Tensor, batch_size: int = 8) -> list[tuple[str, float]]:
-    """``[(layer name, distance)]``: :func:`cnx2lite.collapse.feature_cosine_distance` of every block's MLP activations
-    after removing each channel's spatial mean, per image, averaged over ``images (N, 3, H, W)``. What is left is
-    whether channels share spatial *patterns*; a common offset (the mean of the non-negative GELU outputs), which
-    alone pulls the plain distance below 0.5, no longer counts."""
-    sums: dict[str, float] = {}
-    for i in range(0, len(images), batch_size):
-        for name, feats in collapse.mlp_activations(model, images[i:i + batch_size]).items():  # (n, C, H, W)
-            centered = feats - feats.mean(dim=(2, 3), keepdim=True)
-            sums[name] = sums.get(name, 0.0) + collapse.feature_cosine_distance(centered) * len(feats)
-    return [(name, total / len(images)) for name, total in sums.items()]
 
 
 @torch.no_grad()

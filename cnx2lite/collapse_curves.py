@@ -1,0 +1,233 @@
+"""Feature collapse block by block over several encoders, as the paper's Fig. 4, with intervals over runs and images.
+
+An *encoder* is a label and one or more runs of it: ``"V2 FCMAE"`` = its pretraining runs, ``"V2 random init"`` =
+a few random initializations. Every run sees the same ``N`` val images at each resolution (the encoder is fully
+convolutional, so one trained at 96 px can be measured at 224 px too). Per block, a curve gives the mean over an
+encoder's runs of a statistic of :mod:`cnx2lite.collapse`; its 95% interval resamples the runs, then the images
+(:func:`cnx2lite.bootstrap.resampled_contrast`), one image draw shared by every encoder so that a difference between
+two encoders is paired by image:
+
+- per-image statistics, averaged over the images: the feature cosine distance raw and centered, and the fractions of
+  off (never positive), saturated (spatially constant) and dead channels;
+- the effective rank of the channel covariance as a share of the block's channels, a statistic of all images
+  together, recomputed on the first ``rank_resamples`` image resamples (an eigendecomposition each: the cost of
+  the whole measurement); its samples are ``positions`` positions drawn per image (the same for every run), which
+  bounds both its cost and the rank it can reach (``N * positions``).
+
+Images go ``pixels -> encoder -> block activations (N, 4C, H, W) -> per-block statistics (runs, blocks)``; the
+figure and the markdown table are drawn from the stored :class:`Curves` alone.
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from . import collapse
+from .bootstrap import Resampled, image_counts, resampled_contrast
+
+PER_IMAGE_STATS = ("distance", "centered_distance", "off", "saturated", "dead")
+STATS = ("distance", "centered_distance", "effective_rank", "off", "saturated", "dead")
+LABELS = {"distance": "feature cosine distance", "centered_distance": "centered cosine distance",
+          "effective_rank": "effective rank / channels", "off": "off channels (share)",
+          "saturated": "saturated channels (share)", "dead": "dead channels (share)"}
+FIGURE_STATS = ("distance", "centered_distance", "effective_rank", "off")
+
+
+@dataclass(frozen=True)
+class Curves:
+    """One encoder's per-block statistics at one resolution and point: ``stats[name]`` holds ``value`` ``(P, L)``
+    for its ``P`` runs and ``L`` blocks and ``draws`` ``(B, P, L)`` on the shared image resamples."""
+
+    label: str
+    point: str
+    img_size: int
+    layers: tuple[str, ...]
+    stats: dict[str, Resampled]
+
+    @property
+    def runs(self) -> int:
+        return next(iter(self.stats.values())).value.shape[0]
+
+
+def _sampled_positions(images: int, positions: int, size: int, seed: int) -> Tensor:
+    """``(images, min(positions, size))`` distinct position indices per image out of ``size``, fixed by ``seed``."""
+    order = torch.rand(images, size, generator=torch.Generator().manual_seed(seed)).argsort(dim=1)
+    return order[:, :min(positions, size)]
+
+
+@torch.no_grad()
+def measure_run(model: nn.Module, images: Tensor, counts: Tensor, point: str = "gelu", positions: int = 8,
+                rank_resamples: int = 50, batch_size: int = 16,
+                seed: int = 0) -> tuple[list[str], dict[str, tuple[Tensor, Tensor]]]:
+    """The per-block statistics of one run on ``images (N, 3, H, W)``: ``(layer names, {stat: (value (L,), draws (B,
+    L))})``, the draws on the image weightings ``counts (B, N)`` (the effective rank's on the first
+    ``rank_resamples``). ``positions`` per image sample the effective rank."""
+    model.eval()
+    per_image: dict[str, list[list[Tensor]]] = {}  # layer -> one (n,) tensor per stat, per batch
+    samples: dict[str, list[Tensor]] = {}  # layer -> (n * positions, C) rows, per batch
+    chosen: dict[str, Tensor] = {}
+    for start in range(0, len(images), batch_size):
+        for index, (name, feats) in enumerate(collapse.mlp_activations(model, images[start:start + batch_size],
+                                                                       point=point).items()):
+            stats = collapse.layer_collapse(feats, name)
+            per_image.setdefault(name, []).append([getattr(stats, stat) for stat in PER_IMAGE_STATS])
+            if name not in chosen:  # the same positions for every run: drawn from the layer's index and the seed
+                chosen[name] = _sampled_positions(len(images), positions, feats[0, 0].numel(), seed + 1000 * index)
+            rows = feats.flatten(2).transpose(1, 2)  # (n, HW, C)
+            picked = chosen[name][start:start + len(feats)]
+            samples.setdefault(name, []).append(rows.gather(1, picked[..., None].expand(-1, -1, rows.shape[2]))
+                                                .flatten(0, 1))
+    layers = list(per_image)
+    out = {}
+    for i, stat in enumerate(PER_IMAGE_STATS):
+        values = torch.stack([torch.cat([batch[i] for batch in per_image[name]]) for name in layers], dim=1)  # (N, L)
+        resampled = Resampled.mean_of(values[None], counts)
+        out[stat] = (resampled.value[0], resampled.draws[:, 0])
+    ranks, rank_draws = [], []
+    for name in layers:
+        rows = torch.cat(samples[name])  # (N * k, C), image-major
+        owner = torch.arange(len(images)).repeat_interleave(len(rows) // len(images))
+        channels = rows.shape[1]
+        ranks.append(collapse.effective_rank(rows) / channels)
+        rank_draws.append(torch.tensor([collapse.effective_rank(rows, weights[owner]) / channels
+                                        for weights in counts[:rank_resamples]]))
+    out["effective_rank"] = (torch.tensor(ranks, dtype=torch.float64), torch.stack(rank_draws, dim=1).double())
+    return layers, out
+
+
+def measure(encoders: dict[str, Sequence[nn.Module]], images: Tensor, point: str = "gelu", resamples: int = 1000,
+            rank_resamples: int = 50, positions: int = 8, batch_size: int = 16, seed: int = 0,
+            progress: Callable[[str], None] = print) -> list[Curves]:
+    """:func:`measure_run` of every run of every encoder (``{label: [run 1's model, run 2's, ...]}``) on ``images
+    (N, 3, H, W)``, on one shared set of image resamples. Encoders without a GRN are skipped for ``point="grn"``."""
+    counts = image_counts(len(images), resamples, seed)
+    curves = []
+    for label, runs in encoders.items():
+        measured, layers = [], None
+        for index, model in enumerate(runs):
+            try:
+                collapse.find_mlp_activations(model, point)
+            except ValueError:
+                if point == "grn":
+                    break
+                raise
+            progress(f"[collapse] {label}, run {index + 1} of {len(runs)}, after {point}, {images.shape[-1]} px")
+            layers, stats = measure_run(model, images, counts, point, positions, rank_resamples, batch_size, seed)
+            measured.append(stats)
+        if measured:
+            stats = {stat: Resampled(torch.stack([m[stat][0] for m in measured]),
+                                     torch.stack([m[stat][1] for m in measured], dim=1)) for stat in STATS}
+            curves.append(Curves(label, point, images.shape[-1], tuple(layers), stats))
+    return curves
+
+
+# ----------------------------------------------------------------------------------------------------- reporting
+def _interval(curves: Sequence[Curves], weights: Sequence[float], stat: str, block_mean: bool) -> tuple[Tensor, ...]:
+    arms = [c.stats[stat] for c in curves]
+    if block_mean:
+        arms = [Resampled(a.value.mean(dim=-1, keepdim=True), a.draws.mean(dim=-1, keepdim=True)) for a in arms]
+    return resampled_contrast(arms, weights)
+
+
+def write_csv(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], path: Path) -> None:
+    """One row per (resolution, point, encoder or contrast, statistic, block; block 0 = the mean over blocks):
+    the mean over runs, its 95% interval and each run's value."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["img_size", "point", "encoder", "runs", "stat", "block", "layer", "value", "low", "high",
+                         "run_values"])
+        for c in curves:
+            for stat in STATS:
+                for block_mean in (True, False):
+                    value, low, high = _interval([c], (1.0,), stat, block_mean)
+                    per_run = c.stats[stat].value.mean(dim=-1, keepdim=True) if block_mean else c.stats[stat].value
+                    names = ["mean over blocks"] if block_mean else list(c.layers)
+                    for i, name in enumerate(names):
+                        writer.writerow([c.img_size, c.point, c.label, c.runs, stat, 0 if block_mean else i + 1, name,
+                                         f"{value[i]:.5f}", f"{low[i]:.5f}", f"{high[i]:.5f}",
+                                         " ".join(f"{v:.5f}" for v in per_run[:, i].tolist())])
+        for a, b, pair in _contrast_pairs(curves, contrasts):
+            for stat in STATS:
+                value, low, high = _interval(pair, (1.0, -1.0), stat, True)
+                writer.writerow([a.img_size, a.point, f"{a.label} - {b.label}", f"{a.runs}, {b.runs}", stat, 0,
+                                 "mean over blocks", f"{value[0]:.5f}", f"{low[0]:.5f}", f"{high[0]:.5f}", ""])
+
+
+def _contrast_pairs(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]]):
+    """``(a, b, [a, b])`` for each contrast label pair measured at the same resolution and point."""
+    for c in curves:
+        for first, second in contrasts:
+            if c.label == first:
+                for d in curves:
+                    if d.label == second and (d.img_size, d.point) == (c.img_size, c.point):
+                        yield c, d, [c, d]
+
+
+def verdict(low: float, high: float, first: str, second: str) -> str:
+    """The words a 95% interval of ``first - second`` allows."""
+    if low > 0:
+        return f"{first} higher"
+    if high < 0:
+        return f"{first} lower"
+    return "not told apart"
+
+
+def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], figures: Sequence[str]) -> str:
+    """The tables (mean over blocks per encoder and statistic; each contrast with its verdict) and figures."""
+    lines = []
+    for size in sorted({c.img_size for c in curves}):
+        lines += [f"### {size} px", "", "| encoder | after | runs | " + " | ".join(LABELS[s] for s in STATS) + " |",
+                  "|---|---|---|" + "---|" * len(STATS)]
+        for c in (c for c in curves if c.img_size == size):
+            cells = []
+            for stat in STATS:
+                value, low, high = (t[0].item() for t in _interval([c], (1.0,), stat, True))
+                per_run = c.stats[stat].value.mean(dim=-1)
+                spread = f" (runs {per_run.min():.3f}..{per_run.max():.3f})" if c.runs > 1 else ""
+                cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]{spread}")
+            lines.append(f"| {c.label} | {c.point.upper()} | {c.runs} | " + " | ".join(cells) + " |")
+        pairs = [(a, b, pair) for a, b, pair in _contrast_pairs(curves, contrasts) if a.img_size == size]
+        if pairs:
+            lines += ["", "| contrast (mean over blocks) | after | " + " | ".join(LABELS[s] for s in STATS) + " |",
+                      "|---|---|" + "---|" * len(STATS)]
+            for a, b, pair in pairs:
+                cells = []
+                for stat in STATS:
+                    value, low, high = (t[0].item() for t in _interval(pair, (1.0, -1.0), stat, True))
+                    cells.append(f"{value:+.3f} [{low:+.3f}, {high:+.3f}]: {verdict(low, high, a.label, b.label)}")
+                lines.append(f"| {a.label} - {b.label} | {a.point.upper()} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [f"![collapse curves]({name})" for name in figures]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(curves: Sequence[Curves], title: str = "") -> Figure:
+    """Per statistic of ``FIGURE_STATS`` a panel against block index: one line per encoder (solid after GELU, dashed
+    after GRN), the mean over its runs, with its 95% band over runs and images."""
+    fig = Figure(figsize=(11, 7), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True).flatten()
+    colors = {label: f"C{i}" for i, label in enumerate(dict.fromkeys(c.label for c in curves))}
+    for ax, stat in zip(axes, FIGURE_STATS):
+        for c in curves:
+            value, low, high = _interval([c], (1.0,), stat, False)
+            x = range(1, len(c.layers) + 1)
+            name = c.label if c.point == "gelu" else f"{c.label}, after GRN"
+            ax.plot(x, value, color=colors[c.label], ls="-" if c.point == "gelu" else "--", marker="o", ms=3,
+                    label=f"{name} ({c.runs} run{'s' if c.runs > 1 else ''})")
+            ax.fill_between(x, low, high, color=colors[c.label], alpha=0.18, lw=0)
+        collapse.mark_stages(ax, list(curves[0].layers))
+        ax.set_ylabel(LABELS[stat])
+        ax.grid(alpha=0.3)
+    axes[0].axhline(0.5, color="0.4", lw=0.8, ls=":")
+    axes[0].legend(fontsize=8, loc="lower left")
+    for ax in axes[:2]:
+        ax.xaxis.label.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -1,0 +1,117 @@
+"""cnx2lite collapse: feature collapse block by block (the paper's Fig. 4) for several encoders, each from one or more
+runs, on the same val images at one or more resolutions, with 95% intervals over the runs and the images."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import collapse, collapse_curves, data
+from ..factory import load_model
+from ..train.distributed import resolve_device
+from .flags import add_data_flags, add_device_flag, image_size, non_negative_int, positive
+
+RANDOM = "random"
+
+
+def parse_encoder(text: str) -> tuple[str, list[str]]:
+    """``"LABEL=SOURCE[,SOURCE...]"`` -> ``(label, sources)``; a source is anything ``load_model`` reads, or
+    ``random`` / ``random:v1`` / ``random:v2`` (a random init of that block style)."""
+    label, sep, sources = text.partition("=")
+    names = [s.strip() for s in sources.split(",")]
+    if not sep or not label.strip() or not all(names):
+        raise argparse.ArgumentTypeError(f"must be LABEL=SOURCE[,SOURCE...], e.g. 'V2 FCMAE=runs/pretrain-v2-p0,"
+                                         f"runs/pretrain-v2-p1' or 'V2 random init=random:v2,random:v2'; got {text!r}")
+    for name in names:
+        if name.startswith(RANDOM) and name not in (RANDOM, f"{RANDOM}:v1", f"{RANDOM}:v2"):
+            raise argparse.ArgumentTypeError(f"a random source is random, random:v1 or random:v2; got {name!r}")
+    return label.strip(), names
+
+
+def load_encoders(specs: list[tuple[str, list[str]]], model: str | None,
+                  device: torch.device) -> dict[str, list[nn.Module]]:
+    """Every run of every encoder, loaded up front (a bad source fails before any measuring); the ``i``-th random
+    source of an encoder is a random init from seed ``i``."""
+    labels = [label for label, _ in specs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--encoder labels must differ; got {', '.join(labels)}")
+    encoders = {}
+    for label, sources in specs:
+        runs = []
+        for seed, source in enumerate(sources):
+            name, _, block = source.partition(":")
+            net, _ = load_model(name, model, block or None, seed) if name == RANDOM else load_model(source, model)
+            runs.append(net.to(device).eval())
+        encoders[label] = runs
+    return encoders
+
+
+def run_collapse(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    encoders = load_encoders(args.encoder, args.model, device)
+    for first, second in args.contrast:
+        missing = [label for label in (first, second) if label not in encoders]
+        if missing:
+            raise ValueError(f"--contrast names {', '.join(map(repr, missing))}, not an --encoder label "
+                             f"({', '.join(map(repr, encoders))})")
+    folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    curves, figures = [], []
+    for size in args.img_size:
+        val = data.build_dataset(folder, "val", data.eval_transform(size))
+        picked = data.distinct_class_order(val.targets)[:args.images]
+        if len(picked) < args.images:
+            print(f"[collapse] the val split has {len(picked)} images, fewer than --images {args.images}: using all")
+        images = torch.stack([val[i][0] for i in picked]).to(device)
+        measured = [c for point in args.point for c in collapse_curves.measure(
+            encoders, images, point, args.resamples, args.rank_resamples, args.positions, args.batch_size,
+            args.seed)]
+        figure = f"collapse-{size}px.png"
+        collapse_curves.plot_curves(measured, title=f"MLP activations per block, {len(images)} val images at {size} "
+                                    "px: mean over runs, 95% band over runs and images").savefig(output / figure,
+                                                                                               dpi=100)
+        curves += measured
+        figures.append(figure)
+    collapse_curves.write_csv(curves, args.contrast, output / "collapse.csv")
+    report = collapse_curves.markdown(curves, args.contrast, figures)
+    (output / "collapse.md").write_text(report)
+    print(report)
+    print(f"wrote {output / 'collapse.csv'}, {output / 'collapse.md'} and {', '.join(figures)} in {output}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "collapse", help="feature collapse block by block (Fig. 4) for several encoders, with intervals",
+        description=__doc__ + "\n\n" + collapse_curves.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", type=parse_encoder, action="append", required=True, metavar="LABEL=SOURCES",
+                        help="an encoder and its runs, comma-separated: run directories, checkpoints, released names "
+                        "(convnextv2_atto.fcmae), saved folders, or random / random:v1 / random:v2 (seed = its place "
+                        "in the list); repeat for each encoder (required)")
+    parser.add_argument("--contrast", nargs=2, action="append", default=[], metavar=("A", "B"),
+                        help="also give A - B over blocks with its interval and verdict (repeatable)")
+    parser.add_argument("--model", default=None, help="variant for random inits and foreign files (default: the "
+                        "run's, else convnextv2_atto)")
+    add_data_flags(parser)
+    parser.add_argument("--images", type=positive(int), default=500,
+                        help="val images, classes alternating (default: 500)")
+    parser.add_argument("--img-size", type=image_size, nargs="+", default=[224], metavar="PX",
+                        help="resolutions to measure at (default: 224)")
+    parser.add_argument("--point", nargs="+", choices=collapse.POINTS, default=list(collapse.POINTS),
+                        help="where in each block: after GELU (the paper's) and/or after GRN (V2 blocks) "
+                        "(default: gelu grn)")
+    parser.add_argument("--resamples", type=positive(int), default=1000,
+                        help="bootstrap resamples of the runs and images (default: 1000)")
+    parser.add_argument("--rank-resamples", type=positive(int), default=50,
+                        help="of those, how many the effective rank is recomputed on (default: 50)")
+    parser.add_argument("--positions", type=positive(int), default=8,
+                        help="positions per image that sample the effective rank (default: 8)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the resamples (default: 0)")
+    parser.add_argument("--batch-size", type=positive(int), default=16, help="images per batch (default: 16)")
+    parser.add_argument("--output", default="collapse", help="folder for collapse.csv, collapse.md and the figures "
+                        "(default: ./collapse)")
+    add_device_flag(parser)
+    parser.set_defaults(run=run_collapse)

@@ -1,0 +1,132 @@
+"""Collapse curves over encoders and runs (cnx2lite.collapse_curves, cnx2lite collapse): the resampling that gives
+their intervals, the per-run statistics against cnx2lite.collapse, and the command end to end on a tiny folder."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from cnx2lite import collapse, collapse_curves
+from cnx2lite.bootstrap import Resampled, image_counts, resampled_contrast
+from cnx2lite.commands import main
+from cnx2lite.models import create_model
+from conftest import make_image_folder
+
+
+def test_image_counts_are_draws_with_replacement_shared_by_seed():
+    counts = image_counts(7, 50, seed=3)
+    assert counts.shape == (50, 7) and (counts.sum(dim=1) == 7).all() and (counts >= 0).all()
+    assert torch.equal(counts, image_counts(7, 50, seed=3)) and not torch.equal(counts, image_counts(7, 50, seed=4))
+    assert (counts == 0).any()  # some image left out by some resample, as a bootstrap must
+    with pytest.raises(ValueError, match="images and resamples must be >= 1"):
+        image_counts(0, 5)
+
+
+def test_resampled_mean_and_contrast():
+    torch.manual_seed(0)
+    counts = image_counts(40, 400)
+    values = torch.randn(2, 40, 3)  # 2 runs, 40 images, 3 layers
+    a = Resampled.mean_of(values, counts)
+    assert torch.allclose(a.value, values.double().mean(dim=1))
+    assert torch.allclose(a.draws[5, 1], (counts[5] @ values[1].double()) / 40)
+    value, low, high = resampled_contrast([a, a], (1.0, -1.0))  # an arm against itself on the same images
+    assert torch.allclose(value, torch.zeros(3, dtype=torch.float64), atol=1e-12)
+    assert (low <= 1e-12).all() and (high >= -1e-12).all()
+    # a mean of per-image noise: the interval is about +- 2 standard errors (the run level adds the runs' spread)
+    one = Resampled.mean_of(values[:1], counts)
+    value, low, high = resampled_contrast([one])
+    se = values[0].double().std(dim=0) / 40 ** 0.5
+    assert torch.allclose((high - low) / 2, 1.96 * se, rtol=0.25)
+    with pytest.raises(ValueError, match="same image draws"):
+        resampled_contrast([one, Resampled.mean_of(values[:1], counts[:10])], (1.0, -1.0))
+
+
+def test_a_biased_whole_sample_statistic_gets_an_interval_around_its_value():
+    """The effective rank of a resample is lower than the sample's (duplicated images add no direction): the draws
+    are shifted back, so the interval holds the value."""
+    torch.manual_seed(1)
+    samples = torch.randn(30, 40, dtype=torch.float64)  # fewer samples than dimensions: the rank is sample-bound
+    counts = image_counts(30, 60)
+    value = torch.tensor([[collapse.effective_rank(samples)]])
+    draws = torch.tensor([[[collapse.effective_rank(samples, w)]] for w in counts])
+    assert draws.mean() < value.item() - 1  # biased low
+    v, low, high = resampled_contrast([Resampled(value, draws)])
+    assert low.item() < v.item() < high.item()
+
+
+def test_weighted_effective_rank_is_the_rank_of_the_repeated_samples():
+    torch.manual_seed(2)
+    samples = torch.randn(12, 5, dtype=torch.float64)
+    weights = torch.tensor([2, 0, 1, 3, 1, 0, 1, 1, 2, 0, 0, 1], dtype=torch.float64)
+    repeated = samples.repeat_interleave(weights.long(), dim=0)
+    assert collapse.effective_rank(samples, weights) == pytest.approx(collapse.effective_rank(repeated), rel=1e-9)
+
+
+def test_measure_run_matches_the_collapse_measures(one_thread):
+    torch.manual_seed(3)
+    model = create_model("convnextv2_atto", num_classes=0).eval()
+    images = torch.randn(5, 3, 64, 64)
+    counts = image_counts(5, 4)
+    layers, stats = collapse_curves.measure_run(model, images, counts, positions=3, rank_resamples=2, batch_size=2)
+    reference = collapse.collapse_by_layer(model, images)
+    assert layers == [layer.name for layer in reference]
+    for stat in collapse_curves.PER_IMAGE_STATS:
+        value, draws = stats[stat]
+        expected = torch.stack([getattr(layer, stat).mean() for layer in reference])
+        assert torch.allclose(value, expected, atol=1e-6), stat
+        assert draws.shape == (4, 12)
+    value, draws = stats["effective_rank"]
+    assert draws.shape == (2, 12) and ((value > 0) & (value <= 1)).all()
+    # the last block's 2x2 maps: 3 of 4 positions per image, 15 samples of 1280 channels
+    assert value[-1] * 1280 <= 15 + 1e-6
+    again = collapse_curves.measure_run(model, images, counts, positions=3, rank_resamples=2, batch_size=5)[1]
+    assert torch.allclose(again["effective_rank"][0], value)  # the same positions whatever the batching
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("images"), classes=3, train=2, val=3)
+
+
+def collapse_command(folder, output, *extra) -> list[str]:
+    return ["collapse", "--data", str(folder), "--img-size", "64", "--images", "6", "--resamples", "50",
+            "--rank-resamples", "3", "--output", str(output), *extra]
+
+
+def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, one_thread):
+    output = tmp_path / "out"
+    main_args = collapse_command(folder, output, "--encoder", "V2 random=random:v2,random:v2", "--encoder",
+                                 "same=random:v2", "--encoder", "V1 random=random:v1", "--contrast", "V2 random",
+                                 "same", "--contrast", "V1 random", "V2 random")
+    with pytest.raises(SystemExit) as exit_info:
+        main(main_args)
+    assert exit_info.value.code == 0
+    assert {p.name for p in output.iterdir()} == {"collapse.csv", "collapse.md", "collapse-64px.png"}
+    rows = list(csv.DictReader(open(output / "collapse.csv")))
+    # 3 encoders after GELU + 2 V2 ones after GRN, 6 stats, 12 blocks + their mean; 2 contrasts (GRN: one) x 6 stats
+    assert len(rows) == 5 * 6 * 13 + 3 * 6
+    v2 = [r for r in rows if r["encoder"] == "V2 random" and r["point"] == "gelu" and r["stat"] == "distance"]
+    assert v2[0]["block"] == "0" and len(v2[0]["run_values"].split()) == 2
+    runs = [float(v) for v in v2[0]["run_values"].split()]
+    assert float(v2[0]["value"]) == pytest.approx(sum(runs) / 2, abs=1e-4)
+    # "same" is seed 0 of "V2 random": the contrast holds 0 but is not 0 (seed 1 differs)
+    report = (output / "collapse.md").read_text()
+    assert "| V1 random - V2 random | GELU |" in report and "| V2 random - same | GRN |" in report
+    assert "V1 random" not in [r["encoder"] for r in rows if r["point"] == "grn"]  # V1 has no GRN
+    assert "![collapse curves](collapse-64px.png)" in report
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--encoder", "no label"], "--encoder: must be LABEL=SOURCE"),
+    (["--encoder", "a=random:v3"], "random:v1 or random:v2"),
+    (["--encoder", "a=random", "--encoder", "a=random:v1"], "--encoder labels must differ"),
+    (["--encoder", "a=random", "--contrast", "a", "b"], "--contrast names 'b'"),
+    (["--encoder", "a=nowhere/run"], "nowhere/run"),
+    (["--encoder", "a=random", "--point", "ln"], "--point"),
+])
+def test_bad_input_is_one_line(args, says, folder, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(collapse_command(folder, tmp_path / "out", *args))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and says in err, err
