@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from . import collapse
-from .bootstrap import Resampled, image_counts, resampled_contrast
+from .bootstrap import Estimate, Resampled, RunSpread, image_counts, resampled_contrast
 
 PER_IMAGE_STATS = ("distance", "centered_distance", "off", "saturated", "dead")
 STATS = ("distance", "centered_distance", "effective_rank", "off", "saturated", "dead")
@@ -37,6 +37,7 @@ LABELS = {"distance": "feature cosine distance", "centered_distance": "centered 
           "effective_rank": "effective rank / channels", "off": "off channels (share)",
           "saturated": "saturated channels (share)", "dead": "dead channels (share)"}
 FIGURE_STATS = ("distance", "centered_distance", "effective_rank", "off")
+POSITIONS = 8  # positions per image that sample the effective rank
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _sampled_positions(images: int, positions: int, size: int, seed: int) -> Ten
 
 
 @torch.no_grad()
-def measure_run(model: nn.Module, images: Tensor, counts: Tensor, point: str = "gelu", positions: int = 8,
+def measure_run(model: nn.Module, images: Tensor, counts: Tensor, point: str = "gelu", positions: int = POSITIONS,
                 rank_resamples: int = 50, batch_size: int = 16,
                 seed: int = 0) -> tuple[list[str], dict[str, tuple[Tensor, Tensor]]]:
     """The per-block statistics of one run on ``images (N, 3, H, W)``: ``(layer names, {stat: (value (L,), draws (B,
@@ -102,7 +103,7 @@ def measure_run(model: nn.Module, images: Tensor, counts: Tensor, point: str = "
 
 
 def measure(encoders: dict[str, Sequence[nn.Module]], images: Tensor, point: str = "gelu", resamples: int = 1000,
-            rank_resamples: int = 50, positions: int = 8, batch_size: int = 16, seed: int = 0,
+            rank_resamples: int = 50, positions: int = POSITIONS, batch_size: int = 16, seed: int = 0,
             progress: Callable[[str], None] = print) -> list[Curves]:
     """:func:`measure_run` of every run of every encoder (``{label: [run 1's model, run 2's, ...]}``) on ``images
     (N, 3, H, W)``, on one shared set of image resamples. Encoders without a GRN are skipped for ``point="grn"``."""
@@ -128,11 +129,20 @@ def measure(encoders: dict[str, Sequence[nn.Module]], images: Tensor, point: str
 
 
 # ----------------------------------------------------------------------------------------------------- reporting
-def _interval(curves: Sequence[Curves], weights: Sequence[float], stat: str, block_mean: bool) -> tuple[Tensor, ...]:
+def _intervals(curves: Sequence[Curves], weights: Sequence[float], stat: str, block_mean: bool) -> tuple[Tensor, ...]:
+    """``(value, low, high)`` per block ``(L,)``, or of the mean over blocks ``(1,)``."""
     arms = [c.stats[stat] for c in curves]
     if block_mean:
         arms = [Resampled(a.value.mean(dim=-1, keepdim=True), a.draws.mean(dim=-1, keepdim=True)) for a in arms]
     return resampled_contrast(arms, weights)
+
+
+def estimate(curves: Sequence[Curves], stat: str, weights: Sequence[float] = (1.0,)) -> Estimate:
+    """The mean over blocks of ``stat``, ``sum(weights[i] * curves[i])`` (one encoder, or a contrast such as
+    ``(1, -1)``), with its 95% interval over runs and images; for one encoder, ``runs`` holds each run's value."""
+    value, low, high = (t[0].item() for t in _intervals(curves, weights, stat, True))
+    runs = RunSpread(curves[0].stats[stat].value.mean(dim=-1).tolist()) if len(curves) == 1 else None
+    return Estimate(value, low, high, runs)
 
 
 def write_csv(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], path: Path) -> None:
@@ -145,7 +155,7 @@ def write_csv(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], pa
         for c in curves:
             for stat in STATS:
                 for block_mean in (True, False):
-                    value, low, high = _interval([c], (1.0,), stat, block_mean)
+                    value, low, high = _intervals([c], (1.0,), stat, block_mean)
                     per_run = c.stats[stat].value.mean(dim=-1, keepdim=True) if block_mean else c.stats[stat].value
                     names = ["mean over blocks"] if block_mean else list(c.layers)
                     for i, name in enumerate(names):
@@ -154,9 +164,9 @@ def write_csv(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], pa
                                          " ".join(f"{v:.5f}" for v in per_run[:, i].tolist())])
         for a, b, pair in _contrast_pairs(curves, contrasts):
             for stat in STATS:
-                value, low, high = _interval(pair, (1.0, -1.0), stat, True)
+                e = estimate(pair, stat, (1.0, -1.0))
                 writer.writerow([a.img_size, a.point, f"{a.label} - {b.label}", f"{a.runs}, {b.runs}", stat, 0,
-                                 "mean over blocks", f"{value[0]:.5f}", f"{low[0]:.5f}", f"{high[0]:.5f}", ""])
+                                 "mean over blocks", f"{e.value:.5f}", f"{e.low:.5f}", f"{e.high:.5f}", ""])
 
 
 def _contrast_pairs(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]]):
@@ -169,11 +179,11 @@ def _contrast_pairs(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str
                         yield c, d, [c, d]
 
 
-def verdict(low: float, high: float, first: str, second: str) -> str:
+def verdict(difference: Estimate, first: str) -> str:
     """The words a 95% interval of ``first - second`` allows."""
-    if low > 0:
+    if difference.low > 0:
         return f"{first} higher"
-    if high < 0:
+    if difference.high < 0:
         return f"{first} lower"
     return "not told apart"
 
@@ -187,10 +197,9 @@ def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], fig
         for c in (c for c in curves if c.img_size == size):
             cells = []
             for stat in STATS:
-                value, low, high = (t[0].item() for t in _interval([c], (1.0,), stat, True))
-                per_run = c.stats[stat].value.mean(dim=-1)
-                spread = f" (runs {per_run.min():.3f}..{per_run.max():.3f})" if c.runs > 1 else ""
-                cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]{spread}")
+                e = estimate([c], stat)
+                spread = f" (runs {e.runs.min:.3f}..{e.runs.max:.3f})" if c.runs > 1 else ""
+                cells.append(f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}]{spread}")
             lines.append(f"| {c.label} | {c.point.upper()} | {c.runs} | " + " | ".join(cells) + " |")
         pairs = [(a, b, pair) for a, b, pair in _contrast_pairs(curves, contrasts) if a.img_size == size]
         if pairs:
@@ -199,8 +208,8 @@ def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], fig
             for a, b, pair in pairs:
                 cells = []
                 for stat in STATS:
-                    value, low, high = (t[0].item() for t in _interval(pair, (1.0, -1.0), stat, True))
-                    cells.append(f"{value:+.3f} [{low:+.3f}, {high:+.3f}]: {verdict(low, high, a.label, b.label)}")
+                    e = estimate(pair, stat, (1.0, -1.0))
+                    cells.append(f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]: {verdict(e, a.label)}")
                 lines.append(f"| {a.label} - {b.label} | {a.point.upper()} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"![collapse curves]({name})" for name in figures]
@@ -215,7 +224,7 @@ def plot_curves(curves: Sequence[Curves], title: str = "") -> Figure:
     colors = {label: f"C{i}" for i, label in enumerate(dict.fromkeys(c.label for c in curves))}
     for ax, stat in zip(axes, FIGURE_STATS):
         for c in curves:
-            value, low, high = _interval([c], (1.0,), stat, False)
+            value, low, high = _intervals([c], (1.0,), stat, False)
             x = range(1, len(c.layers) + 1)
             name = c.label if c.point == "gelu" else f"{c.label}, after GRN"
             ax.plot(x, value, color=colors[c.label], ls="-" if c.point == "gelu" else "--", marker="o", ms=3,

@@ -172,7 +172,7 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     prose = " ".join(text.split())
     assert "hierarchical bootstrap" in prose and "0.750 of each image is masked" in prose  # 64 px: 1 of 2x2 cells kept
     assert "one run per arm" not in text  # replicated: the verdicts speak of reruns
-    for figure in ("label_efficiency.png", "codesign.png", "sparse_vs_dense.png", "feature_collapse.png",
+    for figure in ("label_efficiency.png", "codesign.png", "sparse_vs_dense.png", "feature_collapse_64px.png",
                    "pretraining_knn.png", "reconstruction.png"):
         assert (out / figure).is_file() and f"({figure})" in text
     with open(out / "results.csv") as f:

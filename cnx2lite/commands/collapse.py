@@ -107,8 +107,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="bootstrap resamples of the runs and images (default: 1000)")
     parser.add_argument("--rank-resamples", type=positive(int), default=50,
                         help="of those, how many the effective rank is recomputed on (default: 50)")
-    parser.add_argument("--positions", type=positive(int), default=8,
-                        help="positions per image that sample the effective rank (default: 8)")
+    parser.add_argument("--positions", type=positive(int), default=collapse_curves.POSITIONS,
+                        help="positions per image that sample the effective rank "
+                        f"(default: {collapse_curves.POSITIONS})")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the resamples (default: 0)")
     parser.add_argument("--batch-size", type=positive(int), default=16, help="images per batch (default: 16)")
     parser.add_argument("--output", default="collapse", help="folder for collapse.csv, collapse.md and the figures "

@@ -39,17 +39,21 @@ class Scale:
     preset: str = "cpu"  # recipe and runtime (amp: see the cpu preset) the runs start from
     pretrain_seeds: int = 1  # pretraining runs per pretrained arm
     finetune_seeds: int = 1  # fine-tuning runs per pretraining run (and per scratch cell)
+    collapse_images: int = 500  # val images of the feature-collapse curves
+    collapse_sizes: tuple[int, ...] = (224,)  # resolutions they are measured at
+    collapse_rank_resamples: int = 50  # image resamples the effective rank is recomputed on (its interval)
 
 
 SCALES = {
     # CI: seconds, checks that every table is produced, not the claims.
     "smoke": Scale("convnextv2_atto", 64, 1, 8, 64, shots=(4, None), main_shot=4, finetune_epochs={4: 2, None: 1},
                    num_classes=2, images_per_class=8, val_images_per_class=4, eval_points=1, workers=0,
-                   preset="smoke"),
+                   preset="smoke", collapse_images=4, collapse_sizes=(64,), collapse_rank_resamples=3),
     # 2 CPU cores: atto at 96 px (a 3x3 grid of 32 px cells, 3 visible at ratio 0.6) on all of Imagenette.
     # Replicated: 2 pretraining runs per pretrained arm x 3 fine-tuning seeds, about 4.5 hours of training.
     "cpu": Scale("convnextv2_atto", 96, 8, 64, 256, shots=(10, 50, None), main_shot=50,
-                 finetune_epochs={10: 100, 50: 30, None: 4}, pretrain_seeds=2, finetune_seeds=3),
+                 finetune_epochs={10: 100, 50: 30, None: 4}, pretrain_seeds=2, finetune_seeds=3,
+                 collapse_sizes=(96, 224)),
     # one GPU: the paper's 224 px.
     "gpu": Scale("convnextv2_atto", 224, 100, 128, 512, shots=(10, 50, None), main_shot=50,
                  finetune_epochs={10: 200, 50: 100, None: 50}, workers=8, preset="imagenette-gpu"),

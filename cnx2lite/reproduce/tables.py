@@ -13,16 +13,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .. import collapse, data
+from .. import collapse, collapse_curves, data
 from ..bootstrap import (
     Estimate,
     RunSpread,
     hierarchical_accuracy,
-    hierarchical_bootstrap_mean,
     hierarchical_contrast,
     hierarchical_paired_difference,
 )
-from ..collapse import plot_collapse_by_layer
 from ..factory import load_model
 from ..probes import KNN_TEMPERATURE
 from .figures import plot_bars, plot_label_efficiency, plot_pretraining_knn
@@ -265,65 +263,69 @@ Paper: {PAPER['sparse']}.
 
 
 # ----------------------------------------------------------------------------------------------- 4. feature collapse
-COLLAPSE_STATS = (("distance", 1.0), ("dead", 100.0), ("saturated", 100.0))  # statistic, scale (fractions -> %)
-
-
 def collapse_cells(scale: Scale) -> list[Cell]:
     return [Cell(scale.main_shot, "fcmae", "v1"), Cell(scale.main_shot, "fcmae", "v2"), Cell(None, "scratch", "v2")]
 
 
-def table_collapse(ev: Evaluator, output: Path, count: int = 16) -> Table:
-    """Feature collapse on ``count`` val images, classes alternating (the first of each class, then the second...),
-    for every pretraining run (random init: one per pretraining seed; supervised: every seed of scratch at K=all)."""
-    images = torch.stack([ev.val_set[i][0] for i in data.distinct_class_order(ev.val_set.targets)[:count]])
-    pretrain_seeds = range(ev.grid.scale.pretrain_seeds)
-    supervised = [load_model(run.run_dir, classifier=True)[0] for run in ev.grid.cell_runs(Cell(None, "scratch"))[0]]
-    models = {"V1 FCMAE": [ev.encoder("fcmae", "v1", p) for p in pretrain_seeds],
-              "V2 FCMAE": [ev.encoder("fcmae", "v2", p) for p in pretrain_seeds],
-              "V2 random init": [ev.encoder("scratch", "v2", p) for p in pretrain_seeds],
-              "V2 supervised (all labels)": supervised}
-    stats = {label: [collapse.collapse_by_layer(model.eval(), images) for model in group]
-             for label, group in models.items()}
-    per_image = {label: {stat: torch.stack([torch.stack([getattr(layer, stat) for layer in layers]).mean(0) * scale
-                                            for layers in runs])[:, None]  # (runs, 1, images): block means
-                         for stat, scale in COLLAPSE_STATS} for label, runs in stats.items()}
-    ranks = {label: [rank_share(model, images) for model in group] for label, group in models.items()}
-    rows, lines = [], []
-    for label, values in per_image.items():
-        distance, dead, saturated = (hierarchical_bootstrap_mean(values[stat]) for stat, _ in COLLAPSE_STATS)
-        rows += [Row("4", label, "mean feature cosine distance", distance, PAPER["collapse"]),
-                 Row("4", label, "dead channels (%)", dead), Row("4", label, "saturated channels (%)", saturated)]
-        rank = f"{sum(ranks[label]) / len(ranks[label]):.3f} ({min(ranks[label]):.3f}..{max(ranks[label]):.3f})"
-        lines.append(f"| {label} | {len(models[label])} | {shown(distance, 3)} | {shown(dead)} | {shown(saturated)} | "
-                     f"{rank} |")
-    # the claim: V2 FCMAE's channels are more diverse than V1 FCMAE's, over the same images
-    v2, v1 = per_image["V2 FCMAE"]["distance"], per_image["V1 FCMAE"]["distance"]
-    diff = hierarchical_contrast([v2, v1], (1, -1))
-    rows.append(Row("4", "V2 FCMAE - V1 FCMAE", "mean feature cosine distance", diff, PAPER["collapse"]))
-    plot_collapse_by_layer({label: runs[0] for label, runs in stats.items()},
-                           title="feature collapse: MLP activations per block (first run of each)").savefig(
-        output / "feature_collapse.png", dpi=100)
+def table_collapse(ev: Evaluator, output: Path) -> Table:
+    """Feature collapse block by block (:mod:`cnx2lite.collapse_curves`) of every pretraining run, random inits (one per
+    pretraining seed) and the supervised runs (every seed of scratch at K=all), on ``collapse_images`` val images of
+    alternating classes at each of ``collapse_sizes``, after GELU and after GRN."""
+    s = ev.grid.scale
+    pretrain_seeds = range(s.pretrain_seeds)
+    encoders = {"V1 FCMAE": [ev.encoder("fcmae", "v1", p) for p in pretrain_seeds],
+                "V2 FCMAE": [ev.encoder("fcmae", "v2", p) for p in pretrain_seeds],
+                "V2 random init": [ev.encoder("scratch", "v2", p) for p in pretrain_seeds],
+                "V2 supervised (all labels)": [load_model(run.run_dir, classifier=True)[0]
+                                               for run in ev.grid.cell_runs(Cell(None, "scratch"))[0]]}
+    encoders = {label: [model.to(ev.device).eval() for model in runs] for label, runs in encoders.items()}
+    contrasts = [("V2 FCMAE", "V1 FCMAE")]
+    curves, figures = [], []
+    for size in s.collapse_sizes:
+        val = data.build_dataset(ev.folder, "val", data.eval_transform(size), classes=ev.classes)
+        images = torch.stack([val[i][0] for i in data.distinct_class_order(val.targets)[:s.collapse_images]])
+        measured = [c for point in collapse.POINTS for c in collapse_curves.measure(
+            encoders, images.to(ev.device), point, rank_resamples=s.collapse_rank_resamples)]
+        figures.append(f"feature_collapse_{size}px.png")
+        collapse_curves.plot_curves(measured, title=f"feature collapse, {len(images)} val images at {size} px "
+                                    "(mean over runs, 95% band over runs and images)").savefig(output / figures[-1],
+                                                                                             dpi=100)
+        curves += measured
+    collapse_curves.write_csv(curves, contrasts, output / "feature_collapse.csv")
+    rows, claims = [], []
+    for c in (c for c in curves if c.point == "gelu"):
+        where = f" at {c.img_size} px" if len(s.collapse_sizes) > 1 else ""
+        rows += [Row("4", f"{c.label}{where}", COLLAPSE_METRICS[stat], collapse_curves.estimate([c], stat),
+                     PAPER["collapse"]) for stat in COLLAPSE_METRICS]
+    for size in s.collapse_sizes:
+        v2, v1 = (next(c for c in curves if (c.label, c.point, c.img_size) == (label, "gelu", size))
+                  for label in ("V2 FCMAE", "V1 FCMAE"))
+        for stat in ("distance", "effective_rank"):
+            diff = collapse_curves.estimate([v2, v1], stat, (1.0, -1.0))
+            rows.append(Row("4", f"V2 FCMAE - V1 FCMAE at {size} px", COLLAPSE_METRICS[stat], diff, PAPER["collapse"]))
+            claims.append(f"- {COLLAPSE_METRICS[stat]}, V2 FCMAE minus V1 FCMAE at {size} px: "
+                          f"{verdict(diff, 'GRN keeps V2 less collapsed than V1', v2.runs > 1 and v1.runs > 1, '', 3)}")
     shutil.copy(ev.grid.pretrain("v2").run_dir / "reconstruction.png", output / "reconstruction.png")
     section = f"""## 4. Feature collapse
 
-Per-block MLP activations (after GELU) of {len(images)} val images of distinct classes at {ev.grid.scale.img_size} px.
-Distance: mean pairwise channel cosine distance; dead: channels that never activate; saturated: channels constant
-over positions (definitions in `cnx2lite.collapse`). Each is averaged over blocks, then over the runs, with a 95%
-hierarchical bootstrap interval over runs and images. Effective rank (a second measure, as U-MAE's for MAE): how many
-channel directions a block's activations spread over, every position of every image a sample, as a share of its
-channels, averaged over blocks; the mean over runs (lowest..highest run), without an interval. It cannot exceed
-samples / channels, and the deep blocks here have fewer positions ({len(images)} images x their map) than channels:
-compare encoders with it, not with the paper's scale.
+Each block's MLP activations (after GELU, as the paper's Fig. 4; for V2 blocks also after GRN) on {s.collapse_images}
+val images of alternating classes, at {" and ".join(f"{size} px" for size in s.collapse_sizes)} (the training
+resolution is {s.img_size} px; the encoders are fully convolutional). Per block: the feature cosine distance, raw (the
+paper's) and with each channel map's spatial mean removed (centered: only shared spatial patterns count), the
+effective rank of the channel covariance as a share of the channels (U-MAE's measure of MAE's dimensional collapse;
+sampled at {collapse_curves.POSITIONS} positions per image), and the shares of off channels (never positive in an
+image: parked at or below GELU's floor), saturated channels (constant over positions) and dead ones (|activation| <
+1e-3 everywhere). Every number is the mean over blocks and runs with a 95% interval that resamples the runs, then the
+images (the effective rank on {s.collapse_rank_resamples} resamples); per-block values with their intervals are in
+`feature_collapse.csv`, per-block curves in the figures. The supervised reference is scratch at K=all
+({runs_described(ev, "scratch")}).
 
-| encoder | runs | mean distance | dead channels (%) | saturated channels (%) | effective rank / channels |
-|---|---|---|---|---|---|
-{chr(10).join(lines)}
+{collapse_curves.markdown(curves, contrasts, figures)}
+The paper's claim, on the distance it plots and on the effective rank:
 
-V2 FCMAE minus V1 FCMAE, mean distance: {verdict(diff, "GRN keeps V2's channels more diverse",
-                                                 replicated(v2, v1), "", 3)}.
+{chr(10).join(claims)}
+
 Paper: {PAPER['collapse']}.
-
-![feature collapse](feature_collapse.png)
 
 FCMAE reconstructions of val images (V2, first pretraining run, end of pretraining):
 
@@ -332,12 +334,8 @@ FCMAE reconstructions of val images (V2, first pretraining run, end of pretraini
     return Table(rows, section)
 
 
-def rank_share(model: torch.nn.Module, images: Tensor) -> float:
-    """:func:`~cnx2lite.collapse.layer_effective_rank` of each block's MLP activations over ``images``, as a share of
-    the block's channels, averaged over blocks."""
-    with torch.no_grad():
-        layers = collapse.mlp_activations(model.eval(), images).values()
-    return sum(collapse.layer_effective_rank(f) / f.shape[1] for f in layers) / len(layers)
+COLLAPSE_METRICS = {"distance": "feature cosine distance", "centered_distance": "centered cosine distance",
+                    "effective_rank": "effective rank / channels", "off": "off channels (share)"}
 
 
 # -------------------------------------------------------------------------------------------------------- sanity
