@@ -1,8 +1,10 @@
-"""Copy the Imagenette train split, re-encoded small, into gpu-data/ (ignored by git) for scripts/gpu_check.sh.
+"""Copy the Imagenette train and val splits, re-encoded small, into gpu-data/ (ignored by git) for the device scripts
+(scripts/gpu_check.sh, scripts/gpu_evidence.sh).
 
 The device machine receives only the repository (64 MiB in all, carried paths included) and cannot reach
-../shared, so the check's short pretraining reads this copy: shorter side 112 px, JPEG quality 80, about 36 MiB
-for the 9,469 images. Usage: python scripts/make_gpu_data.py [--data ../shared/data] [--out gpu-data]
+../shared, so its runs read this copy: shorter side 112 px, JPEG quality 80, about 36 MiB for the 9,469 train
+images and 7 MiB for val. Usage: python scripts/make_gpu_data.py [--data ../shared/data] [--out gpu-data]
+[--splits train val]
 """
 from __future__ import annotations
 
@@ -31,13 +33,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="data root holding imagenette/ (default: $CNX2LITE_DATA_ROOT)")
     parser.add_argument("--out", default="gpu-data", help="output root (default: gpu-data)")
+    parser.add_argument("--splits", nargs="+", choices=("train", "val"), default=["train", "val"],
+                        help="splits to copy (default: train val)")
     args = parser.parse_args()
-    train = build_dataset(find_image_folder(resolve_data_root(args.data)), "train")
-    out = Path(args.out) / "imagenette" / "train"
-    jobs = [(path, out / train.classes[label] / Path(path).name) for path, label in train.samples]
-    with ThreadPoolExecutor() as pool:
-        sizes = list(pool.map(lambda job: shrink(*job), jobs))
-    print(f"{len(sizes)} images, {sum(sizes) / 2**20:.1f} MiB in {out}")
+    folder = find_image_folder(resolve_data_root(args.data))
+    for split in args.splits:
+        images = build_dataset(folder, split)
+        out = Path(args.out) / "imagenette" / split
+        jobs = [(path, out / images.classes[label] / Path(path).name) for path, label in images.samples]
+        with ThreadPoolExecutor() as pool:
+            sizes = list(pool.map(lambda job: shrink(*job), jobs))
+        print(f"{len(sizes)} images, {sum(sizes) / 2**20:.1f} MiB in {out}")
 
 
 if __name__ == "__main__":
