@@ -27,7 +27,7 @@ from typing import Mapping
 from torch import Tensor
 
 from . import hub
-from .models.convnextv2 import VARIANTS, ConvNeXtV2
+from .models.convnextv2 import ARCHITECTURE, VARIANTS, ConvNeXtV2, architecture, default_block_norm
 from .rundir import read_torch_file, resolve_checkpoint
 
 __all__ = ["LoadResult", "load_pretrained", "read_state_dict", "convert_state_dict", "fcmae_decoder_state_dict",
@@ -185,7 +185,7 @@ def timm_name(model: ConvNeXtV2) -> str:
 
 def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tuple[Mapping, list[str], dict]:
     """The state dict inside ``source``, a note on where it was found, and the architecture a cnx2lite training
-    checkpoint records (``block``, ``grn_aggregation``; empty for other sources)."""
+    checkpoint records (its :data:`~cnx2lite.models.convnextv2.ARCHITECTURE` options; empty for other sources)."""
     if isinstance(source, Mapping):
         checkpoint, where = source, "the checkpoint"
     else:
@@ -196,7 +196,7 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
     if not use_ema and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
         return checkpoint, [], {}
     config = checkpoint.get("config") if isinstance(checkpoint.get("config"), Mapping) else {}
-    architecture = {k: config[k] for k in ("block", "grn_aggregation") if k in config}
+    architecture = {k: config[k] for k in ARCHITECTURE if k in config}
     names = EMA_KEYS if use_ema else MODEL_KEYS
     name = next((n for n in names if isinstance(checkpoint.get(n), Mapping)), None)
     if name is None and use_ema and any(n in checkpoint for n in EMA_KEYS):
@@ -232,8 +232,9 @@ def _adapt_stem(state_dict: dict[str, Tensor], in_chans: int) -> tuple[dict[str,
 def _check_architecture(model: ConvNeXtV2, saved: Mapping) -> None:
     """Saved weights' recorded architecture must be the model's: GRN's aggregation has no parameters, so a mismatch
     would otherwise load silently. Fields the source does not record are not compared."""
-    mine = {"depths": list(model.depths), "dims": list(model.dims), "in_chans": model.in_chans, "block": model.block,
-            "grn_aggregation": model.grn_aggregation}
+    mine = {"depths": list(model.depths), "dims": list(model.dims), "in_chans": model.in_chans, **architecture(model)}
+    if saved.get("block_norm", "") is None:  # a config's None: the block style's own
+        saved = {**saved, "block_norm": default_block_norm(saved.get("block", model.block))}
     differ = [f"{k}: saved {saved[k]!r}, model {v!r}" for k, v in mine.items() if k in saved and saved[k] != v]
     if differ:
         raise ValueError(f"the saved weights are of another architecture ({'; '.join(differ)}): build the model "

@@ -12,6 +12,7 @@ from . import hub, models
 from .checkpoints import load_pretrained
 from .hub import RELEASES
 from .models import ConvNeXtV2
+from .models.convnextv2 import ARCHITECTURE
 from .rundir import load_checkpoint
 
 
@@ -47,7 +48,7 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
     config = {}
     if source != "random" and hub.is_saved_folder(source):  # save_pretrained: its config.json names the architecture
         state, saved = hub.load_saved(source)
-        config = {k: saved[k] for k in ("block", "grn_aggregation", "in_chans") if k in saved}
+        config = {k: saved[k] for k in (*ARCHITECTURE, "in_chans") if k in saved}
         model = model or saved.get("variant")
     else:
         state = None if source == "random" else load_checkpoint(source)
@@ -63,6 +64,7 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
                              "have a trained classifier")
         num_classes = len(state["classes"])
     options = {"block": block or config.get("block", "v2"), "grn_aggregation": config.get("grn_aggregation", "l2"),
+               "block_norm": config.get("block_norm"),
                "in_chans": config.get("in_chans", 3)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

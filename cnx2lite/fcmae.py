@@ -50,12 +50,13 @@ def patch_statistics(patches: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor
 
 
 def pretraining_encoder(encoder: str | ConvNeXtV2, block: str = "v2", grn_aggregation: str = "l2",
-                        in_chans: int = 3) -> ConvNeXtV2:
+                        in_chans: int = 3, block_norm: str | None = None) -> ConvNeXtV2:
     """The encoder that FCMAE trains: ``create_model(encoder, ...)`` for a variant name, else a copy
     of the given model. Pretraining never pools: like the official FCMAE encoder, it has no final
     norm or head, so its state dict holds the stem, downsampling layers and stages only."""
     if isinstance(encoder, str):
-        encoder = create_model(encoder, num_classes=0, block=block, grn_aggregation=grn_aggregation, in_chans=in_chans)
+        encoder = create_model(encoder, num_classes=0, block=block, grn_aggregation=grn_aggregation, in_chans=in_chans,
+                               block_norm=block_norm)
     elif isinstance(encoder, ConvNeXtV2):
         encoder = copy.deepcopy(encoder)
     else:
@@ -77,7 +78,7 @@ class FCMAE(nn.Module):
     """Sparse ConvNeXt V2 encoder + light ConvNeXt V2 decoder, trained to predict masked patches.
 
     ``encoder`` is a variant name or a :class:`ConvNeXtV2`: FCMAE trains its own encoder, built from
-    the name (``block`` and ``grn_aggregation`` configure it) or copied from the given model, which is
+    the name (``block``, ``grn_aggregation`` and ``block_norm`` configure it) or copied from the given model, which is
     left as it is. Its parameter names are those of the dense model, so ``fcmae.encoder.state_dict()``
     loads into ``create_model(name)`` for fine-tuning (with a fresh final norm and head). The decoder
     is always the paper's (V2 blocks, L2 GRN). ``backend`` picks the sparse encoder implementation
@@ -96,10 +97,11 @@ class FCMAE(nn.Module):
         grn_aggregation: str = "l2",
         sparse: bool = True,
         in_chans: int = 3,
+        block_norm: str | None = None,
     ) -> None:
         super().__init__()
         # initialized first, as seeded runs expect
-        self.encoder = pretraining_encoder(encoder, block, grn_aggregation, in_chans)
+        self.encoder = pretraining_encoder(encoder, block, grn_aggregation, in_chans, block_norm)
         if decoder_depth < 1 or decoder_dim < 1:
             raise ValueError(f"decoder_depth and decoder_dim must be >= 1, got {decoder_depth}, {decoder_dim}")
         random_mask(1, PATCH_SIZE, mask_ratio)  # validates mask_ratio with a clear message
@@ -121,7 +123,8 @@ class FCMAE(nn.Module):
         return cls(config["model"], decoder_dim=config["decoder_dim"], decoder_depth=config["decoder_depth"],
                    mask_ratio=config["mask_ratio"], norm_pix_loss=config["norm_pix_loss"], backend=config["backend"],
                    block=config.get("block", "v2"), grn_aggregation=config.get("grn_aggregation", "l2"),
-                   sparse=config.get("sparse_encoder", True), in_chans=config.get("in_chans", 3))
+                   sparse=config.get("sparse_encoder", True), in_chans=config.get("in_chans", 3),
+                   block_norm=config.get("block_norm"))
 
     def random_mask(self, imgs: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A fresh ``(N, H/32, W/32)`` mask at ``self.mask_ratio`` for ``imgs``."""

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .models.convnextv2 import VARIANTS, ConvNeXtV2
+from .models.convnextv2 import VARIANTS, ConvNeXtV2, architecture
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def save_pretrained(model: ConvNeXtV2, folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {"variant": getattr(model, "variant", None), "num_classes": model.num_classes,
-              "in_chans": model.in_chans, "block": model.block, "grn_aggregation": model.grn_aggregation,
+              "in_chans": model.in_chans, **architecture(model),
               "depths": list(model.depths), "dims": list(model.dims)}
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / SAFETENSORS_NAME))
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")

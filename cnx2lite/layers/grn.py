@@ -36,6 +36,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from .positions import AllPositions, Positions, TokenPositions
+
 GRN_AGGREGATIONS = ("l2", "l1", "mean")
 GRN_NORMALIZATIONS = ("divisive", "standardize", "none")
 
@@ -126,52 +128,6 @@ class GRN(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.gamma.shape[-1]}, eps={self.eps}, aggregation={self.aggregation!r}"
-
-
-class AllPositions:
-    """Dense maps ``(N, H, W, C)``: sums over all positions, ``(N, 1, 1, C)``, which broadcast."""
-
-    def sum(self, x: Tensor) -> Tensor:
-        return x.sum(dim=(1, 2), keepdim=True)
-
-    def expand(self, values: Tensor) -> Tensor:
-        return values
-
-
-class MaskedPositions(AllPositions):
-    """Dense maps whose masked positions hold garbage: sums over positions where ``visible``
-    ``(N, H, W, 1)`` is 1."""
-
-    def __init__(self, visible: Tensor) -> None:
-        self.visible = visible
-
-    def sum(self, x: Tensor) -> Tensor:
-        return super().sum(x * self.visible)
-
-
-class TokenPositions:
-    """A flat set of visible tokens ``(M, C)`` sorted by sample, ``lengths[n]`` of them for sample
-    ``n``: sums ``(N, C)``, expanded back to ``(M, C)`` by :meth:`expand`. Equal lengths (the
-    usual case: every FCMAE mask keeps the same number of cells) take a faster reshape path."""
-
-    def __init__(self, lengths: Tensor) -> None:
-        self.lengths = lengths
-        self.uniform = bool((lengths == lengths[0]).all())
-
-    def sum(self, x: Tensor) -> Tensor:
-        if self.uniform:
-            return x.view(len(self.lengths), -1, x.shape[-1]).sum(dim=1)
-        return torch.segment_reduce(x, "sum", lengths=self.lengths, axis=0)
-
-    def expand(self, values: Tensor) -> Tensor:
-        """Per-sample ``(N, C)`` -> per-token ``(M, C)``."""
-        if self.uniform:
-            n, c = values.shape
-            return values.unsqueeze(1).expand(n, int(self.lengths[0]), c).reshape(-1, c)
-        return values.repeat_interleave(self.lengths, dim=0)
-
-
-Positions = AllPositions | TokenPositions
 
 
 def set_fused(model: nn.Module, enabled: bool) -> None:

@@ -7,7 +7,12 @@ V2 block: 7x7 depthwise conv -> LayerNorm -> Linear(C, 4C) -> GELU -> GRN -> Lin
 residual (+ drop path). ``block="v1"`` gives the ConvNeXt V1 block instead (no GRN, LayerScale
 1e-6), which the feature-collapse analysis compares against. ``grn_aggregation`` picks GRN's
 per-channel statistic for the paper's ablation (``"l2"``, the default and the paper's; ``"l1"``;
-``"mean"``); it adds no parameters, so official checkpoints load under any of them.
+``"mean"``); it adds no parameters, so official checkpoints load under any of them. ``block_norm`` puts
+another module in GRN's place, for the paper's normalization and gating ablation (one of
+:data:`~cnx2lite.layers.block_norm.BLOCK_NORMS`; default: GRN in V2 blocks, none in V1 blocks).
+
+:data:`ARCHITECTURE` names the options that change what a given set of weights computes: they are
+recorded with the weights (run configs, checkpoints, ``save_pretrained``) and checked when loading.
 """
 from __future__ import annotations
 
@@ -17,8 +22,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..layers import GRN, GRN_AGGREGATIONS, DepthwiseConv2d, DropPath, LayerNorm2d
-from ..layers.grn import Positions
+from ..layers import GRN_AGGREGATIONS, DepthwiseConv2d, DropPath, LayerNorm2d
+from ..layers.block_norm import BLOCK_NORMS, create_block_norm
+from ..layers.grn import GRN
+from ..layers.positions import Positions
 
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
@@ -31,29 +38,38 @@ VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "convnextv2_huge": ((3, 3, 27, 3), (352, 704, 1408, 2816)),
 }
 BLOCK_STYLES = ("v2", "v1")
+ARCHITECTURE = ("block", "grn_aggregation", "block_norm")  # recorded with weights, checked at loading
 PATCH_SIZE = 32  # total stride: 4 (stem) * 2 * 2 * 2 (downsampling layers)
 
 
 class Block(nn.Module):
-    """One ConvNeXt block on ``(N, C, H, W)`` maps; the MLP runs channels-last."""
+    """One ConvNeXt block on ``(N, C, H, W)`` maps; the MLP runs channels-last. ``block_norm`` (default: ``"grn"`` for
+    a V2 block, ``"none"`` for V1) is the module after the GELU: GRN as ``self.grn`` (the official parameter names),
+    any other as ``self.mlp_norm``."""
 
-    def __init__(self, dim: int, drop_path: float = 0.0, block: str = "v2", grn_aggregation: str = "l2") -> None:
+    def __init__(self, dim: int, drop_path: float = 0.0, block: str = "v2", grn_aggregation: str = "l2",
+                 block_norm: str | None = None) -> None:
         super().__init__()
+        block_norm = block_norm or default_block_norm(block)
         self.dwconv = DepthwiseConv2d(dim, kernel_size=7)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.act = nn.GELU()
-        self.grn = GRN(4 * dim, aggregation=grn_aggregation) if block == "v2" else None
+        after_act = create_block_norm(block_norm, 4 * dim, grn_aggregation)
+        self.grn = after_act if isinstance(after_act, GRN) else None
+        self.mlp_norm = None if isinstance(after_act, GRN) else after_act
         self.pwconv2 = nn.Linear(4 * dim, dim)
         self.gamma = nn.Parameter(torch.full((dim,), 1e-6)) if block == "v1" else None
         self.drop_path = DropPath(drop_path)
 
     def mlp(self, x: Tensor, positions: Positions | None = None) -> Tensor:
         """The per-position part of the block on channels-last ``(..., C)`` features, up to the
-        residual. ``positions`` tells GRN where each sample's visible positions are."""
+        residual. ``positions`` tells GRN (or what takes its place) where each sample's visible positions are."""
         x = self.act(self.pwconv1(self.norm(x)))
         if self.grn is not None:
             x = self.grn(x, positions)
+        if self.mlp_norm is not None:
+            x = self.mlp_norm(x, positions)
         x = self.pwconv2(x)
         return x if self.gamma is None else x * self.gamma
 
@@ -76,11 +92,14 @@ class ConvNeXtV2(nn.Module):
         head_init_scale: float = 1.0,
         block: str = "v2",
         grn_aggregation: str = "l2",
+        block_norm: str | None = None,
         stage_norms: bool = False,
     ) -> None:
         super().__init__()
         _check_choice("block", block, BLOCK_STYLES)
         _check_choice("grn_aggregation", grn_aggregation, GRN_AGGREGATIONS)
+        block_norm = block_norm or default_block_norm(block)
+        _check_choice("block_norm", block_norm, BLOCK_NORMS)
         _check_positive_int("in_chans", in_chans)
         if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}")
@@ -89,7 +108,7 @@ class ConvNeXtV2(nn.Module):
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f"depths and dims need 4 stages each, got depths={depths}, dims={dims}")
         self.depths, self.dims, self.in_chans, self.block = tuple(depths), tuple(dims), in_chans, block
-        self.grn_aggregation = grn_aggregation
+        self.grn_aggregation, self.block_norm = grn_aggregation, block_norm
         self.num_classes = num_classes
 
         stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
@@ -103,7 +122,7 @@ class ConvNeXtV2(nn.Module):
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
             first = sum(depths[:i])
-            blocks = [Block(dims[i], rates[first + j], block, grn_aggregation) for j in range(depth)]
+            blocks = [Block(dims[i], rates[first + j], block, grn_aggregation, block_norm) for j in range(depth)]
             self.stages.append(nn.Sequential(*blocks))
         # A LayerNorm per stage output for dense tasks, as the official detection/segmentation backbones add them.
         self.stage_norms = nn.ModuleList(LayerNorm2d(d, eps=1e-6) for d in dims) if stage_norms else None
@@ -204,6 +223,16 @@ def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
+def default_block_norm(block: str) -> str:
+    """What follows the MLP's GELU in a block style: GRN in V2, nothing in V1."""
+    return "grn" if block == "v2" else "none"
+
+
+def architecture(model: ConvNeXtV2) -> dict:
+    """The model's :data:`ARCHITECTURE` options, as recorded with its weights."""
+    return {name: getattr(model, name) for name in ARCHITECTURE}
+
+
 def _check_positive_int(name: str, value: object) -> None:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -214,12 +243,11 @@ def create_model(name: str, **overrides) -> ConvNeXtV2:
     With weights (released or a file): :func:`cnx2lite.create_model` (``pretrained=``), which builds on this one.
 
     Options: ``num_classes``, ``drop_path_rate``, ``head_init_scale``, ``in_chans``, ``block``
-    (``"v2"`` or ``"v1"``), ``grn_aggregation`` (``"l2"``, ``"l1"`` or ``"mean"``), ``stage_norms`` (a
-    LayerNorm per stage output for :meth:`ConvNeXtV2.forward_intermediates`)."""
+    (``"v2"`` or ``"v1"``), ``grn_aggregation`` (``"l2"``, ``"l1"`` or ``"mean"``), ``block_norm`` (one of
+    ``BLOCK_NORMS``), ``stage_norms`` (a LayerNorm per stage output for :meth:`ConvNeXtV2.forward_intermediates`)."""
     if name not in VARIANTS:
         raise ValueError(f"unknown model name {name!r}; available: {', '.join(VARIANTS)}")
-    allowed = ("num_classes", "drop_path_rate", "head_init_scale", "in_chans", "block", "grn_aggregation",
-               "stage_norms")
+    allowed = ("num_classes", "drop_path_rate", "head_init_scale", "in_chans", *ARCHITECTURE, "stage_norms")
     if "pretrained" in overrides:
         raise TypeError("cnx2lite.models.create_model builds the architecture only: for weights use "
                         "cnx2lite.create_model(name, pretrained=...)")

@@ -89,7 +89,10 @@ def _forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
     for i, stage in enumerate(model.stages):
         order, rank, coords = _token_order(manager, key)
         tokens = rows[order]
-        positions = TokenPositions(torch.bincount(coords[:, 0], minlength=n))
+        stride = 2 ** i  # of this stage's coordinates, in stem-output positions
+        positions = TokenPositions(torch.bincount(coords[:, 0], minlength=n),
+                                   torch.cat([coords[:, :1], coords[:, 1:] // stride], dim=1),
+                                   (stem.shape[1] // stride, stem.shape[2] // stride))
         kernel_map = _submanifold_kernel_map(manager, key, stage[0].dwconv.kernel_size[0], rank)
         for block in stage:
             y = block.mlp(_channelwise_conv(tokens, kernel_map, block.dwconv), positions)

@@ -24,7 +24,7 @@ from timm.data import create_transform
 
 from ..amp import AMP_MODES
 from ..data import SELECTIONS
-from ..layers import GRN_AGGREGATIONS
+from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..masking import check_mask_ratio
 from ..models import VARIANTS
 from ..models.convnextv2 import BLOCK_STYLES
@@ -50,6 +50,8 @@ class TrainConfig:
     grn_aggregation: str = _f("l2", "GRN's per-channel statistic over positions: l2 (the paper's), l1 or mean (global "
                                     "average pooling); the paper's ablation, ConvNeXt V2-B fine-tuned top-1: "
                                     "l2 84.6, l1 84.3, mean 83.7")
+    block_norm: str | None = _f(None, "what follows the MLP's GELU: grn (V2's), none (V1's), or the paper's "
+                                      "alternatives lrn, bn, ln, se, cbam (None: the block style's)")
     drop_path: float = _f(0.0, "stochastic depth rate, linear in depth")
     head_init_scale: float = _f(1.0, "scale of the classifier's initial weights", task="finetune")
     pretrained: str | None = _f(None, "weights to fine-tune from: released weights by name (e.g. "
@@ -147,7 +149,8 @@ class TrainConfig:
         for f in dataclasses.fields(self):  # types first: flags, a --config file and the API all pass here
             setattr(self, f.name, _typed(f.name, str(f.type), getattr(self, f.name)))
         checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
-                  ("grn_aggregation", GRN_AGGREGATIONS), ("image_selection", SELECTIONS), ("eval_split", EVAL_SPLITS),
+                  ("grn_aggregation", GRN_AGGREGATIONS), ("block_norm", (None, *BLOCK_NORMS)),
+                  ("image_selection", SELECTIONS), ("eval_split", EVAL_SPLITS),
                   ("layer_decay_mode", ("single", "group")))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:

@@ -20,6 +20,7 @@ from ..checkpoints import FCMAE_DECODER, fcmae_decoder_state_dict, load_pretrain
 from ..fcmae import FCMAE
 from ..masking import random_mask
 from ..models import create_model
+from ..models.convnextv2 import architecture
 from .config import TrainConfig
 from .plots import plot_reconstructions
 from .seeding import derive_seed
@@ -40,7 +41,7 @@ def _init_from(model: FCMAE, source: str) -> None:
     same architecture (strict: every encoder weight must be there), and the decoder too when the source is an FCMAE
     checkpoint that carries one (ours, or the official one's, whose decoder uses the same names)."""
     encoder = create_model(model.encoder.variant, num_classes=0, block=model.encoder.block,
-                           grn_aggregation=model.encoder.grn_aggregation, in_chans=model.encoder.in_chans)
+                           in_chans=model.encoder.in_chans, **architecture(model.encoder))
     load_pretrained(encoder, source)  # every check of the source's format and recorded architecture
     state = read_state_dict(source)
     weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith(("norm.", "head."))}
@@ -154,6 +155,7 @@ class FinetuneTask:
         c = self.config
         model = create_model(c.model, num_classes=num_classes, drop_path_rate=c.drop_path,
                              head_init_scale=c.head_init_scale, block=c.block, grn_aggregation=c.grn_aggregation,
+                             block_norm=c.block_norm,
                              in_chans=c.in_chans)
         if c.pretrained:
             load_pretrained(model, c.pretrained, skip_head=True)
