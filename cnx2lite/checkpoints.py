@@ -96,11 +96,13 @@ def load_pretrained(
     them, except the final norm and head that an encoder-only (FCMAE) checkpoint lacks: those keep
     their initialization and are listed in ``missing_keys``. Without ``strict``, keys that do not
     fit are skipped and reported in the result."""
+    saved = {}
     if not isinstance(source, Mapping) and hub.is_saved_folder(source):  # a save_pretrained folder
-        source, architecture = hub.load_saved(source)
-        _check_architecture(model, architecture)
+        source, saved = hub.load_saved(source)
+        _check_architecture(model, saved)
     state_dict, notes, architecture = _read(source, use_ema)
-    _check_architecture(model, architecture)  # a cnx2lite run's block and GRN aggregation
+    _check_architecture(model, architecture)  # a cnx2lite run's block, GRN aggregation and block norm
+    saved = {**saved, **architecture}
     state_dict, source_format = convert_state_dict(state_dict)
     state_dict, adapted = _adapt_stem(state_dict, model.in_chans)
     notes += adapted
@@ -110,8 +112,11 @@ def load_pretrained(
         if dropped:
             notes.append("the checkpoint's classifier was not loaded: the model keeps its own head")
 
+    state_dict, grn_notes, grn_missing = _grn_changed(model, state_dict, saved)
+    notes += grn_notes
     expected = model.state_dict()
     allowed_missing = ("stage_norms.", "head.") if skip_head else ("stage_norms.",)  # no release has stage norms
+    allowed_missing += grn_missing
     if not any(k.startswith(FINAL_KEYS) for k in state_dict):
         allowed_missing += FINAL_KEYS
         notes.append("encoder-only checkpoint: the final norm and head keep their initialization")
@@ -229,13 +234,35 @@ def _adapt_stem(state_dict: dict[str, Tensor], in_chans: int) -> tuple[dict[str,
     return {**state_dict, STEM: adapted}, [f"stem adapted from 3 to {in_chans} input channels"]
 
 
+GRN_CHANGE = {"grn", "none"}  # a block norm swap that loading allows: GRN removed, or added at the identity
+LAYER_SCALE = re.compile(r"stages\.\d+\.\d+\.gamma")  # a V1 block's LayerScale (GRN's is "...grn.gamma")
+
+
+def _grn_changed(model: ConvNeXtV2, state_dict: dict[str, Tensor],
+                 saved: Mapping) -> tuple[dict[str, Tensor], list[str], tuple]:
+    """The paper's "GRN at fine-tuning" ablation: weights trained with GRN into a model without it (GRN's weights are
+    dropped) or weights of blocks without GRN (V1's, with LayerScale, or recorded ``block_norm="none"``) into a model
+    with it (GRN starts as the identity, gamma = beta = 0). Returns the state dict, a note, and the keys allowed to be
+    missing. Any other missing GRN still fails the strict load."""
+    has_grn = any(".grn." in k for k in state_dict)
+    without_grn = saved.get("block_norm") == "none" or any(LAYER_SCALE.fullmatch(k) for k in state_dict)
+    if model.block_norm == "none" and has_grn:
+        kept = {k: v for k, v in state_dict.items() if ".grn." not in k}
+        return kept, ["GRN removed: the source's GRN weights are not loaded (the model's blocks have none)"], ()
+    if model.block_norm == "grn" and not has_grn and without_grn:
+        grn_keys = tuple(k for k in model.state_dict() if ".grn." in k)
+        return state_dict, ["GRN added: the source has none, so every GRN starts as the identity"], grn_keys
+    return state_dict, [], ()
+
+
 def _check_architecture(model: ConvNeXtV2, saved: Mapping) -> None:
     """Saved weights' recorded architecture must be the model's: GRN's aggregation has no parameters, so a mismatch
     would otherwise load silently. Fields the source does not record are not compared."""
     mine = {"depths": list(model.depths), "dims": list(model.dims), "in_chans": model.in_chans, **architecture(model)}
     if saved.get("block_norm", "") is None:  # a config's None: the block style's own
         saved = {**saved, "block_norm": default_block_norm(saved.get("block", model.block))}
-    differ = [f"{k}: saved {saved[k]!r}, model {v!r}" for k, v in mine.items() if k in saved and saved[k] != v]
+    differ = [f"{k}: saved {saved[k]!r}, model {v!r}" for k, v in mine.items() if k in saved and saved[k] != v
+              and not (k == "block_norm" and {saved[k], v} == GRN_CHANGE)]
     if differ:
         raise ValueError(f"the saved weights are of another architecture ({'; '.join(differ)}): build the model "
                          "with the saved settings")

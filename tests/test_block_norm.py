@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_sparse import OTHERS, _run, assert_close_fp32, border_mask
 
 from cnx2lite import FCMAE, create_model
 from cnx2lite.layers import BLOCK_NORMS, AllPositions, TokenPositions, create_block_norm
@@ -12,7 +13,6 @@ from cnx2lite.layers.block_norm import CBAM, SqueezeExcite, VisibleBatchNorm
 from cnx2lite.masking import pixel_mask, random_mask
 from cnx2lite.sparse import available_backends, sparse_forward_features
 from conftest import randomize_
-from test_sparse import OTHERS, _run, assert_close_fp32, border_mask
 
 ALTERNATIVES = [name for name in BLOCK_NORMS if name != "grn"]
 
@@ -142,3 +142,27 @@ def test_the_option_is_recorded_with_the_weights_and_checked(tmp_path):
     assert create_model("convnextv2_atto", block="v1", block_norm="grn").stages[0][0].grn is not None
     with pytest.raises(ValueError, match="block_norm must be one of"):
         create_model("convnextv2_atto", block_norm="gn")
+
+
+def test_grn_removed_or_added_at_fine_tuning():
+    """The paper's ablation of GRN in pretraining vs fine-tuning: a V2 encoder's weights load into a model without GRN
+    (GRN's weights dropped), a V1 encoder's into V1 blocks with GRN added (the identity at first: same function)."""
+    from cnx2lite.checkpoints import load_pretrained
+
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    v2 = randomize_(create_model("convnextv2_atto", num_classes=0))
+    without = create_model("convnextv2_atto", num_classes=0, block_norm="none")
+    result = load_pretrained(without, v2.state_dict())
+    assert any("GRN removed" in note for note in result.notes)
+    torch.testing.assert_close(without.stages[2][1].pwconv1.weight, v2.stages[2][1].pwconv1.weight)
+    v1 = randomize_(create_model("convnextv2_atto", num_classes=0, block="v1"))
+    with_grn = create_model("convnextv2_atto", num_classes=0, block="v1", block_norm="grn")
+    result = load_pretrained(with_grn, v1.state_dict())
+    assert any("GRN added" in note for note in result.notes)
+    with torch.no_grad():
+        torch.testing.assert_close(with_grn.eval()(images), v1.eval()(images))
+    # a V2 source that merely lacks its GRN weights is still refused
+    broken = {k: v for k, v in v2.state_dict().items() if ".grn." not in k}
+    with pytest.raises(ValueError, match="grn"):
+        load_pretrained(create_model("convnextv2_atto", num_classes=0), broken)

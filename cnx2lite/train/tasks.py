@@ -40,8 +40,8 @@ def _init_from(model: FCMAE, source: str) -> None:
     """Continued pretraining: the encoder from any source :func:`load_pretrained` reads, through a dense model of the
     same architecture (strict: every encoder weight must be there), and the decoder too when the source is an FCMAE
     checkpoint that carries one (ours, or the official one's, whose decoder uses the same names)."""
-    encoder = create_model(model.encoder.variant, num_classes=0, block=model.encoder.block,
-                           in_chans=model.encoder.in_chans, **architecture(model.encoder))
+    encoder = create_model(model.encoder.variant, num_classes=0, in_chans=model.encoder.in_chans,
+                           **architecture(model.encoder))
     load_pretrained(encoder, source)  # every check of the source's format and recorded architecture
     state = read_state_dict(source)
     weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith(("norm.", "head."))}
