@@ -161,23 +161,23 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     out = tmp_path / "smoke"
     # a spent budget: no run starts, and the report says which tables wait
     stopped = run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2, hours=1e-9).read_text()
-    assert "Stopped at the `--hours 1e-09` budget" in stopped and stopped.count("Not trained yet.") == 4
+    assert "Stopped at the `--hours 1e-09` budget" in stopped and stopped.count("Not trained yet.") == 5
     assert not list((out / "runs").glob("*/checkpoint-*.pt"))
 
     text = run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2).read_text()
     for heading in ("## Fine-tuning recipes, chosen on the tuning split", "## Sanity checks", "## 1. FCMAE vs scratch",
-                    "## 2. Co-design", "## 3. Sparse vs dense", "## 4. Feature collapse"):
+                    "## 2. Co-design", "## 3. Sparse vs dense", "## 4. Feature collapse", "## 5. GRN against"):
         assert heading in text
     assert "Not trained yet" not in text and "Stopped" not in text
     prose = " ".join(text.split())
     assert "hierarchical bootstrap" in prose and "0.750 of each image is masked" in prose  # 64 px: 1 of 2x2 cells kept
     assert "one run per arm" not in text  # replicated: the verdicts speak of reruns
     for figure in ("label_efficiency.png", "codesign.png", "sparse_vs_dense.png", "feature_collapse_64px.png",
-                   "pretraining_knn.png", "reconstruction.png"):
+                   "grn_ablation.png", "pretraining_knn.png", "reconstruction.png"):
         assert (out / figure).is_file() and f"({figure})" in text
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {r["table"] for r in rows} == {"1", "2", "3", "4"}
+    assert {r["table"] for r in rows} == {"1", "2", "3", "4", "5"}
     for r in rows:
         assert float(r["ci_low"]) <= float(r["value"]) <= float(r["ci_high"])
     runs = {(r["table"], r["row"], r["metric"]): r["runs"].split() for r in rows}
@@ -189,8 +189,9 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     first = (out / "results.csv").read_text()
     checkpoints = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoint-*.pt")}
     # 8 pretrainings (V1/V2 x sparse/dense x 2 runs), 12 sweep trials, 26 fine-tunings (FCMAE 4 per cell, scratch 2):
-    # K=4 and K=all x (V2 FCMAE + scratch), V1 FCMAE + scratch, V1 and V2 dense conv
-    assert len(checkpoints) == 8 + 12 + 26
+    # K=4 and K=all x (V2 FCMAE + scratch), V1 FCMAE + scratch, V1 and V2 dense conv; the GRN table: 4 pretrainings
+    # (nothing or CBAM in GRN's place x 2 runs) and 16 fine-tunings (those two, GRN removed or added at fine-tuning)
+    assert len(checkpoints) == 8 + 12 + 26 + 4 + 16
     run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2)
     assert (out / "results.csv").read_text() == first
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints

@@ -4,16 +4,17 @@ Protocol (label-efficient, as SimCLR and DINO report 1% and 10% of ImageNet labe
 uses every training image with its label ignored; fine-tuning uses ``K`` labeled images per class, a random pick per
 seed from train/ less a tuning split; each init's fine-tuning recipe is chosen on that tuning split first, with the
 same trials for every init (:mod:`.sweep`); evaluation uses the val split (all of it at the cpu and gpu scales).
-Four tables, each row beside the paper's number:
+Five tables, each row beside the paper's number:
 
 1. FCMAE vs scratch at every ``K``: kNN top-1 of the frozen encoder (memory bank: the ``K``
    labeled images per class) and fine-tuned top-1; with every label both arms train as many epochs;
 2. the co-design 2x2 at the main ``K``: V1/V2 blocks x scratch/FCMAE (the paper: FCMAE helps V2
    much more than V1);
 3. sparse vs dense-conv FCMAE encoder at the main ``K``, with V1 blocks (as the paper ran it) and V2;
-4. feature collapse of V1-FCMAE, V2-FCMAE, a random init and a supervised model: per-layer channel
-   cosine distance and the fractions of dead and saturated channels, at the training resolution, on
-   val images of distinct classes.
+4. feature collapse block by block (:mod:`cnx2lite.collapse_curves`) of V1-FCMAE, V2-FCMAE, random inits and a
+   supervised model, at the training resolution and at 224 px, on val images of alternating classes;
+5. the GRN ablation of the paper's Table 2 at the main ``K``: what follows the MLP's GELU (GRN, nothing, LRN,
+   BatchNorm, LayerNorm, SE, CBAM, GRN's other aggregations) and GRN in pretraining only or fine-tuning only.
 
 Replication: every pretrained arm pretrains ``--pretrain-seeds`` times and every cell fine-tunes ``--seeds`` times from
 each pretraining run (scratch: ``--seeds`` times); intervals come from the hierarchical bootstrap over pretraining

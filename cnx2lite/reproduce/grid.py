@@ -14,9 +14,14 @@ from torch import Tensor
 from .. import data
 from ..amp import resolve_amp
 from ..factory import load_model
+from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..models import ConvNeXtV2
+from ..models.convnextv2 import BLOCK_STYLES
 from ..probes import KNN_K, extract_features, predict, probe_features
 from ..train import RunResult, TrainConfig, load_preset, train
+
+# what the GRN table puts in GRN's place, at the cpu and gpu scales (arch_options names)
+GRN_ALTERNATIVES = ("v2-none", "v2-lrn", "v2-bn", "v2-ln", "v2-se", "v2-cbam", "v2-l1", "v2-mean")
 
 
 @dataclass(frozen=True)
@@ -42,13 +47,15 @@ class Scale:
     collapse_images: int = 500  # val images of the feature-collapse curves
     collapse_sizes: tuple[int, ...] = (224,)  # resolutions they are measured at
     collapse_rank_resamples: int = 50  # image resamples the effective rank is recomputed on (its interval)
+    grn_archs: tuple[str, ...] = GRN_ALTERNATIVES  # what the GRN table puts in GRN's place (arch_options names)
 
 
 SCALES = {
     # CI: seconds, checks that every table is produced, not the claims.
     "smoke": Scale("convnextv2_atto", 64, 1, 8, 64, shots=(4, None), main_shot=4, finetune_epochs={4: 2, None: 1},
                    num_classes=2, images_per_class=8, val_images_per_class=4, eval_points=1, workers=0,
-                   preset="smoke", collapse_images=4, collapse_sizes=(64,), collapse_rank_resamples=3),
+                   preset="smoke", collapse_images=4, collapse_sizes=(64,), collapse_rank_resamples=3,
+                   grn_archs=("v2-none", "v2-cbam")),
     # 2 CPU cores: atto at 96 px (a 3x3 grid of 32 px cells, 3 visible at ratio 0.6) on all of Imagenette.
     # Replicated: 2 pretraining runs per pretrained arm x 3 fine-tuning seeds, about 4.5 hours of training.
     "cpu": Scale("convnextv2_atto", 96, 8, 64, 256, shots=(10, 50, None), main_shot=50,
@@ -90,14 +97,31 @@ def shot_label(k: int | None) -> str:
     return "all" if k is None else str(k)
 
 
+def arch_options(arch: str) -> dict:
+    """The model options of an architecture name of the grid: a block style, then optionally what follows the MLP's
+    GELU (a block norm) or GRN's aggregation: ``"v2"``, ``"v1"``, ``"v2-bn"``, ``"v2-l1"``, ``"v1-grn"``."""
+    block, _, variant = arch.partition("-")
+    if block not in BLOCK_STYLES or (variant and variant not in BLOCK_NORMS and variant not in GRN_AGGREGATIONS):
+        raise ValueError(f"unknown grid architecture {arch!r}: a block style ({', '.join(BLOCK_STYLES)}), then "
+                         f"optionally -<block norm> ({', '.join(BLOCK_NORMS)}) or -<GRN aggregation>")
+    options = {"block": block}
+    if variant in BLOCK_NORMS:
+        options["block_norm"] = variant
+    elif variant:
+        options["grn_aggregation"] = variant
+    return options
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One cell of a table: the fine-tuned runs that share ``k``, ``init`` and ``block``, one per (pretraining run,
-    fine-tuning seed) of :meth:`Grid.origins`."""
+    """One cell of a table: the fine-tuned runs that share ``k``, ``init`` and ``block`` (an architecture name of
+    :func:`arch_options`), one per (pretraining run, fine-tuning seed) of :meth:`Grid.origins`. ``tuned``: the
+    architecture fine-tuned, when it is not the pretrained one (GRN removed or added at fine-tuning)."""
 
     k: int | None
     init: str  # 'scratch', 'fcmae' or 'fcmae-denseconv'
     block: str = "v2"
+    tuned: str | None = None
 
 
 class BudgetSpent(Exception):
@@ -134,29 +158,30 @@ class Grid:
     def _pretrain_config(self, block: str, sparse: bool, seed: int) -> tuple[str, TrainConfig]:
         name = self.pretrain_name(block, sparse, seed)
         s = self.scale
-        return name, dataclasses.replace(self._common(name, seed, s.pretrain_epochs, "pretrain"), block=block,
+        return name, dataclasses.replace(self._common(name, seed, s.pretrain_epochs, "pretrain"), **arch_options(block),
                                          sparse_encoder=sparse, images_per_class=s.images_per_class,
                                          decoder_dim=s.decoder_dim, recon_every=s.pretrain_epochs)
 
     def finetune(self, k: int | None, init: str, block: str = "v2", seed: int = 0, recipe: Recipe | None = None,
-                 tune: bool = False, pretrain_seed: int = 0) -> RunResult:
+                 tune: bool = False, pretrain_seed: int = 0, tuned: str | None = None) -> RunResult:
         """Fine-tune on ``k`` labeled images per class (None: all) from ``init``: 'scratch', 'fcmae' or
         'fcmae-denseconv' (pretraining run ``pretrain_seed``), with ``recipe`` (default: the one chosen for ``init``,
         else the preset's, with layer-wise lr decay for every init). The labeled images are a random pick per seed
         from train/ less the tuning split; ``tune`` scores on the tuning split instead of val/ (the sweep). With few
         labels, batches of at most 32 give more optimizer steps per image. Scratch with every label trains for the
-        pretraining's epochs too (:meth:`epochs`)."""
+        pretraining's epochs too (:meth:`epochs`). ``tuned``: fine-tune that architecture instead of ``block``'s."""
         if init != "scratch":
             self.pretrain(block, sparse=init == "fcmae", seed=pretrain_seed)
-        return self._run(*self._finetune_config(k, init, block, seed, recipe, tune, pretrain_seed))
+        return self._run(*self._finetune_config(k, init, block, seed, recipe, tune, pretrain_seed, tuned))
 
     def _finetune_config(self, k: int | None, init: str, block: str, seed: int, recipe: Recipe | None, tune: bool,
-                         pretrain_seed: int) -> tuple[str, TrainConfig]:
+                         pretrain_seed: int, tuned: str | None = None) -> tuple[str, TrainConfig]:
         recipe = self._recipe(init, recipe)
-        name = self.finetune_name(k, init, block, seed, recipe, tune, pretrain_seed)
+        name = self.finetune_name(k, init, block, seed, recipe, tune, pretrain_seed, tuned)
         s, epochs = self.scale, self.epochs(k, init)
         config = dataclasses.replace(
-            self._common(name, seed, epochs, "finetune"), block=block, images_per_class=k or s.images_per_class,
+            self._common(name, seed, epochs, "finetune"), **arch_options(tuned or block),
+            images_per_class=k or s.images_per_class,
             ema_decay=0.0, layer_decay=FINETUNED_LAYER_DECAY, image_selection="random", tune_fraction=TUNE_FRACTION,
             eval_split="tune" if tune else "val", batch_size=s.batch_size if k is None else min(s.batch_size, 32),
             **(recipe.settings(epochs) if recipe else {}))
@@ -168,17 +193,19 @@ class Grid:
         return recipe or self.recipes.get(init) or self.recipes.get(init.removesuffix("-denseconv"))
 
     def finetune_name(self, k: int | None, init: str, block: str = "v2", seed: int = 0, recipe: Recipe | None = None,
-                      tune: bool = False, pretrain_seed: int = 0) -> str:
+                      tune: bool = False, pretrain_seed: int = 0, tuned: str | None = None) -> str:
         """The run directory name of :meth:`finetune` with these arguments."""
         recipe = self._recipe(init, recipe)
         origin = init if init == "scratch" else f"{init}-p{pretrain_seed}"
-        return (f"finetune-{block}-{origin}-k{shot_label(k)}-s{seed}" + (f"-{recipe.name}" if recipe else "")
+        if tuned:
+            origin = f"{origin}-from-{block}"
+        return (f"finetune-{tuned or block}-{origin}-k{shot_label(k)}-s{seed}" + (f"-{recipe.name}" if recipe else "")
                 + ("-tune" if tune else ""))
 
     def cell_names(self, cell: Cell) -> list[str]:
         """The run directory names of ``cell``'s runs and of the pretraining runs they start from."""
         origins = self.origins(cell.init)
-        names = [self.finetune_name(cell.k, cell.init, cell.block, seed, pretrain_seed=p)
+        names = [self.finetune_name(cell.k, cell.init, cell.block, seed, pretrain_seed=p, tuned=cell.tuned)
                  for p, seeds in origins for seed in seeds]
         if cell.init != "scratch":
             names += [self.pretrain_name(cell.block, cell.init == "fcmae", p) for p, _ in origins]
@@ -199,12 +226,12 @@ class Grid:
 
     def cell_runs(self, cell: Cell) -> list[list[RunResult]]:
         """Every run of ``cell`` (trained or resumed on first use), ``[pretraining run][fine-tuning seed]``."""
-        return [[self.finetune(cell.k, cell.init, cell.block, seed, pretrain_seed=p) for seed in seeds]
-                for p, seeds in self.origins(cell.init)]
+        return [[self.finetune(cell.k, cell.init, cell.block, seed, pretrain_seed=p, tuned=cell.tuned)
+                 for seed in seeds] for p, seeds in self.origins(cell.init)]
 
     def cell_finished(self, cell: Cell) -> bool:
         """Whether every run of ``cell`` (and its pretraining) has finished, without training anything."""
-        configs = [self._finetune_config(cell.k, cell.init, cell.block, seed, None, False, p)
+        configs = [self._finetune_config(cell.k, cell.init, cell.block, seed, None, False, p, cell.tuned)
                    for p, seeds in self.origins(cell.init) for seed in seeds]
         if cell.init != "scratch":
             configs += [self._pretrain_config(cell.block, cell.init == "fcmae", p) for p, _ in self.origins(cell.init)]
@@ -250,10 +277,10 @@ class Evaluator:
                                           images_per_class=s.val_images_per_class)
         self.cache: dict[Cell | tuple, Tensor] = {}
 
-    def finetuned(self, k: int | None, init: str, block: str = "v2") -> Tensor:
+    def finetuned(self, k: int | None, init: str, block: str = "v2", tuned: str | None = None) -> Tensor:
         """``(P, S, N)`` correctness of a cell's fine-tuned runs: pretraining runs (1 for scratch), fine-tuning seeds,
         val images (trained on first use, evaluated once)."""
-        cell = Cell(k, init, block)
+        cell = Cell(k, init, block, tuned)
         if cell not in self.cache:
             groups = []
             for runs in self.grid.cell_runs(cell):
@@ -305,5 +332,5 @@ class Evaluator:
         """A frozen encoder: pretraining run ``pretrain_seed`` ('fcmae', 'fcmae-denseconv') or a random init from that
         seed ('scratch')."""
         if init == "scratch":
-            return load_model("random", self.grid.scale.model, block, seed=pretrain_seed)[0]
+            return load_model("random", self.grid.scale.model, arch_options(block)["block"], seed=pretrain_seed)[0]
         return load_model(self.grid.pretrain(block, sparse=init == "fcmae", seed=pretrain_seed).run_dir)[0]
