@@ -6,6 +6,7 @@
     <run_dir>/config.json           the resolved config and what the data gave
     <run_dir>/metrics.csv           one row per logging window ("train") and per epoch ("epoch")
     <run_dir>/checkpoint-<step>.pt  atomic writes, newest by step, the last ``keep_last`` kept
+    <run_dir>/snapshot-epoch-<E>.pt  weights and config every ``keep_every_epochs`` epochs, never pruned
 
 (The engine adds ``curves.png``, a task its own figures, e.g. FCMAE's ``reconstructions/``.)
 
@@ -36,6 +37,7 @@ import torch
 
 LOCK_NAME = ".lock"
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pt$")
+SNAPSHOT_PATTERN = re.compile(r"snapshot-epoch-(\d+)\.pt$")
 METRIC_COLUMNS = ("kind", "epoch", "step", "train_loss", "lr", "img_per_s", "val_loss", "val_top1", "val_top5",
                   "ema_top1", "ema_top5", "knn_top1", "time_s")
 
@@ -160,6 +162,21 @@ class RunDir:
         for old in self.checkpoints()[:-keep_last]:
             old.unlink()
         return path
+
+    def save_snapshot(self, state: Mapping, epoch: int) -> Path:
+        """Write ``state`` (weights and config: what :func:`load_checkpoint` readers need) as ``snapshot-epoch-<epoch,
+        4 digits>.pt``: kept along training, never pruned, never resumed from."""
+        path = self.path / f"snapshot-epoch-{epoch:04d}.pt"
+        _save_atomically(state, path)
+        return path
+
+    def snapshots(self) -> dict[int, Path]:
+        """``{epoch: path}`` of the snapshots kept along training, in epoch order."""
+        if not self.path.is_dir():
+            return {}
+        found = sorted((int(m.group(1)), name) for name in os.listdir(self.path)
+                       if (m := SNAPSHOT_PATTERN.fullmatch(name)))
+        return {epoch: self.path / name for epoch, name in found}
 
     def newest_readable_checkpoint(self, log: Callable[[str], None] = print) -> tuple[Path, dict] | tuple[None, None]:
         """The newest checkpoint that loads, or ``(None, None)`` if there is none. Unreadable newer ones (a truncated

@@ -130,3 +130,29 @@ def test_bad_input_is_one_line(args, says, folder, tmp_path, capsys):
         main(collapse_command(folder, tmp_path / "out", *args))
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and says in err, err
+
+
+def test_snapshots_along_training_and_the_budget_curve(folder, tmp_path, capsys, one_thread):
+    """--keep-every-epochs keeps the weights at those epochs (never pruned, never resumed from); collapse
+    --along-training measures every encoder at each epoch its runs kept."""
+    from cnx2lite.rundir import RunDir
+    from cnx2lite.train import pretrain
+
+    runs = {}
+    for block in ("v1", "v2"):
+        result = pretrain("smoke", data=str(folder), output=str(tmp_path / "runs"), name=f"pre-{block}", block=block,
+                          epochs=2, keep_every_epochs=1, keep_last=1, batch_size=4)
+        runs[block] = result.run_dir
+        assert sorted(RunDir(result.run_dir).snapshots()) == [1, 2] and len(RunDir(result.run_dir).checkpoints()) == 1
+    output = tmp_path / "budget"
+    with pytest.raises(SystemExit) as exit_info:
+        main(collapse_command(folder, output, "--along-training", "--encoder", f"V1={runs['v1']}", "--encoder",
+                              f"V2={runs['v2']}"))
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(open(output / "collapse-along-training-64px.csv")))
+    assert {(r["epoch"], r["encoder"]) for r in rows} == {(e, b) for e in ("1", "2") for b in ("V1", "V2")}
+    assert (output / "collapse-along-training-64px.png").is_file()
+    with pytest.raises(SystemExit) as exit_info:  # a run without snapshots: one line saying how to get them
+        main(collapse_command(folder, output, "--along-training", "--encoder", f"x={folder}"))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "--keep-every-epochs" in err and len(err.splitlines()) == 1

@@ -10,6 +10,7 @@ from torch import nn
 
 from .. import collapse, collapse_curves, data
 from ..factory import load_model
+from ..rundir import RunDir
 from ..train.distributed import resolve_device
 from .flags import add_data_flags, add_device_flag, image_size, non_negative_int, positive
 
@@ -48,24 +49,59 @@ def load_encoders(specs: list[tuple[str, list[str]]], model: str | None,
     return encoders
 
 
+def val_images(folder: Path, size: int, count: int, device: torch.device) -> torch.Tensor:
+    """The first ``count`` val images in alternating-class order at ``size`` px, ``(N, 3, size, size)``."""
+    val = data.build_dataset(folder, "val", data.eval_transform(size))
+    picked = data.distinct_class_order(val.targets)[:count]
+    if len(picked) < count:
+        print(f"[collapse] the val split has {len(picked)} images, fewer than --images {count}: using all")
+    return torch.stack([val[i][0] for i in picked]).to(device)
+
+
+def run_along_training(args: argparse.Namespace, folder: Path, output: Path, device: torch.device) -> int:
+    """Every encoder's runs measured at each epoch they kept a snapshot of (``--keep-every-epochs``)."""
+    runs = {}
+    for label, sources in args.encoder:
+        label_runs = []
+        for source in sources:
+            snapshots = RunDir(source).snapshots() if Path(source).is_dir() else {}
+            if not snapshots:
+                raise ValueError(f"--along-training: {source} is not a run directory with snapshot-epoch-<E>.pt files "
+                                 "(train it with --keep-every-epochs N)")
+            label_runs.append({epoch: (lambda path=path: load_model(path, args.model)[0].to(device).eval())
+                               for epoch, path in snapshots.items()})
+        runs[label] = label_runs
+    figures = []
+    for size in args.img_size:
+        by_epoch = collapse_curves.measure_along_training(runs, val_images(folder, size, args.images, device),
+                                                          args.point[0], args.resamples, args.rank_resamples,
+                                                          args.positions, args.batch_size, args.seed)
+        collapse_curves.write_along_training_csv(by_epoch, output / f"collapse-along-training-{size}px.csv")
+        figures.append(f"collapse-along-training-{size}px.png")
+        collapse_curves.plot_along_training(by_epoch, title=f"collapse along pretraining, {args.images} val images at "
+                                            f"{size} px, after {args.point[0].upper()}").savefig(output / figures[-1],
+                                                                                               dpi=100)
+    print(f"wrote {', '.join(figures)} and their CSV files in {output}")
+    return 0
+
+
 def run_collapse(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    encoders = load_encoders(args.encoder, args.model, device)
+    encoders = {} if args.along_training else load_encoders(args.encoder, args.model, device)
+    labels = [label for label, _ in args.encoder]
     for first, second in args.contrast:
-        missing = [label for label in (first, second) if label not in encoders]
+        missing = [label for label in (first, second) if label not in labels]
         if missing:
             raise ValueError(f"--contrast names {', '.join(map(repr, missing))}, not an --encoder label "
-                             f"({', '.join(map(repr, encoders))})")
+                             f"({', '.join(map(repr, labels))})")
     folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
+    if args.along_training:
+        return run_along_training(args, folder, output, device)
     curves, figures = [], []
     for size in args.img_size:
-        val = data.build_dataset(folder, "val", data.eval_transform(size))
-        picked = data.distinct_class_order(val.targets)[:args.images]
-        if len(picked) < args.images:
-            print(f"[collapse] the val split has {len(picked)} images, fewer than --images {args.images}: using all")
-        images = torch.stack([val[i][0] for i in picked]).to(device)
+        images = val_images(folder, size, args.images, device)
         measured = [c for point in args.point for c in collapse_curves.measure(
             encoders, images, point, args.resamples, args.rank_resamples, args.positions, args.batch_size,
             args.seed)]
@@ -93,6 +129,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "in the list); repeat for each encoder (required)")
     parser.add_argument("--contrast", nargs=2, action="append", default=[], metavar=("A", "B"),
                         help="also give A - B over blocks with its interval and verdict (repeatable)")
+    parser.add_argument("--along-training", action="store_true",
+                        help="measure each encoder's runs (run directories) at every epoch they kept a snapshot of "
+                        "(trained with --keep-every-epochs N), after the first --point: the budget curve")
     parser.add_argument("--model", default=None, help="variant for random inits and foreign files (default: the "
                         "run's, else convnextv2_atto)")
     add_data_flags(parser)

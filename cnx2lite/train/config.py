@@ -135,6 +135,8 @@ class TrainConfig:
     resume: str | None = _f(None, "'auto' (newest checkpoint in the run dir, if any) or a checkpoint path")
     save_every_steps: int = _f(0, "also checkpoint every N optimizer steps mid-epoch (0: epoch ends only)")
     keep_last: int = _f(2, "checkpoints kept in the run dir")
+    keep_every_epochs: int = _f(0, "also keep the weights every N epochs as snapshot-epoch-<N>.pt, never pruned, to "
+                                   "measure along training (cnx2lite collapse --along-training); 0: none")
     log_every_steps: int = _f(10, "metrics.csv train row every N optimizer steps")
     eval_every: int = _f(1, "evaluate every N epochs (and after the last)")
     recon_every: int = _f(1, "reconstruction figure every N epochs", task="pretrain")
@@ -224,7 +226,8 @@ VALUE_CHECKS = (
       "decoder_dim", "decoder_depth"), lambda v: v >= 1, ">= 1"),
     (("num_classes", "images_per_class", "val_images_per_class", "global_batch"), lambda v: v is None or v >= 1,
      "None (all) or >= 1"),
-    (("num_workers", "save_every_steps", "knn_images_per_class", "freeze_encoder_epochs"), lambda v: v >= 0, ">= 0"),
+    (("num_workers", "save_every_steps", "keep_every_epochs", "knn_images_per_class", "freeze_encoder_epochs"),
+     lambda v: v >= 0, ">= 0"),
     (("seed",), lambda v: 0 <= v < 2**63, "in 0..2**63-1 (it seeds torch's generators)"),
     (("lr",), lambda v: v is None or (_finite(v) and v > 0), "None (from base_lr) or a finite number > 0"),
     (("base_lr",), lambda v: _finite(v) and v > 0, "a finite number > 0"),
@@ -260,8 +263,8 @@ def fields_for(task: str) -> list[str]:
 # workers, another equivalent sparse backend). Every other field must match the checkpoint's.
 RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "init_encoder", "num_workers", "device", "amp",
                             "channels_last", "compile", "fused_grn", "ema_cpu", "output", "name", "resume",
-                            "save_every_steps", "keep_last", "log_every_steps", "eval_every", "recon_every", "progress",
-                            "tensorboard"})
+                            "save_every_steps", "keep_last", "keep_every_epochs", "log_every_steps", "eval_every",
+                            "recon_every", "progress", "tensorboard"})
 
 
 class ResumeMismatchError(ValueError):

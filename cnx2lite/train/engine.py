@@ -447,6 +447,10 @@ class Trainer:
                 if self.tensorboard is not None:
                     self.tensorboard.image(path.parent.name, path, pos.global_step)
         self._save()
+        if self.dist.is_main and c.keep_every_epochs and pos.epoch % c.keep_every_epochs == 0:
+            self.run_dir.save_snapshot({"task": self.task.name, "model": self.model.state_dict(),
+                                        "config": self.config.to_dict(), "classes": self.train_set.classes,
+                                        "position": dataclasses.asdict(self.position)}, pos.epoch)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
