@@ -238,8 +238,7 @@ def _timed_blocks(trainer: Trainer, steps: int) -> float:
     batches = iter(trainer.loader)
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._step(batches, trainer.dist.device)
-        trainer._optimizer_step()
+        trainer.train_step(batches)
     return time.perf_counter() - start
 
 

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -259,3 +260,26 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """A training checkpoint (tensors and plain containers only), from its file or its run directory (the newest
     checkpoint there). Raises a ValueError naming a file that cannot be read."""
     return read_torch_file(resolve_checkpoint(path))
+
+
+@dataclass
+class RunResult:
+    """What a run left behind. Accuracies are val top-1 in percent (None when pretraining)."""
+
+    run_dir: Path
+    history: list[dict]
+    checkpoint: Path | None
+    final_top1: float | None = None
+    best_top1: float | None = None
+    final_ema_top1: float | None = None
+    interrupted: bool = False
+    config: dict = field(default_factory=dict)
+
+    def metric(self, key: str) -> list[float]:
+        """The per-epoch values of ``key`` (e.g. ``"val_top1"``), in order."""
+        return self.series(key)[1]
+
+    def series(self, key: str) -> tuple[list[float], list[float]]:
+        """``(epochs, values)`` of ``key`` at the epochs that recorded it."""
+        rows = [r for r in self.history if r["kind"] == "epoch" and r.get(key) is not None]
+        return [r["epoch"] for r in rows], [r[key] for r in rows]

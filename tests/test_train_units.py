@@ -212,7 +212,7 @@ def test_every_training_flag_is_documented_with_its_default():
 
 
 def test_block_style_reaches_the_models():
-    from cnx2lite.train.config import load_preset
+    from cnx2lite.train.presets import load_preset
     from cnx2lite.train.tasks import FinetuneTask, PretrainTask
 
     fcmae = PretrainTask(load_preset("smoke", task="pretrain", block="v1")).build_model(2)
@@ -224,7 +224,7 @@ def test_block_style_reaches_the_models():
 
 
 def test_grn_aggregation_and_sparse_encoder_reach_the_models():
-    from cnx2lite.train.config import load_preset
+    from cnx2lite.train.presets import load_preset
     from cnx2lite.train.tasks import FinetuneTask, PretrainTask
 
     config = load_preset("smoke", task="pretrain", grn_aggregation="l1", sparse_encoder=False)

@@ -9,10 +9,12 @@ import torch
 
 from .. import data
 from ..factory import load_model
-from .config import TrainConfig, load_preset
+from ..rundir import RunResult
+from .config import TrainConfig
 from .distributed import resolve_device
-from .engine import RunResult, Trainer
+from .engine import Trainer
 from .loader import eval_loader
+from .presets import load_preset
 from .tasks import classification_stats
 
 

@@ -1,7 +1,8 @@
 """The training loop shared by FCMAE pretraining and fine-tuning (the task is the only difference).
 
-One optimizer step = ``accum_steps`` micro-batches per process; the lr is set per step from
-:func:`cosine_lr`; the EMA follows every step. What the run keeps goes through its
+One optimizer step reads top to bottom in :meth:`Trainer.train_step`: the lr from :func:`cosine_lr`, ``accum_steps``
+micro-batches per process, the loss check, clipping, the update, the EMA. The images come from :mod:`.run_data`,
+stopping and continuing is :mod:`.resume`, evaluation :func:`.tasks.evaluate`. What the run keeps goes through its
 :class:`~cnx2lite.rundir.RunDir` (lock, ``config.json``, ``metrics.csv``, checkpoints); the engine adds
 ``curves.png`` and the task its own figures. Rank 0 writes; all ranks compute.
 
@@ -15,10 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import signal
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -29,86 +27,25 @@ from tqdm.auto import tqdm
 
 from .. import data
 from ..amp import autocast, resolve_amp
-from ..image_cache import DecodedImages, cache_side
 from ..layers.grn import set_fused
 from ..probes import probe
-from ..rundir import RunDir, load_checkpoint
-from .config import ResumeMismatchError, TrainConfig, changed_settings
+from ..rundir import RunDir, RunResult, load_checkpoint
+from .config import TrainConfig, resolve_batch_and_lr
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main
 from .ema import ModelEma
 from .loader import eval_loader, train_loader
 from .optim import build_optimizer, cosine_lr
 from .plots import plot_curves
+from .resume import Position, ResumeMismatchError, StopFlag, check_resumable, checkpoint_to_resume, graceful_stop
+from .run_data import build_run_data
 from .seeding import derive_seed, seed_everything
-from .tasks import build_task
+from .tasks import build_task, evaluate
 from .tensorboard import TensorBoardLog
 from .tensorboard import check_available as check_tensorboard
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped without saving over good checkpoints."""
-
-
-@dataclass
-class RunResult:
-    """What a run left behind. Accuracies are val top-1 in percent (None when pretraining)."""
-
-    run_dir: Path
-    history: list[dict]
-    checkpoint: Path | None
-    final_top1: float | None = None
-    best_top1: float | None = None
-    final_ema_top1: float | None = None
-    interrupted: bool = False
-    config: dict = field(default_factory=dict)
-
-    def metric(self, key: str) -> list[float]:
-        """The per-epoch values of ``key`` (e.g. ``"val_top1"``), in order."""
-        return self.series(key)[1]
-
-    def series(self, key: str) -> tuple[list[float], list[float]]:
-        """``(epochs, values)`` of ``key`` at the epochs that recorded it."""
-        rows = [r for r in self.history if r["kind"] == "epoch" and r.get(key) is not None]
-        return [r["epoch"] for r in rows], [r[key] for r in rows]
-
-
-@dataclass
-class Position:
-    """Where a run is, plus the open logging window (so a resumed run logs the same rows)."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    window_loss: float = 0.0
-    window_steps: int = 0
-
-
-class _StopFlag:
-    requested = False
-
-
-@contextlib.contextmanager
-def graceful_stop() -> Iterator[_StopFlag]:
-    """SIGINT (Ctrl-C, a notebook's interrupt) and SIGTERM (schedulers' preemption) ask the loop to
-    stop after the current step and save; a second Ctrl-C interrupts at once."""
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if flag.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag.requested = True
-        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-                   "(Ctrl-C again to abort without saving)")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 class Trainer:
@@ -124,36 +61,10 @@ class Trainer:
             check_tensorboard()
         self.tensorboard: TensorBoardLog | None = None  # opened by run(), once the directory is this run's
         c = config
-        root = data.resolve_data_root(c.data)
-        folder = data.find_image_folder(root, c.dataset, unlabeled_ok=self.task.name == "pretrain")
-        self.val_set = self.knn_bank = None
-        screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True)  # unreadable files: out, or refused now
-        if folder is None:  # pretraining on a folder of unlabeled images
-            folder = root
-            self.train_set = data.build_unlabeled_dataset(root, self.task.train_transform(), **screen)
-        else:
-            carve = dict(tune_fraction=c.tune_fraction)  # the tuning split is never trained on
-            self.train_set = data.build_dataset(folder, "train", self.task.train_transform(),
-                                                num_classes=c.num_classes, images_per_class=c.images_per_class,
-                                                seed=c.seed, image_selection=c.image_selection, **carve, **screen)
-            if self.task.name == "finetune" and len(self.train_set.classes) < 2:  # one class: a loss of 0, 100% top-1
-                raise ValueError(f"fine-tuning needs at least 2 classes; {folder / 'train'} gives "
-                                 f"{self.train_set.classes} (num_classes={c.num_classes})")
-            scoring = data.eval_transform(c.img_size, in_chans=c.in_chans)
-            if c.eval_split == "tune":
-                self.val_set = data.build_dataset(folder, "train", scoring, classes=self.train_set.classes,
-                                                  images_per_class=c.val_images_per_class, part="tune", **carve,
-                                                  **screen)
-            elif (folder / "val").is_dir():
-                self.val_set = data.build_dataset(folder, "val", scoring, classes=self.train_set.classes,
-                                                  images_per_class=c.val_images_per_class, **screen)
-            if self.task.name == "pretrain" and self.val_set is not None and c.knn_images_per_class > 0:
-                self.knn_bank = data.build_dataset(folder, "train", scoring, classes=self.train_set.classes,
-                                                   images_per_class=c.knn_images_per_class, **carve, **screen)
-        self.data_folder = folder
-        self.data_fingerprint = data.fingerprint(self.train_set, folder)  # resume refuses other images
+        self.data = build_run_data(c, self.task.name, self.task.train_transform())
+        self.train_set, self.val_set, self.knn_bank = self.data.train_set, self.data.val_set, self.data.knn_bank
         self.requested = config  # as asked for (base_lr, global_batch, ...), kept in config.json for --config replays
-        self.config = self._resolve(config)
+        self.config = resolve_batch_and_lr(config, self.dist.world_size)
 
         seed_everything(derive_seed(c.seed, "init"))  # identical initial weights on every rank
         self.model = self.task.build_model(len(self.train_set.classes)).to(self.dist.device)
@@ -188,19 +99,6 @@ class Trainer:
         if c.compile:
             self.train_model = torch.compile(self.train_model)
 
-    def _resolve(self, config: TrainConfig) -> TrainConfig:
-        """Derive ``accum_steps`` (from ``global_batch``) and the absolute ``lr``."""
-        per_step = config.batch_size * self.dist.world_size
-        accum = config.accum_steps
-        if config.global_batch is not None:
-            if config.global_batch % per_step:
-                raise ValueError(f"global_batch={config.global_batch} is not a multiple of batch_size x processes "
-                                 f"= {config.batch_size} x {self.dist.world_size}")
-            accum = config.global_batch // per_step
-        effective = per_step * accum
-        lr = config.lr if config.lr is not None else config.base_lr * effective / 256
-        return dataclasses.replace(config, accum_steps=accum, lr=lr, global_batch=effective)
-
     def _write_config(self) -> None:
         """``config.json``: the resolved config and what the data gave. Written once the run is known to be this
         one (a refused resume leaves the run's file alone)."""
@@ -208,7 +106,7 @@ class Trainer:
             c = self.config
             info = {**c.to_dict(), "requested": self.requested.to_dict(), "world_size": self.dist.world_size,
                     "effective_batch": c.global_batch,
-                    "data_folder": str(self.data_folder), "data_fingerprint": self.data_fingerprint,
+                    "data_folder": str(self.data.folder), "data_fingerprint": self.data.fingerprint,
                     "train_images": len(self.train_set),
                     "val_images": len(self.val_set) if self.val_set is not None else 0,
                     "classes": self.train_set.classes}
@@ -237,12 +135,8 @@ class Trainer:
     def decode_images(self) -> None:
         """With ``cache_images``, decode every image of the run's splits once, before training reads them (not in
         ``__init__``: a finished run found again trains nothing and needs none). Idempotent."""
-        splits = [split for split in (self.train_set, self.val_set, self.knn_bank) if split is not None]
-        if self.config.cache_images and any(split.decoded is None for split in splits):
-            decoded = DecodedImages((path for split in splits for path, _ in split.samples),
-                                    cache_side(self.config.img_size), log=self.log)
-            for split in splits:
-                split.decoded = decoded
+        if self.config.cache_images:
+            self.data.decode(self.config.img_size, self.log)
 
     def _run(self) -> RunResult:
         c = self.config
@@ -254,13 +148,12 @@ class Trainer:
                  f"classes, {'x'.join(map(str, data.image_hw(c.img_size)))} px), {c.epochs} epochs x "
                  f"{self.steps_per_epoch} steps, effective batch {c.global_batch}, lr {c.lr:.3g}, "
                  f"{self.dist.world_size} process(es) on {self.dist.device}; run dir {self.run_dir}")
-        skipped = sorted({path for split in (self.train_set, self.val_set, self.knn_bank) if split is not None
-                          for path, _ in split.skipped})
+        skipped = self.data.skipped()
         if skipped:
             self.log(f"skip_corrupt: left out {len(skipped)} unreadable image(s): {', '.join(skipped[:10])}"
                      + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
         if self.val_set is None:
-            self.log(f"no val split in {self.data_folder}: no evaluation" + (", no kNN monitor"
+            self.log(f"no val split in {self.data.folder}: no evaluation" + (", no kNN monitor"
                                                                              if self.task.name == "pretrain" else ""))
         with graceful_stop() as stop:
             while self.position.epoch < c.epochs:
@@ -272,56 +165,25 @@ class Trainer:
                 self._end_epoch()
         return self._result()
 
-    def _checkpoint_to_resume(self) -> tuple[str, dict | None] | tuple[None, None]:
-        """Which checkpoint this run continues, and its content when it was read to decide. Rank 0 decides."""
-        c = self.config
-        if c.resume is None and self.run_dir.latest_checkpoint():
-            raise FileExistsError(f"{self.run_dir} already holds checkpoints of a run: pass resume='auto' "
-                                  "(--resume auto) to continue it, or choose another name/output")
-        if c.resume == "auto":
-            try:
-                return self.run_dir.newest_readable_checkpoint(self.log)
-            except ValueError as e:  # none of them loads
-                raise ResumeMismatchError(str(e)) from None
-        return c.resume, None
-
     def _maybe_resume(self) -> None:
+        """Continue from the checkpoint :func:`~.resume.checkpoint_to_resume` chooses (rank 0 chooses, every rank
+        resumes from it), once :func:`~.resume.check_resumable` has found it is this run's."""
         c = self.config
         read: dict = {}  # the checkpoint rank 0 read while choosing, not read twice
 
         def choose() -> str | None:
-            path, read["checkpoint"] = self._checkpoint_to_resume()
+            path, read["checkpoint"] = checkpoint_to_resume(self.run_dir, c.resume, self.log)
             return path
 
-        path = run_on_main(choose)  # rank 0 chooses (and sets unreadable files aside); every rank resumes from it
+        path = run_on_main(choose)
         if path is None:
             return
         try:
             ckpt = read.get("checkpoint") or load_checkpoint(path)
         except ValueError as e:
             raise ResumeMismatchError(f"cannot resume: {e}") from None
-        if not isinstance(ckpt, dict) or "task" not in ckpt:
-            raise ResumeMismatchError(f"cannot resume from {path}: it is not a cnx2lite training checkpoint (no task, "
-                                      "optimizer or position in it); to start from its weights, pass it as "
-                                      "pretrained (--pretrained)")
-        if ckpt.get("task") != self.task.name:
-            raise ResumeMismatchError(f"cannot resume {self.task.name} from {path}: it is a {ckpt.get('task')!r} "
-                                      "checkpoint")
-        foreign = Path(path).resolve().parent != self.run_dir.path.resolve()
-        if foreign and ckpt.get("position", {}).get("epoch", 0) >= c.epochs:
-            raise ResumeMismatchError(f"cannot resume from {path}: that run is finished ({c.epochs} epochs), so "
-                                      "there is nothing to continue; to start a new run from its weights, pass it "
-                                      "as pretrained (--pretrained)")
-        changed = changed_settings(ckpt.get("config", {}), c)
-        if "classes" in ckpt and ckpt["classes"] != self.train_set.classes:  # labels would silently mean other classes
-            changed.append(f"classes: {_describe_change(ckpt['classes'], self.train_set.classes)}")
-        elif ckpt.get("data_fingerprint", self.data_fingerprint) != self.data_fingerprint:  # older runs: none kept
-            changed.append(f"the training images under {self.data_folder}: files added, removed, replaced or "
-                           "relabeled since the run began")
-        if changed:
-            raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
-                                      f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
-                                      "(another name or output)")
+        check_resumable(path, ckpt, self.task.name, c, self.run_dir, self.train_set.classes, self.data.fingerprint,
+                        self.data.folder)
         self.model.load_state_dict(ckpt["model"])
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -339,10 +201,9 @@ class Trainer:
         self._write_metrics()
         self.log(f"resumed from {path} at epoch {self.position.epoch}, step {self.position.global_step}")
 
-    def _train_epoch(self, stop: _StopFlag) -> bool:
+    def _train_epoch(self, stop: StopFlag) -> bool:
         """Train until the epoch ends (True) or a stop was requested (False)."""
-        c, pos, dev = self.config, self.position, self.dist.device
-        images_per_step = c.global_batch
+        c, pos = self.config, self.position
         self.loader.sampler.set_position(pos.epoch, pos.step_in_epoch * c.accum_steps * c.batch_size)
         batches = iter(self.loader)
         bar = tqdm(total=self.steps_per_epoch, initial=pos.step_in_epoch, unit="step", dynamic_ncols=True,
@@ -351,23 +212,11 @@ class Trainer:
         self.train_model.train()
         with bar:
             while pos.step_in_epoch < self.steps_per_epoch:
-                lr = cosine_lr(pos.global_step, self.total_steps, c.lr, self.warmup_steps, c.min_lr)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr * group["lr_scale"]
-                seed_everything(derive_seed(c.seed, "step", pos.global_step, self.dist.rank))  # drop path, Mixup
-                loss = self._step(batches, dev)
-                stats = all_reduce_sum(torch.tensor([loss, float(stop.requested)], dtype=torch.float64, device=dev))
-                loss = stats[0].item() / self.dist.world_size
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss} at epoch {pos.epoch}, step {pos.global_step} (lr {lr:.3g}): stopped before "
-                        f"the optimizer step. The last good checkpoint is {self.run_dir.latest_checkpoint()}. "
-                        "Lower lr/base_lr, add clip_grad, or use amp=fp32")
-                self._optimizer_step()
+                loss, lr, stop_requested = self.train_step(batches, stop.requested)
                 pos.step_in_epoch += 1
                 pos.global_step += 1
                 pos.window_loss, pos.window_steps = pos.window_loss + loss, pos.window_steps + 1
-                window_images += images_per_step
+                window_images += c.global_batch
                 speed = window_images / (time.perf_counter() - window_start)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.0f}")
                 bar.update()
@@ -376,16 +225,24 @@ class Trainer:
                                  img_per_s=round(speed, 1))
                     pos.window_loss, pos.window_steps = 0.0, 0
                     window_start, window_images = time.perf_counter(), 0
-                if stats[1].item() > 0:
+                if stop_requested:
                     return False
                 if c.save_every_steps and pos.global_step % c.save_every_steps == 0 \
                         and pos.step_in_epoch < self.steps_per_epoch:
                     self._save()
         return True
 
-    def _step(self, batches: Iterator, device: torch.device) -> float:
-        """Forward and backward over ``accum_steps`` micro-batches; returns their mean loss."""
-        c, total = self.config, 0.0
+    def train_step(self, batches: Iterator, stop_requested: bool = False) -> tuple[float, float, bool]:
+        """One optimizer step, top to bottom: the scheduled lr; forward, loss and backward over ``accum_steps``
+        micro-batches ``(images (B, C, H, W), targets (B,), seeds (B,))``; the mean loss over processes (a non-finite
+        one stops the run before any update); frozen parameters left out; clipping; the update; EMA. Returns the
+        loss, the lr and whether any process asked to stop. The run's position is the caller's to advance."""
+        c, pos, device = self.config, self.position, self.dist.device
+        lr = cosine_lr(pos.global_step, self.total_steps, c.lr, self.warmup_steps, c.min_lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        seed_everything(derive_seed(c.seed, "step", pos.global_step, self.dist.rank))  # drop path, Mixup
+        total = 0.0
         for micro in range(c.accum_steps):
             images, targets, seeds = next(batches)
             images = images.to(device, non_blocking=True)
@@ -400,19 +257,23 @@ class Trainer:
                 scaled = loss / c.accum_steps
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += loss.item()
-        return total / c.accum_steps
-
-    def _optimizer_step(self) -> None:
-        c, step = self.config, self.position.global_step + 1
-        for param in self.task.frozen_parameters(self.model, self.position.epoch):
+        stats = all_reduce_sum(torch.tensor([total / c.accum_steps, float(stop_requested)], dtype=torch.float64,
+                                            device=device))
+        loss = stats[0].item() / self.dist.world_size
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss is {loss} at epoch {pos.epoch}, step {pos.global_step} (lr {lr:.3g}): stopped before "
+                f"the optimizer step. The last good checkpoint is {self.run_dir.latest_checkpoint()}. "
+                "Lower lr/base_lr, add clip_grad, or use amp=fp32")
+        for param in self.task.frozen_parameters(self.model, pos.epoch):
             param.grad = None  # AdamW skips it: no update, no weight decay, no moment
-        log_norm = self.tensorboard is not None and step % c.log_every_steps == 0
+        log_norm = self.tensorboard is not None and (pos.global_step + 1) % c.log_every_steps == 0
         if c.clip_grad is not None or log_norm:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad or math.inf)  # inf: measure only
             if log_norm:
-                self.tensorboard.scalar("train/grad_norm", norm.item(), step)
+                self.tensorboard.scalar("train/grad_norm", norm.item(), pos.global_step + 1)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -421,6 +282,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
+        return loss, lr, stats[1].item() > 0
 
     def _end_epoch(self) -> None:
         c, pos = self.config, self.position
@@ -432,11 +294,11 @@ class Trainer:
             row["train_loss"] = sum(r["train_loss"] for r in epoch_rows) / len(epoch_rows)
         last = pos.epoch == c.epochs
         if self.val_loader is not None and (pos.epoch % c.eval_every == 0 or last):
-            row.update(self.evaluate(self.model))
+            row.update(evaluate(self.task, self.model, self.val_loader, self.amp_dtype, self.dist))
             if self.knn_bank is not None:
                 row["knn_top1"] = self.knn_top1()
             if self.ema is not None:
-                ema = self.evaluate(self.ema.module)
+                ema = evaluate(self.task, self.ema.module, self.val_loader, self.amp_dtype, self.dist)
                 row.update(ema_top1=ema.get("val_top1"), ema_top5=ema.get("val_top5"))
             self.log(f"epoch {pos.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
                                                         if isinstance(v, float) and k != "lr"))
@@ -451,27 +313,6 @@ class Trainer:
             self.run_dir.save_snapshot({"task": self.task.name, "model": self.model.state_dict(),
                                         "config": self.config.to_dict(), "classes": self.train_set.classes,
                                         "position": dataclasses.asdict(self.position)}, pos.epoch)
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Mean val statistics over all processes (each process takes a strided share)."""
-        was_training = model.training
-        model.eval()
-        device = next(model.parameters()).device
-        sums: dict[str, float] = {}
-        count = 0
-        for index, (images, targets) in enumerate(self.val_loader):
-            images, targets = images.to(device), targets.to(device)
-            with autocast(device, self.amp_dtype):
-                stats = self.task.eval_batch(model, images, targets, index * self.dist.world_size + self.dist.rank)
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += len(images)
-        keys = sorted(sums)
-        totals = all_reduce_sum(torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64,
-                                             device=self.dist.device))
-        model.train(was_training)
-        return {k: totals[i].item() / max(totals[-1].item(), 1) for i, k in enumerate(keys)}
 
     def knn_top1(self) -> float:
         """Weighted kNN top-1 of the FCMAE encoder's pooled features: the labeled ``knn_bank`` votes for each
@@ -508,7 +349,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "position": dataclasses.asdict(self.position), "history": self.history,
                 "config": self.config.to_dict(), "classes": self.train_set.classes,
-                "data_fingerprint": self.data_fingerprint,
+                "data_fingerprint": self.data.fingerprint,
             }
             path = self.run_dir.save_checkpoint(state, self.position.global_step, self.config.keep_last)
         barrier()
@@ -519,10 +360,3 @@ class Trainer:
         ema = [r["ema_top1"] for r in self.history if r["kind"] == "epoch" and r.get("ema_top1") is not None]
         return RunResult(self.run_dir.path, self.history, self.run_dir.latest_checkpoint(), top1[-1] if top1 else None,
                          max(top1) if top1 else None, ema[-1] if ema else None, interrupted, self.config.to_dict())
-
-
-def _describe_change(old: list[str], new: list[str]) -> str:
-    gone, added = [c for c in old if c not in new], [c for c in new if c not in old]
-    if not gone and not added:
-        return f"the same {len(old)} class folders in another label order"
-    return "; ".join(part for part in (f"{gone} gone" if gone else "", f"{added} added" if added else "") if part)

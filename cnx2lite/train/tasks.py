@@ -13,15 +13,17 @@ import torch
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from .. import data
+from ..amp import autocast
 from ..checkpoints import FCMAE_DECODER, fcmae_decoder_state_dict, load_pretrained, read_state_dict
 from ..fcmae import FCMAE
 from ..masking import random_mask
 from ..models import create_model
 from ..models.convnextv2 import architecture
 from .config import TrainConfig
+from .distributed import Dist, all_reduce_sum
 from .plots import plot_reconstructions
 from .seeding import derive_seed
 
@@ -196,3 +198,26 @@ TASK_TYPES = {"pretrain": PretrainTask, "finetune": FinetuneTask}
 
 def build_task(config: TrainConfig) -> PretrainTask | FinetuneTask:
     return TASK_TYPES[config.task](config)
+
+
+@torch.no_grad()
+def evaluate(task: PretrainTask | FinetuneTask, model: nn.Module, loader: DataLoader, amp_dtype: torch.dtype | None,
+             dist: Dist) -> dict[str, float]:
+    """Mean val statistics of ``task.eval_batch`` over all processes (each process takes a strided share of the
+    batches ``(images (B, C, H, W), targets (B,))``); the model's train/eval mode is restored."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    count = 0
+    for index, (images, targets) in enumerate(loader):
+        images, targets = images.to(device), targets.to(device)
+        with autocast(device, amp_dtype):
+            stats = task.eval_batch(model, images, targets, index * dist.world_size + dist.rank)
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += len(images)
+    keys = sorted(sums)
+    totals = all_reduce_sum(torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=dist.device))
+    model.train(was_training)
+    return {k: totals[i].item() / max(totals[-1].item(), 1) for i, k in enumerate(keys)}

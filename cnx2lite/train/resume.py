@@ -1,0 +1,126 @@
+"""A run that stops and continues: Ctrl-C and SIGTERM stop it after the current step with a checkpoint, and
+``resume="auto"`` continues from the newest readable one only when it is this run's: same task, settings (all but the
+:data:`RUNTIME_FIELDS`), classes and training images."""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from tqdm.auto import tqdm
+
+from ..rundir import RunDir
+from .config import TrainConfig
+
+
+@dataclass
+class Position:
+    """Where a run is, plus the open logging window (so a resumed run logs the same rows)."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    window_loss: float = 0.0
+    window_steps: int = 0
+
+
+# Where and how a run executes, not what it computes: these may change when a run is resumed (another machine, more
+# workers, another equivalent sparse backend). Every other field must match the checkpoint's.
+RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "init_encoder", "num_workers", "device", "amp",
+                            "channels_last", "compile", "fused_grn", "ema_cpu", "output", "name", "resume",
+                            "save_every_steps", "keep_last", "keep_every_epochs", "log_every_steps", "eval_every",
+                            "recon_every", "progress", "tensorboard"})
+
+
+class ResumeMismatchError(ValueError):
+    """A run cannot continue from the checkpoint it was given: trained with other settings, classes or task, or
+    unreadable."""
+
+
+def changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The non-runtime fields where ``config`` differs from a checkpoint's ``saved`` config, as 'name: old -> new'."""
+    current = config.to_dict()
+    return [f"{name}: {saved[name]!r} -> {current[name]!r}" for name in current
+            if name not in RUNTIME_FIELDS and name in saved and saved[name] != current[name]]
+
+
+
+
+def checkpoint_to_resume(run_dir: RunDir, resume: str | None,
+                         log: Callable[[str], None]) -> tuple[str, dict | None] | tuple[None, None]:
+    """Which checkpoint a run continues (``resume``: None, ``"auto"`` or a path), and its content when it was read to
+    decide. A run directory that already holds checkpoints is never started over silently."""
+    if resume is None and run_dir.latest_checkpoint():
+        raise FileExistsError(f"{run_dir} already holds checkpoints of a run: pass resume='auto' "
+                              "(--resume auto) to continue it, or choose another name/output")
+    if resume == "auto":
+        try:
+            return run_dir.newest_readable_checkpoint(log)
+        except ValueError as e:  # none of them loads
+            raise ResumeMismatchError(str(e)) from None
+    return resume, None
+
+
+def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run_dir: RunDir, classes: list[str],
+                    fingerprint: str, data_folder: Path) -> None:
+    """Raise a :class:`ResumeMismatchError` saying why, unless ``ckpt`` (read from ``path``) is a checkpoint of this
+    run: the same task, an unfinished run when it is another directory's, the same settings, classes and images."""
+    if not isinstance(ckpt, dict) or "task" not in ckpt:
+        raise ResumeMismatchError(f"cannot resume from {path}: it is not a cnx2lite training checkpoint (no task, "
+                                  "optimizer or position in it); to start from its weights, pass it as "
+                                  "pretrained (--pretrained)")
+    if ckpt.get("task") != task:
+        raise ResumeMismatchError(f"cannot resume {task} from {path}: it is a {ckpt.get('task')!r} checkpoint")
+    foreign = Path(path).resolve().parent != run_dir.path.resolve()
+    if foreign and ckpt.get("position", {}).get("epoch", 0) >= config.epochs:
+        raise ResumeMismatchError(f"cannot resume from {path}: that run is finished ({config.epochs} epochs), so "
+                                  "there is nothing to continue; to start a new run from its weights, pass it "
+                                  "as pretrained (--pretrained)")
+    changed = changed_settings(ckpt.get("config", {}), config)
+    if "classes" in ckpt and ckpt["classes"] != classes:  # labels would silently mean other classes
+        changed.append(f"classes: {_describe_change(ckpt['classes'], classes)}")
+    elif ckpt.get("data_fingerprint", fingerprint) != fingerprint:  # older runs: none kept
+        changed.append(f"the training images under {data_folder}: files added, removed, replaced or "
+                       "relabeled since the run began")
+    if changed:
+        raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
+                                  f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
+                                  "(another name or output)")
+
+
+def _describe_change(old: list[str], new: list[str]) -> str:
+    gone, added = [c for c in old if c not in new], [c for c in new if c not in old]
+    if not gone and not added:
+        return f"the same {len(old)} class folders in another label order"
+    return "; ".join(part for part in (f"{gone} gone" if gone else "", f"{added} added" if added else "") if part)
+
+
+class StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def graceful_stop() -> Iterator[StopFlag]:
+    """SIGINT (Ctrl-C, a notebook's interrupt) and SIGTERM (schedulers' preemption) ask the loop to
+    stop after the current step and save; a second Ctrl-C interrupts at once."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if flag.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.requested = True
+        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
+                   "(Ctrl-C again to abort without saving)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,66 @@
+"""The images a run trains and scores on, assembled from its config: the train split (less the tuning split), the
+split it scores on (val/, or the tuning split), the kNN monitor's labeled bank (pretraining), or a folder of unlabeled
+images for pretraining; their fingerprint (a resume refuses other images) and their decoded-image cache."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .. import data
+from ..image_cache import DecodedImages, cache_side
+from .config import TrainConfig
+
+
+@dataclass
+class RunData:
+    folder: Path
+    train_set: data.ImageFolderSubset
+    val_set: data.ImageFolderSubset | None
+    knn_bank: data.ImageFolderSubset | None
+    fingerprint: str
+
+    @property
+    def splits(self) -> list[data.ImageFolderSubset]:
+        return [split for split in (self.train_set, self.val_set, self.knn_bank) if split is not None]
+
+    def skipped(self) -> list[str]:
+        """The unreadable files ``skip_corrupt`` left out of any split."""
+        return sorted({path for split in self.splits for path, _ in split.skipped})
+
+    def decode(self, img_size: int | tuple[int, int], log: Callable[[str], None]) -> None:
+        """Decode every image of every split once, shared by the splits (idempotent)."""
+        if any(split.decoded is None for split in self.splits):
+            decoded = DecodedImages((path for split in self.splits for path, _ in split.samples), cache_side(img_size),
+                                    log=log)
+            for split in self.splits:
+                split.decoded = decoded
+
+
+def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) -> RunData:
+    """The splits of the run ``c`` describes; unreadable files are left out (``skip_corrupt``) or refused now."""
+    root = data.resolve_data_root(c.data)
+    folder = data.find_image_folder(root, c.dataset, unlabeled_ok=task_name == "pretrain")
+    screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True)
+    if folder is None:  # pretraining on a folder of unlabeled images
+        train_set = data.build_unlabeled_dataset(root, train_transform, **screen)
+        return RunData(root, train_set, None, None, data.fingerprint(train_set, root))
+    carve = dict(tune_fraction=c.tune_fraction)  # the tuning split is never trained on
+    train_set = data.build_dataset(folder, "train", train_transform, num_classes=c.num_classes,
+                                   images_per_class=c.images_per_class, seed=c.seed, image_selection=c.image_selection,
+                                   **carve, **screen)
+    if task_name == "finetune" and len(train_set.classes) < 2:  # one class: a loss of 0, 100% top-1
+        raise ValueError(f"fine-tuning needs at least 2 classes; {folder / 'train'} gives {train_set.classes} "
+                         f"(num_classes={c.num_classes})")
+    scoring = data.eval_transform(c.img_size, in_chans=c.in_chans)
+    val_set = knn_bank = None
+    if c.eval_split == "tune":
+        val_set = data.build_dataset(folder, "train", scoring, classes=train_set.classes,
+                                     images_per_class=c.val_images_per_class, part="tune", **carve, **screen)
+    elif (folder / "val").is_dir():
+        val_set = data.build_dataset(folder, "val", scoring, classes=train_set.classes,
+                                     images_per_class=c.val_images_per_class, **screen)
+    if task_name == "pretrain" and val_set is not None and c.knn_images_per_class > 0:
+        knn_bank = data.build_dataset(folder, "train", scoring, classes=train_set.classes,
+                                      images_per_class=c.knn_images_per_class, **carve, **screen)
+    return RunData(folder, train_set, val_set, knn_bank, data.fingerprint(train_set, folder))
