@@ -83,6 +83,7 @@ def load_pretrained(
     *,
     use_ema: bool = False,
     skip_head: bool = False,
+    grn_change: bool = False,
 ) -> LoadResult:
     """Load weights into ``model`` from a checkpoint file, a run directory (its newest checkpoint) or a (possibly
     wrapped) state dict.
@@ -91,6 +92,9 @@ def load_pretrained(
     ``"model_ema"``, or timm's ``"state_dict_ema"``) instead of ``"model"`` / ``"state_dict"``.
     ``skip_head`` keeps the model's own classifier, e.g. to fine-tune on another number of classes;
     a model built with ``num_classes=0`` ignores the checkpoint's classifier anyway.
+    ``grn_change`` allows the paper's "GRN at fine-tuning" ablation (fine-tuning asks for it): weights trained with GRN
+    into blocks without it (GRN's weights dropped), or weights of blocks without GRN into blocks with it (GRN added
+    at the identity). Without it, a block norm other than the source's is refused like any other architecture.
 
     With ``strict``, any missing or unexpected key or shape mismatch raises a ``ValueError`` naming
     them, except the final norm and head that an encoder-only (FCMAE) checkpoint lacks: those keep
@@ -99,9 +103,9 @@ def load_pretrained(
     saved = {}
     if not isinstance(source, Mapping) and hub.is_saved_folder(source):  # a save_pretrained folder
         source, saved = hub.load_saved(source)
-        _check_architecture(model, saved)
+        _check_architecture(model, saved, grn_change)
     state_dict, notes, architecture = _read(source, use_ema)
-    _check_architecture(model, architecture)  # a cnx2lite run's block, GRN aggregation and block norm
+    _check_architecture(model, architecture, grn_change)  # a cnx2lite run's block, GRN aggregation and block norm
     saved = {**saved, **architecture}
     state_dict, source_format = convert_state_dict(state_dict)
     state_dict, adapted = _adapt_stem(state_dict, model.in_chans)
@@ -112,7 +116,7 @@ def load_pretrained(
         if dropped:
             notes.append("the checkpoint's classifier was not loaded: the model keeps its own head")
 
-    state_dict, grn_notes, grn_missing = _grn_changed(model, state_dict, saved)
+    state_dict, grn_notes, grn_missing = _grn_changed(model, state_dict, saved) if grn_change else (state_dict, [], ())
     notes += grn_notes
     expected = model.state_dict()
     allowed_missing = ("stage_norms.", "head.") if skip_head else ("stage_norms.",)  # no release has stage norms
@@ -255,14 +259,17 @@ def _grn_changed(model: ConvNeXtV2, state_dict: dict[str, Tensor],
     return state_dict, [], ()
 
 
-def _check_architecture(model: ConvNeXtV2, saved: Mapping) -> None:
+def _check_architecture(model: ConvNeXtV2, saved: Mapping, grn_change: bool = False) -> None:
     """Saved weights' recorded architecture must be the model's: GRN's aggregation has no parameters, so a mismatch
     would otherwise load silently. Fields the source does not record are not compared."""
     mine = {"depths": list(model.depths), "dims": list(model.dims), "in_chans": model.in_chans, **architecture(model)}
     if saved.get("block_norm", "") is None:  # a config's None: the block style's own
         saved = {**saved, "block_norm": default_block_norm(saved.get("block", model.block))}
+    allowed = set()
+    if grn_change and {saved.get("block_norm"), model.block_norm} == GRN_CHANGE:
+        allowed = {"block_norm", "grn_aggregation"}  # GRN removed or added: its aggregation no longer matters
     differ = [f"{k}: saved {saved[k]!r}, model {v!r}" for k, v in mine.items() if k in saved and saved[k] != v
-              and not (k == "block_norm" and {saved[k], v} == GRN_CHANGE)]
+              and k not in allowed]
     if differ:
         raise ValueError(f"the saved weights are of another architecture ({'; '.join(differ)}): build the model "
                          "with the saved settings")

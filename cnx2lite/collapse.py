@@ -162,19 +162,27 @@ def _flatten(features: Tensor) -> Tensor:
 
 def _cosine_distance(x: Tensor, eps: float = 1e-8, centered: bool = False) -> Tensor:
     """Per-image mean pairwise cosine distance ``(N,)`` of ``x (N, C, HW)``; ``centered`` removes each channel map's
-    spatial mean first."""
+    spatial mean first and compares only the channels that keep a spatial pattern (``std > FLAT_TOL * RMS``): a
+    flat map has nothing left but noise, whose direction would count as a diverse channel. 0 when no two do."""
+    counted = None
     if centered:
+        rms = x.square().mean(dim=-1).sqrt()
         x = x - x.mean(dim=-1, keepdim=True)
+        counted = (x.square().mean(dim=-1).sqrt() > FLAT_TOL * rms).to(x.dtype)  # (N, C)
     x = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
-    gram = x @ x.transpose(1, 2)  # (N, C, C): cosine similarities
-    return ((1 - gram) / 2).mean(dim=(1, 2))
+    distance = (1 - x @ x.transpose(1, 2)) / 2  # (N, C, C): pairwise cosine distances
+    if counted is None:
+        return distance.mean(dim=(1, 2))
+    pairs = counted[:, :, None] * counted[:, None, :]
+    return (distance * pairs).sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp_min(1)
 
 
 def feature_cosine_distance(features: Tensor, eps: float = 1e-8, centered: bool = False) -> float:
     """Mean pairwise cosine distance between channels, ``1/C^2 sum_ij (1 - cos(X_i, X_j)) / 2``,
     per image and averaged over images. ``features``: ``(N, C, H, W)`` (or ``(C, H, W)``).
     A channel that is zero everywhere has cosine 0 with every channel (itself included). ``centered``:
-    of the maps less their spatial means (only shared spatial patterns count, not a common offset)."""
+    of the maps less their spatial means, over the channels that keep a spatial pattern (only shared patterns
+    count, not a common offset; flat channels are the saturated and dead counts' business)."""
     return _cosine_distance(_flatten(features), eps, centered).mean().item()
 
 
@@ -184,8 +192,8 @@ def effective_rank(samples: Tensor, weights: Tensor | None = None, eps: float = 
     collapse). ``D`` for isotropic samples, 1 when every sample lies on one line; unchanged by scaling and rotating.
     ``weights (N,)``: how much each sample counts (a bootstrap resample's draw counts). Computed in the samples'
     precision (float32 activations: float32, about twice as fast as float64 and as exact to 3 digits)."""
-    x = samples if samples.is_floating_point() else samples.double()
-    w = torch.ones(len(x), dtype=x.dtype) if weights is None else weights.to(x.dtype)
+    x = samples if samples.dtype in (torch.float32, torch.float64) else samples.float()
+    w = torch.ones(len(x), dtype=x.dtype, device=x.device) if weights is None else weights.to(x)
     mean = (w @ x) / w.sum()
     x = x - mean
     covariance = (x * w[:, None]).T @ x / (w.sum() - 1).clamp_min(1)

@@ -4,8 +4,8 @@ An *encoder* is a label and one or more runs of it: ``"V2 FCMAE"`` = its pretrai
 a few random initializations. Every run sees the same ``N`` val images at each resolution (the encoder is fully
 convolutional, so one trained at 96 px can be measured at 224 px too). Per block, a curve gives the mean over an
 encoder's runs of a statistic of :mod:`cnx2lite.collapse`; its 95% interval resamples the runs, then the images
-(:func:`cnx2lite.bootstrap.resampled_contrast`), one image draw shared by every encoder so that a difference between
-two encoders is paired by image:
+(:func:`cnx2lite.bootstrap.resampled_contrast`: the normal interval, centred on the value), one image draw shared by
+every encoder so that a difference between two encoders is paired by image:
 
 - per-image statistics, averaged over the images: the feature cosine distance raw and centered, and the fractions of
   off (never positive), saturated (spatially constant) and dead channels;
@@ -63,6 +63,14 @@ def _sampled_positions(images: int, positions: int, size: int, seed: int) -> Ten
 
 
 @torch.no_grad()
+def _has_point(model: nn.Module, point: str) -> bool:
+    try:
+        collapse.find_mlp_activations(model, point)
+    except ValueError:
+        return False
+    return True
+
+
 def measure_run(model: nn.Module, images: Tensor, counts: Tensor, point: str = "gelu", positions: int = POSITIONS,
                 rank_resamples: int = 50, batch_size: int = 16,
                 seed: int = 0) -> tuple[list[str], dict[str, tuple[Tensor, Tensor]]]:
@@ -79,7 +87,8 @@ def measure_run(model: nn.Module, images: Tensor, counts: Tensor, point: str = "
             stats = collapse.layer_collapse(feats, name)
             per_image.setdefault(name, []).append([getattr(stats, stat) for stat in PER_IMAGE_STATS])
             if name not in chosen:  # the same positions for every run: drawn from the layer's index and the seed
-                chosen[name] = _sampled_positions(len(images), positions, feats[0, 0].numel(), seed + 1000 * index)
+                chosen[name] = _sampled_positions(len(images), positions, feats[0, 0].numel(),
+                                                  1_000_003 * (seed + 1) + 7919 * index)  # not image_counts' seed
             rows = feats.flatten(2).transpose(1, 2)  # (n, HW, C)
             picked = chosen[name][start:start + len(feats)]
             samples.setdefault(name, []).append(rows.gather(1, picked[..., None].expand(-1, -1, rows.shape[2]))
@@ -107,17 +116,23 @@ def measure(encoders: dict[str, Sequence[nn.Module]], images: Tensor, point: str
             progress: Callable[[str], None] = print) -> list[Curves]:
     """:func:`measure_run` of every run of every encoder (``{label: [run 1's model, run 2's, ...]}``) on ``images
     (N, 3, H, W)``, on one shared set of image resamples. Encoders without a GRN are skipped for ``point="grn"``."""
+    if rank_resamples > resamples:
+        raise ValueError(f"rank_resamples ({rank_resamples}) must be at most resamples ({resamples}): the effective "
+                         "rank is recomputed on the first of them")
     counts = image_counts(len(images), resamples, seed)
     curves = []
     for label, runs in encoders.items():
         measured, layers = [], None
+        has_point = [_has_point(model, point) for model in runs]
+        if point == "grn" and not all(has_point):
+            if any(has_point):
+                raise ValueError(f"encoder {label!r} mixes runs with and without GRN: give them separate labels")
+            continue  # no GRN to measure after
+        shapes = {tuple(m.dims) for m in runs if hasattr(m, "dims")}
+        if len(shapes) > 1:
+            raise ValueError(f"encoder {label!r} mixes runs of different widths {sorted(shapes)}: one variant per "
+                             "label")
         for index, model in enumerate(runs):
-            try:
-                collapse.find_mlp_activations(model, point)
-            except ValueError:
-                if point == "grn":
-                    break
-                raise
             progress(f"[collapse] {label}, run {index + 1} of {len(runs)}, after {point}, {images.shape[-1]} px")
             layers, stats = measure_run(model, images, counts, point, positions, rank_resamples, batch_size, seed)
             measured.append(stats)

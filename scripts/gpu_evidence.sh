@@ -2,13 +2,13 @@
 # GPU evidence, one call on a device machine (at most about 9 minutes on one H100): what a 2-core CPU cannot train. FCMAE
 # pretraining of V1 and V2 atto on the Imagenette train split for tens of epochs (bf16), then on the val split the
 # per-block collapse curves and effective rank (cnx2lite collapse), kNN top-1 (cnx2lite probe) and a K=50 fine-tune
-# of each; a short report. At most 8 files come back from $OUT (default: gpu-evidence-out):
-#   report.md, collapse.csv, collapse-<px>px.png, pretrain_metrics.csv, encoder-v1.safetensors, encoder-v2.safetensors
+# of each; a short report. At most 8 files come back from $OUT (default: gpu-evidence-out): report.md, collapse.csv,
+# collapse-<px>px.png, pretrain_metrics.csv, and encoder-v1/ and encoder-v2/ (save_pretrained: 2 files each).
 #
 #   here, once:   python scripts/make_gpu_data.py --data ../shared/data     # gpu-data/ (train + val), ~44 MiB
 #   device tool:  run(command="bash scripts/gpu_evidence.sh", carry=["gpu-data"], timeout_s=590)
-# Each step has a time limit (pretraining 130 s per arm: a run stopped by it is measured at its last checkpoint,
-# and the report gives the epochs it reached).
+# Each step has a time limit and all of them one deadline (BUDGET seconds, default 500, the report's time kept
+# aside): a pretraining stopped by it is measured at its last checkpoint, and the report gives the epochs it reached.
 #
 # Without a CUDA GPU (CI) the same steps run tiny on the CPU, on a synthetic folder, and the script exits 0, so every
 # step stays exercised. EVIDENCE_EPOCHS sets the pretraining epochs (GPU default 40).
@@ -24,7 +24,7 @@ RUNS=$WORK/runs
 
 if $PY -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     MODE=gpu DATA=${DATA:-gpu-data} DEVICE=cuda AMP=bf16 SIZE=96 EPOCHS=${EVIDENCE_EPOCHS:-40} BATCH=512 WORKERS=14
-    PRESET=imagenette-gpu FT_PRESET=cpu FT_EPOCHS=30 SHOTS=50 IMAGES=500 LIMIT=130 RESAMPLES="1000 50"
+    PRESET=imagenette-gpu FT_PRESET=cpu FT_EPOCHS=30 SHOTS=50 IMAGES=500 LIMIT=120 RESAMPLES="1000 50"
     if [ ! -d "$DATA/imagenette/val" ]; then
         echo "no $DATA/imagenette/{train,val}: run scripts/make_gpu_data.py here and carry gpu-data" >&2
         exit 2
@@ -49,11 +49,19 @@ PYEOF
 fi
 echo "gpu_evidence: $MODE, $EPOCHS pretraining epoch(s) per arm at $SIZE px, output $OUT"
 LOG=$WORK/log.txt STEPS=$WORK/steps.tsv
+DEADLINE=$((SECONDS + ${BUDGET:-500}))
 
-step() {  # step NAME SECONDS COMMAND...: with a time limit; its output goes to the log; never stops the script
+step() {  # step NAME SECONDS COMMAND...: within its limit and the deadline; output to the log; never stops the script
     local name=$1 limit=$2; shift 2
+    local left=$((DEADLINE - SECONDS))
+    [ "$left" -lt "$limit" ] && limit=$left
     echo "== $name" | tee -a "$LOG"
     local start=$SECONDS
+    if [ "$limit" -le 0 ]; then
+        echo "   skipped: the deadline has passed" | tee -a "$LOG"
+        printf '%s\t%s\t%s\n' "$name" "skipped" 0 >> "$STEPS"
+        return
+    fi
     timeout "$limit" "$@" >> "$LOG" 2>&1
     local status=$?
     echo "   exit $status in $((SECONDS - start)) s" | tee -a "$LOG"
@@ -78,8 +86,8 @@ for block in v1 v2; do
     step "finetune-$block" 90 $PY -m cnx2lite finetune --preset "$FT_PRESET" --block "$block" --data "$DATA" \
         --pretrained "$RUNS/pretrain-$block" --img-size "$SIZE" --images-per-class "$SHOTS" --epochs "$FT_EPOCHS" \
         --lr 1e-3 --warmup-epochs $(((FT_EPOCHS + 7) / 8)) --layer-decay 0.9 --rand-augment none --reprob 0 \
-        --drop-path 0 --label-smoothing 0 --device "$DEVICE" --amp "$AMP" --output "$RUNS" --name "finetune-$block" \
-        --no-progress
+        --drop-path 0 --label-smoothing 0 --eval-every "$FT_EPOCHS" --device "$DEVICE" --amp "$AMP" --output "$RUNS" \
+        --name "finetune-$block" --no-progress
 done
 
 $PY scripts/evidence_report.py --runs "$RUNS" --collapse "$WORK/collapse" --log "$LOG" --steps "$STEPS" --mode "$MODE" --out "$OUT"

@@ -153,16 +153,18 @@ def test_grn_removed_or_added_at_fine_tuning():
     images = torch.randn(2, 3, 64, 64)
     v2 = randomize_(create_model("convnextv2_atto", num_classes=0))
     without = create_model("convnextv2_atto", num_classes=0, block_norm="none")
-    result = load_pretrained(without, v2.state_dict())
+    with pytest.raises(ValueError):  # only when asked for (fine-tuning asks)
+        load_pretrained(without, v2.state_dict())
+    result = load_pretrained(without, v2.state_dict(), grn_change=True)
     assert any("GRN removed" in note for note in result.notes)
     torch.testing.assert_close(without.stages[2][1].pwconv1.weight, v2.stages[2][1].pwconv1.weight)
     v1 = randomize_(create_model("convnextv2_atto", num_classes=0, block="v1"))
     with_grn = create_model("convnextv2_atto", num_classes=0, block="v1", block_norm="grn")
-    result = load_pretrained(with_grn, v1.state_dict())
+    result = load_pretrained(with_grn, v1.state_dict(), grn_change=True)
     assert any("GRN added" in note for note in result.notes)
     with torch.no_grad():
         torch.testing.assert_close(with_grn.eval()(images), v1.eval()(images))
     # a V2 source that merely lacks its GRN weights is still refused
     broken = {k: v for k, v in v2.state_dict().items() if ".grn." not in k}
     with pytest.raises(ValueError, match="grn"):
-        load_pretrained(create_model("convnextv2_atto", num_classes=0), broken)
+        load_pretrained(create_model("convnextv2_atto", num_classes=0), broken, grn_change=True)

@@ -240,8 +240,10 @@ def test_centered_distance_ignores_a_common_offset_and_off_counts_channels_below
     # ...but leaves the spatial patterns, which the centered distance compares
     assert shifted.centered_distance.tolist() == pytest.approx(stats.centered_distance.tolist(), abs=1e-9)
     centered = maps - maps.mean(dim=(2, 3), keepdim=True)
+    # the two flat channels keep no spatial pattern: only the other four are compared
     assert stats.centered_distance.tolist() == pytest.approx(
-        [collapse.feature_cosine_distance(m) for m in centered], abs=1e-9)
+        [collapse.feature_cosine_distance(m[2:]) for m in centered], abs=1e-9)
+    assert collapse.layer_collapse(torch.ones(1, 3, 2, 2)).centered_distance.tolist() == [0.0]  # nothing to compare
     assert stats.off.tolist() == pytest.approx([2 / 6, 2 / 6]) and stats.dead.tolist() == [0.0, 0.0]
 
 

@@ -43,8 +43,8 @@ def test_resampled_mean_and_contrast():
 
 
 def test_a_biased_whole_sample_statistic_gets_an_interval_around_its_value():
-    """The effective rank of a resample is lower than the sample's (duplicated images add no direction): the draws
-    are shifted back, so the interval holds the value."""
+    """The effective rank of a resample is lower than the sample's (duplicated images add no direction): the normal
+    interval is centred on the value, its width the draws' spread."""
     torch.manual_seed(1)
     samples = torch.randn(30, 40, dtype=torch.float64)  # fewer samples than dimensions: the rank is sample-bound
     counts = image_counts(30, 60)
@@ -53,6 +53,7 @@ def test_a_biased_whole_sample_statistic_gets_an_interval_around_its_value():
     assert draws.mean() < value.item() - 1  # biased low
     v, low, high = resampled_contrast([Resampled(value, draws)])
     assert low.item() < v.item() < high.item()
+    assert (high - low).item() / 2 == pytest.approx(1.96 * draws.std().item(), rel=1e-5)
 
 
 def test_weighted_effective_rank_is_the_rank_of_the_repeated_samples():
@@ -124,6 +125,11 @@ def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, on
     (["--encoder", "a=random", "--contrast", "a", "b"], "--contrast names 'b'"),
     (["--encoder", "a=nowhere/run"], "nowhere/run"),
     (["--encoder", "a=random", "--point", "ln"], "--point"),
+    (["--encoder", "a=random:v1", "--point", "grn"], "none of the encoders has GRN"),
+    (["--encoder", "a=random:v1,random:v2", "--point", "grn"], "mixes runs with and without GRN"),
+    (["--encoder", "a=random", "--rank-resamples", "60"], "must be at most resamples"),
+    (["--encoder", "a=random", "--encoder", "b=random", "--contrast", "a", "b", "--along-training"],
+     "--contrast is not measured with --along-training"),
 ])
 def test_bad_input_is_one_line(args, says, folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

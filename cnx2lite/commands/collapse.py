@@ -71,16 +71,24 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
             label_runs.append({epoch: (lambda path=path: load_model(path, args.model)[0].to(device).eval())
                                for epoch, path in snapshots.items()})
         runs[label] = label_runs
+    for label, label_runs in runs.items():
+        if not set.intersection(*(set(r) for r in label_runs)):
+            raise ValueError(f"--along-training: the runs of {label!r} kept no snapshot at a common epoch "
+                             f"({'; '.join(', '.join(map(str, sorted(r))) for r in label_runs)})")
     figures = []
     for size in args.img_size:
-        by_epoch = collapse_curves.measure_along_training(runs, val_images(folder, size, args.images, device),
-                                                          args.point[0], args.resamples, args.rank_resamples,
-                                                          args.positions, args.batch_size, args.seed)
+        images = val_images(folder, size, args.images, device)
+        by_epoch: dict[int, list] = {}
+        for point in args.point:
+            measured = collapse_curves.measure_along_training(runs, images, point, args.resamples,
+                                                              args.rank_resamples, args.positions, args.batch_size,
+                                                              args.seed)
+            for epoch, curves in measured.items():
+                by_epoch.setdefault(epoch, []).extend(curves)
         collapse_curves.write_along_training_csv(by_epoch, output / f"collapse-along-training-{size}px.csv")
         figures.append(f"collapse-along-training-{size}px.png")
-        collapse_curves.plot_along_training(by_epoch, title=f"collapse along pretraining, {args.images} val images at "
-                                            f"{size} px, after {args.point[0].upper()}").savefig(output / figures[-1],
-                                                                                               dpi=100)
+        collapse_curves.plot_along_training(by_epoch, title=f"collapse along pretraining, {len(images)} val images "
+                                            f"at {size} px").savefig(output / figures[-1], dpi=100)
     print(f"wrote {', '.join(figures)} and their CSV files in {output}")
     return 0
 
@@ -98,6 +106,8 @@ def run_collapse(args: argparse.Namespace) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     if args.along_training:
+        if args.contrast:
+            raise ValueError("--contrast is not measured with --along-training: compare the encoders' curves")
         return run_along_training(args, folder, output, device)
     curves, figures = [], []
     for size in args.img_size:
@@ -105,6 +115,9 @@ def run_collapse(args: argparse.Namespace) -> int:
         measured = [c for point in args.point for c in collapse_curves.measure(
             encoders, images, point, args.resamples, args.rank_resamples, args.positions, args.batch_size,
             args.seed)]
+        if not measured:
+            raise ValueError("--point grn: none of the encoders has GRN (V1 blocks, or another --block-norm); add "
+                             "--point gelu")
         figure = f"collapse-{size}px.png"
         collapse_curves.plot_curves(measured, title=f"MLP activations per block, {len(images)} val images at {size} "
                                     "px: mean over runs, 95% band over runs and images").savefig(output / figure,
@@ -131,7 +144,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="also give A - B over blocks with its interval and verdict (repeatable)")
     parser.add_argument("--along-training", action="store_true",
                         help="measure each encoder's runs (run directories) at every epoch they kept a snapshot of "
-                        "(trained with --keep-every-epochs N), after the first --point: the budget curve")
+                        "(trained with --keep-every-epochs N): the budget curve")
     parser.add_argument("--model", default=None, help="variant for random inits and foreign files (default: the "
                         "run's, else convnextv2_atto)")
     add_data_flags(parser)

@@ -27,6 +27,11 @@ from .positions import AllPositions, Positions
 BLOCK_NORMS = ("grn", "none", "lrn", "bn", "ln", "se", "cbam")
 
 
+def _wide(x: Tensor) -> Tensor:
+    """``x`` in float32 or wider: sums over thousands of positions lose too much in bfloat16 (as GRN's)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _count(x: Tensor, positions: Positions) -> Tensor:
     """Positions per sample, shaped like ``positions.sum``'s output with one channel."""
     return positions.sum(torch.ones_like(x[..., :1]))
@@ -57,7 +62,7 @@ class VisibleBatchNorm(nn.BatchNorm1d):
         positions = positions or AllPositions()
         channels = x.shape[-1]
         if self.training:
-            wide = x.to(torch.promote_types(x.dtype, torch.float32))
+            wide = _wide(x)
             count = _count(wide, positions).sum()
             mean = positions.sum(wide).reshape(-1, channels).sum(dim=0) / count
             var = positions.sum((wide - mean).square()).reshape(-1, channels).sum(dim=0) / count
@@ -82,7 +87,8 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: Tensor, positions: Positions | None = None) -> Tensor:
         positions = positions or AllPositions()
-        mean = positions.sum(x) / _count(x, positions)
+        wide = _wide(x)
+        mean = (positions.sum(wide) / _count(wide, positions)).to(x.dtype)
         return x * positions.expand(torch.sigmoid(self.fc2(F.relu(self.fc1(mean)))))
 
 
@@ -98,7 +104,8 @@ class CBAM(nn.Module):
 
     def forward(self, x: Tensor, positions: Positions | None = None) -> Tensor:
         positions = positions or AllPositions()
-        pooled_mean, pooled_max = positions.sum(x) / _count(x, positions), positions.amax(x)
+        wide = _wide(x)
+        pooled_mean, pooled_max = (positions.sum(wide) / _count(wide, positions)).to(x.dtype), positions.amax(x)
         x = x * positions.expand(torch.sigmoid(self.mlp(pooled_mean) + self.mlp(pooled_max)))
         grid = positions.to_map(x)  # (N, H, W, C), zeros at masked positions
         described = torch.stack([grid.mean(dim=-1), grid.amax(dim=-1)], dim=1)  # (N, 2, H, W)

@@ -55,12 +55,21 @@ class TokenPositions:
     ``n``: statistics ``(N, C)``, expanded back to ``(M, C)`` by :meth:`expand`. Equal lengths (the
     usual case: every FCMAE mask keeps the same number of cells) take a faster reshape path.
     ``coords`` ``(M, 3)`` (sample, row, column of each token) and ``size`` ``(H, W)`` place the tokens
-    on a map, for :meth:`to_map`."""
+    on a map, for :meth:`to_map`; or ``visible`` ``(N, H, W)`` bool, the tokens being its True positions in
+    row-major order, turned into coordinates only when a module asks (no device sync otherwise)."""
 
-    def __init__(self, lengths: Tensor, coords: Tensor | None = None, size: tuple[int, int] | None = None) -> None:
+    def __init__(self, lengths: Tensor, coords: Tensor | None = None, size: tuple[int, int] | None = None,
+                 visible: Tensor | None = None) -> None:
         self.lengths = lengths
         self.uniform = bool((lengths == lengths[0]).all())
-        self.coords, self.size = coords, size
+        self._coords, self.visible = coords, visible
+        self.size = tuple(visible.shape[1:]) if visible is not None else size
+
+    @property
+    def coords(self) -> Tensor | None:
+        if self._coords is None and self.visible is not None:
+            self._coords = self.visible.nonzero()
+        return self._coords
 
     def _reduce(self, x: Tensor, how: str) -> Tensor:
         if self.uniform:

@@ -30,7 +30,7 @@ def forward_features(model: ConvNeXtV2, x: Tensor, mask: Tensor) -> Tensor:
             norm, conv = downsample
             tokens = gather(conv(scatter(layer_norm(tokens, norm), visible[i - 1])), visible[i])
         positions = TokenPositions(cells * (visible[i].shape[1] // mask.shape[1]) ** 2,  # tokens per sample
-                                   visible[i].nonzero(), tuple(visible[i].shape[1:]))  # row-major, as gather()
+                                   visible=visible[i])  # row-major, as gather()
         for block in stage:
             y = block.mlp(gather(block.dwconv(scatter(tokens, visible[i])), visible[i]), positions)
             tokens = tokens + drop_path(y, block.drop_path, positions)

@@ -160,7 +160,7 @@ class FinetuneTask:
                              block_norm=c.block_norm,
                              in_chans=c.in_chans)
         if c.pretrained:
-            load_pretrained(model, c.pretrained, skip_head=True)
+            load_pretrained(model, c.pretrained, skip_head=True, grn_change=True)
         self.mixup_fn = build_mixup(num_classes, c.mixup, c.cutmix, c.label_smoothing)
         self.criterion = build_criterion(self.mixup_fn, c.label_smoothing)
         return model
