@@ -3,9 +3,11 @@ from .openmp import shorter_spin_wait
 
 shorter_spin_wait()  # before anything imports torch (see cnx2lite.openmp)
 
-from .checkpoints import export_timm, load_pretrained
-from .factory import create_model
+from .checkpoints import export_timm, load_pretrained, read_weights
+from .factory import create_model, load_model
 from .fcmae import FCMAE
+from .hub import save_pretrained
+from .layers import GRN
 from .masking import random_mask, stage_masks, upsample_mask
 from .models import VARIANTS, ConvNeXtV2
 from .sparse import available_backends, sparse_forward_features
@@ -22,5 +24,9 @@ __all__ = [
     "sparse_forward_features",
     "available_backends",
     "load_pretrained",
+    "load_model",
+    "read_weights",
+    "save_pretrained",
+    "GRN",
     "export_timm",
 ]

@@ -1,8 +1,8 @@
 """Load ConvNeXt V2 weights from the formats in the wild, and export to timm.
 
-:func:`load_pretrained` reads a path or a state dict, finds the weights inside (a bare state dict, or
-a training checkpoint's ``"model"`` / ``"ema"`` entry), converts them to our dense names with
-:func:`convert_state_dict`, and loads them with clear errors. Recognized formats:
+:func:`load_pretrained` reads a path or a state dict through :func:`read_weights` (the one reader: the weights
+inside a bare state dict, a training checkpoint's ``"model"`` / ``"ema"`` entry or a saved folder), converts them to
+our dense names with :func:`convert_state_dict`, and loads them with clear errors. Recognized formats:
 
 * ``"dense"``: the official repo's dense model, which uses our names (e.g. ``stages.0.0.dwconv``).
 * ``"fcmae"``: an FCMAE module of this project: ``encoder.*`` dense tensors plus decoder keys.
@@ -100,13 +100,8 @@ def load_pretrained(
     them, except the final norm and head that an encoder-only (FCMAE) checkpoint lacks: those keep
     their initialization and are listed in ``missing_keys``. Without ``strict``, keys that do not
     fit are skipped and reported in the result."""
-    saved = {}
-    if not isinstance(source, Mapping) and hub.is_saved_folder(source):  # a save_pretrained folder
-        source, saved = hub.load_saved(source)
-        _check_architecture(model, saved, grn_change)
-    state_dict, notes, architecture = _read(source, use_ema)
-    _check_architecture(model, architecture, grn_change)  # a cnx2lite run's block, GRN aggregation and block norm
-    saved = {**saved, **architecture}
+    state_dict, saved, notes = read_weights(source, use_ema)
+    _check_architecture(model, saved, grn_change)  # what a run or a saved folder records: block, GRN, block norm
     state_dict, source_format = convert_state_dict(state_dict)
     state_dict, adapted = _adapt_stem(state_dict, model.in_chans)
     notes += adapted
@@ -144,9 +139,7 @@ def load_pretrained(
 def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool = False) -> dict[str, Tensor]:
     """The raw state dict inside any source :func:`load_pretrained` reads (file, run directory, released name,
     wrapped mapping), unconverted, with wrapper prefixes (``module.``) removed."""
-    if not isinstance(source, Mapping) and hub.is_saved_folder(source):
-        source = hub.load_saved(source)[0]
-    state_dict, _, _ = _read(source, use_ema)
+    state_dict, _, _ = read_weights(source, use_ema)
     return {_strip_wrappers(k): v for k, v in state_dict.items()}
 
 
@@ -192,9 +185,15 @@ def timm_name(model: ConvNeXtV2) -> str:
     return variant.replace("convnextv2_", "convnext_")
 
 
-def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tuple[Mapping, list[str], dict]:
-    """The state dict inside ``source``, a note on where it was found, and the architecture a cnx2lite training
-    checkpoint records (its :data:`~cnx2lite.models.convnextv2.ARCHITECTURE` options; empty for other sources)."""
+def read_weights(source: str | os.PathLike | Mapping[str, Tensor],
+                 use_ema: bool = False) -> tuple[Mapping[str, Tensor], dict, list[str]]:
+    """The one reader under every loader: the raw state dict inside any source (a file, a run directory's newest
+    checkpoint, a released name, a ``save_pretrained`` folder, a possibly wrapped mapping), the architecture it records
+    (a run's :data:`~cnx2lite.models.convnextv2.ARCHITECTURE` options, a saved folder's config; empty for other
+    sources), and notes on where the weights were found."""
+    if not isinstance(source, Mapping) and hub.is_saved_folder(source):
+        state_dict, saved = hub.load_saved(source)
+        return state_dict, saved, []
     if isinstance(source, Mapping):
         checkpoint, where = source, "the checkpoint"
     else:
@@ -203,7 +202,7 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{where} holds a {type(checkpoint).__name__}, not a state dict or checkpoint dict")
     if not use_ema and checkpoint and all(isinstance(v, Tensor) for v in checkpoint.values()):
-        return checkpoint, [], {}
+        return checkpoint, {}, []
     config = checkpoint.get("config") if isinstance(checkpoint.get("config"), Mapping) else {}
     architecture = {k: config[k] for k in ARCHITECTURE if k in config}
     names = EMA_KEYS if use_ema else MODEL_KEYS
@@ -215,7 +214,7 @@ def _read(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool) -> tu
         kind = "EMA weights" if use_ema else "state dict"
         raise ValueError(f"no {kind} in {where}: expected one under {' or '.join(map(repr, names))}; "
                          f"top-level keys: {', '.join(map(str, list(checkpoint)[:10]))}")
-    return checkpoint[name], [f"weights taken from checkpoint[{name!r}]"], architecture
+    return checkpoint[name], architecture, [f"weights taken from checkpoint[{name!r}]"]
 
 
 STEM = "downsample_layers.0.0.weight"
