@@ -13,7 +13,7 @@ from cnx2lite.commands import build_parser, run_command
 from cnx2lite.fcmae import FCMAE
 from cnx2lite.models import create_model
 from cnx2lite.rundir import RunDir, load_checkpoint
-from cnx2lite.train import load_preset, preset_names
+from cnx2lite.train import load_config, load_preset, preset_names
 from cnx2lite.train.ema import ModelEma
 from cnx2lite.train.loader import ResumableSampler
 from cnx2lite.train.optim import build_optimizer, cosine_lr, layer_id, param_groups
@@ -292,3 +292,18 @@ def test_config_values_are_typed_in_one_place():
                          (dict(name=3), "name must be str or None"), (dict(lr="1e-3"), "lr must be float or None")):
         with pytest.raises(ValueError, match=message):
             load_preset("smoke", task="finetune", **bad)
+
+
+def test_a_warmup_longer_than_the_run_is_refused_and_a_shortened_preset_keeps_its_warmup_share(tmp_path):
+    import json
+
+    from cnx2lite.train.presets import load_preset
+
+    with pytest.raises(ValueError, match=r"warmup_epochs \(3\) must be at most epochs \(2\)"):
+        load_preset("cpu", task="pretrain", epochs=2, warmup_epochs=3)
+    assert load_preset("cpu", task="pretrain", epochs=1).warmup_epochs == pytest.approx(2 / 20)  # 2 of 20 epochs
+    assert load_preset("cpu", task="pretrain", epochs=5).warmup_epochs == 2  # still fits: unchanged
+    assert load_preset("cpu", task="pretrain", epochs=1, warmup_epochs=0).warmup_epochs == 0  # asked for: kept
+    saved = tmp_path / "config.json"  # a replayed run shortened the same way
+    saved.write_text(json.dumps({**load_preset("cpu", task="pretrain").to_dict(), "task": "pretrain"}))
+    assert load_config(saved, "pretrain", epochs=1).warmup_epochs == pytest.approx(2 / 20)

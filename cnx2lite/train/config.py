@@ -159,6 +159,9 @@ class TrainConfig:
                     raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
         if not 0.0 <= self.tune_fraction < 1.0:
             raise ValueError(f"tune_fraction must be in [0, 1), got {self.tune_fraction!r}")
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs:g}) must be at most epochs ({self.epochs}): the lr "
+                             "would never reach its peak")
         if self.eval_split == "tune" and not self.tune_fraction:
             raise ValueError("eval_split='tune' needs a tuning split: set tune_fraction > 0 (e.g. 0.1)")
         if self.rand_augment is not None:
@@ -287,7 +290,17 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
         raise ValueError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
     saved = saved.get("requested", saved)
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in FIELDS}
-    return TrainConfig(**{**fields, **overrides, "task": task})
+    return TrainConfig(**{**fields, **fit_warmup(fields, overrides), "task": task})
+
+
+def fit_warmup(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides``, plus a warmup shortened with the schedule when they shorten ``epochs`` below the base's warmup
+    without giving one: the base's warmup share of its epochs is kept (a 2-of-20-epoch warmup, run for 1 epoch, warms
+    up for 0.1). An explicit warmup longer than the epochs is refused by :class:`TrainConfig`."""
+    epochs, warmup = overrides.get("epochs"), base.get("warmup_epochs", 0.0)
+    if epochs is None or "warmup_epochs" in overrides or warmup <= epochs or not base.get("epochs"):
+        return overrides
+    return {**overrides, "warmup_epochs": warmup * epochs / base["epochs"]}
 
 
 def check_task(task: str) -> str:
