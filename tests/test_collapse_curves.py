@@ -162,3 +162,23 @@ def test_snapshots_along_training_and_the_budget_curve(folder, tmp_path, capsys,
         main(collapse_command(folder, output, "--along-training", "--encoder", f"x={folder}"))
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "--keep-every-epochs" in err and len(err.splitlines()) == 1
+
+
+def test_the_budget_script_runs_tiny(tmp_path):
+    """scripts/collapse_budget.sh end to end at the smoke preset: two pretrainings with kept epochs, the curve."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = make_image_folder(tmp_path / "images")
+    env = {**os.environ, "PYTHON": sys.executable, "DATA": str(folder), "OUTPUT": str(tmp_path), "PRESET": "smoke",
+           "EPOCHS": "2", "EVERY": "1", "SIZE": "64", "IMAGES": "4", "RESAMPLES": "20", "RANK_RESAMPLES": "3",
+           "OMP_NUM_THREADS": "1"}
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", "scripts/collapse_budget.sh"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "report" / "collapse-along-training-64px.csv")))
+    assert {(r["epoch"], r["encoder"]) for r in rows if r["point"] == "gelu"} == {
+        (e, b) for e in ("1", "2") for b in ("V1 FCMAE", "V2 FCMAE")}
