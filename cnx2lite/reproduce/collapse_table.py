@@ -1,0 +1,90 @@
+"""Table 4 of the report: feature collapse block by block (:mod:`cnx2lite.collapse_curves`) of the grid's encoders."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from .. import collapse, collapse_curves, data
+from ..factory import load_model
+from .grid import Cell, Evaluator, Scale
+from .report_rows import PAPER, Row, Table, runs_described, verdict
+
+
+# ----------------------------------------------------------------------------------------------- 4. feature collapse
+def collapse_cells(scale: Scale) -> list[Cell]:
+    return [Cell(scale.main_shot, "fcmae", "v1"), Cell(scale.main_shot, "fcmae", "v2"), Cell(None, "scratch", "v2")]
+
+
+def table_collapse(ev: Evaluator, output: Path) -> Table:
+    """Feature collapse block by block (:mod:`cnx2lite.collapse_curves`) of every pretraining run, random inits (one per
+    pretraining seed) and the supervised runs (every seed of scratch at K=all), on ``collapse_images`` val images of
+    alternating classes at each of ``collapse_sizes``, after GELU and after GRN."""
+    s = ev.grid.scale
+    pretrain_seeds = range(s.pretrain_seeds)
+    encoders = {"V1 FCMAE": [ev.encoder("fcmae", "v1", p) for p in pretrain_seeds],
+                "V2 FCMAE": [ev.encoder("fcmae", "v2", p) for p in pretrain_seeds],
+                "V2 random init": [ev.encoder("scratch", "v2", p) for p in pretrain_seeds],
+                "V2 supervised (all labels)": [load_model(run.run_dir, classifier=True)[0]
+                                               for run in ev.grid.cell_runs(Cell(None, "scratch"))[0]]}
+    encoders = {label: [model.to(ev.device).eval() for model in runs] for label, runs in encoders.items()}
+    contrasts = [("V2 FCMAE", "V1 FCMAE")]
+    curves, figures = [], []
+    for size in s.collapse_sizes:
+        val = data.build_dataset(ev.folder, "val", data.eval_transform(size), classes=ev.classes)
+        images = torch.stack([val[i][0] for i in data.distinct_class_order(val.targets)[:s.collapse_images]])
+        measured = [c for point in collapse.POINTS for c in collapse_curves.measure(
+            encoders, images.to(ev.device), point, rank_resamples=s.collapse_rank_resamples)]
+        figures.append(f"feature_collapse_{size}px.png")
+        collapse_curves.plot_curves(measured, title=f"feature collapse, {len(images)} val images at {size} px "
+                                    "(mean over runs, 95% band over runs and images)").savefig(output / figures[-1],
+                                                                                             dpi=100)
+        curves += measured
+    collapse_curves.write_csv(curves, contrasts, output / "feature_collapse.csv")
+    rows, claims = [], []
+    for c in (c for c in curves if c.point == "gelu"):
+        where = f" at {c.img_size} px" if len(s.collapse_sizes) > 1 else ""
+        rows += [Row("4", f"{c.label}{where}", COLLAPSE_METRICS[stat], collapse_curves.estimate([c], stat),
+                     PAPER["collapse"] if stat == "distance" else "") for stat in COLLAPSE_METRICS]
+    for size in s.collapse_sizes:
+        v2, v1 = (next(c for c in curves if (c.label, c.point, c.img_size) == (label, "gelu", size))
+                  for label in ("V2 FCMAE", "V1 FCMAE"))
+        for stat in ("distance", "effective_rank"):
+            diff = collapse_curves.estimate([v2, v1], stat, (1.0, -1.0))
+            rows.append(Row("4", f"V2 FCMAE - V1 FCMAE at {size} px", COLLAPSE_METRICS[stat], diff,
+                            PAPER["collapse"] if stat == "distance" else ""))
+            claims.append(f"- {COLLAPSE_METRICS[stat]}, V2 FCMAE minus V1 FCMAE at {size} px: "
+                          f"{verdict(diff, 'GRN keeps V2 less collapsed than V1', v2.runs > 1 and v1.runs > 1, '', 3)}")
+    shutil.copy(ev.grid.pretrain("v2").run_dir / "reconstruction.png", output / "reconstruction.png")
+    section = f"""## 4. Feature collapse
+
+Each block's MLP activations (after GELU, as the paper's Fig. 4; for V2 blocks also after GRN) on {s.collapse_images}
+val images of alternating classes, at {" and ".join(f"{size} px" for size in s.collapse_sizes)} (the training
+resolution is {s.img_size} px; the encoders are fully convolutional). Per block: the feature cosine distance, raw (the
+paper's) and with each channel map's spatial mean removed (centered: only shared spatial patterns count), the
+effective rank of the channel covariance as a share of the channels (U-MAE's measure of MAE's dimensional collapse;
+sampled at {collapse_curves.POSITIONS} positions per image), and the shares of off channels (never positive in an
+image: parked at or below GELU's floor), saturated channels (constant over positions) and dead ones (|activation| <
+1e-3 everywhere). Every number is the mean over blocks and runs with a 95% interval that resamples the runs, then the
+images (the normal interval, centred on the value; the effective rank on {s.collapse_rank_resamples} resamples; it
+grows with the samples, so compare encoders with it at this count of images and positions); per-block values with
+their intervals are in `feature_collapse.csv`, per-block curves in the figures. The supervised reference is scratch
+at K=all ({runs_described(ev, "scratch")}).
+
+{collapse_curves.markdown(curves, contrasts, figures)}
+The paper's claim, on the distance it plots and on the effective rank:
+
+{chr(10).join(claims)}
+
+Paper: {PAPER['collapse']}.
+
+FCMAE reconstructions of val images (V2, first pretraining run, end of pretraining):
+
+![reconstructions](reconstruction.png)
+"""
+    return Table(rows, section)
+
+
+COLLAPSE_METRICS = {"distance": "feature cosine distance", "centered_distance": "centered cosine distance",
+                    "effective_rank": "effective rank / channels", "off": "off channels (share)"}
