@@ -248,7 +248,8 @@ def _grn_changed(model: ConvNeXtV2, state_dict: dict[str, Tensor],
     with it (GRN starts as the identity, gamma = beta = 0). Returns the state dict, a note, and the keys allowed to be
     missing. Any other missing GRN still fails the strict load."""
     has_grn = any(".grn." in k for k in state_dict)
-    without_grn = saved.get("block_norm") == "none" or any(LAYER_SCALE.fullmatch(k) for k in state_dict)
+    recorded = default_block_norm(saved.get("block", "v2"), saved["block_norm"]) if "block_norm" in saved else None
+    without_grn = recorded == "none" or any(LAYER_SCALE.fullmatch(k) for k in state_dict)
     if model.block_norm == "none" and has_grn:
         kept = {k: v for k, v in state_dict.items() if ".grn." not in k}
         return kept, ["GRN removed: the source's GRN weights are not loaded (the model's blocks have none)"], ()
@@ -262,10 +263,10 @@ def _check_architecture(model: ConvNeXtV2, saved: Mapping, grn_change: bool = Fa
     """Saved weights' recorded architecture must be the model's: GRN's aggregation has no parameters, so a mismatch
     would otherwise load silently. Fields the source does not record are not compared."""
     mine = {"depths": list(model.depths), "dims": list(model.dims), "in_chans": model.in_chans, **architecture(model)}
-    if saved.get("block_norm", "") is None:  # a config's None: the block style's own
-        saved = {**saved, "block_norm": default_block_norm(saved.get("block", model.block))}
+    if "block_norm" in saved:  # a config's "auto" (or None): the block style's own
+        saved = {**saved, "block_norm": default_block_norm(saved.get("block", model.block), saved["block_norm"])}
     allowed = set()
-    if grn_change and {saved.get("block_norm"), model.block_norm} == GRN_CHANGE:
+    if grn_change and {saved.get("block_norm"), model.block_norm} == GRN_CHANGE:  # "auto" resolved above
         allowed = {"block_norm", "grn_aggregation"}  # GRN removed or added: its aggregation no longer matters
     differ = [f"{k}: saved {saved[k]!r}, model {v!r}" for k, v in mine.items() if k in saved and saved[k] != v
               and k not in allowed]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from .data import image_hw
 from .factory import load_model
+from .hub import is_saved_folder
 from .rundir import resolve_checkpoint
 
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".torchscript.pt"}
@@ -82,6 +84,18 @@ def _require(*packages: str) -> None:
         raise ImportError(f"{', '.join(missing)} not installed: pip install {' '.join(missing)} (or cnx2lite[export])")
 
 
+def _holds_weights(path: Path) -> bool:
+    """Whether ``path`` is a torch checkpoint (a ``torch.save`` zip: a ``data.pkl`` and no TorchScript ``code/``) or a
+    safetensors file: what ``--overwrite`` must never replace, wherever it lies and whatever its name."""
+    if path.suffix == ".safetensors":
+        return True
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
+
+
 def _in_run_directory(path: Path) -> bool:
     """Whether ``path``'s folder holds a training run (its config.json, a checkpoint or its lock)."""
     folder = path.resolve().parent
@@ -112,7 +126,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
     net, config = load_model(checkpoint, model, classifier=None)  # a fine-tuning run's head
     size = image_hw(img_size or config.get("img_size", 224))
     output = Path(output or Path(checkpoint).with_suffix("").name + FORMATS[fmt])
-    source = Path(resolve_checkpoint(checkpoint)).resolve() if checkpoint != "random" else None
+    source = None if checkpoint == "random" or is_saved_folder(checkpoint) else Path(resolve_checkpoint(checkpoint))
+    source = source.resolve() if source is not None else None
     if output.resolve() == source:
         raise ValueError(f"--output {output} is the checkpoint being exported: choose another file")
     if output.name.startswith("checkpoint-") or output.is_dir() or _in_run_directory(output):
@@ -121,6 +136,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
         raise ValueError(f"--output {output} is {what}: choose a new file elsewhere, e.g. model{FORMATS[fmt]}")
     if output.exists() and not overwrite:
         raise FileExistsError(f"--output {output} exists: choose a new file, or pass --overwrite to replace it")
+    if output.is_file() and _holds_weights(output):
+        raise ValueError(f"--output {output} holds trained weights (a checkpoint or safetensors file), which an "
+                         "export never replaces: choose another file")
     before = set(output.parent.glob(output.name + "*")) if output.parent.is_dir() else set()
     path = export_model(net, output, fmt, size, net.in_chans)
     files = [path] + sorted(set(path.parent.glob(path.name + "?*")) - before)  # e.g. model.onnx.data

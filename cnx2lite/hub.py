@@ -145,4 +145,9 @@ def load_saved(folder: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
     folder = Path(folder)
     config_path = folder / CONFIG_NAME
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-    return load_file(str(folder / SAFETENSORS_NAME)), config
+    try:
+        return load_file(str(folder / SAFETENSORS_NAME)), config
+    except Exception as e:  # safetensors raises its own SafetensorError for a truncated or corrupt file
+        if isinstance(e, OSError):
+            raise
+        raise ValueError(f"{folder / SAFETENSORS_NAME} is truncated or not a safetensors file ({e})") from None

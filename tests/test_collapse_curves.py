@@ -116,6 +116,11 @@ def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, on
     assert "| V1 random - V2 random | GELU |" in report and "| V2 random - same | GRN |" in report
     assert "V1 random" not in [r["encoder"] for r in rows if r["point"] == "grn"]  # V1 has no GRN
     assert "![collapse curves](collapse-64px.png)" in report
+    # measured again at another size into the same folder: the earlier figure goes with the earlier numbers
+    with pytest.raises(SystemExit) as exit_info:
+        main(collapse_command(folder, output, "--encoder", "b=random:v1", "--point", "gelu", "--img-size", "96"))
+    assert exit_info.value.code == 0
+    assert {p.name for p in output.iterdir()} == {"collapse.csv", "collapse.md", "collapse-96px.png"}
 
 
 @pytest.mark.parametrize("args, says", [
@@ -130,6 +135,8 @@ def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, on
     (["--encoder", "a=random", "--rank-resamples", "60"], "must be at most resamples"),
     (["--encoder", "a=random", "--encoder", "b=random", "--contrast", "a", "b", "--along-training"],
      "--contrast is not measured with --along-training"),
+    (["--encoder", "a=some/run,some/run"], "names a source twice"),
+    (["--encoder", "a=random", "--img-size", "32"], "must be 64 or more"),
 ])
 def test_bad_input_is_one_line(args, says, folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

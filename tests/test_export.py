@@ -54,3 +54,26 @@ def test_export_of_a_non_square_run_and_the_checkpoint_is_never_overwritten(tmp_
         assert exit_info.value.code == 2 and "choose a new file" in capsys.readouterr().err
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint-00000002.pt"]
     assert FORMATS["torchscript"] == ".torchscript.pt"  # the default name never collides with checkpoint-N.pt
+
+
+def test_overwrite_never_replaces_weights_and_saved_folders_export(tmp_path, capsys):
+    """--overwrite replaces an earlier export, never a file holding trained weights, wherever it lies; a
+    save_pretrained folder exports like any source; a truncated safetensors file is one line."""
+    from cnx2lite.export import export_checkpoint
+    from cnx2lite.hub import save_pretrained
+
+    model = randomize_(create_model("convnextv2_atto", num_classes=0))
+    weights = tmp_path / "best.pt"  # a checkpoint copied out of its run, under any name
+    torch.save({"model": model.state_dict()}, weights)
+    folder = save_pretrained(model, tmp_path / "saved")
+    first = export_checkpoint(folder, "torchscript", tmp_path / "enc.ts", img_size=64)
+    again = export_checkpoint(folder, "torchscript", tmp_path / "enc.ts", img_size=64, overwrite=True)
+    assert first.files == again.files and again.max_difference < 1e-4
+    with pytest.raises(ValueError, match="holds trained weights"):
+        export_checkpoint(folder, "torchscript", weights, img_size=64, overwrite=True)
+    assert torch.load(weights, weights_only=True)["model"].keys() == model.state_dict().keys()
+    (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:100])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--checkpoint", str(folder), "--format", "torchscript", "--output", str(tmp_path / "x.ts")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "truncated or not a safetensors file" in err and len(err.splitlines()) == 1

@@ -17,6 +17,15 @@ from .flags import add_data_flags, add_device_flag, image_size, non_negative_int
 RANDOM = "random"
 
 
+def collapse_size(text: str) -> int:
+    """``type=collapse_size``: an image size whose last stage still has 2x2 positions (a spatial statistic needs 2)."""
+    value = image_size(text)
+    if value < 64:
+        raise argparse.ArgumentTypeError(f"must be 64 or more (the last stage's map is {value // 32}x{value // 32} "
+                                         f"there, and the measures compare positions), got {text}")
+    return value
+
+
 def parse_encoder(text: str) -> tuple[str, list[str]]:
     """``"LABEL=SOURCE[,SOURCE...]"`` -> ``(label, sources)``; a source is anything ``load_model`` reads, or
     ``random`` / ``random:v1`` / ``random:v2`` (a random init of that block style)."""
@@ -28,6 +37,10 @@ def parse_encoder(text: str) -> tuple[str, list[str]]:
     for name in names:
         if name.startswith(RANDOM) and name not in (RANDOM, f"{RANDOM}:v1", f"{RANDOM}:v2"):
             raise argparse.ArgumentTypeError(f"a random source is random, random:v1 or random:v2; got {name!r}")
+    trained = [name for name in names if not name.startswith(RANDOM)]  # random sources differ by their seeds
+    if len(set(trained)) != len(trained):
+        raise argparse.ArgumentTypeError(f"{label.strip()!r} names a source twice: each run counts once in the "
+                                         f"intervals; got {text!r}")
     return label.strip(), names
 
 
@@ -47,6 +60,19 @@ def load_encoders(specs: list[tuple[str, list[str]]], model: str | None,
             runs.append(net.to(device).eval())
         encoders[label] = runs
     return encoders
+
+
+def prepare_output(output: Path) -> Path:
+    """``--output`` as a folder that will hold this invocation's files only: created if needed, never a file or a run
+    directory, and the files of an earlier collapse there removed (a stale figure would sit beside new numbers)."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file: give a folder (default: ./collapse)")
+    if (output / "config.json").exists() or any(output.glob("checkpoint-*.pt")) or (output / ".lock").exists():
+        raise ValueError(f"--output {output} is a training run's directory: give another folder")
+    output.mkdir(parents=True, exist_ok=True)
+    for old in [*output.glob("collapse*.csv"), *output.glob("collapse*.md"), *output.glob("collapse-*px.png")]:
+        old.unlink()
+    return output
 
 
 def val_images(folder: Path, size: int, count: int, device: torch.device) -> torch.Tensor:
@@ -103,8 +129,7 @@ def run_collapse(args: argparse.Namespace) -> int:
             raise ValueError(f"--contrast names {', '.join(map(repr, missing))}, not an --encoder label "
                              f"({', '.join(map(repr, labels))})")
     folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = prepare_output(Path(args.output))
     if args.along_training:
         if args.contrast:
             raise ValueError("--contrast is not measured with --along-training: compare the encoders' curves")
@@ -150,8 +175,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_data_flags(parser)
     parser.add_argument("--images", type=positive(int), default=500,
                         help="val images, classes alternating (default: 500)")
-    parser.add_argument("--img-size", type=image_size, nargs="+", default=[224], metavar="PX",
-                        help="resolutions to measure at (default: 224)")
+    parser.add_argument("--img-size", type=collapse_size, nargs="+", default=[224], metavar="PX",
+                        help="resolutions to measure at, multiples of 32 from 64 (default: 224)")
     parser.add_argument("--point", nargs="+", choices=collapse.POINTS, default=list(collapse.POINTS),
                         help="where in each block: after GELU (the paper's) and/or after GRN (V2 blocks) "
                         "(default: gelu grn)")

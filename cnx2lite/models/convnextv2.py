@@ -50,7 +50,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, drop_path: float = 0.0, block: str = "v2", grn_aggregation: str = "l2",
                  block_norm: str | None = None) -> None:
         super().__init__()
-        block_norm = block_norm or default_block_norm(block)
+        block_norm = default_block_norm(block, block_norm)
         self.dwconv = DepthwiseConv2d(dim, kernel_size=7)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
@@ -98,7 +98,7 @@ class ConvNeXtV2(nn.Module):
         super().__init__()
         _check_choice("block", block, BLOCK_STYLES)
         _check_choice("grn_aggregation", grn_aggregation, GRN_AGGREGATIONS)
-        block_norm = block_norm or default_block_norm(block)
+        block_norm = default_block_norm(block, block_norm)
         _check_choice("block_norm", block_norm, BLOCK_NORMS)
         _check_positive_int("in_chans", in_chans)
         if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 0:
@@ -223,8 +223,11 @@ def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
-def default_block_norm(block: str) -> str:
-    """What follows the MLP's GELU in a block style: GRN in V2, nothing in V1."""
+def default_block_norm(block: str, block_norm: str | None = None) -> str:
+    """``block_norm``, or for ``None`` / ``"auto"`` what follows the MLP's GELU in the block style: GRN in V2, nothing
+    in V1."""
+    if block_norm not in (None, "auto"):
+        return block_norm
     return "grn" if block == "v2" else "none"
 
 

@@ -46,8 +46,8 @@ class TrainConfig:
     grn_aggregation: str = _f("l2", "GRN's per-channel statistic over positions: l2 (the paper's), l1 or mean (global "
                                     "average pooling); the paper's ablation, ConvNeXt V2-B fine-tuned top-1: "
                                     "l2 84.6, l1 84.3, mean 83.7")
-    block_norm: str | None = _f(None, "what follows the MLP's GELU: grn (V2's), none (V1's), or the paper's "
-                                      "alternatives lrn, bn, ln, se, cbam (None: the block style's)")
+    block_norm: str = _f("auto", "what follows the MLP's GELU: auto (the block style's: GRN in v2, nothing in v1), "
+                                 "grn, none, or the paper's alternatives lrn, bn, ln, se, cbam")
     drop_path: float = _f(0.0, "stochastic depth rate, linear in depth")
     head_init_scale: float = _f(1.0, "scale of the classifier's initial weights", task="finetune")
     pretrained: str | None = _f(None, "weights to fine-tune from: released weights by name (e.g. "
@@ -147,7 +147,7 @@ class TrainConfig:
         for f in dataclasses.fields(self):  # types first: flags, a --config file and the API all pass here
             setattr(self, f.name, _typed(f.name, str(f.type), getattr(self, f.name)))
         checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
-                  ("grn_aggregation", GRN_AGGREGATIONS), ("block_norm", (None, *BLOCK_NORMS)),
+                  ("grn_aggregation", GRN_AGGREGATIONS), ("block_norm", ("auto", *BLOCK_NORMS)),
                   ("image_selection", SELECTIONS), ("eval_split", EVAL_SPLITS),
                   ("layer_decay_mode", ("single", "group")))
         for name, allowed in checks:
@@ -294,11 +294,12 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
 
 
 def fit_warmup(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides``, plus a warmup shortened with the schedule when they shorten ``epochs`` below the base's warmup
-    without giving one: the base's warmup share of its epochs is kept (a 2-of-20-epoch warmup, run for 1 epoch, warms
-    up for 0.1). An explicit warmup longer than the epochs is refused by :class:`TrainConfig`."""
+    """``overrides``, plus a warmup shortened with the schedule when they shorten ``epochs`` to the base's warmup or
+    below without giving one (the whole run would be warmup): the base's warmup share of its epochs is kept (a
+    2-of-20-epoch warmup, run for 1 epoch, warms up for 0.1). An explicit warmup longer than the epochs is refused by
+    :class:`TrainConfig`."""
     epochs, warmup = overrides.get("epochs"), base.get("warmup_epochs", 0.0)
-    if epochs is None or "warmup_epochs" in overrides or warmup <= epochs or not base.get("epochs"):
+    if epochs is None or "warmup_epochs" in overrides or warmup < epochs or not base.get("epochs") or not warmup:
         return overrides
     return {**overrides, "warmup_epochs": warmup * epochs / base["epochs"]}
 
