@@ -307,3 +307,15 @@ def test_a_warmup_longer_than_the_run_is_refused_and_a_shortened_preset_keeps_it
     saved = tmp_path / "config.json"  # a replayed run shortened the same way
     saved.write_text(json.dumps({**load_preset("cpu", task="pretrain").to_dict(), "task": "pretrain"}))
     assert load_config(saved, "pretrain", epochs=1).warmup_epochs == pytest.approx(2 / 20)
+
+
+def test_loader_workers_leave_a_stop_signal_to_the_training_process():
+    """A SIGTERM to the whole process group (a scheduler, pkill -f) must reach only the main process, which stops
+    after the step and saves: the workers ignore it (run in a child, since the init also lowers the priority)."""
+    import subprocess
+    import sys
+
+    code = ("import signal; from cnx2lite.train.loader import init_worker; init_worker(0); "
+            "print(signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr
