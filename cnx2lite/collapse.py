@@ -268,12 +268,11 @@ def collapse_by_layer(model: nn.Module, images: Tensor, layers: Sequence[str] | 
 
 
 def cosine_distance_by_layer(model: nn.Module, images: Tensor, layers: Sequence[str] | None = None,
-                             batch_size: int = 8, centered: bool = False) -> list[tuple[str, float]]:
+                             batch_size: int = 8) -> list[tuple[str, float]]:
     """``[(layer name, feature cosine distance)]`` over ``images``, one entry per block in order: the
-    mean over images of :func:`collapse_by_layer`'s distance (``centered``: its centered distance)."""
+    mean over images of :func:`collapse_by_layer`'s distance."""
     by_layer = collapse_by_layer(model, images, layers, batch_size)
-    stat = "centered_distance" if centered else "distance"
-    return [(stats.name, getattr(stats, stat).mean().item()) for stats in by_layer]
+    return [(stats.name, stats.distance.mean().item()) for stats in by_layer]
 
 
 def channel_maps(model: nn.Module, image: Tensor, layer: str | int, k: int = 64) -> Tensor:

@@ -28,11 +28,11 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from . import collapse
+from . import collapse, data
 from .bootstrap import Estimate, Resampled, RunSpread, image_counts, resampled_contrast
 
-PER_IMAGE_STATS = ("distance", "centered_distance", "off", "saturated", "dead")
-STATS = ("distance", "centered_distance", "effective_rank", "off", "saturated", "dead")
+PER_IMAGE_STATS = collapse.STATS  # one value per image, averaged
+STATS = (*PER_IMAGE_STATS, "effective_rank")
 LABELS = {"distance": "feature cosine distance", "centered_distance": "centered cosine distance",
           "effective_rank": "effective rank / channels", "off": "off channels (share)",
           "saturated": "saturated channels (share)", "dead": "dead channels (share)"}
@@ -54,6 +54,14 @@ class Curves:
     @property
     def runs(self) -> int:
         return next(iter(self.stats.values())).value.shape[0]
+
+
+def val_images(folder: Path, size: int, count: int, classes: Sequence[str] | None = None) -> Tensor:
+    """The first ``count`` val images of ``folder`` in alternating-class order (the first of each class, then the
+    second, ...), at ``size`` px with the evaluation transform: ``(N, 3, size, size)``. ``classes``: the label order
+    (default: all class folders)."""
+    val = data.build_dataset(folder, "val", data.eval_transform(size), classes=classes)
+    return torch.stack([val[i][0] for i in data.distinct_class_order(val.targets)[:count]])
 
 
 def _sampled_positions(images: int, positions: int, size: int, seed: int) -> Tensor:

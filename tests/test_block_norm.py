@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_sparse import OTHERS, _run, assert_close_fp32, border_mask
+from test_sparse import OTHERS, assert_backends_agree, border_mask
 
 from cnx2lite import FCMAE, create_model
 from cnx2lite.layers import BLOCK_NORMS, AllPositions, TokenPositions, create_block_norm
@@ -88,13 +88,7 @@ def test_backends_agree_for_every_block_norm(backend, block_norm, ratio):
     assert model.encoder.block_norm == block_norm and model.encoder.stages[1][0].grn is None
     imgs = torch.randn(2, 3, 96, 96)
     mask = ratio(2, 3, 3) if callable(ratio) else random_mask(2, 96, ratio, generator=torch.Generator().manual_seed(0))
-    ref_loss, ref_pred, ref_grads = _run(model, imgs, mask, "dense")
-    loss, pred, grads = _run(model, imgs, mask, backend)
-    assert_close_fp32(loss, ref_loss, "loss")
-    assert_close_fp32(pred, ref_pred, "predictions")
-    assert grads.keys() == ref_grads.keys()
-    for name, grad in grads.items():
-        assert_close_fp32(grad, ref_grads[name], name)
+    assert_backends_agree(model, imgs, mask, backend)
 
 
 @pytest.mark.parametrize("backend", available_backends())

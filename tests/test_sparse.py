@@ -37,6 +37,19 @@ def assert_close_fp32(actual, expected, what):
     assert err < 1e-5, f"{what}: max error {err:.2e} of magnitude {scale.item():.3g}"
 
 
+def assert_backends_agree(model, imgs, mask, backend):
+    """``backend`` gives the dense backend's loss, predictions and gradients (same parameters); returns its
+    predictions."""
+    ref_loss, ref_pred, ref_grads = _run(model, imgs, mask, "dense")
+    loss, pred, grads = _run(model, imgs, mask, backend)
+    assert_close_fp32(loss, ref_loss, "loss")
+    assert_close_fp32(pred, ref_pred, "predictions")
+    assert grads.keys() == ref_grads.keys()
+    for name, grad in grads.items():
+        assert_close_fp32(grad, ref_grads[name], name)
+    return pred
+
+
 def _run(model, imgs, mask, backend):
     model.zero_grad()
     model.backend = backend
@@ -55,13 +68,7 @@ def test_backends_agree_on_loss_predictions_and_gradients(backend, variant, size
     grid = (size[0] // 32, size[1] // 32)
     mask = (ratio(n, *grid) if callable(ratio)
             else random_mask(n, size, ratio, generator=torch.Generator().manual_seed(0)))
-    ref_loss, ref_pred, ref_grads = _run(model, imgs, mask, "dense")
-    loss, pred, grads = _run(model, imgs, mask, backend)
-    assert_close_fp32(loss, ref_loss, "loss")
-    assert_close_fp32(pred, ref_pred, "predictions")
-    assert grads.keys() == ref_grads.keys()
-    for name, grad in grads.items():
-        assert_close_fp32(grad, ref_grads[name], name)
+    assert_backends_agree(model, imgs, mask, backend)
 
 
 @pytest.mark.parametrize("backend", OTHERS)
@@ -73,12 +80,7 @@ def test_backends_agree_for_every_grn_aggregation(backend, aggregation, ratio):
     assert model.encoder.stages[2][0].grn.aggregation == aggregation
     imgs = torch.randn(2, 3, 96, 96)
     mask = ratio(2, 3, 3) if callable(ratio) else random_mask(2, 96, ratio, generator=torch.Generator().manual_seed(0))
-    ref_loss, ref_pred, ref_grads = _run(model, imgs, mask, "dense")
-    loss, pred, grads = _run(model, imgs, mask, backend)
-    assert_close_fp32(loss, ref_loss, "loss")
-    assert_close_fp32(pred, ref_pred, "predictions")
-    for name, grad in grads.items():
-        assert_close_fp32(grad, ref_grads[name], name)
+    pred = assert_backends_agree(model, imgs, mask, backend)
     # and not the l2 model's function: the option reaches the backends
     l2 = FCMAE("convnextv2_atto", decoder_dim=64, backend=backend)
     l2.load_state_dict(model.state_dict())

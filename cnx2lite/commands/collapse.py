@@ -76,12 +76,11 @@ def prepare_output(output: Path) -> Path:
 
 
 def val_images(folder: Path, size: int, count: int, device: torch.device) -> torch.Tensor:
-    """The first ``count`` val images in alternating-class order at ``size`` px, ``(N, 3, size, size)``."""
-    val = data.build_dataset(folder, "val", data.eval_transform(size))
-    picked = data.distinct_class_order(val.targets)[:count]
-    if len(picked) < count:
-        print(f"[collapse] the val split has {len(picked)} images, fewer than --images {count}: using all")
-    return torch.stack([val[i][0] for i in picked]).to(device)
+    """:func:`collapse_curves.val_images` on ``device``, saying when the split holds fewer than ``--images``."""
+    images = collapse_curves.val_images(folder, size, count)
+    if len(images) < count:
+        print(f"[collapse] the val split has {len(images)} images, fewer than --images {count}: using all")
+    return images.to(device)
 
 
 def run_along_training(args: argparse.Namespace, folder: Path, output: Path, device: torch.device) -> int:

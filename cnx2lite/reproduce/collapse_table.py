@@ -4,9 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import torch
-
-from .. import collapse, collapse_curves, data
+from .. import collapse, collapse_curves
 from ..factory import load_model
 from .grid import Cell, Evaluator, Scale
 from .report_rows import PAPER, Row, Table, runs_described, verdict
@@ -32,8 +30,7 @@ def table_collapse(ev: Evaluator, output: Path) -> Table:
     contrasts = [("V2 FCMAE", "V1 FCMAE")]
     curves, figures = [], []
     for size in s.collapse_sizes:
-        val = data.build_dataset(ev.folder, "val", data.eval_transform(size), classes=ev.classes)
-        images = torch.stack([val[i][0] for i in data.distinct_class_order(val.targets)[:s.collapse_images]])
+        images = collapse_curves.val_images(ev.folder, size, s.collapse_images, ev.classes)
         measured = [c for point in collapse.POINTS for c in collapse_curves.measure(
             encoders, images.to(ev.device), point, rank_resamples=s.collapse_rank_resamples)]
         figures.append(f"feature_collapse_{size}px.png")
