@@ -3,7 +3,8 @@ from .openmp import shorter_spin_wait
 
 shorter_spin_wait()  # before anything imports torch (see cnx2lite.openmp)
 
-from .checkpoints import export_timm, load_pretrained, read_weights
+from .checkpoint_formats import export_timm
+from .checkpoints import load_pretrained, read_weights
 from .factory import create_model, load_model
 from .fcmae import FCMAE
 from .hub import save_pretrained

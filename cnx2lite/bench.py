@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .amp import AMP_DTYPES, autocast, resolve_amp
-from .checkpoints import export_timm
+from .checkpoint_formats import export_timm
 from .fcmae import FCMAE
 from .masking import check_mask_ratio, random_mask
 from .models import create_model

@@ -28,7 +28,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from . import collapse, data
+from . import collapse, data, transforms
 from .bootstrap import Estimate, Resampled, RunSpread, image_counts, resampled_contrast
 
 PER_IMAGE_STATS = collapse.STATS  # one value per image, averaged
@@ -60,7 +60,7 @@ def val_images(folder: Path, size: int, count: int, classes: Sequence[str] | Non
     """The first ``count`` val images of ``folder`` in alternating-class order (the first of each class, then the
     second, ...), at ``size`` px with the evaluation transform: ``(N, 3, size, size)``. ``classes``: the label order
     (default: all class folders)."""
-    val = data.build_dataset(folder, "val", data.eval_transform(size), classes=classes)
+    val = data.build_dataset(folder, "val", transforms.eval_transform(size), classes=classes)
     return torch.stack([val[i][0] for i in data.distinct_class_order(val.targets)[:count]])
 
 

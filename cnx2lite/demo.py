@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import data
+from . import data, imagenette
 from .bootstrap import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .masking import effective_mask_ratio
 from .reproduce.figures import plot_pretraining_knn
@@ -55,7 +55,7 @@ def _find_data(data_arg: str | None) -> str:
         return str(data.find_image_folder(root))
     except data.DataNotFoundError:
         print(f"no images under {root}: downloading Imagenette there", flush=True)
-        return str(data.download_imagenette(root))
+        return str(imagenette.download_imagenette(root))
 
 
 def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo", quick: bool = False,

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .data import image_hw
 from .factory import load_model
 from .hub import is_saved_folder
 from .rundir import resolve_checkpoint
+from .transforms import image_hw
 
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".torchscript.pt"}
 

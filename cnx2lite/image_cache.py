@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import load_image, oriented_size, shrunk_size
+from .images import load_image, oriented_size, shrunk_size
 
 SIDE_FACTOR = 2.5  # max_side / training size: sqrt(1 / 0.2) = 2.24 for the pretraining crop, with a margin
 MAX_MEMORY_FRACTION = 0.5  # of the memory available when the cache is built

@@ -269,11 +269,20 @@ class RunResult:
     run_dir: Path
     history: list[dict]
     checkpoint: Path | None
-    final_top1: float | None = None
-    best_top1: float | None = None
-    final_ema_top1: float | None = None
     interrupted: bool = False
     config: dict = field(default_factory=dict)
+
+    @property
+    def final_top1(self) -> float | None:
+        return next(reversed(self.metric("val_top1")), None)
+
+    @property
+    def best_top1(self) -> float | None:
+        return max(self.metric("val_top1"), default=None)
+
+    @property
+    def final_ema_top1(self) -> float | None:
+        return next(reversed(self.metric("ema_top1")), None)
 
     def metric(self, key: str) -> list[float]:
         """The per-epoch values of ``key`` (e.g. ``"val_top1"``), in order."""

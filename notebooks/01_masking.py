@@ -33,7 +33,7 @@ import json
 
 import torch
 
-from cnx2lite.data import pretrain_transform
+from cnx2lite.transforms import pretrain_transform
 from cnx2lite.masking import mask_grid, num_visible, random_mask, stage_masks, upsample_mask
 from cnx2lite.models import VARIANTS, create_model
 from cnx2lite.notebook.evidence import measured, report_figure, trained_run
@@ -208,7 +208,7 @@ print("16x16 cells:", [windows_uniform(upsample_mask(small, 2 ** k)) for k in (2
 # ## Minimal augmentation for pretraining
 #
 # The paper uses "minimal data augmentation, only including random resized cropping" for FCMAE pretraining; the
-# official code adds a horizontal flip, and so does `cnx2lite.data.pretrain_transform`. Compare fine-tuning, which
+# official code adds a horizontal flip, and so does `cnx2lite.transforms.pretrain_transform`. Compare fine-tuning, which
 # adds RandAugment, random erasing, mixup and cutmix. MAE (He et al., CVPR 2022) found the same for ViTs: masking is
 # already a strong corruption, so cropping alone works well and color jitter hurts. The crop keeps 20% to 100% of
 # the photo's area (the supervised default goes down to 8%), at an aspect ratio from 3:4 to 4:3:

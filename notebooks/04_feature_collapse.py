@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from IPython.display import Image, display
 
-from cnx2lite import collapse, data
+from cnx2lite import collapse, data, transforms
 from cnx2lite.factory import load_model
 from cnx2lite.models import VARIANTS, create_model
 from cnx2lite.notebook import evidence
@@ -164,7 +164,7 @@ for label, c in configs.items():
 # %%
 IMG_SIZE, NUM_IMAGES = pre["img_size"], 16
 folder = data.find_image_folder(data.resolve_data_root(), split="val")
-val_set = data.build_dataset(folder, "val", data.eval_transform(IMG_SIZE))
+val_set = data.build_dataset(folder, "val", transforms.eval_transform(IMG_SIZE))
 order = data.distinct_class_order(val_set.targets)[:NUM_IMAGES]
 images = torch.stack([val_set[i][0] for i in order])
 names = data.class_names(folder)

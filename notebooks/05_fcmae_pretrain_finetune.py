@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from IPython.display import Image, display
 
-from cnx2lite import data
+from cnx2lite import data, transforms
 from cnx2lite.fcmae import FCMAE
 from cnx2lite.masking import random_mask
 from cnx2lite.models import create_model
@@ -173,7 +173,7 @@ print(f"val loss after {pt_config['epochs']} epoch(s): {figures.last_value(pt_hi
 
 # %%
 val_set = data.build_dataset(data.find_image_folder(data.resolve_data_root(), pt_config["dataset"]), "val",
-                             data.eval_transform(pt_config["img_size"]), classes=pt_config["classes"],
+                             transforms.eval_transform(pt_config["img_size"]), classes=pt_config["classes"],
                              images_per_class=pt_config["val_images_per_class"])
 comparison = figures.loss_comparison(fcmae, val_set, pt_config)
 means = comparison.means()

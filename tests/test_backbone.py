@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from cnx2lite.checkpoints import export_timm, load_pretrained
+from cnx2lite.checkpoint_formats import export_timm
+from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.models import create_model
 from cnx2lite.train.optim import layer_id, param_groups
 from conftest import randomize_

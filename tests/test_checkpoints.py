@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from cnx2lite import VARIANTS, create_model
-from cnx2lite.checkpoints import export_timm, load_pretrained, timm_name
+from cnx2lite.checkpoint_formats import export_timm, timm_name
+from cnx2lite.checkpoints import load_pretrained
 
 timm = pytest.importorskip("timm")
 

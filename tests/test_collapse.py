@@ -71,7 +71,7 @@ def test_layout_is_nchw_matching_the_grn_input() -> None:
 
 def test_timm_convnextv2_atto_has_the_same_layers_and_values() -> None:
     timm = pytest.importorskip("timm")
-    from cnx2lite.checkpoints import export_timm
+    from cnx2lite.checkpoint_formats import export_timm
 
     ours = create_model("convnextv2_atto", num_classes=0).eval()
     theirs = timm.create_model("convnextv2_atto", pretrained=False, num_classes=0).eval()
@@ -154,7 +154,7 @@ def test_dead_and_saturated_channels_of_a_model_ours_and_timm() -> None:
     (weights 0, bias 1): that layer has exactly k/4C dead and s/4C saturated channels in every image,
     through our hooks and through timm's, with the same weights."""
     timm = pytest.importorskip("timm")
-    from cnx2lite.checkpoints import export_timm
+    from cnx2lite.checkpoint_formats import export_timm
 
     ours = create_model("convnextv2_atto", num_classes=0)
     k, s, layer = 5, 3, 3  # stages.1.1: 4C = 320 channels
@@ -249,7 +249,7 @@ def test_centered_distance_ignores_a_common_offset_and_off_counts_channels_below
 
 def test_grn_point_is_what_the_second_pointwise_conv_sees_ours_and_timm() -> None:
     timm = pytest.importorskip("timm")
-    from cnx2lite.checkpoints import export_timm
+    from cnx2lite.checkpoint_formats import export_timm
 
     ours = create_model("convnextv2_atto", num_classes=0)
     with torch.no_grad():  # GRN starts as the identity (gamma = beta = 0): make it act

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnx2lite import data
+from cnx2lite import imagenette
 from cnx2lite.commands import build_parser, main
 from conftest import make_image_folder
 
@@ -95,7 +95,7 @@ def test_a_fault_anywhere_is_one_line_and_an_exit_status(command, fault, folder,
     """The fault strikes where every command passes: a model's forward (downloading: fetching the archive) for
     Ctrl-C and the bug, every file write for the full disk."""
     error, statuses, says = FAULTS[fault]
-    monkeypatch.setattr(data, "Imagenette", raising(error))  # download never reaches the network
+    monkeypatch.setattr(imagenette, "Imagenette", raising(error))  # download never reaches the network
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     if fault == "disk full":
         for owner, name in ((torch, "save"), (Path, "write_text"), (Path, "write_bytes"), (torch.jit.ScriptModule,
@@ -135,7 +135,7 @@ def test_bad_paths_are_one_line_and_exit_2(command, fault, folder, finetuned, tm
         pytest.skip(f"{command} takes no {slot}")
     paths = dict(data=folder, output=tmp_path / "out", run=finetuned) | bad_inputs(folder, tmp_path)[fault]
     if command in ("demo", "download") and fault == "missing data":
-        monkeypatch.setattr(data, "Imagenette", raising(OSError("offline")))  # they download what is missing
+        monkeypatch.setattr(imagenette, "Imagenette", raising(OSError("offline")))  # they download what is missing
     status, line = invoke(command, capsys, **paths)
     assert status in (0, 2), (status, line)
     if status:

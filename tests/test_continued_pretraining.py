@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from cnx2lite.checkpoints import export_timm
+from cnx2lite.checkpoint_formats import export_timm
 from cnx2lite.fcmae import FCMAE
 from cnx2lite.models import create_model
 from cnx2lite.rundir import load_checkpoint

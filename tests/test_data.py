@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from cnx2lite import data as D
+from cnx2lite import imagenette, images, transforms
 from cnx2lite.image_cache import DecodedImages
 from cnx2lite.notebook.photos import sample_images
 from conftest import make_image_folder, write_images
@@ -98,12 +99,12 @@ def test_download_offline_raises_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr("torchvision.datasets.imagenette.download_and_extract_archive", offline)
     with pytest.raises(D.DataNotFoundError, match="Could not download Imagenette") as err:
-        D.download_imagenette(tmp_path / "dl")
+        imagenette.download_imagenette(tmp_path / "dl")
     msg = str(err.value)
     assert "name resolution" in msg and "imagenette2-320.tgz" in msg and "--data" in msg
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no urllib traceback attached
     with pytest.raises(ValueError, match="size must be one of"):
-        D.download_imagenette(tmp_path / "dl", size="64px")
+        imagenette.download_imagenette(tmp_path / "dl", size="64px")
 
 
 # ----------------------------------------------------------------------------------------------- subsets
@@ -189,12 +190,13 @@ def test_every_mode_becomes_rgb(odd_folder):
 def test_corrupt_file_error_names_the_file(odd_folder):
     ds = D.build_dataset(odd_folder, "train", classes=["bad"])
     assert len(ds) == 5 and ds.skipped == []
-    with pytest.raises(D.CorruptImageError, match=r"cannot read image .*b_trunc\.jpg: OSError: image file is trunc"):
+    truncated = r"cannot read image .*b_trunc\.jpg: OSError: image file is trunc"
+    with pytest.raises(images.CorruptImageError, match=truncated):
         ds[1]
-    with pytest.raises(D.CorruptImageError, match=r"c_not_image\.jpg"):
+    with pytest.raises(images.CorruptImageError, match=r"c_not_image\.jpg"):
         ds[2]
     loader = DataLoader(torch.utils.data.Subset(ds, [2]), num_workers=1)
-    with pytest.raises(D.CorruptImageError, match=r"c_not_image\.jpg"):  # re-raised from a worker process
+    with pytest.raises(images.CorruptImageError, match=r"c_not_image\.jpg"):  # re-raised from a worker process
         next(iter(loader))
 
 
@@ -214,21 +216,21 @@ def test_skip_corrupt_counts_and_keeps_good_files(odd_folder):
 
 # ----------------------------------------------------------------------------------------------- transforms
 def test_finetune_transform_is_timm_randaugment():
-    text = repr(D.finetune_transform(224))
+    text = repr(transforms.finetune_transform(224))
     for part in ("RandomResizedCropAndInterpolation(size=(224, 224), scale=(0.08, 1.0)", "interpolation=bicubic",
                  "RandomHorizontalFlip(p=0.5)", "RandAugment(n=2", "m=9, mstd=0.5", "name=SolarizeIncreasing",
                  "RandomErasing(p=0.25, mode=pixel, count=(1, 1))"):
         assert part in text, part
     assert "ColorJitter" not in text
-    plain = repr(D.finetune_transform(160, rand_augment=None, reprob=0.0))
+    plain = repr(transforms.finetune_transform(160, rand_augment=None, reprob=0.0))
     assert "RandAugment" not in plain and "RandomErasing" not in plain
-    pre = repr(D.pretrain_transform(224))
+    pre = repr(transforms.pretrain_transform(224))
     assert "scale=(0.2, 1.0)" in pre and "bicubic" in pre and "RandomHorizontalFlip" in pre
 
 
 def test_randaugment_posterize_at_full_magnitude_gives_black_not_an_error():
     # 'inc1' posterize asks for 0 bits at magnitude 10, which Pillow >= 13 rejects; it must behave as Pillow < 13 did
-    ops = [op for op in D._augment_ops(D.finetune_transform(64)) if op.name.startswith("Posterize")]
+    ops = [op for op in transforms._augment_ops(transforms.finetune_transform(64)) if op.name.startswith("Posterize")]
     assert ops, "the default RandAugment has a posterize op"
     image = Image.new("RGB", (64, 48), (200, 120, 40))
     for op in ops:
@@ -241,21 +243,22 @@ def test_randaugment_posterize_at_full_magnitude_gives_black_not_an_error():
 
 
 def test_transforms_on_a_real_photo(shared_data):
-    img = D.load_image(shared_data / "samples" / "n01440764_tench.JPEG")
-    for transform in (D.pretrain_transform(224), D.finetune_transform(224), D.eval_transform(224)):
+    img = images.load_image(shared_data / "samples" / "n01440764_tench.JPEG")
+    for transform in (transforms.pretrain_transform(224), transforms.finetune_transform(224),
+                      transforms.eval_transform(224)):
         x = transform(img)
         assert x.shape == (3, 224, 224) and x.dtype == torch.float32
-    assert torch.equal(D.eval_transform(224)(img), D.eval_transform(224)(img))
-    assert D.eval_transform(384)(img).shape == (3, 384, 384)
+    assert torch.equal(transforms.eval_transform(224)(img), transforms.eval_transform(224)(img))
+    assert transforms.eval_transform(384)(img).shape == (3, 384, 384)
     with pytest.raises(ValueError, match="crop_pct"):
-        D.eval_transform(224, crop_pct=1.5)
+        transforms.eval_transform(224, crop_pct=1.5)
 
 
 def test_sample_images_real(shared_data):
     x = sample_images(4, 224, data=str(shared_data), seed=0)
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32
     assert torch.equal(x, sample_images(4, 224, data=str(shared_data), seed=0))
-    shown = D.denormalize(x)
+    shown = transforms.denormalize(x)
     assert shown.min() >= 0 and shown.max() <= 1 and shown.std() > 0.1
 
 
@@ -270,7 +273,8 @@ def test_sample_images_fallback_and_missing(folder, tmp_path, monkeypatch):
 
 def test_real_imagenette_subset(shared_data):
     folder = D.find_image_folder(shared_data)
-    train = D.build_dataset(folder, "train", num_classes=3, images_per_class=4, transform=D.eval_transform(224))
+    train = D.build_dataset(folder, "train", num_classes=3, images_per_class=4,
+                            transform=transforms.eval_transform(224))
     val = D.build_dataset(folder, "val", classes=train.classes, images_per_class=2)
     assert len(train) == 12 and len(val) == 6 and val.classes == train.classes
     assert D.class_names(folder)[train.classes[0]] == "tench"
@@ -303,10 +307,10 @@ def test_decoded_images_give_the_decoded_pixels_and_shrink_only_large_ones(tmp_p
     cache = DecodedImages([str(small), str(large), str(grey), str(small)], max_side=100)
     assert len(cache) == 3 and str(small) in cache and str(tmp_path / "other.png") not in cache
     for path in (small, grey):  # at most max_side: exactly what load_image decodes
-        np.testing.assert_array_equal(np.asarray(cache[str(path)]), np.asarray(D.load_image(path)))
+        np.testing.assert_array_equal(np.asarray(cache[str(path)]), np.asarray(images.load_image(path)))
     shrunk = cache[str(large)]
     assert shrunk.size == (100, 150) and shrunk.mode == "RGB"  # shorter side 200 -> 100, aspect kept
-    np.testing.assert_array_equal(np.asarray(shrunk), np.asarray(D.load_image(large, max_side=100)))
+    np.testing.assert_array_equal(np.asarray(shrunk), np.asarray(images.load_image(large, max_side=100)))
 
 
 def test_decoded_images_are_refused_when_they_would_not_fit_in_memory(tmp_path, monkeypatch):
@@ -370,7 +374,7 @@ def test_every_mode_decodes_with_its_range_scaled(tmp_path):
     Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32), "F").save(tmp_path / "float.tiff")
     Image.fromarray(np.full((8, 8), 128, dtype=np.uint8), "L").save(tmp_path / "grey8.png")
     for name in ("grey16.png", "float.tiff", "grey8.png"):
-        pixels = np.asarray(D.load_image(tmp_path / name))
+        pixels = np.asarray(images.load_image(tmp_path / name))
         assert pixels.shape == (8, 8, 3) and np.abs(pixels.astype(int) - 128).max() <= 1, (name, pixels[0, 0])
 
 
@@ -382,8 +386,8 @@ def test_exif_orientation_is_applied_and_the_cache_agrees(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(pixels).save(tmp_path / "sideways.jpg", exif=exif, quality=95)
-    upright = np.asarray(D.load_image(tmp_path / "sideways.jpg"))
-    assert upright.shape == (40, 20, 3) and D.oriented_size(tmp_path / "sideways.jpg") == (20, 40)
+    upright = np.asarray(images.load_image(tmp_path / "sideways.jpg"))
+    assert upright.shape == (40, 20, 3) and images.oriented_size(tmp_path / "sideways.jpg") == (20, 40)
     assert upright[:20, :, 0].mean() > 200 and upright[20:, :, 0].mean() < 50  # red is now on top
     cached = np.asarray(DecodedImages([str(tmp_path / "sideways.jpg")], max_side=10)[str(tmp_path / "sideways.jpg")])
     assert cached.shape == (20, 10, 3) and cached[:10, :, 0].mean() > 200

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnx2lite import data
+from cnx2lite import data, transforms
 from cnx2lite.amp import resolve_amp
 from cnx2lite.bootstrap import bootstrap_accuracy, paired_bootstrap
 from cnx2lite.factory import load_model
@@ -94,7 +94,7 @@ def test_probe_reads_image_content(tinted, tmp_path):
     encoder = load_model("random", "convnextv2_atto")[0]
     results = {}
     for name, folder in (("alike", alike), ("tinted", tinted)):
-        transform = data.eval_transform(32 if name == "alike" else 64, crop_pct=1.0)
+        transform = transforms.eval_transform(32 if name == "alike" else 64, crop_pct=1.0)
         train_set = data.build_dataset(folder, "train", transform)
         val_set = data.build_dataset(folder, "val", transform)
         for method in ("knn", "linear"):
@@ -110,7 +110,7 @@ def test_knn_monitor_is_a_metrics_column(tinted, tmp_path):
     knn = run.metric("knn_top1")
     assert len(knn) == 2
     # the column is the kNN probe of the run's encoder: recompute the last value from the saved checkpoint
-    transform = data.eval_transform(64)
+    transform = transforms.eval_transform(64)
     bank = data.build_dataset(tinted, "train", transform, images_per_class=4)
     val = data.build_dataset(tinted, "val", transform, classes=bank.classes)
     encoder = load_model(run.run_dir)[0]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnx2lite import data
+from cnx2lite import transforms
 from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.commands import main
 from cnx2lite.models import create_model
@@ -25,15 +25,16 @@ def images(tmp_path_factory) -> Path:
 
 def test_transforms_give_the_asked_channels_and_shape():
     img = Image.new("RGB", (120, 90), (200, 40, 40))
-    for transform in (data.pretrain_transform((64, 96), in_chans=1), data.finetune_transform((64, 96), in_chans=1),
-                      data.eval_transform((64, 96), in_chans=1)):
+    for transform in (transforms.pretrain_transform((64, 96), in_chans=1),
+                      transforms.finetune_transform((64, 96), in_chans=1),
+                      transforms.eval_transform((64, 96), in_chans=1)):
         assert transform(img).shape == (1, 64, 96)
-    assert data.eval_transform(64)(img).shape == (3, 64, 64)
-    grey = data.eval_transform(32, in_chans=1)(img)
+    assert transforms.eval_transform(64)(img).shape == (3, 64, 64)
+    grey = transforms.eval_transform(32, in_chans=1)(img)
     luma = (0.299 * 200 + 0.587 * 40 + 0.114 * 40) / 255  # PIL's L conversion of (200, 40, 40)
-    assert torch.allclose(data.denormalize(grey), torch.full_like(grey, luma), atol=0.005)
+    assert torch.allclose(transforms.denormalize(grey), torch.full_like(grey, luma), atol=0.005)
     with pytest.raises(ValueError, match="in_chans must be 1 .* or 3"):
-        data.eval_transform(64, in_chans=4)
+        transforms.eval_transform(64, in_chans=4)
 
 
 def test_rgb_weights_in_a_greyscale_stem_see_a_grey_image_as_its_rgb_copy():

@@ -62,3 +62,9 @@ def test_only_the_command_layer_parses_arguments():
         alias.name for node in ast.walk(ast.parse(p.read_text())) if isinstance(node, ast.Import)
         for alias in node.names})
     assert all(m == "cnx2lite.commands" or m.startswith("cnx2lite.commands.") for m in speaking), speaking
+
+
+def test_no_library_file_over_350_lines():
+    """One job per module: a file that grows past 350 lines is doing two."""
+    long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 350}
+    assert not long, long

@@ -9,11 +9,11 @@ from matplotlib.colors import to_rgb as color_rgb
 from PIL import Image
 from torchvision import transforms as T
 
-from cnx2lite.data import pretrain_transform
 from cnx2lite.masking import random_mask
 from cnx2lite.notebook import masking_figures as mf
 from cnx2lite.notebook.evidence import REPORT
 from cnx2lite.notebook.plotting import MASK_COLOR, as_jpeg, draw_masked_photo, mask_legend, subplots, to_pil, to_rgb
+from cnx2lite.transforms import pretrain_transform
 
 
 def image(size: int = 64, seed: int = 0) -> torch.Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import data
+from .. import data, transforms
 from ..amp import AMP_MODES, resolve_amp
 from ..bootstrap import bootstrap_accuracy
 from ..factory import load_model
@@ -18,7 +18,7 @@ def run_probe(args: argparse.Namespace) -> int:
     encoder, config = load_model(args.checkpoint, args.model, args.block, args.seed)
     size = args.img_size or config.get("img_size", 224)
     folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
-    transform = data.eval_transform(size, in_chans=encoder.in_chans)
+    transform = transforms.eval_transform(size, in_chans=encoder.in_chans)
     train_set = data.build_dataset(folder, "train", transform, num_classes=args.num_classes,
                                    images_per_class=args.images_per_class)
     val_set = data.build_dataset(folder, "val", transform, classes=train_set.classes,

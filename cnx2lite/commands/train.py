@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import data
+from .. import data, imagenette
 from ..train.config import FIELDS, TrainConfig, fields_for, load_config
 from ..train.presets import load_preset, preset_names
 from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size
@@ -98,7 +98,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    folder = data.download_imagenette(data.resolve_data_root(args.data), size=args.size)
+    folder = imagenette.download_imagenette(data.resolve_data_root(args.data), size=args.size)
     print(f"Imagenette is in {folder}; train with --data {folder}")
     return 0
 
@@ -127,6 +127,6 @@ def register(commands: argparse._SubParsersAction) -> None:
                                  description="Download and extract Imagenette (torchvision) into the data root.")
     parser.add_argument("dataset", choices=("imagenette",), help="what to download (only: imagenette)")
     add_data_flags(parser, dataset=False)
-    parser.add_argument("--size", default="320px", choices=tuple(data.IMAGENETTE_DIRS),
+    parser.add_argument("--size", default="320px", choices=tuple(imagenette.IMAGENETTE_DIRS),
                         help="image size of the archive (default: 320px)")
     parser.set_defaults(run=run_download)

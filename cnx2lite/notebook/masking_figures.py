@@ -17,9 +17,10 @@ from torch import Tensor
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from ..data import IMAGENET_MEAN, load_image
+from ..images import load_image
 from ..masking import NUM_STAGES, mask_grid, num_visible, stage_masks
 from ..models import PATCH_SIZE
+from ..transforms import IMAGENET_MEAN
 from .plotting import (
     EDGE_COLOR,
     MASK_COLOR,
@@ -137,7 +138,7 @@ class PretrainView:
 
 
 def pretrain_views(photo: Image.Image, transform: T.Compose, n: int, seed: int = 0) -> list[PretrainView]:
-    """``n`` draws of ``transform`` (:func:`~cnx2lite.data.pretrain_transform`: a ``RandomResizedCrop``,
+    """``n`` draws of ``transform`` (:func:`~cnx2lite.transforms.pretrain_transform`: a ``RandomResizedCrop``,
     a ``RandomHorizontalFlip``, then tensor conversion) on ``photo``, run step by step to record each
     crop box and flip. The views are exactly what ``transform(photo)`` returns after
     ``torch.manual_seed(seed)``; the global random state is left as it was."""
@@ -156,7 +157,7 @@ def pretrain_views(photo: Image.Image, transform: T.Compose, n: int, seed: int =
                 else:
                     img = step(img)
             if box is None:
-                raise ValueError("transform has no RandomResizedCrop; expected data.pretrain_transform(...)")
+                raise ValueError("transform has no RandomResizedCrop; expected transforms.pretrain_transform(...)")
             views.append(PretrainView(img, box, flipped))
     return views
 

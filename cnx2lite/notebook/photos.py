@@ -8,16 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    DataNotFoundError,
-    build_dataset,
-    build_unlabeled_dataset,
-    eval_transform,
-    find_image_folder,
-    resolve_data_root,
-)
+from ..data import DataNotFoundError, build_dataset, build_unlabeled_dataset, find_image_folder, resolve_data_root
+from ..transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
 
 def sample_images(n: int = 4, img_size: int = 224, data: str | None = None, seed: int = 0) -> Tensor:

@@ -26,10 +26,10 @@ from matplotlib.patches import Patch
 from PIL import Image
 from torch import Tensor
 
-from ..data import denormalize
 from ..masking import pixel_mask
 from ..models import PATCH_SIZE
 from ..train.plots import MASK_COLOR  # the opaque grey that stands for "masked", also in the run figures
+from ..transforms import denormalize
 
 VISIBLE_COLOR = "#ffffff"  # a visible cell in a panel that shows the mask alone
 EDGE_COLOR = "#3c4043"  # cell borders and legend patch edges

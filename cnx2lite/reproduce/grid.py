@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .. import data
+from .. import data, transforms
 from ..amp import resolve_amp
 from ..factory import load_model
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
@@ -270,7 +270,7 @@ class Evaluator:
         self.amp_dtype = resolve_amp("auto", device)  # inference: bf16 where native, also at 96 px
         s = grid.scale
         self.folder = data.find_image_folder(Path(grid.folder))
-        self.transform = data.eval_transform(s.img_size)
+        self.transform = transforms.eval_transform(s.img_size)
         # the training runs' classes, in their label order (one image per class is enough to list them)
         self.classes = data.build_dataset(self.folder, "train", num_classes=s.num_classes, images_per_class=1).classes
         self.val_set = data.build_dataset(self.folder, "val", self.transform, classes=self.classes,

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .. import data
+from .. import data, transforms
 from ..factory import load_model
 from ..rundir import RunResult
 from .config import TrainConfig
@@ -51,7 +51,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | None = N
     model, config = load_model(checkpoint, classifier=True, use_ema=use_ema)  # its variant, block and GRN
     size = img_size or config["img_size"]
     folder = data.find_image_folder(data.resolve_data_root(data_root), dataset, split="val")
-    val_set = data.build_dataset(folder, "val", data.eval_transform(size, in_chans=config.get("in_chans", 3)),
+    val_set = data.build_dataset(folder, "val", transforms.eval_transform(size, in_chans=config.get("in_chans", 3)),
                                  classes=config["classes"],
                                  images_per_class=images_per_class)
     dev = resolve_device(device)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .. import data
+from .. import transforms
 from ..amp import autocast, resolve_amp
 from ..layers.grn import set_fused
 from ..probes import probe
@@ -36,12 +36,19 @@ from .ema import ModelEma
 from .loader import eval_loader, train_loader
 from .optim import build_optimizer, cosine_lr
 from .plots import plot_curves
-from .resume import Position, ResumeMismatchError, StopFlag, check_resumable, checkpoint_to_resume, graceful_stop
+from .resume import (
+    Position,
+    ResumeMismatchError,
+    StopFlag,
+    check_resumable,
+    checkpoint_to_resume,
+    graceful_stop,
+    restore_training_state,
+)
 from .run_data import build_run_data
 from .seeding import derive_seed, seed_everything
 from .tasks import build_task, evaluate
-from .tensorboard import TensorBoardLog
-from .tensorboard import check_available as check_tensorboard
+from .tensorboard import TensorBoardLog, check_available
 
 
 class NonFiniteLossError(RuntimeError):
@@ -58,7 +65,7 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.check_creatable()  # an output that cannot hold the run stops it before any work
         if config.tensorboard:
-            check_tensorboard()
+            check_available()  # tensorboard installed, before any work
         self.tensorboard: TensorBoardLog | None = None  # opened by run(), once the directory is this run's
         c = config
         self.data = build_run_data(c, self.task.name, self.task.train_transform())
@@ -145,11 +152,10 @@ class Trainer:
             self.decode_images()
             self._write_config()
         self.log(f"{self.task.name} {c.model} on {len(self.train_set)} images ({len(self.train_set.classes)} "
-                 f"classes, {'x'.join(map(str, data.image_hw(c.img_size)))} px), {c.epochs} epochs x "
+                 f"classes, {'x'.join(map(str, transforms.image_hw(c.img_size)))} px), {c.epochs} epochs x "
                  f"{self.steps_per_epoch} steps, effective batch {c.global_batch}, lr {c.lr:.3g}, "
                  f"{self.dist.world_size} process(es) on {self.dist.device}; run dir {self.run_dir}")
-        skipped = self.data.skipped()
-        if skipped:
+        if skipped := self.data.skipped():
             self.log(f"skip_corrupt: left out {len(skipped)} unreadable image(s): {', '.join(skipped[:10])}"
                      + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
         if self.val_set is None:
@@ -184,17 +190,7 @@ class Trainer:
             raise ResumeMismatchError(f"cannot resume: {e}") from None
         check_resumable(path, ckpt, self.task.name, c, self.run_dir, self.train_set.classes, self.data.fingerprint,
                         self.data.folder)
-        self.model.load_state_dict(ckpt["model"])
-        try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        except ValueError as e:  # parameter groups of another version (layer-decay ids, weight-decay rules)
-            raise ResumeMismatchError(f"cannot resume from {path}: its optimizer state does not fit this version's "
-                                      f"parameter groups ({e}). Start a new run, or fine-tune from it with "
-                                      "--pretrained") from None
-        if self.ema is not None:
-            self.ema.module.load_state_dict(ckpt["ema"])
-        if self.scaler is not None:
-            self.scaler.load_state_dict(ckpt["scaler"])
+        restore_training_state(path, ckpt, self.model, self.optimizer, self.ema, self.scaler)
         self.position = Position(**ckpt["position"])
         self.history = list(ckpt["history"])
         self.started -= self.history[-1]["time_s"] if self.history else 0.0
@@ -295,8 +291,9 @@ class Trainer:
         last = pos.epoch == c.epochs
         if self.val_loader is not None and (pos.epoch % c.eval_every == 0 or last):
             row.update(evaluate(self.task, self.model, self.val_loader, self.amp_dtype, self.dist))
-            if self.knn_bank is not None:
-                row["knn_top1"] = self.knn_top1()
+            if self.knn_bank is not None:  # pretraining's monitor: weighted kNN of the pooled encoder features
+                row["knn_top1"] = probe(self.model.encoder, self.knn_bank, self.val_set, len(self.train_set.classes),
+                                        "knn", c.batch_size, self.dist.device, self.amp_dtype, c.num_workers).top1
             if self.ema is not None:
                 ema = evaluate(self.task, self.ema.module, self.val_loader, self.amp_dtype, self.dist)
                 row.update(ema_top1=ema.get("val_top1"), ema_top5=ema.get("val_top5"))
@@ -310,17 +307,7 @@ class Trainer:
                     self.tensorboard.image(path.parent.name, path, pos.global_step)
         self._save()
         if self.dist.is_main and c.keep_every_epochs and pos.epoch % c.keep_every_epochs == 0:
-            self.run_dir.save_snapshot({"task": self.task.name, "model": self.model.state_dict(),
-                                        "config": self.config.to_dict(), "classes": self.train_set.classes,
-                                        "position": dataclasses.asdict(self.position)}, pos.epoch)
-
-    def knn_top1(self) -> float:
-        """Weighted kNN top-1 of the FCMAE encoder's pooled features: the labeled ``knn_bank`` votes for each
-        val image. Every process computes the same number on all images (a few thousand forward passes)."""
-        c = self.config
-        result = probe(self.model.encoder, self.knn_bank, self.val_set, len(self.train_set.classes), "knn",
-                       c.batch_size, self.dist.device, self.amp_dtype, c.num_workers)
-        return result.top1
+            self.run_dir.save_snapshot(self._state(resumable=False), pos.epoch)
 
     # ----------------------------------------------------------------------------------------------
     def _record(self, **row: object) -> None:
@@ -343,20 +330,21 @@ class Trainer:
         """Checkpoint the current position (rank 0), then drop old checkpoints."""
         path = None
         if self.dist.is_main:
-            state = {
-                "task": self.task.name, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "ema": self.ema.module.state_dict() if self.ema is not None else None,
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "position": dataclasses.asdict(self.position), "history": self.history,
-                "config": self.config.to_dict(), "classes": self.train_set.classes,
-                "data_fingerprint": self.data.fingerprint,
-            }
-            path = self.run_dir.save_checkpoint(state, self.position.global_step, self.config.keep_last)
+            path = self.run_dir.save_checkpoint(self._state(), self.position.global_step, self.config.keep_last)
         barrier()
         return path
 
+    def _state(self, resumable: bool = True) -> dict:
+        """What a checkpoint holds: the weights and where they stand; ``resumable`` adds all a resume needs."""
+        state = {"task": self.task.name, "model": self.model.state_dict(), "config": self.config.to_dict(),
+                 "classes": self.train_set.classes, "position": dataclasses.asdict(self.position)}
+        if resumable:
+            state.update(optimizer=self.optimizer.state_dict(), history=self.history,
+                         ema=self.ema.module.state_dict() if self.ema is not None else None,
+                         scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                         data_fingerprint=self.data.fingerprint)
+        return state
+
     def _result(self, interrupted: bool = False) -> RunResult:
-        top1 = [r["val_top1"] for r in self.history if r["kind"] == "epoch" and r.get("val_top1") is not None]
-        ema = [r["ema_top1"] for r in self.history if r["kind"] == "epoch" and r.get("ema_top1") is not None]
-        return RunResult(self.run_dir.path, self.history, self.run_dir.latest_checkpoint(), top1[-1] if top1 else None,
-                         max(top1) if top1 else None, ema[-1] if ema else None, interrupted, self.config.to_dict())
+        return RunResult(self.run_dir.path, self.history, self.run_dir.latest_checkpoint(), interrupted,
+                         self.config.to_dict())

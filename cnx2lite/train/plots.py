@@ -10,8 +10,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..data import denormalize
 from ..fcmae import Reconstruction
+from ..transforms import denormalize
 
 MASK_COLOR = "#9aa0a6"  # the opaque grey that stands for "masked" in every figure, the notebooks' included
 

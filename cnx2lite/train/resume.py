@@ -10,10 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
+from torch import nn
+from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from ..rundir import RunDir
 from .config import TrainConfig
+from .ema import ModelEma
 
 
 @dataclass
@@ -89,6 +93,22 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
         raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
                                   f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
                                   "(another name or output)")
+
+
+def restore_training_state(path: str, ckpt: dict, model: nn.Module, optimizer: Optimizer, ema: ModelEma | None,
+                           scaler: torch.amp.GradScaler | None) -> None:
+    """Load a checkpoint :func:`check_resumable` accepted into the run's model, optimizer, EMA and scaler."""
+    model.load_state_dict(ckpt["model"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError as e:  # parameter groups of another version (layer-decay ids, weight-decay rules)
+        raise ResumeMismatchError(f"cannot resume from {path}: its optimizer state does not fit this version's "
+                                  f"parameter groups ({e}). Start a new run, or fine-tune from it with "
+                                  "--pretrained") from None
+    if ema is not None:
+        ema.module.load_state_dict(ckpt["ema"])
+    if scaler is not None:
+        scaler.load_state_dict(ckpt["scaler"])
 
 
 def _describe_change(old: list[str], new: list[str]) -> str:

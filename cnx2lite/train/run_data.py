@@ -3,11 +3,13 @@ split it scores on (val/, or the tuning split), the kNN monitor's labeled bank (
 images for pretraining; their fingerprint (a resume refuses other images) and their decoded-image cache."""
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .. import data
+from .. import data, transforms
 from ..image_cache import DecodedImages, cache_side
 from .config import TrainConfig
 
@@ -44,7 +46,7 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) ->
     screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True)
     if folder is None:  # pretraining on a folder of unlabeled images
         train_set = data.build_unlabeled_dataset(root, train_transform, **screen)
-        return RunData(root, train_set, None, None, data.fingerprint(train_set, root))
+        return RunData(root, train_set, None, None, fingerprint(train_set, root))
     carve = dict(tune_fraction=c.tune_fraction)  # the tuning split is never trained on
     train_set = data.build_dataset(folder, "train", train_transform, num_classes=c.num_classes,
                                    images_per_class=c.images_per_class, seed=c.seed, image_selection=c.image_selection,
@@ -52,7 +54,7 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) ->
     if task_name == "finetune" and len(train_set.classes) < 2:  # one class: a loss of 0, 100% top-1
         raise ValueError(f"fine-tuning needs at least 2 classes; {folder / 'train'} gives {train_set.classes} "
                          f"(num_classes={c.num_classes})")
-    scoring = data.eval_transform(c.img_size, in_chans=c.in_chans)
+    scoring = transforms.eval_transform(c.img_size, in_chans=c.in_chans)
     val_set = knn_bank = None
     if c.eval_split == "tune":
         val_set = data.build_dataset(folder, "train", scoring, classes=train_set.classes,
@@ -63,4 +65,14 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) ->
     if task_name == "pretrain" and val_set is not None and c.knn_images_per_class > 0:
         knn_bank = data.build_dataset(folder, "train", scoring, classes=train_set.classes,
                                       images_per_class=c.knn_images_per_class, **carve, **screen)
-    return RunData(folder, train_set, val_set, knn_bank, data.fingerprint(train_set, folder))
+    return RunData(folder, train_set, val_set, knn_bank, fingerprint(train_set, folder))
+
+
+def fingerprint(dataset: data.ImageFolderSubset, folder: str | os.PathLike) -> str:
+    """A short hash of which images ``dataset`` holds with which labels: each file's path relative to ``folder``, its
+    size and label. The same tree copied elsewhere gives the same fingerprint; an image added, removed, replaced or
+    relabeled gives another."""
+    digest = hashlib.sha256()
+    for path, label in sorted(dataset.samples):
+        digest.update(f"{os.path.relpath(path, folder)}\t{os.path.getsize(path)}\t{label}\n".encode())
+    return digest.hexdigest()[:16]

@@ -15,9 +15,10 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .. import data
+from .. import data, transforms
 from ..amp import autocast
-from ..checkpoints import FCMAE_DECODER, fcmae_decoder_state_dict, load_pretrained, read_state_dict
+from ..checkpoint_formats import FCMAE_DECODER, fcmae_decoder_state_dict
+from ..checkpoints import load_pretrained, read_state_dict
 from ..fcmae import FCMAE
 from ..masking import random_mask
 from ..models import create_model
@@ -83,7 +84,7 @@ class PretrainTask:
         return list(model.encoder.parameters()) if epoch < self.config.freeze_encoder_epochs else []
 
     def train_transform(self) -> Callable:
-        return data.pretrain_transform(self.config.img_size, self.config.in_chans)
+        return transforms.pretrain_transform(self.config.img_size, self.config.in_chans)
 
     def loss(self, model: nn.Module, images: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
         masks = seeded_masks(seeds, self.config.img_size, self.config.mask_ratio, images.device)
@@ -167,7 +168,8 @@ class FinetuneTask:
 
     def train_transform(self) -> Callable:
         c = self.config
-        return data.finetune_transform(c.img_size, rand_augment=c.rand_augment, reprob=c.reprob, in_chans=c.in_chans)
+        return transforms.finetune_transform(c.img_size, rand_augment=c.rand_augment, reprob=c.reprob,
+                                             in_chans=c.in_chans)
 
     def loss(self, model: nn.Module, images: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
         if self.mixup_fn is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import load_image
+from ..images import load_image
 
 SKIPPED = ("kind", "epoch", "step", "time_s")  # the x axis and bookkeeping, not curves
 

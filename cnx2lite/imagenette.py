@@ -1,0 +1,32 @@
+"""Imagenette, the default data: downloading it with torchvision into a data root."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets import Imagenette
+
+from .data import SPLITS, DataNotFoundError, find_image_folder, how_to_get_data
+
+# torchvision's Imagenette archives extract to <root>/<archive stem>/{train,val}/<wnid>/*.JPEG
+IMAGENETTE_DIRS = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
+
+
+def download_imagenette(root: Path, size: str = "320px") -> Path:
+    """Download and extract Imagenette under ``root`` with torchvision; returns the folder with train/ and val/
+    (``root/imagenette2-320`` for size '320px'), usable as ``--data``. Raises DataNotFoundError when offline."""
+    if size not in IMAGENETTE_DIRS:
+        raise ValueError(f"size must be one of {tuple(IMAGENETTE_DIRS)}, got {size!r}")
+    root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"cannot download into {root}: it is a file; pass a folder with --data")
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        for split in SPLITS:  # one archive holds both splits: the second call only checks it
+            Imagenette(root, split=split, size=size, download=True)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision raises RuntimeError on a bad md5
+        url = f"https://s3.amazonaws.com/fast-ai-imageclas/{IMAGENETTE_DIRS[size]}.tgz"
+        raise DataNotFoundError(how_to_get_data(
+            f"Could not download Imagenette ({size}) into {root}: {type(e).__name__}: {e}\n"
+            f"Without network access, fetch {url} elsewhere and extract it into {root}."
+        )) from None
+    return find_image_folder(root / IMAGENETTE_DIRS[size])
