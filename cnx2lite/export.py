@@ -77,11 +77,21 @@ def max_difference(model: nn.Module, path: str | Path, fmt: str, img_size: int |
 
 
 def _require(*packages: str) -> None:
+    """Import ``packages``; one ImportError names those missing, or installed but failing to import (a broken or
+    mismatched install raises anything from an ImportError to an AttributeError deep inside the package)."""
+    import importlib
     import importlib.util
 
     missing = [p for p in packages if importlib.util.find_spec(p) is None]
     if missing:
         raise ImportError(f"{', '.join(missing)} not installed: pip install {' '.join(missing)} (or cnx2lite[export])")
+    for package in packages:
+        try:
+            importlib.import_module(package)
+        except Exception as e:
+            detail = (str(e).strip().splitlines() or [""])[0][:200]
+            raise ImportError(f"{package} is installed but does not import ({type(e).__name__}: {detail}): reinstall "
+                              f"it, pip install --force-reinstall {' '.join(packages)}") from None
 
 
 def _holds_weights(path: Path) -> bool:

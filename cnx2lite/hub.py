@@ -106,8 +106,7 @@ def _download(url: str, path: Path) -> None:
             os.unlink(tmp.name)
             reason = getattr(e, "reason", e)
             raise OSError(f"cannot download {url} ({reason}): without network access, download it elsewhere and "
-                          f"pass the file instead (load_pretrained(model, '/path/{path.name}') or --pretrained "
-                          f"/path/{path.name}), or put it at {path}") from None
+                          f"give its path where you gave the name (/path/{path.name}), or put it at {path}") from None
     os.replace(tmp.name, path)
 
 

@@ -239,10 +239,22 @@ def resolve_checkpoint(path: str | os.PathLike) -> str:
     return os.fspath(newest)
 
 
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, or its legacy pickle (any protocol)
+OTHER_FILE_STARTS = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
+                     b"\x1f\x8b": "gzip-compressed", b"%PDF": "a PDF"}
+
+
 def read_torch_file(path: str | os.PathLike) -> object:
     """``torch.load(path, weights_only=True)`` on the CPU; a file that is not a readable checkpoint (truncated, not
     torch's format, pickled objects other than tensors and containers) raises a ValueError in one line naming it.
     A missing or unreadable file raises the OSError."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head.startswith(TORCH_FILE_STARTS):  # not torch.save's output at all: say what it looks like instead
+        looks = next((kind for start, kind in OTHER_FILE_STARTS.items() if head.startswith(start)),
+                     "a text file" if head and head.isascii() else "empty" if not head else "another format")
+        raise ValueError(f"{os.fspath(path)} is not a checkpoint (it is {looks}): give a file written by torch.save "
+                         "(.pt, .pth), a .safetensors file, a run folder or a released model name")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError:

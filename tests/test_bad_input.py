@@ -53,6 +53,8 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["eval", "--checkpoint", "{finetune_run}", "--img-size", "100"], "--img-size: must be a positive multiple of 32"),
     (["eval", "--checkpoint", "{no_ema_run}", "--ema"], "its EMA entry is empty"),
     (["eval", "--checkpoint", "{pickled}"], "Unsupported global"),
+    (["eval", "--checkpoint", "{an_image}"], "is not a checkpoint (it is a PNG image)"),
+    (["finetune", "--pretrained", "{a_file}"], "is not a checkpoint (it is a text file)"),
     (["eval", "--checkpoint", "{finetune_run}", "--data", "{val_missing_a_class}"], "['class1']"),
     (["probe", "--checkpoint", "random", "--k", "0"], "--k: must be > 0"),
     (["probe", "--checkpoint", "random", "--img-size", "100"], "--img-size: must be a positive multiple of 32"),
@@ -103,7 +105,7 @@ def paths(folder, tmp_path_factory) -> dict[str, str]:
     missing = root / "val-missing" / "val"
     shutil.copytree(folder / "val" / "class0", missing / "class0")
     return {"nowhere": str(root / "nowhere"), "nested": str(root / "nested"), "corrupt": str(corrupt),
-            "pickled": str(root / "pickled.pt"),
+            "pickled": str(root / "pickled.pt"), "an_image": str(next(folder.glob("train/*/*.png"))),
             "truncated": str(root / "truncated.pt"), "bare": str(root / "bare.pt"), "a_file": str(root / "a_file"),
             "pretrain_run": str(root / "runs" / "pretrain"), "finetune_run": str(root / "runs" / "finetune"),
             "no_ema_run": str(root / "runs" / "no-ema"), "val_missing_a_class": str(missing.parent),

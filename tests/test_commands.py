@@ -138,5 +138,5 @@ def test_bad_paths_are_one_line_and_exit_2(command, fault, folder, finetuned, tm
         monkeypatch.setattr(imagenette, "Imagenette", raising(OSError("offline")))  # they download what is missing
     status, line = invoke(command, capsys, **paths)
     assert status in (0, 2), (status, line)
-    if status:
-        assert line.startswith("error: "), line
+    if status:  # the line names its culprit: the path given, or a file under it
+        assert line.startswith("error: ") and str(paths[SLOTS[fault]]) in line, line

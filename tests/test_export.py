@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -77,3 +78,18 @@ def test_overwrite_never_replaces_weights_and_saved_folders_export(tmp_path, cap
         main(["export", "--checkpoint", str(folder), "--format", "torchscript", "--output", str(tmp_path / "x.ts")])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "truncated or not a safetensors file" in err and len(err.splitlines()) == 1
+
+
+def test_a_broken_optional_package_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """An installed package that fails on import (a mismatched build) is named: no exit 1 from deep inside it."""
+    broken = "raise AttributeError('module numpy has no attribute float')\n"
+    for package, code in (("onnx", broken), ("onnxscript", "")):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(code)
+        monkeypatch.delitem(sys.modules, package, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--checkpoint", "random", "--format", "onnx", "--output", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "onnx is installed but does not import (AttributeError: module numpy has no attribute float)" in err

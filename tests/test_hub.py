@@ -105,7 +105,7 @@ def test_offline_is_one_line_naming_the_url_and_the_way_out(tmp_path, monkeypatc
     monkeypatch.setenv(hub.URL_ENV, "http://127.0.0.1:9")  # the discard port: nothing listens
     monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
     with pytest.raises(OSError, match=r"cannot download http://127\.0\.0\.1:9/pt_only/convnextv2_atto_1k_224_fcmae"
-                                      r"\.pt .*pass the file instead"):
+                                      r"\.pt .*give its path where you gave the name"):
         hub.weights_path("convnextv2_atto.fcmae")
     assert not list((tmp_path / "cache").glob("*"))  # no partial file left
     data = make_image_folder(tmp_path / "images")

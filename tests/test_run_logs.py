@@ -61,6 +61,15 @@ def test_config_replays_a_saved_run_exactly(images, tmp_path, capsys):
     assert again["lr"] is None and again["base_lr"] == 0.004
     with pytest.raises(ValueError, match="is not a finetune config.json"):
         load_config(saved, "finetune")
+    record = json.loads(saved.read_text())
+    for edit, message in ((dict(epochs=7), r"edited at the top level \(epochs\).*--epochs"),
+                          (dict(requested={**record["requested"], "epoch": 7}),
+                           r"unknown field\(s\) epoch in 'requested'"),
+                          (dict(mask_ration=0.9), r"unknown field\(s\) mask_ration in ")):
+        edited = tmp_path / "edited.json"  # a hand edit the replay would not read is refused, not dropped
+        edited.write_text(json.dumps({**record, **edit}))
+        with pytest.raises(ValueError, match=message):
+            load_config(edited, "pretrain")
 
 
 # ------------------------------------------------------------------------------------ a run folder is a closed room

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
 import os
 import sys
 import tempfile
@@ -65,7 +66,7 @@ def run_command(args: argparse.Namespace) -> int:
     except USER_ERRORS as e:
         if args.debug:
             raise
-        print(f"error: {_message(e)}", file=sys.stderr)
+        print(f"error: {_os_message(e, args) if _is_raw_os_error(e) else _message(e)}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:  # a bug: keep the traceback for the report, show one line
         if args.debug:
@@ -79,6 +80,31 @@ def run_command(args: argparse.Namespace) -> int:
 def _message(error: BaseException) -> str:
     """The error's message on one line (a message with instructions on several lines is joined)."""
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+
+
+# What a raw OSError from the file system means for the path it names (the library's own OSErrors say more).
+OS_REASONS = {errno.EEXIST: "exists and is not a folder", errno.ENOTDIR: "has a file where a folder must be",
+              errno.EISDIR: "is a folder where a file must be", errno.EACCES: "is not accessible (permission denied)",
+              errno.EPERM: "is not accessible (operation not permitted)", errno.ENOENT: "does not exist",
+              errno.EROFS: "is on a read-only file system", errno.ENOSPC: "cannot be written: the disk is full",
+              errno.EDQUOT: "cannot be written: the disk quota is exceeded"}
+
+
+def _is_raw_os_error(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno is not None and error.filename is not None
+
+
+def _os_message(error: OSError, args: argparse.Namespace) -> str:
+    """A raw OSError as the argument that named the path (the flag whose value is it or a folder above it), the path
+    and what is wrong with it, e.g. ``--output runs/x: exists and is not a folder``."""
+    path = Path(os.fspath(error.filename)).absolute()
+    given = {name: Path(os.fspath(value)).absolute() for name, value in vars(args).items()
+             if isinstance(value, (str, os.PathLike)) and value and name not in ("command", "run")}
+    closest = sorted((name for name, value in given.items() if value in (path, *path.parents)),
+                     key=lambda name: -len(given[name].parts))
+    flag = f"--{closest[0].replace('_', '-')} " if closest else ""
+    reason = OS_REASONS.get(error.errno, error.strerror or "cannot be used")
+    return f"{flag}{error.filename}: {reason}"
 
 
 def _save_traceback(command: str) -> Path:

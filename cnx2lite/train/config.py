@@ -288,9 +288,32 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise ValueError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
-    saved = saved.get("requested", saved)
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in FIELDS}
+    requested = saved.get("requested", saved)
+    checks = (("", saved, set(FIELDS) | set(RECORDED)), ("'requested' of ", requested, set(FIELDS)))
+    for where, entry, allowed in checks:
+        if not isinstance(entry, dict):
+            raise ValueError(f"config: {where}{path} is not a mapping of fields (found {type(entry).__name__})")
+        if unknown := sorted(set(entry) - allowed):
+            raise ValueError(f"config: unknown field(s) {', '.join(unknown)} in {where}{path}; fields: "
+                             f"{', '.join(FIELDS)}")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in requested.items()}
+    if requested is not saved:  # the top level is what the run resolved from 'requested': an edit there is not replayed
+        resolved = resolve_batch_and_lr(TrainConfig(**{**fields, "task": task}), saved.get("world_size", 1)).to_dict()
+        edited = [k for k in FIELDS if k in saved and _as_json(saved[k]) != _as_json(resolved[k])]
+        if edited:
+            raise ValueError(f"config: {path} was edited at the top level ({', '.join(edited)}), which a replay does "
+                             "not read: it replays the 'requested' entry (the settings as asked for). Give the change "
+                             f"as a flag (e.g. --{edited[0].replace('_', '-')}) or edit 'requested'")
     return TrainConfig(**{**fields, **fit_warmup(fields, overrides), "task": task})
+
+
+# What a run's config.json records beside its settings (:meth:`cnx2lite.train.engine.Trainer._write_config`).
+RECORDED = ("requested", "world_size", "effective_batch", "data_folder", "data_fingerprint", "train_images",
+            "val_images", "classes")
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value))
 
 
 def fit_warmup(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
