@@ -56,11 +56,12 @@ class Curves:
         return next(iter(self.stats.values())).value.shape[0]
 
 
-def val_images(folder: Path, size: int, count: int, classes: Sequence[str] | None = None) -> Tensor:
+def val_images(folder: Path, size: int, count: int, classes: Sequence[str] | None = None, in_chans: int = 3
+               ) -> Tensor:
     """The first ``count`` val images of ``folder`` in alternating-class order (the first of each class, then the
-    second, ...), at ``size`` px with the evaluation transform: ``(N, 3, size, size)``. ``classes``: the label order
-    (default: all class folders)."""
-    val = data.build_dataset(folder, "val", transforms.eval_transform(size), classes=classes)
+    second, ...), at ``size`` px with the evaluation transform: ``(N, in_chans, size, size)``. ``classes``: the label
+    order (default: all class folders)."""
+    val = data.build_dataset(folder, "val", transforms.eval_transform(size, in_chans=in_chans), classes=classes)
     return torch.stack([val[i][0] for i in data.distinct_class_order(val.targets)[:count]])
 
 

@@ -77,10 +77,12 @@ def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool =
         splits = sorted(Path(parent) / d for parent, dirs, _ in os.walk(root, followlinks=True) for d in dirs
                         if d in SPLITS)
         if splits:  # a labeled tree under another name: a typo in --dataset must not pretrain on train/ and val/
+            labeled = splits[0].parent
+            advice = (f"pass --data {labeled} (or --dataset {labeled.name})" if (labeled / "train").is_dir() else
+                      f"rename {splits[0]} (or move it out)")
             raise DataNotFoundError(how_to_get_data(
-                f"No image folder found: neither {root} nor {root / name} has train/, but {splits[0]} exists: pass "
-                f"--data {splits[0].parent} (or --dataset {splits[0].parent.name}). Unlabeled pretraining takes a "
-                "folder without train/ or val/ folders in it."))
+                f"No image folder found: neither {root} nor {root / name} has train/, but {splits[0]} exists: "
+                f"{advice}. Unlabeled pretraining takes a folder without train/ or val/ folders in it."))
         if _list_images(root):
             return None
     raise DataNotFoundError(how_to_get_data(f"No image folder found: neither {root} nor {root / name} has {split}/"
@@ -127,7 +129,13 @@ def _refuse_mixed_tree(root: Path) -> None:
 
 
 def _list_classes(split_dir: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    """The class folders of a split; images lying loose beside them (whose class is unknown) are refused."""
+    entries = [e for e in os.scandir(split_dir) if not e.name.startswith(".")]
+    loose = sorted(e.name for e in entries if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+    if loose:
+        raise DataNotFoundError(f"{split_dir} holds {len(loose)} image file(s) outside any class folder (e.g. "
+                                f"{loose[0]}): a labeled split has one folder per class; move them into theirs")
+    return sorted(e.name for e in entries if e.is_dir())
 
 
 def _list_images(folder: Path, confined: bool = False) -> list[str]:
@@ -252,10 +260,8 @@ def build_dataset(
         classes = list(classes)
         unknown = sorted(set(classes) - set(available))
         if unknown:
-            raise ValueError(
-                f"classes has {len(unknown)} name(s) not in {split_dir}: {unknown[:5]}; "
-                f"available ({len(available)}): {available[:5]}{' ...' if len(available) > 5 else ''}"
-            )
+            raise ValueError(f"classes has {len(unknown)} name(s) not in {split_dir}: {unknown[:5]}; available "
+                             f"({len(available)}): {available[:5]}{' ...' if len(available) > 5 else ''}")
         if not classes or len(set(classes)) != len(classes):
             raise ValueError(f"classes must be a non-empty list of distinct names, got {classes}")
         if num_classes is not None and num_classes != len(classes):
@@ -274,7 +280,10 @@ def build_dataset(
                 raise DataNotFoundError(f"class folder {split_dir / name} has no images ({', '.join(IMG_EXTENSIONS)}): "
                                         "remove it, or pass classes/num_classes that leave it out")
             if tune_fraction:
-                paths = tuning_split(paths, name, tune_fraction)[part == "tune"]
+                all_paths, paths = paths, tuning_split(paths, name, tune_fraction)[part == "tune"]
+                if not paths:
+                    raise ValueError(f"tune_fraction={tune_fraction:g} leaves no {part} images in class {name} "
+                                     f"({len(all_paths)} in {split_dir / name}): choose a fraction that leaves some")
             if image_selection == "random":
                 random.Random(f"{seed}/{name}").shuffle(paths)
             n = len(paths) if images_per_class is None else images_per_class

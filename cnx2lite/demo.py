@@ -30,6 +30,7 @@ from .masking import effective_mask_ratio
 from .reproduce.figures import plot_pretraining_knn
 from .reproduce.grid import SWEEP, Evaluator, Grid, Recipe, Scale
 from .reproduce.sweep import run_sweep, trial_names
+from .rundir import RunDir
 from .train.distributed import resolve_device
 from .train.plots import plot_comparison
 
@@ -45,6 +46,7 @@ PLANS = {
 
 # Each arm's fine-tuning recipe, chosen by `cnx2lite demo --sweep` on the tuning split: reports/demo/sweep.md (both arms
 # best at lr 1e-3 without RandAugment, erasing, drop path and label smoothing, the middle of the swept lrs).
+MANIFEST = "demo-runs.txt"  # the run folders a demo created under <output>/runs: the only ones a demo removes
 RECIPES = {"fcmae": Recipe(1e-3, "none"), "scratch": Recipe(1e-3, "none")}
 
 
@@ -60,9 +62,9 @@ def _find_data(data_arg: str | None) -> str:
 
 def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo", quick: bool = False,
              threads: int | None = None, sweep: bool = False) -> Path:
-    """Run the pretraining and both fine-tunings into ``output`` (the demo's own runs there cleared first, nothing
-    else) and write the report. With ``sweep``, first choose each arm's recipe on the tuning split (``sweep.md``) and
-    use those instead of :data:`RECIPES`."""
+    """Run the pretraining and both fine-tunings into ``output`` (the runs an earlier demo created there cleared
+    first, nothing else: see :func:`_clear_own_runs`) and write the report. With ``sweep``, first choose each arm's
+    recipe on the tuning split (``sweep.md``) and use those instead of :data:`RECIPES`."""
     start = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
@@ -70,9 +72,7 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     scale = PLANS["quick" if quick else "full"]
     grid = Grid(scale, _find_data(data_arg), output, recipes=RECIPES)
     k = scale.main_shot
-    for name in _own_runs(grid, k):  # a fresh measurement; other runs under output/runs are not the demo's
-        shutil.rmtree(output / "runs" / name, ignore_errors=True)
-    output.mkdir(parents=True, exist_ok=True)
+    _clear_own_runs(output, _own_runs(grid, k))  # a fresh measurement
     chosen_by = "`cnx2lite demo --sweep`, an earlier run (the constant `cnx2lite.demo.RECIPES`)"
     if sweep:
         result = run_sweep(grid, k)
@@ -85,6 +85,23 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     report = write_report(output, grid, ev, fcmae, scratch, time.perf_counter() - start, chosen_by)
     print(f"report: {report}")
     return report
+
+
+def _clear_own_runs(output: Path, names: list[str]) -> None:
+    """Remove the runs among ``names`` that an earlier demo created in ``output`` (listed in its :data:`MANIFEST`),
+    each under its lock (a run another process trains is refused, not removed); then record which of ``names`` this
+    demo will create. A run of the same name that the demo did not create (``reproduce`` names its runs alike) is
+    never removed: training finds it and resumes it, or refuses it when its settings differ."""
+    manifest = output / MANIFEST
+    created = set(manifest.read_text().split()) if manifest.is_file() else set()
+    for name in sorted(created & set(names)):
+        run = RunDir(output / "runs" / name)
+        if run.path.is_dir():
+            with run.lock():
+                shutil.rmtree(run.path)
+    output.mkdir(parents=True, exist_ok=True)
+    new = {name for name in names if not (output / "runs" / name).exists()}
+    manifest.write_text("".join(f"{name}\n" for name in sorted(created | new)))
 
 
 def _own_runs(grid: Grid, k: int) -> list[str]:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .factory import load_model
 from .hub import is_saved_folder
-from .rundir import resolve_checkpoint
+from .rundir import resolve_checkpoint, run_directory_of
 from .transforms import image_hw
 
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".torchscript.pt"}
@@ -94,6 +94,13 @@ def _require(*packages: str) -> None:
                               f"it, pip install --force-reinstall {' '.join(packages)}") from None
 
 
+def _default_name(checkpoint: str | os.PathLike) -> str:
+    """The export's name without suffix: the source's, and a run checkpoint's as ``<run>-<step>``."""
+    path = Path(checkpoint)
+    stem = path.with_suffix("").name
+    return f"{path.parent.name}-{stem.removeprefix('checkpoint-')}" if stem.startswith("checkpoint-") else stem
+
+
 def _holds_weights(path: Path) -> bool:
     """Whether ``path`` is a torch checkpoint (a ``torch.save`` zip: a ``data.pkl`` and no TorchScript ``code/``) or a
     safetensors file: what ``--overwrite`` must never replace, wherever it lies and whatever its name."""
@@ -104,12 +111,6 @@ def _holds_weights(path: Path) -> bool:
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
-
-
-def _in_run_directory(path: Path) -> bool:
-    """Whether ``path``'s folder holds a training run (its config.json, a checkpoint or its lock)."""
-    folder = path.resolve().parent
-    return any((folder / name).exists() for name in ("config.json", ".lock")) or any(folder.glob("checkpoint-*.pt"))
 
 
 @dataclass(frozen=True)
@@ -129,20 +130,21 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
                       overwrite: bool = False) -> Exported:
     """Export ``checkpoint`` (anything :func:`~cnx2lite.probes.load_model` reads: a fine-tuning run gives its
     classifier, anything else the encoder) as ``fmt`` to ``output`` (default: ``<checkpoint name><suffix>`` here) and
-    check the file against PyTorch. Never writes into a run directory (a folder holding ``config.json``, checkpoints
-    or a lock) nor over the source; an existing ``output`` only with ``overwrite``."""
+    check the file against PyTorch. Never writes anywhere inside a run directory (see
+    :func:`~cnx2lite.rundir.run_directory_of`) nor over the source; an existing ``output`` only with ``overwrite``."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     net, config = load_model(checkpoint, model, classifier=None)  # a fine-tuning run's head
     size = image_hw(img_size or config.get("img_size", 224))
-    output = Path(output or Path(checkpoint).with_suffix("").name + FORMATS[fmt])
+    output = Path(output or _default_name(checkpoint) + FORMATS[fmt])
     source = None if checkpoint == "random" or is_saved_folder(checkpoint) else Path(resolve_checkpoint(checkpoint))
     source = source.resolve() if source is not None else None
     if output.resolve() == source:
         raise ValueError(f"--output {output} is the checkpoint being exported: choose another file")
-    if output.name.startswith("checkpoint-") or output.is_dir() or _in_run_directory(output):
+    run = run_directory_of(output)
+    if output.name.startswith("checkpoint-") or output.is_dir() or run is not None:
         what = ("a folder" if output.is_dir() else
-                "named like a run checkpoint" if output.name.startswith("checkpoint-") else "inside a run directory")
+                "named like a run checkpoint" if output.name.startswith("checkpoint-") else f"inside the run {run}")
         raise ValueError(f"--output {output} is {what}: choose a new file elsewhere, e.g. model{FORMATS[fmt]}")
     if output.exists() and not overwrite:
         raise FileExistsError(f"--output {output} exists: choose a new file, or pass --overwrite to replace it")

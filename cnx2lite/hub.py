@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .models.convnextv2 import VARIANTS, ConvNeXtV2, architecture
+from .rundir import run_directory_of
 
 logger = logging.getLogger(__name__)
 
@@ -120,10 +121,14 @@ def _sha256(path: Path) -> str:
 
 def save_pretrained(model: ConvNeXtV2, folder: str | os.PathLike) -> Path:
     """Write ``model``'s weights (``model.safetensors``) and architecture (``config.json``) into ``folder``, for
-    :func:`cnx2lite.checkpoints.load_pretrained` (or :func:`load_saved`). Returns the folder."""
+    :func:`cnx2lite.checkpoints.load_pretrained` (or :func:`load_saved`). Returns the folder. A folder inside a
+    training run is refused: its ``config.json`` is the run's record."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
+    if (run := run_directory_of(folder)) is not None:
+        raise ValueError(f"cannot save into {folder}: it is inside the training run {run}, whose config.json and "
+                         "checkpoints belong to the run; choose a folder outside it")
     folder.mkdir(parents=True, exist_ok=True)
     config = {"variant": getattr(model, "variant", None), "num_classes": model.num_classes,
               "in_chans": model.in_chans, **architecture(model),

@@ -1,6 +1,7 @@
 """Imagenette, the default data: downloading it with torchvision into a data root."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from torchvision.datasets import Imagenette
@@ -19,11 +20,15 @@ def download_imagenette(root: Path, size: str = "320px") -> Path:
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"cannot download into {root}: it is a file; pass a folder with --data")
+    created = [folder for folder in (root, *root.parents) if not folder.exists()]  # deepest first
     root.mkdir(parents=True, exist_ok=True)
     try:
         for split in SPLITS:  # one archive holds both splits: the second call only checks it
             Imagenette(root, split=split, size=size, download=True)
     except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision raises RuntimeError on a bad md5
+        for folder in created:  # a failed download leaves no empty folders behind (a partial archive stays)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         url = f"https://s3.amazonaws.com/fast-ai-imageclas/{IMAGENETTE_DIRS[size]}.tgz"
         raise DataNotFoundError(how_to_get_data(
             f"Could not download Imagenette ({size}) into {root}: {type(e).__name__}: {e}\n"

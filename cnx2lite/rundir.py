@@ -95,7 +95,7 @@ class RunDir:
         self.create()
         path = self.path / LOCK_NAME
         try:
-            lock_file = _open_in_run(path, "a+")
+            lock_file = open_in_run(path, "a+")
         except OSError as e:
             raise RunDirLockedError(f"cannot open the lock file {path} ({e.strerror or e}): "
                                     "choose another output") from None
@@ -127,12 +127,12 @@ class RunDir:
 
     # --------------------------------------------------------------------------------------------- config, metrics
     def write_config(self, info: Mapping) -> None:
-        with _open_in_run(self.path / "config.json", "w") as f:
+        with open_in_run(self.path / "config.json", "w") as f:
             f.write(json.dumps(info, indent=2) + "\n")
 
     def write_metrics(self, history: Sequence[Mapping]) -> None:
         """``metrics.csv`` holding ``history`` (rewritten whole: a resumed run keeps one consistent file)."""
-        with _open_in_run(self.path / "metrics.csv", "w", newline="") as f:
+        with open_in_run(self.path / "metrics.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(history)
@@ -196,10 +196,12 @@ class RunDir:
         return None, None
 
 
-def _open_in_run(path: Path, mode: str, **kwargs):
+def open_in_run(path: Path, mode: str, **kwargs):
     """``open(path, mode)`` for a file of the run directory, refusing to follow a symlink planted in its place (which
-    would truncate or overwrite the link's target, outside the run): OSError naming the file."""
-    flags = {"w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode]
+    would truncate or overwrite the link's target, outside the run): OSError naming the file. Every file a run writes
+    goes through here (or :func:`_save_atomically`), figures included."""
+    write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    flags = {"w": write, "wb": write, "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode]
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW, 0o644)
     except OSError as e:
@@ -207,6 +209,36 @@ def _open_in_run(path: Path, mode: str, **kwargs):
             raise OSError(f"{path} is a symbolic link: a run writes only its own files; remove the link") from None
         raise
     return os.fdopen(fd, mode, **kwargs)
+
+
+def run_subfolder(run: Path, name: str) -> Path:
+    """``run/name``, created if needed; a symlink planted there (the run's writes would land outside it) raises an
+    OSError naming it."""
+    folder = run / name
+    if folder.is_symlink():
+        raise OSError(f"{folder} is a symbolic link: a run writes only its own files; remove the link")
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def run_directory_of(path: str | os.PathLike) -> Path | None:
+    """The training run folder that holds ``path`` (``path`` itself or a folder above it, links resolved): one with a
+    checkpoint, a snapshot or a run's ``config.json`` (a ``.lock`` alone says nothing: pytest's temp folders have
+    one); None outside every run. What must not be written into by anything but its run (exports, saved models)."""
+    path = Path(path).expanduser().resolve()
+    return next((folder for folder in (path, *path.parents) if _holds_run(folder)), None)
+
+
+def _holds_run(folder: Path) -> bool:
+    try:
+        if not folder.is_dir():
+            return False
+        if RunDir(folder).checkpoints() or RunDir(folder).snapshots():
+            return True
+        config = folder / "config.json"
+        return config.is_file() and json.loads(config.read_text()).get("task") in ("pretrain", "finetune")
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, JSON but not an object
+        return False
 
 
 def _save_atomically(state: Mapping, path: Path) -> None:

@@ -75,7 +75,7 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["finetune", "--name", "forked", "--resume", "{finetune_ckpt}"], "that run is finished"),
     (["export", "--checkpoint", "random", "--format", "torchscript", "--output", "{a_file}"], "pass --overwrite"),
     (["export", "--checkpoint", "random", "--format", "torchscript", "--output", "{finetune_run}/model.pt"],
-     "inside a run directory"),
+     "is inside the run"),
     (["probe", "--checkpoint", "random", "--dataset", "/abs/folder"], "dataset must be one folder name"),
     (["download", "imagenette", "--data", "{a_file}"], "it is a file"),
 ]

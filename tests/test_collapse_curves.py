@@ -116,11 +116,18 @@ def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, on
     assert "| V1 random - V2 random | GELU |" in report and "| V2 random - same | GRN |" in report
     assert "V1 random" not in [r["encoder"] for r in rows if r["point"] == "grn"]  # V1 has no GRN
     assert "![collapse curves](collapse-64px.png)" in report
-    # measured again at another size into the same folder: the earlier figure goes with the earlier numbers
+    # a refused collapse into the same folder changes nothing there
+    with pytest.raises(SystemExit) as exit_info:
+        main(collapse_command(folder, output, "--encoder", "b=random:v1", "--point", "grn"))
+    assert exit_info.value.code == 2 and (output / "collapse-64px.png").is_file()
+    # measured again at another size into the same folder: the earlier figure goes with the earlier numbers, and
+    # only the files a collapse writes go: the user's own notes stay
+    (output / "collapse-notes.md").write_text("mine")
     with pytest.raises(SystemExit) as exit_info:
         main(collapse_command(folder, output, "--encoder", "b=random:v1", "--point", "gelu", "--img-size", "96"))
     assert exit_info.value.code == 0
-    assert {p.name for p in output.iterdir()} == {"collapse.csv", "collapse.md", "collapse-96px.png"}
+    assert {p.name for p in output.iterdir()} == {"collapse.csv", "collapse.md", "collapse-96px.png",
+                                                  "collapse-notes.md"}
 
 
 @pytest.mark.parametrize("args, says", [
@@ -137,6 +144,7 @@ def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, on
      "--contrast is not measured with --along-training"),
     (["--encoder", "a=some/run,some/run"], "names a source twice"),
     (["--encoder", "a=random", "--img-size", "32"], "must be 64 or more"),
+    (["--encoder", "a=random", "--images", "1"], "resample the images and need at least 2"),
 ])
 def test_bad_input_is_one_line(args, says, folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -99,7 +99,8 @@ def test_download_offline_raises_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr("torchvision.datasets.imagenette.download_and_extract_archive", offline)
     with pytest.raises(D.DataNotFoundError, match="Could not download Imagenette") as err:
-        imagenette.download_imagenette(tmp_path / "dl")
+        imagenette.download_imagenette(tmp_path / "dl" / "new")
+    assert not (tmp_path / "dl").exists()  # the folders it created for the download are gone again
     msg = str(err.value)
     assert "name resolution" in msg and "imagenette2-320.tgz" in msg and "--data" in msg
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no urllib traceback attached
@@ -108,6 +109,17 @@ def test_download_offline_raises_clear_error(tmp_path, monkeypatch):
 
 
 # ----------------------------------------------------------------------------------------------- subsets
+def test_a_tuning_split_that_takes_a_whole_class_is_refused_by_name(folder):
+    with pytest.raises(ValueError, match=r"tune_fraction=0.95 leaves no fit images in class"):
+        D.build_dataset(folder, "train", tune_fraction=0.95)
+
+
+def test_images_outside_class_folders_are_refused(folder):
+    _save(folder / "train" / "stray.png")  # whose class is it?
+    with pytest.raises(D.DataNotFoundError, match=r"1 image file\(s\) outside any class folder \(e.g. stray.png\)"):
+        D.build_dataset(folder, "train")
+
+
 def test_subset_first_is_deterministic(folder):
     ds = D.build_dataset(folder, "train", num_classes=3, images_per_class=2)
     assert ds.classes == CLASSES[:3] and ds.class_to_idx == {c: i for i, c in enumerate(CLASSES[:3])}
@@ -424,3 +436,6 @@ def test_a_photo_collection_with_a_train_folder_is_refused_for_pretraining(tmp_p
     with pytest.raises(D.DataNotFoundError, match="3 image\\(s\\) lie outside train/ and val/"):
         D.find_image_folder(photos, unlabeled_ok=True)
     assert D.find_image_folder(photos) == photos  # asked for a labeled tree: it is one
+    write_images(tmp_path / "album" / "trips" / "val", 2, 32, np.random.default_rng(2))  # val/ alone: no advice to
+    with pytest.raises(D.DataNotFoundError, match=r"trips/val exists: rename .*trips/val \(or move it out\)"):
+        D.find_image_folder(tmp_path / "album", unlabeled_ok=True)  # pass a folder that is refused the same way

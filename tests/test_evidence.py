@@ -121,13 +121,17 @@ def test_knn_monitor_is_a_metrics_column(tinted, tmp_path):
     assert off.metric("knn_top1") == []
 
 
-def test_pretraining_takes_a_nested_folder_of_unlabeled_images(tmp_path):
+def test_pretraining_takes_a_nested_folder_of_unlabeled_images(tmp_path, capsys):
     rng = np.random.default_rng(0)
     write_images(tmp_path / "photos", 5, 64, rng)
     write_images(tmp_path / "photos" / "trip" / "day2", 5, 64, rng)
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
     run = pretrain("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"), batch_size=4)
     assert run.history[-1]["step"] == 2 and (run.run_dir / "reconstruction.png").is_file()
+    # the smoke preset's class subset cannot apply to images without classes: said, not silently dropped
+    assert "num_classes=2, images_per_class=8 do not apply (no classes); training on all 10" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="tune_fraction and eval_split='tune' carve images out of each class"):
+        pretrain("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"), tune_fraction=0.5)
     assert '"train_images": 10' in (run.run_dir / "config.json").read_text()
     with pytest.raises(data.DataNotFoundError, match="has train/"):
         finetune("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"))

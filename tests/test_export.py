@@ -36,7 +36,7 @@ def test_export_cli_writes_the_encoder_of_a_state_dict(tmp_path, capsys):
     assert float(out.rsplit(" ", 1)[1]) < 1e-4
 
 
-def test_export_of_a_non_square_run_and_the_checkpoint_is_never_overwritten(tmp_path, capsys):
+def test_export_of_a_non_square_run_and_the_checkpoint_is_never_overwritten(tmp_path, capsys, monkeypatch):
     model = randomize_(create_model("convnextv2_atto", num_classes=3)).eval()
     path = export_model(model, tmp_path / "wide.pt2", "exported-program", img_size=(64, 96))
     assert max_difference(model, path, "exported-program", (64, 96)) < 1e-4
@@ -48,12 +48,21 @@ def test_export_of_a_non_square_run_and_the_checkpoint_is_never_overwritten(tmp_
     run = tmp_path / "run"
     run.mkdir()
     torch.save(model.state_dict(), run / "checkpoint-00000002.pt")
-    for output in (run / "checkpoint-00000009.pt", run):  # any run checkpoint's name, a folder: refused, not written
+    (run / "reconstructions").mkdir()
+    (run / "reconstructions" / "epoch-0002.png").write_bytes(b"figure")
+    for output in (run / "checkpoint-00000009.pt", run, run / "reconstructions" / "epoch-0002.png",
+                   run / "reconstructions" / "new.pt"):  # a run checkpoint's name, a folder, anywhere in a run
         with pytest.raises(SystemExit) as exit_info:
             main(["export", "--checkpoint", str(tmp_path / "weights.pt"), "--format", "torchscript", "--output",
-                  str(output), "--img-size", "64"])
+                  str(output), "--img-size", "64", "--overwrite"])
         assert exit_info.value.code == 2 and "choose a new file" in capsys.readouterr().err
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-00000002.pt"]
+    assert sorted(p.name for p in run.rglob("*")) == ["checkpoint-00000002.pt", "epoch-0002.png", "reconstructions"]
+    assert (run / "reconstructions" / "epoch-0002.png").read_bytes() == b"figure"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:  # a run's checkpoint, no --output: named after the run and step
+        main(["export", "--checkpoint", str(run / "checkpoint-00000002.pt"), "--format", "torchscript",
+              "--img-size", "64", "--model", "convnextv2_atto"])
+    assert exit_info.value.code == 0 and (tmp_path / "run-00000002.torchscript.pt").is_file()
     assert FORMATS["torchscript"] == ".torchscript.pt"  # the default name never collides with checkpoint-N.pt
 
 
@@ -78,6 +87,19 @@ def test_overwrite_never_replaces_weights_and_saved_folders_export(tmp_path, cap
         main(["export", "--checkpoint", str(folder), "--format", "torchscript", "--output", str(tmp_path / "x.ts")])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "truncated or not a safetensors file" in err and len(err.splitlines()) == 1
+
+
+def test_save_pretrained_never_writes_into_a_training_run(tmp_path):
+    """A run's config.json is its record (resume and load_model read it): a saved model must go elsewhere."""
+    from cnx2lite.hub import save_pretrained
+
+    run = tmp_path / "run"
+    (run / "reconstructions").mkdir(parents=True)
+    (run / "config.json").write_text('{"task": "finetune"}')
+    for folder in (run, run / "reconstructions", run / "new"):
+        with pytest.raises(ValueError, match=f"inside the training run {run}"):
+            save_pretrained(create_model("convnextv2_atto", num_classes=2), folder)
+    assert (run / "config.json").read_text() == '{"task": "finetune"}' and not (run / "new").exists()
 
 
 def test_a_broken_optional_package_is_one_line_naming_it(tmp_path, monkeypatch, capsys):

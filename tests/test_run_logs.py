@@ -62,7 +62,8 @@ def test_config_replays_a_saved_run_exactly(images, tmp_path, capsys):
     with pytest.raises(ValueError, match="is not a finetune config.json"):
         load_config(saved, "finetune")
     record = json.loads(saved.read_text())
-    for edit, message in ((dict(epochs=7), r"edited at the top level \(epochs\).*--epochs"),
+    for edit, message in ((dict(epochs=7), r"disagrees with itself \(epochs: 7 at the top level, 1 from 'requested'"),
+                          (dict(requested={**record["requested"], "epochs": 7}), r"epochs: 1 at the top level, 7 from"),
                           (dict(requested={**record["requested"], "epoch": 7}),
                            r"unknown field\(s\) epoch in 'requested'"),
                           (dict(mask_ration=0.9), r"unknown field\(s\) mask_ration in ")):
@@ -94,6 +95,19 @@ def test_run_files_never_follow_a_planted_symlink(planted, tmp_path):
             run.write_config({"a": 1})
             run.write_metrics([])
     assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("planted", ["curves.png", "reconstruction.png", "reconstructions"])
+def test_a_runs_figures_never_follow_a_planted_symlink(planted, images, tmp_path):
+    """Figures are run files too: a link in place of one (or of the reconstructions folder) is refused, its target
+    kept."""
+    target = tmp_path / "precious"
+    target.mkdir() if planted == "reconstructions" else target.write_text("keep me")
+    (tmp_path / "plant").mkdir()
+    (tmp_path / "plant" / planted).symlink_to(target)
+    with pytest.raises(OSError, match="symbolic link"):
+        pretrain("smoke", data=str(images), output=str(tmp_path), name="plant", batch_size=4)
+    assert (list(target.iterdir()) == []) if planted == "reconstructions" else target.read_text() == "keep me"
 
 
 def test_a_refused_run_leaves_nothing_behind(tmp_path):

@@ -299,6 +299,31 @@ def test_quick_demo_writes_a_report(images, tmp_path):
         assert (tmp_path / "demo" / figure).is_file() and f"({figure})" in report
 
 
+def test_the_demo_removes_only_runs_it_created_and_none_in_use(tmp_path):
+    from cnx2lite.demo import MANIFEST, _clear_own_runs
+
+    runs = tmp_path / "runs"
+    for name in ("pretrain-v2-p0", "old-demo-run", "busy-demo-run"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "checkpoint-00000001.pt").write_bytes(b"weights")
+    (tmp_path / MANIFEST).write_text("old-demo-run\nbusy-demo-run\n")  # an earlier demo created these two
+    names = ["pretrain-v2-p0", "old-demo-run", "new-demo-run"]  # reproduce's pretrain-v2-p0 is not the demo's
+    _clear_own_runs(tmp_path, names)
+    assert (runs / "pretrain-v2-p0" / "checkpoint-00000001.pt").is_file() and not (runs / "old-demo-run").exists()
+    assert (tmp_path / MANIFEST).read_text().split() == ["busy-demo-run", "new-demo-run", "old-demo-run"]
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; from cnx2lite.rundir import RunDir\n"
+                              f"with RunDir({str(runs / 'busy-demo-run')!r}).lock():\n"
+                              "    print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirLockedError, match="in use by process"):  # another process trains it
+            _clear_own_runs(tmp_path, ["busy-demo-run"])
+        assert (runs / "busy-demo-run" / "checkpoint-00000001.pt").is_file()
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_a_second_run_into_a_busy_run_dir_is_refused_and_a_dead_owners_lock_is_free(images, tmp_path):
     """Two trainings into one run directory would mix their checkpoints and config.json: the second is refused with
     the first's pid; once the first is killed (kill -9: no cleanup runs) its lock is free, since the kernel drops it."""

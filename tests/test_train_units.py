@@ -3,6 +3,7 @@ checkpoint files, sharded resumable sampling, CLI help."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -307,6 +308,18 @@ def test_a_warmup_longer_than_the_run_is_refused_and_a_shortened_preset_keeps_it
     saved = tmp_path / "config.json"  # a replayed run shortened the same way
     saved.write_text(json.dumps({**load_preset("cpu", task="pretrain").to_dict(), "task": "pretrain"}))
     assert load_config(saved, "pretrain", epochs=1).warmup_epochs == pytest.approx(2 / 20)
+
+
+def test_settings_that_would_be_silently_wrong_are_refused_or_made_right(tmp_path):
+    from cnx2lite.train.presets import load_preset
+
+    with pytest.raises(ValueError, match=r"freeze_encoder_epochs \(5\) must be below epochs \(1\)"):
+        load_preset("smoke", task="pretrain", freeze_encoder_epochs=5)  # the encoder would never train
+    with pytest.raises(ValueError, match="epochs must be int, got '2'"):  # not a TypeError from inside
+        load_preset("cpu", task="pretrain", epochs="2")
+    home = os.path.expanduser("~")
+    config = load_preset("smoke", task="finetune", output="~/runs", data="~/photos")  # bash leaves --output=~/x
+    assert (config.output, config.data) == (f"{home}/runs", f"{home}/photos")
 
 
 def test_loader_workers_leave_a_stop_signal_to_the_training_process():

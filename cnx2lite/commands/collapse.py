@@ -3,14 +3,16 @@ runs, on the same val images at one or more resolutions, with 95% intervals over
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .. import collapse, collapse_curves, data
 from ..factory import load_model
-from ..rundir import RunDir
+from ..rundir import RunDir, run_directory_of
 from ..train.distributed import resolve_device
 from .flags import add_data_flags, add_device_flag, image_size, non_negative_int, positive
 
@@ -62,25 +64,49 @@ def load_encoders(specs: list[tuple[str, list[str]]], model: str | None,
     return encoders
 
 
-def prepare_output(output: Path) -> Path:
-    """``--output`` as a folder that will hold this invocation's files only: created if needed, never a file or a run
-    directory, and the files of an earlier collapse there removed (a stale figure would sit beside new numbers)."""
+# The files a collapse writes, and so the only ones it clears from --output before writing (a stale figure of an
+# earlier collapse would sit beside new numbers; a user's own collapse-notes.md stays).
+WRITTEN = re.compile(r"collapse(\.csv|\.md|-\d+px\.png|-along-training-\d+px\.(csv|png))")
+
+
+def check_output(output: Path) -> Path:
+    """``--output`` as a folder for this command's files: never a file nor anything inside a training run."""
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file: give a folder (default: ./collapse)")
-    if (output / "config.json").exists() or any(output.glob("checkpoint-*.pt")) or (output / ".lock").exists():
-        raise ValueError(f"--output {output} is a training run's directory: give another folder")
-    output.mkdir(parents=True, exist_ok=True)
-    for old in [*output.glob("collapse*.csv"), *output.glob("collapse*.md"), *output.glob("collapse-*px.png")]:
-        old.unlink()
+    if (run := run_directory_of(output)) is not None:
+        raise ValueError(f"--output {output} is inside the training run {run}: give another folder")
     return output
 
 
-def val_images(folder: Path, size: int, count: int, device: torch.device) -> torch.Tensor:
-    """:func:`collapse_curves.val_images` on ``device``, saying when the split holds fewer than ``--images``."""
-    images = collapse_curves.val_images(folder, size, count)
+def write_outputs(output: Path, files: dict[str, Callable[[Path], object]]) -> None:
+    """Once everything is measured: clear an earlier collapse's files from ``output``, then write each file
+    (``{name: writer(path)}``). A refused or failed measurement leaves the earlier results as they were."""
+    output.mkdir(parents=True, exist_ok=True)
+    for old in (p for p in output.iterdir() if WRITTEN.fullmatch(p.name) and p.is_file()):
+        old.unlink()
+    for name, write in files.items():
+        write(output / name)
+
+
+def val_images(folder: Path, size: int, count: int, in_chans: int, device: torch.device) -> torch.Tensor:
+    """:func:`collapse_curves.val_images` on ``device``, saying when the split holds fewer than ``--images``; at
+    least 2 (the intervals resample the images)."""
+    images = collapse_curves.val_images(folder, size, count, in_chans=in_chans)
+    if len(images) < 2:
+        raise ValueError(f"--images {count}: {len(images)} val image(s) of {folder} to measure; the intervals "
+                         "resample the images and need at least 2")
     if len(images) < count:
         print(f"[collapse] the val split has {len(images)} images, fewer than --images {count}: using all")
     return images.to(device)
+
+
+def input_channels(models: list[nn.Module]) -> int:
+    """The ``in_chans`` every encoder takes (refused when they differ: one image set is fed to all)."""
+    channels = {model.in_chans for model in models}
+    if len(channels) > 1:
+        raise ValueError(f"--encoder: the encoders take different input channels ({sorted(channels)}): measure them "
+                         "in separate runs")
+    return channels.pop()
 
 
 def run_along_training(args: argparse.Namespace, folder: Path, output: Path, device: torch.device) -> int:
@@ -100,9 +126,11 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
         if not set.intersection(*(set(r) for r in label_runs)):
             raise ValueError(f"--along-training: the runs of {label!r} kept no snapshot at a common epoch "
                              f"({'; '.join(', '.join(map(str, sorted(r))) for r in label_runs)})")
-    figures = []
+    files: dict[str, Callable[[Path], object]] = {}
+    in_chans = input_channels([load() for label_runs in runs.values() for run in label_runs
+                               for load in list(run.values())[:1]])
     for size in args.img_size:
-        images = val_images(folder, size, args.images, device)
+        images = val_images(folder, size, args.images, in_chans, device)
         by_epoch: dict[int, list] = {}
         for point in args.point:
             measured = collapse_curves.measure_along_training(runs, images, point, args.resamples,
@@ -110,11 +138,13 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
                                                               args.seed)
             for epoch, curves in measured.items():
                 by_epoch.setdefault(epoch, []).extend(curves)
-        collapse_curves.write_along_training_csv(by_epoch, output / f"collapse-along-training-{size}px.csv")
-        figures.append(f"collapse-along-training-{size}px.png")
-        collapse_curves.plot_along_training(by_epoch, title=f"collapse along pretraining, {len(images)} val images "
-                                            f"at {size} px").savefig(output / figures[-1], dpi=100)
-    print(f"wrote {', '.join(figures)} and their CSV files in {output}")
+        figure = collapse_curves.plot_along_training(by_epoch, title=f"collapse along pretraining, {len(images)} val "
+                                                     f"images at {size} px")
+        files[f"collapse-along-training-{size}px.csv"] = (
+            lambda path, by_epoch=by_epoch: collapse_curves.write_along_training_csv(by_epoch, path))
+        files[f"collapse-along-training-{size}px.png"] = lambda path, figure=figure: figure.savefig(path, dpi=100)
+    write_outputs(output, files)
+    print(f"wrote {', '.join(files)} in {output}")
     return 0
 
 
@@ -128,31 +158,30 @@ def run_collapse(args: argparse.Namespace) -> int:
             raise ValueError(f"--contrast names {', '.join(map(repr, missing))}, not an --encoder label "
                              f"({', '.join(map(repr, labels))})")
     folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
-    output = prepare_output(Path(args.output))
+    output = check_output(Path(args.output))
     if args.along_training:
         if args.contrast:
             raise ValueError("--contrast is not measured with --along-training: compare the encoders' curves")
         return run_along_training(args, folder, output, device)
-    curves, figures = [], []
+    curves, files = [], {}
+    in_chans = input_channels([model for runs in encoders.values() for model in runs])
     for size in args.img_size:
-        images = val_images(folder, size, args.images, device)
+        images = val_images(folder, size, args.images, in_chans, device)
         measured = [c for point in args.point for c in collapse_curves.measure(
             encoders, images, point, args.resamples, args.rank_resamples, args.positions, args.batch_size,
             args.seed)]
         if not measured:
             raise ValueError("--point grn: none of the encoders has GRN (V1 blocks, or another --block-norm); add "
                              "--point gelu")
-        figure = f"collapse-{size}px.png"
-        collapse_curves.plot_curves(measured, title=f"MLP activations per block, {len(images)} val images at {size} "
-                                    "px: mean over runs, 95% band over runs and images").savefig(output / figure,
-                                                                                               dpi=100)
+        figure = collapse_curves.plot_curves(measured, title=f"MLP activations per block, {len(images)} val images at "
+                                             f"{size} px: mean over runs, 95% band over runs and images")
+        files[f"collapse-{size}px.png"] = lambda path, figure=figure: figure.savefig(path, dpi=100)
         curves += measured
-        figures.append(figure)
-    collapse_curves.write_csv(curves, args.contrast, output / "collapse.csv")
-    report = collapse_curves.markdown(curves, args.contrast, figures)
-    (output / "collapse.md").write_text(report)
+    report = collapse_curves.markdown(curves, args.contrast, list(files))
+    write_outputs(output, {**files, "collapse.csv": lambda path: collapse_curves.write_csv(curves, args.contrast, path),
+                           "collapse.md": lambda path: path.write_text(report)})
     print(report)
-    print(f"wrote {output / 'collapse.csv'}, {output / 'collapse.md'} and {', '.join(figures)} in {output}")
+    print(f"wrote collapse.csv, collapse.md and {', '.join(files)} in {output}")
     return 0
 
 

@@ -162,6 +162,12 @@ class TrainConfig:
         if self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs ({self.warmup_epochs:g}) must be at most epochs ({self.epochs}): the lr "
                              "would never reach its peak")
+        if self.freeze_encoder_epochs and self.freeze_encoder_epochs >= self.epochs:
+            raise ValueError(f"freeze_encoder_epochs ({self.freeze_encoder_epochs}) must be below epochs "
+                             f"({self.epochs}): the encoder would never train")
+        for name in PATH_FIELDS:  # '~' as bash leaves it in --output=~/runs: the home folder, as for --data
+            if isinstance(getattr(self, name), str) and getattr(self, name).startswith("~"):
+                setattr(self, name, os.path.expanduser(getattr(self, name)))
         if self.eval_split == "tune" and not self.tune_fraction:
             raise ValueError("eval_split='tune' needs a tuning split: set tune_fraction > 0 (e.g. 0.1)")
         if self.rand_augment is not None:
@@ -300,10 +306,11 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     if requested is not saved:  # the top level is what the run resolved from 'requested': an edit there is not replayed
         resolved = resolve_batch_and_lr(TrainConfig(**{**fields, "task": task}), saved.get("world_size", 1)).to_dict()
         edited = [k for k in FIELDS if k in saved and _as_json(saved[k]) != _as_json(resolved[k])]
-        if edited:
-            raise ValueError(f"config: {path} was edited at the top level ({', '.join(edited)}), which a replay does "
-                             "not read: it replays the 'requested' entry (the settings as asked for). Give the change "
-                             f"as a flag (e.g. --{edited[0].replace('_', '-')}) or edit 'requested'")
+        if edited:  # one side was edited by hand; which one cannot be told, so neither is guessed
+            shown = "; ".join(f"{k}: {saved[k]!r} at the top level, {resolved[k]!r} from 'requested'" for k in edited)
+            raise ValueError(f"config: {path} disagrees with itself ({shown}): the top level is what the run resolved "
+                             "from its 'requested' entry, and a replay reads 'requested'. Give the change as a flag "
+                             f"(e.g. --{edited[0].replace('_', '-')}), or edit both places alike")
     return TrainConfig(**{**fields, **fit_warmup(fields, overrides), "task": task})
 
 
@@ -316,12 +323,17 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
+PATH_FIELDS = ("data", "pretrained", "init_encoder", "output", "resume")
+
+
 def fit_warmup(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """``overrides``, plus a warmup shortened with the schedule when they shorten ``epochs`` to the base's warmup or
     below without giving one (the whole run would be warmup): the base's warmup share of its epochs is kept (a
     2-of-20-epoch warmup, run for 1 epoch, warms up for 0.1). An explicit warmup longer than the epochs is refused by
     :class:`TrainConfig`."""
     epochs, warmup = overrides.get("epochs"), base.get("warmup_epochs", 0.0)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (epochs, warmup, base.get("epochs"))):
+        return overrides  # a value of the wrong type: TrainConfig refuses it by name
     if epochs is None or "warmup_epochs" in overrides or warmup < epochs or not base.get("epochs") or not warmup:
         return overrides
     return {**overrides, "warmup_epochs": warmup * epochs / base["epochs"]}

@@ -29,7 +29,7 @@ from .. import transforms
 from ..amp import autocast, resolve_amp
 from ..layers.grn import set_fused
 from ..probes import probe
-from ..rundir import RunDir, RunResult, load_checkpoint
+from ..rundir import RunDir, RunResult
 from .config import TrainConfig, resolve_batch_and_lr
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main
 from .ema import ModelEma
@@ -38,11 +38,11 @@ from .optim import build_optimizer, cosine_lr
 from .plots import plot_curves
 from .resume import (
     Position,
-    ResumeMismatchError,
     StopFlag,
     check_resumable,
     checkpoint_to_resume,
     graceful_stop,
+    read_resumable,
     restore_training_state,
 )
 from .run_data import build_run_data
@@ -51,8 +51,9 @@ from .tasks import build_task, evaluate
 from .tensorboard import TensorBoardLog, check_available
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the run stopped without saving over good checkpoints."""
+class NonFiniteLossError(ValueError):
+    """The loss became NaN or infinite (an lr too high, fp16 without clipping): the run stopped without saving over
+    good checkpoints. A ValueError: the settings' fault, so the command line reports it in one line, exit status 2."""
 
 
 class Trainer:
@@ -68,7 +69,7 @@ class Trainer:
             check_available()  # tensorboard installed, before any work
         self.tensorboard: TensorBoardLog | None = None  # opened by run(), once the directory is this run's
         c = config
-        self.data = build_run_data(c, self.task.name, self.task.train_transform())
+        self.data = build_run_data(c, self.task.name, self.task.train_transform(), self.log)
         self.train_set, self.val_set, self.knn_bank = self.data.train_set, self.data.val_set, self.data.knn_bank
         self.requested = config  # as asked for (base_lr, global_batch, ...), kept in config.json for --config replays
         self.config = resolve_batch_and_lr(config, self.dist.world_size)
@@ -184,10 +185,7 @@ class Trainer:
         path = run_on_main(choose)
         if path is None:
             return
-        try:
-            ckpt = read.get("checkpoint") or load_checkpoint(path)
-        except ValueError as e:
-            raise ResumeMismatchError(f"cannot resume: {e}") from None
+        ckpt = read.get("checkpoint") or read_resumable(path)
         check_resumable(path, ckpt, self.task.name, c, self.run_dir, self.train_set.classes, self.data.fingerprint,
                         self.data.folder)
         restore_training_state(path, ckpt, self.model, self.optimizer, self.ema, self.scaler)
@@ -257,10 +255,11 @@ class Trainer:
                                             device=device))
         loss = stats[0].item() / self.dist.world_size
         if not math.isfinite(loss):
+            newest = self.run_dir.latest_checkpoint()
             raise NonFiniteLossError(
-                f"loss is {loss} at epoch {pos.epoch}, step {pos.global_step} (lr {lr:.3g}): stopped before "
-                f"the optimizer step. The last good checkpoint is {self.run_dir.latest_checkpoint()}. "
-                "Lower lr/base_lr, add clip_grad, or use amp=fp32")
+                f"loss is {loss} at epoch {pos.epoch}, step {pos.global_step} (lr {lr:.3g}): stopped before the "
+                f"optimizer step. {f'The last good checkpoint is {newest}.' if newest else 'No checkpoint was saved.'}"
+                " Lower lr/base_lr, add clip_grad, or use amp=fp32")
         for param in self.task.frozen_parameters(self.model, pos.epoch):
             param.grad = None  # AdamW skips it: no update, no weight decay, no moment
         log_norm = self.tensorboard is not None and (pos.global_step + 1) % c.log_every_steps == 0

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..fcmae import Reconstruction
+from ..rundir import open_in_run
 from ..transforms import denormalize
 
 MASK_COLOR = "#9aa0a6"  # the opaque grey that stands for "masked" in every figure, the notebooks' included
@@ -19,6 +20,13 @@ MASK_COLOR = "#9aa0a6"  # the opaque grey that stands for "masked" in every figu
 def _series(history: Sequence[dict], kind: str, key: str) -> tuple[list[float], list[float]]:
     rows = [r for r in history if r.get("kind") == kind and r.get(key) not in (None, "")]
     return [float(r["epoch"]) for r in rows], [float(r[key]) for r in rows]
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG at ``path`` without following a symlink planted there (a run's figures go where its
+    other files go: :func:`~cnx2lite.rundir.open_in_run`)."""
+    with open_in_run(Path(path), "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
 
 
 def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
@@ -41,7 +49,7 @@ def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
         axes[1].legend()
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
+    save_png(fig, path)
     return Path(path)
 
 
@@ -70,7 +78,7 @@ def plot_reconstructions(recon: Reconstruction, path: Path, title: str = "", not
     fig.legend(handles=legend, loc="outside lower left", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
+    save_png(fig, path)
     return Path(path)
 
 
@@ -82,5 +90,5 @@ def plot_comparison(histories: dict[str, Sequence[dict]], key: str, path: Path, 
         ax.plot(*_series(history, "epoch", key), marker="o", label=label)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.legend()
-    fig.savefig(path, dpi=100)
+    save_png(fig, path)
     return Path(path)

@@ -15,7 +15,7 @@ from torch import nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from ..rundir import RunDir
+from ..rundir import RunDir, load_checkpoint
 from .config import TrainConfig
 from .ema import ModelEma
 
@@ -93,6 +93,14 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
         raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
                                   f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
                                   "(another name or output)")
+
+
+def read_resumable(path: str) -> dict:
+    """The checkpoint at ``path``; one that cannot be read is a :class:`ResumeMismatchError` naming it."""
+    try:
+        return load_checkpoint(path)
+    except ValueError as e:
+        raise ResumeMismatchError(f"cannot resume: {e}") from None
 
 
 def restore_training_state(path: str, ckpt: dict, model: nn.Module, optimizer: Optimizer, ema: ModelEma | None,

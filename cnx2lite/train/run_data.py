@@ -39,13 +39,22 @@ class RunData:
                 split.decoded = decoded
 
 
-def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) -> RunData:
-    """The splits of the run ``c`` describes; unreadable files are left out (``skip_corrupt``) or refused now."""
+def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
+                   log: Callable[[str], None] = print) -> RunData:
+    """The splits of the run ``c`` describes; unreadable files are left out (``skip_corrupt``) or refused now. On a
+    folder of unlabeled images the settings that pick images by class are refused, or said not to apply."""
     root = data.resolve_data_root(c.data)
     folder = data.find_image_folder(root, c.dataset, unlabeled_ok=task_name == "pretrain")
     screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True)
     if folder is None:  # pretraining on a folder of unlabeled images
+        if c.tune_fraction or c.eval_split == "tune":
+            raise ValueError(f"tune_fraction and eval_split='tune' carve images out of each class of train/; {root} "
+                             "holds unlabeled images: leave them unset")
         train_set = data.build_unlabeled_dataset(root, train_transform, **screen)
+        unused = [f"{name}={value}" for name in ("num_classes", "images_per_class") if (value := getattr(c, name))]
+        if unused:
+            log(f"{root} holds unlabeled images: {', '.join(unused)} do not apply (no classes); training on all "
+                f"{len(train_set)}")
         return RunData(root, train_set, None, None, fingerprint(train_set, root))
     carve = dict(tune_fraction=c.tune_fraction)  # the tuning split is never trained on
     train_set = data.build_dataset(folder, "train", train_transform, num_classes=c.num_classes,

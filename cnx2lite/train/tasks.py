@@ -23,6 +23,7 @@ from ..fcmae import FCMAE
 from ..masking import random_mask
 from ..models import create_model
 from ..models.convnextv2 import architecture
+from ..rundir import open_in_run, run_subfolder
 from .config import TrainConfig
 from .distributed import Dist, all_reduce_sum
 from .plots import plot_reconstructions
@@ -111,12 +112,12 @@ class PretrainTask:
         model.eval()
         recon = model.reconstruct(images, model.random_mask(images, generator))
         model.train(was_training)
-        (folder / "reconstructions").mkdir(exist_ok=True)
-        path = folder / "reconstructions" / f"epoch-{epoch:04d}.png"
+        path = run_subfolder(folder, "reconstructions") / f"epoch-{epoch:04d}.png"
         note = ("norm-pix target: predictions shown with each true patch's mean and std (brightness and contrast "
                 "are the image's)" if c.norm_pix_loss else "")
         plot_reconstructions(recon, path, title=f"{c.model}, epoch {epoch}", note=note)
-        (folder / "reconstruction.png").write_bytes(path.read_bytes())
+        with open_in_run(folder / "reconstruction.png", "wb") as newest:
+            newest.write(path.read_bytes())
         return [path]
 
 
