@@ -33,7 +33,6 @@ import json
 
 import torch
 
-from cnx2lite.transforms import pretrain_transform
 from cnx2lite.masking import mask_grid, num_visible, random_mask, stage_masks, upsample_mask
 from cnx2lite.models import VARIANTS, create_model
 from cnx2lite.notebook.evidence import measured, report_figure, trained_run
@@ -49,6 +48,7 @@ from cnx2lite.notebook.photos import photos
 from cnx2lite.notebook.plotting import as_jpeg, to_pil
 from cnx2lite.notebook.run_scale import scale
 from cnx2lite.notebook.widgets import mask_explorer
+from cnx2lite.transforms import pretrain_transform
 
 IMG_SIZE = 224  # masking is cheap: the real size at every CNX2LITE_SCALE
 print("scale:", scale(), "| image size:", IMG_SIZE)
