@@ -68,3 +68,31 @@ def test_no_library_file_over_350_lines():
     """One job per module: a file that grows past 350 lines is doing two."""
     long = {module_name(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 350}
     assert not long, long
+
+
+# Layers, lowest first: a module imports only from its own layer or below (the package root, which only re-exports
+# the public API, is exempt). Building blocks; data, runs and weights; loading and measuring; training; the tools
+# that train and report; the notebooks' helpers; the command line.
+LAYERS = (
+    {"allocator", "amp", "openmp", "masking", "bootstrap", "images", "transforms", "layers", "sparse", "models"},
+    {"data", "rundir", "hub", "checkpoint_formats", "fcmae"},
+    {"imagenette", "image_cache", "checkpoints"},
+    {"factory", "collapse"},
+    {"probes", "collapse_curves", "export"},
+    {"train"},
+    {"reproduce", "demo", "bench"},
+    {"notebook"},
+    {"commands", "__main__"},
+)
+
+
+def test_no_import_reaches_a_higher_layer():
+    def layer(module: str) -> int:
+        top = module.removeprefix("cnx2lite").removeprefix(".").split(".")[0]
+        found = [i for i, names in enumerate(LAYERS) if top in names]
+        assert found, f"{module} is in no layer of LAYERS: place it"
+        return found[0]
+
+    upward = [f"{a} -> {b}" for a, targets in imports().items() if a != "cnx2lite" for b in targets
+              if b != "cnx2lite" and layer(b) > layer(a)]
+    assert not upward, upward
