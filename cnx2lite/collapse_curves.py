@@ -80,12 +80,14 @@ def _has_point(model: nn.Module, point: str) -> bool:
     return True
 
 
-def measure_run(model: nn.Module, images: Tensor, counts: Tensor, point: str = "gelu", positions: int = POSITIONS,
-                rank_resamples: int = 50, batch_size: int = 16,
-                seed: int = 0) -> tuple[list[str], dict[str, tuple[Tensor, Tensor]]]:
-    """The per-block statistics of one run on ``images (N, 3, H, W)``: ``(layer names, {stat: (value (L,), draws (B,
-    L))})``, the draws on the image weightings ``counts (B, N)`` (the effective rank's on the first
-    ``rank_resamples``). ``positions`` per image sample the effective rank."""
+def run_statistics(model: nn.Module, images: Tensor, rank_counts: Tensor, point: str = "gelu",
+                   positions: int = POSITIONS, batch_size: int = 16, seed: int = 0) -> dict:
+    """What :func:`measure_run` resamples, measured once on ``images (N, 3, H, W)``: ``{"layers": [L names], <each
+    per-image stat>: (N, L), "effective_rank": (L,), "effective_rank_draws": (R, L)}``, the effective rank's draws on
+    the image weightings ``rank_counts (R, N)``; ``positions`` per image sample it. ``{"layers": []}`` when the model
+    has nothing at ``point``. Small enough to keep where the model is not (see :mod:`cnx2lite.reproduce.records`)."""
+    if not _has_point(model, point):
+        return {"layers": []}
     model.eval()
     per_image: dict[str, list[list[Tensor]]] = {}  # layer -> one (n,) tensor per stat, per batch
     samples: dict[str, list[Tensor]] = {}  # layer -> (n * positions, C) rows, per batch
@@ -103,11 +105,9 @@ def measure_run(model: nn.Module, images: Tensor, counts: Tensor, point: str = "
             samples.setdefault(name, []).append(rows.gather(1, picked[..., None].expand(-1, -1, rows.shape[2]))
                                                 .flatten(0, 1))
     layers = list(per_image)
-    out = {}
+    out: dict = {"layers": layers}
     for i, stat in enumerate(PER_IMAGE_STATS):
-        values = torch.stack([torch.cat([batch[i] for batch in per_image[name]]) for name in layers], dim=1)  # (N, L)
-        resampled = Resampled.mean_of(values[None], counts)
-        out[stat] = (resampled.value[0], resampled.draws[:, 0])
+        out[stat] = torch.stack([torch.cat([batch[i] for batch in per_image[name]]) for name in layers], dim=1)
     ranks, rank_draws = [], []
     for name in layers:
         rows = torch.cat(samples[name])  # (N * k, C), image-major
@@ -115,9 +115,46 @@ def measure_run(model: nn.Module, images: Tensor, counts: Tensor, point: str = "
         channels = rows.shape[1]
         ranks.append(collapse.effective_rank(rows) / channels)
         rank_draws.append(torch.tensor([collapse.effective_rank(rows, weights[owner]) / channels
-                                        for weights in counts[:rank_resamples]]))
-    out["effective_rank"] = (torch.tensor(ranks, dtype=torch.float64), torch.stack(rank_draws, dim=1).double())
-    return layers, out
+                                        for weights in rank_counts]))
+    out["effective_rank"] = torch.tensor(ranks, dtype=torch.float64)
+    out["effective_rank_draws"] = torch.stack(rank_draws, dim=1).double()
+    return out
+
+
+def resample_run(statistics: Mapping, counts: Tensor) -> dict[str, tuple[Tensor, Tensor]]:
+    """:func:`run_statistics` as ``{stat: (value (L,), draws (B, L))}``, the per-image ones on the image weightings
+    ``counts (B, N)`` (the effective rank's draws as measured)."""
+    out = {}
+    for stat in PER_IMAGE_STATS:
+        resampled = Resampled.mean_of(statistics[stat][None], counts)
+        out[stat] = (resampled.value[0], resampled.draws[:, 0])
+    out["effective_rank"] = (statistics["effective_rank"], statistics["effective_rank_draws"])
+    return out
+
+
+def measure_run(model: nn.Module, images: Tensor, counts: Tensor, point: str = "gelu", positions: int = POSITIONS,
+                rank_resamples: int = 50, batch_size: int = 16,
+                seed: int = 0) -> tuple[list[str], dict[str, tuple[Tensor, Tensor]]]:
+    """The per-block statistics of one run on ``images (N, 3, H, W)``: ``(layer names, {stat: (value (L,), draws (B,
+    L))})``, the draws on the image weightings ``counts (B, N)`` (the effective rank's on the first
+    ``rank_resamples``). ``positions`` per image sample the effective rank."""
+    statistics = run_statistics(model, images, counts[:rank_resamples], point, positions, batch_size, seed)
+    return statistics["layers"], resample_run(statistics, counts)
+
+
+def curves_of(label: str, point: str, img_size: int, runs: Sequence[Mapping], counts: Tensor) -> Curves | None:
+    """One encoder's :class:`Curves` from its runs' :func:`run_statistics` (None when they have nothing at
+    ``point``); every run must be measured on the same images, ``counts`` their weightings."""
+    if not all(run["layers"] for run in runs):
+        if any(run["layers"] for run in runs):
+            raise ValueError(f"encoder {label!r} mixes runs with and without GRN: give them separate labels")
+        return None
+    if len({tuple(run["layers"]) for run in runs}) > 1:
+        raise ValueError(f"encoder {label!r} mixes runs of different depths: one variant per label")
+    measured = [resample_run(run, counts) for run in runs]
+    stats = {stat: Resampled(torch.stack([m[stat][0] for m in measured]),
+                             torch.stack([m[stat][1] for m in measured], dim=1)) for stat in STATS}
+    return Curves(label, point, img_size, tuple(runs[0]["layers"]), stats)
 
 
 def measure(encoders: dict[str, Sequence[nn.Module]], images: Tensor, point: str = "gelu", resamples: int = 1000,
@@ -125,31 +162,30 @@ def measure(encoders: dict[str, Sequence[nn.Module]], images: Tensor, point: str
             progress: Callable[[str], None] = print) -> list[Curves]:
     """:func:`measure_run` of every run of every encoder (``{label: [run 1's model, run 2's, ...]}``) on ``images
     (N, 3, H, W)``, on one shared set of image resamples. Encoders without a GRN are skipped for ``point="grn"``."""
-    if rank_resamples > resamples:
-        raise ValueError(f"rank_resamples ({rank_resamples}) must be at most resamples ({resamples}): the effective "
-                         "rank is recomputed on the first of them")
-    counts = image_counts(len(images), resamples, seed)
+    counts = shared_counts(len(images), resamples, rank_resamples, seed)
     curves = []
     for label, runs in encoders.items():
-        measured, layers = [], None
-        has_point = [_has_point(model, point) for model in runs]
-        if point == "grn" and not all(has_point):
-            if any(has_point):
-                raise ValueError(f"encoder {label!r} mixes runs with and without GRN: give them separate labels")
-            continue  # no GRN to measure after
         shapes = {tuple(m.dims) for m in runs if hasattr(m, "dims")}
         if len(shapes) > 1:
             raise ValueError(f"encoder {label!r} mixes runs of different widths {sorted(shapes)}: one variant per "
                              "label")
+        measured = []
         for index, model in enumerate(runs):
             progress(f"[collapse] {label}, run {index + 1} of {len(runs)}, after {point}, {images.shape[-1]} px")
-            layers, stats = measure_run(model, images, counts, point, positions, rank_resamples, batch_size, seed)
-            measured.append(stats)
-        if measured:
-            stats = {stat: Resampled(torch.stack([m[stat][0] for m in measured]),
-                                     torch.stack([m[stat][1] for m in measured], dim=1)) for stat in STATS}
-            curves.append(Curves(label, point, images.shape[-1], tuple(layers), stats))
+            measured.append(run_statistics(model, images, counts[:rank_resamples], point, positions, batch_size,
+                                           seed))
+        found = curves_of(label, point, images.shape[-1], measured, counts) if measured else None
+        if found is not None:
+            curves.append(found)
     return curves
+
+
+def shared_counts(images: int, resamples: int = 1000, rank_resamples: int = 50, seed: int = 0) -> Tensor:
+    """The image weightings ``(resamples, images)`` every encoder is measured on (:func:`image_counts`)."""
+    if rank_resamples > resamples:
+        raise ValueError(f"rank_resamples ({rank_resamples}) must be at most resamples ({resamples}): the effective "
+                         "rank is recomputed on the first of them")
+    return image_counts(images, resamples, seed)
 
 
 # ----------------------------------------------------------------------------------------------------- reporting
@@ -261,66 +297,6 @@ def plot_curves(curves: Sequence[Curves], title: str = "") -> Figure:
     axes[0].legend(fontsize=8, loc="lower left")
     for ax in axes[:2]:
         ax.xaxis.label.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-# ------------------------------------------------------------------------------------------ along training (budget)
-def measure_along_training(runs: dict[str, Sequence[Mapping[int, Callable[[], nn.Module]]]], images: Tensor,
-                           point: str = "gelu", resamples: int = 1000, rank_resamples: int = 50,
-                           positions: int = POSITIONS, batch_size: int = 16, seed: int = 0,
-                           progress: Callable[[str], None] = print) -> dict[int, list[Curves]]:
-    """:func:`measure` at every epoch that all runs of an encoder kept a snapshot of: ``runs`` maps each encoder to
-    its runs, each ``{epoch: load the model}``. Returns ``{epoch: [Curves of each encoder with that epoch]}``; every
-    epoch is measured on the same images and image resamples, so curves and contrasts compare across epochs."""
-    epochs = {label: sorted(set.intersection(*(set(r) for r in label_runs))) for label, label_runs in runs.items()}
-    by_epoch: dict[int, list[Curves]] = {}
-    for epoch in sorted(set().union(*epochs.values())):
-        encoders = {label: [r[epoch]() for r in label_runs] for label, label_runs in runs.items()
-                    if epoch in epochs[label]}
-        progress(f"[collapse] epoch {epoch}")
-        by_epoch[epoch] = measure(encoders, images, point, resamples, rank_resamples, positions, batch_size, seed,
-                                  progress=lambda _: None)
-    return by_epoch
-
-
-def write_along_training_csv(by_epoch: Mapping[int, Sequence[Curves]], path: Path) -> None:
-    """One row per (epoch, resolution, point, encoder, statistic): the mean over blocks and runs, its 95% interval,
-    each run's value."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", "img_size", "point", "encoder", "runs", "stat", "value", "low", "high",
-                         "run_values"])
-        for epoch, curves in by_epoch.items():
-            for c in curves:
-                for stat in STATS:
-                    e = estimate([c], stat)
-                    writer.writerow([epoch, c.img_size, c.point, c.label, c.runs, stat, f"{e.value:.5f}",
-                                     f"{e.low:.5f}", f"{e.high:.5f}", " ".join(f"{v:.5f}" for v in e.runs.values)])
-
-
-def plot_along_training(by_epoch: Mapping[int, Sequence[Curves]], title: str = "") -> Figure:
-    """Per statistic of ``FIGURE_STATS`` a panel against pretraining epochs: one line per encoder and point, the mean
-    over blocks and runs, with its 95% band over runs and images."""
-    fig = Figure(figsize=(11, 7), layout="constrained")
-    axes = fig.subplots(2, 2, sharex=True).flatten()
-    series: dict[tuple[str, str], list[tuple[int, Estimate]]] = {}
-    for ax, stat in zip(axes, FIGURE_STATS):
-        series.clear()
-        for epoch, curves in by_epoch.items():
-            for c in curves:
-                series.setdefault((c.label, c.point), []).append((epoch, estimate([c], stat)))
-        for i, ((label, point), points) in enumerate(series.items()):
-            x = [epoch for epoch, _ in points]
-            ax.plot(x, [e.value for _, e in points], color=f"C{i}", marker="o", ms=3,
-                    ls="-" if point == "gelu" else "--", label=label if point == "gelu" else f"{label}, after GRN")
-            ax.fill_between(x, [e.low for _, e in points], [e.high for _, e in points], color=f"C{i}", alpha=0.18,
-                            lw=0)
-        ax.set_ylabel(f"{LABELS[stat]}, mean over blocks")
-        ax.set_xlabel("pretraining epochs")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     return fig

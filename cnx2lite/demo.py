@@ -27,8 +27,10 @@ import torch
 from . import data, imagenette
 from .bootstrap import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .masking import effective_mask_ratio
+from .reproduce.evaluation import Evaluator
 from .reproduce.figures import plot_pretraining_knn
-from .reproduce.grid import SWEEP, Evaluator, Grid, Recipe, Scale
+from .reproduce.grid import SWEEP, Grid, Recipe, Scale
+from .reproduce.records import RECORDS_FOLDER
 from .reproduce.sweep import run_sweep, trial_names
 from .rundir import RunDir
 from .train.distributed import resolve_device
@@ -89,9 +91,9 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
 
 def _clear_own_runs(output: Path, names: list[str]) -> None:
     """Remove the runs among ``names`` that an earlier demo created in ``output`` (listed in its :data:`MANIFEST`),
-    each under its lock (a run another process trains is refused, not removed); then record which of ``names`` this
-    demo will create. A run of the same name that the demo did not create (``reproduce`` names its runs alike) is
-    never removed: training finds it and resumes it, or refuses it when its settings differ."""
+    each under its lock (a run another process trains is refused, not removed), with its record; then note which of
+    ``names`` this demo will create. A run of the same name that the demo did not create (``reproduce`` names its
+    runs alike) is never removed: training finds it and resumes it, or refuses it when its settings differ."""
     manifest = output / MANIFEST
     created = set(manifest.read_text().split()) if manifest.is_file() else set()
     for name in sorted(created & set(names)):
@@ -99,6 +101,7 @@ def _clear_own_runs(output: Path, names: list[str]) -> None:
         if run.path.is_dir():
             with run.lock():
                 shutil.rmtree(run.path)
+                shutil.rmtree(output / RECORDS_FOLDER / name, ignore_errors=True)  # else the grid would reuse it
     output.mkdir(parents=True, exist_ok=True)
     new = {name for name in names if not (output / "runs" / name).exists()}
     manifest.write_text("".join(f"{name}\n" for name in sorted(created | new)))

@@ -3,6 +3,7 @@ and ``cnx2lite reproduce --scale smoke`` end to end."""
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +200,38 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2)
     assert (out / "results.csv").read_text() == first
     assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
+    # on another machine, from the records alone: the same numbers, nothing trained, no checkpoint needed
+    assert len(list((out / "records").glob("*/metrics.csv"))) == len(checkpoints)
+    shutil.rmtree(out / "runs")
+    run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2)
+    assert (out / "results.csv").read_text() == first
+    assert not list(out.glob("runs/*/checkpoint-*.pt"))
+
+
+def test_a_piece_records_its_finished_runs_and_a_retrained_run_must_match_its_record(tinted, tmp_path):
+    from cnx2lite.reproduce import run_reproduce
+    from cnx2lite.reproduce.grid import SCALES, Grid
+    from cnx2lite.reproduce.records import RecordMismatch
+
+    out = tmp_path / "piece"
+    Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), out).pretrain("v2")  # the first run of the grid
+    run_reproduce("smoke", str(tinted), out, hours=1e-9)  # then a piece whose budget starts no run
+    records = out / "records"
+    assert sorted(p.name for p in records.iterdir()) == ["pretrain-v2-p0", "random-v2-p0"]
+    measured = torch.load(records / "pretrain-v2-p0" / "measured.pt", weights_only=True)
+    assert {key.split("@")[0] for key in measured} >= {"knn-k4-s0", "knn-kall-s0", "collapse-gelu-64px-4images-3ranks"}
+    # the weights are gone and the record says another loss than training gives here: the fine-tuning runs would
+    # start from a different pretraining than the one recorded, so the grid stops instead of mixing the two
+    shutil.rmtree(out / "runs")
+    with open(records / "pretrain-v2-p0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    rows[-1]["train_loss"] = str(float(rows[-1]["train_loss"]) + 0.1)
+    with open(records / "pretrain-v2-p0" / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(RecordMismatch, match="pretrain-v2-p0 trained again differs from its record"):
+        run_reproduce("smoke", str(tinted), out)
 
 
 def test_bf16_training_follows_fp32(tinted, tmp_path):

@@ -78,7 +78,7 @@ LAYERS = (
     {"data", "rundir", "hub", "checkpoint_formats", "fcmae"},
     {"imagenette", "image_cache", "checkpoints"},
     {"factory", "collapse"},
-    {"probes", "collapse_curves", "export"},
+    {"probes", "collapse_curves", "collapse_along_training", "export"},
     {"train"},
     {"reproduce", "demo", "bench"},
     {"notebook"},

@@ -306,10 +306,12 @@ def test_the_demo_removes_only_runs_it_created_and_none_in_use(tmp_path):
     for name in ("pretrain-v2-p0", "old-demo-run", "busy-demo-run"):
         (runs / name).mkdir(parents=True)
         (runs / name / "checkpoint-00000001.pt").write_bytes(b"weights")
+        (tmp_path / "records" / name).mkdir(parents=True)  # the grid's record of each, which it would reuse
     (tmp_path / MANIFEST).write_text("old-demo-run\nbusy-demo-run\n")  # an earlier demo created these two
     names = ["pretrain-v2-p0", "old-demo-run", "new-demo-run"]  # reproduce's pretrain-v2-p0 is not the demo's
     _clear_own_runs(tmp_path, names)
     assert (runs / "pretrain-v2-p0" / "checkpoint-00000001.pt").is_file() and not (runs / "old-demo-run").exists()
+    assert (tmp_path / "records" / "pretrain-v2-p0").is_dir() and not (tmp_path / "records" / "old-demo-run").exists()
     assert (tmp_path / MANIFEST).read_text().split() == ["busy-demo-run", "new-demo-run", "old-demo-run"]
     child = subprocess.Popen([sys.executable, "-c", "import sys, time; from cnx2lite.rundir import RunDir\n"
                               f"with RunDir({str(runs / 'busy-demo-run')!r}).lock():\n"

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import collapse, collapse_curves, data
+from .. import collapse, collapse_along_training, collapse_curves, data
 from ..factory import load_model
 from ..rundir import RunDir, run_directory_of
 from ..train.distributed import resolve_device
@@ -133,15 +133,14 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
         images = val_images(folder, size, args.images, in_chans, device)
         by_epoch: dict[int, list] = {}
         for point in args.point:
-            measured = collapse_curves.measure_along_training(runs, images, point, args.resamples,
-                                                              args.rank_resamples, args.positions, args.batch_size,
-                                                              args.seed)
+            measured = collapse_along_training.measure_along_training(
+                runs, images, point, args.resamples, args.rank_resamples, args.positions, args.batch_size, args.seed)
             for epoch, curves in measured.items():
                 by_epoch.setdefault(epoch, []).extend(curves)
-        figure = collapse_curves.plot_along_training(by_epoch, title=f"collapse along pretraining, {len(images)} val "
-                                                     f"images at {size} px")
+        figure = collapse_along_training.plot_along_training(
+            by_epoch, title=f"collapse along pretraining, {len(images)} val images at {size} px")
         files[f"collapse-along-training-{size}px.csv"] = (
-            lambda path, by_epoch=by_epoch: collapse_curves.write_along_training_csv(by_epoch, path))
+            lambda path, by_epoch=by_epoch: collapse_along_training.write_along_training_csv(by_epoch, path))
         files[f"collapse-along-training-{size}px.png"] = lambda path, figure=figure: figure.savefig(path, dpi=100)
     write_outputs(output, files)
     print(f"wrote {', '.join(files)} in {output}")

@@ -10,7 +10,8 @@ from .flags import add_data_flags, positive
 
 
 def run(args: argparse.Namespace) -> int:
-    reproduce.run_reproduce(args.scale, args.data, args.output, args.seeds, args.pretrain_seeds, args.hours)
+    reproduce.run_reproduce(args.scale, args.data, args.output, args.seeds, args.pretrain_seeds, args.hours,
+                             args.records)
     return 0
 
 
@@ -28,4 +29,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_data_flags(parser, dataset=False)
     parser.add_argument("--output", default=None, help="output folder (default: runs/reproduce-<scale>); "
                         "runs resume there")
+    parser.add_argument("--records", default=None, help="folder of the finished runs' records, small files to "
+                        "commit; a grid goes on from them without checkpoints (default: <output>/records)")
     parser.set_defaults(run=run)

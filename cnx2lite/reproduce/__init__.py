@@ -24,7 +24,10 @@ interval over runs excludes 0. With one run per arm the report says its interval
 Runs live in ``<output>/runs/<name>`` and resume: every run of every table trains first, in table order; a re-run
 skips what is finished and continues what was interrupted. ``--hours`` stops starting runs after that much time, so a
 grid longer than a sitting trains in pieces; the report then holds the tables whose runs are all finished and names
-the others. ``report.md``, ``results.csv`` and the figures are written from the measured numbers only.
+the others. Every finished run and what is measured on it is kept in ``--records`` (default ``<output>/records``,
+:mod:`.records`): small files to commit, so that a grid can go on on another machine without the checkpoints, and
+the report can be written again from them alone. ``report.md``, ``results.csv`` and the figures are written from the
+measured numbers only.
 
 The package: :mod:`.grid` (scales, runs, per-image correctness), :mod:`.tables` (the tables and sanity checks),
 :mod:`.figures` (their figures); this module writes ``report.md`` and ``results.csv`` and is the command.
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -43,15 +45,19 @@ from .. import data
 from ..bootstrap import RESAMPLES
 from ..masking import effective_mask_ratio
 from ..train.distributed import resolve_device
-from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Evaluator, Grid, Scale, shot_label
+from .evaluation import Evaluator
+from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Grid, Scale, shot_label
+from .records import RECORDS_FOLDER, Records
 from .sweep import run_sweep
-from .tables import TABLES, sanity_section
+from .tables import TABLES, record_finished_runs, sanity_section
 
 
 def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os.PathLike | None = None,
-                  seeds: int | None = None, pretrain_seeds: int | None = None, hours: float | None = None) -> Path:
+                  seeds: int | None = None, pretrain_seeds: int | None = None, hours: float | None = None,
+                  records: str | os.PathLike | None = None) -> Path:
     """Train (or resume) the grid of ``scale_name`` and write report.md, results.csv and figures; returns the report.
-    ``seeds`` / ``pretrain_seeds`` override the scale's replication; ``hours`` bounds this invocation's training."""
+    ``seeds`` / ``pretrain_seeds`` override the scale's replication; ``hours`` bounds this invocation's training;
+    ``records``: where finished runs are recorded (default ``<output>/records``)."""
     if scale_name not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(map(repr, SCALES))}; got {scale_name!r}")
     for name, value in (("seeds", seeds), ("pretrain_seeds", pretrain_seeds), ("hours", hours)):
@@ -67,9 +73,12 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     deadline = None if hours is None else time.monotonic() + hours * 3600
-    grid = Grid(scale, str(data.find_image_folder(data.resolve_data_root(data_arg))), output, deadline=deadline)
+    records = Records(Path(records).expanduser() if records else output / RECORDS_FOLDER)
+    grid = Grid(scale, str(data.find_image_folder(data.resolve_data_root(data_arg))), output, deadline=deadline,
+                records=records)
     sections, times, stopped = _train(grid, hours)
     ev = Evaluator(grid, resolve_device("auto"))
+    record_finished_runs(ev)  # before any table: what this machine trained outlives its checkpoints
     finished = [spec for spec in TABLES if grid.recipes and all(grid.cell_finished(c) for c in spec.cells(scale))]
     tables = [spec.build(ev, output) for spec in finished]
     pending = [spec.title for spec in TABLES if spec not in finished]
@@ -90,7 +99,7 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
 |---|---|
 {chr(10).join(times)}
 
-Training in all: {_total_minutes(output):.1f} min over every run in `{output / 'runs'}` (not committed); this
+Training in all: {_total_minutes(records.root):.1f} min over every run recorded in `{records.root.name}/`; this
 invocation's wall time, evaluation included: {(time.perf_counter() - start) / 60:.1f} min.
 """)
     print(f"report: {report}")
@@ -121,8 +130,7 @@ def _train(grid: Grid, hours: float | None) -> tuple[list[str], list[str], str]:
 
 
 def _header(scale_name: str, scale: Scale, grid: Grid, ev: Evaluator, stopped: str) -> str:
-    pre_dir = grid.output / "runs" / grid.pretrain_name("v2", sparse=True, seed=0)
-    pre = json.loads((pre_dir / "config.json").read_text()) if (pre_dir / "config.json").is_file() else {}
+    pre = grid.pretrain("v2").config if grid.records.has_run(grid.pretrain_name("v2", True, 0)) else {}
     ratio = pre.get("mask_ratio", 0.6)
     epochs = ", ".join(f"K={shot_label(s)}: {e}" for s, e in scale.finetune_epochs.items())
     if scale.finetune_seeds > 1:  # every arm has several runs (scratch: its seeds)
@@ -154,10 +162,10 @@ Written by `cnx2lite reproduce --scale {scale_name} --pretrain-seeds {scale.pret
 """
 
 
-def _total_minutes(output: Path) -> float:
-    """Training time of every run under ``output/runs`` (each run's metrics.csv, summed over its resumes)."""
+def _total_minutes(records: Path) -> float:
+    """Training time of every recorded run (each run's metrics.csv, summed over its resumes)."""
     total = 0.0
-    for metrics in (output / "runs").glob("*/metrics.csv"):
+    for metrics in records.glob("*/metrics.csv"):
         with open(metrics, newline="") as f:
             rows = list(csv.DictReader(f))
         total += float(rows[-1]["time_s"]) if rows else 0.0

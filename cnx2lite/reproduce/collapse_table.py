@@ -1,12 +1,17 @@
 """Table 4 of the report: feature collapse block by block (:mod:`cnx2lite.collapse_curves`) of the grid's encoders."""
 from __future__ import annotations
 
+import functools
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+
+from torch import nn
 
 from .. import collapse, collapse_curves
 from ..factory import load_model
-from .grid import Cell, Evaluator, Scale
+from .evaluation import Evaluator
+from .grid import Cell, Scale
 from .report_rows import PAPER, Row, Table, runs_described, verdict
 
 
@@ -20,19 +25,19 @@ def table_collapse(ev: Evaluator, output: Path) -> Table:
     pretraining seed) and the supervised runs (every seed of scratch at K=all), on ``collapse_images`` val images of
     alternating classes at each of ``collapse_sizes``, after GELU and after GRN."""
     s = ev.grid.scale
-    pretrain_seeds = range(s.pretrain_seeds)
-    encoders = {"V1 FCMAE": [ev.encoder("fcmae", "v1", p) for p in pretrain_seeds],
-                "V2 FCMAE": [ev.encoder("fcmae", "v2", p) for p in pretrain_seeds],
-                "V2 random init": [ev.encoder("scratch", "v2", p) for p in pretrain_seeds],
-                "V2 supervised (all labels)": [load_model(run.run_dir, classifier=True)[0]
-                                               for run in ev.grid.cell_runs(Cell(None, "scratch"))[0]]}
-    encoders = {label: [model.to(ev.device).eval() for model in runs] for label, runs in encoders.items()}
+    encoders = _encoders(ev)
     contrasts = [("V2 FCMAE", "V1 FCMAE")]
+    counts = collapse_curves.shared_counts(s.collapse_images, rank_resamples=s.collapse_rank_resamples)
     curves, figures = [], []
     for size in s.collapse_sizes:
-        images = collapse_curves.val_images(ev.folder, size, s.collapse_images, ev.classes)
-        measured = [c for point in collapse.POINTS for c in collapse_curves.measure(
-            encoders, images.to(ev.device), point, rank_resamples=s.collapse_rank_resamples)]
+        images = collapse_curves.val_images(ev.folder, size, s.collapse_images, ev.classes).to(ev.device)
+        measured = []
+        for point in collapse.POINTS:
+            for label, runs in encoders.items():
+                statistics = [ev.collapse_statistics(name, load, images, point, counts[:s.collapse_rank_resamples])
+                              for name, load in runs]
+                found = collapse_curves.curves_of(label, point, size, statistics, counts)
+                measured += [found] if found is not None else []
         figures.append(f"feature_collapse_{size}px.png")
         collapse_curves.plot_curves(measured, title=f"feature collapse, {len(images)} val images at {size} px "
                                     "(mean over runs, 95% band over runs and images)").savefig(output / figures[-1],
@@ -81,6 +86,36 @@ FCMAE reconstructions of val images (V2, first pretraining run, end of pretraini
 ![reconstructions](reconstruction.png)
 """
     return Table(rows, section)
+
+
+def _encoders(ev: Evaluator) -> dict[str, list[tuple[str, Callable[[], nn.Module]]]]:
+    """Each encoder of the table: its runs as ``(the name they are recorded under, load the model)``."""
+    s = ev.grid.scale
+    encoders = {label: [(ev.encoder_name(init, block, p), functools.partial(ev.encoder, init, block, p))
+                        for p in range(s.pretrain_seeds)]
+                for label, init, block in (("V1 FCMAE", "fcmae", "v1"), ("V2 FCMAE", "fcmae", "v2"),
+                                           ("V2 random init", "scratch", "v2"))}
+    encoders["V2 supervised (all labels)"] = [(ev.grid.finetune_name(None, "scratch", seed=seed),
+                                               functools.partial(_supervised, ev, seed))
+                                              for seed in range(s.finetune_seeds)]
+    return encoders
+
+
+def record_collapse(ev: Evaluator, available: Callable[[str], bool]) -> None:
+    """Measure and record table 4's statistics of every encoder run for which ``available(name)``."""
+    s = ev.grid.scale
+    counts = collapse_curves.shared_counts(s.collapse_images, rank_resamples=s.collapse_rank_resamples)
+    runs = [run for label_runs in _encoders(ev).values() for run in label_runs if available(run[0])]
+    for size in s.collapse_sizes if runs else ():
+        images = collapse_curves.val_images(ev.folder, size, s.collapse_images, ev.classes).to(ev.device)
+        for point in collapse.POINTS:
+            for name, load in runs:
+                ev.collapse_statistics(name, load, images, point, counts[:s.collapse_rank_resamples])
+
+
+def _supervised(ev: Evaluator, seed: int) -> nn.Module:
+    """Fine-tuning seed ``seed`` of scratch at K=all, the supervised reference (its weights: trained if needed)."""
+    return load_model(ev.grid.finetune(None, "scratch", seed=seed, weights=True).run_dir, classifier=True)[0]
 
 
 COLLAPSE_METRICS = {"distance": "feature cosine distance", "centered_distance": "centered cosine distance",

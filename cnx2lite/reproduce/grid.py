@@ -1,5 +1,5 @@
-"""The reproduction's grid: how big each run is (:class:`Scale`), the runs by name, trained or resumed on first use
-(:class:`Grid`), and their per-image correctness on the val split (:class:`Evaluator`)."""
+"""The reproduction's grid: how big each run is (:class:`Scale`), the runs by name, trained, resumed or read from
+their records on first use (:class:`Grid`)."""
 from __future__ import annotations
 
 import csv
@@ -8,17 +8,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch import Tensor
-
-from .. import data, transforms
-from ..amp import resolve_amp
-from ..factory import load_model
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
-from ..models import ConvNeXtV2
 from ..models.convnextv2 import BLOCK_STYLES
-from ..probes import KNN_K, extract_features, predict, probe_features
 from ..train import RunResult, TrainConfig, load_preset, train
+from .records import RECORDS_FOLDER, Records
 
 # what the GRN table puts in GRN's place, at the cpu and gpu scales (arch_options names)
 GRN_ALTERNATIVES = ("v2-none", "v2-lrn", "v2-bn", "v2-ln", "v2-se", "v2-cbam", "v2-l1", "v2-mean")
@@ -129,13 +122,15 @@ class BudgetSpent(Exception):
 
 
 class Grid:
-    """Runs of the grid by name; each is trained (or resumed, or found finished) on first use. With a ``deadline``
-    (``time.monotonic()`` seconds) no run starts after it: :class:`BudgetSpent` instead, and a later invocation goes
-    on from there."""
+    """Runs of the grid by name; each is trained (or resumed, or found finished, or read from its record) on first
+    use. Runs train into ``output/runs``; every finished run is recorded in ``records`` (default
+    ``output/records``, see :mod:`.records`). With a ``deadline`` (``time.monotonic()`` seconds) no run starts after
+    it: :class:`BudgetSpent` instead, and a later invocation goes on from there."""
 
     def __init__(self, scale: Scale, folder: str, output: Path, recipes: dict[str, Recipe] | None = None,
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None, records: Records | None = None) -> None:
         self.scale, self.folder, self.output, self.deadline = scale, folder, output, deadline
+        self.records = records or Records(output / RECORDS_FOLDER)
         self.recipes = dict(recipes or {})  # init -> its fine-tuning recipe (chosen by the sweep); else the preset's
         self.results: dict[str, RunResult] = {}
 
@@ -147,9 +142,10 @@ class Grid:
                            num_workers=s.workers, eval_every=-(-epochs // s.eval_points), keep_last=1,
                            progress=False)
 
-    def pretrain(self, block: str = "v2", sparse: bool = True, seed: int = 0) -> RunResult:
-        """FCMAE on every training image (labels ignored; the tuning split's too, as any unlabeled image)."""
-        return self._run(*self._pretrain_config(block, sparse, seed))
+    def pretrain(self, block: str = "v2", sparse: bool = True, seed: int = 0, weights: bool = False) -> RunResult:
+        """FCMAE on every training image (labels ignored; the tuning split's too, as any unlabeled image).
+        ``weights``: the run's checkpoint is needed (a recorded run without one trains again)."""
+        return self._run(*self._pretrain_config(block, sparse, seed), weights=weights)
 
     @staticmethod
     def pretrain_name(block: str, sparse: bool, seed: int) -> str:
@@ -163,16 +159,19 @@ class Grid:
                                          decoder_dim=s.decoder_dim, recon_every=s.pretrain_epochs)
 
     def finetune(self, k: int | None, init: str, block: str = "v2", seed: int = 0, recipe: Recipe | None = None,
-                 tune: bool = False, pretrain_seed: int = 0, tuned: str | None = None) -> RunResult:
+                 tune: bool = False, pretrain_seed: int = 0, tuned: str | None = None,
+                 weights: bool = False) -> RunResult:
         """Fine-tune on ``k`` labeled images per class (None: all) from ``init``: 'scratch', 'fcmae' or
         'fcmae-denseconv' (pretraining run ``pretrain_seed``), with ``recipe`` (default: the one chosen for ``init``,
         else the preset's, with layer-wise lr decay for every init). The labeled images are a random pick per seed
         from train/ less the tuning split; ``tune`` scores on the tuning split instead of val/ (the sweep). With few
         labels, batches of at most 32 give more optimizer steps per image. Scratch with every label trains for the
-        pretraining's epochs too (:meth:`epochs`). ``tuned``: fine-tune that architecture instead of ``block``'s."""
-        if init != "scratch":
-            self.pretrain(block, sparse=init == "fcmae", seed=pretrain_seed)
-        return self._run(*self._finetune_config(k, init, block, seed, recipe, tune, pretrain_seed, tuned))
+        pretraining's epochs too (:meth:`epochs`). ``tuned``: fine-tune that architecture instead of ``block``'s.
+        ``weights``: as for :meth:`pretrain`."""
+        name, config = self._finetune_config(k, init, block, seed, recipe, tune, pretrain_seed, tuned)
+        if init != "scratch" and not self._available(name, config, weights):  # it trains: its init must be there
+            self.pretrain(block, sparse=init == "fcmae", seed=pretrain_seed, weights=True)
+        return self._run(name, config, weights)
 
     def _finetune_config(self, k: int | None, init: str, block: str, seed: int, recipe: Recipe | None, tune: bool,
                          pretrain_seed: int, tuned: str | None = None) -> tuple[str, TrainConfig]:
@@ -230,23 +229,33 @@ class Grid:
                  for seed in seeds] for p, seeds in self.origins(cell.init)]
 
     def cell_finished(self, cell: Cell) -> bool:
-        """Whether every run of ``cell`` (and its pretraining) has finished, without training anything."""
+        """Whether every run of ``cell`` (and its pretraining) has finished or is recorded, without training."""
         configs = [self._finetune_config(cell.k, cell.init, cell.block, seed, None, False, p, cell.tuned)
                    for p, seeds in self.origins(cell.init) for seed in seeds]
         if cell.init != "scratch":
             configs += [self._pretrain_config(cell.block, cell.init == "fcmae", p) for p, _ in self.origins(cell.init)]
-        return all(_finished(config) for _, config in configs)
+        return all(self._available(name, config, weights=False) for name, config in configs)
 
-    def _run(self, name: str, config: TrainConfig) -> RunResult:
-        if name not in self.results:
+    def _available(self, name: str, config: TrainConfig, weights: bool) -> bool:
+        """Whether run ``name`` needs no training: finished here, or (``weights`` not needed) recorded."""
+        return _finished(config) or (not weights and self.records.has_run(name))
+
+    def _run(self, name: str, config: TrainConfig, weights: bool = False) -> RunResult:
+        known = self.results.get(name)
+        if known is not None and (known.checkpoint is not None or not weights):
+            return known
+        if not _finished(config) and not weights and self.records.has_run(name):
+            known = self.records.run(name)
+        else:
             if self.deadline is not None and time.monotonic() > self.deadline and not _finished(config):
                 raise BudgetSpent(f"the training budget of this invocation is spent before {name}")
             print(f"[reproduce] {name}", flush=True)
-            result = train(config)
-            if result.interrupted:
+            known = train(config)
+            if known.interrupted:
                 raise KeyboardInterrupt
-            self.results[name] = result
-        return self.results[name]
+            self.records.keep_run(known)
+        self.results[name] = known
+        return known
 
     def seconds(self, names: list[str]) -> float:
         return sum(self.results[n].history[-1]["time_s"] for n in names if self.results[n].history)
@@ -260,77 +269,3 @@ def _finished(config: TrainConfig) -> bool:
     with open(metrics, newline="") as f:
         epochs = [float(row["epoch"]) for row in csv.DictReader(f) if row["kind"] == "epoch"]
     return bool(epochs) and epochs[-1] >= config.epochs
-
-
-class Evaluator:
-    """Per-image correctness on the val split, for fine-tuned runs and frozen-encoder kNN."""
-
-    def __init__(self, grid: Grid, device: torch.device) -> None:
-        self.grid, self.device = grid, device
-        self.amp_dtype = resolve_amp("auto", device)  # inference: bf16 where native, also at 96 px
-        s = grid.scale
-        self.folder = data.find_image_folder(Path(grid.folder))
-        self.transform = transforms.eval_transform(s.img_size)
-        # the training runs' classes, in their label order (one image per class is enough to list them)
-        self.classes = data.build_dataset(self.folder, "train", num_classes=s.num_classes, images_per_class=1).classes
-        self.val_set = data.build_dataset(self.folder, "val", self.transform, classes=self.classes,
-                                          images_per_class=s.val_images_per_class)
-        self.cache: dict[Cell | tuple, Tensor] = {}
-
-    def finetuned(self, k: int | None, init: str, block: str = "v2", tuned: str | None = None) -> Tensor:
-        """``(P, S, N)`` correctness of a cell's fine-tuned runs: pretraining runs (1 for scratch), fine-tuning seeds,
-        val images (trained on first use, evaluated once)."""
-        cell = Cell(k, init, block, tuned)
-        if cell not in self.cache:
-            groups = []
-            for runs in self.grid.cell_runs(cell):
-                rows = []
-                for run in runs:
-                    model = load_model(run.run_dir, classifier=True)[0]
-                    logits, labels = predict(model.to(self.device), self.val_set, 128, self.device, self.amp_dtype)
-                    rows.append(logits.argmax(dim=1).eq(labels))
-                groups.append(torch.stack(rows))
-            self.cache[cell] = torch.stack(groups)
-        return self.cache[cell]
-
-    def labeled(self, k: int | None, seed: int) -> data.ImageFolderSubset:
-        """The ``k`` labeled images per class (None: all) that fine-tuning seed ``seed`` trains on, at eval
-        transform."""
-        return data.build_dataset(self.folder, "train", self.transform, classes=self.classes,
-                                  images_per_class=k or self.grid.scale.images_per_class, seed=seed,
-                                  image_selection="random", tune_fraction=TUNE_FRACTION)
-
-    @staticmethod
-    def knn_neighbours(k: int | None) -> int:
-        """The kNN's neighbours with ``k`` labeled images per class: :data:`KNN_K`, never more than ``k``."""
-        return KNN_K if k is None else min(KNN_K, k)
-
-    def knn(self, k: int | None, init: str, block: str = "v2") -> Tensor:
-        """``(P, S, N)`` kNN correctness of frozen encoders: each pretraining run ('fcmae', 'fcmae-denseconv') or a
-        random init per pretraining seed ('scratch'); the memory bank of seed ``s`` is fine-tuning seed ``s``'s
-        labeled images (one bank with every label)."""
-        key = ("knn", k, init, block)
-        if key not in self.cache:
-            seeds = range(self.grid.scale.finetune_seeds) if k is not None else [0]
-            groups = []
-            for pretrain_seed in range(self.grid.scale.pretrain_seeds):
-                encoder = self.encoder(init, block, pretrain_seed).to(self.device)
-                val_x, val_y = self._features(encoder, self.val_set)
-                rows = []
-                for seed in seeds:
-                    bank_x, bank_y = self._features(encoder, self.labeled(k, seed))
-                    rows.append(probe_features("knn", bank_x, bank_y, val_x, val_y, len(self.classes),
-                                               self.knn_neighbours(k)).correct)
-                groups.append(torch.stack(rows))
-            self.cache[key] = torch.stack(groups)
-        return self.cache[key]
-
-    def _features(self, encoder: ConvNeXtV2, dataset: data.ImageFolderSubset) -> tuple[Tensor, Tensor]:
-        return extract_features(encoder, dataset, 128, self.device, self.amp_dtype)
-
-    def encoder(self, init: str, block: str = "v2", pretrain_seed: int = 0) -> ConvNeXtV2:
-        """A frozen encoder: pretraining run ``pretrain_seed`` ('fcmae', 'fcmae-denseconv') or a random init from that
-        seed ('scratch')."""
-        if init == "scratch":
-            return load_model("random", self.grid.scale.model, arch_options(block)["block"], seed=pretrain_seed)[0]
-        return load_model(self.grid.pretrain(block, sparse=init == "fcmae", seed=pretrain_seed).run_dir)[0]

@@ -7,8 +7,9 @@ from pathlib import Path
 from ..bootstrap import (
     hierarchical_accuracy,
 )
+from .evaluation import Evaluator
 from .figures import plot_bars
-from .grid import Cell, Evaluator, Scale
+from .grid import Cell, Scale
 from .report_rows import Row, Table, difference, replicated, runs_described, shown, verdict
 
 # ---------------------------------------------------------------------------------------------- 5. GRN ablation

@@ -13,7 +13,8 @@ from ..bootstrap import (
     RunSpread,
     hierarchical_paired_difference,
 )
-from .grid import Cell, Evaluator, Scale
+from .evaluation import Evaluator
+from .grid import Cell, Scale
 
 # The paper's ImageNet-1K fine-tuning top-1 (Woo et al. 2023), 800-epoch FCMAE unless noted.
 PAPER = {

@@ -14,9 +14,10 @@ from ..bootstrap import (
     hierarchical_contrast,
 )
 from ..probes import KNN_TEMPERATURE
-from .collapse_table import collapse_cells, table_collapse
+from .collapse_table import collapse_cells, record_collapse, table_collapse
+from .evaluation import Evaluator
 from .figures import plot_bars, plot_label_efficiency, plot_pretraining_knn
-from .grid import Cell, Evaluator, Scale, shot_label
+from .grid import Cell, Scale, shot_label
 from .grn_table import grn_cells, table_grn
 from .report_rows import (
     LOSS_OF_TRAINING,
@@ -197,6 +198,25 @@ def sanity_section(ev: Evaluator, cells: list[Cell]) -> str:
     checks.append(f"- {'ok' if ok else 'FAILS'}: kNN uses k <= K neighbours: " + ", ".join(
         f"K={shot_label(k)}: k={n}" for k, n in neighbours))
     return "## Sanity checks\n\n" + "\n".join(checks) + "\n"
+
+
+def record_finished_runs(ev: Evaluator) -> None:
+    """Measure and record what the tables take of every run finished here with its weights (fine-tuned top-1, kNN and
+    collapse of the pretraining runs and random inits), tables finished or not: a later sitting on another machine
+    then needs none of these checkpoints."""
+    grid, s = ev.grid, ev.grid.scale
+    here = {name for name, run in grid.results.items() if run.checkpoint is not None}
+    for cell in dict.fromkeys(cell for spec in TABLES for cell in spec.cells(s)):
+        for p, seeds in grid.origins(cell.init):
+            for seed in seeds:
+                if grid.finetune_name(cell.k, cell.init, cell.block, seed, pretrain_seed=p, tuned=cell.tuned) in here:
+                    ev.val_correct(cell.k, cell.init, cell.block, seed, p, cell.tuned)
+    for p in range(s.pretrain_seeds):
+        for init in ("fcmae", "scratch"):  # table 1's kNN (a random init needs no checkpoint)
+            if init == "scratch" or ev.encoder_name(init, "v2", p) in here:
+                for k in s.shots:
+                    ev.knn_correct(k, init, "v2", p)
+    record_collapse(ev, lambda name: name in here or name.startswith("random-"))
 
 
 TABLES = (

@@ -1,0 +1,109 @@
+"""What the grid keeps of a run once its checkpoints are gone: a folder of small files meant to be committed.
+
+The ``cpu`` grid takes longer than one sitting, and the machine it trains on may not outlive the sitting; checkpoints
+are never committed. So every finished run leaves a *record*, and the report is written from records alone::
+
+    <records>/<run name>/config.json        the run's resolved config (copied from the run)
+    <records>/<run name>/metrics.csv        its per-epoch history (copied)
+    <records>/<run name>/reconstruction.png FCMAE runs: the last reconstruction figure (copied)
+    <records>/<run name>/measured.pt        what was measured on its weights: {key: tensor}, e.g. "val_correct"
+                                            (N,) bool per val image, "knn-k50-s0" (N,) bool
+
+A later sitting finds a recorded run finished without its checkpoints; it retrains a recorded run only when it needs
+the weights (a pretraining run whose fine-tuning runs are not all recorded yet), and then checks that the retrained
+run's history equals the record's, so that runs of one table never mix two different pretrainings.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..rundir import RunResult, read_torch_file
+
+RECORDS_FOLDER = "records"  # under a grid's output, unless it is given another
+COPIED = ("config.json", "metrics.csv", "reconstruction.png")
+MEASURED = "measured.pt"
+COMPARED = ("train_loss", "val_loss", "val_top1", "knn_top1")  # what a retrained run must reproduce, per epoch
+
+
+class RecordMismatch(RuntimeError):
+    """A retrained run's history differs from its record: the two cannot be mixed in one table."""
+
+
+def read_history(path: Path) -> list[dict]:
+    """``metrics.csv`` as :attr:`RunResult.history` rows: numbers as floats, empty cells as None."""
+    with open(path, newline="") as f:
+        return [{key: (value if key == "kind" else float(value) if value else None) for key, value in row.items()}
+                for row in csv.DictReader(f)]
+
+
+class Records:
+    """The records under ``root``, one folder per run name."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self._measured: dict[str, dict[str, Tensor]] = {}
+
+    def has_run(self, name: str) -> bool:
+        return all((self.root / name / file).is_file() for file in COPIED[:2])
+
+    def run(self, name: str) -> RunResult:
+        """The recorded run as a :class:`RunResult` without weights (``checkpoint`` None, ``run_dir`` the record)."""
+        folder = self.root / name
+        return RunResult(folder, read_history(folder / "metrics.csv"), None,
+                         config=json.loads((folder / "config.json").read_text()))
+
+    def keep_run(self, result: RunResult) -> None:
+        """Record a finished run's config, history and figure; a retrained run must match its earlier record."""
+        name = result.run_dir.name
+        if self.has_run(name):
+            self.check_same(name, result.history)
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in COPIED:
+            if (result.run_dir / file).is_file() and result.run_dir != folder:
+                shutil.copyfile(result.run_dir / file, folder / file)
+
+    def check_same(self, name: str, history: list[dict]) -> None:
+        """Raise :class:`RecordMismatch` unless ``history``'s epochs have the recorded losses and accuracies."""
+        recorded = [row for row in self.run(name).history if row["kind"] == "epoch"]
+        new = [row for row in history if row["kind"] == "epoch"]
+        for old, now in zip(recorded, new):
+            for key in COMPARED:
+                a, b = old.get(key), now.get(key)
+                if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, rel_tol=1e-4)):
+                    raise RecordMismatch(
+                        f"run {name} trained again differs from its record in {self.root}: {key} at epoch "
+                        f"{old['epoch']:g} is {b} now, {a} recorded (another machine or code version); its recorded "
+                        f"runs cannot be mixed with the new ones: remove {self.root / name} and the records of the "
+                        "runs that start from it, or use another records folder")
+        if len(new) != len(recorded):
+            raise RecordMismatch(f"run {name} trained again has {len(new)} epochs, its record {len(recorded)}")
+
+    def measured(self, name: str, key: str) -> Tensor | dict | None:
+        """A recorded measurement of run ``name``, or None."""
+        if name not in self._measured:
+            path = self.root / name / MEASURED
+            self._measured[name] = read_torch_file(path) if path.is_file() else {}
+        return self._measured[name].get(key)
+
+    def keep_measured(self, name: str, key: str, value: Tensor | dict) -> Tensor | dict:
+        """Record a measurement of run ``name`` (a tensor, or a dict of tensors and names; written at once,
+        atomically) and return it."""
+        self.measured(name, key)  # loads what is there
+        value = value.cpu() if isinstance(value, Tensor) else {k: v.cpu() if isinstance(v, Tensor) else v
+                                                                for k, v in value.items()}
+        self._measured[name][key] = value
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / (MEASURED + ".partial")
+        torch.save(self._measured[name], partial)
+        os.replace(partial, folder / MEASURED)
+        return value
