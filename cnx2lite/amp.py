@@ -1,4 +1,5 @@
-"""Autocast precision per device, shared by training (``amp=``) and ``cnx2lite bench --amp``."""
+"""Where and at what precision a process computes: the device (:func:`resolve_device`) and the autocast precision
+per device, shared by training (``device=``, ``amp=``), evaluation and ``cnx2lite bench --amp``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,3 +44,21 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and cpu_supports_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``"auto"``: ``cuda:<local_rank>`` when CUDA is there, else CPU; ``"cuda"`` picks the local GPU. A device that
+    torch does not know, or a GPU that is not there, raises a ValueError naming it."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
+    if resolved.type == "cuda" and (not torch.cuda.is_available()
+                                    or (resolved.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {device!r} is not available here ({torch.cuda.device_count()} CUDA GPU(s)); "
+                         "use device auto or cpu")
+    return resolved

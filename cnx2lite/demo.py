@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from . import data, imagenette
+from .amp import resolve_device
 from .bootstrap import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .masking import effective_mask_ratio
 from .reproduce.evaluation import Evaluator
@@ -33,7 +34,6 @@ from .reproduce.grid import SWEEP, Grid, Recipe, Scale
 from .reproduce.records import RECORDS_FOLDER
 from .reproduce.sweep import run_sweep, trial_names
 from .rundir import RunDir
-from .train.distributed import resolve_device
 from .train.plots import plot_comparison
 
 SHOTS = 50

@@ -7,9 +7,9 @@ import argparse
 import torch
 
 from .. import bench
+from ..amp import resolve_device
 from ..models import VARIANTS
 from ..train import preset_names
-from ..train.distributed import resolve_device
 from .flags import add_data_flags, add_device_flag, image_size, non_negative_int, positive
 
 

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from .. import collapse, collapse_along_training, collapse_curves, data
+from ..amp import resolve_device
 from ..factory import load_model
 from ..rundir import RunDir, run_directory_of
-from ..train.distributed import resolve_device
 from .flags import add_data_flags, add_device_flag, image_size, non_negative_int, positive
 
 RANDOM = "random"

@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 
 from .. import data, transforms
-from ..amp import AMP_MODES, resolve_amp
+from ..amp import AMP_MODES, resolve_amp, resolve_device
 from ..bootstrap import bootstrap_accuracy
 from ..factory import load_model
 from ..models.convnextv2 import BLOCK_STYLES
 from ..probes import KNN_K, KNN_TEMPERATURE, PROBE_METHODS, extract_features, probe_features
-from ..train.distributed import resolve_device
 from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size, non_negative_int, positive
 
 

@@ -42,9 +42,9 @@ import time
 from pathlib import Path
 
 from .. import data
+from ..amp import resolve_device
 from ..bootstrap import RESAMPLES
 from ..masking import effective_mask_ratio
-from ..train.distributed import resolve_device
 from .evaluation import Evaluator
 from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Grid, Scale, shot_label
 from .records import RECORDS_FOLDER, Records

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from .. import data, transforms
+from ..amp import resolve_device
 from ..factory import load_model
 from ..rundir import RunResult
 from .config import TrainConfig
-from .distributed import resolve_device
 from .engine import Trainer
 from .loader import eval_loader
 from .presets import load_preset
