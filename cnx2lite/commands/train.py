@@ -11,7 +11,8 @@ import argparse
 import json
 
 from .. import data, imagenette
-from ..train.config import FIELDS, TrainConfig, fields_for, load_config
+from ..train.config import FIELDS, TrainConfig, fields_for
+from ..train.config_files import load_config
 from ..train.presets import load_preset, preset_names
 from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size
 

@@ -11,7 +11,8 @@ figures), ``api``. The run directory's files belong to :mod:`cnx2lite.rundir`; t
 """
 from ..rundir import RunResult
 from .api import evaluate_checkpoint, finetune, pretrain, train
-from .config import TrainConfig, load_config
+from .config import TrainConfig
+from .config_files import load_config
 from .engine import NonFiniteLossError, Trainer
 from .presets import PRESETS, load_preset, preset_names
 from .resume import ResumeMismatchError

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .config import FIELDS, TrainConfig, check_task, fit_warmup
+from .config import FIELDS, TrainConfig, check_task
+from .config_files import fit_warmup
 
 SMOKE = dict(model="convnextv2_atto", img_size=64, num_classes=2, images_per_class=8, val_images_per_class=4,
              epochs=1, batch_size=8, decoder_dim=64, lr=1e-3, progress=False, log_every_steps=1, cache_images=True)

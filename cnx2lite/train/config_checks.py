@@ -1,0 +1,142 @@
+"""The checks every :class:`~cnx2lite.train.config.TrainConfig` passes when it is made (flags, a ``--config`` file and
+the API alike): each field converted to its declared type, then its allowed values and ranges, then the settings that
+must agree with each other. A refusal is a ValueError naming the field and what it allows."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from timm.data import create_transform
+
+from ..amp import AMP_MODES
+from ..data import SELECTIONS
+from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
+from ..masking import check_mask_ratio
+from ..models import VARIANTS
+from ..models.convnextv2 import BLOCK_STYLES
+
+TASKS = ("pretrain", "finetune")
+EVAL_SPLITS = ("val", "tune")  # val/, or the tuning split carved out of train/
+PATH_FIELDS = ("data", "pretrained", "init_encoder", "output", "resume")
+
+
+def check_config(config: Any) -> None:
+    """Convert a :class:`~cnx2lite.train.config.TrainConfig`'s fields to their types in place and refuse any value out
+    of its range, in one line (typed ``Any``: the config module imports this one)."""
+    config.betas = tuple(config.betas)
+    if isinstance(config.img_size, (list, tuple)):  # from flags or JSON: [S] or [H, W]
+        config.img_size = config.img_size[0] if len(config.img_size) == 1 else tuple(config.img_size)
+    for f in dataclasses.fields(config):  # types first: flags, a --config file and the API all pass here
+        setattr(config, f.name, _typed(f.name, str(f.type), getattr(config, f.name)))
+    checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
+              ("grn_aggregation", GRN_AGGREGATIONS), ("block_norm", ("auto", *BLOCK_NORMS)),
+              ("image_selection", SELECTIONS), ("eval_split", EVAL_SPLITS),
+              ("layer_decay_mode", ("single", "group")))
+    for name, allowed in checks:
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {getattr(config, name)!r}")
+    for names, valid, allowed in VALUE_CHECKS:
+        for name in names:
+            if not valid(getattr(config, name)):  # comparisons with nan are False: nan is refused too
+                raise ValueError(f"{name} must be {allowed}, got {getattr(config, name)!r}")
+    if not 0.0 <= config.tune_fraction < 1.0:
+        raise ValueError(f"tune_fraction must be in [0, 1), got {config.tune_fraction!r}")
+    if config.warmup_epochs > config.epochs:
+        raise ValueError(f"warmup_epochs ({config.warmup_epochs:g}) must be at most epochs ({config.epochs}): the lr "
+                         "would never reach its peak")
+    if config.freeze_encoder_epochs and config.freeze_encoder_epochs >= config.epochs:
+        raise ValueError(f"freeze_encoder_epochs ({config.freeze_encoder_epochs}) must be below epochs "
+                         f"({config.epochs}): the encoder would never train")
+    for name in PATH_FIELDS:  # '~' as bash leaves it in --output=~/runs: the home folder, as for --data
+        if isinstance(getattr(config, name), str) and getattr(config, name).startswith("~"):
+            setattr(config, name, os.path.expanduser(getattr(config, name)))
+    if config.eval_split == "tune" and not config.tune_fraction:
+        raise ValueError("eval_split='tune' needs a tuning split: set tune_fraction > 0 (e.g. 0.1)")
+    if config.rand_augment is not None:
+        _check_rand_augment(config.rand_augment)
+    sides = (config.img_size,) if isinstance(config.img_size, int) else config.img_size
+    if len(sides) not in (1, 2) or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in sides):
+        raise ValueError(f"img_size must be one or two (H W) positive multiples of 32 (the model's stride), got "
+                         f"{config.img_size!r}")
+    if config.in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 (greyscale) or 3 (RGB): image files are converted to one of them; "
+                         f"got {config.in_chans!r} (the model takes any in_chans: use the library with your own "
+                         "dataset for others)")
+    if config.task == "pretrain":
+        check_mask_ratio(config.mask_ratio, config.img_size)
+    if config.name is not None and (not isinstance(config.name, str) or config.name in ("", ".", "..")
+                                  or "/" in config.name or "\\" in config.name or "\0" in config.name):
+        raise ValueError(f"name must be one folder name (no '/', not '.' or '..'): the run lives in "
+                         f"<output>/<name>; got {config.name!r} (put the parent folders in output)")
+    if config.resume not in (None, "auto") and not Path(config.resume).is_file():
+        raise ValueError(f"resume must be 'auto' or an existing checkpoint file, got {config.resume!r}")
+
+
+def _finite(v: float) -> bool:
+    return math.isfinite(v)
+
+
+def _typed(name: str, annotation: str, value: Any) -> Any:
+    """``value`` as the field's declared type (``'int'``, ``'float | None'``, ...), or a ValueError naming the field.
+    Numpy scalars, integral floats for an int and paths for a string are accepted as what they hold; a fractional
+    number for an int (``epochs=2.5``), a bool for a number, or a number for a string is refused."""
+    kinds = {kind.strip() for kind in annotation.split("|")}
+    if value is None and "None" in kinds:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        if "bool" in kinds:
+            return bool(value)
+    elif isinstance(value, numbers.Integral) and kinds & {"int", "float"}:
+        return int(value) if "int" in kinds else float(value)
+    elif isinstance(value, numbers.Real) and "float" in kinds:
+        return float(value)
+    elif isinstance(value, numbers.Real) and "int" in kinds and float(value).is_integer():
+        return int(value)
+    elif isinstance(value, (str, os.PathLike)) and "str" in kinds:
+        return os.fspath(value)  # a path given as a Path
+    elif isinstance(value, tuple) and any(kind.startswith("tuple") for kind in kinds):
+        return value  # img_size and betas: their elements are checked with their ranges below
+    raise ValueError(f"{name} must be {annotation.replace(' | ', ' or ')}, got {value!r} ({type(value).__name__})")
+
+
+# (fields, test, what the message says is allowed); None passes where a field takes it ("off", "all")
+VALUE_CHECKS = (
+    (("epochs", "batch_size", "accum_steps", "keep_last", "eval_every", "recon_every", "log_every_steps",
+      "decoder_dim", "decoder_depth"), lambda v: v >= 1, ">= 1"),
+    (("num_classes", "images_per_class", "val_images_per_class", "global_batch"), lambda v: v is None or v >= 1,
+     "None (all) or >= 1"),
+    (("num_workers", "save_every_steps", "keep_every_epochs", "knn_images_per_class", "freeze_encoder_epochs"),
+     lambda v: v >= 0, ">= 0"),
+    (("seed",), lambda v: 0 <= v < 2**63, "in 0..2**63-1 (it seeds torch's generators)"),
+    (("lr",), lambda v: v is None or (_finite(v) and v > 0), "None (from base_lr) or a finite number > 0"),
+    (("base_lr",), lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    (("min_lr", "weight_decay", "warmup_epochs", "mixup", "cutmix"), lambda v: _finite(v) and v >= 0,
+     "a finite number >= 0"),
+    (("label_smoothing", "drop_path", "ema_decay"), lambda v: 0 <= v < 1, "in [0, 1)"),
+    (("reprob",), lambda v: 0 <= v <= 1, "in [0, 1]"),
+    (("layer_decay",), lambda v: 0 < v <= 1, "in (0, 1] (1 = off)"),
+    (("clip_grad",), lambda v: v is None or (_finite(v) and v > 0), "None (off) or a finite number > 0"),
+    (("head_init_scale",), lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    (("betas",), lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+)
+
+
+def _check_rand_augment(spec: str) -> None:
+    """timm parses the spec only when it builds the transform, with an assertion; build it here (as training does,
+    so RandAugment, AugMix and AutoAugment specs pass) and name the field."""
+    try:
+        create_transform(32, is_training=True, auto_augment=spec)
+    except (AssertionError, ValueError, KeyError, IndexError) as e:
+        raise ValueError(f"rand_augment must be a timm augmentation spec like 'rand-m9-mstd0.5-inc1' (or None), got "
+                         f"{spec!r}{': ' + str(e) if str(e) else ''}") from None
+
+
+def check_task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))}; got {task!r}")
+    return task
