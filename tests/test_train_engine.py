@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from cnx2lite.rundir import RunDir, RunDirLockedError, load_checkpoint
 from cnx2lite.train import NonFiniteLossError, evaluate_checkpoint, finetune, pretrain
@@ -414,3 +415,19 @@ def test_quick_demo_sweep_chooses_each_arms_recipe_on_the_tuning_split(images, t
         if name.startswith("finetune"):
             assert config["eval_split"] == ("tune" if name.endswith("-tune") else "val")
             assert config["tune_fraction"] > 0 and config["image_selection"] == "random"
+
+
+def test_an_image_unreadable_mid_epoch_stops_in_one_line_with_the_steps_saved(tmp_path):
+    """A JPEG whose header reads but whose data is cut (copied half-way) is found only when a worker decodes it: the
+    run saves the steps before it, names the file in one line, exits 2, and does not hang waiting for its workers
+    (they ignore SIGTERM, which Python's exit sends them)."""
+    folder = make_image_folder(tmp_path / "images")
+    broken = folder / "train" / "class1" / "cut.jpg"
+    Image.open(folder / "train" / "class1" / "0.png").save(broken, quality=95)
+    broken.write_bytes(broken.read_bytes()[:len(broken.read_bytes()) // 2])
+    (folder / "train" / "class1" / "7.png").unlink()  # 16 images in 4 full batches: every one is read
+    rc, out = finish(cli(["finetune", "--preset", "smoke", "--epochs", "1", "--batch-size", "4", "--no-cache-images",
+                          "--num-workers", "1"], folder, tmp_path / "runs", "cut"), timeout=120)
+    lines = out.strip().splitlines()
+    assert rc == 2 and lines[-1].startswith(f"error: cannot read image {broken}"), out
+    assert "the steps before it are saved" in out and list((tmp_path / "runs" / "cut").glob("checkpoint-*.pt"))

@@ -78,8 +78,12 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _message(error: BaseException) -> str:
-    """The error's message on one line (a message with instructions on several lines is joined)."""
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+    """The error's message on one line (a message with instructions on several lines is joined). An error raised in a
+    DataLoader worker arrives as the worker's whole traceback: its last line is the message."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Caught ") and "DataLoader worker" in lines[0]:
+        lines = [lines[-1].split(": ", 1)[-1]]  # "cnx2lite.images.CorruptImageError: cannot read image ..."
+    return " ".join(lines) or type(error).__name__
 
 
 # What a raw OSError from the file system means for the path it names (the library's own OSErrors say more).

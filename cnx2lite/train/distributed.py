@@ -13,7 +13,8 @@ from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..amp import resolve_device
 
@@ -82,3 +83,13 @@ def barrier() -> None:
 def cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def training_wrapper(model: nn.Module, dist_info: Dist, compile_model: bool = False) -> nn.Module:
+    """``model`` as the training step runs it: under DistributedDataParallel when a process group was joined
+    (torchrun, one process or many), then ``torch.compile``d if asked; the parameters stay ``model``'s."""
+    wrapped = model
+    if dist.is_initialized():
+        ids = [dist_info.device] if dist_info.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(model, device_ids=ids)
+    return torch.compile(wrapped) if compile_model else wrapped

@@ -22,7 +22,6 @@ from typing import Iterator
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import transforms
@@ -31,9 +30,9 @@ from ..layers.grn import set_fused
 from ..probes import probe
 from ..rundir import RunDir, RunResult
 from .config import TrainConfig, resolve_batch_and_lr
-from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main
+from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main, training_wrapper
 from .ema import ModelEma
-from .loader import eval_loader, train_loader
+from .loader import close_workers, eval_loader, read_batches, train_loader
 from .optim import build_optimizer, cosine_lr
 from .plots import plot_curves
 from .resume import (
@@ -100,25 +99,16 @@ class Trainer:
         self.position, self.history = Position(), []
         self.started = time.perf_counter()  # time_s in metrics: seconds of this run, summed over resumes
 
-        self.train_model: nn.Module = self.model
-        if torch.distributed.is_initialized():  # launched by torchrun, one process or many
-            ids = [self.dist.device] if self.dist.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
-        if c.compile:
-            self.train_model = torch.compile(self.train_model)
+        self.train_model: nn.Module = training_wrapper(self.model, self.dist, c.compile)  # DDP, compiled
 
     def _write_config(self) -> None:
         """``config.json``: the resolved config and what the data gave. Written once the run is known to be this
         one (a refused resume leaves the run's file alone)."""
         if self.dist.is_main:
             c = self.config
-            info = {**c.to_dict(), "requested": self.requested.to_dict(), "world_size": self.dist.world_size,
-                    "effective_batch": c.global_batch,
-                    "data_folder": str(self.data.folder), "data_fingerprint": self.data.fingerprint,
-                    "train_images": len(self.train_set),
-                    "val_images": len(self.val_set) if self.val_set is not None else 0,
-                    "classes": self.train_set.classes}
-            self.run_dir.write_config(info)
+            self.run_dir.write_config({**c.to_dict(), "requested": self.requested.to_dict(),
+                                       "world_size": self.dist.world_size, "effective_batch": c.global_batch,
+                                       **self.data.summary()})
 
     # ----------------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -135,6 +125,8 @@ class Trainer:
                     self.tensorboard = TensorBoardLog(self.run_dir.path / "tensorboard")
                 return self._run()
         finally:
+            close_workers(self.loader)
+            close_workers(self.val_loader)
             if self.tensorboard is not None:
                 self.tensorboard.close()
             if self.dist.owns_group:
@@ -199,7 +191,7 @@ class Trainer:
         """Train until the epoch ends (True) or a stop was requested (False)."""
         c, pos = self.config, self.position
         self.loader.sampler.set_position(pos.epoch, pos.step_in_epoch * c.accum_steps * c.batch_size)
-        batches = iter(self.loader)
+        batches = read_batches(self.loader, self._save_before_read_error)
         bar = tqdm(total=self.steps_per_epoch, initial=pos.step_in_epoch, unit="step", dynamic_ncols=True,
                    desc=f"{self.task.name} {pos.epoch + 1}/{c.epochs}", disable=not (self.dist.is_main and c.progress))
         window_start, window_images = time.perf_counter(), 0
@@ -225,6 +217,13 @@ class Trainer:
                         and pos.step_in_epoch < self.steps_per_epoch:
                     self._save()
         return True
+
+    def _save_before_read_error(self) -> None:
+        """A batch could not be read: nothing of its step reached the model, so the steps before it are saved."""
+        if self.dist.world_size == 1:  # with several processes the others wait inside the step: no barrier
+            self._save()
+            self.log(f"reading a batch failed at epoch {self.position.epoch}, step {self.position.global_step}: the "
+                     "steps before it are saved; fix or remove the file (or use --skip-corrupt), then --resume auto")
 
     def train_step(self, batches: Iterator, stop_requested: bool = False) -> tuple[float, float, bool]:
         """One optimizer step, top to bottom: the scheduled lr; forward, loss and backward over ``accum_steps``

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -87,6 +87,31 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, rank: int, world_
     return DataLoader(seeded_dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
                       num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(seed), worker_init_fn=init_worker)
+
+
+def read_batches(loader: DataLoader, on_read_error: Callable[[], None]) -> Iterator:
+    """``loader``'s batches; when one cannot be read (a worker's error: a file unreadable or gone mid-run),
+    ``on_read_error()`` runs before the error goes on."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception:
+            on_read_error()
+            raise
+        yield batch
+
+
+def close_workers(loader: DataLoader | None) -> None:
+    """Stop a loader's persistent workers now. They ignore SIGTERM (:func:`init_worker`), so Python's exit, which
+    stops worker processes with SIGTERM and then waits for them, would wait forever for workers left running by a
+    run that ended with an error; a run closes them itself however it ends."""
+    iterator = getattr(loader, "_iterator", None)  # where DataLoader keeps the iterator of persistent workers
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None
 
 
 def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, num_workers: int,

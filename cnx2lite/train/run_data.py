@@ -26,6 +26,12 @@ class RunData:
     def splits(self) -> list[data.ImageFolderSubset]:
         return [split for split in (self.train_set, self.val_set, self.knn_bank) if split is not None]
 
+    def summary(self) -> dict:
+        """What a run's ``config.json`` records of its images (:data:`cnx2lite.train.config_files.RECORDED`)."""
+        return {"data_folder": str(self.folder), "data_fingerprint": self.fingerprint,
+                "train_images": len(self.train_set), "val_images": len(self.val_set) if self.val_set else 0,
+                "classes": self.train_set.classes}
+
     def skipped(self) -> list[str]:
         """The unreadable files ``skip_corrupt`` left out of any split."""
         return sorted({path for split in self.splits for path, _ in split.skipped})
