@@ -1,33 +1,33 @@
-"""cnx2lite: ConvNeXt V2 and FCMAE pretraining, from a laptop CPU to multi-GPU ImageNet."""
+"""cnx2lite: ConvNeXt V2 and FCMAE pretraining, from a laptop CPU to multi-GPU ImageNet.
+
+The public API below is imported on first use (``cnx2lite.create_model`` imports torch then), so that ``import
+cnx2lite`` and the command line start light: a Ctrl-C while torch loads is the command's to report in one line.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .openmp import shorter_spin_wait
 
 shorter_spin_wait()  # before anything imports torch (see cnx2lite.openmp)
 
-from .checkpoint_formats import export_timm
-from .checkpoints import load_pretrained, read_weights
-from .factory import create_model, load_model
-from .fcmae import FCMAE
-from .hub import save_pretrained
-from .layers import GRN
-from .masking import random_mask, stage_masks, upsample_mask
-from .models import VARIANTS, ConvNeXtV2
-from .sparse import available_backends, sparse_forward_features
-
 __version__ = "0.1.0"
-__all__ = [
-    "ConvNeXtV2",
-    "create_model",
-    "VARIANTS",
-    "FCMAE",
-    "random_mask",
-    "upsample_mask",
-    "stage_masks",
-    "sparse_forward_features",
-    "available_backends",
-    "load_pretrained",
-    "load_model",
-    "read_weights",
-    "save_pretrained",
-    "GRN",
-    "export_timm",
-]
+_EXPORTS = {  # public name -> the module that defines it
+    "ConvNeXtV2": ".models", "VARIANTS": ".models", "create_model": ".factory", "load_model": ".factory",
+    "FCMAE": ".fcmae", "random_mask": ".masking", "upsample_mask": ".masking", "stage_masks": ".masking",
+    "sparse_forward_features": ".sparse", "available_backends": ".sparse", "load_pretrained": ".checkpoints",
+    "read_weights": ".checkpoints", "save_pretrained": ".hub", "GRN": ".layers", "export_timm": ".checkpoint_formats",
+}
+__all__ = list(_EXPORTS)
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cnx2lite' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

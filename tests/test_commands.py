@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import errno
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +144,19 @@ def test_bad_paths_are_one_line_and_exit_2(command, fault, folder, finetuned, tm
     assert status in (0, 2), (status, line)
     if status:  # the line names its culprit: the path given, or a file under it
         assert line.startswith("error: ") and str(paths[SLOTS[fault]]) in line, line
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line():
+    """Importing torch takes seconds; a Ctrl-C then is reported in one line with status 130, not a traceback."""
+    starting = subprocess.Popen([sys.executable, "-m", "cnx2lite", "--help"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # after the interpreter's start, long before torch is loaded
+    starting.send_signal(signal.SIGINT)
+    out, err = starting.communicate(timeout=60)
+    assert starting.returncode == 130 and err == "cnx2lite: interrupted while starting\n" and not out
+
+
+def test_importing_the_package_loads_torch_only_when_the_api_is_used():
+    code = ("import sys, cnx2lite; assert 'torch' not in sys.modules; "
+            "assert cnx2lite.create_model('convnextv2_atto').dims[-1] == 320; assert 'torch' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
