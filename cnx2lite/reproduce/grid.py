@@ -50,7 +50,8 @@ SCALES = {
                    preset="smoke", collapse_images=4, collapse_sizes=(64,), collapse_rank_resamples=3,
                    grn_archs=("v2-none", "v2-cbam")),
     # 2 CPU cores: atto at 96 px (a 3x3 grid of 32 px cells, 3 visible at ratio 0.6) on all of Imagenette.
-    # Replicated: 2 pretraining runs per pretrained arm x 3 fine-tuning seeds, about 4.5 hours of training.
+    # Replicated: 2 pretraining runs per pretrained arm x 3 fine-tuning seeds, about 6 hours of training for tables
+    # 1-4 (363 min measured in one pass), about 5.5 more for the GRN table.
     "cpu": Scale("convnextv2_atto", 96, 8, 64, 256, shots=(10, 50, None), main_shot=50,
                  finetune_epochs={10: 100, 50: 30, None: 4}, pretrain_seeds=2, finetune_seeds=3,
                  collapse_sizes=(96, 224)),
