@@ -254,7 +254,7 @@ class Grid:
             known = train(config)
             if known.interrupted:
                 raise KeyboardInterrupt
-            self.records.keep_run(known)
+            self.records.keep_run(known, figure=name == self.pretrain_name("v2", True, 0))  # the one a report shows
         self.results[name] = known
         return known
 

@@ -5,7 +5,7 @@ are never committed. So every finished run leaves a *record*, and the report is 
 
     <records>/<run name>/config.json        the run's resolved config (copied from the run)
     <records>/<run name>/metrics.csv        its per-epoch history (copied)
-    <records>/<run name>/reconstruction.png FCMAE runs: the last reconstruction figure (copied)
+    <records>/<run name>/reconstruction.png the last reconstruction figure, of the FCMAE run a report shows (copied)
     <records>/<run name>/measured.pt        what was measured on its weights: {key: tensor}, e.g. "val_correct"
                                             (N,) bool per val image, "knn-k50-s0" (N,) bool
 
@@ -28,7 +28,8 @@ from torch import Tensor
 from ..rundir import RunResult, read_torch_file
 
 RECORDS_FOLDER = "records"  # under a grid's output, unless it is given another
-COPIED = ("config.json", "metrics.csv", "reconstruction.png")
+COPIED = ("config.json", "metrics.csv")
+FIGURE = "reconstruction.png"  # about 750 KB: kept only where asked
 MEASURED = "measured.pt"
 COMPARED = ("train_loss", "val_loss", "val_top1", "knn_top1")  # what a retrained run must reproduce, per epoch
 
@@ -52,7 +53,7 @@ class Records:
         self._measured: dict[str, dict[str, Tensor]] = {}
 
     def has_run(self, name: str) -> bool:
-        return all((self.root / name / file).is_file() for file in COPIED[:2])
+        return all((self.root / name / file).is_file() for file in COPIED)
 
     def run(self, name: str) -> RunResult:
         """The recorded run as a :class:`RunResult` without weights (``checkpoint`` None, ``run_dir`` the record)."""
@@ -60,14 +61,15 @@ class Records:
         return RunResult(folder, read_history(folder / "metrics.csv"), None,
                          config=json.loads((folder / "config.json").read_text()))
 
-    def keep_run(self, result: RunResult) -> None:
-        """Record a finished run's config, history and figure; a retrained run must match its earlier record."""
+    def keep_run(self, result: RunResult, figure: bool = False) -> None:
+        """Record a finished run's config and history (and with ``figure`` its reconstruction figure); a retrained run
+        must match its earlier record."""
         name = result.run_dir.name
         if self.has_run(name):
             self.check_same(name, result.history)
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
-        for file in COPIED:
+        for file in COPIED + ((FIGURE,) if figure else ()):
             if (result.run_dir / file).is_file() and result.run_dir != folder:
                 shutil.copyfile(result.run_dir / file, folder / file)
 
