@@ -160,7 +160,7 @@ def curves_of(label: str, point: str, img_size: int, runs: Sequence[Mapping], co
 def measure(encoders: dict[str, Sequence[nn.Module]], images: Tensor, point: str = "gelu", resamples: int = 1000,
             rank_resamples: int = 50, positions: int = POSITIONS, batch_size: int = 16, seed: int = 0,
             progress: Callable[[str], None] = print) -> list[Curves]:
-    """:func:`measure_run` of every run of every encoder (``{label: [run 1's model, run 2's, ...]}``) on ``images
+    """:func:`run_statistics` of every run of every encoder (``{label: [run 1's model, run 2's, ...]}``) on ``images
     (N, 3, H, W)``, on one shared set of image resamples. Encoders without a GRN are skipped for ``point="grn"``."""
     counts = shared_counts(len(images), resamples, rank_resamples, seed)
     curves = []

@@ -22,7 +22,7 @@ from torchvision.transforms import functional as TF
 
 from .images import CorruptImageError, image_problem, load_image
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")  # case-insensitive
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")  # any case
 SPLITS = ("train", "val")
 SELECTIONS = ("first", "random")
 PARTS = ("fit", "tune")  # of train/ when a tuning split is carved out
@@ -91,13 +91,11 @@ def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool =
 
 def _refuse_unreadable(paths: Sequence[str], pool: ThreadPoolExecutor, where: Path) -> None:
     """Raise one CorruptImageError listing every file of ``paths`` whose header does not open."""
-    bad = [(path, reason)
-           for path, reason in zip(paths, pool.map(functools.partial(image_problem, decode=False), paths))
-           if reason is not None]
+    header_problems = pool.map(functools.partial(image_problem, decode=False), paths)
+    bad = [(path, reason) for path, reason in zip(paths, header_problems) if reason is not None]
     if bad:
-        shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:10])
-        more = f"; and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise CorruptImageError(f"{len(bad)} unreadable image file(s) under {where}: {shown}{more}. Remove or replace "
+        shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:10]) + ("; ..." if len(bad) > 10 else "")
+        raise CorruptImageError(f"{len(bad)} unreadable image file(s) under {where}: {shown}. Remove or replace "
                                 "them, or pass skip_corrupt=True (--skip-corrupt) to leave them out")
 
 
@@ -118,8 +116,7 @@ def _first_valid(paths: list[str], n: int, pool: ThreadPoolExecutor) -> tuple[li
 def _refuse_mixed_tree(root: Path) -> None:
     """A folder with ``train/`` that also holds images elsewhere is ambiguous for pretraining: a labeled tree (those
     images would be dropped) or a photo collection with a subfolder named train (most of it would be)."""
-    outside = [path for path in _list_images(root)
-               if Path(path).relative_to(root).parts[0] not in SPLITS]
+    outside = [path for path in _list_images(root) if Path(path).relative_to(root).parts[0] not in SPLITS]
     if outside:
         raise DataNotFoundError(
             f"{root} has a {SPLITS[0]}/ folder, so it reads as a labeled tree, but {len(outside)} image(s) lie outside "
@@ -138,6 +135,10 @@ def _list_classes(split_dir: Path) -> list[str]:
     return sorted(e.name for e in entries if e.is_dir())
 
 
+def _unlistable(error: OSError) -> None:  # a folder os.walk cannot list: its images must not silently be left out
+    raise error
+
+
 def _list_images(folder: Path, confined: bool = False) -> list[str]:
     """Image files under ``folder`` (recursively, hidden files skipped), sorted. Links are followed, but a folder is
     walked once however many links lead to it (a link to ``.`` or ``..`` neither loops nor repeats images), and a file
@@ -145,7 +146,7 @@ def _list_images(folder: Path, confined: bool = False) -> list[str]:
     its images would take this class's label."""
     root = os.path.realpath(folder)
     seen_dirs, seen_files, paths = set(), set(), []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=_unlistable):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:
             dirnames[:] = []
@@ -341,10 +342,9 @@ def build_unlabeled_dataset(folder: Path, transform: Callable | None = None, ski
 
 def class_names(folder: Path) -> dict[str, str]:
     """wnid -> readable name from ``folder/CLASSES.tsv`` (``wnid<TAB>name`` lines), else train class -> itself."""
-    folder = Path(folder)
-    tsv = folder / "CLASSES.tsv"
+    tsv = Path(folder) / "CLASSES.tsv"
     if tsv.is_file():
         rows = (line.partition("\t") for line in tsv.read_text(encoding="utf-8").splitlines() if line.strip())
         return {wnid.strip(): (name.strip() or wnid.strip()) for wnid, _, name in rows}
-    train = folder / "train"
+    train = Path(folder) / "train"
     return {c: c for c in _list_classes(train)} if train.is_dir() else {}

@@ -28,6 +28,7 @@ from . import data, imagenette
 from .amp import resolve_device
 from .bootstrap import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .masking import effective_mask_ratio
+from .reproduce import check_report_folder
 from .reproduce.evaluation import Evaluator
 from .reproduce.figures import plot_pretraining_knn
 from .reproduce.grid import SWEEP, Grid, Recipe, Scale
@@ -71,7 +72,11 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     if threads:
         torch.set_num_threads(threads)
     output = Path(output)
+    check_report_folder(output, "cnx2lite demo", {"report.md": "# cnx2lite demo",
+                                                  "sweep.md": "## Fine-tuning recipes"})
     scale = PLANS["quick" if quick else "full"]
+    if (output / MANIFEST).is_file():  # an earlier demo's records, about to be cleared, may be of other images
+        (output / RECORDS_FOLDER / "data.json").unlink(missing_ok=True)
     grid = Grid(scale, _find_data(data_arg), output, recipes=RECIPES)
     k = scale.main_shot
     _clear_own_runs(output, _own_runs(grid, k))  # a fresh measurement
@@ -101,7 +106,7 @@ def _clear_own_runs(output: Path, names: list[str]) -> None:
         if run.path.is_dir():
             with run.lock():
                 shutil.rmtree(run.path)
-                shutil.rmtree(output / RECORDS_FOLDER / name, ignore_errors=True)  # else the grid would reuse it
+        shutil.rmtree(output / RECORDS_FOLDER / name, ignore_errors=True)  # else the grid would reuse it
     output.mkdir(parents=True, exist_ok=True)
     new = {name for name in names if not (output / "runs" / name).exists()}
     manifest.write_text("".join(f"{name}\n" for name in sorted(created | new)))

@@ -74,6 +74,10 @@ class RunDir:
         if not os.access(existing, os.W_OK | os.X_OK):
             raise PermissionError(f"cannot write into {existing} to create the run directory {self.path}: choose "
                                   "another output folder (--output) or name")
+        others = sorted(set(os.listdir(self.path)) - {LOCK_NAME}) if existing == self.path else []
+        if others and not _holds_run(self.path):  # a saved model, a user's folder: the run would overwrite it
+            raise FileExistsError(f"{self.path} holds files that are not a training run's ({', '.join(others[:3])}"
+                                  f"{', ...' if len(others) > 3 else ''}): choose another name or output folder")
 
     def create(self) -> None:
         """Create the directory (and its parents); an OSError in one line says why it cannot hold a run."""
@@ -180,14 +184,15 @@ class RunDir:
         return {epoch: self.path / name for epoch, name in found}
 
     def newest_readable_checkpoint(self, log: Callable[[str], None] = print) -> tuple[Path, dict] | tuple[None, None]:
-        """The newest checkpoint that loads, or ``(None, None)`` if there is none. Unreadable newer ones (a truncated
-        file, a full disk) are renamed ``*.unreadable``, saying which and why, so that one bad file neither loses
-        the run nor outranks (and prunes) the checkpoints saved after it. Raises a ValueError when none loads."""
+        """The newest checkpoint that loads, or ``(None, None)`` if there is none. Damaged newer ones (truncated by a
+        full disk or a crash) are renamed ``*.unreadable``, saying which and why, so that one bad file neither loses
+        the run nor outranks (and prunes) the checkpoints saved after it. Raises a ValueError when none loads; a file
+        that cannot be opened (permissions, an I/O error) raises its OSError: it may be intact, so it is left alone."""
         found = self.checkpoints()
         for path in reversed(found):
             try:
                 return path, load_checkpoint(path)
-            except (ValueError, OSError) as e:
+            except ValueError as e:
                 log(f"skipping unreadable checkpoint {path}: {e}")
                 os.replace(path, f"{path}.unreadable")
         if found:

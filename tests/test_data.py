@@ -439,3 +439,23 @@ def test_a_photo_collection_with_a_train_folder_is_refused_for_pretraining(tmp_p
     write_images(tmp_path / "album" / "trips" / "val", 2, 32, np.random.default_rng(2))  # val/ alone: no advice to
     with pytest.raises(D.DataNotFoundError, match=r"trips/val exists: rename .*trips/val \(or move it out\)"):
         D.find_image_folder(tmp_path / "album", unlabeled_ok=True)  # pass a folder that is refused the same way
+
+
+def test_gifs_are_images_and_an_unlistable_folder_stops_the_scan(tmp_path, monkeypatch):
+    """Every file load_image decodes is listed (GIFs were silently left out), and a subfolder that cannot be listed
+    (permissions) raises its error instead of silently dropping its images."""
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(folder / "a.gif")
+    Image.new("RGB", (8, 8), "blue").save(folder / "more" / "b.png")
+    assert [Path(p).name for p in D._list_images(folder)] == ["a.gif", "b.png"]
+    scandir = D.os.scandir
+
+    def refuse_more(path):
+        if str(path).endswith("more"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(D.os, "scandir", refuse_more)
+    with pytest.raises(PermissionError, match="more"):
+        D._list_images(folder)

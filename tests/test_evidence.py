@@ -211,13 +211,13 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
 def test_a_piece_records_its_finished_runs_and_a_retrained_run_must_match_its_record(tinted, tmp_path):
     from cnx2lite.reproduce import run_reproduce
     from cnx2lite.reproduce.grid import SCALES, Grid
-    from cnx2lite.reproduce.records import RecordMismatch
+    from cnx2lite.reproduce.records import RecordMismatch, Records
 
     out = tmp_path / "piece"
     Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), out).pretrain("v2")  # the first run of the grid
     run_reproduce("smoke", str(tinted), out, hours=1e-9)  # then a piece whose budget starts no run
     records = out / "records"
-    assert sorted(p.name for p in records.iterdir()) == ["pretrain-v2-p0", "random-v2-p0"]
+    assert sorted(p.name for p in records.iterdir() if p.is_dir()) == ["pretrain-v2-p0", "random-v2-p0"]
     measured = torch.load(records / "pretrain-v2-p0" / "measured.pt", weights_only=True)
     assert {key.split("@")[0] for key in measured} >= {"knn-k4-s0", "knn-kall-s0", "collapse-gelu-64px-4images-3ranks"}
     # the weights are gone and the record says another loss than training gives here: the fine-tuning runs would
@@ -232,6 +232,25 @@ def test_a_piece_records_its_finished_runs_and_a_retrained_run_must_match_its_re
         writer.writerows(rows)
     with pytest.raises(RecordMismatch, match="pretrain-v2-p0 trained again differs from its record"):
         run_reproduce("smoke", str(tinted), out)
+    # records count only for their images and settings: never mixed into a grid of other data or another scale
+    other = make_image_folder(tmp_path / "other", classes=3)
+    with pytest.raises(RecordMismatch, match="were made on other images"):
+        run_reproduce("smoke", str(other), tmp_path / "other-out", records=records)
+    config = Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), out)._pretrain_config("v2", True, 0)[1]
+    with pytest.raises(RecordMismatch, match="trained with other settings"):
+        Records(records).has_run("pretrain-v2-p0", {**config.to_dict(), "epochs": 7})
+
+
+def test_reproduce_and_the_demo_never_overwrite_a_report_they_did_not_write(tinted, tmp_path):
+    from cnx2lite.demo import run_demo
+    from cnx2lite.reproduce import run_reproduce
+
+    (tmp_path / "report.md").write_text("# my thesis notes\n")
+    for write in (lambda: run_reproduce("smoke", str(tinted), tmp_path, hours=1e-9),
+                  lambda: run_demo(str(tinted), tmp_path, quick=True)):
+        with pytest.raises(FileExistsError, match="holds report.md that cnx2lite .* did not write"):
+            write()
+    assert (tmp_path / "report.md").read_text() == "# my thesis notes\n" and not (tmp_path / "runs").exists()
 
 
 def test_bf16_training_follows_fp32(tinted, tmp_path):

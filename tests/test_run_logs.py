@@ -137,3 +137,42 @@ def test_a_run_remembers_its_data(tmp_path):
     write_images(moved / "train" / "class0", 1, 72, np.random.default_rng(1))  # 0.png replaced by another image
     with pytest.raises(ResumeMismatchError, match="training images"):
         finetune("smoke", data=str(moved), **run)
+
+
+def test_a_run_never_takes_over_a_folder_that_is_not_a_runs(images, tmp_path, capsys):
+    """A saved model's or a user's folder under the run's name: training would overwrite its config.json and
+    metrics.csv, so it is refused in one line; an empty folder (or one a run already holds) is the run's to use."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}')
+    with pytest.raises(SystemExit) as stop:
+        main(["pretrain", "--preset", "smoke", "--data", str(images), "--output", str(tmp_path), "--name", "mine"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "holds files that are not a training run's (config.json)" in err
+    assert (mine / "config.json").read_text() == '{"my": "settings"}' and len(err.splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    RunDir(tmp_path / "empty").check_creatable()  # an empty folder is fine
+
+
+def test_a_checkpoint_that_cannot_be_opened_is_left_alone(tmp_path, monkeypatch):
+    """Permissions or an I/O error say nothing about the file's content: it is not renamed *.unreadable (the run
+    would roll back and later start over), its OSError names it instead. A damaged file is set aside as before."""
+    import cnx2lite.rundir as rundir
+
+    run = RunDir(tmp_path / "run")
+    run.create()
+    for step in (1, 2):
+        rundir._save_atomically({"step": step}, run.checkpoint_path(step))
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(rundir, "load_checkpoint", denied)
+    with pytest.raises(PermissionError):
+        run.newest_readable_checkpoint(log=lambda _: None)
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-00000001.pt", "checkpoint-00000002.pt"]
+    monkeypatch.undo()
+    run.checkpoint_path(2).write_bytes(b"PK\x03\x04 cut")
+    path, state = run.newest_readable_checkpoint(log=lambda _: None)
+    assert path == run.checkpoint_path(1) and state["step"] == 1
+    assert (tmp_path / "run" / "checkpoint-00000002.pt.unreadable").is_file()

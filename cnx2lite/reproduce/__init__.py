@@ -29,8 +29,9 @@ the others. Every finished run and what is measured on it is kept in ``--records
 the report can be written again from them alone. ``report.md``, ``results.csv`` and the figures are written from the
 measured numbers only.
 
-The package: :mod:`.grid` (scales, runs, per-image correctness), :mod:`.tables` (the tables and sanity checks),
-:mod:`.figures` (their figures); this module writes ``report.md`` and ``results.csv`` and is the command.
+The package: :mod:`.grid` (scales, runs), :mod:`.records` (what a finished run leaves to commit), :mod:`.evaluation`
+(per-image correctness), :mod:`.sweep` (the recipes), :mod:`.tables` (the tables and sanity checks), :mod:`.figures`
+(their figures); this module writes ``report.md`` and ``results.csv`` and is the command.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ from .evaluation import Evaluator
 from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Grid, Scale, shot_label
 from .records import RECORDS_FOLDER, Records
 from .sweep import run_sweep
-from .tables import TABLES, record_finished_runs, sanity_section
+from .tables import TABLES, measurements, record_finished_runs, sanity_section
 
 
 def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os.PathLike | None = None,
@@ -69,21 +70,30 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
     if scale.finetune_seeds == 1:
         print("reproduce: one fine-tuning seed: the scratch arms have one run each, so their intervals cover the val "
               "images only, not reruns", file=sys.stderr)
-    output = Path(output or f"runs/reproduce-{scale_name}")
+    output = Path(output or f"runs/reproduce-{scale_name}").expanduser()
+    check_report_folder(output, "cnx2lite reproduce", {"report.md": "# cnx2lite reproduce",
+                                                        "results.csv": "table,row,metric"})
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     deadline = None if hours is None else time.monotonic() + hours * 3600
     records = Records(Path(records).expanduser() if records else output / RECORDS_FOLDER)
+    records.check_writable()  # before any training
     grid = Grid(scale, str(data.find_image_folder(data.resolve_data_root(data_arg))), output, deadline=deadline,
                 records=records)
-    sections, times, stopped = _train(grid, hours)
     ev = Evaluator(grid, resolve_device("auto"))
+    sections, times, stopped = _train(grid, hours, ev)
     record_finished_runs(ev)  # before any table: what this machine trained outlives its checkpoints
-    finished = [spec for spec in TABLES if grid.recipes and all(grid.cell_finished(c) for c in spec.cells(scale))]
-    tables = [spec.build(ev, output) for spec in finished]
-    pending = [spec.title for spec in TABLES if spec not in finished]
-    if finished:  # the runs behind the measured tables, each cell once, in table order
-        sections.append(sanity_section(ev, list(dict.fromkeys(c for spec in finished for c in spec.cells(scale)))))
+    built, tables = [], []
+    for spec in TABLES:
+        if grid.recipes and all(grid.cell_finished(c) for c in spec.cells(scale)):
+            try:
+                tables.append(spec.build(ev, output))
+                built.append(spec)
+            except BudgetSpent:  # a record without its measurements: its weights must be trained again first
+                pass
+    pending = [spec.title for spec in TABLES if spec not in built]
+    if built:  # the runs behind the measured tables, each cell once, in table order
+        sections.append(sanity_section(ev, list(dict.fromkeys(c for spec in built for c in spec.cells(scale)))))
     sections += [table.section for table in tables]
     sections += [f"## {title}\n\nNot trained yet.\n" for title in pending]
 
@@ -106,13 +116,39 @@ invocation's wall time, evaluation included: {(time.perf_counter() - start) / 60
     return report
 
 
-def _train(grid: Grid, hours: float | None) -> tuple[list[str], list[str], str]:
-    """The recipe sweep, then every table's runs in table order, until done or ``grid.deadline``; returns the sweep's
-    section (none if it did not finish), the run-time lines, and what the report says of a spent budget."""
+def check_report_folder(output: Path, command: str, files: dict[str, str]) -> None:
+    """Refuse an ``output`` folder holding one of the report ``files`` that ``command`` writes there (name -> how
+    the command's own file begins) when that file is not the command's: it is someone's, and would be overwritten."""
+    foreign = [name for name, start in files.items()
+               if (output / name).exists() and not _begins_with(output / name, start)]
+    if foreign:
+        raise FileExistsError(f"{output} holds {' and '.join(foreign)} that {command} did not write: it would "
+                              "overwrite them; choose another output folder (--output)")
+
+
+def _begins_with(path: Path, start: str) -> bool:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read(len(start)) == start
+    except OSError:
+        return False
+
+
+def _train(grid: Grid, hours: float | None, ev: Evaluator) -> tuple[list[str], list[str], str]:
+    """The recipe sweep, then every table's runs in table order, until done or ``grid.deadline``, each run measured
+    as soon as it finishes; returns the sweep's section (none if it did not finish), the run-time lines, and what the
+    report says of a spent budget."""
     sections, times = [], []
     try:
         sweep = run_sweep(grid, grid.scale.main_shot)  # each init's recipe, chosen on the tuning split, for every table
         grid.recipes = {init: sweep.chosen(init) for init in sweep.trials}
+        todo = measurements(ev)  # by run name: the tables' runs are named after the chosen recipes
+
+        def measure(name: str) -> None:
+            for measurement in todo.get(name, ()):
+                measurement()
+
+        grid.after_run = measure
         sections.append(sweep.section())
         times.append(f"| recipe sweep | {grid.seconds(list(grid.results)) / 60:.1f} min |")
         for spec in TABLES:  # train every table's runs before measuring any: a budget stops between runs

@@ -27,10 +27,10 @@ def table_collapse(ev: Evaluator, output: Path) -> Table:
     s = ev.grid.scale
     encoders = _encoders(ev)
     contrasts = [("V2 FCMAE", "V1 FCMAE")]
-    counts = collapse_curves.shared_counts(s.collapse_images, rank_resamples=s.collapse_rank_resamples)
     curves, figures = [], []
     for size in s.collapse_sizes:
         images = collapse_curves.val_images(ev.folder, size, s.collapse_images, ev.classes).to(ev.device)
+        counts = collapse_curves.shared_counts(len(images), rank_resamples=s.collapse_rank_resamples)
         measured = []
         for point in collapse.POINTS:
             for label, runs in encoders.items():
@@ -101,16 +101,20 @@ def _encoders(ev: Evaluator) -> dict[str, list[tuple[str, Callable[[], nn.Module
     return encoders
 
 
-def record_collapse(ev: Evaluator, available: Callable[[str], bool]) -> None:
-    """Measure and record table 4's statistics of every encoder run for which ``available(name)``."""
+def collapse_measurements(ev: Evaluator) -> list[tuple[str, Callable[[], None]]]:
+    """``(run name, measure it)`` for every encoder run of the table: its statistics at every size and point,
+    recorded (:meth:`Evaluator.collapse_statistics`)."""
     s = ev.grid.scale
-    counts = collapse_curves.shared_counts(s.collapse_images, rank_resamples=s.collapse_rank_resamples)
-    runs = [run for label_runs in _encoders(ev).values() for run in label_runs if available(run[0])]
-    for size in s.collapse_sizes if runs else ():
-        images = collapse_curves.val_images(ev.folder, size, s.collapse_images, ev.classes).to(ev.device)
-        for point in collapse.POINTS:
-            for name, load in runs:
-                ev.collapse_statistics(name, load, images, point, counts[:s.collapse_rank_resamples])
+    images = functools.cache(lambda size: collapse_curves.val_images(ev.folder, size, s.collapse_images, ev.classes))
+
+    def measure(name: str, load: Callable[[], nn.Module]) -> None:
+        for size in s.collapse_sizes:
+            counts = collapse_curves.shared_counts(len(images(size)), rank_resamples=s.collapse_rank_resamples)
+            for point in collapse.POINTS:
+                ev.collapse_statistics(name, load, images(size).to(ev.device), point,
+                                       counts[:s.collapse_rank_resamples])
+
+    return [(name, functools.partial(measure, name, load)) for runs in _encoders(ev).values() for name, load in runs]
 
 
 def _supervised(ev: Evaluator, seed: int) -> nn.Module:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import csv
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import data
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..models.convnextv2 import BLOCK_STYLES
+from ..rundir import RunDir
 from ..train import RunResult, TrainConfig, load_preset, train
+from ..train.run_data import fingerprint
 from .records import RECORDS_FOLDER, Records
 
 # what the GRN table puts in GRN's place, at the cpu and gpu scales (arch_options names)
@@ -132,8 +136,10 @@ class Grid:
                  deadline: float | None = None, records: Records | None = None) -> None:
         self.scale, self.folder, self.output, self.deadline = scale, folder, output, deadline
         self.records = records or Records(output / RECORDS_FOLDER)
+        self.records.check_data(data_fingerprint(Path(folder)))
         self.recipes = dict(recipes or {})  # init -> its fine-tuning recipe (chosen by the sweep); else the preset's
         self.results: dict[str, RunResult] = {}
+        self.after_run: Callable[[str], None] | None = None  # called with a run's name once it is trained or found
 
     def _common(self, name: str, seed: int, epochs: int, task: str) -> TrainConfig:
         s = self.scale
@@ -239,34 +245,60 @@ class Grid:
 
     def _available(self, name: str, config: TrainConfig, weights: bool) -> bool:
         """Whether run ``name`` needs no training: finished here, or (``weights`` not needed) recorded."""
-        return _finished(config) or (not weights and self.records.has_run(name))
+        return _finished(config) or (not weights and self.records.has_run(name, config.to_dict()))
 
     def _run(self, name: str, config: TrainConfig, weights: bool = False) -> RunResult:
+        """Run ``name``: known already, or read from its record (weights not needed, not finished here), or trained
+        (resumed, or found finished here); a run trained or found here is recorded, then :attr:`after_run` measures
+        it. Its ``config`` is always its config.json's, so a run reads alike from here or from its record."""
         known = self.results.get(name)
         if known is not None and (known.checkpoint is not None or not weights):
             return known
-        if not _finished(config) and not weights and self.records.has_run(name):
-            known = self.records.run(name)
-        else:
-            if self.deadline is not None and time.monotonic() > self.deadline and not _finished(config):
-                raise BudgetSpent(f"the training budget of this invocation is spent before {name}")
-            print(f"[reproduce] {name}", flush=True)
-            known = train(config)
-            if known.interrupted:
-                raise KeyboardInterrupt
-            self.records.keep_run(known, figure=name == self.pretrain_name("v2", True, 0))  # the one a report shows
+        finished = _finished(config)
+        if not finished and not weights and self.records.has_run(name, config.to_dict()):
+            self.results[name] = self.records.run(name)
+            return self.results[name]
+        if self.deadline is not None and time.monotonic() > self.deadline and not finished:
+            raise BudgetSpent(f"the training budget of this invocation is spent before {name}")
+        print(f"[reproduce] {name}", flush=True)
+        known = train(config)
+        if known.interrupted:
+            raise KeyboardInterrupt
+        self.records.keep_run(known, figure=name == self.pretrain_name("v2", True, 0))  # the one a report shows
+        known.config = self.records.run(name).config
         self.results[name] = known
+        if self.after_run is not None:
+            self.after_run(name)
         return known
+
+    def finished_here(self, name: str) -> bool:
+        """Whether run ``name`` finished in this grid's ``output/runs`` and still has its weights there."""
+        if not self.records.has_run(name):
+            return False
+        folder = self.output / "runs" / name
+        epochs = _last_epoch(folder / "metrics.csv")
+        return (epochs is not None and epochs >= self.records.run(name).config["epochs"]
+                and RunDir(folder).latest_checkpoint() is not None)
 
     def seconds(self, names: list[str]) -> float:
         return sum(self.results[n].history[-1]["time_s"] for n in names if self.results[n].history)
 
 
+def data_fingerprint(folder: Path) -> str:
+    """Which images ``folder`` holds: :func:`~cnx2lite.train.run_data.fingerprint` of its train/ and val/ splits."""
+    return "-".join(fingerprint(data.build_dataset(folder, split), folder) for split in data.SPLITS
+                    if (folder / split).is_dir())
+
+
 def _finished(config: TrainConfig) -> bool:
     """Whether the run ``config`` describes has logged its last epoch (read from its metrics.csv, nothing trained)."""
-    metrics = Path(config.output) / config.name / "metrics.csv"
+    epochs = _last_epoch(Path(config.output) / config.name / "metrics.csv")
+    return epochs is not None and epochs >= config.epochs
+
+
+def _last_epoch(metrics: Path) -> float | None:
     if not metrics.is_file():
-        return False
+        return None
     with open(metrics, newline="") as f:
         epochs = [float(row["epoch"]) for row in csv.DictReader(f) if row["kind"] == "epoch"]
-    return bool(epochs) and epochs[-1] >= config.epochs
+    return epochs[-1] if epochs else None

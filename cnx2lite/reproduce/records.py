@@ -6,12 +6,17 @@ are never committed. So every finished run leaves a *record*, and the report is 
     <records>/<run name>/config.json        the run's resolved config (copied from the run)
     <records>/<run name>/metrics.csv        its per-epoch history (copied)
     <records>/<run name>/reconstruction.png the last reconstruction figure, of the FCMAE run a report shows (copied)
-    <records>/<run name>/measured.pt        what was measured on its weights: {key: tensor}, e.g. "val_correct"
-                                            (N,) bool per val image, "knn-k50-s0" (N,) bool
+    <records>/<run name>/measured.pt        what was measured on its weights, keyed by what and on which val images:
+                                            "val_correct@<val id>" (N,) bool, "knn-k50-s0@<val id>" (N,) bool,
+                                            "collapse-gelu-96px-500images-50ranks@<val id>" per-image statistics
+
+    <records>/data.json                     which images the records were made on (a fingerprint of train/ and val/)
 
 A later sitting finds a recorded run finished without its checkpoints; it retrains a recorded run only when it needs
 the weights (a pretraining run whose fine-tuning runs are not all recorded yet), and then checks that the retrained
-run's history equals the record's, so that runs of one table never mix two different pretrainings.
+run's history equals the record's, so that runs of one table never mix two different pretrainings. A record counts
+only for the images it was made on and the settings it was trained with: records of another data folder, or a run
+of the same name with other settings (another scale), are refused in one line, never mixed in.
 """
 from __future__ import annotations
 
@@ -31,11 +36,13 @@ RECORDS_FOLDER = "records"  # under a grid's output, unless it is given another
 COPIED = ("config.json", "metrics.csv")
 FIGURE = "reconstruction.png"  # about 750 KB: kept only where asked
 MEASURED = "measured.pt"
+PATH_SETTINGS = ("data", "output", "pretrained", "init_encoder", "resume")  # where, not what: free to differ
 COMPARED = ("train_loss", "val_loss", "val_top1", "knn_top1")  # what a retrained run must reproduce, per epoch
 
 
-class RecordMismatch(RuntimeError):
-    """A retrained run's history differs from its record: the two cannot be mixed in one table."""
+class RecordMismatch(ValueError):
+    """A record that does not fit this grid (other images, other settings, a retrained run that came out otherwise):
+    the two cannot be mixed in one table. A ValueError: the command line says it in one line."""
 
 
 def read_history(path: Path) -> list[dict]:
@@ -52,8 +59,43 @@ class Records:
         self.root = Path(root)
         self._measured: dict[str, dict[str, Tensor]] = {}
 
-    def has_run(self, name: str) -> bool:
-        return all((self.root / name / file).is_file() for file in COPIED)
+    def check_writable(self) -> None:
+        """Create the records folder now, so that a folder that cannot hold them is refused before any training."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"cannot create the records folder {self.root} ({e.strerror}: {e.filename}): choose "
+                          "another --records") from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write into the records folder {self.root}: choose another --records")
+
+    def check_data(self, fingerprint: str) -> None:
+        """Bind the records to the images they are made on (the first call writes ``data.json``); records made on
+        other images raise :class:`RecordMismatch`."""
+        path = self.root / "data.json"
+        if path.is_file():
+            recorded = json.loads(path.read_text()).get("data_fingerprint")
+            if recorded != fingerprint:
+                raise RecordMismatch(f"the records in {self.root} were made on other images (data fingerprint "
+                                     f"{recorded}, these images {fingerprint}): use another --records folder")
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"data_fingerprint": fingerprint}, indent=2) + "\n")
+
+    def has_run(self, name: str, settings: dict | None = None) -> bool:
+        """Whether run ``name`` is recorded; with ``settings`` (a config's ``to_dict()``), a record trained with other
+        settings raises :class:`RecordMismatch` instead of counting as this run."""
+        if not all((self.root / name / file).is_file() for file in COPIED):
+            return False
+        if settings is not None:
+            recorded = self.run(name).config.get("requested", {})
+            differ = [key for key in settings if key not in PATH_SETTINGS and key in recorded
+                      and json.loads(json.dumps(settings[key])) != recorded[key]]
+            if differ:
+                shown = ", ".join(f"{key} {recorded[key]!r} recorded, {settings[key]!r} here" for key in differ[:3])
+                raise RecordMismatch(f"the record of {name} in {self.root} was trained with other settings ({shown}): "
+                                     "use another --records folder, or remove that record to train the run again")
+        return True
 
     def run(self, name: str) -> RunResult:
         """The recorded run as a :class:`RunResult` without weights (``checkpoint`` None, ``run_dir`` the record)."""
@@ -68,10 +110,13 @@ class Records:
         if self.has_run(name):
             self.check_same(name, result.history)
         folder = self.root / name
+        if folder.resolve() == result.run_dir.resolve():
+            return
         folder.mkdir(parents=True, exist_ok=True)
-        for file in COPIED + ((FIGURE,) if figure else ()):
-            if (result.run_dir / file).is_file() and result.run_dir != folder:
-                shutil.copyfile(result.run_dir / file, folder / file)
+        for file in ((FIGURE,) if figure else ()) + COPIED:  # metrics.csv last: a record is whole once it is there
+            if (result.run_dir / file).is_file():
+                shutil.copyfile(result.run_dir / file, folder / f"{file}.partial")
+                os.replace(folder / f"{file}.partial", folder / file)
 
     def check_same(self, name: str, history: list[dict]) -> None:
         """Raise :class:`RecordMismatch` unless ``history``'s epochs have the recorded losses and accuracies."""

@@ -5,7 +5,9 @@ writes its section of ``report.md``, beside the paper's numbers. The last sectio
 tables are sane."""
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from ..bootstrap import (
@@ -14,7 +16,7 @@ from ..bootstrap import (
     hierarchical_contrast,
 )
 from ..probes import KNN_TEMPERATURE
-from .collapse_table import collapse_cells, record_collapse, table_collapse
+from .collapse_table import collapse_cells, collapse_measurements, table_collapse
 from .evaluation import Evaluator
 from .figures import plot_bars, plot_label_efficiency, plot_pretraining_knn
 from .grid import Cell, Scale, shot_label
@@ -200,23 +202,34 @@ def sanity_section(ev: Evaluator, cells: list[Cell]) -> str:
     return "## Sanity checks\n\n" + "\n".join(checks) + "\n"
 
 
-def record_finished_runs(ev: Evaluator) -> None:
-    """Measure and record what the tables take of every run finished here with its weights (fine-tuned top-1, kNN and
-    collapse of the pretraining runs and random inits), tables finished or not: a later sitting on another machine
-    then needs none of these checkpoints."""
+def measurements(ev: Evaluator) -> dict[str, list[Callable[[], object]]]:
+    """What the tables take of each run's weights, by run name: fine-tuned top-1 per val image, table 1's kNN of the
+    V2 encoders (pretrained or random), table 4's collapse statistics. Each is measured once, when its run finishes
+    (:attr:`Grid.after_run`) or by :func:`record_finished_runs`, and kept in the records."""
     grid, s = ev.grid, ev.grid.scale
-    here = {name for name, run in grid.results.items() if run.checkpoint is not None}
+    todo: dict[str, list[Callable[[], object]]] = {}
     for cell in dict.fromkeys(cell for spec in TABLES for cell in spec.cells(s)):
         for p, seeds in grid.origins(cell.init):
             for seed in seeds:
-                if grid.finetune_name(cell.k, cell.init, cell.block, seed, pretrain_seed=p, tuned=cell.tuned) in here:
-                    ev.val_correct(cell.k, cell.init, cell.block, seed, p, cell.tuned)
+                name = grid.finetune_name(cell.k, cell.init, cell.block, seed, pretrain_seed=p, tuned=cell.tuned)
+                todo.setdefault(name, []).append(
+                    functools.partial(ev.val_correct, cell.k, cell.init, cell.block, seed, p, cell.tuned))
     for p in range(s.pretrain_seeds):
-        for init in ("fcmae", "scratch"):  # table 1's kNN (a random init needs no checkpoint)
-            if init == "scratch" or ev.encoder_name(init, "v2", p) in here:
-                for k in s.shots:
-                    ev.knn_correct(k, init, "v2", p)
-    record_collapse(ev, lambda name: name in here or name.startswith("random-"))
+        for init in ("fcmae", "scratch"):
+            todo.setdefault(ev.encoder_name(init, "v2", p), []).extend(
+                functools.partial(ev.knn_correct, k, init, "v2", p) for k in s.shots)
+    for name, measure in collapse_measurements(ev):
+        todo.setdefault(name, []).append(measure)
+    return todo
+
+
+def record_finished_runs(ev: Evaluator) -> None:
+    """Measure and record :func:`measurements` of every run finished here with its weights, and of the random inits,
+    tables finished or not: a later sitting on another machine then needs none of these checkpoints."""
+    for name, todo in measurements(ev).items():
+        if name.startswith("random-") or ev.grid.finished_here(name):
+            for measure in todo:
+                measure()
 
 
 TABLES = (
