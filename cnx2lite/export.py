@@ -25,6 +25,7 @@ from .factory import load_model
 from .hub import is_saved_folder
 from .rundir import resolve_checkpoint, run_directory_of
 from .transforms import image_hw
+from .writing import check_free_space, replaced_atomically, write_error
 
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".torchscript.pt"}
 
@@ -39,15 +40,21 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, img_size: int | t
     path.parent.mkdir(parents=True, exist_ok=True)
     example = (torch.randn(2, in_chans, *image_hw(img_size)),)
     batch = ({0: torch.export.Dim("batch", min=1)},)
-    if fmt == "onnx":
+    check_free_space(path, 2 * sum(p.numel() * p.element_size() for p in model.parameters()))
+    if fmt == "onnx":  # written in place: a large model's weights go to a file named after it (<name>.data)
         _require("onnx", "onnxscript")
-        torch.onnx.export(model, example, str(path), dynamo=True, dynamic_shapes=batch, verbose=False)
-    elif fmt == "exported-program":
-        torch.export.save(torch.export.export(model, example, dynamic_shapes=batch), str(path))
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the deprecation, and trace's notes on the input checks it records
-            torch.jit.trace(model, example).save(str(path))
+        try:
+            torch.onnx.export(model, example, str(path), dynamo=True, dynamic_shapes=batch, verbose=False)
+        except RuntimeError as e:
+            raise write_error(path, e) from e
+        return path
+    with replaced_atomically(path) as tmp:  # an existing export is replaced only by a whole new one
+        if fmt == "exported-program":
+            torch.export.save(torch.export.export(model, example, dynamic_shapes=batch), str(tmp))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the deprecation, and trace's notes on the input checks it records
+                torch.jit.trace(model, example).save(str(tmp))
     return path
 
 

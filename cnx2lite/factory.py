@@ -28,6 +28,9 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, **overr
     model = models.create_model(name, **overrides)
     if pretrained is not None:
         source = f"{name}.{pretrained}" if pretrained in RELEASES else pretrained
+        if source is pretrained and not os.path.exists(pretrained) and not any(sep in str(pretrained) for sep in "/."):
+            raise ValueError(f"pretrained must be a released tag ({', '.join(RELEASES)}), a file or a released name; "
+                             f"got {pretrained!r}, which is none of them")  # e.g. 'in1K': a tag mistyped
         load_pretrained(model, source, skip_head=model.num_classes not in (0, 1000))
     return model
 

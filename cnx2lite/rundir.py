@@ -29,12 +29,15 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
+
+from .writing import replaced_atomically
 
 LOCK_NAME = ".lock"
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pt$")
@@ -114,9 +117,14 @@ class RunDir:
             except OSError as e:  # e.g. ENOLCK: a network filesystem without lock support
                 raise RunDirLockedError(f"cannot lock {path} ({e.strerror}): this filesystem does not support flock "
                                         "locks; put the output on one that does") from None
-            lock_file.truncate(0)
-            lock_file.write(f"{os.getpid()} {socket.gethostname()}\n")
-            lock_file.flush()
+            try:
+                lock_file.truncate(0)
+                lock_file.write(f"{os.getpid()} {socket.gethostname()}\n")
+                lock_file.flush()
+            except OSError as e:  # a full disk: say which file, and leave no folder holding only the lock
+                if created:
+                    shutil.rmtree(self.path, ignore_errors=True)
+                raise OSError(e.errno, f"cannot write {path}: {e.strerror}", str(path)) from None
             for orphan in self.path.glob("*.tmp-*"):  # half-written checkpoints of a process killed while saving
                 orphan.unlink(missing_ok=True)
             try:
@@ -247,22 +255,9 @@ def _holds_run(folder: Path) -> bool:
 
 
 def _save_atomically(state: Mapping, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``: a crash at any moment
-    leaves either the old file or the complete new one, never a partial one."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # make the rename itself durable
-    finally:
-        os.close(fd)
+    """``torch.save`` through :func:`~cnx2lite.writing.replaced_atomically`: the old file or the whole new one."""
+    with replaced_atomically(path) as tmp:
+        torch.save(dict(state), tmp)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnx2lite import imagenette
+from cnx2lite import create_model, imagenette
 from cnx2lite.commands import build_parser, main
 from conftest import make_image_folder
 
@@ -160,3 +160,20 @@ def test_importing_the_package_loads_torch_only_when_the_api_is_used():
     code = ("import sys, cnx2lite; assert 'torch' not in sys.modules; "
             "assert cnx2lite.create_model('convnextv2_atto').dims[-1] == 320; assert 'torch' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_reader_that_goes_away_does_not_stop_training(tmp_path):
+    """``cnx2lite pretrain ... | head -1``: the pipe breaks after the first line; the run trains to its end quietly."""
+    folder = make_image_folder(tmp_path / "images")
+    command = [sys.executable, "-m", "cnx2lite", "pretrain", "--preset", "smoke", "--epochs", "2", "--batch-size", "4",
+               "--data", str(folder), "--output", str(tmp_path / "runs"), "--name", "piped"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout.readline()
+    run.stdout.close()  # as head -1 does
+    assert run.wait(timeout=300) == 0, run.stderr.read()
+    assert (tmp_path / "runs" / "piped" / "checkpoint-00000008.pt").is_file()
+
+
+def test_a_mistyped_release_tag_lists_the_tags():
+    with pytest.raises(ValueError, match="released tag .*fcmae.*got 'in1K'"):
+        create_model("convnextv2_atto", pretrained="in1K")

@@ -74,7 +74,8 @@ def test_no_library_file_over_350_lines():
 # the public API, is exempt). Building blocks; data, runs and weights; loading and measuring; training; the tools
 # that train and report; the notebooks' helpers; the command line.
 LAYERS = (
-    {"allocator", "amp", "openmp", "masking", "bootstrap", "images", "transforms", "layers", "sparse", "models"},
+    {"allocator", "amp", "openmp", "writing", "masking", "bootstrap", "images", "transforms", "layers", "sparse",
+     "models"},
     {"data", "rundir", "hub", "checkpoint_formats", "fcmae"},
     {"imagenette", "image_cache", "checkpoints"},
     {"factory", "collapse"},

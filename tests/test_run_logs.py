@@ -104,6 +104,7 @@ def test_a_runs_figures_never_follow_a_planted_symlink(planted, images, tmp_path
     target = tmp_path / "precious"
     target.mkdir() if planted == "reconstructions" else target.write_text("keep me")
     (tmp_path / "plant").mkdir()
+    (tmp_path / "plant" / "config.json").write_text('{"task": "pretrain"}')  # a run's folder (it started before)
     (tmp_path / "plant" / planted).symlink_to(target)
     with pytest.raises(OSError, match="symbolic link"):
         pretrain("smoke", data=str(images), output=str(tmp_path), name="plant", batch_size=4)
@@ -176,3 +177,30 @@ def test_a_checkpoint_that_cannot_be_opened_is_left_alone(tmp_path, monkeypatch)
     path, state = run.newest_readable_checkpoint(log=lambda _: None)
     assert path == run.checkpoint_path(1) and state["step"] == 1
     assert (tmp_path / "run" / "checkpoint-00000002.pt.unreadable").is_file()
+
+
+def test_a_failed_write_leaves_the_old_file_and_says_why(tmp_path, monkeypatch):
+    """torch's writers report a full disk or a read-only folder as a RuntimeError from inside torch; a checkpoint
+    written through replaced_atomically keeps the old file whole and raises the OSError it stands for, naming it."""
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    import torch
+
+    from cnx2lite import writing
+    from cnx2lite.rundir import _save_atomically
+
+    path = tmp_path / "checkpoint-00000001.pt"
+    _save_atomically({"step": 1}, path)
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(writing.shutil, "disk_usage", lambda _: namedtuple("Usage", "total used free")(1, 1, 0))
+    with pytest.raises(OSError, match=f"cannot write {path}: the disk is full") as error:
+        _save_atomically({"step": 2}, path)
+    assert error.value.filename == str(path) and error.value.errno == 28
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1} and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert shutil_module.disk_usage(tmp_path).free > 0

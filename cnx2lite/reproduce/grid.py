@@ -15,6 +15,7 @@ from ..models.convnextv2 import BLOCK_STYLES
 from ..rundir import RunDir
 from ..train import RunResult, TrainConfig, load_preset, train
 from ..train.run_data import fingerprint
+from ..writing import print_line
 from .records import RECORDS_FOLDER, Records
 
 # what the GRN table puts in GRN's place, at the cpu and gpu scales (arch_options names)
@@ -260,7 +261,7 @@ class Grid:
             return self.results[name]
         if self.deadline is not None and time.monotonic() > self.deadline and not finished:
             raise BudgetSpent(f"the training budget of this invocation is spent before {name}")
-        print(f"[reproduce] {name}", flush=True)
+        print_line(f"[reproduce] {name}")
         known = train(config)
         if known.interrupted:
             raise KeyboardInterrupt

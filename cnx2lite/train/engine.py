@@ -29,6 +29,7 @@ from ..amp import autocast, resolve_amp
 from ..layers.grn import set_fused
 from ..probes import probe
 from ..rundir import RunDir, RunResult
+from ..writing import print_line
 from .config import TrainConfig, resolve_batch_and_lr
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main, training_wrapper
 from .ema import ModelEma
@@ -113,7 +114,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------
     def log(self, message: str) -> None:
         if self.dist.is_main:
-            tqdm.write(message)
+            print_line(message)
 
     def run(self) -> RunResult:
         """Train to the end (or until stopped), holding the run directory's lock (rank 0) throughout."""

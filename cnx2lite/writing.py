@@ -1,0 +1,83 @@
+"""Writing a file so that a failure never leaves half of it, and says in one line why it failed.
+
+torch's writers (``torch.save``, TorchScript's and ``torch.export``'s savers) report a full disk or a read-only folder
+as a RuntimeError from deep inside torch (``[enforce fail at inline_container.cc] unexpected pos``), which reads as a
+bug; :func:`write_error` gives the OSError it stands for, naming the file. :func:`replaced_atomically` writes beside
+the file and replaces it only once the write is whole.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from tqdm.auto import tqdm
+
+FULL = 1 << 20  # bytes free under which a failed write is put down to a full disk
+
+
+def write_error(path: Path, error: BaseException) -> OSError:
+    """The OSError a failed write of ``path`` stands for: a read-only or unwritable folder, a full disk, else the
+    writer's own first line."""
+    folder = path.parent
+    if os.path.isdir(folder) and os.statvfs(folder).f_flag & os.ST_RDONLY:
+        code, reason = errno.EROFS, "the folder is on a read-only file system"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        code, reason = errno.EACCES, "the folder is not writable"
+    elif shutil.disk_usage(folder).free < FULL:
+        code, reason = errno.ENOSPC, "the disk is full"
+    else:
+        code, reason = errno.EIO, (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return OSError(code, f"cannot write {path}: {reason}", str(path))
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write; once the block succeeds it replaces ``path``
+    (fsynced, the rename made durable), so a crash at any moment leaves the old file or the whole new one. When the
+    block fails the temporary file is removed, ``path`` is left as it was, and a RuntimeError of torch's writers
+    becomes :func:`write_error`'s OSError."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        try:
+            yield tmp
+        except RuntimeError as e:
+            raise write_error(path, e) from e
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # make the rename itself durable
+    finally:
+        os.close(fd)
+
+
+def check_free_space(path: Path, needed: int) -> None:
+    """Refuse a write of about ``needed`` bytes to ``path`` when its disk has less free: some of torch's writers
+    abort the whole process (``std::terminate``) when the disk fills, instead of raising."""
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"cannot write {path}: about {needed / 2**20:.0f} MiB needed, {free / 2**20:.0f} "
+                      "MiB free on its disk", str(path))
+
+
+def print_line(message: str) -> None:
+    """``tqdm.write(message)`` (it keeps progress bars whole), or nothing once stdout's reader has gone (``... | head
+    -1``): stdout then goes to /dev/null, and a training run goes on instead of stopping on a broken pipe."""
+    try:
+        tqdm.write(message)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
