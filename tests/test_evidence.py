@@ -266,3 +266,18 @@ def test_bf16_training_follows_fp32(tinted, tmp_path):
         fp32, bf16 = runs[name, "fp32"], runs[name, "bf16"]
         assert len(fp32) == 8 and fp32 != bf16  # bf16 really ran
         assert bf16 == pytest.approx(fp32, rel=0.02)
+
+
+def test_the_grid_trains_each_pretrainings_runs_together(tmp_path):
+    """A piece that stops leaves at most one pretraining with fine-tuning runs still to train (another machine must
+    train that one again): the cpu grid's runs come grouped by the pretraining they start from."""
+    from cnx2lite.reproduce import _training_order
+    from cnx2lite.reproduce.grid import SCALES, Grid, Recipe
+
+    folder = make_image_folder(tmp_path / "images")
+    grid = Grid(SCALES["cpu"], str(folder), tmp_path / "out", recipes={"fcmae": Recipe(1e-3), "scratch": Recipe(1e-3)})
+    runs = _training_order(grid)
+    order = [grid.pretrain_name(c.block, c.init == "fcmae", p) for c, p, _ in runs if c.init != "scratch"]
+    finished = [name for i, name in enumerate(order) if i + 1 == len(order) or order[i + 1] != name]
+    assert len(finished) == len(set(order)) == 24  # each group once: V1/V2 x sparse/dense and 8 alternatives, x 2
+    assert sum(c.init == "scratch" for c, _, _ in runs) == 3 * 4  # K=10, 50, all; V1 at K=50

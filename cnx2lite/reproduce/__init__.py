@@ -47,9 +47,9 @@ from ..amp import resolve_device
 from ..bootstrap import RESAMPLES
 from ..masking import effective_mask_ratio
 from .evaluation import Evaluator
-from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Grid, Scale, shot_label
+from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Cell, Grid, Scale, shot_label
 from .records import RECORDS_FOLDER, Records
-from .sweep import run_sweep
+from .sweep import run_sweep, trial_names
 from .tables import TABLES, measurements, record_finished_runs, sanity_section
 
 
@@ -103,9 +103,9 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
         writer.writerows(row.csv() for table in tables for row in table.rows)
     report = output / "report.md"
     report.write_text(_header(scale_name, scale, grid, ev, stopped) + "\n".join(sections) + f"""
-## Run times (measured on this machine; training time summed over resumes)
+## Run times (each run on the machine it trained on, summed over its resumes)
 
-| part | training of the runs it added |
+| part | training of its runs (a run shared by tables counts for the first) |
 |---|---|
 {chr(10).join(times)}
 
@@ -135,10 +135,10 @@ def _begins_with(path: Path, start: str) -> bool:
 
 
 def _train(grid: Grid, hours: float | None, ev: Evaluator) -> tuple[list[str], list[str], str]:
-    """The recipe sweep, then every table's runs in table order, until done or ``grid.deadline``, each run measured
-    as soon as it finishes; returns the sweep's section (none if it did not finish), the run-time lines, and what the
-    report says of a spent budget."""
-    sections, times = [], []
+    """The recipe sweep, then every table's runs (:func:`_training_order`), until done or ``grid.deadline``, each run
+    measured as soon as it finishes; returns the sweep's section (none if it did not finish), the run-time lines, and
+    what the report says of a spent budget."""
+    sections, stopped = [], ""
     try:
         sweep = run_sweep(grid, grid.scale.main_shot)  # each init's recipe, chosen on the tuning split, for every table
         grid.recipes = {init: sweep.chosen(init) for init in sweep.trials}
@@ -150,19 +150,49 @@ def _train(grid: Grid, hours: float | None, ev: Evaluator) -> tuple[list[str], l
 
         grid.after_run = measure
         sections.append(sweep.section())
-        times.append(f"| recipe sweep | {grid.seconds(list(grid.results)) / 60:.1f} min |")
-        for spec in TABLES:  # train every table's runs before measuring any: a budget stops between runs
-            before = set(grid.results)
-            for cell in spec.cells(grid.scale):
-                grid.cell_runs(cell)
-            trained = grid.seconds([n for n in grid.results if n not in before])  # runs this table added
-            times.append(f"| {spec.title} | {trained / 60:.1f} min |")
+        for cell, pretrain_seed, seed in _training_order(grid):  # every table's runs before measuring any table
+            grid.finetune(cell.k, cell.init, cell.block, seed, pretrain_seed=pretrain_seed, tuned=cell.tuned)
     except BudgetSpent:
         print(f"reproduce: the --hours {hours:g} budget is spent; run the same command again to continue",
               file=sys.stderr)
-        return sections, times, (f"\n**Stopped at the `--hours {hours:g}` budget**: the tables below are those whose "
-                                 f"runs had all finished; run the same command again to train the rest.\n")
-    return sections, times, ""
+        stopped = (f"\n**Stopped at the `--hours {hours:g}` budget**: the tables below are those whose runs had all "
+                   "finished; run the same command again to train the rest.\n")
+    return sections, _run_times(grid), stopped
+
+
+def _training_order(grid: Grid) -> list[tuple[Cell, int, int]]:
+    """Every fine-tuning run of every table as ``(cell, pretraining seed, fine-tuning seed)``, grouped by the
+    pretraining run it starts from, groups in table order of first use (scratch runs stay with the group before them).
+    A piece that stops then leaves at most one pretraining with fine-tuning runs still to train: the one a later piece
+    on another machine, without its checkpoint, must train again (and match its record)."""
+    groups: dict[str, int] = {}
+    keyed, group = [], 0
+    for cell in dict.fromkeys(cell for spec in TABLES for cell in spec.cells(grid.scale)):
+        for pretrain_seed, seeds in grid.origins(cell.init):
+            if cell.init != "scratch":
+                group = groups.setdefault(grid.pretrain_name(cell.block, cell.init == "fcmae", pretrain_seed),
+                                          len(groups))
+            keyed += [(group, cell, pretrain_seed, seed) for seed in seeds]
+    return [(cell, pretrain_seed, seed) for _, cell, pretrain_seed, seed in sorted(keyed, key=lambda run: run[0])]
+
+
+def _run_times(grid: Grid) -> list[str]:
+    """Training minutes of the sweep and of each table's runs (a run shared by tables counts for the first), over
+    every run known here or from its record, wherever it trained."""
+    claimed: set[str] = set()
+
+    def minutes(names: list[str]) -> float:
+        names = [name for name in dict.fromkeys(names) if name not in claimed]
+        claimed.update(names)
+        runs = [grid.results.get(name) or (grid.records.run(name) if grid.records.has_run(name) else None)
+                for name in names]
+        return sum(run.history[-1]["time_s"] for run in runs if run is not None and run.history) / 60
+
+    lines = [f"| recipe sweep | {minutes(trial_names(grid, grid.scale.main_shot)):.1f} min |"]
+    if grid.recipes:  # the tables' run names follow the chosen recipes
+        lines += [f"| {spec.title} | {minutes([n for c in spec.cells(grid.scale) for n in grid.cell_names(c)]):.1f} "
+                  "min |" for spec in TABLES]
+    return lines
 
 
 def _header(scale_name: str, scale: Scale, grid: Grid, ev: Evaluator, stopped: str) -> str:
