@@ -135,8 +135,9 @@ def _list_classes(split_dir: Path) -> list[str]:
     return sorted(e.name for e in entries if e.is_dir())
 
 
-def _unlistable(error: OSError) -> None:  # a folder os.walk cannot list: its images must not silently be left out
-    raise error
+def _unlistable(error: OSError) -> None:  # os.walk's: a folder there but not listable must not lose its images
+    if not isinstance(error, FileNotFoundError):
+        raise error
 
 
 def _list_images(folder: Path, confined: bool = False) -> list[str]:
@@ -179,13 +180,8 @@ class ImageFolderSubset(Dataset):
     holds images already decoded (see :mod:`cnx2lite.image_cache`), used instead of their files.
     """
 
-    def __init__(
-        self,
-        samples: Sequence[tuple[str, int]],
-        classes: Sequence[str],
-        transform: Callable | None = None,
-        skipped: Sequence[tuple[str, str]] = (),
-    ):
+    def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str], transform: Callable | None = None,
+                 skipped: Sequence[tuple[str, str]] = ()):
         self.samples = list(samples)
         self.classes = list(classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
