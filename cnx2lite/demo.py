@@ -71,9 +71,8 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     start = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
-    output = Path(output)
-    check_report_folder(output, "cnx2lite demo", {"report.md": "# cnx2lite demo",
-                                                  "sweep.md": "## Fine-tuning recipes"})
+    output = Path(output).expanduser()
+    check_report_folder(output, "cnx2lite demo", "# cnx2lite demo", ("report.md", "*.png"))
     scale = PLANS["quick" if quick else "full"]
     if (output / MANIFEST).is_file():  # an earlier demo's records, about to be cleared, may be of other images
         (output / RECORDS_FOLDER / "data.json").unlink(missing_ok=True)

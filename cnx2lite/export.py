@@ -143,6 +143,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     net, config = load_model(checkpoint, model, classifier=None)  # a fine-tuning run's head
     size = image_hw(img_size or config.get("img_size", 224))
+    if output is not None and str(output).endswith(("/", os.sep)):
+        raise ValueError(f"--output {output} names a folder: give a file, e.g. {output}model{FORMATS[fmt]}")
     output = Path(output or _default_name(checkpoint) + FORMATS[fmt])
     source = None if checkpoint == "random" or is_saved_folder(checkpoint) else Path(resolve_checkpoint(checkpoint))
     source = source.resolve() if source is not None else None
@@ -153,8 +155,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
         what = ("a folder" if output.is_dir() else
                 "named like a run checkpoint" if output.name.startswith("checkpoint-") else f"inside the run {run}")
         raise ValueError(f"--output {output} is {what}: choose a new file elsewhere, e.g. model{FORMATS[fmt]}")
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"--output {output} exists: choose a new file, or pass --overwrite to replace it")
+    for existing in (output, output.with_name(output.name + ".data")):  # ONNX keeps large weights in <name>.data
+        if existing.exists() and not overwrite:
+            raise FileExistsError(f"--output {existing} exists: choose a new file, or pass --overwrite to replace it")
     if output.is_file() and _holds_weights(output):
         raise ValueError(f"--output {output} holds trained weights (a checkpoint or safetensors file), which an "
                          "export never replaces: choose another file")

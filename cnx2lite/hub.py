@@ -129,6 +129,9 @@ def save_pretrained(model: ConvNeXtV2, folder: str | os.PathLike) -> Path:
     if (run := run_directory_of(folder)) is not None:
         raise ValueError(f"cannot save into {folder}: it is inside the training run {run}, whose config.json and "
                          "checkpoints belong to the run; choose a folder outside it")
+    if (folder / CONFIG_NAME).exists() and not is_saved_folder(folder):
+        raise FileExistsError(f"cannot save into {folder}: its {CONFIG_NAME} is not a saved model's (no "
+                              f"{SAFETENSORS_NAME} beside it) and would be overwritten; choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
     config = {"variant": getattr(model, "variant", None), "num_classes": model.num_classes,
               "in_chans": model.in_chans, **architecture(model),

@@ -40,7 +40,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return img.convert("RGBA").convert("RGB")
     if img.mode.startswith("I") or img.mode == "F":
         values = np.asarray(img, dtype=np.float64)
-        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        finite = values[np.isfinite(values)]  # a NaN or inf pixel must not blank the image: it takes the nearest end
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
         if img.mode == "F":
             scaled = values * 255 if low >= 0 and high <= 1 else (values - low) * (255 / max(high - low, 1e-12))
         elif img.mode.startswith("I;16") or high > 255:

@@ -117,10 +117,9 @@ class RunDir:
             except OSError as e:  # e.g. ENOLCK: a network filesystem without lock support
                 raise RunDirLockedError(f"cannot lock {path} ({e.strerror}): this filesystem does not support flock "
                                         "locks; put the output on one that does") from None
-            try:
+            try:  # written past Python's buffer: a full disk fails here, not again when the file closes
                 lock_file.truncate(0)
-                lock_file.write(f"{os.getpid()} {socket.gethostname()}\n")
-                lock_file.flush()
+                os.write(lock_file.fileno(), f"{os.getpid()} {socket.gethostname()}\n".encode())
             except OSError as e:  # a full disk: say which file, and leave no folder holding only the lock
                 if created:
                     shutil.rmtree(self.path, ignore_errors=True)
@@ -256,8 +255,8 @@ def _holds_run(folder: Path) -> bool:
 
 def _save_atomically(state: Mapping, path: Path) -> None:
     """``torch.save`` through :func:`~cnx2lite.writing.replaced_atomically`: the old file or the whole new one."""
-    with replaced_atomically(path) as tmp:
-        torch.save(dict(state), tmp)
+    with replaced_atomically(path) as tmp, open(tmp, "wb") as f:
+        torch.save(dict(state), f)
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> str:

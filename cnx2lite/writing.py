@@ -68,8 +68,8 @@ def check_free_space(path: Path, needed: int) -> None:
     folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise OSError(errno.ENOSPC, f"cannot write {path}: about {needed / 2**20:.0f} MiB needed, {free / 2**20:.0f} "
-                      "MiB free on its disk", str(path))
+        raise OSError(f"cannot write {path}: about {needed / 2**20:.0f} MiB needed, {free / 2**20:.0f} MiB free on "
+                      "its disk")
 
 
 def print_line(message: str) -> None:

@@ -193,7 +193,7 @@ def test_spread_across_images_is_zero_for_identical_images_only() -> None:
         [layer.distance[0].item() for layer in same], abs=1e-6)
     # the old entry point is the mean over images
     assert [v for _, v in collapse.cosine_distance_by_layer(model, images)] == pytest.approx(
-        [layer.distance.mean().item() for layer in different], abs=1e-9)
+        [layer.distance.mean().item() for layer in different], abs=1e-7)  # float32 sums in other batch sizes
     assert math.isnan(collapse.layer_collapse(torch.randn(1, 4, 3, 3)).summary()["dead_std"])
 
 

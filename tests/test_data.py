@@ -459,3 +459,10 @@ def test_gifs_are_images_and_an_unlistable_folder_stops_the_scan(tmp_path, monke
     monkeypatch.setattr(D.os, "scandir", refuse_more)
     with pytest.raises(PermissionError, match="more"):
         D._list_images(folder)
+
+
+def test_a_nan_or_inf_pixel_does_not_blank_a_float_image():
+    pixels = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    pixels[3, 3], pixels[4, 4] = np.nan, np.inf
+    rgb = np.asarray(images.to_rgb(Image.fromarray(pixels, "F")))
+    assert rgb.max() == 255 and rgb[0, 1, 0] == 4 and rgb[4, 4, 0] == 255

@@ -246,11 +246,36 @@ def test_reproduce_and_the_demo_never_overwrite_a_report_they_did_not_write(tint
     from cnx2lite.reproduce import run_reproduce
 
     (tmp_path / "report.md").write_text("# my thesis notes\n")
-    for write in (lambda: run_reproduce("smoke", str(tinted), tmp_path, hours=1e-9),
-                  lambda: run_demo(str(tinted), tmp_path, quick=True)):
-        with pytest.raises(FileExistsError, match="holds report.md that cnx2lite .* did not write"):
-            write()
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "reconstruction.png").write_bytes(b"my figure")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"task": "pretrain"}')  # a training run's folder
+    for output in (tmp_path, tmp_path / "figures", tmp_path / "run"):
+        for write in (lambda: run_reproduce("smoke", str(tinted), output, hours=1e-9),
+                      lambda: run_demo(str(tinted), output, quick=True)):
+            with pytest.raises((FileExistsError, ValueError), match="did not write|inside the training run"):
+                write()
     assert (tmp_path / "report.md").read_text() == "# my thesis notes\n" and not (tmp_path / "runs").exists()
+    assert (tmp_path / "figures" / "reconstruction.png").read_bytes() == b"my figure"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
+
+
+def test_a_damaged_record_is_named_and_records_never_go_into_a_run(tmp_path):
+    from cnx2lite.reproduce.records import RecordMismatch, Records
+
+    record = tmp_path / "records" / "finetune-x"
+    record.mkdir(parents=True)
+    (record / "config.json").write_text('{"epochs": 2}')
+    (record / "metrics.csv").write_text("kind,epoch,train_loss\nepoch,1.0,2.0\n")  # cut before its last epoch
+    with pytest.raises(RecordMismatch, match="finetune-x is damaged .*ends before epoch 2"):
+        Records(tmp_path / "records").has_run("finetune-x")
+    (record / "measured.pt").write_bytes(b"PK\x03\x04 cut")
+    with pytest.raises(RecordMismatch, match="measured.pt is damaged"):
+        Records(tmp_path / "records").measured("finetune-x", "val_correct")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint-00000001.pt").write_bytes(b"PK")
+    with pytest.raises(ValueError, match="inside the training run"):
+        Records(tmp_path / "run" / "records").check_writable()
 
 
 def test_bf16_training_follows_fp32(tinted, tmp_path):

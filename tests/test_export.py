@@ -115,3 +115,14 @@ def test_a_broken_optional_package_is_one_line_naming_it(tmp_path, monkeypatch, 
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
     assert "onnx is installed but does not import (AttributeError: module numpy has no attribute float)" in err
+
+
+def test_an_output_named_as_a_folder_or_with_an_onnx_data_file_beside_it_is_refused(tmp_path):
+    from cnx2lite.export import export_checkpoint
+
+    with pytest.raises(ValueError, match="names a folder"):
+        export_checkpoint("random", "torchscript", f"{tmp_path}/newdir/", model="convnextv2_atto", img_size=64)
+    (tmp_path / "model.onnx.data").write_bytes(b"someone's weights")
+    with pytest.raises(FileExistsError, match="model.onnx.data exists"):
+        export_checkpoint("random", "onnx", tmp_path / "model.onnx", model="convnextv2_atto", img_size=64)
+    assert (tmp_path / "model.onnx.data").read_bytes() == b"someone's weights" and not (tmp_path / "newdir").exists()

@@ -150,3 +150,12 @@ def test_load_model_reads_a_saved_folder_with_its_architecture(tmp_path):
     model, _ = load_model(tmp_path / "femto")
     assert model.dims == saved.dims and model.grn_aggregation == "mean"
     torch.testing.assert_close(model.stages[2][1].grn.gamma, saved.stages[2][1].grn.gamma)
+
+
+def test_save_pretrained_never_overwrites_a_config_json_that_is_not_a_saved_models(tmp_path):
+    from cnx2lite import create_model, save_pretrained
+
+    (tmp_path / "config.json").write_text('{"my": "settings"}')
+    with pytest.raises(FileExistsError, match="not a saved model's"):
+        save_pretrained(create_model("convnextv2_atto"), tmp_path)
+    assert (tmp_path / "config.json").read_text() == '{"my": "settings"}'

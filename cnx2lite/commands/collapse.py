@@ -3,7 +3,6 @@ runs, on the same val images at one or more resolutions, with 95% intervals over
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import re
 from pathlib import Path
@@ -79,8 +78,8 @@ def check_output(output: Path) -> Path:
         raise ValueError(f"--output {output} is inside the training run {run}: give another folder")
     existing = next(p for p in (output, *output.parents) if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):  # known before minutes of measuring, not after
-        raise PermissionError(errno.EACCES, f"--output {output} cannot be written ({existing} is not writable)",
-                              str(existing))
+        raise ValueError(f"--output {output} cannot be written ({existing} is read-only or not writable): choose "
+                         "another folder")
     return output
 
 

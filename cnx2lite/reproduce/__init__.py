@@ -46,11 +46,15 @@ from .. import data
 from ..amp import resolve_device
 from ..bootstrap import RESAMPLES
 from ..masking import effective_mask_ratio
+from ..rundir import run_directory_of
 from .evaluation import Evaluator
 from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Cell, Grid, Scale, shot_label
 from .records import RECORDS_FOLDER, Records
 from .sweep import run_sweep, trial_names
 from .tables import TABLES, measurements, record_finished_runs, sanity_section
+
+# what a report folder holds: report.md, results.csv and the tables' figures and CSVs
+REPORT_FILES = ("report.md", "results.csv", "*.png", "feature_collapse.csv")
 
 
 def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os.PathLike | None = None,
@@ -71,8 +75,7 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
         print("reproduce: one fine-tuning seed: the scratch arms have one run each, so their intervals cover the val "
               "images only, not reruns", file=sys.stderr)
     output = Path(output or f"runs/reproduce-{scale_name}").expanduser()
-    check_report_folder(output, "cnx2lite reproduce", {"report.md": "# cnx2lite reproduce",
-                                                        "results.csv": "table,row,metric"})
+    check_report_folder(output, "cnx2lite reproduce", "# cnx2lite reproduce", REPORT_FILES)
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     deadline = None if hours is None else time.monotonic() + hours * 3600
@@ -116,14 +119,19 @@ invocation's wall time, evaluation included: {(time.perf_counter() - start) / 60
     return report
 
 
-def check_report_folder(output: Path, command: str, files: dict[str, str]) -> None:
-    """Refuse an ``output`` folder holding one of the report ``files`` that ``command`` writes there (name -> how
-    the command's own file begins) when that file is not the command's: it is someone's, and would be overwritten."""
-    foreign = [name for name, start in files.items()
-               if (output / name).exists() and not _begins_with(output / name, start)]
-    if foreign:
-        raise FileExistsError(f"{output} holds {' and '.join(foreign)} that {command} did not write: it would "
-                              "overwrite them; choose another output folder (--output)")
+def check_report_folder(output: Path, command: str, report_start: str, written: tuple[str, ...]) -> None:
+    """Refuse an ``output`` folder inside a training run, or one that holds any of the files ``command`` writes there
+    (``written``, globs) unless its ``report.md`` is the command's own (it begins with ``report_start``): those files
+    are someone's, and would be overwritten."""
+    if (run := run_directory_of(output)) is not None:
+        raise ValueError(f"--output {output} is inside the training run {run}: choose another output folder")
+    if _begins_with(output / "report.md", report_start):
+        return
+    found = sorted({path.name for pattern in written for path in output.glob(pattern)})
+    if found:
+        raise FileExistsError(f"{output} holds {', '.join(found[:4])} that {command} did not write (its report.md is "
+                              "not there or not its own): they would be overwritten; choose another output folder "
+                              "(--output)")
 
 
 def _begins_with(path: Path, start: str) -> bool:

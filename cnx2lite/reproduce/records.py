@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..rundir import RunResult, read_torch_file
+from ..rundir import RunResult, read_torch_file, run_directory_of
 
 RECORDS_FOLDER = "records"  # under a grid's output, unless it is given another
 COPIED = ("config.json", "metrics.csv")
@@ -67,7 +67,9 @@ class Records:
             raise OSError(f"cannot create the records folder {self.root} ({e.strerror}: {e.filename}): choose "
                           "another --records") from None
         if not os.access(self.root, os.W_OK | os.X_OK):
-            raise PermissionError(f"cannot write into the records folder {self.root}: choose another --records")
+            raise ValueError(f"--records {self.root} is not writable: choose another folder")
+        if (run := run_directory_of(self.root)) is not None:
+            raise ValueError(f"--records {self.root} is inside the training run {run}: choose another folder")
 
     def check_data(self, fingerprint: str) -> None:
         """Bind the records to the images they are made on (the first call writes ``data.json``); records made on
@@ -87,8 +89,8 @@ class Records:
         settings raises :class:`RecordMismatch` instead of counting as this run."""
         if not all((self.root / name / file).is_file() for file in COPIED):
             return False
+        recorded = self.run(name).config.get("requested", {})  # a damaged record raises here
         if settings is not None:
-            recorded = self.run(name).config.get("requested", {})
             differ = [key for key in settings if key not in PATH_SETTINGS and key in recorded
                       and json.loads(json.dumps(settings[key])) != recorded[key]]
             if differ:
@@ -98,10 +100,18 @@ class Records:
         return True
 
     def run(self, name: str) -> RunResult:
-        """The recorded run as a :class:`RunResult` without weights (``checkpoint`` None, ``run_dir`` the record)."""
+        """The recorded run as a :class:`RunResult` without weights (``checkpoint`` None, ``run_dir`` the record);
+        a damaged record (edited, cut short) raises :class:`RecordMismatch` naming it."""
         folder = self.root / name
-        return RunResult(folder, read_history(folder / "metrics.csv"), None,
-                         config=json.loads((folder / "config.json").read_text()))
+        try:
+            config = json.loads((folder / "config.json").read_text())
+            history = read_history(folder / "metrics.csv")
+            epochs = [row["epoch"] for row in history if row["kind"] == "epoch"]
+            if not epochs or epochs[-1] < config["epochs"] or None in epochs:
+                raise ValueError(f"its metrics.csv ends before epoch {config['epochs']}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise RecordMismatch(f"the record {folder} is damaged ({e}): remove it to train the run again") from None
+        return RunResult(folder, history, None, config=config)
 
     def keep_run(self, result: RunResult, figure: bool = False) -> None:
         """Record a finished run's config and history (and with ``figure`` its reconstruction figure); a retrained run
@@ -115,8 +125,13 @@ class Records:
         folder.mkdir(parents=True, exist_ok=True)
         for file in ((FIGURE,) if figure else ()) + COPIED:  # metrics.csv last: a record is whole once it is there
             if (result.run_dir / file).is_file():
-                shutil.copyfile(result.run_dir / file, folder / f"{file}.partial")
-                os.replace(folder / f"{file}.partial", folder / file)
+                try:
+                    shutil.copyfile(result.run_dir / file, folder / f"{file}.partial")
+                    os.replace(folder / f"{file}.partial", folder / file)
+                except OSError as e:
+                    (folder / f"{file}.partial").unlink(missing_ok=True)
+                    raise OSError(e.errno, f"cannot write the record {folder / file}: {e.strerror}",
+                                  str(folder / file)) from None
 
     def check_same(self, name: str, history: list[dict]) -> None:
         """Raise :class:`RecordMismatch` unless ``history``'s epochs have the recorded losses and accuracies."""
@@ -138,7 +153,10 @@ class Records:
         """A recorded measurement of run ``name``, or None."""
         if name not in self._measured:
             path = self.root / name / MEASURED
-            self._measured[name] = read_torch_file(path) if path.is_file() else {}
+            try:
+                self._measured[name] = read_torch_file(path) if path.is_file() else {}
+            except ValueError:
+                raise RecordMismatch(f"{path} is damaged: remove it to measure the run again") from None
         return self._measured[name].get(key)
 
     def keep_measured(self, name: str, key: str, value: Tensor | dict) -> Tensor | dict:

@@ -163,7 +163,7 @@ class Trainer:
                              f"resume with --resume auto (run dir {self.run_dir})")
                     return self._result(interrupted=True)
                 self._end_epoch()
-        return self._result()
+            return self._result(interrupted=stop.requested)  # asked to stop during the last epoch's end: it did
 
     def _maybe_resume(self) -> None:
         """Continue from the checkpoint :func:`~.resume.checkpoint_to_resume` chooses (rank 0 chooses, every rank

@@ -115,7 +115,7 @@ def restore_training_state(path: str, ckpt: dict, model: nn.Module, optimizer: O
                                   "--pretrained") from None
     if ema is not None:
         ema.module.load_state_dict(ckpt["ema"])
-    if scaler is not None:
+    if scaler is not None and ckpt.get("scaler") is not None:  # fp16 now, not before: the scaler starts afresh
         scaler.load_state_dict(ckpt["scaler"])
 
 

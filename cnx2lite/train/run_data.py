@@ -89,5 +89,5 @@ def fingerprint(dataset: data.ImageFolderSubset, folder: str | os.PathLike) -> s
     relabeled gives another."""
     digest = hashlib.sha256()
     for path, label in sorted(dataset.samples):
-        digest.update(f"{os.path.relpath(path, folder)}\t{os.path.getsize(path)}\t{label}\n".encode())
+        digest.update(os.fsencode(f"{os.path.relpath(path, folder)}\t{os.path.getsize(path)}\t{label}\n"))
     return digest.hexdigest()[:16]
