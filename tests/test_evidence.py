@@ -276,6 +276,7 @@ def test_a_damaged_record_is_named_and_records_never_go_into_a_run(tmp_path):
     (tmp_path / "run" / "checkpoint-00000001.pt").write_bytes(b"PK")
     with pytest.raises(ValueError, match="inside the training run"):
         Records(tmp_path / "run" / "records").check_writable()
+    assert not (tmp_path / "run" / "records").exists()
 
 
 def test_bf16_training_follows_fp32(tinted, tmp_path):

@@ -61,6 +61,8 @@ class Records:
 
     def check_writable(self) -> None:
         """Create the records folder now, so that a folder that cannot hold them is refused before any training."""
+        if (run := run_directory_of(self.root)) is not None:  # before mkdir: a refusal leaves nothing in the run
+            raise ValueError(f"--records {self.root} is inside the training run {run}: choose another folder")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -68,8 +70,6 @@ class Records:
                           "another --records") from None
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise ValueError(f"--records {self.root} is not writable: choose another folder")
-        if (run := run_directory_of(self.root)) is not None:
-            raise ValueError(f"--records {self.root} is inside the training run {run}: choose another folder")
 
     def check_data(self, fingerprint: str) -> None:
         """Bind the records to the images they are made on (the first call writes ``data.json``); records made on
