@@ -11,6 +11,7 @@ import functools
 import glob
 import os
 import random
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -28,6 +29,11 @@ SELECTIONS = ("first", "random")
 PARTS = ("fit", "tune")  # of train/ when a tuning split is carved out
 ENV_VAR = "CNX2LITE_DATA_ROOT"
 REPO = Path(__file__).resolve().parents[1]
+
+
+class ShortClassWarning(UserWarning):
+    """A class holds fewer images than were asked for per class: it keeps all it has, and the classes are unbalanced.
+    The command line prints it as one ``warning:`` line."""
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -223,7 +229,8 @@ def build_dataset(
     Classes: ``classes`` (folder names, in that label order; pass ``train_set.classes`` to build val) or the first
     ``num_classes`` in sorted order ('first') or a seeded random pick, sorted ('random'). None: all classes.
     Images: per class, the first ``images_per_class`` files in sorted order ('first') or a seeded random pick
-    ('random', independent of the other classes chosen). None: all; classes with fewer files keep them all.
+    ('random', independent of the other classes chosen). None: all; classes with fewer files keep them all, with a
+    :class:`ShortClassWarning` naming them.
     Unreadable files raise CorruptImageError when loaded. With ``skip_corrupt`` every candidate is decoded here,
     in the main process (threads, JPEGs at 1/8 scale: about 0.5 ms each), bad ones are recorded in
     ``dataset.skipped`` and the next readable files take their place, so DataLoader workers never meet them.
@@ -269,7 +276,7 @@ def build_dataset(
             raise ValueError(f"num_classes must be in 1..{len(available)} (class folders in {split_dir}), got {k}")
         classes = available[:k] if class_selection == "first" else sorted(random.Random(seed).sample(available, k))
 
-    samples, skipped = [], []
+    samples, skipped, short = [], [], {}
     with ThreadPoolExecutor() as pool:
         for label, name in enumerate(classes):
             paths = _list_images(split_dir / name, confined=True)
@@ -294,8 +301,16 @@ def build_dataset(
             else:
                 chosen = paths[:n]
             samples += [(path, label) for path in sorted(chosen)]
+            if images_per_class is not None and len(chosen) < n:
+                short[name] = len(chosen)
         if check_headers and not skip_corrupt:
             _refuse_unreadable([path for path, _ in samples], pool, split_dir)
+    if short:
+        listed = ", ".join(f"{name} ({count})" for name, count in list(short.items())[:5])
+        warnings.warn(ShortClassWarning(
+            f"images_per_class={images_per_class}: {len(short)} of {len(classes)} class(es) of {split_dir}"
+            f"{f' ({part} part)' if tune_fraction else ''} hold fewer{' readable' if skip_corrupt else ''} images and "
+            f"keep all they have: {listed}{' ...' if len(short) > 5 else ''}"), stacklevel=2)
     return ImageFolderSubset(samples, classes, transform=transform, skipped=skipped)
 
 

@@ -177,3 +177,15 @@ def test_a_reader_that_goes_away_does_not_stop_training(tmp_path):
 def test_a_mistyped_release_tag_lists_the_tags():
     with pytest.raises(ValueError, match="released tag .*fcmae.*got 'in1K'"):
         create_model("convnextv2_atto", pretrained="in1K")
+
+
+def test_a_warning_of_the_package_is_one_line_and_the_command_goes_on(tmp_path, capsys):
+    """A class with fewer images than asked for is named in one ``warning:`` line; the probe still runs."""
+    folder = make_image_folder(tmp_path / "images", train=8, val=4)
+    with pytest.raises(SystemExit) as done:
+        main(["probe", "--checkpoint", "random", "--data", str(folder), "--img-size", "32", "--method", "knn",
+              "--images-per-class", "9"])
+    err = capsys.readouterr().err
+    assert done.value.code == 0, err
+    assert err.splitlines() == [f"warning: images_per_class=9: 2 of 2 class(es) of {folder / 'train'} hold fewer "
+                                "images and keep all they have: class0 (8), class1 (8)"], err

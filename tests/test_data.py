@@ -127,7 +127,20 @@ def test_subset_first_is_deterministic(folder):
     assert ds.targets == [0, 0, 1, 1, 2, 2]
     assert ds.samples == D.build_dataset(folder, "train", num_classes=3, images_per_class=2).samples
     assert len(D.build_dataset(folder, "train")) == 40  # defaults: everything
-    assert len(D.build_dataset(folder, "train", images_per_class=99)) == 40  # at most N per class
+    with pytest.warns(D.ShortClassWarning):
+        assert len(D.build_dataset(folder, "train", images_per_class=99)) == 40  # at most N per class
+
+
+def test_classes_with_fewer_images_than_asked_are_named(folder):
+    for extra in range(3):  # n00 gets 3 more images than the others
+        _save(folder / "train" / "n00" / f"extra_{extra}.png")
+    with pytest.warns(D.ShortClassWarning, match=r"images_per_class=8: 7 of 8 class\(es\) .* hold fewer images and "
+                      r"keep all they have: n01 \(5\), n02 \(5\), n03 \(5\), n04 \(5\), n05 \(5\) ...$"):
+        assert len(D.build_dataset(folder, "train", images_per_class=8)) == 8 + 7 * 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # enough images everywhere, or none asked for: no warning
+        D.build_dataset(folder, "train", images_per_class=5)
+        D.build_dataset(folder, "train")
 
 
 def test_subset_random_is_seeded(folder):

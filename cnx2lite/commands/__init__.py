@@ -7,6 +7,8 @@ A command module only parses flags, calls the library and prints; what can go wr
   culprit, printed as one ``error:`` line, exit status 2;
 * Ctrl-C outside training: one line, exit status 130 (a training run stops at a step boundary, saves and returns
   130 itself);
+* a warning of the package's own (e.g. a class with fewer images than asked for): one ``warning:`` line, and the
+  command goes on;
 * anything else is a bug: one line naming the exception and the log file that holds its traceback, exit status 1;
   ``cnx2lite --debug ...`` raises it instead.
 """
@@ -19,7 +21,9 @@ import os
 import sys
 import tempfile
 import traceback
+import warnings
 from pathlib import Path
+from typing import Callable
 
 from .. import __version__
 from ..allocator import keep_freed_memory
@@ -59,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command; every failure becomes one line on stderr and an exit status (see the module doc)."""
     try:
-        return args.run(args) or 0
+        with warnings.catch_warnings():  # restores the previous display when the command returns
+            warnings.showwarning = _ours_on_one_line(warnings.showwarning)
+            return args.run(args) or 0
     except KeyboardInterrupt:
         print(f"{args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -75,6 +81,18 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"internal error in {args.command}: {type(e).__name__}: {_message(e)} (traceback: {log}; "
               f"cnx2lite --debug {args.command} ... shows it here)", file=sys.stderr)
         return EXIT_BUG
+
+
+def _ours_on_one_line(show: Callable) -> Callable:
+    """A ``warnings.showwarning`` that prints the package's own warnings as one ``warning:`` line on stderr and hands
+    other libraries' to ``show``."""
+    def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,
+                     line: str | None = None) -> None:
+        if category.__module__.split(".")[0] == "cnx2lite":
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return show_warning
 
 
 def _message(error: BaseException) -> str:
