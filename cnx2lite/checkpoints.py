@@ -60,7 +60,8 @@ def load_pretrained(
     With ``strict``, any missing or unexpected key or shape mismatch raises a ``ValueError`` naming
     them, except the final norm and head that an encoder-only (FCMAE) checkpoint lacks: those keep
     their initialization and are listed in ``missing_keys``. Without ``strict``, keys that do not
-    fit are skipped and reported in the result."""
+    fit are skipped and reported in the result. A released name of another variant is refused before its download."""
+    hub.check_released_variant(source, getattr(model, "variant", None), "the model")
     state_dict, saved, notes = read_weights(source, use_ema)
     _check_architecture(model, saved, grn_change)  # what a run or a saved folder records: block, GRN, block norm
     state_dict, source_format = convert_state_dict(state_dict)

@@ -45,6 +45,7 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
     released name (``"convnextv2_atto.fcmae"``) is downloaded once (:mod:`cnx2lite.hub`); a ``save_pretrained``
     folder gives its own architecture. Returns ``(model,
     config)``: a cnx2lite run's config and its ``classes`` (label order), empty for other sources."""
+    hub.check_released_variant(source, model, "model")
     local = source if source == "random" else hub.resolve_name(source)
     if local != source:  # a released name: its variant is in it
         model, source = model or os.fspath(source).split(".")[0], local

@@ -53,10 +53,28 @@ def weight_names() -> list[str]:
     return [f"convnextv2_{size}.{tag}" for tag, (_, _, sizes) in RELEASES.items() for size in sizes]
 
 
+def released_variant(source: object) -> str | None:
+    """The variant a released name holds (``"convnextv2_tiny"`` for ``"convnextv2_tiny.fcmae"``); None for any other
+    source (an existing path, a mapping, anything not shaped like a name)."""
+    if not isinstance(source, (str, os.PathLike)) or NAME_PATTERN.fullmatch(os.fspath(source)) is None \
+            or os.path.exists(source):
+        return None
+    return os.fspath(source).partition(".")[0]
+
+
+def check_released_variant(source: object, variant: str | None, what: str) -> None:
+    """Refuse a released name of another variant than ``variant`` (``what`` names the model's side) before anything
+    is downloaded: its weights cannot fit."""
+    released = released_variant(source)
+    if released is not None and variant is not None and released != variant:
+        raise ValueError(f"{source} holds {released} weights, but {what} is {variant}: give a name of {variant} "
+                         f"(e.g. {variant}.fcmae) or a model of {released}; nothing was downloaded")
+
+
 def resolve_name(source: str | os.PathLike) -> str | os.PathLike:
     """The local file of a released name (``<variant>.<tag>``, downloaded on first use; :func:`weight_url` says which
     names exist), or ``source`` itself when it is an existing path or not shaped like a name."""
-    if NAME_PATTERN.fullmatch(os.fspath(source)) is None or os.path.exists(source):
+    if released_variant(source) is None:
         return source
     return weights_path(os.fspath(source))
 

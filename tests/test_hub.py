@@ -13,7 +13,7 @@ import torch
 from cnx2lite import hub
 from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.commands import main
-from cnx2lite.factory import create_model
+from cnx2lite.factory import create_model, load_model
 from cnx2lite.fcmae import FCMAE
 from conftest import make_image_folder, randomize_
 
@@ -99,6 +99,18 @@ def test_collapse_measures_a_released_checkpoint_by_name(released, tmp_path, cap
               str(tmp_path / "out")])
     assert exit_info.value.code == 0 and server.requests == 1
     assert "| released FCMAE | GELU | 1 |" in (tmp_path / "out" / "collapse.md").read_text()
+
+
+def test_a_released_name_of_another_variant_is_refused_before_its_download(released):
+    server, _, _ = released
+    with pytest.raises(ValueError, match="convnextv2_tiny.fcmae holds convnextv2_tiny weights, but the model is "
+                                         "convnextv2_atto: .*nothing was downloaded"):
+        load_pretrained(create_model("convnextv2_atto", num_classes=0), "convnextv2_tiny.fcmae")
+    with pytest.raises(ValueError, match="holds convnextv2_tiny weights, but model is convnextv2_atto"):
+        load_model("convnextv2_tiny.fcmae", model="convnextv2_atto")
+    assert server.requests == 0
+    assert load_model("convnextv2_atto.fcmae", model="convnextv2_atto")[0].variant == "convnextv2_atto"
+    assert server.requests == 1
 
 
 def test_offline_is_one_line_naming_the_url_and_the_way_out(tmp_path, monkeypatch, capsys):
