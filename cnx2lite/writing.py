@@ -40,12 +40,18 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` for the block to write; once the block succeeds it replaces ``path``
     (fsynced, the rename made durable), so a crash at any moment leaves the old file or the whole new one. When the
     block fails the temporary file is removed, ``path`` is left as it was, and a RuntimeError of torch's writers
-    becomes :func:`write_error`'s OSError."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    becomes :func:`write_error`'s OSError, as does an OSError about the temporary file: either way the error names
+    ``path``, never the temporary file. The temporary file keeps ``path``'s suffix (``model.tmp-<pid>.pt2``), which
+    some writers check."""
+    tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         try:
             yield tmp
         except RuntimeError as e:
+            raise write_error(path, e) from e
+        except OSError as e:
+            if e.filename is None or Path(os.fsdecode(e.filename)) != tmp:
+                raise
             raise write_error(path, e) from e
         fd = os.open(tmp, os.O_RDONLY)
         try:

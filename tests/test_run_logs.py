@@ -204,3 +204,26 @@ def test_a_failed_write_leaves_the_old_file_and_says_why(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1} and [p.name for p in tmp_path.iterdir()] == [path.name]
     assert shutil_module.disk_usage(tmp_path).free > 0
+
+
+def test_a_write_refused_on_its_temporary_file_names_the_file_asked_for(tmp_path, monkeypatch):
+    """The temporary file is a detail of replaced_atomically: an OSError about it (a folder made read-only, a quota)
+    names the file the caller asked for, keeps nothing behind, and the temporary name keeps the file's suffix."""
+    import errno
+
+    from cnx2lite import writing
+
+    path = tmp_path / "model.pt2"
+    with writing.replaced_atomically(path) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".pt2" and tmp.name.startswith("model.tmp-")
+        tmp.write_bytes(b"whole")
+    monkeypatch.setattr(writing.os, "access", lambda *args: False)  # root writes anywhere: the folder says no
+
+    with pytest.raises(OSError) as error, writing.replaced_atomically(path) as tmp:
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+    assert error.value.filename == str(path)
+    assert error.value.strerror == f"cannot write {path}: the folder is not writable"
+    with pytest.raises(FileNotFoundError) as error, writing.replaced_atomically(path):
+        open(tmp_path / "elsewhere" / "x")  # an error about another file is the block's own: passed on as it is
+    assert error.value.filename == str(tmp_path / "elsewhere" / "x")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt2"] and path.read_bytes() == b"whole"
