@@ -28,7 +28,7 @@ from . import data, imagenette
 from .amp import resolve_device
 from .bootstrap import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .masking import effective_mask_ratio
-from .reproduce import check_report_folder
+from .reproduce import claim_report_folder
 from .reproduce.evaluation import Evaluator
 from .reproduce.figures import plot_pretraining_knn
 from .reproduce.grid import SWEEP, Grid, Recipe, Scale
@@ -72,7 +72,7 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     if threads:
         torch.set_num_threads(threads)
     output = Path(output).expanduser()
-    check_report_folder(output, "cnx2lite demo", "# cnx2lite demo", ("report.md", "*.png"))
+    claim_report_folder(output, "cnx2lite demo", "# cnx2lite demo", ("report.md", "*.png"))
     scale = PLANS["quick" if quick else "full"]
     if (output / MANIFEST).is_file():  # an earlier demo's records, about to be cleared, may be of other images
         (output / RECORDS_FOLDER / "data.json").unlink(missing_ok=True)

@@ -260,6 +260,19 @@ def test_reproduce_and_the_demo_never_overwrite_a_report_they_did_not_write(tint
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
 
 
+def test_a_report_folder_claimed_by_an_interrupted_invocation_stays_its_own(tmp_path):
+    """Killed after its first figure and before its report.md, reproduce finds its own figure again and goes on; the
+    demo, whose claim it is not, still refuses the folder."""
+    from cnx2lite.reproduce import REPORT_FILES, claim_report_folder
+
+    output = tmp_path / "out"
+    claim_report_folder(output, "cnx2lite reproduce", "# cnx2lite reproduce", REPORT_FILES)
+    (output / "feature_collapse.png").write_bytes(b"a figure of the interrupted run")
+    claim_report_folder(output, "cnx2lite reproduce", "# cnx2lite reproduce", REPORT_FILES)
+    with pytest.raises(FileExistsError, match="holds feature_collapse.png that cnx2lite demo did not write"):
+        claim_report_folder(output, "cnx2lite demo", "# cnx2lite demo", ("report.md", "*.png"))
+
+
 def test_a_damaged_record_is_named_and_records_never_go_into_a_run(tmp_path):
     from cnx2lite.reproduce.records import RecordMismatch, Records
 
