@@ -193,6 +193,31 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, mon
     assert all(torch.isfinite(v).all() for v in good["model"].values())
 
 
+def test_a_stop_asked_for_during_the_last_epochs_end_reports_an_interrupted_but_finished_run(images, tmp_path,
+                                                                                              monkeypatch):
+    """Ctrl-C while the last epoch is evaluated: every step has trained and the final checkpoint is saved, and the run
+    says it was interrupted (the command exits 130, as asked); a resume then trains nothing."""
+    from cnx2lite.train import engine
+
+    evaluate = engine.evaluate
+    calls = []
+
+    def ctrl_c_at_the_last_evaluation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # epochs=2: the second evaluation is the last epoch's
+            signal.raise_signal(signal.SIGINT)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", ctrl_c_at_the_last_evaluation)
+    run = dict(data=str(images), output=str(tmp_path), name="stopped", batch_size=4, epochs=2, ema_decay=0.0)
+    result = finetune("smoke", **run)
+    assert result.interrupted and result.history[-1]["kind"] == "epoch" and result.history[-1]["epoch"] == 2
+    assert load_checkpoint(tmp_path / "stopped")["position"]["global_step"] == TOTAL_STEPS
+    monkeypatch.undo()
+    again = finetune("smoke", **run, resume="auto")
+    assert not again.interrupted and again.history == result.history
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -51,8 +51,6 @@ def changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
             if name not in RUNTIME_FIELDS and name in saved and saved[name] != current[name]]
 
 
-
-
 def checkpoint_to_resume(run_dir: RunDir, resume: str | None,
                          log: Callable[[str], None]) -> tuple[str, dict | None] | tuple[None, None]:
     """Which checkpoint a run continues (``resume``: None, ``"auto"`` or a path), and its content when it was read to
