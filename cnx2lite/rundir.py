@@ -37,7 +37,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from .writing import replaced_atomically
+from .writing import make_folder, replaced_atomically
 
 LOCK_NAME = ".lock"
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pt$")
@@ -84,14 +84,7 @@ class RunDir:
 
     def create(self) -> None:
         """Create the directory (and its parents); an OSError in one line says why it cannot hold a run."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OSError(f"cannot create the run directory {self.path} ({e.strerror}: {e.filename}): choose another "
-                          "output folder (--output) or name") from None
-        if not os.access(self.path, os.W_OK | os.X_OK):
-            raise PermissionError(f"cannot write into the run directory {self.path}: choose another output folder "
-                                  "(--output) or name")
+        make_folder(self.path, "the run directory", "choose another output folder (--output) or name")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -3,7 +3,8 @@
 torch's writers (``torch.save``, TorchScript's and ``torch.export``'s savers) report a full disk or a read-only folder
 as a RuntimeError from deep inside torch (``[enforce fail at inline_container.cc] unexpected pos``), which reads as a
 bug; :func:`write_error` gives the OSError it stands for, naming the file. :func:`replaced_atomically` writes beside
-the file and replaces it only once the write is whole.
+the file and replaces it only once the write is whole. :func:`make_folder` creates a folder to write into, or says in
+one line why it cannot.
 """
 from __future__ import annotations
 
@@ -66,6 +67,17 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
         os.fsync(fd)  # make the rename itself durable
     finally:
         os.close(fd)
+
+
+def make_folder(path: Path, what: str, way_out: str) -> None:
+    """Create the folder ``path`` (and its parents) and check that it can be written into; an OSError in one line says
+    why it cannot, naming ``what`` it is for (``"the run directory"``) and the ``way_out``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create {what} {path} ({e.strerror}: {e.filename}): {way_out}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write into {what} {path}: {way_out}")
 
 
 def check_free_space(path: Path, needed: int) -> None:

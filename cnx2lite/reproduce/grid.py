@@ -2,7 +2,6 @@
 their records on first use (:class:`Grid`)."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from ..rundir import RunDir
 from ..train import RunResult, TrainConfig, load_preset, train
 from ..train.run_data import fingerprint
 from ..writing import print_line
-from .records import RECORDS_FOLDER, Records
+from .records import RECORDS_FOLDER, Records, last_epoch, read_history
 
 # what the GRN table puts in GRN's place, at the cpu and gpu scales (arch_options names)
 GRN_ALTERNATIVES = ("v2-none", "v2-lrn", "v2-bn", "v2-ln", "v2-se", "v2-cbam", "v2-l1", "v2-mean")
@@ -298,8 +297,5 @@ def _finished(config: TrainConfig) -> bool:
 
 
 def _last_epoch(metrics: Path) -> float | None:
-    if not metrics.is_file():
-        return None
-    with open(metrics, newline="") as f:
-        epochs = [float(row["epoch"]) for row in csv.DictReader(f) if row["kind"] == "epoch"]
-    return epochs[-1] if epochs else None
+    """The last epoch a run's ``metrics.csv`` logged; None before the first (or without the file)."""
+    return last_epoch(read_history(metrics)) if metrics.is_file() else None

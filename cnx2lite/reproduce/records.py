@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ..rundir import RunResult, read_torch_file, run_directory_of
+from ..writing import make_folder
 
 RECORDS_FOLDER = "records"  # under a grid's output, unless it is given another
 COPIED = ("config.json", "metrics.csv")
@@ -52,6 +53,12 @@ def read_history(path: Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
+def last_epoch(history: list[dict]) -> float | None:
+    """The last epoch a run's history logged; None before the first."""
+    epochs = [row["epoch"] for row in history if row["kind"] == "epoch"]
+    return epochs[-1] if epochs else None
+
+
 class Records:
     """The records under ``root``, one folder per run name."""
 
@@ -63,13 +70,7 @@ class Records:
         """Create the records folder now, so that a folder that cannot hold them is refused before any training."""
         if (run := run_directory_of(self.root)) is not None:  # before mkdir: a refusal leaves nothing in the run
             raise ValueError(f"--records {self.root} is inside the training run {run}: choose another folder")
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OSError(f"cannot create the records folder {self.root} ({e.strerror}: {e.filename}): choose "
-                          "another --records") from None
-        if not os.access(self.root, os.W_OK | os.X_OK):
-            raise ValueError(f"--records {self.root} is not writable: choose another folder")
+        make_folder(self.root, "the records folder", "choose another --records")
 
     def check_data(self, fingerprint: str) -> None:
         """Bind the records to the images they are made on (the first call writes ``data.json``); records made on
@@ -106,8 +107,7 @@ class Records:
         try:
             config = json.loads((folder / "config.json").read_text())
             history = read_history(folder / "metrics.csv")
-            epochs = [row["epoch"] for row in history if row["kind"] == "epoch"]
-            if not epochs or epochs[-1] < config["epochs"] or None in epochs:
+            if (last := last_epoch(history)) is None or last < config["epochs"]:
                 raise ValueError(f"its metrics.csv ends before epoch {config['epochs']}")
         except (ValueError, KeyError, TypeError) as e:
             raise RecordMismatch(f"the record {folder} is damaged ({e}): remove it to train the run again") from None
