@@ -2,12 +2,12 @@
 
 Where the images live is a setting: ``--data PATH`` > ``$CNX2LITE_DATA_ROOT`` > ``<repo>/data``. The data root
 holds an ImageFolder tree ``train/<class>/*.JPEG`` and ``val/<class>/*.JPEG``, either directly or in
-``<root>/imagenette`` (or a downloaded ``<root>/imagenette2-320``), plus optionally ``samples/*.JPEG``. Decoding a
-file is :mod:`cnx2lite.images`; the augmentations are :mod:`cnx2lite.transforms`.
+``<root>/imagenette`` (or a downloaded ``<root>/imagenette2-320``), plus optionally ``samples/*.JPEG``. Finding the
+image files is :mod:`cnx2lite.image_files`, decoding one :mod:`cnx2lite.images`; the augmentations are
+:mod:`cnx2lite.transforms`.
 """
 from __future__ import annotations
 
-import functools
 import glob
 import os
 import random
@@ -21,9 +21,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
-from .images import CorruptImageError, image_problem, load_image
+from .image_files import IMG_EXTENSIONS, first_readable, list_images, refuse_unreadable
+from .images import load_image
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")  # any case
 SPLITS = ("train", "val")
 SELECTIONS = ("first", "random")
 PARTS = ("fit", "tune")  # of train/ when a tuning split is carved out
@@ -89,40 +89,16 @@ def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool =
             raise DataNotFoundError(how_to_get_data(
                 f"No image folder found: neither {root} nor {root / name} has train/, but {splits[0]} exists: "
                 f"{advice}. Unlabeled pretraining takes a folder without train/ or val/ folders in it."))
-        if _list_images(root):
+        if list_images(root):
             return None
     raise DataNotFoundError(how_to_get_data(f"No image folder found: neither {root} nor {root / name} has {split}/"
                                              + (", and no images are under it." if unlabeled_ok else ".")))
 
 
-def _refuse_unreadable(paths: Sequence[str], pool: ThreadPoolExecutor, where: Path) -> None:
-    """Raise one CorruptImageError listing every file of ``paths`` whose header does not open."""
-    header_problems = pool.map(functools.partial(image_problem, decode=False), paths)
-    bad = [(path, reason) for path, reason in zip(paths, header_problems) if reason is not None]
-    if bad:
-        shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:10]) + ("; ..." if len(bad) > 10 else "")
-        raise CorruptImageError(f"{len(bad)} unreadable image file(s) under {where}: {shown}. Remove or replace "
-                                "them, or pass skip_corrupt=True (--skip-corrupt) to leave them out")
-
-
-def _first_valid(paths: list[str], n: int, pool: ThreadPoolExecutor) -> tuple[list[str], list[tuple[str, str]]]:
-    """The first ``n`` of ``paths`` that decode, and (path, reason) for the ones before them that do not."""
-    good, bad, i = [], [], 0
-    while len(good) < n and i < len(paths):
-        batch = paths[i : i + n - len(good)]
-        i += len(batch)
-        for path, reason in zip(batch, pool.map(image_problem, batch)):
-            if reason is None:
-                good.append(path)
-            else:
-                bad.append((path, reason))
-    return good, bad
-
-
 def _refuse_mixed_tree(root: Path) -> None:
     """A folder with ``train/`` that also holds images elsewhere is ambiguous for pretraining: a labeled tree (those
     images would be dropped) or a photo collection with a subfolder named train (most of it would be)."""
-    outside = [path for path in _list_images(root) if Path(path).relative_to(root).parts[0] not in SPLITS]
+    outside = [path for path in list_images(root) if Path(path).relative_to(root).parts[0] not in SPLITS]
     if outside:
         raise DataNotFoundError(
             f"{root} has a {SPLITS[0]}/ folder, so it reads as a labeled tree, but {len(outside)} image(s) lie outside "
@@ -139,42 +115,6 @@ def _list_classes(split_dir: Path) -> list[str]:
         raise DataNotFoundError(f"{split_dir} holds {len(loose)} image file(s) outside any class folder (e.g. "
                                 f"{loose[0]}): a labeled split has one folder per class; move them into theirs")
     return sorted(e.name for e in entries if e.is_dir())
-
-
-def _unlistable(error: OSError) -> None:  # os.walk's: a folder there but not listable must not lose its images
-    if not isinstance(error, FileNotFoundError):
-        raise error
-
-
-def _list_images(folder: Path, confined: bool = False) -> list[str]:
-    """Image files under ``folder`` (recursively, hidden files skipped), sorted. Links are followed, but a folder is
-    walked once however many links lead to it (a link to ``.`` or ``..`` neither loops nor repeats images), and a file
-    reached twice is listed once. ``confined`` (a class folder): a link that leads outside ``folder`` is refused, as
-    its images would take this class's label."""
-    root = os.path.realpath(folder)
-    seen_dirs, seen_files, paths = set(), set(), []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=_unlistable):
-        real = os.path.realpath(dirpath)
-        if real in seen_dirs:
-            dirnames[:] = []
-            continue
-        if confined and os.path.commonpath([root, real]) != root:
-            raise ValueError(f"{dirpath} links to {real}, outside the class folder {folder}: its images would be "
-                             "labeled with this class; remove the link or copy the images in")
-        seen_dirs.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if name.startswith(".") or not name.lower().endswith(IMG_EXTENSIONS):
-                continue
-            real_file = os.path.realpath(path)
-            if confined and os.path.commonpath([root, real_file]) != root:
-                raise ValueError(f"{path} links to {real_file}, outside the class folder {folder}: it would be "
-                                 "labeled with this class; remove the link or copy the image in")
-            if real_file not in seen_files:
-                seen_files.add(real_file)
-                paths.append(path)
-    return sorted(paths)
 
 
 class ImageFolderSubset(Dataset):
@@ -279,7 +219,7 @@ def build_dataset(
     samples, skipped, short = [], [], {}
     with ThreadPoolExecutor() as pool:
         for label, name in enumerate(classes):
-            paths = _list_images(split_dir / name, confined=True)
+            paths = list_images(split_dir / name, confined=True)
             if not paths:
                 raise DataNotFoundError(f"class folder {split_dir / name} has no images ({', '.join(IMG_EXTENSIONS)}): "
                                         "remove it, or pass classes/num_classes that leave it out")
@@ -292,7 +232,7 @@ def build_dataset(
                 random.Random(f"{seed}/{name}").shuffle(paths)
             n = len(paths) if images_per_class is None else images_per_class
             if skip_corrupt:
-                chosen, bad = _first_valid(paths, n, pool)
+                chosen, bad = first_readable(paths, n, pool)
                 skipped += bad
                 if not chosen:
                     raise DataNotFoundError(f"class folder {split_dir / name} has no readable image: all "
@@ -304,7 +244,7 @@ def build_dataset(
             if images_per_class is not None and len(chosen) < n:
                 short[name] = len(chosen)
         if check_headers and not skip_corrupt:
-            _refuse_unreadable([path for path, _ in samples], pool, split_dir)
+            refuse_unreadable([path for path, _ in samples], pool, split_dir)
     if short:
         listed = ", ".join(f"{name} ({count})" for name, count in list(short.items())[:5])
         warnings.warn(ShortClassWarning(
@@ -339,15 +279,15 @@ def build_unlabeled_dataset(folder: Path, transform: Callable | None = None, ski
     """Every image under ``folder``, flat or nested in any layout (found recursively, any common extension,
     hidden files skipped), for pretraining without labels: no classes, every target -1. ``skip_corrupt`` and
     ``check_headers`` as in :func:`build_dataset`."""
-    paths = _list_images(Path(folder).expanduser())
+    paths = list_images(Path(folder).expanduser())
     if not paths:
         raise DataNotFoundError(how_to_get_data(f"No images ({', '.join(IMG_EXTENSIONS)}) under {folder}."))
     skipped = []
     with ThreadPoolExecutor() as pool:
         if skip_corrupt:
-            paths, skipped = _first_valid(paths, len(paths), pool)
+            paths, skipped = first_readable(paths, len(paths), pool)
         elif check_headers:
-            _refuse_unreadable(paths, pool, Path(folder))
+            refuse_unreadable(paths, pool, Path(folder))
     return ImageFolderSubset([(path, -1) for path in paths], [], transform=transform, skipped=skipped)
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from cnx2lite import data as D
-from cnx2lite import imagenette, images, transforms
+from cnx2lite import image_files, imagenette, images, transforms
 from cnx2lite.image_cache import DecodedImages
 from cnx2lite.notebook.photos import sample_images
 from conftest import make_image_folder, write_images
@@ -461,7 +461,7 @@ def test_gifs_are_images_and_an_unlistable_folder_stops_the_scan(tmp_path, monke
     (folder / "more").mkdir(parents=True)
     Image.new("RGB", (8, 8), "red").save(folder / "a.gif")
     Image.new("RGB", (8, 8), "blue").save(folder / "more" / "b.png")
-    assert [Path(p).name for p in D._list_images(folder)] == ["a.gif", "b.png"]
+    assert [Path(p).name for p in image_files.list_images(folder)] == ["a.gif", "b.png"]
     scandir = D.os.scandir
 
     def refuse_more(path):
@@ -471,7 +471,7 @@ def test_gifs_are_images_and_an_unlistable_folder_stops_the_scan(tmp_path, monke
 
     monkeypatch.setattr(D.os, "scandir", refuse_more)
     with pytest.raises(PermissionError, match="more"):
-        D._list_images(folder)
+        image_files.list_images(folder)
 
 
 def test_a_nan_or_inf_pixel_does_not_blank_a_float_image():

@@ -74,9 +74,9 @@ def test_no_library_file_over_350_lines():
 # the public API, is exempt). Building blocks; data, runs and weights; loading and measuring; training; the tools
 # that train and report; the notebooks' helpers; the command line.
 LAYERS = (
-    {"allocator", "amp", "openmp", "writing", "masking", "bootstrap", "images", "transforms", "layers", "sparse",
-     "models"},
-    {"data", "rundir", "hub", "checkpoint_formats", "fcmae"},
+    {"allocator", "amp", "openmp", "writing", "masking", "bootstrap", "images", "image_files", "transforms", "layers",
+     "sparse", "models"},
+    {"data", "rundir", "hub", "checkpoint_formats", "fcmae", "dense"},
     {"imagenette", "image_cache", "checkpoints"},
     {"factory", "collapse"},
     {"probes", "collapse_curves", "collapse_along_training", "export"},

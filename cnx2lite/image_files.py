@@ -1,0 +1,74 @@
+"""Which files of a folder are images: the one scanner every data set uses (folders walked once however links lead to
+them, hidden files skipped, a class folder confined to itself), and screening of the files found (headers opened, or
+the unreadable ones left out)."""
+from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+from .images import CorruptImageError, image_problem
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")  # any case
+
+
+def refuse_unreadable(paths: Sequence[str], pool: ThreadPoolExecutor, where: Path) -> None:
+    """Raise one CorruptImageError listing every file of ``paths`` whose header does not open."""
+    header_problems = pool.map(functools.partial(image_problem, decode=False), paths)
+    bad = [(path, reason) for path, reason in zip(paths, header_problems) if reason is not None]
+    if bad:
+        shown = "; ".join(f"{path} ({reason})" for path, reason in bad[:10]) + ("; ..." if len(bad) > 10 else "")
+        raise CorruptImageError(f"{len(bad)} unreadable image file(s) under {where}: {shown}. Remove or replace "
+                                "them, or pass skip_corrupt=True (--skip-corrupt) to leave them out")
+
+
+def first_readable(paths: list[str], n: int, pool: ThreadPoolExecutor) -> tuple[list[str], list[tuple[str, str]]]:
+    """The first ``n`` of ``paths`` that decode, and (path, reason) for the ones before them that do not."""
+    good, bad, i = [], [], 0
+    while len(good) < n and i < len(paths):
+        batch = paths[i : i + n - len(good)]
+        i += len(batch)
+        for path, reason in zip(batch, pool.map(image_problem, batch)):
+            if reason is None:
+                good.append(path)
+            else:
+                bad.append((path, reason))
+    return good, bad
+
+
+def _unlistable(error: OSError) -> None:  # os.walk's: a folder there but not listable must not lose its images
+    if not isinstance(error, FileNotFoundError):
+        raise error
+
+
+def list_images(folder: Path, confined: bool = False) -> list[str]:
+    """Image files under ``folder`` (recursively, hidden files skipped), sorted. Links are followed, but a folder is
+    walked once however many links lead to it (a link to ``.`` or ``..`` neither loops nor repeats images), and a file
+    reached twice is listed once. ``confined`` (a class folder): a link that leads outside ``folder`` is refused, as
+    its images would take this class's label."""
+    root = os.path.realpath(folder)
+    seen_dirs, seen_files, paths = set(), set(), []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=_unlistable):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            dirnames[:] = []
+            continue
+        if confined and os.path.commonpath([root, real]) != root:
+            raise ValueError(f"{dirpath} links to {real}, outside the class folder {folder}: its images would be "
+                             "labeled with this class; remove the link or copy the images in")
+        seen_dirs.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if name.startswith(".") or not name.lower().endswith(IMG_EXTENSIONS):
+                continue
+            real_file = os.path.realpath(path)
+            if confined and os.path.commonpath([root, real_file]) != root:
+                raise ValueError(f"{path} links to {real_file}, outside the class folder {folder}: it would be "
+                                 "labeled with this class; remove the link or copy the image in")
+            if real_file not in seen_files:
+                seen_files.add(real_file)
+                paths.append(path)
+    return sorted(paths)
