@@ -11,7 +11,7 @@ import pytest
 from cnx2lite.commands import main
 from cnx2lite.rundir import RunDir, RunDirLockedError
 from cnx2lite.train import ResumeMismatchError, finetune, load_config, pretrain
-from cnx2lite.train import tensorboard as tb
+from cnx2lite.train import run_log as tb
 from conftest import make_image_folder, write_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")

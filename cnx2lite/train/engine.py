@@ -35,7 +35,6 @@ from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distribute
 from .ema import ModelEma
 from .loader import close_workers, eval_loader, read_batches, train_loader
 from .optim import build_optimizer, cosine_lr
-from .plots import plot_curves
 from .resume import (
     Position,
     StopFlag,
@@ -46,9 +45,9 @@ from .resume import (
     restore_training_state,
 )
 from .run_data import build_run_data
+from .run_log import RunLog
 from .seeding import derive_seed, seed_everything
 from .tasks import build_task, evaluate
-from .tensorboard import TensorBoardLog, check_available
 
 
 class NonFiniteLossError(ValueError):
@@ -65,9 +64,7 @@ class Trainer:
         self.run_dir = RunDir(Path(config.output) / config.run_name)
         if self.dist.is_main:
             self.run_dir.check_creatable()  # an output that cannot hold the run stops it before any work
-        if config.tensorboard:
-            check_available()  # tensorboard installed, before any work
-        self.tensorboard: TensorBoardLog | None = None  # opened by run(), once the directory is this run's
+        self.metrics = RunLog(self.run_dir, f"{self.task.name} {config.model}", self.dist.is_main, config.tensorboard)
         c = config
         self.data = build_run_data(c, self.task.name, self.task.train_transform(), self.log)
         self.train_set, self.val_set, self.knn_bank = self.data.train_set, self.data.val_set, self.data.knn_bank
@@ -97,7 +94,7 @@ class Trainer:
                              f"{c.accum_steps}: lower batch_size/accum_steps/global_batch or use more images")
         self.total_steps = c.epochs * self.steps_per_epoch
         self.warmup_steps = round(c.warmup_epochs * self.steps_per_epoch)
-        self.position, self.history = Position(), []
+        self.position = Position()
         self.started = time.perf_counter()  # time_s in metrics: seconds of this run, summed over resumes
 
         self.train_model: nn.Module = training_wrapper(self.model, self.dist, c.compile)  # DDP, compiled
@@ -122,14 +119,12 @@ class Trainer:
             with contextlib.ExitStack() as lock:
                 # rank 0 takes the lock; every rank learns whether it did (no rank waits for a rank 0 that failed)
                 run_on_main(lambda: lock.enter_context(self.run_dir.lock()))
-                if self.config.tensorboard and self.dist.is_main:
-                    self.tensorboard = TensorBoardLog(self.run_dir.path / "tensorboard")
+                self.metrics.open()
                 return self._run()
         finally:
             close_workers(self.loader)
             close_workers(self.val_loader)
-            if self.tensorboard is not None:
-                self.tensorboard.close()
+            self.metrics.close()
             if self.dist.owns_group:
                 cleanup()
 
@@ -149,12 +144,8 @@ class Trainer:
                  f"classes, {'x'.join(map(str, transforms.image_hw(c.img_size)))} px), {c.epochs} epochs x "
                  f"{self.steps_per_epoch} steps, effective batch {c.global_batch}, lr {c.lr:.3g}, "
                  f"{self.dist.world_size} process(es) on {self.dist.device}; run dir {self.run_dir}")
-        if skipped := self.data.skipped():
-            self.log(f"skip_corrupt: left out {len(skipped)} unreadable image(s): {', '.join(skipped[:10])}"
-                     + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
-        if self.val_set is None:
-            self.log(f"no val split in {self.data.folder}: no evaluation" + (", no kNN monitor"
-                                                                             if self.task.name == "pretrain" else ""))
+        for note in self.data.notes(self.task.name):
+            self.log(note)
         with graceful_stop() as stop:
             while self.position.epoch < c.epochs:
                 if not self._train_epoch(stop):
@@ -183,9 +174,8 @@ class Trainer:
                         self.data.folder)
         restore_training_state(path, ckpt, self.model, self.optimizer, self.ema, self.scaler)
         self.position = Position(**ckpt["position"])
-        self.history = list(ckpt["history"])
-        self.started -= self.history[-1]["time_s"] if self.history else 0.0
-        self._write_metrics()
+        self.metrics.restore(ckpt["history"])
+        self.started -= ckpt["history"][-1]["time_s"] if ckpt["history"] else 0.0
         self.log(f"resumed from {path} at epoch {self.position.epoch}, step {self.position.global_step}")
 
     def _train_epoch(self, stop: StopFlag) -> bool:
@@ -262,13 +252,13 @@ class Trainer:
                 " Lower lr/base_lr, add clip_grad, or use amp=fp32")
         for param in self.task.frozen_parameters(self.model, pos.epoch):
             param.grad = None  # AdamW skips it: no update, no weight decay, no moment
-        log_norm = self.tensorboard is not None and (pos.global_step + 1) % c.log_every_steps == 0
+        log_norm = self.metrics.tensorboard is not None and (pos.global_step + 1) % c.log_every_steps == 0
         if c.clip_grad is not None or log_norm:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad or math.inf)  # inf: measure only
             if log_norm:
-                self.tensorboard.scalar("train/grad_norm", norm.item(), pos.global_step + 1)
+                self.metrics.tensorboard.scalar("train/grad_norm", norm.item(), pos.global_step + 1)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -284,9 +274,8 @@ class Trainer:
         pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
         row = {"kind": "epoch",
                "lr": self.optimizer.param_groups[-1]["lr"] / self.optimizer.param_groups[-1]["lr_scale"]}
-        epoch_rows = [r for r in self.history if r["kind"] == "train" and pos.epoch - 1 < r["epoch"] <= pos.epoch]
-        if epoch_rows:
-            row["train_loss"] = sum(r["train_loss"] for r in epoch_rows) / len(epoch_rows)
+        if (train_loss := self.metrics.mean_train_loss(pos.epoch)) is not None:
+            row["train_loss"] = train_loss
         last = pos.epoch == c.epochs
         if self.val_loader is not None and (pos.epoch % c.eval_every == 0 or last):
             row.update(evaluate(self.task, self.model, self.val_loader, self.amp_dtype, self.dist))
@@ -302,8 +291,8 @@ class Trainer:
         if self.dist.is_main:  # the task's own figures, e.g. FCMAE reconstructions
             figure_set = self.val_set if self.val_set is not None else self.train_set
             for path in self.task.save_figures(self.model, figure_set, self.run_dir.path, pos.epoch, last):
-                if self.tensorboard is not None:
-                    self.tensorboard.image(path.parent.name, path, pos.global_step)
+                if self.metrics.tensorboard is not None:
+                    self.metrics.tensorboard.image(path.parent.name, path, pos.global_step)
         self._save()
         if self.dist.is_main and c.keep_every_epochs and pos.epoch % c.keep_every_epochs == 0:
             self.run_dir.save_snapshot(self._state(resumable=False), pos.epoch)
@@ -313,17 +302,7 @@ class Trainer:
         pos = self.position
         row = {"epoch": round(pos.global_step / self.steps_per_epoch, 4), "step": pos.global_step,
                "time_s": round(time.perf_counter() - self.started, 1), **row}
-        self.history.append(row)
-        self._write_metrics()
-        if self.tensorboard is not None:
-            self.tensorboard.row(row)
-
-    def _write_metrics(self) -> None:
-        if not self.dist.is_main:
-            return
-        self.run_dir.write_metrics(self.history)
-        if any(r["kind"] == "epoch" for r in self.history):
-            plot_curves(self.history, self.run_dir.path / "curves.png", title=f"{self.task.name} {self.config.model}")
+        self.metrics.add(row)
 
     def _save(self) -> Path | None:
         """Checkpoint the current position (rank 0), then drop old checkpoints."""
@@ -338,12 +317,12 @@ class Trainer:
         state = {"task": self.task.name, "model": self.model.state_dict(), "config": self.config.to_dict(),
                  "classes": self.train_set.classes, "position": dataclasses.asdict(self.position)}
         if resumable:
-            state.update(optimizer=self.optimizer.state_dict(), history=self.history,
+            state.update(optimizer=self.optimizer.state_dict(), history=self.metrics.history,
                          ema=self.ema.module.state_dict() if self.ema is not None else None,
                          scaler=self.scaler.state_dict() if self.scaler is not None else None,
                          data_fingerprint=self.data.fingerprint)
         return state
 
     def _result(self, interrupted: bool = False) -> RunResult:
-        return RunResult(self.run_dir.path, self.history, self.run_dir.latest_checkpoint(), interrupted,
+        return RunResult(self.run_dir.path, self.metrics.history, self.run_dir.latest_checkpoint(), interrupted,
                          self.config.to_dict())

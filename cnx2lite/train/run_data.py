@@ -36,6 +36,17 @@ class RunData:
         """The unreadable files ``skip_corrupt`` left out of any split."""
         return sorted({path for split in self.splits for path, _ in split.skipped})
 
+    def notes(self, task_name: str) -> list[str]:
+        """What a run should say about its images before it trains: files left out, no val split."""
+        notes = []
+        if skipped := self.skipped():
+            notes.append(f"skip_corrupt: left out {len(skipped)} unreadable image(s): {', '.join(skipped[:10])}"
+                         + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
+        if self.val_set is None:
+            notes.append(f"no val split in {self.folder}: no evaluation"
+                         + (", no kNN monitor" if task_name == "pretrain" else ""))
+        return notes
+
     def decode(self, img_size: int | tuple[int, int], log: Callable[[str], None]) -> None:
         """Decode every image of every split once, shared by the splits (idempotent)."""
         if any(split.decoded is None for split in self.splits):
