@@ -21,6 +21,7 @@ _EXPORTS = {  # public name -> the module that defines it
 }
 __all__ = list(_EXPORTS)
 
+
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'cnx2lite' has no attribute {name!r}")

@@ -186,4 +186,3 @@ class FCMAE(nn.Module):
         recon = unpatchify(pred, grid, self.patch_size)
         pixels = pixel_mask(mask, self.patch_size).unsqueeze(1)
         return Reconstruction(imgs, imgs * ~pixels, recon, torch.where(pixels, recon, imgs))
-

@@ -134,4 +134,3 @@ def test_mask_rcnn_on_the_backbone_trains_and_predicts(flat_photos):
     with torch.no_grad():
         found = detector(list(images))
     assert len(found) == 2 and found[0]["masks"].shape[1:] == (1, 64, 64)
-

@@ -139,4 +139,3 @@ def grn_explorer(x: Tensor, gamma: float = 1.0, beta: float = 0.0) -> Explorer:
         return text, figure_png(fig)
 
     return Explorer(controls, draw)
-

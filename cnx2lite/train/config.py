@@ -144,6 +144,7 @@ def fields_for(task: str) -> list[str]:
     """The config fields that apply to ``task``, in declaration order."""
     return [name for name, f in FIELDS.items() if f.metadata["task"] in (None, check_task(task))]
 
+
 def resolve_batch_and_lr(config: TrainConfig, world_size: int) -> TrainConfig:
     """``config`` as a launch on ``world_size`` processes runs it: ``accum_steps`` derived from ``global_batch``, the
     effective batch in ``global_batch``, and the absolute ``lr`` (from ``base_lr`` scaled by the effective batch / 256

@@ -25,6 +25,8 @@ PRETRAIN = dict(task="pretrain", base_lr=1.5e-4, betas=(0.9, 0.95), weight_decay
                 mask_ratio=0.6, drop_path=0.0, norm_pix_loss=True, decoder_depth=1)
 FINETUNE = dict(task="finetune", betas=(0.9, 0.999), min_lr=1e-6, rand_augment="rand-m9-mstd0.5-inc1", reprob=0.25,
                 head_init_scale=0.001, ema_decay=0.9999)
+
+
 class FinetuneRecipe(NamedTuple):
     """A row of the paper's ImageNet-1K fine-tuning table (appendix A)."""
 
@@ -93,5 +95,3 @@ def load_preset(preset: str, /, task: str = "finetune", **overrides: Any) -> Tra
     if overrides.get("task", task) != task:
         raise ValueError(f"override task={overrides['task']!r} contradicts task={task!r}")
     return TrainConfig(**{**presets[preset], **fit_warmup(presets[preset], overrides), "task": task})
-
-
