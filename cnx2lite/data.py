@@ -13,6 +13,7 @@ import os
 import random
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -34,6 +35,23 @@ REPO = Path(__file__).resolve().parents[1]
 class ShortClassWarning(UserWarning):
     """A class holds fewer images than were asked for per class: it keeps all it has, and the classes are unbalanced.
     The command line prints it as one ``warning:`` line."""
+
+
+@dataclass(frozen=True)
+class ShortClasses:
+    """The classes of a subset that hold fewer images than the ``asked`` number per class (``counts``: class -> the
+    images it holds), of ``total`` classes of the folder ``where``."""
+
+    asked: int
+    counts: dict[str, int]
+    total: int
+    where: str
+
+    def message(self, setting: str = "images_per_class") -> str:
+        """One line naming the ``setting`` that asked and the classes short of it."""
+        listed = ", ".join(f"{name} ({count})" for name, count in list(self.counts.items())[:5])
+        return (f"{setting}={self.asked}: {len(self.counts)} of {self.total} class(es) of {self.where} hold fewer "
+                f"images and keep all they have: {listed}{' ...' if len(self.counts) > 5 else ''}")
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -122,18 +140,20 @@ class ImageFolderSubset(Dataset):
 
     ``classes[i]`` is the folder name (wnid) of label ``i``; ``samples`` is a list of (path, label).
     Items: the RGB image through ``transform``; without one, a float tensor (3, H, W) in [0, 1].
-    ``skipped`` lists (path, reason) of the unreadable files that ``skip_corrupt`` left out. ``decoded``, when set,
-    holds images already decoded (see :mod:`cnx2lite.image_cache`), used instead of their files.
+    ``skipped`` lists (path, reason) of the unreadable files that ``skip_corrupt`` left out, ``short`` the classes that
+    hold fewer images than were asked for. ``decoded``, when set, holds images already decoded (see
+    :mod:`cnx2lite.image_cache`), used instead of their files.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str], transform: Callable | None = None,
-                 skipped: Sequence[tuple[str, str]] = ()):
+                 skipped: Sequence[tuple[str, str]] = (), short: ShortClasses | None = None):
         self.samples = list(samples)
         self.classes = list(classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.targets = [label for _, label in self.samples]
         self.transform = transform
         self.skipped = list(skipped)
+        self.short = short
         self.decoded: Mapping[str, Image.Image] | None = None  # images decoded once (cnx2lite.image_cache), by path
 
     def __len__(self) -> int:
@@ -163,14 +183,16 @@ def build_dataset(
     check_headers: bool = False,
     tune_fraction: float = 0.0,
     part: str = "fit",
+    warn_short: bool = True,
 ) -> ImageFolderSubset:
     """K classes x at most N images of ``folder/split/<class>/*``, deterministic for given arguments.
 
     Classes: ``classes`` (folder names, in that label order; pass ``train_set.classes`` to build val) or the first
     ``num_classes`` in sorted order ('first') or a seeded random pick, sorted ('random'). None: all classes.
     Images: per class, the first ``images_per_class`` files in sorted order ('first') or a seeded random pick
-    ('random', independent of the other classes chosen). None: all; classes with fewer files keep them all, with a
-    :class:`ShortClassWarning` naming them.
+    ('random', independent of the other classes chosen). None: all; classes with fewer files keep them all, listed in
+    ``dataset.short`` and, with ``warn_short``, named by a :class:`ShortClassWarning` (a caller that names the setting
+    itself turns it off).
     Unreadable files raise CorruptImageError when loaded. With ``skip_corrupt`` every candidate is decoded here,
     in the main process (threads, JPEGs at 1/8 scale: about 0.5 ms each), bad ones are recorded in
     ``dataset.skipped`` and the next readable files take their place, so DataLoader workers never meet them.
@@ -245,13 +267,13 @@ def build_dataset(
                 short[name] = len(chosen)
         if check_headers and not skip_corrupt:
             refuse_unreadable([path for path, _ in samples], pool, split_dir)
+    short_classes = None
     if short:
-        listed = ", ".join(f"{name} ({count})" for name, count in list(short.items())[:5])
-        warnings.warn(ShortClassWarning(
-            f"images_per_class={images_per_class}: {len(short)} of {len(classes)} class(es) of {split_dir}"
-            f"{f' ({part} part)' if tune_fraction else ''} hold fewer{' readable' if skip_corrupt else ''} images and "
-            f"keep all they have: {listed}{' ...' if len(short) > 5 else ''}"), stacklevel=2)
-    return ImageFolderSubset(samples, classes, transform=transform, skipped=skipped)
+        where = f"{split_dir}{f' ({part} part)' if tune_fraction else ''}"
+        short_classes = ShortClasses(images_per_class, short, len(classes), where)
+        if warn_short:
+            warnings.warn(ShortClassWarning(short_classes.message()), stacklevel=2)
+    return ImageFolderSubset(samples, classes, transform=transform, skipped=skipped, short=short_classes)
 
 
 def tuning_split(paths: Sequence[str], class_name: str, fraction: float) -> tuple[list[str], list[str]]:

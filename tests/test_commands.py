@@ -187,5 +187,5 @@ def test_a_warning_of_the_package_is_one_line_and_the_command_goes_on(tmp_path, 
               "--images-per-class", "9"])
     err = capsys.readouterr().err
     assert done.value.code == 0, err
-    assert err.splitlines() == [f"warning: images_per_class=9: 2 of 2 class(es) of {folder / 'train'} hold fewer "
+    assert err.splitlines() == [f"warning: --images-per-class=9: 2 of 2 class(es) of {folder / 'train'} hold fewer "
                                 "images and keep all they have: class0 (8), class1 (8)"], err

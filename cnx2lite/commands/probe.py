@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 
 from .. import data, transforms
 from ..amp import AMP_MODES, resolve_amp, resolve_device
@@ -19,9 +20,12 @@ def run_probe(args: argparse.Namespace) -> int:
     folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
     transform = transforms.eval_transform(size, in_chans=encoder.in_chans)
     train_set = data.build_dataset(folder, "train", transform, num_classes=args.num_classes,
-                                   images_per_class=args.images_per_class)
+                                   images_per_class=args.images_per_class, warn_short=False)
     val_set = data.build_dataset(folder, "val", transform, classes=train_set.classes,
-                                 images_per_class=args.val_images_per_class)
+                                 images_per_class=args.val_images_per_class, warn_short=False)
+    for split, flag in ((train_set, "--images-per-class"), (val_set, "--val-images-per-class")):
+        if split.short is not None:
+            warnings.warn(data.ShortClassWarning(split.short.message(flag)))
     amp_dtype = resolve_amp(args.amp, device)
     encoder.to(device)
     features = [extract_features(encoder, split, args.batch_size, device, amp_dtype, args.num_workers)

@@ -30,7 +30,8 @@ class Evaluator:
         # the training runs' classes, in their label order (one image per class is enough to list them)
         self.classes = data.build_dataset(self.folder, "train", num_classes=s.num_classes, images_per_class=1).classes
         self.val_set = data.build_dataset(self.folder, "val", self.transform, classes=self.classes,
-                                          images_per_class=s.val_images_per_class)
+                                          images_per_class=s.val_images_per_class,
+                                          warn_short=False)  # the runs' notes say it
         listing = "\n".join(f"{Path(path).relative_to(self.folder)} {label}" for path, label in self.val_set.samples)
         self.val_id = hashlib.sha1(listing.encode()).hexdigest()[:10]  # which val images, in which order
         self.cache: dict[Cell | tuple, Tensor] = {}
@@ -62,7 +63,8 @@ class Evaluator:
         transform."""
         return data.build_dataset(self.folder, "train", self.transform, classes=self.classes,
                                   images_per_class=k or self.grid.scale.images_per_class, seed=seed,
-                                  image_selection="random", tune_fraction=TUNE_FRACTION)
+                                  image_selection="random", tune_fraction=TUNE_FRACTION,
+                                  warn_short=False)  # the fine-tuning runs' notes say it
 
     @staticmethod
     def knn_neighbours(k: int | None) -> int:

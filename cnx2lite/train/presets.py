@@ -14,7 +14,8 @@ from .config import FIELDS, TrainConfig, check_task
 from .config_files import fit_warmup
 
 SMOKE = dict(model="convnextv2_atto", img_size=64, num_classes=2, images_per_class=8, val_images_per_class=4,
-             epochs=1, batch_size=8, decoder_dim=64, lr=1e-3, progress=False, log_every_steps=1, cache_images=True)
+             knn_images_per_class=8, epochs=1, batch_size=8, decoder_dim=64, lr=1e-3, progress=False,
+             log_every_steps=1, cache_images=True)
 # amp fp32: at 96 px on a 2-core AVX512-BF16 CPU, bf16 autocast trains atto slower than fp32 (FCMAE step 142 vs 172
 # img/s, fine-tuning step 96 vs 113): the tensors are too small for bf16 kernels to pay for the conversions.
 CPU = dict(model="convnextv2_atto", img_size=96, num_classes=10, images_per_class=300, val_images_per_class=50,

@@ -37,11 +37,16 @@ class RunData:
         return sorted({path for split in self.splits for path, _ in split.skipped})
 
     def notes(self, task_name: str) -> list[str]:
-        """What a run should say about its images before it trains: files left out, no val split."""
+        """What a run should say about its images before it trains: files left out, classes short of images, no val
+        split."""
         notes = []
         if skipped := self.skipped():
             notes.append(f"skip_corrupt: left out {len(skipped)} unreadable image(s): {', '.join(skipped[:10])}"
                          + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
+        for split, setting in ((self.train_set, "images_per_class"), (self.val_set, "val_images_per_class"),
+                               (self.knn_bank, "knn_images_per_class")):
+            if split is not None and split.short is not None:
+                notes.append(f"warning: {split.short.message(setting)}")
         if self.val_set is None:
             notes.append(f"no val split in {self.folder}: no evaluation"
                          + (", no kNN monitor" if task_name == "pretrain" else ""))
@@ -62,12 +67,12 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
     folder of unlabeled images the settings that pick images by class are refused, or said not to apply."""
     root = data.resolve_data_root(c.data)
     folder = data.find_image_folder(root, c.dataset, unlabeled_ok=task_name == "pretrain")
-    screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True)
+    screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True, warn_short=False)  # notes() names what is short
     if folder is None:  # pretraining on a folder of unlabeled images
         if c.tune_fraction or c.eval_split == "tune":
             raise ValueError(f"tune_fraction and eval_split='tune' carve images out of each class of train/; {root} "
                              "holds unlabeled images: leave them unset")
-        train_set = data.build_unlabeled_dataset(root, train_transform, **screen)
+        train_set = data.build_unlabeled_dataset(root, train_transform, c.skip_corrupt, check_headers=True)
         unused = [f"{name}={value}" for name in ("num_classes", "images_per_class") if (value := getattr(c, name))]
         if unused:
             log(f"{root} holds unlabeled images: {', '.join(unused)} do not apply (no classes); training on all "
