@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from cnx2lite.dense import composites
-from cnx2lite.dense.composites import CompositeDataset, box_of
+from cnx2lite.dense.composites import CompositeDataset, box_of, detection_collate
 from cnx2lite.dense.heads import UperNet, mask_rcnn
 from cnx2lite.models import create_model
 
@@ -94,6 +94,8 @@ def test_composites_are_a_function_of_seed_and_index_and_read_only_their_photos(
     (dict(samples=[("a.png", 0), ("b.png", 0)]), "at least 2 classes"),
     (dict(size=0), "size must be a positive int"),
     (dict(length=2.5), "length must be a positive int"),
+    (dict(min_visible=0), "min_visible must be a positive int"),
+    (dict(classes=["c0"]), "has label 1, outside the 1 classes"),
 ])
 def test_bad_settings_are_one_clear_error(flat_photos, kwargs, match):
     settings = dict(samples=flat_photos, classes=["c0", "c1"], size=32, length=4) | kwargs
@@ -112,25 +114,28 @@ def test_upernet_gives_per_pixel_logits_and_trains_the_backbone():
     logits = model(images)
     assert logits.shape == (2, 5, 64, 96)
     torch.nn.functional.cross_entropy(logits, torch.randint(0, 5, (2, 64, 96))).backward()
+    grads = {name: p.grad.abs().mean() for name, p in model.named_parameters() if p.grad is not None}
     for name in ("backbone.downsample_layers.0.0.weight", "backbone.stage_norms.3.weight", "pooling.fuse.0.weight",
                  "fpn.inner_blocks.0.0.weight", "classifier.weight"):
-        grad = dict(model.named_parameters())[name].grad
-        assert grad is not None and grad.abs().sum() > 0, name
+        assert grads.get(name, 0) > 0, name
+    pooled = [grads[f"pooling.branches.{i}.0.weight"] for i in range(4)]  # 1x1, 2x2, 3x3 and 6x6 cells
+    assert min(pooled) > 0.05 * max(pooled), pooled  # the global context learns as much as the finer cells
     with pytest.raises(ValueError, match="stage_norms=True"):
         UperNet(create_model("convnextv2_atto", num_classes=0), num_classes=5)
 
 
 def test_mask_rcnn_on_the_backbone_trains_and_predicts(flat_photos):
     dataset = CompositeDataset(flat_photos, [f"c{k}" for k in range(len(COLORS))], size=64, length=2, seed=0)
-    images, targets = zip(*(dataset[i] for i in range(2)))
+    images, targets = detection_collate([dataset[i] for i in range(2)])
+    assert [t["labels"].tolist() for t in targets] == [(dataset[i][1]["labels"] + 1).tolist() for i in range(2)]
     detector = mask_rcnn(_backbone(), num_classes=len(COLORS), img_size=64, channels=32)
-    losses = detector(list(images), [{"boxes": t["boxes"], "labels": t["labels"] + 1, "masks": t["masks"].byte()}
-                                     for t in targets])
+    losses = detector(images, targets)
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
     sum(losses.values()).backward()
     stem = detector.backbone.backbone.downsample_layers[0][0].weight.grad
     assert stem is not None and stem.abs().sum() > 0
     detector.eval()
     with torch.no_grad():
-        found = detector(list(images))
-    assert len(found) == 2 and found[0]["masks"].shape[1:] == (1, 64, 64)
+        found = detector(images)
+    assert len(found) == 2 and set(found[0]) == {"boxes", "labels", "scores", "masks"}
+    assert found[0]["masks"].shape[-3:] == (1, 64, 64) and len(found[0]["boxes"]) == len(found[0]["scores"])

@@ -18,6 +18,7 @@ is the same on every machine and in every epoch; training sets come from ``train
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence
 
 import numpy as np
@@ -25,6 +26,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.ops import masks_to_boxes
+from torchvision.transforms import functional as TF
 
 from .. import transforms
 from ..images import load_image
@@ -40,18 +43,21 @@ class CompositeDataset(Dataset):
 
     def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str], size: int, length: int,
                  seed: int = 0, max_regions: int = 3, min_visible: int = 16) -> None:
+        for name, value in (("size", size), ("length", length), ("max_regions", max_regions),
+                            ("min_visible", min_visible)):
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
         by_class: dict[int, list[str]] = {}
         for path, label in samples:
+            if not 0 <= label < len(classes):
+                raise ValueError(f"{path} has label {label}, outside the {len(classes)} classes")
             by_class.setdefault(label, []).append(path)
         if len(by_class) < 2:
             raise ValueError(f"composites need photos of at least 2 classes (regions come from another class than "
                              f"the background); got {len(by_class)}")
-        for name, value in (("size", size), ("length", length), ("max_regions", max_regions)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
         self.by_class = {label: sorted(paths) for label, paths in sorted(by_class.items())}
-        self.classes, self.size, self.length, self.seed = list(classes), size, length, seed
-        self.max_regions, self.min_visible = max_regions, min_visible
+        self.classes, self.size, self.length, self.seed = list(classes), int(size), int(length), seed
+        self.max_regions, self.min_visible = int(max_regions), int(min_visible)
         self.normalize = transforms.normalization(3)
 
     def __len__(self) -> int:
@@ -59,9 +65,8 @@ class CompositeDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         canvas, semantic, regions = self.compose(index)
-        image = self.normalize(torch.from_numpy(canvas).permute(2, 0, 1).float() / 255)
-        return image, {"semantic": torch.from_numpy(semantic).long(), **instances(semantic, regions,
-                                                                                  self.min_visible)}
+        target = {"semantic": torch.from_numpy(semantic), **instances(regions, semantic.shape, self.min_visible)}
+        return self.normalize(TF.to_tensor(canvas)), target
 
     def compose(self, index: int) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, int]]]:
         """Composite ``index`` as ``(RGB (H, W, 3) uint8, semantic (H, W) int64, regions)``; ``regions`` are the
@@ -86,13 +91,13 @@ class CompositeDataset(Dataset):
         """A random photo of class ``label``, resized (squeezed) to ``hw``, as ``(h, w, 3)`` uint8."""
         paths = self.by_class[label]
         image = load_image(paths[rng.integers(len(paths))], max_side=2 * max(hw))
-        return np.asarray(image.resize((hw[1], hw[0]), Image.BICUBIC), dtype=np.uint8).copy()
+        return np.asarray(image.resize((hw[1], hw[0]), Image.Resampling.BICUBIC), dtype=np.uint8).copy()
 
 
 def random_shape(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """A random region of a ``size x size`` canvas: ``(mask (size, size) bool, its box (x0, y0, x1, y1))``. An
-    ellipse, a polygon (5 to 9 vertices at random radii around a centre) or a blob (3 to 5 overlapping ellipses), its
-    extent a fifth to two thirds of the canvas, centred anywhere in the middle 70%."""
+    ellipse, a polygon (5 to 9 vertices at random radii around a centre) or a blob (3 to 5 ellipses that all cover its
+    centre), its extent a tenth to two thirds of the canvas, centred anywhere in the middle 70%."""
     shape = SHAPES[rng.integers(len(SHAPES))]
     radius = size * rng.uniform(0.1, 0.33)
     cx, cy = size * rng.uniform(0.15, 0.85, size=2)
@@ -107,7 +112,7 @@ def random_shape(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple
         parts = [(cx, cy, radius * rng.uniform(0.5, 1.0), radius * rng.uniform(0.5, 1.0))]
         if shape == "blob":  # ellipses around the centre, overlapping
             count = rng.integers(3, 6)
-            angles, distances = rng.uniform(0, 2 * math.pi, size=count), radius * rng.uniform(0.1, 0.5, size=count)
+            angles, distances = rng.uniform(0, 2 * math.pi, size=count), radius * rng.uniform(0.1, 0.35, size=count)
             parts = [(cx + d * math.cos(a), cy + d * math.sin(a), *(radius * rng.uniform(0.35, 0.6, size=2)))
                      for a, d in zip(angles, distances)]
         for x, y, rx, ry in parts:
@@ -118,18 +123,33 @@ def random_shape(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple
     return mask, box_of(mask)
 
 
+def boxes_of(masks: Tensor) -> Tensor:
+    """The tight boxes ``(R, 4)`` ``(x0, y0, x1, y1)`` of non-empty masks ``(R, H, W)``, ``x1``/``y1`` exclusive
+    (pixel edges, torchvision's convention for boxes; :func:`torchvision.ops.masks_to_boxes` gives the last pixel)."""
+    return masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])
+
+
 def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """The tight box ``(x0, y0, x1, y1)`` of a non-empty ``(H, W)`` mask, ``x1``/``y1`` exclusive."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+    """:func:`boxes_of` of one non-empty ``(H, W)`` mask, as ints."""
+    return tuple(int(v) for v in boxes_of(torch.as_tensor(np.ascontiguousarray(mask))[None])[0])
 
 
-def instances(semantic: np.ndarray, regions: list[tuple[np.ndarray, int]], min_visible: int) -> dict[str, Tensor]:
-    """The detection targets of a composite: each region with at least ``min_visible`` visible pixels, its box, class
-    and mask (see :class:`CompositeDataset`)."""
+def instances(regions: list[tuple[np.ndarray, int]], hw: tuple[int, int], min_visible: int) -> dict[str, Tensor]:
+    """The detection targets of a composite of ``hw`` pixels: each region with at least ``min_visible`` visible
+    pixels, its box, class and mask (see :class:`CompositeDataset`)."""
     kept = [(mask, label) for mask, label in regions if mask.sum() >= min_visible]
-    h, w = semantic.shape
-    return {"boxes": torch.tensor([box_of(mask) for mask, _ in kept], dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor([label for _, label in kept], dtype=torch.int64),
-            "masks": torch.from_numpy(np.stack([mask for mask, _ in kept])) if kept
-            else torch.zeros(0, h, w, dtype=torch.bool)}
+    masks = torch.from_numpy(np.stack([m for m, _ in kept])) if kept else torch.zeros(0, *hw, dtype=torch.bool)
+    return {"boxes": boxes_of(masks) if kept else torch.zeros(0, 4), "masks": masks,
+            "labels": torch.tensor([label for _, label in kept], dtype=torch.int64)}
+
+
+def detection_target(target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A composite's target as torchvision's detection models take it: boxes, masks, and labels ``1..K`` (their 0 is
+    the background)."""
+    return {"boxes": target["boxes"], "masks": target["masks"], "labels": target["labels"] + 1}
+
+
+def detection_collate(batch: list[tuple[Tensor, dict[str, Tensor]]]) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """Detection batches stay lists (each image has its own number of instances): ``(images, targets)``."""
+    images, targets = zip(*batch)
+    return list(images), [detection_target(t) for t in targets]

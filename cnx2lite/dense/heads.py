@@ -28,9 +28,9 @@ from ..models import ConvNeXtV2
 POOL_SCALES = (1, 2, 3, 6)  # PSPNet's, as UperNet uses them
 
 
-def _conv(in_channels: int, out_channels: int, kernel_size: int) -> Conv2dNormActivation:
-    """Conv -> GroupNorm (32 groups, fewer for narrow maps) -> ReLU."""
-    groups = next(g for g in (32, 16, 8, 4, 2, 1) if out_channels % g == 0)
+def _conv(in_channels: int, out_channels: int, kernel_size: int, groups: int = 32) -> Conv2dNormActivation:
+    """Conv -> GroupNorm (``groups``, fewer where the channels do not divide) -> ReLU."""
+    groups = next(g for g in (groups, 16, 8, 4, 2, 1) if g <= groups and out_channels % g == 0)
     return Conv2dNormActivation(in_channels, out_channels, kernel_size, norm_layer=partial(nn.GroupNorm, groups))
 
 
@@ -44,12 +44,13 @@ def stage_maps(backbone: ConvNeXtV2, images: Tensor) -> OrderedDict[str, Tensor]
 class PyramidPooling(nn.Module):
     """PSPNet's pyramid pooling on the last stage map: the map and its averages over 1x1, 2x2, 3x3 and 6x6 cells
     (each projected to ``channels``, upsampled back), concatenated and fused by a 3x3 conv. ``(N, C4, h, w)`` ->
-    ``(N, channels, h, w)``."""
+    ``(N, channels, h, w)``. A pooled cell holds one value per channel, so its norm is over all channels (one group):
+    groups of a few channels would normalize a handful of numbers, at 1x1 each to its bias."""
 
     def __init__(self, in_channels: int, channels: int, scales: tuple[int, ...] = POOL_SCALES) -> None:
         super().__init__()
         self.scales = scales
-        self.branches = nn.ModuleList(_conv(in_channels, channels, 1) for _ in scales)
+        self.branches = nn.ModuleList(_conv(in_channels, channels, 1, groups=1) for _ in scales)
         self.fuse = _conv(in_channels + len(scales) * channels, channels, 3)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -62,7 +63,8 @@ class UperNet(nn.Module):
     """UperNet (Xiao et al., ECCV 2018) on a ConvNeXt V2 backbone built with ``stage_norms=True``: pyramid pooling on
     stage 4, a feature pyramid over stages 1-3 and that, every level upsampled to stage 1's resolution (1/4),
     concatenated, fused, classified per pixel and upsampled to the image. ``(N, C, H, W)`` -> logits
-    ``(N, num_classes, H, W)``."""
+    ``(N, num_classes, H, W)``. The pyramid is torchvision's: its lateral and output convs have no norm and no
+    activation (mmsegmentation's have both), and its pooled level gets a lateral 1x1 conv too."""
 
     def __init__(self, backbone: ConvNeXtV2, num_classes: int, channels: int = 128) -> None:
         super().__init__()
@@ -85,10 +87,11 @@ class UperNet(nn.Module):
         return F.interpolate(self.classifier(fused), images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class BackboneWithFPN(nn.Module):
+class StagePyramid(nn.Module):
     """The backbone's four normed stage maps through a feature pyramid with a max-pooled fifth level, as
     torchvision's detection models take a backbone: ``(N, C, H, W)`` -> levels ``"0".."3", "pool"`` of
-    ``out_channels`` each."""
+    ``out_channels`` each. (torchvision's own ``BackboneWithFPN`` takes a model's named children as its maps; the
+    stage norms are applied inside :meth:`~cnx2lite.models.ConvNeXtV2.forward_intermediates`, so it cannot.)"""
 
     def __init__(self, backbone: ConvNeXtV2, channels: int = 128) -> None:
         super().__init__()
@@ -103,11 +106,11 @@ class BackboneWithFPN(nn.Module):
 
 
 def mask_rcnn(backbone: ConvNeXtV2, num_classes: int, img_size: int, channels: int = 128) -> MaskRCNN:
-    """torchvision's Mask R-CNN on the backbone through :class:`BackboneWithFPN`, for ``num_classes`` object classes
-    (its labels are ``1..num_classes``; 0 is its background) on images of ``img_size`` px that the data already
-    normalized (no resizing, no second normalization). Anchors of 16 to 256 px, one size per pyramid level, for
-    objects of a laptop-sized image."""
+    """torchvision's Mask R-CNN on the backbone through :class:`StagePyramid`, for ``num_classes`` object classes
+    (its labels are ``1..num_classes``, 0 being its background: :func:`~cnx2lite.dense.composites.detection_target`
+    gives them) on square images of ``img_size`` px that the data already normalized (no resizing, no second
+    normalization). Anchors of 16 to 256 px, one size per pyramid level, for objects of a laptop-sized image."""
     anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
-    return MaskRCNN(BackboneWithFPN(backbone, channels), num_classes=num_classes + 1, min_size=img_size,
+    return MaskRCNN(StagePyramid(backbone, channels), num_classes=num_classes + 1, min_size=img_size,
                     max_size=img_size, image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
                     rpn_anchor_generator=anchors)
