@@ -28,7 +28,7 @@ from . import data, imagenette
 from .amp import resolve_device
 from .bootstrap import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .masking import effective_mask_ratio
-from .reproduce import claim_report_folder
+from .report_folder import check_report_folder, claim_report_folder
 from .reproduce.evaluation import Evaluator
 from .reproduce.figures import plot_pretraining_knn
 from .reproduce.grid import SWEEP, Grid, Recipe, Scale
@@ -49,6 +49,7 @@ PLANS = {
 
 # Each arm's fine-tuning recipe, chosen by `cnx2lite demo --sweep` on the tuning split: reports/demo/sweep.md (both arms
 # best at lr 1e-3 without RandAugment, erasing, drop path and label smoothing, the middle of the swept lrs).
+COMMAND = "cnx2lite demo"
 MANIFEST = "demo-runs.txt"  # the run folders a demo created under <output>/runs: the only ones a demo removes
 RECIPES = {"fcmae": Recipe(1e-3, "none"), "scratch": Recipe(1e-3, "none")}
 
@@ -72,11 +73,12 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     if threads:
         torch.set_num_threads(threads)
     output = Path(output).expanduser()
-    claim_report_folder(output, "cnx2lite demo", "# cnx2lite demo", ("report.md", "*.png"))
+    check_report_folder(output, COMMAND, ("report.md", "*.png"), report_start=f"# {COMMAND}")
     scale = PLANS["quick" if quick else "full"]
     if (output / MANIFEST).is_file():  # an earlier demo's records, about to be cleared, may be of other images
         (output / RECORDS_FOLDER / "data.json").unlink(missing_ok=True)
     grid = Grid(scale, _find_data(data_arg), output, recipes=RECIPES)
+    claim_report_folder(output, COMMAND)  # every check passed
     k = scale.main_shot
     _clear_own_runs(output, _own_runs(grid, k))  # a fresh measurement
     chosen_by = "`cnx2lite demo --sweep`, an earlier run (the constant `cnx2lite.demo.RECIPES`)"

@@ -11,6 +11,7 @@ from cnx2lite import collapse, collapse_curves
 from cnx2lite.bootstrap import Resampled, image_counts, resampled_contrast
 from cnx2lite.commands import main
 from cnx2lite.models import create_model
+from cnx2lite.report_folder import CLAIM_FILE
 from conftest import make_image_folder
 
 
@@ -103,7 +104,7 @@ def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, on
     with pytest.raises(SystemExit) as exit_info:
         main(main_args)
     assert exit_info.value.code == 0
-    assert {p.name for p in output.iterdir()} == {"collapse.csv", "collapse.md", "collapse-64px.png"}
+    assert {p.name for p in output.iterdir()} == {"collapse.csv", "collapse.md", "collapse-64px.png", CLAIM_FILE}
     rows = list(csv.DictReader(open(output / "collapse.csv")))
     # 3 encoders after GELU + 2 V2 ones after GRN, 6 stats, 12 blocks + their mean; 2 contrasts (GRN: one) x 6 stats
     assert len(rows) == 5 * 6 * 13 + 3 * 6
@@ -127,7 +128,16 @@ def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, on
         main(collapse_command(folder, output, "--encoder", "b=random:v1", "--point", "gelu", "--img-size", "96"))
     assert exit_info.value.code == 0
     assert {p.name for p in output.iterdir()} == {"collapse.csv", "collapse.md", "collapse-96px.png",
-                                                  "collapse-notes.md"}
+                                                  "collapse-notes.md", CLAIM_FILE}
+    # a folder holding a collapse.md that collapse did not write is someone's: refused, untouched
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "collapse.md").write_text("my notes")
+    with pytest.raises(SystemExit) as exit_info:
+        main(collapse_command(folder, mine, "--encoder", "b=random:v1", "--point", "gelu"))
+    assert exit_info.value.code == 2 and "holds collapse.md that cnx2lite collapse did not write" in \
+        capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["collapse.md"] and (mine / "collapse.md").read_text() == "my notes"
 
 
 @pytest.mark.parametrize("args, says", [

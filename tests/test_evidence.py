@@ -260,17 +260,29 @@ def test_reproduce_and_the_demo_never_overwrite_a_report_they_did_not_write(tint
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
 
 
-def test_a_report_folder_claimed_by_an_interrupted_invocation_stays_its_own(tmp_path):
-    """Killed after its first figure and before its report.md, reproduce finds its own figure again and goes on; the
-    demo, whose claim it is not, still refuses the folder."""
-    from cnx2lite.reproduce import REPORT_FILES, claim_report_folder
+def test_a_report_folder_is_claimed_by_one_command_only_once_every_check_passed(tinted, tmp_path):
+    """Killed after its first figure and before its report.md, reproduce finds its own figure again and goes on; no
+    other command takes over a folder one claimed; a refused reproduce leaves no folder behind."""
+    from cnx2lite.report_folder import CLAIM_FILE, check_report_folder, claim_report_folder
+    from cnx2lite.reproduce import COMMAND, REPORT_FILES, run_reproduce
 
     output = tmp_path / "out"
-    claim_report_folder(output, "cnx2lite reproduce", "# cnx2lite reproduce", REPORT_FILES)
+    check_report_folder(output, COMMAND, REPORT_FILES)
+    assert not output.exists()  # checking writes nothing
+    claim_report_folder(output, COMMAND)
     (output / "feature_collapse.png").write_bytes(b"a figure of the interrupted run")
-    claim_report_folder(output, "cnx2lite reproduce", "# cnx2lite reproduce", REPORT_FILES)
-    with pytest.raises(FileExistsError, match="holds feature_collapse.png that cnx2lite demo did not write"):
-        claim_report_folder(output, "cnx2lite demo", "# cnx2lite demo", ("report.md", "*.png"))
+    check_report_folder(output, COMMAND, REPORT_FILES)
+    (output / "feature_collapse.png").unlink()  # even with none of its files there, the folder stays reproduce's
+    for other in ("cnx2lite demo", "cnx2lite collapse"):
+        with pytest.raises(FileExistsError, match=f"is the folder of {COMMAND}: {other} would mix"):
+            check_report_folder(output, other, ("report.md", "*.png"))
+    assert (output / CLAIM_FILE).read_text() == f"{COMMAND}\n"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"task": "pretrain"}')
+    with pytest.raises(ValueError, match="inside the training run"):
+        run_reproduce("smoke", str(tinted), tmp_path / "refused", records=run / "records")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_a_damaged_record_is_named_and_records_never_go_into_a_run(tmp_path):

@@ -77,7 +77,7 @@ LAYERS = (
     {"allocator", "amp", "openmp", "writing", "masking", "bootstrap", "images", "image_files", "transforms", "layers",
      "sparse", "models"},
     {"data", "rundir", "hub", "checkpoint_formats", "fcmae", "dense"},
-    {"imagenette", "image_cache", "checkpoints"},
+    {"imagenette", "image_cache", "checkpoints", "report_folder"},
     {"factory", "collapse"},
     {"probes", "collapse_curves", "collapse_along_training", "export"},
     {"train"},

@@ -14,7 +14,8 @@ from torch import nn
 from .. import collapse, collapse_along_training, collapse_curves, data
 from ..amp import resolve_device
 from ..factory import load_model
-from ..rundir import RunDir, run_directory_of
+from ..report_folder import check_report_folder, claim_report_folder
+from ..rundir import RunDir
 from .flags import add_data_flags, add_device_flag, image_size, non_negative_int, positive
 
 RANDOM = "random"
@@ -67,17 +68,18 @@ def load_encoders(specs: list[tuple[str, list[str]]], model: str | None,
 
 # The files a collapse writes, and so the only ones it clears from --output before writing (a stale figure of an
 # earlier collapse would sit beside new numbers; a user's own collapse-notes.md stays).
+COMMAND = "cnx2lite collapse"
 WRITTEN = re.compile(r"collapse(\.csv|\.md|-\d+px\.png|-along-training-\d+px\.(csv|png))")
+WRITTEN_GLOBS = ("collapse.csv", "collapse.md", "collapse-*px.png", "collapse-along-training-*px.*")
 
 
 def check_output(output: Path) -> Path:
-    """``--output`` as a folder for this command's files: never a file nor anything inside a training run."""
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output} is a file: give a folder (default: ./collapse)")
-    if (run := run_directory_of(output)) is not None:
-        raise ValueError(f"--output {output} is inside the training run {run}: give another folder")
+    """``--output`` as a folder for this command's files (:func:`~cnx2lite.report_folder.check_report_folder`): never
+    a file, anything inside a training run, or a folder holding files of the same names that collapse did not write;
+    and writable, known before minutes of measuring, not after."""
+    check_report_folder(output, COMMAND, WRITTEN_GLOBS)
     existing = next(p for p in (output, *output.parents) if p.exists())
-    if not os.access(existing, os.W_OK | os.X_OK):  # known before minutes of measuring, not after
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"--output {output} cannot be written ({existing} is read-only or not writable): choose "
                          "another folder")
     return output
@@ -86,7 +88,7 @@ def check_output(output: Path) -> Path:
 def write_outputs(output: Path, files: dict[str, Callable[[Path], object]]) -> None:
     """Once everything is measured: clear an earlier collapse's files from ``output``, then write each file
     (``{name: writer(path)}``). A refused or failed measurement leaves the earlier results as they were."""
-    output.mkdir(parents=True, exist_ok=True)
+    claim_report_folder(output, COMMAND)
     for old in (p for p in output.iterdir() if WRITTEN.fullmatch(p.name) and p.is_file()):
         old.unlink()
     for name, write in files.items():

@@ -46,7 +46,7 @@ from .. import data
 from ..amp import resolve_device
 from ..bootstrap import RESAMPLES
 from ..masking import effective_mask_ratio
-from ..rundir import run_directory_of
+from ..report_folder import check_report_folder, claim_report_folder
 from .evaluation import Evaluator
 from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Cell, Grid, Scale, shot_label
 from .records import RECORDS_FOLDER, Records
@@ -55,7 +55,7 @@ from .tables import TABLES, measurements, record_finished_runs, sanity_section
 
 # what a report folder holds: report.md, results.csv and the tables' figures and CSVs
 REPORT_FILES = ("report.md", "results.csv", "*.png", "feature_collapse.csv")
-CLAIM_FILE = ".cnx2lite-report"  # which command's report a folder holds, written before any of its files
+COMMAND = "cnx2lite reproduce"
 
 
 def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os.PathLike | None = None,
@@ -76,13 +76,14 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
         print("reproduce: one fine-tuning seed: the scratch arms have one run each, so their intervals cover the val "
               "images only, not reruns", file=sys.stderr)
     output = Path(output or f"runs/reproduce-{scale_name}").expanduser()
-    claim_report_folder(output, "cnx2lite reproduce", "# cnx2lite reproduce", REPORT_FILES)
+    check_report_folder(output, COMMAND, REPORT_FILES, report_start=f"# {COMMAND}")
     start = time.perf_counter()
     deadline = None if hours is None else time.monotonic() + hours * 3600
     records = Records(Path(records).expanduser() if records else output / RECORDS_FOLDER)
     records.check_writable()  # before any training
     grid = Grid(scale, str(data.find_image_folder(data.resolve_data_root(data_arg))), output, deadline=deadline,
                 records=records)
+    claim_report_folder(output, COMMAND)  # every check passed
     ev = Evaluator(grid, resolve_device("auto"))
     sections, times, stopped = _train(grid, hours, ev)
     record_finished_runs(ev)  # before any table: what this machine trained outlives its checkpoints
@@ -117,32 +118,6 @@ invocation's wall time, evaluation included: {(time.perf_counter() - start) / 60
 """)
     print(f"report: {report}")
     return report
-
-
-def claim_report_folder(output: Path, command: str, report_start: str, written: tuple[str, ...]) -> None:
-    """Make ``output`` the folder of ``command``'s report. Refused: a folder inside a training run, or one that holds
-    any of the files ``command`` writes there (``written``, globs) unless it is already ``command``'s: its
-    ``report.md`` begins with ``report_start``, or an earlier invocation, perhaps interrupted before its report, claimed
-    it (:data:`CLAIM_FILE`, written here before any other file). Other files would be someone's, and overwritten."""
-    if (run := run_directory_of(output)) is not None:
-        raise ValueError(f"--output {output} is inside the training run {run}: choose another output folder")
-    claim = output / CLAIM_FILE
-    if not (_begins_with(output / "report.md", report_start) or _begins_with(claim, f"{command}\n")):
-        found = sorted({path.name for pattern in written for path in output.glob(pattern)})
-        if found:
-            raise FileExistsError(f"{output} holds {', '.join(found[:4])} that {command} did not write (its report.md "
-                                  "is not there or not its own): they would be overwritten; choose another output "
-                                  "folder (--output)")
-    output.mkdir(parents=True, exist_ok=True)
-    claim.write_text(f"{command}\n")
-
-
-def _begins_with(path: Path, start: str) -> bool:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read(len(start)) == start
-    except OSError:
-        return False
 
 
 def _train(grid: Grid, hours: float | None, ev: Evaluator) -> tuple[list[str], list[str], str]:
