@@ -68,6 +68,7 @@ class RunDir:
     def check_creatable(self) -> None:
         """Raise the OSError :meth:`create` would (a file in the way, a folder that cannot be written), creating
         nothing: a run that is refused later leaves no folder behind."""
+        self._refuse_link()
         existing = self.path
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent
@@ -84,7 +85,15 @@ class RunDir:
 
     def create(self) -> None:
         """Create the directory (and its parents); an OSError in one line says why it cannot hold a run."""
+        self._refuse_link()
         make_folder(self.path, "the run directory", "choose another output folder (--output) or name")
+
+    def _refuse_link(self) -> None:
+        """A run folder is a folder of its own, never a link to one: a link would put the run outside ``--output``
+        (or make it another run's)."""
+        if self.path.is_symlink():
+            raise ValueError(f"{self.path} is a symbolic link (to {os.readlink(self.path)}): a run folder must be a "
+                             "folder of its own; remove the link or choose another name")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

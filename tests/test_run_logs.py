@@ -82,6 +82,21 @@ def test_a_run_name_is_one_folder_name(name, tmp_path, capsys):
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "out").exists()
 
 
+def test_a_run_folder_that_is_a_link_is_refused(images, tmp_path, capsys):
+    """``<output>/<name>`` linked to a folder elsewhere (empty, or another run) would put the run outside --output,
+    or into another run: refused in one line, nothing written at the link's target."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "linked").symlink_to(elsewhere)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["finetune", "--preset", "smoke", "--data", str(images), "--output", str(tmp_path / "out"), "--name",
+              "linked", "--batch-size", "4"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "is a symbolic link" in err and len(err.splitlines()) == 1, err
+    assert not list(elsewhere.iterdir())
+
+
 @pytest.mark.parametrize("planted", ["metrics.csv", "config.json", ".lock"])
 def test_run_files_never_follow_a_planted_symlink(planted, tmp_path):
     """A symlink in place of a run file would have the link's target truncated or overwritten: refused instead."""
