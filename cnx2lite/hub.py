@@ -141,22 +141,35 @@ def save_pretrained(model: ConvNeXtV2, folder: str | os.PathLike) -> Path:
     """Write ``model``'s weights (``model.safetensors``) and architecture (``config.json``) into ``folder``, for
     :func:`cnx2lite.checkpoints.load_pretrained` (or :func:`load_saved`). Returns the folder. A folder inside a
     training run is refused: its ``config.json`` is the run's record."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(folder).expanduser()
     if (run := run_directory_of(folder)) is not None:
         raise ValueError(f"cannot save into {folder}: it is inside the training run {run}, whose config.json and "
                          "checkpoints belong to the run; choose a folder outside it")
-    if (folder / CONFIG_NAME).exists() and not is_saved_folder(folder):
-        raise FileExistsError(f"cannot save into {folder}: its {CONFIG_NAME} is not a saved model's (no "
-                              f"{SAFETENSORS_NAME} beside it) and would be overwritten; choose another folder")
+    ours = _saved_config(folder / CONFIG_NAME) is not None
+    theirs = [name for name in (CONFIG_NAME, SAFETENSORS_NAME) if (folder / name).exists() and not ours]
+    if theirs:
+        raise FileExistsError(f"cannot save into {folder}: its {' and '.join(theirs)} would be overwritten and "
+                              f"{'are' if len(theirs) > 1 else 'is'} not a saved model's (no config.json naming its "
+                              "architecture); choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
     config = {"variant": getattr(model, "variant", None), "num_classes": model.num_classes,
               "in_chans": model.in_chans, **architecture(model),
               "depths": list(model.depths), "dims": list(model.dims)}
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(folder / SAFETENSORS_NAME))
+    # written by open() like config.json, so the file gets the umask's permissions (save_file's temporary file: 0600)
+    (folder / SAFETENSORS_NAME).write_bytes(save({k: v.detach().contiguous() for k, v in model.state_dict().items()}))
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return folder
+
+
+def _saved_config(path: Path) -> dict | None:
+    """The config.json :func:`save_pretrained` wrote at ``path`` (it names the architecture), else None."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) and {"depths", "dims", "num_classes"} <= config.keys() else None
 
 
 def is_saved_folder(path: str | os.PathLike) -> bool:

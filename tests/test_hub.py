@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 from pathlib import Path
 
@@ -168,6 +169,15 @@ def test_save_pretrained_never_overwrites_a_config_json_that_is_not_a_saved_mode
     from cnx2lite import create_model, save_pretrained
 
     (tmp_path / "config.json").write_text('{"my": "settings"}')
-    with pytest.raises(FileExistsError, match="not a saved model's"):
+    with pytest.raises(FileExistsError, match="its config.json would be overwritten and is not a saved model's"):
         save_pretrained(create_model("convnextv2_atto"), tmp_path)
     assert (tmp_path / "config.json").read_text() == '{"my": "settings"}'
+    (tmp_path / "model.safetensors").write_text("my notes")  # a file of that name does not make the folder a save
+    with pytest.raises(FileExistsError, match="its config.json and model.safetensors would be overwritten"):
+        save_pretrained(create_model("convnextv2_atto"), tmp_path)
+    assert (tmp_path / "model.safetensors").read_text() == "my notes"
+    saved = save_pretrained(create_model("convnextv2_atto"), tmp_path / "saved")
+    save_pretrained(create_model("convnextv2_atto", num_classes=3), saved)  # a save replaces a save
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {(saved / name).stat().st_mode & 0o777 for name in ("config.json", "model.safetensors")} == {0o666 & ~umask}
