@@ -290,8 +290,11 @@ def read_torch_file(path: str | os.PathLike) -> object:
                          "(.pt, .pth), a .safetensors file, a run folder or a released model name")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
+    except OSError as e:
+        if e.filename is not None or e.errno not in (errno.EINVAL, None):
+            raise  # the file system's (permissions, an I/O error): the file may be whole
+        raise ValueError(f"cannot read {os.fspath(path)} as a checkpoint: its zip archive is cut short or damaged "
+                         f"({e.strerror or e}); a truncated file (a full disk, an interrupted copy)") from None
     except Exception as e:  # unpickling errors vary: UnpicklingError, RuntimeError, EOFError, ...
         lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if line.strip()]
         detail = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")

@@ -242,3 +242,20 @@ def test_a_write_refused_on_its_temporary_file_names_the_file_asked_for(tmp_path
         open(tmp_path / "elsewhere" / "x")  # an error about another file is the block's own: passed on as it is
     assert error.value.filename == str(tmp_path / "elsewhere" / "x")
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt2"] and path.read_bytes() == b"whole"
+
+
+def test_a_checkpoint_cut_anywhere_is_a_value_error_naming_it(tmp_path):
+    """However short a truncated checkpoint is cut, reading it says so, naming it: resume then sets it aside and
+    continues from the one before (a cut inside the zip's entries once raised a bare '[Errno 22] Invalid argument')."""
+    import torch
+
+    from cnx2lite.rundir import read_torch_file
+
+    whole = tmp_path / "whole.pt"
+    torch.save({"model": {f"w{i}": torch.randn(64, 64) for i in range(8)}}, whole)
+    data = whole.read_bytes()
+    for size in (100, 1000, 5000, 20000, len(data) // 2, len(data) - 10):
+        cut = tmp_path / f"cut-{size}.pt"
+        cut.write_bytes(data[:size])
+        with pytest.raises(ValueError, match=f"cannot read {cut}"):
+            read_torch_file(cut)
