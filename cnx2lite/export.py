@@ -45,7 +45,7 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, img_size: int | t
         _require("onnx", "onnxscript")
         try:
             torch.onnx.export(model, example, str(path), dynamo=True, dynamic_shapes=batch, verbose=False)
-        except RuntimeError as e:
+        except (RuntimeError, OSError) as e:  # an OSError may name the exporter's temporary file: name the export
             raise write_error(path, e) from e
         return path
     with replaced_atomically(path) as tmp:  # an existing export is replaced only by a whole new one

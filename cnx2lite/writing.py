@@ -31,6 +31,8 @@ def write_error(path: Path, error: BaseException) -> OSError:
         code, reason = errno.EACCES, "the folder is not writable"
     elif shutil.disk_usage(folder).free < FULL:
         code, reason = errno.ENOSPC, "the disk is full"
+    elif isinstance(error, OSError) and error.errno:  # e.g. a quota: its reason, not the name of the file it hit
+        code, reason = error.errno, error.strerror or os.strerror(error.errno)
     else:
         code, reason = errno.EIO, (str(error).strip().splitlines() or [type(error).__name__])[0]
     return OSError(code, f"cannot write {path}: {reason}", str(path))
@@ -61,7 +63,8 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
             os.close(fd)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # none left (a read-only folder refuses even that unlink), or an orphan
+            tmp.unlink()
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)  # make the rename itself durable

@@ -238,6 +238,19 @@ def test_a_write_refused_on_its_temporary_file_names_the_file_asked_for(tmp_path
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
     assert error.value.filename == str(path)
     assert error.value.strerror == f"cannot write {path}: the folder is not writable"
+    monkeypatch.undo()
+    with pytest.raises(OSError) as error, writing.replaced_atomically(path) as tmp:  # a quota: its own reason
+        raise OSError(errno.EDQUOT, "Disk quota exceeded", str(tmp))
+    assert error.value.errno == errno.EDQUOT and error.value.strerror == f"cannot write {path}: Disk quota exceeded"
+
+    def read_only(self, missing_ok=False):  # a read-only folder refuses even the unlink of a file that is not there
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(OSError) as error, writing.replaced_atomically(path) as tmp:
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp))
+    assert error.value.filename == str(path)  # not the unlink's error about the temporary file
+    monkeypatch.undo()
     with pytest.raises(FileNotFoundError) as error, writing.replaced_atomically(path):
         open(tmp_path / "elsewhere" / "x")  # an error about another file is the block's own: passed on as it is
     assert error.value.filename == str(tmp_path / "elsewhere" / "x")
