@@ -56,7 +56,9 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}") from None
+        resolved = None
+    if resolved is None or resolved.type not in ("cpu", "cuda"):  # what this package runs on (and tests)
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
     if resolved.type == "cuda" and (not torch.cuda.is_available()
                                     or (resolved.index or 0) >= torch.cuda.device_count()):
         raise ValueError(f"device {device!r} is not available here ({torch.cuda.device_count()} CUDA GPU(s)); "

@@ -16,6 +16,7 @@ bootstrap of :mod:`cnx2lite.bootstrap`.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,6 +29,10 @@ from .amp import autocast
 
 PROBE_METHODS = ("knn", "linear")
 KNN_K, KNN_TEMPERATURE = 20, 0.07  # as the DINO and lightly kNN monitors
+
+
+class ProbeWarning(UserWarning):
+    """A probe ran other than asked (e.g. fewer neighbours than k): the command line prints it as one line."""
 
 
 @torch.no_grad()
@@ -77,7 +82,10 @@ def knn_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: 
     if k < 1 or temperature <= 0:
         raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
     bank, queries = F.normalize(bank.float(), dim=1), F.normalize(queries.float(), dim=1)
-    k = min(k, len(bank))
+    if k > len(bank):
+        warnings.warn(ProbeWarning(f"k={k} is more than the {len(bank)} labeled images of the memory bank: all "
+                                   f"{len(bank)} vote"), stacklevel=2)
+        k = len(bank)
     scores = []
     for start in range(0, len(queries), chunk):
         similarity, index = (queries[start:start + chunk] @ bank.T).topk(k, dim=1)  # (q, k), most similar first

@@ -189,3 +189,22 @@ def test_a_warning_of_the_package_is_one_line_and_the_command_goes_on(tmp_path, 
     assert done.value.code == 0, err
     assert err.splitlines() == [f"warning: --images-per-class=9: 2 of 2 class(es) of {folder / 'train'} hold fewer "
                                 "images and keep all they have: class0 (8), class1 (8)"], err
+
+
+def test_a_probe_asked_for_more_neighbours_than_its_bank_holds_says_so(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "images", train=4, val=2)
+    with pytest.raises(SystemExit) as done:
+        main(["probe", "--checkpoint", "random", "--data", str(folder), "--img-size", "32", "--method", "knn",
+              "--k", "50"])
+    captured = capsys.readouterr()
+    assert done.value.code == 0, captured.err
+    assert captured.err.splitlines() == ["warning: k=50 is more than the 8 labeled images of the memory bank: all 8 "
+                                         "vote"] and "knn top-1" in captured.out
+
+
+@pytest.mark.parametrize("device", ["mps", "meta", "xpu:0", "gpu"])
+def test_a_device_this_package_does_not_run_on_is_one_line(device, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["probe", "--checkpoint", "random", "--device", device])
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and err.endswith(f"device must be auto, cpu, cuda or cuda:N; got {device!r}"), err

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .. import transforms
 from ..amp import autocast, resolve_amp
 from ..layers.grn import set_fused
-from ..probes import probe
+from ..probes import KNN_K, probe
 from ..rundir import RunDir, RunResult
 from ..writing import print_line
 from .config import TrainConfig, resolve_batch_and_lr
@@ -281,7 +281,8 @@ class Trainer:
             row.update(evaluate(self.task, self.model, self.val_loader, self.amp_dtype, self.dist))
             if self.knn_bank is not None:  # pretraining's monitor: weighted kNN of the pooled encoder features
                 row["knn_top1"] = probe(self.model.encoder, self.knn_bank, self.val_set, len(self.train_set.classes),
-                                        "knn", c.batch_size, self.dist.device, self.amp_dtype, c.num_workers).top1
+                                        "knn", c.batch_size, self.dist.device, self.amp_dtype, c.num_workers,
+                                        k=min(KNN_K, len(self.knn_bank))).top1
             if self.ema is not None:
                 ema = evaluate(self.task, self.ema.module, self.val_loader, self.amp_dtype, self.dist)
                 row.update(ema_top1=ema.get("val_top1"), ema_top5=ema.get("val_top5"))
