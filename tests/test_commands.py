@@ -8,6 +8,7 @@ one line on stderr, never a traceback.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import signal
 import subprocess
@@ -208,3 +209,12 @@ def test_a_device_this_package_does_not_run_on_is_one_line(device, capsys):
         main(["probe", "--checkpoint", "random", "--device", device])
     err = capsys.readouterr().err.strip()
     assert done.value.code == 2 and err.endswith(f"device must be auto, cpu, cuda or cuda:N; got {device!r}"), err
+
+
+def test_a_command_started_with_stdout_closed_says_so_instead_of_losing_its_result():
+    command = [sys.executable, "-m", "cnx2lite", "probe", "--checkpoint", "random", "--data", "nowhere"]
+    closed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                            pass_fds=(), close_fds=True, preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 2 and closed.stderr == ("error: probe: stdout is closed, so what it prints would be "
+                                                        "lost; send it somewhere (> file, or > /dev/null to drop "
+                                                        "it)\n"), closed.stderr

@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if sys.stdout is None:  # started with stdout closed (``>&-``): every print would vanish, results too
+        print(f"error: {args.command}: stdout is closed, so what it prints would be lost; send it somewhere "
+              "(> file, or > /dev/null to drop it)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     keep_freed_memory()  # a tensor-heavy process: reuse freed memory rather than fault it in again each step
     sys.exit(run_command(args))
 
