@@ -61,7 +61,13 @@ def load_pretrained(
     them, except the final norm and head that an encoder-only (FCMAE) checkpoint lacks: those keep
     their initialization and are listed in ``missing_keys``. Without ``strict``, keys that do not
     fit are skipped and reported in the result. A released name of another variant is refused before its download."""
-    hub.check_released_variant(source, getattr(model, "variant", None), "the model")
+    if not isinstance(model, ConvNeXtV2):
+        raise ValueError(f"model must be a ConvNeXtV2 (e.g. cnx2lite.create_model('convnextv2_atto')); got "
+                         f"{type(model).__name__}")
+    if not isinstance(source, (str, os.PathLike, Mapping)):
+        raise ValueError(f"source must be a file, a run folder, a released name or a state dict; got "
+                         f"{type(source).__name__}")
+    hub.check_released_variant(source, getattr(model, "variant", None), "the model")  # None: built by hand
     state_dict, saved, notes = read_weights(source, use_ema)
     _check_architecture(model, saved, grn_change)  # what a run or a saved folder records: block, GRN, block norm
     state_dict, source_format = convert_state_dict(state_dict)

@@ -46,9 +46,8 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
     folder gives its own architecture. Returns ``(model,
     config)``: a cnx2lite run's config and its ``classes`` (label order), empty for other sources."""
     hub.check_released_variant(source, model, "model")
-    local = source if source == "random" else hub.resolve_name(source)
-    if local != source:  # a released name: its variant is in it
-        model, source = model or os.fspath(source).split(".")[0], local
+    if (released := hub.released_variant(source)) is not None:  # its variant is in its name
+        model, source = model or released, hub.resolve_name(source)
     config = {}
     if source != "random" and hub.is_saved_folder(source):  # save_pretrained: its config.json names the architecture
         state, saved = hub.load_saved(source)

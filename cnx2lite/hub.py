@@ -66,9 +66,12 @@ def check_released_variant(source: object, variant: str | None, what: str) -> No
     """Refuse a released name of another variant than ``variant`` (``what`` names the model's side) before anything
     is downloaded: its weights cannot fit."""
     released = released_variant(source)
-    if released is not None and variant is not None and released != variant:
-        raise ValueError(f"{source} holds {released} weights, but {what} is {variant}: give a name of {variant} "
-                         f"(e.g. {variant}.fcmae) or a model of {released}; nothing was downloaded")
+    if released is None or variant not in VARIANTS or released == variant:  # an unknown variant is refused later
+        return
+    tag = os.fspath(source).partition(".")[2]
+    same_tag = tag in RELEASES and variant.removeprefix("convnextv2_") in RELEASES[tag][2]
+    raise ValueError(f"{source} holds {released} weights, but {what} is {variant}: give a name of {variant} (e.g. "
+                     f"{variant}.{tag if same_tag else 'fcmae'}) or a model of {released}; nothing was downloaded")
 
 
 def resolve_name(source: str | os.PathLike) -> str | os.PathLike:
@@ -84,8 +87,10 @@ def weight_url(name: str) -> str:
     variant, _, tag = name.partition(".")
     size = variant.removeprefix("convnextv2_")
     if tag not in RELEASES or size not in RELEASES[tag][2]:
-        raise ValueError(f"no released weights named {name!r}; names are <variant>.<tag> with tags "
-                         f"{', '.join(RELEASES)}, e.g. convnextv2_atto.fcmae (all: cnx2lite.hub.weight_names())")
+        tags = [t for t, (_, _, sizes) in RELEASES.items() if size in sizes]
+        released = f"{variant} is released as {', '.join(f'{variant}.{t}' for t in tags)}" if tags else \
+            f"names are <variant>.<tag>, variants {', '.join(VARIANTS)}"
+        raise ValueError(f"no released weights named {name!r}: {released} (all: cnx2lite.hub.weight_names())")
     folder, pattern, _ = RELEASES[tag]
     return f"{os.environ.get(URL_ENV, DEFAULT_URL).rstrip('/')}/{folder}/{pattern.format(size=size)}"
 

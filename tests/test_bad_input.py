@@ -150,6 +150,10 @@ API_CASES = [  # (call, exception type, text the message must contain)
     (lambda: random_mask(2, (64,)), ValueError, "img_size must be an int or a pair (H, W) of ints"),
     (lambda: random_mask(2, 64.0), ValueError, "img_size must be an int or a pair"),
     (lambda: create_model("convnextv2_tiny_typo"), ValueError, "unknown model name"),
+    (lambda: load_pretrained(create_model("convnextv2_atto"), 123), ValueError,
+     "source must be a file, a run folder, a released name or a state dict; got int"),
+    (lambda: load_pretrained("convnextv2_atto", "convnextv2_atto.fcmae"), ValueError,
+     "model must be a ConvNeXtV2 (e.g. cnx2lite.create_model('convnextv2_atto')); got str"),
 ]
 
 

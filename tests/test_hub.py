@@ -86,7 +86,8 @@ def test_create_model_pretrained_tag_and_another_head(released):
     ten = create_model("convnextv2_atto", pretrained="in1k", num_classes=10)  # keeps its own 10-class head
     assert ten.head.weight.shape == (10, 320)
     torch.testing.assert_close(ten.stages[3][1].pwconv1.weight, classifier.stages[3][1].pwconv1.weight)
-    with pytest.raises(ValueError, match="no released weights named 'convnextv2_atto.in22k-in1k'"):
+    with pytest.raises(ValueError, match="no released weights named 'convnextv2_atto.in22k-in1k': convnextv2_atto is "
+                                         "released as convnextv2_atto.fcmae, convnextv2_atto.in1k "):
         create_model("convnextv2_atto", pretrained="in22k-in1k")
 
 
@@ -107,8 +108,9 @@ def test_a_released_name_of_another_variant_is_refused_before_its_download(relea
     with pytest.raises(ValueError, match="convnextv2_tiny.fcmae holds convnextv2_tiny weights, but the model is "
                                          "convnextv2_atto: .*nothing was downloaded"):
         load_pretrained(create_model("convnextv2_atto", num_classes=0), "convnextv2_tiny.fcmae")
-    with pytest.raises(ValueError, match="holds convnextv2_tiny weights, but model is convnextv2_atto"):
-        load_model("convnextv2_tiny.fcmae", model="convnextv2_atto")
+    with pytest.raises(ValueError, match="holds convnextv2_tiny weights, but model is convnextv2_atto: give a name of "
+                                         r"convnextv2_atto \(e.g. convnextv2_atto.in1k\)"):
+        load_model("convnextv2_tiny.in1k", model="convnextv2_atto")
     assert server.requests == 0
     assert load_model("convnextv2_atto.fcmae", model="convnextv2_atto")[0].variant == "convnextv2_atto"
     assert server.requests == 1
