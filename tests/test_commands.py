@@ -185,7 +185,7 @@ def test_a_warning_of_the_package_is_one_line_and_the_command_goes_on(tmp_path, 
     folder = make_image_folder(tmp_path / "images", train=8, val=4)
     with pytest.raises(SystemExit) as done:
         main(["probe", "--checkpoint", "random", "--data", str(folder), "--img-size", "32", "--method", "knn",
-              "--images-per-class", "9"])
+              "--images-per-class", "9", "--k", "5"])
     err = capsys.readouterr().err
     assert done.value.code == 0, err
     assert err.splitlines() == [f"warning: --images-per-class=9: 2 of 2 class(es) of {folder / 'train'} hold fewer "

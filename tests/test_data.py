@@ -462,14 +462,14 @@ def test_gifs_are_images_and_an_unlistable_folder_stops_the_scan(tmp_path, monke
     Image.new("RGB", (8, 8), "red").save(folder / "a.gif")
     Image.new("RGB", (8, 8), "blue").save(folder / "more" / "b.png")
     assert [Path(p).name for p in image_files.list_images(folder)] == ["a.gif", "b.png"]
-    scandir = D.os.scandir
+    scandir = image_files.os.scandir
 
     def refuse_more(path):
         if str(path).endswith("more"):
             raise PermissionError(13, "Permission denied", str(path))
         return scandir(path)
 
-    monkeypatch.setattr(D.os, "scandir", refuse_more)
+    monkeypatch.setattr(image_files.os, "scandir", refuse_more)
     with pytest.raises(PermissionError, match="more"):
         image_files.list_images(folder)
 

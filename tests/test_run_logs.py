@@ -10,8 +10,7 @@ import pytest
 
 from cnx2lite.commands import main
 from cnx2lite.rundir import RunDir, RunDirLockedError
-from cnx2lite.train import ResumeMismatchError, finetune, load_config, pretrain
-from cnx2lite.train import run_log as tb
+from cnx2lite.train import ResumeMismatchError, finetune, load_config, pretrain, run_log
 from conftest import make_image_folder, write_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,10 +34,18 @@ def test_tensorboard_holds_the_metrics_grad_norm_and_reconstructions(images, tmp
     csv_rows = [r["train_loss"] for r in run.history if r["kind"] == "train"]
     assert logged == pytest.approx(csv_rows)
     assert events.Tags()["images"] == ["reconstructions"] and len(events.Images("reconstructions")) == 2
+    # resumed from the checkpoint of epoch 1: the events of epoch 2's first training are purged, not drawn twice
+    RunDir(run.run_dir).latest_checkpoint().unlink()
+    resumed = pretrain("smoke", data=str(images), output=str(tmp_path), batch_size=4, epochs=2, tensorboard=True,
+                       resume="auto")
+    events = EventAccumulator(str(run.run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("train/train_loss")] == pytest.approx(
+        [r["train_loss"] for r in resumed.history if r["kind"] == "train"])
 
 
 def test_tensorboard_asked_for_without_the_package_is_one_line(images, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tb.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(run_log.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SystemExit) as exit_info:
         main(["pretrain", "--preset", "smoke", "--tensorboard", "--data", str(images), "--output", str(tmp_path)])
     err = capsys.readouterr().err.strip()

@@ -196,7 +196,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(images, tmp_path, mon
 def test_a_stop_asked_for_during_the_last_epochs_end_reports_an_interrupted_but_finished_run(images, tmp_path,
                                                                                               monkeypatch):
     """Ctrl-C while the last epoch is evaluated: every step has trained and the final checkpoint is saved, and the run
-    says it was interrupted (the command exits 130, as asked); a resume then trains nothing."""
+    says it was interrupted (so the command exits 130, as asked); a resume then trains nothing."""
     from cnx2lite.train import engine
 
     evaluate = engine.evaluate

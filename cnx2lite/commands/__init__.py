@@ -25,6 +25,8 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from tqdm.auto import tqdm
+
 from .. import __version__
 from ..allocator import keep_freed_memory
 from ..rundir import RunDirLockedError
@@ -93,7 +95,7 @@ def _ours_on_one_line(show: Callable) -> Callable:
     def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None,
                      line: str | None = None) -> None:
         if category.__module__.split(".")[0] == "cnx2lite":
-            print(f"warning: {message}", file=sys.stderr)
+            tqdm.write(f"warning: {message}", file=sys.stderr)  # above a progress bar, not through it
         else:
             show(message, category, filename, lineno, file, line)
     return show_warning

@@ -47,6 +47,7 @@ from ..amp import resolve_device
 from ..bootstrap import RESAMPLES
 from ..masking import effective_mask_ratio
 from ..report_folder import check_report_folder, claim_report_folder
+from ..rundir import read_metrics
 from .evaluation import Evaluator
 from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Cell, Grid, Scale, shot_label
 from .records import RECORDS_FOLDER, Records
@@ -216,9 +217,5 @@ Written by `cnx2lite reproduce --scale {scale_name} --pretrain-seeds {scale.pret
 
 def _total_minutes(records: Path) -> float:
     """Training time of every recorded run (each run's metrics.csv, summed over its resumes)."""
-    total = 0.0
-    for metrics in records.glob("*/metrics.csv"):
-        with open(metrics, newline="") as f:
-            rows = list(csv.DictReader(f))
-        total += float(rows[-1]["time_s"]) if rows else 0.0
-    return total / 60
+    histories = [read_metrics(metrics) for metrics in records.glob("*/metrics.csv")]
+    return sum(history[-1]["time_s"] for history in histories if history) / 60

@@ -95,7 +95,7 @@ class Evaluator:
                 if rows[i] is None:
                     bank_x, bank_y = self._features(encoder, self.labeled(k, seed))
                     correct = probe_features("knn", bank_x, bank_y, val_x, val_y, len(self.classes),
-                                             self.knn_neighbours(k)).correct
+                                             min(self.knn_neighbours(k), len(bank_x))).correct
                     rows[i] = self.grid.records.keep_measured(owner, key, correct)
         return torch.stack(rows)
 

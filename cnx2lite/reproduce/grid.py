@@ -11,11 +11,11 @@ from pathlib import Path
 from .. import data
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..models.convnextv2 import BLOCK_STYLES
-from ..rundir import RunDir
+from ..rundir import RunDir, last_epoch, read_metrics
 from ..train import RunResult, TrainConfig, load_preset, train
 from ..train.run_data import fingerprint
 from ..writing import print_line
-from .records import RECORDS_FOLDER, Records, last_epoch, read_history
+from .records import RECORDS_FOLDER, Records
 
 # what the GRN table puts in GRN's place, at the cpu and gpu scales (arch_options names)
 GRN_ALTERNATIVES = ("v2-none", "v2-lrn", "v2-bn", "v2-ln", "v2-se", "v2-cbam", "v2-l1", "v2-mean")
@@ -298,4 +298,4 @@ def _finished(config: TrainConfig) -> bool:
 
 def _last_epoch(metrics: Path) -> float | None:
     """The last epoch a run's ``metrics.csv`` logged; None before the first (or without the file)."""
-    return last_epoch(read_history(metrics)) if metrics.is_file() else None
+    return last_epoch(read_metrics(metrics)) if metrics.is_file() else None

@@ -20,7 +20,6 @@ of the same name with other settings (another scale), are refused in one line, n
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..rundir import RunResult, read_torch_file, run_directory_of
+from ..rundir import RunResult, last_epoch, read_metrics, read_torch_file, run_directory_of
 from ..writing import make_folder
 
 RECORDS_FOLDER = "records"  # under a grid's output, unless it is given another
@@ -44,19 +43,6 @@ COMPARED = ("train_loss", "val_loss", "val_top1", "knn_top1")  # what a retraine
 class RecordMismatch(ValueError):
     """A record that does not fit this grid (other images, other settings, a retrained run that came out otherwise):
     the two cannot be mixed in one table. A ValueError: the command line says it in one line."""
-
-
-def read_history(path: Path) -> list[dict]:
-    """``metrics.csv`` as :attr:`RunResult.history` rows: numbers as floats, empty cells as None."""
-    with open(path, newline="") as f:
-        return [{key: (value if key == "kind" else float(value) if value else None) for key, value in row.items()}
-                for row in csv.DictReader(f)]
-
-
-def last_epoch(history: list[dict]) -> float | None:
-    """The last epoch a run's history logged; None before the first."""
-    epochs = [row["epoch"] for row in history if row["kind"] == "epoch"]
-    return epochs[-1] if epochs else None
 
 
 class Records:
@@ -106,7 +92,7 @@ class Records:
         folder = self.root / name
         try:
             config = json.loads((folder / "config.json").read_text())
-            history = read_history(folder / "metrics.csv")
+            history = read_metrics(folder / "metrics.csv")
             if (last := last_epoch(history)) is None or last < config["epochs"]:
                 raise ValueError(f"its metrics.csv ends before epoch {config['epochs']}")
         except (ValueError, KeyError, TypeError) as e:

@@ -64,7 +64,7 @@ class Trainer:
         self.run_dir = RunDir(Path(config.output) / config.run_name)
         if self.dist.is_main:
             self.run_dir.check_creatable()  # an output that cannot hold the run stops it before any work
-        self.metrics = RunLog(self.run_dir, f"{self.task.name} {config.model}", self.dist.is_main, config.tensorboard)
+        self.run_log = RunLog(self.run_dir, f"{self.task.name} {config.model}", self.dist.is_main, config.tensorboard)
         c = config
         self.data = build_run_data(c, self.task.name, self.task.train_transform(), self.log)
         self.train_set, self.val_set, self.knn_bank = self.data.train_set, self.data.val_set, self.data.knn_bank
@@ -119,12 +119,11 @@ class Trainer:
             with contextlib.ExitStack() as lock:
                 # rank 0 takes the lock; every rank learns whether it did (no rank waits for a rank 0 that failed)
                 run_on_main(lambda: lock.enter_context(self.run_dir.lock()))
-                self.metrics.open()
                 return self._run()
         finally:
             close_workers(self.loader)
             close_workers(self.val_loader)
-            self.metrics.close()
+            self.run_log.close()
             if self.dist.owns_group:
                 cleanup()
 
@@ -140,6 +139,7 @@ class Trainer:
         if self.position.epoch < c.epochs:  # a finished run's record is never rewritten (e.g. by a re-run elsewhere)
             self.decode_images()
             self._write_config()
+            self.run_log.open(self.position.global_step)  # TensorBoard's events after this step are of lost steps
         self.log(f"{self.task.name} {c.model} on {len(self.train_set)} images ({len(self.train_set.classes)} "
                  f"classes, {'x'.join(map(str, transforms.image_hw(c.img_size)))} px), {c.epochs} epochs x "
                  f"{self.steps_per_epoch} steps, effective batch {c.global_batch}, lr {c.lr:.3g}, "
@@ -174,7 +174,7 @@ class Trainer:
                         self.data.folder)
         restore_training_state(path, ckpt, self.model, self.optimizer, self.ema, self.scaler)
         self.position = Position(**ckpt["position"])
-        self.metrics.restore(ckpt["history"])
+        self.run_log.restore(ckpt["history"])
         self.started -= ckpt["history"][-1]["time_s"] if ckpt["history"] else 0.0
         self.log(f"resumed from {path} at epoch {self.position.epoch}, step {self.position.global_step}")
 
@@ -252,13 +252,13 @@ class Trainer:
                 " Lower lr/base_lr, add clip_grad, or use amp=fp32")
         for param in self.task.frozen_parameters(self.model, pos.epoch):
             param.grad = None  # AdamW skips it: no update, no weight decay, no moment
-        log_norm = self.metrics.tensorboard is not None and (pos.global_step + 1) % c.log_every_steps == 0
+        log_norm = self.run_log.logs_to_tensorboard and (pos.global_step + 1) % c.log_every_steps == 0
         if c.clip_grad is not None or log_norm:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad or math.inf)  # inf: measure only
             if log_norm:
-                self.metrics.tensorboard.scalar("train/grad_norm", norm.item(), pos.global_step + 1)
+                self.run_log.scalar("train/grad_norm", norm.item(), pos.global_step + 1)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -274,7 +274,7 @@ class Trainer:
         pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
         row = {"kind": "epoch",
                "lr": self.optimizer.param_groups[-1]["lr"] / self.optimizer.param_groups[-1]["lr_scale"]}
-        if (train_loss := self.metrics.mean_train_loss(pos.epoch)) is not None:
+        if (train_loss := self.run_log.mean_train_loss(pos.epoch)) is not None:
             row["train_loss"] = train_loss
         last = pos.epoch == c.epochs
         if self.val_loader is not None and (pos.epoch % c.eval_every == 0 or last):
@@ -292,8 +292,7 @@ class Trainer:
         if self.dist.is_main:  # the task's own figures, e.g. FCMAE reconstructions
             figure_set = self.val_set if self.val_set is not None else self.train_set
             for path in self.task.save_figures(self.model, figure_set, self.run_dir.path, pos.epoch, last):
-                if self.metrics.tensorboard is not None:
-                    self.metrics.tensorboard.image(path.parent.name, path, pos.global_step)
+                self.run_log.image(path.parent.name, path, pos.global_step)
         self._save()
         if self.dist.is_main and c.keep_every_epochs and pos.epoch % c.keep_every_epochs == 0:
             self.run_dir.save_snapshot(self._state(resumable=False), pos.epoch)
@@ -303,7 +302,7 @@ class Trainer:
         pos = self.position
         row = {"epoch": round(pos.global_step / self.steps_per_epoch, 4), "step": pos.global_step,
                "time_s": round(time.perf_counter() - self.started, 1), **row}
-        self.metrics.add(row)
+        self.run_log.add(row)
 
     def _save(self) -> Path | None:
         """Checkpoint the current position (rank 0), then drop old checkpoints."""
@@ -318,12 +317,12 @@ class Trainer:
         state = {"task": self.task.name, "model": self.model.state_dict(), "config": self.config.to_dict(),
                  "classes": self.train_set.classes, "position": dataclasses.asdict(self.position)}
         if resumable:
-            state.update(optimizer=self.optimizer.state_dict(), history=self.metrics.history,
+            state.update(optimizer=self.optimizer.state_dict(), history=self.run_log.history,
                          ema=self.ema.module.state_dict() if self.ema is not None else None,
                          scaler=self.scaler.state_dict() if self.scaler is not None else None,
                          data_fingerprint=self.data.fingerprint)
         return state
 
     def _result(self, interrupted: bool = False) -> RunResult:
-        return RunResult(self.run_dir.path, self.metrics.history, self.run_dir.latest_checkpoint(), interrupted,
+        return RunResult(self.run_dir.path, self.run_log.history, self.run_dir.latest_checkpoint(), interrupted,
                          self.config.to_dict())

@@ -25,10 +25,14 @@ def check_available() -> None:
 
 
 class TensorBoardLog:
-    def __init__(self, folder: Path) -> None:
+    """TensorBoard's writer for a run's folder; a resumed run purges the events logged after the step it resumes
+    from (the steps it trains again)."""
+
+    def __init__(self, folder: Path, resumed_at: int = 0) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(folder))
+        # the rows at the checkpoint's own step were logged before it was saved: events from the next step on go
+        self.writer = SummaryWriter(str(folder), purge_step=resumed_at + 1 if resumed_at else None)
 
     def row(self, row: dict) -> None:
         """A metrics row: ``train/<column>`` for logging windows, ``epoch/<column>`` for epochs, at its step."""
@@ -60,10 +64,25 @@ class RunLog:
         self.tensorboard: TensorBoardLog | None = None
         self._tensorboard_asked = tensorboard
 
-    def open(self) -> None:
-        """Open TensorBoard's writer, once the run directory is known to be this run's."""
+    def open(self, step: int = 0) -> None:
+        """Open TensorBoard's writer at ``step`` (where the run starts or resumes), once the run directory is known to
+        be this run's."""
         if self._tensorboard_asked and self.writes:
-            self.tensorboard = TensorBoardLog(self.run_dir.path / "tensorboard")
+            self.tensorboard = TensorBoardLog(self.run_dir.path / "tensorboard", step)
+
+    @property
+    def logs_to_tensorboard(self) -> bool:
+        return self.tensorboard is not None
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """A value that only TensorBoard shows (e.g. the gradient norm); nothing without it."""
+        if self.tensorboard is not None:
+            self.tensorboard.scalar(tag, value, step)
+
+    def image(self, tag: str, path: Path, step: int) -> None:
+        """A figure the run wrote, also in TensorBoard; nothing without it."""
+        if self.tensorboard is not None:
+            self.tensorboard.image(tag, path, step)
 
     def restore(self, history: list[dict]) -> None:
         """Continue from a checkpoint's rows (``metrics.csv`` rewritten to them: rows logged after it are gone)."""
