@@ -69,7 +69,10 @@ def load_pretrained(
                          f"{type(source).__name__}")
     hub.check_released_variant(source, getattr(model, "variant", None), "the model")  # None: built by hand
     state_dict, saved, notes = read_weights(source, use_ema)
-    _check_architecture(model, saved, grn_change)  # what a run or a saved folder records: block, GRN, block norm
+    try:
+        _check_architecture(model, saved, grn_change)  # what a run or a saved folder records: block, GRN, block norm
+    except ValueError as e:
+        raise ValueError(f"{os.fspath(source)}: {e}" if not isinstance(source, Mapping) else str(e)) from None
     state_dict, source_format = convert_state_dict(state_dict)
     state_dict, adapted = _adapt_stem(state_dict, model.in_chans)
     notes += adapted
@@ -198,7 +201,8 @@ def _check_architecture(model: ConvNeXtV2, saved: Mapping, grn_change: bool = Fa
               and k not in allowed]
     if differ:
         raise ValueError(f"the saved weights are of another architecture ({'; '.join(differ)}): build the model "
-                         "with the saved settings")
+                         "with the saved settings (--model, --block, --block-norm and --grn-aggregation on the command "
+                         "line)")
 
 
 def _describe(state_dict: Mapping[str, Tensor]) -> str | None:

@@ -164,6 +164,9 @@ def test_load_model_reads_a_saved_folder_with_its_architecture(tmp_path):
     hub.save_pretrained(saved, tmp_path / "femto")
     model, _ = load_model(tmp_path / "femto")
     assert model.dims == saved.dims and model.grn_aggregation == "mean"
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'femto'}: the saved weights are of another architecture "
+                                         r"\(dims: .*\): build the model with the saved settings \(--model"):
+        load_pretrained(create_model("convnextv2_atto", num_classes=0), tmp_path / "femto")
     torch.testing.assert_close(model.stages[2][1].grn.gamma, saved.stages[2][1].grn.gamma)
 
 
