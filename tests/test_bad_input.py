@@ -72,7 +72,7 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["reproduce", "--seeds", "0"], "--seeds: must be > 0"),
     (["finetune", "--num-classes", "1"], "fine-tuning needs at least 2 classes"),
     (["finetune", "--seed", "-1"], "seed must be in 0..2**63-1"),
-    (["finetune", "--name", "forked", "--resume", "{finetune_ckpt}"], "that run is finished"),
+    (["finetune", "--name", "forked", "--resume", "{finetune_ckpt}"], "that run has trained 1 epoch(s), as many as this one asks for"),
     (["export", "--checkpoint", "random", "--format", "torchscript", "--output", "{a_file}"], "pass --overwrite"),
     (["export", "--checkpoint", "random", "--format", "torchscript", "--output", "{finetune_run}/model.pt"],
      "is inside the run"),

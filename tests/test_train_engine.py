@@ -388,8 +388,8 @@ def test_refused_resume_keeps_config_and_resume_refuses_changed_classes(images, 
         folder.mkdir()
         shutil.copy(images / "train" / "class0" / "0.png", folder / "0.png")
     try:
-        with pytest.raises(ValueError, match=r"classes: \['a-new'\] added"):
-            finetune("smoke", **run, resume="auto")
+        with pytest.raises(ValueError, match=r"lr: .*; classes: \['a-new'\] added.*; the training images under "):
+            finetune("smoke", **run, resume="auto", lr=0.5)  # every change is named, the settings' and the data's
     finally:
         for folder in added:
             shutil.rmtree(folder)

@@ -70,21 +70,22 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
                     fingerprint: str, data_folder: Path) -> None:
     """Raise a :class:`ResumeMismatchError` saying why, unless ``ckpt`` (read from ``path``) is a checkpoint of this
     run: the same task, an unfinished run when it is another directory's, the same settings, classes and images."""
+    start_from = {"pretrain": "init_encoder (--init-encoder)"}.get(task, "pretrained (--pretrained)")
     if not isinstance(ckpt, dict) or "task" not in ckpt:
         raise ResumeMismatchError(f"cannot resume from {path}: it is not a cnx2lite training checkpoint (no task, "
-                                  "optimizer or position in it); to start from its weights, pass it as "
-                                  "pretrained (--pretrained)")
+                                  f"optimizer or position in it); to start from its weights, pass it as {start_from}")
     if ckpt.get("task") != task:
         raise ResumeMismatchError(f"cannot resume {task} from {path}: it is a {ckpt.get('task')!r} checkpoint")
     foreign = Path(path).resolve().parent != run_dir.path.resolve()
-    if foreign and ckpt.get("position", {}).get("epoch", 0) >= config.epochs:
-        raise ResumeMismatchError(f"cannot resume from {path}: that run is finished ({config.epochs} epochs), so "
-                                  "there is nothing to continue; to start a new run from its weights, pass it "
-                                  "as pretrained (--pretrained)")
+    done = ckpt.get("position", {}).get("epoch", 0)
+    if foreign and done >= config.epochs:
+        raise ResumeMismatchError(f"cannot resume from {path}: that run has trained {done} epoch(s), as many as this one "
+                                  f"asks for ({config.epochs}), so there is nothing to continue; to start a new run "
+                                  f"from its weights, pass it as {start_from}")
     changed = changed_settings(ckpt.get("config", {}), config)
     if "classes" in ckpt and ckpt["classes"] != classes:  # labels would silently mean other classes
         changed.append(f"classes: {_describe_change(ckpt['classes'], classes)}")
-    elif ckpt.get("data_fingerprint", fingerprint) != fingerprint:  # older runs: none kept
+    if ckpt.get("data_fingerprint", fingerprint) != fingerprint:  # older runs: none kept
         changed.append(f"the training images under {data_folder}: files added, removed, replaced or "
                        "relabeled since the run began")
     if changed:
