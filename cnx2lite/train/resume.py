@@ -79,9 +79,9 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
     foreign = Path(path).resolve().parent != run_dir.path.resolve()
     done = ckpt.get("position", {}).get("epoch", 0)
     if foreign and done >= config.epochs:
-        raise ResumeMismatchError(f"cannot resume from {path}: that run has trained {done} epoch(s), as many as this one "
-                                  f"asks for ({config.epochs}), so there is nothing to continue; to start a new run "
-                                  f"from its weights, pass it as {start_from}")
+        raise ResumeMismatchError(f"cannot resume from {path}: that run has trained {done} epoch(s), as many as this "
+                                  f"one asks for ({config.epochs}), so there is nothing to continue; to start a new "
+                                  f"run from its weights, pass it as {start_from}")
     changed = changed_settings(ckpt.get("config", {}), config)
     if "classes" in ckpt and ckpt["classes"] != classes:  # labels would silently mean other classes
         changed.append(f"classes: {_describe_change(ckpt['classes'], classes)}")
