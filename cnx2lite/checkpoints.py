@@ -10,6 +10,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 from torch import Tensor
@@ -117,12 +118,17 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], use_ema: b
 def read_weights(source: str | os.PathLike | Mapping[str, Tensor],
                  use_ema: bool = False) -> tuple[Mapping[str, Tensor], dict, list[str]]:
     """The one reader under every loader: the raw state dict inside any source (a file, a run directory's newest
-    checkpoint, a released name, a ``save_pretrained`` folder, a possibly wrapped mapping), the architecture it records
+    checkpoint, a released name, a ``save_pretrained`` folder or its file, a ``.safetensors`` file, a possibly wrapped
+    mapping), the architecture it records
     (a run's :data:`~cnx2lite.models.convnextv2.ARCHITECTURE` options, a saved folder's config; empty for other
     sources), and notes on where the weights were found."""
+    if hub.is_safetensors_file(source) and hub.is_saved_folder(Path(source).parent):  # a save's own file
+        source = Path(source).parent
     if not isinstance(source, Mapping) and hub.is_saved_folder(source):
         state_dict, saved = hub.load_saved(source)
         return state_dict, saved, []
+    if hub.is_safetensors_file(source):  # a bare state dict, e.g. timm's weights
+        return hub.read_safetensors(source), {}, []
     if isinstance(source, Mapping):
         checkpoint, where = source, "the checkpoint"
     else:

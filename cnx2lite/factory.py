@@ -5,6 +5,7 @@ a file), :func:`load_model` rebuilds whatever a source holds (a run, a checkpoin
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -49,10 +50,14 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
     if (released := hub.released_variant(source)) is not None:  # its variant is in its name
         model, source = model or released, hub.resolve_name(source)
     config = {}
+    if hub.is_safetensors_file(source) and hub.is_saved_folder(Path(source).parent):  # a save's own file
+        source = Path(source).parent
     if source != "random" and hub.is_saved_folder(source):  # save_pretrained: its config.json names the architecture
         state, saved = hub.load_saved(source)
         config = {k: saved[k] for k in (*ARCHITECTURE, "in_chans") if k in saved}
         model = model or saved.get("variant")
+    elif hub.is_safetensors_file(source):  # a bare state dict (e.g. timm's): give ``model`` for another variant
+        state = hub.read_safetensors(source)
     else:
         state = None if source == "random" else load_checkpoint(source)
     if state is not None and isinstance(state.get("config"), dict):

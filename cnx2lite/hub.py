@@ -183,14 +183,25 @@ def is_saved_folder(path: str | os.PathLike) -> bool:
 
 def load_saved(folder: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
     """The state dict and config of a :func:`save_pretrained` folder."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     config_path = folder / CONFIG_NAME
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return read_safetensors(folder / SAFETENSORS_NAME), config
+
+
+def is_safetensors_file(source: object) -> bool:
+    """Whether ``source`` names a ``.safetensors`` file (ours, or e.g. timm's weights from the Hugging Face hub)."""
+    return isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".safetensors") and \
+        os.path.isfile(source)
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The tensors of a ``.safetensors`` file; a truncated or corrupt one is a ValueError naming it."""
+    from safetensors.torch import load_file
+
     try:
-        return load_file(str(folder / SAFETENSORS_NAME)), config
+        return load_file(os.fspath(path))
     except Exception as e:  # safetensors raises its own SafetensorError for a truncated or corrupt file
         if isinstance(e, OSError):
             raise
-        raise ValueError(f"{folder / SAFETENSORS_NAME} is truncated or not a safetensors file ({e})") from None
+        raise ValueError(f"{os.fspath(path)} is truncated or not a safetensors file ({e})") from None

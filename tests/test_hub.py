@@ -186,3 +186,29 @@ def test_save_pretrained_never_overwrites_a_config_json_that_is_not_a_saved_mode
     umask = os.umask(0)
     os.umask(umask)
     assert {(saved / name).stat().st_mode & 0o777 for name in ("config.json", "model.safetensors")} == {0o666 & ~umask}
+
+
+def test_a_safetensors_file_loads_as_weights_ours_or_timms(tmp_path):
+    """A save's own model.safetensors reads as its folder (architecture included); any other .safetensors file as a
+    bare state dict in any known layout, e.g. timm's from the Hugging Face hub; a damaged one is named."""
+    import timm
+    from safetensors.torch import save_file
+
+    saved = randomize_(create_model("convnextv2_femto", num_classes=0, grn_aggregation="mean"))
+    folder = hub.save_pretrained(saved, tmp_path / "femto")
+    model, _ = load_model(folder / "model.safetensors")
+    assert model.dims == saved.dims and model.grn_aggregation == "mean"
+    torch.testing.assert_close(model.stages[3][0].pwconv2.weight, saved.stages[3][0].pwconv2.weight)
+
+    reference = randomize_(timm.create_model("convnextv2_atto", pretrained=False, num_classes=10)).eval()
+    save_file(reference.state_dict(), str(tmp_path / "timm.safetensors"))
+    ours = create_model("convnextv2_atto", num_classes=10)
+    assert load_pretrained(ours, tmp_path / "timm.safetensors").source_format == "timm"
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(images), reference(images), rtol=1e-4, atol=1e-4)
+
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes((tmp_path / "timm.safetensors").read_bytes()[:20] + b"!" * 10)
+    with pytest.raises(ValueError, match=f"{damaged} is truncated or not a safetensors file"):
+        load_model(damaged)
