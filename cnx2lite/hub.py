@@ -96,7 +96,15 @@ def weight_url(name: str) -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path(torch.hub.get_dir()) / "checkpoints" / "cnx2lite")
+    """Where released weights are kept: ``$CNX2LITE_CACHE``, else ``<torch hub dir>/checkpoints/cnx2lite``; a path
+    that cannot be a folder is refused naming the setting it comes from."""
+    folder = Path(os.environ.get(CACHE_ENV) or Path(torch.hub.get_dir()) / "checkpoints" / "cnx2lite")
+    blocked = next((p for p in (folder, *folder.parents) if p.exists()), folder)
+    if not blocked.is_dir():
+        setting = f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else "torch's hub folder ($TORCH_HOME, $XDG_CACHE_HOME)"
+        raise ValueError(f"the weights cache {folder} cannot be a folder ({blocked} is a file): set {setting} to a "
+                         "folder")
+    return folder
 
 
 def weights_path(name: str) -> Path:

@@ -212,3 +212,10 @@ def test_a_safetensors_file_loads_as_weights_ours_or_timms(tmp_path):
     damaged.write_bytes((tmp_path / "timm.safetensors").read_bytes()[:20] + b"!" * 10)
     with pytest.raises(ValueError, match=f"{damaged} is truncated or not a safetensors file"):
         load_model(damaged)
+
+
+def test_a_weights_cache_that_cannot_be_a_folder_names_its_setting(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "a_file" / "weights"))
+    with pytest.raises(ValueError, match=r"a_file is a file\): set \$CNX2LITE_CACHE to a folder"):
+        hub.weights_path("convnextv2_atto.fcmae")
