@@ -237,7 +237,7 @@ def test_a_write_refused_on_its_temporary_file_names_the_file_asked_for(tmp_path
 
     path = tmp_path / "model.pt2"
     with writing.replaced_atomically(path) as tmp:
-        assert tmp.parent == tmp_path and tmp.suffix == ".pt2" and tmp.name.startswith("model.tmp-")
+        assert tmp.parent == tmp_path and tmp.suffix == ".pt2" and tmp.name.startswith(".model.tmp-")
         tmp.write_bytes(b"whole")
     monkeypatch.setattr(writing.os, "access", lambda *args: False)  # root writes anywhere: the folder says no
 

@@ -140,7 +140,7 @@ def test_kill_9_while_a_checkpoint_is_written_then_resume_is_bit_exact(images, r
     run_dir = tmp_path / "killed"
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     assert [Path(p).name for p in RunDir(run_dir).checkpoints()] == ["checkpoint-00000001.pt", "checkpoint-00000002.pt"]
-    assert len(list(run_dir.glob("checkpoint-00000003.tmp-*.pt"))) == 1
+    assert len(list(run_dir.glob(".checkpoint-00000003.tmp-*.pt"))) == 1
     rc, out = finish(cli([*FINETUNE_FLAGS, "--resume", "auto"], images, tmp_path, "killed"))
     assert rc == 0 and f"resumed from {run_dir / 'checkpoint-00000002.pt'}" in out, out
     assert not list(run_dir.glob("*.tmp-*"))
