@@ -73,11 +73,12 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     if threads:
         torch.set_num_threads(threads)
     output = Path(output).expanduser()
-    check_report_folder(output, COMMAND, ("report.md", "*.png"), report_start=f"# {COMMAND}")
+    check_report_folder(output, COMMAND, ("report.md", "*.png"))
     scale = PLANS["quick" if quick else "full"]
+    folder = _find_data(data_arg)
     if (output / MANIFEST).is_file():  # an earlier demo's records, about to be cleared, may be of other images
         (output / RECORDS_FOLDER / "data.json").unlink(missing_ok=True)
-    grid = Grid(scale, _find_data(data_arg), output, recipes=RECIPES)
+    grid = Grid(scale, folder, output, recipes=RECIPES)
     claim_report_folder(output, COMMAND)  # every check passed
     k = scale.main_shot
     _clear_own_runs(output, _own_runs(grid, k))  # a fresh measurement

@@ -10,26 +10,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .rundir import run_directory_of
+from .rundir import open_in_run, run_directory_of
 from .writing import make_folder
 
 CLAIM_FILE = ".cnx2lite-report"
+REPORTING_COMMANDS = ("cnx2lite reproduce", "cnx2lite demo", "cnx2lite collapse")  # report.md titles: "# <command>"
 
 
-def check_report_folder(output: Path, command: str, written: tuple[str, ...], report_start: str | None = None) -> None:
+def check_report_folder(output: Path, command: str, written: tuple[str, ...]) -> None:
     """Refuse ``output`` as ``command``'s report folder (one line naming ``--output``) when it is inside a training
     run, claimed by another command, or holds any of the files ``command`` writes (``written``: globs) without its
-    claim. ``report_start``: how the command's ``report.md`` begins, which marks a folder written before claims
-    existed as its own."""
+    claim. A folder written before claims existed is its command's by the title of its ``report.md``."""
     if (run := run_directory_of(output)) is not None:
         raise ValueError(f"--output {output} is inside the training run {run}: choose another output folder")
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file: give a folder")
-    owner = _read(output / CLAIM_FILE).strip()
+    claim = output / CLAIM_FILE
+    if claim.is_symlink() or (claim.exists() and not claim.is_file()):
+        raise ValueError(f"--output {output}: its {CLAIM_FILE} is not a file this package wrote (a link or a folder): "
+                         "remove it or choose another output folder")
+    owner = _read(claim).strip()
+    if not owner and (title := _read(output / "report.md").partition("\n")[0]).startswith("# cnx2lite "):
+        owner = next((c for c in REPORTING_COMMANDS if title.startswith(f"# {c}")), owner)  # written before claims
     if owner and owner != command:
         raise FileExistsError(f"--output {output} is the folder of {owner}: {command} would mix its files with that "
                               "command's; choose another output folder")
-    if owner or (report_start and _read(output / "report.md").startswith(report_start)):
+    if owner:
         return
     found = sorted({path.name for pattern in written for path in output.glob(pattern)})
     if found:
@@ -40,7 +46,8 @@ def check_report_folder(output: Path, command: str, written: tuple[str, ...], re
 def claim_report_folder(output: Path, command: str) -> None:
     """Create ``output`` if needed and mark it as ``command``'s (after :func:`check_report_folder`)."""
     make_folder(output, "the output folder", "choose another output folder (--output)")
-    (output / CLAIM_FILE).write_text(f"{command}\n")
+    with open_in_run(output / CLAIM_FILE, "w") as claim:  # never through a link planted in its place
+        claim.write(f"{command}\n")
 
 
 def _read(path: Path) -> str:

@@ -45,7 +45,8 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
     block fails the temporary file is removed, ``path`` is left as it was, and a RuntimeError of torch's writers
     becomes :func:`write_error`'s OSError, as does an OSError about the temporary file: either way the error names
     ``path``, never the temporary file. The temporary file is hidden and keeps ``path``'s suffix
-    (``.model.tmp-<pid>.pt2``: some writers check it), so one a killed process left matches no ``*.pt2`` of the user's."""
+    (``.model.tmp-<pid>.pt2``: some writers check it), so one a killed process left matches no ``*.pt2`` of the
+    user's."""
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         try:

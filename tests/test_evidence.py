@@ -282,7 +282,23 @@ def test_a_report_folder_is_claimed_by_one_command_only_once_every_check_passed(
     (run / "config.json").write_text('{"task": "pretrain"}')
     with pytest.raises(ValueError, match="inside the training run"):
         run_reproduce("smoke", str(tinted), tmp_path / "refused", records=run / "records")
-    assert not (tmp_path / "refused").exists()
+    with pytest.raises(FileNotFoundError):  # no data there: refused before the records folder is made
+        run_reproduce("smoke", str(tmp_path / "nowhere"), tmp_path / "refused", records=tmp_path / "records")
+    assert not (tmp_path / "refused").exists() and not (tmp_path / "records").exists()
+    # a claim file planted as a link is never written through; a report of another command before claims is its
+    legacy, planted, victim = tmp_path / "legacy", tmp_path / "planted", tmp_path / "victim.txt"
+    legacy.mkdir()
+    (legacy / "report.md").write_text("# cnx2lite demo\n\nold\n")
+    with pytest.raises(FileExistsError, match="is the folder of cnx2lite demo"):
+        check_report_folder(legacy, COMMAND, REPORT_FILES)
+    check_report_folder(legacy, "cnx2lite demo", ("report.md", "*.png"))
+    planted.mkdir()
+    (planted / CLAIM_FILE).symlink_to(victim)
+    with pytest.raises(ValueError, match="is not a file this package wrote"):
+        check_report_folder(planted, COMMAND, REPORT_FILES)
+    with pytest.raises(OSError, match="symbolic link"):
+        claim_report_folder(planted, COMMAND)
+    assert not victim.exists()
 
 
 def test_a_damaged_record_is_named_and_records_never_go_into_a_run(tmp_path):

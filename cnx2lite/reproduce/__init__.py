@@ -73,18 +73,18 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
     scale = SCALES[scale_name]
     scale = dataclasses.replace(scale, finetune_seeds=seeds or scale.finetune_seeds,
                                 pretrain_seeds=pretrain_seeds or scale.pretrain_seeds)
-    if scale.finetune_seeds == 1:
-        print("reproduce: one fine-tuning seed: the scratch arms have one run each, so their intervals cover the val "
-              "images only, not reruns", file=sys.stderr)
     output = Path(output or f"runs/reproduce-{scale_name}").expanduser()
-    check_report_folder(output, COMMAND, REPORT_FILES, report_start=f"# {COMMAND}")
+    check_report_folder(output, COMMAND, REPORT_FILES)
     start = time.perf_counter()
     deadline = None if hours is None else time.monotonic() + hours * 3600
     records = Records(Path(records).expanduser() if records else output / RECORDS_FOLDER)
-    records.check_writable()  # before any training
-    grid = Grid(scale, str(data.find_image_folder(data.resolve_data_root(data_arg))), output, deadline=deadline,
-                records=records)
+    records.check_writable()  # before any training, creating nothing
+    folder = data.find_image_folder(data.resolve_data_root(data_arg))
+    grid = Grid(scale, str(folder), output, deadline=deadline, records=records)  # records of these images only
     claim_report_folder(output, COMMAND)  # every check passed
+    if scale.finetune_seeds == 1:
+        print("reproduce: one fine-tuning seed: the scratch arms have one run each, so their intervals cover the val "
+              "images only, not reruns", file=sys.stderr)
     ev = Evaluator(grid, resolve_device("auto"))
     sections, times, stopped = _train(grid, hours, ev)
     record_finished_runs(ev)  # before any table: what this machine trained outlives its checkpoints

@@ -53,10 +53,16 @@ class Records:
         self._measured: dict[str, dict[str, Tensor]] = {}
 
     def check_writable(self) -> None:
-        """Create the records folder now, so that a folder that cannot hold them is refused before any training."""
-        if (run := run_directory_of(self.root)) is not None:  # before mkdir: a refusal leaves nothing in the run
+        """Refuse, before any training and creating nothing, a records folder that cannot hold records: inside a run,
+        under a file, or not writable (its first record, or :meth:`check_data`, creates it)."""
+        if (run := run_directory_of(self.root)) is not None:
             raise ValueError(f"--records {self.root} is inside the training run {run}: choose another folder")
-        make_folder(self.root, "the records folder", "choose another --records")
+        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
+        if not existing.is_dir():
+            raise ValueError(f"--records {self.root} cannot be a folder ({existing} is a file): choose another folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"--records {self.root} cannot be written ({existing} is read-only or not writable): "
+                             "choose another folder")
 
     def check_data(self, fingerprint: str) -> None:
         """Bind the records to the images they are made on (the first call writes ``data.json``); records made on
@@ -68,7 +74,7 @@ class Records:
                 raise RecordMismatch(f"the records in {self.root} were made on other images (data fingerprint "
                                      f"{recorded}, these images {fingerprint}): use another --records folder")
         else:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_folder(self.root, "the records folder", "choose another --records")
             path.write_text(json.dumps({"data_fingerprint": fingerprint}, indent=2) + "\n")
 
     def has_run(self, name: str, settings: dict | None = None) -> bool:
