@@ -70,10 +70,11 @@ def load_pretrained(
                          f"{type(source).__name__}")
     hub.check_released_variant(source, getattr(model, "variant", None), "the model")  # None: built by hand
     state_dict, saved, notes = read_weights(source, use_ema)
+    where = "" if isinstance(source, Mapping) else f"{os.fspath(source)}: "  # errors name a file's source
     try:
         _check_architecture(model, saved, grn_change)  # what a run or a saved folder records: block, GRN, block norm
     except ValueError as e:
-        raise ValueError(f"{os.fspath(source)}: {e}" if not isinstance(source, Mapping) else str(e)) from None
+        raise ValueError(f"{where}{e}") from None
     state_dict, source_format = convert_state_dict(state_dict)
     state_dict, adapted = _adapt_stem(state_dict, model.in_chans)
     notes += adapted
@@ -97,7 +98,8 @@ def load_pretrained(
     if strict:
         bad_missing = [k for k in missing if k not in mismatched and not k.startswith(allowed_missing)]
         if mismatched or unexpected or bad_missing:
-            raise ValueError(_mismatch_message(model, state_dict, expected, mismatched, bad_missing, unexpected))
+            message = _mismatch_message(model, state_dict, expected, mismatched, bad_missing, unexpected)
+            raise ValueError(where + message)
     elif mismatched:
         notes.append(f"skipped {len(mismatched)} shape-mismatched key(s): {', '.join(mismatched)}")
 
@@ -244,7 +246,7 @@ def _mismatch_message(
     message = f"checkpoint does not match {this}: {'; '.join(problems)}"
     guess = _describe(state_dict)
     if guess is not None and guess != this:
-        message += f". The checkpoint looks like {guess}"
+        message += f". The checkpoint looks like {guess}: build the model so (--model, --block on the command line)"
     classes = state_dict["head.weight"].shape[0] if "head.weight" in state_dict else 0
     if classes != model.num_classes and any(k.startswith("head.") for k in mismatched + missing + unexpected):
         message += (f". Its classifier has {classes} classes and the model {model.num_classes}: build the model "

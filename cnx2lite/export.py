@@ -49,8 +49,9 @@ def export_model(model: nn.Module, path: str | Path, fmt: str, img_size: int | t
             raise write_error(path, e) from e
         return path
     with replaced_atomically(path) as tmp:  # an existing export is replaced only by a whole new one
-        if fmt == "exported-program":
-            torch.export.save(torch.export.export(model, example, dynamic_shapes=batch), str(tmp))
+        if fmt == "exported-program":  # through a file object: torch checks a path's name for .pt2, not a file's
+            with open(tmp, "wb") as f:
+                torch.export.save(torch.export.export(model, example, dynamic_shapes=batch), f)
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the deprecation, and trace's notes on the input checks it records
@@ -68,7 +69,11 @@ def run_exported(path: str | Path, fmt: str, images: Tensor) -> Tensor:
         return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation
-        loaded = torch.export.load(str(path)).module() if fmt == "exported-program" else torch.jit.load(str(path))
+        if fmt == "exported-program":
+            with open(path, "rb") as f:  # any name, as written
+                loaded = torch.export.load(f).module()
+        else:
+            loaded = torch.jit.load(str(path))
     with torch.no_grad():
         return loaded(images)
 

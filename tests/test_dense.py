@@ -96,11 +96,33 @@ def test_composites_are_a_function_of_seed_and_index_and_read_only_their_photos(
     (dict(length=2.5), "length must be a positive int"),
     (dict(min_visible=0), "min_visible must be a positive int"),
     (dict(classes=["c0"]), "has label 1, outside the 1 classes"),
+    (dict(seed=-1), "seed must be a non-negative int, got -1"),
+    (dict(samples=["a.png", "b.png"]), r"samples must be \(path, class index\) pairs"),
+    (dict(samples=[("a.png", 0), ("b.png", 1.5)]), r"samples must be \(path, class index\) pairs"),
 ])
 def test_bad_settings_are_one_clear_error(flat_photos, kwargs, match):
     settings = dict(samples=flat_photos, classes=["c0", "c1"], size=32, length=4) | kwargs
     with pytest.raises(ValueError, match=match):
         CompositeDataset(**settings)
+
+
+def test_a_composite_index_past_the_end_ends_iteration(flat_photos):
+    dataset = CompositeDataset(flat_photos, [f"c{k}" for k in range(len(COLORS))], size=32, length=3)
+    assert len(list(dataset)) == 3
+    for index in (3, -1):
+        with pytest.raises(IndexError, match="out of range 0..2"):
+            dataset[index]
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: UperNet(_backbone(), num_classes=0), "num_classes must be a positive int"),
+    (lambda: UperNet("convnextv2_atto", num_classes=3), "backbone must be a ConvNeXtV2"),
+    (lambda: mask_rcnn(_backbone(), num_classes=3, img_size=0), "img_size must be a positive int"),
+    (lambda: detection_collate([]), "at least one"),
+])
+def test_bad_heads_are_one_clear_error(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
 
 
 def _backbone() -> torch.nn.Module:

@@ -44,14 +44,19 @@ class CompositeDataset(Dataset):
     def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str], size: int, length: int,
                  seed: int = 0, max_regions: int = 3, min_visible: int = 16) -> None:
         for name, value in (("size", size), ("length", length), ("max_regions", max_regions),
-                            ("min_visible", min_visible)):
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                            ("min_visible", min_visible), ("seed", seed + 1 if _is_int(seed) else seed)):
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} int, got "
+                                 f"{seed if name == 'seed' else value!r}")
         by_class: dict[int, list[str]] = {}
-        for path, label in samples:
+        for sample in samples:
+            if not (isinstance(sample, (tuple, list)) and len(sample) == 2 and _is_int(sample[1])):
+                raise ValueError(f"samples must be (path, class index) pairs, e.g. a dataset's .samples; got "
+                                 f"{sample!r}")
+            path, label = sample
             if not 0 <= label < len(classes):
                 raise ValueError(f"{path} has label {label}, outside the {len(classes)} classes")
-            by_class.setdefault(label, []).append(path)
+            by_class.setdefault(int(label), []).append(path)
         if len(by_class) < 2:
             raise ValueError(f"composites need photos of at least 2 classes (regions come from another class than "
                              f"the background); got {len(by_class)}")
@@ -64,6 +69,8 @@ class CompositeDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        if not _is_int(index) or not 0 <= index < self.length:  # also ends iteration, as a sequence's does
+            raise IndexError(f"composite index {index!r} out of range 0..{self.length - 1}")
         canvas, semantic, regions = self.compose(index)
         target = {"semantic": torch.from_numpy(semantic), **instances(regions, semantic.shape, self.min_visible)}
         return self.normalize(TF.to_tensor(canvas)), target
@@ -92,6 +99,10 @@ class CompositeDataset(Dataset):
         paths = self.by_class[label]
         image = load_image(paths[rng.integers(len(paths))], max_side=2 * max(hw))
         return np.asarray(image.resize((hw[1], hw[0]), Image.Resampling.BICUBIC), dtype=np.uint8).copy()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def random_shape(rng: np.random.Generator, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -151,5 +162,7 @@ def detection_target(target: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def detection_collate(batch: list[tuple[Tensor, dict[str, Tensor]]]) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
     """Detection batches stay lists (each image has its own number of instances): ``(images, targets)``."""
+    if not batch:
+        raise ValueError("detection_collate needs at least one (image, target) pair")
     images, targets = zip(*batch)
     return list(images), [detection_target(t) for t in targets]

@@ -24,6 +24,7 @@ from torchvision.ops import Conv2dNormActivation, FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ..models import ConvNeXtV2
+from ..models.convnextv2 import check_positive_int
 
 POOL_SCALES = (1, 2, 3, 6)  # PSPNet's, as UperNet uses them
 
@@ -32,6 +33,14 @@ def _conv(in_channels: int, out_channels: int, kernel_size: int, groups: int = 3
     """Conv -> GroupNorm (``groups``, fewer where the channels do not divide) -> ReLU."""
     groups = next(g for g in (groups, 16, 8, 4, 2, 1) if g <= groups and out_channels % g == 0)
     return Conv2dNormActivation(in_channels, out_channels, kernel_size, norm_layer=partial(nn.GroupNorm, groups))
+
+
+def _check_backbone(backbone: object, user: str) -> None:
+    if not isinstance(backbone, ConvNeXtV2):
+        raise ValueError(f"backbone must be a ConvNeXtV2 (cnx2lite.create_model(..., num_classes=0, "
+                         f"stage_norms=True)); got {type(backbone).__name__}")
+    if backbone.stage_norms is None:
+        raise ValueError(f"{user} reads normed stage maps: build the backbone with stage_norms=True")
 
 
 def stage_maps(backbone: ConvNeXtV2, images: Tensor) -> OrderedDict[str, Tensor]:
@@ -68,8 +77,9 @@ class UperNet(nn.Module):
 
     def __init__(self, backbone: ConvNeXtV2, num_classes: int, channels: int = 128) -> None:
         super().__init__()
-        if backbone.stage_norms is None:
-            raise ValueError("UperNet reads normed stage maps: build the backbone with stage_norms=True")
+        _check_backbone(backbone, "UperNet")
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("channels", channels)
         dims = list(backbone.dims)
         self.backbone = backbone
         self.pooling = PyramidPooling(dims[-1], channels)
@@ -95,8 +105,8 @@ class StagePyramid(nn.Module):
 
     def __init__(self, backbone: ConvNeXtV2, channels: int = 128) -> None:
         super().__init__()
-        if backbone.stage_norms is None:
-            raise ValueError("the detection backbone reads normed stage maps: build it with stage_norms=True")
+        _check_backbone(backbone, "the detection backbone")
+        check_positive_int("channels", channels)
         self.backbone = backbone
         self.fpn = FeaturePyramidNetwork(list(backbone.dims), channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = channels
@@ -110,6 +120,8 @@ def mask_rcnn(backbone: ConvNeXtV2, num_classes: int, img_size: int, channels: i
     (its labels are ``1..num_classes``, 0 being its background: :func:`~cnx2lite.dense.composites.detection_target`
     gives them) on square images of ``img_size`` px that the data already normalized (no resizing, no second
     normalization). Anchors of 16 to 256 px, one size per pyramid level, for objects of a laptop-sized image."""
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("img_size", img_size)
     anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
     return MaskRCNN(StagePyramid(backbone, channels), num_classes=num_classes + 1, min_size=img_size,
                     max_size=img_size, image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],

@@ -100,7 +100,7 @@ class ConvNeXtV2(nn.Module):
         _check_choice("grn_aggregation", grn_aggregation, GRN_AGGREGATIONS)
         block_norm = default_block_norm(block, block_norm)
         _check_choice("block_norm", block_norm, BLOCK_NORMS)
-        _check_positive_int("in_chans", in_chans)
+        check_positive_int("in_chans", in_chans)
         if not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool) or num_classes < 0:
             raise ValueError(f"num_classes must be an int >= 0 (0 removes the classifier), got {num_classes!r}")
         if not 0.0 <= drop_path_rate < 1.0:
@@ -236,7 +236,8 @@ def architecture(model: ConvNeXtV2) -> dict:
     return {name: getattr(model, name) for name in ARCHITECTURE}
 
 
-def _check_positive_int(name: str, value: object) -> None:
+def check_positive_int(name: str, value: object) -> None:
+    """Refuse anything but an int >= 1 (numpy ints are ints; bools are not), naming ``name``."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 

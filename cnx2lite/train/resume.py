@@ -110,8 +110,8 @@ def restore_training_state(path: str, ckpt: dict, model: nn.Module, optimizer: O
         optimizer.load_state_dict(ckpt["optimizer"])
     except ValueError as e:  # parameter groups of another version (layer-decay ids, weight-decay rules)
         raise ResumeMismatchError(f"cannot resume from {path}: its optimizer state does not fit this version's "
-                                  f"parameter groups ({e}). Start a new run, or fine-tune from it with "
-                                  "--pretrained") from None
+                                  f"parameter groups ({e}). Start a new run, or start one from its weights with "
+                                  "--pretrained (fine-tuning) or --init-encoder (pretraining)") from None
     if ema is not None:
         ema.module.load_state_dict(ckpt["ema"])
     if scaler is not None and ckpt.get("scaler") is not None:  # fp16 now, not before: the scaler starts afresh
