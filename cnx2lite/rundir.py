@@ -277,20 +277,6 @@ OTHER_FILE_STARTS = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image",
                      b"\x1f\x8b": "gzip-compressed", b"%PDF": "a PDF"}
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """A ``metrics.csv`` (:meth:`RunDir.write_metrics`) as :attr:`RunResult.history` rows: numbers as floats, empty
-    cells as None."""
-    with open(path, newline="") as f:
-        return [{key: (value if key == "kind" else float(value) if value else None) for key, value in row.items()}
-                for row in csv.DictReader(f)]
-
-
-def last_epoch(history: list[dict]) -> float | None:
-    """The last epoch a run's history logged; None before the first."""
-    epochs = [row["epoch"] for row in history if row["kind"] == "epoch"]
-    return epochs[-1] if epochs else None
-
-
 def read_torch_file(path: str | os.PathLike) -> object:
     """``torch.load(path, weights_only=True)`` on the CPU; a file that is not a readable checkpoint (truncated, not
     torch's format, pickled objects other than tensors and containers) raises a ValueError in one line naming it.

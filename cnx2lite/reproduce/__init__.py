@@ -47,7 +47,7 @@ from ..amp import resolve_device
 from ..bootstrap import RESAMPLES
 from ..masking import effective_mask_ratio
 from ..report_folder import check_report_folder, claim_report_folder
-from ..rundir import read_metrics
+from ..train.run_log import read_metrics
 from .evaluation import Evaluator
 from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Cell, Grid, Scale, shot_label
 from .records import RECORDS_FOLDER, Records

@@ -11,9 +11,10 @@ from pathlib import Path
 from .. import data
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..models.convnextv2 import BLOCK_STYLES
-from ..rundir import RunDir, last_epoch, read_metrics
+from ..rundir import RunDir
 from ..train import RunResult, TrainConfig, load_preset, train
 from ..train.run_data import fingerprint
+from ..train.run_log import last_epoch, read_metrics
 from ..writing import print_line
 from .records import RECORDS_FOLDER, Records
 

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..rundir import RunResult, last_epoch, read_metrics, read_torch_file, run_directory_of
+from ..rundir import RunResult, read_torch_file, run_directory_of
+from ..train.run_log import last_epoch, read_metrics
 from ..writing import make_folder
 
 RECORDS_FOLDER = "records"  # under a grid's output, unless it is given another

@@ -1,10 +1,11 @@
 """What a run logs, rank 0 writing: its rows (one per logging window, one per epoch) in ``metrics.csv``, their
 ``curves.png`` and, optionally, TensorBoard: the same rows as scalars, the gradient norm, the lr, and the task's figures
 as images, in ``<run_dir>/tensorboard`` (``tensorboard --logdir runs``). ``tensorboard=True`` needs the ``tensorboard``
-package; asked for without it, the run stops before it starts.
+package; asked for without it, the run stops before it starts. :func:`read_metrics` reads a ``metrics.csv`` back.
 """
 from __future__ import annotations
 
+import csv
 import importlib.util
 from pathlib import Path
 
@@ -15,6 +16,20 @@ from ..rundir import RunDir
 from .plots import plot_curves
 
 SKIPPED = ("kind", "epoch", "step", "time_s")  # the x axis and bookkeeping, not curves
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """A ``metrics.csv`` (:meth:`~cnx2lite.rundir.RunDir.write_metrics`) as :attr:`RunResult.history` rows: numbers
+    as floats, empty cells as None."""
+    with open(path, newline="") as f:
+        return [{key: (value if key == "kind" else float(value) if value else None) for key, value in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def last_epoch(history: list[dict]) -> float | None:
+    """The last epoch a run's history logged; None before the first."""
+    epochs = [row["epoch"] for row in history if row["kind"] == "epoch"]
+    return epochs[-1] if epochs else None
 
 
 def check_available() -> None:
