@@ -84,6 +84,17 @@ def make_folder(path: Path, what: str, way_out: str) -> None:
         raise PermissionError(f"cannot write into {what} {path}: {way_out}")
 
 
+def check_folder_creatable(path: Path, flag: str) -> None:
+    """Refuse, creating nothing, a folder that cannot be made or written: the nearest existing path above it (or it)
+    must be a writable folder. One ValueError naming ``flag`` (e.g. ``--records``)."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {path} cannot be a folder ({existing} is a file): choose another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path} cannot be written ({existing} is read-only or not writable): choose another "
+                         "folder")
+
+
 def check_free_space(path: Path, needed: int) -> None:
     """Refuse a write of about ``needed`` bytes to ``path`` when its disk has less free: some of torch's writers
     abort the whole process (``std::terminate``) when the disk fills, instead of raising."""

@@ -3,7 +3,6 @@ runs, on the same val images at one or more resolutions, with 95% intervals over
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ from ..amp import resolve_device
 from ..factory import load_model
 from ..report_folder import check_report_folder, claim_report_folder
 from ..rundir import RunDir
+from ..writing import check_folder_creatable
 from .flags import add_data_flags, add_device_flag, image_size, non_negative_int, positive
 
 RANDOM = "random"
@@ -78,10 +78,7 @@ def check_output(output: Path) -> Path:
     a file, anything inside a training run, or a folder holding files of the same names that collapse did not write;
     and writable, known before minutes of measuring, not after."""
     check_report_folder(output, COMMAND, WRITTEN_GLOBS)
-    existing = next(p for p in (output, *output.parents) if p.exists())
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--output {output} cannot be written ({existing} is read-only or not writable): choose "
-                         "another folder")
+    check_folder_creatable(output, "--output")
     return output
 
 

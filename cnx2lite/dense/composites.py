@@ -31,6 +31,7 @@ from torchvision.transforms import functional as TF
 
 from .. import transforms
 from ..images import load_image
+from ..models.convnextv2 import check_positive_int
 
 SHAPES = ("ellipse", "polygon", "blob")
 
@@ -44,10 +45,10 @@ class CompositeDataset(Dataset):
     def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str], size: int, length: int,
                  seed: int = 0, max_regions: int = 3, min_visible: int = 16) -> None:
         for name, value in (("size", size), ("length", length), ("max_regions", max_regions),
-                            ("min_visible", min_visible), ("seed", seed + 1 if _is_int(seed) else seed)):
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} int, got "
-                                 f"{seed if name == 'seed' else value!r}")
+                            ("min_visible", min_visible)):
+            check_positive_int(name, value)
+        if not _is_int(seed) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         by_class: dict[int, list[str]] = {}
         for sample in samples:
             if not (isinstance(sample, (tuple, list)) and len(sample) == 2 and _is_int(sample[1])):

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..rundir import RunResult, read_torch_file, run_directory_of
 from ..train.run_log import last_epoch, read_metrics
-from ..writing import make_folder
+from ..writing import check_folder_creatable, make_folder
 
 RECORDS_FOLDER = "records"  # under a grid's output, unless it is given another
 COPIED = ("config.json", "metrics.csv")
@@ -58,12 +58,7 @@ class Records:
         under a file, or not writable (its first record, or :meth:`check_data`, creates it)."""
         if (run := run_directory_of(self.root)) is not None:
             raise ValueError(f"--records {self.root} is inside the training run {run}: choose another folder")
-        existing = next(p for p in (self.root, *self.root.parents) if p.exists())
-        if not existing.is_dir():
-            raise ValueError(f"--records {self.root} cannot be a folder ({existing} is a file): choose another folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(f"--records {self.root} cannot be written ({existing} is read-only or not writable): "
-                             "choose another folder")
+        check_folder_creatable(self.root, "--records")
 
     def check_data(self, fingerprint: str) -> None:
         """Bind the records to the images they are made on (the first call writes ``data.json``); records made on
