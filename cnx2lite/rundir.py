@@ -44,6 +44,7 @@ CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pt$")
 SNAPSHOT_PATTERN = re.compile(r"snapshot-epoch-(\d+)\.pt$")
 METRIC_COLUMNS = ("kind", "epoch", "step", "train_loss", "lr", "img_per_s", "val_loss", "val_top1", "val_top5",
                   "ema_top1", "ema_top5", "knn_top1", "time_s")
+RUN_TASKS = ("pretrain", "finetune", "segment", "detect")  # what a run's config.json may name as its task
 
 
 class RunDirLockedError(RuntimeError):
@@ -144,9 +145,11 @@ class RunDir:
             f.write(json.dumps(info, indent=2) + "\n")
 
     def write_metrics(self, history: Sequence[Mapping]) -> None:
-        """``metrics.csv`` holding ``history`` (rewritten whole: a resumed run keeps one consistent file)."""
+        """``metrics.csv`` holding ``history`` (rewritten whole: a resumed run keeps one consistent file): the
+        :data:`METRIC_COLUMNS`, with the columns of a task's own metrics (e.g. ``val_miou``) before ``time_s``."""
+        own = dict.fromkeys(k for row in history for k in row if k not in METRIC_COLUMNS)
         with open_in_run(self.path / "metrics.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, METRIC_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(f, [*METRIC_COLUMNS[:-1], *own, METRIC_COLUMNS[-1]])
             writer.writeheader()
             writer.writerows(history)
 
@@ -250,7 +253,7 @@ def _holds_run(folder: Path) -> bool:
         if RunDir(folder).checkpoints() or RunDir(folder).snapshots():
             return True
         config = folder / "config.json"
-        return config.is_file() and json.loads(config.read_text()).get("task") in ("pretrain", "finetune")
+        return config.is_file() and json.loads(config.read_text()).get("task") in RUN_TASKS
     except (OSError, ValueError, AttributeError):  # unreadable, not JSON, JSON but not an object
         return False
 

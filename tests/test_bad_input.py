@@ -70,7 +70,7 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["finetune", "--pretrained", "convnextv2_atto.in22k-in1k"], "no released weights named"),
     (["reproduce", "--scale", "huge"], "invalid choice: 'huge'"),
     (["reproduce", "--seeds", "0"], "--seeds: must be > 0"),
-    (["finetune", "--num-classes", "1"], "fine-tuning needs at least 2 classes"),
+    (["finetune", "--num-classes", "1"], "finetune needs at least 2 classes"),
     (["finetune", "--seed", "-1"], "seed must be in 0..2**63-1"),
     (["finetune", "--name", "forked", "--resume", "{finetune_ckpt}"],
      "that run has trained 1 epoch(s), as many as this one asks for"),

@@ -28,6 +28,8 @@ INVOCATIONS = {  # subcommand -> arguments; {data}, {output}, {run} are filled i
     "reproduce": ["reproduce", "--scale", "smoke", "--data", "{data}", "--output", "{output}"],
     "pretrain": ["pretrain", "--preset", "smoke", "--data", "{data}", "--output", "{output}", "--batch-size", "4"],
     "finetune": ["finetune", "--preset", "smoke", "--data", "{data}", "--output", "{output}", "--batch-size", "4"],
+    "transfer": ["transfer", "--task", "segment", "--preset", "smoke", "--data", "{data}", "--output", "{output}",
+                 "--composites", "4", "--val-composites", "2"],
     "eval": ["eval", "--checkpoint", "{run}", "--data", "{data}"],
     "download": ["download", "imagenette", "--data", "{output}"],
     "probe": ["probe", "--checkpoint", "random", "--data", "{data}", "--img-size", "64"],

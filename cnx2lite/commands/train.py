@@ -1,4 +1,4 @@
-"""cnx2lite pretrain | finetune | eval | download: command-line front ends of cnx2lite.train.
+"""cnx2lite pretrain | finetune | transfer | eval | download: command-line front ends of cnx2lite.train.
 
 Every TrainConfig field is a flag (--base-lr 1e-3, --no-norm-pix-loss); flags override the
 --preset, or --config runs/<name>/config.json, which replays a run's settings. Runs go to
@@ -12,6 +12,7 @@ import json
 
 from .. import data, imagenette
 from ..train.config import FIELDS, TrainConfig, fields_for
+from ..train.config_checks import DENSE_TASKS
 from ..train.config_files import load_config
 from ..train.presets import load_preset, preset_names
 from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size
@@ -71,8 +72,10 @@ def config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
 
 def run_training(args: argparse.Namespace) -> int:
     from ..train.engine import Trainer
+    from ..train.plots import SCORES
 
-    config = config_from_args(args, args.command)  # a bad value: the message names the flag and what it accepts
+    task = args.task if args.command == "transfer" else args.command
+    config = config_from_args(args, task)  # a bad value: the message names the flag and what it accepts
     if args.show_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
@@ -84,6 +87,9 @@ def run_training(args: argparse.Namespace) -> int:
         summary += f", val top-1 {result.final_top1:.2f}% (best {result.best_top1:.2f}%)"
     if result.final_ema_top1 is not None:
         summary += f", EMA top-1 {result.final_ema_top1:.2f}%"
+    if task in DENSE_TASKS:
+        summary += "".join(f", val {SCORES[k]} {values[-1]:.2f}%" for k in SCORES if k.startswith("val_")
+                           if (values := result.metric(k)))
     print(summary)
     return 0
 
@@ -111,6 +117,16 @@ def register(commands: argparse._SubParsersAction) -> None:
         parser = commands.add_parser(task, help=helptext, description=f"{helptext}.\n\n{__doc__}", formatter_class=fmt)
         add_config_flags(parser, task)
         parser.set_defaults(run=run_training)
+
+    helptext = "transfer the encoder to a dense task: segmentation (UperNet) or detection (Mask R-CNN)"
+    parser = commands.add_parser(
+        "transfer", help=helptext, formatter_class=fmt,
+        description=f"{helptext}, trained and scored on composites of the data's photos (a synthetic task with exact "
+                    f"labels: regions cut from photos of one class pasted on a photo of another).\n\n{__doc__}")
+    parser.add_argument("--task", required=True, choices=DENSE_TASKS,
+                        help="segment (per-pixel classes, mIoU) or detect (instances, box and mask AP) (required)")
+    add_config_flags(parser, "segment")  # both tasks take the same settings
+    parser.set_defaults(run=run_training)
 
     parser = commands.add_parser("eval", help="top-1/top-5 of a fine-tuning checkpoint on a folder's val split",
                                  description="Evaluate a fine-tuning checkpoint on <data>/val with its classes.")

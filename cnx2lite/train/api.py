@@ -12,6 +12,7 @@ from ..amp import resolve_device
 from ..factory import load_model
 from ..rundir import RunResult
 from .config import TrainConfig
+from .config_checks import DENSE_TASKS
 from .engine import Trainer
 from .loader import eval_loader
 from .presets import load_preset
@@ -39,6 +40,14 @@ def pretrain(config: TrainConfig | str = "smoke", **overrides: Any) -> RunResult
 def finetune(config: TrainConfig | str = "smoke", **overrides: Any) -> RunResult:
     """Fine-tuning (from ``pretrained=<checkpoint>``, or from scratch without it)."""
     return Trainer(_config("finetune", config, overrides)).run()
+
+
+def transfer(task: str, config: TrainConfig | str = "smoke", **overrides: Any) -> RunResult:
+    """Transfer to a dense task, ``"segment"`` (UperNet) or ``"detect"`` (Mask R-CNN), on composites of the data's
+    photos: ``transfer("segment", "cpu", pretrained="runs/pretrain-convnextv2_atto")``."""
+    if task not in DENSE_TASKS:
+        raise ValueError(f"task must be one of {', '.join(map(repr, DENSE_TASKS))}; got {task!r}")
+    return Trainer(_config(task, config, overrides)).run()
 
 
 @torch.no_grad()

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models import VARIANTS
-from .config_checks import check_config, check_task
+from .config_checks import DENSE_TASKS, check_config, check_task
 
 
-def _f(default: Any, help: str, task: str | None = None) -> Any:
-    """A config field with its help text and the task it applies to (None: both)."""
+def _f(default: Any, help: str, task: str | tuple[str, ...] | None = None) -> Any:
+    """A config field with its help text and the task(s) it applies to (None: all)."""
     metadata = {"help": help, "task": task}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: default, metadata=metadata)
@@ -25,7 +25,8 @@ def _f(default: Any, help: str, task: str | None = None) -> Any:
 
 @dataclass
 class TrainConfig:
-    task: str = _f("finetune", "'pretrain' (FCMAE) or 'finetune' (classification)")
+    task: str = _f("finetune", "'pretrain' (FCMAE), 'finetune' (classification), or a transfer to a dense task on "
+                               "composites of the photos: 'segment' (UperNet) or 'detect' (Mask R-CNN)")
     # model
     model: str = _f("convnextv2_atto", "ConvNeXt V2 variant: " + ", ".join(VARIANTS))
     block: str = _f("v2", "block style: v2 (GRN, no LayerScale) or v1 (LayerScale, no GRN), for ablations")
@@ -39,7 +40,7 @@ class TrainConfig:
     pretrained: str | None = _f(None, "weights to fine-tune from: released weights by name (e.g. "
                                       "convnextv2_atto.fcmae, downloaded once), an FCMAE run's directory (its newest "
                                       "checkpoint) or checkpoint, or any format cnx2lite.checkpoints.load_pretrained "
-                                      "reads", task="finetune")
+                                      "reads; None: from scratch", task=("finetune", *DENSE_TASKS))
     mask_ratio: float = _f(0.6, "masked fraction of 32x32 patches", task="pretrain")
     decoder_dim: int = _f(512, "FCMAE decoder width", task="pretrain")
     decoder_depth: int = _f(1, "FCMAE decoder blocks", task="pretrain")
@@ -56,6 +57,8 @@ class TrainConfig:
     sparse_encoder: bool = _f(True, "encode visible patches only (sparse conv); off: the dense encoder on the masked "
                                     "image, the paper's ablation (ConvNeXt V2-B, 800 epochs: 83.7 sparse vs 79.3 "
                                     "dense top-1)", task="pretrain")
+    head_channels: int = _f(128, "width of the dense head: UperNet's pyramid and fusion, Mask R-CNN's feature pyramid "
+                                 "(the paper's UperNet uses 512)", task=DENSE_TASKS)
     # data
     data: str | None = _f(None, "data root (else $CNX2LITE_DATA_ROOT, else <repo>/data)")
     dataset: str = _f("imagenette", "image folder name under the data root")
@@ -77,10 +80,17 @@ class TrainConfig:
     mixup: float = _f(0.0, "Mixup alpha, 0 = off", task="finetune")
     cutmix: float = _f(0.0, "CutMix alpha, 0 = off", task="finetune")
     label_smoothing: float = _f(0.0, "label smoothing", task="finetune")
+    composites: int = _f(2000, "training composites, made from train/ photos: a photo of one class with 1 to "
+                               "max_regions shapes cut from photos of other classes pasted on it, every pixel and "
+                               "instance labeled exactly (a synthetic task); each seed makes another set",
+                         task=DENSE_TASKS)
+    val_composites: int = _f(500, "evaluation composites, made from the photos of the split that scores (val/, or the "
+                                  "tuning split): the same set for every seed", task=DENSE_TASKS)
+    max_regions: int = _f(3, "most regions pasted on a composite", task=DENSE_TASKS)
     num_workers: int = _f(0, "DataLoader worker processes per training process")
     cache_images: bool = _f(False, "decode every image once into memory (shorter side at most 2.5x img_size, so the "
                                    "smallest pretraining crop is not upsampled) instead of at every epoch; refused "
-                                   "when it would take over half the available memory")
+                                   "when it would take over half the available memory", task=("pretrain", "finetune"))
     skip_corrupt: bool = _f(False, "decode every image once before training and leave out (and list) those that "
                                    "fail; off: only headers are checked, and unreadable files stop the run before "
                                    "it starts, all listed")
@@ -142,7 +152,9 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 def fields_for(task: str) -> list[str]:
     """The config fields that apply to ``task``, in declaration order."""
-    return [name for name, f in FIELDS.items() if f.metadata["task"] in (None, check_task(task))]
+    check_task(task)
+    return [name for name, f in FIELDS.items() if f.metadata["task"] in (None, task)
+            or isinstance(f.metadata["task"], tuple) and task in f.metadata["task"]]
 
 
 def resolve_batch_and_lr(config: TrainConfig, world_size: int) -> TrainConfig:

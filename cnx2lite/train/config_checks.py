@@ -19,8 +19,10 @@ from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..masking import check_mask_ratio
 from ..models import VARIANTS
 from ..models.convnextv2 import BLOCK_STYLES
+from ..rundir import RUN_TASKS
 
-TASKS = ("pretrain", "finetune")
+TASKS = RUN_TASKS
+DENSE_TASKS = ("segment", "detect")
 EVAL_SPLITS = ("val", "tune")  # val/, or the tuning split carved out of train/
 PATH_FIELDS = ("data", "pretrained", "init_encoder", "output", "resume")
 
@@ -69,12 +71,27 @@ def check_config(config: Any) -> None:
                          "dataset for others)")
     if config.task == "pretrain":
         check_mask_ratio(config.mask_ratio, config.img_size)
+    if config.task in DENSE_TASKS:
+        _check_dense(config)
     if config.name is not None and (not isinstance(config.name, str) or config.name in ("", ".", "..")
                                   or "/" in config.name or "\\" in config.name or "\0" in config.name):
         raise ValueError(f"name must be one folder name (no '/', not '.' or '..'): the run lives in "
                          f"<output>/<name>; got {config.name!r} (put the parent folders in output)")
     if config.resume not in (None, "auto") and not Path(config.resume).is_file():
         raise ValueError(f"resume must be 'auto' or an existing checkpoint file, got {config.resume!r}")
+
+
+def _check_dense(config: Any) -> None:
+    """What the transfer tasks need: square RGB images (composites are square and RGB; Mask R-CNN's resizing is a
+    no-op at one size), composites read from their photo files."""
+    if not isinstance(config.img_size, int):
+        raise ValueError(f"img_size must be one size for task {config.task!r} (composites are square), got "
+                         f"{config.img_size!r}")
+    if config.in_chans != 3:
+        raise ValueError(f"in_chans must be 3 for task {config.task!r} (composites are RGB), got {config.in_chans!r}")
+    if config.cache_images:
+        raise ValueError(f"cache_images does not apply to task {config.task!r}: composites read their photos when "
+                         "they are made; leave it off")
 
 
 def _finite(v: float) -> bool:
@@ -107,7 +124,8 @@ def _typed(name: str, annotation: str, value: Any) -> Any:
 # (fields, test, what the message says is allowed); None passes where a field takes it ("off", "all")
 VALUE_CHECKS = (
     (("epochs", "batch_size", "accum_steps", "keep_last", "eval_every", "recon_every", "log_every_steps",
-      "decoder_dim", "decoder_depth"), lambda v: v >= 1, ">= 1"),
+      "decoder_dim", "decoder_depth", "head_channels", "composites", "val_composites", "max_regions"),
+     lambda v: v >= 1, ">= 1"),
     (("num_classes", "images_per_class", "val_images_per_class", "global_batch"), lambda v: v is None or v >= 1,
      "None (all) or >= 1"),
     (("num_workers", "save_every_steps", "keep_every_epochs", "knn_images_per_class", "freeze_encoder_epochs"),

@@ -33,7 +33,7 @@ from ..writing import print_line
 from .config import TrainConfig, resolve_batch_and_lr
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main, training_wrapper
 from .ema import ModelEma
-from .loader import close_workers, eval_loader, read_batches, train_loader
+from .loader import close_workers, eval_loader, move_to, read_batches, train_loader
 from .optim import build_optimizer, cosine_lr
 from .resume import (
     Position,
@@ -47,7 +47,8 @@ from .resume import (
 from .run_data import build_run_data
 from .run_log import RunLog
 from .seeding import derive_seed, seed_everything
-from .tasks import build_task, evaluate
+from .task_base import evaluate
+from .tasks import build_task
 
 
 class NonFiniteLossError(ValueError):
@@ -67,7 +68,8 @@ class Trainer:
         self.run_log = RunLog(self.run_dir, f"{self.task.name} {config.model}", self.dist.is_main, config.tensorboard)
         c = config
         self.data = build_run_data(c, self.task.name, self.task.train_transform(), self.log)
-        self.train_set, self.val_set, self.knn_bank = self.data.train_set, self.data.val_set, self.data.knn_bank
+        self.train_set, self.val_set = self.task.datasets(self.data)
+        self.knn_bank = self.data.knn_bank
         self.requested = config  # as asked for (base_lr, global_batch, ...), kept in config.json for --config replays
         self.config = resolve_batch_and_lr(config, self.dist.world_size)
 
@@ -85,9 +87,9 @@ class Trainer:
 
         pin = self.dist.device.type == "cuda"
         self.loader = train_loader(self.train_set, c.batch_size, c.seed, self.dist.rank, self.dist.world_size,
-                                   c.num_workers, pin)
+                                   c.num_workers, pin, self.task.collate)
         self.val_loader = None if self.val_set is None else eval_loader(
-            self.val_set, c.batch_size, self.dist.rank, self.dist.world_size, c.num_workers, pin)
+            self.val_set, c.batch_size, self.dist.rank, self.dist.world_size, c.num_workers, pin, self.task.collate)
         self.steps_per_epoch = len(self.loader) // c.accum_steps
         if self.steps_per_epoch < 1:
             raise ValueError(f"an epoch has {len(self.loader)} micro-batches per process, fewer than accum_steps="
@@ -232,7 +234,7 @@ class Trainer:
             images = images.to(device, non_blocking=True)
             if c.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            targets = targets.to(device, non_blocking=True)
+            targets = move_to(targets, device)
             last = micro == c.accum_steps - 1
             sync = contextlib.nullcontext() if last or self.dist.world_size == 1 else self.train_model.no_sync()
             with sync:
@@ -285,7 +287,7 @@ class Trainer:
                                         k=min(KNN_K, len(self.knn_bank))).top1
             if self.ema is not None:
                 ema = evaluate(self.task, self.ema.module, self.val_loader, self.amp_dtype, self.dist)
-                row.update(ema_top1=ema.get("val_top1"), ema_top5=ema.get("val_top5"))
+                row.update({"ema_" + k.removeprefix("val_"): v for k, v in ema.items() if k != "val_loss"})
             self.log(f"epoch {pos.epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
                                                         if isinstance(v, float) and k != "lr"))
         self._record(**row)

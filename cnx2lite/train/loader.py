@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -75,8 +75,9 @@ def init_worker(worker_id: int) -> None:
 
 
 def train_loader(dataset: Dataset, batch_size: int, seed: int, rank: int, world_size: int,
-                 num_workers: int, pin_memory: bool = False) -> DataLoader:
-    """Full batches of ``(images, targets, sample_seeds)``; move it with ``loader.sampler.set_position``."""
+                 num_workers: int, pin_memory: bool = False, collate_fn: Callable | None = None) -> DataLoader:
+    """Full batches of ``(images, targets, sample_seeds)`` (``collate_fn`` makes them from the samples, torch's
+    default_collate without one); move it with ``loader.sampler.set_position``."""
     seeded_dataset = SeededDataset(dataset, seed)
     sampler = ResumableSampler(seeded_dataset, world_size, rank, seed)
     if len(sampler) < batch_size:
@@ -86,7 +87,7 @@ def train_loader(dataset: Dataset, batch_size: int, seed: int, rank: int, world_
     # hold no state that matters: the sampler runs in this process and every sample's seed comes from its key.
     return DataLoader(seeded_dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
                       num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                      generator=torch.Generator().manual_seed(seed), worker_init_fn=init_worker)
+                      generator=torch.Generator().manual_seed(seed), worker_init_fn=init_worker, collate_fn=collate_fn)
 
 
 def read_batches(loader: DataLoader, on_read_error: Callable[[], None]) -> Iterator:
@@ -115,9 +116,20 @@ def close_workers(loader: DataLoader | None) -> None:
 
 
 def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, num_workers: int,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, collate_fn: Callable | None = None) -> DataLoader:
     """This process's strided share ``rank::world_size`` of ``dataset``, in order, no padding
     (so summed counts over processes are exact)."""
     share = Subset(dataset, range(rank, len(dataset), world_size))
     return DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, collate_fn=collate_fn)
+
+
+def move_to(targets: Any, device: torch.device) -> Any:
+    """``targets`` on ``device``: a tensor, or the lists and dicts of tensors that detection batches hold."""
+    if isinstance(targets, Tensor):
+        return targets.to(device, non_blocking=True)
+    if isinstance(targets, dict):
+        return {key: move_to(value, device) for key, value in targets.items()}
+    if isinstance(targets, (list, tuple)):
+        return type(targets)(move_to(value, device) for value in targets)
+    return targets

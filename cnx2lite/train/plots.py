@@ -1,14 +1,18 @@
-"""Run figures as PNG files: training curves and FCMAE reconstruction grids (no pyplot state, so
-they draw the same in scripts, DDP workers and notebooks)."""
+"""Run figures as PNG files: training curves, FCMAE reconstruction grids and the transfer tasks' predictions (no pyplot
+state, so they draw the same in scripts, DDP workers and notebooks)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from torch import Tensor
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ..fcmae import Reconstruction
 from ..rundir import open_in_run
@@ -29,10 +33,15 @@ def save_png(fig: Figure, path: Path) -> None:
         fig.savefig(f, format="png", dpi=100)
 
 
+SCORES = {"val_top1": "top-1", "ema_top1": "EMA top-1", "knn_top1": "kNN top-1", "val_miou": "mIoU",
+          "ema_miou": "EMA mIoU", "val_box_ap": "box AP", "val_mask_ap": "mask AP", "ema_box_ap": "EMA box AP",
+          "ema_mask_ap": "EMA mask AP"}  # the percentages a run's curves show, where it has them
+
+
 def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
-    """Loss (train per logged step, val per epoch) and, when there, val top-1 (+ EMA, + the kNN monitor's) against
-    epochs."""
-    accuracy = [k for k in ("val_top1", "ema_top1", "knn_top1") if _series(history, "epoch", k)[0]]
+    """Loss (train per logged step, val per epoch) and, when there, the val scores in percent (top-1, + EMA, + the
+    kNN monitor's; mIoU; box and mask AP) against epochs."""
+    accuracy = [k for k in SCORES if _series(history, "epoch", k)[0]]
     fig = Figure(figsize=(10 if accuracy else 5.5, 3.6), layout="constrained")
     axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
     for kind, key, label in (("train", "train_loss", "train"), ("epoch", "val_loss", "val")):
@@ -43,9 +52,9 @@ def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> Path:
     if axes[0].lines:  # the first epochs of a short run may have logged nothing yet
         axes[0].legend()
     for key in accuracy:
-        axes[1].plot(*_series(history, "epoch", key), marker="o", label=key.replace("_top1", " top-1"))
+        axes[1].plot(*_series(history, "epoch", key), marker="o", label=SCORES[key])
     if accuracy:
-        axes[1].set(xlabel="epoch", ylabel="%", title="validation top-1")
+        axes[1].set(xlabel="epoch", ylabel="%", title="validation")
         axes[1].legend()
     if title:
         fig.suptitle(title)
@@ -90,5 +99,65 @@ def plot_comparison(histories: dict[str, Sequence[dict]], key: str, path: Path, 
         ax.plot(*_series(history, "epoch", key), marker="o", label=label)
     ax.set(xlabel="epoch", ylabel=ylabel, title=title)
     ax.legend()
+    save_png(fig, path)
+    return Path(path)
+
+
+def _class_colors(count: int) -> np.ndarray:
+    """One RGB colour ``(count, 3)`` in [0, 1] per class: tab10's, tab20's, or spread over turbo for more classes."""
+    if count <= 20:
+        return np.array(colormaps["tab10" if count <= 10 else "tab20"].colors[:count])
+    return colormaps["turbo"](np.linspace(0, 1, count))[:, :3]
+
+
+def _image_rows(n: int, names: Sequence[str], title: str) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(2.4 * len(names), 2.4 * n + 0.4 + (0.3 if title else 0)), layout="constrained")
+    axes = fig.subplots(n, len(names), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, name in zip(axes[0], names):
+        ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig, axes
+
+
+def plot_segmentations(images: Tensor, targets: Sequence[dict], logits: Tensor, classes: Sequence[str], path: Path,
+                       title: str = "") -> Path:
+    """One row per image ``(N, 3, H, W)``: the image, its labels (``targets[i]["semantic"]``) and the predicted
+    classes (argmax of ``logits (N, K, H, W)``), one colour per class."""
+    colors = _class_colors(len(classes))
+    fig, axes = _image_rows(len(images), ("image", "labels", "prediction"), title)
+    predicted = logits.argmax(1).cpu()
+    for i, image in enumerate(images):
+        axes[i, 0].imshow(denormalize(image.float()).movedim(0, -1).numpy())
+        axes[i, 1].imshow(colors[targets[i]["semantic"].numpy()])
+        axes[i, 2].imshow(colors[predicted[i].numpy()])
+    fig.legend(handles=[Patch(color=c, label=name) for c, name in zip(colors, classes)], loc="outside lower center",
+               ncols=min(len(classes), 5), fontsize=7, frameon=False)
+    save_png(fig, path)
+    return Path(path)
+
+
+def plot_detections(images: Tensor, targets: Sequence[dict], detections: Sequence[dict], classes: Sequence[str],
+                    path: Path, title: str = "", min_score: float = 0.5) -> Path:
+    """One row per image ``(N, 3, H, W)``: the true instances (``targets[i]``: masks, boxes, labels ``0..K-1``) and
+    the detections scoring at least ``min_score`` (Mask R-CNN's: labels ``1..K``), masks and boxes in their class's
+    colour."""
+    colors = [tuple(int(255 * v) for v in c) for c in _class_colors(len(classes))]
+    fig, axes = _image_rows(len(images), ("true instances", f"detections (score >= {min_score:g})"), title)
+    for i, image in enumerate(images):
+        pixels = (255 * denormalize(image.float())).to(torch.uint8)
+        found = {k: v.cpu() for k, v in detections[i].items()}
+        keep = found["scores"] >= min_score
+        shown = ((targets[i]["masks"], targets[i]["boxes"], targets[i]["labels"]),
+                 (found["masks"][keep, 0] > 0.5, found["boxes"][keep], found["labels"][keep] - 1))
+        for ax, (masks, boxes, labels) in zip(axes[i], shown):
+            picked = [colors[k] for k in labels.tolist()]
+            drawn = pixels
+            if len(labels):  # torchvision warns about an empty set
+                drawn = draw_segmentation_masks(drawn, masks, alpha=0.45, colors=picked)
+                drawn = draw_bounding_boxes(drawn, boxes, labels=[classes[k] for k in labels.tolist()], colors=picked)
+            ax.imshow(drawn.movedim(0, -1).numpy())
     save_png(fig, path)
     return Path(path)

@@ -26,6 +26,13 @@ PRETRAIN = dict(task="pretrain", base_lr=1.5e-4, betas=(0.9, 0.95), weight_decay
                 mask_ratio=0.6, drop_path=0.0, norm_pix_loss=True, decoder_depth=1)
 FINETUNE = dict(task="finetune", betas=(0.9, 0.999), min_lr=1e-6, rand_augment="rand-m9-mstd0.5-inc1", reprob=0.25,
                 head_init_scale=0.001, ema_decay=0.9999)
+# The paper's transfer recipes (Sec. 5, after ConvNeXt V1's): AdamW, weight decay 0.05, layer decay 0.9 (UperNet on
+# ADE20K: lr 1e-4, 160k iterations of 16 images; Mask R-CNN on COCO: 3x schedule), no EMA, no Mixup.
+DENSE = dict(betas=(0.9, 0.999), weight_decay=0.05, layer_decay=0.9, min_lr=1e-6, cache_images=False)
+DENSE_SMOKE = dict(img_size=64, composites=8, val_composites=4, batch_size=4, head_channels=32, max_regions=2)
+# 128 px: the stage maps are 32, 16, 8 and 4 cells across, enough for UperNet's pyramid and Mask R-CNN's anchors.
+DENSE_CPU = dict(img_size=128, composites=2000, val_composites=500, batch_size=16, head_channels=128, epochs=8,
+                 warmup_epochs=1, lr=2e-4, drop_path=0.1, num_workers=2, log_every_steps=5)
 
 
 class FinetuneRecipe(NamedTuple):
@@ -78,6 +85,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                             "global_batch": 1024, "batch_size": 64, "dataset": "imagenet"}
            for size, recipe in IN1K_FINETUNE.items()},
     },
+    **{task: {"smoke": {**SMOKE, **DENSE, **DENSE_SMOKE, "task": task},
+              "cpu": {**CPU, **DENSE, **DENSE_CPU, "task": task}}
+       for task in ("segment", "detect")},
 }
 
 

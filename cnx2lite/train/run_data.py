@@ -82,8 +82,8 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
     train_set = data.build_dataset(folder, "train", train_transform, num_classes=c.num_classes,
                                    images_per_class=c.images_per_class, seed=c.seed, image_selection=c.image_selection,
                                    **carve, **screen)
-    if task_name == "finetune" and len(train_set.classes) < 2:  # one class: a loss of 0, 100% top-1
-        raise ValueError(f"fine-tuning needs at least 2 classes; {folder / 'train'} gives {train_set.classes} "
+    if task_name != "pretrain" and len(train_set.classes) < 2:  # one class: a loss of 0, 100% top-1, no composite
+        raise ValueError(f"{task_name} needs at least 2 classes; {folder / 'train'} gives {train_set.classes} "
                          f"(num_classes={c.num_classes})")
     scoring = transforms.eval_transform(c.img_size, in_chans=c.in_chans)
     val_set = knn_bank = None

@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-SALTS = {"sample": 1, "step": 2, "mask": 3, "init": 4, "figure": 5}
+SALTS = {"sample": 1, "step": 2, "mask": 3, "init": 4, "figure": 5, "composites": 6}
 
 
 def derive_seed(seed: int, kind: str, *position: int) -> int:

@@ -1,9 +1,5 @@
-"""What differs between FCMAE pretraining and fine-tuning, for the one training loop in ``engine``.
-
-A task builds the model and its training transform, computes a micro-batch's loss, sums per-batch
-evaluation statistics that the engine adds up over processes, and draws its own figures into the
-run directory at the end of an epoch.
-"""
+"""The tasks of the one training loop in ``engine``: FCMAE pretraining and fine-tuning here, the transfer tasks in
+:mod:`.dense_tasks`, each a :class:`~.task_base.Task`; :func:`build_task` picks the config's."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,10 +9,9 @@ import torch
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .. import data, transforms
-from ..amp import autocast
 from ..checkpoint_formats import FCMAE_DECODER, fcmae_decoder_state_dict
 from ..checkpoints import load_pretrained, read_state_dict
 from ..fcmae import FCMAE
@@ -25,9 +20,10 @@ from ..models import create_model
 from ..models.convnextv2 import architecture
 from ..rundir import open_in_run, run_subfolder
 from .config import TrainConfig
-from .distributed import Dist, all_reduce_sum
+from .dense_tasks import DetectTask, SegmentTask
 from .plots import plot_reconstructions
 from .seeding import derive_seed
+from .task_base import Task
 
 NUM_RECONSTRUCTIONS = 6
 
@@ -62,16 +58,13 @@ def _init_from(model: FCMAE, source: str) -> None:
         model.load_state_dict({k: v for k, v in decoder.items() if k not in wrong}, strict=False)
 
 
-class PretrainTask:
+class PretrainTask(Task):
     """FCMAE: loss = masked-patch reconstruction error; evaluation = the same loss on val images."""
 
     name = "pretrain"
     # The official main_pretrain.py exempts only 1-D parameters and biases from weight decay (timm's
     # add_weight_decay), so GRN gamma/beta and the mask token decay; its fine-tuning exempts them.
     decay_grn_and_mask_token = True
-
-    def __init__(self, config: TrainConfig) -> None:
-        self.config = config
 
     def build_model(self, num_classes: int) -> FCMAE:
         c = self.config
@@ -144,14 +137,13 @@ def build_criterion(mixup_fn: Callable | None, label_smoothing: float) -> nn.Mod
     return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
 
-class FinetuneTask:
+class FinetuneTask(Task):
     """Classification: (Mixup/CutMix +) cross-entropy; evaluation = loss, top-1, top-5."""
 
     name = "finetune"
-    decay_grn_and_mask_token = False
 
     def __init__(self, config: TrainConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self.mixup_fn: Callable | None = None
         self.criterion: nn.Module | None = None
 
@@ -180,13 +172,6 @@ class FinetuneTask:
     def eval_batch(self, model: nn.Module, images: Tensor, targets: Tensor, index: int) -> dict[str, float]:
         return classification_stats(model(images), targets)
 
-    def save_figures(self, model: nn.Module, dataset: Dataset, folder: Path, epoch: int, last: bool) -> list[Path]:
-        """Fine-tuning draws no figures of its own (the engine draws the curves)."""
-        return []
-
-    def frozen_parameters(self, model: nn.Module, epoch: int) -> list[nn.Parameter]:
-        return []
-
 
 def classification_stats(logits: Tensor, targets: Tensor) -> dict[str, float]:
     """Summed cross-entropy and top-1/top-5 hits (top-k over at most the number of classes)."""
@@ -196,31 +181,6 @@ def classification_stats(logits: Tensor, targets: Tensor) -> dict[str, float]:
             "val_top1": hits[:, 0].sum().item() * 100.0, "val_top5": hits.any(dim=1).sum().item() * 100.0}
 
 
-TASK_TYPES = {"pretrain": PretrainTask, "finetune": FinetuneTask}
-
-
-def build_task(config: TrainConfig) -> PretrainTask | FinetuneTask:
-    return TASK_TYPES[config.task](config)
-
-
-@torch.no_grad()
-def evaluate(task: PretrainTask | FinetuneTask, model: nn.Module, loader: DataLoader, amp_dtype: torch.dtype | None,
-             dist: Dist) -> dict[str, float]:
-    """Mean val statistics of ``task.eval_batch`` over all processes (each process takes a strided share of the
-    batches ``(images (B, C, H, W), targets (B,))``); the model's train/eval mode is restored."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    sums: dict[str, float] = {}
-    count = 0
-    for index, (images, targets) in enumerate(loader):
-        images, targets = images.to(device), targets.to(device)
-        with autocast(device, amp_dtype):
-            stats = task.eval_batch(model, images, targets, index * dist.world_size + dist.rank)
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += len(images)
-    keys = sorted(sums)
-    totals = all_reduce_sum(torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=dist.device))
-    model.train(was_training)
-    return {k: totals[i].item() / max(totals[-1].item(), 1) for i, k in enumerate(keys)}
+def build_task(config: TrainConfig) -> Task:
+    return {"pretrain": PretrainTask, "finetune": FinetuneTask, "segment": SegmentTask,
+            "detect": DetectTask}[config.task](config)

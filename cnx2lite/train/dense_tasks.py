@@ -1,0 +1,162 @@
+"""Transfer to dense tasks, for the one training loop in ``engine``: semantic segmentation with UperNet and instance
+detection with Mask R-CNN (:mod:`cnx2lite.dense.heads`), on composites of the run's photos
+(:mod:`cnx2lite.dense.composites`). The backbone starts from any weights fine-tuning reads, or from scratch; layer
+decay runs over its blocks (the heads are "head" and train at the full lr, :mod:`.optim`).
+
+The training composites are made from the train photos and change with the seed; the evaluation composites are made
+from the photos of the split that scores and are the same for every seed, so runs are compared on the same images.
+Scores come from torchmetrics, over the whole split and all processes: mIoU (classes averaged that occur in the
+labels or predictions) and pixel accuracy; COCO's box and mask AP (pycocotools' evaluation, IoU 0.5:0.95).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.utils.data import Dataset
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.detection import MeanAveragePrecision
+
+from .. import transforms
+from ..checkpoints import load_pretrained
+from ..dense.composites import CompositeDataset, detection_target
+from ..dense.heads import UperNet, mask_rcnn
+from ..models import ConvNeXtV2, create_model
+from .config import TrainConfig
+from .plots import plot_detections, plot_segmentations
+from .run_data import RunData
+from .seeding import derive_seed
+from .task_base import Task
+
+VAL_COMPOSITES_SEED = 0  # one evaluation set for every run
+NUM_FIGURE_COMPOSITES = 4
+MASK_THRESHOLD = 0.5  # Mask R-CNN's mask probabilities -> instance masks, as torchvision's own COCO evaluation
+
+
+class DenseTask(Task):
+    """What segmentation and detection share: the backbone, the composites, batches of stacked images with the task's
+    targets."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        super().__init__(config)
+        self.num_classes = 0  # known once the model is built
+
+    def backbone(self) -> ConvNeXtV2:
+        """The ConvNeXt V2 encoder with a LayerNorm per stage map, from ``pretrained`` (its classifier, final norm and
+        any FCMAE decoder left out) or from scratch."""
+        c = self.config
+        backbone = create_model(c.model, num_classes=0, stage_norms=True, drop_path_rate=c.drop_path, block=c.block,
+                                grn_aggregation=c.grn_aggregation, block_norm=c.block_norm, in_chans=c.in_chans)
+        if c.pretrained:
+            load_pretrained(backbone, c.pretrained, skip_head=True, grn_change=True)
+        return backbone
+
+    def train_transform(self) -> Callable:
+        """The photos' transform; the composites read their photos themselves, so no sample goes through it."""
+        return transforms.eval_transform(self.config.img_size, in_chans=self.config.in_chans)
+
+    def datasets(self, run_data: RunData) -> tuple[Dataset, Dataset | None]:
+        c = self.config
+
+        def composites(photos, length: int, seed: int) -> CompositeDataset:
+            return CompositeDataset(photos.samples, photos.classes, c.img_size, length, seed, c.max_regions)
+
+        val = run_data.val_set
+        return (composites(run_data.train_set, c.composites, derive_seed(c.seed, "composites")),
+                None if val is None else composites(val, c.val_composites, VAL_COMPOSITES_SEED))
+
+    def collate(self, batch: list[tuple]) -> tuple:
+        """``(image, target[, seed])`` samples -> ``(images (B, 3, H, W), the task's targets[, seeds (B,)])``."""
+        images, targets, *seeds = zip(*batch)
+        return (torch.stack(images), self.batch_targets(list(targets)), *(torch.tensor(s) for s in seeds))
+
+    def batch_targets(self, targets: list[dict[str, Tensor]]):
+        raise NotImplementedError
+
+    def save_figures(self, model: nn.Module, dataset: Dataset, folder: Path, epoch: int, last: bool) -> list[Path]:
+        """At the last epoch: ``predictions.png``, the first evaluation composites with their labels and the model's
+        predictions."""
+        if not last:
+            return []
+        samples = [dataset[i] for i in range(min(NUM_FIGURE_COMPOSITES, len(dataset)))]
+        images = torch.stack([image for image, _ in samples]).to(next(model.parameters()).device)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            predictions = model(images)
+        model.train(was_training)
+        path = folder / "predictions.png"
+        self.plot(images.cpu(), [target for _, target in samples], predictions, dataset.classes, path,
+                  f"{self.config.model}, {self.name}, epoch {epoch} (synthetic composites)")
+        return [path]
+
+
+class SegmentTask(DenseTask):
+    """Semantic segmentation: UperNet, per-pixel cross-entropy; evaluation = loss, mIoU, pixel accuracy."""
+
+    name = "segment"
+    plot = staticmethod(plot_segmentations)
+
+    def build_model(self, num_classes: int) -> UperNet:
+        self.num_classes = num_classes
+        return UperNet(self.backbone(), num_classes, self.config.head_channels)
+
+    def batch_targets(self, targets: list[dict[str, Tensor]]) -> Tensor:
+        """The semantic maps ``(B, H, W)``."""
+        return torch.stack([t["semantic"] for t in targets])
+
+    def loss(self, model: nn.Module, images: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
+        return F.cross_entropy(model(images), targets)
+
+    def start_scoring(self, device: torch.device) -> None:
+        self.iou = MulticlassJaccardIndex(self.num_classes, average="macro").to(device)
+        self.pixel_accuracy = MulticlassAccuracy(self.num_classes, average="micro").to(device)
+
+    def eval_batch(self, model: nn.Module, images: Tensor, targets: Tensor, index: int) -> dict[str, float]:
+        """Each image's mean pixel loss, summed; the predictions go into the scores."""
+        logits = model(images)
+        predicted = logits.argmax(1)
+        self.iou.update(predicted, targets)
+        self.pixel_accuracy.update(predicted, targets)
+        loss = F.cross_entropy(logits.float(), targets, reduction="none").mean(dim=(1, 2)).sum()
+        return {"val_loss": loss.item()}
+
+    def scores(self) -> dict[str, float]:
+        return {"val_miou": 100 * self.iou.compute().item(),
+                "val_pixel_acc": 100 * self.pixel_accuracy.compute().item()}
+
+
+class DetectTask(DenseTask):
+    """Instance detection: Mask R-CNN, the sum of its five losses; evaluation = COCO box and mask AP."""
+
+    name = "detect"
+    plot = staticmethod(plot_detections)
+
+    def build_model(self, num_classes: int) -> nn.Module:
+        self.num_classes = num_classes
+        return mask_rcnn(self.backbone(), num_classes, self.config.img_size, self.config.head_channels)
+
+    def batch_targets(self, targets: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """Per image: boxes, masks and labels ``1..K`` (0 is Mask R-CNN's background)."""
+        return [detection_target(t) for t in targets]
+
+    def loss(self, model: nn.Module, images: Tensor, targets: list[dict[str, Tensor]], seeds: Tensor) -> Tensor:
+        return sum(model(images, targets).values())
+
+    def start_scoring(self, device: torch.device) -> None:
+        self.average_precision = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools").to(device)
+
+    def eval_batch(self, model: nn.Module, images: Tensor, targets: list[dict[str, Tensor]],
+                   index: int) -> dict[str, float]:
+        """The detections go into the scores; no statistic to sum (Mask R-CNN gives losses only while training)."""
+        found = model(images)
+        self.average_precision.update([{**f, "masks": f["masks"][:, 0] > MASK_THRESHOLD} for f in found], targets)
+        return {}
+
+    def scores(self) -> dict[str, float]:
+        ap = self.average_precision.compute()
+        return {"val_box_ap": 100 * ap["bbox_map"].item(), "val_box_ap50": 100 * ap["bbox_map_50"].item(),
+                "val_mask_ap": 100 * ap["segm_map"].item()}
