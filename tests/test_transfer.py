@@ -1,17 +1,22 @@
-"""``cnx2lite transfer``: both dense tasks trained and scored end to end, their scores checked on predictions whose
-scores are known, an interrupted run resumed bit-exactly, and bad settings refused in one line."""
+"""``cnx2lite transfer``: both dense tasks trained and scored end to end, on composites and on tiny folders in ADE20K's
+and COCO's formats; their scores checked on predictions whose scores are known; an interrupted run resumed
+bit-exactly; bad settings and folders refused in one line."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
+from cnx2lite.dense.formats import ADE20K, IGNORE_INDEX, COCOInstances
 from cnx2lite.rundir import RunDir, load_checkpoint
 from cnx2lite.train import train
 from cnx2lite.train.dense_tasks import DetectTask, SegmentTask
@@ -126,7 +131,8 @@ def test_a_resumed_run_ends_bit_identical(images, tmp_path, task):
 
 @pytest.mark.parametrize("args, says", [
     (["--task", "classify"], "argument --task: invalid choice: 'classify'"),
-    (["--task", "segment", "--img-size", "64", "96"], "img_size must be one size for task 'segment'"),
+    (["--task", "segment", "--img-size", "64", "96"], "img_size must be one size of at least 64 px for task"),
+    (["--task", "detect", "--img-size", "32"], "img_size must be one size of at least 64 px for task 'detect'"),
     (["--task", "detect", "--composites", "0"], "composites must be >= 1, got 0"),
     (["--task", "segment", "--in-chans", "1"], "in_chans must be 3 for task 'segment'"),
     (["--task", "detect", "--num-classes", "1"], "detect needs at least 2 classes"),
@@ -135,3 +141,92 @@ def test_bad_settings_are_one_line_and_exit_2(images, tmp_path, args, says):
     done = transfer(*args, "--preset", "smoke", "--data", str(images), "--output", str(tmp_path))
     assert done.returncode == 2 and says in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 2
+
+
+def write_ade20k(root: Path, size: int = 48) -> Path:
+    """ADEChallengeData2016's layout: per split, images and annotation PNGs (0 = unlabeled, 1..3 classes); the
+    image's red channel is its label times 60, so each pixel's class can be read back from the image."""
+    rng = np.random.default_rng(0)
+    for split, count in (("training", 6), ("validation", 3)):
+        for kind in ("images", "annotations"):
+            (root / kind / split).mkdir(parents=True)
+        for i in range(count):
+            labels = np.repeat(rng.integers(0, 4, size=(size // 8, size // 8)), 8, axis=0).repeat(8, axis=1)
+            pixels = np.stack([labels * 60, rng.integers(0, 255, labels.shape), np.zeros_like(labels)], -1)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / "images" / split / f"ADE_{i:03d}.png")
+            Image.fromarray(labels.astype(np.uint8)).save(root / "annotations" / split / f"ADE_{i:03d}.png")
+    return root
+
+
+def write_coco(root: Path, size: int = 64) -> Path:
+    """COCO's layout: annotations/instances_<split>2017.json (polygons, category ids 3 and 7) for <split>2017/."""
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 6), ("val", 3)):
+        (root / f"{split}2017").mkdir(parents=True)
+        images, annotations = [], []
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (size, size + 16, 3), dtype=np.uint8)).save(
+                root / f"{split}2017" / f"{i}.jpg")
+            images.append({"id": i + 1, "file_name": f"{i}.jpg", "height": size, "width": size + 16})
+            for k, (category, x, y) in enumerate(((3, 4, 6), (7, 30, 20))[: 1 + i % 2]):
+                polygon = [x, y, x + 20, y, x + 20, y + 24, x, y + 24]
+                annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": category,
+                                    "bbox": [x, y, 20, 24], "area": 480, "iscrowd": 0, "segmentation": [polygon]})
+        (root / "annotations").mkdir(exist_ok=True)
+        (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(
+            {"images": images, "annotations": annotations,
+             "categories": [{"id": 3, "name": "car"}, {"id": 7, "name": "dog"}]}))
+    return root
+
+
+def test_ade20k_labels_are_classes_minus_one_with_unlabeled_ignored_and_flips_move_both(tmp_path):
+    folder = write_ade20k(tmp_path / "ade")
+    val = ADE20K(folder, "val", 24, num_classes=2)  # 48 -> 24 px: the labels' 8-pixel blocks become 4-pixel ones
+    assert len(val) == 3 and val.classes == ["ADE20K class 1", "ADE20K class 2"]
+    image, target = val[0]
+    labels = np.asarray(Image.open(folder / "annotations" / "validation" / "ADE_000.png"))[::2, ::2]
+    expected = np.where((labels >= 1) & (labels <= 2), labels.astype(np.int64) - 1, IGNORE_INDEX)
+    assert image.shape == (3, 24, 24) and np.array_equal(target["semantic"].numpy(), expected)
+    train, unflipped = ADE20K(folder, "train", 24, train=True), ADE20K(folder, "train", 24)
+    flips = []
+    for index in range(len(train)):
+        (image, target), (plain_image, plain) = train[index], unflipped[index]
+        flipped = not torch.equal(target["semantic"], plain["semantic"])
+        assert torch.equal(target["semantic"], plain["semantic"].flip(-1) if flipped else plain["semantic"])
+        assert torch.equal(image, plain_image.flip(-1) if flipped else plain_image)  # image and labels flip together
+        flips.append(flipped)
+    assert any(flips) and not all(flips)
+
+
+def test_coco_categories_become_classes_and_instances_keep_their_masks_and_boxes(tmp_path):
+    folder = write_coco(tmp_path / "coco")
+    val = COCOInstances(folder, "val", 32)
+    assert val.classes == ["car", "dog"] and len(val) == 3
+    image, target = val[1]
+    assert image.shape == (3, 32, 32) and target["labels"].tolist() == [0, 1]
+    for mask, box in zip(target["masks"], target["boxes"]):  # resized together: within a pixel of each other
+        x0, y0, x1, y1 = box.tolist()
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        assert mask.dtype == torch.bool and len(xs) > 0
+        assert abs(xs.min() - x0) <= 1 and abs(xs.max() + 1 - x1) <= 1
+        assert abs(ys.min() - y0) <= 1 and abs(ys.max() + 1 - y1) <= 1
+
+
+@pytest.mark.parametrize("task, fmt, write", [("segment", "ade20k", write_ade20k), ("detect", "coco", write_coco)])
+def test_real_formats_train_and_score_through_the_cli(tmp_path, task, fmt, write):
+    folder = write(tmp_path / fmt)
+    done = transfer("--task", task, "--dense-format", fmt, "--preset", "smoke", "--data", str(folder), "--output",
+                    str(tmp_path / "runs"), "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    assert ("mIoU" if task == "segment" else "box AP") in done.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--task", "segment", "--dense-format", "ade20k"], "is not in ADE20K's layout"),
+    (["--task", "detect", "--dense-format", "coco"], "is not in COCO's layout: expected one"),
+    (["--task", "detect", "--dense-format", "ade20k"], "dense_format 'ade20k' holds labels for task 'segment'"),
+    (["--task", "segment", "--dense-format", "voc"], "dense_format must be one of"),
+])
+def test_a_folder_not_in_the_format_is_one_line(images, tmp_path, args, says):
+    done = transfer(*args, "--preset", "smoke", "--data", str(images), "--output", str(tmp_path))
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -80,6 +80,11 @@ class TrainConfig:
     mixup: float = _f(0.0, "Mixup alpha, 0 = off", task="finetune")
     cutmix: float = _f(0.0, "CutMix alpha, 0 = off", task="finetune")
     label_smoothing: float = _f(0.0, "label smoothing", task="finetune")
+    dense_format: str = _f("composites", "the dense task's data: composites (made from a class folder's photos, "
+                                         "exact labels, a synthetic task), ade20k (ADEChallengeData2016's images/ and "
+                                         "annotations/ folders; segment) or coco (annotations/instances_<split>*.json "
+                                         "and the image folders they name; detect), found at <data>/<dataset> or "
+                                         "<data>", task=DENSE_TASKS)
     composites: int = _f(2000, "training composites, made from train/ photos: a photo of one class with 1 to "
                                "max_regions shapes cut from photos of other classes pasted on it, every pixel and "
                                "instance labeled exactly (a synthetic task); each seed makes another set",

@@ -23,6 +23,7 @@ from ..rundir import RUN_TASKS
 
 TASKS = RUN_TASKS
 DENSE_TASKS = ("segment", "detect")
+DENSE_FORMATS = {"composites": None, "ade20k": "segment", "coco": "detect"}  # -> the task its labels are for
 EVAL_SPLITS = ("val", "tune")  # val/, or the tuning split carved out of train/
 PATH_FIELDS = ("data", "pretrained", "init_encoder", "output", "resume")
 
@@ -38,7 +39,7 @@ def check_config(config: Any) -> None:
     checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
               ("grn_aggregation", GRN_AGGREGATIONS), ("block_norm", ("auto", *BLOCK_NORMS)),
               ("image_selection", SELECTIONS), ("eval_split", EVAL_SPLITS),
-              ("layer_decay_mode", ("single", "group")))
+              ("layer_decay_mode", ("single", "group")), ("dense_format", tuple(DENSE_FORMATS)))
     for name, allowed in checks:
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {getattr(config, name)!r}")
@@ -84,9 +85,17 @@ def check_config(config: Any) -> None:
 def _check_dense(config: Any) -> None:
     """What the transfer tasks need: square RGB images (composites are square and RGB; Mask R-CNN's resizing is a
     no-op at one size), composites read from their photo files."""
-    if not isinstance(config.img_size, int):
-        raise ValueError(f"img_size must be one size for task {config.task!r} (composites are square), got "
+    if not isinstance(config.img_size, int) or config.img_size < 64:
+        raise ValueError(f"img_size must be one size of at least 64 px for task {config.task!r} (composites are "
+                         f"square; below 64 px the last stage map is 1x1, too small for the head's norms), got "
                          f"{config.img_size!r}")
+    if config.dense_format != "composites":
+        if DENSE_FORMATS[config.dense_format] != config.task:
+            raise ValueError(f"dense_format {config.dense_format!r} holds labels for task "
+                             f"{DENSE_FORMATS[config.dense_format]!r}, not {config.task!r}")
+        if config.tune_fraction or config.eval_split != "val":
+            raise ValueError(f"dense_format {config.dense_format!r} has its own train and val splits: leave "
+                             "tune_fraction and eval_split unset (they carve a class folder's train/)")
     if config.in_chans != 3:
         raise ValueError(f"in_chans must be 3 for task {config.task!r} (composites are RGB), got {config.in_chans!r}")
     if config.cache_images:

@@ -1,13 +1,13 @@
 """Transfer to dense tasks, for the one training loop in ``engine``: semantic segmentation with UperNet and instance
 detection with Mask R-CNN (:mod:`cnx2lite.dense.heads`), on composites of the run's photos
-(:mod:`cnx2lite.dense.composites`). The backbone starts from any weights fine-tuning reads, or from scratch; layer
-decay runs over its blocks (the heads are "head" and train at the full lr, :mod:`.optim`).
+(:mod:`cnx2lite.dense.composites`) or on an ADE20K or COCO folder (:mod:`cnx2lite.dense.formats`). The backbone
+starts from any weights fine-tuning reads, or from scratch; layer decay runs over its blocks (the heads are "head"
+and train at the full lr, :mod:`.optim`).
 
 The training composites are made from the train photos and change with the seed; the evaluation composites are made
 from the photos of the split that scores and are the same for every seed, so runs are compared on the same images.
 Scores come from torchmetrics, over the whole split and all processes: mIoU (classes averaged that occur in the
-labels or predictions) and pixel accuracy; COCO's box and mask AP (pycocotools' evaluation, IoU 0.5:0.95).
-"""
+labels or predictions) and pixel accuracy; COCO's box and mask AP (pycocotools' evaluation, IoU 0.5:0.95)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,6 +23,7 @@ from torchmetrics.detection import MeanAveragePrecision
 from .. import transforms
 from ..checkpoints import load_pretrained
 from ..dense.composites import CompositeDataset, detection_target
+from ..dense.formats import IGNORE_INDEX
 from ..dense.heads import UperNet, mask_rcnn
 from ..models import ConvNeXtV2, create_model
 from .config import TrainConfig
@@ -59,7 +60,10 @@ class DenseTask(Task):
         return transforms.eval_transform(self.config.img_size, in_chans=self.config.in_chans)
 
     def datasets(self, run_data: RunData) -> tuple[Dataset, Dataset | None]:
+        """Composites of the run's photos, or the splits of an ADE20K or COCO folder as they are."""
         c = self.config
+        if c.dense_format != "composites":
+            return run_data.train_set, run_data.val_set
 
         def composites(photos, length: int, seed: int) -> CompositeDataset:
             return CompositeDataset(photos.samples, photos.classes, c.img_size, length, seed, c.max_regions)
@@ -109,20 +113,22 @@ class SegmentTask(DenseTask):
         return torch.stack([t["semantic"] for t in targets])
 
     def loss(self, model: nn.Module, images: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
-        return F.cross_entropy(model(images), targets)
+        return F.cross_entropy(model(images), targets, ignore_index=IGNORE_INDEX)
 
     def start_scoring(self, device: torch.device) -> None:
-        self.iou = MulticlassJaccardIndex(self.num_classes, average="macro").to(device)
-        self.pixel_accuracy = MulticlassAccuracy(self.num_classes, average="micro").to(device)
+        scores = dict(num_classes=self.num_classes, ignore_index=IGNORE_INDEX)
+        self.iou = MulticlassJaccardIndex(**scores, average="macro").to(device)
+        self.pixel_accuracy = MulticlassAccuracy(**scores, average="micro").to(device)
 
     def eval_batch(self, model: nn.Module, images: Tensor, targets: Tensor, index: int) -> dict[str, float]:
-        """Each image's mean pixel loss, summed; the predictions go into the scores."""
+        """Each image's mean loss over its labeled pixels, summed; the predictions go into the scores."""
         logits = model(images)
         predicted = logits.argmax(1)
         self.iou.update(predicted, targets)
         self.pixel_accuracy.update(predicted, targets)
-        loss = F.cross_entropy(logits.float(), targets, reduction="none").mean(dim=(1, 2)).sum()
-        return {"val_loss": loss.item()}
+        pixel_losses = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+        labeled = (targets != IGNORE_INDEX).sum(dim=(1, 2)).clamp(min=1)
+        return {"val_loss": (pixel_losses.sum(dim=(1, 2)) / labeled).sum().item()}
 
     def scores(self) -> dict[str, float]:
         return {"val_miou": 100 * self.iou.compute().item(),

@@ -124,14 +124,16 @@ def _image_rows(n: int, names: Sequence[str], title: str) -> tuple[Figure, np.nd
 
 def plot_segmentations(images: Tensor, targets: Sequence[dict], logits: Tensor, classes: Sequence[str], path: Path,
                        title: str = "") -> Path:
-    """One row per image ``(N, 3, H, W)``: the image, its labels (``targets[i]["semantic"]``) and the predicted
-    classes (argmax of ``logits (N, K, H, W)``), one colour per class."""
+    """One row per image ``(N, 3, H, W)``: the image, its labels (``targets[i]["semantic"]``; values past the classes,
+    unlabeled, in grey) and the predicted classes (argmax of ``logits (N, K, H, W)``), one colour per class."""
     colors = _class_colors(len(classes))
     fig, axes = _image_rows(len(images), ("image", "labels", "prediction"), title)
     predicted = logits.argmax(1).cpu()
+    unlabeled = np.vstack([colors, to_rgb(MASK_COLOR)])  # pixels of no class (ignored) in the grey of "hidden"
     for i, image in enumerate(images):
+        semantic = targets[i]["semantic"].numpy()
         axes[i, 0].imshow(denormalize(image.float()).movedim(0, -1).numpy())
-        axes[i, 1].imshow(colors[targets[i]["semantic"].numpy()])
+        axes[i, 1].imshow(unlabeled[np.where(semantic < len(classes), semantic, len(classes))])
         axes[i, 2].imshow(colors[predicted[i].numpy()])
     fig.legend(handles=[Patch(color=c, label=name) for c, name in zip(colors, classes)], loc="outside lower center",
                ncols=min(len(classes), 5), fontsize=7, frameon=False)

@@ -1,6 +1,7 @@
-"""The images a run trains and scores on, assembled from its config: the train split (less the tuning split), the
-split it scores on (val/, or the tuning split), the kNN monitor's labeled bank (pretraining), or a folder of unlabeled
-images for pretraining; their fingerprint (a resume refuses other images) and their decoded-image cache."""
+"""The images a run trains and scores on, assembled from its config: the train split (less the tuning split), the split
+it scores on (val/, or the tuning split), the kNN monitor's labeled bank (pretraining), or a folder of unlabeled
+images for pretraining, or a dense task's ADE20K or COCO folder; their fingerprint (a resume refuses other images)
+and their decoded-image cache."""
 from __future__ import annotations
 
 import hashlib
@@ -9,22 +10,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from torch.utils.data import Dataset
+
 from .. import data, transforms
+from ..dense.formats import ADE20K, ADE20K_CLASSES, COCOInstances
 from ..image_cache import DecodedImages, cache_side
 from .config import TrainConfig
+from .config_checks import DENSE_TASKS
 
 
 @dataclass
 class RunData:
     folder: Path
-    train_set: data.ImageFolderSubset
-    val_set: data.ImageFolderSubset | None
+    train_set: data.ImageFolderSubset | Dataset  # a dense task's own format: ADE20K, COCO
+    val_set: data.ImageFolderSubset | Dataset | None
     knn_bank: data.ImageFolderSubset | None
     fingerprint: str
 
     @property
     def splits(self) -> list[data.ImageFolderSubset]:
-        return [split for split in (self.train_set, self.val_set, self.knn_bank) if split is not None]
+        """The splits read from a class folder (what skip_corrupt, the short-class notes and the cache reach)."""
+        return [split for split in (self.train_set, self.val_set, self.knn_bank)
+                if isinstance(split, data.ImageFolderSubset)]
 
     def summary(self) -> dict:
         """What a run's ``config.json`` records of its images (:data:`cnx2lite.train.config_files.RECORDED`)."""
@@ -45,7 +52,7 @@ class RunData:
                          + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
         for split, setting in ((self.train_set, "images_per_class"), (self.val_set, "val_images_per_class"),
                                (self.knn_bank, "knn_images_per_class")):
-            if split is not None and split.short is not None:
+            if split in self.splits and split.short is not None:
                 notes.append(f"warning: {split.short.message(setting)}")
         if self.val_set is None:
             notes.append(f"no val split in {self.folder}: no evaluation"
@@ -66,6 +73,8 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
     """The splits of the run ``c`` describes; unreadable files are left out (``skip_corrupt``) or refused now. On a
     folder of unlabeled images the settings that pick images by class are refused, or said not to apply."""
     root = data.resolve_data_root(c.data)
+    if task_name in DENSE_TASKS and c.dense_format != "composites":
+        return _dense_format_data(c, root)
     folder = data.find_image_folder(root, c.dataset, unlabeled_ok=task_name == "pretrain")
     screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True, warn_short=False)  # notes() names what is short
     if folder is None:  # pretraining on a folder of unlabeled images
@@ -97,6 +106,17 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
         knn_bank = data.build_dataset(folder, "train", scoring, classes=train_set.classes,
                                       images_per_class=c.knn_images_per_class, **carve, **screen)
     return RunData(folder, train_set, val_set, knn_bank, fingerprint(train_set, folder))
+
+
+def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
+    """The train and val splits of an ADE20K or COCO folder at ``<root>/<dataset>``, or ``root`` itself."""
+    folder = root / c.dataset if (root / c.dataset).is_dir() else root
+    if c.dense_format == "ade20k":
+        splits = [ADE20K(folder, split, c.img_size, c.num_classes or ADE20K_CLASSES, split == "train")
+                  for split in ("train", "val")]
+    else:
+        splits = [COCOInstances(folder, split, c.img_size, split == "train") for split in ("train", "val")]
+    return RunData(folder, *splits, None, fingerprint(splits[0], folder))
 
 
 def fingerprint(dataset: data.ImageFolderSubset, folder: str | os.PathLike) -> str:

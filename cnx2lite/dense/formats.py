@@ -1,0 +1,115 @@
+"""The dense-task data sets a GPU user brings, in their own formats: ADE20K's folder layout for semantic segmentation
+and COCO's instance JSON for detection. Items are what :class:`~cnx2lite.dense.composites.CompositeDataset` gives, so
+the heads, losses and scores take either: ``(image (3, S, S) normalized, target)`` with ``"semantic"`` ``(S, S)``
+int64 (ADE20K; :data:`IGNORE_INDEX` where no class is labeled) or ``"boxes"`` ``(R, 4)``, ``"labels"`` ``(R,)``
+``0..K-1`` and ``"masks"`` ``(R, S, S)`` bool (COCO).
+
+Images are resized (squeezed) to ``S x S``, as the composites are; training adds a random horizontal flip. Reading
+and geometry are torchvision's (``CocoDetection`` with its v2 wrapper, ``transforms.v2``, which move masks and boxes
+with the image)."""
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
+from torchvision.transforms import v2
+
+from .. import transforms
+from ..image_files import IMG_EXTENSIONS
+from ..images import load_image
+
+IGNORE_INDEX = 255  # mmsegmentation's: ADE20K's label 0 ("other") and classes past num_classes
+ADE20K_CLASSES = 150
+ADE20K_SPLITS = {"train": "training", "val": "validation"}
+
+
+def _geometry(size: int, train: bool) -> v2.Compose:
+    """Resize to ``size x size`` (masks by nearest neighbour), a random flip when training, then normalize."""
+    flip = [v2.RandomHorizontalFlip()] if train else []
+    rgb = transforms.normalization(3)
+    return v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True), *flip,
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(rgb.mean, rgb.std)])
+
+
+class ADE20K(Dataset):
+    """ADEChallengeData2016's layout: ``images/<training|validation>/<name>.jpg`` and, for each,
+    ``annotations/<training|validation>/<name>.png`` holding a class index per pixel (0: unlabeled, ``1..150``).
+    Label ``k`` is class ``k - 1``; 0 and labels past ``num_classes`` become :data:`IGNORE_INDEX`."""
+
+    def __init__(self, folder: str | Path, split: str, size: int, num_classes: int = ADE20K_CLASSES,
+                 train: bool = False) -> None:
+        folder = Path(folder)
+        images, annotations = (folder / kind / ADE20K_SPLITS[split] for kind in ("images", "annotations"))
+        for needed in (images, annotations):
+            if not needed.is_dir():
+                raise ValueError(f"{folder} is not in ADE20K's layout: {needed} is not a folder (images/ and "
+                                 "annotations/ each hold training/ and validation/)")
+        paths = sorted(p for p in images.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+        if not paths:
+            raise ValueError(f"no images in {images}")
+        self.folder = folder
+        # (image, its annotation relative to the folder): a copy of the folder elsewhere is the same data
+        self.samples = [(str(p), f"annotations/{ADE20K_SPLITS[split]}/{p.stem}.png") for p in paths]
+        unlabeled = [label for _, label in self.samples if not (folder / label).is_file()]
+        if unlabeled:
+            raise ValueError(f"{len(unlabeled)} image(s) of {images} have no annotation PNG, e.g. "
+                             f"{folder / unlabeled[0]}")
+        self.classes = [f"ADE20K class {k}" for k in range(1, num_classes + 1)]
+        self.transform = _geometry(size, train)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        image_path, label_path = self.samples[index]
+        labels = torch.from_numpy(np.asarray(Image.open(self.folder / label_path), dtype=np.int64) - 1)
+        labels[(labels < 0) | (labels >= len(self.classes))] = IGNORE_INDEX
+        image, semantic = self.transform(load_image(image_path), tv_tensors.Mask(labels))
+        return image, {"semantic": semantic.as_subclass(Tensor)}
+
+
+class COCOInstances(Dataset):
+    """COCO's instance annotations: ``annotations/instances_<split>*.json`` (e.g. ``instances_val2017.json``) for the
+    images in the folder of the same name (``val2017/``). Categories, whatever their ids, become classes ``0..K-1``
+    in id order; boxes left degenerate by the resizing are dropped with their masks."""
+
+    def __init__(self, folder: str | Path, split: str, size: int, train: bool = False) -> None:
+        folder = Path(folder)
+        found = sorted((folder / "annotations").glob(f"instances_{split}*.json"))
+        if len(found) != 1:
+            raise ValueError(f"{folder} is not in COCO's layout: expected one annotations/instances_{split}*.json, "
+                             f"found {len(found)}")
+        images = folder / found[0].stem.removeprefix("instances_")
+        if not images.is_dir():
+            raise ValueError(f"{found[0]} names images in {images}, which is not a folder")
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            coco = CocoDetection(str(images), str(found[0]))
+        self.reader = wrap_dataset_for_transforms_v2(coco, target_keys=("boxes", "labels", "masks"))
+        categories = sorted(coco.coco.cats.values(), key=lambda c: c["id"])
+        self.classes = [c["name"] for c in categories]
+        self.index_of = {c["id"]: i for i, c in enumerate(categories)}
+        self.samples = [(str(images / coco.coco.imgs[i]["file_name"]), i) for i in coco.ids]
+        self.transform = v2.Compose([_geometry(size, train), v2.SanitizeBoundingBoxes()])
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        image, target = self.reader[index]
+        if "boxes" not in target:  # an image without annotations
+            height, width = image.height, image.width
+            target = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(height, width)),
+                      "masks": tv_tensors.Mask(torch.zeros(0, height, width, dtype=torch.uint8)),
+                      "labels": torch.zeros(0, dtype=torch.int64)}
+        target["labels"] = torch.tensor([self.index_of[int(k)] for k in target["labels"]], dtype=torch.int64)
+        image, target = self.transform(image, target)
+        return image, {"boxes": target["boxes"].as_subclass(Tensor).float(), "labels": target["labels"],
+                       "masks": target["masks"].as_subclass(Tensor).bool()}
