@@ -203,7 +203,7 @@ def test_coco_categories_become_classes_and_instances_keep_their_masks_and_boxes
     val = COCOInstances(folder, "val", 32)
     assert val.classes == ["car", "dog"] and len(val) == 3
     image, target = val[1]
-    assert image.shape == (3, 32, 32) and target["labels"].tolist() == [0, 1]
+    assert image.shape == (3, 32, 32) and target["labels"].tolist() == [0, 1] and not target["iscrowd"].any()
     for mask, box in zip(target["masks"], target["boxes"]):  # resized together: within a pixel of each other
         x0, y0, x1, y1 = box.tolist()
         ys, xs = torch.nonzero(mask, as_tuple=True)
@@ -230,3 +230,13 @@ def test_real_formats_train_and_score_through_the_cli(tmp_path, task, fmt, write
 def test_a_folder_not_in_the_format_is_one_line(images, tmp_path, args, says):
     done = transfer(*args, "--preset", "smoke", "--data", str(images), "--output", str(tmp_path))
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("task_type", [SegmentTask, DetectTask])
+def test_every_parameter_of_a_dense_model_gets_a_gradient(images, task_type):
+    """Nothing unused (the backbone's final norm is gone): DistributedDataParallel needs every parameter's gradient."""
+    task, val_set = _dense(task_type, images, val_composites=2)
+    model = task.build_model(task.num_classes)
+    batch, targets = task.collate([val_set[0], val_set[1]])
+    task.loss(model.train(), batch, targets, torch.zeros(2)).backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []

@@ -156,14 +156,7 @@ def instances(regions: list[tuple[np.ndarray, int]], hw: tuple[int, int], min_vi
 
 
 def detection_target(target: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A composite's target as torchvision's detection models take it: boxes, masks, and labels ``1..K`` (their 0 is
-    the background)."""
-    return {"boxes": target["boxes"], "masks": target["masks"], "labels": target["labels"] + 1}
-
-
-def detection_collate(batch: list[tuple[Tensor, dict[str, Tensor]]]) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
-    """Detection batches stay lists (each image has its own number of instances): ``(images, targets)``."""
-    if not batch:
-        raise ValueError("detection_collate needs at least one (image, target) pair")
-    images, targets = zip(*batch)
-    return list(images), [detection_target(t) for t in targets]
+    """A target as torchvision's detection models take it: boxes, masks, labels ``1..K`` (their 0 is the background),
+    and COCO's crowd flags where the data has them (for scoring)."""
+    kept = ("boxes", "masks", "iscrowd")
+    return {**{key: target[key] for key in kept if key in target}, "labels": target["labels"] + 1}

@@ -2,7 +2,7 @@
 and COCO's instance JSON for detection. Items are what :class:`~cnx2lite.dense.composites.CompositeDataset` gives, so
 the heads, losses and scores take either: ``(image (3, S, S) normalized, target)`` with ``"semantic"`` ``(S, S)``
 int64 (ADE20K; :data:`IGNORE_INDEX` where no class is labeled) or ``"boxes"`` ``(R, 4)``, ``"labels"`` ``(R,)``
-``0..K-1`` and ``"masks"`` ``(R, S, S)`` bool (COCO).
+``0..K-1``, ``"masks"`` ``(R, S, S)`` bool and ``"iscrowd"`` ``(R,)`` bool (COCO).
 
 Images are resized (squeezed) to ``S x S``, as the composites are; training adds a random horizontal flip. Reading
 and geometry are torchvision's (``CocoDetection`` with its v2 wrapper, ``transforms.v2``, which move masks and boxes
@@ -26,7 +26,7 @@ from .. import transforms
 from ..image_files import IMG_EXTENSIONS
 from ..images import load_image
 
-IGNORE_INDEX = 255  # mmsegmentation's: ADE20K's label 0 ("other") and classes past num_classes
+IGNORE_INDEX = -1  # ADE20K's label 0 ("other") and classes past num_classes (mmsegmentation's 255 is a class past 255)
 ADE20K_CLASSES = 150
 ADE20K_SPLITS = {"train": "training", "val": "validation"}
 
@@ -79,7 +79,9 @@ class ADE20K(Dataset):
 class COCOInstances(Dataset):
     """COCO's instance annotations: ``annotations/instances_<split>*.json`` (e.g. ``instances_val2017.json``) for the
     images in the folder of the same name (``val2017/``). Categories, whatever their ids, become classes ``0..K-1``
-    in id order; boxes left degenerate by the resizing are dropped with their masks."""
+    in id order; boxes left degenerate by the resizing are dropped with their masks. Crowd regions (``iscrowd``) are
+    left out of training and kept, flagged ``"iscrowd"``, for scoring, where COCO's evaluation ignores what matches
+    them."""
 
     def __init__(self, folder: str | Path, split: str, size: int, train: bool = False) -> None:
         folder = Path(folder)
@@ -92,12 +94,15 @@ class COCOInstances(Dataset):
             raise ValueError(f"{found[0]} names images in {images}, which is not a folder")
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
             coco = CocoDetection(str(images), str(found[0]))
-        self.reader = wrap_dataset_for_transforms_v2(coco, target_keys=("boxes", "labels", "masks"))
+        self.reader = wrap_dataset_for_transforms_v2(coco, target_keys=("boxes", "labels", "masks", "iscrowd"))
         categories = sorted(coco.coco.cats.values(), key=lambda c: c["id"])
         self.classes = [c["name"] for c in categories]
         self.index_of = {c["id"]: i for i, c in enumerate(categories)}
         self.samples = [(str(images / coco.coco.imgs[i]["file_name"]), i) for i in coco.ids]
-        self.transform = v2.Compose([_geometry(size, train), v2.SanitizeBoundingBoxes()])
+        self.train = train
+        # boxes the resizing left degenerate go, with their masks, labels and crowd flags
+        self.transform = v2.Compose([_geometry(size, train), v2.SanitizeBoundingBoxes(
+            labels_getter=lambda inputs: (inputs[1]["labels"], inputs[1]["iscrowd"]))])
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -108,8 +113,14 @@ class COCOInstances(Dataset):
             height, width = image.height, image.width
             target = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(height, width)),
                       "masks": tv_tensors.Mask(torch.zeros(0, height, width, dtype=torch.uint8)),
-                      "labels": torch.zeros(0, dtype=torch.int64)}
+                      "labels": [], "iscrowd": []}
         target["labels"] = torch.tensor([self.index_of[int(k)] for k in target["labels"]], dtype=torch.int64)
+        target["iscrowd"] = torch.tensor(target["iscrowd"], dtype=torch.bool)
+        if self.train:  # a crowd region is no instance to learn; scoring ignores detections on it, as COCO's does
+            keep = ~target["iscrowd"]
+            target = {"boxes": tv_tensors.wrap(target["boxes"][keep], like=target["boxes"]),
+                      "masks": tv_tensors.Mask(target["masks"][keep]), "labels": target["labels"][keep],
+                      "iscrowd": target["iscrowd"][keep]}
         image, target = self.transform(image, target)
         return image, {"boxes": target["boxes"].as_subclass(Tensor).float(), "labels": target["labels"],
-                       "masks": target["masks"].as_subclass(Tensor).bool()}
+                       "masks": target["masks"].as_subclass(Tensor).bool(), "iscrowd": target["iscrowd"]}

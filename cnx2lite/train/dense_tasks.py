@@ -53,6 +53,7 @@ class DenseTask(Task):
                                 grn_aggregation=c.grn_aggregation, block_norm=c.block_norm, in_chans=c.in_chans)
         if c.pretrained:
             load_pretrained(backbone, c.pretrained, skip_head=True, grn_change=True)
+        backbone.norm = nn.Identity()  # the heads read the stage norms: a final norm would get no gradient (DDP)
         return backbone
 
     def train_transform(self) -> Callable:
@@ -72,13 +73,18 @@ class DenseTask(Task):
         return (composites(run_data.train_set, c.composites, derive_seed(c.seed, "composites")),
                 None if val is None else composites(val, c.val_composites, VAL_COMPOSITES_SEED))
 
-    def collate(self, batch: list[tuple]) -> tuple:
-        """``(image, target[, seed])`` samples -> ``(images (B, 3, H, W), the task's targets[, seeds (B,)])``."""
+    @classmethod
+    def collate(cls, batch: list[tuple]) -> tuple:
+        """``(image, target[, seed])`` samples -> ``(images (B, 3, H, W), the task's targets[, seeds (B,)])`` (a class
+        method: loader workers get the class, not the task and its metrics)."""
         images, targets, *seeds = zip(*batch)
-        return (torch.stack(images), self.batch_targets(list(targets)), *(torch.tensor(s) for s in seeds))
+        return (torch.stack(images), cls.batch_targets(list(targets)), *(torch.tensor(s) for s in seeds))
 
-    def batch_targets(self, targets: list[dict[str, Tensor]]):
+    @staticmethod
+    def batch_targets(targets: list[dict[str, Tensor]]) -> Tensor | list[dict[str, Tensor]]:
         raise NotImplementedError
+
+    plot: Callable  # the figure of predictions: plots.plot_segmentations or plots.plot_detections
 
     def save_figures(self, model: nn.Module, dataset: Dataset, folder: Path, epoch: int, last: bool) -> list[Path]:
         """At the last epoch: ``predictions.png``, the first evaluation composites with their labels and the model's
@@ -94,7 +100,8 @@ class DenseTask(Task):
         model.train(was_training)
         path = folder / "predictions.png"
         self.plot(images.cpu(), [target for _, target in samples], predictions, dataset.classes, path,
-                  f"{self.config.model}, {self.name}, epoch {epoch} (synthetic composites)")
+                  f"{self.config.model}, {self.name}, epoch {epoch}"
+                  + (" (synthetic composites)" if self.config.dense_format == "composites" else ""))
         return [path]
 
 
@@ -108,7 +115,8 @@ class SegmentTask(DenseTask):
         self.num_classes = num_classes
         return UperNet(self.backbone(), num_classes, self.config.head_channels)
 
-    def batch_targets(self, targets: list[dict[str, Tensor]]) -> Tensor:
+    @staticmethod
+    def batch_targets(targets: list[dict[str, Tensor]]) -> Tensor:
         """The semantic maps ``(B, H, W)``."""
         return torch.stack([t["semantic"] for t in targets])
 
@@ -145,7 +153,8 @@ class DetectTask(DenseTask):
         self.num_classes = num_classes
         return mask_rcnn(self.backbone(), num_classes, self.config.img_size, self.config.head_channels)
 
-    def batch_targets(self, targets: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+    @staticmethod
+    def batch_targets(targets: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
         """Per image: boxes, masks and labels ``1..K`` (0 is Mask R-CNN's background)."""
         return [detection_target(t) for t in targets]
 

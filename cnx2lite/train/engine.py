@@ -2,7 +2,7 @@
 
 One optimizer step reads top to bottom in :meth:`Trainer.train_step`: the lr from :func:`cosine_lr`, ``accum_steps``
 micro-batches per process, the loss check, clipping, the update, the EMA. The images come from :mod:`.run_data`,
-stopping and continuing is :mod:`.resume`, evaluation :func:`.tasks.evaluate`. What the run keeps goes through its
+stopping and continuing is :mod:`.resume`, evaluation :func:`.task_base.evaluate`. What the run keeps goes through its
 :class:`~cnx2lite.rundir.RunDir` (lock, ``config.json``, ``metrics.csv``, checkpoints); the engine adds
 ``curves.png`` and the task its own figures. Rank 0 writes; all ranks compute.
 

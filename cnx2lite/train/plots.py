@@ -124,8 +124,8 @@ def _image_rows(n: int, names: Sequence[str], title: str) -> tuple[Figure, np.nd
 
 def plot_segmentations(images: Tensor, targets: Sequence[dict], logits: Tensor, classes: Sequence[str], path: Path,
                        title: str = "") -> Path:
-    """One row per image ``(N, 3, H, W)``: the image, its labels (``targets[i]["semantic"]``; values past the classes,
-    unlabeled, in grey) and the predicted classes (argmax of ``logits (N, K, H, W)``), one colour per class."""
+    """One row per image ``(N, 3, H, W)``: the image, its labels (``targets[i]["semantic"]``; values outside the
+    classes, unlabeled, in grey) and the predicted classes (argmax of ``logits (N, K, H, W)``), one colour per class."""
     colors = _class_colors(len(classes))
     fig, axes = _image_rows(len(images), ("image", "labels", "prediction"), title)
     predicted = logits.argmax(1).cpu()
@@ -133,7 +133,7 @@ def plot_segmentations(images: Tensor, targets: Sequence[dict], logits: Tensor, 
     for i, image in enumerate(images):
         semantic = targets[i]["semantic"].numpy()
         axes[i, 0].imshow(denormalize(image.float()).movedim(0, -1).numpy())
-        axes[i, 1].imshow(unlabeled[np.where(semantic < len(classes), semantic, len(classes))])
+        axes[i, 1].imshow(unlabeled[np.where((semantic >= 0) & (semantic < len(classes)), semantic, len(classes))])
         axes[i, 2].imshow(colors[predicted[i].numpy()])
     fig.legend(handles=[Patch(color=c, label=name) for c, name in zip(colors, classes)], loc="outside lower center",
                ncols=min(len(classes), 5), fontsize=7, frameon=False)

@@ -28,7 +28,8 @@ FINETUNE = dict(task="finetune", betas=(0.9, 0.999), min_lr=1e-6, rand_augment="
                 head_init_scale=0.001, ema_decay=0.9999)
 # The paper's transfer recipes (Sec. 5, after ConvNeXt V1's): AdamW, weight decay 0.05, layer decay 0.9 (UperNet on
 # ADE20K: lr 1e-4, 160k iterations of 16 images; Mask R-CNN on COCO: 3x schedule), no EMA, no Mixup.
-DENSE = dict(betas=(0.9, 0.999), weight_decay=0.05, layer_decay=0.9, min_lr=1e-6, cache_images=False)
+# num_classes None: every class of the folder (composites) or of the format (ADE20K's 150, COCO's categories)
+DENSE = dict(betas=(0.9, 0.999), weight_decay=0.05, layer_decay=0.9, min_lr=1e-6, cache_images=False, num_classes=None)
 DENSE_SMOKE = dict(img_size=64, composites=8, val_composites=4, batch_size=4, head_channels=32, max_regions=2)
 # 128 px: the stage maps are 32, 16, 8 and 4 cells across, enough for UperNet's pyramid and Mask R-CNN's anchors.
 DENSE_CPU = dict(img_size=128, composites=2000, val_composites=500, batch_size=16, head_channels=128, epochs=8,
