@@ -27,6 +27,7 @@ from ..dense.formats import IGNORE_INDEX
 from ..dense.heads import UperNet, mask_rcnn
 from ..models import ConvNeXtV2, create_model
 from .config import TrainConfig
+from .distributed import gather_lists
 from .plots import plot_detections, plot_segmentations
 from .run_data import RunData
 from .seeding import derive_seed
@@ -162,16 +163,25 @@ class DetectTask(DenseTask):
         return sum(model(images, targets).values())
 
     def start_scoring(self, device: torch.device) -> None:
-        self.average_precision = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools").to(device)
+        self.detections: list[dict[str, Tensor]] = []
+        self.truths: list[dict[str, Tensor]] = []
 
     def eval_batch(self, model: nn.Module, images: Tensor, targets: list[dict[str, Tensor]],
                    index: int) -> dict[str, float]:
-        """The detections go into the scores; no statistic to sum (Mask R-CNN gives losses only while training)."""
+        """The detections (masks thresholded) and the truths are kept for the scores; no statistic to sum (Mask R-CNN
+        gives losses only while training)."""
         found = model(images)
-        self.average_precision.update([{**f, "masks": f["masks"][:, 0] > MASK_THRESHOLD} for f in found], targets)
+        self.detections += [{**{k: v.cpu() for k, v in f.items()}, "masks": f["masks"][:, 0].cpu() > MASK_THRESHOLD}
+                            for f in found]
+        self.truths += [{k: v.cpu() for k, v in t.items()} for t in targets]
         return {}
 
     def scores(self) -> dict[str, float]:
-        ap = self.average_precision.compute()
+        """COCO's AP over every process's images, gathered here: torchmetrics' own gathering of per-image states
+        fails when processes hold different numbers of images."""
+        average_precision = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools",
+                                                 sync_on_compute=False)
+        average_precision.update(gather_lists(self.detections), gather_lists(self.truths))
+        ap = average_precision.compute()
         return {"val_box_ap": 100 * ap["bbox_map"].item(), "val_box_ap50": 100 * ap["bbox_map_50"].item(),
                 "val_mask_ap": 100 * ap["segm_map"].item()}

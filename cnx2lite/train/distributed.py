@@ -56,6 +56,16 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def gather_lists(items: list) -> list:
+    """Every process's ``items`` (picklable), concatenated in rank order, on every process; ``items`` in a single
+    process. Shares of any length (torchmetrics' own gathering of list states needs equal ones)."""
+    if not dist.is_initialized():
+        return items
+    shares: list = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, items)
+    return [item for share in shares for item in share]
+
+
 def run_on_main(fn: Callable[[], T]) -> T:
     """Call ``fn`` on rank 0 only; every rank returns its result, or raises the exception it raised. For decisions
     that must be made once (which checkpoint to resume, whether the run directory is ours): no rank goes on with
