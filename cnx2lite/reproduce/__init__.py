@@ -4,7 +4,7 @@ Protocol (label-efficient, as SimCLR and DINO report 1% and 10% of ImageNet labe
 uses every training image with its label ignored; fine-tuning uses ``K`` labeled images per class, a random pick per
 seed from train/ less a tuning split; each init's fine-tuning recipe is chosen on that tuning split first, with the
 same trials for every init (:mod:`.sweep`); evaluation uses the val split (all of it at the cpu and gpu scales).
-Five tables, each row beside the paper's number:
+Six tables, each row beside the paper's number:
 
 1. FCMAE vs scratch at every ``K``: kNN top-1 of the frozen encoder (memory bank: the ``K``
    labeled images per class) and fine-tuned top-1; with every label both arms train as many epochs;
@@ -14,7 +14,9 @@ Five tables, each row beside the paper's number:
 4. feature collapse block by block (:mod:`cnx2lite.collapse_curves`) of V1-FCMAE, V2-FCMAE, random inits and a
    supervised model, at the training resolution and at 224 px, on val images of alternating classes;
 5. the GRN ablation of the paper's Table 2 at the main ``K``: what follows the MLP's GELU (GRN, nothing, LRN,
-   BatchNorm, LayerNorm, SE, CBAM, GRN's other aggregations) and GRN in pretraining only or fine-tuning only.
+   BatchNorm, LayerNorm, SE, CBAM, GRN's other aggregations) and GRN in pretraining only or fine-tuning only;
+6. transfer to dense tasks (:mod:`.transfer_table`): UperNet segmentation and Mask R-CNN detection on composites of
+   the photos, from V2 FCMAE, V1 FCMAE, supervised and random inits (trained after every other table's runs).
 
 Replication: every pretrained arm pretrains ``--pretrain-seeds`` times and every cell fine-tunes ``--seeds`` times from
 each pretraining run (scratch: ``--seeds`` times); intervals come from the hierarchical bootstrap over pretraining
@@ -30,7 +32,8 @@ the report can be written again from them alone. ``report.md``, ``results.csv`` 
 measured numbers only.
 
 The package: :mod:`.grid` (scales, runs), :mod:`.records` (what a finished run leaves to commit), :mod:`.evaluation`
-(per-image correctness), :mod:`.sweep` (the recipes), :mod:`.tables` (the tables and sanity checks), :mod:`.figures`
+(per-image correctness), :mod:`.sweep` (the recipes), :mod:`.tables` (the tables and sanity checks; tables 4-6 in
+their own modules), :mod:`.figures`
 (their figures); this module writes ``report.md`` and ``results.csv`` and is the command.
 """
 from __future__ import annotations
@@ -53,6 +56,7 @@ from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Cell, Grid, Scale,
 from .records import RECORDS_FOLDER, Records
 from .sweep import run_sweep, trial_names
 from .tables import TABLES, measurements, record_finished_runs, sanity_section
+from .transfer_table import run_transfer, transfer_runs
 
 # what a report folder holds: report.md, results.csv and the tables' figures and CSVs
 REPORT_FILES = ("report.md", "results.csv", "*.png", "feature_collapse.csv")
@@ -139,6 +143,8 @@ def _train(grid: Grid, hours: float | None, ev: Evaluator) -> tuple[list[str], l
         sections.append(sweep.section())
         for cell, pretrain_seed, seed in _training_order(grid):  # every table's runs before measuring any table
             grid.finetune(cell.k, cell.init, cell.block, seed, pretrain_seed=pretrain_seed, tuned=cell.tuned)
+        for task, init, seed in transfer_runs(grid.scale):  # from the runs above
+            run_transfer(grid, task, init, seed)
     except BudgetSpent:
         print(f"reproduce: the --hours {hours:g} budget is spent; run the same command again to continue",
               file=sys.stderr)
@@ -177,8 +183,9 @@ def _run_times(grid: Grid) -> list[str]:
 
     lines = [f"| recipe sweep | {minutes(trial_names(grid, grid.scale.main_shot)):.1f} min |"]
     if grid.recipes:  # the tables' run names follow the chosen recipes
-        lines += [f"| {spec.title} | {minutes([n for c in spec.cells(grid.scale) for n in grid.cell_names(c)]):.1f} "
-                  "min |" for spec in TABLES]
+        for spec in TABLES:
+            names = [n for c in spec.cells(grid.scale) for n in grid.cell_names(c)] + spec.own_runs(grid.scale)
+            lines.append(f"| {spec.title} | {minutes(names):.1f} min |")
     return lines
 
 

@@ -23,6 +23,20 @@ GRN_ALTERNATIVES = ("v2-none", "v2-lrn", "v2-bn", "v2-ln", "v2-se", "v2-cbam", "
 
 
 @dataclass(frozen=True)
+class TransferScale:
+    """How big the transfer table's runs are (:mod:`.transfer_table`): per task (segment, detect) its epochs and
+    training composites; every init is transferred ``seeds`` times."""
+
+    img_size: int
+    epochs: dict[str, int]
+    composites: dict[str, int]
+    val_composites: int
+    batch_size: int
+    head_channels: int
+    seeds: int = 2
+
+
+@dataclass(frozen=True)
 class Scale:
     """How big every run of the grid is. ``shots``: labeled images per class (None = all)."""
 
@@ -46,6 +60,7 @@ class Scale:
     collapse_sizes: tuple[int, ...] = (224,)  # resolutions they are measured at
     collapse_rank_resamples: int = 50  # image resamples the effective rank is recomputed on (its interval)
     grn_archs: tuple[str, ...] = GRN_ALTERNATIVES  # what the GRN table puts in GRN's place (arch_options names)
+    transfer: TransferScale | None = None  # the transfer table's runs (None: no transfer table)
 
 
 SCALES = {
@@ -53,13 +68,18 @@ SCALES = {
     "smoke": Scale("convnextv2_atto", 64, 1, 8, 64, shots=(4, None), main_shot=4, finetune_epochs={4: 2, None: 1},
                    num_classes=2, images_per_class=8, val_images_per_class=4, eval_points=1, workers=0,
                    preset="smoke", collapse_images=4, collapse_sizes=(64,), collapse_rank_resamples=3,
-                   grn_archs=("v2-none", "v2-cbam")),
+                   grn_archs=("v2-none", "v2-cbam"),
+                   transfer=TransferScale(64, {"segment": 1, "detect": 1}, {"segment": 8, "detect": 8}, 4, 4, 32,
+                                          seeds=1)),
     # 2 CPU cores: atto at 96 px (a 3x3 grid of 32 px cells, 3 visible at ratio 0.6) on all of Imagenette.
     # Replicated: 2 pretraining runs per pretrained arm x 3 fine-tuning seeds, about 6 hours of training for tables
     # 1-4 (363 min measured in one pass), about 5.5 more for the GRN table.
     "cpu": Scale("convnextv2_atto", 96, 8, 64, 256, shots=(10, 50, None), main_shot=50,
                  finetune_epochs={10: 100, 50: 30, None: 4}, pretrain_seeds=2, finetune_seeds=3,
-                 collapse_sizes=(96, 224)),
+                 collapse_sizes=(96, 224),
+                 # 128 px (stage maps 32 to 4 cells across); Mask R-CNN trains about 4x slower than UperNet here
+                 transfer=TransferScale(128, {"segment": 6, "detect": 6}, {"segment": 2000, "detect": 1000}, 500, 16,
+                                        128)),
     # one GPU: the paper's 224 px.
     "gpu": Scale("convnextv2_atto", 224, 100, 128, 512, shots=(10, 50, None), main_shot=50,
                  finetune_epochs={10: 200, 50: 100, None: 50}, workers=8, preset="imagenette-gpu"),
@@ -153,7 +173,7 @@ class Grid:
     def pretrain(self, block: str = "v2", sparse: bool = True, seed: int = 0, weights: bool = False) -> RunResult:
         """FCMAE on every training image (labels ignored; the tuning split's too, as any unlabeled image).
         ``weights``: the run's checkpoint is needed (a recorded run without one trains again)."""
-        return self._run(*self._pretrain_config(block, sparse, seed), weights=weights)
+        return self.run(*self._pretrain_config(block, sparse, seed), weights=weights)
 
     @staticmethod
     def pretrain_name(block: str, sparse: bool, seed: int) -> str:
@@ -177,9 +197,9 @@ class Grid:
         pretraining's epochs too (:meth:`epochs`). ``tuned``: fine-tune that architecture instead of ``block``'s.
         ``weights``: as for :meth:`pretrain`."""
         name, config = self._finetune_config(k, init, block, seed, recipe, tune, pretrain_seed, tuned)
-        if init != "scratch" and not self._available(name, config, weights):  # it trains: its init must be there
+        if init != "scratch" and not self.available(name, config, weights):  # it trains: its init must be there
             self.pretrain(block, sparse=init == "fcmae", seed=pretrain_seed, weights=True)
-        return self._run(name, config, weights)
+        return self.run(name, config, weights)
 
     def _finetune_config(self, k: int | None, init: str, block: str, seed: int, recipe: Recipe | None, tune: bool,
                          pretrain_seed: int, tuned: str | None = None) -> tuple[str, TrainConfig]:
@@ -242,13 +262,13 @@ class Grid:
                    for p, seeds in self.origins(cell.init) for seed in seeds]
         if cell.init != "scratch":
             configs += [self._pretrain_config(cell.block, cell.init == "fcmae", p) for p, _ in self.origins(cell.init)]
-        return all(self._available(name, config, weights=False) for name, config in configs)
+        return all(self.available(name, config, weights=False) for name, config in configs)
 
-    def _available(self, name: str, config: TrainConfig, weights: bool) -> bool:
+    def available(self, name: str, config: TrainConfig, weights: bool) -> bool:
         """Whether run ``name`` needs no training: finished here, or (``weights`` not needed) recorded."""
         return _finished(config) or (not weights and self.records.has_run(name, config.to_dict()))
 
-    def _run(self, name: str, config: TrainConfig, weights: bool = False) -> RunResult:
+    def run(self, name: str, config: TrainConfig, weights: bool = False) -> RunResult:
         """Run ``name``: known already, or read from its record (weights not needed, not finished here), or trained
         (resumed, or found finished here); a run trained or found here is recorded, then :attr:`after_run` measures
         it. Its ``config`` is always its config.json's, so a run reads alike from here or from its record."""

@@ -48,13 +48,19 @@ class Table:
     section: str  # markdown
 
 
+def no_runs(scale: Scale) -> list[str]:
+    return []
+
+
 @dataclass(frozen=True)
 class TableSpec:
-    """A table: its title, the cells it reads (each trained before any table is measured) and how it is measured."""
+    """A table: its title, the cells it reads (each trained before any table is measured), how it is measured, and
+    the names of runs of its own that are no cell's (the transfer runs)."""
 
     title: str
     cells: Callable[[Scale], list[Cell]]
     build: Callable[[Evaluator, Path], Table]
+    own_runs: Callable[[Scale], list[str]] = no_runs
 
 
 def replicated(*corrects: Tensor) -> bool:

@@ -1,4 +1,5 @@
-"""The report's tables 1-3 and the registry of all five (4: :mod:`.collapse_table`, 5: :mod:`.grn_table`): each names
+"""The report's tables 1-3 and the registry of all six (4: :mod:`.collapse_table`, 5: :mod:`.grn_table`, 6:
+:mod:`.transfer_table`): each names
 the cells it needs (trained first, see :mod:`cnx2lite.reproduce`), measures its rows with hierarchical bootstrap
 intervals (pretraining runs, then fine-tuning seeds, then val images; :mod:`cnx2lite.bootstrap`), draws its figure and
 writes its section of ``report.md``, beside the paper's numbers. The last section checks that the runs behind the
@@ -35,6 +36,7 @@ from .report_rows import (
     shown,
     verdict,
 )
+from .transfer_table import table_transfer, transfer_cells, transfer_measurements, transfer_names
 
 
 # ------------------------------------------------------------------------------------------------- 1. FCMAE vs scratch
@@ -218,7 +220,7 @@ def measurements(ev: Evaluator) -> dict[str, list[Callable[[], object]]]:
         for init in ("fcmae", "scratch"):
             todo.setdefault(ev.encoder_name(init, "v2", p), []).extend(
                 functools.partial(ev.knn_correct, k, init, "v2", p) for k in s.shots)
-    for name, measure in collapse_measurements(ev):
+    for name, measure in (*collapse_measurements(ev), *transfer_measurements(ev)):
         todo.setdefault(name, []).append(measure)
     return todo
 
@@ -238,4 +240,5 @@ TABLES = (
     TableSpec("3 sparse vs dense conv", sparse_cells, table_sparse),
     TableSpec("4 feature collapse", collapse_cells, table_collapse),
     TableSpec("5 GRN ablation", grn_cells, table_grn),
+    TableSpec("6 transfer to dense tasks", transfer_cells, table_transfer, transfer_names),
 )

@@ -139,6 +139,20 @@ class SegmentTask(DenseTask):
         labeled = (targets != IGNORE_INDEX).sum(dim=(1, 2)).clamp(min=1)
         return {"val_loss": (pixel_losses.sum(dim=(1, 2)) / labeled).sum().item()}
 
+    @torch.no_grad()
+    def image_scores(self, model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
+        """Each image's own mIoU in percent ``(B, 1)``: the mean IoU over the classes in its labels or its
+        prediction (what a bootstrap over images resamples; the split's mIoU pools the pixels of all images)."""
+        predicted = model(images).argmax(1)
+        scores = []
+        for truth, guess in zip(targets, predicted):
+            labeled = truth != IGNORE_INDEX
+            truth, guess = truth[labeled], guess[labeled]
+            classes = torch.cat([truth, guess]).unique()
+            ious = [((truth == k) & (guess == k)).sum() / ((truth == k) | (guess == k)).sum() for k in classes]
+            scores.append(100 * torch.stack(ious).mean() if ious else torch.tensor(float("nan")))
+        return torch.stack(scores)[:, None]
+
     def scores(self) -> dict[str, float]:
         return {"val_miou": 100 * self.iou.compute().item(),
                 "val_pixel_acc": 100 * self.pixel_accuracy.compute().item()}
@@ -170,11 +184,21 @@ class DetectTask(DenseTask):
                    index: int) -> dict[str, float]:
         """The detections (masks thresholded) and the truths are kept for the scores; no statistic to sum (Mask R-CNN
         gives losses only while training)."""
-        found = model(images)
-        self.detections += [{**{k: v.cpu() for k, v in f.items()}, "masks": f["masks"][:, 0].cpu() > MASK_THRESHOLD}
-                            for f in found]
+        self.detections += [_thresholded(found) for found in model(images)]
         self.truths += [{k: v.cpu() for k, v in t.items()} for t in targets]
         return {}
+
+    @torch.no_grad()
+    def image_scores(self, model: nn.Module, images: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
+        """Each image's own COCO box and mask AP in percent ``(B, 2)``, NaN for an image without instances (what a
+        bootstrap over images resamples; the split's AP pools the detections of all images)."""
+        scores = []
+        for found, truth in zip(model(images), targets):
+            average_precision = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools")
+            average_precision.update([_thresholded(found)], [{k: v.cpu() for k, v in truth.items()}])
+            ap = average_precision.compute()
+            scores.append([100 * ap[k].item() if ap[k] >= 0 else float("nan") for k in ("bbox_map", "segm_map")])
+        return torch.tensor(scores)
 
     def scores(self) -> dict[str, float]:
         """COCO's AP over every process's images, gathered here: torchmetrics' own gathering of per-image states
@@ -185,3 +209,8 @@ class DetectTask(DenseTask):
         ap = average_precision.compute()
         return {"val_box_ap": 100 * ap["bbox_map"].item(), "val_box_ap50": 100 * ap["bbox_map_50"].item(),
                 "val_mask_ap": 100 * ap["segm_map"].item()}
+
+
+def _thresholded(found: dict[str, Tensor]) -> dict[str, Tensor]:
+    """One image's Mask R-CNN detections on the CPU, its mask probabilities ``(R, 1, H, W)`` as masks ``(R, H, W)``."""
+    return {**{k: v.cpu() for k, v in found.items()}, "masks": found["masks"][:, 0].cpu() > MASK_THRESHOLD}
