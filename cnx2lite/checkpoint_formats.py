@@ -63,8 +63,9 @@ def fcmae_decoder_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tens
 def convert_state_dict(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str]:
     """Convert a state dict in any supported format to our dense names and shapes.
 
-    Returns ``(state_dict, format)`` with ``format`` one of ``"fcmae_minkowski"``, ``"fcmae"``,
-    ``"timm"``, ``"dense"``. FCMAE decoder keys and the encoder's unused final norm/head are dropped."""
+    Returns ``(state_dict, format)`` with ``format`` one of ``"transfer"`` (a segmentation or detection model's
+    backbone), ``"fcmae_minkowski"``, ``"fcmae"``, ``"timm"``, ``"dense"``. FCMAE decoder keys and the encoder's
+    unused final norm/head are dropped, and so are a transfer model's heads."""
     state_dict = {strip_wrappers(k): v for k, v in state_dict.items()}
     name, convert = next((name, convert) for name, detect, convert in FORMATS if detect(state_dict))
     return {k: _dense_shape(k, v) for k, v in convert(state_dict).items()}, name
@@ -126,7 +127,20 @@ def _from_timm(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {_rename(k, FROM_TIMM): v for k, v in state_dict.items()}
 
 
+def _from_transfer(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A dense transfer model (UperNet ``backbone.*``, Mask R-CNN ``backbone.backbone.*``) -> its backbone's weights;
+    the heads and the stage norms (which a new task trains afresh, as from any other source) are dropped."""
+    out = {}
+    for key, value in state_dict.items():
+        while key.startswith("backbone."):
+            key = key.removeprefix("backbone.")
+        if key.startswith(("downsample_layers.", "stages.")):
+            out[key] = value
+    return out
+
+
 FORMATS = (  # (name, detect, convert), first match wins
+    ("transfer", lambda sd: any(k.startswith("backbone.") and ".stages." in k for k in sd), _from_transfer),
     ("fcmae_minkowski", lambda sd: any(k.endswith(".kernel") for k in sd), _from_fcmae),
     ("fcmae", lambda sd: any(k.startswith("encoder.") for k in sd), _from_fcmae),
     ("timm", lambda sd: any(k.startswith("stem.") or ".blocks." in k for k in sd), _from_timm),

@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cnx2lite import create_model
+from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.commands import main
 from cnx2lite.dense.formats import ADE20K, IGNORE_INDEX, COCOInstances
 from cnx2lite.rundir import RunDir, load_checkpoint
@@ -257,3 +259,58 @@ def test_every_parameter_of_a_dense_model_gets_a_gradient(images, task_type):
     batch, targets = task.collate([val_set[0], val_set[1]])
     task.loss(model.train(), batch, targets, torch.zeros(2)).backward()
     assert [name for name, p in model.named_parameters() if p.grad is None] == []
+
+
+def _edited_coco(root: Path, edit) -> Path:
+    folder = write_coco(root)
+    path = folder / "annotations" / "instances_val2017.json"
+    content = json.loads(path.read_text())
+    edit(content)
+    path.write_text(json.dumps(content))
+    return folder
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda c: c.pop("annotations"), "is not COCO's instance format: it needs the lists images, annotations"),
+    (lambda c: c.update(images=[]), "lists no images"),
+    (lambda c: c["annotations"][0].pop("segmentation"), "annotation 1 has no segmentation"),
+    (lambda c: c["annotations"][0].update(category_id=99), "annotation 1 names category id 99"),
+    (lambda c: c["annotations"][0].update(segmentation=[[1, 1, 2, 2]]), "polygon of fewer than 3 points"),
+    (lambda c: c["images"][0].update(file_name="gone.jpg"), "gone.jpg, which is not a file"),
+])
+def test_a_coco_json_short_of_the_format_is_one_line_naming_file_and_entry(tmp_path, edit, says):
+    folder = _edited_coco(tmp_path / "coco", edit)
+    with pytest.raises(ValueError, match=says) as refused:
+        COCOInstances(folder, "val", 32)
+    assert "instances_val2017.json" in str(refused.value)
+
+
+def test_coco_splits_with_other_categories_are_refused(tmp_path):
+    folder = _edited_coco(tmp_path / "coco", lambda c: c["categories"].append({"id": 9, "name": "cat"}))
+    config = load_preset("smoke", task="detect", dense_format="coco", data=str(folder))
+    with pytest.raises(ValueError, match="the val annotations' categories differ from train's"):
+        build_run_data(config, "detect", DetectTask(config).train_transform())
+
+
+@pytest.mark.parametrize("annotation, says", [(Image.new("L", (30, 30)), "is 30x30 px, its image 48x48"),
+                                              (Image.new("RGB", (48, 48)), "is a RGB image")])
+def test_an_ade20k_annotation_that_cannot_label_its_image_is_refused(tmp_path, annotation, says):
+    folder = write_ade20k(tmp_path / "ade")
+    annotation.save(folder / "annotations" / "validation" / "ADE_001.png")
+    with pytest.raises(ValueError, match=says):
+        ADE20K(folder, "val", 32)[1]
+
+
+@pytest.mark.parametrize("task_type", [SegmentTask, DetectTask])
+def test_a_transfer_models_backbone_is_a_weights_source(images, tmp_path, task_type):
+    """A segmentation or detection checkpoint gives its backbone to fine-tuning, probing or another transfer."""
+    task, _ = _dense(task_type, images)
+    model = task.build_model(3)
+    torch.save({"model": model.state_dict()}, tmp_path / "transfer.pt")
+    backbone = create_model("convnextv2_atto", num_classes=0)
+    load_pretrained(backbone, tmp_path / "transfer.pt")
+    source = dict(model.named_parameters())
+    prefix = "backbone." if task_type is SegmentTask else "backbone.backbone."
+    for name, value in backbone.state_dict().items():
+        if name.startswith(("stages.", "downsample_layers.")):
+            assert torch.equal(value, source[prefix + name]), name

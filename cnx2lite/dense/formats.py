@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,16 @@ class ADE20K(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         image_path, label_path = self.samples[index]
-        labels = torch.from_numpy(np.asarray(Image.open(self.folder / label_path), dtype=np.int64) - 1)
+        image, annotation = load_image(image_path), Image.open(self.folder / label_path)
+        if annotation.mode not in ("L", "P"):
+            raise ValueError(f"{self.folder / label_path} is a {annotation.mode} image: an annotation PNG holds one "
+                             "class index per pixel (mode L or P)")
+        if annotation.size != image.size:
+            raise ValueError(f"{self.folder / label_path} is {annotation.width}x{annotation.height} px, its image "
+                             f"{image.width}x{image.height}: an annotation must match its image")
+        labels = torch.from_numpy(np.asarray(annotation, dtype=np.int64) - 1)
         labels[(labels < 0) | (labels >= len(self.classes))] = IGNORE_INDEX
-        image, semantic = self.transform(load_image(image_path), tv_tensors.Mask(labels))
+        image, semantic = self.transform(image, tv_tensors.Mask(labels))
         return image, {"semantic": semantic.as_subclass(Tensor)}
 
 
@@ -92,6 +100,7 @@ class COCOInstances(Dataset):
         images = folder / found[0].stem.removeprefix("instances_")
         if not images.is_dir():
             raise ValueError(f"{found[0]} names images in {images}, which is not a folder")
+        check_coco_json(found[0], images)
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
             coco = CocoDetection(str(images), str(found[0]))
         self.reader = wrap_dataset_for_transforms_v2(coco, target_keys=("boxes", "labels", "masks", "iscrowd"))
@@ -124,3 +133,39 @@ class COCOInstances(Dataset):
         image, target = self.transform(image, target)
         return image, {"boxes": target["boxes"].as_subclass(Tensor).float(), "labels": target["labels"],
                        "masks": target["masks"].as_subclass(Tensor).bool(), "iscrowd": target["iscrowd"]}
+
+
+ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox", "segmentation", "iscrowd")
+
+
+def check_coco_json(path: Path, images: Path) -> None:
+    """Refuse, naming the file and the entry, what COCO's instance format needs and ``path`` lacks: its three lists,
+    images, annotations and categories in them, each annotation's keys, known image and category ids, polygons of at
+    least 3 points, and the image files it names in ``images``."""
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not JSON: {e}") from None
+    lists = ("images", "annotations", "categories")
+    if not isinstance(content, dict) or not all(isinstance(content.get(key), list) for key in lists):
+        raise ValueError(f"{path} is not COCO's instance format: it needs the lists {', '.join(lists)}")
+    for key in lists:
+        if not content[key]:
+            raise ValueError(f"{path} lists no {key}")
+    image_ids = {image.get("id"): image.get("file_name") for image in content["images"]}
+    category_ids = {category.get("id") for category in content["categories"]}
+    for annotation in content["annotations"]:
+        where = f"{path}: annotation {annotation.get('id', '(no id)')}"
+        if missing := [key for key in ANNOTATION_KEYS if key not in annotation]:
+            raise ValueError(f"{where} has no {', '.join(missing)}")
+        if annotation["image_id"] not in image_ids:
+            raise ValueError(f"{where} names image id {annotation['image_id']!r}, which images does not list")
+        if annotation["category_id"] not in category_ids:
+            raise ValueError(f"{where} names category id {annotation['category_id']!r}, which categories does not "
+                             "list")
+        polygons = annotation["segmentation"]
+        if isinstance(polygons, list) and any(not isinstance(p, list) or len(p) < 6 for p in polygons):
+            raise ValueError(f"{where} has a polygon of fewer than 3 points")
+    for file_name in image_ids.values():
+        if not isinstance(file_name, str) or not (images / file_name).is_file():
+            raise ValueError(f"{path} names the image {images / str(file_name)}, which is not a file")

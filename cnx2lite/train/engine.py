@@ -215,8 +215,9 @@ class Trainer:
         """A batch could not be read: nothing of its step reached the model, so the steps before it are saved."""
         if self.dist.world_size == 1:  # with several processes the others wait inside the step: no barrier
             self._save()
+            screened = " (or use --skip-corrupt)" if self.data.splits else ""  # class folders only
             self.log(f"reading a batch failed at epoch {self.position.epoch}, step {self.position.global_step}: the "
-                     "steps before it are saved; fix or remove the file (or use --skip-corrupt), then --resume auto")
+                     f"steps before it are saved; fix or remove the file{screened}, then --resume auto")
 
     def train_step(self, batches: Iterator, stop_requested: bool = False) -> tuple[float, float, bool]:
         """One optimizer step, top to bottom: the scheduled lr; forward, loss and backward over ``accum_steps``

@@ -103,7 +103,7 @@ def plot_comparison(histories: dict[str, Sequence[dict]], key: str, path: Path, 
     return Path(path)
 
 
-def _class_colors(count: int) -> np.ndarray:
+def class_colors(count: int) -> np.ndarray:
     """One RGB colour ``(count, 3)`` in [0, 1] per class: tab10's, tab20's, or spread over turbo for more classes."""
     if count <= 20:
         return np.array(colormaps["tab10" if count <= 10 else "tab20"].colors[:count])
@@ -126,7 +126,7 @@ def plot_segmentations(images: Tensor, targets: Sequence[dict], logits: Tensor, 
                        title: str = "") -> Path:
     """One row per image ``(N, 3, H, W)``: the image, its labels (``targets[i]["semantic"]``; values outside the
     classes, unlabeled, in grey) and the predicted classes (argmax of ``logits (N, K, H, W)``), one colour per class."""
-    colors = _class_colors(len(classes))
+    colors = class_colors(len(classes))
     fig, axes = _image_rows(len(images), ("image", "labels", "prediction"), title)
     predicted = logits.argmax(1).cpu()
     unlabeled = np.vstack([colors, to_rgb(MASK_COLOR)])  # pixels of no class (ignored) in the grey of "hidden"
@@ -146,7 +146,7 @@ def plot_detections(images: Tensor, targets: Sequence[dict], detections: Sequenc
     """One row per image ``(N, 3, H, W)``: the true instances (``targets[i]``: masks, boxes, labels ``0..K-1``) and
     the detections scoring at least ``min_score`` (Mask R-CNN's: labels ``1..K``), masks and boxes in their class's
     colour."""
-    colors = [tuple(int(255 * v) for v in c) for c in _class_colors(len(classes))]
+    colors = [tuple(int(255 * v) for v in c) for c in class_colors(len(classes))]
     fig, axes = _image_rows(len(images), ("true instances", f"detections (score >= {min_score:g})"), title)
     for i, image in enumerate(images):
         pixels = (255 * denormalize(image.float())).to(torch.uint8)

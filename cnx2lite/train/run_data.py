@@ -74,7 +74,7 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
     folder of unlabeled images the settings that pick images by class are refused, or said not to apply."""
     root = data.resolve_data_root(c.data)
     if task_name in DENSE_TASKS and c.dense_format != "composites":
-        return _dense_format_data(c, root)
+        return _dense_format_data(c, root, log)
     folder = data.find_image_folder(root, c.dataset, unlabeled_ok=task_name == "pretrain")
     screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True, warn_short=False)  # notes() names what is short
     if folder is None:  # pretraining on a folder of unlabeled images
@@ -108,7 +108,7 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
     return RunData(folder, train_set, val_set, knn_bank, fingerprint(train_set, folder))
 
 
-def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
+def _dense_format_data(c: TrainConfig, root: Path, log: Callable[[str], None]) -> RunData:
     """The train and val splits of an ADE20K or COCO folder at ``<root>/<dataset>``, or ``root`` itself."""
     folder = root / c.dataset if (root / c.dataset).is_dir() else root
     if c.dense_format == "ade20k":
@@ -116,6 +116,12 @@ def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
                   for split in ("train", "val")]
     else:
         splits = [COCOInstances(folder, split, c.img_size, split == "train") for split in ("train", "val")]
+        if splits[0].index_of != splits[1].index_of:  # each split maps its own categories to classes
+            raise ValueError(f"{folder}: the val annotations' categories differ from train's ({splits[1].classes} vs "
+                             f"{splits[0].classes}): both splits must list the same categories")
+    unused = [f"{name}={value}" for name in ("images_per_class", "val_images_per_class") if (value := getattr(c, name))]
+    if unused:
+        log(f"{', '.join(unused)} do not apply to a {c.dense_format} folder: its splits are used whole")
     return RunData(folder, *splits, None, fingerprint(splits[0], folder))
 
 

@@ -1,0 +1,59 @@
+"""Notebook 6's figures: the backbone's four stage maps of a photo, and composites with their labels."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from torch import Tensor
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from ..dense.composites import CompositeDataset
+from ..dense.heads import stage_maps
+from ..models import ConvNeXtV2
+from ..train.plots import class_colors
+from ..transforms import denormalize
+
+
+@torch.no_grad()
+def plot_stage_maps(backbone: ConvNeXtV2, image: Tensor) -> Figure:
+    """A photo ``(3, H, W)`` and what each of the four stages makes of it: the mean absolute activation per position
+    of the normed stage map ``(C_i, H / 2^(i+2), W / 2^(i+2))``, the maps both dense heads read."""
+    maps = stage_maps(backbone.eval(), image[None])
+    fig = Figure(figsize=(12, 2.8), layout="constrained")
+    axes = fig.subplots(1, 5)
+    axes[0].imshow(denormalize(image).movedim(0, -1).numpy())
+    axes[0].set_title(f"photo {tuple(image.shape[-2:])}", fontsize=9)
+    for ax, (level, stage) in zip(axes[1:], maps.items()):
+        ax.imshow(stage[0].abs().mean(0).numpy(), cmap="magma")
+        ax.set_title(f"stage {int(level) + 1}: {tuple(stage.shape[1:])}", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    return fig
+
+
+def plot_composites(dataset: CompositeDataset, indices: Sequence[int], names: dict[str, str] | None = None) -> Figure:
+    """One row per composite: the image, its semantic labels (a colour per class, named by ``names`` where given,
+    e.g. :func:`cnx2lite.data.class_names`) and its instances (visible masks and boxes, the detection targets)."""
+    colors = class_colors(len(dataset.classes))
+    fig = Figure(figsize=(7.5, 2.5 * len(indices) + 0.6), layout="constrained")
+    axes = fig.subplots(len(indices), 3, squeeze=False)
+    for row, index in zip(axes, indices):
+        image, target = dataset[index]
+        pixels = (255 * denormalize(image)).to(torch.uint8)
+        picked = [tuple(int(255 * v) for v in colors[k]) for k in target["labels"].tolist()]
+        instances = pixels
+        if len(picked):
+            instances = draw_segmentation_masks(pixels, target["masks"], alpha=0.45, colors=picked)
+            instances = draw_bounding_boxes(instances, target["boxes"], colors=picked)
+        row[0].imshow(pixels.movedim(0, -1).numpy())
+        row[1].imshow(colors[target["semantic"].numpy()])
+        row[2].imshow(instances.movedim(0, -1).numpy())
+        for ax, title in zip(row, (f"composite {index}", "semantic labels", f"{len(picked)} instance(s)")):
+            ax.set_title(title, fontsize=9)
+            ax.set_axis_off()
+    names = names or {}
+    fig.legend(handles=[Patch(color=c, label=names.get(name, name)) for c, name in zip(colors, dataset.classes)],
+               loc="outside lower center", ncols=min(len(dataset.classes), 5), fontsize=7, frameon=False)
+    return fig
