@@ -28,7 +28,7 @@ from cnx2lite.train.dense_tasks import DetectTask, SegmentTask
 from cnx2lite.train.distributed import init_distributed
 from cnx2lite.train.loader import eval_loader
 from cnx2lite.train.presets import load_preset
-from cnx2lite.train.run_data import build_run_data
+from cnx2lite.train.run_data import build_run_data, fingerprint
 from cnx2lite.train.task_base import evaluate
 from conftest import make_image_folder
 
@@ -314,3 +314,13 @@ def test_a_transfer_models_backbone_is_a_weights_source(images, tmp_path, task_t
     for name, value in backbone.state_dict().items():
         if name.startswith(("stages.", "downsample_layers.")):
             assert torch.equal(value, source[prefix + name]), name
+
+
+def test_relabeling_an_ade20k_annotation_changes_the_runs_fingerprint(tmp_path):
+    """A resume refuses other data by its fingerprint: an annotation rewritten must count as other data."""
+    folder = write_ade20k(tmp_path / "ade")
+    before = fingerprint(ADE20K(folder, "train", 32), folder)
+    copy = shutil.copytree(folder, tmp_path / "elsewhere")
+    assert fingerprint(ADE20K(copy, "train", 32), copy) == before  # the same tree elsewhere: the same data
+    Image.new("L", (48, 48)).save(folder / "annotations" / "training" / "ADE_002.png")
+    assert fingerprint(ADE20K(folder, "train", 32), folder) != before

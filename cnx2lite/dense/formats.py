@@ -59,6 +59,7 @@ class ADE20K(Dataset):
         self.folder = folder
         # (image, its annotation relative to the folder): a copy of the folder elsewhere is the same data
         self.samples = [(str(p), f"annotations/{ADE20K_SPLITS[split]}/{p.stem}.png") for p in paths]
+        self.annotation_files = [str(folder / label) for _, label in self.samples]  # (the run's fingerprint)
         unlabeled = [label for _, label in self.samples if not (folder / label).is_file()]
         if unlabeled:
             raise ValueError(f"{len(unlabeled)} image(s) of {images} have no annotation PNG, e.g. "
@@ -101,6 +102,7 @@ class COCOInstances(Dataset):
         if not images.is_dir():
             raise ValueError(f"{found[0]} names images in {images}, which is not a folder")
         check_coco_json(found[0], images)
+        self.annotation_files = [str(found[0])]  # (the run's fingerprint)
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
             coco = CocoDetection(str(images), str(found[0]))
         self.reader = wrap_dataset_for_transforms_v2(coco, target_keys=("boxes", "labels", "masks", "iscrowd"))

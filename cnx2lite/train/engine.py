@@ -142,10 +142,12 @@ class Trainer:
             self.decode_images()
             self._write_config()
             self.run_log.open(self.position.global_step)  # TensorBoard's events after this step are of lost steps
-        self.log(f"{self.task.name} {c.model} on {len(self.train_set)} images ({len(self.train_set.classes)} "
-                 f"classes, {'x'.join(map(str, transforms.image_hw(c.img_size)))} px), {c.epochs} epochs x "
-                 f"{self.steps_per_epoch} steps, effective batch {c.global_batch}, lr {c.lr:.3g}, "
-                 f"{self.dist.world_size} process(es) on {self.dist.device}; run dir {self.run_dir}")
+        start = c.init_encoder if c.task == "pretrain" else c.pretrained
+        self.log(f"{self.task.name} {c.model} on {len(self.train_set)} {self.task.samples} "
+                 f"({len(self.train_set.classes)} classes, {'x'.join(map(str, transforms.image_hw(c.img_size)))} px), "
+                 f"{c.epochs} epochs x {self.steps_per_epoch} steps, effective batch {c.global_batch}, lr {c.lr:.3g}, "
+                 f"{self.dist.world_size} process(es) on {self.dist.device}, "
+                 f"{f'weights from {start}' if start else 'from scratch'}; run dir {self.run_dir}")
         for note in self.data.notes(self.task.name):
             self.log(note)
         with graceful_stop() as stop:

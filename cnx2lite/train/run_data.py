@@ -125,11 +125,13 @@ def _dense_format_data(c: TrainConfig, root: Path, log: Callable[[str], None]) -
     return RunData(folder, *splits, None, fingerprint(splits[0], folder))
 
 
-def fingerprint(dataset: data.ImageFolderSubset, folder: str | os.PathLike) -> str:
+def fingerprint(dataset: data.ImageFolderSubset | Dataset, folder: str | os.PathLike) -> str:
     """A short hash of which images ``dataset`` holds with which labels: each file's path relative to ``folder``, its
-    size and label. The same tree copied elsewhere gives the same fingerprint; an image added, removed, replaced or
-    relabeled gives another."""
+    size and label, and the size of each annotation file (ADE20K's PNGs, COCO's JSON). The same tree copied elsewhere
+    gives the same fingerprint; an image or annotation added, removed, replaced or relabeled gives another."""
     digest = hashlib.sha256()
     for path, label in sorted(dataset.samples):
         digest.update(os.fsencode(f"{os.path.relpath(path, folder)}\t{os.path.getsize(path)}\t{label}\n"))
+    for path in getattr(dataset, "annotation_files", ()):
+        digest.update(os.fsencode(f"{os.path.relpath(path, folder)}\t{os.path.getsize(path)}\n"))
     return digest.hexdigest()[:16]
