@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..amp import autocast
 from .config import TrainConfig
-from .distributed import Dist, all_reduce_sum
+from .distributed import Dist, all_reduce_sum, gather_lists
 from .loader import move_to
 from .run_data import RunData
 
@@ -86,7 +86,8 @@ def evaluate(task: Task, model: nn.Module, loader: DataLoader, amp_dtype: torch.
         for k, v in stats.items():
             sums[k] = sums.get(k, 0.0) + v
         count += len(images)
-    keys = sorted(sums)
-    totals = all_reduce_sum(torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=dist.device))
+    keys = sorted(set(gather_lists(sorted(sums))))  # every process's: one that got no batch has none of its own
+    totals = all_reduce_sum(torch.tensor([sums.get(k, 0.0) for k in keys] + [count], dtype=torch.float64,
+                                         device=dist.device))
     model.train(was_training)
     return {**{k: totals[i].item() / max(totals[-1].item(), 1) for i, k in enumerate(keys)}, **task.scores()}
