@@ -263,7 +263,8 @@ def test_bad_flag_values_are_one_line_errors(flags, message, capsys):
 def test_pretraining_refuses_masks_that_leave_nothing_to_learn(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_preset("smoke", task="pretrain", **overrides)
-    assert load_preset("smoke", task="finetune", **overrides).task == "finetune"  # a pretrain-only setting
+    with pytest.raises(ValueError, match="mask_ratio.* not apply to task 'finetune': the run would ignore it"):
+        load_preset("smoke", task="finetune", **overrides)  # a pretrain-only setting, said so
     assert load_preset("smoke", task="pretrain", mask_ratio=0.1).mask_ratio == 0.1  # 3 of 4 visible, 1 masked: fine
 
 

@@ -23,6 +23,7 @@ from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.commands import main
 from cnx2lite.dense.formats import ADE20K, IGNORE_INDEX, COCOInstances
 from cnx2lite.rundir import RunDir, load_checkpoint
+from cnx2lite.train import api as train_api
 from cnx2lite.train import train
 from cnx2lite.train.dense_tasks import DetectTask, SegmentTask
 from cnx2lite.train.distributed import init_distributed
@@ -324,3 +325,11 @@ def test_relabeling_an_ade20k_annotation_changes_the_runs_fingerprint(tmp_path):
     assert fingerprint(ADE20K(copy, "train", 32), copy) == before  # the same tree elsewhere: the same data
     Image.new("L", (48, 48)).save(folder / "annotations" / "training" / "ADE_002.png")
     assert fingerprint(ADE20K(folder, "train", 32), folder) != before
+
+
+def test_a_setting_of_another_task_is_refused_not_ignored(images, tmp_path):
+    with pytest.raises(ValueError, match="init_encoder do.es. not apply to task 'segment': the run would ignore it"):
+        train_api.transfer("segment", "smoke", data=str(images), output=str(tmp_path), init_encoder="runs/pretrain")
+    config = load_preset("smoke", task="detect", data=str(images))
+    with pytest.raises(ValueError, match="mixup do.es. not apply to task 'detect'"):
+        train_api._config("detect", config, {"mixup": 0.8})

@@ -11,7 +11,7 @@ from .. import data, transforms
 from ..amp import resolve_device
 from ..factory import load_model
 from ..rundir import RunResult
-from .config import TrainConfig
+from .config import TrainConfig, check_overrides
 from .config_checks import DENSE_TASKS
 from .engine import Trainer
 from .loader import eval_loader
@@ -24,6 +24,7 @@ def _config(task: str, config: TrainConfig | str, overrides: dict[str, Any]) -> 
         return load_preset(config, task=task, **overrides)
     if config.task != task:
         raise ValueError(f"config.task is {config.task!r}; {task}() needs task={task!r}")
+    check_overrides(task, overrides)
     return dataclasses.replace(config, **overrides)
 
 

@@ -162,6 +162,18 @@ def fields_for(task: str) -> list[str]:
             or isinstance(f.metadata["task"], tuple) and task in f.metadata["task"]]
 
 
+def check_overrides(task: str, overrides: dict[str, Any]) -> None:
+    """Refuse settings given for ``task`` that are no config field, or a field of another task (which the run would
+    ignore: ``init_encoder`` for a transfer, ``mixup`` for pretraining)."""
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
+    elsewhere = [name for name in overrides if name not in fields_for(task)]
+    if elsewhere:
+        raise ValueError(f"{', '.join(elsewhere)} do(es) not apply to task {task!r}: the run would ignore it; its "
+                         f"fields: {', '.join(fields_for(task))}")
+
+
 def resolve_batch_and_lr(config: TrainConfig, world_size: int) -> TrainConfig:
     """``config`` as a launch on ``world_size`` processes runs it: ``accum_steps`` derived from ``global_batch``, the
     effective batch in ``global_batch``, and the absolute ``lr`` (from ``base_lr`` scaled by the effective batch / 256

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import FIELDS, TrainConfig, resolve_batch_and_lr
+from .config import FIELDS, TrainConfig, check_overrides, resolve_batch_and_lr
 from .config_checks import check_task
 
 
@@ -21,9 +21,7 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     if not isinstance(saved, dict) or saved.get("task") != check_task(task):
         found = saved.get("task") if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(f"config: {path} is not a {task} config.json (task {found!r})")
-    unknown = sorted(set(overrides) - set(FIELDS))
-    if unknown:
-        raise ValueError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
+    check_overrides(task, overrides)
     requested = saved.get("requested", saved)
     checks = (("", saved, set(FIELDS) | set(RECORDED)), ("'requested' of ", requested, set(FIELDS)))
     for where, entry, allowed in checks:

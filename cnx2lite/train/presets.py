@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .config import FIELDS, TrainConfig, check_task
+from .config import TrainConfig, check_overrides, check_task
 from .config_files import fit_warmup
 
 SMOKE = dict(model="convnextv2_atto", img_size=64, num_classes=2, images_per_class=8, val_images_per_class=4,
@@ -101,9 +101,7 @@ def load_preset(preset: str, /, task: str = "finetune", **overrides: Any) -> Tra
     presets = PRESETS[check_task(task)]
     if preset not in presets:
         raise ValueError(f"preset must be one of {', '.join(map(repr, presets))} for task {task!r}; got {preset!r}")
-    unknown = sorted(set(overrides) - set(FIELDS))
-    if unknown:
-        raise ValueError(f"unknown config field(s) {', '.join(unknown)}; fields: {', '.join(FIELDS)}")
+    check_overrides(task, overrides)
     if overrides.get("task", task) != task:
         raise ValueError(f"override task={overrides['task']!r} contradicts task={task!r}")
     return TrainConfig(**{**presets[preset], **fit_warmup(presets[preset], overrides), "task": task})
