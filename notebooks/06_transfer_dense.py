@@ -39,7 +39,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from IPython.display import Image, display
+from IPython.display import display
 
 from cnx2lite import create_model, data
 from cnx2lite.dense.composites import CompositeDataset
@@ -47,6 +47,7 @@ from cnx2lite.dense.heads import UperNet, mask_rcnn
 from cnx2lite.notebook import dense_figures
 from cnx2lite.notebook.evidence import REPORT, trained_run
 from cnx2lite.notebook.photos import sample_images
+from cnx2lite.notebook.plotting import as_jpeg, jpeg_file
 from cnx2lite.notebook.run_scale import pick, scale
 from cnx2lite.train import pretrain, transfer
 from cnx2lite.train.optim import param_groups
@@ -83,7 +84,7 @@ for i, stage in enumerate(backbone.forward_intermediates(photo[None], norm=True,
 # objects are only resolved early, and what an object *is* is only known late.
 
 # %%
-dense_figures.plot_stage_maps(backbone, photo)
+as_jpeg(dense_figures.plot_stage_maps(backbone, photo))
 
 # %% [markdown]
 # ## 2. A dense task with exact labels
@@ -105,7 +106,7 @@ print(f"image {tuple(image.shape)}; semantic {tuple(target['semantic'].shape)} {
       f"boxes {tuple(target['boxes'].shape)}; masks {tuple(target['masks'].shape)}; labels {target['labels'].tolist()}")
 
 # %%
-dense_figures.plot_composites(composites, range(3), data.class_names(FOLDER))
+as_jpeg(dense_figures.plot_composites(composites, range(3), data.class_names(FOLDER)))
 
 # %% [markdown]
 # ## 3. Two heads in a few lines
@@ -156,12 +157,15 @@ for name, run in segment_runs.items():
           f"{run.metric('val_pixel_acc')[-1]:5.1f}% after {run.config['epochs']} epoch(s)")
 
 # %% [markdown]
-# What each predicted on the first evaluation composites (labels in the middle, prediction on the right):
+# Thirty steps at the cpu preset's lr of 2e-4 are far too few for either init: both runs are still close to where
+# they started (ten classes), and which one is ahead after so little training says nothing about the inits. The
+# report's table trains 750 steps per run, twice per init. What each predicted on the first evaluation composites
+# (labels in the middle, prediction on the right):
 
 # %%
 for name, run in segment_runs.items():
     print(f"{name} init")
-    display(Image(filename=str(run.run_dir / "predictions.png"), width=420))
+    display(jpeg_file(run.run_dir / "predictions.png"))
 
 # %% [markdown]
 # Detection trains more slowly (region proposals and per-region heads), so here one short run, from the same init as
@@ -172,7 +176,7 @@ for name, run in segment_runs.items():
 detect_run = transfer("detect", PRESET, pretrained=inits["FCMAE"], name="detect-FCMAE",
                       **{**short, **pick(smoke={}, cpu=dict(composites=96, epochs=2), gpu={})})
 print(f"box AP {detect_run.metric('val_box_ap')[-1]:.1f}%, mask AP {detect_run.metric('val_mask_ap')[-1]:.1f}%")
-display(Image(filename=str(detect_run.run_dir / "predictions.png"), width=420))
+display(jpeg_file(detect_run.run_dir / "predictions.png"))
 
 # %% [markdown]
 # ### The replicated table
@@ -185,7 +189,7 @@ display(Image(filename=str(detect_run.run_dir / "predictions.png"), width=420))
 section = (REPORT / "report.md").read_text().partition("## 6. Transfer")[2]
 if section:
     print("## 6. Transfer" + section.partition("\n## ")[0])
-    display(Image(filename=str(REPORT / "transfer.png")))
+    display(jpeg_file(REPORT / "transfer.png"))
 else:
     print("Table 6 is not measured yet: `cnx2lite reproduce --scale cpu` trains it after tables 1-5 "
           "(`--hours` lets it train in pieces).")

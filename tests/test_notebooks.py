@@ -65,7 +65,8 @@ def test_ipynb_carries_outputs(name: str) -> None:
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.get("execution_count") for c in code), f"{name}.ipynb has unexecuted code cells"
     assert not [o for c in code for o in c.outputs if o.output_type == "error"], f"{name}.ipynb stores an error"
-    assert any("image/png" in o.get("data", {}) for c in code for o in c.outputs), f"{name}.ipynb has no figure"
+    assert any({"image/png", "image/jpeg"} & set(o.get("data", {})) for c in code for o in c.outputs), \
+        f"{name}.ipynb has no figure"
 
 
 def test_notebooks_execute_at_smoke_scale() -> None:

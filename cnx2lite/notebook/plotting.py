@@ -13,6 +13,7 @@ adds the key.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -65,6 +66,14 @@ def as_jpeg(fig: Figure, quality: int = 85) -> DisplayImage:
     (and of noise), at the figure's own dpi."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="jpeg", dpi=fig.dpi, bbox_inches="tight", pil_kwargs={"quality": quality})
+    return DisplayImage(data=buffer.getvalue(), format="jpeg")
+
+
+def jpeg_file(path: str | Path, quality: int = 85) -> DisplayImage:
+    """An image file (e.g. a run's ``predictions.png``) as a JPEG for a notebook cell to show, at a fraction of the
+    PNG's size."""
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").save(buffer, format="jpeg", quality=quality)
     return DisplayImage(data=buffer.getvalue(), format="jpeg")
 
 
