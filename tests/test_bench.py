@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import platform
 import re
+import subprocess
 import sys
 
 import pytest
@@ -149,3 +150,29 @@ def test_importing_cnx2lite_before_torch_shortens_openmps_spin_wait_unless_the_u
     late = "import torch, os, cnx2lite; print(os.environ.get('GOMP_SPINCOUNT'))"
     assert subprocess.run([sys.executable, "-c", late], env=env, capture_output=True, text=True,
                           check=True).stdout.split()[-1] == "None"
+
+
+RELEASE = """
+import gc
+from cnx2lite.allocator import keep_freed_memory, release_freed_memory
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
+keep_freed_memory()
+start = rss()
+blocks = [bytearray(4 << 20) for _ in range(100)]  # 400 MiB in heap blocks, as an image cache makes them
+del blocks
+gc.collect()
+kept = rss()
+assert release_freed_memory()
+print(start, kept, rss())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_memory_kept_for_reuse_is_released_between_jobs():
+    """keep_freed_memory keeps what a job freed (fast for the next step of the same job); release_freed_memory gives it
+    back, as the grid does between its runs (a long piece grew to 24 GB without it)."""
+    done = subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    start, kept, released = map(int, done.stdout.split())
+    assert kept - start > 300 and released - start < 100, (start, kept, released)

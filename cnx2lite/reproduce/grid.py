@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import data
+from ..allocator import release_freed_memory
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..models.convnextv2 import BLOCK_STYLES
 from ..rundir import RunDir
@@ -283,6 +284,7 @@ class Grid:
             raise BudgetSpent(f"the training budget of this invocation is spent before {name}")
         print_line(f"[reproduce] {name}")
         known = train(config)
+        release_freed_memory()  # the run's image cache and activations: kept by this process otherwise
         if known.interrupted:
             raise KeyboardInterrupt
         self.records.keep_run(known, figure=name == self.pretrain_name("v2", True, 0))  # the one a report shows
@@ -290,6 +292,7 @@ class Grid:
         self.results[name] = known
         if self.after_run is not None:
             self.after_run(name)
+            release_freed_memory()
         return known
 
     def finished_here(self, name: str) -> bool:
