@@ -24,11 +24,7 @@ KEEP_BYTES = 1 << 30  # blocks up to 1 GiB come from the heap and stay there whe
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds to :data:`KEEP_BYTES` for this process. Returns whether it did:
     False off Linux/glibc, or when ``MALLOC_MMAP_THRESHOLD_`` is set (the user's own choice stands)."""
-    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):  # no C library found, or one without mallopt (e.g. musl)
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or (mallopt := _glibc("mallopt")) is None:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
 
@@ -36,11 +32,17 @@ def keep_freed_memory() -> bool:
 def release_freed_memory() -> bool:
     """Return the memory this process has freed to the system (glibc's ``malloc_trim``); between jobs of a process
     that :func:`keep_freed_memory` made keep it. Returns whether it could (False off Linux/glibc)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+    if (malloc_trim := _glibc("malloc_trim")) is None:
         return False
     malloc_trim(0)
     return True
+
+
+def _glibc(name: str):
+    """The C library's function ``name``, or None off Linux or where the library lacks it (e.g. musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None

@@ -7,12 +7,11 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from ..dense.composites import CompositeDataset
 from ..dense.heads import stage_maps
 from ..models import ConvNeXtV2
-from ..train.plots import class_colors
+from ..train.plots import class_colors, draw_instances
 from ..transforms import denormalize
 
 
@@ -41,16 +40,12 @@ def plot_composites(dataset: CompositeDataset, indices: Sequence[int], names: di
     axes = fig.subplots(len(indices), 3, squeeze=False)
     for row, index in zip(axes, indices):
         image, target = dataset[index]
-        pixels = (255 * denormalize(image)).to(torch.uint8)
-        picked = [tuple(int(255 * v) for v in colors[k]) for k in target["labels"].tolist()]
-        instances = pixels
-        if len(picked):
-            instances = draw_segmentation_masks(pixels, target["masks"], alpha=0.45, colors=picked)
-            instances = draw_bounding_boxes(instances, target["boxes"], colors=picked)
-        row[0].imshow(pixels.movedim(0, -1).numpy())
+        labels = target["labels"]
+        instances = draw_instances(image, target["masks"], target["boxes"], labels, len(dataset.classes))
+        row[0].imshow(denormalize(image).movedim(0, -1).numpy())
         row[1].imshow(colors[target["semantic"].numpy()])
         row[2].imshow(instances.movedim(0, -1).numpy())
-        for ax, title in zip(row, (f"composite {index}", "semantic labels", f"{len(picked)} instance(s)")):
+        for ax, title in zip(row, (f"composite {index}", "semantic labels", f"{len(labels)} instance(s)")):
             ax.set_title(title, fontsize=9)
             ax.set_axis_off()
     names = names or {}

@@ -146,20 +146,27 @@ def plot_detections(images: Tensor, targets: Sequence[dict], detections: Sequenc
     """One row per image ``(N, 3, H, W)``: the true instances (``targets[i]``: masks, boxes, labels ``0..K-1``) and
     the detections scoring at least ``min_score`` (Mask R-CNN's: labels ``1..K``), masks and boxes in their class's
     colour."""
-    colors = [tuple(int(255 * v) for v in c) for c in class_colors(len(classes))]
     fig, axes = _image_rows(len(images), ("true instances", f"detections (score >= {min_score:g})"), title)
     for i, image in enumerate(images):
-        pixels = (255 * denormalize(image.float())).to(torch.uint8)
         found = {k: v.cpu() for k, v in detections[i].items()}
         keep = found["scores"] >= min_score
         shown = ((targets[i]["masks"], targets[i]["boxes"], targets[i]["labels"]),
                  (found["masks"][keep, 0] > 0.5, found["boxes"][keep], found["labels"][keep] - 1))
         for ax, (masks, boxes, labels) in zip(axes[i], shown):
-            picked = [colors[k] for k in labels.tolist()]
-            drawn = pixels
-            if len(labels):  # torchvision warns about an empty set
-                drawn = draw_segmentation_masks(drawn, masks, alpha=0.45, colors=picked)
-                drawn = draw_bounding_boxes(drawn, boxes, labels=[classes[k] for k in labels.tolist()], colors=picked)
-            ax.imshow(drawn.movedim(0, -1).numpy())
+            ax.imshow(draw_instances(image, masks, boxes, labels, len(classes), classes).movedim(0, -1).numpy())
     save_png(fig, path)
     return Path(path)
+
+
+def draw_instances(image: Tensor, masks: Tensor, boxes: Tensor, labels: Tensor, num_classes: int,
+                   classes: Sequence[str] | None = None) -> Tensor:
+    """A normalized image ``(3, H, W)`` as uint8 with its instances drawn in their class's colour of
+    :func:`class_colors`: masks ``(R, H, W)`` bool, boxes ``(R, 4)``, labels ``(R,)`` ``0..num_classes-1`` (boxes named
+    by ``classes`` where given)."""
+    pixels = (255 * denormalize(image.float())).to(torch.uint8)
+    if not len(labels):  # torchvision warns about an empty set
+        return pixels
+    colors = [tuple(int(255 * v) for v in class_colors(num_classes)[k]) for k in labels.tolist()]
+    drawn = draw_segmentation_masks(pixels, masks, alpha=0.45, colors=colors)
+    names = [classes[k] for k in labels.tolist()] if classes is not None else None
+    return draw_bounding_boxes(drawn, boxes, labels=names, colors=colors)
