@@ -200,17 +200,17 @@ def bench_fcmae(model: str = "convnextv2_atto", img_size: int = 224, batch_size:
         check_backend(backend)
     amp = _precisions(amp, device)
     torch.manual_seed(0)
-    model = FCMAE(model, mask_ratio=mask_ratio).to(device)
+    fcmae = FCMAE(model, mask_ratio=mask_ratio).to(device)
     x = torch.randn(batch_size, 3, img_size, img_size, device=device)
     mask = random_mask(batch_size, img_size, mask_ratio, generator=torch.Generator().manual_seed(0), device=device)
 
     def loss_with(backend: str) -> Callable[[], torch.Tensor]:
         def loss() -> torch.Tensor:
-            model.backend = backend
-            return model(x, mask)[0]
+            fcmae.backend = backend
+            return fcmae(x, mask)[0]
         return loss
 
-    steps = {(b, p): _train_step(model, loss_with(b), dtype) for p, dtype in amp.items() for b in backends}
+    steps = {(b, p): _train_step(fcmae, loss_with(b), dtype) for p, dtype in amp.items() for b in backends}
     print(f"FCMAE {model}, batch {batch_size}, {img_size}px, mask ratio {mask_ratio}, {device}, "
           f"{torch.get_num_threads()} threads, amp {', '.join(amp)}")
     speed = time_steps(steps, batch_size, iters, warmup, device)

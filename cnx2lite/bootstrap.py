@@ -121,6 +121,16 @@ def _runs_by_seeds_by_images(values: Tensor, name: str) -> Tensor:
     return values.double()
 
 
+def _correctness(values: Tensor, name: str) -> Tensor:
+    """``values`` when they are per-image correctness (bool, or 0 and 1), else a one-line ValueError naming ``name``:
+    a percentage or a score would be read as a correctness and its "accuracy" come out in the thousands."""
+    values = torch.as_tensor(values)
+    if values.dtype != torch.bool and not ((values == 0) | (values == 1)).all():
+        raise ValueError(f"{name} must hold per-image correctness (bool, or 0 and 1), got values from "
+                         f"{values.min().item():g} to {values.max().item():g}")
+    return values
+
+
 def _draw_runs(runs: int, seeds: int, size: int, generator: torch.Generator) -> Tensor:
     """``(size, P * S)`` flat (run, seed) indices ``run * S + seed`` drawn by ``size`` resamples: ``P`` runs
     with replacement, then ``S`` seeds with replacement within each drawn run.
@@ -193,7 +203,8 @@ def hierarchical_bootstrap_mean(values: Tensor, resamples: int = RESAMPLES, seed
 def hierarchical_accuracy(correct: Tensor, resamples: int = RESAMPLES, seed: int = 0) -> Estimate:
     """Top-1 in percent of per-image ``correct`` ``(P, S, N)``, with a 95% hierarchical bootstrap interval and
     each run's top-1 (``runs``, e.g. printed as "31.2..35.4")."""
-    return hierarchical_bootstrap_mean(_runs_by_seeds_by_images(correct, "correct") * 100.0, resamples, seed)
+    correct = _runs_by_seeds_by_images(_correctness(correct, "correct"), "correct")
+    return hierarchical_bootstrap_mean(correct * 100.0, resamples, seed)
 
 
 def hierarchical_paired_difference(correct_a: Tensor, correct_b: Tensor, resamples: int = RESAMPLES, seed: int = 0,
@@ -209,8 +220,8 @@ def hierarchical_paired_difference(correct_a: Tensor, correct_b: Tensor, resampl
     difference. Unpaired, each method's runs are drawn independently and ``runs`` is ``None``: take each
     method's spread from :func:`hierarchical_accuracy`.
     """
-    a = _runs_by_seeds_by_images(correct_a, "correct_a") * 100.0
-    b = _runs_by_seeds_by_images(correct_b, "correct_b") * 100.0
+    a = _runs_by_seeds_by_images(_correctness(correct_a, "correct_a"), "correct_a") * 100.0
+    b = _runs_by_seeds_by_images(_correctness(correct_b, "correct_b"), "correct_b") * 100.0
     if a.shape[-1] != b.shape[-1]:
         raise ValueError(f"correct_a and correct_b must score the same N val images, got N={a.shape[-1]} and "
                          f"N={b.shape[-1]}")
@@ -250,13 +261,13 @@ def bootstrap_mean(values: Tensor, resamples: int = RESAMPLES, seed: int = 0, ch
 
 def bootstrap_accuracy(correct: Tensor, resamples: int = RESAMPLES, seed: int = 0) -> Estimate:
     """Top-1 in percent of per-image ``correct`` ``(N,)`` / ``(S, N)``, with a 95% bootstrap interval."""
-    return bootstrap_mean(_seeds_by_images(correct) * 100.0, resamples, seed)
+    return bootstrap_mean(_seeds_by_images(_correctness(correct, "correct")) * 100.0, resamples, seed)
 
 
 def paired_bootstrap(correct_a: Tensor, correct_b: Tensor, resamples: int = RESAMPLES, seed: int = 0) -> Estimate:
     """Accuracy of ``a`` minus accuracy of ``b`` in points, with a 95% paired bootstrap interval: each resample
     draws the same images (and seeds) for both."""
-    a, b = _seeds_by_images(correct_a), _seeds_by_images(correct_b)
+    a, b = (_seeds_by_images(_correctness(c, name)) for c, name in ((correct_a, "correct_a"), (correct_b, "correct_b")))
     if a.shape != b.shape:
         raise ValueError(f"paired correctness must cover the same seeds and images, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")

@@ -44,7 +44,7 @@ def load_pretrained(
     strict: bool = True,
     *,
     use_ema: bool = False,
-    skip_head: bool = False,
+    skip_head: bool | str = False,
     grn_change: bool = False,
 ) -> LoadResult:
     """Load weights into ``model`` from a checkpoint file, a run directory (its newest checkpoint) or a (possibly
@@ -52,7 +52,8 @@ def load_pretrained(
 
     ``use_ema`` takes a training checkpoint's EMA weights (under ``"ema"``, or the official repo's
     ``"model_ema"``, or timm's ``"state_dict_ema"``) instead of ``"model"`` / ``"state_dict"``.
-    ``skip_head`` keeps the model's own classifier, e.g. to fine-tune on another number of classes;
+    ``skip_head`` keeps the model's own classifier, e.g. to fine-tune on another number of classes
+    (``"mismatched"``: only when the checkpoint's classifier has another number of classes, said in the notes);
     a model built with ``num_classes=0`` ignores the checkpoint's classifier anyway.
     ``grn_change`` allows the paper's "GRN at fine-tuning" ablation (fine-tuning asks for it): weights trained with GRN
     into blocks without it (GRN's weights dropped), or weights of blocks without GRN into blocks with it (GRN added
@@ -78,6 +79,9 @@ def load_pretrained(
     state_dict, source_format = convert_state_dict(state_dict)
     state_dict, adapted = _adapt_stem(state_dict, model.in_chans)
     notes += adapted
+    if skip_head == "mismatched":
+        head = state_dict.get("head.weight")
+        skip_head = head is not None and head.shape[0] != model.num_classes
     if skip_head or model.num_classes == 0:
         dropped = [k for k in state_dict if k.startswith("head.")]
         state_dict = {k: v for k, v in state_dict.items() if k not in dropped}

@@ -193,6 +193,8 @@ def effective_rank(samples: Tensor, weights: Tensor | None = None, eps: float = 
     ``weights (N,)``: how much each sample counts (a bootstrap resample's draw counts). Computed in the samples'
     precision (float32 activations: float32, about twice as fast as float64 and as exact to 3 digits)."""
     x = samples if samples.dtype in (torch.float32, torch.float64) else samples.float()
+    if not torch.isfinite(x).all():
+        raise ValueError("samples hold nan or inf: the covariance and its eigenvalues are undefined")
     w = torch.ones(len(x), dtype=x.dtype, device=x.device) if weights is None else weights.to(x)
     mean = (w @ x) / w.sum()
     x = x - mean

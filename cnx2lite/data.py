@@ -37,6 +37,19 @@ class ShortClassWarning(UserWarning):
     The command line prints it as one ``warning:`` line."""
 
 
+def warn_left_out_classes(folder: Path, split: str, classes: Sequence[str]) -> None:
+    """Warn (a :class:`ShortClassWarning`: one ``warning:`` line) when ``folder/split`` holds class folders outside
+    ``classes`` (a model's): their images are not scored, and the user should know which."""
+    split_dir = Path(folder) / split
+    left_out = {name: len(list_images(split_dir / name, confined=True)) for name in _list_classes(split_dir)
+                if name not in set(classes)}
+    if left_out:
+        shown = ", ".join(f"{name} ({count} images)" for name, count in list(left_out.items())[:5])
+        warnings.warn(ShortClassWarning(f"{split_dir} holds {len(left_out)} class folder(s) the model was not trained "
+                                        f"on, left out of the scores: {shown}{' ...' if len(left_out) > 5 else ''}"),
+                      stacklevel=2)
+
+
 @dataclass(frozen=True)
 class ShortClasses:
     """The classes of a subset that hold fewer images than the ``asked`` number per class (``counts``: class -> the
@@ -79,13 +92,16 @@ def resolve_data_root(data: str | os.PathLike | None = None) -> Path:
 def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool = False,
                       split: str = "train") -> Path | None:
     """The folder holding ``split/`` (``train/``, and ``val/``; ``split="val"`` to evaluate): ``root``, else
-    ``root/name``, else a download ``root/name*`` (e.g. ``imagenette2-320``; refused when several match). When there
-    is none, raises DataNotFoundError, or with ``unlabeled_ok`` returns None if ``root`` itself holds images (see
-    :func:`build_unlabeled_dataset`)."""
+    ``root/name`` (both: refused), else a download ``root/name*`` (e.g. ``imagenette2-320``; refused when several
+    match). When there is none, raises DataNotFoundError, or with ``unlabeled_ok`` returns None if ``root`` itself
+    holds images (see :func:`build_unlabeled_dataset`)."""
     root = Path(root).expanduser()
     if not name or os.sep in name or name in (".", ".."):
         raise ValueError(f"dataset must be one folder name under the data root, got {name!r}: give a path with "
                          "--data instead")
+    if (root / split).is_dir() and (root / name / split).is_dir():  # which one was meant cannot be told
+        raise ValueError(f"{root} holds both {split}/ and {name}/{split}/: give the one to use as --data "
+                         f"({root} or {root / name})")
     for folder in (root, root / name):
         if (folder / split).is_dir():
             if unlabeled_ok and folder == root:

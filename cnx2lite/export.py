@@ -151,6 +151,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
     if output is not None and str(output).endswith(("/", os.sep)):
         raise ValueError(f"--output {output} names a folder: give a file, e.g. {output}model{FORMATS[fmt]}")
     output = Path(output or _default_name(checkpoint) + FORMATS[fmt])
+    if other := [f for f, suffix in FORMATS.items() if f != fmt and output.name.endswith(suffix)]:
+        raise ValueError(f"--output {output} is named as {other[0]} ({FORMATS[other[0]]}), but --format is {fmt}: "
+                         f"name it *{FORMATS[fmt]}, or pass --format {other[0]}")
     source = None if checkpoint == "random" or is_saved_folder(checkpoint) else Path(resolve_checkpoint(checkpoint))
     source = source.resolve() if source is not None else None
     if output.resolve() == source:
@@ -161,6 +164,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
                 "named like a run checkpoint" if output.name.startswith("checkpoint-") else f"inside the run {run}")
         raise ValueError(f"--output {output} is {what}: choose a new file elsewhere, e.g. model{FORMATS[fmt]}")
     for existing in (output, output.with_name(output.name + ".data")):  # ONNX keeps large weights in <name>.data
+        if existing.exists() and not existing.is_file():  # a device, a pipe: --overwrite would replace it
+            raise ValueError(f"--output {existing} is not a regular file: choose a file")
         if existing.exists() and not overwrite:
             raise FileExistsError(f"--output {existing} exists: choose a new file, or pass --overwrite to replace it")
     if output.is_file() and _holds_weights(output):

@@ -5,6 +5,7 @@ a file), :func:`load_model` rebuilds whatever a source holds (a run, a checkpoin
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,9 +22,9 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, **overr
     """Build a ConvNeXt V2 variant by name, e.g. ``create_model("convnextv2_atto", pretrained="fcmae")``.
 
     ``pretrained``: a released tag (``"fcmae"``, ``"in1k"``, ``"in22k-in1k"``, ... see :mod:`cnx2lite.hub`),
-    downloaded once and cached, or any source :func:`cnx2lite.checkpoints.load_pretrained` reads. With another
-    ``num_classes`` than the weights' classifier, the model keeps its own freshly initialized head. Options as
-    :func:`cnx2lite.models.create_model`."""
+    downloaded once and cached, or any source :func:`cnx2lite.checkpoints.load_pretrained` reads. The weights'
+    classifier is loaded when it has ``num_classes`` classes; with another number the model keeps its own freshly
+    initialized head, and a warning says so. Options as :func:`cnx2lite.models.create_model`."""
     if pretrained is not None and not isinstance(pretrained, (str, os.PathLike)):
         raise ValueError(f"pretrained must be a released tag ({', '.join(RELEASES)}) or a file, got {pretrained!r}")
     model = models.create_model(name, **overrides)
@@ -32,7 +33,10 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, **overr
         if source is pretrained and not os.path.exists(pretrained) and not any(sep in str(pretrained) for sep in "/."):
             raise ValueError(f"pretrained must be a released tag ({', '.join(RELEASES)}), a file or a released name; "
                              f"got {pretrained!r}, which is none of them")  # e.g. 'in1K': a tag mistyped
-        load_pretrained(model, source, skip_head=model.num_classes not in (0, 1000))
+        result = load_pretrained(model, source, skip_head="mismatched")
+        for note in result.notes:
+            if "classifier was not loaded" in note:
+                warnings.warn(f"{source}: {note} ({model.num_classes} classes, freshly initialized)", stacklevel=2)
     return model
 
 
@@ -60,6 +64,8 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
         state = hub.read_safetensors(source)
     else:
         state = None if source == "random" else load_checkpoint(source)
+    if state is not None and not isinstance(state, dict):
+        raise ValueError(f"{source} holds a {type(state).__name__}, not a state dict or a checkpoint")
     if state is not None and isinstance(state.get("config"), dict):
         config = {**state["config"], "classes": state.get("classes")}
     num_classes = 0

@@ -157,6 +157,8 @@ def save_pretrained(model: ConvNeXtV2, folder: str | os.PathLike) -> Path:
     from safetensors.torch import save
 
     folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"cannot save into {folder}: it is a file; give a folder")
     if (run := run_directory_of(folder)) is not None:
         raise ValueError(f"cannot save into {folder}: it is inside the training run {run}, whose config.json and "
                          "checkpoints belong to the run; choose a folder outside it")

@@ -79,6 +79,7 @@ CASES = [  # (arguments, text the one-line message must contain)
      "is inside the run"),
     (["probe", "--checkpoint", "random", "--dataset", "/abs/folder"], "dataset must be one folder name"),
     (["download", "imagenette", "--data", "{a_file}"], "it is a file"),
+    (["probe", "--checkpoint", "random", "--num-classes", "1"], "a probe needs at least 2 classes"),
 ]
 
 
@@ -180,3 +181,29 @@ def test_the_api_takes_numpy_integers_as_what_they_hold():
     assert create_model("convnextv2_atto", num_classes=np.int64(3)).num_classes == 3
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         random_mask(True, 64)
+
+
+def test_a_list_flag_measures_each_value_once():
+    from cnx2lite.commands import build_parser
+    args = build_parser().parse_args(["collapse", "--encoder", "a=random", "--img-size", "64", "64", "96", "--point",
+                                      "gelu", "gelu"])
+    assert args.img_size == [64, 96] and args.point == ["gelu"]
+
+
+def test_eval_and_probe_name_the_val_classes_the_model_was_not_trained_on(folder, paths, tmp_path, capsys):
+    extra = shutil.copytree(folder, tmp_path / "extra")
+    shutil.copytree(folder / "val" / "class0", extra / "val" / "zebra")
+    for args in (["eval", "--checkpoint", paths["finetune_run"]],
+                 ["probe", "--checkpoint", paths["pretrain_run"], "--method", "knn", "--k", "3"]):
+        with pytest.raises(SystemExit) as done:
+            main(args + ["--data", str(extra)])
+        err = capsys.readouterr().err
+        assert done.value.code == 0 and "class folder(s) the model was not trained on" in err and "zebra (4" in err
+
+
+def test_reproduce_refuses_a_folder_too_small_for_its_scale_before_creating_anything(tmp_path, capsys):
+    small = make_image_folder(tmp_path / "small", train=3)
+    with pytest.raises(SystemExit) as done:
+        main(["reproduce", "--scale", "smoke", "--data", str(small), "--output", str(tmp_path / "out")])
+    assert done.value.code == 2 and "fewer than one batch (8)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -73,6 +73,7 @@ def test_bench_fcmae_runs_fp32_and_bf16_side_by_side(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "amp fp32, bf16" in out
+    assert out.startswith("FCMAE convnextv2_atto, batch 2"), out[:200]  # the variant, not the module's repr
     speeds = _speeds(out)
     assert list(speeds) == ["gather", "dense"]
     for fp32, bf16, ratio in speeds.values():

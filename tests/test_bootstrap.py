@@ -224,3 +224,14 @@ def test_contrast_is_the_unpaired_difference_and_covers_a_true_zero_interaction(
     assert 0.85 <= covered / experiments <= 0.99, covered / experiments  # measured: 0.92 (2 runs: a bit narrow)
     with pytest.raises(ValueError, match="as long"):
         bootstrap.hierarchical_contrast([a, b], (1,))
+
+
+def test_a_percentage_is_not_taken_for_a_correctness():
+    from cnx2lite.bootstrap import bootstrap_accuracy, hierarchical_accuracy, paired_bootstrap
+    with pytest.raises(ValueError, match="correct must hold per-image correctness .* from 50 to 100"):
+        bootstrap_accuracy(torch.tensor([50.0, 80.0, 100.0]))
+    with pytest.raises(ValueError, match="correct_b must hold per-image correctness"):
+        paired_bootstrap(torch.tensor([1, 0]), torch.tensor([0.5, 1.0]))
+    with pytest.raises(ValueError, match="correct must hold"):
+        hierarchical_accuracy(torch.full((1, 1, 3), 2.0))
+    assert bootstrap_accuracy(torch.tensor([True, False, True, True]), resamples=10).value == 75.0

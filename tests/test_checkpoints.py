@@ -161,3 +161,20 @@ def test_head_size():
     result = load_pretrained(model, checkpoint, skip_head=True)
     assert result.missing_keys == ["head.weight", "head.bias"] and torch.equal(model.head.weight, head)
     assert torch.equal(model.norm.weight, checkpoint["norm.weight"])
+
+
+def test_create_model_keeps_a_classifier_of_its_size_and_says_when_it_cannot(tmp_path):
+    trained = ours(num_classes=3)
+    torch.save(trained.state_dict(), tmp_path / "classifier.pt")
+    model = create_model("convnextv2_atto", num_classes=3, pretrained=tmp_path / "classifier.pt")
+    assert torch.equal(model.head.weight, trained.head.weight)  # a fine-tuned classifier, not a fresh head
+    with pytest.warns(UserWarning, match=r"classifier was not loaded: the model keeps its own head \(5 classes"):
+        create_model("convnextv2_atto", num_classes=5, pretrained=tmp_path / "classifier.pt")
+
+
+@pytest.mark.parametrize("content", [[1, 2], torch.zeros(3)])
+def test_a_file_holding_no_dict_is_one_line(tmp_path, content):
+    from cnx2lite import load_model
+    torch.save(content, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match=f"holds a {type(content).__name__}, not a state dict or a checkpoint"):
+        load_model(tmp_path / "odd.pt")

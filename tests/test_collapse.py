@@ -274,3 +274,8 @@ def test_grn_point_is_what_the_second_pointwise_conv_sees_ours_and_timm() -> Non
         collapse.find_mlp_activations(create_model("convnextv2_atto", block="v1"), point="grn")
     with pytest.raises(ValueError, match="point must be one of gelu, grn"):
         collapse.find_mlp_activations(ours, point="ln")
+
+
+def test_effective_rank_of_samples_with_nan_is_one_line():
+    with pytest.raises(ValueError, match="samples hold nan or inf"):
+        collapse.effective_rank(torch.full((4, 3), float("nan")))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 
 import pytest
@@ -100,6 +101,9 @@ def test_save_pretrained_never_writes_into_a_training_run(tmp_path):
         with pytest.raises(ValueError, match=f"inside the training run {run}"):
             save_pretrained(create_model("convnextv2_atto", num_classes=2), folder)
     assert (run / "config.json").read_text() == '{"task": "finetune"}' and not (run / "new").exists()
+    (tmp_path / "notes.pt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.pt: it is a file; give a folder"):
+        save_pretrained(create_model("convnextv2_atto", num_classes=2), tmp_path / "notes.pt")
 
 
 def test_a_broken_optional_package_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
@@ -126,3 +130,16 @@ def test_an_output_named_as_a_folder_or_with_an_onnx_data_file_beside_it_is_refu
     with pytest.raises(FileExistsError, match="model.onnx.data exists"):
         export_checkpoint("random", "onnx", tmp_path / "model.onnx", model="convnextv2_atto", img_size=64)
     assert (tmp_path / "model.onnx.data").read_bytes() == b"someone's weights" and not (tmp_path / "newdir").exists()
+
+
+def test_an_output_that_is_no_regular_file_or_named_for_another_format_is_refused(tmp_path):
+    from cnx2lite.export import export_checkpoint
+
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(ValueError, match="pipe is not a regular file"):
+        export_checkpoint("random", "torchscript", tmp_path / "pipe", model="convnextv2_atto", img_size=64,
+                          overwrite=True)
+    assert (tmp_path / "pipe").is_fifo()
+    with pytest.raises(ValueError, match=r"is named as onnx \(.onnx\), but --format is torchscript"):
+        export_checkpoint("random", "torchscript", tmp_path / "model.onnx", model="convnextv2_atto", img_size=64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]

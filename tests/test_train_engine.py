@@ -442,10 +442,11 @@ def test_quick_demo_sweep_chooses_each_arms_recipe_on_the_tuning_split(images, t
             assert config["tune_fraction"] > 0 and config["image_selection"] == "random"
 
 
-def test_an_image_unreadable_mid_epoch_stops_in_one_line_with_the_steps_saved(tmp_path):
+def test_an_image_unreadable_mid_epoch_stops_in_one_line_and_the_run_can_start_again(tmp_path):
     """A JPEG whose header reads but whose data is cut (copied half-way) is found only when a worker decodes it: the
-    run saves the steps before it, names the file in one line, exits 2, and does not hang waiting for its workers
-    (they ignore SIGTERM, which Python's exit sends them)."""
+    run names the file in one line, exits 2, and does not hang waiting for its workers (they ignore SIGTERM, which
+    Python's exit sends them). It saves no checkpoint: a resume would refuse the fixed images, and a checkpoint would
+    only block the name; with the file removed the same command trains."""
     folder = make_image_folder(tmp_path / "images")
     broken = folder / "train" / "class1" / "cut.jpg"
     Image.open(folder / "train" / "class1" / "0.png").save(broken, quality=95)
@@ -455,4 +456,9 @@ def test_an_image_unreadable_mid_epoch_stops_in_one_line_with_the_steps_saved(tm
                           "--num-workers", "1"], folder, tmp_path / "runs", "cut"), timeout=120)
     lines = out.strip().splitlines()
     assert rc == 2 and lines[-1].startswith(f"error: cannot read image {broken}"), out
-    assert "the steps before it are saved" in out and list((tmp_path / "runs" / "cut").glob("checkpoint-*.pt"))
+    assert "fix or remove the file (or use --skip-corrupt) and run it again" in out
+    assert not list((tmp_path / "runs" / "cut").glob("checkpoint-*.pt"))
+    broken.unlink()
+    rc, out = finish(cli(["finetune", "--preset", "smoke", "--epochs", "1", "--batch-size", "4", "--no-cache-images",
+                          "--num-workers", "1"], folder, tmp_path / "runs", "cut"), timeout=120)
+    assert rc == 0 and list((tmp_path / "runs" / "cut").glob("checkpoint-*.pt")), out

@@ -278,6 +278,11 @@ def _edited_coco(root: Path, edit) -> Path:
     (lambda c: c["annotations"][0].update(category_id=99), "annotation 1 names category id 99"),
     (lambda c: c["annotations"][0].update(segmentation=[[1, 1, 2, 2]]), "polygon of fewer than 3 points"),
     (lambda c: c["images"][0].update(file_name="gone.jpg"), "gone.jpg, which is not a file"),
+    (lambda c: c["annotations"][1].update(id=1), r"annotations share ids \(1\)"),  # one would replace the other
+    (lambda c: c["images"][1].update(id=1), r"images share ids \(1\)"),
+    (lambda c: c["annotations"][0].update(segmentation=[]), "annotation 1 has no polygon"),
+    (lambda c: c["annotations"][0].update(segmentation={"size": [5, 5], "counts": "a"}),
+     r"RLE mask's size \[5, 5\] is not its image's height and width \[64, 80\]"),
 ])
 def test_a_coco_json_short_of_the_format_is_one_line_naming_file_and_entry(tmp_path, edit, says):
     folder = _edited_coco(tmp_path / "coco", edit)
@@ -333,3 +338,31 @@ def test_a_setting_of_another_task_is_refused_not_ignored(images, tmp_path):
     config = load_preset("smoke", task="detect", data=str(images))
     with pytest.raises(ValueError, match="mixup do.es. not apply to task 'detect'"):
         train_api._config("detect", config, {"mixup": 0.8})
+
+
+def test_ade20k_images_sharing_a_name_and_so_an_annotation_are_refused(tmp_path):
+    folder = write_ade20k(tmp_path / "ade")
+    Image.new("RGB", (48, 48)).save(folder / "images" / "training" / "ADE_000.jpg")  # beside ADE_000.png
+    with pytest.raises(ValueError, match="share a name and so one annotation PNG: ADE_000.jpg, ADE_000.png"):
+        ADE20K(folder, "train", 32)
+
+
+def test_a_val_split_without_a_labeled_pixel_is_refused_and_an_unlabeled_crop_adds_no_loss(tmp_path):
+    folder = write_ade20k(tmp_path / "ade")
+    for annotation in (folder / "annotations" / "validation").iterdir():
+        Image.new("L", (48, 48)).save(annotation)  # all 0: unlabeled
+    config = load_preset("smoke", task="segment", dense_format="ade20k", data=str(folder), num_classes=3)
+    task = SegmentTask(config)
+    model = task.build_model(3)
+    task.start_scoring(torch.device("cpu"))
+    images, targets = torch.randn(2, 3, 64, 64), torch.full((2, 64, 64), -1)
+    task.eval_batch(model, images, targets, 0)
+    with pytest.raises(ValueError, match="no pixel of the val split is labeled"):
+        task.scores()
+    loss = task.loss(model, images, targets, torch.zeros(2))
+    assert loss.item() == 0 and loss.requires_grad
+
+
+def test_skip_corrupt_is_refused_for_a_folder_used_whole(tmp_path):
+    with pytest.raises(ValueError, match="skip_corrupt does not apply to dense_format 'ade20k'"):
+        load_preset("smoke", task="segment", dense_format="ade20k", skip_corrupt=True)

@@ -10,7 +10,7 @@ from .. import bench
 from ..amp import resolve_device
 from ..models import VARIANTS
 from ..train import preset_names
-from .flags import add_data_flags, add_device_flag, image_size, non_negative_int, positive
+from .flags import Distinct, add_data_flags, add_device_flag, image_size, non_negative_int, positive
 
 
 def _device(text: str) -> torch.device:
@@ -58,7 +58,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--warmup", type=non_negative_int, default=2, help="untimed repeats first (default: 2)")
         add_device_flag(sub, type=_device)
         default_amp = ["fp32", "auto"] if name == "model" else ["auto"]
-        sub.add_argument("--amp", nargs="+", default=default_amp, choices=("auto", "bf16", "fp32"), metavar="AMP",
+        sub.add_argument("--amp", nargs="+", action=Distinct, default=default_amp, choices=("auto", "bf16", "fp32"),
+                         metavar="AMP",
                          help="autocast precision, one or several of auto, bf16, fp32; auto is what training uses: "
                               "bf16 on a GPU or a CPU with native bf16, fp16 on older GPUs, else fp32; several are "
                               f"timed in the same run and compared side by side (default: {' '.join(default_amp)})")
@@ -67,8 +68,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                                         help="channels_last memory format for both models and the input (default: off)")
     train = kinds.add_parser("train", help="pretraining and fine-tuning steps with data loading: default vs "
                                            "the reference path", description=bench.bench_train.__doc__)
-    train.add_argument("--tasks", nargs="+", default=["pretrain", "finetune"], choices=("pretrain", "finetune"),
-                       metavar="TASK", help="pretrain, finetune or both (default: both)")
+    train.add_argument("--tasks", nargs="+", action=Distinct, default=["pretrain", "finetune"],
+                       choices=("pretrain", "finetune"), metavar="TASK",
+                       help="pretrain, finetune or both (default: both)")
     presets = preset_names("finetune")
     train.add_argument("--preset", default="cpu", choices=presets, metavar="NAME",
                        help=f"the preset whose steps are timed (default: cpu); one of {', '.join(presets)}")
@@ -79,5 +81,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(run=run_train)
     fcmae = kinds.choices["fcmae"]
     fcmae.add_argument("--mask-ratio", type=float, default=0.6, help="masked fraction of patches (default: 0.6)")
-    fcmae.add_argument("--backends", nargs="+", default=None, metavar="NAME",
+    fcmae.add_argument("--backends", nargs="+", action=Distinct, default=None, metavar="NAME",
                        help="backends to compare (default: every available one)")

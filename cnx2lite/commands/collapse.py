@@ -16,7 +16,7 @@ from ..factory import load_model
 from ..report_folder import check_report_folder, claim_report_folder
 from ..rundir import RunDir
 from ..writing import check_folder_creatable
-from .flags import add_data_flags, add_device_flag, image_size, non_negative_int, positive
+from .flags import Distinct, add_data_flags, add_device_flag, image_size, non_negative_int, positive
 
 RANDOM = "random"
 
@@ -206,9 +206,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_data_flags(parser)
     parser.add_argument("--images", type=positive(int), default=500,
                         help="val images, classes alternating (default: 500)")
-    parser.add_argument("--img-size", type=collapse_size, nargs="+", default=[224], metavar="PX",
+    parser.add_argument("--img-size", type=collapse_size, nargs="+", action=Distinct, default=[224], metavar="PX",
                         help="resolutions to measure at, multiples of 32 from 64 (default: 224)")
-    parser.add_argument("--point", nargs="+", choices=collapse.POINTS, default=list(collapse.POINTS),
+    parser.add_argument("--point", nargs="+", action=Distinct, choices=collapse.POINTS, default=list(collapse.POINTS),
                         help="where in each block: after GELU (the paper's) and/or after GRN (V2 blocks) "
                         "(default: gelu grn)")
     parser.add_argument("--resamples", type=positive(int), default=1000,

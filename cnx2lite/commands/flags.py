@@ -33,6 +33,14 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+class Distinct(argparse.Action):
+    """``nargs="+", action=Distinct``: a list of things to measure, each once (``--point gelu gelu`` would repeat every
+    measurement and write its rows twice), in the order given."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, list(dict.fromkeys(values)))
+
+
 def add_data_flags(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
     """``--data`` (the data root) and, with ``dataset``, ``--dataset`` (the image folder under it)."""
     parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")

@@ -10,7 +10,7 @@ from ..bootstrap import bootstrap_accuracy
 from ..factory import load_model
 from ..models.convnextv2 import BLOCK_STYLES
 from ..probes import KNN_K, KNN_TEMPERATURE, PROBE_METHODS, extract_features, probe_features
-from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size, non_negative_int, positive
+from .flags import Distinct, add_data_flags, add_device_flag, add_loader_flags, image_size, non_negative_int, positive
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -21,8 +21,13 @@ def run_probe(args: argparse.Namespace) -> int:
     transform = transforms.eval_transform(size, in_chans=encoder.in_chans)
     train_set = data.build_dataset(folder, "train", transform, num_classes=args.num_classes,
                                    images_per_class=args.images_per_class, warn_short=False)
+    if len(train_set.classes) < 2:  # every image would be "right"
+        raise ValueError(f"a probe needs at least 2 classes; {folder / 'train'} gives {train_set.classes} "
+                         f"(--num-classes {args.num_classes})")
     val_set = data.build_dataset(folder, "val", transform, classes=train_set.classes,
                                  images_per_class=args.val_images_per_class, warn_short=False)
+    if args.num_classes is None:  # every class of train/: val/ classes beyond them are not scored
+        data.warn_left_out_classes(folder, "val", train_set.classes)
     for split, flag in ((train_set, "--images-per-class"), (val_set, "--val-images-per-class")):
         if split.short is not None:
             warnings.warn(data.ShortClassWarning(split.short.message(flag)))
@@ -44,7 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "split are the kNN memory bank / the linear probe's training set, the val split the queries.")
     parser.add_argument("--checkpoint", required=True, help="a run directory, a checkpoint file (cnx2lite, official "
                         "or timm), or 'random' for a random initialization (required)")
-    parser.add_argument("--method", nargs="+", choices=PROBE_METHODS, default=list(PROBE_METHODS),
+    parser.add_argument("--method", nargs="+", action=Distinct, choices=PROBE_METHODS, default=list(PROBE_METHODS),
                         help="probe(s) to run (default: knn linear)")
     parser.add_argument("--model", default=None, help="variant, e.g. convnextv2_atto (default: the run's, else atto)")
     parser.add_argument("--block", default=None, choices=BLOCK_STYLES, help="block style (default: the run's, else v2)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,10 @@ class ADE20K(Dataset):
         paths = sorted(p for p in images.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
         if not paths:
             raise ValueError(f"no images in {images}")
+        stems = Counter(p.stem for p in paths)
+        if shared := sorted(p.name for p in paths if stems[p.stem] > 1):
+            raise ValueError(f"images of {images} share a name and so one annotation PNG: {', '.join(shared[:4])}; "
+                             "rename or remove all but one")
         self.folder = folder
         # (image, its annotation relative to the folder): a copy of the folder elsewhere is the same data
         self.samples = [(str(p), f"annotations/{ADE20K_SPLITS[split]}/{p.stem}.png") for p in paths]
@@ -154,7 +159,12 @@ def check_coco_json(path: Path, images: Path) -> None:
     for key in lists:
         if not content[key]:
             raise ValueError(f"{path} lists no {key}")
+    for key in lists:  # one entry silently replaces another of the same id
+        counts = Counter(entry.get("id") for entry in content[key])
+        if repeated := sorted(str(i) for i, n in counts.items() if n > 1):
+            raise ValueError(f"{path}: {key} share ids ({', '.join(repeated[:5])}): each id must be listed once")
     image_ids = {image.get("id"): image.get("file_name") for image in content["images"]}
+    image_sizes = {image.get("id"): [image.get("height"), image.get("width")] for image in content["images"]}
     category_ids = {category.get("id") for category in content["categories"]}
     for annotation in content["annotations"]:
         where = f"{path}: annotation {annotation.get('id', '(no id)')}"
@@ -166,8 +176,15 @@ def check_coco_json(path: Path, images: Path) -> None:
             raise ValueError(f"{where} names category id {annotation['category_id']!r}, which categories does not "
                              "list")
         polygons = annotation["segmentation"]
+        if isinstance(polygons, list) and not polygons:
+            raise ValueError(f"{where} has no polygon (an empty segmentation)")
         if isinstance(polygons, list) and any(not isinstance(p, list) or len(p) < 6 for p in polygons):
             raise ValueError(f"{where} has a polygon of fewer than 3 points")
+        if isinstance(polygons, dict) and polygons.get("size") != image_sizes[annotation["image_id"]]:
+            raise ValueError(f"{where}: its RLE mask's size {polygons.get('size')} is not its image's height and "
+                             f"width {image_sizes[annotation['image_id']]}")
+        if not isinstance(polygons, (list, dict)):
+            raise ValueError(f"{where}: segmentation must be a list of polygons or an RLE dict")
     for file_name in image_ids.values():
         if not isinstance(file_name, str) or not (images / file_name).is_file():
             raise ValueError(f"{path} names the image {images / str(file_name)}, which is not a file")

@@ -158,6 +158,7 @@ class Grid:
                  deadline: float | None = None, records: Records | None = None) -> None:
         self.scale, self.folder, self.output, self.deadline = scale, folder, output, deadline
         self.records = records or Records(output / RECORDS_FOLDER)
+        _check_enough_images(scale, Path(folder))
         self.records.check_data(data_fingerprint(Path(folder)))
         self.recipes = dict(recipes or {})  # init -> its fine-tuning recipe (chosen by the sweep); else the preset's
         self.results: dict[str, RunResult] = {}
@@ -306,6 +307,18 @@ class Grid:
 
     def seconds(self, names: list[str]) -> float:
         return sum(self.results[n].history[-1]["time_s"] for n in names if self.results[n].history)
+
+
+def _check_enough_images(scale: Scale, folder: Path) -> None:
+    """Refuse, before anything trains, a folder whose classes the scale uses hold fewer training images than one
+    batch of its pretraining (the runs would fail one by one, with advice a grid cannot follow)."""
+    train = folder / "train"
+    classes = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+    counts = [len(data.list_images(train / name, confined=True)) for name in classes[:scale.num_classes]]
+    usable = sum(min(n, scale.images_per_class or n) for n in counts)
+    if usable < scale.batch_size:
+        raise ValueError(f"--data {folder}: the {len(counts)} classes this scale uses hold {usable} training "
+                         f"image(s), fewer than one batch ({scale.batch_size}); give a folder with more images")
 
 
 def data_fingerprint(folder: Path) -> str:

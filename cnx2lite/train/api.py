@@ -13,6 +13,7 @@ from ..factory import load_model
 from ..rundir import RunResult
 from .config import TrainConfig, check_overrides
 from .config_checks import DENSE_TASKS
+from .config_files import fit_overrides
 from .engine import Trainer
 from .loader import eval_loader
 from .presets import load_preset
@@ -25,7 +26,7 @@ def _config(task: str, config: TrainConfig | str, overrides: dict[str, Any]) -> 
     if config.task != task:
         raise ValueError(f"config.task is {config.task!r}; {task}() needs task={task!r}")
     check_overrides(task, overrides)
-    return dataclasses.replace(config, **overrides)
+    return dataclasses.replace(config, **fit_overrides(config.to_dict(), overrides))
 
 
 def train(config: TrainConfig) -> RunResult:
@@ -64,6 +65,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | None = N
     val_set = data.build_dataset(folder, "val", transforms.eval_transform(size, in_chans=config.get("in_chans", 3)),
                                  classes=config["classes"],
                                  images_per_class=images_per_class)
+    data.warn_left_out_classes(folder, "val", config["classes"])
     dev = resolve_device(device)
     model.to(dev).eval()
     sums, count = {}, 0

@@ -185,6 +185,13 @@ def resolve_batch_and_lr(config: TrainConfig, world_size: int) -> TrainConfig:
             raise ValueError(f"global_batch={config.global_batch} is not a multiple of batch_size x processes "
                              f"= {config.batch_size} x {world_size}")
         accum = config.global_batch // per_step
+        if config.accum_steps not in (1, accum):  # 1 is the default: global_batch decides
+            raise ValueError(f"accum_steps={config.accum_steps} and global_batch={config.global_batch} disagree "
+                             f"(global_batch / (batch_size x processes) = {accum}): give one of them")
     effective = per_step * accum
     lr = config.lr if config.lr is not None else config.base_lr * effective / 256
+    if config.min_lr > lr:  # the cosine "decay" would climb
+        raise ValueError(f"min_lr={config.min_lr:g} is above the peak lr {lr:g}"
+                         + ("" if config.lr is not None else f" (base_lr x effective batch {effective} / 256)")
+                         + ": lower min_lr or raise the lr")
     return dataclasses.replace(config, accum_steps=accum, lr=lr, global_batch=effective)

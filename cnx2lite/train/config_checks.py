@@ -31,8 +31,9 @@ PATH_FIELDS = ("data", "pretrained", "init_encoder", "output", "resume")
 def check_config(config: Any) -> None:
     """Convert a :class:`~cnx2lite.train.config.TrainConfig`'s fields to their types in place and refuse any value out
     of its range, in one line (typed ``Any``: the config module imports this one)."""
-    config.betas = tuple(config.betas)
-    if isinstance(config.img_size, (list, tuple)):  # from flags or JSON: [S] or [H, W]
+    if isinstance(config.betas, (list, np.ndarray)):  # from flags, JSON or numpy
+        config.betas = tuple(config.betas)
+    if isinstance(config.img_size, (list, tuple, np.ndarray)):  # [S] or [H, W]
         config.img_size = config.img_size[0] if len(config.img_size) == 1 else tuple(config.img_size)
     for f in dataclasses.fields(config):  # types first: flags, a --config file and the API all pass here
         setattr(config, f.name, _typed(f.name, str(f.type), getattr(config, f.name)))
@@ -102,6 +103,9 @@ def _check_dense(config: Any) -> None:
         if config.tune_fraction or config.eval_split != "val":
             raise ValueError(f"dense_format {config.dense_format!r} has its own train and val splits: leave "
                              "tune_fraction and eval_split unset (they carve a class folder's train/)")
+        if config.skip_corrupt:  # an image left out would leave its annotation behind
+            raise ValueError(f"skip_corrupt does not apply to dense_format {config.dense_format!r}: its images and "
+                             "annotations are used whole; fix or remove an unreadable image and its annotation")
     if config.in_chans != 3:
         raise ValueError(f"in_chans must be 3 for task {config.task!r} (composites are RGB), got {config.in_chans!r}")
     if config.cache_images:
@@ -131,8 +135,9 @@ def _typed(name: str, annotation: str, value: Any) -> Any:
         return int(value)
     elif isinstance(value, (str, os.PathLike)) and "str" in kinds:
         return os.fspath(value)  # a path given as a Path
-    elif isinstance(value, tuple) and any(kind.startswith("tuple") for kind in kinds):
-        return value  # img_size and betas: their elements are checked with their ranges below
+    elif isinstance(value, tuple) and (of := [kind for kind in kinds if kind.startswith("tuple[")]):
+        element = of[0].removeprefix("tuple[").partition(",")[0]  # img_size and betas: ranges are checked below
+        return tuple(_typed(f"{name}[{i}]", element, v) for i, v in enumerate(value))
     raise ValueError(f"{name} must be {annotation.replace(' | ', ' or ')}, got {value!r} ({type(value).__name__})")
 
 

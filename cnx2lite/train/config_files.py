@@ -1,5 +1,5 @@
 """A run's saved ``config.json`` replayed (:func:`load_config`), and overrides fitted to the config they change
-(:func:`fit_warmup`)."""
+(:func:`fit_overrides`)."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,10 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
         found = saved.get("task") if isinstance(saved, dict) else type(saved).__name__
         raise ValueError(f"config: {path} is not a {task} config.json (task {found!r})")
     check_overrides(task, overrides)
-    requested = saved.get("requested", saved)
+    if "requested" in saved:
+        requested = saved["requested"]
+    else:  # an older file, or one without the entry: its resolved settings, less the records
+        requested = {k: v for k, v in saved.items() if k not in RECORDED}
     checks = (("", saved, set(FIELDS) | set(RECORDED)), ("'requested' of ", requested, set(FIELDS)))
     for where, entry, allowed in checks:
         if not isinstance(entry, dict):
@@ -31,7 +34,7 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
             raise ValueError(f"config: unknown field(s) {', '.join(unknown)} in {where}{path}; fields: "
                              f"{', '.join(FIELDS)}")
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in requested.items()}
-    if requested is not saved:  # the top level is what the run resolved from 'requested': an edit there is not replayed
+    if "requested" in saved:  # the top level is what the run resolved from 'requested': an edit there is not replayed
         resolved = resolve_batch_and_lr(TrainConfig(**{**fields, "task": task}), saved.get("world_size", 1)).to_dict()
         edited = [k for k in FIELDS if k in saved and _as_json(saved[k]) != _as_json(resolved[k])]
         if edited:  # one side was edited by hand; which one cannot be told, so neither is guessed
@@ -39,7 +42,7 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
             raise ValueError(f"config: {path} disagrees with itself ({shown}): the top level is what the run resolved "
                              "from its 'requested' entry, and a replay reads 'requested'. Give the change as a flag "
                              f"(e.g. --{edited[0].replace('_', '-')}), or edit both places alike")
-    return TrainConfig(**{**fields, **fit_warmup(fields, overrides), "task": task})
+    return TrainConfig(**{**fields, **fit_overrides(fields, overrides), "task": task})
 
 
 # What a run's config.json records beside its settings (:meth:`cnx2lite.train.engine.Trainer._write_config`).
@@ -51,11 +54,21 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def fit_warmup(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides``, plus a warmup shortened with the schedule when they shorten ``epochs`` to the base's warmup or
-    below without giving one (the whole run would be warmup): the base's warmup share of its epochs is kept (a
-    2-of-20-epoch warmup, run for 1 epoch, warms up for 0.1). An explicit warmup longer than the epochs is refused by
-    :class:`TrainConfig`."""
+# A setting given yields the base's setting that would override it: lr is derived from base_lr only while lr is
+# unset, and global_batch sets accum_steps.
+YIELDS = {"base_lr": "lr", "accum_steps": "global_batch"}
+
+
+def fit_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` fitted to the ``base`` config they change, so that each takes effect:
+
+    - a setting of :data:`YIELDS` given without its partner clears the base's partner (``--base-lr`` on a preset that
+      sets ``lr`` trains at the ``base_lr``-derived lr, not at the preset's);
+    - a warmup shortened with the schedule when they shorten ``epochs`` to the base's warmup or below without giving
+      one (the whole run would be warmup): the base's warmup share of its epochs is kept (a 2-of-20-epoch warmup, run
+      for 1 epoch, warms up for 0.1). An explicit warmup longer than the epochs is refused by :class:`TrainConfig`."""
+    overrides = {**overrides, **{partner: None for given, partner in YIELDS.items()
+                                 if given in overrides and partner not in overrides and base.get(partner) is not None}}
     epochs, warmup = overrides.get("epochs"), base.get("warmup_epochs", 0.0)
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (epochs, warmup, base.get("epochs"))):
         return overrides  # a value of the wrong type: TrainConfig refuses it by name

@@ -10,6 +10,7 @@ Scores come from torchmetrics, over the whole split and all processes: mIoU (cla
 labels or predictions) and pixel accuracy; COCO's box and mask AP (pycocotools' evaluation, IoU 0.5:0.95)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -123,7 +124,9 @@ class SegmentTask(DenseTask):
         return torch.stack([t["semantic"] for t in targets])
 
     def loss(self, model: nn.Module, images: Tensor, targets: Tensor, seeds: Tensor) -> Tensor:
-        return F.cross_entropy(model(images), targets, ignore_index=IGNORE_INDEX)
+        """The mean over the batch's labeled pixels; a batch without any (crops of unlabeled regions) adds 0."""
+        pixel_losses = F.cross_entropy(model(images), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        return pixel_losses / (targets != IGNORE_INDEX).sum().clamp(min=1)
 
     def start_scoring(self, device: torch.device) -> None:
         scores = dict(num_classes=self.num_classes, ignore_index=IGNORE_INDEX)
@@ -155,8 +158,11 @@ class SegmentTask(DenseTask):
         return torch.stack(scores)[:, None]
 
     def scores(self) -> dict[str, float]:
-        return {"val_miou": 100 * self.iou.compute().item(),
-                "val_pixel_acc": 100 * self.pixel_accuracy.compute().item()}
+        miou = 100 * self.iou.compute().item()
+        if math.isnan(miou):
+            raise ValueError("no pixel of the val split is labeled: its annotations hold only 0 (unlabeled) or "
+                             f"classes past num_classes={self.num_classes}; check the annotation PNGs")
+        return {"val_miou": miou, "val_pixel_acc": 100 * self.pixel_accuracy.compute().item()}
 
 
 class DetectTask(DenseTask):

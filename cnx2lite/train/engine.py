@@ -41,6 +41,7 @@ from .resume import (
     check_resumable,
     checkpoint_to_resume,
     graceful_stop,
+    keep_origin,
     read_resumable,
     restore_training_state,
 )
@@ -174,8 +175,9 @@ class Trainer:
         if path is None:
             return
         ckpt = read.get("checkpoint") or read_resumable(path)
-        check_resumable(path, ckpt, self.task.name, c, self.run_dir, self.train_set.classes, self.data.fingerprint,
+        check_resumable(path, ckpt, self.task.name, c, self.run_dir, self.train_set.classes, self.data.fingerprints,
                         self.data.folder)
+        keep_origin(c, self.requested, ckpt["config"])
         restore_training_state(path, ckpt, self.model, self.optimizer, self.ema, self.scaler)
         self.position = Position(**ckpt["position"])
         self.run_log.restore(ckpt["history"])
@@ -186,7 +188,7 @@ class Trainer:
         """Train until the epoch ends (True) or a stop was requested (False)."""
         c, pos = self.config, self.position
         self.loader.sampler.set_position(pos.epoch, pos.step_in_epoch * c.accum_steps * c.batch_size)
-        batches = read_batches(self.loader, self._save_before_read_error)
+        batches = read_batches(self.loader, self._explain_read_error)
         bar = tqdm(total=self.steps_per_epoch, initial=pos.step_in_epoch, unit="step", dynamic_ncols=True,
                    desc=f"{self.task.name} {pos.epoch + 1}/{c.epochs}", disable=not (self.dist.is_main and c.progress))
         window_start, window_images = time.perf_counter(), 0
@@ -213,13 +215,12 @@ class Trainer:
                     self._save()
         return True
 
-    def _save_before_read_error(self) -> None:
-        """A batch could not be read: nothing of its step reached the model, so the steps before it are saved."""
-        if self.dist.world_size == 1:  # with several processes the others wait inside the step: no barrier
-            self._save()
-            screened = " (or use --skip-corrupt)" if self.data.splits else ""  # class folders only
-            self.log(f"reading a batch failed at epoch {self.position.epoch}, step {self.position.global_step}: the "
-                     f"steps before it are saved; fix or remove the file{screened}, then --resume auto")
+    def _explain_read_error(self) -> None:
+        """A batch could not be read. The run cannot continue on other images (a resume checks them), so no
+        checkpoint is saved: it would only block the run's name."""
+        screened = " (or use --skip-corrupt)" if self.data.splits else ""  # class folders only
+        self.log(f"reading a batch failed at epoch {self.position.epoch}, step {self.position.global_step}; a run "
+                 f"does not continue on changed images: fix or remove the file{screened} and run it again")
 
     def train_step(self, batches: Iterator, stop_requested: bool = False) -> tuple[float, float, bool]:
         """One optimizer step, top to bottom: the scheduled lr; forward, loss and backward over ``accum_steps``
@@ -325,7 +326,7 @@ class Trainer:
             state.update(optimizer=self.optimizer.state_dict(), history=self.run_log.history,
                          ema=self.ema.module.state_dict() if self.ema is not None else None,
                          scaler=self.scaler.state_dict() if self.scaler is not None else None,
-                         data_fingerprint=self.data.fingerprint)
+                         **self.data.fingerprints)
         return state
 
     def _result(self, interrupted: bool = False) -> RunResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .config import TrainConfig, check_overrides, check_task
-from .config_files import fit_warmup
+from .config_files import fit_overrides
 
 SMOKE = dict(model="convnextv2_atto", img_size=64, num_classes=2, images_per_class=8, val_images_per_class=4,
              knn_images_per_class=8, epochs=1, batch_size=8, decoder_dim=64, lr=1e-3, progress=False,
@@ -104,4 +104,4 @@ def load_preset(preset: str, /, task: str = "finetune", **overrides: Any) -> Tra
     check_overrides(task, overrides)
     if overrides.get("task", task) != task:
         raise ValueError(f"override task={overrides['task']!r} contradicts task={task!r}")
-    return TrainConfig(**{**presets[preset], **fit_warmup(presets[preset], overrides), "task": task})
+    return TrainConfig(**{**presets[preset], **fit_overrides(presets[preset], overrides), "task": task})

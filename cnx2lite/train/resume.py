@@ -60,23 +60,35 @@ def checkpoint_to_resume(run_dir: RunDir, resume: str | None,
                               "(--resume auto) to continue it, or choose another name/output")
     if resume == "auto":
         try:
-            return run_dir.newest_readable_checkpoint(log)
+            found = run_dir.newest_readable_checkpoint(log)
         except ValueError as e:  # none of them loads
             raise ResumeMismatchError(str(e)) from None
+        if found[0] is None:  # a mistyped name starts a new run: say so, in case it was meant to continue one
+            log(f"resume auto: no checkpoint in {run_dir}: starting a new run")
+        return found
     return resume, None
 
 
 def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run_dir: RunDir, classes: list[str],
-                    fingerprint: str, data_folder: Path) -> None:
+                    fingerprints: dict[str, str], data_folder: Path) -> None:
     """Raise a :class:`ResumeMismatchError` saying why, unless ``ckpt`` (read from ``path``) is a checkpoint of this
-    run: the same task, an unfinished run when it is another directory's, the same settings, classes and images."""
+    run: the same task, an unfinished run when it is another directory's (and then only into a directory that holds
+    no run of its own), the same settings, classes and images (``fingerprints``: of the training images and of the
+    scored ones, each compared when the checkpoint kept it)."""
     start_from = {"pretrain": "init_encoder (--init-encoder)"}.get(task, "pretrained (--pretrained)")
     if not isinstance(ckpt, dict) or "task" not in ckpt:
         raise ResumeMismatchError(f"cannot resume from {path}: it is not a cnx2lite training checkpoint (no task, "
                                   f"optimizer or position in it); to start from its weights, pass it as {start_from}")
     if ckpt.get("task") != task:
         raise ResumeMismatchError(f"cannot resume {task} from {path}: it is a {ckpt.get('task')!r} checkpoint")
+    if "optimizer" not in ckpt:  # a snapshot (keep_every_epochs) or an export: weights and position only
+        raise ResumeMismatchError(f"cannot resume from {path}: it holds weights only (a snapshot), not the optimizer "
+                                  f"state a run continues with; to start from its weights, pass it as {start_from}")
     foreign = Path(path).resolve().parent != run_dir.path.resolve()
+    if foreign and (run_dir.latest_checkpoint() is not None or (run_dir.path / "metrics.csv").exists()):
+        raise ResumeMismatchError(f"cannot resume from {path} into {run_dir}: that folder holds a run of its own, and "
+                                  "continuing another run's checkpoint there would mix the two; choose another name "
+                                  "or output")
     done = ckpt.get("position", {}).get("epoch", 0)
     if foreign and done >= config.epochs:
         raise ResumeMismatchError(f"cannot resume from {path}: that run has trained {done} epoch(s), as many as this "
@@ -85,13 +97,23 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
     changed = changed_settings(ckpt.get("config", {}), config)
     if "classes" in ckpt and ckpt["classes"] != classes:  # labels would silently mean other classes
         changed.append(f"classes: {_describe_change(ckpt['classes'], classes)}")
-    if ckpt.get("data_fingerprint", fingerprint) != fingerprint:  # older runs: none kept
-        changed.append(f"the training images under {data_folder}: files added, removed, replaced or "
-                       "relabeled since the run began")
+    for key, images in (("data_fingerprint", "training"), ("scoring_fingerprint", "scored")):
+        if ckpt.get(key, fingerprints[key]) != fingerprints[key]:  # older runs: none kept
+            changed.append(f"the {images} images under {data_folder}: files added, removed, replaced or relabeled "
+                           "since the run began")
     if changed:
         raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
                                   f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
                                   "(another name or output)")
+
+
+def keep_origin(config: TrainConfig, requested: TrainConfig, saved: dict[str, Any]) -> None:
+    """A resumed run keeps the weights it started from in its record: ``pretrained``/``init_encoder`` left unset on
+    resume take the checkpoint's (its weights come from the checkpoint either way), in place."""
+    for name in ("pretrained", "init_encoder"):
+        if getattr(config, name) is None and saved.get(name) is not None:
+            setattr(config, name, saved[name])
+            setattr(requested, name, saved[name])
 
 
 def read_resumable(path: str) -> dict:

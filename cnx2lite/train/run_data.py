@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,13 @@ class RunData:
     val_set: data.ImageFolderSubset | Dataset | None
     knn_bank: data.ImageFolderSubset | None
     fingerprint: str
+
+    @cached_property
+    def fingerprints(self) -> dict[str, str]:
+        """What a checkpoint keeps of the images (a resume refuses others): the training images' fingerprint and the
+        scored images' (the val split, or the tuning split)."""
+        scored = "" if self.val_set is None else fingerprint(self.val_set, self.folder)
+        return {"data_fingerprint": self.fingerprint, "scoring_fingerprint": scored}
 
     @property
     def splits(self) -> list[data.ImageFolderSubset]:
@@ -77,6 +85,7 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
         return _dense_format_data(c, root, log)
     folder = data.find_image_folder(root, c.dataset, unlabeled_ok=task_name == "pretrain")
     screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True, warn_short=False)  # notes() names what is short
+    _refuse_output_inside(c, [root] if folder is None else [folder / split for split in data.SPLITS])
     if folder is None:  # pretraining on a folder of unlabeled images
         if c.tune_fraction or c.eval_split == "tune":
             raise ValueError(f"tune_fraction and eval_split='tune' carve images out of each class of train/; {root} "
@@ -111,6 +120,7 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
 def _dense_format_data(c: TrainConfig, root: Path, log: Callable[[str], None]) -> RunData:
     """The train and val splits of an ADE20K or COCO folder at ``<root>/<dataset>``, or ``root`` itself."""
     folder = root / c.dataset if (root / c.dataset).is_dir() else root
+    _refuse_output_inside(c, [folder])
     if c.dense_format == "ade20k":
         splits = [ADE20K(folder, split, c.img_size, c.num_classes or ADE20K_CLASSES, split == "train")
                   for split in ("train", "val")]
@@ -123,6 +133,15 @@ def _dense_format_data(c: TrainConfig, root: Path, log: Callable[[str], None]) -
     if unused:
         log(f"{', '.join(unused)} do not apply to a {c.dense_format} folder: its splits are used whole")
     return RunData(folder, *splits, None, fingerprint(splits[0], folder))
+
+
+def _refuse_output_inside(c: TrainConfig, scanned: list[Path]) -> None:
+    """A run folder inside the images a run reads would feed its figures to the next run as training images."""
+    run = (Path(c.output) / c.run_name).resolve()
+    for tree in scanned:
+        if run.is_relative_to(tree.resolve()):
+            raise ValueError(f"output {c.output}: the run folder {run} is inside the images this run reads ({tree}), "
+                             "where its figures would become training images; choose an output outside it")
 
 
 def fingerprint(dataset: data.ImageFolderSubset | Dataset, folder: str | os.PathLike) -> str:

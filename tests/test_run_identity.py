@@ -1,0 +1,129 @@
+"""A run folder holds one run: what a resume may and may not change, and settings that must take effect as given.
+
+Each case was found silently wrong by a misuse round: a resume that mixed two runs in one folder, or forgot the
+weights the run started from, or scored on another val split; a flag that a preset's value overrode without a word.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cnx2lite.rundir import RunDir
+from cnx2lite.train import finetune, load_preset, pretrain
+from cnx2lite.train.resume import ResumeMismatchError
+from conftest import make_image_folder
+
+SMALL = dict(batch_size=4, epochs=2, keep_last=5)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_image_folder(tmp_path / "images")
+
+
+def test_a_resume_from_another_run_never_writes_into_a_run_of_its_own(folder, tmp_path, one_thread):
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), **SMALL)
+    finetune("smoke", **run, name="a", seed=7)
+    other = finetune("smoke", **{**run, "epochs": 3}, name="b")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "a").iterdir() if p.is_file()}
+    into_a = dict(run, name="a", epochs=3, resume=str(other.run_dir / "checkpoint-00000004.pt"))  # b's epoch 1
+    with pytest.raises(ResumeMismatchError, match="holds a run of its own"):
+        finetune("smoke", **into_a)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "runs" / "a").iterdir() if p.is_file()} == before
+    fresh = finetune("smoke", **{**into_a, "name": "c"})  # into a new folder it continues b
+    assert fresh.history[-1]["step"] == 12
+
+
+def test_a_resumed_run_keeps_the_weights_it_started_from(folder, tmp_path, one_thread):
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), **SMALL)
+    encoder = pretrain("smoke", **run, name="fcmae").run_dir
+    finetune("smoke", **run, name="ft", pretrained=str(encoder))
+    newest = RunDir(tmp_path / "runs" / "ft").latest_checkpoint()
+    newest.unlink()  # as if it had crashed in its last epoch
+    finetune("smoke", **run, name="ft", resume="auto")  # --pretrained not repeated
+    config = json.loads((tmp_path / "runs" / "ft" / "config.json").read_text())
+    assert config["pretrained"] == config["requested"]["pretrained"] == str(encoder)
+
+
+def test_a_resume_refuses_another_val_split(folder, tmp_path, one_thread):
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), name="r", **SMALL)
+    finetune("smoke", **run)
+    RunDir(tmp_path / "runs" / "r").latest_checkpoint().unlink()
+    other_val = shutil.copytree(folder, tmp_path / "other")
+    for image in sorted((other_val / "val" / "class0").iterdir())[:2]:
+        image.unlink()
+    with pytest.raises(ResumeMismatchError, match="the scored images under"):
+        finetune("smoke", **{**run, "data": str(other_val), "resume": "auto"})
+
+
+def test_a_resume_that_finds_nothing_says_it_starts_a_new_run(folder, tmp_path, capsys, one_thread):
+    finetune("smoke", data=str(folder), output=str(tmp_path / "runs"), name="typo", resume="auto", **SMALL)
+    assert f"no checkpoint in {tmp_path / 'runs' / 'typo'}: starting a new run" in capsys.readouterr().out
+
+
+def test_a_snapshot_is_not_resumed_but_pointed_to_pretrained(folder, tmp_path, one_thread):
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), **SMALL)
+    finetune("smoke", **run, name="s", keep_every_epochs=1)
+    snapshot = next((tmp_path / "runs" / "s").glob("snapshot-*.pt"))
+    with pytest.raises(ResumeMismatchError, match="holds weights only .* pass it as pretrained"):
+        finetune("smoke", **{**run, "epochs": 3}, name="t", resume=str(snapshot))
+
+
+def test_a_run_folder_inside_the_images_it_reads_is_refused(folder, tmp_path):
+    with pytest.raises(ValueError, match="inside the images this run reads"):
+        finetune("smoke", data=str(folder), output=str(folder / "train" / "runs"), **SMALL)
+    unlabeled = tmp_path / "photos"
+    shutil.copytree(folder / "train" / "class0", unlabeled)
+    with pytest.raises(ValueError, match="inside the images this run reads"):
+        pretrain("smoke", data=str(unlabeled), output=str(unlabeled / "runs"), **SMALL)
+
+
+def test_a_setting_given_takes_effect_over_the_preset_s_partner():
+    assert load_preset("smoke").lr is not None  # the preset sets lr: base_lr alone would never apply
+    assert load_preset("smoke", base_lr=1e-3).lr is None
+    assert load_preset("smoke", base_lr=1e-3, lr=2e-3).lr == 2e-3
+    assert load_preset("imagenette-gpu", accum_steps=2).global_batch is None
+    assert finetune_config_from_a_config_object(base_lr=1e-3).lr is None
+
+
+def finetune_config_from_a_config_object(**overrides):
+    from cnx2lite.train.api import _config
+    return _config("finetune", load_preset("smoke"), overrides)
+
+
+@pytest.mark.parametrize(("overrides", "says"), [
+    (dict(lr=1e-4, min_lr=0.05), "min_lr=0.05 is above the peak lr 0.0001"),
+    (dict(base_lr=1e-6), "above the peak lr"),  # derived from base_lr at batch 4: below the preset's min_lr
+    (dict(accum_steps=3, global_batch=8), "accum_steps=3 and global_batch=8 disagree"),
+    (dict(betas=(0.9, "0.999")), "betas[1] must be float"),
+    (dict(img_size=(64, "64")), "img_size[1] must be int"),
+])
+def test_contradicting_or_mistyped_settings_are_refused_by_name(folder, tmp_path, overrides, says):
+    with pytest.raises(ValueError, match=says.replace("[", r"\[").replace("]", r"\]")):
+        finetune("smoke", data=str(folder), output=str(tmp_path / "runs"), **{**SMALL, **overrides})
+
+
+def test_numpy_values_are_taken_as_the_numbers_they_hold():
+    config = load_preset("smoke", betas=np.array([0.9, 0.95]), img_size=(np.int64(64), np.int64(96)))
+    assert config.betas == (0.9, 0.95) and config.img_size == (64, 96)
+    assert all(type(v) is float for v in config.betas) and all(type(v) is int for v in config.img_size)
+
+
+def test_a_data_root_with_two_image_trees_is_refused(folder, tmp_path):
+    root = shutil.copytree(folder, tmp_path / "root")
+    shutil.copytree(folder, root / "mydata")
+    with pytest.raises(ValueError, match="holds both train/ and mydata/train/"):
+        finetune("smoke", data=str(root), dataset="mydata", output=str(tmp_path / "runs"), **SMALL)
+
+
+def test_a_config_json_without_its_requested_entry_replays_its_settings(folder, tmp_path, one_thread):
+    run = finetune("smoke", data=str(folder), output=str(tmp_path / "runs"), name="r", **SMALL)
+    saved = json.loads((run.run_dir / "config.json").read_text())
+    del saved["requested"]
+    (tmp_path / "old.json").write_text(json.dumps(saved))
+    from cnx2lite.train import load_config
+    replayed = load_config(tmp_path / "old.json", "finetune", name="again")
+    assert (replayed.seed, replayed.epochs, replayed.lr) == (saved["seed"], saved["epochs"], saved["lr"])
