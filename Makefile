@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # (where the demo downloads Imagenette).
 DATA ?= $(or $(CNX2LITE_DATA_ROOT),$(wildcard ../shared/data))
 
-.PHONY: demo test install install-dev minkowski browser clean
+.PHONY: demo notebooks test install install-dev minkowski browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ browser:
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m cnx2lite demo $(if $(DATA),--data $(DATA))
+
+# The models the notebooks share, trained once (about half an hour on 2 CPU cores), then every notebook run from its
+# source and its printed numbers compared with the stored ones (cnx2lite/notebook/replay.py).
+notebooks: $(VENV)/.installed
+	$(if $(DATA),CNX2LITE_DATA_ROOT=$(DATA)) $(BIN)/python -m cnx2lite.notebook.replay
 
 test: $(VENV)/.installed-dev minkowski browser
 	$(BIN)/ruff check .

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from . import data, imagenette
+from . import imagenette
 from .amp import resolve_device
 from .bootstrap import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .masking import effective_mask_ratio
@@ -54,16 +54,6 @@ MANIFEST = "demo-runs.txt"  # the run folders a demo created under <output>/runs
 RECIPES = {"fcmae": Recipe(1e-3, "none"), "scratch": Recipe(1e-3, "none")}
 
 
-def _find_data(data_arg: str | None) -> str:
-    """The image folder to use, downloading Imagenette into the data root when there is none."""
-    root = data.resolve_data_root(data_arg)
-    try:
-        return str(data.find_image_folder(root))
-    except data.DataNotFoundError:
-        print(f"no images under {root}: downloading Imagenette there", flush=True)
-        return str(imagenette.download_imagenette(root))
-
-
 def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo", quick: bool = False,
              threads: int | None = None, sweep: bool = False) -> Path:
     """Run the pretraining and both fine-tunings into ``output`` (the runs an earlier demo created there cleared
@@ -75,7 +65,7 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     output = Path(output).expanduser()
     check_report_folder(output, COMMAND, ("report.md", "*.png"))
     scale = PLANS["quick" if quick else "full"]
-    folder = _find_data(data_arg)
+    folder = str(imagenette.find_or_download(data_arg))
     if (output / MANIFEST).is_file():  # an earlier demo's records, about to be cleared, may be of other images
         (output / RECORDS_FOLDER / "data.json").unlink(missing_ok=True)
     grid = Grid(scale, folder, output, recipes=RECIPES)

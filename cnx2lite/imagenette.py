@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torchvision.datasets import Imagenette
 
-from .data import SPLITS, DataNotFoundError, find_image_folder, how_to_get_data
+from .data import SPLITS, DataNotFoundError, find_image_folder, how_to_get_data, resolve_data_root
 
 # torchvision's Imagenette archives extract to <root>/<archive stem>/{train,val}/<wnid>/*.JPEG
 IMAGENETTE_DIRS = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
@@ -35,3 +35,14 @@ def download_imagenette(root: Path, size: str = "320px") -> Path:
             f"Without network access, fetch {url} elsewhere and extract it into {root}."
         )) from None
     return find_image_folder(root / IMAGENETTE_DIRS[size])
+
+
+def find_or_download(data: str | Path | None = None) -> Path:
+    """The image folder under the data root (``data``, else ``$CNX2LITE_DATA_ROOT``, else ``<repo>/data``); when
+    it holds none, Imagenette is downloaded there first (saying so)."""
+    root = resolve_data_root(data)
+    try:
+        return find_image_folder(root)
+    except DataNotFoundError:
+        print(f"no images under {root}: downloading Imagenette there", flush=True)
+        return download_imagenette(root)

@@ -29,13 +29,11 @@
 
 # %%
 # %matplotlib inline
-import json
-
 import torch
 
 from cnx2lite.masking import mask_grid, num_visible, random_mask, stage_masks, upsample_mask
 from cnx2lite.models import VARIANTS, create_model
-from cnx2lite.notebook.evidence import measured, report_figure, trained_run
+from cnx2lite.notebook.evidence import measured, report_figure, report_run_config
 from cnx2lite.notebook.masking_figures import (
     plot_effective_ratio,
     plot_masked_photos,
@@ -57,19 +55,14 @@ print("scale:", scale(), "| image size:", IMG_SIZE)
 # ## What the masks are for
 #
 # First the why. The committed report of `cnx2lite reproduce --scale cpu` (`reports/cpu/`) pretrained ConvNeXt
-# V2-Atto with FCMAE on Imagenette, on 2 CPU cores. Its run is called `pretrain-v2`; here are its settings.
+# V2-Atto with FCMAE on Imagenette, on 2 CPU cores. Its first pretraining run is called `pretrain-v2-p0`; here are its
+# settings, from the record the report keeps of it.
 
 # %%
-run = trained_run("pretrain-v2")
-if run is not None:
-    config = json.loads((run / "config.json").read_text())
-    run_size, run_ratio = config["img_size"], config["mask_ratio"]
-    print(f"trained run {run.name}: {config['model']}, {run_size} px, mask ratio {run_ratio}, "
-          f"{config['epochs']} epochs on {config['train_images']} unlabeled images")
-else:
-    run_size, run_ratio = 96, 0.6  # the settings reports/cpu/report.md states
-    print("The trained run pretrain-v2 is absent here (CI, a fresh clone). `cnx2lite reproduce --scale cpu` creates "
-          "it (about 100 min on 2 CPU cores). Its report states: 96 px, mask ratio 0.6.")
+config = report_run_config("pretrain-v2-p0")
+run_size, run_ratio = config["img_size"], config["mask_ratio"]
+print(f"{config['name']}: {config['model']}, {run_size} px, mask ratio {run_ratio}, "
+      f"{config['epochs']} epochs on {config['train_images']} unlabeled images")
 
 # %% [markdown]
 # Below are the first two rows of the report's reconstruction figure, from the end of that pretraining: the photo,

@@ -29,6 +29,8 @@
 
 # %%
 # %matplotlib inline
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from IPython.display import Image
@@ -38,9 +40,10 @@ from cnx2lite.factory import load_model
 from cnx2lite.fcmae import FCMAE
 from cnx2lite.masking import pixel_mask, random_mask
 from cnx2lite.models import create_model
+from cnx2lite.notebook import shared_runs
 from cnx2lite.notebook import sparse_figures as sf
 from cnx2lite.notebook import step_timing as timing
-from cnx2lite.notebook.evidence import measured, report_figure, trained_run
+from cnx2lite.notebook.evidence import measured, report_figure
 from cnx2lite.notebook.masking_figures import plot_masked_photo
 from cnx2lite.notebook.photos import photos
 from cnx2lite.notebook.run_scale import pick, scale
@@ -117,25 +120,21 @@ for name in runs:
 # visible pixels go from blank (all zero) to the photo, `||F(photo) - F(blank)||`. A hole that no visible pixel has
 # reached has none.
 #
-# We measure it on the encoder this repository pretrained with dense convs on zero-filled images (the dense-conv
-# ablation of `cnx2lite reproduce`, `pretrain-v2-denseconv`), next to the FCMAE encoder pretrained with sparse convs
-# (`pretrain-v2`, run with the `gather` backend). When those runs are not on this machine, both are a random
-# initialization: the effect is structural, so it shows there too.
+# We measure it on two encoders the notebooks share (`cnx2lite.notebook.shared_runs`, trained once by
+# `make notebooks` or on first use): one pretrained with dense convs on zero-filled images, as the paper's dense-conv
+# ablation, and the FCMAE encoder pretrained with sparse convs (the `gather` backend), with the same data, epochs and
+# seed.
 
 # %%
-def encoder(run_name: str) -> torch.nn.Module:
-    run = trained_run(run_name)
-    if run is None:
-        print(f"trained run {run_name!r} is absent (CI, a fresh clone): using a random initialization instead. "
-              "Create it with `cnx2lite reproduce --scale cpu` (about 100 minutes on 2 CPU cores).")
-        return load_model("random", model="convnextv2_atto")[0].eval()
+def encoder(run: Path) -> torch.nn.Module:
     model, config = load_model(run)
-    print(f"{run_name}: {config['model']}, pretrained {config['epochs']} epochs at {config['img_size']} px, "
+    print(f"{run.name}: {config['model']}, pretrained {config['epochs']} epochs at {config['img_size']} px, "
           f"sparse encoder: {config['sparse_encoder']}")
     return model.eval()
 
 
-dense_conv_encoder, sparse_encoder = encoder("pretrain-v2-denseconv"), encoder("pretrain-v2")
+dense_conv_encoder = encoder(shared_runs.fcmae_encoder("v2", sparse=False))
+sparse_encoder = encoder(shared_runs.fcmae_encoder("v2"))
 
 # %% [markdown]
 # The photo and three more, each with its own 60% mask, at 224 px (the encoders were pretrained at 96 px; a ConvNet

@@ -26,8 +26,8 @@
 # pitfall of the sparse (pre-training) version.
 #
 # Settings: photos from `CNX2LITE_DATA_ROOT`; everything runs in seconds at any `CNX2LITE_SCALE`. The trained
-# encoder is the `pretrain-v2` run of `cnx2lite reproduce --scale cpu` when this machine has it (the stored outputs
-# come from it); `CNX2LITE_WEIGHTS=path/to/convnextv2_atto checkpoint` uses an official checkpoint instead.
+# encoder is the notebooks' shared FCMAE run (`make notebooks` trains it; the stored outputs come from it);
+# `CNX2LITE_WEIGHTS=path/to/convnextv2_atto checkpoint` uses an official checkpoint instead.
 
 # %%
 # %matplotlib inline
@@ -38,7 +38,8 @@ import torch
 from cnx2lite.collapse import feature_cosine_distance
 from cnx2lite.factory import load_model
 from cnx2lite.layers.grn import GRN, global_response_norm, grn_aggregate, grn_calibrate, grn_normalize
-from cnx2lite.notebook.evidence import measured, trained_run
+from cnx2lite.notebook import shared_runs
+from cnx2lite.notebook.evidence import measured
 from cnx2lite.notebook.grn_figures import (
     block_label,
     capture_grn,
@@ -64,26 +65,21 @@ print("scale:", scale(), "| image size:", IMG_SIZE, "| photos:", NUM_PHOTOS)
 # %% [markdown]
 # ## Two encoders: FCMAE-trained and random
 #
-# We compare two ConvNeXt V2-Atto encoders: the one `cnx2lite reproduce --scale cpu` pre-trained with FCMAE (8 epochs
-# on Imagenette at 96 px, 2 CPU cores), and the same architecture at its random initialization. Where the trained run
-# is absent (CI, a fresh clone) both are random, and the cell says so.
+# We compare two ConvNeXt V2-Atto encoders: the FCMAE encoder the notebooks share (`cnx2lite.notebook.shared_runs`:
+# 4 epochs on Imagenette at 96 px at the `cpu` scale, trained once by `make notebooks` or on first use), and the same
+# architecture at its random initialization.
 
 # %%
 random_model, _ = load_model("random")
-run = trained_run("pretrain-v2")
 if os.environ.get("CNX2LITE_WEIGHTS"):
     trained_model, _ = load_model(os.environ["CNX2LITE_WEIGHTS"], model="convnextv2_atto")
     TRAINED = "official checkpoint"
     print("trained encoder:", os.environ["CNX2LITE_WEIGHTS"])
-elif run is not None:
-    trained_model, config = load_model(run)
-    TRAINED = "FCMAE-trained"
-    print(f"trained encoder: {run.name}, {config['model']}, {config['epochs']} epochs of FCMAE at "
-          f"{config['img_size']} px on {config['dataset']}, mask ratio {config['mask_ratio']}")
 else:
-    trained_model, TRAINED = random_model, "random (no trained run)"
-    print("The trained run pretrain-v2 is absent here (CI, a fresh clone): the 'trained' encoder below is the random "
-          "one. `cnx2lite reproduce --scale cpu` creates it (about 100 min on 2 CPU cores).")
+    trained_model, config = load_model(shared_runs.fcmae_encoder())
+    TRAINED = "FCMAE-trained"
+    print(f"trained encoder: {config['name']}, {config['model']}, {config['epochs']} epochs of FCMAE at "
+          f"{config['img_size']} px on {config['dataset']}, mask ratio {config['mask_ratio']}")
 
 # %% [markdown]
 # We run 16 photos (of 16 different classes, from the data root's `samples/` folder) through both encoders and
@@ -185,7 +181,7 @@ print("after / before = 1 + gamma * N_i for every channel:", torch.allclose(afte
 #
 # ## What the trained GRNs learned
 #
-# Every block's `gamma` and `beta` (one value per channel; all channels of all 12 blocks), after 8 epochs of FCMAE.
+# Every block's `gamma` and `beta` (one value per channel; all channels of all 12 blocks), after 4 epochs of FCMAE.
 # The random encoder's are all exactly 0.
 
 # %%
@@ -201,12 +197,12 @@ for stage in range(4):
           f"gain 1 + gamma N over 16 images: {gain.min():.2f} to {gain.max():.2f}, median {gain.median():.2f}")
 
 # %% [markdown]
-# The trained GRNs are far from the `gamma = 1` picture above. After 8 short epochs the gammas moved only a few
-# hundredths from 0, and in stages 2 to 4 nearly all of them are **negative**: there the gain `1 + gamma_i N_i` is
-# below 1 and falls as the response `N_i` grows, so GRN slightly *damps* the channels that dominate an image, pulling
-# the channel norms towards each other, rather than amplifying the winners. Stage 1 has gammas of both signs, and
-# there the strongest channels are amplified. Either way the gains stay between about 0.6 and 1.5, with medians of
-# 0.94 to 1.00 per stage: a mild rescaling.
+# The trained GRNs are far from the `gamma = 1` picture above. After 4 short epochs the gammas moved only a few
+# hundredths from 0, and in stages 2 to 4 nearly all of them (91% to 99%) are **negative**: there the gain
+# `1 + gamma_i N_i` is below 1 and falls as the response `N_i` grows, so GRN slightly *damps* the channels that
+# dominate an image, pulling the channel norms towards each other, rather than amplifying the winners. Stage 1 has
+# gammas of both signs, and there the strongest channels are amplified. Either way the gains stay between about 0.76
+# and 1.22, with medians of 0.97 to 1.00 per stage: a mild rescaling.
 #
 # The next figure shows it per channel. Top: the norms of image 1's 320 channels in stage 2, block 1 before and after
 # each encoder's own GRN (the random one is the identity). Bottom: the gain of every channel of all 12 blocks against
@@ -280,7 +276,7 @@ for row in ("V1 FCMAE", "V2 FCMAE", "V2 random init"):
 # switchable, on image 1's features in stage 2, block 1. The readout gives the spread of channel norms (max / mean)
 # before and after and how far the output is from the input. It opens at `gamma = -0.2`, the sign the trained
 # encoder learned in stages 2 to 4, a few times larger so the effect is visible: the strong channels are damped and the
-# spread shrinks (from 3.9 to 1.7 on the trained features). Try: gamma = 0 with the residual on (identity);
+# spread shrinks (from 3.4 to 1.6 on the trained features). Try: gamma = 0 with the residual on (identity);
 # standardization with a large gamma (channels below average flip sign, their norm dips to zero then grows again); the
 # residual off with gamma = 0 (everything is erased to beta).
 

@@ -22,24 +22,24 @@
 # cosine distance between channels, layer by layer: low for V1 pre-trained with FCMAE, high for ConvNeXt V2, whose GRN
 # makes channels compete.
 #
-# We measure the same on the encoders that `cnx2lite reproduce --scale cpu` pre-trained: ConvNeXt-Atto with V1 blocks
-# (LayerScale, no GRN) and with V2 blocks (GRN), identical otherwise, plus a random initialization and a supervised
-# model as references.
+# The committed report of `cnx2lite reproduce --scale cpu` measured it on the encoders it pre-trained: ConvNeXt-Atto
+# with V1 blocks (LayerScale, no GRN) and with V2 blocks (GRN), identical otherwise, plus a random initialization and
+# a supervised model as references. We then recompute the statistics step by step on models of the same kinds.
 #
 # **The verdict first: at this scale, the collapse does not reproduce.** Neither FCMAE encoder has dead channels,
 # and V2's distance is the *lower* one, the opposite of the paper. What the paper predicts does show up in one
 # statistic: V1 has more saturated channels than V2, and nearly all of them turn out to be channels switched off at
 # GELU's floor. The rest of the notebook shows the evidence, and what differs.
 #
-# Settings: `CNX2LITE_DATA_ROOT` (Imagenette's val split); `CNX2LITE_REPRODUCE_RUNS` (where the reproduction's runs
-# are, default `runs/reproduce-cpu/runs`). Nothing is trained when the runs are there; when they are not (CI, a fresh
-# clone), seconds-long stand-ins take their place and the notebook says so. The stored outputs come from the real runs.
+# Settings: `CNX2LITE_DATA_ROOT` (Imagenette); `CNX2LITE_SCALE` (how big the shared runs are: `smoke` trains
+# seconds-long stand-ins that show how the analysis works, not whether collapse happens). The models are the
+# notebooks' shared runs (`cnx2lite.notebook.shared_runs`): `make notebooks` trains them once (at the `cpu` scale),
+# and a run that is not there yet trains when this notebook asks for it. The stored outputs come from the `cpu` runs.
 
 # %%
 # %matplotlib inline
 import csv
 import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -48,7 +48,7 @@ from IPython.display import Image, display
 from cnx2lite import collapse, data, transforms
 from cnx2lite.factory import load_model
 from cnx2lite.models import VARIANTS, create_model
-from cnx2lite.notebook import evidence
+from cnx2lite.notebook import evidence, shared_runs
 from cnx2lite.notebook.collapse_figures import (
     plot_analysis_images,
     plot_channel_maps,
@@ -56,7 +56,6 @@ from cnx2lite.notebook.collapse_figures import (
     saturated_levels,
     stage_means,
 )
-from cnx2lite.train import finetune, load_preset, pretrain
 
 # %% [markdown]
 # ## 1. The evidence: table 4 of the committed report
@@ -99,42 +98,28 @@ print(f"saturated channels: V1 {interval(sat_v1, 1)} %, V2 {interval(sat_v2, 1)}
 # %% [markdown]
 # So the report contradicts the paper on the distance, sees no dead channels at all, and agrees in direction on the
 # saturated channels (V1 above V2), though at a few percent rather than the large fractions of the paper's Fig. 3.
-# Below we recompute these numbers block by block from the trained models, and look for what does differ.
+# Below we recompute these numbers block by block, on models of the same kinds that the notebooks share (smaller
+# budgets than the report's), and look for what does differ.
 #
 # ## 2. The models
 #
-# The three trained runs of the reproduction, and a random initialization (seed 0, as in the report):
+# Three trained runs the notebooks share (`cnx2lite.notebook.shared_runs`), and a random initialization (seed 0, as in
+# the report):
 #
-# | label | run | what it is |
+# | label | shared run | what it is |
 # |---|---|---|
-# | V1 FCMAE | `pretrain-v1` | FCMAE, V1 blocks (LayerScale, no GRN) |
-# | V2 FCMAE | `pretrain-v2` | FCMAE, V2 blocks (GRN) |
+# | V1 FCMAE | `shared_runs.fcmae_encoder("v1")` | FCMAE, V1 blocks (LayerScale, no GRN) |
+# | V2 FCMAE | `shared_runs.fcmae_encoder("v2")` | FCMAE, V2 blocks (GRN) |
 # | V2 random init | none | where training starts (V1's init, same seed, has nearly the same statistics) |
-# | V2 supervised (all labels) | `finetune-v2-scratch-kall-s0` | V2 trained from scratch on all labels |
+# | V2 supervised (all labels) | `shared_runs.supervised()` | V2 trained from scratch on every label |
 #
-# The supervised run is the closest the reproduction has to the supervised ConvNeXt of the paper's Fig. 4: the same
-# architecture, trained on labels only, for fewer epochs than the pre-training (its config is printed below).
+# The supervised run is the closest we have to the supervised ConvNeXt of the paper's Fig. 4: the same architecture,
+# trained on labels only, for as many epochs as the pre-training (its config is printed below).
 
 # %%
-RUNS = {"V1 FCMAE": "pretrain-v1", "V2 FCMAE": "pretrain-v2",
-        "V2 supervised (all labels)": "finetune-v2-scratch-kall-s0"}
-found = {label: evidence.trained_run(name) for label, name in RUNS.items()}
-TRAINED = all(found.values())
-if TRAINED:
-    print("trained runs found in", evidence.runs_folder())
-else:
-    print(f"The reproduction's trained runs are NOT on this machine (looked in {evidence.runs_folder()}; missing: "
-          f"{', '.join(n for label, n in RUNS.items() if not found[label])}).\nCreate them with `cnx2lite reproduce "
-          "--scale cpu` (about 100 min on 2 CPU cores), or set CNX2LITE_REPRODUCE_RUNS to a copy of its runs/ folder.\n"
-          "Meanwhile this notebook trains seconds-long SMOKE stand-ins (2 optimizer steps on 16 images): they show how "
-          "the analysis works, NOT whether collapse happens. The evidence is the report's numbers above and figure "
-          "below.")
-    out = Path(tempfile.mkdtemp(prefix="cnx2lite-04-"))
-    found = {f"{block.upper()} FCMAE": pretrain(load_preset("smoke", task="pretrain", output=str(out)), block=block,
-                                                 name=f"fcmae-{block}", progress=False).run_dir
-             for block in ("v1", "v2")}
-    found["V2 supervised (all labels)"] = finetune(load_preset("smoke", task="finetune", output=str(out)),
-                                                   name="supervised", progress=False).run_dir
+found = {"V1 FCMAE": shared_runs.fcmae_encoder("v1"), "V2 FCMAE": shared_runs.fcmae_encoder("v2"),
+         "V2 supervised (all labels)": shared_runs.supervised()}
+print("shared runs in", shared_runs.runs_folder())
 
 # %% [markdown]
 # `load_model` reads each run's variant and block style and its weights; the pre-training checkpoints hold the whole
@@ -211,16 +196,10 @@ for label, values in block_mean.items():
           f"{100 * sat.mean():8.2f}+-{100 * sat.std():.2f}")
 
 # %% [markdown]
-# With the trained runs these are the report's values (same models, same images, same code); a check:
+# The report's own figure of these statistics, on its runs (longer pre-training, 16 images), for comparison:
 
 # %%
-if TRAINED:
-    for label, values in block_mean.items():
-        report = evidence.measured(4, label, "mean feature cosine distance").value
-        print(f"{label:28s} distance here {values['distance'].mean():.4f}, in the report {report:.4f}")
-else:
-    print("smoke stand-ins: not comparable with the report. Its figure of the trained runs:")
-    display(Image(filename=evidence.report_figure("feature_collapse"), width=600))
+display(Image(filename=evidence.report_figure("feature_collapse"), width=600))
 
 # %% [markdown]
 # The figure of the paper's Fig. 4, extended: distance (top) and dead and saturated fractions (bottom) for every block,
@@ -247,13 +226,11 @@ for label, layers in stats.items():
 # - **No layer collapses.** Every distance stays well above 0 (complete collapse), most of them near the 0.5 of
 #   independent channels.
 # - **The gap goes the wrong way.** V2's distance is the lower one in stages 3 and 4, the paper's "deep layers"; V1 is
-#   lower only in stage 1, the two are level in stage 2, and in stages 3 and 4 V1 stays close to the random
-#   initialization.
+#   lower in stages 1 and 2, and in stages 3 and 4 V1 stays close to the random initialization.
 # - **No dead channels** in any model, by the analysis's definition (zero everywhere); section 6 finds where the
 #   paper's dead channels went.
-# - **Saturation is the paper's direction, but small.** On average V1 has more saturated channels than V2, from its
-#   stages 2 and 3 (in stage 4 V2 has more), but a few percent rather than a large fraction, and the bands show how
-#   much it varies from one image to the next.
+# - **Saturation is the paper's direction, but small.** V1 has more saturated channels than V2 in every stage, but a
+#   few percent rather than a large fraction, and the bands show how much it varies from one image to the next.
 # - **The supervised reference** sits between the random initialization and the FCMAE encoders, a little lower in its
 #   last stage: that last part is also what the paper reports for its supervised model.
 #

@@ -44,25 +44,20 @@ from IPython.display import display
 from cnx2lite import create_model, data
 from cnx2lite.dense.composites import CompositeDataset
 from cnx2lite.dense.heads import UperNet, mask_rcnn
-from cnx2lite.notebook import dense_figures
-from cnx2lite.notebook.evidence import REPORT, trained_run
+from cnx2lite.notebook import dense_figures, shared_runs
+from cnx2lite.notebook.evidence import REPORT
 from cnx2lite.notebook.photos import sample_images
 from cnx2lite.notebook.plotting import as_jpeg, jpeg_file
 from cnx2lite.notebook.run_scale import pick, scale
-from cnx2lite.train import pretrain, transfer
+from cnx2lite.train import transfer
 from cnx2lite.train.optim import param_groups
 
 SIZE = pick(smoke=64, cpu=128, gpu=224)  # composites are SIZE x SIZE
 PRESET = "smoke" if scale() == "smoke" else "cpu"
 OUTPUT = Path(tempfile.mkdtemp(prefix="cnx2lite-06-"))
 FOLDER = data.find_image_folder(data.resolve_data_root(None))
-FCMAE_RUN = None if scale() == "smoke" else trained_run("pretrain-v2-p0")  # reproduce's V2 FCMAE encoder
-if FCMAE_RUN:
-    print("FCMAE encoder: pretrain-v2-p0 of `cnx2lite reproduce --scale cpu` (8 epochs on all of Imagenette)")
-else:  # a short pretraining instead: an FCMAE encoder all the same, trained for seconds
-    FCMAE_RUN = pretrain(PRESET, output=str(OUTPUT), name="fcmae", progress=False, data=str(FOLDER),
-                         **pick(smoke={}, cpu=dict(epochs=3, num_classes=None, images_per_class=100), gpu={})).run_dir
-    print("FCMAE encoder: a short pretraining here (its trained run of `cnx2lite reproduce --scale cpu` is absent)")
+FCMAE_RUN = shared_runs.fcmae_encoder()  # the V2 FCMAE encoder every notebook shares (trained on first use)
+print(f"FCMAE encoder: {FCMAE_RUN.name} of the notebooks' shared runs")
 print(f"scale: {scale()} | composites {SIZE} px")
 
 # %% [markdown]

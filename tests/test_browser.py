@@ -55,7 +55,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("lab")
     for name in CASES:
         shutil.copy(NOTEBOOKS / f"{name}.ipynb", root / f"{name}.ipynb")
-    env = notebook_env()
+    env = notebook_env(root / "shared-runs")
     for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
                      ("JUPYTER_RUNTIME_DIR", "runtime")):
         env[var] = str(root / ".jupyter" / sub)

@@ -1,10 +1,9 @@
-"""The notebooks' evidence: numbers and figures of the committed cpu report, and the reproduction's runs."""
+"""The notebooks' evidence: numbers, figures and run settings of the committed cpu report."""
 from __future__ import annotations
 
 import csv
 
 import pytest
-import torch
 
 from cnx2lite.notebook import evidence
 
@@ -23,10 +22,8 @@ def test_measured_reads_the_committed_report():
         evidence.report_figure("nothing")
 
 
-def test_trained_run_is_found_only_with_a_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setenv(evidence.RUNS_ENV, str(tmp_path))
-    assert evidence.trained_run("pretrain-v2") is None
-    (tmp_path / "pretrain-v2").mkdir()
-    assert evidence.trained_run("pretrain-v2") is None  # a run that never saved
-    torch.save({}, tmp_path / "pretrain-v2" / "checkpoint-00000001.pt")
-    assert evidence.trained_run("pretrain-v2") == tmp_path / "pretrain-v2"
+def test_the_report_s_run_settings_come_from_its_committed_records():
+    config = evidence.report_run_config("pretrain-v2-p0")
+    assert config["task"] == "pretrain" and config["name"] == "pretrain-v2-p0" and 0 < config["mask_ratio"] < 1
+    with pytest.raises(FileNotFoundError, match="its runs: .*pretrain-v2-p0"):
+        evidence.report_run_config("pretrain-v2")

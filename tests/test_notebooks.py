@@ -29,14 +29,14 @@ def photo_root() -> Path | None:
     return None
 
 
-def notebook_env() -> dict[str, str]:
-    """The environment the notebooks run in under test: smoke scale and the photos."""
-    env = dict(os.environ, CNX2LITE_SCALE="smoke")
+def notebook_env(runs: Path) -> dict[str, str]:
+    """The environment the notebooks run in under test: smoke scale, the photos, and ``runs`` for the shared runs
+    (trained by the first notebook that needs each, as in a fresh clone)."""
+    env = dict(os.environ, CNX2LITE_SCALE="smoke", CNX2LITE_NOTEBOOK_RUNS=str(runs))
     root = photo_root()
     if root is not None:
         env["CNX2LITE_DATA_ROOT"] = str(root)
     env.pop("CNX2LITE_WEIGHTS", None)  # checked outputs assume the random-weight model
-    env["CNX2LITE_REPRODUCE_RUNS"] = str(REPO / "no-reproduce-runs")  # as in CI: trained runs are not committed
     return env
 
 
@@ -69,12 +69,13 @@ def test_ipynb_carries_outputs(name: str) -> None:
         f"{name}.ipynb has no figure"
 
 
-def test_notebooks_execute_at_smoke_scale() -> None:
+def test_notebooks_execute_at_smoke_scale(tmp_path) -> None:
     if importlib.util.find_spec("nbval") is None:
         pytest.skip("nbval is not installed (pip install -e '.[dev]')")
     if photo_root() is None and importlib.util.find_spec("skimage") is None:
         pytest.skip(f"no photos for the notebooks: set CNX2LITE_DATA_ROOT (e.g. {SHARED_DATA}) or install scikit-image")
     cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider", "-q",
            *(str(NOTEBOOKS / f"{n}.ipynb") for n in NAMES)]
-    result = subprocess.run(cmd, cwd=REPO, env=notebook_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=REPO, env=notebook_env(tmp_path / "shared-runs"), capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, f"nbval failed:\n{result.stdout[-8000:]}\n{result.stderr[-2000:]}"

@@ -1,26 +1,21 @@
-"""What the notebooks show as evidence: the committed ``cnx2lite reproduce --scale cpu`` report, and the runs it
-trained when they are on this machine.
+"""What the notebooks show as evidence: the committed ``cnx2lite reproduce --scale cpu`` report.
 
-The report (``reports/cpu/``: ``results.csv``, ``report.md`` and figures) is committed, so every notebook can
-quote measured numbers and show the figures anywhere, CI included. The trained runs (checkpoints, hundreds of
-MB) are not: a notebook asks :func:`trained_run` for one and, when it is absent (CI, a fresh clone), falls back to
-what it can compute itself and says so. Recreate them with ``cnx2lite reproduce --scale cpu`` (about 100 minutes
-on 2 CPU cores), or point ``$CNX2LITE_REPRODUCE_RUNS`` at another copy of its ``runs/`` folder.
+The report (``reports/cpu/``: ``results.csv``, ``report.md``, figures, and ``records/``: every run's settings and
+metrics) is committed, so every notebook can quote measured numbers, their intervals and the settings that produced
+them anywhere, CI included. The models a notebook computes on are another matter: :mod:`.shared_runs`.
 """
 from __future__ import annotations
 
 import csv
-import os
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from ..data import REPO
-from ..rundir import RunDir
 
 REPORT = REPO / "reports" / "cpu"
-RUNS_ENV = "CNX2LITE_REPRODUCE_RUNS"
 
 
 @dataclass(frozen=True)
@@ -70,14 +65,10 @@ def report_figure(name: str) -> Path:
     return path
 
 
-def runs_folder() -> Path:
-    """Where the reproduction's runs are looked for: ``$CNX2LITE_REPRODUCE_RUNS``, else
-    ``<repo>/runs/reproduce-cpu/runs`` (where ``cnx2lite reproduce --scale cpu`` writes them)."""
-    return Path(os.environ.get(RUNS_ENV) or REPO / "runs" / "reproduce-cpu" / "runs")
-
-
-def trained_run(name: str) -> Path | None:
-    """The run directory ``name`` of the reproduction (e.g. ``"pretrain-v2"``, ``"finetune-v2-fcmae-k50-s0"``)
-    if it holds a checkpoint here, else None."""
-    path = runs_folder() / name
-    return path if RunDir(path).latest_checkpoint() is not None else None
+def report_run_config(name: str) -> dict:
+    """The settings of the report's run ``name`` (e.g. ``"pretrain-v2-p0"``), from its committed record."""
+    path = REPORT / "records" / name / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not in the report; its runs: "
+                                f"{sorted(p.parent.name for p in (REPORT / 'records').glob('*/config.json'))}")
+    return json.loads(path.read_text())

@@ -1,0 +1,103 @@
+"""The trained models the notebooks share, each trained once: on first use, or all at once by ``make notebooks``.
+
+A notebook asks for a model by what it is, never by a folder: :func:`fcmae_encoder` (V1 or V2 blocks, sparse or
+dense-conv encoder), :func:`finetuned` (from FCMAE or from scratch, on 50 labeled images per class) and
+:func:`supervised` (from scratch on every label, the reference of notebook 4). The runs are those of
+``cnx2lite reproduce``'s grid (:class:`~cnx2lite.reproduce.grid.Grid`), at a size of their own (:data:`SCALES`), in
+``<repo>/runs/notebooks-<scale>`` (or ``$CNX2LITE_NOTEBOOK_RUNS``); a run that is not there yet trains on the spot,
+an interrupted one resumes. So every notebook computes on the same models, a learner's from a fresh clone included.
+
+These runs teach; they do not carry the paper's claims. Those numbers come from the committed report of
+``cnx2lite reproduce --scale cpu`` (:mod:`.evidence`), replicated over runs and quoted with their intervals.
+
+``python -m cnx2lite.notebook.shared_runs`` (``make notebooks``) trains every run and says how long each took.
+"""
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from ..data import REPO, resolve_data_root
+from ..imagenette import find_or_download
+from ..reproduce.grid import SCALES as GRID_SCALES
+from ..reproduce.grid import Grid, Recipe, Scale
+from ..writing import print_line
+from .run_scale import scale
+
+RUNS_ENV = "CNX2LITE_NOTEBOOK_RUNS"
+SHOTS = 50  # labeled images per class of the fine-tuned pair (notebook 5)
+SCALES = {
+    "smoke": GRID_SCALES["smoke"],
+    # 2 CPU cores, about half an hour for every run together: the demo's size (atto at 96 px, 4 epochs of FCMAE on
+    # all of Imagenette, 16 epochs of fine-tuning on 50 images per class); the supervised run trains as many epochs
+    # on every label as the pretraining (finetune_epochs[None] is added to them: see Grid.epochs).
+    "cpu": Scale("convnextv2_atto", 96, 4, 64, 256, shots=(SHOTS, None), main_shot=SHOTS,
+                 finetune_epochs={SHOTS: 16, None: 0}, eval_points=2),
+    "gpu": GRID_SCALES["gpu"],
+}
+RECIPE = Recipe(1e-3, "none")  # both arms' fine-tuning recipe: the one `cnx2lite demo --sweep` chose for each
+
+
+def runs_folder() -> Path:
+    """Where the shared runs live: ``$CNX2LITE_NOTEBOOK_RUNS``, else ``<repo>/runs/notebooks-<scale>``."""
+    return Path(os.environ.get(RUNS_ENV) or REPO / "runs" / f"notebooks-{scale()}").expanduser()
+
+
+@lru_cache(maxsize=None)
+def _grid(scale_name: str, folder: Path, data_root: Path) -> Grid:
+    return Grid(SCALES[scale_name], str(find_or_download(data_root)), folder, recipes={"fcmae": RECIPE,
+                                                                                        "scratch": RECIPE})
+
+
+def grid() -> Grid:
+    """The grid of the shared runs at the notebooks' scale, on the data root's images (``$CNX2LITE_DATA_ROOT``,
+    else ``<repo>/data``, where Imagenette is downloaded when absent)."""
+    return _grid(scale(), runs_folder(), resolve_data_root())
+
+
+def fcmae_encoder(block: str = "v2", sparse: bool = True) -> Path:
+    """The run folder of an FCMAE pretraining (every training image, labels ignored) with ``block`` style blocks
+    (``"v1"``, ``"v2"``), its encoder sparse or dense-conv: trained here first if it is not there yet."""
+    return grid().pretrain(block, sparse=sparse, weights=True).run_dir
+
+
+def finetuned(init: str) -> Path:
+    """The run folder of V2 fine-tuned on 50 labeled images per class from ``init``: ``"fcmae"`` (the encoder of
+    :func:`fcmae_encoder`) or ``"scratch"``, with the same recipe, images and seed."""
+    if init not in ("fcmae", "scratch"):
+        raise ValueError(f"init must be 'fcmae' or 'scratch', got {init!r}")
+    return grid().finetune(grid().scale.main_shot, init, weights=True).run_dir
+
+
+def supervised() -> Path:
+    """The run folder of V2 trained from scratch on every labeled training image, as many epochs as the
+    pretraining: a supervised model that trained, the reference of the collapse measures."""
+    return grid().finetune(None, "scratch", weights=True).run_dir
+
+
+RUNS = {  # every shared run, in training order: what `make notebooks` trains
+    "V2 FCMAE": fcmae_encoder,
+    "V1 FCMAE": lambda: fcmae_encoder("v1"),
+    "V2 FCMAE, dense-conv encoder": lambda: fcmae_encoder("v2", sparse=False),
+    "V2 fine-tuned from FCMAE (K=50)": lambda: finetuned("fcmae"),
+    "V2 fine-tuned from scratch (K=50)": lambda: finetuned("scratch"),
+    "V2 supervised (every label)": supervised,
+}
+
+
+def train_all() -> dict[str, float]:
+    """Train (or find) every shared run; the seconds each took here, by label."""
+    seconds = {}
+    for label, get in RUNS.items():
+        start = time.perf_counter()
+        run = get()
+        seconds[label] = time.perf_counter() - start
+        print_line(f"{label}: {run} ({seconds[label] / 60:.1f} min)")
+    print_line(f"every shared run of the notebooks is in {runs_folder()} ({sum(seconds.values()) / 60:.1f} min)")
+    return seconds
+
+
+if __name__ == "__main__":
+    train_all()

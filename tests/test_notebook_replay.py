@@ -1,0 +1,33 @@
+"""``make notebooks``' check (:mod:`cnx2lite.notebook.replay`): the numbers a re-run prints against the stored ones."""
+from __future__ import annotations
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from cnx2lite.notebook.replay import compare, printed_numbers
+
+
+def printing(text: str, tags: tuple[str, ...] = ()) -> nbformat.NotebookNode:
+    cell = new_code_cell("print(...)", metadata={"tags": list(tags)})
+    cell.outputs = [new_output("stream", name="stdout", text=text)]
+    return cell
+
+
+def test_printed_numbers_skip_paths_and_read_every_form():
+    cell = printing("convnextv2 top-1 41.8% after 16 epochs, loss 1.5e-3, delta -0.25\n"
+                    "run /tmp/cnx2lite-05-146ivgub/x2 ok\n")
+    cell.outputs.append(new_output("execute_result", data={"text/plain": "(16, 3, 96, 96)"}, execution_count=1))
+    assert printed_numbers(cell) == [1, 41.8, 16, 1.5e-3, -0.25, 16, 3, 96, 96]
+
+
+def test_numbers_within_tolerance_reproduce_and_others_are_named():
+    stored = new_notebook(cells=[new_markdown_cell("# 1"), printing("top-1 41.80, loss 0.700"),
+                                 printing("12.0 s per step", tags=("nbval-ignore-output",))])
+    same = new_notebook(cells=[new_markdown_cell("# 1"), printing("top-1 41.81, loss 0.700"),
+                               printing("31.5 s per step", tags=("nbval-ignore-output",))])
+    assert compare(stored, same, rtol=0.01, atol=0.0) == []
+    moved = new_notebook(cells=[new_markdown_cell("# 1"), printing("top-1 45.00, loss 0.700"), printing("9 s")])
+    assert compare(stored, moved, rtol=0.01, atol=0.0) == ["code cell 1: 1 of 3 numbers differ: 45 (stored 41.8)"]
+    fewer = new_notebook(cells=[printing("top-1 41.80"), printing("")])
+    assert compare(stored, fewer, rtol=0.01, atol=0.0) == ["code cell 1: prints 2 numbers, 3 stored"]
+    assert "out of date" in compare(stored, new_notebook(cells=[printing("1")]), rtol=0.01, atol=0.0)[0]

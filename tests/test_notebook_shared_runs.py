@@ -1,0 +1,47 @@
+"""The runs the notebooks share (:mod:`cnx2lite.notebook.shared_runs`): trained once on first use, then found."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnx2lite.notebook import shared_runs
+from cnx2lite.rundir import RunDir
+from conftest import make_image_folder
+
+
+@pytest.fixture
+def smoke_runs(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("CNX2LITE_SCALE", "smoke")
+    monkeypatch.setenv("CNX2LITE_DATA_ROOT", str(make_image_folder(tmp_path / "data")))
+    monkeypatch.setenv(shared_runs.RUNS_ENV, str(tmp_path / "runs"))
+    yield tmp_path / "runs"
+    shared_runs._grid.cache_clear()
+
+
+def test_a_run_trains_on_first_use_and_is_found_afterwards(smoke_runs):
+    encoder = shared_runs.fcmae_encoder()
+    assert encoder.parent == smoke_runs / "runs" and encoder.name == "pretrain-v2-p0"
+    checkpoint = RunDir(encoder).latest_checkpoint()
+    written = checkpoint.stat().st_mtime_ns
+    finetuned = shared_runs.finetuned("fcmae")
+    config = json.loads((finetuned / "config.json").read_text())
+    assert config["pretrained"] == str(encoder) and config["images_per_class"] == shared_runs.SCALES["smoke"].main_shot
+    assert shared_runs.fcmae_encoder() == encoder and RunDir(encoder).latest_checkpoint().stat().st_mtime_ns == written
+    shared_runs._grid.cache_clear()  # a new notebook's kernel: found on disk, not trained again
+    assert shared_runs.finetuned("fcmae") == finetuned
+    assert RunDir(encoder).latest_checkpoint().stat().st_mtime_ns == written
+
+
+def test_the_arms_differ_only_in_their_init(smoke_runs):
+    fcmae, scratch = (json.loads((shared_runs.finetuned(init) / "config.json").read_text())
+                      for init in ("fcmae", "scratch"))
+    differ = {key for key in (fcmae.keys() | scratch.keys()) - {"requested"} if fcmae.get(key) != scratch.get(key)}
+    assert differ == {"name", "pretrained"}, differ
+    with pytest.raises(ValueError, match="init must be 'fcmae' or 'scratch'"):
+        shared_runs.finetuned("supervised")
+
+
+def test_the_cpu_runs_are_the_size_the_readme_states():
+    cpu = shared_runs.SCALES["cpu"]
+    assert (cpu.img_size, cpu.pretrain_epochs, cpu.finetune_epochs[shared_runs.SHOTS]) == (96, 4, 16)
