@@ -109,6 +109,8 @@ def _seeds_by_images(values: Tensor) -> Tensor:
         values = values[None]
     if values.dim() != 2 or values.numel() == 0:
         raise ValueError(f"values must be shaped (N,) or (seeds, N) with N >= 1, got {tuple(values.shape)}")
+    if not torch.isfinite(values).all():
+        raise ValueError("values hold nan or inf: a mean and its interval are undefined")
     return values
 
 
@@ -118,15 +120,18 @@ def _runs_by_seeds_by_images(values: Tensor, name: str) -> Tensor:
     if values.dim() != 3 or values.numel() == 0:
         raise ValueError(f"{name} must be shaped {_SHAPE}, each >= 1, got {tuple(values.shape)} "
                          f"(for a single pretraining run, add a leading axis: x[None])")
+    if not torch.isfinite(values.double()).all():
+        raise ValueError(f"{name} holds nan or inf: a mean and its interval are undefined")
     return values.double()
 
 
 def _correctness(values: Tensor, name: str) -> Tensor:
-    """``values`` when they are per-image correctness (bool, or 0 and 1), else a one-line ValueError naming ``name``:
-    a percentage or a score would be read as a correctness and its "accuracy" come out in the thousands."""
+    """``values`` when they are per-image correctness (bool, 0/1, or a share of runs in [0, 1]), else a one-line
+    ValueError naming ``name``: a percentage would be read as a correctness and its "accuracy" come out in the
+    thousands."""
     values = torch.as_tensor(values)
-    if values.dtype != torch.bool and not ((values == 0) | (values == 1)).all():
-        raise ValueError(f"{name} must hold per-image correctness (bool, or 0 and 1), got values from "
+    if values.dtype != torch.bool and not ((values >= 0) & (values <= 1)).all():
+        raise ValueError(f"{name} must hold per-image correctness (bool, or in [0, 1]), got values from "
                          f"{values.min().item():g} to {values.max().item():g}")
     return values
 

@@ -157,6 +157,8 @@ def _flatten(features: Tensor) -> Tensor:
     """``(N, C, H, W)`` or ``(C, H, W)`` -> ``(N, C, HW)`` in float64."""
     if features.dim() == 3:
         features = features.unsqueeze(0)
+    if not torch.isfinite(features).all():
+        raise ValueError("the features hold nan or inf: their collapse statistics are undefined")
     return features.flatten(2).double()
 
 

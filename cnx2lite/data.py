@@ -254,6 +254,11 @@ def build_dataset(
             raise ValueError(f"num_classes must be in 1..{len(available)} (class folders in {split_dir}), got {k}")
         classes = available[:k] if class_selection == "first" else sorted(random.Random(seed).sample(available, k))
 
+    real = {}
+    for name in classes:  # a class folder linked to another would give its images both labels
+        if (other := real.setdefault(os.path.realpath(split_dir / name), name)) != name:
+            raise ValueError(f"{split_dir / name} and {split_dir / other} are the same folder (a link): each class "
+                             "needs a folder of its own")
     samples, skipped, short = [], [], {}
     with ThreadPoolExecutor() as pool:
         for label, name in enumerate(classes):

@@ -31,7 +31,7 @@ from .masking import effective_mask_ratio
 from .report_folder import check_report_folder, claim_report_folder
 from .reproduce.evaluation import Evaluator
 from .reproduce.figures import plot_pretraining_knn
-from .reproduce.grid import SWEEP, Grid, Recipe, Scale
+from .reproduce.grid import SWEEP, Grid, Recipe, Scale, check_enough_images
 from .reproduce.records import RECORDS_FOLDER
 from .reproduce.sweep import run_sweep, trial_names
 from .rundir import RunDir
@@ -66,6 +66,7 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     check_report_folder(output, COMMAND, ("report.md", "*.png"))
     scale = PLANS["quick" if quick else "full"]
     folder = str(imagenette.find_or_download(data_arg))
+    check_enough_images(scale, Path(folder))
     if (output / MANIFEST).is_file():  # an earlier demo's records, about to be cleared, may be of other images
         (output / RECORDS_FOLDER / "data.json").unlink(missing_ok=True)
     grid = Grid(scale, folder, output, recipes=RECIPES)

@@ -158,6 +158,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
     source = source.resolve() if source is not None else None
     if output.resolve() == source:
         raise ValueError(f"--output {output} is the checkpoint being exported: choose another file")
+    if is_saved_folder(output.resolve().parent):  # its config.json and weights are the saved model
+        raise ValueError(f"--output {output} is inside the saved model {output.resolve().parent}: choose a file "
+                         "elsewhere")
     run = run_directory_of(output)
     if output.name.startswith("checkpoint-") or output.is_dir() or run is not None:
         what = ("a folder" if output.is_dir() else

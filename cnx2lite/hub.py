@@ -173,6 +173,9 @@ def save_pretrained(model: ConvNeXtV2, folder: str | os.PathLike) -> Path:
               "in_chans": model.in_chans, **architecture(model),
               "depths": list(model.depths), "dims": list(model.dims)}
     # written by open() like config.json, so the file gets the umask's permissions (save_file's temporary file: 0600)
+    for name in (SAFETENSORS_NAME, CONFIG_NAME):  # a link in their place is replaced, never written through
+        if (folder / name).is_symlink():
+            (folder / name).unlink()
     (folder / SAFETENSORS_NAME).write_bytes(save({k: v.detach().contiguous() for k, v in model.state_dict().items()}))
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     return folder
@@ -195,7 +198,12 @@ def load_saved(folder: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
     """The state dict and config of a :func:`save_pretrained` folder."""
     folder = Path(folder)
     config_path = folder / CONFIG_NAME
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    try:
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{config_path} is not a saved model's config (not JSON: {e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} is not a saved model's config (it holds a {type(config).__name__})")
     return read_safetensors(folder / SAFETENSORS_NAME), config
 
 

@@ -72,8 +72,10 @@ def random_mask(
     """Random masks ``(batch_size, H / patch, W / patch)``, True = masked, with exactly
     ``int(L * (1 - ratio))`` visible cells per sample. Drawn on the CPU from ``generator`` so the
     same seed gives the same masks on every device."""
+    if isinstance(ratio, torch.Tensor) and ratio.numel() == 1 and ratio.is_floating_point():
+        ratio = ratio.item()  # a 0-d tensor holds a number as numpy scalars do
     if not isinstance(ratio, numbers.Real) or isinstance(ratio, bool) or not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio (the masked fraction) must be in [0, 1), got {ratio!r}")
+        raise ValueError(f"ratio (the masked fraction) must be in [0, 1) (a number), got {ratio!r}")
     if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     h, w = mask_grid(img_size, patch_size)

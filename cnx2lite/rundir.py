@@ -70,6 +70,9 @@ class RunDir:
         """Raise the OSError :meth:`create` would (a file in the way, a folder that cannot be written), creating
         nothing: a run that is refused later leaves no folder behind."""
         self._refuse_link()
+        if (outer := run_directory_of(self.path.parent)) is not None:  # its files would count as that run's
+            raise ValueError(f"output {self.path.parent} is inside the training run {outer}: choose an output folder "
+                             "outside every run")
         existing = self.path
         while not existing.exists() and existing != existing.parent:
             existing = existing.parent

@@ -335,7 +335,7 @@ timing.plot_step_parts(parts, f"One FCMAE training step, convnextv2_atto, batch 
 # If the rest shrank exactly to the visible fraction and nothing else changed, the speed-up would be
 # `total / (fixed + visible x rest)` (Amdahl's law). Predicted from the dense row, next to the measurement:
 
-# %%
+# %% tags=["nbval-ignore-output"]
 vis_fraction = 1 - mb.float().mean().item()
 total = {b: sum(p.values()) for b, p in parts.items()}
 fixed = sum(t for (_, part), t in parts["dense"].items() if part in timing.FIXED)
@@ -373,7 +373,7 @@ for variant, size, batch in SETTINGS:
 torch.set_num_threads(threads)
 timing.plot_speedups(speedups, f"FCMAE training step, gather vs dense backend ({DEVICE})")
 
-# %%
+# %% tags=["nbval-ignore-output"]
 for setting, ratio in speedups.items():
     print(f"{setting:>40}: gather {ratio:.2f}x dense")
 

@@ -207,3 +207,58 @@ def test_reproduce_refuses_a_folder_too_small_for_its_scale_before_creating_anyt
         main(["reproduce", "--scale", "smoke", "--data", str(small), "--output", str(tmp_path / "out")])
     assert done.value.code == 2 and "fewer than one batch (8)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_class_folder_linked_to_another_is_refused(folder, tmp_path):
+    from cnx2lite.data import build_dataset
+    linked = shutil.copytree(folder, tmp_path / "linked")
+    shutil.rmtree(linked / "val" / "class1")
+    (linked / "val" / "class1").symlink_to(linked / "val" / "class0")
+    with pytest.raises(ValueError, match="are the same folder"):
+        build_dataset(linked, "val")
+
+
+def test_an_export_never_writes_into_a_saved_model(tmp_path):
+    from cnx2lite.export import export_checkpoint
+    from cnx2lite.hub import save_pretrained
+    saved = save_pretrained(create_model("convnextv2_atto", num_classes=2), tmp_path / "saved")
+    config = (saved / "config.json").read_text()
+    with pytest.raises(ValueError, match="is inside the saved model"):
+        export_checkpoint(str(saved), "torchscript", saved / "config.json", img_size=64, overwrite=True)
+    assert (saved / "config.json").read_text() == config
+
+
+def test_save_pretrained_replaces_a_link_instead_of_writing_through_it(tmp_path):
+    from cnx2lite.hub import save_pretrained
+    saved = save_pretrained(create_model("convnextv2_atto", num_classes=2), tmp_path / "saved")
+    (tmp_path / "elsewhere.safetensors").write_bytes(b"someone's file")
+    (saved / "model.safetensors").unlink()
+    (saved / "model.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    save_pretrained(create_model("convnextv2_atto", num_classes=2), saved)
+    assert (tmp_path / "elsewhere.safetensors").read_bytes() == b"someone's file"
+    assert not (saved / "model.safetensors").is_symlink()
+
+
+def test_collapse_counts_a_run_once_however_it_is_spelled(paths):
+    from cnx2lite.commands.collapse import parse_encoder
+    run = paths["pretrain_run"]
+    for twice in (f"{run},{run}/", f"{run},{paths['pretrain_ckpt']}"):
+        with pytest.raises(Exception, match="names a source twice"):
+            parse_encoder(f"a={twice}")
+
+
+def test_damaged_records_and_saved_configs_are_one_line_naming_the_file(tmp_path):
+    from cnx2lite.hub import load_saved, save_pretrained
+    from cnx2lite.reproduce.records import RecordMismatch, Records
+    (tmp_path / "records" / "run").mkdir(parents=True)
+    torch.save([1, 2], tmp_path / "records" / "run" / "measured.pt")
+    with pytest.raises(RecordMismatch, match="measured.pt is damaged .*holds a list"):
+        Records(tmp_path / "records").measured("run", "key")
+    saved = save_pretrained(create_model("convnextv2_atto", num_classes=2), tmp_path / "saved")
+    (saved / "config.json").write_bytes(b"\xf2 not json")
+    with pytest.raises(ValueError, match="config.json is not a saved model's config"):
+        load_saved(saved)
+
+
+def test_a_0d_tensor_ratio_is_the_number_it_holds():
+    assert random_mask(2, 64, torch.tensor(0.5)).shape == (2, 2, 2)

@@ -231,7 +231,15 @@ def test_a_percentage_is_not_taken_for_a_correctness():
     with pytest.raises(ValueError, match="correct must hold per-image correctness .* from 50 to 100"):
         bootstrap_accuracy(torch.tensor([50.0, 80.0, 100.0]))
     with pytest.raises(ValueError, match="correct_b must hold per-image correctness"):
-        paired_bootstrap(torch.tensor([1, 0]), torch.tensor([0.5, 1.0]))
+        paired_bootstrap(torch.tensor([1, 0]), torch.tensor([50.0, 100.0]))
     with pytest.raises(ValueError, match="correct must hold"):
         hierarchical_accuracy(torch.full((1, 1, 3), 2.0))
     assert bootstrap_accuracy(torch.tensor([True, False, True, True]), resamples=10).value == 75.0
+
+
+def test_nan_is_refused_not_averaged():
+    from cnx2lite.bootstrap import bootstrap_mean, hierarchical_bootstrap_mean
+    with pytest.raises(ValueError, match="values hold nan or inf"):
+        bootstrap_mean(torch.tensor([1.0, float("nan"), 2.0]))
+    with pytest.raises(ValueError, match="values holds nan or inf"):
+        hierarchical_bootstrap_mean(torch.full((1, 1, 3), float("inf")))

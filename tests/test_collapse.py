@@ -279,3 +279,10 @@ def test_grn_point_is_what_the_second_pointwise_conv_sees_ours_and_timm() -> Non
 def test_effective_rank_of_samples_with_nan_is_one_line():
     with pytest.raises(ValueError, match="samples hold nan or inf"):
         collapse.effective_rank(torch.full((4, 3), float("nan")))
+
+
+def test_collapse_statistics_of_features_with_nan_are_one_line():
+    with pytest.raises(ValueError, match="the features hold nan or inf"):
+        collapse.feature_cosine_distance(torch.full((1, 4, 2, 2), float("nan")))
+    with pytest.raises(ValueError, match="the features hold nan or inf"):
+        collapse.layer_collapse(torch.full((1, 4, 2, 2), float("inf")))

@@ -84,7 +84,6 @@ def test_a_run_folder_inside_the_images_it_reads_is_refused(folder, tmp_path):
 def test_a_setting_given_takes_effect_over_the_preset_s_partner():
     assert load_preset("smoke").lr is not None  # the preset sets lr: base_lr alone would never apply
     assert load_preset("smoke", base_lr=1e-3).lr is None
-    assert load_preset("smoke", base_lr=1e-3, lr=2e-3).lr == 2e-3
     assert load_preset("imagenette-gpu", accum_steps=2).global_batch is None
     assert finetune_config_from_a_config_object(base_lr=1e-3).lr is None
 
@@ -127,3 +126,47 @@ def test_a_config_json_without_its_requested_entry_replays_its_settings(folder, 
     from cnx2lite.train import load_config
     replayed = load_config(tmp_path / "old.json", "finetune", name="again")
     assert (replayed.seed, replayed.epochs, replayed.lr) == (saved["seed"], saved["epochs"], saved["lr"])
+
+
+def test_a_new_run_never_writes_over_another_run_s_record(folder, tmp_path, one_thread):
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), **SMALL)
+    pretrain("smoke", **run, name="p")
+    for checkpoint in (tmp_path / "runs" / "p").glob("checkpoint-*.pt"):
+        checkpoint.unlink()  # space saved after an export: the record stays
+    record = (tmp_path / "runs" / "p" / "config.json").read_text()
+    with pytest.raises(FileExistsError, match="holds the record of another run .*task: .pretrain. -> .finetune."):
+        finetune("smoke", **run, name="p")
+    assert (tmp_path / "runs" / "p" / "config.json").read_text() == record
+
+
+def test_a_run_folder_inside_another_run_is_refused(folder, tmp_path, one_thread):
+    first = finetune("smoke", data=str(folder), output=str(tmp_path / "runs"), name="a", **SMALL)
+    with pytest.raises(ValueError, match="is inside the training run"):
+        finetune("smoke", data=str(folder), output=str(first.run_dir), name="nested", **SMALL)
+    assert not (first.run_dir / "nested").exists()
+
+
+def test_a_resume_given_other_weights_keeps_its_origin_and_says_so(folder, tmp_path, capsys, one_thread):
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), **SMALL)
+    encoder = pretrain("smoke", **run, name="fcmae").run_dir
+    finetune("smoke", **run, name="ft", pretrained=str(encoder))
+    RunDir(tmp_path / "runs" / "ft").latest_checkpoint().unlink()
+    other = str(next(encoder.glob("checkpoint-*.pt")))
+    finetune("smoke", **run, name="ft", resume="auto", pretrained=other)
+    assert f"pretrained {other} is not used" in capsys.readouterr().out
+    assert json.loads((tmp_path / "runs" / "ft" / "config.json").read_text())["pretrained"] == str(encoder)
+
+
+@pytest.mark.parametrize(("overrides", "says"), [
+    (dict(lr=1e-4, base_lr=5e-3), "lr and base_lr given together"),
+    (dict(data=""), "data is an empty path"),
+    (dict(pretrained=""), "pretrained is an empty path"),
+])
+def test_settings_that_would_be_dropped_or_defaulted_silently_are_refused(overrides, says):
+    with pytest.raises(ValueError, match=says):
+        load_preset("smoke", **overrides)
+
+
+def test_an_api_call_runs_its_own_task_only():
+    with pytest.raises(ValueError, match="task 'finetune' given to pretrain"):
+        pretrain(load_preset("smoke", task="pretrain"), task="finetune")

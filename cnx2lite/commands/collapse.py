@@ -14,7 +14,7 @@ from .. import collapse, collapse_along_training, collapse_curves, data
 from ..amp import resolve_device
 from ..factory import load_model
 from ..report_folder import check_report_folder, claim_report_folder
-from ..rundir import RunDir
+from ..rundir import RunDir, resolve_checkpoint
 from ..writing import check_folder_creatable
 from .flags import Distinct, add_data_flags, add_device_flag, image_size, non_negative_int, positive
 
@@ -41,11 +41,19 @@ def parse_encoder(text: str) -> tuple[str, list[str]]:
     for name in names:
         if name.startswith(RANDOM) and name not in (RANDOM, f"{RANDOM}:v1", f"{RANDOM}:v2"):
             raise argparse.ArgumentTypeError(f"a random source is random, random:v1 or random:v2; got {name!r}")
-    trained = [name for name in names if not name.startswith(RANDOM)]  # random sources differ by their seeds
+    trained = [_same_weights(name) for name in names if not name.startswith(RANDOM)]  # random: seeds differ
     if len(set(trained)) != len(trained):
         raise argparse.ArgumentTypeError(f"{label.strip()!r} names a source twice: each run counts once in the "
                                          f"intervals; got {text!r}")
     return label.strip(), names
+
+
+def _same_weights(source: str) -> str:
+    """What ``source`` loads, however spelled: a run folder, its newest checkpoint and a path through ``..`` alike."""
+    try:
+        return str(Path(resolve_checkpoint(source)).resolve())
+    except (OSError, ValueError):  # a released name, or a source load_model refuses later with its own message
+        return source
 
 
 def load_encoders(specs: list[tuple[str, list[str]]], model: str | None,

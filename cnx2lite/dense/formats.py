@@ -180,6 +180,9 @@ def check_coco_json(path: Path, images: Path) -> None:
             raise ValueError(f"{where} has no polygon (an empty segmentation)")
         if isinstance(polygons, list) and any(not isinstance(p, list) or len(p) < 6 for p in polygons):
             raise ValueError(f"{where} has a polygon of fewer than 3 points")
+        if isinstance(polygons, list) and not _box_fits(annotation["bbox"], polygons):
+            raise ValueError(f"{where}: its bbox {annotation['bbox']} is not its polygons' extent (COCO boxes are "
+                             "[x, y, width, height])")
         if isinstance(polygons, dict) and polygons.get("size") != image_sizes[annotation["image_id"]]:
             raise ValueError(f"{where}: its RLE mask's size {polygons.get('size')} is not its image's height and "
                              f"width {image_sizes[annotation['image_id']]}")
@@ -188,3 +191,13 @@ def check_coco_json(path: Path, images: Path) -> None:
     for file_name in image_ids.values():
         if not isinstance(file_name, str) or not (images / file_name).is_file():
             raise ValueError(f"{path} names the image {images / str(file_name)}, which is not a file")
+
+
+def _box_fits(box: list, polygons: list[list[float]], slack: float = 2.0) -> bool:
+    """Whether COCO's ``[x, y, width, height]`` ``box`` is the extent of ``polygons``, within ``slack`` pixels or 5%."""
+    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+        return False
+    xs = [v for p in polygons for v in p[0::2]]
+    ys = [v for p in polygons for v in p[1::2]]
+    extent = (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
+    return all(abs(a - b) <= max(slack, 0.05 * max(box[2], box[3])) for a, b in zip(box, extent))

@@ -52,7 +52,7 @@ from ..masking import effective_mask_ratio
 from ..report_folder import check_report_folder, claim_report_folder
 from ..train.run_log import read_metrics
 from .evaluation import Evaluator
-from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Cell, Grid, Scale, shot_label
+from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Cell, Grid, Scale, check_enough_images, shot_label
 from .records import RECORDS_FOLDER, Records
 from .sweep import run_sweep, trial_names
 from .tables import TABLES, measurements, record_finished_runs, sanity_section
@@ -84,6 +84,7 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
     records = Records(Path(records).expanduser() if records else output / RECORDS_FOLDER)
     records.check_writable()  # before any training, creating nothing
     folder = data.find_image_folder(data.resolve_data_root(data_arg))
+    check_enough_images(scale, folder)
     grid = Grid(scale, str(folder), output, deadline=deadline, records=records)  # records of these images only
     claim_report_folder(output, COMMAND)  # every check passed
     if scale.finetune_seeds == 1:

@@ -158,7 +158,6 @@ class Grid:
                  deadline: float | None = None, records: Records | None = None) -> None:
         self.scale, self.folder, self.output, self.deadline = scale, folder, output, deadline
         self.records = records or Records(output / RECORDS_FOLDER)
-        _check_enough_images(scale, Path(folder))
         self.records.check_data(data_fingerprint(Path(folder)))
         self.recipes = dict(recipes or {})  # init -> its fine-tuning recipe (chosen by the sweep); else the preset's
         self.results: dict[str, RunResult] = {}
@@ -309,16 +308,22 @@ class Grid:
         return sum(self.results[n].history[-1]["time_s"] for n in names if self.results[n].history)
 
 
-def _check_enough_images(scale: Scale, folder: Path) -> None:
-    """Refuse, before anything trains, a folder whose classes the scale uses hold fewer training images than one
-    batch of its pretraining (the runs would fail one by one, with advice a grid cannot follow)."""
+def check_enough_images(scale: Scale, folder: Path) -> None:
+    """Refuse, before anything trains, a folder whose classes the scale uses hold fewer training images than one batch
+    of its pretraining, or of a fine-tuning on its fewest labels (the train split less the tuning split): the runs
+    would fail one by one, with advice a grid cannot follow."""
     train = folder / "train"
     classes = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
     counts = [len(data.list_images(train / name, confined=True)) for name in classes[:scale.num_classes]]
-    usable = sum(min(n, scale.images_per_class or n) for n in counts)
-    if usable < scale.batch_size:
-        raise ValueError(f"--data {folder}: the {len(counts)} classes this scale uses hold {usable} training "
-                         f"image(s), fewer than one batch ({scale.batch_size}); give a folder with more images")
+    pretraining = sum(min(n, scale.images_per_class or n) for n in counts)
+    fewest = min((k for k in scale.shots if k is not None), default=None)
+    fit = [n - max(1, round(TUNE_FRACTION * n)) for n in counts]
+    finetuning = sum(min(n, fewest or n) for n in fit)
+    for images, batch, what in ((pretraining, scale.batch_size, "pretraining"),
+                                (finetuning, min(scale.batch_size, 32), f"fine-tuning on K={shot_label(fewest)}")):
+        if images < batch:
+            raise ValueError(f"--data {folder}: the {len(counts)} classes this scale uses hold {images} training "
+                             f"image(s) for {what}, fewer than one batch ({batch}); give a folder with more images")
 
 
 def data_fingerprint(folder: Path) -> str:

@@ -145,6 +145,9 @@ class Records:
                 self._measured[name] = read_torch_file(path) if path.is_file() else {}
             except ValueError:
                 raise RecordMismatch(f"{path} is damaged: remove it to measure the run again") from None
+            if not isinstance(self._measured[name], dict):  # what keep_measured writes is a dict
+                raise RecordMismatch(f"{path} is damaged (it holds a {type(self._measured[name]).__name__}): remove "
+                                     "it to measure the run again")
         return self._measured[name].get(key)
 
     def keep_measured(self, name: str, key: str, value: Tensor | dict) -> Tensor | dict:

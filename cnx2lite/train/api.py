@@ -23,8 +23,9 @@ from .tasks import classification_stats
 def _config(task: str, config: TrainConfig | str, overrides: dict[str, Any]) -> TrainConfig:
     if isinstance(config, str):
         return load_preset(config, task=task, **overrides)
-    if config.task != task:
-        raise ValueError(f"config.task is {config.task!r}; {task}() needs task={task!r}")
+    if config.task != task or overrides.get("task", task) != task:
+        found = overrides.get("task", config.task)
+        raise ValueError(f"task {found!r} given to {task}(): it runs task={task!r} only")
     check_overrides(task, overrides)
     return dataclasses.replace(config, **fit_overrides(config.to_dict(), overrides))
 

@@ -33,8 +33,9 @@ def check_config(config: Any) -> None:
     of its range, in one line (typed ``Any``: the config module imports this one)."""
     if isinstance(config.betas, (list, np.ndarray)):  # from flags, JSON or numpy
         config.betas = tuple(config.betas)
-    if isinstance(config.img_size, (list, tuple, np.ndarray)):  # [S] or [H, W]
-        config.img_size = config.img_size[0] if len(config.img_size) == 1 else tuple(config.img_size)
+    if isinstance(config.img_size, (list, tuple, np.ndarray)):  # [S] or [H, W]; [S, S] is the square S
+        sides = tuple(config.img_size)
+        config.img_size = sides[0] if len(sides) == 1 or (len(sides) == 2 and sides[0] == sides[1]) else sides
     for f in dataclasses.fields(config):  # types first: flags, a --config file and the API all pass here
         setattr(config, f.name, _typed(f.name, str(f.type), getattr(config, f.name)))
     checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
@@ -56,6 +57,9 @@ def check_config(config: Any) -> None:
     if config.freeze_encoder_epochs and config.freeze_encoder_epochs >= config.epochs:
         raise ValueError(f"freeze_encoder_epochs ({config.freeze_encoder_epochs}) must be below epochs "
                          f"({config.epochs}): the encoder would never train")
+    for name in ("data", "pretrained", "init_encoder"):  # an unset $VAR in a script: never "the default"
+        if getattr(config, name) == "":
+            raise ValueError(f"{name} is an empty path: give a path, or leave it out")
     for name in PATH_FIELDS:  # '~' as bash leaves it in --output=~/runs: the home folder, as for --data
         if isinstance(getattr(config, name), str) and getattr(config, name).startswith("~"):
             setattr(config, name, os.path.expanduser(getattr(config, name)))

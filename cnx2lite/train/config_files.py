@@ -67,6 +67,8 @@ def fit_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, 
     - a warmup shortened with the schedule when they shorten ``epochs`` to the base's warmup or below without giving
       one (the whole run would be warmup): the base's warmup share of its epochs is kept (a 2-of-20-epoch warmup, run
       for 1 epoch, warms up for 0.1). An explicit warmup longer than the epochs is refused by :class:`TrainConfig`."""
+    if overrides.get("lr") is not None and "base_lr" in overrides:  # one of them would be dropped without a word
+        raise ValueError("lr and base_lr given together: give lr (the peak lr itself) or base_lr (per 256 images)")
     overrides = {**overrides, **{partner: None for given, partner in YIELDS.items()
                                  if given in overrides and partner not in overrides and base.get(partner) is not None}}
     epochs, warmup = overrides.get("epochs"), base.get("warmup_epochs", 0.0)

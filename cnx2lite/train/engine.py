@@ -38,6 +38,7 @@ from .optim import build_optimizer, cosine_lr
 from .resume import (
     Position,
     StopFlag,
+    check_record,
     check_resumable,
     checkpoint_to_resume,
     graceful_stop,
@@ -169,6 +170,8 @@ class Trainer:
 
         def choose() -> str | None:
             path, read["checkpoint"] = checkpoint_to_resume(self.run_dir, c.resume, self.log)
+            if path is None:  # a new run: never over another run's record
+                check_record(self.run_dir, c)
             return path
 
         path = run_on_main(choose)
@@ -177,7 +180,7 @@ class Trainer:
         ckpt = read.get("checkpoint") or read_resumable(path)
         check_resumable(path, ckpt, self.task.name, c, self.run_dir, self.train_set.classes, self.data.fingerprints,
                         self.data.folder)
-        keep_origin(c, self.requested, ckpt["config"])
+        keep_origin(c, self.requested, ckpt["config"], self.log)
         restore_training_state(path, ckpt, self.model, self.optimizer, self.ema, self.scaler)
         self.position = Position(**ckpt["position"])
         self.run_log.restore(ckpt["history"])

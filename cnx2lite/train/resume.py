@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import threading
 from dataclasses import dataclass
@@ -107,13 +108,36 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
                                   "(another name or output)")
 
 
-def keep_origin(config: TrainConfig, requested: TrainConfig, saved: dict[str, Any]) -> None:
-    """A resumed run keeps the weights it started from in its record: ``pretrained``/``init_encoder`` left unset on
-    resume take the checkpoint's (its weights come from the checkpoint either way), in place."""
+def keep_origin(config: TrainConfig, requested: TrainConfig, saved: dict[str, Any],
+                log: Callable[[str], None]) -> None:
+    """A resumed run keeps the weights it started from in its record: its weights come from the checkpoint, so
+    ``pretrained``/``init_encoder`` take the checkpoint's values, in place (another one given is said not used)."""
     for name in ("pretrained", "init_encoder"):
-        if getattr(config, name) is None and saved.get(name) is not None:
-            setattr(config, name, saved[name])
-            setattr(requested, name, saved[name])
+        given, started = getattr(config, name), saved.get(name)
+        if given is not None and given != started:
+            log(f"resume: {name} {given} is not used: the run continues from its checkpoint, and started from "
+                f"{started or 'scratch'}")
+        setattr(config, name, started)
+        setattr(requested, name, started)
+
+
+def check_record(run_dir: RunDir, config: TrainConfig) -> None:
+    """A folder that holds another run's record (its ``config.json``, without a checkpoint to resume: deleted, or
+    never saved) is refused; the same run started again (the same settings) may write over its own."""
+    path = run_dir.path / "config.json"
+    try:
+        saved = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        saved = {}
+    if saved is None:
+        return
+    current = json.loads(json.dumps(config.to_dict()))  # as config.json holds them: tuples as lists
+    changed = [f"{name}: {saved[name]!r} -> {current[name]!r}" for name in current
+               if name not in RUNTIME_FIELDS and name in saved and saved[name] != current[name]]
+    if changed or run_dir.snapshots():
+        shown = "; ".join(changed) if changed else "it holds snapshots"
+        raise FileExistsError(f"{run_dir} holds the record of another run ({shown}): choose another name or output, "
+                              "or remove the folder")
 
 
 def read_resumable(path: str) -> dict:

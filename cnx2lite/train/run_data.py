@@ -111,6 +111,8 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
     elif (folder / "val").is_dir():
         val_set = data.build_dataset(folder, "val", scoring, classes=train_set.classes,
                                      images_per_class=c.val_images_per_class, **screen)
+        if c.num_classes is None:  # every class of train/: a val/ class beyond them is not scored, and is named
+            data.warn_left_out_classes(folder, "val", train_set.classes)
     if task_name == "pretrain" and val_set is not None and c.knn_images_per_class > 0:
         knn_bank = data.build_dataset(folder, "train", scoring, classes=train_set.classes,
                                       images_per_class=c.knn_images_per_class, **carve, **screen)
