@@ -7,7 +7,7 @@ import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from .images import CorruptImageError, image_problem
 
@@ -43,23 +43,31 @@ def _unlistable(error: OSError) -> None:  # os.walk's: a folder there but not li
         raise error
 
 
-def list_images(folder: Path, confined: bool = False) -> list[str]:
-    """Image files under ``folder`` (recursively, hidden files skipped), sorted. Links are followed, but a folder is
-    walked once however many links lead to it (a link to ``.`` or ``..`` neither loops nor repeats images), and a file
-    reached twice is listed once. ``confined`` (a class folder): a link that leads outside ``folder`` is refused, as
-    its images would take this class's label."""
-    root = os.path.realpath(folder)
-    seen_dirs, seen_files, paths = set(), set(), []
+def walk_folders(folder: str | os.PathLike) -> Iterator[tuple[str, str, list[str]]]:
+    """``(path, real path, file names)`` of ``folder`` and every folder under it, hidden ones skipped. Links are
+    followed, but a folder is walked once however many links lead to it (a link to ``.`` or ``..`` neither loops nor
+    repeats it)."""
+    seen = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=_unlistable):
         real = os.path.realpath(dirpath)
-        if real in seen_dirs:
+        if real in seen:
             dirnames[:] = []
             continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        yield dirpath, real, filenames
+
+
+def list_images(folder: Path, confined: bool = False) -> list[str]:
+    """Image files under ``folder`` (recursively, hidden files skipped, each folder once: :func:`walk_folders`),
+    sorted; a file reached twice is listed once. ``confined`` (a class folder): a link that leads outside ``folder`` is
+    refused, as its images would take this class's label."""
+    root = os.path.realpath(folder)
+    seen_files, paths = set(), []
+    for dirpath, real, filenames in walk_folders(folder):
         if confined and os.path.commonpath([root, real]) != root:
             raise ValueError(f"{dirpath} links to {real}, outside the class folder {folder}: its images would be "
                              "labeled with this class; remove the link or copy the images in")
-        seen_dirs.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             path = os.path.join(dirpath, name)
             if name.startswith(".") or not name.lower().endswith(IMG_EXTENSIONS):

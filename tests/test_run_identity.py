@@ -6,6 +6,7 @@ weights the run started from, or scored on another val split; a flag that a pres
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -79,6 +80,11 @@ def test_a_run_folder_inside_the_images_it_reads_is_refused(folder, tmp_path):
     shutil.copytree(folder / "train" / "class0", unlabeled)
     with pytest.raises(ValueError, match="inside the images this run reads"):
         pretrain("smoke", data=str(unlabeled), output=str(unlabeled / "runs"), **SMALL)
+    (unlabeled / "more").symlink_to(tmp_path / "runs", target_is_directory=True)  # a link to where the runs go
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ValueError, match=f"inside the images this run reads .*through {unlabeled}/more, which leads"):
+        pretrain("smoke", data=str(unlabeled), output=str(tmp_path / "runs"), **SMALL)
+    assert not (tmp_path / "runs" / "pretrain-convnextv2_atto").exists()
 
 
 def test_a_setting_given_takes_effect_over_the_preset_s_partner():
@@ -99,9 +105,10 @@ def finetune_config_from_a_config_object(**overrides):
     (dict(accum_steps=3, global_batch=8), "accum_steps=3 and global_batch=8 disagree"),
     (dict(betas=(0.9, "0.999")), "betas[1] must be float"),
     (dict(img_size=(64, "64")), "img_size[1] must be int"),
+    (dict(layer_decay_mode="group"), "but layer_decay is 1.0 (off)"),
 ])
 def test_contradicting_or_mistyped_settings_are_refused_by_name(folder, tmp_path, overrides, says):
-    with pytest.raises(ValueError, match=says.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(says)):
         finetune("smoke", data=str(folder), output=str(tmp_path / "runs"), **{**SMALL, **overrides})
 
 
@@ -170,3 +177,40 @@ def test_settings_that_would_be_dropped_or_defaulted_silently_are_refused(overri
 def test_an_api_call_runs_its_own_task_only():
     with pytest.raises(ValueError, match="task 'finetune' given to pretrain"):
         pretrain(load_preset("smoke", task="pretrain"), task="finetune")
+
+
+def test_a_replay_reads_the_run_s_images_and_weights_from_anywhere(folder, tmp_path, monkeypatch, one_thread):
+    from cnx2lite.train import load_config
+    monkeypatch.chdir(tmp_path)
+    pretrain("smoke", data="images", output="runs", name="p", **SMALL)  # relative folders, as typed in a shell
+    finetune("smoke", data="images", output="runs", name="ft", pretrained="runs/p", **SMALL)
+    record = tmp_path / "runs" / "ft" / "config.json"
+    saved = json.loads(record.read_text())
+    started = str(RunDir(tmp_path / "runs" / "p").latest_checkpoint())
+    assert saved["start_checkpoint"] == started
+    assert saved["data"] == saved["requested"]["data"] == str(folder)
+    assert saved["pretrained"] == saved["requested"]["pretrained"] == str(tmp_path / "runs" / "p")
+    monkeypatch.chdir(folder)  # replayed from elsewhere: the same images, beside the same runs
+    replayed = load_config(record, "finetune", name="again")
+    assert (replayed.data, replayed.output) == (str(folder), str(tmp_path / "runs"))
+
+    shutil.copy(started, tmp_path / "runs" / "p" / "checkpoint-00000012.pt")  # as if the encoder's run trained on
+    newer = f"started from {started}, but its pretrained {tmp_path}/runs/p now holds .*: give --pretrained"
+    with pytest.raises(ValueError, match=newer):
+        load_config(record, "finetune", name="again")
+    assert load_config(record, "finetune", name="again", pretrained=started).pretrained == started
+
+
+def test_a_replay_on_other_images_says_so(folder, tmp_path, capsys, one_thread):
+    from cnx2lite.commands import main
+    finetune("smoke", data=str(folder), output=str(tmp_path / "runs"), name="r", **SMALL)
+    record = tmp_path / "runs" / "r" / "config.json"
+    with pytest.raises(SystemExit) as stop:
+        main(["finetune", "--config", str(record), "--name", "same"])
+    assert stop.value.code == 0 and "warning" not in capsys.readouterr().err
+    sorted((folder / "train" / "class0").iterdir())[0].unlink()
+    with pytest.raises(SystemExit) as stop:
+        main(["finetune", "--config", str(record), "--name", "again"])
+    assert stop.value.code == 0
+    err = capsys.readouterr().err
+    assert f"warning: config: the images differ from those the run of {record} trained on" in err

@@ -369,3 +369,12 @@ def test_a_val_split_without_a_labeled_pixel_is_refused_and_an_unlabeled_crop_ad
 def test_skip_corrupt_is_refused_for_a_folder_used_whole(tmp_path):
     with pytest.raises(ValueError, match="skip_corrupt does not apply to dense_format 'ade20k'"):
         load_preset("smoke", task="segment", dense_format="ade20k", skip_corrupt=True)
+
+
+def test_a_dataset_named_but_absent_beside_a_dense_folder_is_refused(tmp_path, capsys):
+    folder = write_ade20k(tmp_path / "ade")  # the layout at the root itself: read only when --dataset is left out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["transfer", "--task", "segment", "--dense-format", "ade20k", "--dataset", "ade20k-typo", "--preset",
+              "smoke", "--data", str(folder), "--output", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"dataset 'ade20k-typo': {folder} holds no folder of that name" in err, err

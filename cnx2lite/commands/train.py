@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 
 from .. import data, imagenette
 from ..train.config import FIELDS, TrainConfig, fields_for
 from ..train.config_checks import DENSE_TASKS
-from ..train.config_files import load_config
+from ..train.config_files import ReplayWarning, load_config, replayed_images_differ
 from ..train.presets import load_preset, preset_names
 from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size
 
@@ -79,7 +80,10 @@ def run_training(args: argparse.Namespace) -> int:
     if args.show_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    result = Trainer(config).run()
+    trainer = Trainer(config)
+    if args.config is not None and (note := replayed_images_differ(args.config, trainer.data.fingerprint)):
+        warnings.warn(ReplayWarning(note), stacklevel=1)  # the same settings on other images: a new experiment, said so
+    result = trainer.run()
     if result.interrupted:
         return EXIT_INTERRUPTED
     summary = f"done: run dir {result.run_dir}, checkpoint {result.checkpoint}"

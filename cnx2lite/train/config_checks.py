@@ -54,6 +54,9 @@ def check_config(config: Any) -> None:
     if config.warmup_epochs > config.epochs:
         raise ValueError(f"warmup_epochs ({config.warmup_epochs:g}) must be at most epochs ({config.epochs}): the lr "
                          "would never reach its peak")
+    if config.layer_decay_mode == "group" and config.layer_decay == 1.0:  # it would change nothing, silently
+        raise ValueError("layer_decay_mode 'group' sets which layers share a layer-decay scale, but layer_decay is "
+                         "1.0 (off): give layer_decay < 1 (e.g. 0.8), or layer_decay_mode 'single'")
     if config.freeze_encoder_epochs and config.freeze_encoder_epochs >= config.epochs:
         raise ValueError(f"freeze_encoder_epochs ({config.freeze_encoder_epochs}) must be below epochs "
                          f"({config.epochs}): the encoder would never train")

@@ -1,11 +1,14 @@
-"""A run's saved ``config.json`` replayed (:func:`load_config`), and overrides fitted to the config they change
-(:func:`fit_overrides`)."""
+"""A run's saved ``config.json``: what it records to be replayed from anywhere (:func:`located`,
+:func:`start_record`), the replay (:func:`load_config`, :func:`replayed_images_differ`), and overrides fitted to the
+config they change (:func:`fit_overrides`)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+from ..rundir import resolve_checkpoint
 from .config import FIELDS, TrainConfig, check_overrides, resolve_batch_and_lr
 from .config_checks import check_task
 
@@ -36,21 +39,78 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in requested.items()}
     if "requested" in saved:  # the top level is what the run resolved from 'requested': an edit there is not replayed
         resolved = resolve_batch_and_lr(TrainConfig(**{**fields, "task": task}), saved.get("world_size", 1)).to_dict()
-        edited = [k for k in FIELDS if k in saved and _as_json(saved[k]) != _as_json(resolved[k])]
+        edited = [k for k in FIELDS if k in saved and as_json(saved[k]) != as_json(resolved[k])]
         if edited:  # one side was edited by hand; which one cannot be told, so neither is guessed
             shown = "; ".join(f"{k}: {saved[k]!r} at the top level, {resolved[k]!r} from 'requested'" for k in edited)
             raise ValueError(f"config: {path} disagrees with itself ({shown}): the top level is what the run resolved "
                              "from its 'requested' entry, and a replay reads 'requested'. Give the change as a flag "
                              f"(e.g. --{edited[0].replace('_', '-')}), or edit both places alike")
+    _check_start(path, saved, task, fields, overrides)
     return TrainConfig(**{**fields, **fit_overrides(fields, overrides), "task": task})
+
+
+class ReplayWarning(UserWarning):
+    """A ``--config`` replay trains on other images than its run did (:func:`replayed_images_differ`); the command
+    line prints it as one ``warning:`` line."""
+
+
+def located(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (a config's ``to_dict()``) with its local paths absolute (``data``, ``output``, and ``pretrained``
+    or ``init_encoder`` where they name a file or folder rather than released weights), as ``config.json`` records
+    them: a replay from another working directory reads the same images and weights and writes beside the same runs."""
+    paths = {k: settings[k] for k in ("data", "output", "pretrained", "init_encoder") if settings.get(k)}
+    return {**settings, **{k: os.path.abspath(v) for k, v in paths.items()
+                           if k in ("data", "output") or os.path.exists(v)}}
+
+
+def start_record(config: TrainConfig, resumed_record: Path | None) -> dict[str, Any]:
+    """``{"start_checkpoint": file}`` where the run's weights came from a local checkpoint or run folder (a folder
+    gives its newest checkpoint, which changes as that run trains on). ``resumed_record``: the ``config.json`` of the
+    run being resumed, whose start it keeps (its weights came from there, whatever the folder holds now)."""
+    source = config.init_encoder if config.task == "pretrain" else config.pretrained
+    try:
+        previous = json.loads(resumed_record.read_text()) if resumed_record else {}
+    except (OSError, ValueError):  # unreadable: the start is what the folder gives now
+        previous = {}
+    if isinstance(previous, dict) and "start_checkpoint" in previous:
+        return {"start_checkpoint": previous["start_checkpoint"]}
+    if not source or not os.path.exists(source):  # from scratch, or released weights by name
+        return {}
+    return {"start_checkpoint": os.path.abspath(resolve_checkpoint(source))}
+
+
+def replayed_images_differ(path: str | Path, fingerprint: str) -> str | None:
+    """What to say when the images a replay of ``path`` (a run's ``config.json``) trains on are not the run's (their
+    ``fingerprint`` differs from the one it recorded); None when they are, or the file recorded none."""
+    recorded = json.loads(Path(path).read_text()).get("data_fingerprint")
+    if recorded in (None, fingerprint):
+        return None
+    return (f"config: the images differ from those the run of {path} trained on (files added, removed, replaced or "
+            "relabeled since, or another folder): this replay is not the same experiment")
+
+
+def _check_start(path: str | Path, saved: dict[str, Any], task: str, fields: dict[str, Any],
+                 overrides: dict[str, Any]) -> None:
+    """A replay whose start is a run folder that now holds a newer checkpoint than the one the run started from would
+    start from other weights: refused, naming both, unless a start is given."""
+    name = "init_encoder" if task == "pretrain" else "pretrained"
+    source, started = fields.get(name), saved.get("start_checkpoint")
+    if name in overrides or not started or not source or not os.path.isdir(source):
+        return
+    now = os.path.abspath(resolve_checkpoint(source))
+    if now != started:
+        flag = "--" + name.replace("_", "-")
+        raise ValueError(f"config: the run of {path} started from {started}, but its {name} {source} now holds "
+                         f"{now}: give {flag} with the checkpoint this replay should start from")
 
 
 # What a run's config.json records beside its settings (:meth:`cnx2lite.train.engine.Trainer._write_config`).
 RECORDED = ("requested", "world_size", "effective_batch", "data_folder", "data_fingerprint", "train_images",
-            "val_images", "classes")
+            "val_images", "classes", "start_checkpoint")
 
 
-def _as_json(value: Any) -> Any:
+def as_json(value: Any) -> Any:
+    """``value`` as a ``config.json`` holds it (tuples as lists), to compare a config with a saved one."""
     return json.loads(json.dumps(value))
 
 

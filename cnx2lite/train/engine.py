@@ -31,6 +31,7 @@ from ..probes import KNN_K, probe
 from ..rundir import RunDir, RunResult
 from ..writing import print_line
 from .config import TrainConfig, resolve_batch_and_lr
+from .config_files import located, start_record
 from .distributed import Dist, all_reduce_sum, barrier, cleanup, init_distributed, run_on_main, training_wrapper
 from .ema import ModelEma
 from .loader import close_workers, eval_loader, move_to, read_batches, train_loader
@@ -107,10 +108,11 @@ class Trainer:
         """``config.json``: the resolved config and what the data gave. Written once the run is known to be this
         one (a refused resume leaves the run's file alone)."""
         if self.dist.is_main:
-            c = self.config
-            self.run_dir.write_config({**c.to_dict(), "requested": self.requested.to_dict(),
+            c, record = self.config, self.run_dir.path / "config.json"
+            self.run_dir.write_config({**located(c.to_dict()), "requested": located(self.requested.to_dict()),
                                        "world_size": self.dist.world_size, "effective_batch": c.global_batch,
-                                       **self.data.summary()})
+                                       **self.data.summary(),
+                                       **start_record(c, record if self.position.global_step else None)})
 
     # ----------------------------------------------------------------------------------------------
     def log(self, message: str) -> None:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..rundir import RunDir, load_checkpoint
 from .config import TrainConfig
+from .config_files import as_json
 from .ema import ModelEma
 
 
@@ -46,10 +47,11 @@ class ResumeMismatchError(ValueError):
 
 
 def changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
-    """The non-runtime fields where ``config`` differs from a checkpoint's ``saved`` config, as 'name: old -> new'."""
-    current = config.to_dict()
+    """The non-runtime fields where ``config`` differs from ``saved`` (a checkpoint's config, or a ``config.json``),
+    as 'name: old -> new'; compared as JSON holds them, so a tuple equals the list it was saved as."""
+    current = as_json(config.to_dict())
     return [f"{name}: {saved[name]!r} -> {current[name]!r}" for name in current
-            if name not in RUNTIME_FIELDS and name in saved and saved[name] != current[name]]
+            if name not in RUNTIME_FIELDS and name in saved and as_json(saved[name]) != current[name]]
 
 
 def checkpoint_to_resume(run_dir: RunDir, resume: str | None,
@@ -131,9 +133,7 @@ def check_record(run_dir: RunDir, config: TrainConfig) -> None:
         saved = {}
     if saved is None:
         return
-    current = json.loads(json.dumps(config.to_dict()))  # as config.json holds them: tuples as lists
-    changed = [f"{name}: {saved[name]!r} -> {current[name]!r}" for name in current
-               if name not in RUNTIME_FIELDS and name in saved and saved[name] != current[name]]
+    changed = changed_settings(saved, config)
     if changed or run_dir.snapshots():
         shown = "; ".join(changed) if changed else "it holds snapshots"
         raise FileExistsError(f"{run_dir} holds the record of another run ({shown}): choose another name or output, "

@@ -16,7 +16,8 @@ from torch.utils.data import Dataset
 from .. import data, transforms
 from ..dense.formats import ADE20K, ADE20K_CLASSES, COCOInstances
 from ..image_cache import DecodedImages, cache_side
-from .config import TrainConfig
+from ..image_files import walk_folders
+from .config import FIELDS, TrainConfig
 from .config_checks import DENSE_TASKS
 
 
@@ -120,8 +121,12 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
 
 
 def _dense_format_data(c: TrainConfig, root: Path, log: Callable[[str], None]) -> RunData:
-    """The train and val splits of an ADE20K or COCO folder at ``<root>/<dataset>``, or ``root`` itself."""
+    """The train and val splits of an ADE20K or COCO folder at ``<root>/<dataset>``, or ``root`` itself when
+    ``dataset`` is left at its default (a dataset named but absent is refused, not read from ``root``)."""
     folder = root / c.dataset if (root / c.dataset).is_dir() else root
+    if folder == root and c.dataset != FIELDS["dataset"].default:
+        raise ValueError(f"dataset {c.dataset!r}: {root} holds no folder of that name; for the {c.dense_format} "
+                         f"folder at {root} itself, leave dataset (--dataset) out")
     _refuse_output_inside(c, [folder])
     if c.dense_format == "ade20k":
         splits = [ADE20K(folder, split, c.img_size, c.num_classes or ADE20K_CLASSES, split == "train")
@@ -138,12 +143,16 @@ def _dense_format_data(c: TrainConfig, root: Path, log: Callable[[str], None]) -
 
 
 def _refuse_output_inside(c: TrainConfig, scanned: list[Path]) -> None:
-    """A run folder inside the images a run reads would feed its figures to the next run as training images."""
+    """A run folder inside the images a run reads (directly, or through a link in them) would feed its figures to the
+    next run as training images."""
     run = (Path(c.output) / c.run_name).resolve()
     for tree in scanned:
-        if run.is_relative_to(tree.resolve()):
-            raise ValueError(f"output {c.output}: the run folder {run} is inside the images this run reads ({tree}), "
-                             "where its figures would become training images; choose an output outside it")
+        for folder, real, _ in walk_folders(tree) if tree.is_dir() else ():
+            if run.is_relative_to(real):
+                through = "" if Path(folder) == tree else f" through {folder}, which leads to {real}"
+                raise ValueError(f"output {c.output}: the run folder {run} is inside the images this run reads "
+                                 f"({tree}{through}), where its figures would become training images; choose an "
+                                 "output outside it")
 
 
 def fingerprint(dataset: data.ImageFolderSubset | Dataset, folder: str | os.PathLike) -> str:
