@@ -165,18 +165,20 @@ def _flatten(features: Tensor) -> Tensor:
 def _cosine_distance(x: Tensor, eps: float = 1e-8, centered: bool = False) -> Tensor:
     """Per-image mean pairwise cosine distance ``(N,)`` of ``x (N, C, HW)``; ``centered`` removes each channel map's
     spatial mean first and compares only the channels that keep a spatial pattern (``std > FLAT_TOL * RMS``): a
-    flat map has nothing left but noise, whose direction would count as a diverse channel. 0 when no two do."""
-    counted = None
+    flat map has nothing left but noise, whose direction would count as a diverse channel. 0 when no two do.
+
+    Without the ``(C, C)`` matrix of pairs: for unit maps ``u_i`` (an all-zero map stays 0) and weights ``w_i`` (1, or
+    whether the channel counts), ``sum_ij w_i w_j (1 - u_i . u_j) / 2 = (W^2 - |sum_i w_i u_i|^2) / 2`` with
+    ``W = sum_i w_i``: one pass over the activations instead of a ``C x C`` float64 matrix per image."""
+    weights = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)  # (N, C)
     if centered:
         rms = x.square().mean(dim=-1).sqrt()
         x = x - x.mean(dim=-1, keepdim=True)
-        counted = (x.square().mean(dim=-1).sqrt() > FLAT_TOL * rms).to(x.dtype)  # (N, C)
-    x = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
-    distance = (1 - x @ x.transpose(1, 2)) / 2  # (N, C, C): pairwise cosine distances
-    if counted is None:
-        return distance.mean(dim=(1, 2))
-    pairs = counted[:, :, None] * counted[:, None, :]
-    return (distance * pairs).sum(dim=(1, 2)) / pairs.sum(dim=(1, 2)).clamp_min(1)
+        weights = (x.square().mean(dim=-1).sqrt() > FLAT_TOL * rms).to(x.dtype)
+    unit = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    total = weights.sum(dim=1)  # (N,)
+    resultant = torch.einsum("nc,nch->nh", weights, unit)  # (N, HW): the weighted sum of the unit maps
+    return (total.square() - resultant.square().sum(dim=-1)) / 2 / total.square().clamp_min(1)
 
 
 def feature_cosine_distance(features: Tensor, eps: float = 1e-8, centered: bool = False) -> float:
