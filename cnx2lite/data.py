@@ -29,6 +29,7 @@ SPLITS = ("train", "val")
 SELECTIONS = ("first", "random")
 PARTS = ("fit", "tune")  # of train/ when a tuning split is carved out
 ENV_VAR = "CNX2LITE_DATA_ROOT"
+DEFAULT_DATASET = "imagenette"  # the folder name under the data root when none is given
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,7 +42,7 @@ def warn_left_out_classes(folder: Path, split: str, classes: Sequence[str]) -> N
     """Warn (a :class:`ShortClassWarning`: one ``warning:`` line) when ``folder/split`` holds class folders outside
     ``classes`` (a model's): their images are not scored, and the user should know which."""
     split_dir = Path(folder) / split
-    left_out = {name: len(list_images(split_dir / name, confined=True)) for name in _list_classes(split_dir)
+    left_out = {name: len(list_images(split_dir / name, confined=True)) for name in list_classes(split_dir)
                 if name not in set(classes)}
     if left_out:
         shown = ", ".join(f"{name} ({count} images)" for name, count in list(left_out.items())[:5])
@@ -89,12 +90,13 @@ def resolve_data_root(data: str | os.PathLike | None = None) -> Path:
     return REPO / "data"
 
 
-def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool = False,
+def find_image_folder(root: Path, name: str = DEFAULT_DATASET, unlabeled_ok: bool = False,
                       split: str = "train") -> Path | None:
     """The folder holding ``split/`` (``train/``, and ``val/``; ``split="val"`` to evaluate): ``root``, else
     ``root/name`` (both: refused), else a download ``root/name*`` (e.g. ``imagenette2-320``; refused when several
     match). When there is none, raises DataNotFoundError, or with ``unlabeled_ok`` returns None if ``root`` itself
-    holds images (see :func:`build_unlabeled_dataset`)."""
+    holds images (see :func:`build_unlabeled_dataset`). The images at ``root`` itself are read only for the default
+    ``name``: another one that is not there is refused (:func:`check_dataset_named`), not ignored."""
     root = Path(root).expanduser()
     if not name or os.sep in name or name in (".", ".."):
         raise ValueError(f"dataset must be one folder name under the data root, got {name!r}: give a path with "
@@ -104,8 +106,10 @@ def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool =
                          f"({root} or {root / name})")
     for folder in (root, root / name):
         if (folder / split).is_dir():
-            if unlabeled_ok and folder == root:
-                _refuse_mixed_tree(root)
+            if folder == root:
+                check_dataset_named(root, name)
+                if unlabeled_ok:
+                    _refuse_mixed_tree(root)
             return folder
     downloads = sorted(f for f in root.glob(f"{glob.escape(name)}*") if (f / split).is_dir())
     if len(downloads) > 1:  # a prefix must not pick one of several folders silently
@@ -124,9 +128,17 @@ def find_image_folder(root: Path, name: str = "imagenette", unlabeled_ok: bool =
                 f"No image folder found: neither {root} nor {root / name} has train/, but {splits[0]} exists: "
                 f"{advice}. Unlabeled pretraining takes a folder without train/ or val/ folders in it."))
         if list_images(root):
+            check_dataset_named(root, name)
             return None
     raise DataNotFoundError(how_to_get_data(f"No image folder found: neither {root} nor {root / name} has {split}/"
                                              + (", and no images are under it." if unlabeled_ok else ".")))
+
+
+def check_dataset_named(root: Path, name: str) -> None:
+    """Refuse to read the images at ``root`` itself for a dataset ``name`` other than the default (a typo)."""
+    if name != DEFAULT_DATASET:
+        raise DataNotFoundError(f"dataset {name!r}: {root} holds no folder of that name; for the images at {root} "
+                                "itself, leave dataset (--dataset) out")
 
 
 def _refuse_mixed_tree(root: Path) -> None:
@@ -141,7 +153,7 @@ def _refuse_mixed_tree(root: Path) -> None:
             "without it.")
 
 
-def _list_classes(split_dir: Path) -> list[str]:
+def list_classes(split_dir: Path) -> list[str]:
     """The class folders of a split; images lying loose beside them (whose class is unknown) are refused."""
     entries = [e for e in os.scandir(split_dir) if not e.name.startswith(".")]
     loose = sorted(e.name for e in entries if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
@@ -232,7 +244,7 @@ def build_dataset(
     split_dir = folder / split
     if not split_dir.is_dir():
         raise DataNotFoundError(how_to_get_data(f"Split {split!r} not found: {split_dir} is not a folder."))
-    available = _list_classes(split_dir)
+    available = list_classes(split_dir)
     if not available:
         raise DataNotFoundError(how_to_get_data(f"No class folders in {split_dir}."))
 
@@ -332,13 +344,3 @@ def build_unlabeled_dataset(folder: Path, transform: Callable | None = None, ski
         elif check_headers:
             refuse_unreadable(paths, pool, Path(folder))
     return ImageFolderSubset([(path, -1) for path in paths], [], transform=transform, skipped=skipped)
-
-
-def class_names(folder: Path) -> dict[str, str]:
-    """wnid -> readable name from ``folder/CLASSES.tsv`` (``wnid<TAB>name`` lines), else train class -> itself."""
-    tsv = Path(folder) / "CLASSES.tsv"
-    if tsv.is_file():
-        rows = (line.partition("\t") for line in tsv.read_text(encoding="utf-8").splitlines() if line.strip())
-        return {wnid.strip(): (name.strip() or wnid.strip()) for wnid, _, name in rows}
-    train = Path(folder) / "train"
-    return {c: c for c in _list_classes(train)} if train.is_dir() else {}

@@ -5,7 +5,7 @@ An image goes from pixels to loss in five steps:
 1. a random mask is drawn on the last stage's grid, one cell per 32x32 patch (``masking``);
 2. the sparse encoder sees only the visible patches (``sparse``), giving ``(N, C4, h, w)``;
    ``sparse=False`` is the paper's dense-conv ablation instead (83.7 sparse vs 79.3 dense, ConvNeXt
-   V2-B, 800 epochs): the plain dense encoder runs on the image with masked patches zeroed;
+   V1-B before GRN was added, 800 epochs): the plain dense encoder runs on the image with masked patches zeroed;
 3. a 1x1 projection to ``decoder_dim`` and a learned mask token at every masked cell;
 4. one ConvNeXt V2 block (the light decoder), then a 1x1 prediction of each patch's pixels;
 5. the mean squared error on masked patches only, against per-patch normalized pixels by default.

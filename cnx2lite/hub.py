@@ -7,7 +7,9 @@ and, for huge, ``in22k-in1k-512``. :func:`weights_path` downloads from ``$CNX2LI
 official host) into ``$CNX2LITE_CACHE`` (default: ``<torch hub dir>/checkpoints/cnx2lite``) and records the
 file's size and sha256 beside it (``<file>.sha256.json``) on the first download; every later use checks them, and
 a file that no longer matches is downloaded again. The official release publishes no checksums, so the first
-download is trusted as served. Files are read with ``torch.load(weights_only=True)``.
+download is trusted as served. Files are read with ``torch.load(weights_only=True)``. With ``$CNX2LITE_OFFLINE``
+set (to anything but ``0`` or empty), nothing is downloaded: a file not in the cache is an ``OSError`` at once, where
+a machine without network would otherwise wait for the connection to time out (tests and CI set it).
 
 :func:`save_pretrained` writes ``model.safetensors`` and ``config.json`` (the architecture) into a folder, which
 :func:`cnx2lite.checkpoints.load_pretrained` reads back like any checkpoint.
@@ -34,6 +36,7 @@ from .rundir import run_directory_of
 logger = logging.getLogger(__name__)
 
 URL_ENV, CACHE_ENV = "CNX2LITE_WEIGHTS_URL", "CNX2LITE_CACHE"
+OFFLINE = "CNX2LITE_OFFLINE"  # set: never download (see the module doc)
 DEFAULT_URL = "https://dl.fbaipublicfiles.com/convnext/convnextv2"
 SIZES = tuple(name.removeprefix("convnextv2_") for name in VARIANTS)
 # tag -> (folder on the host, file name pattern, sizes released)
@@ -128,6 +131,9 @@ def weights_path(name: str) -> Path:
 
 def _download(url: str, path: Path) -> None:
     """``url`` -> ``path`` through a temporary file in the same folder, so an interrupted download leaves nothing."""
+    if os.environ.get(OFFLINE, "0") not in ("", "0"):
+        raise OSError(f"not downloading {url}: ${OFFLINE} is set; give a local path where you gave the name, or put "
+                      f"the file at {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name + ".", suffix=".part", delete=False) as tmp:
         try:

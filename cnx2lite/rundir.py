@@ -103,8 +103,8 @@ class RunDir:
     def lock(self) -> Iterator[None]:
         """Hold the directory's lock for the duration of the block; raises :class:`RunDirLockedError` if another
         process holds it. A run directory this call created is removed again if the block fails before writing
-        anything into it (a refused run leaves nothing behind)."""
-        created = not self.path.exists()
+        anything into it, with the parent folders it made for it (a refused run leaves nothing behind)."""
+        made = [p for p in (self.path, *self.path.parents) if not p.exists()]  # innermost first
         self.create()
         path = self.path / LOCK_NAME
         try:
@@ -127,7 +127,7 @@ class RunDir:
                 lock_file.truncate(0)
                 os.write(lock_file.fileno(), f"{os.getpid()} {socket.gethostname()}\n".encode())
             except OSError as e:  # a full disk: say which file, and leave no folder holding only the lock
-                if created:
+                if made:
                     shutil.rmtree(self.path, ignore_errors=True)
                 raise OSError(e.errno, f"cannot write {path}: {e.strerror}", str(path)) from None
             for orphan in self.path.glob("*.tmp-*"):  # half-written checkpoints of a process killed while saving
@@ -135,9 +135,11 @@ class RunDir:
             try:
                 yield
             except BaseException:
-                if created and set(os.listdir(self.path)) <= {LOCK_NAME}:
+                if made and set(os.listdir(self.path)) <= {LOCK_NAME}:
                     path.unlink()
-                    self.path.rmdir()
+                    for folder in made:  # the run folder, then the parents this call made for it, while empty
+                        with contextlib.suppress(OSError):
+                            folder.rmdir()
                 raise
             finally:
                 lock_file.truncate(0)  # the lock itself goes with the file's closing

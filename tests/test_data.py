@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from cnx2lite import data as D
 from cnx2lite import image_files, imagenette, images, transforms
 from cnx2lite.image_cache import DecodedImages
-from cnx2lite.notebook.photos import sample_images
+from cnx2lite.notebook.photos import class_names, sample_images
 from conftest import make_image_folder, write_images
 
 CLASSES = [f"n0{i}" for i in range(8)]
@@ -193,9 +193,9 @@ def test_missing_split_is_data_not_found(odd_folder):
 
 
 def test_class_names(folder):
-    assert D.class_names(folder) == {c: c for c in CLASSES}
+    assert class_names(folder) == {c: c for c in CLASSES}
     (folder / "CLASSES.tsv").write_text("n00\ttench\nn01\tEnglish springer\n\n")
-    assert D.class_names(folder) == {"n00": "tench", "n01": "English springer"}
+    assert class_names(folder) == {"n00": "tench", "n01": "English springer"}
 
 
 # ----------------------------------------------------------------------------------------------- decoding
@@ -302,7 +302,7 @@ def test_real_imagenette_subset(shared_data):
                             transform=transforms.eval_transform(224))
     val = D.build_dataset(folder, "val", classes=train.classes, images_per_class=2)
     assert len(train) == 12 and len(val) == 6 and val.classes == train.classes
-    assert D.class_names(folder)[train.classes[0]] == "tench"
+    assert class_names(folder)[train.classes[0]] == "tench"
     x, label = train[5]
     assert x.shape == (3, 224, 224) and label == 1
 

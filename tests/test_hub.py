@@ -69,6 +69,18 @@ def test_weights_by_name_download_once_then_come_from_the_cache(released):
     assert (cached.parent / (cached.name + ".sha256.json")).is_file()
 
 
+def test_offline_mode_asks_no_server_and_still_reads_the_cache(released, monkeypatch):
+    server, fcmae, _ = released
+    monkeypatch.setenv(hub.OFFLINE, "1")
+    with pytest.raises(OSError, match=r"not downloading .*convnextv2_atto_1k_224_fcmae\.pt: \$CNX2LITE_OFFLINE is set"):
+        hub.weights_path("convnextv2_atto.fcmae")
+    assert server.requests == 0
+    monkeypatch.setenv(hub.OFFLINE, "0")  # off again: downloaded once, then read from the cache offline
+    hub.weights_path("convnextv2_atto.fcmae")
+    monkeypatch.setenv(hub.OFFLINE, "1")
+    assert hub.weights_path("convnextv2_atto.fcmae").is_file() and server.requests == 1
+
+
 def test_a_corrupted_cache_file_is_downloaded_again(released):
     server, fcmae, _ = released
     path = hub.weights_path("convnextv2_atto.fcmae")

@@ -71,6 +71,9 @@ def test_a_snapshot_is_not_resumed_but_pointed_to_pretrained(folder, tmp_path, o
     snapshot = next((tmp_path / "runs" / "s").glob("snapshot-*.pt"))
     with pytest.raises(ResumeMismatchError, match="holds weights only .* pass it as pretrained"):
         finetune("smoke", **{**run, "epochs": 3}, name="t", resume=str(snapshot))
+    with pytest.raises(ResumeMismatchError, match="holds weights only"):  # nor the folders made for it
+        finetune("smoke", **{**run, "epochs": 3, "output": str(tmp_path / "new" / "deep")}, resume=str(snapshot))
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_run_folder_inside_the_images_it_reads_is_refused(folder, tmp_path):
@@ -106,10 +109,17 @@ def finetune_config_from_a_config_object(**overrides):
     (dict(betas=(0.9, "0.999")), "betas[1] must be float"),
     (dict(img_size=(64, "64")), "img_size[1] must be int"),
     (dict(layer_decay_mode="group"), "but layer_decay is 1.0 (off)"),
+    (dict(mixup=0.8, batch_size=3), "mixup and cutmix pair each image with another of its batch: batch_size must be "
+                                    "even, got 3"),
+    (dict(ema_cpu=True, ema_decay=0.0), "ema_cpu keeps the EMA of the weights on the CPU, but there is none"),
+    (dict(keep_every_epochs=3), "keep_every_epochs (3) is more than epochs (2): no snapshot would be kept"),
+    (dict(output=""), "output is an empty path"),
+    (dict(name=" "), "no spaces around it"),
+    (dict(name="run "), "no spaces around it"),
 ])
 def test_contradicting_or_mistyped_settings_are_refused_by_name(folder, tmp_path, overrides, says):
     with pytest.raises(ValueError, match=re.escape(says)):
-        finetune("smoke", data=str(folder), output=str(tmp_path / "runs"), **{**SMALL, **overrides})
+        finetune("smoke", **{"data": str(folder), "output": str(tmp_path / "runs"), **SMALL, **overrides})
 
 
 def test_numpy_values_are_taken_as_the_numbers_they_hold():
@@ -119,6 +129,8 @@ def test_numpy_values_are_taken_as_the_numbers_they_hold():
 
 
 def test_a_data_root_with_two_image_trees_is_refused(folder, tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"dataset 'imagenet_typo': {folder} holds no folder of that name"):
+        finetune("smoke", data=str(folder), dataset="imagenet_typo", output=str(tmp_path / "runs"), **SMALL)
     root = shutil.copytree(folder, tmp_path / "root")
     shutil.copytree(folder, root / "mydata")
     with pytest.raises(ValueError, match="holds both train/ and mydata/train/"):
@@ -144,6 +156,14 @@ def test_a_new_run_never_writes_over_another_run_s_record(folder, tmp_path, one_
     with pytest.raises(FileExistsError, match="holds the record of another run .*task: .pretrain. -> .finetune."):
         finetune("smoke", **run, name="p")
     assert (tmp_path / "runs" / "p" / "config.json").read_text() == record
+    other_images = shutil.copytree(folder, tmp_path / "other")
+    sorted((other_images / "train" / "class0").iterdir())[0].unlink()
+    with pytest.raises(FileExistsError, match="its images: files added, removed"):  # the same settings, other images
+        pretrain("smoke", **{**run, "data": str(other_images)}, name="p")
+    metrics = (tmp_path / "runs" / "p" / "metrics.csv").read_text()
+    with pytest.raises(FileExistsError, match=r"it logged 2 finished epoch\(s\), whose results a new run would"):
+        pretrain("smoke", **run, name="p")  # the identical command: the finished results stay
+    assert (tmp_path / "runs" / "p" / "metrics.csv").read_text() == metrics
 
 
 def test_a_run_folder_inside_another_run_is_refused(folder, tmp_path, one_thread):
@@ -195,10 +215,25 @@ def test_a_replay_reads_the_run_s_images_and_weights_from_anywhere(folder, tmp_p
     assert (replayed.data, replayed.output) == (str(folder), str(tmp_path / "runs"))
 
     shutil.copy(started, tmp_path / "runs" / "p" / "checkpoint-00000012.pt")  # as if the encoder's run trained on
-    newer = f"started from {started}, but its pretrained {tmp_path}/runs/p now holds .*: give --pretrained"
+    newer = f"started from {started}, but its pretrained {tmp_path}/runs/p now gives .*: give --pretrained"
     with pytest.raises(ValueError, match=newer):
         load_config(record, "finetune", name="again")
     assert load_config(record, "finetune", name="again", pretrained=started).pretrained == started
+    (tmp_path / "runs" / "p" / "checkpoint-00000012.pt").unlink()
+    shutil.copy(tmp_path / "runs" / "p" / "checkpoint-00000004.pt", started)  # other weights under the same name
+    with pytest.raises(ValueError, match=f"started from {started}, but it was replaced since"):
+        load_config(record, "finetune", name="again")
+
+    monkeypatch.setenv("CNX2LITE_DATA_ROOT", str(folder))  # the images given by the environment: recorded as a path
+    finetune("smoke", output=str(tmp_path / "runs"), name="env", **SMALL)
+    monkeypatch.setenv("CNX2LITE_DATA_ROOT", str(tmp_path))
+    assert load_config(tmp_path / "runs" / "env" / "config.json", "finetune").data == str(folder)
+
+
+def test_a_setting_without_its_partner_is_refused_and_numpy_numbers_count_as_numbers():
+    with pytest.raises(ValueError, match="freeze_encoder_epochs trains the decoder alone on the encoder given by"):
+        load_preset("smoke", task="pretrain", epochs=2, freeze_encoder_epochs=1)
+    assert load_preset("cpu", epochs=np.int64(1)).warmup_epochs == load_preset("cpu", epochs=1).warmup_epochs
 
 
 def test_a_replay_on_other_images_says_so(folder, tmp_path, capsys, one_thread):
@@ -214,3 +249,17 @@ def test_a_replay_on_other_images_says_so(folder, tmp_path, capsys, one_thread):
     assert stop.value.code == 0
     err = capsys.readouterr().err
     assert f"warning: config: the images differ from those the run of {record} trained on" in err
+    with pytest.raises(SystemExit):  # another subset asked for: other images are what the user chose
+        main(["finetune", "--config", str(record), "--name", "other-seed", "--seed", "3"])
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_rewrites_none_of_its_record(folder, tmp_path, capsys, one_thread):
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), **SMALL)
+    encoder = pretrain("smoke", **run, name="p").run_dir
+    finetune("smoke", **run, name="ft", pretrained=str(encoder))
+    files = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs" / "ft").iterdir() if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    finetune("smoke", **run, name="ft", resume="auto", pretrained=f"{encoder}/")  # the same folder, written so
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+    assert "is not used" not in capsys.readouterr().out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from .. import data
+
 
 def positive(kind: type) -> Callable[[str], int | float]:
     """``type=positive(int)``: a number > 0 (also refuses nan)."""
@@ -45,7 +47,7 @@ def add_data_flags(parser: argparse.ArgumentParser, dataset: bool = True) -> Non
     """``--data`` (the data root) and, with ``dataset``, ``--dataset`` (the image folder under it)."""
     parser.add_argument("--data", default=None, help="data root (default: $CNX2LITE_DATA_ROOT, else <repo>/data)")
     if dataset:
-        parser.add_argument("--dataset", default="imagenette",
+        parser.add_argument("--dataset", default=data.DEFAULT_DATASET,
                             help="image folder name under the root (default: imagenette)")
 
 

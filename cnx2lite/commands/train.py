@@ -81,7 +81,8 @@ def run_training(args: argparse.Namespace) -> int:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     trainer = Trainer(config)
-    if args.config is not None and (note := replayed_images_differ(args.config, trainer.data.fingerprint)):
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    if args.config is not None and (note := replayed_images_differ(args.config, trainer.data.fingerprint, given)):
         warnings.warn(ReplayWarning(note), stacklevel=1)  # the same settings on other images: a new experiment, said so
     result = trainer.run()
     if result.interrupted:

@@ -18,7 +18,8 @@ from ..transforms import denormalize
 @torch.no_grad()
 def plot_stage_maps(backbone: ConvNeXtV2, image: Tensor) -> Figure:
     """A photo ``(3, H, W)`` and what each of the four stages makes of it: the mean absolute activation per position
-    of the normed stage map ``(C_i, H / 2^(i+2), W / 2^(i+2))``, the maps both dense heads read."""
+    of the normed stage map ``(C_i, H / 2^(i+2), W / 2^(i+2))``, the maps both dense heads read. Each map has its own
+    colour scale (the figure's caption says so): the point is where a stage responds, not how strongly."""
     maps = stage_maps(backbone.eval(), image[None])
     fig = Figure(figsize=(12, 2.8), layout="constrained")
     axes = fig.subplots(1, 5)
@@ -29,18 +30,23 @@ def plot_stage_maps(backbone: ConvNeXtV2, image: Tensor) -> Figure:
         ax.set_title(f"stage {int(level) + 1}: {tuple(stage.shape[1:])}", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
+    fig.supxlabel("colour: mean |activation| over the channels at each position, bright = high (each map on its own "
+                  "scale)", fontsize=9)
     return fig
 
 
 def plot_composites(dataset: CompositeDataset, indices: Sequence[int], names: dict[str, str] | None = None) -> Figure:
     """One row per composite: the image, its semantic labels (a colour per class, named by ``names`` where given,
-    e.g. :func:`cnx2lite.data.class_names`) and its instances (visible masks and boxes, the detection targets)."""
+    e.g. :func:`.photos.class_names`) and its instances (visible masks and boxes, the detection targets). The key
+    lists the classes these composites hold, in class order."""
     colors = class_colors(len(dataset.classes))
+    shown: set[int] = set()
     fig = Figure(figsize=(7.5, 2.5 * len(indices) + 0.6), layout="constrained")
     axes = fig.subplots(len(indices), 3, squeeze=False)
     for row, index in zip(axes, indices):
         image, target = dataset[index]
         labels = target["labels"]
+        shown.update(target["semantic"].unique().tolist())
         instances = draw_instances(image, target["masks"], target["boxes"], labels, len(dataset.classes))
         row[0].imshow(denormalize(image).movedim(0, -1).numpy())
         row[1].imshow(colors[target["semantic"].numpy()])
@@ -49,6 +55,7 @@ def plot_composites(dataset: CompositeDataset, indices: Sequence[int], names: di
             ax.set_title(title, fontsize=9)
             ax.set_axis_off()
     names = names or {}
-    fig.legend(handles=[Patch(color=c, label=names.get(name, name)) for c, name in zip(colors, dataset.classes)],
-               loc="outside lower center", ncols=min(len(dataset.classes), 5), fontsize=7, frameon=False)
+    fig.legend(handles=[Patch(color=colors[c], label=names.get(dataset.classes[c], dataset.classes[c]))
+                        for c in sorted(shown)],
+               loc="outside lower center", ncols=min(len(shown), 5), fontsize=7, frameon=False)
     return fig

@@ -3,12 +3,20 @@ data root's ``samples/`` folder or its val split, else scikit-image's bundled ph
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import DataNotFoundError, build_dataset, build_unlabeled_dataset, find_image_folder, resolve_data_root
+from ..data import (
+    DataNotFoundError,
+    build_dataset,
+    build_unlabeled_dataset,
+    find_image_folder,
+    list_classes,
+    resolve_data_root,
+)
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
 
@@ -64,3 +72,13 @@ def _skimage_photos(n: int, img_size: int, seed: int) -> Tensor:
         out.append(img)
     x = torch.stack(out)
     return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def class_names(folder: Path) -> dict[str, str]:
+    """wnid -> readable name from ``folder/CLASSES.tsv`` (``wnid<TAB>name`` lines), else train class -> itself."""
+    tsv = Path(folder) / "CLASSES.tsv"
+    if tsv.is_file():
+        rows = (line.partition("\t") for line in tsv.read_text(encoding="utf-8").splitlines() if line.strip())
+        return {wnid.strip(): (name.strip() or wnid.strip()) for wnid, _, name in rows}
+    train = Path(folder) / "train"
+    return {c: c for c in list_classes(train)} if train.is_dir() else {}

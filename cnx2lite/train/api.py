@@ -54,9 +54,10 @@ def transfer(task: str, config: TrainConfig | str = "smoke", **overrides: Any) -
 
 
 @torch.no_grad()
-def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | None = None, dataset: str = "imagenette",
-                        use_ema: bool = False, batch_size: int = 64, device: str = "auto", num_workers: int = 0,
-                        img_size: int | None = None, images_per_class: int | None = None) -> dict[str, float]:
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | None = None,
+                        dataset: str = data.DEFAULT_DATASET, use_ema: bool = False, batch_size: int = 64,
+                        device: str = "auto", num_workers: int = 0, img_size: int | None = None,
+                        images_per_class: int | None = None) -> dict[str, float]:
     """Top-1/top-5 (percent) and loss of a fine-tuning checkpoint on the val split of ``data_root``'s
     image folder, with the checkpoint's classes in its label order. ``img_size`` defaults to the
     training size."""

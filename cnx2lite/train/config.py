@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data import DEFAULT_DATASET
 from ..models import VARIANTS
 from .config_checks import DENSE_TASKS, check_config, check_task
 
@@ -55,13 +56,13 @@ class TrainConfig:
                                        "checkpoints carry no decoder)", task="pretrain")
     backend: str = _f("gather", "sparse encoder backend: dense, gather, minkowski", task="pretrain")
     sparse_encoder: bool = _f(True, "encode visible patches only (sparse conv); off: the dense encoder on the masked "
-                                    "image, the paper's ablation (ConvNeXt V2-B, 800 epochs: 83.7 sparse vs 79.3 "
-                                    "dense top-1)", task="pretrain")
+                                    "image, the paper's ablation (ConvNeXt V1-B, before GRN, 800 epochs: 83.7 "
+                                    "sparse vs 79.3 dense top-1)", task="pretrain")
     head_channels: int = _f(128, "width of the dense head: UperNet's pyramid and fusion, Mask R-CNN's feature pyramid "
                                  "(the paper's UperNet uses 512)", task=DENSE_TASKS)
     # data
     data: str | None = _f(None, "data root (else $CNX2LITE_DATA_ROOT, else <repo>/data)")
-    dataset: str = _f("imagenette", "image folder name under the data root")
+    dataset: str = _f(DEFAULT_DATASET, "image folder name under the data root")
     img_size: int | tuple[int, int] = _f(224, "training/eval image size in pixels: one int (square) or H W, "
                                               "multiples of 32")
     in_chans: int = _f(3, "input channels: 3 (RGB) or 1 (greyscale; image files are converted, and RGB weights "

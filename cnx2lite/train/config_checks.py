@@ -54,12 +54,10 @@ def check_config(config: Any) -> None:
     if config.warmup_epochs > config.epochs:
         raise ValueError(f"warmup_epochs ({config.warmup_epochs:g}) must be at most epochs ({config.epochs}): the lr "
                          "would never reach its peak")
-    if config.layer_decay_mode == "group" and config.layer_decay == 1.0:  # it would change nothing, silently
-        raise ValueError("layer_decay_mode 'group' sets which layers share a layer-decay scale, but layer_decay is "
-                         "1.0 (off): give layer_decay < 1 (e.g. 0.8), or layer_decay_mode 'single'")
     if config.freeze_encoder_epochs and config.freeze_encoder_epochs >= config.epochs:
         raise ValueError(f"freeze_encoder_epochs ({config.freeze_encoder_epochs}) must be below epochs "
                          f"({config.epochs}): the encoder would never train")
+    _check_no_ops(config)
     for name in ("data", "pretrained", "init_encoder"):  # an unset $VAR in a script: never "the default"
         if getattr(config, name) == "":
             raise ValueError(f"{name} is an empty path: give a path, or leave it out")
@@ -82,12 +80,35 @@ def check_config(config: Any) -> None:
         check_mask_ratio(config.mask_ratio, config.img_size)
     if config.task in DENSE_TASKS:
         _check_dense(config)
-    if config.name is not None and (not isinstance(config.name, str) or config.name in ("", ".", "..")
+    if config.name is not None and (not isinstance(config.name, str) or config.name.strip() in ("", ".", "..")
+                                  or config.name != config.name.strip()
                                   or "/" in config.name or "\\" in config.name or "\0" in config.name):
-        raise ValueError(f"name must be one folder name (no '/', not '.' or '..'): the run lives in "
-                         f"<output>/<name>; got {config.name!r} (put the parent folders in output)")
+        raise ValueError(f"name must be one folder name (no '/', not '.' or '..', no spaces around it): the run "
+                         f"lives in <output>/<name>; got {config.name!r} (put the parent folders in output)")
     if config.resume not in (None, "auto") and not Path(config.resume).is_file():
         raise ValueError(f"resume must be 'auto' or an existing checkpoint file, got {config.resume!r}")
+
+
+def _check_no_ops(config: Any) -> None:
+    """Settings that could not take effect as given, refused rather than ignored without a word."""
+    if (config.mixup or config.cutmix) and config.batch_size % 2:  # timm's Mixup asserts this deep in the first step
+        raise ValueError(f"mixup and cutmix pair each image with another of its batch: batch_size must be even, got "
+                         f"{config.batch_size}")
+    if config.ema_cpu and not config.ema_decay:
+        raise ValueError("ema_cpu keeps the EMA of the weights on the CPU, but there is none (ema_decay 0): set "
+                         "ema_decay (e.g. 0.999), or leave ema_cpu out")
+    if config.keep_every_epochs > config.epochs:
+        raise ValueError(f"keep_every_epochs ({config.keep_every_epochs}) is more than epochs ({config.epochs}): no "
+                         "snapshot would be kept; lower it, or leave it out (0)")
+    if config.freeze_encoder_epochs and not config.init_encoder:
+        raise ValueError("freeze_encoder_epochs trains the decoder alone on the encoder given by init_encoder "
+                         "(--init-encoder); without one the encoder is random: give init_encoder, or leave "
+                         "freeze_encoder_epochs out")
+    if config.output == "":  # an unset $VAR in a script: the run would land in the working directory
+        raise ValueError("output is an empty path: give a folder, or leave it out (runs)")
+    if config.layer_decay_mode == "group" and config.layer_decay == 1.0:
+        raise ValueError("layer_decay_mode 'group' sets which layers share a layer-decay scale, but layer_decay is "
+                         "1.0 (off): give layer_decay < 1 (e.g. 0.8), or layer_decay_mode 'single'")
 
 
 def _check_dense(config: Any) -> None:

@@ -4,10 +4,14 @@ config they change (:func:`fit_overrides`)."""
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from .. import data
 from ..rundir import resolve_checkpoint
 from .config import FIELDS, TrainConfig, check_overrides, resolve_batch_and_lr
 from .config_checks import check_task
@@ -19,7 +23,7 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     without it replay their resolved fields), with ``overrides`` on top, e.g. another ``name``."""
     try:
         saved = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError (a checkpoint, an image) are ValueErrors
         raise ValueError(f"config: cannot read {path} as a run's config.json ({type(e).__name__}: {e})") from None
     if not isinstance(saved, dict) or saved.get("task") != check_task(task):
         found = saved.get("task") if isinstance(saved, dict) else type(saved).__name__
@@ -55,58 +59,73 @@ class ReplayWarning(UserWarning):
 
 
 def located(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` (a config's ``to_dict()``) with its local paths absolute (``data``, ``output``, and ``pretrained``
-    or ``init_encoder`` where they name a file or folder rather than released weights), as ``config.json`` records
-    them: a replay from another working directory reads the same images and weights and writes beside the same runs."""
-    paths = {k: settings[k] for k in ("data", "output", "pretrained", "init_encoder") if settings.get(k)}
-    return {**settings, **{k: os.path.abspath(v) for k, v in paths.items()
-                           if k in ("data", "output") or os.path.exists(v)}}
+    """``settings`` (a config's ``to_dict()``) with its local paths absolute, as ``config.json`` records them:
+    ``data`` (the root it resolved to, also from ``$CNX2LITE_DATA_ROOT``), ``output``, and ``pretrained`` or
+    ``init_encoder`` where they name a file or folder rather than released weights. A replay from another working
+    directory or environment reads the same images and weights and writes beside the same runs."""
+    paths = {k: settings[k] for k in ("output", "pretrained", "init_encoder") if settings.get(k)}
+    return {**settings, "data": os.path.abspath(data.resolve_data_root(settings.get("data"))),
+            **{k: os.path.abspath(v) for k, v in paths.items() if k == "output" or os.path.exists(v)}}
 
 
 def start_record(config: TrainConfig, resumed_record: Path | None) -> dict[str, Any]:
-    """``{"start_checkpoint": file}`` where the run's weights came from a local checkpoint or run folder (a folder
-    gives its newest checkpoint, which changes as that run trains on). ``resumed_record``: the ``config.json`` of the
-    run being resumed, whose start it keeps (its weights came from there, whatever the folder holds now)."""
+    """Which file the run's weights came from, where they came from a local checkpoint or run folder (a folder gives
+    its newest checkpoint, which changes as that run trains on): ``start_checkpoint`` (the file a link led to) and
+    ``start_stamp`` (its size and modification time: the same name may hold other weights later). ``resumed_record``:
+    the ``config.json`` of the run being resumed, whose start it keeps (its weights came from there)."""
     source = config.init_encoder if config.task == "pretrain" else config.pretrained
     try:
         previous = json.loads(resumed_record.read_text()) if resumed_record else {}
-    except (OSError, ValueError):  # unreadable: the start is what the folder gives now
+    except (OSError, ValueError):  # unreadable: the start is what the source gives now
         previous = {}
     if isinstance(previous, dict) and "start_checkpoint" in previous:
-        return {"start_checkpoint": previous["start_checkpoint"]}
+        return {k: previous[k] for k in ("start_checkpoint", "start_stamp") if k in previous}
     if not source or not os.path.exists(source):  # from scratch, or released weights by name
         return {}
-    return {"start_checkpoint": os.path.abspath(resolve_checkpoint(source))}
+    return _start_of(source)
 
 
-def replayed_images_differ(path: str | Path, fingerprint: str) -> str | None:
+def _start_of(source: str) -> dict[str, str]:
+    checkpoint = os.path.realpath(resolve_checkpoint(source))
+    stat = os.stat(checkpoint)
+    return {"start_checkpoint": checkpoint, "start_stamp": f"{stat.st_size} bytes, modified {stat.st_mtime_ns} ns"}
+
+
+def replayed_images_differ(path: str | Path, fingerprint: str, overrides: dict[str, Any]) -> str | None:
     """What to say when the images a replay of ``path`` (a run's ``config.json``) trains on are not the run's (their
-    ``fingerprint`` differs from the one it recorded); None when they are, or the file recorded none."""
+    ``fingerprint`` differs from the one it recorded); None when they are, when the file recorded none, or when
+    ``overrides`` choose another subset themselves (:data:`SUBSET_SETTINGS`)."""
     recorded = json.loads(Path(path).read_text()).get("data_fingerprint")
-    if recorded in (None, fingerprint):
+    if recorded in (None, fingerprint) or set(overrides) & set(SUBSET_SETTINGS):
         return None
     return (f"config: the images differ from those the run of {path} trained on (files added, removed, replaced or "
             "relabeled since, or another folder): this replay is not the same experiment")
 
 
+SUBSET_SETTINGS = ("num_classes", "images_per_class", "image_selection", "seed", "tune_fraction")  # pick the images
+
+
 def _check_start(path: str | Path, saved: dict[str, Any], task: str, fields: dict[str, Any],
                  overrides: dict[str, Any]) -> None:
-    """A replay whose start is a run folder that now holds a newer checkpoint than the one the run started from would
-    start from other weights: refused, naming both, unless a start is given."""
+    """A replay whose start (a run folder, a link, a file) now gives other weights than the run started from (a newer
+    checkpoint, a link moved, the file replaced) would train from them: refused, naming both, unless a start is
+    given."""
     name = "init_encoder" if task == "pretrain" else "pretrained"
     source, started = fields.get(name), saved.get("start_checkpoint")
-    if name in overrides or not started or not source or not os.path.isdir(source):
+    if name in overrides or not started or not source or not os.path.exists(source):
         return
-    now = os.path.abspath(resolve_checkpoint(source))
-    if now != started:
+    now = _start_of(source)
+    if now["start_checkpoint"] != started or saved.get("start_stamp", now["start_stamp"]) != now["start_stamp"]:
         flag = "--" + name.replace("_", "-")
-        raise ValueError(f"config: the run of {path} started from {started}, but its {name} {source} now holds "
-                         f"{now}: give {flag} with the checkpoint this replay should start from")
+        what = ("it was replaced since" if now["start_checkpoint"] == started else
+                f"its {name} {source} now gives {now['start_checkpoint']}")
+        raise ValueError(f"config: the run of {path} started from {started}, but {what}: give {flag} with the "
+                         "checkpoint this replay should start from")
 
 
 # What a run's config.json records beside its settings (:meth:`cnx2lite.train.engine.Trainer._write_config`).
 RECORDED = ("requested", "world_size", "effective_batch", "data_folder", "data_fingerprint", "train_images",
-            "val_images", "classes", "start_checkpoint")
+            "val_images", "classes", "start_checkpoint", "start_stamp")
 
 
 def as_json(value: Any) -> Any:
@@ -132,7 +151,8 @@ def fit_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, 
     overrides = {**overrides, **{partner: None for given, partner in YIELDS.items()
                                  if given in overrides and partner not in overrides and base.get(partner) is not None}}
     epochs, warmup = overrides.get("epochs"), base.get("warmup_epochs", 0.0)
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (epochs, warmup, base.get("epochs"))):
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+               for v in (epochs, warmup, base.get("epochs"))):  # numpy's numbers too, as TrainConfig takes them
         return overrides  # a value of the wrong type: TrainConfig refuses it by name
     if epochs is None or "warmup_epochs" in overrides or warmup < epochs or not base.get("epochs") or not warmup:
         return overrides

@@ -173,7 +173,7 @@ class Trainer:
         def choose() -> str | None:
             path, read["checkpoint"] = checkpoint_to_resume(self.run_dir, c.resume, self.log)
             if path is None:  # a new run: never over another run's record
-                check_record(self.run_dir, c)
+                check_record(self.run_dir, c, self.data.fingerprint)
             return path
 
         path = run_on_main(choose)
@@ -185,7 +185,7 @@ class Trainer:
         keep_origin(c, self.requested, ckpt["config"], self.log)
         restore_training_state(path, ckpt, self.model, self.optimizer, self.ema, self.scaler)
         self.position = Position(**ckpt["position"])
-        self.run_log.restore(ckpt["history"])
+        self.run_log.restore(ckpt["history"], finished=self.position.epoch >= c.epochs)
         self.started -= ckpt["history"][-1]["time_s"] if ckpt["history"] else 0.0
         self.log(f"resumed from {path} at epoch {self.position.epoch}, step {self.position.global_step}")
 

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from ..rundir import RunDir, load_checkpoint
 from .config import TrainConfig
 from .config_files import as_json
 from .ema import ModelEma
+from .run_log import read_metrics
 
 
 @dataclass
@@ -116,16 +119,18 @@ def keep_origin(config: TrainConfig, requested: TrainConfig, saved: dict[str, An
     ``pretrained``/``init_encoder`` take the checkpoint's values, in place (another one given is said not used)."""
     for name in ("pretrained", "init_encoder"):
         given, started = getattr(config, name), saved.get(name)
-        if given is not None and given != started:
+        if given is not None and _real(given) != _real(started):  # the same folder written another way is the same
             log(f"resume: {name} {given} is not used: the run continues from its checkpoint, and started from "
                 f"{started or 'scratch'}")
         setattr(config, name, started)
         setattr(requested, name, started)
 
 
-def check_record(run_dir: RunDir, config: TrainConfig) -> None:
+def check_record(run_dir: RunDir, config: TrainConfig, fingerprint: str) -> None:
     """A folder that holds another run's record (its ``config.json``, without a checkpoint to resume: deleted, or
-    never saved) is refused; the same run started again (the same settings) may write over its own."""
+    never saved) is refused: other settings, other images (their ``fingerprint``), other starting weights, snapshots,
+    or a history of finished epochs (whose results a new run would write over). Only the same run, started again
+    before it finished an epoch, may write over its own."""
     path = run_dir.path / "config.json"
     try:
         saved = json.loads(path.read_text()) if path.is_file() else None
@@ -134,10 +139,30 @@ def check_record(run_dir: RunDir, config: TrainConfig) -> None:
     if saved is None:
         return
     changed = changed_settings(saved, config)
-    if changed or run_dir.snapshots():
-        shown = "; ".join(changed) if changed else "it holds snapshots"
-        raise FileExistsError(f"{run_dir} holds the record of another run ({shown}): choose another name or output, "
-                              "or remove the folder")
+    if saved.get("data_fingerprint", fingerprint) != fingerprint:
+        changed.append("its images: files added, removed, replaced or relabeled, or another folder")
+    start = "init_encoder" if config.task == "pretrain" else "pretrained"
+    if _real(saved.get(start)) != _real(getattr(config, start)):
+        changed.append(f"{start}: {saved.get(start)!r} -> {getattr(config, start)!r}")
+    if run_dir.snapshots():
+        changed.append("it holds snapshots")
+    if (epochs := _epochs_logged(run_dir)) and not changed:
+        changed.append(f"it logged {epochs} finished epoch(s), whose results a new run would write over")
+    if changed:
+        raise FileExistsError(f"{run_dir} holds the record of another run ({'; '.join(changed)}): choose another "
+                              "name or output, or remove the folder")
+
+
+def _real(path: str | None) -> str | None:
+    """A path as the file it leads to (released weights by name stay names)."""
+    return os.path.realpath(path) if path and os.path.exists(path) else path
+
+
+def _epochs_logged(run_dir: RunDir) -> int:
+    try:
+        return sum(row["kind"] == "epoch" for row in read_metrics(run_dir.path / "metrics.csv"))
+    except (OSError, ValueError, KeyError, csv.Error):  # none, or not a metrics file: no history to keep
+        return 0
 
 
 def read_resumable(path: str) -> dict:

@@ -17,7 +17,7 @@ from .. import data, transforms
 from ..dense.formats import ADE20K, ADE20K_CLASSES, COCOInstances
 from ..image_cache import DecodedImages, cache_side
 from ..image_files import walk_folders
-from .config import FIELDS, TrainConfig
+from .config import TrainConfig
 from .config_checks import DENSE_TASKS
 
 
@@ -124,9 +124,8 @@ def _dense_format_data(c: TrainConfig, root: Path, log: Callable[[str], None]) -
     """The train and val splits of an ADE20K or COCO folder at ``<root>/<dataset>``, or ``root`` itself when
     ``dataset`` is left at its default (a dataset named but absent is refused, not read from ``root``)."""
     folder = root / c.dataset if (root / c.dataset).is_dir() else root
-    if folder == root and c.dataset != FIELDS["dataset"].default:
-        raise ValueError(f"dataset {c.dataset!r}: {root} holds no folder of that name; for the {c.dense_format} "
-                         f"folder at {root} itself, leave dataset (--dataset) out")
+    if folder == root:
+        data.check_dataset_named(root, c.dataset)
     _refuse_output_inside(c, [folder])
     if c.dense_format == "ade20k":
         splits = [ADE20K(folder, split, c.img_size, c.num_classes or ADE20K_CLASSES, split == "train")

@@ -99,10 +99,12 @@ class RunLog:
         if self.tensorboard is not None:
             self.tensorboard.image(tag, path, step)
 
-    def restore(self, history: list[dict]) -> None:
-        """Continue from a checkpoint's rows (``metrics.csv`` rewritten to them: rows logged after it are gone)."""
+    def restore(self, history: list[dict], finished: bool = False) -> None:
+        """Continue from a checkpoint's rows (``metrics.csv`` rewritten to them: rows logged after it are gone); a
+        ``finished`` run's record is left as it is."""
         self.history = list(history)
-        self._write()
+        if not finished:
+            self._write()
 
     def add(self, row: dict) -> None:
         self.history.append(row)
