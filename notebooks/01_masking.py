@@ -30,8 +30,10 @@
 # %%
 # %matplotlib inline
 import torch
+import torchvision
 
-from cnx2lite.masking import mask_grid, num_visible, random_mask, stage_masks, upsample_mask
+from cnx2lite.bootstrap import RESAMPLES
+from cnx2lite.masking import effective_mask_ratio, mask_grid, num_visible, random_mask, stage_masks, upsample_mask
 from cnx2lite.models import VARIANTS, create_model
 from cnx2lite.notebook.evidence import measured, report_figure, report_run_config
 from cnx2lite.notebook.masking_figures import (
@@ -45,6 +47,7 @@ from cnx2lite.notebook.masking_figures import (
 from cnx2lite.notebook.photos import photos
 from cnx2lite.notebook.plotting import as_jpeg, to_pil
 from cnx2lite.notebook.run_scale import scale
+from cnx2lite.notebook.source import show_source
 from cnx2lite.notebook.widgets import mask_explorer
 from cnx2lite.transforms import pretrain_transform
 
@@ -84,6 +87,25 @@ as_jpeg(plot_reconstruction_excerpt(report_figure("reconstruction"), rows=2))
 for row in ("K=50 FCMAE", "K=50 scratch", "K=50 FCMAE - scratch"):
     print(f"{row:22s} {measured(1, row)}")
 print("paper, all of ImageNet-1K:", measured(1, "K=all FCMAE - scratch").paper)
+print(f"intervals: 2.5th and 97.5th percentiles of {RESAMPLES:,} bootstrap resamples")
+
+# %% [markdown]
+# **What the brackets are.** `cnx2lite.bootstrap` computes them (`hierarchical_accuracy`, and for the difference
+# `hierarchical_paired_difference`). For one method, $c_{psn} \in \{0, 1\}$ says whether fine-tuning seed $s$ from
+# pretraining run $p$ classifies val image $n$ correctly ($P$ runs, $S$ seeds per run, $N$ images). The number before
+# the brackets is the mean of all the $c_{psn}$, in percent. A bootstrap resample $b$ draws, each with replacement,
+# $P$ runs $p^*_1, \dots, p^*_P$, then $S$ seeds $s^*_{i1}, \dots, s^*_{iS}$ within each drawn run $i$, then $N$
+# images $n^*_1, \dots, n^*_N$, and takes the same mean over what it drew:
+#
+# $$\hat\theta^{*b} = \frac{100}{N} \sum_{j=1}^{N} \frac{1}{PS} \sum_{i=1}^{P} \sum_{k=1}^{S}
+#   c_{p^*_i \, s^*_{ik} \, n^*_j}$$
+#
+# The 95% interval is the percentile interval $\left[\hat\theta^{*}_{(2.5\%)},\ \hat\theta^{*}_{(97.5\%)}\right]$
+# of the $B$ resampled means, $B$ as printed. For the difference FCMAE $-$ scratch, each resample draws each
+# method's runs and seeds on its own but the *same* images for both, and the interval is that of
+# $\hat\theta^{*b}_{\text{FCMAE}} - \hat\theta^{*b}_{\text{scratch}}$: an image that is hard for both cancels out.
+# With a single run and seed ($P = S = 1$) only the images are resampled, and the interval says how much the number
+# would move on other val images, not how much it would move if the runs were trained again.
 
 # %% [markdown]
 # At this tiny budget, against a weak from-scratch baseline, the gain is large; the paper's gain for V2-Base with all
@@ -117,22 +139,40 @@ print(f"mask grid {h}x{w} = {h * w} cells; at ratio 0.6, {num_visible(h * w, 0.6
 # %% [markdown]
 # ## The effective ratio is not exactly 60%
 #
-# Every image in a batch keeps the same number of visible cells (handy for batching the sparse tensors of notebook 2),
-# so the count is a whole number: `num_visible(L, ratio) = int(L * (1 - ratio))` for a grid of `L` cells, as in the
-# paper's code. `int()` rounds *down*, so at most 40% of the cells stay visible and at least 60% are masked. At the
-# paper's 224 px and at the 96 px of our CPU run:
+# Write $r$ for the mask ratio, the share of cells to hide, and $L = \frac{H}{32} \cdot \frac{W}{32}$ for the number
+# of cells of an $H \times W$ image. Every image in a batch keeps the same number of visible cells (handy for
+# batching the sparse tensors of notebook 2), so that number must be whole. The package rounds it as the paper's code
+# does; look for the `int()`:
+
+# %% tags=["nbval-check-output"]
+show_source(num_visible)
+
+# %% [markdown]
+# `int()` of a positive number rounds down. So the visible count $V$, and the share of cells really masked, which
+# `effective_mask_ratio` computes from it, are
+#
+# $$V = \left\lfloor L\,(1 - r) \right\rfloor, \qquad
+#   r_{\text{eff}} = 1 - \frac{V}{L} = 1 - \frac{\left\lfloor L\,(1 - r) \right\rfloor}{L}.$$
+#
+# Rounding down can only hide more. With $\{x\} = x - \lfloor x \rfloor$, the part of a cell that rounding drops,
+#
+# $$r_{\text{eff}} - r = \frac{\{L\,(1 - r)\}}{L}, \qquad 0 \le r_{\text{eff}} - r < \frac{1}{L}:$$
+#
+# the excess is less than one cell's share of the image, and on a small grid a cell is a large share. At the paper's
+# 224 px and at the 96 px of our CPU run:
 
 # %% tags=["nbval-check-output"]
 ratio = 0.6
 for size in (224, 96):
     h, w = mask_grid(size)
-    kept = num_visible(h * w, ratio)
-    print(f"{size:3d} px: {h}x{w} = {h * w:2d} cells; {h * w} x {1 - ratio:.2f} = {h * w * (1 - ratio):5.2f} -> int() "
-          f"-> {kept:2d} visible, {h * w - kept:2d} masked = {(h * w - kept) / (h * w):.1%}")
+    kept, masked = num_visible(h * w, ratio), effective_mask_ratio(size, ratio)
+    print(f"{size:3d} px: L = {h}x{w} = {h * w:2d}; L(1 - r) = {h * w * (1 - ratio):5.2f} -> V = {kept:2d} visible, "
+          f"{h * w - kept:2d} masked: r_eff = {masked:.3f}, {100 * (masked - ratio):.1f} points above r")
 
 # %% [markdown]
-# Rounding drops 0.6 of a cell at both sizes, but the smaller the grid, the more that weighs: 0.6 of 49 cells is
-# 1.2 points, 0.6 of 9 cells is 6.7 points. So our CPU run masks two thirds of each image, not 60%. Over all sizes:
+# At 96 px the grid is $3 \times 3$: $L = 9$, $V = \lfloor 9 \times 0.4 \rfloor = \lfloor 3.6 \rfloor = 3$ and
+# $r_{\text{eff}} = 6/9$. Rounding drops $\{3.6\} = 0.6$ of a cell at both sizes, but 0.6 of 49 cells is 1.2 points
+# and 0.6 of 9 cells is 6.7 points. So our CPU run masks two thirds of each image, not 60%. Over all sizes:
 
 # %%
 plot_effective_ratio(0.6, marked=(96, 224))
@@ -140,8 +180,22 @@ plot_effective_ratio(0.6, marked=(96, 224))
 # %% [markdown]
 # ## A 60% mask on a real photo
 #
-# `random_mask` ranks random noise per image and keeps the `int(49 * 0.4) = 19` cells with the lowest noise. True
-# means masked.
+# Which cells stay visible is drawn by `random_mask`. Look for the line that turns random noise into a mask: after
+# checking its arguments, it is four lines.
+
+# %% tags=["nbval-check-output"]
+show_source(random_mask, start="h, w = mask_grid")
+
+# %% [markdown]
+# Line by line: the grid is $h \times w$ cells and `keep` is $V$; each cell $\ell$ of each image gets a noise value
+# $u_\ell \sim \mathcal{U}(0, 1)$; `argsort` twice gives each cell the rank of its noise within its image
+# ($0, \dots, L - 1$); and a cell is masked when its rank is $V$ or more,
+#
+# $$M_\ell = \mathbb{1}\left[\operatorname{rank}(u_\ell) \ge V\right],$$
+#
+# so the $V$ cells with the lowest noise stay visible, and every set of $V$ cells is equally likely. The noise is drawn
+# on the CPU from `generator` and only the mask moves to `device`, so a seed gives the same masks on every device.
+# With $L = 49$, $V = 19$ at 224 px (True means masked):
 
 # %% tags=["nbval-check-output"]
 gen = torch.Generator().manual_seed(0)
@@ -163,8 +217,23 @@ as_jpeg(plot_masked_photos([photo, photo, small_photo], [None, mask, small_mask]
 # %% [markdown]
 # ## The same mask at every stage
 #
-# Upsampling a mask is plain repetition: each cell becomes an `s x s` block at a stage whose positions cover
-# `32 / s` pixels each. Finest first, `stage_masks` gives the masks for the four stages (`s` = 8, 4, 2, 1).
+# Upsampling a mask is plain repetition: each cell becomes an $s \times s$ block at a stage whose positions cover
+# $32 / s$ pixels each.
+
+# %% tags=["nbval-check-output"]
+show_source(upsample_mask)
+
+# %% [markdown]
+# `repeat_interleave` repeats every row $s$ times, then every column: position $(i, j)$ of the upsampled mask is cell
+# $(\lfloor i / s \rfloor, \lfloor j / s \rfloor)$ of the grid, $M^{(s)}_{ij} = M_{\lfloor i/s \rfloor, \lfloor j/s
+# \rfloor}$. Each cell becomes $s^2$ positions, visible or masked alike, so the visible share stays $V / L$ at every
+# stage. `stage_masks` applies it with $s = 2^{3 - i}$ for stage $i + 1$ ($i = 0, \dots, 3$), finest first:
+
+# %% tags=["nbval-check-output"]
+show_source(stage_masks)
+
+# %% [markdown]
+# The four masks of the photo's mask, with the visible share of each ($19/49 = 0.388$ at every stage):
 
 # %% tags=["nbval-check-output"]
 masks = stage_masks(mask[None])
@@ -241,8 +310,9 @@ mask_explorer(ratio=0.6, img_size=IMG_SIZE, stage=1, dims=VARIANTS["convnextv2_a
 #
 # - One mask cell per 32x32 patch = one position of the last stage; upsampled by 2, 4, 8 it stays aligned with every
 #   downsampling layer, so each stage's map splits cleanly into visible and masked positions.
-# - Every image keeps exactly `int(L * (1 - ratio))` cells: 19 of 49 at 224 px (61% masked), 3 of 9 at 96 px (67%
-#   masked), as printed above.
+# - Every image keeps exactly $V = \lfloor L\,(1 - r) \rfloor$ visible cells, so it masks
+#   $r_{\text{eff}} = 1 - V / L$, up to one cell's share more than $r$: 19 of 49 visible at 224 px (61% masked), 3 of
+#   9 at 96 px (67% masked), as printed above.
 # - Pretraining needs no strong augmentation: a random resized crop and a flip, then the mask.
 # - The loss looks only at the masked cells; the report's reconstructions show what 8 CPU epochs of it learn.
 # - Next, [02_sparse_convolution](02_sparse_convolution.ipynb): how the encoder computes on the visible positions
@@ -251,18 +321,68 @@ mask_explorer(ratio=0.6, img_size=IMG_SIZE, stage=1, dims=VARIANTS["convnextv2_a
 # ## Exercises
 #
 # 1. **Predict, then run.** MAE masks 75% of a ViT's patches. Before running anything, predict how many cells stay
-#    visible and what share is really masked with `ratio = 0.75`, at 224 px and at 96 px. Then set `ratio = 0.75` in
-#    the effective-ratio cell and check. *Hint:* 49 x 0.25 = 12.25 and 9 x 0.25 = 2.25; `int()` rounds down.
+#    visible and what share is really masked with $r = 0.75$, at 224 px and at 96 px. Then set `ratio = 0.75` in
+#    the effective-ratio cell and check. *Hint:* $49 \times 0.25 = 12.25$ and $9 \times 0.25 = 2.25$; `int()` rounds
+#    down.
 # 2. Which square image sizes up to 384 px give exactly 60%, and what does a 32 px image give? Read it off the
-#    effective-ratio figure, then explain it. *Hint:* `L * 0.4 = 2L / 5` is a whole number only when 5 divides
-#    `L = (S / 32)^2`, that is when 5 divides `S / 32`.
+#    effective-ratio figure, then explain it. *Hint:* $r_{\text{eff}} = r$ exactly when $L\,(1 - r) = 2L / 5$ is a
+#    whole number, that is when 5 divides $L = (S / 32)^2$, that is when 5 divides $S / 32$.
 # 3. **Predict, then run.** Masking 64x64 patches: with `random_mask(1, 256, ratio=0.6, patch_size=64, ...)`, the
 #    inputs of the three downsampling layers see the mask upsampled by 16, 8 and 4. Will `windows_uniform` be True for
 #    all three? Check with `upsample_mask`, then try the same at 224 px. *Hint:* a 64x64 cell is a 2x2 block of
 #    last-stage positions, so alignment survives; but 224 is not a multiple of 64, and larger cells mean fewer, larger
 #    holes for the decoder to fill.
 # 4. **Predict, then run.** Give the crop the supervised default scale: `augment8 = torchvision.transforms.Compose(
-#    [torchvision.transforms.RandomResizedCrop(IMG_SIZE, scale=(0.08, 1.0)), *augment.transforms[1:]])`, and redraw
-#    the views with `pretrain_views(source, augment8, n=20)`. About what share of views now keeps less than a quarter
-#    of the photo, against the pretraining crop? Count both. *Hint:* the area fraction is drawn uniformly from the
-#    scale range (boxes that do not fit are redrawn), so roughly (0.25 - 0.08) / 0.92 against (0.25 - 0.2) / 0.8.
+#    [torchvision.transforms.RandomResizedCrop(IMG_SIZE, scale=(0.08, 1.0)), *augment.transforms[1:]])`, and draw
+#    200 views with `pretrain_views(source, augment8, n=200)`. About what share of views now keeps less than a
+#    quarter of the photo, against the pretraining crop? Count both. *Hint:* the area fraction is drawn uniformly from
+#    the scale range (boxes that do not fit are redrawn), so roughly $(0.25 - 0.08) / 0.92$ against
+#    $(0.25 - 0.2) / 0.8$.
+
+# %% [markdown]
+# **Solution 1.**
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+for size in (224, 96):
+    h, w = mask_grid(size)
+    print(f"{size} px, r = 0.75: V = int({h * w} x 0.25) = {num_visible(h * w, 0.75)} visible, "
+          f"r_eff = {effective_mask_ratio(size, 0.75):.3f}")
+# 12.25 -> 12 and 2.25 -> 2: a quarter of a cell is dropped at both sizes, 0.25/49 = 0.5 points at 224 px but
+# 0.25/9 = 2.8 points at 96 px. At 96 px, MAE's 75% would really mask 7 of 9 cells.
+
+# %% [markdown]
+# **Solution 2.**
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+exact = [size for size in range(32, 385, 32) if abs(effective_mask_ratio(size, 0.6) - 0.6) < 1e-9]
+print("exactly 60% at", exact, "px; 32 px:", f"r_eff = {effective_mask_ratio(32, 0.6):.0%}")
+# 160 px (5x5 = 25 cells, 10 visible) and 320 px (10x10 = 100 cells, 40 visible): S / 32 is a multiple of 5, so
+# L * 0.4 is whole and nothing is rounded. At 32 px one cell: int(0.4) = 0 visible, everything masked, and
+# training refuses it (cnx2lite.masking.check_mask_ratio) since the encoder would see nothing.
+
+# %% [markdown]
+# **Solution 3.**
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+big = random_mask(1, 256, ratio=0.6, patch_size=64, generator=torch.Generator().manual_seed(0))
+print(f"64x64 cells at 256 px: grid {tuple(big.shape[1:])}, uniform 2x2 windows at the three downsampling inputs:",
+      [windows_uniform(upsample_mask(big, scale)) for scale in (16, 8, 4)])
+try:
+    random_mask(1, 224, ratio=0.6, patch_size=64)
+except ValueError as error:
+    print("224 px:", error)
+# True for all three: every 2x2 window of a downsampling layer lies inside one 64x64 cell. But the grid has 16 cells
+# (6 visible), not 64: fewer, larger holes, and only sizes that are multiples of 64 work.
+
+# %% [markdown]
+# **Solution 4.**
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+augment8 = torchvision.transforms.Compose(
+    [torchvision.transforms.RandomResizedCrop(IMG_SIZE, scale=(0.08, 1.0)), *augment.transforms[1:]])
+for name, transform in (("pretraining crop, scale (0.2, 1)", augment), ("supervised crop, scale (0.08, 1)", augment8)):
+    drawn = pretrain_views(source, transform, n=200, seed=0)
+    small_share = sum(v.box[2] * v.box[3] < 0.25 * source.width * source.height for v in drawn) / len(drawn)
+    print(f"{name}: {small_share:.0%} of 200 views keep less than a quarter of the photo")
+# The supervised crop gives over twice as many views that show less than a quarter of the photo (the hint's
+# estimates are 18% and 6%; 200 draws are a noisy count). Mask 60% of such a view and little of it is left to see.

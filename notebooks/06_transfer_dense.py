@@ -38,18 +38,22 @@
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from IPython.display import display
+from torchmetrics.classification import MulticlassJaccardIndex
 
 from cnx2lite import create_model, data
-from cnx2lite.dense.composites import CompositeDataset
-from cnx2lite.dense.heads import UperNet, mask_rcnn
+from cnx2lite.dense.composites import CompositeDataset, instances, random_shape
+from cnx2lite.dense.heads import PyramidPooling, UperNet, mask_rcnn
 from cnx2lite.notebook import dense_figures, shared_runs
 from cnx2lite.notebook.evidence import REPORT
-from cnx2lite.notebook.photos import sample_images
+from cnx2lite.notebook.photos import class_names, sample_images
 from cnx2lite.notebook.plotting import as_jpeg, jpeg_file
 from cnx2lite.notebook.run_scale import pick, scale
+from cnx2lite.notebook.source import show_source
 from cnx2lite.train import transfer
+from cnx2lite.train.dense_tasks import DetectTask, SegmentTask
 from cnx2lite.train.optim import param_groups
 
 SIZE = pick(smoke=64, cpu=128, gpu=224)  # composites are SIZE x SIZE
@@ -101,14 +105,61 @@ print(f"image {tuple(image.shape)}; semantic {tuple(target['semantic'].shape)} {
       f"boxes {tuple(target['boxes'].shape)}; masks {tuple(target['masks'].shape)}; labels {target['labels'].tolist()}")
 
 # %%
-as_jpeg(dense_figures.plot_composites(composites, range(3), data.class_names(FOLDER)))
+as_jpeg(dense_figures.plot_composites(composites, range(3), class_names(FOLDER)))
+
+# %% [markdown]
+# The labels are exact because they are written while pasting. Here is the loop of `CompositeDataset.compose` that
+# pastes the regions; look at the last two lines, which are all the labelling there is.
+
+# %% tags=["nbval-check-output"]
+show_source(CompositeDataset.compose, start="for _ in range(", stop="return canvas")
+
+# %% [markdown]
+# Each region takes a class other than the background's, a random shape `mask` with its box, and a photo of that class
+# squeezed into the box; the photo's pixels inside the shape replace the canvas's. Then `semantic[mask] = label`
+# relabels those pixels, so the semantic label of a pixel is the class of the last region that covers it, or the
+# background's. And every earlier region loses the new shape's pixels from its visible mask: with $S_k$ the shape of
+# region $k$ of $R$, its visible mask is
+#
+# $$V_k = S_k \setminus \bigcup_{k' > k} S_{k'}.$$
+#
+# `instances` turns the regions into detection targets; look for the one condition on a region:
+
+# %% tags=["nbval-check-output"]
+show_source(instances, start="kept = ")
+
+# %% [markdown]
+# A region is an instance only if $|V_k| \ge 16$ pixels (`min_visible`); its mask is $V_k$, and `boxes_of` gives the
+# tight box of $V_k$, not of its whole shape. A composite where every region is hidden has no instance at all.
 
 # %% [markdown]
 # ## 3. Two heads in a few lines
 #
 # **UperNet** (Xiao et al., 2018): pyramid pooling on stage 4 (averages over 1x1, 2x2, 3x3 and 6x6 cells), a feature
 # pyramid network (FPN) over the four maps, every level upsampled to stride 4, fused and classified per pixel. The
-# FPN is torchvision's; the pooling and fusion are the package's (`cnx2lite/dense/heads.py`).
+# FPN is torchvision's; the pooling and fusion are the package's (`cnx2lite/dense/heads.py`). The pooling first; look
+# for its four branches, one per grid size $s \in \{1, 2, 3, 6\}$:
+
+# %% tags=["nbval-check-output"]
+show_source(PyramidPooling.forward)
+
+# %% [markdown]
+# Each branch averages stage 4 over an $s \times s$ grid (`adaptive_avg_pool2d`), projects it with a 1x1 conv and
+# upsamples it back to the map's size; `fuse`, a 3x3 conv, mixes the map with its four pooled versions. So every
+# position also sees averages over the whole map and over cells a half, a third and a sixth of its side.
+
+# %% [markdown]
+# Then the whole head: what to look for is that every level of the pyramid is brought to stride 4 before the fusion.
+
+# %% tags=["nbval-check-output"]
+show_source(UperNet.forward)
+
+# %% [markdown]
+# `stage_maps` runs the backbone and returns the four normed maps, keyed `"0"` to `"3"`; the pooling replaces the last
+# one; torchvision's `FeaturePyramidNetwork` adds each coarser level, upsampled, to the next finer one through lateral
+# 1x1 convs; the four levels are upsampled to the size of level 0 (stride 4), concatenated and fused by a 3x3 conv;
+# a 1x1 conv classifies each position, and the logits are upsampled bilinearly to the image. The loss is per-pixel
+# cross-entropy. On two composites:
 
 # %%
 segmenter = UperNet(backbone, num_classes=len(photos.classes), channels=128)
@@ -121,7 +172,18 @@ print(f"logits {tuple(logits.shape)}: (N, classes, H, W); backbone "
 # **Mask R-CNN** (He et al., 2017) is torchvision's whole model (region proposals, RoIAlign, box and mask heads,
 # their losses) on the backbone through an FPN. `mask_rcnn` sizes it for images holding a few objects. In training
 # mode it takes targets and returns its five losses; in evaluation mode it returns, per image, boxes, labels
-# (`1..K`: its 0 is the background), scores and mask probabilities.
+# (`1..K`: its 0 is the background), scores and mask probabilities. What the package adds is the backbone it reads
+# and the sizes: look for the anchor sizes, one per pyramid level, and the counts of proposals and sampled regions.
+
+# %% tags=["nbval-check-output"]
+show_source(mask_rcnn, start="anchors = AnchorGenerator")
+
+# %% [markdown]
+# `StagePyramid` is the backbone: the four normed stage maps through a `FeaturePyramidNetwork` with a max-pooled fifth
+# level, 128 channels each (`channels`). Anchors of 16 to 256 px sit one size per level at three aspect ratios. The
+# data is already normalized, so the model's own normalization is the identity (mean 0, std 1) and `min_size` =
+# `max_size` = `img_size` stops it resizing. The box and mask heads are torchvision's, narrowed to 256 and 128
+# features, with `num_classes + 1` outputs for the background. In evaluation mode on two composites:
 
 # %%
 detector = mask_rcnn(backbone, num_classes=len(photos.classes), img_size=SIZE)
@@ -136,8 +198,40 @@ print({key: tuple(value.shape) for key, value in found[0].items()})
 # `cnx2lite transfer --task segment|detect` (here its Python twin, `transfer`) trains either head as `finetune`
 # trains a classifier: the same run directory, resume, `metrics.csv` and curves, layer-wise lr decay of 0.9 over the
 # backbone's blocks (the heads train at the full lr), and `predictions.png` of evaluation composites at the end. The
-# scores: mIoU, the intersection over union of each class's pixels averaged over the classes, and COCO's box and
-# mask AP, averaged over IoU thresholds 0.5 to 0.95 (torchmetrics, with pycocotools' own evaluation).
+# scores are torchmetrics', computed once over the whole evaluation split; look for the `average` of each:
+
+# %% tags=["nbval-check-output"]
+show_source(SegmentTask.start_scoring)
+
+# %% [markdown]
+# `MulticlassJaccardIndex` with `average="macro"` is the mIoU. It counts over every pixel of the split: for class $c$,
+# $\mathrm{TP}_c$ pixels labelled $c$ and predicted $c$, $\mathrm{FP}_c$ predicted $c$ but labelled otherwise,
+# $\mathrm{FN}_c$ labelled $c$ but predicted otherwise. Then
+#
+# $$\mathrm{IoU}_c = \frac{\mathrm{TP}_c}{\mathrm{TP}_c + \mathrm{FP}_c + \mathrm{FN}_c}, \qquad
+#   \mathrm{mIoU} = \frac{100}{|\mathcal{C}|} \sum_{c \in \mathcal{C}} \mathrm{IoU}_c, \qquad
+#   \mathcal{C} = \{c : \mathrm{TP}_c + \mathrm{FP}_c + \mathrm{FN}_c > 0\}:$$
+#
+# the mean is over the classes that occur in the labels or in the predictions (torchmetrics gives a class that is in
+# neither a weight of 0, rather than an IoU of 0). Pixels labelled `IGNORE_INDEX` are left out (composites have none).
+# Pixel accuracy is $\sum_c \mathrm{TP}_c$ over the number of pixels. Detection is scored by torchmetrics'
+# `MeanAveragePrecision` with the pycocotools backend, which runs COCO's own evaluation on the gathered detections:
+
+# %% tags=["nbval-check-output"]
+show_source(DetectTask.scores, start="average_precision = ")
+
+# %% [markdown]
+# COCO's AP, `bbox_map`: for each IoU threshold $t \in T = \{0.50, 0.55, \dots, 0.95\}$ and each class $k$, the
+# detections of class $k$ (at most 100 per image and class, the highest scores) are taken in decreasing score, and
+# each is a true positive if its box overlaps a ground-truth box of class $k$ not matched yet with
+# $\mathrm{IoU} = |A \cap B| / |A \cup B| \ge t$. This gives a precision $p_{k,t}(r)$ at each recall $r$, and
+#
+# $$\mathrm{AP} = \frac{100}{|T|\,|K|} \sum_{t \in T} \sum_{k \in K} \frac{1}{101}
+#   \sum_{r \in \{0, 0.01, \dots, 1\}} \max_{\tilde r \ge r} p_{k,t}(\tilde r),$$
+#
+# where $K$ holds the classes with at least one ground-truth instance in the split, and the inner maximum is 0 for a
+# recall $r$ the detections never reach. Mask AP (`segm_map`) is the same with the IoU of masks (probabilities
+# thresholded at 0.5) in place of boxes; `val_box_ap50` is the term $t = 0.5$ alone.
 #
 # Two short segmentation runs, from the FCMAE encoder and from a random init, with the same composites and seed:
 
@@ -165,7 +259,7 @@ for name, run in segment_runs.items():
 # %% [markdown]
 # Detection trains more slowly (region proposals and per-region heads), so here one short run, from the same init as
 # the first segmentation run. Its AP after a hundred composites is near zero: Mask R-CNN needs many more steps
-# before its proposals settle.
+# before its proposals settle, and an AP counts only detections whose boxes overlap a true one by at least half.
 
 # %%
 detect_run = transfer("detect", PRESET, pretrained=inits["FCMAE"], name="detect-FCMAE",
@@ -177,8 +271,10 @@ display(jpeg_file(detect_run.run_dir / "predictions.png"))
 # ### The replicated table
 #
 # Table 6 of the report transfers four inits (V2 FCMAE, V1 FCMAE, supervised, random), each from two pre-training
-# runs, scores every evaluation composite on its own and gives intervals over runs and composites. It is trained
-# after the report's other tables.
+# runs, scores every evaluation composite on its own and gives intervals over runs and composites. A composite's own
+# score is the formula above on its pixels (or detections) alone (a composite that some run cannot score, such as
+# one without an instance for AP, is left out for all), and the interval is the bootstrap of notebook 1 with these
+# scores in place of $c_{psn}$. It is trained after the report's other tables.
 
 # %%
 section = (REPORT / "report.md").read_text().partition("## 6. Transfer")[2]
@@ -190,38 +286,80 @@ else:
           "(`--hours` lets it train in pieces).")
 
 # %% [markdown]
+# ## Takeaways
+#
+# - Both heads read the encoder's four stage maps, each normalized on its own; UperNet fuses them into one map at
+#   stride 4, Mask R-CNN keeps them as a pyramid for its proposals.
+# - `CompositeDataset` gives exact labels for both tasks from any class folder, written while the regions are pasted;
+#   train and evaluation composites never share a photo, and the evaluation set is the same for every run.
+# - `cnx2lite transfer` trains either task with the training loop of `finetune`, scored by torchmetrics' mIoU and
+#   COCO AP; table 6 of the report, not these short runs, says whether FCMAE transfers better at this scale.
+#
 # ## Exercises
 #
 # 1. **Predict, then run: hidden instances.** Later shapes can cover earlier ones, and an instance left with fewer
 #    than 16 visible pixels is no detection target (its pixels keep their class in the semantic labels). Predict the
 #    share of pasted regions dropped this way over 200 composites, then count it with `composites.compose(i)`, which
 #    returns each region's visible mask.
-# 2. **Predict, then run: layer decay.** With `layer_decay=0.9`, atto's 12 blocks and one layer id per block, each
-#    parameter's lr is scaled by `0.9 ** (13 - layer id)`: the stem has id 1, the heads 13. Predict the stem's scale,
-#    then read it from `cnx2lite.train.optim.param_groups(segmenter, 0.05, 0.9)`.
+# 2. **Predict, then run: layer decay.** With `layer_decay=0.9`, atto's 12 blocks and one layer id $\ell$ per block,
+#    each parameter's lr is scaled by $0.9^{13 - \ell}$: the stem has $\ell = 1$, the heads $\ell = 13$. Predict the
+#    stem's scale, then read it from `cnx2lite.train.optim.param_groups(segmenter, 0.05, 0.9)`.
 # 3. **Which stage?** In section 1, which stage maps have cells smaller than the smallest pasted shapes at `SIZE`
-#    px? *Hint:* a shape's radius is a tenth to a third of the composite, shrunk by up to half along each axis.
-#
-# ## Solutions
-
-# %%
-many = CompositeDataset(photos.samples, photos.classes, size=SIZE, length=200, seed=1)
-regions = [mask.sum() for i in range(len(many)) for mask, _ in many.compose(i)[2]]
-print(f"1. {sum(int(n < 16) for n in regions)} of {len(regions)} regions are left with fewer than 16 visible pixels")
-
-scales = sorted({group["lr_scale"] for group in param_groups(segmenter, 0.05, 0.9)})
-print(f"2. lr scales from {scales[0]:.3f} (the stem: 0.9 ** 12) to {scales[-1]:.0f} (the heads)")
+#    px? Measure the shapes with `cnx2lite.dense.composites.random_shape`. *Hint:* a shape's radius is a tenth to a
+#    third of the composite, shrunk by up to half along each axis.
+# 4. **mIoU by hand.** Compute the mIoU of the untrained `segmenter`'s `logits` on the two composites of section 3
+#    with the formula above (count $\mathrm{TP}_c$, $\mathrm{FP}_c$, $\mathrm{FN}_c$ yourself), and check it against
+#    torchmetrics' `MulticlassJaccardIndex`. Why is it not the share of correct pixels?
 
 # %% [markdown]
-# 3. At 128 px the smallest shapes are about 13 px across: smaller than a stage-3 cell (16 px) and much smaller than
-#    a stage-4 cell (32 px). Only stages 1 and 2 resolve them, one reason both heads read the early maps through the
-#    FPN.
-#
-# ## Takeaways
-#
-# - Both heads read the encoder's four stage maps, each normalized on its own; UperNet fuses them into one map at
-#   stride 4, Mask R-CNN keeps them as a pyramid for its proposals.
-# - `CompositeDataset` gives exact labels for both tasks from any class folder; train and evaluation composites never
-#   share a photo, and the evaluation set is the same for every run.
-# - `cnx2lite transfer` trains either task with the training loop of `finetune`; table 6 of the report, not these
-#   short runs, says whether FCMAE transfers better at this scale.
+# **Solution 1.**
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+many = CompositeDataset(photos.samples, photos.classes, size=SIZE, length=200, seed=1)
+regions = [mask.sum() for i in range(len(many)) for mask, _ in many.compose(i)[2]]
+print(f"{sum(int(n < 16) for n in regions)} of {len(regions)} regions are left with fewer than 16 visible pixels")
+# Very few: a later shape must cover almost all of an earlier one, and shapes are placed independently. Most covered
+# regions lose part of their pixels and stay instances, with a smaller mask and box.
+
+# %% [markdown]
+# **Solution 2.**
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+scales = sorted({group["lr_scale"] for group in param_groups(segmenter, 0.05, 0.9)})
+print(f"lr scales from {scales[0]:.3f} to {scales[-1]:.0f}; 0.9 ** 12 = {0.9 ** 12:.3f}")
+# The stem (layer id 1) trains at 0.9^12 = 0.28 of the lr and the heads at the full lr: the earliest, most generic
+# features of the pretrained encoder move least.
+
+# %% [markdown]
+# **Solution 3.**
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+rng = np.random.default_rng(0)
+sides = np.array([min(x1 - x0, y1 - y0) for _, (x0, y0, x1, y1) in (random_shape(rng, SIZE) for _ in range(1000))])
+print(f"{SIZE} px composites: the shorter box side of 1000 shapes is {sides.min()} px at least, "
+      f"{np.percentile(sides, 5):.0f} px at the 5th percentile")
+for stage, stride in enumerate((4, 8, 16, 32), 1):
+    print(f"stage {stage}: a cell covers {stride} px; {np.mean(sides < stride):.0%} of shapes are narrower than a cell")
+# Stage 1's cells are smaller than every shape; the share of shapes narrower than one cell grows with every stage, to
+# a large share at stage 4, whose cells are a quarter of a 128 px composite. Only the early maps resolve the small
+# shapes, one reason both heads read them through the FPN.
+
+# %% [markdown]
+# **Solution 4.**
+
+# %% tags=["solution"] jupyter={"source_hidden": true, "outputs_hidden": true}
+truth = torch.stack([composites[i][1]["semantic"] for i in range(2)])
+guess = logits.argmax(1)
+ious = []
+for c in range(len(photos.classes)):
+    tp, fp, fn = ((guess == c) & (truth == c)).sum(), ((guess == c) & (truth != c)).sum(), \
+        ((guess != c) & (truth == c)).sum()
+    if tp + fp + fn > 0:
+        ious.append(tp / (tp + fp + fn))
+by_hand = 100 * torch.stack(ious).mean().item()
+library = 100 * MulticlassJaccardIndex(len(photos.classes), average="macro")(guess, truth).item()
+print(f"mIoU by hand {by_hand:.2f}%, torchmetrics {library:.2f}%, over {len(ious)} classes; "
+      f"pixel accuracy {100 * (guess == truth).float().mean():.1f}%")
+# The same number. Pixel accuracy weighs classes by their pixels, so predicting the large background class
+# everywhere scores well; mIoU gives each class present the same weight, and a class predicted where it is not
+# (FP) lowers its IoU as much as a class missed (FN).

@@ -14,10 +14,12 @@ from cnx2lite.notebook.collapse_figures import (
     channel_flags,
     plot_analysis_images,
     plot_channel_maps,
+    plot_collapse_curves,
     plot_distance_by_layer,
     saturated_levels,
     stage_means,
 )
+from cnx2lite.notebook.widgets import collapse_layer_explorer
 
 
 def flagged_maps() -> torch.Tensor:
@@ -61,6 +63,43 @@ def test_distance_panels_share_colors_and_legend() -> None:
     assert right.get_legend() is None and right.get_title() == "centered"
     assert [line.get_color() for line in left.lines[:2]] == [line.get_color() for line in right.lines[:2]]
     assert left.get_ylabel() and left.get_xlabel()
+
+
+def test_collapse_curves_one_panel_per_statistic_fitted_to_its_values() -> None:
+    def layer(name: str, saturated: list[float]) -> LayerCollapse:
+        values = torch.tensor(saturated, dtype=torch.float64)
+        zeros = torch.zeros_like(values)
+        return LayerCollapse(name, zeros + 0.45, zeros + 0.45, zeros, zeros, values)
+
+    results = {"m1": [layer("stages.0.0.act", [0.02, 0.04]), layer("stages.1.0.act", [0.0, 0.0])],
+               "m2": [layer("stages.0.0.act", [0.01, 0.01]), layer("stages.1.0.act", [0.05, 0.07])]}
+    fig = plot_collapse_curves(results, title="t")
+    distance, dead, saturated = fig.axes
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["m1", "m2"]  # one legend, the models
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert distance.get_ylim() == (0, 0.55)
+    assert dead.get_ylim() == (0, 1.0) and "no dead channel" in dead.texts[0].get_text()  # all zero: a 0-1 % axis
+    top = 100 * (0.06 + torch.tensor([0.05, 0.07], dtype=torch.float64).std().item())  # m2's block 2: mean + std, in %
+    assert abs(saturated.get_ylim()[1] - 1.15 * top) < 1e-9 and not saturated.texts
+    assert list(saturated.lines[1].get_ydata()) == [1.0, 6.0]  # m2's means, in %
+    assert all(ax.get_ylabel() for ax in fig.axes) and saturated.get_xlabel() and not distance.xaxis.label.get_visible()
+
+
+def test_collapse_layer_explorer_shows_the_chosen_block() -> None:
+    torch.manual_seed(0)
+    models = {"V1": create_model("convnextv2_atto", num_classes=0, block="v1").eval(),
+              "V2": create_model("convnextv2_atto", num_classes=0).eval()}
+    images = torch.randn(2, 3, 64, 64)
+    stats = {label: collapse.collapse_by_layer(model, images) for label, model in models.items()}
+    explorer = collapse_layer_explorer(models, images, stats, ["cat", "dog"], block=5, image=1, k=8)
+    layer = stats["V2"][4]
+    assert explorer.text.startswith(f"block 5 ({layer.name}): 640 channels of 4x4")
+    assert f"V2: distance {layer.distance.mean():.3f} ({layer.distance[1]:.3f})" in explorer.text
+    assert bytes(explorer.figure.value).startswith(b"\x89PNG")
+    block, image = explorer.children[0].children
+    block.value, image.value = 12, 0  # observed: redraws
+    assert explorer.text.startswith(f"block 12 ({stats['V1'][11].name}): 1280 channels of 2x2")
+    assert f"V1: distance {stats['V1'][11].distance.mean():.3f} ({stats['V1'][11].distance[0]:.3f})" in explorer.text
 
 
 def test_stage_means_average_blocks_and_images() -> None:

@@ -41,6 +41,9 @@ def test_capture_grn_records_every_block_with_its_gain(capture):
     assert gain.shape == (2, 320)
     expected = gain[:, None, None, :] * x + 0.05
     assert torch.allclose(capture.outputs["stages.1.0.act"], expected, atol=1e-5)
+    per_stage = G.stage_gains(capture)  # stage 2 (blocks 3, 4): 2 images x 2 blocks x 320 channels
+    assert len(per_stage) == 4 and all(r.shape == g.shape for r, g in per_stage) and len(per_stage[1][0]) == 1280
+    assert torch.equal(per_stage[1][1][:640], gain.flatten()) and bool(per_stage[0][1].eq(1).all())
     stats = G.grn_redundancy(capture)
     assert set(stats) == {"distance before", "distance after", "|r| before", "|r| after"}
     assert all(len(v) == 12 for v in stats.values())
@@ -54,8 +57,10 @@ def test_figures_say_which_channels_they_show(capture):
     assert all("all 320" in label for label in labels)
     fig = G.plot_batch_dependence({"a": [x.flatten()[:320]] * 3}, ["1", "2", "3"])
     assert "first 40 of 320" in fig.axes[0].get_xlabel()
-    fig = G.plot_encoder_grn({"random": capture, "trained": capture}, "stages.1.0.act")
-    assert len(fig.axes) == 4 and all(ax.get_title() and ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    fig = G.plot_gain_vs_response(capture)
+    panels, colorbar = fig.axes[:4], fig.axes[4]
+    assert len(fig.axes) == 5 and colorbar.get_ylabel() and panels[0].get_ylabel()
+    assert all(ax.get_title() and ax.get_xlabel() for ax in panels)
     for fig in (G.plot_learned_grn(capture), G.plot_redundancy({"m": capture})):
         assert fig.get_suptitle() and fig.legends and all(ax.get_ylabel() for ax in fig.axes)
 

@@ -97,3 +97,33 @@ def test_figures_have_titles_and_legends(small_fcmae):
     budget = anatomy.plot_parameter_budget({"small": anatomy.parameter_counts(small_fcmae)}, "budget")
     assert budget.axes[0].get_legend() is not None and budget.axes[0].get_xlabel()
     assert anatomy.plot_block_diagrams().axes[0].get_legend() is not None
+
+
+def test_knn_curve_reads_the_epochs_that_measured_it():
+    history = [{"kind": "train", "epoch": "0.5", "val_loss": "", "knn_top1": ""},
+               {"kind": "epoch", "epoch": "1.0", "val_loss": "", "knn_top1": ""},
+               {"kind": "epoch", "epoch": "2.0", "val_loss": "0.8", "knn_top1": "30.0"}]
+    assert pf.epoch_series(history, "knn_top1") == ([2.0], [30.0])
+    assert pf.top1_standard_error(50.0, 100) == pytest.approx(5.0)
+    fig = pf.plot_knn_curve({"run": history}, val_images=100, title="knn")
+    assert fig.get_suptitle() == "knn" and all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    assert fig.axes[0].get_legend() is not None
+
+
+def test_reconstruction_explorer_reads_the_loss_of_the_view_it_shows(small_fcmae):
+    from cnx2lite.notebook.widgets import reconstruction_explorer
+
+    imgs = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(4))
+    explorer = reconstruction_explorer(small_fcmae, imgs, seed=1)
+    (image_w, seed_w), (ratio_w,) = explorer.children[0].children, explorer.children[1].children
+    assert ratio_w.value == 0.6 and max(ratio_w.options) == 0.85  # a 3x3 grid keeps one cell visible up to 0.85
+
+    def loss(i: int, seed: int, ratio: float) -> float:
+        mask = random_mask(1, 96, ratio, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            return small_fcmae(imgs[i:i + 1], mask)[0].item()
+
+    assert explorer.text.startswith(f"loss {loss(0, 1, 0.6):.3f} on the 6 masked of 9 cells")
+    image_w.value, seed_w.value, ratio_w.value = 2, 7, 0.3  # each change redraws
+    assert explorer.text.startswith(f"loss {loss(2, 7, 0.3):.3f} on the 3 masked of 9 cells")
+    assert bytes(explorer.figure.value).startswith(b"\x89PNG")

@@ -1,5 +1,6 @@
-"""Notebook 2's measurements (cnx2lite.notebook.sparse_figures): the mask-fading content maps, the
-feature shift, the per-part step timing, and that every figure comes with its key."""
+"""Notebook 2's measurements (cnx2lite.notebook.sparse_figures): the fill-in toy and its explorer, the
+mask-fading content maps, the feature shift, the per-part step timing, the difference plot, and that every figure
+comes with its key."""
 from __future__ import annotations
 
 import pytest
@@ -10,6 +11,7 @@ from cnx2lite.masking import random_mask
 from cnx2lite.models import create_model
 from cnx2lite.notebook import sparse_figures as sf
 from cnx2lite.notebook import step_timing as timing
+from cnx2lite.notebook.evidence import Measured
 
 SIZE = 64
 
@@ -82,8 +84,59 @@ def test_figures_have_titles_labels_and_keys(encoder, batch) -> None:
         sf.plot_mask_fading(content, mask, encoder.depths, sf.stage_ends(encoder.depths), "t"),
         sf.plot_distribution_shift(x, mask, sf.feature_shift(encoder, encoder, x, mask), encoder.depths),
         sf.plot_sparse_set(x[0], mask[0]),
+        sf.plot_fill_in(sf.toy_stack(x[0], 2), sf.toy_stack(x[0], 2, sf.visible_pixels(mask[0])), [0, 2], mask[0]),
+        sf.plot_differences({"ours": Measured(1.0, -0.5, 2.0)}, {"paper": 4.4}, "points", "t"),
         timing.plot_speedups({"a": 1.2, "b": 1.5}, "t"),
     ]
     for fig in figures:
         assert fig.legends or any(ax.get_legend() for ax in fig.axes)
         assert fig.get_suptitle() or any(ax.get_title() for ax in fig.axes)
+
+
+def test_toy_conv_is_a_7x7_average_and_its_sparse_form_keeps_holes_empty() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x, mask = torch.randn(3, SIZE, SIZE, generator=gen), random_mask(1, SIZE, 0.5, generator=gen)[0]
+    visible = sf.visible_pixels(mask)
+    c = SIZE // 2
+    assert torch.allclose(sf.toy_conv(x)[:, c, c], x[:, c - 3:c + 4, c - 3:c + 4].mean((1, 2)), atol=1e-6)
+    dense, sparse = sf.toy_stack(x * visible, 12), sf.toy_stack(x * visible, 12, visible)
+    assert len(dense) == len(sparse) == 13 and torch.equal(dense[0], sparse[0])
+    assert sf.filled_pixels(dense[0], mask) == 0.0 and sf.filled_pixels(dense[1], mask) > 0
+    assert all(sf.filled_pixels(img, mask) == 0.0 for img in sparse)
+    assert torch.equal(sparse[1], sf.toy_conv(x * visible) * visible)
+
+
+def test_a_lone_masked_cell_fills_after_six_layers() -> None:
+    """Each layer moves the border 3 px in from every side; the middle of a 32-px cell is 16 px in."""
+    lone = torch.zeros(3, 3, dtype=torch.bool)
+    lone[1, 1] = True
+    x = torch.rand(3, 96, 96) + 0.5  # no exact zeros
+    stack = sf.toy_stack(x * sf.visible_pixels(lone), 6)
+    assert [sf.filled_cells(img, lone) for img in stack] == [0, 0, 0, 0, 0, 0, 1]
+    assert sf.filled_pixels(stack[5], lone) == pytest.approx(1 - 4 / 32**2)
+
+
+def test_difference_plot_marks_zero_and_both_rows() -> None:
+    fig = sf.plot_differences({"ours": Measured(2.3, 0.8, 3.9)}, {"paper": 4.4}, xlabel="points", title="t")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "points" and ax.get_title() == "t"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["ours", "paper"]
+    assert any(list(line.get_xdata()) == [0, 0] for line in ax.get_lines())  # the line at 0
+    assert ax.get_xlim()[0] < 0 < 4.4 < ax.get_xlim()[1]
+    assert len(fig.legends[0].get_texts()) == 3
+
+
+def test_fill_in_explorer_redraws_with_the_number_of_layers() -> None:
+    pytest.importorskip("ipywidgets")
+    from cnx2lite.notebook.widgets import fill_in_explorer
+
+    mask = torch.zeros(3, 3, dtype=torch.bool)
+    mask[1, 1] = True
+    explorer = fill_in_explorer(torch.rand(3, 96, 96) + 0.5, mask, layers=0, max_layers=8)
+    assert explorer.text.startswith("after 0 dense 7x7 layers: 0% of the masked pixels filled, 0 of 1")
+    slider = explorer.children[0].children[0]
+    slider.value = 6
+    explorer.update()
+    assert "after 6 dense 7x7 layers: 100% of the masked pixels filled, 1 of 1" in explorer.text
+    assert explorer.text.endswith("after 6 sparse layers: 0% filled")
+    assert bytes(explorer.figure.value).startswith(b"\x89PNG")

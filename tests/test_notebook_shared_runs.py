@@ -37,7 +37,7 @@ def test_the_arms_differ_only_in_their_init(smoke_runs):
     fcmae, scratch = (json.loads((shared_runs.finetuned(init) / "config.json").read_text())
                       for init in ("fcmae", "scratch"))
     differ = {key for key in (fcmae.keys() | scratch.keys()) - {"requested"} if fcmae.get(key) != scratch.get(key)}
-    assert differ == {"name", "pretrained"}, differ
+    assert differ == {"name", "pretrained", "start_checkpoint", "start_stamp"}, differ  # the init and its file
     with pytest.raises(ValueError, match="init must be 'fcmae' or 'scratch'"):
         shared_runs.finetuned("supervised")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +31,10 @@ def photo_root() -> Path | None:
 
 
 def notebook_env(runs: Path) -> dict[str, str]:
-    """The environment the notebooks run in under test: smoke scale, the photos, and ``runs`` for the shared runs
-    (trained by the first notebook that needs each, as in a fresh clone)."""
-    env = dict(os.environ, CNX2LITE_SCALE="smoke", CNX2LITE_NOTEBOOK_RUNS=str(runs))
+    """The environment the notebooks run in under test: smoke scale, the photos, ``runs`` for the shared runs
+    (trained by the first notebook that needs each, as in a fresh clone), and no downloads: the cells that use
+    released weights say in one line that they are offline, at once."""
+    env = dict(os.environ, CNX2LITE_SCALE="smoke", CNX2LITE_NOTEBOOK_RUNS=str(runs), CNX2LITE_OFFLINE="1")
     root = photo_root()
     if root is not None:
         env["CNX2LITE_DATA_ROOT"] = str(root)
@@ -55,6 +57,20 @@ def test_py_and_ipynb_in_sync(name: str) -> None:
             f"Regenerate with: CNX2LITE_SCALE=cpu CNX2LITE_DATA_ROOT=... jupytext --to ipynb --execute "
             f"notebooks/{py.name}"
         )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_exercise_has_a_solution_a_learner_opens_after_trying(name: str) -> None:
+    """The numbered exercises of the ``## Exercises`` cell, each with one solution: a code cell tagged ``solution``
+    whose input and output JupyterLab shows collapsed, and which nbval runs with the rest."""
+    jupytext = pytest.importorskip("jupytext")
+    cells = jupytext.read(NOTEBOOKS / f"{name}.py").cells
+    exercises = [c.source for c in cells if c.cell_type == "markdown" and "## Exercises" in c.source]
+    assert len(exercises) == 1, f"{name}: one '## Exercises' cell expected, found {len(exercises)}"
+    count = len(re.findall(r"^\d+\. ", exercises[0], flags=re.MULTILINE))
+    solutions = [c for c in cells if "solution" in c.metadata.get("tags", ())]
+    assert count >= 2 and len(solutions) == count, f"{name}: {count} exercises, {len(solutions)} solution cells"
+    assert all(c.cell_type == "code" and c.metadata.get("jupyter", {}).get("source_hidden") for c in solutions)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,7 +1,7 @@
 """Figures of notebook 4 (feature collapse), and the small measurements only it makes: the analysis images, the
-feature cosine distance against block index (one panel per variant of the measurement), the channel activation maps
-with their dead and saturated channels marked, per-stage means, the levels of the saturated maps, and the distance
-of spatially centered maps.
+collapse statistics against block index (one panel per statistic), the feature cosine distance against block index
+(one panel per variant of the measurement), the channel activation maps with their dead and saturated channels
+marked, per-stage means, the levels of the saturated maps, and the distance of spatially centered maps.
 
 The collapse statistics themselves are :mod:`cnx2lite.collapse` (:func:`~cnx2lite.collapse.collapse_by_layer`,
 :func:`~cnx2lite.collapse.layer_collapse`); the figure of all of them, which the reproduction report draws too, is
@@ -35,6 +35,46 @@ def plot_analysis_images(images: Tensor, labels: Sequence[str], cols: int = 8, t
             ax.set_title(labels[i], fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_collapse_curves(results: Mapping[str, Sequence[LayerCollapse]],
+                         fractions: Sequence[str] = ("dead", "saturated"), title: str = "") -> Figure:
+    """Per block, one panel per statistic over a shared block axis, as :func:`~cnx2lite.collapse.collapse_by_layer`
+    returns them: the feature cosine distance (on 0 to 0.55, 0 being complete collapse), then each of ``fractions``
+    in % of the block's channels, on an axis fitted to its values. Models are colors, named in one legend; lines
+    are means over images, bands mean +- one std (clipped at 0: a fraction is never negative)."""
+    fig = Figure(figsize=(7, 2.9 + 1.8 * len(fractions)), layout="constrained")
+    axes = fig.subplots(1 + len(fractions), 1, sharex=True, height_ratios=[1.5] + [1] * len(fractions))
+    names = [layer.name for layer in next(iter(results.values()), [])]
+    x = range(1, len(names) + 1)
+    for ax, stat in zip(axes, ("distance", *fractions)):
+        scale, highest = (1 if stat == "distance" else 100), 0.0
+        for color, (label, layers) in enumerate(results.items()):
+            values = scale * torch.stack([getattr(layer, stat) for layer in layers])  # (blocks, images)
+            mean = values.mean(dim=1)
+            std = values.std(dim=1) if values.shape[1] > 1 else torch.zeros_like(mean)
+            ax.plot(x, mean, color=f"C{color}", marker="o", ms=3.5, label=label)
+            ax.fill_between(x, (mean - std).clamp_min(0), mean + std, color=f"C{color}", alpha=0.2, lw=0)
+            highest = max(highest, (mean + std).max().item())
+        mark_stages(ax, names)
+        ax.grid(alpha=0.3)
+        if stat == "distance":
+            ax.axhline(0.5, color="0.4", lw=0.8, ls="--")
+            ax.annotate("0.5: independent zero-mean channels", (0.99, 0.5), xycoords=("axes fraction", "data"),
+                        xytext=(0, 2), textcoords="offset points", ha="right", va="bottom", fontsize=8, color="0.3")
+            ax.set(ylim=(0, 0.55), ylabel="feature cosine distance\n(0: identical channels)")
+            continue
+        ax.set(ylim=(0, max(1.15 * highest, 1.0)), ylabel=f"{stat} channels (%)")  # all zero: still a 0-1 % axis
+        if highest == 0:
+            ax.text(0.5, 0.5, f"no {stat} channel in any block, model or image", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=9, color="0.3")
+    for ax in axes[:-1]:
+        ax.xaxis.label.set_visible(False)
+    fig.legend(handles=axes[0].lines[:len(results)], loc="outside lower center", ncol=min(len(results), 2),
+               fontsize=9)
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -1,7 +1,7 @@
 """Figures of notebook 3 (GRN): GRN's first two steps with their alternatives, per-channel norms
-before and after a GRN, what the GRNs of a trained and a random encoder do (learned gamma and beta,
-gain against response, channel redundancy before and after), and the dependence of a sample's
-response on its batch.
+before and after a GRN, what the GRNs of a trained encoder do (learned gamma and beta, gain against
+response per stage), the channel redundancy of trained and random encoders before and after GRN, and
+the dependence of a sample's response on its batch.
 
 Feature maps are channels-last ``(N, H, W, C)``, as GRN sees them. The GRN maths is
 :mod:`cnx2lite.layers.grn`'s, the MLP features and the cosine distance :mod:`cnx2lite.collapse`'s."""
@@ -160,41 +160,43 @@ def plot_learned_grn(capture: GRNCapture, title: str = "") -> Figure:
     return fig
 
 
-def plot_encoder_grn(captures: Mapping[str, GRNCapture], block: str, sample: int = 0) -> Figure:
-    """One column per encoder (``captures[label]``). Top: the per-channel norms of image ``sample``
-    in ``block`` before and after that encoder's own GRN, all channels sorted by the norm before.
-    Bottom: the gain ``1 + gamma_i * N_i`` of every channel of every block against its response
-    ``N_i`` (image ``sample``), colored by stage: above 1 the channel is amplified, below damped."""
-    fig, axes = subplots(2, len(captures), figsize=(5.3 * len(captures), 6.4), squeeze=False)
-    for col, (label, cap) in enumerate(captures.items()):
-        b, a = channel_norms(cap.inputs[block][sample]), channel_norms(cap.outputs[block][sample])
-        order = torch.argsort(b, descending=True)
-        ax = axes[0, col]
-        ax.plot(b[order].numpy(), color="#5f6368", lw=2.2, label="before GRN")
-        ax.plot(a[order].numpy(), color="#1a73e8", lw=1.2, label="after GRN")
-        identity = bool(cap.gamma[block].eq(0).all() and cap.beta[block].eq(0).all())
-        ax.set_title(f"{label}: {block_label(block)}" + (" (gamma = beta = 0: identity)" if identity else ""),
-                     fontsize=10)
-        ax.set_xlabel(f"channel, sorted by norm before GRN (all {len(b)})")
-        ax.set_ylabel("||X_i|| over space (activation units)")
-        ax.set_ylim(bottom=0)
-        ax.legend(frameon=False, fontsize=9)
-        ax = axes[1, col]
-        for name in cap.inputs:
-            stage = int(name.split(".")[1])
-            ax.scatter(cap.response(name)[sample].numpy(), cap.gain(name)[sample].numpy(), s=3, alpha=0.35,
-                       color=STAGE_COLORS[stage % len(STAGE_COLORS)], linewidths=0)
-        for stage, color in enumerate(STAGE_COLORS):
-            ax.scatter([], [], s=12, color=color, label=f"stage {stage + 1}")
+def stage_gains(capture: GRNCapture) -> list[tuple[Tensor, Tensor]]:
+    """Per stage, in order: the responses ``N_i`` and gains ``1 + gamma_i * N_i`` of every channel of
+    every block of that stage on every image, as two flat tensors of equal length."""
+    stages: dict[str, list[str]] = {}
+    for name in capture.inputs:
+        stages.setdefault(name.split(".")[1], []).append(name)
+    return [(torch.cat([capture.response(n).flatten() for n in names]),
+             torch.cat([capture.gain(n).flatten() for n in names])) for names in stages.values()]
+
+
+def plot_gain_vs_response(capture: GRNCapture, title: str = "", bins: int = 40) -> Figure:
+    """One panel per stage: how many (image, channel) pairs of its blocks fall at each response ``N_i``
+    (x) and gain ``1 + gamma_i * N_i`` (y), as a 2D histogram on a log color scale, with the median
+    gain per response bin (line). Above the dashed line (gain 1) GRN amplifies a channel, below it damps."""
+    per_stage = stage_gains(capture)
+    responses = torch.cat([r for r, _ in per_stage])
+    gains = torch.cat([g for _, g in per_stage])
+    margin = 0.02 * max(float(gains.max() - gains.min()), 0.1)  # an identity GRN (all gains 1) still has a y range
+    extent = (0.0, float(responses.quantile(0.999)), float(gains.min()) - margin, float(gains.max()) + margin)
+    fig, axes = subplots(1, len(per_stage), figsize=(3.0 * len(per_stage) + 1.0, 3.4), sharex=True, sharey=True)
+    fig.set_layout_engine("constrained")  # room for the shared colorbar
+    for stage, (ax, (response, gain)) in enumerate(zip(axes, per_stage)):
+        image = ax.hexbin(response.numpy(), gain.numpy(), gridsize=bins, extent=extent, bins="log", mincnt=1,
+                          cmap="Blues", linewidths=0.1)
+        edges = torch.linspace(extent[0], extent[1], 13)
+        which = torch.bucketize(response, edges)
+        medians = [(float(response[which == b].median()), float(gain[which == b].median()))
+                   for b in range(1, len(edges)) if int((which == b).sum()) >= 20]  # bins with enough points
+        ax.plot(*zip(*medians), color="#d93025", lw=1.8, label="median gain")
         ax.axhline(1, color="black", lw=0.8, ls="--", label="gain 1 (identity)")
-        ax.set_title(f"{label}: every channel of all {len(cap.inputs)} blocks", fontsize=10)
-        ax.set_xlabel("response N_i = ||X_i|| / mean over channels (ratio)")
-        ax.set_ylabel("gain 1 + gamma_i N_i (factor)")
-        ax.legend(frameon=False, fontsize=8, markerscale=1.5)
-    for ax in axes.flat:
+        ax.set_title(f"stage {stage + 1}: {len(response):,} (image, channel) pairs", fontsize=10)
+        ax.set_xlabel("response $N_i$ (ratio to the mean channel)")
         _tidy(ax)
-    fig.suptitle(f"what each encoder's own GRN does (image {sample + 1})", fontsize=11)
-    fig.tight_layout()
+    axes[0].set_ylabel("gain $1 + \\gamma_i N_i$ (factor)")
+    axes[0].legend(frameon=False, fontsize=8, loc="upper left")
+    fig.colorbar(image, ax=list(axes), label="(image, channel) pairs per cell", pad=0.01)
+    fig.suptitle(title or "gain against response of every channel, per stage", fontsize=11)
     return fig
 
 

@@ -113,15 +113,16 @@ def plot_effective_ratio(ratio: float = 0.6, sizes: Sequence[int] = tuple(range(
     dashed line, and the sizes in ``marked`` annotated with their cell counts."""
     fig, ax = subplots(figsize=(7.0, 3.4))
     shares = [masked_percent(s, ratio) for s in sizes]
-    ax.plot(sizes, shares, marker="o", color=EDGE_COLOR, label="masked cells: 1 - int(L (1 - ratio)) / L")
-    ax.axhline(100 * ratio, ls="--", color=HIGHLIGHT, label=f"nominal mask ratio {ratio:.0%}")
+    ax.plot(sizes, shares, marker="o", color=EDGE_COLOR,
+            label=r"masked cells: $r_{\mathrm{eff}} = 1 - \lfloor L\,(1 - r) \rfloor / L$")
+    ax.axhline(100 * ratio, ls="--", color=HIGHLIGHT, label=f"nominal mask ratio $r$ = {ratio:.0%}")
     for s in marked:
         h, w = mask_grid(s)
         ax.annotate(f"{h * w - num_visible(h * w, ratio)} of {h * w} masked", (s, masked_percent(s, ratio)),
                     xytext=(8, 8), textcoords="offset points", fontsize=9)
     ax.set_xticks(list(sizes), [f"{s}\n{s // PATCH_SIZE}x{s // PATCH_SIZE}" for s in sizes], fontsize=8)
     ax.set(xlabel="image size (px) and mask grid (cells)", ylabel="masked cells (%)",
-           title=f"Effective mask ratio at a nominal {ratio:.0%}: L cells, int() keeps fewer visible")
+           title=f"Effective mask ratio at a nominal {ratio:.0%}: the visible cells are rounded down")
     ax.legend(fontsize=9)
     fig.tight_layout()
     return fig

@@ -3,7 +3,8 @@
 - what a norm-pix loss means: the loss of trivial predictions (:func:`zero_prediction`, the patch mean;
   :func:`nearest_visible_prediction`, a copy of the nearest visible patch) beside the model's, on the same
   images and masks (:func:`loss_comparison`), and their distributions (:func:`plot_loss_comparison`);
-- reconstructions shown in the space the loss compares them in (:func:`plot_normalized_reconstructions`).
+- reconstructions shown in the space the loss compares them in (:func:`plot_normalized_reconstructions`);
+- what the features are worth while the loss falls: the kNN monitor per pretraining epoch (:func:`plot_knn_curve`).
 
 The model's anatomy (blocks, parameter counts, the decoder step by step, the recipes) is :mod:`.anatomy`.
 
@@ -60,6 +61,41 @@ def last_value(history: list[dict], key: str) -> float:
     """The last epoch row's value of ``key`` (e.g. ``val_loss``) in a history (``metrics.csv`` rows, whose
     values are strings, or ``RunResult.history``, whose values are numbers or None)."""
     return float([r for r in history if r["kind"] == "epoch" and r.get(key) not in (None, "")][-1][key])
+
+
+def epoch_series(history: list[dict], key: str) -> tuple[list[float], list[float]]:
+    """The epochs at which a run measured ``key`` (e.g. ``knn_top1``) and the values, from its epoch rows."""
+    rows = [r for r in history if r["kind"] == "epoch" and r.get(key) not in (None, "")]
+    return [float(r["epoch"]) for r in rows], [float(r[key]) for r in rows]
+
+
+def top1_standard_error(top1: float, images: int) -> float:
+    """The binomial standard error, in points, of a top-1 of ``top1`` % measured on ``images`` images."""
+    p = top1 / 100
+    return 100 * (p * (1 - p) / images) ** 0.5
+
+
+def plot_knn_curve(histories: dict[str, list[dict]], val_images: int, title: str) -> Figure:
+    """Pretraining runs (``{label: metrics.csv rows}``) epoch by epoch. Left: the val loss. Right: the kNN monitor
+    (top-1 on val of a kNN on the frozen encoder's features) with +-1 binomial standard error over ``val_images``,
+    zoomed to the data like the loss, so that a change can be read against its noise. The first run is drawn on top."""
+    fig = Figure(figsize=(10, 3.4), dpi=80, layout="constrained")
+    loss_ax, knn_ax = fig.subplots(1, 2, sharex=True)
+    for k, (label, history) in enumerate(histories.items()):
+        style = {"marker": "osD^v"[k % 5], "ms": 7 if k == 0 else 5, "zorder": 2 + len(histories) - k,
+                 "color": f"C{k}"}
+        loss_ax.plot(*epoch_series(history, "val_loss"), label=label, **style)
+        epochs, top1 = epoch_series(history, "knn_top1")
+        knn_ax.errorbar(epochs, top1, [top1_standard_error(t, val_images) for t in top1], capsize=3, **style)
+    loss_ax.set(xlabel="pretraining epoch", ylabel="val loss (masked patches, normalized pixels)",
+                title="what FCMAE minimizes")
+    knn_ax.set(xlabel="pretraining epoch", ylabel=f"kNN top-1 on val (%), +-1 s.e. ({val_images} images)",
+               title="what the encoder's features are worth")
+    loss_ax.legend(fontsize=8)
+    for ax in (loss_ax, knn_ax):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    return fig
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Figures and measurements of notebook 2 (sparse convolution): holes filling in under dense convs, the
-mask pattern fading in a ConvNeXt, the distribution shift between zero-filled and complete images, and a
-masked image as a set of points. Where the time of an FCMAE training step goes is :mod:`.step_timing`.
+mask pattern fading in a ConvNeXt, the distribution shift between zero-filled and complete images, the
+measured sparse-vs-dense difference beside the paper's, and a masked image as a set of points. Where the time of
+an FCMAE training step goes is :mod:`.step_timing`.
 
 Conventions as in :mod:`.plotting`: images ``(3, H, W)`` normalized, masks ``(h, w)`` or ``(N, h, w)`` bool
 cell grids (True = masked, one cell per 32x32 patch).
@@ -14,6 +15,7 @@ from typing import Iterator
 import matplotlib
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib.colors import to_rgb as color_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -23,6 +25,7 @@ from torch import Tensor
 from ..masking import pixel_mask, upsample_mask
 from ..models import PATCH_SIZE, ConvNeXtV2
 from ..sparse import sparse_forward_features
+from .evidence import Measured
 from .plotting import MASK_COLOR, draw_masked_photo, mask_legend, subplots, to_rgb
 
 EDGE = "#00bcd4"  # the border of the masked cells (cyan: stands out from photos and the magma colormap)
@@ -34,16 +37,42 @@ BORDER = Line2D([], [], color=EDGE, lw=1.2, label="border of masked cells")
 
 # --- the toy: a stack of 7x7 averaging convs -------------------------------------------------------
 
+TOY_KERNEL = 7  # ConvNeXt's depthwise kernel size
+
+
+def toy_conv(x: Tensor, visible: Tensor | None = None) -> Tensor:
+    """One layer of the toy on ``x (C, H, W)``: each channel's 7x7 average, zero-padded. Given
+    ``visible (H, W)`` (1 = visible pixel) it is a submanifold sparse conv emulated on the dense grid:
+    mask the input, convolve, mask the output."""
+    if visible is not None:
+        return toy_conv(x * visible) * visible
+    kernel = x.new_full((x.shape[0], 1, TOY_KERNEL, TOY_KERNEL), 1 / TOY_KERNEL**2)
+    return F.conv2d(x[None], kernel, padding=TOY_KERNEL // 2, groups=x.shape[0])[0]
+
+
+def visible_pixels(mask: Tensor) -> Tensor:
+    """The cell mask ``(h, w)`` as the toy's pixel mask ``(32h, 32w)`` float: 1 = visible pixel, 0 = masked."""
+    return (~pixel_mask(mask[None])[0]).float()
+
+
+def toy_stack(x: Tensor, layers: int, visible: Tensor | None = None) -> list[Tensor]:
+    """``x (C, H, W)`` after 0, 1, ..., ``layers`` :func:`toy_conv` layers (sparse given ``visible``)."""
+    maps = [x]
+    for _ in range(layers):
+        maps.append(toy_conv(maps[-1], visible))
+    return maps
+
+
 def plot_fill_in(dense: Sequence[Tensor], sparse: Sequence[Tensor], depths: Sequence[int], mask: Tensor) -> Figure:
-    """Rows: a stack of dense convs, then the same convs as submanifold (masked) convs; columns: the
-    image ``(3, H, W)`` after ``depths[j]`` layers. A site whose features are all exactly zero (a hole
-    nothing has written into) is painted :data:`MASK_COLOR`; a masked site that a conv filled shows the
-    colour it was given. The borders of the masked cells are drawn in cyan."""
-    fig, axes = subplots(2, len(depths), figsize=(1.9 * len(depths), 4.4), dpi=DPI)
+    """Rows: a stack of dense convs, then the same convs as submanifold (masked) convs (:func:`toy_stack`,
+    the image ``(3, H, W)`` after each layer); columns: after ``depths[j]`` layers. A site whose features
+    are all exactly zero (a hole nothing has written into) is painted :data:`MASK_COLOR`; a masked site
+    that a conv filled shows the colour it was given. The borders of the masked cells are drawn in cyan."""
+    fig, axes = subplots(2, len(depths), figsize=(1.9 * len(depths), 4.4), dpi=DPI, squeeze=False)
     edges = _mask_edges(mask)
-    for row, (name, images) in enumerate((("dense conv", dense), ("sparse conv", sparse))):
-        for col, (img, depth) in enumerate(zip(images, depths)):
-            ax = axes[row, col]
+    for row, (name, stack) in enumerate((("dense conv", dense), ("sparse conv", sparse))):
+        for col, depth in enumerate(depths):
+            ax, img = axes[row, col], stack[depth]
             rgb = to_rgb(img)
             rgb[(img == 0).all(0).numpy()] = color_rgb(MASK_COLOR)
             ax.imshow(rgb, interpolation="nearest")
@@ -66,6 +95,12 @@ def filled_pixels(img: Tensor, mask: Tensor) -> float:
     """Fraction of the masked pixels of ``img (3, H, W)`` that are no longer empty (not all exactly zero)."""
     masked = pixel_mask(mask[None])[0]
     return float((img != 0).any(0)[masked].float().mean()) if masked.any() else 0.0
+
+
+def filled_cells(img: Tensor, mask: Tensor) -> int:
+    """How many masked cells of ``mask (h, w)`` are completely filled in ``img (3, H, W)``: no pixel empty."""
+    empty = (img == 0).all(0).unflatten(0, (mask.shape[0], -1)).unflatten(2, (mask.shape[1], -1))  # (h, P, w, P)
+    return int((~empty.any(3).any(1))[mask].sum())
 
 
 def _mask_edges(mask: Tensor, step: float = PATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -281,4 +316,34 @@ def plot_sparse_set(img: Tensor, mask: Tensor, stride: int = 4) -> Figure:
     fig.tight_layout()
     site = Line2D([], [], ls="", marker="s", ms=5, color="#5f6368", label="sparse view: one stored site")
     mask_legend(fig, masked="masked (dense view: stored as zeros)", visible="visible (dense view)", extra=[site])
+    return fig
+
+
+# --- the measured ablation: a difference with its interval, beside the paper's --------------------
+
+def plot_differences(measured: Mapping[str, Measured], paper: Mapping[str, float], xlabel: str,
+                     title: str) -> Figure:
+    """A dot plot of differences, one row each: ``measured`` (a dot and its 95% interval, :class:`.Measured`)
+    above ``paper`` (a published difference, which comes without an interval); the dashed line is 0."""
+    fig, ax = subplots(figsize=(7.4, 1.1 + 0.55 * (len(measured) + len(paper))), dpi=DPI)
+    for y, (name, m) in enumerate(measured.items()):
+        ax.errorbar(m.value, y, xerr=[[m.value - m.low], [m.high - m.value]], fmt="o", color="#1a73e8", capsize=4,
+                    label=None if y else "measured, 95% bootstrap interval")
+        ax.annotate(str(m), (m.value, y), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=8)
+    for y, (name, value) in enumerate(paper.items(), start=len(measured)):
+        ax.plot(value, y, "D", mfc="white", mec="#e8710a", mew=2, ms=7,
+                label=None if y > len(measured) else "published (no interval given)")
+        ax.annotate(f"{value:+.1f}", (value, y), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=8)
+    ax.axvline(0, color="#5f6368", lw=1, ls="--", label="0: no difference")
+    ax.set_yticks(range(len(measured) + len(paper)), [*measured, *paper], fontsize=9)
+    ax.set_ylim(len(measured) + len(paper) - 0.4, -0.6)
+    ax.set_xlim(min(0.0, *(m.low for m in measured.values()), *paper.values()) - 0.5,
+                max(0.0, *(m.high for m in measured.values()), *paper.values()) + 0.8)
+    ax.set_xlabel(xlabel)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles[::-1], labels[::-1], loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=3, frameon=False,
+               fontsize=8)  # the measured dot first
     return fig

@@ -9,22 +9,35 @@ from __future__ import annotations
 import base64
 import functools
 import html
+import io
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 import ipywidgets as W
 import torch
+from PIL import Image
 from torch import Tensor
 
+from ..collapse import LayerCollapse, mlp_activations
+from ..fcmae import FCMAE
 from ..layers.grn import GRN_NORMALIZATIONS, global_response_norm
 from ..masking import NUM_STAGES, mask_grid, num_visible, random_mask
 from ..models import PATCH_SIZE
+from .collapse_figures import plot_channel_maps
 from .grn_figures import AGGREGATION_LABELS, channel_norms, plot_channel_norms
 from .masking_figures import plot_stage_masks
 from .photos import photos
 from .plotting import figure_png
+from .pretraining_figures import (
+    masked_patch_losses,
+    normalized_patches,
+    plot_normalized_reconstructions,
+    zero_prediction,
+)
+from .sparse_figures import filled_cells, filled_pixels, plot_fill_in, toy_stack, visible_pixels
 
-__all__ = ["mask_explorer", "grn_explorer"]
+__all__ = ["mask_explorer", "grn_explorer", "collapse_layer_explorer", "reconstruction_explorer", "fill_in_explorer"]
 
 
 class Explorer(W.VBox):
@@ -137,5 +150,110 @@ def grn_explorer(x: Tensor, gamma: float = 1.0, beta: float = 0.0) -> Explorer:
                                  title=f"gamma={gamma_w.value:.2f}, beta={beta_w.value:.2f}, {agg_w.label}, "
                                        f"{norm_w.value}, residual {'on' if res_w.value else 'off'}")
         return text, figure_png(fig)
+
+    return Explorer(controls, draw)
+
+
+def collapse_layer_explorer(models: Mapping[str, torch.nn.Module], images: Tensor,
+                            stats: Mapping[str, Sequence[LayerCollapse]], image_labels: Sequence[str] = (),
+                            block: int = 1, image: int = 0, k: int = 32) -> Explorer:
+    """The block of the collapse curves (1 to L, input to output, as on their x axis) and one of ``images
+    (N, 3, H, W)`` -> that block's first ``k`` activation maps for that image, one grid per model of ``models``
+    (dead and saturated maps framed: :func:`~.collapse_figures.plot_channel_maps`), and a readout of the block's
+    statistics in ``stats`` (``{label: collapse_by_layer(model, images)}`` for the same labels): the mean over
+    the images, and in brackets the value on the image shown."""
+    style, wide = _slider_style(), W.Layout(width="22em")
+    names = [layer.name for layer in next(iter(stats.values()))]
+    titles = list(image_labels) or [f"image {i}" for i in range(len(images))]
+    controls = [
+        W.IntSlider(value=block, min=1, max=len(names), description="block", continuous_update=False, style=style,
+                    layout=wide),
+        W.Dropdown(options=[(f"{i}: {title}", i) for i, title in enumerate(titles)], value=image,
+                   description="image", style=style),
+    ]
+    block_w, image_w = controls
+
+    def draw() -> tuple[str, bytes]:
+        index, n = block_w.value - 1, image_w.value
+        name = names[index]
+        maps = {label: mlp_activations(model, images[n:n + 1], [name])[name][0] for label, model in models.items()}
+        channels, h, w = next(iter(maps.values())).shape
+        parts = [f"<b>block {index + 1} ({name}): {channels} channels of {h}x{w}</b>"]
+        for label in models:
+            layer = stats[label][index]
+            parts.append(f"{label}: distance {layer.distance.mean():.3f} ({layer.distance[n]:.3f}), centered "
+                         f"{layer.centered_distance.mean():.3f} ({layer.centered_distance[n]:.3f}), dead "
+                         f"{100 * layer.dead.mean():.1f} % ({100 * layer.dead[n]:.1f} %), saturated "
+                         f"{100 * layer.saturated.mean():.1f} % ({100 * layer.saturated[n]:.1f} %)")
+        fig = plot_channel_maps({label: m[:k] for label, m in maps.items()},
+                                title=f"block {index + 1} ({name}), {titles[n]}: first {min(k, channels)} of "
+                                      f"{channels} channels")
+        fig.set_size_inches(7.4, 3.9)
+        return "; <br>".join(parts), figure_png(fig)
+
+    return Explorer(controls, draw)
+
+
+def reconstruction_explorer(model: FCMAE, images: Tensor, ratio: float | None = None, seed: int = 0) -> Explorer:
+    """One of ``images (n, 3, H, W)`` (normalized photos) through an FCMAE under a mask drawn from ``seed`` at
+    ``ratio`` (default: the model's ``mask_ratio``): the photo, the encoder's input, the normalized target and
+    prediction and the pasted reconstruction (:func:`.pretraining_figures.plot_normalized_reconstructions`), and a
+    readout of this view's loss (``model(image, mask)[0]``) beside the loss of predicting each patch's mean. The
+    ratios offered are the multiples of 0.05 that leave at least one cell masked and one visible."""
+    h, w = mask_grid(tuple(images.shape[-2:]))
+    ratios = [r for r in (round(k * 0.05, 2) for k in range(1, 20)) if 1 <= num_visible(h * w, r) < h * w]
+    start = min(ratios, key=lambda r: abs(r - (model.mask_ratio if ratio is None else ratio)))
+    style, wide = _slider_style(), W.Layout(width="22em")
+    controls = [
+        W.Dropdown(options=[(f"photo {i + 1}", i) for i in range(len(images))], value=0, description="image",
+                   style=style),
+        W.IntSlider(value=seed, min=0, max=99, description="mask seed", continuous_update=False, style=style,
+                    layout=wide),
+        W.SelectionSlider(options=ratios, value=start, description="mask ratio", continuous_update=False,
+                          style=style, layout=wide),
+    ]
+    image_w, seed_w, ratio_w = controls
+
+    def draw() -> tuple[str, bytes]:
+        img = images[image_w.value:image_w.value + 1]  # (1, 3, H, W)
+        mask = random_mask(1, tuple(images.shape[-2:]), ratio_w.value,
+                           generator=torch.Generator().manual_seed(seed_w.value))  # (1, h, w)
+        with torch.no_grad():
+            loss = model(img, mask)[0].item()
+        target = normalized_patches(img)
+        baseline = masked_patch_losses(zero_prediction(target), target, mask).mean().item()
+        text = (f"<b>loss {loss:.3f}</b> on the {int(mask.sum())} masked of {h * w} cells "
+                f"(predicting each patch's mean: {baseline:.3f})")
+        fig = plot_normalized_reconstructions(model, img, mask, f"{image_w.label}, mask seed {seed_w.value}, "
+                                                                f"ratio {ratio_w.value:.2f}")
+        return text, _palette_png(figure_png(fig))
+
+    return Explorer(controls, draw)
+
+
+def _palette_png(png: bytes) -> bytes:
+    """A PNG of photos re-encoded with a 256-color palette: about a third of the size, which counts twice in a
+    stored notebook (the widget's state and its static frame)."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(buffer, format="png", optimize=True)
+    return buffer.getvalue()
+
+
+def fill_in_explorer(photo: Tensor, mask: Tensor, layers: int = 4, max_layers: int = 16) -> Explorer:
+    """The number of 7x7 averaging layers in notebook 2's fill-in toy (:func:`~.sparse_figures.toy_stack`) on
+    ``photo (3, H, W)`` with the cells of ``mask (H/32, W/32)`` zeroed -> the image before and after that many
+    dense convs and as many sparse ones, and a readout of how much of the holes the dense convs filled."""
+    visible = visible_pixels(mask)  # (H, W), 1 = visible pixel
+    dense = toy_stack(photo * visible, max_layers)  # every depth once: the slider only picks one
+    sparse = toy_stack(photo * visible, max_layers, visible)
+    controls = [W.IntSlider(value=layers, min=0, max=max_layers, description="dense layers",
+                            continuous_update=False, style=_slider_style(), layout=W.Layout(width="22em"))]
+
+    def draw() -> tuple[str, bytes]:
+        n = controls[0].value
+        text = (f"<b>after {n} dense 7x7 layers: {filled_pixels(dense[n], mask):.0%} of the masked pixels filled, "
+                f"{filled_cells(dense[n], mask)} of {int(mask.sum())} masked cells completely</b>; "
+                f"after {n} sparse layers: {filled_pixels(sparse[n], mask):.0%} filled")
+        return text, _palette_png(figure_png(plot_fill_in(dense, sparse, sorted({0, n}), mask)))
 
     return Explorer(controls, draw)
