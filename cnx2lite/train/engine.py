@@ -173,7 +173,7 @@ class Trainer:
         def choose() -> str | None:
             path, read["checkpoint"] = checkpoint_to_resume(self.run_dir, c.resume, self.log)
             if path is None:  # a new run: never over another run's record
-                check_record(self.run_dir, c, self.data.fingerprint)
+                check_record(self.run_dir, c)
             return path
 
         path = run_on_main(choose)

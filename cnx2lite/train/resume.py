@@ -126,11 +126,11 @@ def keep_origin(config: TrainConfig, requested: TrainConfig, saved: dict[str, An
         setattr(requested, name, started)
 
 
-def check_record(run_dir: RunDir, config: TrainConfig, fingerprint: str) -> None:
+def check_record(run_dir: RunDir, config: TrainConfig) -> None:
     """A folder that holds another run's record (its ``config.json``, without a checkpoint to resume: deleted, or
-    never saved) is refused: other settings, other images (their ``fingerprint``), other starting weights, snapshots,
-    or a history of finished epochs (whose results a new run would write over). Only the same run, started again
-    before it finished an epoch, may write over its own."""
+    never saved) is refused: other settings, snapshots, or a history of finished epochs (whose results a new run would
+    write over, whatever its images or weights). Only the same settings, started again in a folder whose run never
+    finished an epoch, may write over it."""
     path = run_dir.path / "config.json"
     try:
         saved = json.loads(path.read_text()) if path.is_file() else None
@@ -139,11 +139,6 @@ def check_record(run_dir: RunDir, config: TrainConfig, fingerprint: str) -> None
     if saved is None:
         return
     changed = changed_settings(saved, config)
-    if saved.get("data_fingerprint", fingerprint) != fingerprint:
-        changed.append("its images: files added, removed, replaced or relabeled, or another folder")
-    start = "init_encoder" if config.task == "pretrain" else "pretrained"
-    if _real(saved.get(start)) != _real(getattr(config, start)):
-        changed.append(f"{start}: {saved.get(start)!r} -> {getattr(config, start)!r}")
     if run_dir.snapshots():
         changed.append("it holds snapshots")
     if (epochs := _epochs_logged(run_dir)) and not changed:
