@@ -2,6 +2,7 @@
 per device, shared by training (``device=``, ``amp=``), evaluation and ``cnx2lite bench --amp``."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -46,9 +47,17 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def check_device_name(device: str) -> None:
+    """Refuse a device name this package does not run on, wherever the run would go (its GPUs are
+    :func:`resolve_device`'s to check, on the machine that runs it)."""
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {device!r}")
+
+
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """``"auto"``: ``cuda:<local_rank>`` when CUDA is there, else CPU; ``"cuda"`` picks the local GPU. A device that
     torch does not know, or a GPU that is not there, raises a ValueError naming it."""
+    check_device_name(device)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":

@@ -18,7 +18,8 @@ from torch import Tensor
 from . import hub
 from .checkpoint_formats import FINAL_KEYS, convert_state_dict, strip_wrappers
 from .models.convnextv2 import ARCHITECTURE, VARIANTS, ConvNeXtV2, architecture, default_block_norm
-from .rundir import read_torch_file, resolve_checkpoint
+from .rundir import resolve_checkpoint
+from .torch_files import read_torch_file
 
 __all__ = ["LoadResult", "load_pretrained", "read_state_dict", "read_weights"]
 

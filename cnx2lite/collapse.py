@@ -26,12 +26,11 @@ several encoders with intervals are :mod:`cnx2lite.collapse_curves`; the noteboo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 __all__ = ["POINTS", "find_mlp_activations", "mlp_activations", "feature_cosine_distance", "cosine_distance_by_layer",
@@ -302,37 +301,3 @@ def mark_stages(ax: Axes, names: Sequence[str]) -> None:
             ax.axvline(i + 0.5, color="0.6", lw=0.8, ls=":")
     ax.set_xticks(range(1, len(names) + 1))
     ax.set_xlabel("block (MLP layer), input to output; dotted lines: stage boundaries")
-
-
-def plot_collapse_by_layer(results: Mapping[str, Sequence[LayerCollapse]], title: str = "") -> Figure:
-    """Per model (one color), against block index: the feature cosine distance (top) and the
-    fractions of dead (solid) and saturated (dashed) channels (bottom), as :func:`~cnx2lite.collapse.collapse_by_layer`
-    returns them. Lines are means over images, bands mean +- one std (none for a single image)."""
-    fig = Figure(figsize=(7, 5.6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    for color, (label, layers) in enumerate(results.items()):
-        summaries = [layer.summary() for layer in layers]
-        x = range(1, len(layers) + 1)
-        for ax, stat, ls, marker, name in ((top, "distance", "-", "o", label),
-                                           (bottom, "dead", "-", "o", f"{label}: dead"),
-                                           (bottom, "saturated", "--", "s", f"{label}: saturated")):
-            mean = torch.tensor([s[f"{stat}_mean"] for s in summaries])
-            std = torch.tensor([s[f"{stat}_std"] for s in summaries])
-            ax.plot(x, mean, color=f"C{color}", ls=ls, marker=marker, ms=4, mfc="none" if marker == "s" else None,
-                    label=name)
-            ax.fill_between(x, mean - std, mean + std, color=f"C{color}", alpha=0.2, lw=0)
-    names = [layer.name for layer in next(iter(results.values()), [])]
-    for ax in (top, bottom):
-        mark_stages(ax, names)
-        ax.grid(alpha=0.3)
-    top.xaxis.label.set_visible(False)
-    top.axhline(0.5, color="0.4", lw=0.8, ls="--", label="independent zero-mean channels")
-    top.set_ylabel("feature cosine distance")
-    top.set_ylim(0, 0.55)
-    top.legend(loc="lower left", fontsize=9)
-    bottom.set_ylabel("fraction of channels")
-    bottom.set_ylim(-0.02, 1.02)
-    bottom.legend(loc="upper left", fontsize=8)
-    if title:
-        top.set_title(title)
-    return fig

@@ -254,8 +254,9 @@ def build_dataset(
         classes = list(classes)
         unknown = sorted(set(classes) - set(available))
         if unknown:
-            raise ValueError(f"classes has {len(unknown)} name(s) not in {split_dir}: {unknown[:5]}; available "
-                             f"({len(available)}): {available[:5]}{' ...' if len(available) > 5 else ''}")
+            raise ValueError(f"{split_dir} has no folder for {len(unknown)} of the {len(set(classes))} class(es) "
+                             f"asked for: {unknown[:5]}; its class folders ({len(available)}): {available[:5]}"
+                             f"{' ...' if len(available) > 5 else ''}")
         if not classes or len(set(classes)) != len(classes):
             raise ValueError(f"classes must be a non-empty list of distinct names, got {classes}")
         if num_classes is not None and num_classes != len(classes):

@@ -37,6 +37,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from .torch_files import read_torch_file
 from .writing import make_folder, replaced_atomically
 
 LOCK_NAME = ".lock"
@@ -165,10 +166,7 @@ class RunDir:
 
     def checkpoints(self) -> list[Path]:
         """The ``checkpoint-<step>.pt`` files, oldest step first (temporary and set-aside files ignored)."""
-        if not self.path.is_dir():
-            return []
-        found = [(int(m.group(1)), name) for name in os.listdir(self.path) if (m := CHECKPOINT_PATTERN.fullmatch(name))]
-        return [self.path / name for _, name in sorted(found)]
+        return [path for _, path in self._numbered(CHECKPOINT_PATTERN)]
 
     def latest_checkpoint(self) -> Path | None:
         """The checkpoint with the highest step, or None."""
@@ -194,11 +192,19 @@ class RunDir:
 
     def snapshots(self) -> dict[int, Path]:
         """``{epoch: path}`` of the snapshots kept along training, in epoch order."""
+        return dict(self._numbered(SNAPSHOT_PATTERN))
+
+    def _numbered(self, pattern: re.Pattern) -> list[tuple[int, Path]]:
+        """``(number, path)`` of the run's files ``pattern`` names, in number order. A symlink among them (a run never
+        makes one: reading or pruning it would reach outside the run) raises an OSError naming it."""
         if not self.path.is_dir():
-            return {}
-        found = sorted((int(m.group(1)), name) for name in os.listdir(self.path)
-                       if (m := SNAPSHOT_PATTERN.fullmatch(name)))
-        return {epoch: self.path / name for epoch, name in found}
+            return []
+        found = sorted((int(m.group(1)), self.path / name) for name in os.listdir(self.path)
+                       if (m := pattern.fullmatch(name)))
+        for _, path in found:
+            if path.is_symlink():
+                raise planted_link(path)
+        return found
 
     def newest_readable_checkpoint(self, log: Callable[[str], None] = print) -> tuple[Path, dict] | tuple[None, None]:
         """The newest checkpoint that loads, or ``(None, None)`` if there is none. Damaged newer ones (truncated by a
@@ -218,6 +224,11 @@ class RunDir:
         return None, None
 
 
+def planted_link(path: Path) -> OSError:
+    """The error for a symlink found where a run keeps its own files."""
+    return OSError(f"{path} is a symbolic link: a run folder holds only its run's own files; remove the link")
+
+
 def open_in_run(path: Path, mode: str, **kwargs):
     """``open(path, mode)`` for a file of the run directory, refusing to follow a symlink planted in its place (which
     would truncate or overwrite the link's target, outside the run): OSError naming the file. Every file a run writes
@@ -228,7 +239,7 @@ def open_in_run(path: Path, mode: str, **kwargs):
         fd = os.open(path, flags | os.O_NOFOLLOW, 0o644)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise OSError(f"{path} is a symbolic link: a run writes only its own files; remove the link") from None
+            raise planted_link(path) from None
         raise
     return os.fdopen(fd, mode, **kwargs)
 
@@ -238,7 +249,7 @@ def run_subfolder(run: Path, name: str) -> Path:
     OSError naming it."""
     folder = run / name
     if folder.is_symlink():
-        raise OSError(f"{folder} is a symbolic link: a run writes only its own files; remove the link")
+        raise planted_link(folder)
     folder.mkdir(exist_ok=True)
     return folder
 
@@ -255,8 +266,8 @@ def _holds_run(folder: Path) -> bool:
     try:
         if not folder.is_dir():
             return False
-        if RunDir(folder).checkpoints() or RunDir(folder).snapshots():
-            return True
+        if any(p.fullmatch(name) for name in os.listdir(folder) for p in (CHECKPOINT_PATTERN, SNAPSHOT_PATTERN)):
+            return True  # links among them too: the folder is a run's whatever it holds
         config = folder / "config.json"
         return config.is_file() and json.loads(config.read_text()).get("task") in RUN_TASKS
     except (OSError, ValueError, AttributeError):  # unreadable, not JSON, JSON but not an object
@@ -278,38 +289,6 @@ def resolve_checkpoint(path: str | os.PathLike) -> str:
         raise FileNotFoundError(f"{os.fspath(path)} is a directory without checkpoint-<step>.pt files: pass a run "
                                 "directory that holds checkpoints, or a checkpoint file")
     return os.fspath(newest)
-
-
-TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive, or its legacy pickle (any protocol)
-OTHER_FILE_STARTS = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
-                     b"\x1f\x8b": "gzip-compressed", b"%PDF": "a PDF"}
-
-
-def read_torch_file(path: str | os.PathLike) -> object:
-    """``torch.load(path, weights_only=True)`` on the CPU; a file that is not a readable checkpoint (truncated, not
-    torch's format, pickled objects other than tensors and containers) raises a ValueError in one line naming it.
-    A missing or unreadable file raises the OSError."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if not head.startswith(TORCH_FILE_STARTS):  # not torch.save's output at all: say what it looks like instead
-        looks = next((kind for start, kind in OTHER_FILE_STARTS.items() if head.startswith(start)),
-                     "a text file" if head and head.isascii() else "empty" if not head else "another format")
-        raise ValueError(f"{os.fspath(path)} is not a checkpoint (it is {looks}): give a file written by torch.save "
-                         "(.pt, .pth), a .safetensors file, a run folder or a released model name")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as e:
-        if e.filename is not None or e.errno not in (errno.EINVAL, None):
-            raise  # the file system's (permissions, an I/O error): the file may be whole
-        raise ValueError(f"cannot read {os.fspath(path)} as a checkpoint: its zip archive is cut short or damaged "
-                         f"({e.strerror or e}); a truncated file (a full disk, an interrupted copy)") from None
-    except Exception as e:  # unpickling errors vary: UnpicklingError, RuntimeError, EOFError, ...
-        lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if line.strip()]
-        detail = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
-        raise ValueError(f"cannot read {os.fspath(path)} as a checkpoint with torch.load(weights_only=True) "
-                         f"({type(e).__name__}: {detail[:200]}): a truncated file, another format, or objects other "
-                         "than tensors and containers; if you trust it, re-save just its state dict, e.g. "
-                         "torch.save(checkpoint['model'], path)") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -80,6 +80,11 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["probe", "--checkpoint", "random", "--dataset", "/abs/folder"], "dataset must be one folder name"),
     (["download", "imagenette", "--data", "{a_file}"], "it is a file"),
     (["probe", "--checkpoint", "random", "--num-classes", "1"], "a probe needs at least 2 classes"),
+    # --show-config refuses what every run would refuse
+    (["finetune", "--lr", "none", "--base-lr", "1e-3", "--min-lr", "0.5", "--show-config"],
+     "min_lr=0.5 is above the peak lr 3.125e-05 (base_lr x effective batch 8 / 256)"),
+    (["pretrain", "--backend", "bogus", "--show-config"], "backend must be one of 'dense', 'gather', 'minkowski'"),
+    (["finetune", "--device", "tpu", "--show-config"], "device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
 ]
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from cnx2lite import collapse
-from cnx2lite.collapse import plot_collapse_by_layer
 from cnx2lite.models import create_model
 from cnx2lite.notebook.collapse_figures import plot_channel_maps, plot_distance_by_layer
 
@@ -195,24 +194,6 @@ def test_spread_across_images_is_zero_for_identical_images_only() -> None:
     assert [v for _, v in collapse.cosine_distance_by_layer(model, images)] == pytest.approx(
         [layer.distance.mean().item() for layer in different], abs=1e-7)  # float32 sums in other batch sizes
     assert math.isnan(collapse.layer_collapse(torch.randn(1, 4, 3, 3)).summary()["dead_std"])
-
-
-def test_collapse_figure_draws_means_and_bands() -> None:
-    def stats(name: str, distance: list[float], dead: list[float]) -> collapse.LayerCollapse:
-        zeros = [0.0] * len(dead)
-        values = torch.tensor([distance, distance, dead, zeros, zeros], dtype=torch.float64)
-        return collapse.LayerCollapse(name, *values)
-
-    layers = [stats("stages.0.0.act", [0.3, 0.5], [0.0, 0.2]), stats("stages.1.0.act", [0.4, 0.4], [0.5, 0.5])]
-    fig = plot_collapse_by_layer({"a": layers}, title="t")
-    top, bottom = fig.axes
-    assert list(top.lines[0].get_ydata()) == pytest.approx([0.4, 0.4])
-    assert list(bottom.lines[0].get_ydata()) == pytest.approx([0.1, 0.5])
-    # bands: mean +- sample std, std([0.3, 0.5]) = sqrt(0.02) for the first layer's distance, 0 for the second
-    band = top.collections[0].get_paths()[0].vertices[:, 1]
-    assert (band.min(), band.max()) == pytest.approx((0.4 - 0.02 ** 0.5, 0.4 + 0.02 ** 0.5), abs=1e-6)
-    assert [t.get_text() for t in bottom.get_legend().get_texts()] == ["a: dead", "a: saturated"]
-    assert top.get_xticks().tolist() == [1, 2]
 
 
 def test_effective_rank_counts_the_directions_used():

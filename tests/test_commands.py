@@ -197,6 +197,20 @@ def test_a_warning_of_the_package_is_one_line_and_the_command_goes_on(tmp_path, 
                                 "images and keep all they have: class0 (8), class1 (8)"], err
 
 
+def test_a_training_run_says_a_short_class_on_stderr_like_every_warning(tmp_path, capsys):
+    """The run's own note of a short class is a warning of the package: stderr, so ``> log`` leaves it on the
+    terminal."""
+    folder = make_image_folder(tmp_path / "images", train=8, val=4)
+    args = [a.format(data=folder, output=tmp_path / "runs") for a in INVOCATIONS["finetune"]]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--images-per-class", "9", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert done.value.code == 0, err
+    assert err.splitlines() == [f"warning: images_per_class=9: 2 of 2 class(es) of {folder / 'train'} hold fewer "
+                                "images and keep all they have: class0 (8), class1 (8)"], err
+    assert "warning" not in out
+
+
 def test_a_probe_asked_for_more_neighbours_than_its_bank_holds_says_so(tmp_path, capsys):
     folder = make_image_folder(tmp_path / "images", train=4, val=2)
     with pytest.raises(SystemExit) as done:

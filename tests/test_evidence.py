@@ -127,10 +127,12 @@ def test_pretraining_takes_a_nested_folder_of_unlabeled_images(tmp_path, capsys)
     write_images(tmp_path / "photos", 5, 64, rng)
     write_images(tmp_path / "photos" / "trip" / "day2", 5, 64, rng)
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
-    run = pretrain("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"), batch_size=4)
+    run = pretrain("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"), batch_size=4,
+                   val_images_per_class=3, image_selection="random")
     assert run.history[-1]["step"] == 2 and (run.run_dir / "reconstruction.png").is_file()
-    # the smoke preset's class subset cannot apply to images without classes: said, not silently dropped
-    assert "num_classes=2, images_per_class=8 do not apply (no classes); training on all 10" in capsys.readouterr().out
+    # every setting that picks images by class (the smoke preset's and those given) is named, not silently dropped
+    assert ("num_classes=2, images_per_class=8, val_images_per_class=3, image_selection=random, knn_images_per_class=8 "
+            "do not apply (no classes); training on all 10") in capsys.readouterr().out
     with pytest.raises(ValueError, match="tune_fraction and eval_split='tune' carve images out of each class"):
         pretrain("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"), tune_fraction=0.5)
     assert '"train_images": 10' in (run.run_dir / "config.json").read_text()

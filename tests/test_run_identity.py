@@ -184,6 +184,21 @@ def test_a_resume_given_other_weights_keeps_its_origin_and_says_so(folder, tmp_p
     assert json.loads((tmp_path / "runs" / "ft" / "config.json").read_text())["pretrained"] == str(encoder)
 
 
+def test_a_resume_needs_none_of_the_start_weights_it_began_from(folder, tmp_path, one_thread):
+    """The weights of a resumed run come from its checkpoint: the run folder it started from, deleted since, blocks
+    nothing, and the record keeps the origin. Without a checkpoint to resume the missing start is refused by name."""
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), **SMALL)
+    encoder = pretrain("smoke", **run, name="fcmae").run_dir
+    finetune("smoke", **run, name="ft", pretrained=str(encoder))
+    RunDir(tmp_path / "runs" / "ft").latest_checkpoint().unlink()
+    shutil.rmtree(encoder)
+    resumed = finetune("smoke", **run, name="ft", resume="auto", pretrained=str(encoder))
+    assert resumed.history[-1]["step"] == 8 and resumed.config["pretrained"] == str(encoder)
+    with pytest.raises(FileNotFoundError, match=re.escape(str(encoder))):
+        finetune("smoke", **run, name="new", resume="auto", pretrained=str(encoder))
+    assert not (tmp_path / "runs" / "new").exists()
+
+
 @pytest.mark.parametrize(("overrides", "says"), [
     (dict(lr=1e-4, base_lr=5e-3), "lr and base_lr given together"),
     (dict(data=""), "data is an empty path"),
@@ -251,7 +266,11 @@ def test_a_replay_on_other_images_says_so(folder, tmp_path, capsys, one_thread):
     assert f"warning: config: the images differ from those the run of {record} trained on" in err
     with pytest.raises(SystemExit):  # another subset asked for: other images are what the user chose
         main(["finetune", "--config", str(record), "--name", "other-seed", "--seed", "3"])
-    assert "warning" not in capsys.readouterr().err
+    assert "warning: config" not in capsys.readouterr().err  # (the short class is still named)
+    with pytest.raises(SystemExit) as stop:  # a resume refuses the other images itself: one line, the error
+        main(["finetune", "--config", str(record), "--resume", "auto"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: cannot resume") and len(err.splitlines()) == 1, err
 
 
 def test_resuming_a_finished_run_rewrites_none_of_its_record(folder, tmp_path, capsys, one_thread):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnx2lite.commands import main
-from cnx2lite.rundir import RunDir, RunDirLockedError
+from cnx2lite.rundir import RunDir, RunDirLockedError, run_directory_of
 from cnx2lite.train import ResumeMismatchError, finetune, load_config, pretrain, run_log
 from conftest import make_image_folder, write_images
 
@@ -131,6 +131,28 @@ def test_a_runs_figures_never_follow_a_planted_symlink(planted, images, tmp_path
     with pytest.raises(OSError, match="symbolic link"):
         pretrain("smoke", data=str(images), output=str(tmp_path), name="plant", batch_size=4)
     assert (list(target.iterdir()) == []) if planted == "reconstructions" else target.read_text() == "keep me"
+
+
+def test_a_link_among_a_runs_checkpoints_is_named_as_a_link(images, tmp_path, capsys):
+    """A link planted as a run's newest checkpoint or a snapshot (another run's file) is named as what it is, by the
+    resume and by every reader of the folder; nothing reached through it is pruned or continued, and the folder stays
+    a run's (no export lands in it)."""
+    run = dict(data=str(images), output=str(tmp_path), batch_size=4)
+    pretrain("smoke", **run, name="other")
+    pretrain("smoke", **run, name="mine", epochs=2, keep_every_epochs=1)
+    foreign = RunDir(tmp_path / "other").latest_checkpoint()
+    for planted in ("checkpoint-00009999.pt", "snapshot-epoch-0009.pt"):
+        (tmp_path / "mine" / planted).symlink_to(foreign)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", "--preset", "smoke", "--data", str(images), "--output", str(tmp_path), "--name", "mine",
+              "--batch-size", "4", "--epochs", "2", "--keep-every-epochs", "1", "--resume", "auto"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err == (f"error: {tmp_path / 'mine' / 'checkpoint-00009999.pt'} is a symbolic "
+                                                 "link: a run folder holds only its run's own files; remove the link")
+    assert foreign.is_file()
+    with pytest.raises(OSError, match="snapshot-epoch-0009.pt is a symbolic link"):
+        RunDir(tmp_path / "mine").snapshots()
+    assert run_directory_of(tmp_path / "mine" / "export.onnx") == tmp_path / "mine"
 
 
 def test_a_refused_run_leaves_nothing_behind(tmp_path):
@@ -269,7 +291,7 @@ def test_a_checkpoint_cut_anywhere_is_a_value_error_naming_it(tmp_path):
     continues from the one before (a cut inside the zip's entries once raised a bare '[Errno 22] Invalid argument')."""
     import torch
 
-    from cnx2lite.rundir import read_torch_file
+    from cnx2lite.torch_files import read_torch_file
 
     whole = tmp_path / "whole.pt"
     torch.save({"model": {f"w{i}": torch.randn(64, 64) for i in range(8)}}, whole)

@@ -336,17 +336,23 @@ def test_loader_workers_leave_a_stop_signal_to_the_training_process():
 
 
 def test_a_run_names_the_setting_a_short_class_falls_short_of(tmp_path):
-    """Each split of a run is picked by its own setting; a class short of images is said once, by the run (rank 0),
-    naming that setting, not the library's parameter name."""
+    """Each split of a run is picked by its own setting; a class short of images is said once, by the run (rank 0) as a
+    warning of the package (on stderr from the command line), naming that setting, not the library's parameter name."""
     import warnings
 
+    from cnx2lite.data import ShortClassWarning
     from cnx2lite.train.run_data import build_run_data
     from conftest import make_image_folder
 
     folder = make_image_folder(tmp_path / "images", train=8, val=4)
     config = load_preset("smoke", task="pretrain", data=str(folder), val_images_per_class=5, knn_images_per_class=8)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the run says it in its notes, not as a warning of every rank
-        notes = build_run_data(config, "pretrain", lambda image: image).notes("pretrain")
-    assert notes == [f"warning: val_images_per_class=5: 2 of 2 class(es) of {folder / 'val'} hold fewer images and "
-                     "keep all they have: class0 (4), class1 (4)"]
+        warnings.simplefilter("error")  # building the splits says nothing: every rank builds them
+        run_data = build_run_data(config, "pretrain", lambda image: image)
+    assert run_data.notes("pretrain") == []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_data.warn_short_classes()
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (ShortClassWarning, f"val_images_per_class=5: 2 of 2 class(es) of {folder / 'val'} hold fewer images and "
+                            "keep all they have: class0 (4), class1 (4)")]

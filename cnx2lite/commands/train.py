@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import warnings
 
 from .. import data, imagenette
-from ..train.config import FIELDS, TrainConfig, fields_for
+from ..train.config import FIELDS, TrainConfig, fields_for, resolve_batch_and_lr
 from ..train.config_checks import DENSE_TASKS
 from ..train.config_files import ReplayWarning, load_config, replayed_images_differ
 from ..train.presets import load_preset, preset_names
+from ..train.resume import resumes_a_checkpoint
 from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size
 
 EXIT_INTERRUPTED = 130
@@ -78,12 +80,15 @@ def run_training(args: argparse.Namespace) -> int:
     task = args.task if args.command == "transfer" else args.command
     config = config_from_args(args, task)  # a bad value: the message names the flag and what it accepts
     if args.show_config:
+        resolve_batch_and_lr(config, int(os.environ.get("WORLD_SIZE", "1")))  # the launch's checks, as a run makes
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     trainer = Trainer(config)
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
-    if args.config is not None and (note := replayed_images_differ(args.config, trainer.data.fingerprint, given)):
-        warnings.warn(ReplayWarning(note), stacklevel=1)  # the same settings on other images: a new experiment, said so
+    # the same settings on other images: a new experiment, said so (a resume refuses other images by itself)
+    if (args.config is not None and not resumes_a_checkpoint(config, trainer.run_dir)
+            and (note := replayed_images_differ(args.config, trainer.data.fingerprint, given))):
+        warnings.warn(ReplayWarning(note), stacklevel=1)
     result = trainer.run()
     if result.interrupted:
         return EXIT_INTERRUPTED

@@ -6,7 +6,7 @@
   JPEG rendering);
 - :mod:`.masking_figures`, :mod:`.sparse_figures` (+ :mod:`.step_timing`), :mod:`.grn_figures`,
   :mod:`.collapse_figures`, :mod:`.pretraining_figures` (+ :mod:`.anatomy`): the figures and measurements of
-  notebooks 1 to 5 (the collapse figure of the report is :func:`cnx2lite.collapse.plot_collapse_by_layer`);
+  notebooks 1 to 5 (the collapse figure of the report is :func:`cnx2lite.collapse_curves.plot_curves`);
 - :mod:`.widgets`: the interactive explorers of notebooks 1 to 5;
 - :mod:`.source`: the package's own code printed on a notebook's page;
 - :mod:`.evidence`: the committed ``reproduce --scale cpu`` report's numbers and figures, and its trained runs

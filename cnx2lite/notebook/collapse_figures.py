@@ -4,8 +4,8 @@ collapse statistics against block index (one panel per statistic), the feature c
 marked, per-stage means, the levels of the saturated maps, and the distance of spatially centered maps.
 
 The collapse statistics themselves are :mod:`cnx2lite.collapse` (:func:`~cnx2lite.collapse.collapse_by_layer`,
-:func:`~cnx2lite.collapse.layer_collapse`); the figure of all of them, which the reproduction report draws too, is
-:func:`cnx2lite.collapse.plot_collapse_by_layer`. Nothing here redefines them.
+:func:`~cnx2lite.collapse.layer_collapse`); the reproduction report's curves over runs are
+:func:`cnx2lite.collapse_curves.plot_curves`. Nothing here redefines them.
 """
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..rundir import RunResult, read_torch_file, run_directory_of
+from ..rundir import RunResult, run_directory_of
+from ..torch_files import read_torch_file
 from ..train.run_log import last_epoch, read_metrics
 from ..writing import check_folder_creatable, make_folder
 

@@ -149,11 +149,22 @@ class TrainConfig:
     def run_name(self) -> str:
         return self.name or f"{self.task}-{self.model}"
 
+    @property
+    def start(self) -> str | None:
+        """The weights a new run starts from (its :func:`start_field`), None from scratch."""
+        return getattr(self, start_field(self.task))
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def start_field(task: str) -> str:
+    """The setting that names the weights a run of ``task`` starts from: ``init_encoder`` when pretraining (the
+    encoder pretraining continues), ``pretrained`` otherwise."""
+    return "init_encoder" if task == "pretrain" else "pretrained"
 
 
 def fields_for(task: str) -> list[str]:

@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 from timm.data import create_transform
 
-from ..amp import AMP_MODES
+from ..amp import AMP_MODES, check_device_name
 from ..data import SELECTIONS
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..masking import check_mask_ratio
 from ..models import VARIANTS
 from ..models.convnextv2 import BLOCK_STYLES
 from ..rundir import RUN_TASKS
+from ..sparse import BACKENDS
 
 TASKS = RUN_TASKS
 DENSE_TASKS = ("segment", "detect")
@@ -41,7 +42,8 @@ def check_config(config: Any) -> None:
     checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
               ("grn_aggregation", GRN_AGGREGATIONS), ("block_norm", ("auto", *BLOCK_NORMS)),
               ("image_selection", SELECTIONS), ("eval_split", EVAL_SPLITS),
-              ("layer_decay_mode", ("single", "group")), ("dense_format", tuple(DENSE_FORMATS)))
+              ("layer_decay_mode", ("single", "group")), ("dense_format", tuple(DENSE_FORMATS)),
+              ("backend", tuple(BACKENDS)))
     for name, allowed in checks:
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {getattr(config, name)!r}")
@@ -49,6 +51,10 @@ def check_config(config: Any) -> None:
         for name in names:
             if not valid(getattr(config, name)):  # comparisons with nan are False: nan is refused too
                 raise ValueError(f"{name} must be {allowed}, got {getattr(config, name)!r}")
+    check_device_name(config.device)  # which GPUs there are is for the machine that runs it to say
+    if config.lr is not None and config.min_lr > config.lr:  # from base_lr, the lr is known at launch
+        raise ValueError(f"min_lr={config.min_lr:g} is above the peak lr {config.lr:g}: the cosine would climb; lower "
+                         "min_lr or raise lr")
     if not 0.0 <= config.tune_fraction < 1.0:
         raise ValueError(f"tune_fraction must be in [0, 1), got {config.tune_fraction!r}")
     if config.warmup_epochs > config.epochs:

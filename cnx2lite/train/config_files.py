@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import data
 from ..rundir import resolve_checkpoint
-from .config import FIELDS, TrainConfig, check_overrides, resolve_batch_and_lr
+from .config import FIELDS, TrainConfig, check_overrides, resolve_batch_and_lr, start_field
 from .config_checks import check_task
 
 
@@ -73,7 +73,7 @@ def start_record(config: TrainConfig, resumed_record: Path | None) -> dict[str, 
     its newest checkpoint, which changes as that run trains on): ``start_checkpoint`` (the file a link led to) and
     ``start_stamp`` (its size and modification time: the same name may hold other weights later). ``resumed_record``:
     the ``config.json`` of the run being resumed, whose start it keeps (its weights came from there)."""
-    source = config.init_encoder if config.task == "pretrain" else config.pretrained
+    source = config.start
     try:
         previous = json.loads(resumed_record.read_text()) if resumed_record else {}
     except (OSError, ValueError):  # unreadable: the start is what the source gives now
@@ -110,7 +110,7 @@ def _check_start(path: str | Path, saved: dict[str, Any], task: str, fields: dic
     """A replay whose start (a run folder, a link, a file) now gives other weights than the run started from (a newer
     checkpoint, a link moved, the file replaced) would train from them: refused, naming both, unless a start is
     given."""
-    name = "init_encoder" if task == "pretrain" else "pretrained"
+    name = start_field(task)
     source, started = fields.get(name), saved.get("start_checkpoint")
     if name in overrides or not started or not source or not os.path.exists(source):
         return

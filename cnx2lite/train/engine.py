@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import math
+import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -46,6 +48,7 @@ from .resume import (
     keep_origin,
     read_resumable,
     restore_training_state,
+    without_missing_start,
 )
 from .run_data import build_run_data
 from .run_log import RunLog
@@ -64,8 +67,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.dist: Dist = init_distributed(config.device)
-        self.task = build_task(config)
         self.run_dir = RunDir(Path(config.output) / config.run_name)
+        self.task = build_task(without_missing_start(config, self.run_dir))
         if self.dist.is_main:
             self.run_dir.check_creatable()  # an output that cannot hold the run stops it before any work
         self.run_log = RunLog(self.run_dir, f"{self.task.name} {config.model}", self.dist.is_main, config.tensorboard)
@@ -146,7 +149,7 @@ class Trainer:
             self.decode_images()
             self._write_config()
             self.run_log.open(self.position.global_step)  # TensorBoard's events after this step are of lost steps
-        start = c.init_encoder if c.task == "pretrain" else c.pretrained
+        start = c.start
         self.log(f"{self.task.name} {c.model} on {len(self.train_set)} {self.task.samples} "
                  f"({len(self.train_set.classes)} classes, {'x'.join(map(str, transforms.image_hw(c.img_size)))} px), "
                  f"{c.epochs} epochs x {self.steps_per_epoch} steps, effective batch {c.global_batch}, lr {c.lr:.3g}, "
@@ -154,6 +157,8 @@ class Trainer:
                  f"{f'weights from {start}' if start else 'from scratch'}; run dir {self.run_dir}")
         for note in self.data.notes(self.task.name):
             self.log(note)
+        if self.dist.is_main:
+            self.data.warn_short_classes()
         with graceful_stop() as stop:
             while self.position.epoch < c.epochs:
                 if not self._train_epoch(stop):
@@ -172,8 +177,10 @@ class Trainer:
 
         def choose() -> str | None:
             path, read["checkpoint"] = checkpoint_to_resume(self.run_dir, c.resume, self.log)
-            if path is None:  # a new run: never over another run's record
+            if path is None:  # a new run: never over another run's record, never without its start weights
                 check_record(self.run_dir, c)
+                if self.task.config.start != c.start:
+                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), c.start)
             return path
 
         path = run_on_main(choose)

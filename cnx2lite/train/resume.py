@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,10 +19,10 @@ from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from ..rundir import RunDir, load_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, start_field
 from .config_files import as_json
 from .ema import ModelEma
-from .run_log import read_metrics
+from .run_log import last_epoch, read_metrics
 
 
 @dataclass
@@ -81,7 +81,7 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
     run: the same task, an unfinished run when it is another directory's (and then only into a directory that holds
     no run of its own), the same settings, classes and images (``fingerprints``: of the training images and of the
     scored ones, each compared when the checkpoint kept it)."""
-    start_from = {"pretrain": "init_encoder (--init-encoder)"}.get(task, "pretrained (--pretrained)")
+    start_from = f"{start_field(task)} (--{start_field(task).replace('_', '-')})"
     if not isinstance(ckpt, dict) or "task" not in ckpt:
         raise ResumeMismatchError(f"cannot resume from {path}: it is not a cnx2lite training checkpoint (no task, "
                                   f"optimizer or position in it); to start from its weights, pass it as {start_from}")
@@ -111,6 +111,20 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
         raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
                                   f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
                                   "(another name or output)")
+
+
+def resumes_a_checkpoint(config: TrainConfig, run_dir: RunDir) -> bool:
+    """Whether the run continues a checkpoint (one given, or ``auto`` with one in its folder) rather than starting."""
+    return config.resume not in (None, "auto") or (config.resume == "auto" and run_dir.latest_checkpoint() is not None)
+
+
+def without_missing_start(config: TrainConfig, run_dir: RunDir) -> TrainConfig:
+    """``config`` as the model is built from it: a run that resumes a checkpoint takes its weights from there, so the
+    weights it started from (``config.start``) are not needed, and when they are gone since (a deleted run folder,
+    released weights not downloaded here) they are left out rather than refused. Otherwise ``config`` itself."""
+    if config.start is None or os.path.exists(config.start) or not resumes_a_checkpoint(config, run_dir):
+        return config
+    return replace(config, **{start_field(config.task): None})
 
 
 def keep_origin(config: TrainConfig, requested: TrainConfig, saved: dict[str, Any],
@@ -155,7 +169,7 @@ def _real(path: str | None) -> str | None:
 
 def _epochs_logged(run_dir: RunDir) -> int:
     try:
-        return sum(row["kind"] == "epoch" for row in read_metrics(run_dir.path / "metrics.csv"))
+        return int(last_epoch(read_metrics(run_dir.path / "metrics.csv")) or 0)
     except (OSError, ValueError, KeyError, csv.Error):  # none, or not a metrics file: no history to keep
         return 0
 

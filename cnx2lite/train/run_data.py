@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +18,7 @@ from .. import data, transforms
 from ..dense.formats import ADE20K, ADE20K_CLASSES, COCOInstances
 from ..image_cache import DecodedImages, cache_side
 from ..image_files import walk_folders
-from .config import TrainConfig
+from .config import FIELDS, TrainConfig
 from .config_checks import DENSE_TASKS
 
 
@@ -52,17 +53,20 @@ class RunData:
         """The unreadable files ``skip_corrupt`` left out of any split."""
         return sorted({path for split in self.splits for path, _ in split.skipped})
 
+    def warn_short_classes(self) -> None:
+        """A :class:`~cnx2lite.data.ShortClassWarning` for each split with classes short of the images asked for (on
+        stderr from the command line, like every warning of the package)."""
+        for split, setting in ((self.train_set, "images_per_class"), (self.val_set, "val_images_per_class"),
+                               (self.knn_bank, "knn_images_per_class")):
+            if split in self.splits and split.short is not None:
+                warnings.warn(data.ShortClassWarning(split.short.message(setting)), stacklevel=2)
+
     def notes(self, task_name: str) -> list[str]:
-        """What a run should say about its images before it trains: files left out, classes short of images, no val
-        split."""
+        """What a run should say about its images before it trains: files left out, no val split."""
         notes = []
         if skipped := self.skipped():
             notes.append(f"skip_corrupt: left out {len(skipped)} unreadable image(s): {', '.join(skipped[:10])}"
                          + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
-        for split, setting in ((self.train_set, "images_per_class"), (self.val_set, "val_images_per_class"),
-                               (self.knn_bank, "knn_images_per_class")):
-            if split in self.splits and split.short is not None:
-                notes.append(f"warning: {split.short.message(setting)}")
         if self.val_set is None:
             notes.append(f"no val split in {self.folder}: no evaluation"
                          + (", no kNN monitor" if task_name == "pretrain" else ""))
@@ -92,7 +96,8 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
             raise ValueError(f"tune_fraction and eval_split='tune' carve images out of each class of train/; {root} "
                              "holds unlabeled images: leave them unset")
         train_set = data.build_unlabeled_dataset(root, train_transform, c.skip_corrupt, check_headers=True)
-        unused = [f"{name}={value}" for name in ("num_classes", "images_per_class") if (value := getattr(c, name))]
+        unused = _changed_settings(c, ("num_classes", "images_per_class", "val_images_per_class", "image_selection",
+                                       "knn_images_per_class"))
         if unused:
             log(f"{root} holds unlabeled images: {', '.join(unused)} do not apply (no classes); training on all "
                 f"{len(train_set)}")
@@ -135,10 +140,15 @@ def _dense_format_data(c: TrainConfig, root: Path, log: Callable[[str], None]) -
         if splits[0].index_of != splits[1].index_of:  # each split maps its own categories to classes
             raise ValueError(f"{folder}: the val annotations' categories differ from train's ({splits[1].classes} vs "
                              f"{splits[0].classes}): both splits must list the same categories")
-    unused = [f"{name}={value}" for name in ("images_per_class", "val_images_per_class") if (value := getattr(c, name))]
+    unused = _changed_settings(c, ("images_per_class", "val_images_per_class", "image_selection"))
     if unused:
         log(f"{', '.join(unused)} do not apply to a {c.dense_format} folder: its splits are used whole")
     return RunData(folder, *splits, None, fingerprint(splits[0], folder))
+
+
+def _changed_settings(c: TrainConfig, names: tuple[str, ...]) -> list[str]:
+    """``name=value`` for each of ``names`` set away from its default: settings a folder without them ignores."""
+    return [f"{name}={getattr(c, name)}" for name in names if getattr(c, name) != FIELDS[name].default]
 
 
 def _refuse_output_inside(c: TrainConfig, scanned: list[Path]) -> None:
