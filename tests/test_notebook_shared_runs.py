@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from cnx2lite.data import REPO
 from cnx2lite.notebook import shared_runs
 from cnx2lite.rundir import RunDir
 from conftest import make_image_folder
@@ -44,4 +45,6 @@ def test_the_arms_differ_only_in_their_init(smoke_runs):
 
 def test_the_cpu_runs_are_the_size_the_readme_states():
     cpu = shared_runs.SCALES["cpu"]
-    assert (cpu.img_size, cpu.pretrain_epochs, cpu.finetune_epochs[shared_runs.SHOTS]) == (96, 4, 16)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (f"(at `cpu`: {cpu.img_size} px, {cpu.pretrain_epochs} pretraining epochs, "
+            f"{cpu.finetune_epochs[shared_runs.SHOTS]} fine-tuning epochs)") in readme
