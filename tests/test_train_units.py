@@ -356,3 +356,16 @@ def test_a_run_names_the_setting_a_short_class_falls_short_of(tmp_path):
     assert [(w.category, str(w.message)) for w in caught] == [
         (ShortClassWarning, f"val_images_per_class=5: 2 of 2 class(es) of {folder / 'val'} hold fewer images and "
                             "keep all they have: class0 (4), class1 (4)")]
+
+
+def test_a_random_pick_of_every_image_is_said_not_to_apply(tmp_path):
+    from cnx2lite.train.run_data import build_run_data
+    from conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "images", train=8, val=4)
+    said = []
+    config = load_preset("smoke", task="finetune", data=str(folder), images_per_class=None, image_selection="random")
+    run_data = build_run_data(config, "finetune", lambda image: image, said.append)
+    assert said == ["image_selection=random does not apply without images_per_class: every image of each class is "
+                    "taken"]
+    assert len(run_data.train_set) == 16

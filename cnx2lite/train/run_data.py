@@ -106,6 +106,9 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
     train_set = data.build_dataset(folder, "train", train_transform, num_classes=c.num_classes,
                                    images_per_class=c.images_per_class, seed=c.seed, image_selection=c.image_selection,
                                    **carve, **screen)
+    if c.image_selection != "first" and c.images_per_class is None:  # a pick of every image is every image
+        log(f"image_selection={c.image_selection} does not apply without images_per_class: every image of each class "
+            "is taken")
     if task_name != "pretrain" and len(train_set.classes) < 2:  # one class: a loss of 0, 100% top-1, no composite
         raise ValueError(f"{task_name} needs at least 2 classes; {folder / 'train'} gives {train_set.classes} "
                          f"(num_classes={c.num_classes})")
