@@ -125,6 +125,16 @@ def _holds_weights(path: Path) -> bool:
     return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
 
 
+def _is_export(path: Path, fmt: str) -> bool:
+    """Whether ``path`` looks like an earlier ``fmt`` export: named as one, or a TorchScript archive (its ``code/``)."""
+    if path.name.endswith(FORMATS[fmt]):
+        return True
+    if fmt != "torchscript" or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
 @dataclass(frozen=True)
 class Exported:
     """What :func:`export_checkpoint` wrote: every file (ONNX may keep weights in a ``.data`` file beside the graph),
@@ -174,6 +184,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
     if output.is_file() and _holds_weights(output):
         raise ValueError(f"--output {output} holds trained weights (a checkpoint or safetensors file), which an "
                          "export never replaces: choose another file")
+    if output.is_file() and not _is_export(output, fmt):  # an image, a config, a notebook: not an earlier export
+        raise ValueError(f"--output {output} exists and is no {fmt} export (named *{FORMATS[fmt]}): --overwrite "
+                         "replaces only an earlier export; choose a new file")
     before = set(output.parent.glob(output.name + "*")) if output.parent.is_dir() else set()
     path = export_model(net, output, fmt, size, net.in_chans)
     files = [path] + sorted(set(path.parent.glob(path.name + "?*")) - before)  # e.g. model.onnx.data

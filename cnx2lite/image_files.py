@@ -80,3 +80,16 @@ def list_images(folder: Path, confined: bool = False) -> list[str]:
                 seen_files.add(real_file)
                 paths.append(path)
     return sorted(paths)
+
+
+def refuse_output_inside(output: str | os.PathLike, trees: Sequence[Path], setting: str) -> None:
+    """An output folder inside the image folders a command reads (directly, or through a link in them) would put what
+    it writes among the images, where the next run reads it as data: a ValueError naming ``setting``."""
+    target = Path(output).resolve()
+    for tree in trees:
+        for folder, real, _ in walk_folders(tree) if tree.is_dir() else ():
+            if target.is_relative_to(real):
+                through = "" if Path(folder) == tree else f" through {folder}, which leads to {real}"
+                raise ValueError(f"{setting} {output}: {target} is inside the images read from {tree}{through}, where "
+                                 "what is written there would become images of the data set; choose an output "
+                                 "outside it")

@@ -80,6 +80,16 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["probe", "--checkpoint", "random", "--dataset", "/abs/folder"], "dataset must be one folder name"),
     (["download", "imagenette", "--data", "{a_file}"], "it is a file"),
     (["probe", "--checkpoint", "random", "--num-classes", "1"], "a probe needs at least 2 classes"),
+    (["collapse", "--encoder", "a=random", "--contrast", "a", "a", "--data", "{corrupt}"],
+     "--contrast a a: an encoder against itself differs by nothing"),
+    (["collapse", "--encoder", "a=random", "--data", "{corrupt}", "--output", "{corrupt}/val/class0"],
+     "class0 is inside the images read from"),
+    (["export", "--checkpoint", "random", "--format", "torchscript", "--output", "{an_image}", "--overwrite"],
+     "is no torchscript export (named *.torchscript.pt): --overwrite replaces only an earlier export"),
+    (["finetune", "--name", "two\nlines"], "no control characters"),
+    (["finetune", "--name", "x" * 256], "at most 255 bytes"),
+    (["pretrain", "--no-sparse-encoder", "--backend", "dense"], "but sparse_encoder is off"),
+    (["finetune", "--block", "v1", "--grn-aggregation", "l1"], "this model has no GRN (block 'v1'"),
     # --show-config refuses what every run would refuse
     (["finetune", "--lr", "none", "--base-lr", "1e-3", "--min-lr", "0.5", "--show-config"],
      "min_lr=0.5 is above the peak lr 3.125e-05 (base_lr x effective batch 8 / 256)"),
@@ -149,6 +159,8 @@ def test_eval_needs_only_the_val_split(folder, paths, tmp_path, capsys):
 
 
 API_CASES = [  # (call, exception type, text the message must contain)
+    (lambda: finetune(Path("runs/x/config.json")), ValueError,
+     "config must be a preset name or a TrainConfig, got PosixPath('runs/x/config.json')"),
     (lambda: create_model("convnextv2_atto")(torch.rand(1, 3, 64, 64, dtype=torch.float64)), ValueError,
      "expected images of the model's dtype torch.float32, got torch.float64"),
     (lambda: create_model("convnextv2_atto")(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)), ValueError,

@@ -8,6 +8,7 @@ one line on stderr, never a traceback.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -209,6 +210,21 @@ def test_a_training_run_says_a_short_class_on_stderr_like_every_warning(tmp_path
     assert err.splitlines() == [f"warning: images_per_class=9: 2 of 2 class(es) of {folder / 'train'} hold fewer "
                                 "images and keep all they have: class0 (8), class1 (8)"], err
     assert "warning" not in out
+
+
+def test_paths_given_with_a_tilde_are_read_and_named_like_any_other(tmp_path, monkeypatch, capsys):
+    """'~' as a shell leaves it in --flag=~/x: the config is read from home, a missing file is named by its flag."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = make_image_folder(tmp_path / "images", train=8, val=4)
+    args = [a.format(data=folder, output=tmp_path / "runs") for a in INVOCATIONS["finetune"]]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--pretrained", "~/nowhere"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err == f"error: --pretrained {tmp_path / 'nowhere'}: does not exist\n", err
+    (tmp_path / "saved.json").write_text(json.dumps({"task": "finetune", "epochs": 3}))
+    with pytest.raises(SystemExit) as done:
+        main(["finetune", "--config", "~/saved.json", "--show-config"])
+    assert done.value.code == 0 and json.loads(capsys.readouterr().out)["epochs"] == 3
 
 
 def test_a_probe_asked_for_more_neighbours_than_its_bank_holds_says_so(tmp_path, capsys):

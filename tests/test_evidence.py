@@ -3,6 +3,7 @@ and ``cnx2lite reproduce --scale smoke`` end to end."""
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from cnx2lite.bootstrap import bootstrap_accuracy, paired_bootstrap
 from cnx2lite.factory import load_model
 from cnx2lite.probes import knn_scores, linear_probe_scores, probe
 from cnx2lite.train import finetune, pretrain
+from cnx2lite.train.run_data import IgnoredSettingWarning
 from conftest import make_image_folder, write_images
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,17 +124,18 @@ def test_knn_monitor_is_a_metrics_column(tinted, tmp_path):
     assert off.metric("knn_top1") == []
 
 
-def test_pretraining_takes_a_nested_folder_of_unlabeled_images(tmp_path, capsys):
+def test_pretraining_takes_a_nested_folder_of_unlabeled_images(tmp_path):
     rng = np.random.default_rng(0)
     write_images(tmp_path / "photos", 5, 64, rng)
     write_images(tmp_path / "photos" / "trip" / "day2", 5, 64, rng)
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
-    run = pretrain("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"), batch_size=4,
-                   val_images_per_class=3, image_selection="random")
-    assert run.history[-1]["step"] == 2 and (run.run_dir / "reconstruction.png").is_file()
     # every setting that picks images by class (the smoke preset's and those given) is named, not silently dropped
-    assert ("num_classes=2, images_per_class=8, val_images_per_class=3, image_selection=random, knn_images_per_class=8 "
-            "do not apply (no classes); training on all 10") in capsys.readouterr().out
+    with pytest.warns(IgnoredSettingWarning, match=re.escape(
+            "num_classes=2, images_per_class=8, val_images_per_class=3, image_selection=random, knn_images_per_class=8 "
+            "do not apply (no classes); training on all 10")):
+        run = pretrain("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"), batch_size=4,
+                       val_images_per_class=3, image_selection="random")
+    assert run.history[-1]["step"] == 2 and (run.run_dir / "reconstruction.png").is_file()
     with pytest.raises(ValueError, match="tune_fraction and eval_split='tune' carve images out of each class"):
         pretrain("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"), tune_fraction=0.5)
     assert '"train_images": 10' in (run.run_dir / "config.json").read_text()

@@ -77,15 +77,15 @@ def test_a_snapshot_is_not_resumed_but_pointed_to_pretrained(folder, tmp_path, o
 
 
 def test_a_run_folder_inside_the_images_it_reads_is_refused(folder, tmp_path):
-    with pytest.raises(ValueError, match="inside the images this run reads"):
+    with pytest.raises(ValueError, match="is inside the images read from"):
         finetune("smoke", data=str(folder), output=str(folder / "train" / "runs"), **SMALL)
     unlabeled = tmp_path / "photos"
     shutil.copytree(folder / "train" / "class0", unlabeled)
-    with pytest.raises(ValueError, match="inside the images this run reads"):
+    with pytest.raises(ValueError, match="is inside the images read from"):
         pretrain("smoke", data=str(unlabeled), output=str(unlabeled / "runs"), **SMALL)
     (unlabeled / "more").symlink_to(tmp_path / "runs", target_is_directory=True)  # a link to where the runs go
     (tmp_path / "runs").mkdir()
-    with pytest.raises(ValueError, match=f"inside the images this run reads .*through {unlabeled}/more, which leads"):
+    with pytest.raises(ValueError, match=f"inside the images read from .*through {unlabeled}/more, which leads"):
         pretrain("smoke", data=str(unlabeled), output=str(tmp_path / "runs"), **SMALL)
     assert not (tmp_path / "runs" / "pretrain-convnextv2_atto").exists()
 
@@ -249,6 +249,23 @@ def test_a_setting_without_its_partner_is_refused_and_numpy_numbers_count_as_num
     with pytest.raises(ValueError, match="freeze_encoder_epochs trains the decoder alone on the encoder given by"):
         load_preset("smoke", task="pretrain", epochs=2, freeze_encoder_epochs=1)
     assert load_preset("cpu", epochs=np.int64(1)).warmup_epochs == load_preset("cpu", epochs=1).warmup_epochs
+
+
+def test_a_run_records_the_folder_a_data_link_led_to(folder, tmp_path, one_thread):
+    """A replay reads the images the run read, even once the link it was given points at other images."""
+    import os
+
+    from cnx2lite.train import load_config
+
+    link = tmp_path / "current"
+    link.symlink_to(folder)
+    finetune("smoke", data=str(link), output=str(tmp_path / "runs"), name="a", **SMALL)
+    record = tmp_path / "runs" / "a" / "config.json"
+    saved = json.loads(record.read_text())
+    assert saved["data"] == saved["data_folder"] == os.path.realpath(folder)
+    link.unlink()
+    link.symlink_to(tmp_path)  # the link moved on
+    assert load_config(record, "finetune").data == os.path.realpath(folder)
 
 
 def test_a_replay_on_other_images_says_so(folder, tmp_path, capsys, one_thread):

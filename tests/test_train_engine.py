@@ -91,6 +91,7 @@ def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(images, reference, tmp_
     first.send_signal(signal.SIGINT)
     rc, out = finish(first)
     assert rc == 130 and "SIGINT: stopping after this step" in out, out
+    assert out.splitlines()[-1].startswith("finetune: interrupted, checkpoint "), out  # stderr's last line
     stopped_at = load_checkpoint(run_dir)["position"]["global_step"]
     assert 2 <= stopped_at < TOTAL_STEPS
 

@@ -352,20 +352,31 @@ def test_a_run_names_the_setting_a_short_class_falls_short_of(tmp_path):
     assert run_data.notes("pretrain") == []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run_data.warn_short_classes()
+        run_data.warn()
     assert [(w.category, str(w.message)) for w in caught] == [
         (ShortClassWarning, f"val_images_per_class=5: 2 of 2 class(es) of {folder / 'val'} hold fewer images and "
                             "keep all they have: class0 (4), class1 (4)")]
 
 
-def test_a_random_pick_of_every_image_is_said_not_to_apply(tmp_path):
-    from cnx2lite.train.run_data import build_run_data
+def test_settings_the_images_give_nothing_to_act_on_are_named(tmp_path):
+    """A random pick of every image, a kNN monitor over one class: each a warning of the run, not silence."""
+    import warnings
+
+    from cnx2lite.train.run_data import IgnoredSettingWarning, build_run_data
     from conftest import make_image_folder
 
     folder = make_image_folder(tmp_path / "images", train=8, val=4)
-    said = []
-    config = load_preset("smoke", task="finetune", data=str(folder), images_per_class=None, image_selection="random")
-    run_data = build_run_data(config, "finetune", lambda image: image, said.append)
-    assert said == ["image_selection=random does not apply without images_per_class: every image of each class is "
-                    "taken"]
-    assert len(run_data.train_set) == 16
+    every = load_preset("smoke", task="finetune", data=str(folder), images_per_class=None, image_selection="random")
+    one_class = load_preset("smoke", task="pretrain", data=str(folder), num_classes=1, knn_images_per_class=2)
+    for config, task, said in (
+            (every, "finetune", "image_selection=random does not apply without images_per_class: every image of each "
+                                "class is taken"),
+            (one_class, "pretrain", "knn_images_per_class=2 does not apply to one class (class0): every neighbour "
+                                    "would vote for it; no kNN monitor")):
+        run_data = build_run_data(config, task, lambda image: image)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_data.warn()
+        assert [(w.category, str(w.message)) for w in caught] == [(IgnoredSettingWarning, said)]
+    assert len(build_run_data(every, "finetune", lambda image: image).train_set) == 16
+    assert build_run_data(one_class, "pretrain", lambda image: image).knn_bank is None

@@ -210,6 +210,15 @@ def write_coco(root: Path, size: int = 64) -> Path:
     return root
 
 
+def test_a_coco_split_of_crowd_regions_only_is_refused(tmp_path):
+    folder = write_coco(tmp_path / "coco")
+    path = folder / "annotations" / "instances_train2017.json"
+    content = json.loads(path.read_text())
+    path.write_text(json.dumps({**content, "annotations": [{**a, "iscrowd": 1} for a in content["annotations"]]}))
+    with pytest.raises(ValueError, match="every annotation is a crowd region"):
+        COCOInstances(folder, "train", 32, train=True)
+
+
 def test_ade20k_labels_are_classes_minus_one_with_unlabeled_ignored_and_flips_move_both(tmp_path):
     folder = write_ade20k(tmp_path / "ade")
     val = ADE20K(folder, "val", 24, num_classes=2)  # 48 -> 24 px: the labels' 8-pixel blocks become 4-pixel ones
@@ -285,7 +294,10 @@ def _edited_coco(root: Path, edit) -> Path:
     (lambda c: c["annotations"][0].update(segmentation={"size": [5, 5], "counts": "a"}),
      r"RLE mask's size \[5, 5\] is not its image's height and width \[64, 80\]"),
     (lambda c: c["annotations"][0].update(bbox=[4, 6, 24, 30]), r"bbox \[4, 6, 24, 30\] is not its polygons' extent"),
-
+    (lambda c: c["images"].append("x.jpg"), "images holds 'x.jpg', which is no entry with an integer id"),
+    (lambda c: c["annotations"].append(7), "annotations holds '7', which is no entry with an integer id"),
+    (lambda c: c["images"][0].update(id="1"), "images holds .*which is no entry with an integer id"),
+    (lambda c: c["categories"][0].pop("name"), "category 3 has no name"),
 ])
 def test_a_coco_json_short_of_the_format_is_one_line_naming_file_and_entry(tmp_path, edit, says):
     folder = _edited_coco(tmp_path / "coco", edit)
@@ -297,7 +309,8 @@ def test_a_coco_json_short_of_the_format_is_one_line_naming_file_and_entry(tmp_p
 def test_coco_splits_with_other_categories_are_refused(tmp_path):
     folder = _edited_coco(tmp_path / "coco", lambda c: c["categories"].append({"id": 9, "name": "cat"}))
     config = load_preset("smoke", task="detect", dense_format="coco", data=str(folder))
-    with pytest.raises(ValueError, match="the val annotations' categories differ from train's"):
+    with pytest.raises(ValueError, match=r"the val annotations' categories differ from train's \(id: name "
+                                         r"\{3: 'car', 7: 'dog', 9: 'cat'\} vs \{3: 'car', 7: 'dog'\}\)"):
         build_run_data(config, "detect", DetectTask(config).train_transform())
 
 
@@ -364,6 +377,16 @@ def test_a_val_split_without_a_labeled_pixel_is_refused_and_an_unlabeled_crop_ad
         task.scores()
     loss = task.loss(model, images, targets, torch.zeros(2))
     assert loss.item() == 0 and loss.requires_grad
+    with pytest.raises(ValueError, match="annotations/validation is labeled: .* nothing to score"):
+        ADE20K(folder, "val", 32, num_classes=3)  # when the data is read, before anything trains
+
+
+def test_an_ade20k_annotation_of_another_size_is_refused_before_training(tmp_path):
+    folder = write_ade20k(tmp_path / "ade")
+    annotation = next((folder / "annotations" / "validation").iterdir())
+    Image.new("L", (24, 24), 1).save(annotation)
+    with pytest.raises(ValueError, match=f"{annotation} is 24x24 px, its image 48x48: an annotation must match"):
+        ADE20K(folder, "val", 32)
 
 
 def test_skip_corrupt_is_refused_for_a_folder_used_whole(tmp_path):

@@ -126,7 +126,7 @@ def _os_message(error: OSError, args: argparse.Namespace) -> str:
     """A raw OSError as the argument that named the path (the flag whose value is it or a folder above it), the path
     and what is wrong with it, e.g. ``--output runs/x: exists and is not a folder``."""
     path = Path(os.fspath(error.filename)).absolute()
-    given = {name: Path(os.fspath(value)).absolute() for name, value in vars(args).items()
+    given = {name: Path(os.fspath(value)).expanduser().absolute() for name, value in vars(args).items()
              if isinstance(value, (str, os.PathLike)) and value and name not in ("command", "run")}
     closest = sorted((name for name, value in given.items() if value in (path, *path.parents)),
                      key=lambda name: -len(given[name].parts))

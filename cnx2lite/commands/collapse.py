@@ -13,6 +13,7 @@ from torch import nn
 from .. import collapse, collapse_along_training, collapse_curves, data
 from ..amp import resolve_device
 from ..factory import load_model
+from ..image_files import refuse_output_inside
 from ..report_folder import check_report_folder, claim_report_folder
 from ..rundir import RunDir, resolve_checkpoint
 from ..writing import check_folder_creatable
@@ -168,7 +169,11 @@ def run_collapse(args: argparse.Namespace) -> int:
         if missing:
             raise ValueError(f"--contrast names {', '.join(map(repr, missing))}, not an --encoder label "
                              f"({', '.join(map(repr, labels))})")
+        if first == second:
+            raise ValueError(f"--contrast {first} {second}: an encoder against itself differs by nothing; give two "
+                             "different --encoder labels")
     folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
+    refuse_output_inside(args.output, [folder / split for split in data.SPLITS], "--output")
     output = check_output(Path(args.output))
     if args.along_training:
         if args.contrast:

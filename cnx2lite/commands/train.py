@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import sys
 import warnings
 
 from .. import data, imagenette
@@ -20,7 +22,6 @@ from ..train.presets import load_preset, preset_names
 from ..train.resume import resumes_a_checkpoint
 from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size
 
-EXIT_INTERRUPTED = 130
 HIDDEN = ("task",)
 
 
@@ -90,8 +91,10 @@ def run_training(args: argparse.Namespace) -> int:
             and (note := replayed_images_differ(args.config, trainer.data.fingerprint, given))):
         warnings.warn(ReplayWarning(note), stacklevel=1)
     result = trainer.run()
-    if result.interrupted:
-        return EXIT_INTERRUPTED
+    if result.interrupted:  # 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a process a signal ended
+        print(f"{task}: interrupted, checkpoint {result.checkpoint} saved; continue with --resume auto",
+              file=sys.stderr)
+        return 128 + (trainer.stop.signal or signal.SIGINT)
     summary = f"done: run dir {result.run_dir}, checkpoint {result.checkpoint}"
     if result.final_top1 is not None:
         summary += f", val top-1 {result.final_top1:.2f}% (best {result.best_top1:.2f}%)"

@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 
 from .. import transforms
 from ..image_files import IMG_EXTENSIONS
-from ..images import load_image
+from ..images import load_image, oriented_size
 
 IGNORE_INDEX = -1  # ADE20K's label 0 ("other") and classes past num_classes (mmsegmentation's 255 is a class past 255)
 ADE20K_CLASSES = 150
@@ -71,23 +71,41 @@ class ADE20K(Dataset):
                              f"{folder / unlabeled[0]}")
         self.classes = [f"ADE20K class {k}" for k in range(1, num_classes + 1)]
         self.transform = _geometry(size, train)
+        for image_path, label_path in self.samples:  # headers only: a bad file stops the run before it trains
+            with Image.open(folder / label_path) as annotation:
+                _check_annotation(folder / label_path, annotation, oriented_size(image_path))
+        if not train and not any(self._labels(label).ge(0).any() for _, label in self.samples):  # stops at one
+            raise ValueError(f"no pixel of {annotations} is labeled: its annotations hold only 0 (unlabeled) or "
+                             f"classes past num_classes={num_classes}, so there is nothing to score")
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _labels(self, label_path: str) -> Tensor:
+        """The class index of every pixel of an annotation ``(H, W)``, :data:`IGNORE_INDEX` where none applies."""
+        with Image.open(self.folder / label_path) as annotation:
+            labels = torch.from_numpy(np.asarray(annotation, dtype=np.int64) - 1)
+        labels[(labels < 0) | (labels >= len(self.classes))] = IGNORE_INDEX
+        return labels
+
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         image_path, label_path = self.samples[index]
-        image, annotation = load_image(image_path), Image.open(self.folder / label_path)
-        if annotation.mode not in ("L", "P"):
-            raise ValueError(f"{self.folder / label_path} is a {annotation.mode} image: an annotation PNG holds one "
-                             "class index per pixel (mode L or P)")
-        if annotation.size != image.size:
-            raise ValueError(f"{self.folder / label_path} is {annotation.width}x{annotation.height} px, its image "
-                             f"{image.width}x{image.height}: an annotation must match its image")
-        labels = torch.from_numpy(np.asarray(annotation, dtype=np.int64) - 1)
-        labels[(labels < 0) | (labels >= len(self.classes))] = IGNORE_INDEX
+        image = load_image(image_path)
+        with Image.open(self.folder / label_path) as annotation:  # checked again: the file may have changed since
+            _check_annotation(self.folder / label_path, annotation, image.size)
+        labels = self._labels(label_path)
         image, semantic = self.transform(image, tv_tensors.Mask(labels))
         return image, {"semantic": semantic.as_subclass(Tensor)}
+
+
+def _check_annotation(path: Path, annotation: Image.Image, image_size: tuple[int, int]) -> None:
+    """An annotation PNG holds one class index per pixel of its image: mode L or P, the image's size."""
+    if annotation.mode not in ("L", "P"):
+        raise ValueError(f"{path} is a {annotation.mode} image: an annotation PNG holds one class index per pixel "
+                         "(mode L or P)")
+    if annotation.size != image_size:
+        raise ValueError(f"{path} is {annotation.width}x{annotation.height} px, its image "
+                         f"{image_size[0]}x{image_size[1]}: an annotation must match its image")
 
 
 class COCOInstances(Dataset):
@@ -112,6 +130,9 @@ class COCOInstances(Dataset):
             coco = CocoDetection(str(images), str(found[0]))
         self.reader = wrap_dataset_for_transforms_v2(coco, target_keys=("boxes", "labels", "masks", "iscrowd"))
         categories = sorted(coco.coco.cats.values(), key=lambda c: c["id"])
+        if not any(not a.get("iscrowd") for a in coco.coco.anns.values()):  # training and scoring skip crowds
+            raise ValueError(f"{found[0]}: every annotation is a crowd region (iscrowd=1), which detection neither "
+                             "learns nor scores: no instance to train on or find")
         self.classes = [c["name"] for c in categories]
         self.index_of = {c["id"]: i for i, c in enumerate(categories)}
         self.samples = [(str(images / coco.coco.imgs[i]["file_name"]), i) for i in coco.ids]
@@ -159,6 +180,12 @@ def check_coco_json(path: Path, images: Path) -> None:
     for key in lists:
         if not content[key]:
             raise ValueError(f"{path} lists no {key}")
+        for entry in content[key]:  # pycocotools indexes entries by their integer ids
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or isinstance(entry["id"], bool):
+                raise ValueError(f"{path}: {key} holds {str(entry)[:60]!r}, which is no entry with an integer id")
+    for category in content["categories"]:
+        if not isinstance(category.get("name"), str):
+            raise ValueError(f"{path}: category {category['id']} has no name (a string)")
     for key in lists:  # one entry silently replaces another of the same id
         counts = Counter(entry.get("id") for entry in content[key])
         if repeated := sorted(str(i) for i, n in counts.items() if n > 1):

@@ -112,7 +112,7 @@ def _score_images(run_dir: Path, task: str, device: torch.device) -> Tensor:
     """The task's image scores of a run's newest weights on its evaluation composites (made again from its config)."""
     config = dataclasses.replace(load_config(run_dir / "config.json", task), pretrained=None)  # weights come next
     dense = build_task(config)
-    _, val_set = dense.datasets(build_run_data(config, task, dense.train_transform(), log=lambda message: None))
+    _, val_set = dense.datasets(build_run_data(config, task, dense.train_transform()))
     model = dense.build_model(len(val_set.classes))
     model.load_state_dict(load_checkpoint(run_dir)["model"])
     model.to(device).eval()

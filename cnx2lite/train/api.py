@@ -23,6 +23,9 @@ from .tasks import classification_stats
 def _config(task: str, config: TrainConfig | str, overrides: dict[str, Any]) -> TrainConfig:
     if isinstance(config, str):
         return load_preset(config, task=task, **overrides)
+    if not isinstance(config, TrainConfig):  # a path to a run's config.json is load_config's to read
+        raise ValueError(f"config must be a preset name or a TrainConfig, got {config!r} ({type(config).__name__}); "
+                         f"a run's config.json: {task}(load_config(path, {task!r}), ...)")
     if config.task != task or overrides.get("task", task) != task:
         found = overrides.get("task", config.task)
         raise ValueError(f"task {found!r} given to {task}(): it runs task={task!r} only")

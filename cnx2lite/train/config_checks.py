@@ -87,10 +87,11 @@ def check_config(config: Any) -> None:
     if config.task in DENSE_TASKS:
         _check_dense(config)
     if config.name is not None and (not isinstance(config.name, str) or config.name.strip() in ("", ".", "..")
-                                  or config.name != config.name.strip()
-                                  or "/" in config.name or "\\" in config.name or "\0" in config.name):
-        raise ValueError(f"name must be one folder name (no '/', not '.' or '..', no spaces around it): the run "
-                         f"lives in <output>/<name>; got {config.name!r} (put the parent folders in output)")
+                                  or config.name != config.name.strip() or "/" in config.name or "\\" in config.name
+                                  or not config.name.isprintable() or len(os.fsencode(config.name)) > 255):
+        raise ValueError(f"name must be one folder name (no '/', not '.' or '..', no spaces around it, no control "
+                         f"characters, at most 255 bytes): the run lives in <output>/<name>; got {config.name!r} (put "
+                         "the parent folders in output)")
     if config.resume not in (None, "auto") and not Path(config.resume).is_file():
         raise ValueError(f"resume must be 'auto' or an existing checkpoint file, got {config.resume!r}")
 
@@ -112,6 +113,14 @@ def _check_no_ops(config: Any) -> None:
                          "freeze_encoder_epochs out")
     if config.output == "":  # an unset $VAR in a script: the run would land in the working directory
         raise ValueError("output is an empty path: give a folder, or leave it out (runs)")
+    if not config.sparse_encoder and config.backend != "gather":  # the default: only a backend asked for is refused
+        raise ValueError(f"backend {config.backend!r} runs the sparse encoder, but sparse_encoder is off (the dense "
+                         "encoder on the masked image): leave backend out, or turn sparse_encoder on")
+    has_grn = config.block_norm == "grn" or (config.block_norm == "auto" and config.block == "v2")
+    if config.grn_aggregation != "l2" and not has_grn:
+        raise ValueError(f"grn_aggregation {config.grn_aggregation!r} sets GRN's statistic, but this model has no GRN "
+                         f"(block {config.block!r}, block_norm {config.block_norm!r}): leave grn_aggregation out, or "
+                         "use block_norm 'grn'")
     if config.layer_decay_mode == "group" and config.layer_decay == 1.0:
         raise ValueError("layer_decay_mode 'group' sets which layers share a layer-decay scale, but layer_decay is "
                          "1.0 (off): give layer_decay < 1 (e.g. 0.8), or layer_decay_mode 'single'")

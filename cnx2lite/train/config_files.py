@@ -21,8 +21,9 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     """A run's saved ``config.json`` replayed exactly: the config as the run asked for it (its ``requested`` entry:
     ``base_lr``, ``global_batch``, ... before they were resolved, so overriding one re-derives the rest; older files
     without it replay their resolved fields), with ``overrides`` on top, e.g. another ``name``."""
+    path = Path(path).expanduser()  # '~' as bash leaves it in --config=~/run/config.json
     try:
-        saved = json.loads(Path(path).read_text())
+        saved = json.loads(path.read_text())
     except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError (a checkpoint, an image) are ValueErrors
         raise ValueError(f"config: cannot read {path} as a run's config.json ({type(e).__name__}: {e})") from None
     if not isinstance(saved, dict) or saved.get("task") != check_task(task):
@@ -60,11 +61,12 @@ class ReplayWarning(UserWarning):
 
 def located(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` (a config's ``to_dict()``) with its local paths absolute, as ``config.json`` records them:
-    ``data`` (the root it resolved to, also from ``$CNX2LITE_DATA_ROOT``), ``output``, and ``pretrained`` or
+    ``data`` (the folder the root resolved to, also from ``$CNX2LITE_DATA_ROOT``, links followed: a link pointed
+    elsewhere later does not move a replay to other images), ``output``, and ``pretrained`` or
     ``init_encoder`` where they name a file or folder rather than released weights. A replay from another working
     directory or environment reads the same images and weights and writes beside the same runs."""
     paths = {k: settings[k] for k in ("output", "pretrained", "init_encoder") if settings.get(k)}
-    return {**settings, "data": os.path.abspath(data.resolve_data_root(settings.get("data"))),
+    return {**settings, "data": os.path.realpath(data.resolve_data_root(settings.get("data"))),  # a link: its folder
             **{k: os.path.abspath(v) for k, v in paths.items() if k == "output" or os.path.exists(v)}}
 
 
@@ -95,7 +97,7 @@ def replayed_images_differ(path: str | Path, fingerprint: str, overrides: dict[s
     """What to say when the images a replay of ``path`` (a run's ``config.json``) trains on are not the run's (their
     ``fingerprint`` differs from the one it recorded); None when they are, when the file recorded none, or when
     ``overrides`` choose another subset themselves (:data:`SUBSET_SETTINGS`)."""
-    recorded = json.loads(Path(path).read_text()).get("data_fingerprint")
+    recorded = json.loads(Path(path).expanduser().read_text()).get("data_fingerprint")
     if recorded in (None, fingerprint) or set(overrides) & set(SUBSET_SETTINGS):
         return None
     return (f"config: the images differ from those the run of {path} trained on (files added, removed, replaced or "

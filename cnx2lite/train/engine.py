@@ -73,7 +73,7 @@ class Trainer:
             self.run_dir.check_creatable()  # an output that cannot hold the run stops it before any work
         self.run_log = RunLog(self.run_dir, f"{self.task.name} {config.model}", self.dist.is_main, config.tensorboard)
         c = config
-        self.data = build_run_data(c, self.task.name, self.task.train_transform(), self.log)
+        self.data = build_run_data(c, self.task.name, self.task.train_transform())
         self.train_set, self.val_set = self.task.datasets(self.data)
         self.knn_bank = self.data.knn_bank
         self.requested = config  # as asked for (base_lr, global_batch, ...), kept in config.json for --config replays
@@ -103,6 +103,7 @@ class Trainer:
         self.total_steps = c.epochs * self.steps_per_epoch
         self.warmup_steps = round(c.warmup_epochs * self.steps_per_epoch)
         self.position = Position()
+        self.stop = StopFlag()  # what asked the run to stop early, if anything (graceful_stop sets it while training)
         self.started = time.perf_counter()  # time_s in metrics: seconds of this run, summed over resumes
 
         self.train_model: nn.Module = training_wrapper(self.model, self.dist, c.compile)  # DDP, compiled
@@ -158,8 +159,9 @@ class Trainer:
         for note in self.data.notes(self.task.name):
             self.log(note)
         if self.dist.is_main:
-            self.data.warn_short_classes()
-        with graceful_stop() as stop:
+            self.data.warn()
+        with graceful_stop() as self.stop:
+            stop = self.stop
             while self.position.epoch < c.epochs:
                 if not self._train_epoch(stop):
                     self._save()

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -207,6 +208,7 @@ def _describe_change(old: list[str], new: list[str]) -> str:
 
 class StopFlag:
     requested = False
+    signal: int | None = None  # the signal that asked for the stop
 
 
 @contextlib.contextmanager
@@ -221,9 +223,10 @@ def graceful_stop() -> Iterator[StopFlag]:
     def handler(signum: int, frame: object) -> None:
         if flag.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        flag.requested = True
-        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint "
-                   "(Ctrl-C again to abort without saving)")
+        flag.requested, flag.signal = True, signum
+        again = " (Ctrl-C again to abort without saving)" if signum == signal.SIGINT else ""
+        tqdm.write(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint{again}",
+                   file=sys.stderr)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

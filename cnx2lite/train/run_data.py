@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -17,9 +17,14 @@ from torch.utils.data import Dataset
 from .. import data, transforms
 from ..dense.formats import ADE20K, ADE20K_CLASSES, COCOInstances
 from ..image_cache import DecodedImages, cache_side
-from ..image_files import walk_folders
+from ..image_files import refuse_output_inside
 from .config import FIELDS, TrainConfig
 from .config_checks import DENSE_TASKS
+
+
+class IgnoredSettingWarning(UserWarning):
+    """A setting the run's images give nothing to act on (a class count for unlabeled images, composites for an ADE20K
+    folder): the run goes on without it."""
 
 
 @dataclass
@@ -29,6 +34,7 @@ class RunData:
     val_set: data.ImageFolderSubset | Dataset | None
     knn_bank: data.ImageFolderSubset | None
     fingerprint: str
+    ignored: list[str] = field(default_factory=list)  # why a setting does not apply here, one message each
 
     @cached_property
     def fingerprints(self) -> dict[str, str]:
@@ -45,7 +51,7 @@ class RunData:
 
     def summary(self) -> dict:
         """What a run's ``config.json`` records of its images (:data:`cnx2lite.train.config_files.RECORDED`)."""
-        return {"data_folder": str(self.folder), "data_fingerprint": self.fingerprint,
+        return {"data_folder": os.path.realpath(self.folder), "data_fingerprint": self.fingerprint,
                 "train_images": len(self.train_set), "val_images": len(self.val_set) if self.val_set else 0,
                 "classes": self.train_set.classes}
 
@@ -53,13 +59,16 @@ class RunData:
         """The unreadable files ``skip_corrupt`` left out of any split."""
         return sorted({path for split in self.splits for path, _ in split.skipped})
 
-    def warn_short_classes(self) -> None:
-        """A :class:`~cnx2lite.data.ShortClassWarning` for each split with classes short of the images asked for (on
-        stderr from the command line, like every warning of the package)."""
+    def warn(self) -> None:
+        """A :class:`~cnx2lite.data.ShortClassWarning` for each split with classes short of the images asked for, an
+        :class:`IgnoredSettingWarning` for each setting that does not apply (on stderr from the command line, like
+        every warning of the package); called by one process of a run."""
         for split, setting in ((self.train_set, "images_per_class"), (self.val_set, "val_images_per_class"),
                                (self.knn_bank, "knn_images_per_class")):
             if split in self.splits and split.short is not None:
                 warnings.warn(data.ShortClassWarning(split.short.message(setting)), stacklevel=2)
+        for message in self.ignored:
+            warnings.warn(IgnoredSettingWarning(message), stacklevel=2)
 
     def notes(self, task_name: str) -> list[str]:
         """What a run should say about its images before it trains: files left out, no val split."""
@@ -81,16 +90,17 @@ class RunData:
                 split.decoded = decoded
 
 
-def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
-                   log: Callable[[str], None] = print) -> RunData:
-    """The splits of the run ``c`` describes; unreadable files are left out (``skip_corrupt``) or refused now. On a
-    folder of unlabeled images the settings that pick images by class are refused, or said not to apply."""
+def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) -> RunData:
+    """The splits of the run ``c`` describes; unreadable files are left out (``skip_corrupt``) or refused now. Settings
+    the images give nothing to act on (picking by class on unlabeled images, composites on an ADE20K folder) are
+    refused, or kept in :attr:`RunData.ignored` for the run to name."""
     root = data.resolve_data_root(c.data)
     if task_name in DENSE_TASKS and c.dense_format != "composites":
-        return _dense_format_data(c, root, log)
+        return _dense_format_data(c, root)
     folder = data.find_image_folder(root, c.dataset, unlabeled_ok=task_name == "pretrain")
-    screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True, warn_short=False)  # notes() names what is short
-    _refuse_output_inside(c, [root] if folder is None else [folder / split for split in data.SPLITS])
+    screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True, warn_short=False)  # warn() names what is short
+    scanned = [root] if folder is None else [folder / split for split in data.SPLITS]
+    refuse_output_inside(Path(c.output) / c.run_name, scanned, "output")
     if folder is None:  # pretraining on a folder of unlabeled images
         if c.tune_fraction or c.eval_split == "tune":
             raise ValueError(f"tune_fraction and eval_split='tune' carve images out of each class of train/; {root} "
@@ -98,17 +108,17 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
         train_set = data.build_unlabeled_dataset(root, train_transform, c.skip_corrupt, check_headers=True)
         unused = _changed_settings(c, ("num_classes", "images_per_class", "val_images_per_class", "image_selection",
                                        "knn_images_per_class"))
-        if unused:
-            log(f"{root} holds unlabeled images: {', '.join(unused)} do not apply (no classes); training on all "
-                f"{len(train_set)}")
-        return RunData(root, train_set, None, None, fingerprint(train_set, root))
+        ignored = [f"{root} holds unlabeled images: {', '.join(unused)} do not apply (no classes); training on all "
+                   f"{len(train_set)}"] if unused else []
+        return RunData(root, train_set, None, None, fingerprint(train_set, root), ignored)
     carve = dict(tune_fraction=c.tune_fraction)  # the tuning split is never trained on
     train_set = data.build_dataset(folder, "train", train_transform, num_classes=c.num_classes,
                                    images_per_class=c.images_per_class, seed=c.seed, image_selection=c.image_selection,
                                    **carve, **screen)
+    ignored = []
     if c.image_selection != "first" and c.images_per_class is None:  # a pick of every image is every image
-        log(f"image_selection={c.image_selection} does not apply without images_per_class: every image of each class "
-            "is taken")
+        ignored.append(f"image_selection={c.image_selection} does not apply without images_per_class: every image of "
+                       "each class is taken")
     if task_name != "pretrain" and len(train_set.classes) < 2:  # one class: a loss of 0, 100% top-1, no composite
         raise ValueError(f"{task_name} needs at least 2 classes; {folder / 'train'} gives {train_set.classes} "
                          f"(num_classes={c.num_classes})")
@@ -123,48 +133,45 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable,
         if c.num_classes is None:  # every class of train/: a val/ class beyond them is not scored, and is named
             data.warn_left_out_classes(folder, "val", train_set.classes)
     if task_name == "pretrain" and val_set is not None and c.knn_images_per_class > 0:
-        knn_bank = data.build_dataset(folder, "train", scoring, classes=train_set.classes,
-                                      images_per_class=c.knn_images_per_class, **carve, **screen)
-    return RunData(folder, train_set, val_set, knn_bank, fingerprint(train_set, folder))
+        if len(train_set.classes) < 2:
+            ignored.append(f"knn_images_per_class={c.knn_images_per_class} does not apply to one class "
+                           f"({train_set.classes[0]}): every neighbour would vote for it; no kNN monitor")
+        else:
+            knn_bank = data.build_dataset(folder, "train", scoring, classes=train_set.classes,
+                                          images_per_class=c.knn_images_per_class, **carve, **screen)
+    return RunData(folder, train_set, val_set, knn_bank, fingerprint(train_set, folder), ignored)
 
 
-def _dense_format_data(c: TrainConfig, root: Path, log: Callable[[str], None]) -> RunData:
+def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
     """The train and val splits of an ADE20K or COCO folder at ``<root>/<dataset>``, or ``root`` itself when
     ``dataset`` is left at its default (a dataset named but absent is refused, not read from ``root``)."""
     folder = root / c.dataset if (root / c.dataset).is_dir() else root
     if folder == root:
         data.check_dataset_named(root, c.dataset)
-    _refuse_output_inside(c, [folder])
+    refuse_output_inside(Path(c.output) / c.run_name, [folder], "output")
     if c.dense_format == "ade20k":
         splits = [ADE20K(folder, split, c.img_size, c.num_classes or ADE20K_CLASSES, split == "train")
                   for split in ("train", "val")]
     else:
         splits = [COCOInstances(folder, split, c.img_size, split == "train") for split in ("train", "val")]
         if splits[0].index_of != splits[1].index_of:  # each split maps its own categories to classes
-            raise ValueError(f"{folder}: the val annotations' categories differ from train's ({splits[1].classes} vs "
-                             f"{splits[0].classes}): both splits must list the same categories")
-    unused = _changed_settings(c, ("images_per_class", "val_images_per_class", "image_selection"))
-    if unused:
-        log(f"{', '.join(unused)} do not apply to a {c.dense_format} folder: its splits are used whole")
-    return RunData(folder, *splits, None, fingerprint(splits[0], folder))
+            raise ValueError(f"{folder}: the val annotations' categories differ from train's (id: name "
+                             f"{_categories(splits[1])} vs {_categories(splits[0])}): both splits must list the same "
+                             "categories")
+    unused = _changed_settings(c, ("images_per_class", "val_images_per_class", "image_selection", "composites",
+                                   "val_composites", "max_regions"))
+    ignored = [f"{', '.join(unused)} do not apply to a {c.dense_format} folder: its splits are used whole, its "
+               "annotations are the labels"] if unused else []
+    return RunData(folder, *splits, None, fingerprint(splits[0], folder), ignored)
+
+
+def _categories(split: COCOInstances) -> dict:
+    return {category: split.classes[index] for category, index in split.index_of.items()}
 
 
 def _changed_settings(c: TrainConfig, names: tuple[str, ...]) -> list[str]:
     """``name=value`` for each of ``names`` set away from its default: settings a folder without them ignores."""
     return [f"{name}={getattr(c, name)}" for name in names if getattr(c, name) != FIELDS[name].default]
-
-
-def _refuse_output_inside(c: TrainConfig, scanned: list[Path]) -> None:
-    """A run folder inside the images a run reads (directly, or through a link in them) would feed its figures to the
-    next run as training images."""
-    run = (Path(c.output) / c.run_name).resolve()
-    for tree in scanned:
-        for folder, real, _ in walk_folders(tree) if tree.is_dir() else ():
-            if run.is_relative_to(real):
-                through = "" if Path(folder) == tree else f" through {folder}, which leads to {real}"
-                raise ValueError(f"output {c.output}: the run folder {run} is inside the images this run reads "
-                                 f"({tree}{through}), where its figures would become training images; choose an "
-                                 "output outside it")
 
 
 def fingerprint(dataset: data.ImageFolderSubset | Dataset, folder: str | os.PathLike) -> str:
