@@ -41,8 +41,6 @@
 import json
 import math
 import re
-import tempfile
-from pathlib import Path
 
 import torch
 from IPython.display import Image, display
@@ -63,7 +61,7 @@ from cnx2lite.notebook.widgets import reconstruction_explorer
 from cnx2lite.train import PRESETS, load_preset
 from cnx2lite.train.plots import plot_comparison
 
-OUTPUT = Path(tempfile.mkdtemp(prefix="cnx2lite-05-"))  # figure files
+OUTPUT = shared_runs.scratch_folder("05")  # figure files
 print(f"scale: {scale()} | shared runs: {shared_runs.runs_folder()}")
 
 # %% [markdown]

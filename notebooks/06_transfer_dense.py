@@ -35,8 +35,6 @@
 
 # %%
 # %matplotlib inline
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,7 +56,7 @@ from cnx2lite.train.optim import param_groups
 
 SIZE = pick(smoke=64, cpu=128, gpu=224)  # composites are SIZE x SIZE
 PRESET = "smoke" if scale() == "smoke" else "cpu"
-OUTPUT = Path(tempfile.mkdtemp(prefix="cnx2lite-06-"))
+OUTPUT = shared_runs.scratch_folder("06")  # its short runs
 FOLDER = data.find_image_folder(data.resolve_data_root(None))
 FCMAE_RUN = shared_runs.fcmae_encoder()  # the V2 FCMAE encoder every notebook shares (trained on first use)
 print(f"FCMAE encoder: {FCMAE_RUN.name} of the notebooks' shared runs")

@@ -48,3 +48,14 @@ def test_the_cpu_runs_are_the_size_the_readme_states():
     readme = " ".join((REPO / "README.md").read_text().split())
     assert (f"(at `cpu`: {cpu.img_size} px, {cpu.pretrain_epochs} pretraining epochs, "
             f"{cpu.finetune_epochs[shared_runs.SHOTS]} fine-tuning epochs)") in readme
+
+
+def test_a_notebooks_scratch_folder_is_emptied_on_each_run_not_left_in_the_temp_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv(shared_runs.RUNS_ENV, str(tmp_path / "runs"))
+    first = shared_runs.scratch_folder("06")
+    assert first == tmp_path / "runs" / "scratch-06" and list(first.iterdir()) == []
+    (first / "segment-FCMAE").mkdir()
+    (first / "segment-FCMAE" / "checkpoint.pt").write_bytes(b"x" * 100)
+    other = shared_runs.scratch_folder("05")
+    assert (first / "segment-FCMAE" / "checkpoint.pt").exists(), "another notebook's folder is left alone"
+    assert shared_runs.scratch_folder("06") == first and list(first.iterdir()) == [] and other.is_dir()

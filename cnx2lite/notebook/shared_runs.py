@@ -15,6 +15,7 @@ These runs teach; they do not carry the paper's claims. Those numbers come from 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +44,16 @@ RECIPE = Recipe(1e-3, "none")  # both arms' fine-tuning recipe: the one `cnx2lit
 def runs_folder() -> Path:
     """Where the shared runs live: ``$CNX2LITE_NOTEBOOK_RUNS``, else ``<repo>/runs/notebooks-<scale>``."""
     return Path(os.environ.get(RUNS_ENV) or REPO / "runs" / f"notebooks-{scale()}").expanduser()
+
+
+def scratch_folder(notebook: str) -> Path:
+    """An empty folder for what one notebook writes and nobody keeps (its short runs, its figure files):
+    ``<runs folder>/scratch-<notebook>``, emptied on every call, so that running a notebook again replaces its
+    files instead of leaving another copy in the temp folder."""
+    folder = runs_folder() / f"scratch-{notebook}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 @lru_cache(maxsize=None)
