@@ -18,6 +18,7 @@ from torch import Tensor
 from . import hub
 from .checkpoint_formats import FINAL_KEYS, convert_state_dict, strip_wrappers
 from .models.convnextv2 import ARCHITECTURE, VARIANTS, ConvNeXtV2, architecture, default_block_norm
+from .paths import checked_path
 from .rundir import resolve_checkpoint
 from .torch_files import read_torch_file
 
@@ -129,6 +130,8 @@ def read_weights(source: str | os.PathLike | Mapping[str, Tensor],
     mapping), the architecture it records
     (a run's :data:`~cnx2lite.models.convnextv2.ARCHITECTURE` options, a saved folder's config; empty for other
     sources), and notes on where the weights were found."""
+    if not isinstance(source, Mapping):
+        checked_path(source, "source")
     if hub.is_safetensors_file(source) and hub.is_saved_folder(Path(source).parent):  # a save's own file
         source = Path(source).parent
     if not isinstance(source, Mapping) and hub.is_saved_folder(source):

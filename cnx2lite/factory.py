@@ -15,6 +15,7 @@ from .checkpoints import load_pretrained
 from .hub import RELEASES
 from .models import ConvNeXtV2
 from .models.convnextv2 import ARCHITECTURE
+from .paths import checked_path
 from .rundir import load_checkpoint
 
 
@@ -50,6 +51,7 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
     released name (``"convnextv2_atto.fcmae"``) is downloaded once (:mod:`cnx2lite.hub`); a ``save_pretrained``
     folder gives its own architecture. Returns ``(model,
     config)``: a cnx2lite run's config and its ``classes`` (label order), empty for other sources."""
+    checked_path(source, "source")
     hub.check_released_variant(source, model, "model")
     if (released := hub.released_variant(source)) is not None:  # its variant is in its name
         model, source = model or released, hub.resolve_name(source)

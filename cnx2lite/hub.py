@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .models.convnextv2 import VARIANTS, ConvNeXtV2, architecture
+from .paths import checked_path
 from .rundir import run_directory_of
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def save_pretrained(model: ConvNeXtV2, folder: str | os.PathLike) -> Path:
     training run is refused: its ``config.json`` is the run's record."""
     from safetensors.torch import save
 
-    folder = Path(folder).expanduser()
+    folder = checked_path(folder, "folder")
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"cannot save into {folder}: it is a file; give a folder")
     if (run := run_directory_of(folder)) is not None:

@@ -81,6 +81,9 @@ class RunDir:
             raise NotADirectoryError(f"cannot create the run directory {self.path} ({existing} is a file): choose "
                                      "another output folder (--output) or name")
         if not os.access(existing, os.W_OK | os.X_OK):
+            if existing == self.path:  # a resume, or a run folder made beforehand: nothing is to be created
+                raise PermissionError(f"run folder {self.path} is not writable (permission denied): make it "
+                                      "writable, or choose another output folder (--output) or name")
             raise PermissionError(f"cannot write into {existing} to create the run directory {self.path}: choose "
                                   "another output folder (--output) or name")
         others = sorted(set(os.listdir(self.path)) - {LOCK_NAME}) if existing == self.path else []

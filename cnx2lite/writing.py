@@ -4,7 +4,7 @@ torch's writers (``torch.save``, TorchScript's and ``torch.export``'s savers) re
 as a RuntimeError from deep inside torch (``[enforce fail at inline_container.cc] unexpected pos``), which reads as a
 bug; :func:`write_error` gives the OSError it stands for, naming the file. :func:`replaced_atomically` writes beside
 the file and replaces it only once the write is whole. :func:`make_folder` creates a folder to write into, or says in
-one line why it cannot.
+one line why it cannot. :func:`guarded_stdout` names stdout in the error a print to a full or closed stdout raises.
 """
 from __future__ import annotations
 
@@ -111,6 +111,58 @@ def print_line(message: str) -> None:
     try:
         tqdm.write(message)
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        _stdout_to_devnull(sys.stdout)
+
+
+class StdoutError(OSError):
+    """stdout cannot take what a command prints (``> /dev/full``, a full disk behind ``> file``): not a run's file."""
+
+
+@contextlib.contextmanager
+def guarded_stdout() -> Iterator[None]:
+    """``sys.stdout`` whose write errors say they are stdout's while the block runs: a broken pipe (the reader has
+    gone, ``| head -1``) sends the rest to /dev/null quietly, any other error raises a :class:`StdoutError`. The
+    stream is flushed before the block ends, so that an error its buffer held back is raised here, not at exit."""
+    stream = sys.stdout
+    sys.stdout = _GuardedStream(stream)
+    try:
+        yield
+        sys.stdout.flush()
+    finally:
+        sys.stdout = stream
+
+
+class _GuardedStream:
+    """A text stream's ``write`` and ``flush`` as :func:`guarded_stdout` describes; everything else is the stream's."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text) or 0
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def _guarded(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            _stdout_to_devnull(self._stream)
+        except OSError as e:
+            _stdout_to_devnull(self._stream)  # what the buffer holds can go nowhere: not again at exit
+            raise StdoutError(f"cannot write to stdout ({e.strerror or e})") from None
+
+
+def _stdout_to_devnull(stream) -> None:
+    """Point ``stream``'s file descriptor at /dev/null (where it has one: not a notebook's or a test's capture)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

@@ -279,3 +279,28 @@ def test_damaged_records_and_saved_configs_are_one_line_naming_the_file(tmp_path
 
 def test_a_0d_tensor_ratio_is_the_number_it_holds():
     assert random_mask(2, 64, torch.tensor(0.5)).shape == (2, 2, 2)
+
+
+def _path_taking_calls(value, tmp_path) -> dict:
+    """Each public call that takes a path, given ``value`` for it: ``{label: (parameter name, call)}``."""
+    import cnx2lite
+    from cnx2lite.train import evaluate_checkpoint, load_config
+
+    return {"load_model": ("source", lambda: cnx2lite.load_model(value)),
+            "read_weights": ("source", lambda: cnx2lite.read_weights(value)),
+            "save_pretrained": ("folder", lambda: cnx2lite.save_pretrained(create_model("convnextv2_atto"), value)),
+            "evaluate_checkpoint": ("checkpoint", lambda: evaluate_checkpoint(value)),
+            "evaluate_checkpoint data_root": ("data_root", lambda: evaluate_checkpoint(str(tmp_path / "run"),
+                                                                                       data_root=value)),
+            "load_config": ("path", lambda: load_config(value, "finetune"))}
+
+
+@pytest.mark.parametrize("call", ["load_model", "read_weights", "save_pretrained", "evaluate_checkpoint",
+                                  "evaluate_checkpoint data_root", "load_config"])
+@pytest.mark.parametrize("value", [b"/tmp/x", 3.5])
+def test_a_path_of_the_wrong_type_is_refused_naming_the_parameter(call, value, tmp_path):
+    """Not pathlib's ``TypeError: argument should be a str object ...`` from inside the call."""
+    name, run = _path_taking_calls(value, tmp_path)[call]
+    with pytest.raises(ValueError, match=f"^{name} must be a path \\(a str or os.PathLike\\); got "
+                                         f"{type(value).__name__}"):
+        run()

@@ -96,6 +96,16 @@ def collapse_command(folder, output, *extra) -> list[str]:
             "--rank-resamples", "3", "--output", str(output), *extra]
 
 
+def test_asking_for_more_images_than_the_split_holds_is_a_warning_and_measures_all(folder, tmp_path, capsys,
+                                                                                   one_thread):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*collapse_command(folder, tmp_path / "out", "--encoder", "a=random:v2"), "--images", "20"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 0 and "fewer" not in out, err
+    assert err.splitlines() == [f"warning: --images 20: the val split of {folder} has 9 images; measuring all of "
+                                "them"]
+
+
 def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, one_thread):
     output = tmp_path / "out"
     main_args = collapse_command(folder, output, "--encoder", "V2 random=random:v2,random:v2", "--encoder",

@@ -181,6 +181,22 @@ def test_a_reader_that_goes_away_does_not_stop_training(tmp_path):
     assert (tmp_path / "runs" / "piped" / "checkpoint-00000008.pt").is_file()
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_stdout_is_named_as_stdout_not_as_a_full_disk_for_the_run():
+    command = [sys.executable, "-m", "cnx2lite", "finetune", "--preset", "smoke", "--show-config"]
+    with open("/dev/full", "w") as full:
+        run = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr == "error: cannot write to stdout (No space left on device)\n", run.stderr
+
+
+def test_a_reader_gone_before_the_result_ends_the_command_quietly():
+    """``cnx2lite ... | head -c0``: the pipe is closed before anything is printed; no error, no traceback at exit."""
+    command = [sys.executable, "-m", "cnx2lite", "finetune", "--preset", "smoke", "--show-config"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run.stdout.close()  # long before torch is imported and the config printed
+    assert run.wait(timeout=120) == 0 and run.stderr.read() == ""
+
+
 def test_a_mistyped_release_tag_lists_the_tags():
     with pytest.raises(ValueError, match="released tag .*fcmae.*got 'in1K'"):
         create_model("convnextv2_atto", pretrained="in1K")
@@ -225,6 +241,30 @@ def test_paths_given_with_a_tilde_are_read_and_named_like_any_other(tmp_path, mo
     with pytest.raises(SystemExit) as done:
         main(["finetune", "--config", "~/saved.json", "--show-config"])
     assert done.value.code == 0 and json.loads(capsys.readouterr().out)["epochs"] == 3
+
+
+def test_a_missing_path_a_replayed_config_gives_is_named_as_the_configs(tmp_path, capsys):
+    """Not a bare ``error: /x: does not exist``: the path came from the file, so the file and its field are named."""
+    folder = make_image_folder(tmp_path / "images", train=8, val=4)
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps({"task": "finetune", "data": str(folder), "output": str(tmp_path / "runs"),
+                                 "batch_size": 4, "pretrained": str(tmp_path / "gone")}))
+    with pytest.raises(SystemExit) as done:
+        main(["finetune", "--config", str(saved)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err == f"error: config {saved}: pretrained {tmp_path / 'gone'}: does not exist\n"
+
+
+def test_a_config_whose_two_places_were_edited_alike_with_a_tilde_is_replayed(tmp_path, monkeypatch, capsys):
+    """'~/runs' at the top level and in 'requested' agree: the top level is compared with '~' expanded, as the
+    config expands it."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fields = {"task": "finetune", "epochs": 3, "output": "~/runs"}
+    (tmp_path / "saved.json").write_text(json.dumps({**fields, "requested": fields}))
+    with pytest.raises(SystemExit) as done:
+        main(["finetune", "--config", "~/saved.json", "--show-config"])
+    out, err = capsys.readouterr()
+    assert done.value.code == 0 and json.loads(out)["output"] == str(tmp_path / "runs"), err
 
 
 def test_a_probe_asked_for_more_neighbours_than_its_bank_holds_says_so(tmp_path, capsys):

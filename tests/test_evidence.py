@@ -132,7 +132,7 @@ def test_pretraining_takes_a_nested_folder_of_unlabeled_images(tmp_path):
     # every setting that picks images by class (the smoke preset's and those given) is named, not silently dropped
     with pytest.warns(IgnoredSettingWarning, match=re.escape(
             "num_classes=2, images_per_class=8, val_images_per_class=3, image_selection=random, knn_images_per_class=8 "
-            "do not apply (no classes); training on all 10")):
+            "(the preset's or the flags') do not apply (no classes); training on all 10")):
         run = pretrain("smoke", data=str(tmp_path / "photos"), output=str(tmp_path / "runs"), batch_size=4,
                        val_images_per_class=3, image_selection="random")
     assert run.history[-1]["step"] == 2 and (run.run_dir / "reconstruction.png").is_file()

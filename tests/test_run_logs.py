@@ -199,6 +199,19 @@ def test_a_run_never_takes_over_a_folder_that_is_not_a_runs(images, tmp_path, ca
     RunDir(tmp_path / "empty").check_creatable()  # an empty folder is fine
 
 
+def test_a_run_folder_that_cannot_be_written_is_named_as_the_run_folder(tmp_path, monkeypatch):
+    """A resume into a read-only run folder: nothing is to be created, so the folder itself is named (the check is
+    os.access, so the test stands in for a read-only folder: root may write into any)."""
+    import cnx2lite.rundir as rundir
+
+    (tmp_path / "runs" / "ft").mkdir(parents=True)
+    monkeypatch.setattr(rundir.os, "access", lambda path, mode: Path(path) != tmp_path / "runs" / "ft")
+    with pytest.raises(PermissionError, match=f"^run folder {tmp_path / 'runs' / 'ft'} is not writable"):
+        RunDir(tmp_path / "runs" / "ft").check_creatable()
+    with pytest.raises(PermissionError, match=f"^cannot write into {tmp_path / 'runs' / 'ft'} to create the run "):
+        RunDir(tmp_path / "runs" / "ft" / "new").check_creatable()
+
+
 def test_a_checkpoint_that_cannot_be_opened_is_left_alone(tmp_path, monkeypatch):
     """Permissions or an I/O error say nothing about the file's content: it is not renamed *.unreadable (the run
     would roll back and later start over), its OSError names it instead. A damaged file is set aside as before."""

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..allocator import keep_freed_memory
 from ..rundir import RunDirLockedError
+from ..writing import guarded_stdout
 from . import bench, collapse, demo, export, probe, reproduce, train
 
 USER_ERRORS = (ValueError, OSError, ImportError, RunDirLockedError)  # each message names its argument or file
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command; every failure becomes one line on stderr and an exit status (see the module doc)."""
     try:
-        with warnings.catch_warnings():  # restores the previous display when the command returns
+        with warnings.catch_warnings(), guarded_stdout():  # both restored when the command returns
             warnings.showwarning = _ours_on_one_line(warnings.showwarning)
             return args.run(args) or 0
     except KeyboardInterrupt:
@@ -123,16 +124,20 @@ def _is_raw_os_error(error: BaseException) -> bool:
 
 
 def _os_message(error: OSError, args: argparse.Namespace) -> str:
-    """A raw OSError as the argument that named the path (the flag whose value is it or a folder above it), the path
-    and what is wrong with it, e.g. ``--output runs/x: exists and is not a folder``."""
+    """A raw OSError as the argument that named the path (the flag whose value is it or a folder above it, or the
+    replayed config's field: ``args.paths_from_config``), the path and what is wrong with it, e.g. ``--output runs/x:
+    exists and is not a folder``."""
     path = Path(os.fspath(error.filename)).absolute()
-    given = {name: Path(os.fspath(value)).expanduser().absolute() for name, value in vars(args).items()
-             if isinstance(value, (str, os.PathLike)) and value and name not in ("command", "run")}
-    closest = sorted((name for name, value in given.items() if value in (path, *path.parents)),
-                     key=lambda name: -len(given[name].parts))
-    flag = f"--{closest[0].replace('_', '-')} " if closest else ""
+    named = {f"--{name.replace('_', '-')}": value for name, value in vars(args).items()
+             if name not in ("command", "run")}
+    named |= getattr(args, "paths_from_config", {})
+    given = {label: Path(os.fspath(value)).expanduser().absolute() for label, value in named.items()
+             if isinstance(value, (str, os.PathLike)) and value}
+    closest = sorted((label for label, value in given.items() if value in (path, *path.parents)),
+                     key=lambda label: -len(given[label].parts))
+    culprit = f"{closest[0]} " if closest else ""
     reason = OS_REASONS.get(error.errno, error.strerror or "cannot be used")
-    return f"{flag}{error.filename}: {reason}"
+    return f"{culprit}{error.filename}: {reason}"
 
 
 def _save_traceback(command: str) -> Path:

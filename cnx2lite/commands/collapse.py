@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -101,6 +102,10 @@ def write_outputs(output: Path, files: dict[str, Callable[[Path], object]]) -> N
         write(output / name)
 
 
+class FewerImagesWarning(UserWarning):
+    """The val split holds fewer images than ``--images``: all of them are measured (one ``warning:`` line)."""
+
+
 def val_images(folder: Path, size: int, count: int, in_chans: int, device: torch.device) -> torch.Tensor:
     """:func:`collapse_curves.val_images` on ``device``, saying when the split holds fewer than ``--images``; at
     least 2 (the intervals resample the images)."""
@@ -109,7 +114,8 @@ def val_images(folder: Path, size: int, count: int, in_chans: int, device: torch
         raise ValueError(f"--images {count}: {len(images)} val image(s) of {folder} to measure; the intervals "
                          "resample the images and need at least 2")
     if len(images) < count:
-        print(f"[collapse] the val split has {len(images)} images, fewer than --images {count}: using all")
+        warnings.warn(f"--images {count}: the val split of {folder} has {len(images)} images; measuring all of them",
+                      FewerImagesWarning, stacklevel=2)
     return images.to(device)
 
 

@@ -16,7 +16,7 @@ import warnings
 
 from .. import data, imagenette
 from ..train.config import FIELDS, TrainConfig, fields_for, resolve_batch_and_lr
-from ..train.config_checks import DENSE_TASKS
+from ..train.config_checks import DENSE_TASKS, PATH_FIELDS
 from ..train.config_files import ReplayWarning, load_config, replayed_images_differ
 from ..train.presets import load_preset, preset_names
 from ..train.resume import resumes_a_checkpoint
@@ -69,9 +69,13 @@ def add_config_flags(parser: argparse.ArgumentParser, task: str) -> None:
 
 def config_from_args(args: argparse.Namespace, task: str) -> TrainConfig:
     overrides = {k: getattr(args, k) for k in FIELDS if k not in HIDDEN and hasattr(args, k)}
-    if args.config is not None:
-        return load_config(args.config, task, **overrides)
-    return load_preset(args.preset, task=task, **overrides)
+    if args.config is None:
+        return load_preset(args.preset, task=task, **overrides)
+    config = load_config(args.config, task, **overrides)
+    # a path the replay takes from the file, not from a flag, is named as the config's in an error about it
+    args.paths_from_config = {f"config {args.config}: {name}": getattr(config, name) for name in PATH_FIELDS
+                              if getattr(args, name, None) is None}
+    return config
 
 
 def run_training(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import torch
 from .. import data, transforms
 from ..amp import resolve_device
 from ..factory import load_model
+from ..paths import checked_path
 from ..rundir import RunResult
 from .config import TrainConfig, check_overrides
 from .config_checks import DENSE_TASKS
@@ -64,6 +65,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | None = N
     """Top-1/top-5 (percent) and loss of a fine-tuning checkpoint on the val split of ``data_root``'s
     image folder, with the checkpoint's classes in its label order. ``img_size`` defaults to the
     training size."""
+    checked_path(checkpoint, "checkpoint")
+    if data_root is not None:
+        checked_path(data_root, "data_root")
     model, config = load_model(checkpoint, classifier=True, use_ema=use_ema)  # its variant, block and GRN
     size = img_size or config["img_size"]
     folder = data.find_image_folder(data.resolve_data_root(data_root), dataset, split="val")

@@ -12,16 +12,17 @@ from typing import Any
 import numpy as np
 
 from .. import data
+from ..paths import checked_path
 from ..rundir import resolve_checkpoint
 from .config import FIELDS, TrainConfig, check_overrides, resolve_batch_and_lr, start_field
-from .config_checks import check_task
+from .config_checks import PATH_FIELDS, check_task
 
 
 def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     """A run's saved ``config.json`` replayed exactly: the config as the run asked for it (its ``requested`` entry:
     ``base_lr``, ``global_batch``, ... before they were resolved, so overriding one re-derives the rest; older files
     without it replay their resolved fields), with ``overrides`` on top, e.g. another ``name``."""
-    path = Path(path).expanduser()  # '~' as bash leaves it in --config=~/run/config.json
+    path = checked_path(path, "path")  # '~' expanded, as bash leaves it in --config=~/run/config.json
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError (a checkpoint, an image) are ValueErrors
@@ -44,7 +45,7 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in requested.items()}
     if "requested" in saved:  # the top level is what the run resolved from 'requested': an edit there is not replayed
         resolved = resolve_batch_and_lr(TrainConfig(**{**fields, "task": task}), saved.get("world_size", 1)).to_dict()
-        edited = [k for k in FIELDS if k in saved and as_json(saved[k]) != as_json(resolved[k])]
+        edited = [k for k in FIELDS if k in saved and as_json(_home_expanded(k, saved[k])) != as_json(resolved[k])]
         if edited:  # one side was edited by hand; which one cannot be told, so neither is guessed
             shown = "; ".join(f"{k}: {saved[k]!r} at the top level, {resolved[k]!r} from 'requested'" for k in edited)
             raise ValueError(f"config: {path} disagrees with itself ({shown}): the top level is what the run resolved "
@@ -57,6 +58,12 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
 class ReplayWarning(UserWarning):
     """A ``--config`` replay trains on other images than its run did (:func:`replayed_images_differ`); the command
     line prints it as one ``warning:`` line."""
+
+
+def _home_expanded(name: str, value: Any) -> Any:
+    """``value`` of field ``name`` with a leading ``~`` expanded where the config's checks expand it (its paths), so
+    that a top-level ``"~/runs"`` equals the ``"~/runs"`` in 'requested' it was resolved from."""
+    return os.path.expanduser(value) if name in PATH_FIELDS and isinstance(value, str) else value
 
 
 def located(settings: dict[str, Any]) -> dict[str, Any]:

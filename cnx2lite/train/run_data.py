@@ -108,8 +108,8 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) ->
         train_set = data.build_unlabeled_dataset(root, train_transform, c.skip_corrupt, check_headers=True)
         unused = _changed_settings(c, ("num_classes", "images_per_class", "val_images_per_class", "image_selection",
                                        "knn_images_per_class"))
-        ignored = [f"{root} holds unlabeled images: {', '.join(unused)} do not apply (no classes); training on all "
-                   f"{len(train_set)}"] if unused else []
+        ignored = [f"{root} holds unlabeled images: {', '.join(unused)} (the preset's or the flags') do not apply "
+                   f"(no classes); training on all {len(train_set)}"] if unused else []
         return RunData(root, train_set, None, None, fingerprint(train_set, root), ignored)
     carve = dict(tune_fraction=c.tune_fraction)  # the tuning split is never trained on
     train_set = data.build_dataset(folder, "train", train_transform, num_classes=c.num_classes,
@@ -160,8 +160,8 @@ def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
                              "categories")
     unused = _changed_settings(c, ("images_per_class", "val_images_per_class", "image_selection", "composites",
                                    "val_composites", "max_regions"))
-    ignored = [f"{', '.join(unused)} do not apply to a {c.dense_format} folder: its splits are used whole, its "
-               "annotations are the labels"] if unused else []
+    ignored = [f"{', '.join(unused)} (the preset's or the flags') do not apply to a {c.dense_format} folder: its "
+               "splits are used whole, its annotations are the labels"] if unused else []
     return RunData(folder, *splits, None, fingerprint(splits[0], folder), ignored)
 
 
@@ -170,7 +170,8 @@ def _categories(split: COCOInstances) -> dict:
 
 
 def _changed_settings(c: TrainConfig, names: tuple[str, ...]) -> list[str]:
-    """``name=value`` for each of ``names`` set away from its default: settings a folder without them ignores."""
+    """``name=value`` for each of ``names`` set away from its default (by the preset or by the user: the config does
+    not tell them apart): settings a folder without them ignores."""
     return [f"{name}={getattr(c, name)}" for name in names if getattr(c, name) != FIELDS[name].default]
 
 
