@@ -19,7 +19,6 @@ from ..train.config import FIELDS, TrainConfig, fields_for, resolve_batch_and_lr
 from ..train.config_checks import DENSE_TASKS, PATH_FIELDS
 from ..train.config_files import ReplayWarning, load_config, replayed_images_differ
 from ..train.presets import load_preset, preset_names
-from ..train.resume import resumes_a_checkpoint
 from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size
 
 HIDDEN = ("task",)
@@ -91,7 +90,7 @@ def run_training(args: argparse.Namespace) -> int:
     trainer = Trainer(config)
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
     # the same settings on other images: a new experiment, said so (a resume refuses other images by itself)
-    if (args.config is not None and not resumes_a_checkpoint(config, trainer.run_dir)
+    if (args.config is not None and not trainer.resumes
             and (note := replayed_images_differ(args.config, trainer.data.fingerprint, given))):
         warnings.warn(ReplayWarning(note), stacklevel=1)
     result = trainer.run()

@@ -18,7 +18,7 @@ from ..data import SELECTIONS
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..masking import check_mask_ratio
 from ..models import VARIANTS
-from ..models.convnextv2 import BLOCK_STYLES
+from ..models.convnextv2 import BLOCK_STYLES, default_block_norm
 from ..rundir import RUN_TASKS
 from ..sparse import BACKENDS
 
@@ -116,7 +116,7 @@ def _check_no_ops(config: Any) -> None:
     if not config.sparse_encoder and config.backend != "gather":  # the default: only a backend asked for is refused
         raise ValueError(f"backend {config.backend!r} runs the sparse encoder, but sparse_encoder is off (the dense "
                          "encoder on the masked image): leave backend out, or turn sparse_encoder on")
-    has_grn = config.block_norm == "grn" or (config.block_norm == "auto" and config.block == "v2")
+    has_grn = default_block_norm(config.block, config.block_norm) == "grn"
     if config.grn_aggregation != "l2" and not has_grn:
         raise ValueError(f"grn_aggregation {config.grn_aggregation!r} sets GRN's statistic, but this model has no GRN "
                          f"(block {config.block!r}, block_norm {config.block_norm!r}): leave grn_aggregation out, or "

@@ -48,6 +48,7 @@ from .resume import (
     keep_origin,
     read_resumable,
     restore_training_state,
+    resumes_a_checkpoint,
     without_missing_start,
 )
 from .run_data import build_run_data
@@ -68,7 +69,8 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.dist: Dist = init_distributed(config.device)
         self.run_dir = RunDir(Path(config.output) / config.run_name)
-        self.task = build_task(without_missing_start(config, self.run_dir))
+        self.resumes = resumes_a_checkpoint(config, self.run_dir)  # continues a checkpoint rather than starting
+        self.task = build_task(without_missing_start(config, self.resumes))
         if self.dist.is_main:
             self.run_dir.check_creatable()  # an output that cannot hold the run stops it before any work
         self.run_log = RunLog(self.run_dir, f"{self.task.name} {config.model}", self.dist.is_main, config.tensorboard)
@@ -161,15 +163,14 @@ class Trainer:
         if self.dist.is_main:
             self.data.warn()
         with graceful_stop() as self.stop:
-            stop = self.stop
             while self.position.epoch < c.epochs:
-                if not self._train_epoch(stop):
+                if not self._train_epoch():
                     self._save()
                     self.log(f"stopped at epoch {self.position.epoch}, step {self.position.global_step}; "
                              f"resume with --resume auto (run dir {self.run_dir})")
                     return self._result(interrupted=True)
                 self._end_epoch()
-            return self._result(interrupted=stop.requested)  # asked to stop during the last epoch's end: it did
+            return self._result(interrupted=self.stop.requested)  # asked to stop during the last epoch's end: it did
 
     def _maybe_resume(self) -> None:
         """Continue from the checkpoint :func:`~.resume.checkpoint_to_resume` chooses (rank 0 chooses, every rank
@@ -198,7 +199,7 @@ class Trainer:
         self.started -= ckpt["history"][-1]["time_s"] if ckpt["history"] else 0.0
         self.log(f"resumed from {path} at epoch {self.position.epoch}, step {self.position.global_step}")
 
-    def _train_epoch(self, stop: StopFlag) -> bool:
+    def _train_epoch(self) -> bool:
         """Train until the epoch ends (True) or a stop was requested (False)."""
         c, pos = self.config, self.position
         self.loader.sampler.set_position(pos.epoch, pos.step_in_epoch * c.accum_steps * c.batch_size)
@@ -209,7 +210,7 @@ class Trainer:
         self.train_model.train()
         with bar:
             while pos.step_in_epoch < self.steps_per_epoch:
-                loss, lr, stop_requested = self.train_step(batches, stop.requested)
+                loss, lr, stop_requested = self.train_step(batches, self.stop.requested)
                 pos.step_in_epoch += 1
                 pos.global_step += 1
                 pos.window_loss, pos.window_steps = pos.window_loss + loss, pos.window_steps + 1

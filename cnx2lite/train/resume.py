@@ -119,11 +119,12 @@ def resumes_a_checkpoint(config: TrainConfig, run_dir: RunDir) -> bool:
     return config.resume not in (None, "auto") or (config.resume == "auto" and run_dir.latest_checkpoint() is not None)
 
 
-def without_missing_start(config: TrainConfig, run_dir: RunDir) -> TrainConfig:
-    """``config`` as the model is built from it: a run that resumes a checkpoint takes its weights from there, so the
-    weights it started from (``config.start``) are not needed, and when they are gone since (a deleted run folder,
-    released weights not downloaded here) they are left out rather than refused. Otherwise ``config`` itself."""
-    if config.start is None or os.path.exists(config.start) or not resumes_a_checkpoint(config, run_dir):
+def without_missing_start(config: TrainConfig, resumes: bool) -> TrainConfig:
+    """``config`` as the model is built from it: a run that resumes a checkpoint (``resumes``: see
+    :func:`resumes_a_checkpoint`) takes its weights from there, so the weights it started from (``config.start``) are
+    not needed, and when they are gone since (a deleted run folder, released weights not downloaded here) they are
+    left out rather than refused. Otherwise ``config`` itself."""
+    if config.start is None or os.path.exists(config.start) or not resumes:
         return config
     return replace(config, **{start_field(config.task): None})
 
