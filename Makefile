@@ -40,9 +40,12 @@ demo: $(VENV)/.installed
 notebooks: $(VENV)/.installed
 	$(if $(DATA),CNX2LITE_DATA_ROOT=$(DATA)) $(BIN)/python -m cnx2lite.notebook.replay
 
+# test processes; each test file runs whole in one (its module fixtures are built once)
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed-dev minkowski browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
