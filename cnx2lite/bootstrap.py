@@ -162,8 +162,9 @@ def _resampled(arms: Sequence[Tensor], resamples: int, seed: int, chunk: int, sh
     """``(resamples,)`` resampled values of ``sum(weights[i] * mean(arms[i]))``: the mean of one arm (default weights
     ``(1,)``), a difference ``(1, -1)`` or any contrast; each arm ``(P, S, N)`` float64. ``share_runs`` draws the runs
     once for all arms (equal shapes), ``share_images`` the images."""
-    if resamples < 1 or chunk < 1:
-        raise ValueError(f"resamples and chunk must be >= 1, got {resamples} and {chunk}")
+    if resamples < 2 or chunk < 1:
+        raise ValueError(f"resamples must be >= 2 (the interval of one resample has no width) and chunk >= 1, got "
+                         f"{resamples} and {chunk}")
     weights = (1.0, -1.0)[:len(arms)] if weights is None else tuple(weights)
     generator = torch.Generator().manual_seed(seed)
     n = arms[0].shape[-1]

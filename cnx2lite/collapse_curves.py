@@ -182,6 +182,9 @@ def measure(encoders: dict[str, Sequence[nn.Module]], images: Tensor, point: str
 
 def shared_counts(images: int, resamples: int = 1000, rank_resamples: int = 50, seed: int = 0) -> Tensor:
     """The image weightings ``(resamples, images)`` every encoder is measured on (:func:`image_counts`)."""
+    if min(resamples, rank_resamples) < 2:
+        raise ValueError(f"resamples and rank_resamples must be >= 2, got {resamples} and {rank_resamples}: the "
+                         "interval of one resample has no width")
     if rank_resamples > resamples:
         raise ValueError(f"rank_resamples ({rank_resamples}) must be at most resamples ({resamples}): the effective "
                          "rank is recomputed on the first of them")

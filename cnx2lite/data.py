@@ -169,12 +169,13 @@ class ImageFolderSubset(Dataset):
     ``classes[i]`` is the folder name (wnid) of label ``i``; ``samples`` is a list of (path, label).
     Items: the RGB image through ``transform``; without one, a float tensor (3, H, W) in [0, 1].
     ``skipped`` lists (path, reason) of the unreadable files that ``skip_corrupt`` left out, ``short`` the classes that
-    hold fewer images than were asked for. ``decoded``, when set, holds images already decoded (see
+    hold fewer images than were asked for; ``whole`` says that every image of each class was taken (no pick was
+    made, so how images are picked made no difference). ``decoded``, when set, holds images already decoded (see
     :mod:`cnx2lite.image_cache`), used instead of their files.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str], transform: Callable | None = None,
-                 skipped: Sequence[tuple[str, str]] = (), short: ShortClasses | None = None):
+                 skipped: Sequence[tuple[str, str]] = (), short: ShortClasses | None = None, whole: bool = True):
         self.samples = list(samples)
         self.classes = list(classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
@@ -182,6 +183,7 @@ class ImageFolderSubset(Dataset):
         self.transform = transform
         self.skipped = list(skipped)
         self.short = short
+        self.whole = whole
         self.decoded: Mapping[str, Image.Image] | None = None  # images decoded once (cnx2lite.image_cache), by path
 
     def __len__(self) -> int:
@@ -272,7 +274,7 @@ def build_dataset(
         if (other := real.setdefault(os.path.realpath(split_dir / name), name)) != name:
             raise ValueError(f"{split_dir / name} and {split_dir / other} are the same folder (a link): each class "
                              "needs a folder of its own")
-    samples, skipped, short = [], [], {}
+    samples, skipped, short, whole = [], [], {}, True
     with ThreadPoolExecutor() as pool:
         for label, name in enumerate(classes):
             paths = list_images(split_dir / name, confined=True)
@@ -287,6 +289,7 @@ def build_dataset(
             if image_selection == "random":
                 random.Random(f"{seed}/{name}").shuffle(paths)
             n = len(paths) if images_per_class is None else images_per_class
+            whole = whole and len(paths) <= n
             if skip_corrupt:
                 chosen, bad = first_readable(paths, n, pool)
                 skipped += bad
@@ -307,7 +310,7 @@ def build_dataset(
         short_classes = ShortClasses(images_per_class, short, len(classes), where)
         if warn_short:
             warnings.warn(ShortClassWarning(short_classes.message()), stacklevel=2)
-    return ImageFolderSubset(samples, classes, transform=transform, skipped=skipped, short=short_classes)
+    return ImageFolderSubset(samples, classes, transform=transform, skipped=skipped, short=short_classes, whole=whole)
 
 
 def tuning_split(paths: Sequence[str], class_name: str, fraction: float) -> tuple[list[str], list[str]]:

@@ -141,7 +141,8 @@ def test_deterministic_for_a_seed_and_clear_errors():
           hierarchical_paired_difference, a, b[..., :-1])
     fails(r"^paired_runs needs correct_a and correct_b of the same \(P, S, N\).*\(2, 3, 300\) and \(1, 3, 300\)",
           hierarchical_paired_difference, a, b, paired_runs=True)
-    fails(r"^resamples and chunk must be >= 1", hierarchical_accuracy, a, 0)
+    fails(r"^resamples must be >= 2 \(the interval of one resample has no width\)", hierarchical_accuracy, a, 0)
+    fails(r"^resamples must be >= 2", hierarchical_accuracy, a, 1)
 
 
 def test_estimate_and_run_spread():

@@ -160,7 +160,11 @@ def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, on
     (["--encoder", "a=random:v1", "--point", "grn"], "none of the encoders has GRN"),
     (["--encoder", "a=random:v1,random:v2", "--point", "grn"], "mixes runs with and without GRN"),
     (["--encoder", "a=random", "--rank-resamples", "60"], "must be at most resamples"),
-    (["--encoder", "a=random", "--encoder", "b=random", "--contrast", "a", "b", "--along-training"],
+    (["--encoder", "a=random", "--resamples", "1", "--rank-resamples", "1"], "resamples and rank_resamples must be >= "
+                                                                              "2, got 1 and 1"),
+    (["--encoder", "a=random", "--encoder", "b=random", "--contrast", "a", "b"], "--contrast a b: both encoders load "
+                                                                                 "the same weights (random)"),
+    (["--encoder", "a=random", "--encoder", "b=random:v1", "--contrast", "a", "b", "--along-training"],
      "--contrast is not measured with --along-training"),
     (["--encoder", "a=some/run,some/run"], "names a source twice"),
     (["--encoder", "a=random", "--img-size", "32"], "must be 64 or more"),

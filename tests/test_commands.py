@@ -267,6 +267,25 @@ def test_a_config_whose_two_places_were_edited_alike_with_a_tilde_is_replayed(tm
     assert done.value.code == 0 and json.loads(out)["output"] == str(tmp_path / "runs"), err
 
 
+def test_a_setting_of_another_task_edited_into_a_config_is_refused_not_ignored(tmp_path, capsys):
+    """The API refuses ``dense_format`` for a fine-tuning; a config.json edited to hold it is refused alike (a value a
+    preset of the task gives, e.g. the cpu preset's decoder_dim, is not an edit)."""
+    fields = {"task": "finetune", "epochs": 3, "decoder_dim": 256}
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps({**fields, "requested": fields}))
+    with pytest.raises(SystemExit) as done:
+        main(["finetune", "--config", str(saved), "--show-config"])
+    assert done.value.code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    edited = {**fields, "dense_format": "ade20k"}
+    saved.write_text(json.dumps({**edited, "requested": edited}))
+    with pytest.raises(SystemExit) as done:
+        main(["finetune", "--config", str(saved), "--show-config"])
+    assert done.value.code == 2 and capsys.readouterr().err == (
+        f"error: config: {saved}: dense_format 'ade20k' do(es) not apply to task 'finetune': the run would ignore it; "
+        "remove it from 'requested', or train that task\n")
+
+
 def test_a_probe_asked_for_more_neighbours_than_its_bank_holds_says_so(tmp_path, capsys):
     folder = make_image_folder(tmp_path / "images", train=4, val=2)
     with pytest.raises(SystemExit) as done:

@@ -79,6 +79,8 @@ def test_a_snapshot_is_not_resumed_but_pointed_to_pretrained(folder, tmp_path, o
 def test_a_run_folder_inside_the_images_it_reads_is_refused(folder, tmp_path):
     with pytest.raises(ValueError, match="is inside the images read from"):
         finetune("smoke", data=str(folder), output=str(folder / "train" / "runs"), **SMALL)
+    with pytest.raises(ValueError, match=f"is inside the images read from {folder}, where"):  # beside train/
+        finetune("smoke", data=str(folder), output=str(folder), **SMALL)
     unlabeled = tmp_path / "photos"
     shutil.copytree(folder / "train" / "class0", unlabeled)
     with pytest.raises(ValueError, match="is inside the images read from"):

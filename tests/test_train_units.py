@@ -367,10 +367,13 @@ def test_settings_the_images_give_nothing_to_act_on_are_named(tmp_path):
 
     folder = make_image_folder(tmp_path / "images", train=8, val=4)
     every = load_preset("smoke", task="finetune", data=str(folder), images_per_class=None, image_selection="random")
+    as_many = load_preset("smoke", task="finetune", data=str(folder), images_per_class=8, image_selection="random")
     one_class = load_preset("smoke", task="pretrain", data=str(folder), num_classes=1, knn_images_per_class=2)
     for config, task, said in (
             (every, "finetune", "image_selection=random does not apply without images_per_class: every image of each "
                                 "class is taken"),
+            (as_many, "finetune", "image_selection=random does not apply with images_per_class=8, no fewer than any "
+                                  "class holds: every image of each class is taken"),
             (one_class, "pretrain", "knn_images_per_class=2 does not apply to one class (class0): every neighbour "
                                     "would vote for it; no kNN monitor")):
         run_data = build_run_data(config, task, lambda image: image)
@@ -379,4 +382,6 @@ def test_settings_the_images_give_nothing_to_act_on_are_named(tmp_path):
             run_data.warn()
         assert [(w.category, str(w.message)) for w in caught] == [(IgnoredSettingWarning, said)]
     assert len(build_run_data(every, "finetune", lambda image: image).train_set) == 16
+    picked = load_preset("smoke", task="finetune", data=str(folder), images_per_class=7, image_selection="random")
+    assert build_run_data(picked, "finetune", lambda image: image).ignored == []  # a pick: it applies
     assert build_run_data(one_class, "pretrain", lambda image: image).knn_bank is None

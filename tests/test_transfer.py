@@ -143,6 +143,8 @@ def test_a_resumed_run_ends_bit_identical(images, tmp_path, task):
     (["--task", "segment", "--in-chans", "1"], "in_chans must be 3 for task 'segment'"),
     (["--task", "detect", "--num-classes", "1"], "detect needs at least 2 classes"),
     (["--task", "segment", "--dense-format", "ade20k"], "is not in ADE20K's layout"),
+    (["--task", "segment", "--dense-format", "ade20k", "--num-classes", "1"], "num_classes must be in 2..255 for "
+                                                                              "dense_format 'ade20k'"),
     (["--task", "detect", "--dense-format", "coco"], "is not in COCO's layout: expected one"),
     (["--task", "detect", "--dense-format", "ade20k"], "dense_format 'ade20k' holds labels for task 'segment'"),
     (["--task", "segment", "--dense-format", "voc"], "dense_format must be one of"),
@@ -379,6 +381,10 @@ def test_a_val_split_without_a_labeled_pixel_is_refused_and_an_unlabeled_crop_ad
     assert loss.item() == 0 and loss.requires_grad
     with pytest.raises(ValueError, match="annotations/validation is labeled: .* nothing to score"):
         ADE20K(folder, "val", 32, num_classes=3)  # when the data is read, before anything trains
+    for annotation in (folder / "annotations" / "training").iterdir():
+        Image.new("L", (48, 48)).save(annotation)
+    with pytest.raises(ValueError, match="annotations/training is labeled: .* nothing to train on"):
+        ADE20K(folder, "train", 32, num_classes=3, train=True)
 
 
 def test_an_ade20k_annotation_of_another_size_is_refused_before_training(tmp_path):

@@ -170,6 +170,7 @@ def run_collapse(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     encoders = {} if args.along_training else load_encoders(args.encoder, args.model, device)
     labels = [label for label, _ in args.encoder]
+    sources = {label: names for label, names in args.encoder}
     for first, second in args.contrast:
         missing = [label for label in (first, second) if label not in labels]
         if missing:
@@ -178,6 +179,10 @@ def run_collapse(args: argparse.Namespace) -> int:
         if first == second:
             raise ValueError(f"--contrast {first} {second}: an encoder against itself differs by nothing; give two "
                              "different --encoder labels")
+        if [*map(_same_weights, sources[first])] == [*map(_same_weights, sources[second])]:  # 'random' twice: seed 0
+            raise ValueError(f"--contrast {first} {second}: both encoders load the same weights "
+                             f"({','.join(map(str, sources[first]))}), so they differ by nothing; contrast encoders "
+                             "of different sources")
     folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
     refuse_output_inside(args.output, [folder / split for split in data.SPLITS], "--output")
     output = check_output(Path(args.output))

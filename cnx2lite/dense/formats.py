@@ -74,9 +74,10 @@ class ADE20K(Dataset):
         for image_path, label_path in self.samples:  # headers only: a bad file stops the run before it trains
             with Image.open(folder / label_path) as annotation:
                 _check_annotation(folder / label_path, annotation, oriented_size(image_path))
-        if not train and not any(self._labels(label).ge(0).any() for _, label in self.samples):  # stops at one
+        if not any(self._labels(label).ge(0).any() for _, label in self.samples):  # stops at the first labeled one
             raise ValueError(f"no pixel of {annotations} is labeled: its annotations hold only 0 (unlabeled) or "
-                             f"classes past num_classes={num_classes}, so there is nothing to score")
+                             f"classes past num_classes={num_classes}, so there is nothing to "
+                             f"{'train on' if train else 'score'}")
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -12,9 +12,8 @@ from ..amp import resolve_device
 from ..factory import load_model
 from ..paths import checked_path
 from ..rundir import RunResult
-from .config import TrainConfig, check_overrides
+from .config import TrainConfig, check_overrides, fit_overrides
 from .config_checks import DENSE_TASKS
-from .config_files import fit_overrides
 from .engine import Trainer
 from .loader import eval_loader
 from .presets import load_preset

@@ -8,8 +8,11 @@ effective batch (``batch_size * accum_steps * world_size``) and derives ``accum_
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..data import DEFAULT_DATASET
 from ..models import VARIANTS
@@ -207,3 +210,29 @@ def resolve_batch_and_lr(config: TrainConfig, world_size: int) -> TrainConfig:
                          + ("" if config.lr is not None else f" (base_lr x effective batch {effective} / 256)")
                          + ": lower min_lr or raise the lr")
     return dataclasses.replace(config, accum_steps=accum, lr=lr, global_batch=effective)
+
+
+# A setting given yields the base's setting that would override it: lr is derived from base_lr only while lr is
+# unset, and global_batch sets accum_steps.
+YIELDS = {"base_lr": "lr", "accum_steps": "global_batch"}
+
+
+def fit_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` fitted to the ``base`` config they change, so that each takes effect:
+
+    - a setting of :data:`YIELDS` given without its partner clears the base's partner (``--base-lr`` on a preset that
+      sets ``lr`` trains at the ``base_lr``-derived lr, not at the preset's);
+    - a warmup shortened with the schedule when they shorten ``epochs`` to the base's warmup or below without giving
+      one (the whole run would be warmup): the base's warmup share of its epochs is kept (a 2-of-20-epoch warmup, run
+      for 1 epoch, warms up for 0.1). An explicit warmup longer than the epochs is refused by :class:`TrainConfig`."""
+    if overrides.get("lr") is not None and "base_lr" in overrides:  # one of them would be dropped without a word
+        raise ValueError("lr and base_lr given together: give lr (the peak lr itself) or base_lr (per 256 images)")
+    overrides = {**overrides, **{partner: None for given, partner in YIELDS.items()
+                                 if given in overrides and partner not in overrides and base.get(partner) is not None}}
+    epochs, warmup = overrides.get("epochs"), base.get("warmup_epochs", 0.0)
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+               for v in (epochs, warmup, base.get("epochs"))):  # numpy's numbers too, as TrainConfig takes them
+        return overrides  # a value of the wrong type: TrainConfig refuses it by name
+    if epochs is None or "warmup_epochs" in overrides or warmup < epochs or not base.get("epochs") or not warmup:
+        return overrides
+    return {**overrides, "warmup_epochs": warmup * epochs / base["epochs"]}

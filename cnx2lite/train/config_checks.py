@@ -140,9 +140,9 @@ def _check_dense(config: Any) -> None:
         if config.dense_format == "coco" and config.num_classes is not None:
             raise ValueError(f"num_classes does not apply to dense_format 'coco': its categories are the classes; "
                              f"got {config.num_classes}")
-        if config.dense_format == "ade20k" and (config.num_classes or 0) > 255:
-            raise ValueError(f"num_classes must be at most 255 for dense_format 'ade20k' (its annotation PNGs hold "
-                             f"labels 1..255), got {config.num_classes}")
+        if config.dense_format == "ade20k" and not 2 <= (config.num_classes or 2) <= 255:
+            raise ValueError(f"num_classes must be in 2..255 for dense_format 'ade20k' (its annotation PNGs hold "
+                             f"labels 1..255, and one class leaves nothing to tell apart), got {config.num_classes}")
         if config.tune_fraction or config.eval_split != "val":
             raise ValueError(f"dense_format {config.dense_format!r} has its own train and val splits: leave "
                              "tune_fraction and eval_split unset (they carve a class folder's train/)")

@@ -3,19 +3,18 @@
 config they change (:func:`fit_overrides`)."""
 from __future__ import annotations
 
+import dataclasses
 import json
-import numbers
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import data
 from ..paths import checked_path
 from ..rundir import resolve_checkpoint
-from .config import FIELDS, TrainConfig, check_overrides, resolve_batch_and_lr, start_field
+from .config import FIELDS, TrainConfig, check_overrides, fields_for, fit_overrides, resolve_batch_and_lr, start_field
 from .config_checks import PATH_FIELDS, check_task
+from .presets import PRESETS
 
 
 def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
@@ -51,6 +50,12 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
             raise ValueError(f"config: {path} disagrees with itself ({shown}): the top level is what the run resolved "
                              "from its 'requested' entry, and a replay reads 'requested'. Give the change as a flag "
                              f"(e.g. --{edited[0].replace('_', '-')}), or edit both places alike")
+    # a config.json holds every field: one of another task at a value neither its default nor a preset of this task
+    # gives was edited in, and would be ignored
+    elsewhere = [k for k in fields if k not in fields_for(task) and as_json(fields[k]) not in _given_values(k, task)]
+    if elsewhere:
+        raise ValueError(f"config: {path}: {', '.join(f'{k} {fields[k]!r}' for k in elsewhere)} do(es) not apply to "
+                         f"task {task!r}: the run would ignore it; remove it from 'requested', or train that task")
     _check_start(path, saved, task, fields, overrides)
     return TrainConfig(**{**fields, **fit_overrides(fields, overrides), "task": task})
 
@@ -58,6 +63,13 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
 class ReplayWarning(UserWarning):
     """A ``--config`` replay trains on other images than its run did (:func:`replayed_images_differ`); the command
     line prints it as one ``warning:`` line."""
+
+
+def _given_values(name: str, task: str) -> list[Any]:
+    """What a config of ``task`` holds in field ``name`` unless edited by hand: its default, or a preset's value."""
+    field = FIELDS[name]
+    default = field.default_factory() if field.default is dataclasses.MISSING else field.default
+    return [as_json(value) for value in (default, *(p[name] for p in PRESETS[task].values() if name in p))]
 
 
 def _home_expanded(name: str, value: Any) -> Any:
@@ -140,29 +152,3 @@ RECORDED = ("requested", "world_size", "effective_batch", "data_folder", "data_f
 def as_json(value: Any) -> Any:
     """``value`` as a ``config.json`` holds it (tuples as lists), to compare a config with a saved one."""
     return json.loads(json.dumps(value))
-
-
-# A setting given yields the base's setting that would override it: lr is derived from base_lr only while lr is
-# unset, and global_batch sets accum_steps.
-YIELDS = {"base_lr": "lr", "accum_steps": "global_batch"}
-
-
-def fit_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``overrides`` fitted to the ``base`` config they change, so that each takes effect:
-
-    - a setting of :data:`YIELDS` given without its partner clears the base's partner (``--base-lr`` on a preset that
-      sets ``lr`` trains at the ``base_lr``-derived lr, not at the preset's);
-    - a warmup shortened with the schedule when they shorten ``epochs`` to the base's warmup or below without giving
-      one (the whole run would be warmup): the base's warmup share of its epochs is kept (a 2-of-20-epoch warmup, run
-      for 1 epoch, warms up for 0.1). An explicit warmup longer than the epochs is refused by :class:`TrainConfig`."""
-    if overrides.get("lr") is not None and "base_lr" in overrides:  # one of them would be dropped without a word
-        raise ValueError("lr and base_lr given together: give lr (the peak lr itself) or base_lr (per 256 images)")
-    overrides = {**overrides, **{partner: None for given, partner in YIELDS.items()
-                                 if given in overrides and partner not in overrides and base.get(partner) is not None}}
-    epochs, warmup = overrides.get("epochs"), base.get("warmup_epochs", 0.0)
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-               for v in (epochs, warmup, base.get("epochs"))):  # numpy's numbers too, as TrainConfig takes them
-        return overrides  # a value of the wrong type: TrainConfig refuses it by name
-    if epochs is None or "warmup_epochs" in overrides or warmup < epochs or not base.get("epochs") or not warmup:
-        return overrides
-    return {**overrides, "warmup_epochs": warmup * epochs / base["epochs"]}

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .config import TrainConfig, check_overrides, check_task
-from .config_files import fit_overrides
+from .config import TrainConfig, check_overrides, check_task, fit_overrides
 
 SMOKE = dict(model="convnextv2_atto", img_size=64, num_classes=2, images_per_class=8, val_images_per_class=4,
              knn_images_per_class=8, epochs=1, batch_size=8, decoder_dim=64, lr=1e-3, progress=False,

@@ -99,8 +99,8 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) ->
         return _dense_format_data(c, root)
     folder = data.find_image_folder(root, c.dataset, unlabeled_ok=task_name == "pretrain")
     screen = dict(skip_corrupt=c.skip_corrupt, check_headers=True, warn_short=False)  # warn() names what is short
-    scanned = [root] if folder is None else [folder / split for split in data.SPLITS]
-    refuse_output_inside(Path(c.output) / c.run_name, scanned, "output")
+    # the folder of train/ and val/ as a whole: a run folder beside them becomes stray images of a later run
+    refuse_output_inside(Path(c.output) / c.run_name, [folder or root], "output")
     if folder is None:  # pretraining on a folder of unlabeled images
         if c.tune_fraction or c.eval_split == "tune":
             raise ValueError(f"tune_fraction and eval_split='tune' carve images out of each class of train/; {root} "
@@ -116,9 +116,11 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) ->
                                    images_per_class=c.images_per_class, seed=c.seed, image_selection=c.image_selection,
                                    **carve, **screen)
     ignored = []
-    if c.image_selection != "first" and c.images_per_class is None:  # a pick of every image is every image
-        ignored.append(f"image_selection={c.image_selection} does not apply without images_per_class: every image of "
-                       "each class is taken")
+    if c.image_selection != "first" and train_set.whole:  # a pick of every image is every image
+        asked = ("without images_per_class" if c.images_per_class is None else
+                 f"with images_per_class={c.images_per_class}, no fewer than any class holds")
+        ignored.append(f"image_selection={c.image_selection} does not apply {asked}: every image of each class is "
+                       "taken")
     if task_name != "pretrain" and len(train_set.classes) < 2:  # one class: a loss of 0, 100% top-1, no composite
         raise ValueError(f"{task_name} needs at least 2 classes; {folder / 'train'} gives {train_set.classes} "
                          f"(num_classes={c.num_classes})")
