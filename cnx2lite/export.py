@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .factory import load_model
 from .hub import is_saved_folder
+from .image_files import IMG_EXTENSIONS
 from .rundir import resolve_checkpoint, run_directory_of
 from .transforms import image_hw
 from .writing import check_free_space, replaced_atomically, write_error
@@ -176,6 +177,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
         what = ("a folder" if output.is_dir() else
                 "named like a run checkpoint" if output.name.startswith("checkpoint-") else f"inside the run {run}")
         raise ValueError(f"--output {output} is {what}: choose a new file elsewhere, e.g. model{FORMATS[fmt]}")
+    if output.suffix.lower() in IMG_EXTENSIONS:  # in an image folder, the next run would read it as an image
+        raise ValueError(f"--output {output} is named as an image ({output.suffix}): name it *{FORMATS[fmt]}")
     for existing in (output, output.with_name(output.name + ".data")):  # ONNX keeps large weights in <name>.data
         if existing.exists() and not existing.is_file():  # a device, a pipe: --overwrite would replace it
             raise ValueError(f"--output {existing} is not a regular file: choose a file")

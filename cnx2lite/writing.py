@@ -4,7 +4,7 @@ torch's writers (``torch.save``, TorchScript's and ``torch.export``'s savers) re
 as a RuntimeError from deep inside torch (``[enforce fail at inline_container.cc] unexpected pos``), which reads as a
 bug; :func:`write_error` gives the OSError it stands for, naming the file. :func:`replaced_atomically` writes beside
 the file and replaces it only once the write is whole. :func:`make_folder` creates a folder to write into, or says in
-one line why it cannot. :func:`guarded_stdout` names stdout in the error a print to a full or closed stdout raises.
+one line why it cannot. :func:`guarded_output` names stdout in the error a print to a full stdout raises.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def print_line(message: str) -> None:
     try:
         tqdm.write(message)
     except BrokenPipeError:
-        _stdout_to_devnull(sys.stdout)
+        to_devnull(sys.stdout)
 
 
 class StdoutError(OSError):
@@ -119,24 +119,32 @@ class StdoutError(OSError):
 
 
 @contextlib.contextmanager
-def guarded_stdout() -> Iterator[None]:
-    """``sys.stdout`` whose write errors say they are stdout's while the block runs: a broken pipe (the reader has
-    gone, ``| head -1``) sends the rest to /dev/null quietly, any other error raises a :class:`StdoutError`. The
-    stream is flushed before the block ends, so that an error its buffer held back is raised here, not at exit."""
-    stream = sys.stdout
-    sys.stdout = _GuardedStream(stream)
+def guarded_output() -> Iterator[None]:
+    """``sys.stdout`` and ``sys.stderr`` guarded while the block runs. stdout: a broken pipe (the reader has gone,
+    ``| head -1``) sends the rest to /dev/null quietly, any other write error raises a :class:`StdoutError`, which
+    names stdout (not a run's file); the block should flush stdout before it ends, so that an error the buffer held
+    back, or one a caller swallowed (argparse's ``--help`` does), is raised inside it. stderr: what cannot be
+    written (``2> /dev/full``) is dropped, so that a warning or a progress bar never stops a run."""
+    streams = sys.stdout, sys.stderr  # None where the process started with it closed: left so
+    guarded = [None if stream is None else _GuardedStream(stream, raises=stream is streams[0]) for stream in streams]
+    sys.stdout, sys.stderr = guarded
     try:
         yield
-        sys.stdout.flush()
     finally:
-        sys.stdout = stream
+        sys.stdout, sys.stderr = streams
+        for stream in guarded:
+            if stream is not None:
+                with contextlib.suppress(StdoutError):  # the block's own flush has raised it where it mattered
+                    stream.flush()
 
 
 class _GuardedStream:
-    """A text stream's ``write`` and ``flush`` as :func:`guarded_stdout` describes; everything else is the stream's."""
+    """A text stream's ``write`` and ``flush`` as :func:`guarded_output` describes (``raises``: stdout's way);
+    everything else is the stream's."""
 
-    def __init__(self, stream) -> None:
-        self._stream = stream
+    def __init__(self, stream, raises: bool) -> None:
+        self._stream, self._raises = stream, raises
+        self._error: StdoutError | None = None  # a write's error, raised again by the next flush
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -146,18 +154,21 @@ class _GuardedStream:
 
     def flush(self) -> None:
         self._guarded(self._stream.flush)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     def _guarded(self, call, *args):
         try:
             return call(*args)
-        except BrokenPipeError:
-            _stdout_to_devnull(self._stream)
         except OSError as e:
-            _stdout_to_devnull(self._stream)  # what the buffer holds can go nowhere: not again at exit
-            raise StdoutError(f"cannot write to stdout ({e.strerror or e})") from None
+            to_devnull(self._stream)  # what the buffer holds can go nowhere: not again at exit either
+            if self._raises and not isinstance(e, BrokenPipeError):
+                self._error = StdoutError(f"cannot write to stdout ({e.strerror or e})")
+                raise self._error from None
 
 
-def _stdout_to_devnull(stream) -> None:
+def to_devnull(stream) -> None:
     """Point ``stream``'s file descriptor at /dev/null (where it has one: not a notebook's or a test's capture)."""
     try:
         fd = stream.fileno()

@@ -182,11 +182,22 @@ def test_a_reader_that_goes_away_does_not_stop_training(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-def test_a_full_stdout_is_named_as_stdout_not_as_a_full_disk_for_the_run():
-    command = [sys.executable, "-m", "cnx2lite", "finetune", "--preset", "smoke", "--show-config"]
+@pytest.mark.parametrize("args", [["finetune", "--preset", "smoke", "--show-config"], ["--help"], ["--version"]])
+def test_a_full_stdout_is_named_as_stdout_not_as_a_full_disk_for_the_run(args):
     with open("/dev/full", "w") as full:
-        run = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        run = subprocess.run([sys.executable, "-m", "cnx2lite", *args], stdout=full, stderr=subprocess.PIPE, text=True,
+                             timeout=120)
     assert run.returncode == 2 and run.stderr == "error: cannot write to stdout (No space left on device)\n", run.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_stderr_that_cannot_be_written_loses_the_warning_not_the_run(tmp_path):
+    folder = make_image_folder(tmp_path / "images", train=8, val=4)
+    command = [sys.executable, "-m", "cnx2lite", "probe", "--checkpoint", "random", "--data", str(folder),
+               "--img-size", "32", "--method", "knn", "--images-per-class", "9", "--k", "5"]  # warns: 8 per class
+    with open("/dev/full", "w") as full:
+        run = subprocess.run(command, stdout=subprocess.PIPE, stderr=full, text=True, timeout=300)
+    assert run.returncode == 0 and "top-1" in run.stdout, run.stdout
 
 
 def test_a_reader_gone_before_the_result_ends_the_command_quietly():
@@ -256,10 +267,11 @@ def test_a_missing_path_a_replayed_config_gives_is_named_as_the_configs(tmp_path
 
 
 def test_a_config_whose_two_places_were_edited_alike_with_a_tilde_is_replayed(tmp_path, monkeypatch, capsys):
-    """'~/runs' at the top level and in 'requested' agree: the top level is compared with '~' expanded, as the
-    config expands it."""
+    """'~/runs', [64, 64] and a null lr at the top level and in 'requested' agree: both are resolved alike before
+    they are compared ('~' expanded, the size as 64, the lr from base_lr)."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    fields = {"task": "finetune", "epochs": 3, "output": "~/runs"}
+    fields = {"task": "finetune", "epochs": 3, "output": "~/runs", "img_size": [64, 64], "lr": None,
+              "global_batch": None, "accum_steps": 2}
     (tmp_path / "saved.json").write_text(json.dumps({**fields, "requested": fields}))
     with pytest.raises(SystemExit) as done:
         main(["finetune", "--config", "~/saved.json", "--show-config"])

@@ -66,8 +66,11 @@ def test_config_replays_a_saved_run_exactly(images, tmp_path, capsys):
         main(["pretrain", "--config", str(saved), "--lr", "none", "--base-lr", "0.004", "--show-config"])
     again = json.loads(capsys.readouterr().out)
     assert again["lr"] is None and again["base_lr"] == 0.004
-    with pytest.raises(ValueError, match="is not a finetune config.json"):
+    with pytest.raises(ValueError, match=r"is not a finetune config.json \(task 'pretrain'\)"):
         load_config(saved, "finetune")
+    (tmp_path / "null.json").write_text("null")
+    with pytest.raises(ValueError, match=r"null.json is not a finetune config.json \(it holds NoneType\)"):
+        load_config(tmp_path / "null.json", "finetune")
     record = json.loads(saved.read_text())
     for edit, message in ((dict(epochs=7), r"disagrees with itself \(epochs: 7 at the top level, 1 from 'requested'"),
                           (dict(requested={**record["requested"], "epochs": 7}), r"epochs: 1 at the top level, 7 from"),

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..allocator import keep_freed_memory
 from ..rundir import RunDirLockedError
-from ..writing import guarded_stdout
+from ..writing import StdoutError, guarded_output
 from . import bench, collapse, demo, export, probe, reproduce, train
 
 USER_ERRORS = (ValueError, OSError, ImportError, RunDirLockedError)  # each message names its argument or file
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     if sys.stdout is None:  # started with stdout closed (``>&-``): every print would vanish, results too
         print(f"error: {args.command}: stdout is closed, so what it prints would be lost; send it somewhere "
               "(> file, or > /dev/null to drop it)", file=sys.stderr)
@@ -67,12 +67,33 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(run_command(args))
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line parsed; what ``--help`` or ``--version`` print reaches stdout, or a full stdout is named."""
+    try:
+        with guarded_output():
+            try:
+                return build_parser().parse_args(argv)
+            except SystemExit:  # after --help, --version or a refused flag: flushed while stdout can be named
+                sys.stdout.flush()
+                raise
+    except StdoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command; every failure becomes one line on stderr and an exit status (see the module doc)."""
+    with guarded_output():  # stdout's errors named, stderr's dropped (see guarded_output); restored on return
+        return _run_guarded(args)
+
+
+def _run_guarded(args: argparse.Namespace) -> int:
     try:
-        with warnings.catch_warnings(), guarded_stdout():  # both restored when the command returns
+        with warnings.catch_warnings():  # restores the previous display when the command returns
             warnings.showwarning = _ours_on_one_line(warnings.showwarning)
-            return args.run(args) or 0
+            code = args.run(args) or 0
+        sys.stdout.flush()  # an error the buffer held back is raised here, and named
+        return code
     except KeyboardInterrupt:
         print(f"{args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -13,7 +13,7 @@ from .. import data
 from ..paths import checked_path
 from ..rundir import resolve_checkpoint
 from .config import FIELDS, TrainConfig, check_overrides, fields_for, fit_overrides, resolve_batch_and_lr, start_field
-from .config_checks import PATH_FIELDS, check_task
+from .config_checks import check_task
 from .presets import PRESETS
 
 
@@ -27,8 +27,8 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError (a checkpoint, an image) are ValueErrors
         raise ValueError(f"config: cannot read {path} as a run's config.json ({type(e).__name__}: {e})") from None
     if not isinstance(saved, dict) or saved.get("task") != check_task(task):
-        found = saved.get("task") if isinstance(saved, dict) else type(saved).__name__
-        raise ValueError(f"config: {path} is not a {task} config.json (task {found!r})")
+        found = f"task {saved.get('task')!r}" if isinstance(saved, dict) else f"it holds {type(saved).__name__}"
+        raise ValueError(f"config: {path} is not a {task} config.json ({found})")
     check_overrides(task, overrides)
     if "requested" in saved:
         requested = saved["requested"]
@@ -41,10 +41,11 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
         if unknown := sorted(set(entry) - allowed):
             raise ValueError(f"config: unknown field(s) {', '.join(unknown)} in {where}{path}; fields: "
                              f"{', '.join(FIELDS)}")
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in requested.items()}
+    fields = _as_fields(requested)
     if "requested" in saved:  # the top level is what the run resolved from 'requested': an edit there is not replayed
-        resolved = resolve_batch_and_lr(TrainConfig(**{**fields, "task": task}), saved.get("world_size", 1)).to_dict()
-        edited = [k for k in FIELDS if k in saved and as_json(_home_expanded(k, saved[k])) != as_json(resolved[k])]
+        # both sides resolved alike ('~' expanded, [64, 64] as 64, lr from base_lr), so only a real difference counts
+        resolved, top = (_resolved(entry, task, saved.get("world_size", 1)) for entry in (fields, _as_fields(saved)))
+        edited = [k for k in FIELDS if k in saved and as_json(top[k]) != as_json(resolved[k])]
         if edited:  # one side was edited by hand; which one cannot be told, so neither is guessed
             shown = "; ".join(f"{k}: {saved[k]!r} at the top level, {resolved[k]!r} from 'requested'" for k in edited)
             raise ValueError(f"config: {path} disagrees with itself ({shown}): the top level is what the run resolved "
@@ -72,10 +73,14 @@ def _given_values(name: str, task: str) -> list[Any]:
     return [as_json(value) for value in (default, *(p[name] for p in PRESETS[task].values() if name in p))]
 
 
-def _home_expanded(name: str, value: Any) -> Any:
-    """``value`` of field ``name`` with a leading ``~`` expanded where the config's checks expand it (its paths), so
-    that a top-level ``"~/runs"`` equals the ``"~/runs"`` in 'requested' it was resolved from."""
-    return os.path.expanduser(value) if name in PATH_FIELDS and isinstance(value, str) else value
+def _as_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """The config fields of a ``config.json`` entry (its lists as the tuples a config holds)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k in FIELDS}
+
+
+def _resolved(fields: dict[str, Any], task: str, world_size: int) -> dict[str, Any]:
+    """``fields`` as a run on ``world_size`` processes resolves them (:func:`resolve_batch_and_lr`), as a dict."""
+    return resolve_batch_and_lr(TrainConfig(**{**fields, "task": task}), world_size).to_dict()
 
 
 def located(settings: dict[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,10 @@ class Task:
     def build_model(self, num_classes: int) -> nn.Module:
         raise NotImplementedError
 
+    def notes(self) -> list[str]:
+        """What a run of this task should say about its settings before it trains (none by default)."""
+        return []
+
     def train_transform(self) -> Callable:
         """The transform of a training image file (PIL image -> tensor)."""
         raise NotImplementedError

@@ -15,7 +15,7 @@ from .. import data, transforms
 from ..checkpoint_formats import FCMAE_DECODER, fcmae_decoder_state_dict
 from ..checkpoints import load_pretrained, read_state_dict
 from ..fcmae import FCMAE
-from ..masking import random_mask
+from ..masking import effective_mask_ratio, random_mask
 from ..models import create_model
 from ..models.convnextv2 import architecture
 from ..rundir import open_in_run, run_subfolder
@@ -65,6 +65,16 @@ class PretrainTask(Task):
     # The official main_pretrain.py exempts only 1-D parameters and biases from weight decay (timm's
     # add_weight_decay), so GRN gamma/beta and the mask token decay; its fine-tuning exempts them.
     decay_grn_and_mask_token = True
+
+    def notes(self) -> list[str]:
+        """The share of each image really masked, where the mask grid rounds ``mask_ratio`` (64 px: 2x2 cells)."""
+        c = self.config
+        masked = effective_mask_ratio(c.img_size, c.mask_ratio)
+        if abs(masked - c.mask_ratio) < 0.005:
+            return []
+        return [f"mask_ratio {c.mask_ratio:g} masks {masked:.1%} of each image at "
+                f"{'x'.join(map(str, transforms.image_hw(c.img_size)))} px: the grid of 32 px "
+                f"cells keeps int(cells x (1 - mask_ratio)) of them visible"]
 
     def build_model(self, num_classes: int) -> FCMAE:
         c = self.config
