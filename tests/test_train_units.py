@@ -385,3 +385,26 @@ def test_settings_the_images_give_nothing_to_act_on_are_named(tmp_path):
     picked = load_preset("smoke", task="finetune", data=str(folder), images_per_class=7, image_selection="random")
     assert build_run_data(picked, "finetune", lambda image: image).ignored == []  # a pick: it applies
     assert build_run_data(one_class, "pretrain", lambda image: image).knn_bank is None
+
+
+def test_intervals_beyond_the_runs_steps_and_a_rounded_mask_ratio_are_named(tmp_path):
+    """The images decide how many steps a run has: a log or save interval beyond them is named, not silently idle;
+    a mask grid of 2x2 cells masks 50% whatever mask_ratio in [0.25, 0.5) asks for, and the run says so."""
+    from cnx2lite.train.engine import Trainer
+    from cnx2lite.train.tasks import PretrainTask
+    from conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "images", train=8, val=4)
+    config = load_preset("smoke", task="finetune", data=str(folder), output=str(tmp_path / "runs"), batch_size=4,
+                         epochs=1, log_every_steps=100, save_every_steps=100)
+    ignored = Trainer(config).data.ignored
+    assert ignored == ["log_every_steps=100 does not apply: the run trains 4 steps, so no training loss would be "
+                       "logged",
+                       "save_every_steps=100 does not apply: the run trains 4 steps, so no checkpoint is saved between "
+                       "epochs"]
+    assert Trainer(load_preset("smoke", task="finetune", data=str(folder), output=str(tmp_path / "runs"),
+                               batch_size=4, epochs=1)).data.ignored == []
+    assert PretrainTask(load_preset("smoke", task="pretrain", mask_ratio=0.3)).notes() == [
+        "mask_ratio 0.3 masks 50.0% of each image at 64x64 px: the grid of 32 px cells keeps int(cells x (1 - "
+        "mask_ratio)) of them visible"]
+    assert PretrainTask(load_preset("smoke", task="pretrain", mask_ratio=0.5)).notes() == []
