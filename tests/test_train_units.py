@@ -333,6 +333,11 @@ def test_loader_workers_leave_a_stop_signal_to_the_training_process():
             "print(signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr
+    from cnx2lite.train.loader import eval_loader, init_worker, train_loader
+
+    images = torch.utils.data.TensorDataset(torch.zeros(8, 3))  # an idle evaluation worker killed ends a run too
+    assert train_loader(images, 2, 0, 0, 1, num_workers=1).worker_init_fn is init_worker
+    assert eval_loader(images, 2, 0, 1, num_workers=1).worker_init_fn is init_worker
 
 
 def test_a_run_names_the_setting_a_short_class_falls_short_of(tmp_path):

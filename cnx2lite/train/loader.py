@@ -60,9 +60,10 @@ class ResumableSampler(DistributedSampler):
 
 
 def init_worker(worker_id: int) -> None:
-    """A training DataLoader worker's init. SIGTERM is ignored: a stop sent to the whole process group (a scheduler's
-    preemption, ``pkill -f``) is the main process's to handle, which stops after the step and saves; a worker killed
-    by it would end the run with an error instead (PyTorch's workers already leave SIGINT to the main process).
+    """A training or evaluation DataLoader worker's init. SIGTERM is ignored: a stop sent to the whole process group (a
+    scheduler's preemption, ``pkill -f``) is the main process's to handle, which stops after the step and saves; a
+    worker killed by it, even an idle evaluation worker, would end the run with an error instead (PyTorch's workers
+    already leave SIGINT to the main process).
 
     The lowest CPU priority, so the training threads keep the cores and the worker decodes and augments in the time
     they leave. On 2 cores with 2 workers beside 2 compute threads this
@@ -121,7 +122,7 @@ def eval_loader(dataset: Dataset, batch_size: int, rank: int, world_size: int, n
     (so summed counts over processes are exact)."""
     share = Subset(dataset, range(rank, len(dataset), world_size))
     return DataLoader(share, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=num_workers > 0, collate_fn=collate_fn)
+                      persistent_workers=num_workers > 0, worker_init_fn=init_worker, collate_fn=collate_fn)
 
 
 def move_to(targets: Any, device: torch.device) -> Any:
