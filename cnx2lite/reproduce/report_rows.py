@@ -94,7 +94,8 @@ def verdict(diff: Estimate, claim: str, is_replicated: bool, unit: str = " point
         return (f"**one run per arm, intervals over images only**: {claim}: {side} for these runs ({numbers}); "
                 f"whether it holds when rerun is not measured")
     if not diff.excludes_zero:
-        return f"**not shown at this budget**: {claim} is within the run-to-run and image noise ({numbers})"
+        return (f"**not shown at this budget**: {claim}: the difference is within the run-to-run and image noise "
+                f"({numbers})")
     if diff.low > 0:
         return f"**reproduces**: {claim} (interval over runs and images excludes 0: {numbers})"
     return f"**contradicted at this budget**: the opposite of {claim} ({numbers})"
