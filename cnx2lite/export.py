@@ -177,8 +177,6 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
         what = ("a folder" if output.is_dir() else
                 "named like a run checkpoint" if output.name.startswith("checkpoint-") else f"inside the run {run}")
         raise ValueError(f"--output {output} is {what}: choose a new file elsewhere, e.g. model{FORMATS[fmt]}")
-    if output.suffix.lower() in IMG_EXTENSIONS:  # in an image folder, the next run would read it as an image
-        raise ValueError(f"--output {output} is named as an image ({output.suffix}): name it *{FORMATS[fmt]}")
     for existing in (output, output.with_name(output.name + ".data")):  # ONNX keeps large weights in <name>.data
         if existing.exists() and not existing.is_file():  # a device, a pipe: --overwrite would replace it
             raise ValueError(f"--output {existing} is not a regular file: choose a file")
@@ -190,6 +188,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
     if output.is_file() and not _is_export(output, fmt):  # an image, a config, a notebook: not an earlier export
         raise ValueError(f"--output {output} exists and is no {fmt} export (named *{FORMATS[fmt]}): --overwrite "
                          "replaces only an earlier export; choose a new file")
+    if output.suffix.lower() in IMG_EXTENSIONS:  # in an image folder, the next run would read it as an image
+        raise ValueError(f"--output {output} is named as an image ({output.suffix}): name it *{FORMATS[fmt]}")
     before = set(output.parent.glob(output.name + "*")) if output.parent.is_dir() else set()
     path = export_model(net, output, fmt, size, net.in_chans)
     files = [path] + sorted(set(path.parent.glob(path.name + "?*")) - before)  # e.g. model.onnx.data

@@ -13,7 +13,13 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CNX2LITE_DATA_ROOT", REPO.parent / "shared" / "data"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# `make test` runs the suite in several processes (pytest-xdist): they share the cores out, one thread each on 2
+# cores (two threads each spent twice the CPU time spinning), and the processes a test starts inherit that share
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(THREADS)
 
 
 def randomize_(module: nn.Module, scale: float = 0.1, seed: int = 0) -> nn.Module:

@@ -103,11 +103,7 @@ class Trainer:
             raise ValueError(f"an epoch has {len(self.loader)} micro-batches per process, fewer than accum_steps="
                              f"{c.accum_steps}: lower batch_size/accum_steps/global_batch or use more images")
         self.total_steps = c.epochs * self.steps_per_epoch
-        for name, what in (("log_every_steps", "no training loss would be logged"),
-                           ("save_every_steps", "no checkpoint is saved between epochs")):
-            if (every := getattr(c, name)) and every > self.total_steps:  # the images decided the step count
-                self.data.ignored.append(f"{name}={every} does not apply: the run trains {self.total_steps} steps, "
-                                         f"so {what}")
+        self.data.name_idle_intervals(c, self.total_steps)
         self.warmup_steps = round(c.warmup_epochs * self.steps_per_epoch)
         self.position = Position()
         self.stop = StopFlag()  # what asked the run to stop early, if anything (graceful_stop sets it while training)

@@ -59,6 +59,13 @@ class RunData:
         """The unreadable files ``skip_corrupt`` left out of any split."""
         return sorted({path for split in self.splits for path, _ in split.skipped})
 
+    def name_idle_intervals(self, c: TrainConfig, total_steps: int) -> None:
+        """Keep in :attr:`ignored` a log or save interval beyond the ``total_steps`` the images gave the run."""
+        for name, what in (("log_every_steps", "no training loss would be logged"),
+                           ("save_every_steps", "no checkpoint is saved between epochs")):
+            if (every := getattr(c, name)) and every > total_steps:
+                self.ignored.append(f"{name}={every} does not apply: the run trains {total_steps} steps, so {what}")
+
     def warn(self) -> None:
         """A :class:`~cnx2lite.data.ShortClassWarning` for each split with classes short of the images asked for, an
         :class:`IgnoredSettingWarning` for each setting that does not apply (on stderr from the command line, like
