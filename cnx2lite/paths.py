@@ -9,7 +9,10 @@ from typing import Any
 
 
 def checked_path(value: Any, name: str) -> Path:
-    """``value`` as a Path with ``~`` expanded; a ValueError naming ``name`` when it is not a text path."""
+    """``value`` as a Path with ``~`` expanded; a ValueError naming ``name`` when it is not a text path, or empty (an
+    unset ``$VAR`` in a script)."""
     if isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str):
+        if not os.fspath(value):
+            raise ValueError(f"{name} is an empty path: give a path, or leave it out")
         return Path(value).expanduser()
     raise ValueError(f"{name} must be a path (a str or os.PathLike); got {type(value).__name__} {value!r:.80}")

@@ -199,7 +199,8 @@ class RunDir:
 
     def _numbered(self, pattern: re.Pattern) -> list[tuple[int, Path]]:
         """``(number, path)`` of the run's files ``pattern`` names, in number order. A symlink among them (a run never
-        makes one: reading or pruning it would reach outside the run) raises an OSError naming it."""
+        makes one: reading or pruning it would reach outside the run) raises an OSError naming it, a folder so named
+        (a run never makes one either) a ValueError."""
         if not self.path.is_dir():
             return []
         found = sorted((int(m.group(1)), self.path / name) for name in os.listdir(self.path)
@@ -207,6 +208,8 @@ class RunDir:
         for _, path in found:
             if path.is_symlink():
                 raise planted_link(path)
+            if path.is_dir():
+                raise ValueError(f"{path} in the run folder is a folder named like a run's file: remove or rename it")
         return found
 
     def newest_readable_checkpoint(self, log: Callable[[str], None] = print) -> tuple[Path, dict] | tuple[None, None]:

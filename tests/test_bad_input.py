@@ -304,3 +304,20 @@ def test_a_path_of_the_wrong_type_is_refused_naming_the_parameter(call, value, t
     with pytest.raises(ValueError, match=f"^{name} must be a path \\(a str or os.PathLike\\); got "
                                          f"{type(value).__name__}"):
         run()
+
+
+@pytest.mark.parametrize("call", ["load_model", "save_pretrained", "evaluate_checkpoint", "load_config"])
+def test_an_empty_path_is_refused_naming_the_parameter(call, tmp_path):
+    """An unset ``$VAR`` in a script: not ``error: : does not exist``."""
+    name, run = _path_taking_calls("", tmp_path)[call]
+    with pytest.raises(ValueError, match=f"^{name} is an empty path: give a path, or leave it out"):
+        run()
+
+
+def test_a_folder_named_like_a_checkpoint_in_a_run_is_named(tmp_path, capsys):
+    (tmp_path / "run" / "checkpoint-00000005.pt").mkdir(parents=True)
+    with pytest.raises(SystemExit) as done:
+        main(["eval", "--checkpoint", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err == (f"error: {tmp_path / 'run' / 'checkpoint-00000005.pt'} in the run folder is "
+                                            "a folder named like a run's file: remove or rename it\n"), err
