@@ -79,7 +79,9 @@ def make_folder(path: Path, what: str, way_out: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OSError(f"cannot create {what} {path} ({e.strerror}: {e.filename}): {way_out}") from None
+        culprit = Path(e.filename or path)
+        reason = ("a link to nowhere" if culprit.is_symlink() and not culprit.exists() else e.strerror)
+        raise OSError(f"cannot create {what} {path} ({reason}: {e.filename}): {way_out}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(f"cannot write into {what} {path}: {way_out}")
 

@@ -319,5 +319,6 @@ def test_a_folder_named_like_a_checkpoint_in_a_run_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["eval", "--checkpoint", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    assert done.value.code == 2 and err == (f"error: {tmp_path / 'run' / 'checkpoint-00000005.pt'} in the run folder is "
-                                            "a folder named like a run's file: remove or rename it\n"), err
+    folder = tmp_path / "run" / "checkpoint-00000005.pt"
+    assert done.value.code == 2 and err == (f"error: {folder} in the run folder is a folder named like a run's file: "
+                                            "remove or rename it\n"), err

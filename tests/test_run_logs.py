@@ -215,6 +215,15 @@ def test_a_run_folder_that_cannot_be_written_is_named_as_the_run_folder(tmp_path
         RunDir(tmp_path / "runs" / "ft" / "new").check_creatable()
 
 
+def test_an_output_that_is_a_link_to_nowhere_is_named_as_one(tmp_path):
+    from cnx2lite.writing import make_folder
+
+    (tmp_path / "runs").symlink_to(tmp_path / "gone")
+    with pytest.raises(OSError, match=f"cannot create the run directory {tmp_path / 'runs' / 'x'} \\(a link to "
+                                      f"nowhere: {tmp_path / 'runs'}\\): choose"):
+        make_folder(tmp_path / "runs" / "x", "the run directory", "choose another output folder (--output) or name")
+
+
 def test_a_checkpoint_that_cannot_be_opened_is_left_alone(tmp_path, monkeypatch):
     """Permissions or an I/O error say nothing about the file's content: it is not renamed *.unreadable (the run
     would roll back and later start over), its OSError names it instead. A damaged file is set aside as before."""
