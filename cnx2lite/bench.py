@@ -243,16 +243,18 @@ def _timed_blocks(trainer: Trainer, steps: int) -> float:
 
 
 def bench_train(tasks: Sequence[str] = ("pretrain", "finetune"), preset: str = "cpu", data: str | None = None,
-                steps: int = 15, iters: int = 3, warmup: int = 3) -> None:
+                steps: int = 15, iters: int = 3, warmup: int = 3, batch_size: int | None = None) -> None:
     """Images per second of whole training steps, data loading included, on the default path and the reference one
-    (:data:`REFERENCE_PATH`), in timed blocks of steps that each start a fresh pass over the data."""
+    (:data:`REFERENCE_PATH`), in timed blocks of steps that each start a fresh pass over the data. ``batch_size``:
+    the preset's unless given."""
+    given = {} if batch_size is None else {"batch_size": batch_size}
     print(f"{preset} preset, {steps} steps per timed block, {iters} blocks per side interleaved, "
           f"{torch.get_num_threads()} threads; data loading included (data: {data or 'default root'})")
     for task in tasks:
         with tempfile.TemporaryDirectory() as output:
             sides = {"reference": REFERENCE_PATH, "default": {}}
             trainers = {name: Trainer(load_preset(preset, task=task, data=data, output=output, name=name,
-                                                  progress=False, epochs=1, **changes))
+                                                  progress=False, epochs=1, **given, **changes))
                         for name, changes in sides.items()}
             for trainer in trainers.values():
                 trainer.decode_images()  # what run() does before training (a no-op on the reference path)

@@ -133,6 +133,10 @@ def test_bench_train_times_the_default_beside_the_reference_path(tmp_path, capsy
     for task in ("pretrain", "finetune"):
         line = rf"{task}: reference +[\d.]+ img/s \| default +[\d.]+ img/s \| default/reference [\d.]+x"
         assert re.search(line, out), out
+    with pytest.raises(SystemExit) as done:  # a batch of one's own: for a folder of fewer images than the preset's
+        main(["bench", "train", "--preset", "smoke", "--data", str(tmp_path), "--tasks", "finetune", "--steps", "1",
+              "--iters", "1", "--warmup", "0", "--batch-size", "2"])
+    assert done.value.code == 0, capsys.readouterr()
 
 
 def test_importing_cnx2lite_before_torch_shortens_openmps_spin_wait_unless_the_user_set_it():

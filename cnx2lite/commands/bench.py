@@ -36,7 +36,7 @@ def run_fcmae(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    bench.bench_train(args.tasks, args.preset, args.data, args.steps, args.iters, args.warmup)
+    bench.bench_train(args.tasks, args.preset, args.data, args.steps, args.iters, args.warmup, args.batch_size)
     return 0
 
 
@@ -75,6 +75,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--preset", default="cpu", choices=presets, metavar="NAME",
                        help=f"the preset whose steps are timed (default: cpu); one of {', '.join(presets)}")
     add_data_flags(train, dataset=False)
+    train.add_argument("--batch-size", type=positive(int), default=None,
+                       help="images per step (default: the preset's; lower it for a folder of few images)")
     train.add_argument("--steps", type=positive(int), default=15, help="optimizer steps per timed block (default: 15)")
     train.add_argument("--iters", type=positive(int), default=3, help="timed blocks per side (default: 3)")
     train.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default: 3)")
