@@ -407,3 +407,31 @@ def test_a_dataset_named_but_absent_beside_a_dense_folder_is_refused(tmp_path, c
               "smoke", "--data", str(folder), "--output", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"dataset 'ade20k-typo': {folder} holds no folder of that name" in err, err
+
+
+def test_a_segmentation_figure_of_many_classes_names_those_on_the_page_without_a_warning(tmp_path, monkeypatch):
+    """255 classes in the legend collapsed the axes (a matplotlib warning on stderr): it names at most 20."""
+    import warnings
+
+    import cnx2lite.train.plots as plots
+    from cnx2lite.train.plots import LEGEND_CLASSES, plot_segmentations
+
+    saved = []
+    save = plots.save_png
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: (saved.append(fig), save(fig, path)))
+
+    classes = [f"class {k}" for k in range(255)]
+    generator = torch.Generator().manual_seed(0)
+    targets = [{"semantic": torch.randint(-1, 255, (32, 32), generator=generator)} for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_segmentations(torch.randn(2, 3, 32, 32, generator=generator), targets,
+                           torch.randn(2, 255, 32, 32, generator=generator), classes, tmp_path / "predictions.png")
+    labels = [text.get_text() for text in saved[-1].legends[0].get_texts()]
+    assert (tmp_path / "predictions.png").stat().st_size > 0 and len(labels) == LEGEND_CLASSES + 1 == 21
+    assert labels[:2] == ["class 0", "class 1"] and labels[-1] == "and 235 more classes"
+    few = [{"semantic": torch.zeros(32, 32, dtype=torch.long)} for _ in range(2)]
+    logits = torch.zeros(2, 255, 32, 32)
+    logits[:, 3] = 1  # on the page: class 0 (labels) and class 3 (predictions)
+    plot_segmentations(torch.randn(2, 3, 32, 32), few, logits, classes, tmp_path / "few.png")
+    assert [text.get_text() for text in saved[-1].legends[0].get_texts()] == ["class 0", "class 3"]

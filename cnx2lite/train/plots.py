@@ -122,21 +122,31 @@ def _image_rows(n: int, names: Sequence[str], title: str) -> tuple[Figure, np.nd
     return fig, axes
 
 
+LEGEND_CLASSES = 20  # the most classes a segmentation figure's legend names
+
+
 def plot_segmentations(images: Tensor, targets: Sequence[dict], logits: Tensor, classes: Sequence[str], path: Path,
                        title: str = "") -> Path:
     """One row per image ``(N, 3, H, W)``: the image, its labels (``targets[i]["semantic"]``; values outside the
-    classes, unlabeled, in grey) and the predicted classes (argmax of ``logits (N, K, H, W)``), one colour per class."""
+    classes, unlabeled, in grey) and the predicted classes (argmax of ``logits (N, K, H, W)``), one colour per class.
+    The legend names the classes on the page, at most :data:`LEGEND_CLASSES` of them (ADE20K has 150)."""
     colors = class_colors(len(classes))
     fig, axes = _image_rows(len(images), ("image", "labels", "prediction"), title)
-    predicted = logits.argmax(1).cpu()
+    predicted = logits.argmax(1).cpu().numpy()
     unlabeled = np.vstack([colors, to_rgb(MASK_COLOR)])  # pixels of no class (ignored) in the grey of "hidden"
+    on_page = set(np.unique(predicted))
     for i, image in enumerate(images):
         semantic = targets[i]["semantic"].numpy()
+        semantic = np.where((semantic >= 0) & (semantic < len(classes)), semantic, len(classes))
+        on_page |= set(np.unique(semantic)) - {len(classes)}
         axes[i, 0].imshow(denormalize(image.float()).movedim(0, -1).numpy())
-        axes[i, 1].imshow(unlabeled[np.where((semantic >= 0) & (semantic < len(classes)), semantic, len(classes))])
-        axes[i, 2].imshow(colors[predicted[i].numpy()])
-    fig.legend(handles=[Patch(color=c, label=name) for c, name in zip(colors, classes)], loc="outside lower center",
-               ncols=min(len(classes), 5), fontsize=7, frameon=False)
+        axes[i, 1].imshow(unlabeled[semantic])
+        axes[i, 2].imshow(colors[predicted[i]])
+    shown = sorted(on_page)[:LEGEND_CLASSES]
+    handles = [Patch(color=colors[k], label=classes[k]) for k in shown]
+    if len(on_page) > len(shown):
+        handles.append(Patch(color="none", label=f"and {len(on_page) - len(shown)} more classes"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=7, frameon=False)
     save_png(fig, path)
     return Path(path)
 
