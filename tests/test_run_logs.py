@@ -44,6 +44,19 @@ def test_tensorboard_holds_the_metrics_grad_norm_and_reconstructions(images, tmp
         [r["train_loss"] for r in resumed.history if r["kind"] == "train"])
 
 
+def test_a_tensorboard_folder_that_is_a_link_is_refused_like_every_run_file(tmp_path):
+    """A resumed run wrote its events through a ``tensorboard`` link planted in the run folder, out of the run."""
+    pytest.importorskip("tensorboard", reason="the tensorboard package is not installed (pip install -e '.[dev]')")
+    from cnx2lite.train.run_log import RunLog
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "run" / "tensorboard").symlink_to(tmp_path / "outside", target_is_directory=True)
+    with pytest.raises(OSError, match="tensorboard.*link"):
+        RunLog(RunDir(tmp_path / "run"), "pretrain", writes=True, tensorboard=True).open(step=4)
+    assert list((tmp_path / "outside").iterdir()) == []
+
+
 def test_tensorboard_asked_for_without_the_package_is_one_line(images, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(run_log.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(SystemExit) as exit_info:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..images import load_image
-from ..rundir import RunDir
+from ..rundir import RunDir, run_subfolder
 from .plots import plot_curves
 
 SKIPPED = ("kind", "epoch", "step", "time_s")  # the x axis and bookkeeping, not curves
@@ -83,7 +83,7 @@ class RunLog:
         """Open TensorBoard's writer at ``step`` (where the run starts or resumes), once the run directory is known to
         be this run's."""
         if self._tensorboard_asked and self.writes:
-            self.tensorboard = TensorBoardLog(self.run_dir.path / "tensorboard", step)
+            self.tensorboard = TensorBoardLog(run_subfolder(self.run_dir.path, "tensorboard"), step)  # not a link
 
     @property
     def logs_to_tensorboard(self) -> bool:
