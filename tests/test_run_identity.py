@@ -301,3 +301,19 @@ def test_resuming_a_finished_run_rewrites_none_of_its_record(folder, tmp_path, c
     finetune("smoke", **run, name="ft", resume="auto", pretrained=f"{encoder}/")  # the same folder, written so
     assert {p: p.stat().st_mtime_ns for p in files} == files
     assert "is not used" not in capsys.readouterr().out
+
+
+def test_a_checkpoint_renamed_by_hand_is_refused_not_resumed_and_pruned_by_its_name(folder, tmp_path, one_thread):
+    """A run orders and prunes its checkpoints by their names: one renamed to a later step would outrank, and with
+    keep_last=1 outlive, the checkpoint the resumed run writes next."""
+    from cnx2lite.train.resume import ResumeMismatchError
+
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), name="ft", **SMALL)
+    finetune("smoke", **run)
+    newest = max((tmp_path / "runs" / "ft").glob("checkpoint-*.pt"))
+    renamed = newest.with_name("checkpoint-00000099.pt")
+    newest.rename(renamed)
+    with pytest.raises(ResumeMismatchError, match=f"cannot resume from {renamed}: its name says step 99, but it was "
+                                                  f"saved at step {int(newest.stem.split('-')[1])}"):
+        finetune("smoke", **run, resume="auto")
+    assert renamed.is_file()

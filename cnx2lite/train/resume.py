@@ -19,7 +19,7 @@ from torch import nn
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
-from ..rundir import RunDir, load_checkpoint
+from ..rundir import CHECKPOINT_PATTERN, RunDir, load_checkpoint
 from .config import TrainConfig, start_field
 from .config_files import as_json
 from .ema import ModelEma
@@ -91,6 +91,12 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
     if "optimizer" not in ckpt:  # a snapshot (keep_every_epochs) or an export: weights and position only
         raise ResumeMismatchError(f"cannot resume from {path}: it holds weights only (a snapshot), not the optimizer "
                                   f"state a run continues with; to start from its weights, pass it as {start_from}")
+    named = CHECKPOINT_PATTERN.fullmatch(Path(path).name)
+    saved_at = ckpt.get("position", {}).get("global_step")
+    if named and saved_at is not None and int(named.group(1)) != saved_at:  # renamed or copied by hand
+        raise ResumeMismatchError(f"cannot resume from {path}: its name says step {int(named.group(1))}, but it was "
+                                  f"saved at step {saved_at}; the run orders and prunes its checkpoints by their "
+                                  "names, so give it back its name (checkpoint-<step>.pt) or remove it")
     foreign = Path(path).resolve().parent != run_dir.path.resolve()
     if foreign and (run_dir.latest_checkpoint() is not None or (run_dir.path / "metrics.csv").exists()):
         raise ResumeMismatchError(f"cannot resume from {path} into {run_dir}: that folder holds a run of its own, and "
