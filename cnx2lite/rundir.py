@@ -17,7 +17,7 @@ containers only and are read with ``weights_only=True``.
 The lock is an exclusive ``flock`` on ``.lock``, which names the owner's pid and host: a second run
 fails at once with one line naming that process. The kernel releases the lock when its process
 dies (kill -9, a crash, a lost node), so there is no stale lock to detect and no race between two
-runs taking one over. Holding the lock, a run removes the temporary files of checkpoint writes that
+runs taking one over. Holding the lock, a run removes the temporary files of writes that
 a killed process left behind.
 """
 from __future__ import annotations
@@ -33,12 +33,12 @@ import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import IO, Callable, Iterator, Mapping, Sequence
 
 import torch
 
 from .torch_files import read_torch_file
-from .writing import make_folder, replaced_atomically
+from .writing import TEMPORARY_NAME, make_folder, replaced_atomically
 
 LOCK_NAME = ".lock"
 CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)\.pt$")
@@ -86,7 +86,8 @@ class RunDir:
                                       "writable, or choose another output folder (--output) or name")
             raise PermissionError(f"cannot write into {existing} to create the run directory {self.path}: choose "
                                   "another output folder (--output) or name")
-        others = sorted(set(os.listdir(self.path)) - {LOCK_NAME}) if existing == self.path else []
+        others = sorted(name for name in os.listdir(self.path) if name != LOCK_NAME
+                        and not TEMPORARY_NAME.fullmatch(name)) if existing == self.path else []  # a run's own
         if others and not _holds_run(self.path):  # a saved model, a user's folder: the run would overwrite it
             raise FileExistsError(f"{self.path} holds files that are not a training run's ({', '.join(others[:3])}"
                                   f"{', ...' if len(others) > 3 else ''}): choose another name or output folder")
@@ -112,7 +113,7 @@ class RunDir:
         self.create()
         path = self.path / LOCK_NAME
         try:
-            lock_file = open_in_run(path, "a+")
+            lock_file = _open_nofollow(path, "a+")
         except OSError as e:
             raise RunDirLockedError(f"cannot open the lock file {path} ({e.strerror or e}): "
                                     "choose another output") from None
@@ -134,8 +135,9 @@ class RunDir:
                 if made:
                     shutil.rmtree(self.path, ignore_errors=True)
                 raise OSError(e.errno, f"cannot write {path}: {e.strerror}", str(path)) from None
-            for orphan in self.path.glob("*.tmp-*"):  # half-written checkpoints of a process killed while saving
-                orphan.unlink(missing_ok=True)
+            for orphan in self.path.iterdir():  # half-written files of a process killed while saving
+                if TEMPORARY_NAME.fullmatch(orphan.name):
+                    orphan.unlink(missing_ok=True)
             try:
                 yield
             except BaseException:
@@ -235,10 +237,19 @@ def planted_link(path: Path) -> OSError:
     return OSError(f"{path} is a symbolic link: a run folder holds only its run's own files; remove the link")
 
 
-def open_in_run(path: Path, mode: str, **kwargs):
-    """``open(path, mode)`` for a file of the run directory, refusing to follow a symlink planted in its place (which
-    would truncate or overwrite the link's target, outside the run): OSError naming the file. Every file a run writes
-    goes through here (or :func:`_save_atomically`), figures included."""
+@contextlib.contextmanager
+def open_in_run(path: Path, mode: str, **kwargs) -> Iterator[IO]:
+    """``open(path, mode)`` (``"w"`` or ``"wb"``) for a file of the run directory, written whole or not at all (a
+    reader, a second run checking the folder or a crash never meets half a ``config.json``) and never through a
+    symlink planted in its place (which would overwrite the link's target, outside the run): OSError naming the
+    file. Every file a run writes goes through here (or :func:`_save_atomically`), figures included."""
+    if path.is_symlink():
+        raise planted_link(path)
+    with replaced_atomically(path) as tmp, _open_nofollow(tmp, mode, **kwargs) as f:
+        yield f
+
+
+def _open_nofollow(path: Path, mode: str, **kwargs) -> IO:
     write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     flags = {"w": write, "wb": write, "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode]
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Iterator
 from tqdm.auto import tqdm
 
 FULL = 1 << 20  # bytes free under which a failed write is put down to a full disk
+TEMPORARY_NAME = re.compile(r"\..+\.tmp-\d+(\.[^.]*)?")  # what replaced_atomically writes before the rename
 
 
 def write_error(path: Path, error: BaseException) -> OSError:

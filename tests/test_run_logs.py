@@ -135,6 +135,26 @@ def test_run_files_never_follow_a_planted_symlink(planted, tmp_path):
     assert target.read_text() == "keep me"
 
 
+def test_a_run_file_is_written_whole_or_not_at_all(tmp_path):
+    """A write that fails half-way (a crash, a full disk) leaves the previous file whole: a second run checking the
+    folder while the first writes its config.json met half a file and took the run for a user's folder (CI, stop 37)."""
+    run = RunDir(tmp_path / "run")
+    run.create()
+    run.write_config({"task": "pretrain"})
+    run.write_metrics([{"kind": "epoch", "epoch": 1, "step": 4}])
+    before = {name: (run.path / name).read_text() for name in ("config.json", "metrics.csv")}
+
+    class Unprintable:
+        def __str__(self):
+            raise OSError(28, "No space left on device")
+
+    rows = [{"kind": "epoch", "epoch": e, "step": 4 * e, "train_loss": "x" * 10_000} for e in range(1, 50)]
+    with pytest.raises(OSError, match="No space left"):
+        run.write_metrics([*rows, {"kind": "epoch", "epoch": 50, "step": Unprintable()}])
+    assert {name: (run.path / name).read_text() for name in before} == before
+    assert sorted(p.name for p in run.path.iterdir()) == ["config.json", "metrics.csv"]  # no temporary file left
+
+
 @pytest.mark.parametrize("planted", ["curves.png", "reconstruction.png", "reconstructions"])
 def test_a_runs_figures_never_follow_a_planted_symlink(planted, images, tmp_path):
     """Figures are run files too: a link in place of one (or of the reconstructions folder) is refused, its target
@@ -213,6 +233,14 @@ def test_a_run_never_takes_over_a_folder_that_is_not_a_runs(images, tmp_path, ca
     assert (mine / "config.json").read_text() == '{"my": "settings"}' and len(err.splitlines()) == 1
     (tmp_path / "empty").mkdir()
     RunDir(tmp_path / "empty").check_creatable()  # an empty folder is fine
+    starting = tmp_path / "starting"  # a run writing its first config.json: the lock then names its owner
+    starting.mkdir()
+    (starting / ".lock").write_text("123 host\n")
+    (starting / ".config.tmp-123.json").write_text('{"task": "pre')
+    RunDir(starting).check_creatable()
+    (starting / ".config.tmp-123.json.bak").write_text("")  # not a name a run writes
+    with pytest.raises(FileExistsError, match="not a training run's"):
+        RunDir(starting).check_creatable()
 
 
 def test_a_run_folder_that_cannot_be_written_is_named_as_the_run_folder(tmp_path, monkeypatch):

@@ -158,7 +158,7 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(images, refe
     (run_dir / ".lock").unlink(missing_ok=True)
     newest = RunDir(run_dir).latest_checkpoint()
     newest.write_bytes(newest.read_bytes()[:1000])
-    orphan = run_dir / f"{newest.name}.tmp-12345"
+    orphan = run_dir / f".{newest.stem}.tmp-12345.pt"  # what replaced_atomically writes before its rename
     orphan.write_bytes(b"partial")
     rc, out = finish(cli([*FINETUNE_FLAGS, "--resume", "auto"], images, tmp_path, "cut"))
     assert rc == 0 and f"skipping unreadable checkpoint {newest}" in out, out

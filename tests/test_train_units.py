@@ -168,7 +168,7 @@ def test_checkpoint_files_atomic_newest_pruned(tmp_path):
     run_dir = RunDir(tmp_path)
     for step in (3, 12):
         run_dir.save_checkpoint({"step": torch.tensor(step)}, step, keep_last=5)
-    (tmp_path / "checkpoint-00000099.pt.tmp-1").write_bytes(b"partial")  # a crash mid-write leaves only this
+    (tmp_path / ".checkpoint-00000099.tmp-1.pt").write_bytes(b"partial")  # a crash mid-write leaves only this
     assert run_dir.latest_checkpoint() == tmp_path / "checkpoint-00000012.pt"
     run_dir.save_checkpoint({"step": torch.tensor(7)}, 7, keep_last=2)  # the oldest step goes, not the oldest file
     assert [p.name for p in run_dir.checkpoints()] == ["checkpoint-00000007.pt", "checkpoint-00000012.pt"]
