@@ -207,15 +207,22 @@ def test_a_list_flag_measures_each_value_once():
     assert args.img_size == [64, 96] and args.point == ["gelu"]
 
 
-def test_eval_and_probe_name_the_val_classes_the_model_was_not_trained_on(folder, paths, tmp_path, capsys):
+def test_every_command_names_the_val_classes_the_model_was_not_trained_on(folder, paths, tmp_path, capsys):
+    """A val/ class that train/ does not hold is never scored: eval, probe and both trainings name it (the smoke
+    preset's num_classes=2 included); a class num_classes leaves out of both splits is the user's choice, unnamed."""
     extra = shutil.copytree(folder, tmp_path / "extra")
     shutil.copytree(folder / "val" / "class0", extra / "val" / "zebra")
+    for split in ("train", "val"):  # a third class in both splits, beyond the preset's num_classes=2
+        shutil.copytree(folder / split / "class1", extra / split / "class2")
+    train = ["--preset", "smoke", "--batch-size", "4", "--output", str(tmp_path / "runs")]
     for args in (["eval", "--checkpoint", paths["finetune_run"]],
-                 ["probe", "--checkpoint", paths["pretrain_run"], "--method", "knn", "--k", "3"]):
+                 ["probe", "--checkpoint", paths["pretrain_run"], "--method", "knn", "--k", "3"],
+                 ["finetune", *train, "--name", "ft"], ["pretrain", *train, "--name", "pt"]):
         with pytest.raises(SystemExit) as done:
             main(args + ["--data", str(extra)])
         err = capsys.readouterr().err
         assert done.value.code == 0 and "class folder(s) the model was not trained on" in err and "zebra (4" in err
+        assert args[0] in ("eval", "probe") or "class2" not in err, err
 
 
 def test_reproduce_refuses_a_folder_too_small_for_its_scale_before_creating_anything(tmp_path, capsys):
