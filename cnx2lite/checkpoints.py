@@ -16,9 +16,9 @@ from typing import Mapping
 from torch import Tensor
 
 from . import hub
+from .arguments import checked_arguments, checked_path
 from .checkpoint_formats import FINAL_KEYS, convert_state_dict, strip_wrappers
 from .models.convnextv2 import ARCHITECTURE, VARIANTS, ConvNeXtV2, architecture, default_block_norm
-from .paths import checked_path
 from .rundir import resolve_checkpoint
 from .torch_files import read_torch_file
 
@@ -40,6 +40,7 @@ class LoadResult:
     notes: list[str] = field(default_factory=list)
 
 
+@checked_arguments
 def load_pretrained(
     model: ConvNeXtV2,
     source: str | os.PathLike | Mapping[str, Tensor],
@@ -116,6 +117,7 @@ def load_pretrained(
     return LoadResult(missing, unexpected, source_format, notes)
 
 
+@checked_arguments
 def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], use_ema: bool = False) -> dict[str, Tensor]:
     """The raw state dict inside any source :func:`load_pretrained` reads (file, run directory, released name,
     wrapped mapping), unconverted, with wrapper prefixes (``module.``) removed."""
@@ -123,6 +125,7 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Tensor], use_ema: b
     return {strip_wrappers(k): v for k, v in state_dict.items()}
 
 
+@checked_arguments
 def read_weights(source: str | os.PathLike | Mapping[str, Tensor],
                  use_ema: bool = False) -> tuple[Mapping[str, Tensor], dict, list[str]]:
     """The one reader under every loader: the raw state dict inside any source (a file, a run directory's newest

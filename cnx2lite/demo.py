@@ -26,6 +26,7 @@ import torch
 
 from . import imagenette
 from .amp import resolve_device
+from .arguments import checked_arguments
 from .bootstrap import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .masking import effective_mask_ratio
 from .report_folder import check_report_folder, claim_report_folder
@@ -54,6 +55,7 @@ MANIFEST = "demo-runs.txt"  # the run folders a demo created under <output>/runs
 RECIPES = {"fcmae": Recipe(1e-3, "none"), "scratch": Recipe(1e-3, "none")}
 
 
+@checked_arguments
 def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo", quick: bool = False,
              threads: int | None = None, sweep: bool = False) -> Path:
     """Run the pretraining and both fine-tunings into ``output`` (the runs an earlier demo created there cleared

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .arguments import checked_arguments
 from .factory import load_model
 from .hub import is_saved_folder
 from .image_files import IMG_EXTENSIONS
@@ -31,6 +32,7 @@ from .writing import check_free_space, replaced_atomically, write_error
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".torchscript.pt"}
 
 
+@checked_arguments
 def export_model(model: nn.Module, path: str | Path, fmt: str, img_size: int | tuple[int, int] = 224,
                  in_chans: int = 3) -> Path:
     """Write ``model`` (in eval mode) as ``fmt`` to ``path`` for inputs ``(N, in_chans, H, W)``."""
@@ -148,6 +150,7 @@ class Exported:
     max_difference: float
 
 
+@checked_arguments
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.PathLike | None = None,
                       model: str | None = None, img_size: int | tuple[int, int] | None = None,
                       overwrite: bool = False) -> Exported:

@@ -11,14 +11,15 @@ from pathlib import Path
 import torch
 
 from . import hub, models
+from .arguments import checked_arguments
 from .checkpoints import load_pretrained
 from .hub import RELEASES
 from .models import ConvNeXtV2
 from .models.convnextv2 import ARCHITECTURE
-from .paths import checked_path
 from .rundir import load_checkpoint
 
 
+@checked_arguments
 def create_model(name: str, pretrained: str | os.PathLike | None = None, **overrides) -> ConvNeXtV2:
     """Build a ConvNeXt V2 variant by name, e.g. ``create_model("convnextv2_atto", pretrained="fcmae")``.
 
@@ -41,6 +42,7 @@ def create_model(name: str, pretrained: str | os.PathLike | None = None, **overr
     return model
 
 
+@checked_arguments
 def load_model(source: str | os.PathLike, model: str | None = None, block: str | None = None, seed: int = 0,
                classifier: bool | None = False, use_ema: bool = False) -> tuple[ConvNeXtV2, dict]:
     """A model from ``source``: a cnx2lite run directory or checkpoint (model, block and GRN options
@@ -51,7 +53,6 @@ def load_model(source: str | os.PathLike, model: str | None = None, block: str |
     released name (``"convnextv2_atto.fcmae"``) is downloaded once (:mod:`cnx2lite.hub`); a ``save_pretrained``
     folder gives its own architecture. Returns ``(model,
     config)``: a cnx2lite run's config and its ``classes`` (label order), empty for other sources."""
-    checked_path(source, "source")
     hub.check_released_variant(source, model, "model")
     if (released := hub.released_variant(source)) is not None:  # its variant is in its name
         model, source = model or released, hub.resolve_name(source)

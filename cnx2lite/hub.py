@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .arguments import checked_path
 from .models.convnextv2 import VARIANTS, ConvNeXtV2, architecture
-from .paths import checked_path
 from .rundir import run_directory_of
 
 logger = logging.getLogger(__name__)

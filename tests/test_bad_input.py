@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import cnx2lite
 from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.commands import main
+from cnx2lite.demo import run_demo
+from cnx2lite.export import export_checkpoint
 from cnx2lite.masking import random_mask
 from cnx2lite.models import create_model
-from cnx2lite.train import finetune, pretrain
+from cnx2lite.train import evaluate_checkpoint, finetune, load_config, pretrain
 from conftest import make_image_folder
 
 CASES = [  # (arguments, text the one-line message must contain)
@@ -207,6 +210,37 @@ def test_a_list_flag_measures_each_value_once():
     assert args.img_size == [64, 96] and args.point == ["gelu"]
 
 
+FLAG_CALLS = {  # a public function's bool parameter given a string: "no" is truthy, so it must be refused
+    "evaluate_checkpoint use_ema": lambda v: evaluate_checkpoint("run", use_ema=v),
+    "export_checkpoint overwrite": lambda v: export_checkpoint("run", "onnx", overwrite=v),
+    "load_model classifier": lambda v: cnx2lite.load_model("random", "convnextv2_atto", classifier=v),
+    "load_pretrained strict": lambda v: load_pretrained(create_model("convnextv2_atto"), {}, strict=v),
+    "read_weights use_ema": lambda v: cnx2lite.read_weights("run", use_ema=v),
+    "run_demo quick": lambda v: run_demo(quick=v),
+}
+
+
+@pytest.mark.parametrize("call", FLAG_CALLS)
+@pytest.mark.parametrize("value", ["no", "False", 0])
+def test_a_flag_of_the_api_takes_only_a_bool(call, value):
+    """``use_ema="no"`` scored the EMA weights: the string was simply truthy (round 13's API_ev_ema_str)."""
+    name = call.split()[1]
+    with pytest.raises(ValueError, match=f"^{name} must be bool.*, got {value!r} \\({type(value).__name__}\\)$"):
+        FLAG_CALLS[call](value)
+
+
+def test_the_api_checks_numbers_by_their_annotations(tmp_path):
+    import numpy as np
+
+    with pytest.raises(ValueError, match=r"^batch_size must be int, got 2.5 \(float\)$"):
+        evaluate_checkpoint(tmp_path, batch_size=2.5)
+    with pytest.raises(ValueError, match=r"^seed must be int, got True \(bool\)$"):
+        cnx2lite.load_model("random", "convnextv2_atto", seed=True)
+    a, _ = cnx2lite.load_model("random", "convnextv2_atto", seed=np.int64(3), classifier=np.bool_(False))
+    b, _ = cnx2lite.load_model("random", "convnextv2_atto", seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
 def test_every_command_names_the_val_classes_the_model_was_not_trained_on(folder, paths, tmp_path, capsys):
     """A val/ class that train/ does not hold is never scored: eval, probe and both trainings name it (the smoke
     preset's num_classes=2 included); a class num_classes leaves out of both splits is the user's choice, unnamed."""
@@ -290,9 +324,6 @@ def test_a_0d_tensor_ratio_is_the_number_it_holds():
 
 def _path_taking_calls(value, tmp_path) -> dict:
     """Each public call that takes a path, given ``value`` for it: ``{label: (parameter name, call)}``."""
-    import cnx2lite
-    from cnx2lite.train import evaluate_checkpoint, load_config
-
     return {"load_model": ("source", lambda: cnx2lite.load_model(value)),
             "read_weights": ("source", lambda: cnx2lite.read_weights(value)),
             "save_pretrained": ("folder", lambda: cnx2lite.save_pretrained(create_model("convnextv2_atto"), value)),

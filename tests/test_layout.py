@@ -75,7 +75,7 @@ def test_no_library_file_over_350_lines():
 # that train and report; the notebooks' helpers; the command line.
 LAYERS = (
     {"allocator", "amp", "openmp", "writing", "masking", "bootstrap", "images", "image_files", "transforms", "layers",
-     "sparse", "models", "torch_files", "paths"},
+     "sparse", "models", "torch_files", "arguments"},
     {"data", "rundir", "hub", "checkpoint_formats", "fcmae", "dense"},
     {"imagenette", "image_cache", "checkpoints", "report_folder"},
     {"factory", "collapse"},

@@ -9,8 +9,8 @@ import torch
 
 from .. import data, transforms
 from ..amp import resolve_device
+from ..arguments import checked_arguments
 from ..factory import load_model
-from ..paths import checked_path
 from ..rundir import RunResult
 from .config import TrainConfig, check_overrides, fit_overrides
 from .config_checks import DENSE_TASKS
@@ -57,16 +57,14 @@ def transfer(task: str, config: TrainConfig | str = "smoke", **overrides: Any) -
 
 
 @torch.no_grad()
-def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | None = None,
+@checked_arguments
+def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | os.PathLike | None = None,
                         dataset: str = data.DEFAULT_DATASET, use_ema: bool = False, batch_size: int = 64,
                         device: str = "auto", num_workers: int = 0, img_size: int | None = None,
                         images_per_class: int | None = None) -> dict[str, float]:
     """Top-1/top-5 (percent) and loss of a fine-tuning checkpoint on the val split of ``data_root``'s
     image folder, with the checkpoint's classes in its label order. ``img_size`` defaults to the
     training size."""
-    checked_path(checkpoint, "checkpoint")
-    if data_root is not None:
-        checked_path(data_root, "data_root")
     model, config = load_model(checkpoint, classifier=True, use_ema=use_ema)  # its variant, block and GRN
     size = img_size or config["img_size"]
     folder = data.find_image_folder(data.resolve_data_root(data_root), dataset, split="val")

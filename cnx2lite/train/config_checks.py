@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 from timm.data import create_transform
 
 from ..amp import AMP_MODES, check_device_name
+from ..arguments import typed
 from ..data import SELECTIONS
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..masking import check_mask_ratio
@@ -38,7 +38,7 @@ def check_config(config: Any) -> None:
         sides = tuple(config.img_size)
         config.img_size = sides[0] if len(sides) == 1 or (len(sides) == 2 and sides[0] == sides[1]) else sides
     for f in dataclasses.fields(config):  # types first: flags, a --config file and the API all pass here
-        setattr(config, f.name, _typed(f.name, str(f.type), getattr(config, f.name)))
+        setattr(config, f.name, typed(f.name, str(f.type), getattr(config, f.name)))
     checks = (("task", TASKS), ("amp", AMP_MODES), ("model", tuple(VARIANTS)), ("block", BLOCK_STYLES),
               ("grn_aggregation", GRN_AGGREGATIONS), ("block_norm", ("auto", *BLOCK_NORMS)),
               ("image_selection", SELECTIONS), ("eval_split", EVAL_SPLITS),
@@ -158,30 +158,6 @@ def _check_dense(config: Any) -> None:
 
 def _finite(v: float) -> bool:
     return math.isfinite(v)
-
-
-def _typed(name: str, annotation: str, value: Any) -> Any:
-    """``value`` as the field's declared type (``'int'``, ``'float | None'``, ...), or a ValueError naming the field.
-    Numpy scalars, integral floats for an int and paths for a string are accepted as what they hold; a fractional
-    number for an int (``epochs=2.5``), a bool for a number, or a number for a string is refused."""
-    kinds = {kind.strip() for kind in annotation.split("|")}
-    if value is None and "None" in kinds:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        if "bool" in kinds:
-            return bool(value)
-    elif isinstance(value, numbers.Integral) and kinds & {"int", "float"}:
-        return int(value) if "int" in kinds else float(value)
-    elif isinstance(value, numbers.Real) and "float" in kinds:
-        return float(value)
-    elif isinstance(value, numbers.Real) and "int" in kinds and float(value).is_integer():
-        return int(value)
-    elif isinstance(value, (str, os.PathLike)) and "str" in kinds:
-        return os.fspath(value)  # a path given as a Path
-    elif isinstance(value, tuple) and (of := [kind for kind in kinds if kind.startswith("tuple[")]):
-        element = of[0].removeprefix("tuple[").partition(",")[0]  # img_size and betas: ranges are checked below
-        return tuple(_typed(f"{name}[{i}]", element, v) for i, v in enumerate(value))
-    raise ValueError(f"{name} must be {annotation.replace(' | ', ' or ')}, got {value!r} ({type(value).__name__})")
 
 
 # (fields, test, what the message says is allowed); None passes where a field takes it ("off", "all")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import data
-from ..paths import checked_path
+from ..arguments import checked_path
 from ..rundir import resolve_checkpoint
 from .config import FIELDS, TrainConfig, check_overrides, fields_for, fit_overrides, resolve_batch_and_lr, start_field
 from .config_checks import check_task
