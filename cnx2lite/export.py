@@ -30,6 +30,7 @@ from .transforms import image_hw
 from .writing import check_free_space, replaced_atomically, write_error
 
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".torchscript.pt"}
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")  # what an export is never named
 
 
 @checked_arguments
@@ -128,6 +129,14 @@ def _holds_weights(path: Path) -> bool:
     return any(n.endswith("/data.pkl") for n in names) and not any("/code/" in n for n in names)
 
 
+def _claimed_kind(suffix: str) -> str | None:
+    """The kind of file a suffix says a file is, where it is not an export: an image (an image folder's next run would
+    read it as one) or trained weights (``--pretrained`` and every loader read a ``.pt`` as a checkpoint)."""
+    suffix = suffix.lower()
+    return ("an image" if suffix in IMG_EXTENSIONS else
+            "trained weights" if suffix in WEIGHT_SUFFIXES else None)
+
+
 def _is_export(path: Path, fmt: str) -> bool:
     """Whether ``path`` looks like an earlier ``fmt`` export: named as one, or a TorchScript archive (its ``code/``)."""
     if path.name.endswith(FORMATS[fmt]):
@@ -191,8 +200,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
     if output.is_file() and not _is_export(output, fmt):  # an image, a config, a notebook: not an earlier export
         raise ValueError(f"--output {output} exists and is no {fmt} export (named *{FORMATS[fmt]}): --overwrite "
                          "replaces only an earlier export; choose a new file")
-    if output.suffix.lower() in IMG_EXTENSIONS:  # in an image folder, the next run would read it as an image
-        raise ValueError(f"--output {output} is named as an image ({output.suffix}): name it *{FORMATS[fmt]}")
+    if not output.name.endswith(FORMATS[fmt]) and (kind := _claimed_kind(output.suffix)):
+        raise ValueError(f"--output {output} is named as {kind} ({output.suffix}): name it *{FORMATS[fmt]}")
     before = set(output.parent.glob(output.name + "*")) if output.parent.is_dir() else set()
     path = export_model(net, output, fmt, size, net.in_chans)
     files = [path] + sorted(set(path.parent.glob(path.name + "?*")) - before)  # e.g. model.onnx.data

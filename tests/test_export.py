@@ -51,10 +51,13 @@ def test_export_of_a_non_square_run_and_the_checkpoint_is_never_overwritten(tmp_
     torch.save(model.state_dict(), run / "checkpoint-00000002.pt")
     (run / "reconstructions").mkdir()
     (run / "reconstructions" / "epoch-0002.png").write_bytes(b"figure")
-    for output, fmt in ((tmp_path / "images" / "new.png", "torchscript"), (tmp_path / "model.JPG", "exported-program")):
-        with pytest.raises(SystemExit) as exit_info:  # a name an image folder would read as an image, even new
+    for output, fmt, kind in ((tmp_path / "images" / "new.png", "torchscript", "an image"),
+                              (tmp_path / "model.JPG", "exported-program", "an image"),
+                              (tmp_path / "model.pt", "onnx", "trained weights"),
+                              (tmp_path / "model.PTH", "torchscript", "trained weights")):
+        with pytest.raises(SystemExit) as exit_info:  # an image folder would read it as an image, a loader as weights
             main(["export", "--checkpoint", str(tmp_path / "weights.pt"), "--format", fmt, "--output", str(output)])
-        assert exit_info.value.code == 2 and f"is named as an image ({output.suffix}): name it *" in \
+        assert exit_info.value.code == 2 and f"is named as {kind} ({output.suffix}): name it *{FORMATS[fmt]}" in \
             capsys.readouterr().err and not output.exists()
     for output in (run / "checkpoint-00000009.pt", run, run / "reconstructions" / "epoch-0002.png",
                    run / "reconstructions" / "new.pt"):  # a run checkpoint's name, a folder, anywhere in a run
