@@ -182,12 +182,17 @@ def test_a_reader_that_goes_away_does_not_stop_training(tmp_path):
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-@pytest.mark.parametrize("args", [["finetune", "--preset", "smoke", "--show-config"], ["--help"], ["--version"]])
-def test_a_full_stdout_is_named_as_stdout_not_as_a_full_disk_for_the_run(args):
+@pytest.mark.parametrize("args", [["finetune", "--preset", "smoke", "--show-config"], ["--help"], ["--version"],
+                                  ["export", "--checkpoint", "random", "--model", "convnextv2_atto", "--format",
+                                   "torchscript", "--img-size", "32", "--output", "{output}"]])
+def test_a_full_stdout_is_named_as_stdout_not_as_a_full_disk_for_the_run(args, tmp_path):
+    """... and stops the command before it writes a file (an export left behind refused the same command again)."""
+    output = tmp_path / "model.torchscript.pt"
     with open("/dev/full", "w") as full:
-        run = subprocess.run([sys.executable, "-m", "cnx2lite", *args], stdout=full, stderr=subprocess.PIPE, text=True,
-                             timeout=120)
+        run = subprocess.run([sys.executable, "-m", "cnx2lite", *[a.format(output=output) for a in args]],
+                             stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert run.returncode == 2 and run.stderr == "error: cannot write to stdout (No space left on device)\n", run.stderr
+    assert not output.exists()
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
@@ -315,6 +320,14 @@ def test_a_device_this_package_does_not_run_on_is_one_line(device, capsys):
         main(["probe", "--checkpoint", "random", "--device", device])
     err = capsys.readouterr().err.strip()
     assert done.value.code == 2 and err.endswith(f"device must be auto, cpu, cuda or cuda:N; got {device!r}"), err
+
+
+@pytest.mark.parametrize(("args", "code"), [(["eval", "--help"], 0), (["--version"], 0), (["finetune", "--nope"], 2)])
+def test_help_or_a_usage_error_with_stdout_closed_is_no_traceback(args, code):
+    """argparse prints to stderr when stdout is closed (``>&-``); nothing is left to flush (round 13's SN8, SN14)."""
+    run = subprocess.run([sys.executable, "-m", "cnx2lite", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, timeout=120, preexec_fn=lambda: os.close(1))
+    assert run.returncode == code and "Traceback" not in run.stderr and run.stderr.strip(), run.stderr
 
 
 def test_a_command_started_with_stdout_closed_says_so_instead_of_losing_its_result():

@@ -74,7 +74,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
             try:
                 return build_parser().parse_args(argv)
             except SystemExit:  # after --help, --version or a refused flag: flushed while stdout can be named
-                sys.stdout.flush()
+                if sys.stdout is not None:  # closed (``>&-``): argparse printed to stderr
+                    sys.stdout.flush()
                 raise
     except StdoutError as e:
         print(f"error: {e}", file=sys.stderr)

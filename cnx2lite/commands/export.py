@@ -8,6 +8,7 @@ from .flags import image_size
 
 
 def run_export(args: argparse.Namespace) -> int:
+    print(f"exporting {args.checkpoint} as {args.format}", flush=True)  # a full stdout stops here, before any file
     result = export.export_checkpoint(args.checkpoint, args.format, args.output, args.model, args.img_size,
                                       args.overwrite)
     kind = "classifier (logits)" if result.classifier else "encoder (pooled features)"
