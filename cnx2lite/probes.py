@@ -16,6 +16,7 @@ bootstrap of :mod:`cnx2lite.bootstrap`.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -79,8 +80,8 @@ def knn_scores(bank: Tensor, bank_labels: Tensor, queries: Tensor, num_classes: 
     ``bank (B, D)``: cosine similarity, the ``k`` nearest vote with weight ``exp(sim / temperature)``, computed as
     ``exp((sim - max sim) / temperature)``: each query's scores scaled by one factor, so the vote is the same and a
     small temperature cannot overflow float32 (``exp(1 / 0.01)`` would)."""
-    if k < 1 or temperature <= 0:
-        raise ValueError(f"k must be >= 1 and temperature > 0, got k={k}, temperature={temperature}")
+    if k < 1 or not 0 < temperature < math.inf:  # inf: every weight 1, an unweighted vote that says nothing
+        raise ValueError(f"k must be >= 1 and temperature a finite number > 0, got k={k}, temperature={temperature}")
     bank, queries = F.normalize(bank.float(), dim=1), F.normalize(queries.float(), dim=1)
     if k > len(bank):
         warnings.warn(ProbeWarning(f"k={k} is more than the {len(bank)} labeled images of the memory bank: all "

@@ -98,6 +98,8 @@ CASES = [  # (arguments, text the one-line message must contain)
      "min_lr=0.5 is above the peak lr 3.125e-05 (base_lr x effective batch 8 / 256)"),
     (["pretrain", "--backend", "bogus", "--show-config"], "backend must be one of 'dense', 'gather', 'minkowski'"),
     (["finetune", "--device", "tpu", "--show-config"], "device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
+    (["probe", "--checkpoint", "random", "--temperature", "inf"],  # an unweighted vote that would say nothing
+     "argument --temperature: must be a finite number > 0, got inf"),
 ]
 
 

@@ -3,17 +3,18 @@ the flag) and the flags several commands take, spelled and documented once."""
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Callable
 
 from .. import data
 
 
 def positive(kind: type) -> Callable[[str], int | float]:
-    """``type=positive(int)``: a number > 0 (also refuses nan)."""
+    """``type=positive(int)``: a finite number > 0 (nan and inf refused)."""
     def parse(text: str):
         value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be {'a finite number ' if kind is float else ''}> 0, got {text}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
     return parse
