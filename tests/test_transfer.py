@@ -290,6 +290,10 @@ def _edited_coco(root: Path, edit) -> Path:
     (lambda c: c["annotations"][0].update(category_id=99), "annotation 1 names category id 99"),
     (lambda c: c["annotations"][0].update(segmentation=[[1, 1, 2, 2]]), "polygon of fewer than 3 points"),
     (lambda c: c["images"][0].update(file_name="gone.jpg"), "gone.jpg, which is not a file"),
+    (lambda c: c["images"][0].update(file_name="../train2017/0.jpg"),  # a training image scored, or the reverse
+     r"image 1's file_name '../train2017/0.jpg' is not a file of .*val2017: a split reads only its own"),
+    (lambda c: c["images"][0].update(file_name=str(Path(__file__).resolve())),  # another data set's, absolute
+     "image 1's file_name '/.* is not a file of"),
     (lambda c: c["annotations"][1].update(id=1), r"annotations share ids \(1\)"),  # one would replace the other
     (lambda c: c["images"][1].update(id=1), r"images share ids \(1\)"),
     (lambda c: c["annotations"][0].update(segmentation=[]), "annotation 1 has no polygon"),

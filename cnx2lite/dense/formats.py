@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -216,9 +217,13 @@ def check_coco_json(path: Path, images: Path) -> None:
                              f"width {image_sizes[annotation['image_id']]}")
         if not isinstance(polygons, (list, dict)):
             raise ValueError(f"{where}: segmentation must be a list of polygons or an RLE dict")
-    for file_name in image_ids.values():
+    root = os.path.realpath(images)
+    for image_id, file_name in image_ids.items():
         if not isinstance(file_name, str) or not (images / file_name).is_file():
             raise ValueError(f"{path} names the image {images / str(file_name)}, which is not a file")
+        if os.path.commonpath([root, os.path.realpath(images / file_name)]) != root:  # '../val2017/', '/elsewhere/'
+            raise ValueError(f"{path}: image {image_id}'s file_name {file_name!r} is not a file of {images}: a "
+                             "split reads only its own folder's images")
 
 
 def _box_fits(box: list, polygons: list[list[float]], slack: float = 2.0) -> bool:
