@@ -389,6 +389,12 @@ def test_a_val_split_without_a_labeled_pixel_is_refused_and_an_unlabeled_crop_ad
         Image.new("L", (48, 48)).save(annotation)
     with pytest.raises(ValueError, match="annotations/training is labeled: .* nothing to train on"):
         ADE20K(folder, "train", 32, num_classes=3, train=True)
+    for annotation in (folder / "annotations" / "training").iterdir():  # one class: as num_classes=1 is refused
+        Image.new("L", (48, 48), color=2).save(annotation)
+    with pytest.raises(ValueError, match=r"annotations/training label one class only \(label 2\): nothing to tell"):
+        ADE20K(folder, "train", 32, num_classes=3, train=True)
+    Image.new("L", (48, 48), color=3).save(annotation)  # a second class, in the last annotation read
+    assert len(ADE20K(folder, "train", 32, num_classes=3, train=True)) == 6
 
 
 def test_an_ade20k_annotation_of_another_size_is_refused_before_training(tmp_path):

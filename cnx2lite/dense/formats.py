@@ -75,10 +75,14 @@ class ADE20K(Dataset):
         for image_path, label_path in self.samples:  # headers only: a bad file stops the run before it trains
             with Image.open(folder / label_path) as annotation:
                 _check_annotation(folder / label_path, annotation, oriented_size(image_path))
-        if not any(self._labels(label).ge(0).any() for _, label in self.samples):  # stops at the first labeled one
+        shown = self._first_classes(2)  # reads annotations until two classes are seen: one, or a few, on real data
+        if not shown:
             raise ValueError(f"no pixel of {annotations} is labeled: its annotations hold only 0 (unlabeled) or "
                              f"classes past num_classes={num_classes}, so there is nothing to "
                              f"{'train on' if train else 'score'}")
+        if train and len(shown) < 2:  # as num_classes=1 is refused: a segmenter of one class learns nothing
+            raise ValueError(f"the training annotations of {annotations} label one class only (label "
+                             f"{shown.pop() + 1}): nothing to tell apart; label at least two classes")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -89,6 +93,16 @@ class ADE20K(Dataset):
             labels = torch.from_numpy(np.asarray(annotation, dtype=np.int64) - 1)
         labels[(labels < 0) | (labels >= len(self.classes))] = IGNORE_INDEX
         return labels
+
+    def _first_classes(self, enough: int) -> set[int]:
+        """The classes the annotations label, read in order until ``enough`` of them are seen."""
+        seen: set[int] = set()
+        for _, label in self.samples:
+            seen.update(self._labels(label).unique().tolist())
+            seen.discard(IGNORE_INDEX)
+            if len(seen) >= enough:
+                break
+        return seen
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         image_path, label_path = self.samples[index]
