@@ -220,6 +220,25 @@ def test_a_run_remembers_its_data(tmp_path):
         finetune("smoke", data=str(moved), **run)
 
 
+def test_an_image_replaced_by_one_of_the_same_size_is_told_apart(tmp_path):
+    """Uncompressed images of one resolution all have one byte size: a name-and-size fingerprint took a replaced one
+    for the same (round 13's RS_img_replaced)."""
+    from PIL import Image
+
+    folder = make_image_folder(tmp_path / "a")
+    image = folder / "val" / "class1" / "0.png"
+    pixels = np.random.default_rng(0).integers(0, 255, (72, 72, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(image, compress_level=0)
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), name="ft", batch_size=4, resume="auto")
+    finetune("smoke", **run)
+    size = image.stat().st_size
+    Image.fromarray(255 - pixels).save(image, compress_level=0)
+    assert image.stat().st_size == size
+    with pytest.raises(ResumeMismatchError, match=r"scored images under .*: a file's content changed \(its name and "
+                                                  r"size did not\) since the run began"):
+        finetune("smoke", **run)
+
+
 def test_a_run_never_takes_over_a_folder_that_is_not_a_runs(images, tmp_path, capsys):
     """A saved model's or a user's folder under the run's name: training would overwrite its config.json and
     metrics.csv, so it is refused in one line; an empty folder (or one a run already holds) is the run's to use."""

@@ -110,10 +110,13 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
     changed = changed_settings(ckpt.get("config", {}), config)
     if "classes" in ckpt and ckpt["classes"] != classes:  # labels would silently mean other classes
         changed.append(f"classes: {_describe_change(ckpt['classes'], classes)}")
-    for key, images in (("data_fingerprint", "training"), ("scoring_fingerprint", "scored")):
+    for key, images, how in (("data_fingerprint", "training", "files added, removed, replaced or relabeled"),
+                             ("scoring_fingerprint", "scored", "files added, removed, replaced or relabeled"),
+                             ("content_fingerprint", "training or scored", "a file's content changed (its name "
+                              "and size did not)")):
         if ckpt.get(key, fingerprints[key]) != fingerprints[key]:  # older runs: none kept
-            changed.append(f"the {images} images under {data_folder}: files added, removed, replaced or relabeled "
-                           "since the run began")
+            changed.append(f"the {images} images under {data_folder}: {how} since the run began")
+            break  # one change of the images is said once
     if changed:
         raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
                                   f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
