@@ -28,8 +28,18 @@ def checked_path(value: Any, name: str) -> Path:
     if isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str):
         if not os.fspath(value):
             raise ValueError(f"{name} is an empty path: give a path, or leave it out")
-        return Path(value).expanduser()
+        return Path(expand_user(os.fspath(value), name))
     raise ValueError(f"{name} must be a path (a str or os.PathLike); got {type(value).__name__} {value!r:.80}")
+
+
+def expand_user(path: str, name: str) -> str:
+    """``path`` with a leading ``~`` or ``~user`` expanded; a ValueError naming ``name`` for a user this system does
+    not have (pathlib raises a bare RuntimeError, ``os.path`` leaves the ``~`` in the path)."""
+    expanded = os.path.expanduser(path)
+    if expanded.startswith("~"):
+        user = expanded[1:].split(os.sep, 1)[0]
+        raise ValueError(f"{name} {path}: no user {user!r} to expand '~{user}' (its home folder is unknown here)")
+    return expanded
 
 
 def typed(name: str, annotation: str, value: Any) -> Any:

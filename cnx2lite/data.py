@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
+from .arguments import checked_path
 from .image_files import IMG_EXTENSIONS, first_readable, list_images, refuse_unreadable
 from .images import load_image
 
@@ -83,10 +84,9 @@ def how_to_get_data(problem: str) -> str:
 
 def resolve_data_root(data: str | os.PathLike | None = None) -> Path:
     """The data root: ``data`` (from ``--data``) if given, else ``$CNX2LITE_DATA_ROOT``, else ``<repo>/data``."""
-    if data is not None and os.fspath(data):
-        return Path(data).expanduser()
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR]).expanduser()
+    for given, name in ((data, "data"), (os.environ.get(ENV_VAR), ENV_VAR)):
+        if given is not None and os.fspath(given):
+            return checked_path(given, name)
     return REPO / "data"
 
 
@@ -97,7 +97,7 @@ def find_image_folder(root: Path, name: str = DEFAULT_DATASET, unlabeled_ok: boo
     match). When there is none, raises DataNotFoundError, or with ``unlabeled_ok`` returns None if ``root`` itself
     holds images (see :func:`build_unlabeled_dataset`). The images at ``root`` itself are read only for the default
     ``name``: another one that is not there is refused (:func:`check_dataset_named`), not ignored."""
-    root = Path(root).expanduser()
+    root = checked_path(root, "root")
     if not name or os.sep in name or name in (".", ".."):
         raise ValueError(f"dataset must be one folder name under the data root, got {name!r}: give a path with "
                          "--data instead")
@@ -338,7 +338,7 @@ def build_unlabeled_dataset(folder: Path, transform: Callable | None = None, ski
     """Every image under ``folder``, flat or nested in any layout (found recursively, any common extension,
     hidden files skipped), for pretraining without labels: no classes, every target -1. ``skip_corrupt`` and
     ``check_headers`` as in :func:`build_dataset`."""
-    paths = list_images(Path(folder).expanduser())
+    paths = list_images(checked_path(folder, "folder"))
     if not paths:
         raise DataNotFoundError(how_to_get_data(f"No images ({', '.join(IMG_EXTENSIONS)}) under {folder}."))
     skipped = []

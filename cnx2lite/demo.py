@@ -26,7 +26,7 @@ import torch
 
 from . import imagenette
 from .amp import resolve_device
-from .arguments import checked_arguments
+from .arguments import checked_arguments, checked_path
 from .bootstrap import RESAMPLES, Estimate, hierarchical_accuracy, hierarchical_paired_difference
 from .masking import effective_mask_ratio
 from .report_folder import check_report_folder, claim_report_folder
@@ -64,7 +64,7 @@ def run_demo(data_arg: str | None = None, output: str | os.PathLike = "runs/demo
     start = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
-    output = Path(output).expanduser()
+    output = checked_path(output, "output")
     check_report_folder(output, COMMAND, ("report.md", "*.png"))
     scale = PLANS["quick" if quick else "full"]
     folder = str(imagenette.find_or_download(data_arg))

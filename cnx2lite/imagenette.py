@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torchvision.datasets import Imagenette
 
+from .arguments import checked_path
 from .data import SPLITS, DataNotFoundError, find_image_folder, how_to_get_data, resolve_data_root
 
 # torchvision's Imagenette archives extract to <root>/<archive stem>/{train,val}/<wnid>/*.JPEG
@@ -17,7 +18,7 @@ def download_imagenette(root: Path, size: str = "320px") -> Path:
     (``root/imagenette2-320`` for size '320px'), usable as ``--data``. Raises DataNotFoundError when offline."""
     if size not in IMAGENETTE_DIRS:
         raise ValueError(f"size must be one of {tuple(IMAGENETTE_DIRS)}, got {size!r}")
-    root = Path(root).expanduser()
+    root = checked_path(root, "root")
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"cannot download into {root}: it is a file; pass a folder with --data")
     created = [folder for folder in (root, *root.parents) if not folder.exists()]  # deepest first

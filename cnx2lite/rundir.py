@@ -275,7 +275,7 @@ def run_directory_of(path: str | os.PathLike) -> Path | None:
     """The training run folder that holds ``path`` (``path`` itself or a folder above it, links resolved): one with a
     checkpoint, a snapshot or a run's ``config.json`` (a ``.lock`` alone says nothing: pytest's temp folders have
     one); None outside every run. What must not be written into by anything but its run (exports, saved models)."""
-    path = Path(path).expanduser().resolve()
+    path = Path(os.path.expanduser(path)).resolve()  # an unknown ~user's path is no run's
     return next((folder for folder in (path, *path.parents) if _holds_run(folder)), None)
 
 

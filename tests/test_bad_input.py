@@ -98,6 +98,12 @@ CASES = [  # (arguments, text the one-line message must contain)
      "min_lr=0.5 is above the peak lr 3.125e-05 (base_lr x effective batch 8 / 256)"),
     (["pretrain", "--backend", "bogus", "--show-config"], "backend must be one of 'dense', 'gather', 'minkowski'"),
     (["finetune", "--device", "tpu", "--show-config"], "device must be auto, cpu, cuda or cuda:N; got 'tpu'"),
+    # a ~user this system does not have: pathlib's bare RuntimeError was an internal error (round 13)
+    (["finetune", "--data", "~nosuchuser/d1"], "data ~nosuchuser/d1: no user 'nosuchuser' to expand '~nosuchuser'"),
+    (["finetune", "--output", "~nosuchuser/runs"], "output ~nosuchuser/runs: no user 'nosuchuser'"),
+    (["finetune", "--pretrained", "~nosuchuser/x.pt"], "pretrained ~nosuchuser/x.pt: no user 'nosuchuser'"),
+    (["eval", "--checkpoint", "~nosuchuser/run"], "checkpoint ~nosuchuser/run: no user 'nosuchuser'"),
+    (["probe", "--checkpoint", "random", "--data", "~nosuchuser/d1"], "data ~nosuchuser/d1: no user 'nosuchuser'"),
     (["probe", "--checkpoint", "random", "--temperature", "inf"],  # an unweighted vote that would say nothing
      "argument --temperature: must be a finite number > 0, got inf"),
 ]
@@ -332,7 +338,7 @@ def _path_taking_calls(value, tmp_path) -> dict:
             "evaluate_checkpoint": ("checkpoint", lambda: evaluate_checkpoint(value)),
             "evaluate_checkpoint data_root": ("data_root", lambda: evaluate_checkpoint(str(tmp_path / "run"),
                                                                                        data_root=value)),
-            "load_config": ("path", lambda: load_config(value, "finetune"))}
+            "load_config": ("config", lambda: load_config(value, "finetune"))}
 
 
 @pytest.mark.parametrize("call", ["load_model", "read_weights", "save_pretrained", "evaluate_checkpoint",

@@ -153,7 +153,7 @@ def _os_message(error: OSError, args: argparse.Namespace) -> str:
     named = {f"--{name.replace('_', '-')}": value for name, value in vars(args).items()
              if name not in ("command", "run")}
     named |= getattr(args, "paths_from_config", {})
-    given = {label: Path(os.fspath(value)).expanduser().absolute() for label, value in named.items()
+    given = {label: Path(os.path.expanduser(os.fspath(value))).absolute() for label, value in named.items()
              if isinstance(value, (str, os.PathLike)) and value}
     closest = sorted((label for label, value in given.items() if value in (path, *path.parents)),
                      key=lambda label: -len(given[label].parts))

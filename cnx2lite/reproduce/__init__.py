@@ -47,6 +47,7 @@ from pathlib import Path
 
 from .. import data
 from ..amp import resolve_device
+from ..arguments import checked_path
 from ..bootstrap import RESAMPLES
 from ..masking import effective_mask_ratio
 from ..report_folder import check_report_folder, claim_report_folder
@@ -77,11 +78,11 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
     scale = SCALES[scale_name]
     scale = dataclasses.replace(scale, finetune_seeds=seeds or scale.finetune_seeds,
                                 pretrain_seeds=pretrain_seeds or scale.pretrain_seeds)
-    output = Path(output or f"runs/reproduce-{scale_name}").expanduser()
+    output = checked_path(output or f"runs/reproduce-{scale_name}", "output")
     check_report_folder(output, COMMAND, REPORT_FILES)
     start = time.perf_counter()
     deadline = None if hours is None else time.monotonic() + hours * 3600
-    records = Records(Path(records).expanduser() if records else output / RECORDS_FOLDER)
+    records = Records(checked_path(records, "records") if records else output / RECORDS_FOLDER)
     records.check_writable()  # before any training, creating nothing
     folder = data.find_image_folder(data.resolve_data_root(data_arg))
     check_enough_images(scale, folder)

@@ -13,7 +13,7 @@ import numpy as np
 from timm.data import create_transform
 
 from ..amp import AMP_MODES, check_device_name
-from ..arguments import typed
+from ..arguments import expand_user, typed
 from ..data import SELECTIONS
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..masking import check_mask_ratio
@@ -69,7 +69,7 @@ def check_config(config: Any) -> None:
             raise ValueError(f"{name} is an empty path: give a path, or leave it out")
     for name in PATH_FIELDS:  # '~' as bash leaves it in --output=~/runs: the home folder, as for --data
         if isinstance(getattr(config, name), str) and getattr(config, name).startswith("~"):
-            setattr(config, name, os.path.expanduser(getattr(config, name)))
+            setattr(config, name, expand_user(getattr(config, name), name))
     if config.eval_split == "tune" and not config.tune_fraction:
         raise ValueError("eval_split='tune' needs a tuning split: set tune_fraction > 0 (e.g. 0.1)")
     if config.rand_augment is not None:

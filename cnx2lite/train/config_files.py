@@ -21,7 +21,7 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     """A run's saved ``config.json`` replayed exactly: the config as the run asked for it (its ``requested`` entry:
     ``base_lr``, ``global_batch``, ... before they were resolved, so overriding one re-derives the rest; older files
     without it replay their resolved fields), with ``overrides`` on top, e.g. another ``name``."""
-    path = checked_path(path, "path")  # '~' expanded, as bash leaves it in --config=~/run/config.json
+    path = checked_path(path, "config")  # '~' expanded, as bash leaves it in --config=~/run/config.json
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError (a checkpoint, an image) are ValueErrors
