@@ -413,3 +413,23 @@ def test_intervals_beyond_the_runs_steps_and_a_rounded_mask_ratio_are_named(tmp_
         "mask_ratio 0.3 masks 50.0% of each image at 64x64 px: the grid of 32 px cells keeps int(cells x (1 - "
         "mask_ratio)) of them visible"]
     assert PretrainTask(load_preset("smoke", task="pretrain", mask_ratio=0.5)).notes() == []
+
+
+def test_a_closed_terminal_stops_a_run_as_sigterm_does_unless_nohup_ignores_it(capsys):
+    """SIGHUP (the ssh session closed) killed a run with no checkpoint (round 13's SG_hup): it now asks for the stop
+    and save; under ``nohup`` (SIGHUP ignored) it stays ignored."""
+    import signal
+
+    from cnx2lite.train.resume import graceful_stop
+
+    with graceful_stop() as flag:
+        signal.raise_signal(signal.SIGHUP)
+    assert flag.requested and flag.signal == signal.SIGHUP
+    assert "SIGHUP: stopping after this step and saving a checkpoint\n" == capsys.readouterr().err
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with graceful_stop() as flag:
+            signal.raise_signal(signal.SIGHUP)
+        assert not flag.requested and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

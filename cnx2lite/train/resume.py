@@ -223,8 +223,9 @@ class StopFlag:
 
 @contextlib.contextmanager
 def graceful_stop() -> Iterator[StopFlag]:
-    """SIGINT (Ctrl-C, a notebook's interrupt) and SIGTERM (schedulers' preemption) ask the loop to
-    stop after the current step and save; a second Ctrl-C interrupts at once."""
+    """SIGINT (Ctrl-C, a notebook's interrupt), SIGTERM (schedulers' preemption) and SIGHUP (the terminal or ssh
+    session closed; left ignored under ``nohup``) ask the loop to stop after the current step and save; a second Ctrl-C
+    interrupts at once."""
     flag = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -238,7 +239,8 @@ def graceful_stop() -> Iterator[StopFlag]:
         tqdm.write(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint{again}",
                    file=sys.stderr)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    hangup = [signal.SIGHUP] if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN else []
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, *hangup)}
     try:
         yield flag
     finally:
