@@ -12,6 +12,7 @@ import functools
 import inspect
 import numbers
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -19,6 +20,7 @@ import numpy as np
 
 SIMPLE_KINDS = {"bool", "int", "float", "str", "None"}  # what checked_arguments converts; other annotations pass
 PATH_KINDS = {"os.PathLike", "Path"}
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # https://, s3://, file://
 F = TypeVar("F", bound=Callable)
 
 
@@ -34,7 +36,11 @@ def checked_path(value: Any, name: str) -> Path:
 
 def expand_user(path: str, name: str) -> str:
     """``path`` with a leading ``~`` or ``~user`` expanded; a ValueError naming ``name`` for a user this system does
-    not have (pathlib raises a bare RuntimeError, ``os.path`` leaves the ``~`` in the path)."""
+    not have (pathlib raises a bare RuntimeError, ``os.path`` leaves the ``~`` in the path), or for a URL (nothing is
+    fetched from one: it would be read as a folder named ``https:``)."""
+    if URL.match(path):
+        raise ValueError(f"{name} {path}: a URL, and paths are read from disk only: download the file first (a "
+                         "released model is fetched by its name, e.g. convnextv2_atto.fcmae)")
     expanded = os.path.expanduser(path)
     if expanded.startswith("~"):
         user = expanded[1:].split(os.sep, 1)[0]

@@ -104,6 +104,9 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["finetune", "--pretrained", "~nosuchuser/x.pt"], "pretrained ~nosuchuser/x.pt: no user 'nosuchuser'"),
     (["eval", "--checkpoint", "~nosuchuser/run"], "checkpoint ~nosuchuser/run: no user 'nosuchuser'"),
     (["probe", "--checkpoint", "random", "--data", "~nosuchuser/d1"], "data ~nosuchuser/d1: no user 'nosuchuser'"),
+    (["finetune", "--pretrained", "https://example.com/x.pt"], "pretrained https://example.com/x.pt: a URL, and paths "
+     "are read from disk only: download the file first"),
+    (["eval", "--checkpoint", "s3://bucket/run"], "checkpoint s3://bucket/run: a URL"),
     (["probe", "--checkpoint", "random", "--temperature", "inf"],  # an unweighted vote that would say nothing
      "argument --temperature: must be a finite number > 0, got inf"),
 ]

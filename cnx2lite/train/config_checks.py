@@ -67,8 +67,8 @@ def check_config(config: Any) -> None:
     for name in ("data", "pretrained", "init_encoder"):  # an unset $VAR in a script: never "the default"
         if getattr(config, name) == "":
             raise ValueError(f"{name} is an empty path: give a path, or leave it out")
-    for name in PATH_FIELDS:  # '~' as bash leaves it in --output=~/runs: the home folder, as for --data
-        if isinstance(getattr(config, name), str) and getattr(config, name).startswith("~"):
+    for name in PATH_FIELDS:  # '~' as bash leaves it in --output=~/runs: the home folder, as for --data; no URL
+        if isinstance(getattr(config, name), str):
             setattr(config, name, expand_user(getattr(config, name), name))
     if config.eval_split == "tune" and not config.tune_fraction:
         raise ValueError("eval_split='tune' needs a tuning split: set tune_fraction > 0 (e.g. 0.1)")
