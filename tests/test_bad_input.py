@@ -107,6 +107,10 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["finetune", "--pretrained", "https://example.com/x.pt"], "pretrained https://example.com/x.pt: a URL, and paths "
      "are read from disk only: download the file first"),
     (["eval", "--checkpoint", "s3://bucket/run"], "checkpoint s3://bucket/run: a URL"),
+    # an argument no flag takes: refused by the subcommand it was given to, naming a bare flag before it
+    (["finetune", "--cache-images", "false"], "cnx2lite finetune: unrecognized arguments: false (--cache-images takes "
+     "no value; its opposite is --no-cache-images) (see cnx2lite finetune --help)"),
+    (["bench", "train", "--nope"], "cnx2lite bench train: unrecognized arguments: --nope (see cnx2lite bench train"),
     (["probe", "--checkpoint", "random", "--temperature", "inf"],  # an unweighted vote that would say nothing
      "argument --temperature: must be a finite number > 0, got inf"),
 ]

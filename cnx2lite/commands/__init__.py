@@ -23,7 +23,7 @@ import tempfile
 import traceback
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -42,6 +42,33 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):
+        """As argparse's, but an argument no flag takes is refused by the (sub)command it was given to, naming the
+        flag before it where that flag takes no value (``--cache-images false``)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._innermost(parsed)
+            given = list(sys.argv[1:] if args is None else args)
+            before = given[given.index(extras[0]) - 1] if extras[0] in given[1:] else None
+            hint = ""
+            for action in (a for a in command._actions if before in a.option_strings and a.nargs == 0):
+                hint = f" ({before} takes no value"
+                if isinstance(action, argparse.BooleanOptionalAction) and not before.startswith("--no-"):
+                    hint += f"; its opposite is --no-{before[2:]}"
+                hint += ")"
+            command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+    def _innermost(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The parser of the subcommand ``parsed`` ran (``cnx2lite bench train``'s), else this one."""
+        parser = self
+        while chosen := [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]:
+            name = getattr(parsed, chosen[0].dest, None)
+            if name not in chosen[0].choices:
+                break
+            parser = chosen[0].choices[name]
+        return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
