@@ -149,7 +149,7 @@ def test_a_config_json_without_its_requested_entry_replays_its_settings(folder, 
     assert (replayed.seed, replayed.epochs, replayed.lr) == (saved["seed"], saved["epochs"], saved["lr"])
 
 
-def test_a_new_run_never_writes_over_another_run_s_record(folder, tmp_path, one_thread):
+def test_a_new_run_never_writes_over_another_run_s_record(folder, tmp_path, one_thread, capsys):
     run = dict(data=str(folder), output=str(tmp_path / "runs"), **SMALL)
     pretrain("smoke", **run, name="p")
     for checkpoint in (tmp_path / "runs" / "p").glob("checkpoint-*.pt"):
@@ -166,6 +166,10 @@ def test_a_new_run_never_writes_over_another_run_s_record(folder, tmp_path, one_
     with pytest.raises(FileExistsError, match=r"it logged 2 finished epoch\(s\), whose results a new run would"):
         pretrain("smoke", **run, name="p")  # the identical command: the finished results stay
     assert (tmp_path / "runs" / "p" / "metrics.csv").read_text() == metrics
+    capsys.readouterr()
+    with pytest.raises(FileExistsError, match="holds the record of another run"):  # one error, no "starting" first
+        pretrain("smoke", **run, name="p", resume="auto")
+    assert "starting a new run" not in capsys.readouterr().out
 
 
 def test_a_run_folder_inside_another_run_is_refused(folder, tmp_path, one_thread):

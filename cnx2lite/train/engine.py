@@ -41,7 +41,6 @@ from .optim import build_optimizer, cosine_lr
 from .resume import (
     Position,
     StopFlag,
-    check_record,
     check_resumable,
     checkpoint_to_resume,
     graceful_stop,
@@ -180,11 +179,9 @@ class Trainer:
         read: dict = {}  # the checkpoint rank 0 read while choosing, not read twice
 
         def choose() -> str | None:
-            path, read["checkpoint"] = checkpoint_to_resume(self.run_dir, c.resume, self.log)
-            if path is None:  # a new run: never over another run's record, never without its start weights
-                check_record(self.run_dir, c)
-                if self.task.config.start != c.start:
-                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), c.start)
+            path, read["checkpoint"] = checkpoint_to_resume(self.run_dir, c, self.log)
+            if path is None and self.task.config.start != c.start:  # a new run never starts without its start weights
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), c.start)
             return path
 
         path = run_on_main(choose)

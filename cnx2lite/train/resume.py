@@ -58,10 +58,12 @@ def changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
             if name not in RUNTIME_FIELDS and name in saved and as_json(saved[name]) != current[name]]
 
 
-def checkpoint_to_resume(run_dir: RunDir, resume: str | None,
+def checkpoint_to_resume(run_dir: RunDir, config: TrainConfig,
                          log: Callable[[str], None]) -> tuple[str, dict | None] | tuple[None, None]:
-    """Which checkpoint a run continues (``resume``: None, ``"auto"`` or a path), and its content when it was read to
-    decide. A run directory that already holds checkpoints is never started over silently."""
+    """Which checkpoint a run continues (``config.resume``: None, ``"auto"`` or a path), and its content when it was
+    read to decide. A run directory that already holds checkpoints, or another run's record (:func:`check_record`), is
+    never started over silently."""
+    resume = config.resume
     if resume is None and run_dir.latest_checkpoint():
         raise FileExistsError(f"{run_dir} already holds checkpoints of a run: pass resume='auto' "
                               "(--resume auto) to continue it, or choose another name/output")
@@ -71,8 +73,11 @@ def checkpoint_to_resume(run_dir: RunDir, resume: str | None,
         except ValueError as e:  # none of them loads
             raise ResumeMismatchError(str(e)) from None
         if found[0] is None:  # a mistyped name starts a new run: say so, in case it was meant to continue one
+            check_record(run_dir, config)  # before saying so: a folder holding another run's record is refused
             log(f"resume auto: no checkpoint in {run_dir}: starting a new run")
         return found
+    if resume is None:
+        check_record(run_dir, config)
     return resume, None
 
 
