@@ -125,7 +125,8 @@ def replayed_images_differ(path: str | Path, fingerprint: str, overrides: dict[s
     if recorded in (None, fingerprint) or set(overrides) & set(SUBSET_SETTINGS):
         return None
     return (f"config: the images differ from those the run of {path} trained on (files added, removed, replaced or "
-            "relabeled since, or another folder): this replay is not the same experiment")
+            f"relabeled since, another folder, or the settings that choose them edited in the file: "
+            f"{', '.join(SUBSET_SETTINGS)}): this replay is not the same experiment")
 
 
 SUBSET_SETTINGS = ("num_classes", "images_per_class", "image_selection", "seed", "tune_fraction")  # pick the images
