@@ -64,7 +64,10 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:  # e.g. a folder where the file goes: about path, which the error names alone
+            raise OSError(e.errno, e.strerror, str(path)) from None
     finally:
         with contextlib.suppress(OSError):  # none left (a read-only folder refuses even that unlink), or an orphan
             tmp.unlink()

@@ -287,7 +287,7 @@ def test_a_replay_on_other_images_says_so(folder, tmp_path, capsys, one_thread):
     assert stop.value.code == 0
     err = capsys.readouterr().err
     assert f"warning: config: the images differ from those the run of {record} trained on" in err
-    assert "or the settings that choose them edited in the file: num_classes, images_per_class" in err  # (CE3_tune_half)
+    assert "or the settings that choose them edited in the file: num_classes, images_per_class" in err
     with pytest.raises(SystemExit):  # another subset asked for: other images are what the user chose
         main(["finetune", "--config", str(record), "--name", "other-seed", "--seed", "3"])
     assert "warning: config" not in capsys.readouterr().err  # (the short class is still named)

@@ -155,6 +155,24 @@ def test_a_run_file_is_written_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in run.path.iterdir()) == ["config.json", "metrics.csv"]  # no temporary file left
 
 
+def test_a_folder_where_a_run_file_goes_is_named_under_the_flag_that_holds_it(tmp_path):
+    """Not '--output runs/ftW/metrics.csv' (a path the user never gave), nor the temporary file (round 13's
+    RS_curves_dir)."""
+    import argparse
+
+    from cnx2lite.commands import _os_message
+
+    run = RunDir(tmp_path / "runs" / "ftW")
+    run.create()
+    (run.path / "metrics.csv").mkdir()
+    with pytest.raises(IsADirectoryError) as error:
+        run.write_metrics([])
+    args = argparse.Namespace(command="finetune", output=str(tmp_path / "runs"))
+    assert _os_message(error.value, args) == (f"{run.path / 'metrics.csv'} (under --output {tmp_path / 'runs'}): "
+                                              "is a folder where a file must be")
+    assert [p.name for p in run.path.iterdir()] == ["metrics.csv"]
+
+
 @pytest.mark.parametrize("planted", ["curves.png", "reconstruction.png", "reconstructions"])
 def test_a_runs_figures_never_follow_a_planted_symlink(planted, images, tmp_path):
     """Figures are run files too: a link in place of one (or of the reconstructions folder) is refused, its target

@@ -175,7 +175,7 @@ def _is_raw_os_error(error: BaseException) -> bool:
 def _os_message(error: OSError, args: argparse.Namespace) -> str:
     """A raw OSError as the argument that named the path (the flag whose value is it or a folder above it, or the
     replayed config's field: ``args.paths_from_config``), the path and what is wrong with it, e.g. ``--output runs/x:
-    exists and is not a folder``."""
+    exists and is not a folder``, or ``runs/x/curves.png (under --output runs): is a folder where a file must be``."""
     path = Path(os.fspath(error.filename)).absolute()
     named = {f"--{name.replace('_', '-')}": value for name, value in vars(args).items()
              if name not in ("command", "run")}
@@ -184,9 +184,12 @@ def _os_message(error: OSError, args: argparse.Namespace) -> str:
              if isinstance(value, (str, os.PathLike)) and value}
     closest = sorted((label for label, value in given.items() if value in (path, *path.parents)),
                      key=lambda label: -len(given[label].parts))
-    culprit = f"{closest[0]} " if closest else ""
     reason = OS_REASONS.get(error.errno, error.strerror or "cannot be used")
-    return f"{culprit}{error.filename}: {reason}"
+    if not closest:
+        return f"{error.filename}: {reason}"
+    if given[closest[0]] == path:
+        return f"{closest[0]} {error.filename}: {reason}"
+    return f"{error.filename} (under {closest[0]} {named[closest[0]]}): {reason}"  # a file the command made there
 
 
 def _save_traceback(command: str) -> Path:
