@@ -113,10 +113,13 @@ def check_free_space(path: Path, needed: int) -> None:
 
 
 def print_line(message: str) -> None:
-    """``tqdm.write(message)`` (it keeps progress bars whole), or nothing once stdout's reader has gone (``... | head
-    -1``): stdout then goes to /dev/null, and a training run goes on instead of stopping on a broken pipe."""
+    """``tqdm.write(message)`` (it keeps progress bars whole), flushed: a log line reaches a file or pipe when it is
+    written, and a stdout that cannot take it (``> /dev/full``) fails here, not after the run has written its files.
+    Nothing once stdout's reader has gone (``... | head -1``): stdout then goes to /dev/null, and a training run goes
+    on instead of stopping on a broken pipe."""
     try:
         tqdm.write(message)
+        sys.stdout.flush()
     except BrokenPipeError:
         to_devnull(sys.stdout)
 

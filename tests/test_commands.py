@@ -196,6 +196,20 @@ def test_a_full_stdout_is_named_as_stdout_not_as_a_full_disk_for_the_run(args, t
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("command", [["finetune"], ["transfer", "--task", "segment", "--composites", "4",
+                                                    "--val-composites", "2"]])
+def test_a_training_run_to_a_full_stdout_stops_before_it_writes_its_folder(command, folder, tmp_path):
+    """The run says what it is before it writes config.json: transfer, which decodes nothing first, left its folder
+    (round 14's SN_transfer_devfull)."""
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "-m", "cnx2lite", *command, "--preset", "smoke", "--batch-size", "2",
+                              "--data", str(folder), "--output", str(tmp_path / "runs"), "--name", "full"],
+                             stdout=full, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr == "error: cannot write to stdout (No space left on device)\n", run.stderr
+    assert not (tmp_path / "runs" / "full").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_a_stderr_that_cannot_be_written_loses_the_warning_not_the_run(tmp_path):
     folder = make_image_folder(tmp_path / "images", train=8, val=4)
     command = [sys.executable, "-m", "cnx2lite", "probe", "--checkpoint", "random", "--data", str(folder),

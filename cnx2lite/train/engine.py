@@ -148,11 +148,7 @@ class Trainer:
     def _run(self) -> RunResult:
         c = self.config
         self._maybe_resume()
-        if self.position.epoch < c.epochs:  # a finished run's record is never rewritten (e.g. by a re-run elsewhere)
-            self.decode_images()
-            self._write_config()
-            self.run_log.open(self.position.global_step)  # TensorBoard's events after this step are of lost steps
-        start = c.start
+        start = c.start  # what the run is, said before it writes (stdout that cannot take it stops it here)
         self.log(f"{self.task.name} {c.model} on {len(self.train_set)} {self.task.samples} "
                  f"({len(self.train_set.classes)} classes, {'x'.join(map(str, transforms.image_hw(c.img_size)))} px), "
                  f"{c.epochs} epochs x {self.steps_per_epoch} steps, effective batch {c.global_batch}, lr {c.lr:.3g}, "
@@ -162,6 +158,10 @@ class Trainer:
             self.log(note)
         if self.dist.is_main:
             self.data.warn()
+        if self.position.epoch < c.epochs:  # a finished run's record is never rewritten (e.g. by a re-run elsewhere)
+            self.decode_images()
+            self._write_config()
+            self.run_log.open(self.position.global_step)  # TensorBoard's events after this step are of lost steps
         with graceful_stop() as self.stop:
             while self.position.epoch < c.epochs:
                 if not self._train_epoch():
