@@ -58,14 +58,20 @@ def walk_folders(folder: str | os.PathLike) -> Iterator[tuple[str, str, list[str
         yield dirpath, real, filenames
 
 
+def leads_outside(path: str | os.PathLike, folder: str | os.PathLike) -> str | None:
+    """Where ``path`` really is (links resolved) when that is outside ``folder``; None when it is inside. What keeps a
+    split's files to its own folder: a link into another split or data set would be read as this one's."""
+    root, real = os.path.realpath(folder), os.path.realpath(path)
+    return real if os.path.commonpath([root, real]) != root else None
+
+
 def list_images(folder: Path, confined: bool = False) -> list[str]:
     """Image files under ``folder`` (recursively, hidden files skipped, each folder once: :func:`walk_folders`),
     sorted; a file reached twice is listed once. ``confined`` (a class folder): a link that leads outside ``folder`` is
     refused, as its images would take this class's label."""
-    root = os.path.realpath(folder)
     seen_files, paths = set(), []
     for dirpath, real, filenames in walk_folders(folder):
-        if confined and os.path.commonpath([root, real]) != root:
+        if confined and leads_outside(real, folder):
             raise ValueError(f"{dirpath} links to {real}, outside the class folder {folder}: its images would be "
                              "labeled with this class; remove the link or copy the images in")
         for name in filenames:
@@ -73,7 +79,7 @@ def list_images(folder: Path, confined: bool = False) -> list[str]:
             if name.startswith(".") or not name.lower().endswith(IMG_EXTENSIONS):
                 continue
             real_file = os.path.realpath(path)
-            if confined and os.path.commonpath([root, real_file]) != root:
+            if confined and leads_outside(real_file, folder):
                 raise ValueError(f"{path} links to {real_file}, outside the class folder {folder}: it would be "
                                  "labeled with this class; remove the link or copy the image in")
             if real_file not in seen_files:

@@ -329,6 +329,19 @@ def test_an_ade20k_annotation_that_cannot_label_its_image_is_refused(tmp_path, a
         ADE20K(folder, "val", 32)[1]
 
 
+@pytest.mark.parametrize("kind", ["annotations", "images"])
+def test_an_ade20k_file_that_links_outside_its_split_is_refused(tmp_path, kind):
+    """A training annotation linked to the validation one (or to another data set's) was read as this split's (round
+    14's TF_ade_annlink); COCO and class folders refuse the same."""
+    folder = write_ade20k(tmp_path / "ade")
+    linked = folder / kind / "training" / "ADE_000.png"
+    linked.unlink()
+    linked.symlink_to(folder / kind / "validation" / "ADE_000.png")
+    with pytest.raises(ValueError, match=f"ADE_000.png links to .*validation/ADE_000.png, outside .*{kind}/training: a "
+                                         "split reads only its own files"):
+        ADE20K(folder, "train", 32, num_classes=3, train=True)
+
+
 @pytest.mark.parametrize("task_type", [SegmentTask, DetectTask])
 def test_a_transfer_models_backbone_is_a_weights_source(images, tmp_path, task_type):
     """A segmentation or detection checkpoint gives its backbone to fine-tuning, probing or another transfer."""

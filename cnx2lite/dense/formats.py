@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
 from torchvision.transforms import v2
 
 from .. import transforms
-from ..image_files import IMG_EXTENSIONS
+from ..image_files import IMG_EXTENSIONS, leads_outside
 from ..images import load_image, oriented_size
 
 IGNORE_INDEX = -1  # ADE20K's label 0 ("other") and classes past num_classes (mmsegmentation's 255 is a class past 255)
@@ -70,6 +69,11 @@ class ADE20K(Dataset):
         if unlabeled:
             raise ValueError(f"{len(unlabeled)} image(s) of {images} have no annotation PNG, e.g. "
                              f"{folder / unlabeled[0]}")
+        for image_path, label in self.samples:  # a link into another split or data set would be read as this one's
+            for file, split_folder in ((Path(image_path), images), (folder / label, annotations)):
+                if (real := leads_outside(file, split_folder)) is not None:
+                    raise ValueError(f"{file} links to {real}, outside {split_folder}: a split reads only its own "
+                                     "files; remove the link or copy the file in")
         self.classes = [f"ADE20K class {k}" for k in range(1, num_classes + 1)]
         self.transform = _geometry(size, train)
         for image_path, label_path in self.samples:  # headers only: a bad file stops the run before it trains
@@ -231,11 +235,10 @@ def check_coco_json(path: Path, images: Path) -> None:
                              f"width {image_sizes[annotation['image_id']]}")
         if not isinstance(polygons, (list, dict)):
             raise ValueError(f"{where}: segmentation must be a list of polygons or an RLE dict")
-    root = os.path.realpath(images)
     for image_id, file_name in image_ids.items():
         if not isinstance(file_name, str) or not (images / file_name).is_file():
             raise ValueError(f"{path} names the image {images / str(file_name)}, which is not a file")
-        if os.path.commonpath([root, os.path.realpath(images / file_name)]) != root:  # '../val2017/', '/elsewhere/'
+        if leads_outside(images / file_name, images):  # '../val2017/', '/elsewhere/', a link
             raise ValueError(f"{path}: image {image_id}'s file_name {file_name!r} is not a file of {images}: a "
                              "split reads only its own folder's images")
 
