@@ -66,7 +66,7 @@ def typed(name: str, annotation: str, value: Any) -> Any:
         return int(value)
     elif isinstance(value, (str, os.PathLike)) and "str" in kinds:
         return os.fspath(value)  # a path given as a Path
-    elif isinstance(value, tuple) and (of := [kind for kind in kinds if kind.startswith("tuple[")]):
+    elif isinstance(value, (tuple, list)) and (of := [kind for kind in kinds if kind.startswith("tuple[")]):
         element = of[0].removeprefix("tuple[").partition(",")[0]  # img_size and betas: ranges are checked by callers
         return tuple(typed(f"{name}[{i}]", element, v) for i, v in enumerate(value))
     raise ValueError(f"{name} must be {annotation.replace(' | ', ' or ')}, got {value!r} ({type(value).__name__})")
@@ -74,15 +74,15 @@ def typed(name: str, annotation: str, value: Any) -> Any:
 
 def checked_arguments(function: F) -> F:
     """Check a public function's arguments by its annotations as it is called: a parameter declared with only
-    ``bool``/``int``/``float``/``str``/``None`` goes through :func:`typed`, one that takes a path through
-    :func:`checked_path` (kept as given); any other annotation passes as it is."""
+    ``bool``/``int``/``float``/``str``/``None`` (or tuples of them) goes through :func:`typed`, one that takes a path
+    through :func:`checked_path` (kept as given); any other annotation passes as it is."""
     signature = inspect.signature(function)
     checks = {}
     for name, parameter in signature.parameters.items():
         kinds = {kind.strip() for kind in str(parameter.annotation).split("|")}
         if kinds & PATH_KINDS and kinds <= SIMPLE_KINDS | PATH_KINDS:
             checks[name] = _path_check(name, "None" in kinds)
-        elif parameter.annotation is not inspect.Parameter.empty and kinds <= SIMPLE_KINDS:
+        elif parameter.annotation is not inspect.Parameter.empty and all(_simple(kind) for kind in kinds):
             checks[name] = functools.partial(typed, name, str(parameter.annotation))
 
     @functools.wraps(function)
@@ -94,6 +94,12 @@ def checked_arguments(function: F) -> F:
         return function(*bound.args, **bound.kwargs)
 
     return checked
+
+
+def _simple(kind: str) -> bool:
+    """A kind :func:`typed` converts: bool, int, float, str, None, or a tuple of them (``tuple[int, int]``)."""
+    return kind in SIMPLE_KINDS or (kind.startswith("tuple[") and all(
+        element.strip() in SIMPLE_KINDS for element in kind.removeprefix("tuple[").removesuffix("]").split(",")))
 
 
 def _path_check(name: str, optional: bool) -> Callable[[Any], Any]:

@@ -111,6 +111,8 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["finetune", "--cache-images", "false"], "cnx2lite finetune: unrecognized arguments: false (--cache-images takes "
      "no value; its opposite is --no-cache-images) (see cnx2lite finetune --help)"),
     (["bench", "train", "--nope"], "cnx2lite bench train: unrecognized arguments: --nope (see cnx2lite bench train"),
+    (["probe", "--checkpoint", "random", "--images-per-class", "nine"], "argument --images-per-class: invalid int "
+     "value: 'nine'"),
     (["probe", "--checkpoint", "random", "--temperature", "inf"],  # an unweighted vote that would say nothing
      "argument --temperature: must be a finite number > 0, got inf"),
 ]
@@ -191,6 +193,10 @@ API_CASES = [  # (call, exception type, text the message must contain)
      "source must be a file, a run folder, a released name or a state dict; got int"),
     (lambda: load_pretrained("convnextv2_atto", "convnextv2_atto.fcmae"), ValueError,
      "model must be a ConvNeXtV2 (e.g. cnx2lite.create_model('convnextv2_atto')); got str"),
+    # round 14: the function is the task; a range torch would name in its own words
+    (lambda: finetune("smoke", task="pretrain"), ValueError, "task 'pretrain' given to finetune(): it runs task="),
+    (lambda: evaluate_checkpoint("run", batch_size=0), ValueError, "batch_size must be >= 1 and num_workers"),
+    (lambda: export_checkpoint("random", "onnx", img_size=(64, 6.5)), ValueError, "img_size[1] must be int, got 6.5"),
 ]
 
 
@@ -216,6 +222,14 @@ def test_the_api_takes_numpy_integers_as_what_they_hold():
     assert create_model("convnextv2_atto", num_classes=np.int64(3)).num_classes == 3
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         random_mask(True, 64)
+
+
+def test_none_is_all_on_every_command_that_defaults_to_all():
+    """probe's --images-per-class none was an invalid int while training took it (round 14: PR_linear_ipc_none)."""
+    from cnx2lite.commands import build_parser
+    for command in (["probe", "--checkpoint", "random"], ["finetune"]):
+        args = build_parser().parse_args([*command, "--images-per-class", "none", "--num-classes", "None"])
+        assert args.images_per_class is None and args.num_classes is None
 
 
 def test_a_list_flag_measures_each_value_once():

@@ -84,16 +84,21 @@ def test_config_replays_a_saved_run_exactly(images, tmp_path, capsys):
     (tmp_path / "null.json").write_text("null")
     with pytest.raises(ValueError, match=r"null.json is not a finetune config.json \(it holds NoneType\)"):
         load_config(tmp_path / "null.json", "finetune")
+    (tmp_path / "deep.json").write_text("[" * 100_000)  # json's parser recurses: not an internal error
+    with pytest.raises(ValueError, match=r"cannot read .*deep.json as a run's config.json \(RecursionError"):
+        load_config(tmp_path / "deep.json", "finetune")
     record = json.loads(saved.read_text())
     for edit, message in ((dict(epochs=7), r"disagrees with itself \(epochs: 7 at the top level, 1 from 'requested'"),
                           (dict(requested={**record["requested"], "epochs": 7}), r"epochs: 1 at the top level, 7 from"),
                           (dict(requested={**record["requested"], "epoch": 7}),
                            r"unknown field\(s\) epoch in 'requested'"),
-                          (dict(mask_ration=0.9), r"unknown field\(s\) mask_ration in ")):
+                          (dict(mask_ration=0.9), r"unknown field\(s\) mask_ration in "),
+                          (dict(batch_size=-4, requested={**record["requested"], "batch_size": -4}),  # (CE4_bs_neg_ovr)
+                           r"^config: .*edited.json: batch_size must be >= 1, got -4 \(a value of the file itself")):
         edited = tmp_path / "edited.json"  # a hand edit the replay would not read is refused, not dropped
         edited.write_text(json.dumps({**record, **edit}))
         with pytest.raises(ValueError, match=message):
-            load_config(edited, "pretrain")
+            load_config(edited, "pretrain", batch_size=4)  # a flag's value does not mend the file's
 
 
 # ------------------------------------------------------------------------------------ a run folder is a closed room

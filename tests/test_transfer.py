@@ -290,6 +290,7 @@ def _edited_coco(root: Path, edit) -> Path:
     (lambda c: c["annotations"][0].update(category_id=99), "annotation 1 names category id 99"),
     (lambda c: c["annotations"][0].update(segmentation=[[1, 1, 2, 2]]), "polygon of fewer than 3 points"),
     (lambda c: c["images"][0].update(file_name="gone.jpg"), "gone.jpg, which is not a file"),
+    (lambda c: c["images"][1].update(file_name="./0.jpg"), r"several images name the same file_name \(0.jpg\)"),
     (lambda c: c["images"][0].update(file_name="../train2017/0.jpg"),  # a training image scored, or the reverse
      r"image 1's file_name '../train2017/0.jpg' is not a file of .*val2017: a split reads only its own"),
     (lambda c: c["images"][0].update(file_name=str(Path(__file__).resolve())),  # another data set's, absolute

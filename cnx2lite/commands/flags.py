@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Callable
+from typing import Any, Callable
 
 from .. import data
 
@@ -18,6 +18,15 @@ def positive(kind: type) -> Callable[[str], int | float]:
         return value
     parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
     return parse
+
+
+def or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``type=or_none(positive(int))``: ``none`` (any case) is None, as a setting's default "all" is spelled on every
+    command; anything else goes to ``parse``."""
+    def parse_or_none(text: str):
+        return None if text.lower() == "none" else parse(text)
+    parse_or_none.__name__ = parse.__name__  # argparse names the type in "invalid int value"
+    return parse_or_none
 
 
 def image_size(text: str) -> int:

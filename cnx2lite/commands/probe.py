@@ -10,7 +10,16 @@ from ..bootstrap import bootstrap_accuracy
 from ..factory import load_model
 from ..models.convnextv2 import BLOCK_STYLES
 from ..probes import KNN_K, KNN_TEMPERATURE, PROBE_METHODS, extract_features, probe_features
-from .flags import Distinct, add_data_flags, add_device_flag, add_loader_flags, image_size, non_negative_int, positive
+from .flags import (
+    Distinct,
+    add_data_flags,
+    add_device_flag,
+    add_loader_flags,
+    image_size,
+    non_negative_int,
+    or_none,
+    positive,
+)
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -54,11 +63,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None, help="variant, e.g. convnextv2_atto (default: the run's, else atto)")
     parser.add_argument("--block", default=None, choices=BLOCK_STYLES, help="block style (default: the run's, else v2)")
     add_data_flags(parser)
-    parser.add_argument("--num-classes", type=positive(int), default=None,
+    parser.add_argument("--num-classes", type=or_none(positive(int)), default=None,
                         help="use the first K classes (default: all)")
-    parser.add_argument("--images-per-class", type=positive(int), default=None,
+    parser.add_argument("--images-per-class", type=or_none(positive(int)), default=None,
                         help="labeled train images per class (default: all)")
-    parser.add_argument("--val-images-per-class", type=positive(int), default=None,
+    parser.add_argument("--val-images-per-class", type=or_none(positive(int)), default=None,
                         help="val images per class (default: all)")
     parser.add_argument("--img-size", type=image_size, default=None, help="image size (default: the run's, else 224)")
     parser.add_argument("--k", type=positive(int), default=KNN_K, help=f"kNN neighbours (default: {KNN_K})")

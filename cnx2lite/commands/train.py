@@ -19,16 +19,9 @@ from ..train.config import FIELDS, TrainConfig, fields_for, resolve_batch_and_lr
 from ..train.config_checks import DENSE_TASKS, PATH_FIELDS
 from ..train.config_files import ReplayWarning, load_config, replayed_images_differ
 from ..train.presets import load_preset, preset_names
-from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size
+from .flags import add_data_flags, add_device_flag, add_loader_flags, image_size, or_none
 
 HIDDEN = ("task",)
-
-
-def _parse_optional(kind: type):
-    def parse(text: str):
-        return None if text.lower() == "none" else kind(text)
-    parse.__name__ = kind.__name__
-    return parse
 
 
 def _add_field(parser: argparse.ArgumentParser, name: str) -> None:
@@ -46,7 +39,7 @@ def _add_field(parser: argparse.ArgumentParser, name: str) -> None:
         options.update(nargs=2, type=float, metavar=("B1", "B2"))
     else:
         kind = {"int": int, "float": float, "str": str}[annotation.split(" |")[0]]
-        options["type"] = _parse_optional(kind) if "None" in annotation else kind
+        options["type"] = or_none(kind) if "None" in annotation else kind
         options["metavar"] = kind.__name__.upper()
     parser.add_argument(flag, **options)
 

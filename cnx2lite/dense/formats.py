@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -241,6 +242,10 @@ def check_coco_json(path: Path, images: Path) -> None:
         if leads_outside(images / file_name, images):  # '../val2017/', '/elsewhere/', a link
             raise ValueError(f"{path}: image {image_id}'s file_name {file_name!r} is not a file of {images}: a "
                              "split reads only its own folder's images")
+    names = Counter(os.path.normpath(name) for name in image_ids.values())
+    if repeated := sorted(name for name, n in names.items() if n > 1):  # one image trained and scored as several
+        raise ValueError(f"{path}: several images name the same file_name ({', '.join(repeated[:3])}): list each "
+                         "image once, with all its annotations")
 
 
 def _box_fits(box: list, polygons: list[list[float]], slack: float = 2.0) -> bool:

@@ -21,14 +21,15 @@ from .tasks import classification_stats
 
 
 def _config(task: str, config: TrainConfig | str, overrides: dict[str, Any]) -> TrainConfig:
+    if overrides.get("task", task) != task:  # the function is the task
+        raise ValueError(f"task {overrides['task']!r} given to {task}(): it runs task={task!r} only")
     if isinstance(config, str):
-        return load_preset(config, task=task, **overrides)
+        return load_preset(config, **{**overrides, "task": task})
     if not isinstance(config, TrainConfig):  # a path to a run's config.json is load_config's to read
         raise ValueError(f"config must be a preset name or a TrainConfig, got {config!r} ({type(config).__name__}); "
                          f"a run's config.json: {task}(load_config(path, {task!r}), ...)")
-    if config.task != task or overrides.get("task", task) != task:
-        found = overrides.get("task", config.task)
-        raise ValueError(f"task {found!r} given to {task}(): it runs task={task!r} only")
+    if config.task != task:
+        raise ValueError(f"task {config.task!r} given to {task}(): it runs task={task!r} only")
     check_overrides(task, overrides)
     return dataclasses.replace(config, **fit_overrides(config.to_dict(), overrides))
 
@@ -65,6 +66,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | os.PathL
     """Top-1/top-5 (percent) and loss of a fine-tuning checkpoint on the val split of ``data_root``'s
     image folder, with the checkpoint's classes in its label order. ``img_size`` defaults to the
     training size."""
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}")
     model, config = load_model(checkpoint, classifier=True, use_ema=use_ema)  # its variant, block and GRN
     size = img_size or config["img_size"]
     folder = data.find_image_folder(data.resolve_data_root(data_root), dataset, split="val")

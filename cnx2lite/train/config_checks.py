@@ -150,7 +150,8 @@ def _check_dense(config: Any) -> None:
             raise ValueError(f"skip_corrupt does not apply to dense_format {config.dense_format!r}: its images and "
                              "annotations are used whole; fix or remove an unreadable image and its annotation")
     if config.in_chans != 3:
-        raise ValueError(f"in_chans must be 3 for task {config.task!r} (composites are RGB), got {config.in_chans!r}")
+        raise ValueError(f"in_chans must be 3 for task {config.task!r} (its images, composites, ADE20K or COCO, are "
+                         f"read as RGB), got {config.in_chans!r}")
     if config.cache_images:
         raise ValueError(f"cache_images does not apply to task {config.task!r}: composites read their photos when "
                          "they are made; leave it off")

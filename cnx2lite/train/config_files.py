@@ -24,7 +24,7 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     path = checked_path(path, "config")  # '~' expanded, as bash leaves it in --config=~/run/config.json
     try:
         saved = json.loads(path.read_text())
-    except (OSError, ValueError) as e:  # JSONDecodeError, UnicodeDecodeError (a checkpoint, an image) are ValueErrors
+    except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
         raise ValueError(f"config: cannot read {path} as a run's config.json ({type(e).__name__}: {e})") from None
     if not isinstance(saved, dict) or saved.get("task") != check_task(task):
         found = f"task {saved.get('task')!r}" if isinstance(saved, dict) else f"it holds {type(saved).__name__}"
@@ -44,7 +44,11 @@ def load_config(path: str | Path, task: str, **overrides: Any) -> TrainConfig:
     fields = _as_fields(requested)
     if "requested" in saved:  # the top level is what the run resolved from 'requested': an edit there is not replayed
         # both sides resolved alike ('~' expanded, [64, 64] as 64, lr from base_lr), so only a real difference counts
-        resolved, top = (_resolved(entry, task, saved.get("world_size", 1)) for entry in (fields, _as_fields(saved)))
+        try:
+            world_size = saved.get("world_size", 1)
+            resolved, top = (_resolved(entry, task, world_size) for entry in (fields, _as_fields(saved)))
+        except ValueError as e:  # the file's own value, whatever a flag gives instead: a file no run wrote
+            raise ValueError(f"config: {path}: {e} (a value of the file itself: fix or remove it there)") from None
         edited = [k for k in FIELDS if k in saved and as_json(top[k]) != as_json(resolved[k])]
         if edited:  # one side was edited by hand; which one cannot be told, so neither is guessed
             shown = "; ".join(f"{k}: {saved[k]!r} at the top level, {resolved[k]!r} from 'requested'" for k in edited)
