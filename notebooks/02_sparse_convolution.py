@@ -226,37 +226,53 @@ print(f"{'dense conv, masked / visible':>29}: " + ", ".join(
 # The paper's ablation comes before GRN: in its section 3 (the FCMAE design, Table 1) it pretrains a **ConvNeXt V1-B**
 # (the original blocks; GRN only arrives in section 4) both ways for 800 epochs on ImageNet-1K, fine-tunes 100 epochs
 # and reports top-1: 83.7% with sparse conv, 79.3% with dense conv. `cnx2lite reproduce --scale cpu` runs the same
-# ablation at a small scale, with the V2 blocks this notebook uses, fine-tuned with 50 labeled images per class; the
-# settings of its pretraining runs are printed below. Intervals: 95% bootstrap over the report's validation images.
+# ablation at a small scale, twice: with V1 blocks, as the paper ran it, and with the V2 blocks this notebook uses;
+# each arm is pretrained twice (two seeds) and fine-tuned with 50 labeled images per class, three seeds per
+# pretraining run. The settings of its first pretraining runs are printed below. Intervals: 95% hierarchical
+# bootstrap over the pretraining runs, the fine-tuning seeds and the report's validation images.
 
 # %% tags=["nbval-check-output"]
 PAPER_SPARSE, PAPER_DENSE = 83.7, 79.3  # Woo et al. 2023, section 3, Table 1: ConvNeXt V1-B, ImageNet-1K top-1
-report = report_run_config("pretrain-v2-p0")
-print(f"report's pretraining: {report['model']} ({report['block']} blocks), {report['epochs']} epochs at "
-      f"{report['img_size']} px on {report['dataset']}, mask ratio {report['mask_ratio']}")
-for row, unit in (("sparse conv FCMAE", "%"), ("dense conv FCMAE", "%"), ("sparse - dense", "points")):
-    print(f"{row:>17}: fine-tuned top-1 {measured(3, row)} {unit}")
+BLOCKS = ("V1", "V2")
+reports = {block: report_run_config(f"pretrain-{block.lower()}-p0") for block in BLOCKS}
+for block, report in reports.items():
+    print(f"report's {block} pretraining: {report['model']} ({report['block']} blocks), {report['epochs']} epochs at "
+          f"{report['img_size']} px on {report['dataset']}, mask ratio {report['mask_ratio']}")
+for block in BLOCKS:
+    for row, unit in (("sparse conv FCMAE", "%"), ("dense conv FCMAE", "%"), ("sparse - dense", "points")):
+        m = measured(3, f"{block} {row}")
+        print(f"{block} {row:>17}: fine-tuned top-1 {m} {unit} ({len(m.runs)} runs)")
 print(f"paper (V1-B): sparse {PAPER_SPARSE} vs dense {PAPER_DENSE}: {PAPER_SPARSE - PAPER_DENSE:+.1f} points")
 
 # %% [markdown]
 # The difference is what the ablation measures, so the figure shows the difference itself: ours with its interval,
-# the paper's beside it (published without one). Left of the dashed line, dense conv would win.
+# one row per block, the paper's beside them (published without one). Left of the dashed line, dense conv would win.
 
 # %%
 sf.plot_differences(
-    {f"this repository: {report['model'].removeprefix('convnextv2_')} ({report['block']}),\n"
-     f"{report['epochs']} epochs, {report['img_size']} px, {report['dataset']}, K=50": measured(3, "sparse - dense")},
+    {f"this repository: {report['model'].removeprefix('convnextv2_')} ({block}),\n"
+     f"{report['epochs']} epochs, {report['img_size']} px, {report['dataset']}, K=50":
+     measured(3, f"{block} sparse - dense") for block, report in reports.items()},
     {"paper: V1-B, 800 epochs,\n224 px, ImageNet-1K, all labels": PAPER_SPARSE - PAPER_DENSE},
     xlabel="sparse minus dense-conv FCMAE, fine-tuned top-1 (points)",
     title="Sparse vs dense-conv FCMAE encoder: the difference in fine-tuned accuracy")
 
 # %% [markdown]
-# Both say sparse conv wins: by 4.4 points in the paper, and by the smaller margin printed above at our budget (its
-# interval excludes zero, but this is one pretraining run, so it says nothing about the spread between pretraining
-# seeds). The two numbers are not the same experiment: different blocks (V1 without GRN vs V2 with it), size,
-# data, budget and label count, and a point of top-1 over ImageNet's 1000 classes is not a point over Imagenette's
-# 10. What carries over is the sign. A plausible reason for our smaller gap, not tested here: with 8 epochs at 96 px
-# our encoders learned far less from either input, which leaves less for the zero-filled holes to spoil.
+# The paper's claim is that sparse conv wins. What the report's intervals say of it, block by block: it reproduces
+# only where the whole interval lies above 0, and an interval that straddles 0 shows no difference either way at this
+# budget, however the dot falls.
+
+# %% tags=["nbval-check-output"]
+for block in BLOCKS:
+    print(f"{block}: {measured(3, f'{block} sparse - dense').verdict('the sparse encoder beats dense convolution')}")
+
+# %% [markdown]
+# The two experiments are far apart: size (Atto against Base), data, budget and label count, and a point of top-1
+# over ImageNet's 1000 classes is not a point over Imagenette's 10; the V1 row is the closest to the paper's design.
+# A gap the paper measured at 800 epochs need not show after 8 epochs at 96 px: a plausible reason, not tested here,
+# is that our encoders learned far less from either input, which leaves less for the zero-filled holes to spoil.
+# The mechanism of the previous section holds whatever the budget; whether it costs accuracy is what the ablation
+# asks, and at this budget its answer is the verdict above.
 #
 # ## The masked image as a sparse set
 #

@@ -22,15 +22,17 @@
 # cosine distance between channels, layer by layer: low for V1 pre-trained with FCMAE, high for ConvNeXt V2, whose GRN
 # makes channels compete.
 #
-# The committed report of `cnx2lite reproduce --scale cpu` measured it on the encoders it pre-trained: ConvNeXt-Atto
-# with V1 blocks (LayerScale, no GRN) and with V2 blocks (GRN), identical otherwise, plus a random initialization and
-# a supervised model as references. We then recompute the statistics step by step on models of the same kinds.
+# The committed report of `cnx2lite reproduce --scale cpu` measured it on the encoders it pre-trained, two runs of
+# each: ConvNeXt-Atto with V1 blocks (LayerScale, no GRN) and with V2 blocks (GRN), identical otherwise, plus random
+# initializations and a supervised model as references. We then recompute the statistics step by step on models of
+# the same kinds.
 #
-# **The verdict first: at this scale, the collapse does not reproduce.** Neither FCMAE encoder has dead channels,
-# and V2's distance is the *lower* one, the opposite of the paper. What the paper predicts does show up in one
-# statistic: V1 has more saturated channels than V2, and nearly all of them turn out to be channels switched off at
-# GELU's floor. A second measure, the effective rank of section 8, goes the paper's way more clearly: V1's activations
-# spread over far fewer directions than V2's. The rest of the notebook shows the evidence, and what differs.
+# **The verdict first** (section 1 computes it from the report's intervals): **on the paper's own measure the
+# collapse does not reproduce, on a second measure it does.** V2's raw feature cosine distance is the *lower* one,
+# the opposite of the paper's Fig. 4. The effective rank of section 8 goes the paper's way: V1's activations spread
+# over far fewer directions than V2's. No encoder has dead channels worth the name; V1 has more channels switched off
+# at GELU's floor than V2 (section 6), the paper's direction. The rest of the notebook shows the evidence, block by
+# block, and what the two measures see differently.
 #
 # Settings: `CNX2LITE_DATA_ROOT` (Imagenette); `CNX2LITE_SCALE` (how big the shared runs are: `smoke` trains
 # seconds-long stand-ins that show how the analysis works, not whether collapse happens). The models are the
@@ -44,7 +46,7 @@ import json
 from pathlib import Path
 
 import torch
-from IPython.display import Image, display
+from IPython.display import display
 
 from cnx2lite import collapse, data, transforms
 from cnx2lite.factory import load_model
@@ -59,58 +61,108 @@ from cnx2lite.notebook.collapse_figures import (
     stage_means,
 )
 from cnx2lite.notebook.photos import class_names
-from cnx2lite.notebook.plotting import as_jpeg
+from cnx2lite.notebook.plotting import as_jpeg, jpeg_file
 from cnx2lite.notebook.source import show_source
 from cnx2lite.notebook.widgets import collapse_layer_explorer
 
 # %% [markdown]
 # ## 1. The evidence: table 4 of the committed report
 #
-# `cnx2lite reproduce --scale cpu` measured collapse on 16 val images of distinct classes and committed the numbers to
-# `reports/cpu/results.csv`. Each is averaged over the 12 blocks, with a 95% bootstrap interval over the images. These
-# are the rows of its table 4:
+# `cnx2lite reproduce --scale cpu` measured collapse on val images of alternating classes, at the training resolution
+# (96 px) and at 224 px (the encoders are fully convolutional), and committed the numbers to
+# `reports/cpu/results.csv`. Each is the mean over the 12 blocks and over an encoder's runs, with a 95% interval that
+# resamples the runs, then the images. These are the rows of its table 4:
 
 # %% tags=["nbval-check-output"]
 with open(evidence.REPORT / "results.csv", newline="") as f:
-    TABLE4 = sorted({row["row"] for row in csv.DictReader(f) if row["table"] == "4"})
+    TABLE4 = list(dict.fromkeys(row["row"] for row in csv.DictReader(f) if row["table"] == "4"))
 print("table 4 rows:", TABLE4)
 
-
-def interval(m: evidence.Measured, digits: int) -> str:
-    return f"{m.value:.{digits}f} [{m.low:.{digits}f}, {m.high:.{digits}f}]"
-
-
-METRICS = (("mean feature cosine distance", 3), ("dead channels (%)", 1), ("saturated channels (%)", 1))
-print(f"\n{'encoder':28s}" + "".join(f"{metric:>30s}" for metric, _ in METRICS))
-for row in ("V1 FCMAE", "V2 FCMAE", "V2 random init", "V2 supervised (all labels)"):
-    print(f"{row:28s}" + "".join(f"{interval(evidence.measured(4, row, metric), d):>30s}" for metric, d in METRICS))
-
 # %% [markdown]
-# The paper's claim, and the report's paired test of it (the same 16 images for both encoders):
+# Four statistics per encoder: the paper's feature cosine distance (section 5 defines it), the same with each channel
+# map's spatial mean removed (section 7), the effective rank as a share of the channels (section 8), and the share
+# of *off* channels, never positive in an image (parked at GELU's floor, section 6). Low distance, low rank and many
+# off channels are the signs of collapse.
 
 # %% tags=["nbval-check-output"]
-diff = evidence.measured(4, "V2 FCMAE - V1 FCMAE", "mean feature cosine distance")
-print("paper:", diff.paper)
-print("V2 FCMAE - V1 FCMAE, mean distance:", interval(diff, 3))
-if diff.high < 0:
-    print("-> the interval is below 0: V2's channels are LESS diverse than V1's, the opposite of Fig. 4")
-elif diff.low > 0:
-    print("-> the interval is above 0: V2's channels are more diverse than V1's, as in Fig. 4")
-else:
-    print("-> the interval contains 0: no measurable difference")
-sat_v1, sat_v2 = (evidence.measured(4, row, "saturated channels (%)") for row in ("V1 FCMAE", "V2 FCMAE"))
-print(f"saturated channels: V1 {interval(sat_v1, 1)} %, V2 {interval(sat_v2, 1)} %")
+METRICS = ("feature cosine distance", "centered cosine distance", "effective rank / channels", "off channels (share)")
+ENCODERS = ("V1 FCMAE", "V2 FCMAE", "V2 random init", "V2 supervised (all labels)")
+for size in (96, 224):
+    print(f"\n{f'{size} px':28s}" + "".join(f"{metric:>27s}" for metric in METRICS))
+    for row in ENCODERS:
+        print(f"{row:28s}" + "".join(f"{str(evidence.measured(4, f'{row} at {size} px', metric)):>27s}"
+                                     for metric in METRICS))
 
 # %% [markdown]
-# So the report contradicts the paper on the distance, sees no dead channels at all, and agrees in direction on the
-# saturated channels (V1 above V2), though at a few percent rather than the large fractions of the paper's Fig. 3.
-# Below we recompute these numbers block by block, on models of the same kinds that the notebooks share (smaller
+# The paper's claim, and the report's paired tests of it: V2 FCMAE minus V1 FCMAE on the same images, for the
+# paper's measure and for the effective rank. Both are higher for the less collapsed encoder, so the paper's
+# direction is a difference above 0.
+
+# %% tags=["nbval-check-output"]
+CLAIM = "GRN keeps V2 less collapsed than V1"
+print("paper:", evidence.measured(4, "V2 FCMAE - V1 FCMAE at 96 px", "feature cosine distance").paper)
+for size in (96, 224):
+    for metric in ("feature cosine distance", "effective rank / channels"):
+        diff = evidence.measured(4, f"V2 FCMAE - V1 FCMAE at {size} px", metric)
+        print(f"{size} px, {metric}: {diff.verdict(CLAIM)}")
+
+# %% [markdown]
+# The paper's Fig. 3 also shows *dead* channels (no response) and *saturated* ones (the same response everywhere).
+# The report keeps them with its per-block curves, in `feature_collapse.csv` (`evidence.collapse_mean`). First the
+# dead ones: the largest share of any encoder at either resolution, the upper end of its interval.
+
+# %% tags=["nbval-check-output"]
+dead = max(evidence.collapse_mean(row, "dead", size).high for row in ENCODERS for size in (96, 224))
+print(f"dead channels: at most {dead:.1e} of the channels")
+
+# %% [markdown]
+# Practically none, in any encoder: not the paper's picture. The saturated and off channels at 96 px, and V1 minus V2,
+# so that the paper's direction (more of them in V1) is again above 0:
+
+# %% tags=["nbval-check-output"]
+for stat in ("saturated", "off"):
+    v1, v2 = (evidence.collapse_mean(row, stat, 96) for row in ("V1 FCMAE", "V2 FCMAE"))
+    v1_minus_v2 = -evidence.collapse_mean("V2 FCMAE - V1 FCMAE", stat, 96)
+    print(f"{stat:9s} V1 {v1}, V2 {v2}; V1 - V2: {v1_minus_v2.verdict(f'V1 has more {stat} channels than V2')}")
+
+# %% [markdown]
+# Section 6 shows that nearly all saturated maps are channels switched off at GELU's floor. The off share counts
+# every channel switched off in an image, flat or not, so it is the larger of the two: the closest the report comes
+# to the paper's dead channels.
+#
+# **Block by block.** The means hide where the encoders differ. The report's figure draws each statistic per block,
+# input to output, with its 95% band over runs and images, for every encoder (solid: after GELU, as the paper;
+# dashed: after GRN, V2 only):
+
+# %%
+display(jpeg_file(evidence.report_figure("feature_collapse_96px")))
+
+# %% [markdown]
+# The same curves are in `feature_collapse.csv`, read here with `evidence.collapse_curve`. For the paper's distance
+# and for the effective rank, the blocks where V2 FCMAE's interval lies wholly above V1 FCMAE's, and those where it
+# lies wholly below (intervals that do not overlap: a stricter test than the paired one above):
+
+# %% tags=["nbval-check-output"]
+for size in (96, 224):
+    for stat, metric in (("distance", "feature cosine distance"), ("effective_rank", "effective rank / channels")):
+        v1, v2 = (evidence.collapse_curve(row, stat, size) for row in ("V1 FCMAE", "V2 FCMAE"))
+        blocks = list(enumerate(v1, start=1))
+        above = [i for i, layer in blocks if v2[layer].low > v1[layer].high]
+        below = [i for i, layer in blocks if v2[layer].high < v1[layer].low]
+        print(f"{size} px, {metric}: V2 above V1 in blocks {above}, below in {below}, of {len(blocks)}")
+
+# %% [markdown]
+# So the two measures disagree (the verdicts above): on the report's numbers the effective rank puts V2 above V1 in
+# every block, the paper's direction, while the paper's own distance puts V2 below V1 in most blocks of stages 3 and
+# 4, the paper's "deep layers": the opposite. Why they can disagree is a question about what each one sees; sections
+# 7 and 8 take it up.
+# Below we recompute the statistics block by block, on models of the same kinds that the notebooks share (smaller
 # budgets than the report's), and look for what does differ.
 #
 # ## 2. The models
 #
-# Three trained runs the notebooks share (`cnx2lite.notebook.shared_runs`), and a random initialization (seed 0, as in
-# the report):
+# Three trained runs the notebooks share (`cnx2lite.notebook.shared_runs`), and a random initialization (seed 0, as the
+# first of the report's two):
 #
 # | label | shared run | what it is |
 # |---|---|---|
@@ -148,9 +200,10 @@ for label, c in configs.items():
 # ## 3. The images: distinct classes, at the training resolution
 #
 # The paper measures on ImageNet val images of different classes. We take the val split's images in class-alternating
-# order (`data.distinct_class_order`: the first image of each class, then the second of each, ...), the first 16 as
-# the report did, at the resolution the encoders were pre-trained at (the runs' `img_size`). The models are fully
-# convolutional and would accept any size, but the statistics change with it (exercise 1).
+# order (`data.distinct_class_order`: the first image of each class, then the second of each, ...), the first 16 (the
+# report took many more in the same order), at the resolution the encoders were pre-trained at (the runs'
+# `img_size`). The models are fully convolutional and would accept any size, but the statistics change with it
+# (exercise 1, and the report's 224 px rows).
 
 # %%
 IMG_SIZE, NUM_IMAGES = pre["img_size"], 16
@@ -230,15 +283,10 @@ for label, values in block_mean.items():
           f"{100 * sat.mean():8.2f}+-{100 * sat.std():.2f}")
 
 # %% [markdown]
-# The report's own figure of these statistics, on its runs (longer pre-training, 16 images), for comparison:
-
-# %%
-display(Image(filename=evidence.report_figure("feature_collapse"), width=600))
-
-# %% [markdown]
 # The figure of the paper's Fig. 4, extended to all three statistics, one panel each, for every block: the distance
 # on its full scale (0 is complete collapse), then the dead and the saturated fractions in % of the block's channels,
-# each on an axis fitted to its values. Lines are means over the images, bands one standard deviation across them.
+# each on an axis fitted to its values. Lines are means over the images, bands one standard deviation across them
+# (the report's figure in section 1 has the same distance panel, on its runs, with 95% bands over runs and images).
 
 # %%
 plot_collapse_curves(stats, title=f"Feature collapse, block by block ({NUM_IMAGES} val images, {IMG_SIZE} px)")
@@ -434,9 +482,15 @@ for variant in (pre["model"], "convnextv2_base"):
 # - **Resolution.** At 96 px the deep maps are 6 x 6 and 3 x 3, so "constant over positions" and "same pattern" are
 #   judged on a handful of numbers, and the plain cosine is dominated by offsets (section 7).
 #
-# What the cpu scale does reproduce is the downstream effect that GRN exists for: FCMAE helps V2 far more than V1 when
-# fine-tuning (the report's table 2, and notebook 5). At this scale that benefit does not come with a visible
-# difference in channel collapse.
+# And the downstream effect that GRN exists for? The paper's co-design claim is that FCMAE helps V2 more than V1 when
+# fine-tuning (the report's table 2, and notebook 5). The report's verdict on it, at this scale:
+
+# %% tags=["nbval-check-output"]
+print(evidence.measured(2, "V2 gain - V1 gain").verdict("FCMAE helps V2 more than V1"))
+
+# %% [markdown]
+# Whatever the effective rank says about V1's channels, the fine-tuning accuracy has its own verdict; the two need a
+# larger budget to be tied together, or apart.
 #
 # ## Exercises
 #
@@ -488,6 +542,10 @@ print(f"V2's raw distance moves {'toward' if large['V2 FCMAE'][0] > small['V2 FC
 # The hint's argument predicts V2's raw distance rising toward its centered value. If it stays put at twice the size,
 # V2's offsets are not an artefact of tiny maps: its channels are on, or off at GELU's floor, together over the whole
 # image. A gap that shrinks because V1's distance falls says the same of V1 from the other side.
+for size in (96, 224):  # the report measured at 224 px too (its curves: reports/cpu/feature_collapse_224px.png)
+    v1, v2 = (evidence.collapse_mean(row, "distance", size) for row in ("V1 FCMAE", "V2 FCMAE"))
+    print(f"report, {size} px: raw V1 {v1}, V2 {v2}; V2 - V1 "
+          f"{evidence.collapse_mean('V2 FCMAE - V1 FCMAE', 'distance', size)}")
 
 # %% [markdown]
 # **Solution 2.**

@@ -1,8 +1,10 @@
 """What the notebooks show as evidence: the committed ``cnx2lite reproduce --scale cpu`` report.
 
-The report (``reports/cpu/``: ``results.csv``, ``report.md``, figures, and ``records/``: every run's settings and
-metrics) is committed, so every notebook can quote measured numbers, their intervals and the settings that produced
-them anywhere, CI included. The models a notebook computes on are another matter: :mod:`.shared_runs`.
+The report (``reports/cpu/``: ``results.csv``, ``report.md``, figures, ``feature_collapse.csv``: table 4's per-block
+curves, and ``records/``: every run's settings and metrics) is committed, so every notebook can quote measured
+numbers, their intervals and the settings that produced them anywhere, CI included. Its grid is replicated (several
+pretraining runs per pretrained arm, several fine-tuning seeds per run), and its intervals resample runs, seeds and
+images. The models a notebook computes on are another matter: :mod:`.shared_runs`.
 """
 from __future__ import annotations
 
@@ -13,24 +15,42 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..bootstrap import Estimate
 from ..data import REPO
+from ..reproduce.report_rows import verdict as report_verdict
 
 REPORT = REPO / "reports" / "cpu"
 
 
 @dataclass(frozen=True)
 class Measured:
-    """One number of the report with its 95% bootstrap interval (over val images), and the paper's counterpart."""
+    """One number of the report with its 95% bootstrap interval (over pretraining runs, fine-tuning seeds and val
+    images), the paper's counterpart, and ``runs``: the value of each single run it averages (a pretraining run and
+    fine-tuning seed; none for a difference the report gives no per-run values of)."""
 
     value: float
     low: float
     high: float
     paper: str = ""
+    runs: tuple[float, ...] = ()
 
     def __str__(self) -> str:
         """Percentages with one decimal, values below 1 (distances, fractions) with three."""
         digits = 3 if max(abs(self.value), abs(self.low), abs(self.high)) < 1 else 1
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+    def __neg__(self) -> Measured:
+        """The difference the other way round (second minus first): value, interval and runs negated."""
+        return Measured(-self.value, -self.high, -self.low, self.paper, tuple(-v for v in self.runs))
+
+    def verdict(self, claim: str) -> str:
+        """What this difference's 95% interval says of ``claim`` (the paper's direction: a difference above 0), in the
+        report's own words (:func:`~cnx2lite.reproduce.report_rows.verdict`), without its Markdown: ``reproduces``,
+        ``contradicted at this budget`` or ``not shown at this budget``."""
+        digits = 3 if max(abs(self.value), abs(self.low), abs(self.high)) < 1 else 1
+        words = report_verdict(Estimate(self.value, self.low, self.high), claim, is_replicated=True, unit="",
+                               digits=digits)
+        return words.replace("**", "")
 
 
 @lru_cache(maxsize=None)
@@ -43,13 +63,58 @@ def measured(table: int, row: str, metric: str = "fine-tuned top-1") -> Measured
     """The report's number for ``(table, row, metric)``, e.g. ``measured(1, "K=50 FCMAE - scratch")``."""
     for r in _rows():
         if (int(r["table"]), r["row"], r["metric"]) == (table, row, metric):
-            return Measured(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["paper"])
+            return Measured(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["paper"],
+                            tuple(float(v) for v in r["runs"].split()))
     known = [f"{r['table']}/{r['row']}/{r['metric']}" for r in _rows() if int(r["table"]) == table]
     raise KeyError(f"no ({table}, {row!r}, {metric!r}) in {REPORT / 'results.csv'}; table {table} has: {known}")
 
 
+@lru_cache(maxsize=None)
+def _collapse_rows() -> tuple[dict[str, str], ...]:
+    with open(REPORT / "feature_collapse.csv", newline="") as f:
+        return tuple(csv.DictReader(f))
+
+
+def _collapse(encoder: str, stat: str, img_size: int, point: str) -> list[tuple[int, str, Measured]]:
+    """``(block, layer name, Measured)`` of ``feature_collapse.csv`` for one curve, in block order (0: the mean)."""
+    key = (encoder, stat, img_size, point)
+    found = [(int(r["block"]), r["layer"], Measured(float(r["value"]), float(r["low"]), float(r["high"]),
+                                                    runs=tuple(float(v) for v in r["run_values"].split())))
+             for r in _collapse_rows() if (r["encoder"], r["stat"], int(r["img_size"]), r["point"]) == key]
+    if not found:
+        known = sorted({(r["encoder"], r["stat"], int(r["img_size"]), r["point"]) for r in _collapse_rows()})
+        raise KeyError(f"no ({encoder!r}, {stat!r}, {img_size}, {point!r}) in {REPORT / 'feature_collapse.csv'}; "
+                       f"it has (encoder, stat, img_size, point): {known}")
+    return sorted(found, key=lambda row: row[0])
+
+
+def collapse_mean(encoder: str, stat: str, img_size: int, point: str = "gelu") -> Measured:
+    """Table 4's mean over blocks of a collapse statistic, from the report's ``feature_collapse.csv``, e.g.
+    ``collapse_mean("V1 FCMAE", "saturated", 96)``. ``encoder``: one of the report's (``"V1 FCMAE"``, ``"V2 FCMAE"``,
+    ``"V2 random init"``, ``"V2 supervised (all labels)"``) or its contrast ``"V2 FCMAE - V1 FCMAE"``; ``stat``:
+    ``distance``, ``centered_distance``, ``effective_rank`` (a share of the channels), ``off``, ``saturated`` or
+    ``dead`` (shares of the channels); ``img_size``: 96 or 224 px; ``point``: after ``"gelu"`` or ``"grn"``."""
+    block, _, mean = _collapse(encoder, stat, img_size, point)[0]
+    if block != 0:
+        raise KeyError(f"{REPORT / 'feature_collapse.csv'} has no mean over blocks for ({encoder!r}, {stat!r}, "
+                       f"{img_size}, {point!r})")
+    return mean
+
+
+def collapse_curve(encoder: str, stat: str, img_size: int, point: str = "gelu") -> dict[str, Measured]:
+    """One encoder's per-block curve of a collapse statistic, as the report's figures draw it: ``{layer name (e.g.
+    "stages.2.0.act"): Measured}`` in block order, input to output, each the mean over the encoder's runs with its 95%
+    interval over runs and images and ``runs`` each run's value. Arguments as :func:`collapse_mean`; a contrast has
+    no per-block curve (KeyError)."""
+    curve = {layer: m for block, layer, m in _collapse(encoder, stat, img_size, point) if block > 0}
+    if not curve:
+        raise KeyError(f"{REPORT / 'feature_collapse.csv'} has no per-block curve for ({encoder!r}, {stat!r}, "
+                       f"{img_size}, {point!r}), only its mean over blocks")
+    return curve
+
+
 def finetune_epochs() -> str:
-    """The report's fine-tuning epochs per K as it states them, e.g. ``"K=10: 100, K=50: 40, K=all: 4"``."""
+    """The report's fine-tuning epochs per K as it states them, e.g. ``"K=10: 100, K=50: 30, K=all: 4"``."""
     text = " ".join((REPORT / "report.md").read_text().split())
     found = re.search(r"epochs (K=\S+ \d+(?:, K=\S+ \d+)*)", text)
     if found is None:
