@@ -101,6 +101,21 @@ def test_config_replays_a_saved_run_exactly(images, tmp_path, capsys):
             load_config(edited, "pretrain", batch_size=4)  # a flag's value does not mend the file's
 
 
+def test_a_replayed_config_whose_data_is_not_found_names_its_field(images, tmp_path, capsys, monkeypatch):
+    """A relative data path edited into a config.json and replayed from another folder: the error names the file and
+    field it came from, not only the path (round 13/14's CE2_data_rel)."""
+    pretrain("smoke", data=str(images), output=str(tmp_path), name="first", batch_size=4)
+    record = json.loads((tmp_path / "first" / "config.json").read_text())
+    edited = tmp_path / "relative.json"
+    edited.write_text(json.dumps({**record, "data": "images", "requested": {**record["requested"], "data": "images"}}))
+    monkeypatch.chdir(tmp_path / "first")  # no images/ here
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["pretrain", "--config", str(edited), "--name", "again", "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(f"error: config {edited}: data: No image folder found"), err
+
+
 # ------------------------------------------------------------------------------------ a run folder is a closed room
 @pytest.mark.parametrize("name", ["../escaped", "/abs/path", "a/b", "..", "."])
 def test_a_run_name_is_one_folder_name(name, tmp_path, capsys):

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..allocator import keep_freed_memory
+from ..data import DataNotFoundError
 from ..rundir import RunDirLockedError
 from ..writing import StdoutError, guarded_output
 from . import bench, collapse, demo, export, probe, reproduce, train
@@ -128,7 +129,8 @@ def _run_guarded(args: argparse.Namespace) -> int:
     except USER_ERRORS as e:
         if args.debug:
             raise
-        print(f"error: {_os_message(e, args) if _is_raw_os_error(e) else _message(e)}", file=sys.stderr)
+        message = _os_message(e, args) if _is_raw_os_error(e) else _from_config(e, args) + _message(e)
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as e:  # a bug: keep the traceback for the report, show one line
         if args.debug:
@@ -149,6 +151,17 @@ def _ours_on_one_line(show: Callable) -> Callable:
         else:
             show(message, category, filename, lineno, file, line)
     return show_warning
+
+
+def _from_config(error: BaseException, args: argparse.Namespace) -> str:
+    """``"config <file>: data: "`` when the images were not found where a replayed config's ``data`` field points (a
+    relative path in a hand-edited file, read from another folder), else ``""``: the message names the path, this
+    names where it came from."""
+    if isinstance(error, DataNotFoundError):
+        for label, value in getattr(args, "paths_from_config", {}).items():
+            if label.endswith(": data") and str(value) in str(error):
+                return f"{label}: "
+    return ""
 
 
 def _message(error: BaseException) -> str:
