@@ -31,6 +31,7 @@ from .masking import check_mask_ratio, random_mask
 from .models import create_model
 from .sparse import available_backends, check_backend
 from .train import Trainer, load_preset
+from .train.loader import close_workers
 
 Step = Callable[[], None]
 K = TypeVar("K", bound=Hashable)
@@ -250,12 +251,13 @@ def bench_train(tasks: Sequence[str] = ("pretrain", "finetune"), preset: str = "
     given = {} if batch_size is None else {"batch_size": batch_size}
     print(f"{preset} preset, {steps} steps per timed block, {iters} blocks per side interleaved, "
           f"{torch.get_num_threads()} threads; data loading included (data: {data or 'default root'})")
-    for task in tasks:
-        with tempfile.TemporaryDirectory() as output:
-            sides = {"reference": REFERENCE_PATH, "default": {}}
-            trainers = {name: Trainer(load_preset(preset, task=task, data=data, output=output, name=name,
+    sides = {"reference": REFERENCE_PATH, "default": {}}
+    with tempfile.TemporaryDirectory() as output:  # every task's settings and images checked before any is timed
+        built = {task: {name: Trainer(load_preset(preset, task=task, data=data, output=output, name=f"{task}-{name}",
                                                   progress=False, epochs=1, **given, **changes))
-                        for name, changes in sides.items()}
+                        for name, changes in sides.items()} for task in tasks}
+        for task in tasks:
+            trainers = built.pop(task)
             for trainer in trainers.values():
                 trainer.decode_images()  # what run() does before training (a no-op on the reference path)
             batch = next(iter(trainers.values())).config.batch_size
@@ -269,3 +271,5 @@ def bench_train(tasks: Sequence[str] = ("pretrain", "finetune"), preset: str = "
             speed = {name: block * batch / statistics.median(t) for name, t in seconds.items()}
             print(f"{task:>9}: reference {speed['reference']:7.1f} img/s | default {speed['default']:7.1f} img/s | "
                   f"default/reference {speed['default'] / speed['reference']:.2f}x")
+            for trainer in trainers.values():  # its workers stop before the next task is timed
+                close_workers(trainer.loader)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import platform
 import re
+import shutil
 import subprocess
 import sys
 
@@ -137,6 +138,12 @@ def test_bench_train_times_the_default_beside_the_reference_path(tmp_path, capsy
         main(["bench", "train", "--preset", "smoke", "--data", str(tmp_path), "--tasks", "finetune", "--steps", "1",
               "--iters", "1", "--warmup", "0", "--batch-size", "2"])
     assert done.value.code == 0, capsys.readouterr()
+    unlabeled = tmp_path / "unlabeled"  # fine-tuning needs classes: refused before the pretraining side is timed
+    shutil.copytree(tmp_path / "train" / "class0", unlabeled)
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "train", "--preset", "smoke", "--data", str(unlabeled), "--steps", "1", "--iters", "1"])
+    out, err = capsys.readouterr()
+    assert done.value.code == 2 and "No image folder found" in err and "pretrain:" not in out, (out, err)
 
 
 def test_importing_cnx2lite_before_torch_shortens_openmps_spin_wait_unless_the_user_set_it():
