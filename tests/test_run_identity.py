@@ -242,7 +242,7 @@ def test_a_replay_reads_the_run_s_images_and_weights_from_anywhere(folder, tmp_p
     assert load_config(record, "finetune", name="again", pretrained=started).pretrained == started
     (tmp_path / "runs" / "p" / "checkpoint-00000012.pt").unlink()
     shutil.copy(tmp_path / "runs" / "p" / "checkpoint-00000004.pt", started)  # other weights under the same name
-    with pytest.raises(ValueError, match=f"started from {started}, but it was replaced since"):
+    with pytest.raises(ValueError, match=f"started from {started}, but its size or time differs from the one"):
         load_config(record, "finetune", name="again")
 
     monkeypatch.setenv("CNX2LITE_DATA_ROOT", str(folder))  # the images given by the environment: recorded as a path

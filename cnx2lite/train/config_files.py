@@ -148,7 +148,8 @@ def _check_start(path: str | Path, saved: dict[str, Any], task: str, fields: dic
     now = _start_of(source)
     if now["start_checkpoint"] != started or saved.get("start_stamp", now["start_stamp"]) != now["start_stamp"]:
         flag = "--" + name.replace("_", "-")
-        what = ("it was replaced since" if now["start_checkpoint"] == started else
+        what = ("its size or time differs from the one the run recorded (replaced since, or the record's start_stamp "
+                "edited)" if now["start_checkpoint"] == started else
                 f"its {name} {source} now gives {now['start_checkpoint']}")
         raise ValueError(f"config: the run of {path} started from {started}, but {what}: give {flag} with the "
                          "checkpoint this replay should start from")
