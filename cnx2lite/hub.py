@@ -33,6 +33,7 @@ from torch import Tensor
 from .arguments import checked_path
 from .models.convnextv2 import VARIANTS, ConvNeXtV2, architecture
 from .rundir import run_directory_of
+from .torch_files import read_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +141,31 @@ def _download(url: str, path: Path) -> None:
         try:
             with urllib.request.urlopen(url, timeout=60) as response:
                 shutil.copyfileobj(response, tmp)
+                announced = response.headers.get("Content-Length")
         except (urllib.error.URLError, OSError) as e:
             tmp.close()
             os.unlink(tmp.name)
             reason = getattr(e, "reason", e)
             raise OSError(f"cannot download {url} ({reason}): without network access, download it elsewhere and "
                           f"give its path where you gave the name (/path/{path.name}), or put it at {path}") from None
+    if problem := _download_problem(Path(tmp.name), announced):  # kept, it would be trusted on every later use
+        os.unlink(tmp.name)
+        raise OSError(f"cannot download {url}: {problem}; nothing was kept: try again, or download it elsewhere and "
+                      f"give its path where you gave the name")
     os.replace(tmp.name, path)
+
+
+def _download_problem(path: Path, announced: str | None) -> str | None:
+    """Why a downloaded file is not the released weights (cut short of the ``Content-Length`` the server announced,
+    or not a checkpoint ``torch.load`` reads, e.g. a proxy's HTML page), or None."""
+    size = path.stat().st_size
+    if announced and announced.isdigit() and int(announced) != size:
+        return f"the transfer was cut short ({size} of {announced} bytes)"
+    try:
+        read_torch_file(path)
+    except ValueError as e:
+        return f"what arrived is not a checkpoint torch reads ({str(e).split(' (', 1)[-1].split(')')[0]})"
+    return None
 
 
 def _sha256(path: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -89,6 +90,36 @@ def test_a_corrupted_cache_file_is_downloaded_again(released):
     load_pretrained(model, "convnextv2_atto.fcmae")
     assert server.requests == 2
     torch.testing.assert_close(model.downsample_layers[0][0].weight, fcmae.encoder.downsample_layers[0][0].weight)
+
+
+@pytest.mark.parametrize("served", ["cut short", "an HTML page"])
+def test_a_download_that_is_not_the_weights_is_never_kept(served, released, monkeypatch):
+    """A transfer cut short of its Content-Length, or a proxy's page served under the file's name, was kept in the cache
+    with a size and sha256 record, and trusted on every later use, offline too (round 15)."""
+    server, _, _ = released
+    host = Path(server.httpd.RequestHandlerClass.keywords["directory"])
+    weights = host / "pt_only" / "convnextv2_atto_1k_224_fcmae.pt"
+    if served == "an HTML page":
+        weights.write_text("<html><body>Please log in</body></html>")
+    else:
+        class Short(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(weights.stat().st_size))
+                self.end_headers()
+                self.wfile.write(weights.read_bytes()[:1000])  # then the connection closes
+
+            def log_message(self, *args) -> None:
+                pass
+
+        short = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
+        threading.Thread(target=short.serve_forever, daemon=True).start()
+        monkeypatch.setenv(hub.URL_ENV, f"http://127.0.0.1:{short.server_address[1]}")
+    says = ("the transfer was cut short (1000 of" if served == "cut short" else
+            "what arrived is not a checkpoint torch reads (it is a text file)")
+    with pytest.raises(OSError, match=f"cannot download .*convnextv2_atto_1k_224_fcmae.pt: {re.escape(says)}"):
+        hub.weights_path("convnextv2_atto.fcmae")
+    assert not list(Path(hub.cache_dir()).glob("*")), "nothing of it may stay in the cache"
 
 
 def test_create_model_pretrained_tag_and_another_head(released):
