@@ -75,7 +75,7 @@ def typed(name: str, annotation: str, value: Any) -> Any:
 def checked_arguments(function: F) -> F:
     """Check a public function's arguments by its annotations as it is called: a parameter declared with only
     ``bool``/``int``/``float``/``str``/``None`` (or tuples of them) goes through :func:`typed`, one that takes a path
-    through :func:`checked_path` (kept as given); any other annotation passes as it is."""
+    through :func:`checked_path` (``~`` expanded, a str kept a str); any other annotation passes as it is."""
     signature = inspect.signature(function)
     checks = {}
     for name, parameter in signature.parameters.items():
@@ -106,6 +106,6 @@ def _path_check(name: str, optional: bool) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if value is None and optional:
             return None
-        checked_path(value, name)
-        return value
+        expanded = checked_path(value, name)  # '~' expanded here, so no function writes into a folder named '~'
+        return expand_user(value, name) if isinstance(value, str) else expanded  # a str keeps its trailing '/'
     return check

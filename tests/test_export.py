@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -151,3 +152,16 @@ def test_an_output_that_is_no_regular_file_or_named_for_another_format_is_refuse
     with pytest.raises(ValueError, match=r"is named as onnx \(.onnx\), but --format is torchscript"):
         export_checkpoint("random", "torchscript", tmp_path / "model.onnx", model="convnextv2_atto", img_size=64)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_an_export_to_a_home_path_expands_the_tilde(tmp_path, monkeypatch):
+    """'~/m.torchscript.pt' went into a folder literally named '~' under the current folder (round 15): a path given
+    to the API is expanded where it enters, as every other path is."""
+    from cnx2lite.export import export_checkpoint
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for output in ("~/a.torchscript.pt", Path("~/b.torchscript.pt")):
+        result = export_checkpoint("random", "torchscript", output, model="convnextv2_atto", img_size=32)
+        assert result.files == [tmp_path / "home" / Path(output).name]
+    assert not (tmp_path / "~").exists()
