@@ -34,6 +34,17 @@ def checked_path(value: Any, name: str) -> Path:
     raise ValueError(f"{name} must be a path (a str or os.PathLike); got {type(value).__name__} {value!r:.80}")
 
 
+def check_folder_name(value: Any, name: str, where: str) -> str:
+    """``value`` when it is one folder name (what a run's or a notebook's folder is called); else a ValueError naming
+    ``name`` and ``where`` the folder goes: a '/', '..' or '\\' would put it, and what deletes or overwrites it,
+    somewhere else."""
+    if (not isinstance(value, str) or value.strip() in ("", ".", "..") or value != value.strip() or "/" in value
+            or "\\" in value or not value.isprintable() or len(os.fsencode(value)) > 255):
+        raise ValueError(f"{name} must be one folder name (no '/' or '\\', not '.' or '..', no spaces around it, no "
+                         f"control characters, at most 255 bytes): {where}; got {value!r}")
+    return value
+
+
 def expand_user(path: str, name: str) -> str:
     """``path`` with a leading ``~`` or ``~user`` expanded; a ValueError naming ``name`` for a user this system does
     not have (pathlib raises a bare RuntimeError, ``os.path`` leaves the ``~`` in the path), or for a URL (nothing is

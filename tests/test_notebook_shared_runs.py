@@ -59,3 +59,23 @@ def test_a_notebooks_scratch_folder_is_emptied_on_each_run_not_left_in_the_temp_
     other = shared_runs.scratch_folder("05")
     assert (first / "segment-FCMAE" / "checkpoint.pt").exists(), "another notebook's folder is left alone"
     assert shared_runs.scratch_folder("06") == first and list(first.iterdir()) == [] and other.is_dir()
+
+
+def test_a_scratch_folder_is_one_folder_of_the_runs_folder_and_no_runs(tmp_path, monkeypatch):
+    """scratch_folder('x/../../../victim') emptied a folder outside the runs folder (round 15's unsafe case); a runs
+    folder inside a training run would put scratch files among the run's record."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "work.txt").write_text("keep me")
+    monkeypatch.setenv(shared_runs.RUNS_ENV, str(tmp_path / "nb" / "runs"))
+    for label in ("x/../../../victim", "..", "a\\b", ""):
+        with pytest.raises(ValueError, match="notebook must be one folder name"):
+            shared_runs.scratch_folder(label)
+    assert (victim / "work.txt").read_text() == "keep me"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"task": "finetune"}')
+    monkeypatch.setenv(shared_runs.RUNS_ENV, str(run))
+    with pytest.raises(ValueError, match=f"runs folder {run} is inside the training run {run}"):
+        shared_runs.scratch_folder("05")
+    assert not (run / "scratch-05").exists()

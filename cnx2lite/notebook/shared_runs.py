@@ -20,10 +20,12 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from ..arguments import check_folder_name
 from ..data import REPO, resolve_data_root
 from ..imagenette import find_or_download
 from ..reproduce.grid import SCALES as GRID_SCALES
 from ..reproduce.grid import Grid, Recipe, Scale
+from ..rundir import run_directory_of
 from ..writing import print_line
 from .run_scale import scale
 
@@ -49,7 +51,12 @@ def runs_folder() -> Path:
 def scratch_folder(notebook: str) -> Path:
     """An empty folder for what one notebook writes and nobody keeps (its short runs, its figure files):
     ``<runs folder>/scratch-<notebook>``, emptied on every call, so that running a notebook again replaces its
-    files instead of leaving another copy in the temp folder."""
+    files instead of leaving another copy in the temp folder. ``notebook`` is one folder name (a '..' would empty a
+    folder elsewhere), and the runs folder is no training run's (its files are the run's record)."""
+    check_folder_name(notebook, "notebook", "the folder is <runs folder>/scratch-<notebook>")
+    if (run := run_directory_of(runs_folder())) is not None:
+        raise ValueError(f"the notebooks' runs folder {runs_folder()} is inside the training run {run}: set "
+                         f"${RUNS_ENV} to a folder of its own")
     folder = runs_folder() / f"scratch-{notebook}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import numpy as np
 from timm.data import create_transform
 
 from ..amp import AMP_MODES, check_device_name
-from ..arguments import expand_user, typed
+from ..arguments import check_folder_name, expand_user, typed
 from ..data import SELECTIONS
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
 from ..masking import check_mask_ratio
@@ -86,12 +85,8 @@ def check_config(config: Any) -> None:
         check_mask_ratio(config.mask_ratio, config.img_size)
     if config.task in DENSE_TASKS:
         _check_dense(config)
-    if config.name is not None and (not isinstance(config.name, str) or config.name.strip() in ("", ".", "..")
-                                  or config.name != config.name.strip() or "/" in config.name or "\\" in config.name
-                                  or not config.name.isprintable() or len(os.fsencode(config.name)) > 255):
-        raise ValueError(f"name must be one folder name (no '/', not '.' or '..', no spaces around it, no control "
-                         f"characters, at most 255 bytes): the run lives in <output>/<name>; got {config.name!r} (put "
-                         "the parent folders in output)")
+    if config.name is not None:
+        check_folder_name(config.name, "name", "the run lives in <output>/<name> (put the parent folders in output)")
     if config.resume not in (None, "auto") and not Path(config.resume).is_file():
         raise ValueError(f"resume must be 'auto' or an existing checkpoint file, got {config.resume!r}")
 
