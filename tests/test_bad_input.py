@@ -294,6 +294,12 @@ def test_reproduce_refuses_a_folder_too_small_for_its_scale_before_creating_anyt
         main(["reproduce", "--scale", "smoke", "--data", str(small), "--output", str(tmp_path / "out")])
     assert done.value.code == 2 and "fewer than one batch (8)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    enough = make_image_folder(tmp_path / "enough", train=8)
+    for flag in ("--output", "--records"):  # never among the images it reads (the next run would read them)
+        inside = enough / "train" / "class0" / "rep"
+        with pytest.raises(SystemExit) as done:
+            main(["reproduce", "--scale", "smoke", "--data", str(enough), "--hours", "1e-9", flag, str(inside)])
+        assert done.value.code == 2 and f"{flag} {inside}: " in capsys.readouterr().err and not inside.exists()
 
 
 def test_a_class_folder_linked_to_another_is_refused(folder, tmp_path):

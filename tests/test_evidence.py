@@ -328,6 +328,12 @@ def test_a_damaged_record_is_named_and_records_never_go_into_a_run(tmp_path):
     with pytest.raises(ValueError, match="inside the training run"):
         Records(tmp_path / "run" / "records").check_writable()
     assert not (tmp_path / "run" / "records").exists()
+    images = tmp_path / "d2" / "train" / "c0"  # a class folder of another data set (round 15): records among images
+    images.mkdir(parents=True)
+    (images / "0.png").write_bytes(b"png")
+    with pytest.raises(ValueError, match=r"--records .*c0 holds files that are not records \(0.png\)"):
+        Records(images).check_writable()
+    assert Records(tmp_path / "records").check_writable() is None  # a folder of records is one
 
 
 def test_bf16_training_follows_fp32(tinted, tmp_path):

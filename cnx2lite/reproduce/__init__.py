@@ -49,6 +49,7 @@ from .. import data
 from ..amp import resolve_device
 from ..arguments import checked_path
 from ..bootstrap import RESAMPLES
+from ..image_files import refuse_output_inside
 from ..masking import effective_mask_ratio
 from ..report_folder import check_report_folder, claim_report_folder
 from ..train.run_log import read_metrics
@@ -85,6 +86,8 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
     records = Records(checked_path(records, "records") if records else output / RECORDS_FOLDER)
     records.check_writable()  # before any training, creating nothing
     folder = data.find_image_folder(data.resolve_data_root(data_arg))
+    for setting, path in (("--output", output), ("--records", records.root)):  # never among the images it reads
+        refuse_output_inside(path, [folder], setting)
     check_enough_images(scale, folder)
     grid = Grid(scale, str(folder), output, deadline=deadline, records=records)  # records of these images only
     claim_report_folder(output, COMMAND)  # every check passed

@@ -56,10 +56,16 @@ class Records:
 
     def check_writable(self) -> None:
         """Refuse, before any training and creating nothing, a records folder that cannot hold records: inside a run,
-        under a file, or not writable (its first record, or :meth:`check_data`, creates it)."""
+        under a file, not writable (its first record, or :meth:`check_data`, creates it), or holding files that are
+        not records (a class folder's images, a user's files)."""
         if (run := run_directory_of(self.root)) is not None:
             raise ValueError(f"--records {self.root} is inside the training run {run}: choose another folder")
         check_folder_creatable(self.root, "--records")
+        foreign = sorted(p.name for p in self.root.iterdir() if not p.is_dir() and p.name != "data.json") \
+            if self.root.is_dir() else []
+        if foreign:
+            raise ValueError(f"--records {self.root} holds files that are not records ({', '.join(foreign[:3])}"
+                             f"{', ...' if len(foreign) > 3 else ''}): choose an empty folder, or one of records")
 
     def check_data(self, fingerprint: str) -> None:
         """Bind the records to the images they are made on (the first call writes ``data.json``); records made on
