@@ -39,12 +39,13 @@ class ShortClassWarning(UserWarning):
     The command line prints it as one ``warning:`` line."""
 
 
-def warn_left_out_classes(folder: Path, split: str, classes: Sequence[str]) -> None:
+def warn_left_out_classes(folder: Path, split: str, classes: Sequence[str], beside: str | None = None) -> None:
     """Warn (a :class:`ShortClassWarning`: one ``warning:`` line) when ``folder/split`` holds class folders outside
-    ``classes`` (a model's): their images are not scored, and the user should know which."""
-    split_dir = Path(folder) / split
+    ``classes`` (a model's) and, with ``beside`` (``"train"``), outside that split's (num_classes leaves a class out of
+    both by choice): their images are not scored, and the user should know which."""
+    split_dir, kept = Path(folder) / split, {*classes, *(list_classes(Path(folder) / beside) if beside else ())}
     left_out = {name: len(list_images(split_dir / name, confined=True)) for name in list_classes(split_dir)
-                if name not in set(classes)}
+                if name not in kept}
     if left_out:
         shown = ", ".join(f"{name} ({count} images)" for name, count in list(left_out.items())[:5])
         warnings.warn(ShortClassWarning(f"{split_dir} holds {len(left_out)} class folder(s) the model was not trained "
@@ -75,9 +76,8 @@ class DataNotFoundError(FileNotFoundError):
 
 def how_to_get_data(problem: str) -> str:
     return (
-        f"{problem} "
-        f"Pass the data root with --data PATH or set {ENV_VAR}=PATH, where PATH (or PATH/imagenette) holds an "
-        "ImageFolder tree train/<class>/*.JPEG and val/<class>/*.JPEG. "
+        f"{problem} Pass the data root with --data PATH or set {ENV_VAR}=PATH, where PATH (or PATH/imagenette) holds "
+        "an ImageFolder tree train/<class>/*.JPEG and val/<class>/*.JPEG. "
         "To fetch Imagenette: `cnx2lite download imagenette` or cnx2lite.imagenette.download_imagenette(PATH)."
     )
 

@@ -9,7 +9,7 @@ from ..amp import AMP_MODES, resolve_amp, resolve_device
 from ..bootstrap import bootstrap_accuracy
 from ..factory import load_model
 from ..models.convnextv2 import BLOCK_STYLES
-from ..probes import KNN_K, KNN_TEMPERATURE, PROBE_METHODS, extract_features, probe_features
+from ..probes import KNN_K, KNN_TEMPERATURE, PROBE_METHODS, ProbeWarning, extract_features, probe_features
 from .flags import (
     Distinct,
     add_data_flags,
@@ -35,8 +35,10 @@ def run_probe(args: argparse.Namespace) -> int:
                          f"(--num-classes {args.num_classes})")
     val_set = data.build_dataset(folder, "val", transform, classes=train_set.classes,
                                  images_per_class=args.val_images_per_class, warn_short=False)
-    if args.num_classes is None:  # every class of train/: val/ classes beyond them are not scored
-        data.warn_left_out_classes(folder, "val", train_set.classes)
+    data.warn_left_out_classes(folder, "val", train_set.classes, beside="train")  # a val/ class train/ lacks
+    if "linear" in args.method and "knn" not in args.method and (args.k, args.temperature) != (KNN_K, KNN_TEMPERATURE):
+        warnings.warn(ProbeWarning(f"--k {args.k} and --temperature {args.temperature} do not apply to --method "
+                                   "linear: they are the kNN probe's"))
     for split, flag in ((train_set, "--images-per-class"), (val_set, "--val-images-per-class")):
         if split.short is not None:
             warnings.warn(data.ShortClassWarning(split.short.message(flag)))

@@ -140,8 +140,7 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) ->
     elif (folder / "val").is_dir():
         val_set = data.build_dataset(folder, "val", scoring, classes=train_set.classes,
                                      images_per_class=c.val_images_per_class, **screen)
-        cut = set(data.list_classes(folder / "train")) - set(train_set.classes)  # by num_classes, from both splits
-        data.warn_left_out_classes(folder, "val", [*train_set.classes, *cut])  # a val/ class train/ does not hold
+        data.warn_left_out_classes(folder, "val", train_set.classes, beside="train")  # a val/ class train/ lacks
     if task_name == "pretrain" and val_set is not None and c.knn_images_per_class > 0:
         if len(train_set.classes) < 2:
             ignored.append(f"knn_images_per_class={c.knn_images_per_class} does not apply to one class "
