@@ -433,3 +433,18 @@ def test_a_closed_terminal_stops_a_run_as_sigterm_does_unless_nohup_ignores_it(c
         assert not flag.requested and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_setting_the_data_ignores_is_no_change_to_resume_over():
+    """Resuming a finished ADE20K run was refused over 'composites: 4 -> 8', a setting an ADE20K folder ignores (round
+    15); for composites, the same change is one."""
+    import dataclasses
+
+    from cnx2lite.train.config_files import as_json
+    from cnx2lite.train.resume import changed_settings
+
+    for fmt, changed in (("ade20k", []), ("composites", ["composites: 4 -> 8"])):
+        config = load_preset("smoke", task="segment", dense_format=fmt, composites=4)
+        saved = as_json(config.to_dict())
+        assert changed_settings(saved, dataclasses.replace(config, composites=8)) == changed
+    assert changed_settings(saved, dataclasses.replace(config, epochs=5)) == [f"epochs: {config.epochs} -> 5"]

@@ -24,6 +24,8 @@ from ..sparse import BACKENDS
 TASKS = RUN_TASKS
 DENSE_TASKS = ("segment", "detect")
 DENSE_FORMATS = {"composites": None, "ade20k": "segment", "coco": "detect"}  # -> the task its labels are for
+WHOLE_SPLIT_IGNORES = ("images_per_class", "val_images_per_class", "image_selection", "composites", "val_composites",
+                       "max_regions")  # what an ADE20K or COCO folder ignores: its splits are used whole
 EVAL_SPLITS = ("val", "tune")  # val/, or the tuning split carved out of train/
 PATH_FIELDS = ("data", "pretrained", "init_encoder", "output", "resume")
 

@@ -19,7 +19,7 @@ from ..dense.formats import ADE20K, ADE20K_CLASSES, COCOInstances
 from ..image_cache import DecodedImages, cache_side
 from ..image_files import refuse_output_inside
 from .config import FIELDS, TrainConfig
-from .config_checks import DENSE_TASKS
+from .config_checks import DENSE_TASKS, WHOLE_SPLIT_IGNORES
 
 
 class IgnoredSettingWarning(UserWarning):
@@ -167,8 +167,7 @@ def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
             raise ValueError(f"{folder}: the val annotations' categories differ from train's (id: name "
                              f"{_categories(splits[1])} vs {_categories(splits[0])}): both splits must list the same "
                              "categories")
-    unused = _changed_settings(c, ("images_per_class", "val_images_per_class", "image_selection", "composites",
-                                   "val_composites", "max_regions"))
+    unused = _changed_settings(c, WHOLE_SPLIT_IGNORES)
     ignored = [f"{', '.join(unused)} (the preset's or the flags') do not apply to a {c.dense_format} folder: its "
                "splits are used whole, its annotations are the labels"] if unused else []
     return RunData(folder, *splits, None, fingerprint(splits[0], folder), ignored)
