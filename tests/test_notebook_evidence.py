@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 
@@ -88,3 +89,13 @@ def test_the_report_s_run_settings_come_from_its_committed_records():
     assert evidence.report_run_config("pretrain-v1-p0")["block"] == "v1"
     with pytest.raises(FileNotFoundError, match="its runs: .*pretrain-v2-p0"):
         evidence.report_run_config("pretrain-v2")
+
+
+def test_the_evidence_helpers_check_their_arguments_by_type():
+    """measured('1', ...) said 'table 1 has: []' and report_run_config(None) raised a raw TypeError (round 15)."""
+    for call, says in ((lambda: evidence.measured("1", "K=50 FCMAE"), "table must be int, got '1'"),
+                       (lambda: evidence.collapse_mean("V1 FCMAE", "distance", "96"), "img_size must be int"),
+                       (lambda: evidence.report_run_config(None), "name must be str, got None"),
+                       (lambda: evidence.Measured(1.0, 0.5, 2.0).verdict(None), "claim must be str, got None")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            call()

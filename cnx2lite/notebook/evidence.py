@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..arguments import checked_arguments
 from ..bootstrap import Estimate
 from ..data import REPO
 from ..reproduce.report_rows import verdict as report_verdict
@@ -43,6 +44,7 @@ class Measured:
         """The difference the other way round (second minus first): value, interval and runs negated."""
         return Measured(-self.value, -self.high, -self.low, self.paper, tuple(-v for v in self.runs))
 
+    @checked_arguments
     def verdict(self, claim: str) -> str:
         """What this difference's 95% interval says of ``claim`` (the paper's direction: a difference above 0), in the
         report's own words (:func:`~cnx2lite.reproduce.report_rows.verdict`), without its Markdown: ``reproduces``,
@@ -59,6 +61,7 @@ def _rows() -> tuple[dict[str, str], ...]:
         return tuple(csv.DictReader(f))
 
 
+@checked_arguments
 def measured(table: int, row: str, metric: str = "fine-tuned top-1") -> Measured:
     """The report's number for ``(table, row, metric)``, e.g. ``measured(1, "K=50 FCMAE - scratch")``."""
     for r in _rows():
@@ -88,6 +91,7 @@ def _collapse(encoder: str, stat: str, img_size: int, point: str) -> list[tuple[
     return sorted(found, key=lambda row: row[0])
 
 
+@checked_arguments
 def collapse_mean(encoder: str, stat: str, img_size: int, point: str = "gelu") -> Measured:
     """Table 4's mean over blocks of a collapse statistic, from the report's ``feature_collapse.csv``, e.g.
     ``collapse_mean("V1 FCMAE", "saturated", 96)``. ``encoder``: one of the report's (``"V1 FCMAE"``, ``"V2 FCMAE"``,
@@ -101,6 +105,7 @@ def collapse_mean(encoder: str, stat: str, img_size: int, point: str = "gelu") -
     return mean
 
 
+@checked_arguments
 def collapse_curve(encoder: str, stat: str, img_size: int, point: str = "gelu") -> dict[str, Measured]:
     """One encoder's per-block curve of a collapse statistic, as the report's figures draw it: ``{layer name (e.g.
     "stages.2.0.act"): Measured}`` in block order, input to output, each the mean over the encoder's runs with its 95%
@@ -122,6 +127,7 @@ def finetune_epochs() -> str:
     return found.group(1)
 
 
+@checked_arguments
 def report_figure(name: str) -> Path:
     """The path of a committed report figure, e.g. ``report_figure("label_efficiency")``."""
     path = REPORT / f"{name}.png"
@@ -130,6 +136,7 @@ def report_figure(name: str) -> Path:
     return path
 
 
+@checked_arguments
 def report_run_config(name: str) -> dict:
     """The settings of the report's run ``name`` (e.g. ``"pretrain-v2-p0"``), from its committed record."""
     path = REPORT / "records" / name / "config.json"
