@@ -39,9 +39,10 @@ def check_folder_name(value: Any, name: str, where: str) -> str:
     ``name`` and ``where`` the folder goes: a '/', '..' or '\\' would put it, and what deletes or overwrites it,
     somewhere else."""
     if (not isinstance(value, str) or value.strip() in ("", ".", "..") or value != value.strip() or "/" in value
-            or "\\" in value or not value.isprintable() or len(os.fsencode(value)) > 255):
-        raise ValueError(f"{name} must be one folder name (no '/' or '\\', not '.' or '..', no spaces around it, no "
-                         f"control characters, at most 255 bytes): {where}; got {value!r}")
+            or "\\" in value or value.startswith("~") or not value.isprintable() or len(os.fsencode(value)) > 255):
+        raise ValueError(f"{name} must be one folder name (no '/' or '\\', not '.' or '..', not starting with '~' (a "
+                         f"shell reads it as a home folder), no spaces around it, no control characters, at most 255 "
+                         f"bytes): {where}; got {value!r}")
     return value
 
 

@@ -113,6 +113,7 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["bench", "train", "--nope"], "cnx2lite bench train: unrecognized arguments: --nope (see cnx2lite bench train"),
     (["probe", "--checkpoint", "random", "--images-per-class", "nine"], "argument --images-per-class: invalid int "
      "value: 'nine'"),
+    (["finetune", "--name", "~"], "not '.' or '..', not starting with '~' (a shell reads it as a home folder)"),
     (["probe", "--checkpoint", "random", "--temperature", "inf"],  # an unweighted vote that would say nothing
      "argument --temperature: must be a finite number > 0, got inf"),
 ]

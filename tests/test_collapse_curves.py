@@ -106,6 +106,16 @@ def test_asking_for_more_images_than_the_split_holds_is_a_warning_and_measures_a
                                 "them"]
 
 
+def test_a_home_output_expands_the_tilde(folder, tmp_path, capsys, monkeypatch, one_thread):
+    """--output '~/col' wrote into a folder named '~' under the current folder (round 16)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*collapse_command(folder, "~/col", "--encoder", "a=random:v2"), "--images", "4"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    assert (tmp_path / "home" / "col" / "collapse.csv").is_file() and not (tmp_path / "~").exists()
+
+
 def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, one_thread):
     output = tmp_path / "out"
     main_args = collapse_command(folder, output, "--encoder", "V2 random=random:v2,random:v2", "--encoder",

@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import collapse, collapse_along_training, collapse_curves, data
 from ..amp import resolve_device
+from ..arguments import checked_path, expand_user
 from ..factory import load_model
 from ..image_files import refuse_output_inside
 from ..report_folder import check_report_folder, claim_report_folder
@@ -43,6 +44,10 @@ def parse_encoder(text: str) -> tuple[str, list[str]]:
     for name in names:
         if name.startswith(RANDOM) and name not in (RANDOM, f"{RANDOM}:v1", f"{RANDOM}:v2"):
             raise argparse.ArgumentTypeError(f"a random source is random, random:v1 or random:v2; got {name!r}")
+    try:  # '~' expanded in every path (--along-training reads the folders themselves)
+        names = [name if name.startswith(RANDOM) else expand_user(name, "source") for name in names]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     trained = [_same_weights(name) for name in names if not name.startswith(RANDOM)]  # random: seeds differ
     if len(set(trained)) != len(trained):
         raise argparse.ArgumentTypeError(f"{label.strip()!r} names a source twice: each run counts once in the "
@@ -184,8 +189,9 @@ def run_collapse(args: argparse.Namespace) -> int:
                              f"({','.join(map(str, sources[first]))}), so they differ by nothing; contrast encoders "
                              "of different sources")
     folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
-    refuse_output_inside(args.output, [folder / split for split in data.SPLITS], "--output")
-    output = check_output(Path(args.output))
+    output = checked_path(args.output, "--output")  # '~' expanded, as every path the package takes
+    refuse_output_inside(output, [folder / split for split in data.SPLITS], "--output")
+    output = check_output(output)
     if args.along_training:
         if args.contrast:
             raise ValueError("--contrast is not measured with --along-training: compare the encoders' curves")
