@@ -190,7 +190,7 @@ class Trainer:
         ckpt = read.get("checkpoint") or read_resumable(path)
         check_resumable(path, ckpt, self.task.name, c, self.run_dir, self.train_set.classes, self.data.fingerprints,
                         self.data.folder)
-        keep_origin(c, self.requested, ckpt["config"], self.log)
+        self.data.ignored += keep_origin(c, self.requested, ckpt["config"])  # warned with the data's
         restore_training_state(path, ckpt, self.model, self.optimizer, self.ema, self.scaler)
         self.position = Position(**ckpt["position"])
         self.run_log.restore(ckpt["history"], finished=self.position.epoch >= c.epochs)

@@ -104,7 +104,8 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
     if named and saved_at is not None and int(named.group(1)) != saved_at:  # renamed or copied by hand
         raise ResumeMismatchError(f"cannot resume from {path}: its name says step {int(named.group(1))}, but it was "
                                   f"saved at step {saved_at}; the run orders and prunes its checkpoints by their "
-                                  "names, so give it back its name (checkpoint-<step>.pt) or remove it")
+                                  "names: remove it (a copy, or another run's), or if it is this run's own, give "
+                                  "it back its name (checkpoint-<step>.pt)")
     foreign = Path(path).resolve().parent != run_dir.path.resolve()
     if foreign and (run_dir.latest_checkpoint() is not None or (run_dir.path / "metrics.csv").exists()):
         raise ResumeMismatchError(f"cannot resume from {path} into {run_dir}: that folder holds a run of its own, and "
@@ -146,17 +147,19 @@ def without_missing_start(config: TrainConfig, resumes: bool) -> TrainConfig:
     return replace(config, **{start_field(config.task): None})
 
 
-def keep_origin(config: TrainConfig, requested: TrainConfig, saved: dict[str, Any],
-                log: Callable[[str], None]) -> None:
+def keep_origin(config: TrainConfig, requested: TrainConfig, saved: dict[str, Any]) -> list[str]:
     """A resumed run keeps the weights it started from in its record: its weights come from the checkpoint, so
-    ``pretrained``/``init_encoder`` take the checkpoint's values, in place (another one given is said not used)."""
+    ``pretrained``/``init_encoder`` take the checkpoint's values, in place. Returns what to say of another one given:
+    a setting the resume does not use, for the run's ignored-setting warnings."""
+    unused = []
     for name in ("pretrained", "init_encoder"):
         given, started = getattr(config, name), saved.get(name)
         if given is not None and _real(given) != _real(started):  # the same folder written another way is the same
-            log(f"resume: {name} {given} is not used: the run continues from its checkpoint, and started from "
-                f"{started or 'scratch'}")
+            unused.append(f"{name} {given} does not apply to a resume: the run continues from its checkpoint, and "
+                          f"started from {started or 'scratch'}")
         setattr(config, name, started)
         setattr(requested, name, started)
+    return unused
 
 
 def check_record(run_dir: RunDir, config: TrainConfig) -> None:

@@ -23,8 +23,8 @@ from .config_checks import DENSE_TASKS, WHOLE_SPLIT_IGNORES
 
 
 class IgnoredSettingWarning(UserWarning):
-    """A setting the run's images give nothing to act on (a class count for unlabeled images, composites for an ADE20K
-    folder): the run goes on without it."""
+    """A setting the run gives nothing to act on (a class count for unlabeled images, composites for an ADE20K
+    folder, start weights for a resume, which continues from its checkpoint): the run goes on without it."""
 
 
 @dataclass
