@@ -270,9 +270,10 @@ class Grid:
         return _finished(config) or (not weights and self.records.has_run(name, config.to_dict()))
 
     def run(self, name: str, config: TrainConfig, weights: bool = False) -> RunResult:
-        """Run ``name``: known already, or read from its record (weights not needed, not finished here), or trained
-        (resumed, or found finished here); a run trained or found here is recorded, then :attr:`after_run` measures
-        it. Its ``config`` is always its config.json's, so a run reads alike from here or from its record."""
+        """Run ``name``: known already, or read from its record (weights not needed, not finished here), or found
+        finished here and recorded (its record with its checkpoint: no Trainer built), or trained (resumed, or found
+        finished but not recorded); a run trained here is recorded; then :attr:`after_run` measures it. Its ``config``
+        is always its config.json's, so a run reads alike from here or from its record."""
         known = self.results.get(name)
         if known is not None and (known.checkpoint is not None or not weights):
             return known
@@ -280,15 +281,20 @@ class Grid:
         if not finished and not weights and self.records.has_run(name, config.to_dict()):
             self.results[name] = self.records.run(name)
             return self.results[name]
-        if self.deadline is not None and time.monotonic() > self.deadline and not finished:
-            raise BudgetSpent(f"the training budget of this invocation is spent before {name}")
-        print_line(f"[reproduce] {name}")
-        known = train(config)
-        release_freed_memory()  # the run's image cache and activations: kept by this process otherwise
-        if known.interrupted:
-            raise KeyboardInterrupt
-        self.records.keep_run(known, figure=name == self.pretrain_name("v2", True, 0))  # the one a report shows
-        known.config = self.records.run(name).config
+        checkpoint = RunDir(Path(config.output) / config.name).latest_checkpoint() if finished else None
+        if checkpoint is not None and self.records.has_run(name, config.to_dict()):  # found finished here, recorded:
+            record = self.records.run(name)  # no model to build nor checkpoint to read (a Trainer would do both)
+            known = RunResult(checkpoint.parent, record.history, checkpoint, config=record.config)
+        else:
+            if self.deadline is not None and time.monotonic() > self.deadline and not finished:
+                raise BudgetSpent(f"the training budget of this invocation is spent before {name}")
+            print_line(f"[reproduce] {name}")
+            known = train(config)
+            release_freed_memory()  # the run's image cache and activations: kept by this process otherwise
+            if known.interrupted:
+                raise KeyboardInterrupt
+            self.records.keep_run(known, figure=name == self.pretrain_name("v2", True, 0))  # the one a report shows
+            known.config = self.records.run(name).config
         self.results[name] = known
         if self.after_run is not None:
             self.after_run(name)
