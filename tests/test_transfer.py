@@ -289,6 +289,8 @@ def _edited_coco(root: Path, edit) -> Path:
     (lambda c: c["annotations"][0].pop("segmentation"), "annotation 1 has no segmentation"),
     (lambda c: c["annotations"][0].update(category_id=99), "annotation 1 names category id 99"),
     (lambda c: c["annotations"][0].update(segmentation=[[1, 1, 2, 2]]), "polygon of fewer than 3 points"),
+    (lambda c: c["annotations"][0].update(segmentation=[[4, 4, 28, 4, 28, 28, 4]]),  # round 17: a dangling x
+     r"annotation 1: a polygon is x, y pairs \(an even count\), got 7 numbers"),
     (lambda c: c["images"][0].update(file_name="gone.jpg"), "gone.jpg, which is not a file"),
     (lambda c: c["images"][1].update(file_name="./0.jpg"), r"several images name the same file_name \(0.jpg\)"),
     (lambda c: c["images"][0].update(file_name="../train2017/0.jpg"),  # a training image scored, or the reverse

@@ -228,6 +228,8 @@ def check_coco_json(path: Path, images: Path) -> None:
             raise ValueError(f"{where} has no polygon (an empty segmentation)")
         if isinstance(polygons, list) and any(not isinstance(p, list) or len(p) < 6 for p in polygons):
             raise ValueError(f"{where} has a polygon of fewer than 3 points")
+        if isinstance(polygons, list) and (odd := next((p for p in polygons if len(p) % 2), None)) is not None:
+            raise ValueError(f"{where}: a polygon is x, y pairs (an even count), got {len(odd)} numbers")
         if isinstance(polygons, list) and not _box_fits(annotation["bbox"], polygons):
             raise ValueError(f"{where}: its bbox {annotation['bbox']} is not its polygons' extent (COCO boxes are "
                              "[x, y, width, height])")
