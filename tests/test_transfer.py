@@ -255,6 +255,20 @@ def test_coco_categories_become_classes_and_instances_keep_their_masks_and_boxes
         assert abs(ys.min() - y0) <= 1 and abs(ys.max() + 1 - y1) <= 1
 
 
+def test_a_coco_box_past_the_image_edge_is_clipped_and_trained_on(tmp_path):
+    """COCO's boxes may run past the image (rounding, an instance cut by the frame): torchvision's sanitizing dropped
+    such an instance from training without a word (round 17); now it is clipped to the image and kept."""
+    def past_the_edge(content):
+        annotation = content["annotations"][0]  # image 1 (80x64 px): its instance now runs 10 px past the right
+        annotation.update(bbox=[70, 6, 20, 24], segmentation=[[70, 6, 90, 6, 90, 30, 70, 30]])
+    folder = _edited_coco(tmp_path / "coco", past_the_edge)
+    for training in (False, True):
+        _, target = COCOInstances(folder, "val", 32, train=training)[0]
+        assert target["labels"].tolist() == [0] and target["masks"].any()
+        x0, y0, x1, y1 = target["boxes"][0].tolist()
+        assert 0 <= x0 < x1 <= 32 and 0 <= y0 < y1 <= 32 and x1 - x0 == pytest.approx(10 * 32 / 80, abs=0.5)
+
+
 @pytest.mark.parametrize("task, fmt, write", [("segment", "ade20k", write_ade20k), ("detect", "coco", write_coco)])
 def test_real_formats_train_and_score_through_the_cli(tmp_path, task, fmt, write):
     folder = write(tmp_path / fmt)
@@ -303,6 +317,17 @@ def _edited_coco(root: Path, edit) -> Path:
     (lambda c: c["annotations"][0].update(segmentation={"size": [5, 5], "counts": "a"}),
      r"RLE mask's size \[5, 5\] is not its image's height and width \[64, 80\]"),
     (lambda c: c["annotations"][0].update(bbox=[4, 6, 24, 30]), r"bbox \[4, 6, 24, 30\] is not its polygons' extent"),
+    # round 17: malformed boxes were all 'not its polygons' extent'; a flat one was dropped from training unsaid
+    (lambda c: c["annotations"][0].update(bbox=[4, 6, 20]), r"bbox \[4, 6, 20\] is not 4 finite numbers"),
+    (lambda c: c["annotations"][0].update(bbox=[4, 6, "20", 24]), "is not 4 finite numbers"),
+    (lambda c: c["annotations"][0].update(bbox=[4, 6, float("nan"), 24]), "is not 4 finite numbers"),
+    (lambda c: c["annotations"][0].update(bbox=[4, 6, 20, 0], segmentation=[[4, 6, 24, 6, 14, 6]]),
+     r"bbox \[4, 6, 20, 0\] has no area"),
+    (lambda c: c["annotations"][0].update(bbox=[24, 6, -20, 24]), "has no area"),
+    (lambda c: c["annotations"][0].update(bbox=[90, 6, 20, 24], segmentation=[[90, 6, 110, 6, 110, 30, 90, 30]]),
+     r"lies outside its image \(80x64 px\)"),
+    (lambda c: c["annotations"][0].update(segmentation={"size": [64, 80], "counts": "not RLE!"}),
+     "its RLE mask .* does not decode"),
     (lambda c: c["images"].append("x.jpg"), "images holds 'x.jpg', which is no entry with an integer id"),
     (lambda c: c["annotations"].append(7), "annotations holds '7', which is no entry with an integer id"),
     (lambda c: c["images"][0].update(id="1"), "images holds .*which is no entry with an integer id"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from pycocotools import mask as mask_utils
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
@@ -132,9 +134,9 @@ def _check_annotation(path: Path, annotation: Image.Image, image_size: tuple[int
 class COCOInstances(Dataset):
     """COCO's instance annotations: ``annotations/instances_<split>*.json`` (e.g. ``instances_val2017.json``) for the
     images in the folder of the same name (``val2017/``). Categories, whatever their ids, become classes ``0..K-1``
-    in id order; boxes left degenerate by the resizing are dropped with their masks. Crowd regions (``iscrowd``) are
-    left out of training and kept, flagged ``"iscrowd"``, for scoring, where COCO's evaluation ignores what matches
-    them."""
+    in id order; boxes are clipped to the image, and those the resizing leaves degenerate are dropped with their
+    masks. Crowd regions (``iscrowd``) are left out of training and kept, flagged ``"iscrowd"``, for scoring, where
+    COCO's evaluation ignores what matches them."""
 
     def __init__(self, folder: str | Path, split: str, size: int, train: bool = False) -> None:
         folder = Path(folder)
@@ -158,8 +160,9 @@ class COCOInstances(Dataset):
         self.index_of = {c["id"]: i for i, c in enumerate(categories)}
         self.samples = [(str(images / coco.coco.imgs[i]["file_name"]), i) for i in coco.ids]
         self.train = train
-        # boxes the resizing left degenerate go, with their masks, labels and crowd flags
-        self.transform = v2.Compose([_geometry(size, train), v2.SanitizeBoundingBoxes(
+        # boxes are clipped to the image (COCO's may run past its edge: torchvision would drop them), then those the
+        # resizing left degenerate go, with their masks, labels and crowd flags
+        self.transform = v2.Compose([_geometry(size, train), v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(
             labels_getter=lambda inputs: (inputs[1]["labels"], inputs[1]["iscrowd"]))])
 
     def __len__(self) -> int:
@@ -230,12 +233,17 @@ def check_coco_json(path: Path, images: Path) -> None:
             raise ValueError(f"{where} has a polygon of fewer than 3 points")
         if isinstance(polygons, list) and (odd := next((p for p in polygons if len(p) % 2), None)) is not None:
             raise ValueError(f"{where}: a polygon is x, y pairs (an even count), got {len(odd)} numbers")
+        if problem := _box_problem(annotation["bbox"], image_sizes[annotation["image_id"]]):
+            raise ValueError(f"{where}: its bbox {annotation['bbox']} {problem}")
         if isinstance(polygons, list) and not _box_fits(annotation["bbox"], polygons):
             raise ValueError(f"{where}: its bbox {annotation['bbox']} is not its polygons' extent (COCO boxes are "
                              "[x, y, width, height])")
         if isinstance(polygons, dict) and polygons.get("size") != image_sizes[annotation["image_id"]]:
             raise ValueError(f"{where}: its RLE mask's size {polygons.get('size')} is not its image's height and "
                              f"width {image_sizes[annotation['image_id']]}")
+        if isinstance(polygons, dict) and not _decodes(polygons):
+            raise ValueError(f"{where}: its RLE mask {str(polygons)[:60]} does not decode (COCO's RLE is "
+                             "{'size': [height, width], 'counts': a list of run lengths or their string})")
         if not isinstance(polygons, (list, dict)):
             raise ValueError(f"{where}: segmentation must be a list of polygons or an RLE dict")
     for image_id, file_name in image_ids.items():
@@ -250,10 +258,35 @@ def check_coco_json(path: Path, images: Path) -> None:
                          "image once, with all its annotations")
 
 
-def _box_fits(box: list, polygons: list[list[float]], slack: float = 2.0) -> bool:
-    """Whether COCO's ``[x, y, width, height]`` ``box`` is the extent of ``polygons``, within ``slack`` pixels or 5%."""
-    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+def _box_problem(box: object, image_size: list) -> str | None:
+    """What keeps COCO's ``[x, y, width, height]`` ``box`` from framing an instance of an image of ``image_size``
+    ``[height, width]``, or None. A box that runs past the image's edge is fine: training clips it to the image."""
+    if not (isinstance(box, list) and len(box) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)):
+        return "is not 4 finite numbers [x, y, width, height]"
+    x, y, width, height = box
+    if width <= 0 or height <= 0:
+        return "has no area (width and height must be above 0): an instance covers pixels"
+    image_height, image_width = image_size
+    if (isinstance(image_height, (int, float)) and isinstance(image_width, (int, float))
+            and (x >= image_width or y >= image_height or x + width <= 0 or y + height <= 0)):
+        return f"lies outside its image ({image_width}x{image_height} px)"
+    return None
+
+
+def _decodes(rle: dict) -> bool:
+    """Whether pycocotools decodes the RLE mask ``rle`` (its size checked already) into a mask of that size."""
+    try:
+        height, width = rle["size"]
+        encoded = mask_utils.frPyObjects(rle, height, width) if isinstance(rle.get("counts"), list) else rle
+        return mask_utils.decode(encoded).shape == (height, width)
+    except (TypeError, ValueError, KeyError, OverflowError):
         return False
+
+
+def _box_fits(box: list, polygons: list[list[float]], slack: float = 2.0) -> bool:
+    """Whether COCO's ``[x, y, width, height]`` ``box`` (checked to be one) is the extent of ``polygons``, within
+    ``slack`` pixels or 5%."""
     xs = [v for p in polygons for v in p[0::2]]
     ys = [v for p in polygons for v in p[1::2]]
     extent = (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
