@@ -291,6 +291,11 @@ def test_every_command_names_the_val_classes_the_model_was_not_trained_on(folder
         main(["probe", "--checkpoint", paths["pretrain_run"], "--data", str(folder), "--method", "linear", "--k", "3"])
     err = capsys.readouterr().err
     assert done.value.code == 0 and "warning: --k 3 and --temperature 0.07 do not apply to --method linear" in err
+    with pytest.raises(SystemExit) as done:  # a seed seeds a random init only; the probes draw nothing (round 17)
+        main(["probe", "--checkpoint", paths["pretrain_run"], "--data", str(folder), "--method", "linear",
+              "--seed", "3"])
+    err = capsys.readouterr().err
+    assert done.value.code == 0 and "warning: --seed 3 does not apply to --checkpoint" in err
 
 
 def test_reproduce_refuses_a_folder_too_small_for_its_scale_before_creating_anything(tmp_path, capsys):

@@ -24,7 +24,10 @@ from .flags import (
 
 def run_probe(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    encoder, config = load_model(args.checkpoint, args.model, args.block, args.seed)
+    if args.seed is not None and args.checkpoint != "random":
+        warnings.warn(ProbeWarning(f"--seed {args.seed} does not apply to --checkpoint {args.checkpoint}: it seeds "
+                                   "--checkpoint random's initialization; the probes themselves draw nothing"))
+    encoder, config = load_model(args.checkpoint, args.model, args.block, args.seed or 0)
     size = args.img_size or config.get("img_size", 224)
     folder = data.find_image_folder(data.resolve_data_root(args.data), args.dataset)
     transform = transforms.eval_transform(size, in_chans=encoder.in_chans)
@@ -75,7 +78,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--k", type=positive(int), default=KNN_K, help=f"kNN neighbours (default: {KNN_K})")
     parser.add_argument("--temperature", type=positive(float), default=KNN_TEMPERATURE,
                         help=f"kNN vote temperature (default: {KNN_TEMPERATURE})")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of a random init (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=None,
+                        help="seed of --checkpoint random's initialization (default: 0)")
     add_loader_flags(parser, batch_size=128)
     add_device_flag(parser)
     parser.add_argument("--amp", default="auto", choices=AMP_MODES, help="autocast (default: auto)")
