@@ -56,10 +56,22 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def oriented_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` of the image :func:`load_image` returns, from the header alone (EXIF orientations 5-8 turn
     it by 90 degrees)."""
-    with Image.open(path) as img:
-        width, height = img.size
-        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
+    except DECODE_ERRORS as e:
+        raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """``Image.open(path)`` (lazy: the header only), CorruptImageError naming the file where PIL cannot open it. For
+    files read as they are (an annotation PNG's class indices), not as photos (:func:`load_image`)."""
+    try:
+        return Image.open(path)
+    except DECODE_ERRORS as e:
+        raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
 
 
 def shrunk_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:

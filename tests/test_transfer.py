@@ -22,6 +22,7 @@ from cnx2lite import create_model
 from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.commands import main
 from cnx2lite.dense.formats import ADE20K, IGNORE_INDEX, COCOInstances
+from cnx2lite.images import CorruptImageError
 from cnx2lite.rundir import RunDir, load_checkpoint
 from cnx2lite.train import api as train_api
 from cnx2lite.train import train
@@ -355,6 +356,16 @@ def test_an_ade20k_annotation_that_cannot_label_its_image_is_refused(tmp_path, a
     annotation.save(folder / "annotations" / "validation" / "ADE_001.png")
     with pytest.raises(ValueError, match=says):
         ADE20K(folder, "val", 32)[1]
+
+
+@pytest.mark.parametrize("kind, content", [("images", b""), ("annotations", b""),
+                                           ("annotations", b"\x89PNG\r\n\x1a\n")])  # a PNG's signature alone
+def test_an_ade20k_file_that_does_not_open_is_named(tmp_path, kind, content):
+    """An empty image gave PIL's bare 'cannot identify image file' without the file (round 17)."""
+    folder = write_ade20k(tmp_path / "ade")
+    (folder / kind / "validation" / "ADE_001.png").write_bytes(content)
+    with pytest.raises(CorruptImageError, match=f"cannot read .*{kind}/validation/ADE_001.png"):
+        ADE20K(folder, "val", 32)
 
 
 @pytest.mark.parametrize("kind", ["annotations", "images"])

@@ -29,7 +29,7 @@ from torchvision.transforms import v2
 
 from .. import transforms
 from ..image_files import IMG_EXTENSIONS, leads_outside
-from ..images import load_image, oriented_size
+from ..images import DECODE_ERRORS, CorruptImageError, load_image, open_image, oriented_size
 
 IGNORE_INDEX = -1  # ADE20K's label 0 ("other") and classes past num_classes (mmsegmentation's 255 is a class past 255)
 ADE20K_CLASSES = 150
@@ -80,7 +80,7 @@ class ADE20K(Dataset):
         self.classes = [f"ADE20K class {k}" for k in range(1, num_classes + 1)]
         self.transform = _geometry(size, train)
         for image_path, label_path in self.samples:  # headers only: a bad file stops the run before it trains
-            with Image.open(folder / label_path) as annotation:
+            with open_image(folder / label_path) as annotation:
                 _check_annotation(folder / label_path, annotation, oriented_size(image_path))
         shown = self._first_classes(2)  # reads annotations until two classes are seen: one, or a few, on real data
         if not shown:
@@ -96,8 +96,11 @@ class ADE20K(Dataset):
 
     def _labels(self, label_path: str) -> Tensor:
         """The class index of every pixel of an annotation ``(H, W)``, :data:`IGNORE_INDEX` where none applies."""
-        with Image.open(self.folder / label_path) as annotation:
-            labels = torch.from_numpy(np.asarray(annotation, dtype=np.int64) - 1)
+        with open_image(self.folder / label_path) as annotation:
+            try:
+                labels = torch.from_numpy(np.asarray(annotation, dtype=np.int64) - 1)
+            except DECODE_ERRORS as e:  # a header that opens over pixels that do not (a truncated file)
+                raise CorruptImageError(f"cannot read annotation {self.folder / label_path}: {e}") from None
         labels[(labels < 0) | (labels >= len(self.classes))] = IGNORE_INDEX
         return labels
 
@@ -114,7 +117,7 @@ class ADE20K(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         image_path, label_path = self.samples[index]
         image = load_image(image_path)
-        with Image.open(self.folder / label_path) as annotation:  # checked again: the file may have changed since
+        with open_image(self.folder / label_path) as annotation:  # checked again: the file may have changed since
             _check_annotation(self.folder / label_path, annotation, image.size)
         labels = self._labels(label_path)
         image, semantic = self.transform(image, tv_tensors.Mask(labels))
