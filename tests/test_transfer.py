@@ -303,7 +303,7 @@ def _edited_coco(root: Path, edit) -> Path:
     (lambda c: c.update(images=[]), "lists no images"),
     (lambda c: c["annotations"][0].pop("segmentation"), "annotation 1 has no segmentation"),
     (lambda c: c["annotations"][0].update(category_id=99), "annotation 1 names category id 99"),
-    (lambda c: c["annotations"][0].update(segmentation=[[1, 1, 2, 2]]), "polygon of fewer than 3 points"),
+    (lambda c: c["annotations"][0].update(segmentation=[[1, 1, 2, 2]]), "1: a polygon of fewer than 3 points"),
     (lambda c: c["annotations"][0].update(segmentation=[[4, 4, 28, 4, 28, 28, 4]]),  # round 17: a dangling x
      r"annotation 1: a polygon is x, y pairs \(an even count\), got 7 numbers"),
     (lambda c: c["images"][0].update(file_name="gone.jpg"), "gone.jpg, which is not a file"),
@@ -314,7 +314,7 @@ def _edited_coco(root: Path, edit) -> Path:
      "image 1's file_name '/.* is not a file of"),
     (lambda c: c["annotations"][1].update(id=1), r"annotations share ids \(1\)"),  # one would replace the other
     (lambda c: c["images"][1].update(id=1), r"images share ids \(1\)"),
-    (lambda c: c["annotations"][0].update(segmentation=[]), "annotation 1 has no polygon"),
+    (lambda c: c["annotations"][0].update(segmentation=[]), "annotation 1: no polygon"),
     (lambda c: c["annotations"][0].update(segmentation={"size": [5, 5], "counts": "a"}),
      r"RLE mask's size \[5, 5\] is not its image's height and width \[64, 80\]"),
     (lambda c: c["annotations"][0].update(bbox=[4, 6, 24, 30]), r"bbox \[4, 6, 24, 30\] is not its polygons' extent"),
@@ -333,6 +333,7 @@ def _edited_coco(root: Path, edit) -> Path:
     (lambda c: c["annotations"].append(7), "annotations holds '7', which is no entry with an integer id"),
     (lambda c: c["images"][0].update(id="1"), "images holds .*which is no entry with an integer id"),
     (lambda c: c["categories"][0].pop("name"), "category 3 has no name"),
+    (lambda c: c["categories"][1].update(name="car"), r"categories share names \(car\)"),  # round 17
 ])
 def test_a_coco_json_short_of_the_format_is_one_line_naming_file_and_entry(tmp_path, edit, says):
     folder = _edited_coco(tmp_path / "coco", edit)

@@ -195,8 +195,8 @@ ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox", "segmentation", "isc
 
 def check_coco_json(path: Path, images: Path) -> None:
     """Refuse, naming the file and the entry, what COCO's instance format needs and ``path`` lacks: its three lists,
-    images, annotations and categories in them, each annotation's keys, known image and category ids, polygons of at
-    least 3 points, and the image files it names in ``images``."""
+    images, annotations and categories in them, each annotation's keys, known image and category ids, its instance
+    (:func:`_instance_problem`), and the image files it names in ``images``."""
     try:
         content = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -213,6 +213,9 @@ def check_coco_json(path: Path, images: Path) -> None:
     for category in content["categories"]:
         if not isinstance(category.get("name"), str):
             raise ValueError(f"{path}: category {category['id']} has no name (a string)")
+    names = Counter(category["name"] for category in content["categories"])
+    if repeated := sorted(name for name, n in names.items() if n > 1):  # two classes no output can tell apart
+        raise ValueError(f"{path}: categories share names ({', '.join(repeated[:5])}): each class needs its own")
     for key in lists:  # one entry silently replaces another of the same id
         counts = Counter(entry.get("id") for entry in content[key])
         if repeated := sorted(str(i) for i, n in counts.items() if n > 1):
@@ -229,26 +232,9 @@ def check_coco_json(path: Path, images: Path) -> None:
         if annotation["category_id"] not in category_ids:
             raise ValueError(f"{where} names category id {annotation['category_id']!r}, which categories does not "
                              "list")
-        polygons = annotation["segmentation"]
-        if isinstance(polygons, list) and not polygons:
-            raise ValueError(f"{where} has no polygon (an empty segmentation)")
-        if isinstance(polygons, list) and any(not isinstance(p, list) or len(p) < 6 for p in polygons):
-            raise ValueError(f"{where} has a polygon of fewer than 3 points")
-        if isinstance(polygons, list) and (odd := next((p for p in polygons if len(p) % 2), None)) is not None:
-            raise ValueError(f"{where}: a polygon is x, y pairs (an even count), got {len(odd)} numbers")
-        if problem := _box_problem(annotation["bbox"], image_sizes[annotation["image_id"]]):
-            raise ValueError(f"{where}: its bbox {annotation['bbox']} {problem}")
-        if isinstance(polygons, list) and not _box_fits(annotation["bbox"], polygons):
-            raise ValueError(f"{where}: its bbox {annotation['bbox']} is not its polygons' extent (COCO boxes are "
-                             "[x, y, width, height])")
-        if isinstance(polygons, dict) and polygons.get("size") != image_sizes[annotation["image_id"]]:
-            raise ValueError(f"{where}: its RLE mask's size {polygons.get('size')} is not its image's height and "
-                             f"width {image_sizes[annotation['image_id']]}")
-        if isinstance(polygons, dict) and not _decodes(polygons):
-            raise ValueError(f"{where}: its RLE mask {str(polygons)[:60]} does not decode (COCO's RLE is "
-                             "{'size': [height, width], 'counts': a list of run lengths or their string})")
-        if not isinstance(polygons, (list, dict)):
-            raise ValueError(f"{where}: segmentation must be a list of polygons or an RLE dict")
+        if problem := _instance_problem(annotation["segmentation"], annotation["bbox"],
+                                        image_sizes[annotation["image_id"]]):
+            raise ValueError(f"{where}: {problem}")
     for image_id, file_name in image_ids.items():
         if not isinstance(file_name, str) or not (images / file_name).is_file():
             raise ValueError(f"{path} names the image {images / str(file_name)}, which is not a file")
@@ -259,6 +245,30 @@ def check_coco_json(path: Path, images: Path) -> None:
     if repeated := sorted(name for name, n in names.items() if n > 1):  # one image trained and scored as several
         raise ValueError(f"{path}: several images name the same file_name ({', '.join(repeated[:3])}): list each "
                          "image once, with all its annotations")
+
+
+def _instance_problem(segmentation: object, box: object, image_size: list) -> str | None:
+    """What keeps an annotation's ``segmentation`` (polygons or an RLE dict) and ``box`` from being one instance of an
+    image of ``image_size`` ``[height, width]``, or None."""
+    if not isinstance(segmentation, (list, dict)):
+        return "segmentation must be a list of polygons or an RLE dict"
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return "no polygon (an empty segmentation)"
+        if any(not isinstance(p, list) or len(p) < 6 for p in segmentation):
+            return "a polygon of fewer than 3 points"
+        if (odd := next((p for p in segmentation if len(p) % 2), None)) is not None:
+            return f"a polygon is x, y pairs (an even count), got {len(odd)} numbers"
+    if problem := _box_problem(box, image_size):
+        return f"its bbox {box} {problem}"
+    if isinstance(segmentation, list) and not _box_fits(box, segmentation):
+        return f"its bbox {box} is not its polygons' extent (COCO boxes are [x, y, width, height])"
+    if isinstance(segmentation, dict) and segmentation.get("size") != image_size:
+        return f"its RLE mask's size {segmentation.get('size')} is not its image's height and width {image_size}"
+    if isinstance(segmentation, dict) and not _decodes(segmentation):
+        return (f"its RLE mask {str(segmentation)[:60]} does not decode (COCO's RLE is {{'size': [height, width], "
+                "'counts': a list of run lengths or their string})")
+    return None
 
 
 def _box_problem(box: object, image_size: list) -> str | None:
