@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import torch
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 
 from .amp import AMP_DTYPES, autocast, resolve_amp
 from .checkpoint_formats import export_timm
+from .data import DataNotFoundError, find_image_folder
 from .fcmae import FCMAE
 from .masking import check_mask_ratio, random_mask
 from .models import create_model
@@ -253,9 +255,17 @@ def bench_train(tasks: Sequence[str] = ("pretrain", "finetune"), preset: str = "
           f"{torch.get_num_threads()} threads; data loading included (data: {data or 'default root'})")
     sides = {"reference": REFERENCE_PATH, "default": {}}
     with tempfile.TemporaryDirectory() as output:  # every task's settings and images checked before any is timed
-        built = {task: {name: Trainer(load_preset(preset, task=task, data=data, output=output, name=f"{task}-{name}",
-                                                  progress=False, epochs=1, **given, **changes))
-                        for name, changes in sides.items()} for task in tasks}
+        try:
+            built = {task: {name: Trainer(load_preset(preset, task=task, data=data, output=output,
+                                                      name=f"{task}-{name}", progress=False, epochs=1, **given,
+                                                      **changes))
+                            for name, changes in sides.items()} for task in tasks}
+        except DataNotFoundError:  # pretraining reads a folder of photos, fine-tuning needs class folders
+            if "finetune" not in tasks or data is None or not _photos_without_classes(data):
+                raise
+            raise DataNotFoundError(f"{data} holds photos without classes, which pretraining reads but fine-tuning "
+                                    "cannot: pass --tasks pretrain, or a folder of train/<class>/ and val/<class>/"
+                                    ) from None
         for task in tasks:
             trainers = built.pop(task)
             for trainer in trainers.values():
@@ -273,3 +283,11 @@ def bench_train(tasks: Sequence[str] = ("pretrain", "finetune"), preset: str = "
                   f"default/reference {speed['default'] / speed['reference']:.2f}x")
             for trainer in trainers.values():  # its workers stop before the next task is timed
                 close_workers(trainer.loader)
+
+
+def _photos_without_classes(data: str) -> bool:
+    """Whether ``data`` is a folder of photos without class folders, which pretraining reads (and nothing else)."""
+    try:
+        return find_image_folder(Path(data), unlabeled_ok=True) is None
+    except (ValueError, OSError):
+        return False

@@ -143,7 +143,8 @@ def test_bench_train_times_the_default_beside_the_reference_path(tmp_path, capsy
     with pytest.raises(SystemExit) as done:
         main(["bench", "train", "--preset", "smoke", "--data", str(unlabeled), "--steps", "1", "--iters", "1"])
     out, err = capsys.readouterr()
-    assert done.value.code == 2 and "No image folder found" in err and "pretrain:" not in out, (out, err)
+    assert done.value.code == 2 and "pretrain:" not in out, (out, err)
+    assert "holds photos without classes, which pretraining reads but fine-tuning cannot: pass --tasks pretrain" in err
 
 
 def test_importing_cnx2lite_before_torch_shortens_openmps_spin_wait_unless_the_user_set_it():
