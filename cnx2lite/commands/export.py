@@ -25,8 +25,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "cnx2lite.checkpoints.load_pretrained reads (give --model), or a released name (required)")
     parser.add_argument("--format", required=True, choices=tuple(export.FORMATS),
                         help="onnx, exported-program or torchscript")
-    parser.add_argument("--output", default=None, help="file to write (default: <checkpoint name>.<format's suffix>); "
-                        "never a checkpoint")
+    parser.add_argument("--output", default=None, help="file to write (default: <checkpoint name>.<format's suffix> in "
+                        "the current folder); never a checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file (never a "
                         "checkpoint or a file inside a run directory) (default: off)")
     parser.add_argument("--model", default=None, help="variant for a file that is not a cnx2lite run "
