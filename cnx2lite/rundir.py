@@ -138,6 +138,8 @@ class RunDir:
             for orphan in self.path.iterdir():  # half-written files of a process killed while saving
                 if TEMPORARY_NAME.fullmatch(orphan.name):
                     orphan.unlink(missing_ok=True)
+            if links := sorted(p for p in self.path.iterdir() if p.is_symlink()):  # before the run rewrites any file
+                raise planted_link(links[0])
             try:
                 yield
             except BaseException:

@@ -207,6 +207,25 @@ def test_a_runs_figures_never_follow_a_planted_symlink(planted, images, tmp_path
     assert (list(target.iterdir()) == []) if planted == "reconstructions" else target.read_text() == "keep me"
 
 
+def test_a_resume_into_a_folder_holding_a_link_rewrites_nothing(images, tmp_path):
+    """A config.json planted as a link was refused only after the resume had rewritten metrics.csv and the curves
+    (round 17): the folder is checked for links when the run takes its lock, before it writes anything."""
+    pretrain("smoke", data=str(images), output=str(tmp_path), name="run", batch_size=4)
+    run = tmp_path / "run"
+    target = tmp_path / "precious.json"
+    target.write_text((run / "config.json").read_text())
+    (run / "config.json").unlink()
+    (run / "config.json").symlink_to(target)
+
+    def run_files() -> dict[str, bytes]:  # the lock file aside: its holder's pid comes and goes
+        return {p.name: p.read_bytes() for p in [*run.iterdir(), target] if p.is_file() and p.name != ".lock"}
+
+    before = run_files()
+    with pytest.raises(OSError, match="config.json is a symbolic link"):
+        pretrain("smoke", data=str(images), output=str(tmp_path), name="run", batch_size=4, epochs=2, resume="auto")
+    assert run_files() == before and "metrics.csv" in before
+
+
 def test_a_link_among_a_runs_checkpoints_is_named_as_a_link(images, tmp_path, capsys):
     """A link planted as a run's newest checkpoint or a snapshot (another run's file) is named as what it is, by the
     resume and by every reader of the folder; nothing reached through it is pruned or continued, and the folder stays
