@@ -288,9 +288,9 @@ def test_every_command_names_the_val_classes_the_model_was_not_trained_on(folder
         assert done.value.code == 0 and "class folder(s) the model was not trained on" in err and "zebra (4" in err
         assert args[0] == "eval" or "class2" not in err, err  # probe reads train/ too
     with pytest.raises(SystemExit) as done:  # the kNN probe's flags given to the linear probe alone (round 15)
-        main(["probe", "--checkpoint", paths["pretrain_run"], "--data", str(folder), "--method", "linear", "--k", "3"])
-    err = capsys.readouterr().err
-    assert done.value.code == 0 and "warning: --k 3 and --temperature 0.07 do not apply to --method linear" in err
+        main(["probe", "--checkpoint", paths["pretrain_run"], "--data", str(folder), "--method", "linear", "--k", "20"])
+    err = capsys.readouterr().err  # named though it is the default: it was given
+    assert done.value.code == 0 and "warning: --k 20 does not apply to --method linear: it is the kNN" in err
     with pytest.raises(SystemExit) as done:  # a seed seeds a random init only; the probes draw nothing (round 17)
         main(["probe", "--checkpoint", paths["pretrain_run"], "--data", str(folder), "--method", "linear",
               "--seed", "3"])

@@ -39,9 +39,12 @@ def run_probe(args: argparse.Namespace) -> int:
     val_set = data.build_dataset(folder, "val", transform, classes=train_set.classes,
                                  images_per_class=args.val_images_per_class, warn_short=False)
     data.warn_left_out_classes(folder, "val", train_set.classes, beside="train")  # a val/ class train/ lacks
-    if "linear" in args.method and "knn" not in args.method and (args.k, args.temperature) != (KNN_K, KNN_TEMPERATURE):
-        warnings.warn(ProbeWarning(f"--k {args.k} and --temperature {args.temperature} do not apply to --method "
-                                   "linear: they are the kNN probe's"))
+    knn_flags = [f"--{name} {value}" for name, value in (("k", args.k), ("temperature", args.temperature))
+                 if value is not None]  # given, whatever their values
+    if knn_flags and "knn" not in args.method:
+        verb, noun = ("does", "it is") if len(knn_flags) == 1 else ("do", "they are")
+        warnings.warn(ProbeWarning(f"{' and '.join(knn_flags)} {verb} not apply to --method linear: {noun} the kNN "
+                                   "probe's"))
     for split, flag in ((train_set, "--images-per-class"), (val_set, "--val-images-per-class")):
         if split.short is not None:
             warnings.warn(data.ShortClassWarning(split.short.message(flag)))
@@ -50,7 +53,8 @@ def run_probe(args: argparse.Namespace) -> int:
     features = [extract_features(encoder, split, args.batch_size, device, amp_dtype, args.num_workers)
                 for split in (train_set, val_set)]
     for method in args.method:
-        result = probe_features(method, *features[0], *features[1], len(train_set.classes), args.k, args.temperature)
+        result = probe_features(method, *features[0], *features[1], len(train_set.classes), args.k or KNN_K,
+                                args.temperature or KNN_TEMPERATURE)
         top1 = bootstrap_accuracy(result.correct)
         print(f"{args.checkpoint}: {result} at {size} px, 95% interval [{top1.low:.1f}, {top1.high:.1f}]")
     return 0
@@ -75,8 +79,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-images-per-class", type=or_none(positive(int)), default=None,
                         help="val images per class (default: all)")
     parser.add_argument("--img-size", type=image_size, default=None, help="image size (default: the run's, else 224)")
-    parser.add_argument("--k", type=positive(int), default=KNN_K, help=f"kNN neighbours (default: {KNN_K})")
-    parser.add_argument("--temperature", type=positive(float), default=KNN_TEMPERATURE,
+    parser.add_argument("--k", type=positive(int), default=None, help=f"kNN neighbours (default: {KNN_K})")
+    parser.add_argument("--temperature", type=positive(float), default=None,
                         help=f"kNN vote temperature (default: {KNN_TEMPERATURE})")
     parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="seed of --checkpoint random's initialization (default: 0)")
