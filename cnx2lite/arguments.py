@@ -27,10 +27,15 @@ F = TypeVar("F", bound=Callable)
 def checked_path(value: Any, name: str) -> Path:
     """``value`` as a Path with ``~`` expanded; a ValueError naming ``name`` when it is not a text path, or empty (an
     unset ``$VAR`` in a script)."""
+    return Path(_path_text(value, name))
+
+
+def _path_text(value: Any, name: str) -> str:
+    """:func:`checked_path` as text: a str keeps what a Path drops (a trailing '/' that says 'a folder')."""
     if isinstance(value, (str, os.PathLike)) and isinstance(os.fspath(value), str):
         if not os.fspath(value):
             raise ValueError(f"{name} is an empty path: give a path, or leave it out")
-        return Path(expand_user(os.fspath(value), name))
+        return expand_user(os.fspath(value), name)
     raise ValueError(f"{name} must be a path (a str or os.PathLike); got {type(value).__name__} {value!r:.80}")
 
 
@@ -118,6 +123,6 @@ def _path_check(name: str, optional: bool) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if value is None and optional:
             return None
-        expanded = checked_path(value, name)  # '~' expanded here, so no function writes into a folder named '~'
-        return expand_user(value, name) if isinstance(value, str) else expanded  # a str keeps its trailing '/'
+        expanded = _path_text(value, name)  # '~' expanded here, so no function writes into a folder named '~'
+        return expanded if isinstance(value, str) else Path(expanded)
     return check
