@@ -33,7 +33,7 @@ from torch import Tensor
 from .arguments import checked_path
 from .models.convnextv2 import VARIANTS, ConvNeXtV2, architecture
 from .rundir import run_directory_of
-from .torch_files import read_torch_file
+from .torch_files import NotACheckpoint, read_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +163,8 @@ def _download_problem(path: Path, announced: str | None) -> str | None:
         return f"the transfer was cut short ({size} of {announced} bytes)"
     try:
         read_torch_file(path)
-    except ValueError as e:
-        return f"what arrived is not a checkpoint torch reads ({str(e).split(' (', 1)[-1].split(')')[0]})"
+    except NotACheckpoint as e:
+        return f"what arrived is not a checkpoint torch reads ({e.reason})"
     return None
 
 
