@@ -57,6 +57,10 @@ def test_a_verdict_follows_the_interval_and_negation_turns_a_difference_round():
     assert evidence.Measured(0.0, 0.0, 1.0).verdict("A beats B").startswith("not shown")  # 0 itself is not excluded
     flipped = -evidence.Measured(-0.034, -0.040, -0.029, "paper", (-0.03, -0.04))
     assert flipped == evidence.Measured(0.034, 0.029, 0.040, "paper", (0.03, 0.04))
+    single = evidence.Measured(4.3, 1.6, 7.1, runs=(4.3,), replicated=False)  # was worded as replicated (stop 36)
+    assert single.verdict("A beats B").startswith("one run per arm, intervals over images only: A beats B: higher")
+    assert evidence.measured(1, "K=50 FCMAE - scratch").replicated  # the committed report's rows are
+    assert evidence.measured(2, "V2 gain - V1 gain").replicated and not evidence.measured(2, "V2 gain - V1 gain").runs
     assert flipped.verdict("V1 has more").startswith("reproduces")
 
 

@@ -26,14 +26,16 @@ REPORT = REPO / "reports" / "cpu"
 @dataclass(frozen=True)
 class Measured:
     """One number of the report with its 95% bootstrap interval (over pretraining runs, fine-tuning seeds and val
-    images), the paper's counterpart, and ``runs``: the value of each single run it averages (a pretraining run and
-    fine-tuning seed; none for a difference the report gives no per-run values of)."""
+    images), the paper's counterpart, ``runs``: the value of each single run it averages (a pretraining run and
+    fine-tuning seed; none for a difference the report gives no per-run values of), and ``replicated``: whether its
+    interval covers reruns (several runs per arm) or the images of single runs only."""
 
     value: float
     low: float
     high: float
     paper: str = ""
     runs: tuple[float, ...] = ()
+    replicated: bool = True
 
     def __str__(self) -> str:
         """Percentages with one decimal, values below 1 (distances, fractions) with three."""
@@ -42,16 +44,17 @@ class Measured:
 
     def __neg__(self) -> Measured:
         """The difference the other way round (second minus first): value, interval and runs negated."""
-        return Measured(-self.value, -self.high, -self.low, self.paper, tuple(-v for v in self.runs))
+        return Measured(-self.value, -self.high, -self.low, self.paper, tuple(-v for v in self.runs), self.replicated)
 
     @checked_arguments
     def verdict(self, claim: str) -> str:
         """What this difference's 95% interval says of ``claim`` (the paper's direction: a difference above 0), in the
         report's own words (:func:`~cnx2lite.reproduce.report_rows.verdict`), without its Markdown: ``reproduces``,
-        ``contradicted at this budget`` or ``not shown at this budget``."""
+        ``contradicted at this budget`` or ``not shown at this budget``; for a row of single runs, what these runs
+        show."""
         digits = 3 if max(abs(self.value), abs(self.low), abs(self.high)) < 1 else 1
-        words = report_verdict(Estimate(self.value, self.low, self.high), claim, is_replicated=True, unit="",
-                               digits=digits)
+        words = report_verdict(Estimate(self.value, self.low, self.high), claim, is_replicated=self.replicated,
+                               unit="", digits=digits)
         return words.replace("**", "")
 
 
@@ -66,8 +69,11 @@ def measured(table: int, row: str, metric: str = "fine-tuned top-1") -> Measured
     """The report's number for ``(table, row, metric)``, e.g. ``measured(1, "K=50 FCMAE - scratch")``."""
     for r in _rows():
         if (int(r["table"]), r["row"], r["metric"]) == (table, row, metric):
-            return Measured(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["paper"],
-                            tuple(float(v) for v in r["runs"].split()))
+            runs = tuple(float(v) for v in r["runs"].split())
+            # a difference without per-run values is replicated where its table's arms are
+            replicated = len(runs) > 1 or (not runs and any(len(other["runs"].split()) > 1 for other in _rows()
+                                                              if int(other["table"]) == table))
+            return Measured(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["paper"], runs, replicated)
     known = [f"{r['table']}/{r['row']}/{r['metric']}" for r in _rows() if int(r["table"]) == table]
     raise KeyError(f"no ({table}, {row!r}, {metric!r}) in {REPORT / 'results.csv'}; table {table} has: {known}")
 
