@@ -196,7 +196,12 @@ API_CASES = [  # (call, exception type, text the message must contain)
      "model must be a ConvNeXtV2 (e.g. cnx2lite.create_model('convnextv2_atto')); got str"),
     # round 14: the function is the task; a range torch would name in its own words
     (lambda: finetune("smoke", task="pretrain"), ValueError, "task 'pretrain' given to finetune(): it runs task="),
-    (lambda: evaluate_checkpoint("run", batch_size=0), ValueError, "batch_size must be >= 1 and num_workers"),
+    (lambda: evaluate_checkpoint("run", batch_size=0), ValueError, "batch_size must be >= 1, got 0"),
+    (lambda: evaluate_checkpoint("run", num_workers=-1), ValueError, "num_workers must be >= 0, got -1"),
+    (lambda: evaluate_checkpoint("run", images_per_class=0), ValueError,
+     "images_per_class must be None (all) or >= 1, got 0"),
+    (lambda: evaluate_checkpoint("run", img_size=50), ValueError,
+     "img_size must be one or two (H W) positive multiples of 32"),
     (lambda: export_checkpoint("random", "onnx", img_size=(64, 6.5)), ValueError, "img_size[1] must be int, got 6.5"),
 ]
 

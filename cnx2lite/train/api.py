@@ -13,7 +13,7 @@ from ..arguments import checked_arguments
 from ..factory import load_model
 from ..rundir import RunResult
 from .config import TrainConfig, check_overrides, fit_overrides
-from .config_checks import DENSE_TASKS
+from .config_checks import DENSE_TASKS, check_img_size, check_ranges
 from .engine import Trainer
 from .loader import eval_loader
 from .presets import load_preset
@@ -66,8 +66,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data_root: str | os.PathL
     """Top-1/top-5 (percent) and loss of a fine-tuning checkpoint on the val split of ``data_root``'s
     image folder, with the checkpoint's classes in its label order. ``img_size`` defaults to the
     training size."""
-    if batch_size < 1 or num_workers < 0:
-        raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}")
+    check_ranges(batch_size=batch_size, num_workers=num_workers, images_per_class=images_per_class)
+    if img_size is not None:
+        check_img_size(img_size)
     model, config = load_model(checkpoint, classifier=True, use_ema=use_ema)  # its variant, block and GRN
     size = img_size or config["img_size"]
     folder = data.find_image_folder(data.resolve_data_root(data_root), dataset, split="val")

@@ -48,10 +48,7 @@ def check_config(config: Any) -> None:
     for name, allowed in checks:
         if getattr(config, name) not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {getattr(config, name)!r}")
-    for names, valid, allowed in VALUE_CHECKS:
-        for name in names:
-            if not valid(getattr(config, name)):  # comparisons with nan are False: nan is refused too
-                raise ValueError(f"{name} must be {allowed}, got {getattr(config, name)!r}")
+    check_ranges(**{name: getattr(config, name) for names, _, _ in VALUE_CHECKS for name in names})
     check_device_name(config.device)  # which GPUs there are is for the machine that runs it to say
     if config.lr is not None and config.min_lr > config.lr:  # from base_lr, the lr is known at launch
         raise ValueError(f"min_lr={config.min_lr:g} is above the peak lr {config.lr:g}: the cosine would climb; lower "
@@ -75,10 +72,7 @@ def check_config(config: Any) -> None:
         raise ValueError("eval_split='tune' needs a tuning split: set tune_fraction > 0 (e.g. 0.1)")
     if config.rand_augment is not None:
         _check_rand_augment(config.rand_augment)
-    sides = (config.img_size,) if isinstance(config.img_size, int) else config.img_size
-    if len(sides) not in (1, 2) or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in sides):
-        raise ValueError(f"img_size must be one or two (H W) positive multiples of 32 (the model's stride), got "
-                         f"{config.img_size!r}")
+    check_img_size(config.img_size)
     if config.in_chans not in (1, 3):
         raise ValueError(f"in_chans must be 1 (greyscale) or 3 (RGB): image files are converted to one of them; "
                          f"got {config.in_chans!r} (the model takes any in_chans: use the library with your own "
@@ -152,6 +146,23 @@ def _check_dense(config: Any) -> None:
     if config.cache_images:
         raise ValueError(f"cache_images does not apply to task {config.task!r}: composites read their photos when "
                          "they are made; leave it off")
+
+
+def check_ranges(**values: Any) -> None:
+    """Refuse, naming it, any of ``values`` (fields of a TrainConfig, by name, already of their types) out of its
+    range (:data:`VALUE_CHECKS`): every function that takes one of these settings checks it here."""
+    for names, valid, allowed in VALUE_CHECKS:
+        for name in set(names) & values.keys():
+            if not valid(values[name]):  # comparisons with nan are False: nan is refused too
+                raise ValueError(f"{name} must be {allowed}, got {values[name]!r}")
+
+
+def check_img_size(img_size: int | tuple[int, ...]) -> None:
+    """An image size is one side or two (H, W), each a positive multiple of 32 (the model's stride)."""
+    sides = (img_size,) if isinstance(img_size, int) else img_size
+    if len(sides) not in (1, 2) or not all(isinstance(v, int) and v > 0 and v % 32 == 0 for v in sides):
+        raise ValueError(f"img_size must be one or two (H W) positive multiples of 32 (the model's stride), got "
+                         f"{img_size!r}")
 
 
 def _finite(v: float) -> bool:
