@@ -14,16 +14,17 @@ class CorruptImageError(OSError):
     """An image file that cannot be decoded; the message names the file."""
 
 
-def load_image(path: str | os.PathLike, max_side: int | None = None) -> Image.Image:
+def load_image(path: str | os.PathLike, max_side: int | None = None, upright: bool = True) -> Image.Image:
     """Decode an image file to 8-bit RGB, upright; CorruptImageError names the file. Every mode is converted with its
     range scaled (:func:`to_rgb`: 16-bit and float images are not clipped to white or black) and the EXIF orientation
-    is applied (a phone photo taken sideways is upright). With ``max_side``, an image whose shorter side is longer is
-    shrunk to it (a JPEG is decoded at a reduced DCT scale first, then resized with an antialiased bicubic filter)."""
+    is applied (a phone photo taken sideways is upright; ``upright=False``: the pixels as stored, for annotations made
+    on them). With ``max_side``, an image whose shorter side is longer is shrunk to it (a JPEG is decoded at a reduced
+    DCT scale first, then resized with an antialiased bicubic filter)."""
     try:
         with Image.open(path) as img:
             if max_side is not None and shrunk_size(img.size, max_side) != img.size:
                 img.draft("RGB", shrunk_size(img.size, max_side))  # JPEG: the smallest DCT scale still >= that
-            rgb = to_rgb(ImageOps.exif_transpose(img))
+            rgb = to_rgb(ImageOps.exif_transpose(img) if upright else img)
             size = rgb.size if max_side is None else shrunk_size(rgb.size, max_side)
             return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.BICUBIC)
     except DECODE_ERRORS as e:

@@ -32,6 +32,7 @@ from cnx2lite.train.loader import eval_loader
 from cnx2lite.train.presets import load_preset
 from cnx2lite.train.run_data import build_run_data, fingerprint
 from cnx2lite.train.task_base import evaluate
+from cnx2lite.transforms import normalization
 from conftest import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,6 +269,48 @@ def test_a_coco_box_past_the_image_edge_is_clipped_and_trained_on(tmp_path):
         assert target["labels"].tolist() == [0] and target["masks"].any()
         x0, y0, x1, y1 = target["boxes"][0].tolist()
         assert 0 <= x0 < x1 <= 32 and 0 <= y0 < y1 <= 32 and x1 - x0 == pytest.approx(10 * 32 / 80, abs=0.5)
+
+
+def test_coco_images_are_decoded_like_every_image_of_the_package(tmp_path):
+    """torchvision's reader converted a 16-bit greyscale PNG with PIL's convert('RGB'), which clips: the detector
+    trained on white images (round 18's D01). Now load_image decodes them, its range scaled."""
+    def sixteen_bit(content):
+        for entry in content["images"]:
+            entry["file_name"] = entry["file_name"].replace(".jpg", ".png")
+    folder = _edited_coco(tmp_path / "coco", sixteen_bit)
+    ramp = (np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 12).astype(np.uint16)  # 0 .. 61428 of 65535
+    for i in range(3):
+        Image.fromarray(ramp).save(folder / "val2017" / f"{i}.png")
+    image, _ = COCOInstances(folder, "val", 32)[0]
+    rgb = normalization(3)
+    pixels = image * torch.tensor(rgb.std)[:, None, None] + torch.tensor(rgb.mean)[:, None, None]  # back to [0, 1]
+    assert 0.3 < pixels.mean() < 0.7 and pixels.min() < 0.05  # a ramp from black, not a white page
+
+
+@pytest.mark.parametrize("json_size, upright", [((64, 80), True), ((80, 64), False), ((50, 50), None)])
+def test_a_coco_image_turned_by_exif_is_read_in_the_frame_its_json_gives(tmp_path, json_size, upright):
+    """A photo stored 80x64 with EXIF orientation 6 (shown 64x80): annotations made on the shown frame give width 64,
+    on the stored one 80; the reader takes the frame whose size the JSON gives, and refuses a size neither has."""
+    def sized(content):
+        content["images"][0].update(width=json_size[0], height=json_size[1])
+        content["annotations"] = [a for a in content["annotations"] if a["image_id"] != 1] + [
+            {"id": 99, "image_id": 1, "category_id": 3, "bbox": [4, 6, 20, 24], "area": 480, "iscrowd": 0,
+             "segmentation": [[4, 6, 24, 6, 24, 30, 4, 30]]}]
+    folder = _edited_coco(tmp_path / "coco", sized)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    stored = np.zeros((64, 80, 3), np.uint8)
+    stored[:, :40] = 255  # the stored frame's left half is white: shown upright, the top half is
+    Image.fromarray(stored).save(folder / "val2017" / "0.jpg", exif=exif.tobytes())
+    val = COCOInstances(folder, "val", 32)
+    if upright is None:
+        with pytest.raises(ValueError, match=r"0.jpg is 64x80 px, but its entry \(image 1\) gives width 50 and height"):
+            val[0]
+        return
+    image = val[0][0].mean(0)
+    top_bright = image[:16].mean() > image[16:].mean()
+    left_bright = image[:, :16].mean() > image[:, 16:].mean()
+    assert (top_bright, left_bright) == ((True, False) if upright else (False, True))
 
 
 @pytest.mark.parametrize("task, fmt, write", [("segment", "ade20k", write_ade20k), ("detect", "coco", write_coco)])

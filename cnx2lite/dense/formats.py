@@ -153,7 +153,7 @@ class COCOInstances(Dataset):
         check_coco_json(found[0], images)
         self.annotation_files = [str(found[0])]  # (the run's fingerprint)
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-            coco = CocoDetection(str(images), str(found[0]))
+            coco = _CocoFiles(str(images), str(found[0]))
         self.reader = wrap_dataset_for_transforms_v2(coco, target_keys=("boxes", "labels", "masks", "iscrowd"))
         categories = sorted(coco.coco.cats.values(), key=lambda c: c["id"])
         if not any(not a.get("iscrowd") for a in coco.coco.anns.values()):  # training and scoring skip crowds
@@ -188,6 +188,23 @@ class COCOInstances(Dataset):
         image, target = self.transform(image, target)
         return image, {"boxes": target["boxes"].as_subclass(Tensor).float(), "labels": target["labels"],
                        "masks": target["masks"].as_subclass(Tensor).bool(), "iscrowd": target["iscrowd"]}
+
+
+class _CocoFiles(CocoDetection):
+    """torchvision's COCO reader with the images decoded as every image of cnx2lite is (:func:`load_image`: 16-bit and
+    float images scaled, not clipped to white), in the frame the annotations were made on: upright (EXIF applied)
+    where that frame has the width and height the JSON gives, as stored where only the stored frame has them."""
+
+    def _load_image(self, id: int) -> Image.Image:
+        entry = self.coco.loadImgs(id)[0]
+        path = os.path.join(self.root, entry["file_name"])
+        image, given = load_image(path), (entry.get("width"), entry.get("height"))
+        if None in given or image.size == given:
+            return image
+        if (stored := load_image(path, upright=False)).size == given:  # annotated before its EXIF turn was applied
+            return stored
+        raise ValueError(f"{path} is {image.width}x{image.height} px, but its entry (image {id}) gives width "
+                         f"{given[0]} and height {given[1]}: its annotations were made on another image")
 
 
 ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox", "segmentation", "iscrowd")
