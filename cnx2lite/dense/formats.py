@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -20,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
@@ -30,6 +27,7 @@ from torchvision.transforms import v2
 from .. import transforms
 from ..image_files import IMG_EXTENSIONS, leads_outside
 from ..images import DECODE_ERRORS, CorruptImageError, load_image, open_image, oriented_size
+from .coco_json import check_coco_json
 
 IGNORE_INDEX = -1  # ADE20K's label 0 ("other") and classes past num_classes (mmsegmentation's 255 is a class past 255)
 ADE20K_CLASSES = 150
@@ -199,125 +197,9 @@ class _CocoFiles(CocoDetection):
         entry = self.coco.loadImgs(id)[0]
         path = os.path.join(self.root, entry["file_name"])
         image, given = load_image(path), (entry.get("width"), entry.get("height"))
-        if None in given or image.size == given:
+        if image.size == given:
             return image
         if (stored := load_image(path, upright=False)).size == given:  # annotated before its EXIF turn was applied
             return stored
         raise ValueError(f"{path} is {image.width}x{image.height} px, but its entry (image {id}) gives width "
                          f"{given[0]} and height {given[1]}: its annotations were made on another image")
-
-
-ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox", "segmentation", "iscrowd")
-
-
-def check_coco_json(path: Path, images: Path) -> None:
-    """Refuse, naming the file and the entry, what COCO's instance format needs and ``path`` lacks: its three lists,
-    images, annotations and categories in them, each annotation's keys, known image and category ids, its instance
-    (:func:`_instance_problem`), and the image files it names in ``images``."""
-    try:
-        content = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not JSON: {e}") from None
-    lists = ("images", "annotations", "categories")
-    if not isinstance(content, dict) or not all(isinstance(content.get(key), list) for key in lists):
-        raise ValueError(f"{path} is not COCO's instance format: it needs the lists {', '.join(lists)}")
-    for key in lists:
-        if not content[key]:
-            raise ValueError(f"{path} lists no {key}")
-        for entry in content[key]:  # pycocotools indexes entries by their integer ids
-            if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or isinstance(entry["id"], bool):
-                raise ValueError(f"{path}: {key} holds {str(entry)[:60]!r}, which is no entry with an integer id")
-    for category in content["categories"]:
-        if not isinstance(category.get("name"), str):
-            raise ValueError(f"{path}: category {category['id']} has no name (a string)")
-    names = Counter(category["name"] for category in content["categories"])
-    if repeated := sorted(name for name, n in names.items() if n > 1):  # two classes no output can tell apart
-        raise ValueError(f"{path}: categories share names ({', '.join(repeated[:5])}): each class needs its own")
-    for key in lists:  # one entry silently replaces another of the same id
-        counts = Counter(entry.get("id") for entry in content[key])
-        if repeated := sorted(str(i) for i, n in counts.items() if n > 1):
-            raise ValueError(f"{path}: {key} share ids ({', '.join(repeated[:5])}): each id must be listed once")
-    image_ids = {image.get("id"): image.get("file_name") for image in content["images"]}
-    image_sizes = {image.get("id"): [image.get("height"), image.get("width")] for image in content["images"]}
-    category_ids = {category.get("id") for category in content["categories"]}
-    for annotation in content["annotations"]:
-        where = f"{path}: annotation {annotation.get('id', '(no id)')}"
-        if missing := [key for key in ANNOTATION_KEYS if key not in annotation]:
-            raise ValueError(f"{where} has no {', '.join(missing)}")
-        if annotation["image_id"] not in image_ids:
-            raise ValueError(f"{where} names image id {annotation['image_id']!r}, which images does not list")
-        if annotation["category_id"] not in category_ids:
-            raise ValueError(f"{where} names category id {annotation['category_id']!r}, which categories does not "
-                             "list")
-        if problem := _instance_problem(annotation["segmentation"], annotation["bbox"],
-                                        image_sizes[annotation["image_id"]]):
-            raise ValueError(f"{where}: {problem}")
-    for image_id, file_name in image_ids.items():
-        if not isinstance(file_name, str) or not (images / file_name).is_file():
-            raise ValueError(f"{path} names the image {images / str(file_name)}, which is not a file")
-        if leads_outside(images / file_name, images):  # '../val2017/', '/elsewhere/', a link
-            raise ValueError(f"{path}: image {image_id}'s file_name {file_name!r} is not a file of {images}: a "
-                             "split reads only its own folder's images")
-    names = Counter(os.path.normpath(name) for name in image_ids.values())
-    if repeated := sorted(name for name, n in names.items() if n > 1):  # one image trained and scored as several
-        raise ValueError(f"{path}: several images name the same file_name ({', '.join(repeated[:3])}): list each "
-                         "image once, with all its annotations")
-
-
-def _instance_problem(segmentation: object, box: object, image_size: list) -> str | None:
-    """What keeps an annotation's ``segmentation`` (polygons or an RLE dict) and ``box`` from being one instance of an
-    image of ``image_size`` ``[height, width]``, or None."""
-    if not isinstance(segmentation, (list, dict)):
-        return "segmentation must be a list of polygons or an RLE dict"
-    if isinstance(segmentation, list):
-        if not segmentation:
-            return "no polygon (an empty segmentation)"
-        if any(not isinstance(p, list) or len(p) < 6 for p in segmentation):
-            return "a polygon of fewer than 3 points"
-        if (odd := next((p for p in segmentation if len(p) % 2), None)) is not None:
-            return f"a polygon is x, y pairs (an even count), got {len(odd)} numbers"
-    if problem := _box_problem(box, image_size):
-        return f"its bbox {box} {problem}"
-    if isinstance(segmentation, list) and not _box_fits(box, segmentation):
-        return f"its bbox {box} is not its polygons' extent (COCO boxes are [x, y, width, height])"
-    if isinstance(segmentation, dict) and segmentation.get("size") != image_size:
-        return f"its RLE mask's size {segmentation.get('size')} is not its image's height and width {image_size}"
-    if isinstance(segmentation, dict) and not _decodes(segmentation):
-        return (f"its RLE mask {str(segmentation)[:60]} does not decode (COCO's RLE is {{'size': [height, width], "
-                "'counts': a list of run lengths or their string})")
-    return None
-
-
-def _box_problem(box: object, image_size: list) -> str | None:
-    """What keeps COCO's ``[x, y, width, height]`` ``box`` from framing an instance of an image of ``image_size``
-    ``[height, width]``, or None. A box that runs past the image's edge is fine: training clips it to the image."""
-    if not (isinstance(box, list) and len(box) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)):
-        return "is not 4 finite numbers [x, y, width, height]"
-    x, y, width, height = box
-    if width <= 0 or height <= 0:
-        return "has no area (width and height must be above 0): an instance covers pixels"
-    image_height, image_width = image_size
-    if (isinstance(image_height, (int, float)) and isinstance(image_width, (int, float))
-            and (x >= image_width or y >= image_height or x + width <= 0 or y + height <= 0)):
-        return f"lies outside its image ({image_width}x{image_height} px)"
-    return None
-
-
-def _decodes(rle: dict) -> bool:
-    """Whether pycocotools decodes the RLE mask ``rle`` (its size checked already) into a mask of that size."""
-    try:
-        height, width = rle["size"]
-        encoded = mask_utils.frPyObjects(rle, height, width) if isinstance(rle.get("counts"), list) else rle
-        return mask_utils.decode(encoded).shape == (height, width)
-    except (TypeError, ValueError, KeyError, OverflowError):
-        return False
-
-
-def _box_fits(box: list, polygons: list[list[float]], slack: float = 2.0) -> bool:
-    """Whether COCO's ``[x, y, width, height]`` ``box`` (checked to be one) is the extent of ``polygons``, within
-    ``slack`` pixels or 5%."""
-    xs = [v for p in polygons for v in p[0::2]]
-    ys = [v for p in polygons for v in p[1::2]]
-    extent = (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
-    return all(abs(a - b) <= max(slack, 0.05 * max(box[2], box[3])) for a, b in zip(box, extent))
