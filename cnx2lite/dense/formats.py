@@ -4,9 +4,10 @@ the heads, losses and scores take either: ``(image (3, S, S) normalized, target)
 int64 (ADE20K; :data:`IGNORE_INDEX` where no class is labeled) or ``"boxes"`` ``(R, 4)``, ``"labels"`` ``(R,)``
 ``0..K-1``, ``"masks"`` ``(R, S, S)`` bool and ``"iscrowd"`` ``(R,)`` bool (COCO).
 
-Images are resized (squeezed) to ``S x S``, as the composites are; training adds a random horizontal flip. Reading
-and geometry are torchvision's (``CocoDetection`` with its v2 wrapper, ``transforms.v2``, which move masks and boxes
-with the image)."""
+Images are resized (squeezed) to ``S x S``, as the composites are; training adds a random horizontal flip. Images
+are decoded as every image of the package is (:func:`~cnx2lite.images.load_image`); COCO's annotation file is checked
+first (:mod:`.coco_json`), then read by torchvision (``CocoDetection`` with its v2 wrapper); the geometry is
+``transforms.v2``'s, which moves masks and boxes with the image."""
 from __future__ import annotations
 
 import contextlib
