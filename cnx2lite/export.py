@@ -190,6 +190,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
                 "named like a run checkpoint" if output.name.startswith("checkpoint-") else f"inside the run {run}")
         raise ValueError(f"--output {output} is {what}: choose a new file elsewhere, e.g. model{FORMATS[fmt]}")
     for existing in (output, output.with_name(output.name + ".data")):  # ONNX keeps large weights in <name>.data
+        if existing.is_symlink():  # written through, the link's target (any file, anywhere) would be replaced
+            raise ValueError(f"--output {existing} is a symbolic link (to {os.readlink(existing)}): an export writes "
+                             "only files of its own; choose another name")
         if existing.exists() and not existing.is_file():  # a device, a pipe: --overwrite would replace it
             raise ValueError(f"--output {existing} is not a regular file: choose a file")
         if existing.exists() and not overwrite:

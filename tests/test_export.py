@@ -99,6 +99,21 @@ def test_overwrite_never_replaces_weights_and_saved_folders_export(tmp_path, cap
     assert exit_info.value.code == 2 and "truncated or not a safetensors file" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("linked", ["enc.ts", "enc.ts.data"])
+def test_an_output_that_is_a_link_is_never_written_through(tmp_path, linked):
+    """--output (or ONNX's <name>.data beside it) linked to a user's file elsewhere: --overwrite wrote the export
+    into the link's target (round 18's X01)."""
+    from cnx2lite.export import export_checkpoint
+
+    victim = tmp_path / "outside" / "keep.csv"
+    victim.parent.mkdir()
+    victim.write_text("a,b\n")
+    (tmp_path / linked).symlink_to(victim)
+    with pytest.raises(ValueError, match=f"{linked} is a symbolic link .*keep.csv.*: an export writes only files of"):
+        export_checkpoint("random", "torchscript", tmp_path / "enc.ts", img_size=64, overwrite=True)
+    assert victim.read_text() == "a,b\n"
+
+
 def test_save_pretrained_never_writes_into_a_training_run(tmp_path):
     """A run's config.json is its record (resume and load_model read it): a saved model must go elsewhere."""
     from cnx2lite.hub import save_pretrained
