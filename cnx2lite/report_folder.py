@@ -8,6 +8,7 @@ claimed or one inside a training run. Checking writes nothing, so a refused comm
 """
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 from .rundir import open_in_run, run_directory_of
@@ -19,8 +20,9 @@ REPORTING_COMMANDS = ("cnx2lite reproduce", "cnx2lite demo", "cnx2lite collapse"
 
 def check_report_folder(output: Path, command: str, written: tuple[str, ...]) -> None:
     """Refuse ``output`` as ``command``'s report folder (one line naming ``--output``) when it is inside a training
-    run, claimed by another command, or holds any of the files ``command`` writes (``written``: globs) without its
-    claim. A folder written before claims existed is its command's by the title of its ``report.md``."""
+    run, claimed by another command, holds any of the files ``command`` writes (``written``: globs) without its claim,
+    or holds one as a link, claimed or not. A folder written before claims existed is its command's by the title of
+    its ``report.md``."""
     if (run := run_directory_of(output)) is not None:
         raise ValueError(f"--output {output} is inside the training run {run}: choose another output folder")
     if output.exists() and not output.is_dir():
@@ -29,6 +31,12 @@ def check_report_folder(output: Path, command: str, written: tuple[str, ...]) ->
     if claim.is_symlink() or (claim.exists() and not claim.is_file()):
         raise ValueError(f"--output {output}: its {CLAIM_FILE} is not a file this package wrote (a link or a folder): "
                          "remove it or choose another output folder")
+    links = sorted(path.name for path in output.iterdir() if path.is_symlink()  # dangling ones too (glob skips them)
+                   and any(fnmatch.fnmatch(path.name, pattern) for pattern in written)) if output.is_dir() else []
+    if links:
+        are, them = ("is a link", "it") if len(links) == 1 else ("are links", "them")
+        raise ValueError(f"--output {output}: {', '.join(links[:4])} {are}, which {command} would write through, into "
+                         f"the target; remove {them} or choose another output folder")
     owner = _read(claim).strip()
     if not owner and (title := _read(output / "report.md").partition("\n")[0]).startswith("# cnx2lite "):
         owner = next((c for c in REPORTING_COMMANDS if title.startswith(f"# {c}")), owner)  # written before claims

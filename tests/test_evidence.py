@@ -309,6 +309,12 @@ def test_a_report_folder_is_claimed_by_one_command_only_once_every_check_passed(
     with pytest.raises(OSError, match="symbolic link"):
         claim_report_folder(planted, COMMAND)
     assert not victim.exists()
+    (planted / CLAIM_FILE).unlink()  # a folder the command claimed, with one of its files replaced by a link
+    claim_report_folder(planted, COMMAND)
+    (planted / "report.md").symlink_to(victim)
+    with pytest.raises(ValueError, match="report.md is a link, which cnx2lite reproduce would write through"):
+        check_report_folder(planted, COMMAND, REPORT_FILES)
+    assert not victim.exists()
 
 
 def test_a_damaged_record_is_named_and_records_never_go_into_a_run(tmp_path):
