@@ -65,6 +65,12 @@ def leads_outside(path: str | os.PathLike, folder: str | os.PathLike) -> str | N
     return real if os.path.commonpath([root, real]) != root else None
 
 
+def is_image_name(name: str) -> bool:
+    """Whether a file of this name is read as an image: an image suffix, and not hidden (macOS's ``._photo.jpg``
+    resource files, editors' backups)."""
+    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
+
+
 def list_images(folder: Path, confined: bool = False) -> list[str]:
     """Image files under ``folder`` (recursively, hidden files skipped, each folder once: :func:`walk_folders`),
     sorted; a file reached twice is listed once. ``confined`` (a class folder): a link that leads outside ``folder`` is
@@ -76,7 +82,7 @@ def list_images(folder: Path, confined: bool = False) -> list[str]:
                              "labeled with this class; remove the link or copy the images in")
         for name in filenames:
             path = os.path.join(dirpath, name)
-            if name.startswith(".") or not name.lower().endswith(IMG_EXTENSIONS):
+            if not is_image_name(name):
                 continue
             real_file = os.path.realpath(path)
             if confined and leads_outside(real_file, folder):

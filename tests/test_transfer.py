@@ -423,6 +423,25 @@ def test_an_ade20k_file_that_does_not_open_is_named(tmp_path, kind, content):
         ADE20K(folder, "val", 32)
 
 
+def test_ade20k_reads_its_folders_as_the_class_folder_scanner_does(tmp_path):
+    """Round 18: a hidden ._ADE_000.png (macOS) was taken for an image lacking its annotation (D12); an annotation of
+    JPEG data named .png trained on class indices its compression had changed (D13); an image in a subfolder was left
+    out without a word (D14)."""
+    folder = write_ade20k(tmp_path / "ade")
+    images, annotations = folder / "images" / "validation", folder / "annotations" / "validation"
+    (images / "._ADE_000.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    assert len(ADE20K(folder, "val", 32)) == 3
+    with Image.open(annotations / "ADE_001.png") as labels:
+        labels.convert("L").save(annotations / "ADE_001.png", format="JPEG", quality=95)
+    with pytest.raises(ValueError, match="ADE_001.png holds JPEG data: an annotation must be a PNG"):
+        ADE20K(folder, "val", 32)
+    (annotations / "ADE_001.png").unlink()
+    (images / "more").mkdir()
+    (images / "ADE_001.png").rename(images / "more" / "ADE_001.png")
+    with pytest.raises(ValueError, match=r"holds folders \(more\): ADE20K's split folders are flat"):
+        ADE20K(folder, "val", 32)
+
+
 @pytest.mark.parametrize("kind", ["annotations", "images"])
 def test_an_ade20k_file_that_links_outside_its_split_is_refused(tmp_path, kind):
     """A training annotation linked to the validation one (or to another data set's) was read as this split's (round

@@ -26,7 +26,7 @@ from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
 from torchvision.transforms import v2
 
 from .. import transforms
-from ..image_files import IMG_EXTENSIONS, leads_outside
+from ..image_files import is_image_name, leads_outside
 from ..images import DECODE_ERRORS, CorruptImageError, load_image, open_image, oriented_size
 from .coco_json import check_coco_json
 
@@ -56,9 +56,12 @@ class ADE20K(Dataset):
             if not needed.is_dir():
                 raise ValueError(f"{folder} is not in ADE20K's layout: {needed} is not a folder (images/ and "
                                  "annotations/ each hold training/ and validation/)")
-        paths = sorted(p for p in images.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+        paths = sorted(p for p in images.iterdir() if is_image_name(p.name))
         if not paths:
             raise ValueError(f"no images in {images}")
+        if nested := sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            raise ValueError(f"{images} holds folders ({', '.join(nested[:3])}): ADE20K's split folders are flat, so "
+                             "their images would be left out; move them up, or out")
         stems = Counter(p.stem for p in paths)
         if shared := sorted(p.name for p in paths if stems[p.stem] > 1):
             raise ValueError(f"images of {images} share a name and so one annotation PNG: {', '.join(shared[:4])}; "
@@ -124,7 +127,11 @@ class ADE20K(Dataset):
 
 
 def _check_annotation(path: Path, annotation: Image.Image, image_size: tuple[int, int]) -> None:
-    """An annotation PNG holds one class index per pixel of its image: mode L or P, the image's size."""
+    """An annotation PNG holds one class index per pixel of its image: lossless PNG data, mode L or P, the image's
+    size."""
+    if annotation.format != "PNG":  # a JPEG's compression turns class indices into others (or into 0, unlabeled)
+        raise ValueError(f"{path} holds {annotation.format or 'non-PNG'} data: an annotation must be a PNG, whose "
+                         "class indices survive saving (lossy formats change them)")
     if annotation.mode not in ("L", "P"):
         raise ValueError(f"{path} is a {annotation.mode} image: an annotation PNG holds one class index per pixel "
                          "(mode L or P)")
