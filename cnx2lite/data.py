@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import functional as TF
 
 from .arguments import checked_path
-from .image_files import IMG_EXTENSIONS, first_readable, list_images, refuse_unreadable
+from .image_files import IMG_EXTENSIONS, first_readable, labeled_folders, list_images, refuse_unreadable
 from .images import load_image
 
 SPLITS = ("train", "val")
@@ -118,15 +118,14 @@ def find_image_folder(root: Path, name: str = DEFAULT_DATASET, unlabeled_ok: boo
     if downloads:
         return downloads[0]
     if unlabeled_ok and root.is_dir():
-        splits = sorted(Path(parent) / d for parent, dirs, _ in os.walk(root, followlinks=True) for d in dirs
-                        if d in SPLITS)
-        if splits:  # a labeled tree under another name: a typo in --dataset must not pretrain on train/ and val/
+        if splits := labeled_folders(root):  # a labeled tree (another name, ADE20K's, COCO's): never read as photos
             labeled = splits[0].parent
             advice = (f"pass --data {labeled} (or --dataset {labeled.name})" if (labeled / "train").is_dir() else
                       f"rename {splits[0]} (or move it out)")
             raise DataNotFoundError(how_to_get_data(
                 f"No image folder found: neither {root} nor {root / name} has train/, but {splits[0]} exists: "
-                f"{advice}. Unlabeled pretraining takes a folder without train/ or val/ folders in it."))
+                f"{advice}. Unlabeled pretraining takes a folder without a labeled data set's split or annotation "
+                "folders in it (train/, val/, ADE20K's training/, validation/, COCO's train2017/, annotations/)."))
         if list_images(root):
             check_dataset_named(root, name)
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -63,6 +64,16 @@ def leads_outside(path: str | os.PathLike, folder: str | os.PathLike) -> str | N
     split's files to its own folder: a link into another split or data set would be read as this one's."""
     root, real = os.path.realpath(folder), os.path.realpath(path)
     return real if os.path.commonpath([root, real]) != root else None
+
+
+LABELED_FOLDER = re.compile(r"(train|val|training|validation)(\d{4})?|annotations")
+
+
+def labeled_folders(root: Path) -> list[Path]:
+    """Folders under ``root`` named as a labeled data set's splits or annotations (ImageFolder's ``train/``, ``val/``,
+    ADE20K's ``training/``, ``validation/``, COCO's ``train2017/``, ``annotations/``), sorted."""
+    return sorted(Path(parent) / d for parent, dirs, _ in os.walk(root, followlinks=True) for d in dirs
+                  if LABELED_FOLDER.fullmatch(d))
 
 
 def is_image_name(name: str) -> bool:

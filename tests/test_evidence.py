@@ -151,6 +151,11 @@ def test_unlabeled_pretraining_refuses_a_labeled_tree_under_another_name(tinted,
     (tmp_path / "root" / "imagenet").symlink_to(tinted)
     with pytest.raises(data.DataNotFoundError, match=r"imagenet/train exists: pass --data"):
         pretrain("smoke", data=str(tmp_path / "root"), dataset="imagenette", output=str(tmp_path / "runs"))
+    for split in ("training", "validation"):  # ADE20K's layout: its label maps are no photos (round 18's P08)
+        for kind in ("images", "annotations"):
+            shutil.copytree(tinted / "val" / "class0", tmp_path / "ade" / kind / split)
+    with pytest.raises(data.DataNotFoundError, match=r"ade/annotations exists: rename .*COCO's train2017/"):
+        pretrain("smoke", data=str(tmp_path / "ade"), output=str(tmp_path / "runs"))
 
 
 def test_probe_command(tinted):
