@@ -402,6 +402,11 @@ def test_coco_splits_with_other_categories_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"the val annotations' categories differ from train's \(id: name "
                                          r"\{3: 'car', 7: 'dog', 9: 'cat'\} vs \{3: 'car', 7: 'dog'\}\)"):
         build_run_data(config, "detect", DetectTask(config).train_transform())
+    swapped = _edited_coco(tmp_path / "swapped", lambda c: c.update(categories=[{"id": 3, "name": "dog"},
+                                                                                {"id": 7, "name": "car"}]))
+    config = load_preset("smoke", task="detect", dense_format="coco", data=str(swapped))
+    with pytest.raises(ValueError, match=r"\{3: 'dog', 7: 'car'\} vs \{3: 'car', 7: 'dog'\}"):  # round 18's D17
+        build_run_data(config, "detect", DetectTask(config).train_transform())
 
 
 @pytest.mark.parametrize("annotation, says", [(Image.new("L", (30, 30)), "is 30x30 px, its image 48x48"),

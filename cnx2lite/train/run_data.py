@@ -163,7 +163,7 @@ def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
                   for split in ("train", "val")]
     else:
         splits = [COCOInstances(folder, split, c.img_size, split == "train") for split in ("train", "val")]
-        if splits[0].index_of != splits[1].index_of:  # each split maps its own categories to classes
+        if _categories(splits[0]) != _categories(splits[1]):  # each split maps its own categories to classes
             raise ValueError(f"{folder}: the val annotations' categories differ from train's (id: name "
                              f"{_categories(splits[1])} vs {_categories(splits[0])}): both splits must list the same "
                              "categories")
