@@ -176,8 +176,9 @@ def _adapt_stem(state_dict: dict[str, Tensor], in_chans: int) -> tuple[dict[str,
     if weight is None or weight.shape[1] == in_chans:
         return state_dict, []
     if weight.shape[1] != 3:
-        raise ValueError(f"{STEM} has {weight.shape[1]} input channels and the model {in_chans}: only RGB weights "
-                         "are adapted to another number of channels")
+        raise ValueError(f"the weights take {weight.shape[1]}-channel images (their stem, {STEM}) and the model "
+                         f"{in_chans}-channel ones: only RGB weights are adapted to another number of channels; give "
+                         f"the model in_chans={weight.shape[1]} (--in-chans {weight.shape[1]})")
     if in_chans == 1:
         adapted = weight.sum(dim=1, keepdim=True)
     else:

@@ -45,6 +45,9 @@ def test_rgb_weights_in_a_greyscale_stem_see_a_grey_image_as_its_rgb_copy():
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(grey(x), rgb(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="the weights take 1-channel images .* the model 3-channel ones: .* give the "
+                                         r"model in_chans=1 \(--in-chans 1\)"):  # the remedy, not a key (round 18)
+        load_pretrained(rgb, grey.state_dict())
 
 
 def _run(args: list[str], images: Path, output: Path, capsys) -> str:
