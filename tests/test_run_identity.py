@@ -40,6 +40,22 @@ def test_a_resume_from_another_run_never_writes_into_a_run_of_its_own(folder, tm
     assert fresh.history[-1]["step"] == 12
 
 
+def test_a_resume_from_an_older_checkpoint_of_the_run_never_replaces_its_later_ones(folder, tmp_path, one_thread):
+    """--resume <an older checkpoint> into its own, finished run retrained from there and replaced the later
+    checkpoints and metrics.csv with another history (round 19's N23): refused; branching into a new run is not."""
+    run = dict(data=str(folder), output=str(tmp_path / "runs"), name="a", **SMALL)
+    finetune("smoke", **run)
+    older = tmp_path / "runs" / "a" / "checkpoint-00000004.pt"  # epoch 1 of 2
+    before = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "a").iterdir() if p.is_file() and p.name != ".lock"}
+    with pytest.raises(ResumeMismatchError, match=f"cannot resume from {older}: .* holds later checkpoints of this run "
+                                                  r"\(newest: checkpoint-00000008.pt\)"):
+        finetune("smoke", **{**run, "amp": "bf16"}, resume=str(older))
+    after = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "a").iterdir() if p.is_file() and p.name != ".lock"}
+    assert after == before
+    branch = finetune("smoke", **{**run, "name": "b"}, resume=str(older))
+    assert branch.history[-1]["step"] == 8 and (tmp_path / "runs" / "a" / "checkpoint-00000008.pt").is_file()
+
+
 def test_a_resumed_run_keeps_the_weights_it_started_from(folder, tmp_path, one_thread):
     run = dict(data=str(folder), output=str(tmp_path / "runs"), **SMALL)
     encoder = pretrain("smoke", **run, name="fcmae").run_dir

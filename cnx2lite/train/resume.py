@@ -111,6 +111,12 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
         raise ResumeMismatchError(f"cannot resume from {path} into {run_dir}: that folder holds a run of its own, and "
                                   "continuing another run's checkpoint there would mix the two; choose another name "
                                   "or output")
+    newest = run_dir.latest_checkpoint()
+    if not foreign and newest is not None and saved_at is not None and _step_of(newest) > saved_at:
+        raise ResumeMismatchError(f"cannot resume from {path}: {run_dir} holds later checkpoints of this run (newest: "
+                                  f"{newest.name}), which continuing from step {saved_at} would replace with another "
+                                  "history; continue the newest (--resume auto), or branch into a new run: --resume "
+                                  f"{path} with another name")
     done = ckpt.get("position", {}).get("epoch", 0)
     if foreign and done >= config.epochs:
         raise ResumeMismatchError(f"cannot resume from {path}: that run has trained {done} epoch(s), as many as this "
@@ -130,6 +136,11 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
         raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
                                   f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
                                   "(another name or output)")
+
+
+def _step_of(checkpoint: Path) -> int:
+    """The step a run's checkpoint file is named after (``checkpoint-<step>.pt``)."""
+    return int(CHECKPOINT_PATTERN.fullmatch(checkpoint.name).group(1))
 
 
 def resumes_a_checkpoint(config: TrainConfig, run_dir: RunDir) -> bool:
