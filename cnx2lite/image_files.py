@@ -12,7 +12,8 @@ from typing import Iterator, Sequence
 
 from .images import CorruptImageError, image_problem
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")  # any case
+# any case; .jfif: a JPEG as Windows browsers save it
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".gif")
 
 
 def refuse_unreadable(paths: Sequence[str], pool: ThreadPoolExecutor, where: Path) -> None:

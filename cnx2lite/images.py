@@ -57,13 +57,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def oriented_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(width, height)`` of the image :func:`load_image` returns, from the header alone (EXIF orientations 5-8 turn
     it by 90 degrees)."""
+    return frame_sizes(path)[0]
+
+
+def frame_sizes(path: str | os.PathLike) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(width, height)`` upright (:func:`load_image`) and as stored (``upright=False``), from the header alone."""
     try:
         with Image.open(path) as img:
             width, height = img.size
             orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
     except DECODE_ERRORS as e:
         raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return ((height, width) if orientation in (5, 6, 7, 8) else (width, height)), (width, height)
 
 
 def open_image(path: str | os.PathLike) -> Image.Image:

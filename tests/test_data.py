@@ -51,6 +51,7 @@ def odd_folder(tmp_path: Path) -> Path:
     _save(modes / "palette.png", "P", color=3, transparency=3)
     _save(modes / "rgba.PNG", "RGBA", color=(10, 20, 30, 0))
     _save(modes / "photo.WebP", "RGB", color=(1, 2, 3))
+    _save(modes / "browser.jfif", "RGB", color=(4, 5, 6))  # a JPEG as Windows browsers save it (round 19's N15)
     (modes / "notes.txt").write_text("not an image")
     _save(modes / ".hidden.jpg")
     bad = tmp_path / "train" / "bad"
@@ -203,7 +204,7 @@ def test_class_names(folder):
 def test_every_mode_becomes_rgb(odd_folder):
     ds = D.build_dataset(odd_folder, "train", classes=["modes"])
     assert sorted(Path(p).name for p, _ in ds.samples) == [
-        "cmyk.JPG", "grey.jpg", "palette.png", "photo.WebP", "rgba.PNG"]  # no .txt, no hidden file
+        "browser.jfif", "cmyk.JPG", "grey.jpg", "palette.png", "photo.WebP", "rgba.PNG"]  # no .txt, no hidden file
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. PIL's warning on palette transparency
         items = [ds[i] for i in range(len(ds))]
@@ -230,9 +231,9 @@ def test_skip_corrupt_counts_and_keeps_good_files(odd_folder):
     ds = D.build_dataset(odd_folder, "train", classes=["modes", "bad"], skip_corrupt=True)
     assert [Path(p).name for p, _ in ds.skipped] == ["b_trunc.jpg", "c_not_image.jpg"]
     assert [n for c, n, _ in _names(ds) if c == "bad"] == ["a_good.jpg", "d_good.jpg", "e_good.jpg"]
-    assert len(ds) == 8 and "2 skipped" in repr(ds)
+    assert len(ds) == 9 and "2 skipped" in repr(ds)
     batches = list(DataLoader(ds, batch_size=1, num_workers=0))
-    assert len(batches) == 8
+    assert len(batches) == 9
     # N per class: the next readable files take the place of the skipped ones
     two = D.build_dataset(odd_folder, "train", classes=["bad"], images_per_class=2, skip_corrupt=True)
     assert [n for _, n, _ in _names(two)] == ["a_good.jpg", "d_good.jpg"] and len(two.skipped) == 2

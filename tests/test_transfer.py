@@ -447,6 +447,30 @@ def test_ade20k_reads_its_folders_as_the_class_folder_scanner_does(tmp_path):
         ADE20K(folder, "val", 32)
 
 
+@pytest.mark.parametrize("frame", ["upright", "stored"])
+def test_an_ade20k_image_turned_by_exif_is_read_in_the_frame_of_its_annotation(tmp_path, frame):
+    """A photo stored 64x48 with EXIF orientation 6 (shown 48x64): its annotation may be made on either frame; the
+    image is read in that one, as COCO's are (round 19's N12: the stored frame was refused, naming the wrong size)."""
+    folder = write_ade20k(tmp_path / "ade")
+    images, annotations = folder / "images" / "validation", folder / "annotations" / "validation"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[:, :32] = 255  # the stored frame's left half is white: shown upright, the top half is
+    Image.fromarray(stored).save(images / "ADE_000.jpg", exif=exif.tobytes())
+    (images / "ADE_000.png").unlink()
+    labels = np.ones((48, 64), np.uint8) if frame == "stored" else np.ones((64, 48), np.uint8)
+    Image.fromarray(labels).save(annotations / "ADE_000.png")
+    image = ADE20K(folder, "val", 32)[0][0].mean(0)
+    top_bright = image[:16].mean() > image[16:].mean()
+    left_bright = image[:, :16].mean() > image[:, 16:].mean()
+    assert (top_bright, left_bright) == ((True, False) if frame == "upright" else (False, True))
+    Image.fromarray(np.ones((40, 40), np.uint8)).save(annotations / "ADE_000.png")
+    with pytest.raises(ValueError, match=r"is 40x40 px, its image 48x64 px or, as stored \(before its EXIF turn\), "
+                                         "64x48 px: an annotation must match its image"):
+        ADE20K(folder, "val", 32)
+
+
 @pytest.mark.parametrize("kind", ["annotations", "images"])
 def test_an_ade20k_file_that_links_outside_its_split_is_refused(tmp_path, kind):
     """A training annotation linked to the validation one (or to another data set's) was read as this split's (round
@@ -532,7 +556,7 @@ def test_an_ade20k_annotation_of_another_size_is_refused_before_training(tmp_pat
     folder = write_ade20k(tmp_path / "ade")
     annotation = next((folder / "annotations" / "validation").iterdir())
     Image.new("L", (24, 24), 1).save(annotation)
-    with pytest.raises(ValueError, match=f"{annotation} is 24x24 px, its image 48x48: an annotation must match"):
+    with pytest.raises(ValueError, match=f"{annotation} is 24x24 px, its image 48x48 px: an annotation must match"):
         ADE20K(folder, "val", 32)
 
 

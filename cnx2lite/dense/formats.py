@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 
 from .. import transforms
 from ..image_files import is_image_name, leads_outside
-from ..images import DECODE_ERRORS, CorruptImageError, load_image, open_image, oriented_size
+from ..images import DECODE_ERRORS, CorruptImageError, frame_sizes, load_image, open_image
 from .coco_json import check_coco_json
 
 IGNORE_INDEX = -1  # ADE20K's label 0 ("other") and classes past num_classes (mmsegmentation's 255 is a class past 255)
@@ -83,7 +83,7 @@ class ADE20K(Dataset):
         self.transform = _geometry(size, train)
         for image_path, label_path in self.samples:  # headers only: a bad file stops the run before it trains
             with open_image(folder / label_path) as annotation:
-                _check_annotation(folder / label_path, annotation, oriented_size(image_path))
+                _check_annotation(folder / label_path, annotation, frame_sizes(image_path))
         shown = self._first_classes(2)  # reads annotations until two classes are seen: one, or a few, on real data
         if not shown:
             raise ValueError(f"no pixel of {annotations} is labeled: its annotations hold only 0 (unlabeled) or "
@@ -120,24 +120,28 @@ class ADE20K(Dataset):
         image_path, label_path = self.samples[index]
         image = load_image(image_path)
         with open_image(self.folder / label_path) as annotation:  # checked again: the file may have changed since
-            _check_annotation(self.folder / label_path, annotation, image.size)
+            if annotation.size != image.size:  # annotated before the image's EXIF turn was applied: that frame
+                image = load_image(image_path, upright=False)
+            _check_annotation(self.folder / label_path, annotation, (image.size,))
         labels = self._labels(label_path)
         image, semantic = self.transform(image, tv_tensors.Mask(labels))
         return image, {"semantic": semantic.as_subclass(Tensor)}
 
 
-def _check_annotation(path: Path, annotation: Image.Image, image_size: tuple[int, int]) -> None:
-    """An annotation PNG holds one class index per pixel of its image: lossless PNG data, mode L or P, the image's
-    size."""
+def _check_annotation(path: Path, annotation: Image.Image, frames: tuple[tuple[int, int], ...]) -> None:
+    """An annotation PNG holds one class index per pixel of its image: lossless PNG data, mode L or P, the size of
+    one of the image's ``frames`` (``(width, height)`` upright, then as stored: the image is read in the frame its
+    annotation was made on, as COCO's are)."""
     if annotation.format != "PNG":  # a JPEG's compression turns class indices into others (or into 0, unlabeled)
         raise ValueError(f"{path} holds {annotation.format or 'non-PNG'} data: an annotation must be a PNG, whose "
                          "class indices survive saving (lossy formats change them)")
     if annotation.mode not in ("L", "P"):
         raise ValueError(f"{path} is a {annotation.mode} image: an annotation PNG holds one class index per pixel "
                          "(mode L or P)")
-    if annotation.size != image_size:
-        raise ValueError(f"{path} is {annotation.width}x{annotation.height} px, its image "
-                         f"{image_size[0]}x{image_size[1]}: an annotation must match its image")
+    if annotation.size not in frames:
+        sizes = " or, as stored (before its EXIF turn), ".join(f"{w}x{h} px" for w, h in dict.fromkeys(frames))
+        raise ValueError(f"{path} is {annotation.width}x{annotation.height} px, its image {sizes}: an annotation "
+                         "must match its image")
 
 
 class COCOInstances(Dataset):
