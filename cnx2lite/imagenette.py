@@ -8,6 +8,7 @@ from torchvision.datasets import Imagenette
 
 from .arguments import checked_path
 from .data import SPLITS, DataNotFoundError, find_image_folder, how_to_get_data, resolve_data_root
+from .image_files import list_images
 
 # torchvision's Imagenette archives extract to <root>/<archive stem>/{train,val}/<wnid>/*.JPEG
 IMAGENETTE_DIRS = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
@@ -40,10 +41,23 @@ def download_imagenette(root: Path, size: str = "320px") -> Path:
 
 def find_or_download(data: str | Path | None = None) -> Path:
     """The image folder under the data root (``data``, else ``$CNX2LITE_DATA_ROOT``, else ``<repo>/data``); when
-    it holds none, Imagenette is downloaded there first (saying so)."""
+    it holds none, Imagenette is downloaded there first (saying so), unless the root holds images of its own (a
+    user's photos, another data set's layout): nothing is downloaded among them."""
     root = resolve_data_root(data)
     try:
         return find_image_folder(root)
     except DataNotFoundError:
+        if (theirs := _images_of_its_own(root)) is not None:
+            raise DataNotFoundError(f"{root} holds images (e.g. {theirs}) but no folder of classes (train/<class>/ and "
+                                    "val/<class>/): Imagenette is downloaded only into a folder without images of its "
+                                    "own; give --data a folder of classes, or a new one to download into") from None
         print(f"no images under {root}: downloading Imagenette there", flush=True)
         return download_imagenette(root)
+
+
+def _images_of_its_own(root: Path) -> str | None:
+    """An image under ``root`` outside a (maybe partial) Imagenette download, or None."""
+    if not root.is_dir():
+        return None
+    return next((path for path in list_images(root) if Path(path).relative_to(root).parts[0] not in
+                 IMAGENETTE_DIRS.values()), None)

@@ -109,6 +109,21 @@ def test_download_offline_raises_clear_error(tmp_path, monkeypatch):
         imagenette.download_imagenette(tmp_path / "dl", size="64px")
 
 
+def test_imagenette_is_downloaded_only_into_a_folder_without_images_of_its_own(tmp_path, monkeypatch):
+    """demo --data <a folder of photos, or an ADE20K tree> started a 300 MB download into it (round 19's N35)."""
+    asked = []
+    monkeypatch.setattr(imagenette, "download_imagenette", lambda root: asked.append(root) or root)
+    _save(tmp_path / "photos" / "holiday" / "beach.jpg")
+    with pytest.raises(D.DataNotFoundError, match=r"photos holds images \(e.g. .*beach.jpg\) but no folder of classes"):
+        imagenette.find_or_download(tmp_path / "photos")
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "README.md").write_text("the demo's data root")  # the repository's data/ holds one
+    _save(tmp_path / "fresh" / "imagenette2-320" / "val" / "n0" / "half.jpg")  # an interrupted extraction
+    for root in (tmp_path / "fresh", tmp_path / "new"):
+        imagenette.find_or_download(root)
+    assert asked == [tmp_path / "fresh", tmp_path / "new"]
+
+
 # ----------------------------------------------------------------------------------------------- subsets
 def test_a_tuning_split_that_takes_a_whole_class_is_refused_by_name(folder):
     with pytest.raises(ValueError, match=r"tune_fraction=0.95 leaves no fit images in class"):
