@@ -315,6 +315,11 @@ def test_reproduce_refuses_a_folder_too_small_for_its_scale_before_creating_anyt
         with pytest.raises(SystemExit) as done:
             main(["reproduce", "--scale", "smoke", "--data", str(enough), "--hours", "1e-9", flag, str(inside)])
         assert done.value.code == 2 and f"{flag} {inside}: " in capsys.readouterr().err and not inside.exists()
+    loose = make_image_folder(tmp_path / "loose", train=8)  # a train/ of loose images was '0 classes, 0 images'
+    shutil.copy(next((loose / "train" / "class0").iterdir()), loose / "train" / "stray.jpg")  # (round 19's N39)
+    with pytest.raises(SystemExit) as done:
+        main(["reproduce", "--scale", "smoke", "--data", str(loose), "--output", str(tmp_path / "out")])
+    assert done.value.code == 2 and "1 image file(s) outside any class folder" in capsys.readouterr().err
 
 
 def test_a_class_folder_linked_to_another_is_refused(folder, tmp_path):

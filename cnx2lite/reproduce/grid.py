@@ -319,7 +319,7 @@ def check_enough_images(scale: Scale, folder: Path) -> None:
     of its pretraining, or of a fine-tuning on its fewest labels (the train split less the tuning split): the runs
     would fail one by one, with advice a grid cannot follow."""
     train = folder / "train"
-    classes = sorted(p.name for p in train.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = data.list_classes(train)  # images loose beside the class folders are refused, as training does
     counts = [len(data.list_images(train / name, confined=True)) for name in classes[:scale.num_classes]]
     pretraining = sum(min(n, scale.images_per_class or n) for n in counts)
     fewest = min((k for k in scale.shots if k is not None), default=None)
