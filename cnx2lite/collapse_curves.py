@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from . import collapse, data, transforms
 from .bootstrap import Estimate, Resampled, RunSpread, image_counts, resampled_contrast
+from .models.convnextv2 import architecture
 
 PER_IMAGE_STATS = collapse.STATS  # one value per image, averaged
 STATS = (*PER_IMAGE_STATS, "effective_rank")
@@ -165,10 +166,10 @@ def measure(encoders: dict[str, Sequence[nn.Module]], images: Tensor, point: str
     counts = shared_counts(len(images), resamples, rank_resamples, seed)
     curves = []
     for label, runs in encoders.items():
-        shapes = {tuple(m.dims) for m in runs if hasattr(m, "dims")}
-        if len(shapes) > 1:
-            raise ValueError(f"encoder {label!r} mixes runs of different widths {sorted(shapes)}: one variant per "
-                             "label")
+        kinds = {_architecture(m) for m in runs if hasattr(m, "dims")}
+        if len(kinds) > 1:  # averaged as reruns, V1 and V2 blocks (Fig. 4's very contrast) would pass for one encoder
+            raise ValueError(f"encoder {label!r} mixes runs of {len(kinds)} architectures ({'; '.join(sorted(kinds))}):"
+                             " a label's runs are reruns of one encoder; give each architecture its own label")
         measured = []
         for index, model in enumerate(runs):
             progress(f"[collapse] {label}, run {index + 1} of {len(runs)}, after {point}, {images.shape[-1]} px")
@@ -178,6 +179,12 @@ def measure(encoders: dict[str, Sequence[nn.Module]], images: Tensor, point: str
         if found is not None:
             curves.append(found)
     return curves
+
+
+def _architecture(model: nn.Module) -> str:
+    """What a ConvNeXt V2's weights are the weights of: its widths, depths and block options, in one line."""
+    options = ", ".join(f"{k}={v}" for k, v in architecture(model).items())
+    return f"dims {list(model.dims)}, depths {list(model.depths)}, {options}"
 
 
 def shared_counts(images: int, resamples: int = 1000, rank_resamples: int = 50, seed: int = 0) -> Tensor:

@@ -168,7 +168,9 @@ def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, on
     (["--encoder", "a=nowhere/run"], "nowhere/run"),
     (["--encoder", "a=random", "--point", "ln"], "--point"),
     (["--encoder", "a=random:v1", "--point", "grn"], "none of the encoders has GRN"),
-    (["--encoder", "a=random:v1,random:v2", "--point", "grn"], "mixes runs with and without GRN"),
+    (["--encoder", "a=random:v1,random:v2", "--point", "grn"], "mixes runs of 2 architectures"),
+    (["--encoder", "a=random:v1,random:v2", "--point", "gelu"],  # averaged as reruns of one encoder (round 19's N33)
+     "block=v1, grn_aggregation=l2, block_norm=none; dims [40, 80, 160, 320], depths [2, 2, 6, 2], block=v2"),
     (["--encoder", "a=random", "--rank-resamples", "60"], "must be at most resamples"),
     (["--encoder", "a=random", "--resamples", "1", "--rank-resamples", "1"], "resamples and rank_resamples must be >= "
                                                                               "2, got 1 and 1"),
