@@ -9,6 +9,7 @@ from torchvision.datasets import Imagenette
 from .arguments import checked_path
 from .data import SPLITS, DataNotFoundError, find_image_folder, how_to_get_data, resolve_data_root
 from .image_files import list_images
+from .rundir import run_directory_of
 
 # torchvision's Imagenette archives extract to <root>/<archive stem>/{train,val}/<wnid>/*.JPEG
 IMAGENETTE_DIRS = {"full": "imagenette2", "320px": "imagenette2-320", "160px": "imagenette2-160"}
@@ -22,6 +23,9 @@ def download_imagenette(root: Path, size: str = "320px") -> Path:
     root = checked_path(root, "root")
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"cannot download into {root}: it is a file; pass a folder with --data")
+    if (run := run_directory_of(root)) is not None:  # its folder holds the run's files only
+        raise ValueError(f"cannot download into {root}: it is inside the training run {run}; pass another folder "
+                         "with --data")
     created = [folder for folder in (root, *root.parents) if not folder.exists()]  # deepest first
     root.mkdir(parents=True, exist_ok=True)
     try:

@@ -107,6 +107,11 @@ def test_download_offline_raises_clear_error(tmp_path, monkeypatch):
     assert err.value.__cause__ is None and err.value.__suppress_context__  # no urllib traceback attached
     with pytest.raises(ValueError, match="size must be one of"):
         imagenette.download_imagenette(tmp_path / "dl", size="64px")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"task": "finetune"}')  # a training run's folder (round 20's N03)
+    with pytest.raises(ValueError, match=f"cannot download into {tmp_path / 'run'}: it is inside the training run"):
+        imagenette.download_imagenette(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
 
 
 def test_imagenette_is_downloaded_only_into_a_folder_without_images_of_its_own(tmp_path, monkeypatch):
