@@ -28,7 +28,7 @@ def load_image(path: str | os.PathLike, max_side: int | None = None, upright: bo
             size = rgb.size if max_side is None else shrunk_size(rgb.size, max_side)
             return rgb if rgb.size == size else rgb.resize(size, Image.Resampling.BICUBIC)
     except DECODE_ERRORS as e:
-        raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+        raise _unreadable(path, e) from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -67,7 +67,7 @@ def frame_sizes(path: str | os.PathLike) -> tuple[tuple[int, int], tuple[int, in
             width, height = img.size
             orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
     except DECODE_ERRORS as e:
-        raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+        raise _unreadable(path, e) from None
     return ((height, width) if orientation in (5, 6, 7, 8) else (width, height)), (width, height)
 
 
@@ -77,7 +77,11 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     try:
         return Image.open(path)
     except DECODE_ERRORS as e:
-        raise CorruptImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: str | os.PathLike, error: Exception) -> CorruptImageError:
+    return CorruptImageError(f"cannot read image {path}: {type(error).__name__}: {error}")
 
 
 def shrunk_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:

@@ -118,10 +118,9 @@ class ADE20K(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
         image_path, label_path = self.samples[index]
-        image = load_image(image_path)
         with open_image(self.folder / label_path) as annotation:  # checked again: the file may have changed since
-            if annotation.size != image.size:  # annotated before the image's EXIF turn was applied: that frame
-                image = load_image(image_path, upright=False)
+            upright, stored = frame_sizes(image_path)  # headers: the image is decoded once, in its annotation's frame
+            image = load_image(image_path, upright=annotation.size == upright or annotation.size != stored)
             _check_annotation(self.folder / label_path, annotation, (image.size,))
         labels = self._labels(label_path)
         image, semantic = self.transform(image, tv_tensors.Mask(labels))
@@ -208,10 +207,8 @@ class _CocoFiles(CocoDetection):
     def _load_image(self, id: int) -> Image.Image:
         entry = self.coco.loadImgs(id)[0]
         path = os.path.join(self.root, entry["file_name"])
-        image, given = load_image(path), (entry.get("width"), entry.get("height"))
-        if image.size == given:
-            return image
-        if (stored := load_image(path, upright=False)).size == given:  # annotated before its EXIF turn was applied
-            return stored
-        raise ValueError(f"{path} is {image.width}x{image.height} px, but its entry (image {id}) gives width "
-                         f"{given[0]} and height {given[1]}: its annotations were made on another image")
+        given, (upright, stored) = (entry["width"], entry["height"]), frame_sizes(path)  # headers: decoded once
+        if given not in (upright, stored):
+            raise ValueError(f"{path} is {upright[0]}x{upright[1]} px, but its entry (image {id}) gives width "
+                             f"{given[0]} and height {given[1]}: its annotations were made on another image")
+        return load_image(path, upright=given == upright)  # else annotated before its EXIF turn was applied
