@@ -107,11 +107,11 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
                                   "names: remove it (a copy, or another run's), or if it is this run's own, give "
                                   "it back its name (checkpoint-<step>.pt)")
     foreign = Path(path).resolve().parent != run_dir.path.resolve()
-    if foreign and (run_dir.latest_checkpoint() is not None or (run_dir.path / "metrics.csv").exists()):
+    newest = run_dir.latest_checkpoint()
+    if foreign and (newest is not None or (run_dir.path / "metrics.csv").exists()):
         raise ResumeMismatchError(f"cannot resume from {path} into {run_dir}: that folder holds a run of its own, and "
                                   "continuing another run's checkpoint there would mix the two; choose another name "
                                   "or output")
-    newest = run_dir.latest_checkpoint()
     if not foreign and newest is not None and saved_at is not None and _step_of(newest) > saved_at:
         raise ResumeMismatchError(f"cannot resume from {path}: {run_dir} holds later checkpoints of this run (newest: "
                                   f"{newest.name}), which continuing from step {saved_at} would replace with another "
