@@ -223,18 +223,25 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     assert not list(out.glob("runs/*/checkpoint-*.pt"))
 
 
-def test_a_piece_records_its_finished_runs_and_a_retrained_run_must_match_its_record(tinted, tmp_path):
+def test_a_piece_records_its_finished_runs_and_a_retrained_run_must_match_its_record(tinted, tmp_path, monkeypatch):
+    from cnx2lite import amp
     from cnx2lite.reproduce import run_reproduce
+    from cnx2lite.reproduce.evaluation import Evaluator
     from cnx2lite.reproduce.grid import SCALES, Grid
     from cnx2lite.reproduce.records import RecordMismatch, Records
 
     out = tmp_path / "piece"
     Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), out).pretrain("v2")  # the first run of the grid
+    # measured on a CPU without native bf16: the grid's precision all the same, as on one that has it
+    monkeypatch.setattr(amp, "cpu_supports_bf16", lambda: False)
+    grid = Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), out)
+    assert Evaluator(grid, torch.device("cpu")).amp_dtype == torch.bfloat16 and SCALES["smoke"].eval_amp == "bf16"
     run_reproduce("smoke", str(tinted), out, hours=1e-9)  # then a piece whose budget starts no run
     records = out / "records"
     assert sorted(p.name for p in records.iterdir() if p.is_dir()) == ["pretrain-v2-p0", "random-v2-p0"]
     measured = torch.load(records / "pretrain-v2-p0" / "measured.pt", weights_only=True)
-    assert {key.split("@")[0] for key in measured} >= {"knn-k4-s0", "knn-kall-s0", "collapse-gelu-64px-4images-3ranks"}
+    assert {key.split("@")[0] for key in measured} >= {"knn-k4-s0-bf16", "knn-kall-s0-bf16",
+                                                       "collapse-gelu-64px-4images-3ranks"}
     # the weights are gone and the record says another loss than training gives here: the fine-tuning runs would
     # start from a different pretraining than the one recorded, so the grid stops instead of mixing the two
     shutil.rmtree(out / "runs")

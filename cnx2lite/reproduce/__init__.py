@@ -221,8 +221,8 @@ Written by `cnx2lite reproduce --scale {scale_name} --pretrain-seeds {scale.pret
 - Replication: {scale.pretrain_seeds} pretraining run(s) per pretrained arm x {scale.finetune_seeds} fine-tuning
   seed(s) each; scratch: {scale.finetune_seeds} seed(s).
 - Intervals: {intervals}.
-- Machine: {os.cpu_count()} CPU cores, device {ev.device}, evaluation autocast
-  {str(ev.amp_dtype).removeprefix('torch.')}.
+- Machine: {os.cpu_count()} CPU cores, device {ev.device}; training autocast {pre.get('amp', '-')}, every val
+  measurement under {scale.eval_amp} autocast, whichever CPU made it (the records' keys name it).
 {stopped}
 """
 

@@ -19,12 +19,13 @@ from .grid import TUNE_FRACTION, Cell, Grid, arch_options, shot_label
 
 class Evaluator:
     """Per-image correctness on the val split, for fine-tuned runs and frozen-encoder kNN. Each run's is measured
-    once and kept in the grid's records, under a key naming the val images it was measured on."""
+    once and kept in the grid's records, under a key naming the precision and the val images it was measured in and
+    on (:meth:`key`)."""
 
     def __init__(self, grid: Grid, device: torch.device) -> None:
         self.grid, self.device = grid, device
-        self.amp_dtype = resolve_amp("auto", device)  # inference: bf16 where native, also at 96 px
         s = grid.scale
+        self.amp_dtype = resolve_amp(s.eval_amp, device)  # emulated where the CPU lacks bf16: slower, same numbers
         self.folder = data.find_image_folder(Path(grid.folder))
         self.transform = transforms.eval_transform(s.img_size)
         # the training runs' classes, in their label order (one image per class is enough to list them)
@@ -35,6 +36,10 @@ class Evaluator:
         listing = "\n".join(f"{Path(path).relative_to(self.folder)} {label}" for path, label in self.val_set.samples)
         self.val_id = hashlib.sha1(listing.encode()).hexdigest()[:10]  # which val images, in which order
         self.cache: dict[Cell | tuple, Tensor] = {}
+
+    def key(self, what: str) -> str:
+        """The records' key of a measurement ``what`` made by this evaluator: ``<what>-<precision>@<val id>``."""
+        return f"{what}-{self.grid.scale.eval_amp}@{self.val_id}"
 
     def finetuned(self, k: int | None, init: str, block: str = "v2", tuned: str | None = None) -> Tensor:
         """``(P, S, N)`` correctness of a cell's fine-tuned runs: pretraining runs (1 for scratch), fine-tuning seeds,
@@ -49,7 +54,7 @@ class Evaluator:
                      tuned: str | None) -> Tensor:
         """``(N,)`` correctness of one fine-tuned run on the val images: recorded, else measured and recorded."""
         name = self.grid.finetune_name(k, init, block, seed, pretrain_seed=pretrain_seed, tuned=tuned)
-        key = f"val_correct@{self.val_id}"
+        key = self.key("val_correct")
         correct = self.grid.records.measured(name, key)
         if correct is None:
             run = self.grid.finetune(k, init, block, seed, pretrain_seed=pretrain_seed, tuned=tuned, weights=True)
@@ -86,7 +91,7 @@ class Evaluator:
         every label): recorded under the encoder's name, else measured and recorded."""
         seeds = range(self.grid.scale.finetune_seeds) if k is not None else [0]
         owner = self.encoder_name(init, block, pretrain_seed)
-        keys = [f"knn-k{shot_label(k)}-s{seed}@{self.val_id}" for seed in seeds]
+        keys = [self.key(f"knn-k{shot_label(k)}-s{seed}") for seed in seeds]
         rows = [self.grid.records.measured(owner, key) for key in keys]
         if any(row is None for row in rows):
             encoder = self.encoder(init, block, pretrain_seed).to(self.device)

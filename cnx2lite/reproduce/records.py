@@ -6,8 +6,9 @@ are never committed. So every finished run leaves a *record*, and the report is 
     <records>/<run name>/config.json        the run's resolved config (copied from the run)
     <records>/<run name>/metrics.csv        its per-epoch history (copied)
     <records>/<run name>/reconstruction.png the last reconstruction figure, of the FCMAE run a report shows (copied)
-    <records>/<run name>/measured.pt        what was measured on its weights, keyed by what and on which val images:
-                                            "val_correct@<val id>" (N,) bool, "knn-k50-s0@<val id>" (N,) bool,
+    <records>/<run name>/measured.pt        what was measured on its weights, keyed by what, in what precision, on
+                                            which images: "val_correct-bf16@<val id>" (N,) bool,
+                                            "knn-k50-s0-bf16@<val id>" (N,) bool,
                                             "collapse-gelu-96px-500images-50ranks@<val id>" per-image statistics
 
     <records>/data.json                     which images the records were made on (a fingerprint of train/ and val/)
