@@ -40,11 +40,13 @@ from .train.plots import plot_comparison
 
 SHOTS = 50
 PLANS = {
-    # sized for 10 minutes on 2 CPU cores: pretraining about 6, each fine-tuning about 1.5
+    # sized for 10 minutes on 2 CPU cores: pretraining about 6, each fine-tuning about 1.5; every measurement in one
+    # process, so at the fastest precision of this CPU (emulated bf16 is about 10x slower than fp32)
     "full": Scale("convnextv2_atto", 96, 4, 64, 256, shots=(SHOTS,), main_shot=SHOTS, finetune_epochs={SHOTS: 16},
-                  eval_points=2),
+                  eval_points=2, eval_amp="auto"),
     "quick": Scale("convnextv2_atto", 64, 1, 8, 64, shots=(4,), main_shot=4, finetune_epochs={4: 2}, num_classes=2,
-                   images_per_class=8, val_images_per_class=4, eval_points=1, workers=0, preset="smoke"),
+                   images_per_class=8, val_images_per_class=4, eval_points=1, workers=0, preset="smoke",
+                   eval_amp="auto"),
 }
 
 
@@ -138,7 +140,7 @@ def write_report(output: Path, grid: Grid, ev: Evaluator, fcmae: torch.Tensor, s
 ignored; fine-tuning on {k} labeled images per class; evaluation on all {len(ev.val_set)} val images.
 Chance is {100 / len(ev.classes):.0f}%. Machine: {os.cpu_count()} CPU cores,
 device {ev.device}, training autocast {pre.config['amp']}, evaluation autocast
-{str(ev.amp_dtype).removeprefix('torch.')}, seed 0. Total wall time: **{total / 60:.1f} min**.
+{ev.precision}, seed 0. Total wall time: **{total / 60:.1f} min**.
 
 ## Result
 

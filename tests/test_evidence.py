@@ -3,6 +3,7 @@ and ``cnx2lite reproduce --scale smoke`` end to end."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -236,6 +237,9 @@ def test_a_piece_records_its_finished_runs_and_a_retrained_run_must_match_its_re
     monkeypatch.setattr(amp, "cpu_supports_bf16", lambda: False)
     grid = Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), out)
     assert Evaluator(grid, torch.device("cpu")).amp_dtype == torch.bfloat16 and SCALES["smoke"].eval_amp == "bf16"
+    # "auto" (the demo's: one process measures every run) keys what it resolved to
+    auto = Grid(dataclasses.replace(SCALES["smoke"], eval_amp="auto"), str(data.find_image_folder(tinted)), out)
+    assert Evaluator(auto, torch.device("cpu")).key("val_correct").startswith("val_correct-fp32@")
     run_reproduce("smoke", str(tinted), out, hours=1e-9)  # then a piece whose budget starts no run
     records = out / "records"
     assert sorted(p.name for p in records.iterdir() if p.is_dir()) == ["pretrain-v2-p0", "random-v2-p0"]

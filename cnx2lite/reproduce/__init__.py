@@ -222,7 +222,7 @@ Written by `cnx2lite reproduce --scale {scale_name} --pretrain-seeds {scale.pret
   seed(s) each; scratch: {scale.finetune_seeds} seed(s).
 - Intervals: {intervals}.
 - Machine: {os.cpu_count()} CPU cores, device {ev.device}; training autocast {pre.get('amp', '-')}, every val
-  measurement under {scale.eval_amp} autocast, whichever CPU made it (the records' keys name it).
+  measurement under {ev.precision} autocast, whichever CPU made it (the records' keys name it).
 {stopped}
 """
 

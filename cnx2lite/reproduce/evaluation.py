@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import collapse_curves, data, transforms
-from ..amp import resolve_amp
+from ..amp import AMP_DTYPES, resolve_amp
 from ..factory import load_model
 from ..models import ConvNeXtV2
 from ..probes import KNN_K, extract_features, predict, probe_features
@@ -25,7 +25,8 @@ class Evaluator:
     def __init__(self, grid: Grid, device: torch.device) -> None:
         self.grid, self.device = grid, device
         s = grid.scale
-        self.amp_dtype = resolve_amp(s.eval_amp, device)  # emulated where the CPU lacks bf16: slower, same numbers
+        self.amp_dtype = resolve_amp(s.eval_amp, device)  # bf16 where the CPU lacks it: emulated, about 10x slower
+        self.precision = next(name for name, dtype in AMP_DTYPES.items() if dtype == self.amp_dtype)
         self.folder = data.find_image_folder(Path(grid.folder))
         self.transform = transforms.eval_transform(s.img_size)
         # the training runs' classes, in their label order (one image per class is enough to list them)
@@ -39,7 +40,7 @@ class Evaluator:
 
     def key(self, what: str) -> str:
         """The records' key of a measurement ``what`` made by this evaluator: ``<what>-<precision>@<val id>``."""
-        return f"{what}-{self.grid.scale.eval_amp}@{self.val_id}"
+        return f"{what}-{self.precision}@{self.val_id}"
 
     def finetuned(self, k: int | None, init: str, block: str = "v2", tuned: str | None = None) -> Tensor:
         """``(P, S, N)`` correctness of a cell's fine-tuned runs: pretraining runs (1 for scratch), fine-tuning seeds,

@@ -54,7 +54,7 @@ class Scale:
     val_images_per_class: int | None = None
     eval_points: int = 4  # evaluations per run (the curves)
     workers: int = 2  # DataLoader workers, at the lowest CPU priority (see cnx2lite.train.loader)
-    eval_amp: str = "bf16"  # autocast of every val measurement: pinned, so records made on other CPUs stay comparable
+    eval_amp: str = "bf16"  # autocast of val measurements: pinned, so that records of several CPUs are one precision
     preset: str = "cpu"  # recipe and runtime (amp: see the cpu preset) the runs start from
     pretrain_seeds: int = 1  # pretraining runs per pretrained arm
     finetune_seeds: int = 1  # fine-tuning runs per pretraining run (and per scratch cell)
