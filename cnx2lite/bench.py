@@ -4,8 +4,9 @@
 ConvNeXt V2 against timm's ``convnextv2_*`` with the same weights.
 ``bench fcmae``: a full FCMAE training step with each sparse backend against ``dense``.
 ``bench train``: FCMAE pretraining and fine-tuning steps as ``cnx2lite pretrain/finetune --preset cpu`` run them, on
-real images with the data loader included: the reference path (GRN's three steps, every image decoded at every
-epoch) beside the default (fused GRN, images decoded once).
+real images with the data loader included: the reference path (GRN's three steps, 7x7 depthwise convs of maps
+smaller than the kernel by oneDNN, AdamW's loop, every image decoded at every epoch) beside the default (fused GRN,
+those convs as a matrix product, fused AdamW, images decoded once).
 ``--amp fp32 bf16`` measures both precisions in the same run and prints their ratio side by side (the default
 for ``bench model``: fp32 and what ``auto`` picks). ``--batch-size 1`` gives the latency of one image.
 
@@ -231,7 +232,7 @@ def bench_fcmae(model: str = "convnextv2_atto", img_size: int = 224, batch_size:
 
 
 # The reference path of bench train: what the default replaces, each one option away (--no-fused-grn ...).
-REFERENCE_PATH = {"fused_grn": False, "cache_images": False}
+REFERENCE_PATH = {"fused_grn": False, "small_map_matmul": False, "fused_adamw": False, "cache_images": False}
 
 
 def _timed_blocks(trainer: Trainer, steps: int) -> float:

@@ -113,6 +113,41 @@ def test_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(lambda t: model(t), (x,), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
+@pytest.mark.parametrize("size", [(1, 1), (2, 2), (3, 3), (4, 6), (6, 6), (5, 3), (7, 7), (9, 5)])
+def test_depthwise_conv_is_nn_conv2d_at_every_map_size(size):
+    """Maps smaller than the kernel go through a matrix product, larger ones through the conv: both are nn.Conv2d
+    (forward and both gradients, float64), in either memory format, and the product's output is channels-last."""
+    from cnx2lite.layers.depthwise import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    ours = DepthwiseConv2d(5).double()
+    reference = torch.nn.Conv2d(5, 5, 7, padding=3, groups=5).double()
+    reference.load_state_dict(ours.state_dict())
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(3, 5, *size, dtype=torch.float64).contiguous(memory_format=memory_format).requires_grad_()
+        y, y_ref = ours(x), reference(x)
+        torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+        grad = torch.randn_like(y_ref)
+        got = torch.autograd.grad(y, (x, ours.weight, ours.bias), grad)
+        expected = torch.autograd.grad(y_ref, (x, reference.weight, reference.bias), grad)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        if max(size) < 7:
+            assert y.is_contiguous(memory_format=torch.channels_last)
+    small = torch.randn(1, 5, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ours, (small,))
+
+
+def test_small_map_conv_made_first_under_inference_mode_still_trains():
+    from cnx2lite.layers.depthwise import DepthwiseConv2d
+
+    conv = DepthwiseConv2d(4)
+    with torch.inference_mode():
+        conv(torch.randn(2, 4, 5, 5))  # the first 5x5 map: its tap matrix is made and cached here
+    conv(torch.randn(2, 4, 5, 5)).sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
 def test_in_chans():
     model = create_model("convnextv2_atto", in_chans=1, num_classes=2)
     assert model(torch.randn(1, 1, 32, 32)).shape == (1, 2)

@@ -411,15 +411,16 @@ def test_a_filesystem_without_flock_is_one_line(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("task", ["pretrain", "finetune"])
 def test_the_default_path_trains_what_the_reference_path_trains(images, tmp_path, task):
-    """Fused GRN and images decoded once (the defaults of the smoke and cpu presets) against GRN's three steps and
-    images decoded at every step: the same losses within float32 rounding over the first steps (their gradients
-    agree to ~4e-6 relative). In float32, as the cpu preset trains: under bf16 autocast the two round differently."""
+    """Fused GRN, small maps' depthwise convs as a matrix product, fused AdamW and images decoded once (the defaults of
+    the smoke and cpu presets) against GRN's three steps, oneDNN's conv, AdamW's loop and images decoded at every
+    step: the same losses within float32 rounding over the first steps (their gradients agree to ~4e-6 relative). In
+    float32, as the cpu preset trains: under bf16 autocast the two round differently."""
     run = pretrain if task == "pretrain" else finetune
     common = dict(data=str(images), output=str(tmp_path), batch_size=4, epochs=1, amp="fp32")
     default = run("smoke", name="default", **common)
-    reference = run("smoke", name="reference", fused_grn=False, cache_images=False, **common)
-    assert default.config["fused_grn"] and default.config["cache_images"]
-    assert not reference.config["fused_grn"] and not reference.config["cache_images"]
+    paths = ("fused_grn", "small_map_matmul", "fused_adamw", "cache_images")
+    reference = run("smoke", name="reference", **dict.fromkeys(paths, False), **common)
+    assert all(default.config[key] and not reference.config[key] for key in paths)
     losses = [[r["train_loss"] for r in result.history if r["kind"] == "train"] for result in (default, reference)]
     assert len(losses[0]) == 4
     torch.testing.assert_close(torch.tensor(losses[0]), torch.tensor(losses[1]), rtol=1e-5, atol=1e-6)

@@ -118,6 +118,30 @@ def test_layer_decay_scales_and_optimizer_lr():
     assert optimizer.defaults["betas"] == (0.9, 0.999)
 
 
+def test_fused_adamw_updates_as_the_loop_and_a_resume_keeps_this_runs_implementation():
+    from cnx2lite.train.resume import restore_training_state
+
+    def trained(fused: bool) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = create_model("convnextv2_atto", num_classes=3)
+        optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.05, betas=(0.9, 0.999), layer_decay=0.8, fused=fused)
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(torch.randn(2, 3, 32, 32)).square().mean().backward()
+            optimizer.step()
+        return model, optimizer
+
+    (fused_model, fused_opt), (loop_model, loop_opt) = trained(True), trained(False)
+    for a, b in zip(fused_model.parameters(), loop_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert all(g["fused"] for g in fused_opt.param_groups) and not any(g["fused"] for g in loop_opt.param_groups)
+    # a checkpoint of the loop, resumed by a run that chose the fused kernel: the run's choice holds
+    checkpoint = {"model": loop_model.state_dict(), "optimizer": loop_opt.state_dict()}
+    restore_training_state("ckpt.pt", checkpoint, fused_model, fused_opt, None, None)
+    assert all(g["fused"] for g in fused_opt.param_groups)
+    torch.testing.assert_close(fused_opt.state_dict()["state"], loop_opt.state_dict()["state"], rtol=0, atol=0)
+
+
 def test_cosine_schedule_with_warmup():
     lrs = [cosine_lr(s, 100, 1.0, warmup_steps=10, min_lr=0.1) for s in range(101)]
     assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)

@@ -130,6 +130,10 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model")
     fused_grn: bool = _f(True, "GRN as one autograd function with a hand-written backward while training (same "
                                "values within float32 rounding); off: its three reference steps, for debugging")
+    small_map_matmul: bool = _f(True, "7x7 depthwise convs of maps smaller than the kernel as a matrix product (same "
+                                      "values within float32 rounding); off: the conv, for debugging")
+    fused_adamw: bool = _f(True, "AdamW's fused kernel, one pass over each parameter (the same update within float32 "
+                                 "rounding); off: torch's default loop, for debugging")
     seed: int = _f(0, "seed of everything: init, shuffle, augmentation, masks, drop path, Mixup")
     output: str = _f("runs", "parent folder of run directories")
     name: str | None = _f(None, "run directory name (None: <task>-<model>)")

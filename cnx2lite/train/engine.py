@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import transforms
 from ..amp import autocast, resolve_amp
+from ..layers.depthwise import set_small_map_matmul
 from ..layers.grn import set_fused
 from ..probes import KNN_K, probe
 from ..rundir import RunDir, RunResult
@@ -85,9 +86,10 @@ class Trainer:
         if c.channels_last:
             self.model.to(memory_format=torch.channels_last)
         set_fused(self.model, c.fused_grn)
+        set_small_map_matmul(self.model, c.small_map_matmul)
         c = self.config
         self.optimizer = build_optimizer(self.model, c.lr, c.weight_decay, c.betas, c.layer_decay, c.layer_decay_mode,
-                                         self.task.decay_grn_and_mask_token)
+                                         self.task.decay_grn_and_mask_token, c.fused_adamw)
         self.ema = ModelEma(self.model, c.ema_decay, "cpu" if c.ema_cpu else None) if c.ema_decay > 0 else None
         self.amp_dtype = resolve_amp(c.amp, self.dist.device)
         self.scaler = torch.amp.GradScaler(self.dist.device.type) if self.amp_dtype == torch.float16 else None

@@ -94,12 +94,13 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
                     layer_decay: float = 1.0, mode: str = "single",
-                    decay_grn_and_mask_token: bool = False) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`; each group's ``lr`` starts at ``lr * lr_scale``."""
+                    decay_grn_and_mask_token: bool = False, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`; each group's ``lr`` starts at ``lr * lr_scale``. ``fused``: torch's fused
+    kernel (one pass over each parameter; the same update within float32 rounding), else its default loop."""
     groups = param_groups(model, weight_decay, layer_decay, mode, decay_grn_and_mask_token)
     for group in groups:
         group["lr"] = lr * group["lr_scale"]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
 
 
 def _check_mode(mode: str) -> None:

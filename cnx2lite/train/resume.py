@@ -41,9 +41,9 @@ class Position:
 # Where and how a run executes, not what it computes: these may change when a run is resumed (another machine, more
 # workers, another equivalent sparse backend). Every other field must match the checkpoint's.
 RUNTIME_FIELDS = frozenset({"backend", "data", "pretrained", "init_encoder", "num_workers", "device", "amp",
-                            "channels_last", "compile", "fused_grn", "ema_cpu", "output", "name", "resume",
-                            "save_every_steps", "keep_last", "keep_every_epochs", "log_every_steps", "eval_every",
-                            "recon_every", "progress", "tensorboard"})
+                            "channels_last", "compile", "fused_grn", "small_map_matmul", "fused_adamw", "ema_cpu",
+                            "output", "name", "resume", "save_every_steps", "keep_last", "keep_every_epochs",
+                            "log_every_steps", "eval_every", "recon_every", "progress", "tensorboard"})
 
 
 class ResumeMismatchError(ValueError):
@@ -219,12 +219,15 @@ def restore_training_state(path: str, ckpt: dict, model: nn.Module, optimizer: O
                            scaler: torch.amp.GradScaler | None) -> None:
     """Load a checkpoint :func:`check_resumable` accepted into the run's model, optimizer, EMA and scaler."""
     model.load_state_dict(ckpt["model"])
+    implementation = [(group["fused"], group["foreach"]) for group in optimizer.param_groups]
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
     except ValueError as e:  # parameter groups of another version (layer-decay ids, weight-decay rules)
         raise ResumeMismatchError(f"cannot resume from {path}: its optimizer state does not fit this version's "
                                   f"parameter groups ({e}). Start a new run, or start one from its weights with "
                                   "--pretrained (fine-tuning) or --init-encoder (pretraining)") from None
+    for group, (fused, foreach) in zip(optimizer.param_groups, implementation):  # this run's, not the checkpoint's
+        group["fused"], group["foreach"] = fused, foreach
     if ema is not None:
         ema.module.load_state_dict(ckpt["ema"])
     if scaler is not None and ckpt.get("scaler") is not None:  # fp16 now, not before: the scaler starts afresh
