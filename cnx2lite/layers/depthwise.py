@@ -53,7 +53,7 @@ def small_map_depthwise_conv(x: Tensor, weight: Tensor) -> Tensor:
     k = weight.shape[-1]
     taps = _tap_matrix(h, w, k, x.device).to(weight.dtype)  # (k*k, HW*HW)
     matrices = (weight.reshape(c, k * k) @ taps).reshape(c, h * w, h * w)  # (C, P, Q): output p, input q
-    columns = x.permute(1, 0, 2, 3).reshape(c, n, h * w)  # (C, N, Q)
+    columns = x.permute(1, 0, 2, 3).reshape(c, n, h * w).contiguous()  # (C, N, Q); bmm clones strided matrices
     y = torch.bmm(columns, matrices.transpose(1, 2))  # (C, N, P)
     return y.permute(1, 2, 0).contiguous().view(n, h, w, c).permute(0, 3, 1, 2)
 
