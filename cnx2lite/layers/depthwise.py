@@ -53,8 +53,10 @@ def small_map_depthwise_conv(x: Tensor, weight: Tensor) -> Tensor:
     k = weight.shape[-1]
     taps = _tap_matrix(h, w, k, x.device).to(weight.dtype)  # (k*k, HW*HW)
     matrices = (weight.reshape(c, k * k) @ taps).reshape(c, h * w, h * w)  # (C, P, Q): output p, input q
-    columns = x.permute(1, 0, 2, 3).reshape(c, n, h * w).contiguous()  # (C, N, Q); bmm clones strided matrices
+    columns = x.permute(1, 0, 2, 3).reshape(c, n, h * w).contiguous()  # (C, N, Q): CPU bmm clones each strided matrix
     y = torch.bmm(columns, matrices.transpose(1, 2))  # (C, N, P)
+    if y.requires_grad:  # its gradient arrives as a strided view of a channels-last map: made contiguous for bmm
+        y.register_hook(_contiguous)
     return y.permute(1, 2, 0).contiguous().view(n, h, w, c).permute(0, 3, 1, 2)
 
 
@@ -71,3 +73,7 @@ def _tap_matrix(h: int, w: int, k: int, device: torch.device) -> Tensor:
         inside = (dy >= 0) & (dy < k) & (dx >= 0) & (dx < k)
         tap = torch.where(inside, dy * k + dx, k * k)  # k*k: no tap (dropped below)
         return F.one_hot(tap.reshape(-1), k * k + 1)[:, :k * k].T.float()
+
+
+def _contiguous(grad: Tensor | None) -> Tensor | None:
+    return None if grad is None else grad.contiguous()
