@@ -31,9 +31,9 @@ def check_report_folder(output: Path, command: str, written: tuple[str, ...]) ->
     if claim.is_symlink() or (claim.exists() and not claim.is_file()):
         raise ValueError(f"--output {output}: its {CLAIM_FILE} is not a file this package wrote (a link or a folder): "
                          "remove it or choose another output folder")
-    links = sorted(path.name for path in output.iterdir() if path.is_symlink()  # dangling ones too (glob skips them)
-                   and any(fnmatch.fnmatch(path.name, pattern) for pattern in written)) if output.is_dir() else []
-    if links:
+    ours = sorted(path for path in output.iterdir()  # listed once; dangling links too (glob would skip them)
+                  if any(fnmatch.fnmatch(path.name, pattern) for pattern in written)) if output.is_dir() else []
+    if links := [path.name for path in ours if path.is_symlink()]:
         are, them = ("is a link", "it") if len(links) == 1 else ("are links", "them")
         raise ValueError(f"--output {output}: {', '.join(links[:4])} {are}, which {command} would write through, into "
                          f"the target; remove {them} or choose another output folder")
@@ -45,8 +45,8 @@ def check_report_folder(output: Path, command: str, written: tuple[str, ...]) ->
                               "command's; choose another output folder")
     if owner:
         return
-    found = sorted({path.name for pattern in written for path in output.glob(pattern)})
-    if found:
+    if ours:
+        found = [path.name for path in ours]
         raise FileExistsError(f"--output {output} holds {', '.join(found[:4])} that {command} did not write: they "
                               "would be overwritten; choose another output folder")
 

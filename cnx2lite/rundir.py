@@ -173,7 +173,7 @@ class RunDir:
 
     def checkpoints(self) -> list[Path]:
         """The ``checkpoint-<step>.pt`` files, oldest step first (temporary and set-aside files ignored)."""
-        return [path for _, path in self._numbered(CHECKPOINT_PATTERN)]
+        return [path for _, path in self.numbered(CHECKPOINT_PATTERN)]
 
     def latest_checkpoint(self) -> Path | None:
         """The checkpoint with the highest step, or None."""
@@ -199,9 +199,9 @@ class RunDir:
 
     def snapshots(self) -> dict[int, Path]:
         """``{epoch: path}`` of the snapshots kept along training, in epoch order."""
-        return dict(self._numbered(SNAPSHOT_PATTERN))
+        return dict(self.numbered(SNAPSHOT_PATTERN))
 
-    def _numbered(self, pattern: re.Pattern) -> list[tuple[int, Path]]:
+    def numbered(self, pattern: re.Pattern) -> list[tuple[int, Path]]:
         """``(number, path)`` of the run's files ``pattern`` names, in number order. A symlink among them (a run never
         makes one: reading or pruning it would reach outside the run) raises an OSError naming it, a folder so named
         (a run never makes one either) a ValueError."""

@@ -107,12 +107,12 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
                                   "names: remove it (a copy, or another run's), or if it is this run's own, give "
                                   "it back its name (checkpoint-<step>.pt)")
     foreign = Path(path).resolve().parent != run_dir.path.resolve()
-    newest = run_dir.latest_checkpoint()
+    newest_step, newest = (run_dir.numbered(CHECKPOINT_PATTERN) or [(None, None)])[-1]
     if foreign and (newest is not None or (run_dir.path / "metrics.csv").exists()):
         raise ResumeMismatchError(f"cannot resume from {path} into {run_dir}: that folder holds a run of its own, and "
                                   "continuing another run's checkpoint there would mix the two; choose another name "
                                   "or output")
-    if not foreign and newest is not None and saved_at is not None and _step_of(newest) > saved_at:
+    if not foreign and newest is not None and saved_at is not None and newest_step > saved_at:
         raise ResumeMismatchError(f"cannot resume from {path}: {run_dir} holds later checkpoints of this run (newest: "
                                   f"{newest.name}), which continuing from step {saved_at} would replace with another "
                                   "history; continue the newest (--resume auto), or branch into a new run: --resume "
@@ -136,11 +136,6 @@ def check_resumable(path: str, ckpt: object, task: str, config: TrainConfig, run
         raise ResumeMismatchError(f"cannot resume from {path}: it was trained with other settings "
                                   f"({'; '.join(changed)}). Resume with the same settings, or start a new run "
                                   "(another name or output)")
-
-
-def _step_of(checkpoint: Path) -> int:
-    """The step a run's checkpoint file is named after (``checkpoint-<step>.pt``)."""
-    return int(CHECKPOINT_PATTERN.fullmatch(checkpoint.name).group(1))
 
 
 def resumes_a_checkpoint(config: TrainConfig, run_dir: RunDir) -> bool:
