@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from torchvision.datasets import Imagenette
 
 from .arguments import checked_path
 from .data import SPLITS, DataNotFoundError, find_image_folder, how_to_get_data, resolve_data_root
-from .image_files import list_images
+from .image_files import is_image_name, walk_folders
 from .rundir import run_directory_of
 
 # torchvision's Imagenette archives extract to <root>/<archive stem>/{train,val}/<wnid>/*.JPEG
@@ -60,8 +61,17 @@ def find_or_download(data: str | Path | None = None) -> Path:
 
 
 def _images_of_its_own(root: Path) -> str | None:
-    """An image under ``root`` outside a (maybe partial) Imagenette download, or None."""
+    """An image under ``root`` outside a (maybe partial) Imagenette download, or None: the first one found (hidden
+    files and folders skipped, as training skips them), without walking the download."""
     if not root.is_dir():
         return None
-    return next((path for path in list_images(root) if Path(path).relative_to(root).parts[0] not in
-                 IMAGENETTE_DIRS.values()), None)
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name in IMAGENETTE_DIRS.values():
+            continue
+        if entry.is_dir():
+            for folder, _, names in walk_folders(entry):
+                if image := next((name for name in sorted(names) if is_image_name(name)), None):
+                    return os.path.join(folder, image)
+        elif is_image_name(entry.name):
+            return str(entry)
+    return None

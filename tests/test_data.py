@@ -121,6 +121,9 @@ def test_imagenette_is_downloaded_only_into_a_folder_without_images_of_its_own(t
     _save(tmp_path / "photos" / "holiday" / "beach.jpg")
     with pytest.raises(D.DataNotFoundError, match=r"photos holds images \(e.g. .*beach.jpg\) but no folder of classes"):
         imagenette.find_or_download(tmp_path / "photos")
+    _save(tmp_path / "scans" / "page.png")  # at the top of the folder
+    with pytest.raises(D.DataNotFoundError, match=r"scans holds images \(e.g. .*page.png\)"):
+        imagenette.find_or_download(tmp_path / "scans")
     (tmp_path / "fresh").mkdir()
     (tmp_path / "fresh" / "README.md").write_text("the demo's data root")  # the repository's data/ holds one
     _save(tmp_path / "fresh" / "imagenette2-320" / "val" / "n0" / "half.jpg")  # an interrupted extraction
