@@ -1,9 +1,12 @@
 """``make notebooks``' check (:mod:`cnx2lite.notebook.replay`): the numbers a re-run prints against the stored ones."""
 from __future__ import annotations
 
+import os
+
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+from cnx2lite.data import ENV_VAR
 from cnx2lite.notebook.replay import compare, printed_numbers
 
 
@@ -31,3 +34,15 @@ def test_numbers_within_tolerance_reproduce_and_others_are_named():
     fewer = new_notebook(cells=[printing("top-1 41.80"), printing("")])
     assert compare(stored, fewer, rtol=0.01, atol=0.0) == ["code cell 1: prints 2 numbers, 3 stored"]
     assert "out of date" in compare(stored, new_notebook(cells=[printing("1")]), rtol=0.01, atol=0.0)[0]
+
+
+def test_a_relative_data_root_is_made_absolute_before_the_kernels_start_in_notebooks(tmp_path, monkeypatch):
+    """make notebooks passed ../shared/data, which the kernels (running in notebooks/) resolved to another folder."""
+    from cnx2lite.notebook import replay
+
+    seen = []
+    monkeypatch.setattr(replay, "replay", lambda names, *_: seen.append(os.environ[ENV_VAR]) or True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(ENV_VAR, "../shared/data")
+    assert replay.main([]) == 0
+    assert seen == [str(tmp_path.parent / "shared" / "data")]

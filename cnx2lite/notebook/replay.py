@@ -10,6 +10,7 @@ run in another order, and trained numbers move a little. Not compared: cells tag
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
 import time
@@ -18,7 +19,7 @@ import jupytext
 import nbformat
 from nbclient import NotebookClient
 
-from ..data import REPO
+from ..data import ENV_VAR, REPO
 from ..writing import print_line
 from . import shared_runs
 
@@ -95,6 +96,8 @@ def main(names: list[str]) -> int:
     if unknown := sorted(set(names) - set(known)):
         print(f"error: unknown notebook {', '.join(unknown)}: choose from {', '.join(known)}", file=sys.stderr)
         return 2
+    if root := os.environ.get(ENV_VAR):  # the kernels run in notebooks/: a root relative to here would move
+        os.environ[ENV_VAR] = os.path.abspath(root)
     return 0 if replay(names or known, RTOL, ATOL, TIMEOUT) else 1
 
 
