@@ -203,6 +203,9 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     assert len(runs["1", "K=4 scratch", "fine-tuned top-1"]) == 2
     assert len(runs["1", "K=4 FCMAE - scratch", "fine-tuned top-1"]) == 4  # run (p, s) minus scratch seed s
     assert {"V1 sparse - dense", "V2 sparse - dense"} <= {r["row"] for r in rows if r["table"] == "3"}
+    # each row says whether its interval covers reruns, as the verdicts above do (the notebooks quote it)
+    assert {r["replicated"] for r in rows if r["table"] != "6"} == {"1"}
+    assert {r["replicated"] for r in rows if r["table"] == "6"} == {"0"}
     # a second invocation finds every run finished (no checkpoint is written again) and writes the same numbers
     first = (out / "results.csv").read_text()
     checkpoints = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoint-*.pt")}

@@ -69,11 +69,8 @@ def measured(table: int, row: str, metric: str = "fine-tuned top-1") -> Measured
     """The report's number for ``(table, row, metric)``, e.g. ``measured(1, "K=50 FCMAE - scratch")``."""
     for r in _rows():
         if (int(r["table"]), r["row"], r["metric"]) == (table, row, metric):
-            runs = tuple(float(v) for v in r["runs"].split())
-            # a difference without per-run values is replicated where its table's arms are
-            replicated = len(runs) > 1 or (not runs and any(len(other["runs"].split()) > 1 for other in _rows()
-                                                              if int(other["table"]) == table))
-            return Measured(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["paper"], runs, replicated)
+            return Measured(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["paper"],
+                            tuple(float(v) for v in r["runs"].split()), r["replicated"] == "1")
     known = [f"{r['table']}/{r['row']}/{r['metric']}" for r in _rows() if int(r["table"]) == table]
     raise KeyError(f"no ({table}, {row!r}, {metric!r}) in {REPORT / 'results.csv'}; table {table} has: {known}")
 

@@ -56,6 +56,7 @@ from ..train.run_log import read_metrics
 from .evaluation import Evaluator
 from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Cell, Grid, Scale, check_enough_images, shot_label
 from .records import RECORDS_FOLDER, Records
+from .report_rows import RESULTS_COLUMNS
 from .sweep import run_sweep, trial_names
 from .tables import TABLES, measurements, record_finished_runs, sanity_section
 from .transfer_table import run_transfer, transfer_runs
@@ -112,7 +113,7 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
     sections += [f"## {title}\n\nNot trained yet.\n" for title in pending]
 
     with open(output / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["table", "row", "metric", "value", "ci_low", "ci_high", "runs", "paper"])
+        writer = csv.DictWriter(f, RESULTS_COLUMNS)
         writer.writeheader()
         writer.writerows(row.csv() for table in tables for row in table.rows)
     report = output / "report.md"

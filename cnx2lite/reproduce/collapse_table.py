@@ -48,16 +48,16 @@ def table_collapse(ev: Evaluator, output: Path) -> Table:
     for c in (c for c in curves if c.point == "gelu"):
         where = f" at {c.img_size} px" if len(s.collapse_sizes) > 1 else ""
         rows += [Row("4", f"{c.label}{where}", COLLAPSE_METRICS[stat], collapse_curves.estimate([c], stat),
-                     PAPER["collapse"] if stat == "distance" else "") for stat in COLLAPSE_METRICS]
+                     c.runs > 1, PAPER["collapse"] if stat == "distance" else "") for stat in COLLAPSE_METRICS]
     for size in s.collapse_sizes:
         v2, v1 = (next(c for c in curves if (c.label, c.point, c.img_size) == (label, "gelu", size))
                   for label in ("V2 FCMAE", "V1 FCMAE"))
         for stat in ("distance", "effective_rank"):
-            diff = collapse_curves.estimate([v2, v1], stat, (1.0, -1.0))
-            rows.append(Row("4", f"V2 FCMAE - V1 FCMAE at {size} px", COLLAPSE_METRICS[stat], diff,
+            diff, both = collapse_curves.estimate([v2, v1], stat, (1.0, -1.0)), v2.runs > 1 and v1.runs > 1
+            rows.append(Row("4", f"V2 FCMAE - V1 FCMAE at {size} px", COLLAPSE_METRICS[stat], diff, both,
                             PAPER["collapse"] if stat == "distance" else ""))
             claims.append(f"- {COLLAPSE_METRICS[stat]}, V2 FCMAE minus V1 FCMAE at {size} px: "
-                          f"{verdict(diff, 'GRN keeps V2 less collapsed than V1', v2.runs > 1 and v1.runs > 1, '', 3)}")
+                          f"{verdict(diff, 'GRN keeps V2 less collapsed than V1', both, '', 3)}")
     shutil.copy(ev.grid.pretrain("v2").run_dir / "reconstruction.png", output / "reconstruction.png")
     section = f"""## 4. Feature collapse
 

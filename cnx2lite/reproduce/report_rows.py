@@ -24,22 +24,28 @@ PAPER = {
     "sparse": "V1-B, before GRN (Table 1 of the paper, FCMAE design): sparse conv 83.7 vs dense conv 79.3 (+4.4)",
     "collapse": "Fig. 4: V1-FCMAE shows dead and saturated channels and low distance in deep layers; V2 does not",
 }
+RESULTS_COLUMNS = ("table", "row", "metric", "value", "ci_low", "ci_high", "runs", "replicated", "paper")
 LOSS_OF_TRAINING = 0.9  # a run trains when its last epoch's loss is below this fraction of chance, ln(classes)
 
 
 @dataclass
 class Row:
+    """One number of ``results.csv``; ``replicated``: whether its interval covers reruns (every arm it draws on has
+    several runs), what the words of :func:`verdict` and of the notebooks' quotes depend on."""
+
     table: str
     row: str
     metric: str
     estimate: Estimate
+    replicated: bool
     paper: str = ""
 
     def csv(self) -> dict:
         e = self.estimate
         return {"table": self.table, "row": self.row, "metric": self.metric, "value": round(e.value, 4),
                 "ci_low": round(e.low, 4), "ci_high": round(e.high, 4),
-                "runs": "" if e.runs is None else " ".join(f"{v:.4g}" for v in e.runs.values), "paper": self.paper}
+                "runs": "" if e.runs is None else " ".join(f"{v:.4g}" for v in e.runs.values),
+                "replicated": int(self.replicated), "paper": self.paper}
 
 
 @dataclass

@@ -56,12 +56,13 @@ def table_label_efficiency(ev: Evaluator, output: Path) -> Table:
             fcmae, scratch = correct(k, "fcmae"), correct(k, "scratch")
             a, b, diff = hierarchical_accuracy(fcmae), hierarchical_accuracy(scratch), difference(fcmae, scratch)
             paper = PAPER["fcmae_vs_scratch"] if (k is None and probe_name == "fine-tuned") else ""
-            rows += [Row("1", f"K={label} FCMAE", f"{probe_name} top-1", a),
-                     Row("1", f"K={label} scratch", f"{probe_name} top-1", b),
-                     Row("1", f"K={label} FCMAE - scratch", f"{probe_name} top-1", diff, paper)]
+            both = replicated(fcmae, scratch)
+            rows += [Row("1", f"K={label} FCMAE", f"{probe_name} top-1", a, replicated(fcmae)),
+                     Row("1", f"K={label} scratch", f"{probe_name} top-1", b, replicated(scratch)),
+                     Row("1", f"K={label} FCMAE - scratch", f"{probe_name} top-1", diff, both, paper)]
             curves[probe_name][label] = (a, b)
             lines.append(f"| {label} | {probe_name} | {shown(a)} | {shown(b)} | {shown(diff)} |")
-            claims.append(f"- K={label}, {probe_name}: {verdict(diff, claim, replicated(fcmae, scratch))}")
+            claims.append(f"- K={label}, {probe_name}: {verdict(diff, claim, both)}")
     plot_label_efficiency(curves, output / "label_efficiency.png")
     pretrained = pretraining_runs(ev)
     plot_pretraining_knn({f"V2 sparse, run {i}": run for i, run in enumerate(pretrained)},
@@ -109,15 +110,16 @@ def table_codesign(ev: Evaluator, output: Path) -> Table:
         scratch, fcmae = hierarchical_accuracy(c[(block, "scratch")]), hierarchical_accuracy(c[(block, "fcmae")])
         gain = difference(c[(block, "fcmae")], c[(block, "scratch")])
         name = block.upper()
-        rows += [Row("2", f"{name} scratch", "fine-tuned top-1", scratch),
-                 Row("2", f"{name} FCMAE", "fine-tuned top-1", fcmae),
-                 Row("2", f"{name} FCMAE gain", "fine-tuned top-1", gain, PAPER["codesign"])]
+        rows += [Row("2", f"{name} scratch", "fine-tuned top-1", scratch, replicated(c[(block, "scratch")])),
+                 Row("2", f"{name} FCMAE", "fine-tuned top-1", fcmae, replicated(c[(block, "fcmae")])),
+                 Row("2", f"{name} FCMAE gain", "fine-tuned top-1", gain,
+                     replicated(c[(block, "fcmae")], c[(block, "scratch")]), PAPER["codesign"])]
         lines.append(f"| {name} | {shown(scratch)} | {shown(fcmae)} | {shown(gain)} |")
         bars[name] = {"scratch": scratch, "FCMAE": fcmae}
     # the interaction: (V2 FCMAE - V2 scratch) - (V1 FCMAE - V1 scratch), each arm's runs drawn on their own
     arms = [c[("v2", "fcmae")], c[("v2", "scratch")], c[("v1", "fcmae")], c[("v1", "scratch")]]
     extra = hierarchical_contrast([arm * 100.0 for arm in arms], (1, -1, -1, 1))
-    rows.append(Row("2", "V2 gain - V1 gain", "fine-tuned top-1", extra, PAPER["codesign"]))
+    rows.append(Row("2", "V2 gain - V1 gain", "fine-tuned top-1", extra, replicated(*arms), PAPER["codesign"]))
     plot_bars(bars, output / "codesign.png", f"co-design: fine-tuned at K={k}", xlabel="block design")
     section = f"""## 2. Co-design: FCMAE with V1 and V2 blocks (fine-tuned at K={k})
 
@@ -150,12 +152,14 @@ def table_sparse(ev: Evaluator, output: Path) -> Table:
         sparse, dense = hierarchical_accuracy(sparse_correct), hierarchical_accuracy(dense_correct)
         diff = difference(sparse_correct, dense_correct)
         name = block.upper()
-        rows += [Row("3", f"{name} sparse conv FCMAE", "fine-tuned top-1", sparse),
-                 Row("3", f"{name} dense conv FCMAE", "fine-tuned top-1", dense),
-                 Row("3", f"{name} sparse - dense", "fine-tuned top-1", diff, PAPER["sparse"] if block == "v1" else "")]
+        both = replicated(sparse_correct, dense_correct)
+        rows += [Row("3", f"{name} sparse conv FCMAE", "fine-tuned top-1", sparse, replicated(sparse_correct)),
+                 Row("3", f"{name} dense conv FCMAE", "fine-tuned top-1", dense, replicated(dense_correct)),
+                 Row("3", f"{name} sparse - dense", "fine-tuned top-1", diff, both,
+                     PAPER["sparse"] if block == "v1" else "")]
         lines.append(f"| {name} | {shown(sparse)} | {shown(dense)} | {shown(diff)} | "
                      f"{knn_ends(pretraining_runs(ev, block))} | {knn_ends(pretraining_runs(ev, block, False))} |")
-        reading = verdict(diff, "the sparse encoder beats dense convolution", replicated(sparse_correct, dense_correct))
+        reading = verdict(diff, "the sparse encoder beats dense convolution", both)
         claims.append(f"- {name}: {reading}")
         bars[name] = {"sparse conv": sparse, "dense conv": dense}
     plot_bars(bars, output / "sparse_vs_dense.png", f"sparse vs dense-conv FCMAE: fine-tuned at K={k}",

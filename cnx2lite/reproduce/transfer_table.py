@@ -138,12 +138,13 @@ def table_transfer(ev: Evaluator, output: Path) -> Table:
             values = {init: s[:, scored[:, m], m][None].double() for init, s in scores.items()}  # (1, S, N')
             estimates = {init: hierarchical_bootstrap_mean(v) for init, v in values.items()}
             label = f"{task}: image {metric}"
-            rows += [Row("6", f"{task} {INITS[init]}", f"image {metric}", e) for init, e in estimates.items()]
+            rows += [Row("6", f"{task} {INITS[init]}", f"image {metric}", e, t.seeds > 1)
+                     for init, e in estimates.items()]
             lines.append(f"| {label} ({int(scored[:, m].sum())} images) | "
                          + " | ".join(shown(e) for e in estimates.values()) + " |")
             for a, b, claim in CLAIMS:
                 diff = hierarchical_contrast([values[a], values[b]], (1, -1))
-                rows.append(Row("6", f"{task} {INITS[a]} - {INITS[b]}", f"image {metric}", diff))
+                rows.append(Row("6", f"{task} {INITS[a]} - {INITS[b]}", f"image {metric}", diff, t.seeds > 1))
                 claims.append(f"- {label}: {verdict(diff, claim, t.seeds > 1)}")
             bars[label] = {INITS[init]: e for init, e in estimates.items()}
         for key in SPLIT_SCORES[task]:
