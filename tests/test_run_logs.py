@@ -101,19 +101,35 @@ def test_config_replays_a_saved_run_exactly(images, tmp_path, capsys):
             load_config(edited, "pretrain", batch_size=4)  # a flag's value does not mend the file's
 
 
-def test_a_replayed_config_whose_data_is_not_found_names_its_field(images, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("data", ["images", "./images", "~/cnx2lite-no-such-images"])
+def test_a_replayed_config_whose_data_is_not_found_names_its_field(data, images, tmp_path, capsys, monkeypatch):
     """A relative data path edited into a config.json and replayed from another folder: the error names the file and
-    field it came from, not only the path (round 13/14's CE2_data_rel)."""
+    field it came from, not only the path (round 13/14's CE2_data_rel); also where the message spells the path
+    otherwise than the file (``./images`` as ``images``, ``~`` expanded)."""
     pretrain("smoke", data=str(images), output=str(tmp_path), name="first", batch_size=4)
     record = json.loads((tmp_path / "first" / "config.json").read_text())
     edited = tmp_path / "relative.json"
-    edited.write_text(json.dumps({**record, "data": "images", "requested": {**record["requested"], "data": "images"}}))
+    edited.write_text(json.dumps({**record, "data": data, "requested": {**record["requested"], "data": data}}))
     monkeypatch.chdir(tmp_path / "first")  # no images/ here
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
         main(["pretrain", "--config", str(edited), "--name", "again", "--output", str(tmp_path)])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith(f"error: config {edited}: data: No image folder found"), err
+
+
+def test_a_replayed_config_without_data_does_not_take_the_blame_for_the_environment_s_root(images, tmp_path, capsys,
+                                                                                          monkeypatch):
+    pretrain("smoke", data=str(images), output=str(tmp_path), name="first", batch_size=4)
+    record = json.loads((tmp_path / "first" / "config.json").read_text())
+    edited = tmp_path / "no-data.json"
+    edited.write_text(json.dumps({**record, "data": None, "requested": {**record["requested"], "data": None}}))
+    monkeypatch.setenv("CNX2LITE_DATA_ROOT", str(tmp_path / "missing"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["pretrain", "--config", str(edited), "--name", "again", "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(f"error: No image folder found: neither {tmp_path / 'missing'}"), err
 
 
 # ------------------------------------------------------------------------------------ a run folder is a closed room
