@@ -111,6 +111,10 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["finetune", "--cache-images", "false"], "cnx2lite finetune: unrecognized arguments: false (--cache-images takes "
      "no value; its opposite is --no-cache-images) (see cnx2lite finetune --help)"),
     (["bench", "train", "--nope"], "cnx2lite bench train: unrecognized arguments: --nope (see cnx2lite bench train"),
+    # a flag the command lacks after a switch: the flag is the fault, not a value given to the switch (round 20's N33)
+    (["transfer", "--task", "segment", "--no-progress", "--init", "x"], "cnx2lite transfer: unrecognized arguments: "
+     "--init x (see cnx2lite transfer --help)"),
+    (["finetune", "--weight_decay=0.1"], "unrecognized arguments: --weight_decay=0.1 (did you mean --weight-decay "),
     (["probe", "--checkpoint", "random", "--images-per-class", "nine"], "argument --images-per-class: invalid int "
      "value: 'nine'"),
     (["finetune", "--name", "~"], "not '.' or '..', not starting with '~' (a shell reads it as a home folder)"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import difflib
 import errno
 import os
 import sys
@@ -45,19 +46,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):
-        """As argparse's, but an argument no flag takes is refused by the (sub)command it was given to, naming the
-        flag before it where that flag takes no value (``--cache-images false``)."""
+        """As argparse's, but an argument no flag takes is refused by the (sub)command it was given to: a flag it does
+        not have with its nearest flags (``--weight_decay``: ``--weight-decay``), a value with the flag before it where
+        that flag takes no value (``--cache-images false``)."""
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             command = self._innermost(parsed)
             given = list(sys.argv[1:] if args is None else args)
-            before = given[given.index(extras[0]) - 1] if extras[0] in given[1:] else None
-            hint = ""
-            for action in (a for a in command._actions if before in a.option_strings and a.nargs == 0):
-                hint = f" ({before} takes no value"
-                if isinstance(action, argparse.BooleanOptionalAction) and not before.startswith("--no-"):
-                    hint += f"; its opposite is --no-{before[2:]}"
-                hint += ")"
+            if extras[0].startswith("--"):
+                hint = _nearest_flags(command, extras[0].split("=")[0])
+            else:
+                before = given[given.index(extras[0]) - 1] if extras[0] in given[1:] else None
+                hint = _takes_no_value(command, before)
             command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
         return parsed
 
@@ -70,6 +70,21 @@ class OneLineParser(argparse.ArgumentParser):
                 break
             parser = chosen[0].choices[name]
         return parser
+
+
+def _nearest_flags(command: argparse.ArgumentParser, flag: str) -> str:
+    """`` (did you mean --a or --b?)`` for a flag ``command`` does not have, else ``""``."""
+    flags = [option for action in command._actions for option in action.option_strings if option.startswith("--")]
+    near = difflib.get_close_matches(flag, flags, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(near)}?)" if near else ""
+
+
+def _takes_no_value(command: argparse.ArgumentParser, flag: str | None) -> str:
+    """`` (--x takes no value; its opposite is --no-x)`` when ``flag`` is a switch of ``command``, else ``""``."""
+    for action in (a for a in command._actions if flag in a.option_strings and a.nargs == 0):
+        opposite = isinstance(action, argparse.BooleanOptionalAction) and not flag.startswith("--no-")
+        return f" ({flag} takes no value" + (f"; its opposite is --no-{flag[2:]})" if opposite else ")")
+    return ""
 
 
 def build_parser() -> argparse.ArgumentParser:
