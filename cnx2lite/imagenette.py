@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from torchvision.datasets import Imagenette
@@ -46,8 +47,8 @@ def download_imagenette(root: Path, size: str = "320px") -> Path:
 
 def find_or_download(data: str | Path | None = None) -> Path:
     """The image folder under the data root (``data``, else ``$CNX2LITE_DATA_ROOT``, else ``<repo>/data``); when
-    it holds none, Imagenette is downloaded there first (saying so), unless the root holds images of its own (a
-    user's photos, another data set's layout): nothing is downloaded among them."""
+    it holds none, Imagenette is downloaded there first (saying so), but only into a new or empty folder (a README and
+    a partial download aside): never among a user's photos, another data set's layout or other files."""
     root = resolve_data_root(data)
     try:
         return find_image_folder(root)
@@ -56,18 +57,30 @@ def find_or_download(data: str | Path | None = None) -> Path:
             raise DataNotFoundError(f"{root} holds images (e.g. {theirs}) but no folder of classes (train/<class>/ and "
                                     "val/<class>/): Imagenette is downloaded only into a folder without images of its "
                                     "own; give --data a folder of classes, or a new one to download into") from None
+        if (entry := next(_entries_of_its_own(root), None)) is not None:
+            raise DataNotFoundError(f"{root} holds no images but files of its own (e.g. {entry}): Imagenette is "
+                                    "downloaded only into a new or empty folder (a README and a partial download "
+                                    "aside); give --data a folder of classes, or a new one to download into") from None
         print(f"no images under {root}: downloading Imagenette there", flush=True)
         return download_imagenette(root)
+
+
+def _entries_of_its_own(root: Path) -> Iterator[Path]:
+    """What ``root`` holds at its top besides hidden files, a README and a (maybe partial) Imagenette download (its
+    folder and archive), in name order."""
+    if not root.is_dir():
+        return
+    for entry in sorted(root.iterdir()):
+        name = entry.name
+        if not (name.startswith(".") or name.upper().startswith("README")
+                or name.removesuffix(".tgz") in IMAGENETTE_DIRS.values()):
+            yield entry
 
 
 def _images_of_its_own(root: Path) -> str | None:
     """An image under ``root`` outside a (maybe partial) Imagenette download, or None: the first one found (hidden
     files and folders skipped, as training skips them), without walking the download."""
-    if not root.is_dir():
-        return None
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or entry.name in IMAGENETTE_DIRS.values():
-            continue
+    for entry in _entries_of_its_own(root):
         if entry.is_dir():
             for folder, _, names in walk_folders(entry):
                 if image := next((name for name in sorted(names) if is_image_name(name)), None):

@@ -114,8 +114,9 @@ def test_download_offline_raises_clear_error(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
 
 
-def test_imagenette_is_downloaded_only_into_a_folder_without_images_of_its_own(tmp_path, monkeypatch):
-    """demo --data <a folder of photos, or an ADE20K tree> started a 300 MB download into it (round 19's N35)."""
+def test_imagenette_is_downloaded_only_into_a_new_or_empty_folder(tmp_path, monkeypatch):
+    """demo --data <a folder of photos, or an ADE20K tree, or documents> started a 300 MB download into it (round 19's
+    N35, round 20's N02)."""
     asked = []
     monkeypatch.setattr(imagenette, "download_imagenette", lambda root: asked.append(root) or root)
     _save(tmp_path / "photos" / "holiday" / "beach.jpg")
@@ -124,12 +125,20 @@ def test_imagenette_is_downloaded_only_into_a_folder_without_images_of_its_own(t
     _save(tmp_path / "scans" / "page.png")  # at the top of the folder
     with pytest.raises(D.DataNotFoundError, match=r"scans holds images \(e.g. .*page.png\)"):
         imagenette.find_or_download(tmp_path / "scans")
+    (tmp_path / "documents" / "letters").mkdir(parents=True)  # files of the user's, no images (round 20's N02)
+    (tmp_path / "documents" / "notes.txt").write_text("mine")
+    with pytest.raises(D.DataNotFoundError, match=r"documents holds no images but files of its own \(e.g. "
+                                                  r".*letters\): Imagenette is downloaded only into a new or empty"):
+        imagenette.find_or_download(tmp_path / "documents")
     (tmp_path / "fresh").mkdir()
     (tmp_path / "fresh" / "README.md").write_text("the demo's data root")  # the repository's data/ holds one
+    (tmp_path / "fresh" / ".DS_Store").write_text("")
+    (tmp_path / "fresh" / "imagenette2-320.tgz").write_text("part")  # an interrupted download
     _save(tmp_path / "fresh" / "imagenette2-320" / "val" / "n0" / "half.jpg")  # an interrupted extraction
     for root in (tmp_path / "fresh", tmp_path / "new"):
         imagenette.find_or_download(root)
     assert asked == [tmp_path / "fresh", tmp_path / "new"]
+    assert sorted(p.name for p in (tmp_path / "documents").iterdir()) == ["letters", "notes.txt"]
 
 
 # ----------------------------------------------------------------------------------------------- subsets
