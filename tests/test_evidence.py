@@ -185,7 +185,7 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
                     "## 2. Co-design", "## 3. Sparse vs dense", "## 4. Feature collapse", "## 5. GRN against",
                     "## 6. Transfer to dense tasks (synthetic composites)"):
         assert heading in text
-    assert "Not trained yet" not in text and "Stopped" not in text
+    assert "Not trained yet" not in text and "Stopped" not in text and "V2-CBAM fcmae" in text  # its sanity check
     prose = " ".join(text.split())
     assert "hierarchical bootstrap" in prose and "0.750 of each image is masked" in prose  # 64 px: 1 of 2x2 cells kept
     # replicated: the verdicts of tables 1-5 speak of reruns (the smoke transfer table has one run per init)
@@ -225,6 +225,16 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2)
     assert (out / "results.csv").read_text() == first
     assert not list(out.glob("runs/*/checkpoint-*.pt"))
+    # a GRN table half trained (CBAM's fine-tunings not yet): written from its finished rows, naming the rest
+    for record in (out / "records").glob("finetune-v2-cbam-*"):
+        shutil.rmtree(record)
+    text = run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2, hours=1e-9).read_text()
+    grn_section = text.split("## 5. ")[1].split("\n## ")[0]
+    assert "Not trained yet (1 of the table's rows, added when the grid has trained them): CBAM." in grn_section
+    assert "| nothing |" in grn_section and "| CBAM |" not in grn_section and "V2-CBAM fcmae" not in text
+    with open(out / "results.csv") as f:
+        grn_rows = {r["row"] for r in csv.DictReader(f) if r["table"] == "5"}
+    assert "GRN - nothing" in grn_rows and not any("CBAM" in row for row in grn_rows)
 
 
 def test_a_piece_records_its_finished_runs_and_a_retrained_run_must_match_its_record(tinted, tmp_path, monkeypatch):

@@ -100,7 +100,7 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
     record_finished_runs(ev)  # before any table: what this machine trained outlives its checkpoints
     built, tables = [], []
     for spec in TABLES:
-        if grid.recipes and all(grid.cell_finished(c) for c in spec.cells(scale)):
+        if grid.recipes and spec.ready(grid.cell_finished, scale):
             try:
                 tables.append(spec.build(ev, output))
                 built.append(spec)
@@ -108,7 +108,8 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
                 pass
     pending = [spec.title for spec in TABLES if spec not in built]
     if built:  # the runs behind the measured tables, each cell once, in table order
-        sections.append(sanity_section(ev, list(dict.fromkeys(c for spec in built for c in spec.cells(scale)))))
+        cells = [c for spec in built for c in spec.cells(scale) if grid.cell_finished(c)]
+        sections.append(sanity_section(ev, list(dict.fromkeys(cells))))
     sections += [table.section for table in tables]
     sections += [f"## {title}\n\nNot trained yet.\n" for title in pending]
 

@@ -61,12 +61,20 @@ def no_runs(scale: Scale) -> list[str]:
 @dataclass(frozen=True)
 class TableSpec:
     """A table: its title, the cells it reads (each trained before any table is measured), how it is measured, and
-    the names of runs of its own that are no cell's (the transfer runs)."""
+    the names of runs of its own that are no cell's (the transfer runs). ``partial``: each row compares one cell
+    with the first, so the table is written once the first and any other cell are finished (a grid trained over
+    several sittings shows its finished rows), naming the cells still to train."""
 
     title: str
     cells: Callable[[Scale], list[Cell]]
     build: Callable[[Evaluator, Path], Table]
     own_runs: Callable[[Scale], list[str]] = no_runs
+    partial: bool = False
+
+    def ready(self, finished: Callable[[Cell], bool], scale: Scale) -> bool:
+        """Whether the table can be written now, ``finished`` saying which cells are."""
+        done = [finished(cell) for cell in self.cells(scale)]
+        return all(done) or (self.partial and done[0] and any(done[1:]))
 
 
 def replicated(*corrects: Tensor) -> bool:
