@@ -41,7 +41,12 @@ def test_the_rows_figures_and_epochs_the_notebooks_read_are_in_the_report():
                 evidence.measured(4, f"{encoder} at {size} px", metric)
         for metric in ("feature cosine distance", "effective rank / channels"):
             evidence.measured(4, f"V2 FCMAE - V1 FCMAE at {size} px", metric)
-    for name in ("label_efficiency", "codesign", "reconstruction", "feature_collapse_96px", "feature_collapse_224px"):
+    grn_rows = evidence.measured_rows(5)  # notebook 03: the rows table 5 has so far, each beside its difference
+    assert {"nothing", "GRN - nothing", "LRN", "GRN - LRN"} <= set(grn_rows)
+    assert all(row.removeprefix("GRN - ") in grn_rows for row in grn_rows)
+    assert grn_rows["GRN - LRN"] == evidence.measured(5, "GRN - LRN") and not evidence.measured_rows(9)
+    for name in ("label_efficiency", "codesign", "reconstruction", "feature_collapse_96px", "feature_collapse_224px",
+                 "grn_ablation"):
         assert evidence.report_figure(name).is_file()
     assert evidence.finetune_epochs().startswith("K=10: ")
 

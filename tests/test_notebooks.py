@@ -75,8 +75,11 @@ def test_every_exercise_has_a_solution_a_learner_opens_after_trying(name: str) -
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ipynb_carries_outputs(name: str) -> None:
-    """Readers on GitHub see the figures: every committed notebook was executed and has images."""
+    """Readers on GitHub see the figures: every committed notebook was executed and has images, in under 1 MB (a
+    figure that would push it over is stored as JPEG: ``cnx2lite.notebook.plotting.as_jpeg``)."""
     nbformat = pytest.importorskip("nbformat")
+    size = (NOTEBOOKS / f"{name}.ipynb").stat().st_size
+    assert size < 1_000_000, f"{name}.ipynb is {size:,} bytes, over 1 MB"
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.get("execution_count") for c in code), f"{name}.ipynb has unexecuted code cells"

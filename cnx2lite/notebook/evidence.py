@@ -64,15 +64,26 @@ def _rows() -> tuple[dict[str, str], ...]:
         return tuple(csv.DictReader(f))
 
 
+def _measured(r: dict[str, str]) -> Measured:
+    return Measured(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["paper"],
+                    tuple(float(v) for v in r["runs"].split()), r["replicated"] == "1")
+
+
 @checked_arguments
 def measured(table: int, row: str, metric: str = "fine-tuned top-1") -> Measured:
     """The report's number for ``(table, row, metric)``, e.g. ``measured(1, "K=50 FCMAE - scratch")``."""
     for r in _rows():
         if (int(r["table"]), r["row"], r["metric"]) == (table, row, metric):
-            return Measured(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]), r["paper"],
-                            tuple(float(v) for v in r["runs"].split()), r["replicated"] == "1")
+            return _measured(r)
     known = [f"{r['table']}/{r['row']}/{r['metric']}" for r in _rows() if int(r["table"]) == table]
     raise KeyError(f"no ({table}, {row!r}, {metric!r}) in {REPORT / 'results.csv'}; table {table} has: {known}")
+
+
+@checked_arguments
+def measured_rows(table: int, metric: str = "fine-tuned top-1") -> dict[str, Measured]:
+    """Every row of a table for one metric, in the report's order: ``{row: Measured}`` (empty for a table the report
+    does not have yet). A table written from its finished rows (5) holds only those."""
+    return {r["row"]: _measured(r) for r in _rows() if (int(r["table"]), r["metric"]) == (table, metric)}
 
 
 @lru_cache(maxsize=None)
