@@ -212,8 +212,8 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     # 8 pretrainings (V1/V2 x sparse/dense x 2 runs), 12 sweep trials, 26 fine-tunings (FCMAE 4 per cell, scratch 2):
     # K=4 and K=all x (V2 FCMAE + scratch), V1 FCMAE + scratch, V1 and V2 dense conv; the GRN table: 4 pretrainings
     # (nothing or CBAM in GRN's place x 2 runs) and 16 fine-tunings (those two, GRN removed or added at fine-tuning);
-    # the transfer table: 2 tasks x 4 inits, one run each
-    assert len(checkpoints) == 8 + 12 + 26 + 4 + 16 + 8
+    # the transfer table: 2 tasks x 4 inits, one run each, from 3 init runs of its own (V2, V1 FCMAE, supervised)
+    assert len(checkpoints) == 8 + 12 + 26 + 4 + 16 + 8 + 3
     assert {"segment V2 FCMAE - random init", "detect V2 FCMAE - V1 FCMAE"} <= {r["row"] for r in rows
                                                                                  if r["table"] == "6"}
     run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2)
@@ -225,6 +225,16 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2)
     assert (out / "results.csv").read_text() == first
     assert not list(out.glob("runs/*/checkpoint-*.pt"))
+    # the transfer runs to train again, elsewhere: their inits are the table's own runs, trained again (and matching
+    # their records), never the recorded pretraining runs of the other tables (another machine would not match those)
+    for record in (out / "records").glob("transfer-[sd]*"):
+        shutil.rmtree(record)
+    run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2)
+    assert (out / "results.csv").read_text() == first
+    assert sorted(p.name for p in (out / "runs").iterdir() if not p.name.startswith("transfer-")) == []
+    inits = sorted(p.name for p in (out / "runs").glob("transfer-init-*"))
+    assert inits[1:] == ["transfer-init-pretrain-v1-p0", "transfer-init-pretrain-v2-p0"] and len(inits) == 3
+    assert inits[0].startswith("transfer-init-finetune-v2-scratch-kall-s0")  # and the sweep's recipe
     # a GRN table half trained (CBAM's fine-tunings not yet): written from its finished rows, naming the rest
     for record in (out / "records").glob("finetune-v2-cbam-*"):
         shutil.rmtree(record)
@@ -275,7 +285,7 @@ def test_a_piece_records_its_finished_runs_and_a_retrained_run_must_match_its_re
     other = make_image_folder(tmp_path / "other", classes=3)
     with pytest.raises(RecordMismatch, match="were made on other images"):
         run_reproduce("smoke", str(other), tmp_path / "other-out", records=records)
-    config = Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), out)._pretrain_config("v2", True, 0)[1]
+    config = Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), out).pretrain_config("v2", True, 0)[1]
     with pytest.raises(RecordMismatch, match="trained with other settings"):
         Records(records).has_run("pretrain-v2-p0", {**config.to_dict(), "epochs": 7})
 

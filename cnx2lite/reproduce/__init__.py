@@ -150,7 +150,7 @@ def _train(grid: Grid, hours: float | None, ev: Evaluator) -> tuple[list[str], l
         sections.append(sweep.section())
         for cell, pretrain_seed, seed in _training_order(grid):  # every table's runs before measuring any table
             grid.finetune(cell.k, cell.init, cell.block, seed, pretrain_seed=pretrain_seed, tuned=cell.tuned)
-        for task, init, seed in transfer_runs(grid.scale):  # from the runs above
+        for task, init, seed in transfer_runs(grid.scale):  # each from an init run of its own (transfer_table)
             run_transfer(grid, task, init, seed)
     except BudgetSpent:
         print(f"reproduce: the --hours {hours:g} budget is spent; run the same command again to continue",
@@ -191,7 +191,7 @@ def _run_times(grid: Grid) -> list[str]:
     lines = [f"| recipe sweep | {minutes(trial_names(grid, grid.scale.main_shot)):.1f} min |"]
     if grid.recipes:  # the tables' run names follow the chosen recipes
         for spec in TABLES:
-            names = [n for c in spec.cells(grid.scale) for n in grid.cell_names(c)] + spec.own_runs(grid.scale)
+            names = [n for c in spec.cells(grid.scale) for n in grid.cell_names(c)] + spec.own_runs(grid)
             lines.append(f"| {spec.title} | {minutes(names):.1f} min |")
     return lines
 

@@ -175,13 +175,13 @@ class Grid:
     def pretrain(self, block: str = "v2", sparse: bool = True, seed: int = 0, weights: bool = False) -> RunResult:
         """FCMAE on every training image (labels ignored; the tuning split's too, as any unlabeled image).
         ``weights``: the run's checkpoint is needed (a recorded run without one trains again)."""
-        return self.run(*self._pretrain_config(block, sparse, seed), weights=weights)
+        return self.run(*self.pretrain_config(block, sparse, seed), weights=weights)
 
     @staticmethod
     def pretrain_name(block: str, sparse: bool, seed: int) -> str:
         return f"pretrain-{block}" + ("" if sparse else "-denseconv") + f"-p{seed}"
 
-    def _pretrain_config(self, block: str, sparse: bool, seed: int) -> tuple[str, TrainConfig]:
+    def pretrain_config(self, block: str, sparse: bool, seed: int) -> tuple[str, TrainConfig]:
         name = self.pretrain_name(block, sparse, seed)
         s = self.scale
         return name, dataclasses.replace(self._common(name, seed, s.pretrain_epochs, "pretrain"), **arch_options(block),
@@ -198,12 +198,12 @@ class Grid:
         labels, batches of at most 32 give more optimizer steps per image. Scratch with every label trains for the
         pretraining's epochs too (:meth:`epochs`). ``tuned``: fine-tune that architecture instead of ``block``'s.
         ``weights``: as for :meth:`pretrain`."""
-        name, config = self._finetune_config(k, init, block, seed, recipe, tune, pretrain_seed, tuned)
+        name, config = self.finetune_config(k, init, block, seed, recipe, tune, pretrain_seed, tuned)
         if init != "scratch" and not self.available(name, config, weights):  # it trains: its init must be there
             self.pretrain(block, sparse=init == "fcmae", seed=pretrain_seed, weights=True)
         return self.run(name, config, weights)
 
-    def _finetune_config(self, k: int | None, init: str, block: str, seed: int, recipe: Recipe | None, tune: bool,
+    def finetune_config(self, k: int | None, init: str, block: str, seed: int, recipe: Recipe | None, tune: bool,
                          pretrain_seed: int, tuned: str | None = None) -> tuple[str, TrainConfig]:
         recipe = self._recipe(init, recipe)
         name = self.finetune_name(k, init, block, seed, recipe, tune, pretrain_seed, tuned)
@@ -260,10 +260,10 @@ class Grid:
 
     def cell_finished(self, cell: Cell) -> bool:
         """Whether every run of ``cell`` (and its pretraining) has finished or is recorded, without training."""
-        configs = [self._finetune_config(cell.k, cell.init, cell.block, seed, None, False, p, cell.tuned)
+        configs = [self.finetune_config(cell.k, cell.init, cell.block, seed, None, False, p, cell.tuned)
                    for p, seeds in self.origins(cell.init) for seed in seeds]
         if cell.init != "scratch":
-            configs += [self._pretrain_config(cell.block, cell.init == "fcmae", p) for p, _ in self.origins(cell.init)]
+            configs += [self.pretrain_config(cell.block, cell.init == "fcmae", p) for p, _ in self.origins(cell.init)]
         return all(self.available(name, config, weights=False) for name, config in configs)
 
     def available(self, name: str, config: TrainConfig, weights: bool) -> bool:

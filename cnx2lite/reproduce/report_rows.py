@@ -14,7 +14,7 @@ from ..bootstrap import (
     hierarchical_paired_difference,
 )
 from .evaluation import Evaluator
-from .grid import Cell, Scale
+from .grid import Cell, Grid, Scale
 
 # The paper's ImageNet-1K fine-tuning top-1 (Woo et al. 2023), 800-epoch FCMAE unless noted.
 PAPER = {
@@ -54,7 +54,7 @@ class Table:
     section: str  # markdown
 
 
-def no_runs(scale: Scale) -> list[str]:
+def no_runs(grid: Grid) -> list[str]:
     return []
 
 
@@ -68,7 +68,7 @@ class TableSpec:
     title: str
     cells: Callable[[Scale], list[Cell]]
     build: Callable[[Evaluator, Path], Table]
-    own_runs: Callable[[Scale], list[str]] = no_runs
+    own_runs: Callable[[Grid], list[str]] = no_runs
     partial: bool = False
 
     def ready(self, finished: Callable[[Cell], bool], scale: Scale) -> bool:

@@ -1,7 +1,8 @@
 """Table 6 of the report: transfer to dense tasks (the paper's Sec. 5, COCO Mask R-CNN and ADE20K UperNet) at the
 grid's scale, on composites of the data's photos (:mod:`cnx2lite.dense.composites`): segmentation and detection from
-four inits of the same architecture, each transferred ``seeds`` times (seed ``s`` starts from pretraining run
-``s mod P``, or fine-tuning seed ``s mod S`` for the supervised init).
+four inits of the same architecture, each transferred ``seeds`` times. Run ``s`` starts from a run of the table's
+own trained as the tables' pretraining run ``s mod P`` (or, supervised, their K=all run of seed ``s mod S``):
+:func:`init_run`.
 
 Every run is scored per evaluation composite (each image's own mIoU, box AP and mask AP), so the intervals resample
 the runs and the images; the split-level scores that pool all images (what ``metrics.csv`` logs) are given beside."""
@@ -36,10 +37,8 @@ CLAIMS = (("fcmae", "scratch", "FCMAE beats a random init"),
 
 
 def transfer_cells(scale: Scale) -> list[Cell]:
-    """The cells whose runs the inits come from: V2 and V1 FCMAE pretraining, supervised training with every label."""
-    if scale.transfer is None:
-        return []
-    return [Cell(None, "scratch"), Cell(scale.main_shot, "fcmae", "v2"), Cell(scale.main_shot, "fcmae", "v1")]
+    """None: the table reads no cell of the others; its runs start from runs of its own (:func:`init_run`)."""
+    return []
 
 
 def transfer_runs(scale: Scale) -> Iterator[tuple[str, str, int]]:
@@ -53,25 +52,33 @@ def transfer_name(task: str, init: str, seed: int) -> str:
     return f"transfer-{task}-{init}-s{seed}"
 
 
-def transfer_names(scale: Scale) -> list[str]:
-    return [transfer_name(*run) for run in transfer_runs(scale)]
+def transfer_names(grid: Grid) -> list[str]:
+    """Every run of the table: the transfer runs and the runs their inits come from."""
+    inits = (init_run(grid, init, seed) for _, init, seed in transfer_runs(grid.scale))
+    return [transfer_name(*run) for run in transfer_runs(grid.scale)] + list(dict.fromkeys(
+        source[0] for source in inits if source is not None))
 
 
-def _init_name(grid: Grid, init: str, seed: int) -> str | None:
-    """The run the backbone of ``init`` at ``seed`` comes from (None: a random init)."""
+def init_run(grid: Grid, init: str, seed: int) -> tuple[str, TrainConfig] | None:
+    """The run the backbone of ``init`` at ``seed`` comes from, ``(name, config)`` (None: a random init): the table's
+    own ``transfer-init-<name>``, trained with the settings of the tables' run ``<name>`` (pretraining run ``seed mod
+    P``, or the supervised K=all run of seed ``seed mod S``). Not that run itself: records keep no weights, and the
+    run trained again on another machine would not be the recorded one (:meth:`.Records.check_same` refuses it)."""
     s = grid.scale
     if init == "scratch":
         return None
     if init == "supervised":
-        return grid.finetune_name(None, "scratch", "v2", seed % s.finetune_seeds)
-    return grid.pretrain_name("v1" if init == "fcmae-v1" else "v2", True, seed % s.pretrain_seeds)
+        name, config = grid.finetune_config(None, "scratch", "v2", seed % s.finetune_seeds, None, False, 0)
+    else:
+        name, config = grid.pretrain_config("v1" if init == "fcmae-v1" else "v2", True, seed % s.pretrain_seeds)
+    return f"transfer-init-{name}", dataclasses.replace(config, name=f"transfer-init-{name}")
 
 
 def transfer_config(grid: Grid, task: str, init: str, seed: int) -> TrainConfig:
     """The run: the scale's model on composites of train/ photos (less the tuning split), scored on composites of the
     val/ photos the other tables score on, from ``init``'s weights, with the dense preset's recipe (layer decay 0.9)."""
     s, t = grid.scale, grid.scale.transfer
-    source, epochs = _init_name(grid, init, seed), t.epochs[task]
+    source, epochs = init_run(grid, init, seed), t.epochs[task]
     return load_preset(
         s.preset, task=task, model=s.model, img_size=t.img_size, data=grid.folder, seed=seed,
         output=str(grid.output / "runs"), name=transfer_name(task, init, seed), resume="auto",
@@ -79,18 +86,16 @@ def transfer_config(grid: Grid, task: str, init: str, seed: int) -> TrainConfig:
         tune_fraction=TUNE_FRACTION, composites=t.composites[task], val_composites=t.val_composites,
         batch_size=t.batch_size, head_channels=t.head_channels, epochs=epochs, num_workers=s.workers,
         eval_every=-(-epochs // s.eval_points), keep_last=1, progress=False,
-        pretrained=None if source is None else str(grid.output / "runs" / source),
+        pretrained=None if source is None else str(grid.output / "runs" / source[0]),
         **arch_options("v1" if init == "fcmae-v1" else "v2"))
 
 
 def run_transfer(grid: Grid, task: str, init: str, seed: int, weights: bool = False) -> RunResult:
     """Train (or find, or read from its record) one transfer run; its init's run is trained first when it must be."""
     name, config = transfer_name(task, init, seed), transfer_config(grid, task, init, seed)
-    if init != "scratch" and not grid.available(name, config, weights):
-        if init == "supervised":
-            grid.finetune(None, "scratch", "v2", seed % grid.scale.finetune_seeds, weights=True)
-        else:
-            grid.pretrain("v1" if init == "fcmae-v1" else "v2", True, seed % grid.scale.pretrain_seeds, weights=True)
+    source = init_run(grid, init, seed)
+    if source is not None and not grid.available(name, config, weights):
+        grid.run(*source, weights=True)
     return grid.run(name, config, weights)
 
 
@@ -161,9 +166,10 @@ backbone. Neither data set is here, so both tasks run on composites with exact l
 class pasted on a photo of another (`cnx2lite transfer`; a synthetic task). {s.model} at {t.img_size} px; per task
 {', '.join(f'{task} {t.composites[task]} training composites x {t.epochs[task]} epochs' for task in TASKS)}, batch
 {t.batch_size}, head width {t.head_channels}, layer decay 0.9; {t.val_composites} evaluation composites made from the
-val photos, the same for every run. Inits: V2 and V1 FCMAE (the tables' pretraining runs), V2 supervised (trained from
-scratch with every label, K=all of table 1) and a random init; {t.seeds} transfer run(s) each, run s from pretraining
-run s mod {s.pretrain_seeds} (supervised: seed s mod {s.finetune_seeds}).
+val photos, the same for every run. Inits: V2 and V1 FCMAE, V2 supervised (from scratch with every label) and a random
+init; {t.seeds} transfer run(s) each, run s from a run of this table's own trained as the tables' pretraining run s
+mod {s.pretrain_seeds} (supervised: as table 1's K=all scratch run of seed s mod {s.finetune_seeds}); its own, because
+the tables' runs are kept as records without weights, and one trained again elsewhere would not be the same run.
 
 Each cell: the mean over runs and composites of each composite's own score [95% interval over runs, then images];
 runs: the lowest and highest run.
