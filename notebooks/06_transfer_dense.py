@@ -268,8 +268,9 @@ display(jpeg_file(detect_run.run_dir / "predictions.png"))
 # %% [markdown]
 # ### The replicated table
 #
-# Table 6 of the report transfers four inits (V2 FCMAE, V1 FCMAE, supervised, random), each from two pre-training
-# runs, scores every evaluation composite on its own and gives intervals over runs and composites. A composite's own
+# Table 6 of the report transfers four inits (V2 FCMAE, V1 FCMAE, supervised, random), twice each (from two
+# pretraining runs, or supervised runs, of the table's own, trained with the other tables' settings), scores every
+# evaluation composite on its own and gives intervals over runs and composites. A composite's own
 # score is the formula above on its pixels (or detections) alone (a composite that some run cannot score, such as
 # one without an instance for AP, is left out for all), and the interval is the bootstrap of notebook 1 with these
 # scores in place of $c_{psn}$. It is trained after the report's other tables.
