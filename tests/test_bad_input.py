@@ -115,6 +115,7 @@ CASES = [  # (arguments, text the one-line message must contain)
     (["transfer", "--task", "segment", "--no-progress", "--init", "x"], "cnx2lite transfer: unrecognized arguments: "
      "--init x (see cnx2lite transfer --help)"),
     (["finetune", "--weight_decay=0.1"], "unrecognized arguments: --weight_decay=0.1 (did you mean --weight-decay "),
+    (["finetune", "--no-progress", "-lr", "1"], "unrecognized arguments: -lr 1 (did you mean --lr "),
     (["probe", "--checkpoint", "random", "--images-per-class", "nine"], "argument --images-per-class: invalid int "
      "value: 'nine'"),
     (["finetune", "--name", "~"], "not '.' or '..', not starting with '~' (a shell reads it as a home folder)"),

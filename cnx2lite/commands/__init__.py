@@ -53,8 +53,8 @@ class OneLineParser(argparse.ArgumentParser):
         if extras:
             command = self._innermost(parsed)
             given = list(sys.argv[1:] if args is None else args)
-            if extras[0].startswith("--"):
-                hint = _nearest_flags(command, extras[0].split("=")[0])
+            if extras[0].startswith("-") and not command._negative_number_matcher.match(extras[0]):
+                hint = _nearest_flags(command, "--" + extras[0].lstrip("-").split("=")[0])
             else:
                 before = given[given.index(extras[0]) - 1] if extras[0] in given[1:] else None
                 hint = _takes_no_value(command, before)
