@@ -55,8 +55,8 @@ def find_or_download(data: str | Path | None = None) -> Path:
     except DataNotFoundError:
         if (theirs := _images_of_its_own(root)) is not None:
             raise DataNotFoundError(f"{root} holds images (e.g. {theirs}) but no folder of classes (train/<class>/ and "
-                                    "val/<class>/): Imagenette is downloaded only into a folder without images of its "
-                                    "own; give --data a folder of classes, or a new one to download into") from None
+                                    "val/<class>/): Imagenette is downloaded only into a new or empty folder; give "
+                                    "--data a folder of classes, or a new one to download into") from None
         if (entry := next(_entries_of_its_own(root), None)) is not None:
             raise DataNotFoundError(f"{root} holds no images but files of its own (e.g. {entry}): Imagenette is "
                                     "downloaded only into a new or empty folder (a README and a partial download "
@@ -72,8 +72,8 @@ def _entries_of_its_own(root: Path) -> Iterator[Path]:
         return
     for entry in sorted(root.iterdir()):
         name = entry.name
-        if not (name.startswith(".") or name.upper().startswith("README")
-                or name.removesuffix(".tgz") in IMAGENETTE_DIRS.values()):
+        readme = entry.is_file() and name.upper().split(".")[0] == "README"
+        if not (name.startswith(".") or readme or name.removesuffix(".tgz") in IMAGENETTE_DIRS.values()):
             yield entry
 
 

@@ -125,6 +125,9 @@ def test_imagenette_is_downloaded_only_into_a_new_or_empty_folder(tmp_path, monk
     _save(tmp_path / "scans" / "page.png")  # at the top of the folder
     with pytest.raises(D.DataNotFoundError, match=r"scans holds images \(e.g. .*page.png\)"):
         imagenette.find_or_download(tmp_path / "scans")
+    _save(tmp_path / "archive" / "README-scans" / "page.png")  # a folder is no README, whatever its name
+    with pytest.raises(D.DataNotFoundError, match=r"archive holds images \(e.g. .*README-scans.page.png\)"):
+        imagenette.find_or_download(tmp_path / "archive")
     (tmp_path / "documents" / "letters").mkdir(parents=True)  # files of the user's, no images (round 20's N02)
     (tmp_path / "documents" / "notes.txt").write_text("mine")
     with pytest.raises(D.DataNotFoundError, match=r"documents holds no images but files of its own \(e.g. "
