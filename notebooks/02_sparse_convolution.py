@@ -48,6 +48,7 @@ from cnx2lite.notebook.plotting import as_jpeg
 from cnx2lite.notebook.run_scale import pick, scale
 from cnx2lite.notebook.source import show_source
 from cnx2lite.notebook.widgets import fill_in_explorer
+from cnx2lite.reproduce.figures import differences_figure
 from cnx2lite.sparse import available_backends, sparse_forward_features
 from cnx2lite.sparse import dense as dense_backend
 from cnx2lite.sparse import gather as gather_backend
@@ -249,13 +250,14 @@ print(f"paper (V1-B): sparse {PAPER_SPARSE} vs dense {PAPER_DENSE}: {PAPER_SPARS
 # one row per block, the paper's beside them (published without one). Left of the dashed line, dense conv would win.
 
 # %%
-sf.plot_differences(
-    {f"this repository: {report['model'].removeprefix('convnextv2_')} ({block}),\n"
-     f"{report['epochs']} epochs, {report['img_size']} px, {report['dataset']}, K=50":
-     measured(3, f"{block} sparse - dense") for block, report in reports.items()},
-    {"paper: V1-B, 800 epochs,\n224 px, ImageNet-1K, all labels": PAPER_SPARSE - PAPER_DENSE},
+differences_figure(
+    {**{f"this repository: {report['model'].removeprefix('convnextv2_')} ({block}),\n"
+        f"{report['epochs']} epochs, {report['img_size']} px, {report['dataset']}, K=50":
+        (measured(3, f"{block} sparse - dense").estimate, None) for block, report in reports.items()},
+     "paper: V1-B, 800 epochs,\n224 px, ImageNet-1K, all labels": (None, PAPER_SPARSE - PAPER_DENSE)},
     xlabel="sparse minus dense-conv FCMAE, fine-tuned top-1 (points)",
-    title="Sparse vs dense-conv FCMAE encoder: the difference in fine-tuned accuracy")
+    title="Sparse vs dense-conv FCMAE encoder: the difference in fine-tuned accuracy",
+    paper_label="published (no interval given)", dpi=72)
 
 # %% [markdown]
 # The paper's claim is that sparse conv wins. What the report's intervals say of it, block by block: it reproduces

@@ -12,6 +12,7 @@ from cnx2lite.models import create_model
 from cnx2lite.notebook import sparse_figures as sf
 from cnx2lite.notebook import step_timing as timing
 from cnx2lite.notebook.evidence import Measured
+from cnx2lite.reproduce.figures import differences_figure
 
 SIZE = 64
 
@@ -85,7 +86,7 @@ def test_figures_have_titles_labels_and_keys(encoder, batch) -> None:
         sf.plot_distribution_shift(x, mask, sf.feature_shift(encoder, encoder, x, mask), encoder.depths),
         sf.plot_sparse_set(x[0], mask[0]),
         sf.plot_fill_in(sf.toy_stack(x[0], 2), sf.toy_stack(x[0], 2, sf.visible_pixels(mask[0])), [0, 2], mask[0]),
-        sf.plot_differences({"ours": Measured(1.0, -0.5, 2.0)}, {"paper": 4.4}, "points", "t"),
+        differences_figure({"ours": (Measured(1.0, -0.5, 2.0).estimate, None), "paper": (None, 4.4)}, "t", "points"),
         timing.plot_speedups({"a": 1.2, "b": 1.5}, "t"),
     ]
     for fig in figures:
@@ -117,13 +118,20 @@ def test_a_lone_masked_cell_fills_after_six_layers() -> None:
 
 
 def test_difference_plot_marks_zero_and_both_rows() -> None:
-    fig = sf.plot_differences({"ours": Measured(2.3, 0.8, 3.9)}, {"paper": 4.4}, xlabel="points", title="t")
+    """One function draws the report's difference figures and the notebooks' (a row of ours, a row of the paper's,
+    or both on one row)."""
+    ours = Measured(2.3, 0.8, 3.9, runs=(1.9, 2.7)).estimate
+    fig = differences_figure({"ours": (ours, None), "paper": (None, 4.4), "both": (ours, 1.0)}, "t", "points")
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "points" and ax.get_title() == "t"
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["ours", "paper"]
+    assert ax.get_xlabel() == "points" and fig.get_suptitle() == "t"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["ours", "paper", "both"]
     assert any(list(line.get_xdata()) == [0, 0] for line in ax.get_lines())  # the line at 0
     assert ax.get_xlim()[0] < 0 < 4.4 < ax.get_xlim()[1]
-    assert len(fig.legends[0].get_texts()) == 3
+    diamonds = next(line for line in ax.get_lines() if line.get_marker() == "D")
+    assert list(diamonds.get_xdata()) == [4.4, 1.0] and list(diamonds.get_ydata()) == [1, 2]
+    assert [list(dots.get_offsets()[:, 0]) for dots in ax.collections if len(dots.get_offsets()) == 2] == [
+        [1.9, 2.7], [1.9, 2.7]]  # each run of a row with several
+    assert [text.get_text() for text in fig.legends[0].get_texts()][0].startswith("measured")
 
 
 def test_fill_in_explorer_redraws_with_the_number_of_layers() -> None:

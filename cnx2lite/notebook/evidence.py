@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..arguments import checked_arguments
-from ..bootstrap import Estimate
+from ..bootstrap import Estimate, RunSpread
 from ..data import REPO
 from ..reproduce.report_rows import verdict as report_verdict
 
@@ -41,6 +41,11 @@ class Measured:
         """Percentages with one decimal, values below 1 (distances, fractions) with three."""
         digits = 3 if max(abs(self.value), abs(self.low), abs(self.high)) < 1 else 1
         return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+    @property
+    def estimate(self) -> Estimate:
+        """As the report's :class:`~cnx2lite.bootstrap.Estimate` (for its figures)."""
+        return Estimate(self.value, self.low, self.high, RunSpread(self.runs) if self.runs else None)
 
     def __neg__(self) -> Measured:
         """The difference the other way round (second minus first): value, interval and runs negated."""

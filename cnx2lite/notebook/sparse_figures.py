@@ -25,7 +25,6 @@ from torch import Tensor
 from ..masking import pixel_mask, upsample_mask
 from ..models import PATCH_SIZE, ConvNeXtV2
 from ..sparse import sparse_forward_features
-from .evidence import Measured
 from .plotting import MASK_COLOR, draw_masked_photo, mask_legend, subplots, to_rgb
 
 EDGE = "#00bcd4"  # the border of the masked cells (cyan: stands out from photos and the magma colormap)
@@ -316,34 +315,4 @@ def plot_sparse_set(img: Tensor, mask: Tensor, stride: int = 4) -> Figure:
     fig.tight_layout()
     site = Line2D([], [], ls="", marker="s", ms=5, color="#5f6368", label="sparse view: one stored site")
     mask_legend(fig, masked="masked (dense view: stored as zeros)", visible="visible (dense view)", extra=[site])
-    return fig
-
-
-# --- the measured ablation: a difference with its interval, beside the paper's --------------------
-
-def plot_differences(measured: Mapping[str, Measured], paper: Mapping[str, float], xlabel: str,
-                     title: str) -> Figure:
-    """A dot plot of differences, one row each: ``measured`` (a dot and its 95% interval, :class:`.Measured`)
-    above ``paper`` (a published difference, which comes without an interval); the dashed line is 0."""
-    fig, ax = subplots(figsize=(7.4, 1.1 + 0.55 * (len(measured) + len(paper))), dpi=DPI)
-    for y, (name, m) in enumerate(measured.items()):
-        ax.errorbar(m.value, y, xerr=[[m.value - m.low], [m.high - m.value]], fmt="o", color="#1a73e8", capsize=4,
-                    label=None if y else "measured, 95% bootstrap interval")
-        ax.annotate(str(m), (m.value, y), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=8)
-    for y, (name, value) in enumerate(paper.items(), start=len(measured)):
-        ax.plot(value, y, "D", mfc="white", mec="#e8710a", mew=2, ms=7,
-                label=None if y > len(measured) else "published (no interval given)")
-        ax.annotate(f"{value:+.1f}", (value, y), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=8)
-    ax.axvline(0, color="#5f6368", lw=1, ls="--", label="0: no difference")
-    ax.set_yticks(range(len(measured) + len(paper)), [*measured, *paper], fontsize=9)
-    ax.set_ylim(len(measured) + len(paper) - 0.4, -0.6)
-    ax.set_xlim(min(0.0, *(m.low for m in measured.values()), *paper.values()) - 0.5,
-                max(0.0, *(m.high for m in measured.values()), *paper.values()) + 0.8)
-    ax.set_xlabel(xlabel)
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles[::-1], labels[::-1], loc="upper center", bbox_to_anchor=(0.5, 0.0), ncols=3, frameon=False,
-               fontsize=8)  # the measured dot first
     return fig

@@ -61,32 +61,36 @@ def plot_bars(groups: dict[str, dict[str, Estimate]], path: Path, title: str, xl
     fig.savefig(path, dpi=100)
 
 
-def plot_differences(rows: dict[str, tuple[Estimate, float | None]], path: Path, title: str, xlabel: str) -> None:
+def differences_figure(rows: dict[str, tuple[Estimate | None, float | None]], title: str, xlabel: str,
+                       paper_label: str = "paper (ConvNeXt V2-B, ImageNet-1K)", dpi: int = 100) -> Figure:
     """A dot plot of differences, one row each, ``{label: (measured, paper)}``: the measured difference with its 95%
-    interval and each run's own (small dots), the paper's beside it (an open diamond; none where it has no such
-    number); the dashed line is 0, so a row reads "which side, and is 0 inside its interval"."""
-    fig = Figure(figsize=(7.5, 1.5 + 0.42 * len(rows)), layout="constrained")
+    interval (its value above it) and each run's own (small dots), and the paper's (an open diamond), either of them
+    ``None`` where a row has only the other; the dashed line is 0, so a row reads "which side, and is 0 inside its
+    interval"."""
+    fig = Figure(figsize=(7.5, 1.5 + 0.42 * len(rows)), dpi=dpi, layout="constrained")
     ax = fig.subplots()
-    y = range(len(rows))
-    estimates = [estimate for estimate, _ in rows.values()]
-    errors = [[e.value - e.low for e in estimates], [e.high - e.value for e in estimates]]
-    ax.errorbar([e.value for e in estimates], y, xerr=errors, fmt="o", color="#1a73e8", capsize=3,
-                label="measured, 95% interval (dots: single runs)")
-    for yi, e in zip(y, estimates):
+    measured = [(y, e) for y, (e, _) in enumerate(rows.values()) if e is not None]
+    papers = [(y, p) for y, (_, p) in enumerate(rows.values()) if p is not None]
+    keys = {}  # legend entries, measured first
+    for y, e in measured:
+        keys["measured, 95% interval (dots: single runs)"] = ax.errorbar(
+            e.value, y, xerr=[[e.value - e.low], [e.high - e.value]], fmt="o", color="#1a73e8", capsize=3)
+        ax.annotate(str(e), (e.value, y), xytext=(0, 6), textcoords="offset points", ha="center", fontsize=7)
         if e.runs is not None and len(e.runs) > 1:
-            ax.scatter(e.runs.values, [yi] * len(e.runs), s=9, color="k", alpha=0.45, zorder=3, linewidths=0)
-    papers = [(yi, paper) for yi, (_, paper) in zip(y, rows.values()) if paper is not None]
+            ax.scatter(e.runs.values, [y] * len(e.runs), s=9, color="k", alpha=0.45, zorder=3, linewidths=0)
     if papers:
-        ax.plot([p for _, p in papers], [yi for yi, _ in papers], "D", ls="none", mfc="white", mec="#e8710a", mew=2,
-                ms=6, label="paper (ConvNeXt V2-B, ImageNet-1K)")
+        keys[paper_label] = ax.plot([p for _, p in papers], [y for y, _ in papers], "D", ls="none", mfc="white",
+                                    mec="#e8710a", mew=2, ms=6)[0]
     ax.axvline(0, color="#5f6368", lw=1, ls="--")
-    ax.set_yticks(list(y), list(rows), fontsize=8)
+    ends = [0.0, *(e.low for _, e in measured), *(e.high for _, e in measured), *(p for _, p in papers)]
+    ax.set_xlim(min(ends) - 0.5, max(ends) + 0.8)
+    ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    fig.legend(fontsize=8, loc="outside lower center", ncols=2, frameon=False)
-    fig.savefig(path, dpi=100)
+    fig.legend(list(keys.values()), list(keys), fontsize=8, loc="outside lower center", ncols=2, frameon=False)
+    return fig
 
 
 def plot_pretraining_knn(results: dict[str, RunResult], path: Path) -> None:

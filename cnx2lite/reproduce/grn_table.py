@@ -8,7 +8,7 @@ from ..bootstrap import (
     hierarchical_accuracy,
 )
 from .evaluation import Evaluator
-from .figures import plot_differences
+from .figures import differences_figure
 from .grid import Cell, Scale
 from .report_rows import Row, Table, difference, replicated, runs_described, shown, verdict
 
@@ -59,8 +59,9 @@ def table_grn(ev: Evaluator, output: Path) -> Table:
         claims.append(f"- {label}: {verdict(diff, f'{ours} beats {label}', both)}")
         differences[label] = (diff, PAPER_GRN["v2"][1] - PAPER_GRN[key][1])
     reference = hierarchical_accuracy(grn)
-    plot_differences(differences, output / "grn_ablation.png", f"GRN minus what takes its place: FCMAE + fine-tuned "
-                     f"at K={k}", "GRN's top-1 minus the alternative's (points; > 0: GRN better)")
+    figure = differences_figure(differences, f"GRN minus what takes its place: FCMAE + fine-tuned at K={k}",
+                                "GRN's top-1 minus the alternative's (points; > 0: GRN better)")
+    figure.savefig(output / "grn_ablation.png")
     section = f"""## 5. GRN against what could take its place (FCMAE + fine-tuned at K={k})
 
 The paper's Table 2 at this scale: V2 blocks with GRN, or in its place (after the MLP's GELU) nothing, local response
