@@ -247,6 +247,25 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     assert "GRN - nothing" in grn_rows and not any("CBAM" in row for row in grn_rows)
 
 
+def test_a_table_with_nothing_to_train_at_a_scale_is_never_written(tinted, tmp_path):
+    """The gpu scale has no transfer table: no cells, no runs of its own; it is named as not trained, not built (its
+    build read the transfer settings of a scale without them). Elsewhere the table is ready once its runs (the
+    transfer runs and their init runs) are recorded."""
+    from cnx2lite.reproduce.grid import SCALES, Grid
+    from cnx2lite.reproduce.tables import TABLES
+
+    transfer = next(spec for spec in TABLES if spec.title.startswith("6"))
+    folder = str(data.find_image_folder(tinted))
+    gpu, smoke = Grid(SCALES["gpu"], folder, tmp_path / "gpu"), Grid(SCALES["smoke"], folder, tmp_path / "smoke")
+    assert SCALES["gpu"].transfer is None and not transfer.ready(gpu)
+    recorded = set(transfer.own_runs(smoke))
+    assert {"transfer-init-pretrain-v2-p0", "transfer-segment-fcmae-s0"} <= recorded
+    smoke.records.has_run = lambda name: name in recorded
+    assert transfer.ready(smoke)
+    recorded.discard("transfer-init-pretrain-v1-p0")
+    assert not transfer.ready(smoke)
+
+
 def test_a_piece_records_its_finished_runs_and_a_retrained_run_must_match_its_record(tinted, tmp_path, monkeypatch):
     from cnx2lite import amp
     from cnx2lite.reproduce import run_reproduce

@@ -25,11 +25,11 @@ interval over runs excludes 0. With one run per arm the report says its interval
 
 Runs live in ``<output>/runs/<name>`` and resume: every run of every table trains first, in table order; a re-run
 skips what is finished and continues what was interrupted. ``--hours`` stops starting runs after that much time, so a
-grid longer than a sitting trains in pieces; the report then holds the tables whose runs are all finished and names
-the others. Every finished run and what is measured on it is kept in ``--records`` (default ``<output>/records``,
-:mod:`.records`): small files to commit, so that a grid can go on on another machine without the checkpoints, and
-the report can be written again from them alone. ``report.md``, ``results.csv`` and the figures are written from the
-measured numbers only.
+grid longer than a sitting trains in pieces; the report then holds the tables whose runs are finished (the GRN table
+from its finished rows) and names the others. Every finished run and what is measured on it is kept in
+``--records`` (default ``<output>/records``, :mod:`.records`): small files to commit, so that a grid can go on on
+another machine without the checkpoints, and the report can be written again from them alone. ``report.md``,
+``results.csv`` and the figures are written from the measured numbers only.
 
 The package: :mod:`.grid` (scales, runs), :mod:`.records` (what a finished run leaves to commit), :mod:`.evaluation`
 (per-image correctness), :mod:`.sweep` (the recipes), :mod:`.tables` (the tables and sanity checks; tables 4-6 in
@@ -100,7 +100,7 @@ def run_reproduce(scale_name: str, data_arg: str | None = None, output: str | os
     record_finished_runs(ev)  # before any table: what this machine trained outlives its checkpoints
     built, tables = [], []
     for spec in TABLES:
-        if grid.recipes and spec.ready(grid.cell_finished, scale):
+        if grid.recipes and spec.ready(grid):
             try:
                 tables.append(spec.build(ev, output))
                 built.append(spec)
@@ -155,8 +155,8 @@ def _train(grid: Grid, hours: float | None, ev: Evaluator) -> tuple[list[str], l
     except BudgetSpent:
         print(f"reproduce: the --hours {hours:g} budget is spent; run the same command again to continue",
               file=sys.stderr)
-        stopped = (f"\n**Stopped at the `--hours {hours:g}` budget**: the tables below are those whose runs had all "
-                   "finished; run the same command again to train the rest.\n")
+        stopped = (f"\n**Stopped at the `--hours {hours:g}` budget**: the tables below are those whose runs had "
+                   "finished (the GRN table: its finished rows); run the same command again to train the rest.\n")
     return sections, _run_times(grid), stopped
 
 

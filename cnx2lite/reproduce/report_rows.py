@@ -71,10 +71,12 @@ class TableSpec:
     own_runs: Callable[[Grid], list[str]] = no_runs
     partial: bool = False
 
-    def ready(self, finished: Callable[[Cell], bool], scale: Scale) -> bool:
-        """Whether the table can be written now, ``finished`` saying which cells are."""
-        done = [finished(cell) for cell in self.cells(scale)]
-        return all(done) or (self.partial and done[0] and any(done[1:]))
+    def ready(self, grid: Grid) -> bool:
+        """Whether the table can be written now: its cells finished (``partial``: the first and any other) and its
+        own runs recorded; a table with neither (the transfer table of a scale without one) has nothing to show."""
+        done, own = [grid.cell_finished(cell) for cell in self.cells(grid.scale)], self.own_runs(grid)
+        cells_ready = all(done) or (self.partial and done[0] and any(done[1:]))
+        return bool(done or own) and cells_ready and all(grid.records.has_run(name) for name in own)
 
 
 def replicated(*corrects: Tensor) -> bool:

@@ -42,10 +42,12 @@ def transfer_cells(scale: Scale) -> list[Cell]:
 
 
 def transfer_runs(scale: Scale) -> Iterator[tuple[str, str, int]]:
-    """``(task, init, seed)`` of every transfer run, seed by seed (a piece that stops leaves whole seeds)."""
+    """``(task, init, seed)`` of every transfer run, seed by seed, both tasks of an init together: a piece that stops
+    leaves at most one init run (:func:`init_run`) with transfer runs still to train from it, the one a later piece on
+    another machine, without its checkpoint, must train again (and match its record)."""
     if scale.transfer is not None:
         for seed in range(scale.transfer.seeds):
-            yield from ((task, init, seed) for task in TASKS for init in INITS)
+            yield from ((task, init, seed) for init in INITS for task in TASKS)
 
 
 def transfer_name(task: str, init: str, seed: int) -> str:
