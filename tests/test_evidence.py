@@ -247,6 +247,21 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     assert "GRN - nothing" in grn_rows and not any("CBAM" in row for row in grn_rows)
 
 
+def test_a_difference_of_runs_from_the_same_pretraining_is_paired_run_by_run():
+    """GRN removed at fine-tuning starts from GRN's own pretraining runs and labeled images: run (p, s) of one arm is
+    the partner of run (p, s) of the other, so run-to-run spread shared by both leaves the paired interval."""
+    from cnx2lite.reproduce.report_rows import difference
+
+    generator = torch.Generator().manual_seed(0)
+    levels = torch.linspace(0.3, 0.7, 6).view(2, 3, 1)  # runs far apart, each run's two arms alike
+    a = torch.rand(2, 3, 400, generator=generator) < levels
+    b = a.clone()
+    b[..., :8] = True  # the second arm gets a few more images right, in every run
+    paired, unpaired = difference(a, b, paired=True), difference(a, b)
+    assert paired.value == pytest.approx(unpaired.value) and paired.runs == unpaired.runs
+    assert paired.high - paired.low < (unpaired.high - unpaired.low) / 3 and paired.high < 0
+
+
 def test_a_table_with_nothing_to_train_at_a_scale_is_never_written(tinted, tmp_path):
     """The gpu scale has no transfer table: no cells, no runs of its own; it is named as not trained, not built (its
     build read the transfer settings of a scale without them). Elsewhere the table is ready once its runs (the

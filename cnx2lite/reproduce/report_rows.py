@@ -84,11 +84,13 @@ def replicated(*corrects: Tensor) -> bool:
     return all(c.shape[0] * c.shape[1] > 1 for c in corrects)
 
 
-def difference(a: Tensor, b: Tensor) -> Estimate:
+def difference(a: Tensor, b: Tensor, paired: bool = False) -> Estimate:
     """Accuracy of ``a`` minus ``b`` (``(P, S, N)`` each; scratch ``(1, S, N)``): the interval draws each arm's runs on
     their own (pretraining run p of one arm has no partner in the other), the images once; ``runs`` holds run
-    ``(p, s)`` of ``a`` minus run ``(p, s)`` of ``b`` (scratch: seed ``s``), which saw the same labeled images."""
-    estimate = hierarchical_paired_difference(a, b, paired_runs=False)
+    ``(p, s)`` of ``a`` minus run ``(p, s)`` of ``b`` (scratch: seed ``s``), which saw the same labeled images.
+    ``paired``: run ``(p, s)`` of both arms started from the same pretraining run (GRN removed at fine-tuning from
+    GRN's own encoders), so the runs are drawn together too."""
+    estimate = hierarchical_paired_difference(a, b, paired_runs=paired)
     per_run = (a.double().mean(dim=2) - b.double().mean(dim=2)) * 100.0  # (P, S); a single scratch run broadcasts
     return Estimate(estimate.value, estimate.low, estimate.high, RunSpread(per_run.flatten().tolist()))
 
