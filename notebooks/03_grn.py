@@ -383,11 +383,11 @@ for row, diff in grn_rows.items():
 jpeg_file(report_figure("grn_ablation"))
 
 # %% [markdown]
-# When these outputs were stored the report held five of the ten rows (nothing, LRN, BatchNorm, and GRN in only one
-# of the two phases), and every interval contains 0: at this budget GRN is not shown to beat any of them, nor shown
-# to lose. One row says more than "no difference found". GRN removed at fine-tuning starts from GRN's own pretraining
-# runs with the same labels, so its difference is paired run by run, and its interval is about $\pm 0.6$ points: at
-# this scale removing GRN at fine-tuning costs at most about 0.6 points, where the paper lost 5.8. A reading
+# When these outputs were stored the report held six of the ten rows (nothing, LRN, BatchNorm, LayerNorm, and GRN in
+# only one of the two phases), and every interval contains 0: at this budget GRN is not shown to beat any of them, nor
+# shown to lose. One row says more than "no difference found". GRN removed at fine-tuning starts from GRN's own
+# pretraining runs with the same labels, so its difference is paired run by run, and its interval is about $\pm 0.6$
+# points: at this scale removing GRN at fine-tuning costs at most about 0.6 points, where the paper lost 5.8. A reading
 # consistent with the gammas above, though not measured on the report's own encoders: after a few epochs of FCMAE the
 # gammas are still near 0, each GRN close to the identity, so removing it takes away little; the paper's encoder, after
 # 800 epochs, has learned to rely on it.

@@ -160,6 +160,7 @@ show_source(UperNet.forward)
 # cross-entropy. On two composites:
 
 # %%
+torch.manual_seed(0)  # the head's random init: the same numbers at every run
 segmenter = UperNet(backbone, num_classes=len(photos.classes), channels=128)
 logits = segmenter(torch.stack([composites[i][0] for i in range(2)]))
 head = sum(p.numel() for name, p in segmenter.named_parameters() if not name.startswith("backbone."))
