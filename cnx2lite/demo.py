@@ -41,7 +41,7 @@ from .train.plots import plot_comparison
 SHOTS = 50
 PLANS = {
     # sized for 10 minutes on 2 CPU cores (8.7 measured on an AVX2 EPYC: pretraining 4.9, each fine-tuning 1.6); every
-    # measurement in one process, so at the fastest precision of this CPU (emulated bf16 is about 10x slower than fp32)
+    # measurement in one process, so at the fastest precision of this CPU (bf16 without bf16 hardware: slower than fp32)
     "full": Scale("convnextv2_atto", 96, 4, 64, 256, shots=(SHOTS,), main_shot=SHOTS, finetune_epochs={SHOTS: 16},
                   eval_points=2, eval_amp="auto"),
     "quick": Scale("convnextv2_atto", 64, 1, 8, 64, shots=(4,), main_shot=4, finetune_epochs={4: 2}, num_classes=2,

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from cnx2lite import amp
 from cnx2lite.allocator import keep_freed_memory
@@ -51,6 +52,59 @@ def test_cpuinfo_fallback_reads_the_flags(monkeypatch, tmp_path, flags, expected
     assert amp.cpu_supports_bf16() is expected
     monkeypatch.setattr(amp, "CPUINFO", tmp_path / "missing")
     assert amp.cpu_supports_bf16() is False
+
+
+def _bf16_alike(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether bf16 tensors ``a`` and ``b`` agree bit for bit almost everywhere (99.9%), the rest within a few bf16
+    steps (intermediate sums ordered or rounded otherwise)."""
+    a, b = a.float(), b.float()
+    close = (a - b).abs() <= 2.0 ** -6 * torch.maximum(a.abs(), b.abs()) + 2.0 ** -8 * a.abs().max()
+    return bool(close.all()) and (a == b).float().mean().item() >= 0.999
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv", "depthwise", "bmm"])
+def test_bf16_products_on_float32_kernels_are_torchs_bf16(monkeypatch, layer):
+    """On a CPU without bf16 arithmetic, amp.autocast's bf16 runs products on float32 kernels; each result is torch's
+    own bf16 kernel's bit for bit but for a few outputs whose sums were ordered or rounded otherwise, in value and
+    gradient. Products of unrounded float32 operands, rounded once at the end, agree on only half the outputs."""
+    monkeypatch.setattr(amp, "cpu_supports_bf16", lambda: False)
+    torch.manual_seed(0)
+    modules = {"linear": torch.nn.Linear(96, 384), "conv": torch.nn.Conv2d(24, 48, 3, padding=1),
+               "depthwise": torch.nn.Conv2d(40, 40, 7, padding=3, groups=40)}
+    inputs = {"linear": torch.randn(256, 96), "conv": torch.randn(4, 24, 20, 20),
+              "depthwise": torch.randn(4, 40, 20, 20), "bmm": torch.randn(6, 64, 48)}
+    other = torch.randn(6, 48, 80)
+    forward = modules.get(layer, lambda x: x @ other)
+    x = inputs[layer].requires_grad_()
+    results = []
+    for context in (torch.autocast("cpu", dtype=torch.bfloat16), amp.autocast(CPU, torch.bfloat16)):
+        with context:
+            y = forward(x)
+        (grad,) = torch.autograd.grad(y.float().square().sum(), x)
+        results.append((y, grad))
+    (torch_y, torch_grad), (ours_y, ours_grad) = results
+    assert ours_y.dtype == torch_y.dtype == torch.bfloat16
+    assert _bf16_alike(torch_y, ours_y)
+    torch.testing.assert_close(ours_grad, torch_grad, rtol=0.02, atol=0.02 * torch_grad.abs().max().item())
+    with torch.no_grad():  # the control: products of unrounded operands are not bf16's
+        assert not _bf16_alike(torch_y, forward(x).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize(("native", "dtype", "engaged"), [(False, torch.bfloat16, True), (True, torch.bfloat16, False),
+                                                         (False, torch.float32, False), (False, torch.float16, False)])
+def test_float32_products_only_for_bf16_on_a_cpu_without_it(monkeypatch, native, dtype, engaged):
+    monkeypatch.setattr(amp, "cpu_supports_bf16", lambda: native)
+    with amp.autocast(CPU, dtype):
+        assert isinstance(_get_current_dispatch_mode(), amp.Float32Products) is engaged
+    assert _get_current_dispatch_mode() is None
+
+
+def test_float32_products_leave_other_dtypes_alone():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    with amp.Float32Products():
+        assert torch.equal(a @ b, torch.mm(a, b))
+        with pytest.raises(RuntimeError, match="dtype"):  # torch's own refusal, not a silent bf16 product
+            a.bfloat16() @ b
 
 
 def test_torch_detection_agrees_with_cpuinfo(monkeypatch):

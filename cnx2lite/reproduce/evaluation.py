@@ -25,7 +25,7 @@ class Evaluator:
     def __init__(self, grid: Grid, device: torch.device) -> None:
         self.grid, self.device = grid, device
         s = grid.scale
-        self.amp_dtype = resolve_amp(s.eval_amp, device)  # bf16 where the CPU lacks it: emulated, about 10x slower
+        self.amp_dtype = resolve_amp(s.eval_amp, device)  # bf16 without it in the CPU: amp.Float32Products
         self.precision = next(name for name, dtype in AMP_DTYPES.items() if dtype == self.amp_dtype)
         self.folder = data.find_image_folder(Path(grid.folder))
         self.transform = transforms.eval_transform(s.img_size)
