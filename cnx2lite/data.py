@@ -113,8 +113,8 @@ def find_image_folder(root: Path, name: str = DEFAULT_DATASET, unlabeled_ok: boo
             return folder
     downloads = sorted(f for f in root.glob(f"{glob.escape(name)}*") if (f / split).is_dir())
     if len(downloads) > 1:  # a prefix must not pick one of several folders silently
-        raise DataNotFoundError(f"--dataset {name!r} matches {len(downloads)} folders under {root} "
-                                f"({', '.join(f.name for f in downloads)}): pass the full name")
+        raise ValueError(f"--dataset {name!r} matches {len(downloads)} folders under {root} "
+                         f"({', '.join(f.name for f in downloads)}): pass the full name")
     if downloads:
         return downloads[0]
     if unlabeled_ok and root.is_dir():
@@ -134,10 +134,11 @@ def find_image_folder(root: Path, name: str = DEFAULT_DATASET, unlabeled_ok: boo
 
 
 def check_dataset_named(root: Path, name: str) -> None:
-    """Refuse to read the images at ``root`` itself for a dataset ``name`` other than the default (a typo)."""
+    """Refuse to read the images at ``root`` itself for a dataset ``name`` other than the default (a typo): a
+    ValueError, like every error of the name's (the data root is not at fault, nor is a config that gave it)."""
     if name != DEFAULT_DATASET:
-        raise DataNotFoundError(f"dataset {name!r}: {root} holds no folder of that name; for the images at {root} "
-                                "itself, leave dataset (--dataset) out")
+        raise ValueError(f"dataset {name!r}: {root} holds no folder of that name; for the images at {root} itself, "
+                         "leave dataset (--dataset) out")
 
 
 def _refuse_mixed_tree(root: Path) -> None:

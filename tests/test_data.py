@@ -114,6 +114,18 @@ def test_download_offline_raises_clear_error(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
 
 
+def test_two_downloads_under_the_data_root_are_named_not_downloaded_into(tmp_path, monkeypatch):
+    """imagenette2-160/ and imagenette2-320/ under the root: which one is meant cannot be told. Refused as the
+    dataset name's ambiguity, naming both; it was a DataNotFoundError, which find_or_download took for no data and
+    answered with "holds images but no folder of classes"."""
+    monkeypatch.setattr(imagenette, "download_imagenette", lambda root: pytest.fail("downloaded"))
+    for size in ("160", "320"):
+        _save(tmp_path / f"imagenette2-{size}" / "train" / "cat" / "a.jpg")
+    with pytest.raises(ValueError, match=r"--dataset 'imagenette' matches 2 folders under .* \(imagenette2-160, "
+                                         r"imagenette2-320\): pass the full name"):
+        imagenette.find_or_download(tmp_path)
+
+
 def test_imagenette_is_downloaded_only_into_a_new_or_empty_folder(tmp_path, monkeypatch):
     """demo --data <a folder of photos, or an ADE20K tree, or documents> started a 300 MB download into it (round 19's
     N35, round 20's N02)."""

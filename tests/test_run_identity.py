@@ -149,7 +149,7 @@ def test_numpy_values_are_taken_as_the_numbers_they_hold():
 
 
 def test_a_data_root_with_two_image_trees_is_refused(folder, tmp_path):
-    with pytest.raises(FileNotFoundError, match=f"dataset 'imagenet_typo': {folder} holds no folder of that name"):
+    with pytest.raises(ValueError, match=f"dataset 'imagenet_typo': {folder} holds no folder of that name"):
         finetune("smoke", data=str(folder), dataset="imagenet_typo", output=str(tmp_path / "runs"), **SMALL)
     root = shutil.copytree(folder, tmp_path / "root")
     shutil.copytree(folder, root / "mydata")

@@ -118,6 +118,16 @@ def test_a_replayed_config_whose_data_is_not_found_names_its_field(data, images,
     assert stop.value.code == 2 and err.startswith(f"error: config {edited}: data: No image folder found"), err
 
 
+def test_a_replayed_config_s_data_does_not_take_the_blame_for_a_dataset_typo(images, tmp_path, capsys):
+    pretrain("smoke", data=str(images), output=str(tmp_path), name="first", batch_size=4)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["pretrain", "--config", str(tmp_path / "first" / "config.json"), "--dataset", "imagenete", "--name",
+              "again", "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: dataset 'imagenete': "), err
+
+
 def test_a_replayed_config_without_data_does_not_take_the_blame_for_the_environment_s_root(images, tmp_path, capsys,
                                                                                           monkeypatch):
     pretrain("smoke", data=str(images), output=str(tmp_path), name="first", batch_size=4)
