@@ -360,7 +360,11 @@ def _edited_coco(root: Path, edit) -> Path:
     (lambda c: c["annotations"][0].update(segmentation=[]), "annotation 1: no polygon"),
     (lambda c: c["annotations"][0].update(segmentation={"size": [5, 5], "counts": "a"}),
      r"RLE mask's size \[5, 5\] is not its image's height and width \[64, 80\]"),
-    (lambda c: c["annotations"][0].update(bbox=[4, 6, 24, 30]), r"bbox \[4, 6, 24, 30\] is not its polygons' extent"),
+    (lambda c: c["annotations"][0].update(bbox=[4, 6, 24, 30]),
+     r"bbox \[4, 6, 24, 30\] is not the extent of its polygons"),
+    (lambda c: c["annotations"][0].update(bbox=[4, 6, 24, 30], segmentation=_rle(4, 6, 20, 24)),  # round 21's C07
+     r"bbox \[4, 6, 24, 30\] is not the extent of its mask"),
+    (lambda c: c["annotations"][0].update(segmentation=_rle(0, 0, 0, 0)), "its RLE mask covers no pixel"),
     # round 17: malformed boxes were all 'not its polygons' extent'; a flat one was dropped from training unsaid
     (lambda c: c["annotations"][0].update(bbox=[4, 6, 20]), r"bbox \[4, 6, 20\] is not 4 finite numbers"),
     (lambda c: c["annotations"][0].update(bbox=[4, 6, "20", 24]), "is not 4 finite numbers"),
@@ -394,6 +398,63 @@ def test_a_coco_json_short_of_the_format_is_one_line_naming_file_and_entry(tmp_p
     with pytest.raises(ValueError, match=says) as refused:
         COCOInstances(folder, "val", 32)
     assert "instances_val2017.json" in str(refused.value)
+
+
+def _rle(x: int, y: int, width: int, height: int) -> dict:
+    """COCO's RLE (counts as a string) of a ``width x height`` rectangle at ``(x, y)`` on a 64 x 80 image."""
+    from pycocotools import mask as mask_utils
+    mask = np.zeros((64, 80), dtype=np.uint8, order="F")
+    mask[y:y + height, x:x + width] = 1
+    encoded = mask_utils.encode(mask)
+    return {"size": [64, 80], "counts": encoded["counts"].decode()}
+
+
+def test_coco_instances_are_the_json_s_at_any_size(tmp_path):
+    """Boxes written as integers are scaled as the numbers they are (integer boxes were floored by the resize, round
+    21's C02); an RLE mask with its extent as box is an instance like a polygon; a polygon that runs past the image's
+    edge may have its box cut there, as annotation tools write it (C04)."""
+    def edit(content):
+        content["annotations"][0].update(segmentation=_rle(4, 6, 20, 24))
+        content["annotations"][1].update(bbox=[60, 20, 20, 24], segmentation=[[60, 20, 90, 20, 90, 44, 60, 44]])
+    folder = _edited_coco(tmp_path / "coco", edit)
+    val = COCOInstances(folder, "val", 32)  # 80 x 64 -> 32 x 32: x scaled by 0.4, y by 0.5
+    _, first = val[0]
+    assert first["boxes"].dtype == torch.float32
+    torch.testing.assert_close(first["boxes"], torch.tensor([[4 * 0.4, 6 * 0.5, 24 * 0.4, 30 * 0.5]]))
+    _, second = val[1]
+    torch.testing.assert_close(second["boxes"][0], torch.tensor([60 * 0.4, 20 * 0.5, 80 * 0.4, 44 * 0.5]))
+
+
+def test_instances_too_small_at_the_run_s_size_are_left_out_of_training_only_and_said(tmp_path):
+    """A 1 px instance of an 80 x 64 image is under a pixel at 64 px: training cannot take its box, scoring keeps it
+    (it was dropped from both, unsaid, and a split of such instances was scored 'AP -100%': round 21's C15)."""
+    def edit(content):  # one instance of each image made tiny, in the val and (below) the train split
+        for annotation in content["annotations"][::2]:
+            x, y = annotation["bbox"][:2]
+            annotation.update(bbox=[x, y, 1, 1], segmentation=[[x, y, x + 1, y, x + 1, y + 1, x, y + 1]])
+    folder = _edited_coco(tmp_path / "coco", edit)
+    train_json = folder / "annotations" / "instances_train2017.json"
+    content = json.loads(train_json.read_text())
+    edit(content)
+    train_json.write_text(json.dumps(content))
+    tiny = len(content["annotations"][::2])
+    train, val = COCOInstances(folder, "train", 64, train=True), COCOInstances(folder, "val", 64)
+    assert train.too_small == tiny and val.too_small == 0
+    kept = sum(len(train[i][1]["labels"]) for i in range(len(train)))
+    assert kept == len(content["annotations"]) - tiny
+    val_json = json.loads((folder / "annotations" / "instances_val2017.json").read_text())
+    assert sum(len(val[i][1]["labels"]) for i in range(len(val))) == len(val_json["annotations"])
+    with pytest.raises(ValueError, match="every instance is under 1 px wide or high at 2x2 px: no instance to train"):
+        COCOInstances(folder, "train", 2, train=True)  # the other instances too
+    config = load_preset("smoke", task="detect", dense_format="coco", data=str(folder), img_size=64)
+    notes = build_run_data(config, "detect", DetectTask(config).train_transform()).notes("detect")
+    assert any(note.startswith(f"{tiny} instance(s) of {folder}'s training annotations are under 1 px wide or high "
+                               "at 64x64 px: left out of training") for note in notes), notes
+
+
+def test_no_instance_to_find_is_no_ap_of_minus_100():
+    from cnx2lite.train.dense_tasks import _percent
+    assert _percent(torch.tensor(0.25)) == 25.0 and np.isnan(_percent(torch.tensor(-1.0)))
 
 
 def test_coco_splits_with_other_categories_are_refused(tmp_path):

@@ -95,13 +95,16 @@ def _instance_problem(segmentation: object, box: object, image_size: list) -> st
                 return "a polygon of fewer than 3 points"
     if problem := _box_problem(box, image_size):
         return f"its bbox {box} {problem}"
-    if isinstance(segmentation, list) and not _box_fits(box, segmentation):
-        return f"its bbox {box} is not its polygons' extent (COCO boxes are [x, y, width, height])"
     if isinstance(segmentation, dict) and segmentation.get("size") != image_size:
         return f"its RLE mask's size {segmentation.get('size')} is not its image's height and width {image_size}"
     if isinstance(segmentation, dict) and not _decodes(segmentation):
         return (f"its RLE mask {str(segmentation)[:60]} does not decode (COCO's RLE is {{'size': [height, width], "
                 "'counts': a list of run lengths or their string})")
+    if isinstance(segmentation, dict) and not mask_utils.area(_encoded(segmentation)):
+        return "its RLE mask covers no pixel: an instance covers pixels"
+    if not _box_fits(box, _extent(segmentation), image_size):
+        return (f"its bbox {box} is not the extent of its {'mask' if isinstance(segmentation, dict) else 'polygons'} "
+                "(COCO boxes are [x, y, width, height])")
     return None
 
 
@@ -124,20 +127,38 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _encoded(rle: dict) -> dict:
+    """pycocotools' compressed form of an RLE mask given as COCO writes it (run lengths as a list, or their string)."""
+    height, width = rle["size"]
+    return mask_utils.frPyObjects(rle, height, width) if isinstance(rle.get("counts"), list) else rle
+
+
 def _decodes(rle: dict) -> bool:
     """Whether pycocotools decodes the RLE mask ``rle`` (its size checked already) into a mask of that size."""
     try:
-        height, width = rle["size"]
-        encoded = mask_utils.frPyObjects(rle, height, width) if isinstance(rle.get("counts"), list) else rle
-        return mask_utils.decode(encoded).shape == (height, width)
+        return mask_utils.decode(_encoded(rle)).shape == tuple(rle["size"])
     except (TypeError, ValueError, KeyError, OverflowError):
         return False
 
 
-def _box_fits(box: list, polygons: list[list[float]], slack: float = 2.0) -> bool:
-    """Whether COCO's ``[x, y, width, height]`` ``box`` (checked to be one) is the extent of ``polygons``, within
-    ``slack`` pixels or 5%."""
-    xs = [v for p in polygons for v in p[0::2]]
-    ys = [v for p in polygons for v in p[1::2]]
-    extent = (min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
-    return all(abs(a - b) <= max(slack, 0.05 * max(box[2], box[3])) for a, b in zip(box, extent))
+def _extent(segmentation: list | dict) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)`` of polygons (checked to be ones) or of an RLE mask (checked to decode)."""
+    if isinstance(segmentation, dict):
+        x, y, width, height = mask_utils.toBbox(_encoded(segmentation)).tolist()
+        return x, y, x + width, y + height
+    xs = [v for p in segmentation for v in p[0::2]]
+    ys = [v for p in segmentation for v in p[1::2]]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _box_fits(box: list, extent: tuple[float, float, float, float], image_size: list, slack: float = 2.0) -> bool:
+    """Whether COCO's ``[x, y, width, height]`` ``box`` (checked to be one) is the ``extent`` of its segmentation, as
+    given or clipped to the image of ``image_size`` ``[height, width]`` (annotation tools cut the box of an object at
+    the image's edge, not always its polygon), within ``slack`` pixels or 5%."""
+    x, y, width, height = box
+    image_height, image_width = image_size
+    x0, y0, x1, y1 = extent
+    clipped = (max(x0, 0), max(y0, 0), min(x1, image_width), min(y1, image_height))
+    tolerance = max(slack, 0.05 * max(width, height))
+    return any(all(abs(a - b) <= tolerance for a, b in zip((x, y, x + width, y + height), corners))
+               for corners in (extent, clipped))

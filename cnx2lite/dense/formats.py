@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
@@ -30,6 +31,7 @@ from ..image_files import is_image_name, leads_outside
 from ..images import DECODE_ERRORS, CorruptImageError, frame_sizes, load_image, open_image
 from .coco_json import check_coco_json
 
+MIN_BOX_PX = 1.0  # a training box's least width and height at the run's size (torchvision's SanitizeBoundingBoxes)
 IGNORE_INDEX = -1  # ADE20K's label 0 ("other") and classes past num_classes (mmsegmentation's 255 is a class past 255)
 ADE20K_CLASSES = 150
 ADE20K_SPLITS = {"train": "training", "val": "validation"}
@@ -146,9 +148,10 @@ def _check_annotation(path: Path, annotation: Image.Image, frames: tuple[tuple[i
 class COCOInstances(Dataset):
     """COCO's instance annotations: ``annotations/instances_<split>*.json`` (e.g. ``instances_val2017.json``) for the
     images in the folder of the same name (``val2017/``). Categories, whatever their ids, become classes ``0..K-1``
-    in id order; boxes are clipped to the image, and those the resizing leaves degenerate are dropped with their
-    masks. Crowd regions (``iscrowd``) are left out of training and kept, flagged ``"iscrowd"``, for scoring, where
-    COCO's evaluation ignores what matches them."""
+    in id order; boxes are clipped to the image. Training leaves out the instances the resizing makes narrower or
+    lower than :data:`MIN_BOX_PX` (:attr:`too_small` counts them); scoring keeps every one (an IoU of boxes does not
+    change when both are resized). Crowd regions (``iscrowd``) are left out of training and kept, flagged
+    ``"iscrowd"``, for scoring, where COCO's evaluation ignores what matches them."""
 
     def __init__(self, folder: str | Path, split: str, size: int, train: bool = False) -> None:
         folder = Path(folder)
@@ -172,10 +175,15 @@ class COCOInstances(Dataset):
         self.index_of = {c["id"]: i for i, c in enumerate(categories)}
         self.samples = [(str(images / coco.coco.imgs[i]["file_name"]), i) for i in coco.ids]
         self.train = train
-        # boxes are clipped to the image (COCO's may run past its edge: torchvision would drop them), then those the
-        # resizing left degenerate go, with their masks, labels and crowd flags
-        self.transform = v2.Compose([_geometry(size, train), v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(
-            labels_getter=lambda inputs: (inputs[1]["labels"], inputs[1]["iscrowd"]))])
+        self.too_small = _too_small(coco.coco, size) if train else 0
+        if self.too_small == sum(not a["iscrowd"] for a in coco.coco.anns.values()):
+            raise ValueError(f"{found[0]}: every instance is under {MIN_BOX_PX:g} px wide or high at {size}x{size} "
+                             "px: no instance to train on; a larger img_size keeps them")
+        # boxes are clipped to the image (COCO's may run past its edge: torchvision would drop them); in training the
+        # instances the resizing made too small go, with their masks, labels and crowd flags
+        too_small_dropped = [v2.SanitizeBoundingBoxes(min_size=MIN_BOX_PX, labels_getter=lambda inputs: (
+            inputs[1]["labels"], inputs[1]["iscrowd"]))] if train else []
+        self.transform = v2.Compose([_geometry(size, train), v2.ClampBoundingBoxes(), *too_small_dropped])
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -187,6 +195,7 @@ class COCOInstances(Dataset):
             target = {"boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(height, width)),
                       "masks": tv_tensors.Mask(torch.zeros(0, height, width, dtype=torch.uint8)),
                       "labels": [], "iscrowd": []}
+        target["boxes"] = tv_tensors.wrap(target["boxes"].float(), like=target["boxes"])  # integers would be floored
         target["labels"] = torch.tensor([self.index_of[int(k)] for k in target["labels"]], dtype=torch.int64)
         target["iscrowd"] = torch.tensor(target["iscrowd"], dtype=torch.bool)
         if self.train:  # a crowd region is no instance to learn; scoring ignores detections on it, as COCO's does
@@ -197,6 +206,18 @@ class COCOInstances(Dataset):
         image, target = self.transform(image, target)
         return image, {"boxes": target["boxes"].as_subclass(Tensor).float(), "labels": target["labels"],
                        "masks": target["masks"].as_subclass(Tensor).bool(), "iscrowd": target["iscrowd"]}
+
+
+def _too_small(coco: COCO, size: int) -> int:
+    """How many instances of ``coco`` (crowd regions aside) are narrower or lower than :data:`MIN_BOX_PX` once clipped
+    to their image and resized to ``size x size``."""
+    count = 0
+    for annotation in coco.anns.values():
+        image, (x, y, width, height) = coco.imgs[annotation["image_id"]], annotation["bbox"]
+        width = (min(x + width, image["width"]) - max(x, 0)) * size / image["width"]
+        height = (min(y + height, image["height"]) - max(y, 0)) * size / image["height"]
+        count += not annotation["iscrowd"] and min(width, height) < MIN_BOX_PX
+    return count
 
 
 class _CocoFiles(CocoDetection):

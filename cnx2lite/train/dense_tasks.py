@@ -204,7 +204,7 @@ class DetectTask(DenseTask):
             average_precision = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools")
             average_precision.update([_thresholded(found)], [{k: v.cpu() for k, v in truth.items()}])
             ap = average_precision.compute()
-            scores.append([100 * ap[k].item() if ap[k] >= 0 else float("nan") for k in ("bbox_map", "segm_map")])
+            scores.append([_percent(ap[k]) for k in ("bbox_map", "segm_map")])
         return torch.tensor(scores)
 
     def scores(self) -> dict[str, float]:
@@ -214,8 +214,13 @@ class DetectTask(DenseTask):
                                                  sync_on_compute=False)
         average_precision.update(gather_lists(self.detections), gather_lists(self.truths))
         ap = average_precision.compute()
-        return {"val_box_ap": 100 * ap["bbox_map"].item(), "val_box_ap50": 100 * ap["bbox_map_50"].item(),
-                "val_mask_ap": 100 * ap["segm_map"].item()}
+        return {"val_box_ap": _percent(ap["bbox_map"]), "val_box_ap50": _percent(ap["bbox_map_50"]),
+                "val_mask_ap": _percent(ap["segm_map"])}
+
+
+def _percent(average_precision: Tensor) -> float:
+    """pycocotools' AP in percent; NaN for its -1, which says there was no instance to find (not an AP of -100%)."""
+    return 100 * average_precision.item() if average_precision >= 0 else float("nan")
 
 
 def _thresholded(found: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -15,7 +15,7 @@ from typing import Callable
 from torch.utils.data import Dataset
 
 from .. import data, transforms
-from ..dense.formats import ADE20K, ADE20K_CLASSES, COCOInstances
+from ..dense.formats import ADE20K, ADE20K_CLASSES, MIN_BOX_PX, COCOInstances
 from ..image_cache import DecodedImages, cache_side
 from ..image_files import refuse_output_inside
 from .config import FIELDS, TrainConfig
@@ -35,6 +35,7 @@ class RunData:
     knn_bank: data.ImageFolderSubset | None
     fingerprint: str
     ignored: list[str] = field(default_factory=list)  # why a setting does not apply here, one message each
+    left_out: list[str] = field(default_factory=list)  # what of the images or annotations training leaves out, and why
 
     @cached_property
     def fingerprints(self) -> dict[str, str]:
@@ -79,8 +80,8 @@ class RunData:
             warnings.warn(IgnoredSettingWarning(message), stacklevel=2)
 
     def notes(self, task_name: str) -> list[str]:
-        """What a run should say about its images before it trains: files left out, no val split."""
-        notes = []
+        """What a run should say about its images before it trains: files or instances left out, no val split."""
+        notes = list(self.left_out)
         if skipped := self.skipped():
             notes.append(f"skip_corrupt: left out {len(skipped)} unreadable image(s): {', '.join(skipped[:10])}"
                          + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""))
@@ -170,7 +171,10 @@ def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
     unused = _changed_settings(c, WHOLE_SPLIT_IGNORES)
     ignored = [f"{', '.join(unused)} (the preset's or the flags') do not apply to a {c.dense_format} folder: its "
                "splits are used whole, its annotations are the labels"] if unused else []
-    return RunData(folder, *splits, None, fingerprint(splits[0], folder), ignored)
+    left_out = [f"{n} instance(s) of {folder}'s training annotations are under {MIN_BOX_PX:g} px wide or high at "
+                f"{c.img_size}x{c.img_size} px: left out of training (the val split scores all); a larger img_size "
+                "keeps them"] if c.dense_format == "coco" and (n := splits[0].too_small) else []
+    return RunData(folder, *splits, None, fingerprint(splits[0], folder), ignored, left_out)
 
 
 def _categories(split: COCOInstances) -> dict:
