@@ -113,8 +113,8 @@ def find_image_folder(root: Path, name: str = DEFAULT_DATASET, unlabeled_ok: boo
             return folder
     downloads = sorted(f for f in root.glob(f"{glob.escape(name)}*") if (f / split).is_dir())
     if len(downloads) > 1:  # a prefix must not pick one of several folders silently
-        raise ValueError(f"--dataset {name!r} matches {len(downloads)} folders under {root} "
-                         f"({', '.join(f.name for f in downloads)}): pass the full name")
+        raise ValueError(f"{root} holds {len(downloads)} folders named {name}* "
+                         f"({', '.join(f.name for f in downloads)}): name one with --dataset, or give it as --data")
     if downloads:
         return downloads[0]
     if unlabeled_ok and root.is_dir():

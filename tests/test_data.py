@@ -121,8 +121,8 @@ def test_two_downloads_under_the_data_root_are_named_not_downloaded_into(tmp_pat
     monkeypatch.setattr(imagenette, "download_imagenette", lambda root: pytest.fail("downloaded"))
     for size in ("160", "320"):
         _save(tmp_path / f"imagenette2-{size}" / "train" / "cat" / "a.jpg")
-    with pytest.raises(ValueError, match=r"--dataset 'imagenette' matches 2 folders under .* \(imagenette2-160, "
-                                         r"imagenette2-320\): pass the full name"):
+    with pytest.raises(ValueError, match=r"holds 2 folders named imagenette\* \(imagenette2-160, imagenette2-320\): "
+                                         "name one with --dataset, or give it as --data"):
         imagenette.find_or_download(tmp_path)
 
 

@@ -439,7 +439,7 @@ def test_instances_too_small_at_the_run_s_size_are_left_out_of_training_only_and
     train_json.write_text(json.dumps(content))
     tiny = len(content["annotations"][::2])
     train, val = COCOInstances(folder, "train", 64, train=True), COCOInstances(folder, "val", 64)
-    assert train.too_small == tiny and val.too_small == 0
+    assert train.too_small_to_train == tiny
     kept = sum(len(train[i][1]["labels"]) for i in range(len(train)))
     assert kept == len(content["annotations"]) - tiny
     val_json = json.loads((folder / "annotations" / "instances_val2017.json").read_text())

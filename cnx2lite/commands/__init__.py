@@ -172,7 +172,7 @@ def _from_config(error: BaseException, args: argparse.Namespace) -> str:
     """``"config <file>: data: "`` when the images were not found where a replayed config's ``data`` field points (a
     relative path in a hand-edited file, read from another folder), else ``""``: the message names the path (as Path
     spells it: ``./images`` as ``images``), this names where it came from. A config without ``data`` reads
-    ``$CNX2LITE_DATA_ROOT`` or the default, which are not the file's. A wrong ``dataset`` name is a ValueError."""
+    ``$CNX2LITE_DATA_ROOT`` or the default, which are not the file's."""
     if isinstance(error, DataNotFoundError):
         for label, value in getattr(args, "paths_from_config", {}).items():
             if label.endswith(": data") and value:

@@ -149,8 +149,9 @@ class COCOInstances(Dataset):
     """COCO's instance annotations: ``annotations/instances_<split>*.json`` (e.g. ``instances_val2017.json``) for the
     images in the folder of the same name (``val2017/``). Categories, whatever their ids, become classes ``0..K-1``
     in id order; boxes are clipped to the image. Training leaves out the instances the resizing makes narrower or
-    lower than :data:`MIN_BOX_PX` (:attr:`too_small` counts them); scoring keeps every one (an IoU of boxes does not
-    change when both are resized). Crowd regions (``iscrowd``) are left out of training and kept, flagged
+    lower than :data:`MIN_BOX_PX` (:attr:`too_small_to_train` counts them); scoring keeps every one: box IoU does not
+    change when both boxes are resized (a mask thinner than a pixel may vanish in the resize, a miss in mask AP that
+    the original resolution would not have). Crowd regions (``iscrowd``) are left out of training and kept, flagged
     ``"iscrowd"``, for scoring, where COCO's evaluation ignores what matches them."""
 
     def __init__(self, folder: str | Path, split: str, size: int, train: bool = False) -> None:
@@ -175,8 +176,8 @@ class COCOInstances(Dataset):
         self.index_of = {c["id"]: i for i, c in enumerate(categories)}
         self.samples = [(str(images / coco.coco.imgs[i]["file_name"]), i) for i in coco.ids]
         self.train = train
-        self.too_small = _too_small(coco.coco, size) if train else 0
-        if self.too_small == sum(not a["iscrowd"] for a in coco.coco.anns.values()):
+        self.too_small_to_train = _too_small(coco.coco, size) if train else 0
+        if train and self.too_small_to_train == sum(not a["iscrowd"] for a in coco.coco.anns.values()):
             raise ValueError(f"{found[0]}: every instance is under {MIN_BOX_PX:g} px wide or high at {size}x{size} "
                              "px: no instance to train on; a larger img_size keeps them")
         # boxes are clipped to the image (COCO's may run past its edge: torchvision would drop them); in training the
@@ -209,14 +210,17 @@ class COCOInstances(Dataset):
 
 
 def _too_small(coco: COCO, size: int) -> int:
-    """How many instances of ``coco`` (crowd regions aside) are narrower or lower than :data:`MIN_BOX_PX` once clipped
-    to their image and resized to ``size x size``."""
+    """How many instances of ``coco`` (crowd regions aside) training leaves out at ``size x size`` px: their boxes,
+    read, clipped, resized and screened by the transforms training uses, narrower or lower than :data:`MIN_BOX_PX`."""
+    screen = v2.Compose([v2.Resize((size, size)), v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(MIN_BOX_PX,
+                                                                                                 labels_getter=None)])
     count = 0
-    for annotation in coco.anns.values():
-        image, (x, y, width, height) = coco.imgs[annotation["image_id"]], annotation["bbox"]
-        width = (min(x + width, image["width"]) - max(x, 0)) * size / image["width"]
-        height = (min(y + height, image["height"]) - max(y, 0)) * size / image["height"]
-        count += not annotation["iscrowd"] and min(width, height) < MIN_BOX_PX
+    for image_id, entries in coco.imgToAnns.items():
+        if boxes := [entry["bbox"] for entry in entries if not entry["iscrowd"]]:
+            image = coco.imgs[image_id]
+            xywh = tv_tensors.BoundingBoxes(boxes, format="XYWH", canvas_size=(image["height"], image["width"]))
+            xyxy = v2.functional.convert_bounding_box_format(xywh, new_format="XYXY")
+            count += len(boxes) - len(screen(tv_tensors.wrap(xyxy.float(), like=xyxy)))  # as __getitem__ has them
     return count
 
 

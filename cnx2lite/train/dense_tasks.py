@@ -219,7 +219,8 @@ class DetectTask(DenseTask):
 
 
 def _percent(average_precision: Tensor) -> float:
-    """pycocotools' AP in percent; NaN for its -1, which says there was no instance to find (not an AP of -100%)."""
+    """pycocotools' AP in percent; NaN for its -1, which says there was no instance to find (an image without any;
+    a val split keeps every instance), never an AP of -100%."""
     return 100 * average_precision.item() if average_precision >= 0 else float("nan")
 
 

@@ -173,7 +173,7 @@ def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
                "splits are used whole, its annotations are the labels"] if unused else []
     left_out = [f"{n} instance(s) of {folder}'s training annotations are under {MIN_BOX_PX:g} px wide or high at "
                 f"{c.img_size}x{c.img_size} px: left out of training (the val split scores all); a larger img_size "
-                "keeps them"] if c.dense_format == "coco" and (n := splits[0].too_small) else []
+                "keeps them"] if c.dense_format == "coco" and (n := splits[0].too_small_to_train) else []
     return RunData(folder, *splits, None, fingerprint(splits[0], folder), ignored, left_out)
 
 
