@@ -397,9 +397,9 @@ jpeg_file(report_figure("grn_ablation"))
 # One $\gamma$ and one $\beta$ for all channels (a trained GRN has one per channel, see above), and each design choice
 # switchable, on image 1's features in stage 2, block 1. The readout gives the spread of channel norms (max / mean)
 # before and after and how far the output is from the input. It opens at $\gamma = -0.2$, the sign the trained
-# encoder learned in stages 2 to 4, a few times larger so the effect is visible: the strong channels are damped and the
-# spread shrinks (the readout: from 3.40 to 1.60 on the trained features). Try: $\gamma = 0$ with the residual on
-# (identity); standardization with a large $\gamma$ (channels below average flip sign, their norm dips to zero then
+# encoder learned in stages 2 to 4, about ten times larger so the effect is visible: the strong channels are damped
+# and the spread shrinks (the readout: from 3.40 to 1.60 on the trained features). Try: $\gamma = 0$ with the residual
+# on (identity); standardization with a large $\gamma$ (channels below average flip sign, their norm dips to zero then
 # grows again); the residual off with $\gamma = 0$ (everything is erased to $\beta$).
 
 # %%

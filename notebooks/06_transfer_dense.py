@@ -340,8 +340,8 @@ print(f"{SIZE} px composites: the shorter box side of 1000 shapes is {sides.min(
       f"{np.percentile(sides, 5):.0f} px at the 5th percentile")
 for stage, stride in enumerate((4, 8, 16, 32), 1):
     print(f"stage {stage}: a cell covers {stride} px; {np.mean(sides < stride):.0%} of shapes are narrower than a cell")
-# Stage 1's cells are smaller than every shape; the share of shapes narrower than one cell grows with every stage, to
-# a large share at stage 4, whose cells are a quarter of a 128 px composite. Only the early maps resolve the small
+# The cells of stages 1 and 2 are smaller than every shape; shapes narrower than one cell appear at stage 3 and are a
+# large share at stage 4, whose cells are a quarter of a 128 px composite. Only the early maps resolve the small
 # shapes, one reason both heads read them through the FPN.
 
 # %% [markdown]

@@ -85,17 +85,19 @@ def _tidy(ax) -> None:
 
 def plot_grn_steps(x: Tensor, where: str = "") -> Figure:
     """The first two GRN steps on one sample ``x (1, H, W, C)``, all ``C`` channels sorted by their
-    L2 aggregate: the three aggregates per channel (each divided by its mean over channels so they
-    share an axis) and the two normalizations of the L2 aggregate. ``where`` names the features."""
+    L2 aggregate: the three aggregates per channel (each divided by its largest magnitude over channels so they
+    share an axis: the average's mean over channels can be near 0, and a ratio to it meaningless) and the two
+    normalizations of the L2 aggregate. ``where`` names the features."""
     g2 = grn_aggregate(x, "l2").flatten()
     order = torch.argsort(g2, descending=True)
     fig, axes = subplots(1, 2, figsize=(10.5, 3.3))
     ax = axes[0]
     for aggregation, color in zip(GRN_AGGREGATIONS, ("#1a73e8", "#e8710a", "#188038")):
         g = grn_aggregate(x, aggregation).flatten()
-        ax.plot((g / g.mean())[order].numpy(), lw=1.2, color=color, label=AGGREGATION_LABELS[aggregation])
+        ax.plot((g / g.abs().max())[order].numpy(), lw=1.2, color=color, label=AGGREGATION_LABELS[aggregation])
+    ax.axhline(0, color="black", lw=0.6)
     ax.set_title("1. aggregate: one number per channel", fontsize=10)
-    ax.set_ylabel("G_i / mean over channels (ratio)")
+    ax.set_ylabel("G_i / largest |G| over channels (ratio)")
     ax = axes[1]
     for normalization, color in (("divisive", "#1a73e8"), ("standardize", "#d93025")):
         ax.plot(grn_normalize(g2, normalization)[order].numpy(), lw=1.5, color=color, label=normalization)
