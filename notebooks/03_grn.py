@@ -383,14 +383,16 @@ for row, diff in grn_rows.items():
 jpeg_file(report_figure("grn_ablation"))
 
 # %% [markdown]
-# When these outputs were stored the report held six of the ten rows (nothing, LRN, BatchNorm, LayerNorm, and GRN in
-# only one of the two phases), and every interval contains 0: at this budget GRN is not shown to beat any of them, nor
-# shown to lose. One row says more than "no difference found". GRN removed at fine-tuning starts from GRN's own
-# pretraining runs with the same labels, so its difference is paired run by run, and its interval is about $\pm 0.6$
-# points: at this scale removing GRN at fine-tuning costs at most about 0.6 points, where the paper lost 5.8. A reading
-# consistent with the gammas above, though not measured on the report's own encoders: after a few epochs of FCMAE the
-# gammas are still near 0, each GRN close to the identity, so removing it takes away little; the paper's encoder, after
-# 800 epochs, has learned to rely on it.
+# When these outputs were stored the report held eight of the ten rows (nothing, LRN, BatchNorm, LayerNorm, SE, CBAM,
+# and GRN in only one of the two phases; the L1 and mean aggregations are still to train), and every interval contains
+# 0: at this budget GRN is not shown to beat any of them, nor shown to lose. SE and CBAM come closest: each of their six
+# single-run differences (runs matched by seed) is positive, 1.2 to 3.4 points, but the intervals over runs and val
+# images still reach just below 0. One row says more than "no difference found". GRN removed at fine-tuning starts from
+# GRN's own pretraining runs with the same labels, so its difference is paired run by run, and its interval is about
+# $\pm 0.6$ points: at this scale removing GRN at fine-tuning costs at most about 0.6 points, where the paper lost 5.8.
+# A reading consistent with the gammas above, though not measured on the report's own encoders: after a few epochs of
+# FCMAE the gammas are still near 0, each GRN close to the identity, so removing it takes away little; the paper's
+# encoder, after 800 epochs, has learned to rely on it.
 #
 # ## Explore
 #
