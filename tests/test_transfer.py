@@ -452,6 +452,46 @@ def test_instances_too_small_at_the_run_s_size_are_left_out_of_training_only_and
                                "at 64x64 px: left out of training") for note in notes), notes
 
 
+def test_the_pixels_ade20k_ignores_are_said_with_their_share_and_labels(tmp_path):
+    """Label 0 and labels past num_classes leave training and scoring; how many pixels that is, and which labels, is
+    said before the run trains (a miscounted --num-classes dropped a third of the pixels unsaid: round 21's A02)."""
+    folder = write_ade20k(tmp_path / "ade")
+    stored = np.stack([np.asarray(Image.open(path)) for path in sorted((folder / "annotations/validation").iterdir())])
+    share = {label: f"{(stored == label).mean():.1%}" for label in range(4)}
+    assert ADE20K(folder, "val", 24, num_classes=2).ignored_share() == (
+        f"{folder / 'annotations/validation'}: {((stored == 0) | (stored == 3)).mean():.1%} of the pixels of its 3 "
+        f"annotations are ignored in training and scoring: label 0 (unlabeled: ADE20K's classes start at 1) "
+        f"{share[0]}; labels past num_classes=2: 3 {share[3]} (a larger --num-classes keeps them)")
+    assert ADE20K(folder, "val", 24, num_classes=3).ignored_share().endswith(f"label 0 (unlabeled: ADE20K's classes "
+                                                                            f"start at 1) {share[0]}")
+    two = ADE20K(folder, "val", 24, num_classes=3).ignored_share(reads=2)  # spread over the split: the first two
+    assert f"{(stored[:2] == 0).mean():.1%} of the pixels of 2 of its 3 annotations" in two
+    for path in (folder / "annotations/validation").iterdir():  # every pixel a class: nothing to say
+        Image.fromarray(np.ones((48, 48), np.uint8)).save(path)
+    assert ADE20K(folder, "val", 24, num_classes=3).ignored_share() is None
+    config = load_preset("smoke", task="segment", dense_format="ade20k", data=str(folder), num_classes=2,
+                         img_size=64)
+    notes = build_run_data(config, "segment", SegmentTask(config).train_transform()).notes("segment")
+    assert [note.split(":")[0] for note in notes] == [str(folder / "annotations/training")], notes
+
+
+@pytest.mark.parametrize("fmt, write", [("coco", write_coco), ("ade20k", write_ade20k)])
+def test_a_dense_folder_is_read_where_it_is_in_its_format_s_layout(tmp_path, fmt, write):
+    """--data at a COCO or ADE20K folder that also holds the default dataset's folder (imagenette/) reads the folder
+    given, not imagenette/ (round 21's D06); both in the layout cannot be told apart and is refused."""
+    task = "detect" if fmt == "coco" else "segment"
+    root = write(tmp_path / "root")
+    make_image_folder(root / "imagenette")
+    config = load_preset("smoke", task=task, dense_format=fmt, data=str(root), img_size=64)
+    transform = (DetectTask if fmt == "coco" else SegmentTask)(config).train_transform()
+    assert build_run_data(config, task, transform).folder == root
+    shutil.rmtree(root / "imagenette")
+    write(root / "imagenette")
+    with pytest.raises(ValueError, match=rf"{root} and {root / 'imagenette'} are both in {fmt}'s layout: give the "
+                                         "one to use as --data"):
+        build_run_data(config, task, transform)
+
+
 def test_no_instance_to_find_is_no_ap_of_minus_100():
     from cnx2lite.train.dense_tasks import _percent
     assert _percent(torch.tensor(0.25)) == 25.0 and np.isnan(_percent(torch.tensor(-1.0)))

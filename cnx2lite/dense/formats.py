@@ -35,6 +35,15 @@ MIN_BOX_PX = 1.0  # a training box's least width and height at the run's size (t
 IGNORE_INDEX = -1  # ADE20K's label 0 ("other") and classes past num_classes (mmsegmentation's 255 is a class past 255)
 ADE20K_CLASSES = 150
 ADE20K_SPLITS = {"train": "training", "val": "validation"}
+IGNORED_SHARE_READS = 100  # ADE20K annotations read (spread evenly over a split) to say what share of pixels is ignored
+
+
+def in_layout(folder: Path, dense_format: str) -> bool:
+    """Whether ``folder`` is laid out as ``dense_format`` has it: ADE20K's ``images/`` and ``annotations/``, COCO's
+    ``annotations/instances_*.json``."""
+    if dense_format == "ade20k":
+        return (folder / "images").is_dir() and (folder / "annotations").is_dir()
+    return any((folder / "annotations").glob("instances_*.json"))
 
 
 def _geometry(size: int, train: bool) -> v2.Compose:
@@ -98,15 +107,44 @@ class ADE20K(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _labels(self, label_path: str) -> Tensor:
-        """The class index of every pixel of an annotation ``(H, W)``, :data:`IGNORE_INDEX` where none applies."""
+    def _stored_labels(self, label_path: str) -> np.ndarray:
+        """An annotation's pixels as stored ``(H, W)`` int64: 0 unlabeled, ``k`` class ``k - 1``."""
         with open_image(self.folder / label_path) as annotation:
             try:
-                labels = torch.from_numpy(np.asarray(annotation, dtype=np.int64) - 1)
+                return np.asarray(annotation, dtype=np.int64)
             except DECODE_ERRORS as e:  # a header that opens over pixels that do not (a truncated file)
                 raise CorruptImageError(f"cannot read annotation {self.folder / label_path}: {e}") from None
+
+    def _labels(self, label_path: str) -> Tensor:
+        """The class index of every pixel of an annotation ``(H, W)``, :data:`IGNORE_INDEX` where none applies."""
+        labels = torch.from_numpy(self._stored_labels(label_path) - 1)
         labels[(labels < 0) | (labels >= len(self.classes))] = IGNORE_INDEX
         return labels
+
+    def ignored_share(self, reads: int = IGNORED_SHARE_READS) -> str | None:
+        """What share of this split's pixels training and scoring ignore, and why: label 0 (unlabeled: ADE20K's
+        classes start at 1) and each label past ``num_classes``, measured on ``reads`` annotations spread evenly over
+        the split (decoding all of ADE20K's 20,210 training PNGs would take a minute). None when none is ignored."""
+        picked = [self.samples[i * len(self.samples) // min(reads, len(self.samples))][1]
+                  for i in range(min(reads, len(self.samples)))]
+        counts: Counter[int] = Counter()
+        for label in picked:
+            values, found = np.unique(self._stored_labels(label), return_counts=True)
+            counts.update(dict(zip(values.tolist(), found.tolist())))
+        pixels, unlabeled = sum(counts.values()), counts[0]
+        past = {value: n for value, n in sorted(counts.items()) if value > len(self.classes)}
+        if not unlabeled and not past:
+            return None
+        reasons = [f"label 0 (unlabeled: ADE20K's classes start at 1) {unlabeled / pixels:.1%}"] if unlabeled else []
+        if past:
+            shown = ", ".join(f"{value} {n / pixels:.1%}" for value, n in list(past.items())[:6])
+            reasons.append(f"labels past num_classes={len(self.classes)}: {shown}{' ...' if len(past) > 6 else ''} "
+                           "(a larger --num-classes keeps them)")
+        ignored = (unlabeled + sum(past.values())) / pixels
+        read = f"{len(picked)} of its {len(self.samples)} annotations" if len(picked) < len(self.samples) else (
+            f"its {len(picked)} annotations")
+        return (f"{self.folder / Path(picked[0]).parent}: {ignored:.1%} of the pixels of {read} "
+                f"are ignored in training and scoring: {'; '.join(reasons)}")
 
     def _first_classes(self, enough: int) -> set[int]:
         """The classes the annotations label, read in order until ``enough`` of them are seen."""

@@ -15,7 +15,7 @@ from typing import Callable
 from torch.utils.data import Dataset
 
 from .. import data, transforms
-from ..dense.formats import ADE20K, ADE20K_CLASSES, MIN_BOX_PX, COCOInstances
+from ..dense.formats import ADE20K, ADE20K_CLASSES, MIN_BOX_PX, COCOInstances, in_layout
 from ..image_cache import DecodedImages, cache_side
 from ..image_files import refuse_output_inside
 from .config import FIELDS, TrainConfig
@@ -153,11 +153,8 @@ def build_run_data(c: TrainConfig, task_name: str, train_transform: Callable) ->
 
 
 def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
-    """The train and val splits of an ADE20K or COCO folder at ``<root>/<dataset>``, or ``root`` itself when
-    ``dataset`` is left at its default (a dataset named but absent is refused, not read from ``root``)."""
-    folder = root / c.dataset if (root / c.dataset).is_dir() else root
-    if folder == root:
-        data.check_dataset_named(root, c.dataset)
+    """The train and val splits of an ADE20K or COCO folder (:func:`_dense_folder`)."""
+    folder = _dense_folder(c, root)
     refuse_output_inside(Path(c.output) / c.run_name, [folder], "output")
     if c.dense_format == "ade20k":
         splits = [ADE20K(folder, split, c.img_size, c.num_classes or ADE20K_CLASSES, split == "train")
@@ -171,10 +168,28 @@ def _dense_format_data(c: TrainConfig, root: Path) -> RunData:
     unused = _changed_settings(c, WHOLE_SPLIT_IGNORES)
     ignored = [f"{', '.join(unused)} (the preset's or the flags') do not apply to a {c.dense_format} folder: its "
                "splits are used whole, its annotations are the labels"] if unused else []
-    left_out = [f"{n} instance(s) of {folder}'s training annotations are under {MIN_BOX_PX:g} px wide or high at "
-                f"{c.img_size}x{c.img_size} px: left out of training (the val split scores all); a larger img_size "
-                "keeps them"] if c.dense_format == "coco" and (n := splits[0].too_small_to_train) else []
+    if c.dense_format == "ade20k":
+        left_out = [note for split in splits if (note := split.ignored_share())]
+    else:
+        left_out = [f"{n} instance(s) of {folder}'s training annotations are under {MIN_BOX_PX:g} px wide or high at "
+                    f"{c.img_size}x{c.img_size} px: left out of training (the val split scores all); a larger img_size "
+                    "keeps them"] if (n := splits[0].too_small_to_train) else []
     return RunData(folder, *splits, None, fingerprint(splits[0], folder), ignored, left_out)
+
+
+def _dense_folder(c: TrainConfig, root: Path) -> Path:
+    """The ADE20K or COCO folder of a run: ``<root>/<dataset>``, or ``root`` itself where that is absent, or where
+    ``root`` is in the format's layout and ``<root>/<dataset>``, at the default name, is not (an ``imagenette/``
+    beside COCO's ``annotations/``). Both in the layout: refused, as :func:`data.find_image_folder` refuses a
+    ``train/`` in both. A dataset named but absent is refused, not read from ``root``."""
+    named = root / c.dataset
+    root_fits, named_fits = (in_layout(folder, c.dense_format) for folder in (root, named))
+    if root_fits and named_fits:
+        raise ValueError(f"{root} and {named} are both in {c.dense_format}'s layout: give the one to use as --data")
+    if named.is_dir() and (named_fits or not root_fits or c.dataset != data.DEFAULT_DATASET):
+        return named
+    data.check_dataset_named(root, c.dataset)
+    return root
 
 
 def _categories(split: COCOInstances) -> dict:
