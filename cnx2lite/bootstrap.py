@@ -22,10 +22,12 @@ runs, since every run is scored on the same images). Each level answers its own 
 
 :func:`hierarchical_paired_difference` always shares the image draw between the two methods (same val
 images: the per-image pairing removes the images' shared difficulty). It shares the run draws too only
-when the runs are really paired (``paired_runs``, e.g. seed ``s`` of both used the same labeled subset
-and data order), which needs equal shapes; otherwise (FCMAE ``(2, 3, N)`` vs scratch ``(1, 3, N)``) each
-method's runs are drawn independently. With ``P = 1`` the hierarchical bootstrap is the ``(S, N)``
-bootstrap above, draw for draw: :func:`bootstrap_mean` is computed by it.
+when the runs are really paired (``paired_runs``, e.g. both arms fine-tuned the same pretraining runs),
+which needs equal shapes; otherwise (FCMAE ``(2, 3, N)`` vs scratch ``(1, 3, N)``) each method's runs are
+drawn independently, and with ``paired_seeds`` the fine-tuning seeds once for all: where seed ``s`` of every
+run of every arm trained on the same labeled images in the same order, the seeds are a block factor crossed
+with runs and arms, and a lucky labeled subset lifts both arms instead of widening their difference. With
+``P = 1`` the hierarchical bootstrap is the ``(S, N)`` bootstrap above, draw for draw (:func:`bootstrap_mean`).
 
 Two known biases pull in opposite directions. With few runs the run levels are estimated too small:
 resampling ``P`` runs with replacement gives ``(P - 1) / P`` of their variance, and an interval over
@@ -136,14 +138,15 @@ def _correctness(values: Tensor, name: str) -> Tensor:
     return values
 
 
-def _draw_runs(runs: int, seeds: int, size: int, generator: torch.Generator) -> Tensor:
+def _draw_runs(runs: int, seeds: int, size: int, generator: torch.Generator, drawn: Tensor | None = None) -> Tensor:
     """``(size, P * S)`` flat (run, seed) indices ``run * S + seed`` drawn by ``size`` resamples: ``P`` runs
-    with replacement, then ``S`` seeds with replacement within each drawn run.
+    with replacement, then ``S`` seeds with replacement within each drawn run (or ``drawn (size, S)`` in all).
 
     With ``P = 1`` the run draw (always run 0) is skipped, so the generator advances exactly as in the
     ``(S, N)`` bootstrap and both give the same numbers for a seed.
     """
-    picked = torch.randint(seeds, (size, runs, seeds), generator=generator)  # (size, P, S)
+    picked = (torch.randint(seeds, (size, runs, seeds), generator=generator) if drawn is None
+              else drawn[:, None, :].expand(size, runs, seeds))  # (size, P, S)
     if runs > 1:
         picked = torch.randint(runs, (size, runs, 1), generator=generator) * seeds + picked
     return picked.view(size, runs * seeds)
@@ -158,13 +161,15 @@ def _drawn_mean(values: Tensor, picked: Tensor) -> Tensor:
 
 
 def _resampled(arms: Sequence[Tensor], resamples: int, seed: int, chunk: int, share_runs: bool = False,
-               share_images: bool = True, weights: Sequence[float] | None = None) -> Tensor:
+               share_images: bool = True, weights: Sequence[float] | None = None, share_seeds: bool = False) -> Tensor:
     """``(resamples,)`` resampled values of ``sum(weights[i] * mean(arms[i]))``: the mean of one arm (default weights
     ``(1,)``), a difference ``(1, -1)`` or any contrast; each arm ``(P, S, N)`` float64. ``share_runs`` draws the runs
-    once for all arms (equal shapes), ``share_images`` the images."""
+    once for all arms (equal shapes), ``share_seeds`` the seeds (equal ``S``), ``share_images`` the images."""
     if resamples < 2 or chunk < 1:
         raise ValueError(f"resamples must be >= 2 (the interval of one resample has no width) and chunk >= 1, got "
                          f"{resamples} and {chunk}")
+    if share_seeds and len({arm.shape[1] for arm in arms}) != 1:
+        raise ValueError(f"paired seeds need as many fine-tuning seeds in every arm, got {[a.shape[1] for a in arms]}")
     weights = (1.0, -1.0)[:len(arms)] if weights is None else tuple(weights)
     generator = torch.Generator().manual_seed(seed)
     n = arms[0].shape[-1]
@@ -172,9 +177,11 @@ def _resampled(arms: Sequence[Tensor], resamples: int, seed: int, chunk: int, sh
     for start in range(0, resamples, chunk):  # bounded memory: a few chunk x N tensors at a time
         size = min(chunk, resamples - start)
         per_image, picked = [], None
+        seed_draw = torch.randint(arms[0].shape[1], (size, arms[0].shape[1]), generator=generator) if (
+            share_seeds and not share_runs) else None
         for arm in arms:
             if picked is None or not share_runs:
-                picked = _draw_runs(arm.shape[0], arm.shape[1], size, generator)
+                picked = _draw_runs(arm.shape[0], arm.shape[1], size, generator, seed_draw)
             per_image.append(_drawn_mean(arm, picked))  # (size, N): the drawn runs' mean, per image
         if share_images:
             images = torch.randint(n, (size, n), generator=generator)  # (size, N)
@@ -215,7 +222,7 @@ def hierarchical_accuracy(correct: Tensor, resamples: int = RESAMPLES, seed: int
 
 def hierarchical_paired_difference(correct_a: Tensor, correct_b: Tensor, resamples: int = RESAMPLES, seed: int = 0,
                                    paired_runs: bool | None = None, paired_images: bool = True,
-                                   chunk: int = 500) -> Estimate:
+                                   chunk: int = 500, paired_seeds: bool = False) -> Estimate:
     """Accuracy of ``a`` minus accuracy of ``b`` in points, with a 95% hierarchical bootstrap interval.
 
     ``correct_a`` ``(Pa, Sa, N)`` and ``correct_b`` ``(Pb, Sb, N)``: per-image correctness of each method's
@@ -224,7 +231,8 @@ def hierarchical_paired_difference(correct_a: Tensor, correct_b: Tensor, resampl
     ``paired_runs`` (default: the shapes are equal) also shares the run and seed draws, for runs that are
     truly paired (seed ``s`` of both used the same labeled subset); ``runs`` then holds each pair's
     difference. Unpaired, each method's runs are drawn independently and ``runs`` is ``None``: take each
-    method's spread from :func:`hierarchical_accuracy`.
+    method's spread from :func:`hierarchical_accuracy`. ``paired_seeds`` shares only the fine-tuning seed draw
+    (equal ``S``; see the module docstring).
     """
     a = _runs_by_seeds_by_images(_correctness(correct_a, "correct_a"), "correct_a") * 100.0
     b = _runs_by_seeds_by_images(_correctness(correct_b, "correct_b"), "correct_b") * 100.0
@@ -238,23 +246,24 @@ def hierarchical_paired_difference(correct_a: Tensor, correct_b: Tensor, resampl
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
     if paired_runs and paired_images:  # the resampled difference is the resampled mean of per-image differences
         return hierarchical_bootstrap_mean(a - b, resamples, seed, chunk)
-    low, high = _interval(_resampled([a, b], resamples, seed, chunk, paired_runs, paired_images))
+    draws = _resampled([a, b], resamples, seed, chunk, paired_runs, paired_images, share_seeds=paired_seeds)
+    low, high = _interval(draws)
     runs = _spread(a - b) if paired_runs else None
     return Estimate(a.mean().item() - b.mean().item(), low, high, runs)
 
 
 def hierarchical_contrast(values: Sequence[Tensor], weights: Sequence[float], resamples: int = RESAMPLES,
-                          seed: int = 0, chunk: int = 500) -> Estimate:
+                          seed: int = 0, chunk: int = 500, paired_seeds: bool = False) -> Estimate:
     """``sum(weights[i] * mean(values[i]))`` over several methods' per-image ``values`` ``(Pi, Si, N)`` (the same
     ``N`` val images; correctness times 100 for accuracies in percent), with a 95% hierarchical bootstrap interval:
-    each method's runs are drawn on their own, the images once for all. For example the co-design interaction,
-    (V2 FCMAE - V2 scratch) - (V1 FCMAE - V1 scratch): ``weights=(1, -1, -1, 1)``."""
+    each method's runs are drawn on their own, the images (and with ``paired_seeds`` the seeds) once for all. For
+    example the co-design interaction, (V2 FCMAE - V2 scratch) - (V1 FCMAE - V1 scratch): ``weights=(1, -1, -1, 1)``."""
     if len(values) != len(weights) or not values:
         raise ValueError(f"values and weights must be as long and not empty, got {len(values)} and {len(weights)}")
     arms = [_runs_by_seeds_by_images(v, f"values[{i}]") for i, v in enumerate(values)]
     if len({arm.shape[-1] for arm in arms}) != 1:
         raise ValueError(f"every method must score the same N val images, got N={[arm.shape[-1] for arm in arms]}")
-    low, high = _interval(_resampled(arms, resamples, seed, chunk, weights=weights))
+    low, high = _interval(_resampled(arms, resamples, seed, chunk, weights=weights, share_seeds=paired_seeds))
     return Estimate(sum(w * arm.mean().item() for w, arm in zip(weights, arms)), low, high)
 
 

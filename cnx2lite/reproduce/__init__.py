@@ -201,9 +201,14 @@ def _header(scale_name: str, scale: Scale, grid: Grid, ev: Evaluator, stopped: s
     ratio = pre.get("mask_ratio", 0.6)
     epochs = ", ".join(f"K={shot_label(s)}: {e}" for s, e in scale.finetune_epochs.items())
     if scale.finetune_seeds > 1:  # every arm has several runs (scratch: its seeds)
-        intervals = (f"95% hierarchical bootstrap ({RESAMPLES:,} resamples): pretraining runs, then fine-tuning seeds "
-                     f"within each, then val images; each arm's runs are drawn on their own, the images once for "
-                     f"both; a difference is the first minus the second")
+        p = scale.pretrain_seeds
+        intervals = (f"95% hierarchical bootstrap ({RESAMPLES:,} resamples): pretraining runs, then fine-tuning seeds, "
+                     f"then val images; in a difference each arm's pretraining runs are drawn on their own, the "
+                     f"fine-tuning seeds once for both (seed s of every arm fine-tunes on the same labeled images in "
+                     f"the same order) and the images once; it is the first minus the second. With {p} pretraining "
+                     f"runs per arm the run level rests on their disagreement alone ({p - 1}/{p} of its variance on "
+                     f"average); the crossed levels count the run-by-image disagreement more than once, which widens "
+                     f"the intervals (both: `cnx2lite/bootstrap.py`)")
     else:
         intervals = (f"95% bootstrap ({RESAMPLES:,} resamples) with one fine-tuning seed: the scratch arms have one "
                      f"run each, so their intervals and every difference with them cover the val images only: they "

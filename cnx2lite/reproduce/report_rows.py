@@ -24,6 +24,7 @@ PAPER = {
     "sparse": "V1-B, before GRN (Table 1 of the paper, FCMAE design): sparse conv 83.7 vs dense conv 79.3 (+4.4)",
     "collapse": "Fig. 4: V1-FCMAE shows dead and saturated channels and low distance in deep layers; V2 does not",
 }
+PAPER_SPARSE_GAIN = 83.7 - 79.3  # PAPER["sparse"]'s difference
 RESULTS_COLUMNS = ("table", "row", "metric", "value", "ci_low", "ci_high", "runs", "replicated", "paper")
 LOSS_OF_TRAINING = 0.9  # a run trains when its last epoch's loss is below this fraction of chance, ln(classes)
 
@@ -85,12 +86,13 @@ def replicated(*corrects: Tensor) -> bool:
 
 
 def difference(a: Tensor, b: Tensor, paired: bool = False) -> Estimate:
-    """Accuracy of ``a`` minus ``b`` (``(P, S, N)`` each; scratch ``(1, S, N)``): the interval draws each arm's runs on
-    their own (pretraining run p of one arm has no partner in the other), the images once; ``runs`` holds run
-    ``(p, s)`` of ``a`` minus run ``(p, s)`` of ``b`` (scratch: seed ``s``), which saw the same labeled images.
+    """Accuracy of ``a`` minus ``b`` (``(P, S, N)`` each; scratch ``(1, S, N)``): the interval draws each arm's
+    pretraining runs on their own (pretraining run p of one arm has no partner in the other), the fine-tuning seeds
+    once for both (seed ``s`` of every run of both arms fine-tuned on the same labeled images in the same order) and
+    the images once; ``runs`` holds run ``(p, s)`` of ``a`` minus run ``(p, s)`` of ``b`` (scratch: seed ``s``).
     ``paired``: run ``(p, s)`` of both arms started from the same pretraining run (GRN removed at fine-tuning from
     GRN's own encoders), so the runs are drawn together too."""
-    estimate = hierarchical_paired_difference(a, b, paired_runs=paired)
+    estimate = hierarchical_paired_difference(a, b, paired_runs=paired, paired_seeds=True)
     per_run = (a.double().mean(dim=2) - b.double().mean(dim=2)) * 100.0  # (P, S); a single scratch run broadcasts
     return Estimate(estimate.value, estimate.low, estimate.high, RunSpread(per_run.flatten().tolist()))
 
@@ -103,20 +105,24 @@ def shown(e: Estimate, digits: int = 1, unit: str = "") -> str:
     return text
 
 
-def verdict(diff: Estimate, claim: str, is_replicated: bool, unit: str = " points", digits: int = 1) -> str:
+def verdict(diff: Estimate, claim: str, is_replicated: bool, unit: str = " points", digits: int = 1,
+            paper: float | None = None) -> str:
     """Whether a difference the paper predicts to be positive reproduced. Only an interval over reruns can say so;
-    with one run per arm it says what these runs show."""
+    with one run per arm it says what these runs show. ``paper``: the paper's own difference; an interval below it
+    rules an effect of that size out at this scale, which "not shown" alone would hide."""
     numbers = shown(diff, digits, unit)
     if not is_replicated:
         side = "higher" if diff.low > 0 else "lower" if diff.high < 0 else "within noise"
         return (f"**one run per arm, intervals over images only**: {claim}: {side} for these runs ({numbers}); "
                 f"whether it holds when rerun is not measured")
+    ruled_out = (f"; the paper's {paper:+.{digits}f}{unit} lies above the interval: an effect that large is ruled out "
+                 "at this scale" if paper is not None and diff.high < paper else "")
     if not diff.excludes_zero:
         return (f"**not shown at this budget**: {claim}: the difference is within the run-to-run and image noise "
-                f"({numbers})")
+                f"({numbers}){ruled_out}")
     if diff.low > 0:
-        return f"**reproduces**: {claim} (interval over runs and images excludes 0: {numbers})"
-    return f"**contradicted at this budget**: the opposite of {claim} ({numbers})"
+        return f"**reproduces**: {claim} (interval over runs and images excludes 0: {numbers}){ruled_out}"
+    return f"**contradicted at this budget**: the opposite of {claim} ({numbers}){ruled_out}"
 
 
 def knn_ends(runs: list) -> str:
