@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 __all__ = ["POINTS", "find_mlp_activations", "mlp_activations", "feature_cosine_distance", "cosine_distance_by_layer",
            "effective_rank", "layer_effective_rank", "LayerCollapse", "layer_collapse", "collapse_by_layer",
-           "channel_maps"]
+           "grn_change_by_layer", "channel_maps"]
 
 # A channel is dead in an image when |activation| < DEAD_TOL at every position. GELU outputs are in
 # absolute units (GELU has no scale of its own to learn): |GELU(x)| < 1e-3 only for x < -3.4, where
@@ -278,6 +278,36 @@ def cosine_distance_by_layer(model: nn.Module, images: Tensor, layers: Sequence[
     mean over images of :func:`collapse_by_layer`'s distance."""
     by_layer = collapse_by_layer(model, images, layers, batch_size)
     return [(stats.name, stats.distance.mean().item()) for stats in by_layer]
+
+
+@torch.no_grad()
+def grn_change_by_layer(model: nn.Module, images: Tensor, batch_size: int = 8) -> dict[str, Tensor]:
+    """How far each block's GRN moves what enters it, ``||GRN(x) - x|| / ||x||`` over an image's ``(4C, H, W)``
+    activations: ``{GRN module name: (N,)}`` float64 in block order, for ``images (N, 3, H, W)``. 0 where GRN is the
+    identity: at initialization (gamma = beta = 0) and wherever training left it there, which no other statistic
+    of this module can tell from a GRN that acts. The model runs in eval mode; its mode is restored afterwards."""
+    names = find_mlp_activations(model, "grn")
+    modules = dict(model.named_modules())
+    change: dict[str, list[Tensor]] = {name: [] for name in names}
+
+    def keep(name: str, args: tuple, out: Tensor) -> None:
+        x, moved = args[0].flatten(1).double(), (out - args[0]).flatten(1).double()
+        change[name].append((moved.norm(dim=1) / x.norm(dim=1).clamp_min(1e-12)).cpu())
+
+    handles = [modules[name].register_forward_hook(lambda m, args, out, name=name: keep(name, args, out))
+               for name in names]
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        features = getattr(model, "forward_features", model)
+        for i in range(0, len(images), batch_size):
+            features(images[i:i + batch_size].to(device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return {name: torch.cat(parts) for name, parts in change.items()}
 
 
 def channel_maps(model: nn.Module, image: Tensor, layer: str | int, k: int = 64) -> Tensor:

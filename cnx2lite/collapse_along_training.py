@@ -1,26 +1,35 @@
 """Feature collapse along pretraining (the budget curve): :func:`cnx2lite.collapse_curves.measure` at every epoch
-that all runs of an encoder kept a snapshot of, with its CSV and figure."""
+that all runs of an encoder kept a snapshot of, and how far GRN moves its input by then
+(:func:`cnx2lite.collapse.grn_change_by_layer`: does GRN act at all at this budget?), with their CSV and figure."""
 from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .bootstrap import Estimate
-from .collapse_curves import FIGURE_STATS, LABELS, POSITIONS, STATS, Curves, estimate, measure
+from .bootstrap import Estimate, hierarchical_bootstrap_mean
+from .collapse import grn_change_by_layer
+from .collapse_curves import FIGURE_STATS, LABELS, POSITIONS, STATS, Curves, estimate, has_point, measure
+
+Runs = dict[str, Sequence[Mapping[int, Callable[[], nn.Module]]]]  # each encoder's runs, each {epoch: load the model}
+GRN_CHANGE = "GRN's change of its input, ||GRN(x) - x|| / ||x||"
 
 
-def measure_along_training(runs: dict[str, Sequence[Mapping[int, Callable[[], nn.Module]]]], images: Tensor,
-                           point: str = "gelu", resamples: int = 1000, rank_resamples: int = 50,
-                           positions: int = POSITIONS, batch_size: int = 16, seed: int = 0,
+def _common_epochs(label_runs: Sequence[Mapping[int, Callable[[], nn.Module]]]) -> list[int]:
+    return sorted(set.intersection(*(set(r) for r in label_runs)))
+
+
+def measure_along_training(runs: Runs, images: Tensor, point: str = "gelu", resamples: int = 1000,
+                           rank_resamples: int = 50, positions: int = POSITIONS, batch_size: int = 16, seed: int = 0,
                            progress: Callable[[str], None] = print) -> dict[int, list[Curves]]:
     """:func:`measure` at every epoch that all runs of an encoder kept a snapshot of: ``runs`` maps each encoder to
     its runs, each ``{epoch: load the model}``. Returns ``{epoch: [Curves of each encoder with that epoch]}``; every
     epoch is measured on the same images and image resamples, so curves and contrasts compare across epochs."""
-    epochs = {label: sorted(set.intersection(*(set(r) for r in label_runs))) for label, label_runs in runs.items()}
+    epochs = {label: _common_epochs(label_runs) for label, label_runs in runs.items()}
     by_epoch: dict[int, list[Curves]] = {}
     for epoch in sorted(set().union(*epochs.values())):
         encoders = {label: [r[epoch]() for r in label_runs] for label, label_runs in runs.items()
@@ -31,42 +40,69 @@ def measure_along_training(runs: dict[str, Sequence[Mapping[int, Callable[[], nn
     return by_epoch
 
 
-def write_along_training_csv(by_epoch: Mapping[int, Sequence[Curves]], path: Path) -> None:
+def grn_change_along_training(runs: Runs, images: Tensor, batch_size: int = 16) -> dict[str, dict[int, Estimate]]:
+    """GRN's change of its input, the mean over blocks, of every encoder with GRN at every epoch all its runs kept:
+    ``{encoder: {epoch: mean over runs and images [95% interval over runs, then images]}}``. GRN starts as the
+    identity (0); encoders without GRN are left out."""
+    out: dict[str, dict[int, Estimate]] = {}
+    for label, label_runs in runs.items():
+        for epoch in _common_epochs(label_runs):
+            models = [run[epoch]() for run in label_runs]
+            if not has_point(models[0], "grn"):
+                break
+            per_run = [torch.stack(list(grn_change_by_layer(m, images, batch_size).values())).mean(dim=0)
+                       for m in models]  # (N,) each: the mean over blocks, per image
+            out.setdefault(label, {})[epoch] = hierarchical_bootstrap_mean(torch.stack(per_run)[:, None])
+    return out
+
+
+def write_along_training_csv(by_epoch: Mapping[int, Sequence[Curves]], path: Path,
+                             grn_change: Mapping[str, Mapping[int, Estimate]] | None = None) -> None:
     """One row per (epoch, resolution, point, encoder, statistic): the mean over blocks and runs, its 95% interval,
-    each run's value."""
+    each run's value; ``grn_change`` (:func:`grn_change_along_training`) as statistic ``grn_change`` at point grn."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["epoch", "img_size", "point", "encoder", "runs", "stat", "value", "low", "high",
                          "run_values"])
-        for epoch, curves in by_epoch.items():
-            for c in curves:
-                for stat in STATS:
-                    e = estimate([c], stat)
-                    writer.writerow([epoch, c.img_size, c.point, c.label, c.runs, stat, f"{e.value:.5f}",
-                                     f"{e.low:.5f}", f"{e.high:.5f}", " ".join(f"{v:.5f}" for v in e.runs.values)])
+        size = next(c.img_size for curves in by_epoch.values() for c in curves)
+        rows = [(epoch, c.img_size, c.point, c.label, c.runs, stat, estimate([c], stat))
+                for epoch, curves in by_epoch.items() for c in curves for stat in STATS]
+        rows += [(epoch, size, "grn", label, len(e.runs), "grn_change", e)
+                 for label, epochs in (grn_change or {}).items() for epoch, e in epochs.items()]
+        for *row, e in rows:
+            writer.writerow([*row, f"{e.value:.5f}", f"{e.low:.5f}", f"{e.high:.5f}",
+                             " ".join(f"{v:.5f}" for v in e.runs.values)])
 
 
-def plot_along_training(by_epoch: Mapping[int, Sequence[Curves]], title: str = "") -> Figure:
+def plot_along_training(by_epoch: Mapping[int, Sequence[Curves]], title: str = "",
+                        grn_change: Mapping[str, Mapping[int, Estimate]] | None = None) -> Figure:
     """Per statistic of ``FIGURE_STATS`` a panel against pretraining epochs: one line per encoder and point, the mean
-    over blocks and runs, with its 95% band over runs and images."""
-    fig = Figure(figsize=(11, 7), layout="constrained")
-    axes = fig.subplots(2, 2, sharex=True).flatten()
-    series: dict[tuple[str, str], list[tuple[int, Estimate]]] = {}
-    for ax, stat in zip(axes, FIGURE_STATS):
-        series.clear()
-        for epoch, curves in by_epoch.items():
-            for c in curves:
-                series.setdefault((c.label, c.point), []).append((epoch, estimate([c], stat)))
-        for i, ((label, point), points) in enumerate(series.items()):
+    over blocks and runs, with its 95% band over runs and images; a fifth panel for ``grn_change``, a sixth for the
+    legend (beside the curves, never over them)."""
+    fig = Figure(figsize=(15, 7), layout="constrained")
+    axes = fig.subplots(2, 3).flatten()
+    colors: dict[str, str] = {}
+    for ax, stat in zip(axes, (*FIGURE_STATS, "grn_change")):
+        series: dict[tuple[str, str], list[tuple[int, Estimate]]] = {}
+        if stat == "grn_change":
+            for label, epochs in (grn_change or {}).items():
+                series[(label, "grn")] = sorted(epochs.items())
+        else:
+            for epoch, curves in by_epoch.items():
+                for c in curves:
+                    series.setdefault((c.label, c.point), []).append((epoch, estimate([c], stat)))
+        for (label, point), points in series.items():
+            color = colors.setdefault(label, f"C{len(colors)}")
             x = [epoch for epoch, _ in points]
-            ax.plot(x, [e.value for _, e in points], color=f"C{i}", marker="o", ms=3,
+            ax.plot(x, [e.value for _, e in points], color=color, marker="o", ms=3,
                     ls="-" if point == "gelu" else "--", label=label if point == "gelu" else f"{label}, after GRN")
-            ax.fill_between(x, [e.low for _, e in points], [e.high for _, e in points], color=f"C{i}", alpha=0.18,
-                            lw=0)
-        ax.set_ylabel(f"{LABELS[stat]}, mean over blocks")
+            ax.fill_between(x, [e.low for _, e in points], [e.high for _, e in points], color=color, alpha=0.18, lw=0)
+        ax.set_ylabel(f"{GRN_CHANGE if stat == 'grn_change' else LABELS[stat]}, mean over blocks", fontsize=8)
         ax.set_xlabel("pretraining epochs")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[-1].legend(handles, labels, loc="center", fontsize=9, title="solid: after GELU; dashed: after GRN")
+    axes[-1].axis("off")
     if title:
         fig.suptitle(title)
     return fig

@@ -73,7 +73,8 @@ def _sampled_positions(images: int, positions: int, size: int, seed: int) -> Ten
 
 
 @torch.no_grad()
-def _has_point(model: nn.Module, point: str) -> bool:
+def has_point(model: nn.Module, point: str) -> bool:
+    """Whether ``model`` has a block activation at ``point`` (after GRN: V2 blocks only)."""
     try:
         collapse.find_mlp_activations(model, point)
     except ValueError:
@@ -87,7 +88,7 @@ def run_statistics(model: nn.Module, images: Tensor, rank_counts: Tensor, point:
     per-image stat>: (N, L), "effective_rank": (L,), "effective_rank_draws": (R, L)}``, the effective rank's draws on
     the image weightings ``rank_counts (R, N)``; ``positions`` per image sample it. ``{"layers": []}`` when the model
     has nothing at ``point``. Small enough to keep where the model is not (see :mod:`cnx2lite.reproduce.records`)."""
-    if not _has_point(model, point):
+    if not has_point(model, point):
         return {"layers": []}
     model.eval()
     per_image: dict[str, list[list[Tensor]]] = {}  # layer -> one (n,) tensor per stat, per batch

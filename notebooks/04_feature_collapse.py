@@ -96,10 +96,11 @@ for size in (96, 224):
 # %% [markdown]
 # The paper's claim, and the report's paired tests of it: V2 FCMAE minus V1 FCMAE on the same images, for the
 # paper's measure and for the effective rank. Both are higher for the less collapsed encoder, so the paper's
-# direction is a difference above 0.
+# direction is a difference above 0. The claim is worded for the blocks: V2 adds GRN and drops V1's LayerScale, so
+# V2 minus V1 credits both changes, not GRN alone (`scripts/collapse_budget.sh` adds V2 blocks without GRN).
 
 # %% tags=["nbval-check-output"]
-CLAIM = "GRN keeps V2 less collapsed than V1"
+CLAIM = "V2 blocks (GRN, no LayerScale) keep FCMAE less collapsed than V1 blocks"
 print("paper:", evidence.measured(4, "V2 FCMAE - V1 FCMAE at 96 px", "feature cosine distance").paper)
 for size in (96, 224):
     for metric in ("feature cosine distance", "effective rank / channels"):

@@ -267,3 +267,26 @@ def test_collapse_statistics_of_features_with_nan_are_one_line():
         collapse.feature_cosine_distance(torch.full((1, 4, 2, 2), float("nan")))
     with pytest.raises(ValueError, match="the features hold nan or inf"):
         collapse.layer_collapse(torch.full((1, 4, 2, 2), float("inf")))
+
+
+def test_grn_change_is_zero_at_init_and_gamma_times_the_normalized_response_when_it_acts() -> None:
+    """||GRN(x) - x|| / ||x||: GRN at init is the identity (0 exactly); with gamma = c and beta = 0 it adds
+    c * x * N(x), N the channel's spatial L2 norm over the mean of them (the paper's eq.), computed here from the
+    GELU point's activations, what enters GRN."""
+    model = create_model("convnextv2_atto", num_classes=0).train()
+    images = torch.randn(3, 3, 64, 64)
+    change = collapse.grn_change_by_layer(model, images, batch_size=2)
+    assert list(change)[:2] == ["stages.0.0.grn", "stages.0.1.grn"] and len(change) == 12
+    assert all(c.shape == (3,) and c.dtype == torch.float64 and (c == 0).all() for c in change.values())
+    with torch.no_grad():
+        model.stages[1][0].grn.gamma.fill_(0.3)
+    change = collapse.grn_change_by_layer(model, images)
+    assert model.training  # its mode is restored
+    x = collapse.mlp_activations(model, images, ["stages.1.0.act"])["stages.1.0.act"].double()  # (N, C, H, W)
+    strength = x.flatten(2).norm(dim=-1)  # (N, C)
+    normalized = strength / (strength.mean(dim=1, keepdim=True) + 1e-6)
+    expected = 0.3 * (x * normalized[..., None, None]).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
+    torch.testing.assert_close(change["stages.1.0.grn"], expected, rtol=1e-4, atol=0)
+    assert all((c == 0).all() for name, c in change.items() if name != "stages.1.0.grn")  # each GRN its own change
+    with pytest.raises(ValueError, match="GRN"):
+        collapse.grn_change_by_layer(create_model("convnextv2_atto", block="v1"), images)

@@ -208,6 +208,9 @@ def test_snapshots_along_training_and_the_budget_curve(folder, tmp_path, capsys,
     assert exit_info.value.code == 0, capsys.readouterr().err
     rows = list(csv.DictReader(open(output / "collapse-along-training-64px.csv")))
     assert {(r["epoch"], r["encoder"]) for r in rows} == {(e, b) for e in ("1", "2") for b in ("V1", "V2")}
+    grn = {r["epoch"]: float(r["value"]) for r in rows if r["stat"] == "grn_change"}  # V2 only: V1 has no GRN
+    assert {r["encoder"] for r in rows if r["stat"] == "grn_change"} == {"V2"} and set(grn) == {"1", "2"}
+    assert all(0 < value < 1 for value in grn.values()), grn  # it moved off the identity, a little
     assert (output / "collapse-along-training-64px.png").is_file()
     with pytest.raises(SystemExit) as exit_info:  # a run without snapshots: one line saying how to get them
         main(collapse_command(folder, output, "--along-training", "--encoder", f"x={folder}"))
@@ -232,4 +235,7 @@ def test_the_budget_script_runs_tiny(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = list(csv.DictReader(open(tmp_path / "report" / "collapse-along-training-64px.csv")))
     assert {(r["epoch"], r["encoder"]) for r in rows if r["point"] == "gelu"} == {
-        (e, b) for e in ("1", "2") for b in ("V1 FCMAE", "V2 FCMAE")}
+        (e, b) for e in ("1", "2") for b in ("V1 FCMAE", "V2 FCMAE", "V2 FCMAE, no GRN")}
+    assert {(r["epoch"], r["encoder"]) for r in rows if r["stat"] == "grn_change"} == {("1", "V2 FCMAE"),
+                                                                                       ("2", "V2 FCMAE")}
+    assert {r["stat"] for r in rows if r["encoder"] == "V2 FCMAE, no GRN" and r["point"] == "grn"} == set()

@@ -3,6 +3,7 @@ runs, on the same val images at one or more resolutions, with 95% intervals over
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import warnings
 from pathlib import Path
@@ -161,10 +162,11 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
                 runs, images, point, args.resamples, args.rank_resamples, args.positions, args.batch_size, args.seed)
             for epoch, curves in measured.items():
                 by_epoch.setdefault(epoch, []).extend(curves)
+        grn = collapse_along_training.grn_change_along_training(runs, images, args.batch_size)
         figure = collapse_along_training.plot_along_training(
-            by_epoch, title=f"collapse along pretraining, {len(images)} val images at {size} px")
-        files[f"collapse-along-training-{size}px.csv"] = (
-            lambda path, by_epoch=by_epoch: collapse_along_training.write_along_training_csv(by_epoch, path))
+            by_epoch, f"collapse along pretraining, {len(images)} val images at {size} px", grn)
+        files[f"collapse-along-training-{size}px.csv"] = functools.partial(
+            collapse_along_training.write_along_training_csv, by_epoch, grn_change=grn)
         files[f"collapse-along-training-{size}px.png"] = lambda path, figure=figure: figure.savefig(path, dpi=100)
     write_outputs(output, files)
     print(f"wrote {', '.join(files)} in {output}")
