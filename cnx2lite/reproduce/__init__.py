@@ -208,7 +208,9 @@ def _header(scale_name: str, scale: Scale, grid: Grid, ev: Evaluator, stopped: s
                      f"the same order) and the images once; it is the first minus the second. With {p} pretraining "
                      f"runs per arm the run level rests on their disagreement alone ({p - 1}/{p} of its variance on "
                      f"average); the crossed levels count the run-by-image disagreement more than once, which widens "
-                     f"the intervals (both: `cnx2lite/bootstrap.py`)")
+                     f"the intervals (both: `cnx2lite/bootstrap.py`). Each verdict reads its own 95% interval, not "
+                     f"corrected for the report's many comparisons: about one in twenty differences that are truly 0 "
+                     f"would still exclude 0")
     else:
         intervals = (f"95% bootstrap ({RESAMPLES:,} resamples) with one fine-tuning seed: the scratch arms have one "
                      f"run each, so their intervals and every difference with them cover the val images only: they "
