@@ -259,6 +259,11 @@ def verdict(difference: Estimate, first: str) -> str:
     return "not told apart"
 
 
+def _number(x: float, sign: str = "") -> str:
+    """Three decimals, or two significant digits where those would show a share like 7e-5 as 0.000."""
+    return f"{x:{sign}.3f}" if x == 0 or abs(x) >= 5e-4 else f"{x:{sign}.1e}"
+
+
 def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], figures: Sequence[str]) -> str:
     """The tables (mean over blocks per encoder and statistic; each contrast with its verdict) and figures."""
     lines = []
@@ -269,8 +274,8 @@ def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], fig
             cells = []
             for stat in STATS:
                 e = estimate([c], stat)
-                spread = f" (runs {e.runs.min:.3f}..{e.runs.max:.3f})" if c.runs > 1 else ""
-                cells.append(f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}]{spread}")
+                spread = f" (runs {_number(e.runs.min)}..{_number(e.runs.max)})" if c.runs > 1 else ""
+                cells.append(f"{_number(e.value)} [{_number(e.low)}, {_number(e.high)}]{spread}")
             lines.append(f"| {c.label} | {c.point.upper()} | {c.runs} | " + " | ".join(cells) + " |")
         pairs = [(a, b, pair) for a, b, pair in _contrast_pairs(curves, contrasts) if a.img_size == size]
         if pairs:
@@ -280,7 +285,8 @@ def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], fig
                 cells = []
                 for stat in STATS:
                     e = estimate(pair, stat, (1.0, -1.0))
-                    cells.append(f"{e.value:+.3f} [{e.low:+.3f}, {e.high:+.3f}]: {verdict(e, a.label)}")
+                    cells.append(f"{_number(e.value, '+')} [{_number(e.low, '+')}, {_number(e.high, '+')}]: "
+                                 f"{verdict(e, a.label)}")
                 lines.append(f"| {a.label} - {b.label} | {a.point.upper()} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [f"![collapse curves]({name})" for name in figures]
