@@ -311,7 +311,7 @@ def plot_curves(curves: Sequence[Curves], title: str = "") -> Figure:
         ax.set_ylabel(LABELS[stat])
         ax.grid(alpha=0.3)
     axes[0].axhline(0.5, color="0.4", lw=0.8, ls=":")
-    axes[0].legend(fontsize=8, loc="lower left")
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncols=4)  # off the curves
     for ax in axes[:2]:
         ax.xaxis.label.set_visible(False)
     if title:
