@@ -200,20 +200,33 @@ def shared_counts(images: int, resamples: int = 1000, rank_resamples: int = 50, 
 
 
 # ----------------------------------------------------------------------------------------------------- reporting
-def _intervals(curves: Sequence[Curves], weights: Sequence[float], stat: str, block_mean: bool) -> tuple[Tensor, ...]:
-    """``(value, low, high)`` per block ``(L,)``, or of the mean over blocks ``(1,)``."""
+def _intervals(curves: Sequence[Curves], weights: Sequence[float], stat: str, block_mean: bool,
+               blocks: Sequence[int] | None = None) -> tuple[Tensor, ...]:
+    """``(value, low, high)`` per block ``(L,)``, or of the mean over blocks ``(1,)`` (over ``blocks`` only)."""
     arms = [c.stats[stat] for c in curves]
+    if blocks is not None:
+        arms = [Resampled(a.value[..., list(blocks)], a.draws[..., list(blocks)]) for a in arms]
     if block_mean:
         arms = [Resampled(a.value.mean(dim=-1, keepdim=True), a.draws.mean(dim=-1, keepdim=True)) for a in arms]
     return resampled_contrast(arms, weights)
 
 
-def estimate(curves: Sequence[Curves], stat: str, weights: Sequence[float] = (1.0,)) -> Estimate:
-    """The mean over blocks of ``stat``, ``sum(weights[i] * curves[i])`` (one encoder, or a contrast such as
-    ``(1, -1)``), with its 95% interval over runs and images; for one encoder, ``runs`` holds each run's value."""
-    value, low, high = (t[0].item() for t in _intervals(curves, weights, stat, True))
-    runs = RunSpread(curves[0].stats[stat].value.mean(dim=-1).tolist()) if len(curves) == 1 else None
+def estimate(curves: Sequence[Curves], stat: str, weights: Sequence[float] = (1.0,),
+             blocks: Sequence[int] | None = None) -> Estimate:
+    """The mean over blocks (all, or ``blocks``) of ``stat``, ``sum(weights[i] * curves[i])`` (one encoder, or a
+    contrast such as ``(1, -1)``), with its 95% interval over runs and images; for one encoder, ``runs`` holds each
+    run's value."""
+    value, low, high = (t[0].item() for t in _intervals(curves, weights, stat, True, blocks))
+    per_block = curves[0].stats[stat].value if blocks is None else curves[0].stats[stat].value[..., list(blocks)]
+    runs = RunSpread(per_block.mean(dim=-1).tolist()) if len(curves) == 1 else None
     return Estimate(value, low, high, runs)
+
+
+def stages(layers: Sequence[str]) -> dict[str, list[int]]:
+    """The block indices of each stage, ``{"stage 1": [0, 1], ...}``, read from layer names (``stages.<i>.``)."""
+    named = [".".join(name.split(".")[:2]) for name in layers]
+    return {f"stage {i + 1}": [b for b, stage in enumerate(named) if stage == name]
+            for i, name in enumerate(dict.fromkeys(named))}
 
 
 def write_csv(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], path: Path) -> None:

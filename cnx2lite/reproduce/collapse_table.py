@@ -49,6 +49,7 @@ def table_collapse(ev: Evaluator, output: Path) -> Table:
         where = f" at {c.img_size} px" if len(s.collapse_sizes) > 1 else ""
         rows += [Row("4", f"{c.label}{where}", COLLAPSE_METRICS[stat], collapse_curves.estimate([c], stat),
                      c.runs > 1, PAPER["collapse"] if stat == "distance" else "") for stat in COLLAPSE_METRICS]
+    by_stage = []
     for size in s.collapse_sizes:
         v2, v1 = (next(c for c in curves if (c.label, c.point, c.img_size) == (label, "gelu", size))
                   for label in ("V2 FCMAE", "V1 FCMAE"))
@@ -58,6 +59,14 @@ def table_collapse(ev: Evaluator, output: Path) -> Table:
                             PAPER["collapse"] if stat == "distance" else ""))
             claims.append(f"- {COLLAPSE_METRICS[stat]}, V2 FCMAE minus V1 FCMAE at {size} px: "
                           f"{verdict(diff, CLAIM, both, '', 3)}")
+            cells = []
+            for stage, blocks in collapse_curves.stages(v2.layers).items():
+                diff = collapse_curves.estimate([v2, v1], stat, (1.0, -1.0), blocks)
+                rows.append(Row("4", f"V2 FCMAE - V1 FCMAE at {size} px, {stage}", COLLAPSE_METRICS[stat], diff,
+                                both))
+                cells.append(f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]")
+            by_stage.append(f"| {COLLAPSE_METRICS[stat]} at {size} px | " + " | ".join(cells) + " |")
+    stage_names = list(collapse_curves.stages(curves[0].layers))
     shutil.copy(ev.grid.pretrain("v2").run_dir / "reconstruction.png", output / "reconstruction.png")
     section = f"""## 4. Feature collapse
 
@@ -80,6 +89,13 @@ at 1e-6), so a difference between them is the blocks', not GRN's alone; the GRN 
 them (V2 blocks without GRN). The paper's claim, on the distance it plots and on the effective rank:
 
 {chr(10).join(claims)}
+
+The same differences stage by stage (the paper sees V1's collapse in the deeper layers; a mean over blocks can hide
+a sign that changes with depth), each the mean over the stage's blocks [95% interval over runs, then images]:
+
+| V2 FCMAE - V1 FCMAE | {" | ".join(stage_names)} |
+|---|{"---|" * len(stage_names)}
+{chr(10).join(by_stage)}
 
 Paper: {PAPER['collapse']}.
 
