@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 __all__ = ["POINTS", "find_mlp_activations", "mlp_activations", "feature_cosine_distance", "cosine_distance_by_layer",
            "effective_rank", "layer_effective_rank", "LayerCollapse", "layer_collapse", "collapse_by_layer",
-           "grn_change_by_layer", "channel_maps"]
+           "grn_change_by_layer", "channel_maps", "stages"]
 
 # A channel is dead in an image when |activation| < DEAD_TOL at every position. GELU outputs are in
 # absolute units (GELU has no scale of its own to learn): |GELU(x)| < 1e-3 only for x < -3.4, where
@@ -280,33 +280,21 @@ def cosine_distance_by_layer(model: nn.Module, images: Tensor, layers: Sequence[
     return [(stats.name, stats.distance.mean().item()) for stats in by_layer]
 
 
-@torch.no_grad()
 def grn_change_by_layer(model: nn.Module, images: Tensor, batch_size: int = 8) -> dict[str, Tensor]:
     """How far each block's GRN moves what enters it, ``||GRN(x) - x|| / ||x||`` over an image's ``(4C, H, W)``
     activations: ``{GRN module name: (N,)}`` float64 in block order, for ``images (N, 3, H, W)``. 0 where GRN is the
     identity: at initialization (gamma = beta = 0) and wherever training left it there, which no other statistic
-    of this module can tell from a GRN that acts. The model runs in eval mode; its mode is restored afterwards."""
-    names = find_mlp_activations(model, "grn")
-    modules = dict(model.named_modules())
-    change: dict[str, list[Tensor]] = {name: [] for name in names}
-
-    def keep(name: str, args: tuple, out: Tensor) -> None:
-        x, moved = args[0].flatten(1).double(), (out - args[0]).flatten(1).double()
-        change[name].append((moved.norm(dim=1) / x.norm(dim=1).clamp_min(1e-12)).cpu())
-
-    handles = [modules[name].register_forward_hook(lambda m, args, out, name=name: keep(name, args, out))
-               for name in names]
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        features = getattr(model, "forward_features", model)
-        for i in range(0, len(images), batch_size):
-            features(images[i:i + batch_size].to(device))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    of this module can tell from a GRN that acts. ``x`` is the block's GELU output, captured in the same pass."""
+    inputs, outputs = find_mlp_activations(model, "gelu"), find_mlp_activations(model, "grn")
+    if len(inputs) != len(outputs):
+        raise ValueError(f"{type(model).__name__} has GRN in {len(outputs)} of its {len(inputs)} blocks: GRN's change "
+                         "is measured where every block has one")
+    change: dict[str, list[Tensor]] = {name: [] for name in outputs}
+    for i in range(0, len(images), batch_size):
+        features = mlp_activations(model, images[i:i + batch_size], inputs + outputs)
+        for before, after in zip(inputs, outputs):
+            x = features[before].flatten(1).double()
+            change[after].append((features[after].flatten(1).double() - x).norm(dim=1) / x.norm(dim=1).clamp_min(1e-12))
     return {name: torch.cat(parts) for name, parts in change.items()}
 
 
@@ -322,12 +310,17 @@ def channel_maps(model: nn.Module, image: Tensor, layer: str | int, k: int = 64)
 # --------------------------------------------------------------------------------------------------
 # The figure of the statistics above, for the reproduction report and notebook 4
 # --------------------------------------------------------------------------------------------------
+def stages(names: Sequence[str]) -> dict[str, list[int]]:
+    """The block indices of each stage, ``{"stage 1": [0, 1], ...}``, read from layer names like "stages.2.0.act"
+    (ours) or "stages.2.blocks.0.mlp.act" (timm)."""
+    named = [".".join(name.split(".")[:2]) for name in names]
+    return {f"stage {i + 1}": [b for b, stage in enumerate(named) if stage == name]
+            for i, name in enumerate(dict.fromkeys(named))}
+
+
 def mark_stages(ax: Axes, names: Sequence[str]) -> None:
-    """Ticks at block indices 1..L and dotted lines at stage boundaries, read from layer names like
-    "stages.2.0.act" (ours) or "stages.2.blocks.0.mlp.act" (timm)."""
-    stages = [".".join(name.split(".")[:2]) for name in names]
-    for i in range(1, len(stages)):
-        if stages[i] != stages[i - 1]:
-            ax.axvline(i + 0.5, color="0.6", lw=0.8, ls=":")
+    """Ticks at block indices 1..L and dotted lines at the boundaries of :func:`stages`."""
+    for blocks in list(stages(names).values())[1:]:
+        ax.axvline(blocks[0] + 0.5, color="0.6", lw=0.8, ls=":")
     ax.set_xticks(range(1, len(names) + 1))
     ax.set_xlabel("block (MLP layer), input to output; dotted lines: stage boundaries")

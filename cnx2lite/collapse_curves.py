@@ -222,13 +222,6 @@ def estimate(curves: Sequence[Curves], stat: str, weights: Sequence[float] = (1.
     return Estimate(value, low, high, runs)
 
 
-def stages(layers: Sequence[str]) -> dict[str, list[int]]:
-    """The block indices of each stage, ``{"stage 1": [0, 1], ...}``, read from layer names (``stages.<i>.``)."""
-    named = [".".join(name.split(".")[:2]) for name in layers]
-    return {f"stage {i + 1}": [b for b, stage in enumerate(named) if stage == name]
-            for i, name in enumerate(dict.fromkeys(named))}
-
-
 def write_csv(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], path: Path) -> None:
     """One row per (resolution, point, encoder or contrast, statistic, block; block 0 = the mean over blocks):
     the mean over runs, its 95% interval and each run's value."""

@@ -60,13 +60,13 @@ def table_collapse(ev: Evaluator, output: Path) -> Table:
             claims.append(f"- {COLLAPSE_METRICS[stat]}, V2 FCMAE minus V1 FCMAE at {size} px: "
                           f"{verdict(diff, CLAIM, both, '', 3)}")
             cells = []
-            for stage, blocks in collapse_curves.stages(v2.layers).items():
+            for stage, blocks in collapse.stages(v2.layers).items():
                 diff = collapse_curves.estimate([v2, v1], stat, (1.0, -1.0), blocks)
                 rows.append(Row("4", f"V2 FCMAE - V1 FCMAE at {size} px, {stage}", COLLAPSE_METRICS[stat], diff,
                                 both))
                 cells.append(f"{diff.value:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]")
             by_stage.append(f"| {COLLAPSE_METRICS[stat]} at {size} px | " + " | ".join(cells) + " |")
-    stage_names = list(collapse_curves.stages(curves[0].layers))
+    stage_names = list(collapse.stages(curves[0].layers))
     shutil.copy(ev.grid.pretrain("v2").run_dir / "reconstruction.png", output / "reconstruction.png")
     section = f"""## 4. Feature collapse
 
