@@ -23,43 +23,38 @@ def _common_epochs(label_runs: Sequence[Mapping[int, Callable[[], nn.Module]]]) 
     return sorted(set.intersection(*(set(r) for r in label_runs)))
 
 
-def measure_along_training(runs: Runs, images: Tensor, point: str = "gelu", resamples: int = 1000,
+def measure_along_training(runs: Runs, images: Tensor, points: Sequence[str] = ("gelu",), resamples: int = 1000,
                            rank_resamples: int = 50, positions: int = POSITIONS, batch_size: int = 16, seed: int = 0,
-                           progress: Callable[[str], None] = print) -> dict[int, list[Curves]]:
-    """:func:`measure` at every epoch that all runs of an encoder kept a snapshot of: ``runs`` maps each encoder to
-    its runs, each ``{epoch: load the model}``. Returns ``{epoch: [Curves of each encoder with that epoch]}``; every
-    epoch is measured on the same images and image resamples, so curves and contrasts compare across epochs."""
+                           progress: Callable[[str], None] = print
+                           ) -> tuple[dict[int, list[Curves]], dict[str, dict[int, Estimate]]]:
+    """:func:`measure` at each of ``points`` and GRN's change of its input, at every epoch that all runs of an encoder
+    kept a snapshot of; ``runs`` maps each encoder to its runs, each ``{epoch: load the model}``, and each snapshot is
+    loaded once. Returns ``{epoch: [Curves of each encoder and point with that epoch]}`` and ``{encoder: {epoch: GRN's
+    change, the mean over blocks and runs [95% interval over runs, then images]}}`` (encoders with GRN only: it starts
+    as the identity, 0). Every epoch is measured on the same images and image resamples, so curves and contrasts
+    compare across epochs."""
     epochs = {label: _common_epochs(label_runs) for label, label_runs in runs.items()}
     by_epoch: dict[int, list[Curves]] = {}
+    grn_change: dict[str, dict[int, Estimate]] = {}
     for epoch in sorted(set().union(*epochs.values())):
         encoders = {label: [r[epoch]() for r in label_runs] for label, label_runs in runs.items()
                     if epoch in epochs[label]}
         progress(f"[collapse] epoch {epoch}")
-        by_epoch[epoch] = measure(encoders, images, point, resamples, rank_resamples, positions, batch_size, seed,
-                                  progress=lambda _: None)
-    return by_epoch
-
-
-def grn_change_along_training(runs: Runs, images: Tensor, batch_size: int = 16) -> dict[str, dict[int, Estimate]]:
-    """GRN's change of its input, the mean over blocks, of every encoder with GRN at every epoch all its runs kept:
-    ``{encoder: {epoch: mean over runs and images [95% interval over runs, then images]}}``. GRN starts as the
-    identity (0); encoders without GRN are left out."""
-    out: dict[str, dict[int, Estimate]] = {}
-    for label, label_runs in runs.items():
-        for epoch in _common_epochs(label_runs):
-            models = [run[epoch]() for run in label_runs]
-            if not has_point(models[0], "grn"):
-                break
-            per_run = [torch.stack(list(grn_change_by_layer(m, images, batch_size).values())).mean(dim=0)
-                       for m in models]  # (N,) each: the mean over blocks, per image
-            out.setdefault(label, {})[epoch] = hierarchical_bootstrap_mean(torch.stack(per_run)[:, None])
-    return out
+        by_epoch[epoch] = [curves for point in points for curves in measure(
+            encoders, images, point, resamples, rank_resamples, positions, batch_size, seed, progress=lambda _: None)]
+        for label, models in encoders.items():
+            if has_point(models[0], "grn"):
+                per_run = [torch.stack(list(grn_change_by_layer(m, images, batch_size).values())).mean(dim=0)
+                           for m in models]  # (N,) each: the mean over blocks, per image
+                grn_change.setdefault(label, {})[epoch] = hierarchical_bootstrap_mean(torch.stack(per_run)[:, None])
+    return by_epoch, grn_change
 
 
 def write_along_training_csv(by_epoch: Mapping[int, Sequence[Curves]], path: Path,
                              grn_change: Mapping[str, Mapping[int, Estimate]] | None = None) -> None:
     """One row per (epoch, resolution, point, encoder, statistic): the mean over blocks and runs, its 95% interval,
-    each run's value; ``grn_change`` (:func:`grn_change_along_training`) as statistic ``grn_change`` at point grn."""
+    each run's value; ``grn_change`` (:func:`measure_along_training`'s second result) as statistic ``grn_change`` at
+    point grn."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["epoch", "img_size", "point", "encoder", "runs", "stat", "value", "low", "high",

@@ -177,7 +177,7 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     out = tmp_path / "smoke"
     # a spent budget: no run starts, and the report says which tables wait
     stopped = run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2, hours=1e-9).read_text()
-    assert "Stopped at the `--hours 1e-09` budget" in stopped and stopped.count("Not trained yet.") == 6
+    assert "stopped at its `--hours 1e-09` budget" in stopped and stopped.count("Not trained yet.") == 6
     assert not list((out / "runs").glob("*/checkpoint-*.pt"))
 
     text = run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2).read_text()

@@ -156,13 +156,8 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
                                for load in list(run.values())[:1]])
     for size in args.img_size:
         images = val_images(folder, size, args.images, in_chans, device)
-        by_epoch: dict[int, list] = {}
-        for point in args.point:
-            measured = collapse_along_training.measure_along_training(
-                runs, images, point, args.resamples, args.rank_resamples, args.positions, args.batch_size, args.seed)
-            for epoch, curves in measured.items():
-                by_epoch.setdefault(epoch, []).extend(curves)
-        grn = collapse_along_training.grn_change_along_training(runs, images, args.batch_size)
+        by_epoch, grn = collapse_along_training.measure_along_training(
+            runs, images, args.point, args.resamples, args.rank_resamples, args.positions, args.batch_size, args.seed)
         figure = collapse_along_training.plot_along_training(
             by_epoch, f"collapse along pretraining, {len(images)} val images at {size} px", grn)
         files[f"collapse-along-training-{size}px.csv"] = functools.partial(

@@ -155,8 +155,9 @@ def _train(grid: Grid, hours: float | None, ev: Evaluator) -> tuple[list[str], l
     except BudgetSpent:
         print(f"reproduce: the --hours {hours:g} budget is spent; run the same command again to continue",
               file=sys.stderr)
-        stopped = (f"\n**Stopped at the `--hours {hours:g}` budget**: the tables below are those whose runs had "
-                   "finished (the GRN table: its finished rows); run the same command again to train the rest.\n")
+        stopped = (f"\n**This invocation stopped at its `--hours {hours:g}` budget**: the tables below are those "
+                   "whose runs had finished (the GRN table: its finished rows); the command above, which has no "
+                   "budget, trains the rest.\n")
     return sections, _run_times(grid), stopped
 
 

@@ -20,26 +20,36 @@ def _run_dots(ax, x, estimates: list[Estimate], color=None) -> None:
     """Each run's own number beside its estimate (nothing for a single run)."""
     for xi, e in zip(x, estimates):
         if e.runs is not None and len(e.runs) > 1:
-            ax.scatter([xi] * len(e.runs), e.runs.values, s=9, color=color or "k", alpha=0.45, zorder=3, linewidths=0)
+            ax.scatter([xi] * len(e.runs), e.runs.values, s=14, color=color or "k", alpha=0.6, zorder=3,
+                       linewidths=0)
 
 
-def plot_label_efficiency(curves: dict, path: Path) -> None:
-    """Top-1 against K for FCMAE and scratch, fine-tuned (solid) and kNN (dashed), with 95% intervals."""
-    fig = Figure(figsize=(6, 3.8), layout="constrained")
+def plot_label_efficiency(curves: dict, labeled: dict[str, float], path: Path, all_note: str = "") -> None:
+    """Top-1 against K (log axis) for FCMAE and scratch, fine-tuned (solid) and kNN (dashed), with 95% intervals:
+    ``curves[probe][K label] = (FCMAE, scratch)``, ``labeled[K label]`` the labeled images per class it stands for.
+    K=all stands apart, unjoined (its runs train other epochs, ``all_note``)."""
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.subplots()
     for probe_name, ls in (("fine-tuned", "-"), ("kNN", "--")):
-        labels = list(curves[probe_name])
-        x = range(len(labels))
+        finite = [k for k in curves[probe_name] if k != "all"]
         for i, (init, marker) in enumerate((("FCMAE", "o"), ("scratch", "s"))):
-            shifted = [v + (0.04 if i else -0.04) for v in x]
-            estimates = [curves[probe_name][k][i] for k in labels]
-            _errorbar(ax, shifted, estimates, marker=marker, ls=ls, label=f"{init}, {probe_name}")
-            _run_dots(ax, shifted, estimates, ax.lines[-1].get_color())
-        ax.set_xticks(list(x), [f"K={k}" for k in labels])
-    ax.set(xlabel="labeled images per class", ylabel="val top-1 (%)",
+            color, label = f"C{2 * (probe_name == 'kNN') + i}", f"{init}, {probe_name}"
+            for part in (finite, [k for k in curves[probe_name] if k == "all"]):
+                if part:
+                    x = [labeled[k] * (0.96 if i == 0 else 1.04) for k in part]  # side by side, not over each other
+                    estimates = [curves[probe_name][k][i] for k in part]
+                    _errorbar(ax, x, estimates, marker=marker, ls=ls, color=color, label=label)
+                    _run_dots(ax, x, estimates, color)
+                    label = None  # one legend entry per line
+    ax.set_xscale("log")
+    ax.set_xticks(list(labeled.values()), [f"{k}\n({v:.0f})" if k == "all" else k for k, v in labeled.items()])
+    ax.minorticks_off()
+    ax.set(xlabel="labeled images per class, K (log scale)", ylabel="val top-1 (%)",
            title="FCMAE vs scratch (95% intervals; dots: single runs)")
+    if all_note:
+        ax.annotate(all_note, (0.99, 0.02), xycoords="axes fraction", ha="right", va="bottom", fontsize=7)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
     fig.savefig(path, dpi=100)
 
 
@@ -61,15 +71,33 @@ def plot_bars(groups: dict[str, dict[str, Estimate]], path: Path, title: str, xl
     fig.savefig(path, dpi=100)
 
 
+def _off_axis(rows: list[tuple[Estimate | None, float | None]]) -> dict[int, int]:
+    """Rows whose whole measured interval lies farther beyond every other number of the figure (and 0) than those
+    span: ``{row: +1 (right) or -1 (left)}``. Drawn at the axis' edge, such an outlier leaves the others readable."""
+    off = {}
+    for y, (e, paper) in enumerate(rows):
+        others = [0.0, *(x for i, (o, p) in enumerate(rows) if i != y
+                         for x in ((o.low, o.high) if o is not None else ()) + ((p,) if p is not None else ())),
+                  *((paper,) if paper is not None else ())]
+        span = max(others) - min(others)
+        if e is not None and e.low > max(others) + span:
+            off[y] = 1
+        elif e is not None and e.high < min(others) - span:
+            off[y] = -1
+    return off
+
+
 def differences_figure(rows: dict[str, tuple[Estimate | None, float | None]], title: str, xlabel: str,
-                       paper_label: str = "paper (ConvNeXt V2-B, ImageNet-1K)", dpi: int = 100) -> Figure:
+                       paper_label: str = "paper (ConvNeXt V2-B, ImageNet-1K: other model, data and budget)",
+                       dpi: int = 100) -> Figure:
     """A dot plot of differences, one row each, ``{label: (measured, paper)}``: the measured difference with its 95%
     interval (its value above it) and each run's own (small dots), and the paper's (an open diamond), either of them
     ``None`` where a row has only the other; the dashed line is 0, so a row reads "which side, and is 0 inside its
-    interval"."""
+    interval". A row far off every other (:func:`_off_axis`) is an arrow at the axis' edge with its numbers."""
     fig = Figure(figsize=(7.5, 1.5 + 0.42 * len(rows)), dpi=dpi, layout="constrained")
     ax = fig.subplots()
-    measured = [(y, e) for y, (e, _) in enumerate(rows.values()) if e is not None]
+    off = _off_axis(list(rows.values()))
+    measured = [(y, e) for y, (e, _) in enumerate(rows.values()) if e is not None and y not in off]
     papers = [(y, p) for y, (_, p) in enumerate(rows.values()) if p is not None]
     keys = {}  # legend entries, measured first
     for y, e in measured:
@@ -84,6 +112,11 @@ def differences_figure(rows: dict[str, tuple[Estimate | None, float | None]], ti
     ax.axvline(0, color="#5f6368", lw=1, ls="--")
     ends = [0.0, *(e.low for _, e in measured), *(e.high for _, e in measured), *(p for _, p in papers)]
     ax.set_xlim(min(ends) - 0.5, max(ends) + 0.8)
+    for y, side in off.items():  # at the edge, pointing the way the row lies, its numbers beside the arrow
+        edge = ax.get_xlim()[side > 0]
+        ax.plot(edge, y, ">" if side > 0 else "<", color="#1a73e8", ms=9, clip_on=False)
+        ax.annotate(f"{rows[list(rows)[y]][0]}: off the axis", (edge, y), xytext=(-12 * side, 0),
+                    textcoords="offset points", ha="right" if side > 0 else "left", va="center", fontsize=7)
     ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlabel(xlabel)
@@ -98,6 +131,10 @@ def plot_pretraining_knn(results: dict[str, RunResult], path: Path) -> None:
     ax = fig.subplots()
     for label, result in results.items():
         ax.plot(*result.series("knn_top1"), marker="o", label=label)
+    chance = {100 / len(r.config["classes"]) for r in results.values() if r.config.get("classes")}  # the kNN's
+    if len(chance) == 1:
+        ax.axhline(chance.pop(), color="#5f6368", lw=1, ls="--", label="chance")
+    ax.set_ylim(bottom=0)  # a flat curve looks flat
     ax.set(xlabel="pretraining epoch", ylabel="kNN val top-1 (%)", title="kNN monitor during FCMAE pretraining")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -19,12 +19,13 @@ from ..bootstrap import (
 from ..probes import KNN_TEMPERATURE
 from .collapse_table import collapse_cells, collapse_measurements, table_collapse
 from .evaluation import Evaluator
-from .figures import plot_bars, plot_label_efficiency, plot_pretraining_knn
+from .figures import differences_figure, plot_label_efficiency, plot_pretraining_knn
 from .grid import Cell, Scale, shot_label
 from .grn_table import grn_cells, table_grn
 from .report_rows import (
     LOSS_OF_TRAINING,
     PAPER,
+    PAPER_CODESIGN,
     PAPER_SPARSE_GAIN,
     Row,
     Table,
@@ -70,7 +71,10 @@ def table_label_efficiency(ev: Evaluator, output: Path) -> Table:
             curves[probe_name][label] = (a, b)
             lines.append(f"| {label} | {probe_name} | {shown(a)} | {shown(b)} | {shown(diff)} |")
             claims.append(f"- K={label}, {probe_name}: {verdict(diff, claim, both)}")
-    plot_label_efficiency(curves, output / "label_efficiency.png")
+    labeled = {shot_label(k): float(k or len(ev.labeled(k, 0)) / len(ev.classes)) for k in s.shots}  # per class
+    plot_label_efficiency(curves, labeled, output / "label_efficiency.png", all_note=(
+        f"K=all: FCMAE {s.pretrain_epochs} + {ev.grid.epochs(None, 'fcmae')} epochs, scratch "
+        f"{ev.grid.epochs(None, 'scratch')}") if None in s.shots else "")
     pretrained = pretraining_runs(ev)
     plot_pretraining_knn({f"V2 sparse, run {i}": run for i, run in enumerate(pretrained)},
                          output / "pretraining_knn.png")
@@ -115,7 +119,8 @@ def codesign_cells(scale: Scale) -> list[Cell]:
 def table_codesign(ev: Evaluator, output: Path) -> Table:
     k = ev.grid.scale.main_shot
     c = {(block, init): ev.finetuned(k, init, block) for block in ("v1", "v2") for init in ("scratch", "fcmae")}
-    rows, lines, bars = [], [], {}
+    rows, lines, gains = [], [], {}
+    paper_gain = {block: b - a for block, (a, b) in PAPER_CODESIGN["B"].items()}
     for block in ("v1", "v2"):
         scratch, fcmae = hierarchical_accuracy(c[(block, "scratch")]), hierarchical_accuracy(c[(block, "fcmae")])
         gain = difference(c[(block, "fcmae")], c[(block, "scratch")])
@@ -125,13 +130,17 @@ def table_codesign(ev: Evaluator, output: Path) -> Table:
                  Row("2", f"{name} FCMAE gain", "fine-tuned top-1", gain,
                      replicated(c[(block, "fcmae")], c[(block, "scratch")]), PAPER["codesign"])]
         lines.append(f"| {name} | {shown(scratch)} | {shown(fcmae)} | {shown(gain)} |")
-        bars[name] = {"scratch": scratch, "FCMAE": fcmae}
+        gains[f"FCMAE gain, {name} blocks"] = (gain, paper_gain[name])
     # the interaction: (V2 FCMAE - V2 scratch) - (V1 FCMAE - V1 scratch), each arm's pretraining runs drawn on their
     # own, the fine-tuning seeds (the labeled images) once for all four
     arms = [c[("v2", "fcmae")], c[("v2", "scratch")], c[("v1", "fcmae")], c[("v1", "scratch")]]
     extra = hierarchical_contrast([arm * 100.0 for arm in arms], (1, -1, -1, 1), paired_seeds=True)
     rows.append(Row("2", "V2 gain - V1 gain", "fine-tuned top-1", extra, replicated(*arms), PAPER["codesign"]))
-    plot_bars(bars, output / "codesign.png", f"co-design: fine-tuned at K={k}", xlabel="block design")
+    gains["V2 gain minus V1 gain"] = (extra, paper_gain["V2"] - paper_gain["V1"])
+    differences_figure(gains, f"co-design: FCMAE's gain over scratch, fine-tuned at K={k}",
+                       "FCMAE's top-1 minus scratch's (points; > 0: FCMAE better)",
+                       paper_label="paper (ConvNeXt V1-B and V2-B, ImageNet-1K: other models, data and budget)"
+                       ).savefig(output / "codesign.png")
     section = f"""## 2. Co-design: FCMAE with V1 and V2 blocks (fine-tuned at K={k})
 
 FCMAE: {runs_described(ev, 'fcmae')} per block; scratch: {runs_described(ev, 'scratch')}. V1 blocks fine-tune with the
@@ -157,7 +166,7 @@ def sparse_cells(scale: Scale) -> list[Cell]:
 
 def table_sparse(ev: Evaluator, output: Path) -> Table:
     k = ev.grid.scale.main_shot
-    rows, lines, claims, bars = [], [], [], {}
+    rows, lines, claims, differences = [], [], [], {}
     for block in ("v1", "v2"):  # V1 first: the paper ran this ablation before GRN
         sparse_correct, dense_correct = ev.finetuned(k, "fcmae", block), ev.finetuned(k, "fcmae-denseconv", block)
         sparse, dense = hierarchical_accuracy(sparse_correct), hierarchical_accuracy(dense_correct)
@@ -173,9 +182,11 @@ def table_sparse(ev: Evaluator, output: Path) -> Table:
         reading = verdict(diff, "the sparse encoder beats dense convolution", both,
                           paper=PAPER_SPARSE_GAIN if block == "v1" else None)
         claims.append(f"- {name}: {reading}")
-        bars[name] = {"sparse conv": sparse, "dense conv": dense}
-    plot_bars(bars, output / "sparse_vs_dense.png", f"sparse vs dense-conv FCMAE: fine-tuned at K={k}",
-              xlabel="block design")
+        differences[f"{name} blocks"] = (diff, PAPER_SPARSE_GAIN if block == "v1" else None)
+    differences_figure(differences, f"sparse vs dense-conv FCMAE encoder, fine-tuned at K={k}",
+                       "sparse minus dense-conv top-1 (points; > 0: sparse better)",
+                       paper_label="paper (ConvNeXt V1-B, ImageNet-1K: other model, data and budget)"
+                       ).savefig(output / "sparse_vs_dense.png")
     section = f"""## 3. Sparse vs dense convolution in the FCMAE encoder (fine-tuned at K={k})
 
 Each arm: {runs_described(ev, 'fcmae')}. Dense conv: the same encoder convolving the zero-filled image. The paper ran
