@@ -32,7 +32,8 @@ from .masking import effective_mask_ratio
 from .report_folder import check_report_folder, claim_report_folder
 from .reproduce.evaluation import Evaluator
 from .reproduce.figures import plot_pretraining_knn
-from .reproduce.grid import SWEEP, Grid, Recipe, Scale, check_enough_images
+from .reproduce.grid import Grid, Scale, check_enough_images
+from .reproduce.recipes import Recipe, sweep_trials
 from .reproduce.records import RECORDS_FOLDER
 from .reproduce.sweep import run_sweep, trial_names
 from .rundir import RunDir
@@ -113,7 +114,7 @@ def _own_runs(grid: Grid, k: int) -> list[str]:
     """Every run directory the demo may write: its pretraining, the sweep's trials, and both arms under any recipe
     the sweep can choose."""
     names = {grid.pretrain_name("v2", sparse=True, seed=0), *trial_names(grid, k)}
-    names |= {grid.finetune_name(k, init, recipe=recipe) for init in RECIPES for recipe in SWEEP}
+    names |= {grid.finetune_name(k, init, recipe=recipe) for init in RECIPES for recipe in sweep_trials(init)}
     return sorted(names)
 
 

@@ -209,11 +209,12 @@ def test_reproduce_smoke_trains_in_pieces_writes_every_table_and_resumes(tinted,
     # a second invocation finds every run finished (no checkpoint is written again) and writes the same numbers
     first = (out / "results.csv").read_text()
     checkpoints = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoint-*.pt")}
-    # 8 pretrainings (V1/V2 x sparse/dense x 2 runs), 12 sweep trials, 26 fine-tunings (FCMAE 4 per cell, scratch 2):
+    # 8 pretrainings (V1/V2 x sparse/dense x 2 runs), 18 sweep trials (scratch's 6 recipes also without layer decay),
+    # 26 fine-tunings (FCMAE 4 per cell, scratch 2):
     # K=4 and K=all x (V2 FCMAE + scratch), V1 FCMAE + scratch, V1 and V2 dense conv; the GRN table: 4 pretrainings
     # (nothing or CBAM in GRN's place x 2 runs) and 16 fine-tunings (those two, GRN removed or added at fine-tuning);
     # the transfer table: 2 tasks x 4 inits, one run each, from 3 init runs of its own (V2, V1 FCMAE, supervised)
-    assert len(checkpoints) == 8 + 12 + 26 + 4 + 16 + 8 + 3
+    assert len(checkpoints) == 8 + 18 + 26 + 4 + 16 + 8 + 3
     assert {"segment V2 FCMAE - random init", "detect V2 FCMAE - V1 FCMAE"} <= {r["row"] for r in rows
                                                                                  if r["table"] == "6"}
     run_reproduce("smoke", str(tinted), out, seeds=2, pretrain_seeds=2)
@@ -434,7 +435,8 @@ def test_the_grid_trains_each_pretrainings_runs_together(tmp_path):
     """A piece that stops leaves at most one pretraining with fine-tuning runs still to train (another machine must
     train that one again): the cpu grid's runs come grouped by the pretraining they start from."""
     from cnx2lite.reproduce import _training_order
-    from cnx2lite.reproduce.grid import SCALES, Grid, Recipe
+    from cnx2lite.reproduce.grid import SCALES, Grid
+    from cnx2lite.reproduce.recipes import Recipe
 
     folder = make_image_folder(tmp_path / "images")
     grid = Grid(SCALES["cpu"], str(folder), tmp_path / "out", recipes={"fcmae": Recipe(1e-3), "scratch": Recipe(1e-3)})

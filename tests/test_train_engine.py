@@ -428,20 +428,24 @@ def test_the_default_path_trains_what_the_reference_path_trains(images, tmp_path
 
 def test_quick_demo_sweep_chooses_each_arms_recipe_on_the_tuning_split(images, tmp_path):
     from cnx2lite.demo import run_demo
-    from cnx2lite.reproduce.grid import SWEEP
+    from cnx2lite.reproduce.recipes import SWEEP
 
     report = run_demo(str(images), tmp_path / "demo", quick=True, sweep=True).read_text()
     sweep = (tmp_path / "demo" / "sweep.md").read_text()
     rows = [line for line in sweep.splitlines() if line.startswith("| lr")]
-    assert len(rows) == len(SWEEP) and sum(line.count("**chosen**") for line in rows) == 2, sweep
+    # scratch also tries every recipe without layer decay (referee review F8); FCMAE has no such row
+    assert len(rows) == 2 * len(SWEEP) and sum(line.count("**chosen**") for line in rows) == 2, sweep
+    assert all(line.split(" | ")[1] == "not tried" for line in rows if "-ld1 " in line), sweep
     assert "chosen on the\ntuning split by the sweep of this run" in report or "the sweep of this run" in report
     runs = sorted(p.name for p in (tmp_path / "demo" / "runs").iterdir())
-    assert sum(name.endswith("-tune") for name in runs) == 2 * len(SWEEP), runs
-    for name in runs:  # every sweep trial scored on the tuning split, never on val/
+    assert sum(name.endswith("-tune") for name in runs) == 3 * len(SWEEP), runs
+    for name in runs:  # every sweep trial scored on the tuning split, never on val/, with the layer decay it names
         config = json.loads((tmp_path / "demo" / "runs" / name / "config.json").read_text())
         if name.startswith("finetune"):
             assert config["eval_split"] == ("tune" if name.endswith("-tune") else "val")
             assert config["tune_fraction"] > 0 and config["image_selection"] == "random"
+            assert config["layer_decay"] == (1.0 if "-ld1" in name else 0.9), name
+            assert "-ld1" not in name or "-scratch-" in name, name
 
 
 def test_an_image_unreadable_mid_epoch_stops_in_one_line_and_the_run_can_start_again(tmp_path):

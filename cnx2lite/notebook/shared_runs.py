@@ -24,7 +24,8 @@ from ..arguments import check_folder_name
 from ..data import REPO, resolve_data_root
 from ..imagenette import find_or_download
 from ..reproduce.grid import SCALES as GRID_SCALES
-from ..reproduce.grid import Grid, Recipe, Scale
+from ..reproduce.grid import Grid, Scale
+from ..reproduce.recipes import Recipe
 from ..rundir import run_directory_of
 from ..writing import print_line
 from .run_scale import scale

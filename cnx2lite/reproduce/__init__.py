@@ -54,7 +54,8 @@ from ..masking import effective_mask_ratio
 from ..report_folder import check_report_folder, claim_report_folder
 from ..train.run_log import read_metrics
 from .evaluation import Evaluator
-from .grid import FINETUNED_LAYER_DECAY, SCALES, BudgetSpent, Cell, Grid, Scale, check_enough_images, shot_label
+from .grid import SCALES, BudgetSpent, Cell, Grid, Scale, check_enough_images, shot_label
+from .recipes import FINETUNED_LAYER_DECAY
 from .records import RECORDS_FOLDER, Records
 from .report_rows import RESULTS_COLUMNS
 from .sweep import run_sweep, trial_names
@@ -216,6 +217,8 @@ def _header(scale_name: str, scale: Scale, grid: Grid, ev: Evaluator, stopped: s
         intervals = (f"95% bootstrap ({RESAMPLES:,} resamples) with one fine-tuning seed: the scratch arms have one "
                      f"run each, so their intervals and every difference with them cover the val images only: they "
                      f"say whether these trained models differ on new images, not whether the method wins when rerun")
+    decays = (", ".join(f"{init} {recipe.layer_decay:g}" for init, recipe in grid.recipes.items()) + " (the sweep's "
+              "choice; every other pretrained init as fcmae)" if grid.recipes else f"{FINETUNED_LAYER_DECAY:g}")
     return f"""# cnx2lite reproduce --scale {scale_name}
 
 Written by `cnx2lite reproduce --scale {scale_name} --pretrain-seeds {scale.pretrain_seeds} --seeds \
@@ -227,7 +230,7 @@ Written by `cnx2lite reproduce --scale {scale_name} --pretrain-seeds {scale.pret
   mask ratio {ratio}; at {scale.img_size} px the visible cells round down, so
   {effective_mask_ratio(scale.img_size, ratio):.3f} of each image is masked.
 - Fine-tuning: K labeled images per class, a random pick per seed from train/ less the tuning split; epochs {epochs};
-  every init with layer-wise lr decay {FINETUNED_LAYER_DECAY}.
+  layer-wise lr decay {decays}.
 - Replication: {scale.pretrain_seeds} pretraining run(s) per pretrained arm x {scale.finetune_seeds} fine-tuning
   seed(s) each; scratch: {scale.finetune_seeds} seed(s).
 - Intervals: {intervals}.

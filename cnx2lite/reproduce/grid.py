@@ -17,6 +17,7 @@ from ..train import RunResult, TrainConfig, load_preset, train
 from ..train.run_data import fingerprint
 from ..train.run_log import last_epoch, read_metrics
 from ..writing import print_line
+from .recipes import FINETUNED_LAYER_DECAY, Recipe
 from .records import RECORDS_FOLDER, Records
 
 # what the GRN table puts in GRN's place, at the cpu and gpu scales (arch_options names)
@@ -86,32 +87,7 @@ SCALES = {
     "gpu": Scale("convnextv2_atto", 224, 100, 128, 512, shots=(10, 50, None), main_shot=50,
                  finetune_epochs={10: 200, 50: 100, None: 50}, workers=8, preset="imagenette-gpu"),
 }
-FINETUNED_LAYER_DECAY = 0.9  # the paper's fine-tuning of atto..nano, for every arm: one optimizer for all
 TUNE_FRACTION = 0.1  # of every class of train/, carved out to choose recipes on (never val/); no labeled subset uses it
-REGULARIZATION = {  # the fine-tuning augmentation and regularization a recipe takes
-    "paper": dict(rand_augment="rand-m9-mstd0.5-inc1", reprob=0.25, drop_path=0.1, label_smoothing=0.1),
-    "none": dict(rand_augment=None, reprob=0.0, drop_path=0.0, label_smoothing=0.0),
-}
-SWEEP_LRS = (2.5e-4, 1e-3, 4e-3)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A fine-tuning recipe of the sweep: peak lr and regularization (one of :data:`REGULARIZATION`). Every recipe warms
-    up over the first eighth of its epochs; layer-wise lr decay is :data:`FINETUNED_LAYER_DECAY` for every run."""
-
-    lr: float
-    regularization: str = "paper"
-
-    @property
-    def name(self) -> str:
-        return f"lr{self.lr:g}-{self.regularization}"
-
-    def settings(self, epochs: int) -> dict:
-        return dict(lr=self.lr, warmup_epochs=max(1, epochs // 8), **REGULARIZATION[self.regularization])
-
-
-SWEEP = tuple(Recipe(lr, reg) for reg in REGULARIZATION for lr in SWEEP_LRS)  # the same trials for every arm
 
 
 def shot_label(k: int | None) -> str:
@@ -193,9 +169,9 @@ class Grid:
                  weights: bool = False) -> RunResult:
         """Fine-tune on ``k`` labeled images per class (None: all) from ``init``: 'scratch', 'fcmae' or
         'fcmae-denseconv' (pretraining run ``pretrain_seed``), with ``recipe`` (default: the one chosen for ``init``,
-        else the preset's, with layer-wise lr decay for every init). The labeled images are a random pick per seed
-        from train/ less the tuning split; ``tune`` scores on the tuning split instead of val/ (the sweep). With few
-        labels, batches of at most 32 give more optimizer steps per image. Scratch with every label trains for the
+        else the preset's with :data:`.recipes.FINETUNED_LAYER_DECAY`). The labeled images are a random pick per
+        seed from train/ less the tuning split; ``tune`` scores on the tuning split instead of val/ (the sweep). With
+        few labels, batches of at most 32 give more optimizer steps per image. Scratch with every label trains for the
         pretraining's epochs too (:meth:`epochs`). ``tuned``: fine-tune that architecture instead of ``block``'s.
         ``weights``: as for :meth:`pretrain`."""
         name, config = self.finetune_config(k, init, block, seed, recipe, tune, pretrain_seed, tuned)
@@ -211,9 +187,9 @@ class Grid:
         config = dataclasses.replace(
             self._common(name, seed, epochs, "finetune"), **arch_options(tuned or block),
             images_per_class=k or s.images_per_class,
-            ema_decay=0.0, layer_decay=FINETUNED_LAYER_DECAY, image_selection="random", tune_fraction=TUNE_FRACTION,
+            ema_decay=0.0, image_selection="random", tune_fraction=TUNE_FRACTION,
             eval_split="tune" if tune else "val", batch_size=s.batch_size if k is None else min(s.batch_size, 32),
-            **(recipe.settings(epochs) if recipe else {}))
+            **(recipe.settings(epochs) if recipe else {"layer_decay": FINETUNED_LAYER_DECAY}))
         if init != "scratch":
             config.pretrained = str(self.output / "runs" / self.pretrain_name(block, init == "fcmae", pretrain_seed))
         return name, config
