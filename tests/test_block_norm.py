@@ -162,3 +162,50 @@ def test_grn_removed_or_added_at_fine_tuning():
     broken = {k: v for k, v in v2.state_dict().items() if ".grn." not in k}
     with pytest.raises(ValueError, match="grn"):
         load_pretrained(create_model("convnextv2_atto", num_classes=0), broken, grn_change=True)
+
+
+def test_grn_changes_at_fine_tuning_only_where_the_block_norm_is_named(tmp_path, capsys, one_thread):
+    """QA round 22 B03/B02/B05: a V2 encoder pretrained without GRN, fine-tuned with the default block norm, got 12
+    GRNs it never had, silently; GRN removed or added on request said nothing; resuming a V2 run spelled 'grn' instead
+    of its 'auto' was refused as another architecture."""
+    from cnx2lite.train import finetune, pretrain
+    from conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "images")
+    common = dict(data=str(folder), output=str(tmp_path / "runs"), epochs=1, batch_size=4)
+    without = pretrain("smoke", name="pre-none", block_norm="none", **common).run_dir
+    with pytest.raises(ValueError, match=r"block_norm: saved 'none', model 'grn'.*--block-norm"):
+        finetune("smoke", name="ft-auto", pretrained=str(without), **common)
+    capsys.readouterr()
+    added = finetune("smoke", name="ft-grn", pretrained=str(without), block_norm="grn", **common)
+    assert "weights: GRN added" in capsys.readouterr().out and added.config["block_norm"] == "grn"
+    with_grn = pretrain("smoke", name="pre-v2", **common).run_dir
+    finetune("smoke", name="ft-none", pretrained=str(with_grn), block_norm="none", **common)
+    assert "weights: GRN removed" in capsys.readouterr().out
+    resumed = pretrain("smoke", name="pre-v2", block_norm="grn", resume="auto", **common)  # the same run, finished
+    assert [row["epoch"] for row in resumed.history if row["kind"] == "epoch"] == [1]
+    with pytest.raises(ValueError, match="block_norm: 'auto' -> 'none'"):  # another architecture still is refused
+        pretrain("smoke", name="pre-v2", block_norm="none", resume="auto", **common)
+
+
+def test_a_record_or_a_resume_compares_block_norm_auto_as_the_block_styles_own():
+    from cnx2lite.train.config_files import comparable
+
+    assert comparable({"block": "v2", "block_norm": "auto"}) == comparable({"block": "v2", "block_norm": "grn"})
+    assert comparable({"block": "v1", "block_norm": None}) == {"block": "v1", "block_norm": "none"}
+    assert comparable({"block": "v1", "block_norm": "auto"}) != comparable({"block": "v1", "block_norm": "grn"})
+    assert comparable({"lr": (1, 2)}) == {"lr": [1, 2]}  # JSON's types, as config.json holds them
+
+
+@pytest.mark.parametrize("task, settings, values", [
+    ("pretrain", dict(img_size=64, batch_size=1), 1),  # 2x2 cells, 1 of them visible at mask ratio 0.6
+    ("finetune", dict(img_size=32, batch_size=1), 1),  # a 1x1 last stage
+])
+def test_batchnorm_that_would_see_one_value_per_channel_is_refused(task, settings, values):
+    """QA round 22 B09: it trained, putting out its bias whatever the input, its running variance 0.9^steps."""
+    from cnx2lite.train import load_preset
+
+    with pytest.raises(ValueError, match=f"BatchNorm would see {values} value per channel"):
+        load_preset("smoke", task=task, block_norm="bn", **settings)
+    load_preset("smoke", task=task, block_norm="bn", **{**settings, "batch_size": 2})  # two values: it normalizes
+    load_preset("smoke", task=task, **settings)  # GRN's statistics are per sample: nothing to refuse

@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import data
 from ..allocator import release_freed_memory
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
-from ..models.convnextv2 import BLOCK_STYLES
+from ..models.convnextv2 import BLOCK_STYLES, default_block_norm
 from ..rundir import RunDir
 from ..train import RunResult, TrainConfig, load_preset, train
 from ..train.run_data import fingerprint
@@ -184,8 +184,11 @@ class Grid:
         recipe = self._recipe(init, recipe)
         name = self.finetune_name(k, init, block, seed, recipe, tune, pretrain_seed, tuned)
         s, epochs = self.scale, self.epochs(k, init)
+        options = arch_options(tuned or block)
+        if tuned:  # GRN removed or added at fine-tuning: loading changes GRN only where the block norm is named
+            options.setdefault("block_norm", default_block_norm(options["block"]))
         config = dataclasses.replace(
-            self._common(name, seed, epochs, "finetune"), **arch_options(tuned or block),
+            self._common(name, seed, epochs, "finetune"), **options,
             images_per_class=k or s.images_per_class,
             ema_decay=0.0, image_selection="random", tune_fraction=TUNE_FRACTION,
             eval_split="tune" if tune else "val", batch_size=s.batch_size if k is None else min(s.batch_size, 32),

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..rundir import RunResult, run_directory_of
 from ..torch_files import read_torch_file
+from ..train.config_files import comparable
 from ..train.run_log import last_epoch, read_metrics
 from ..writing import check_folder_creatable, make_folder
 
@@ -88,8 +89,9 @@ class Records:
             return False
         recorded = self.run(name).config.get("requested", {})  # a damaged record raises here
         if settings is not None:
+            mine, theirs = comparable(settings), comparable(recorded)
             differ = [key for key in settings if key not in PATH_SETTINGS and key in recorded
-                      and json.loads(json.dumps(settings[key])) != recorded[key]]
+                      and mine[key] != theirs[key]]
             if differ:
                 shown = ", ".join(f"{key} {recorded[key]!r} recorded, {settings[key]!r} here" for key in differ[:3])
                 raise RecordMismatch(f"the record of {name} in {self.root} was trained with other settings ({shown}): "

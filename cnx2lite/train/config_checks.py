@@ -15,7 +15,7 @@ from ..amp import AMP_MODES, check_device_name
 from ..arguments import check_folder_name, expand_user, typed
 from ..data import SELECTIONS
 from ..layers import BLOCK_NORMS, GRN_AGGREGATIONS
-from ..masking import check_mask_ratio
+from ..masking import check_mask_ratio, mask_grid, num_visible
 from ..models import VARIANTS
 from ..models.convnextv2 import BLOCK_STYLES, default_block_norm
 from ..rundir import RUN_TASKS
@@ -81,6 +81,7 @@ def check_config(config: Any) -> None:
         check_mask_ratio(config.mask_ratio, config.img_size)
     if config.task in DENSE_TASKS:
         _check_dense(config)
+    _check_batchnorm_values(config)
     if config.name is not None:
         check_folder_name(config.name, "name", "the run lives in <output>/<name> (put the parent folders in output)")
     if config.resume not in (None, "auto") and not Path(config.resume).is_file():
@@ -115,6 +116,21 @@ def _check_no_ops(config: Any) -> None:
     if config.layer_decay_mode == "group" and config.layer_decay == 1.0:
         raise ValueError("layer_decay_mode 'group' sets which layers share a layer-decay scale, but layer_decay is "
                          "1.0 (off): give layer_decay < 1 (e.g. 0.8), or layer_decay_mode 'single'")
+
+
+def _check_batchnorm_values(config: Any) -> None:
+    """BatchNorm in GRN's place normalizes each channel over a micro-batch's (visible) positions: where the last stage
+    holds one value per channel it outputs its bias whatever the input, and its running variance never measures
+    anything (torch's BatchNorm refuses such a batch; ours would train on)."""
+    if default_block_norm(config.block, config.block_norm) != "bn":
+        return
+    h, w = mask_grid(config.img_size)  # the last stage's map: one position per 32 px cell
+    positions = num_visible(h * w, config.mask_ratio) if config.task == "pretrain" and config.sparse_encoder else h * w
+    if config.batch_size * positions < 2:
+        raise ValueError(f"block_norm 'bn': the last stage's BatchNorm would see {config.batch_size * positions} value "
+                         f"per channel in a training step (batch_size {config.batch_size} x {positions} "
+                         f"{'visible ' if config.task == 'pretrain' else ''}position(s) at img_size "
+                         f"{config.img_size}), so it would normalize nothing: raise batch_size or img_size")
 
 
 def _check_dense(config: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import data
 from ..arguments import checked_path
+from ..models.convnextv2 import default_block_norm
 from ..rundir import resolve_checkpoint
 from .config import FIELDS, TrainConfig, check_overrides, fields_for, fit_overrides, resolve_batch_and_lr, start_field
 from .config_checks import check_task
@@ -163,3 +164,13 @@ RECORDED = ("requested", "world_size", "effective_batch", "data_folder", "data_f
 def as_json(value: Any) -> Any:
     """``value`` as a ``config.json`` holds it (tuples as lists), to compare a config with a saved one."""
     return json.loads(json.dumps(value))
+
+
+def comparable(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (a config's ``to_dict()`` or a saved one) as runs are compared, resumed or matched with their
+    records: JSON's types, and ``block_norm`` "auto" (or None) spelled as the block style's own, so that "auto" and
+    "grn" in V2 blocks are one architecture."""
+    settings = as_json(settings)
+    if "block_norm" in settings:
+        settings["block_norm"] = default_block_norm(settings.get("block", "v2"), settings["block_norm"])
+    return settings

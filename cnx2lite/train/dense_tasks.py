@@ -22,7 +22,6 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from torchmetrics.detection import MeanAveragePrecision
 
 from .. import transforms
-from ..checkpoints import load_pretrained
 from ..dense.composites import CompositeDataset, detection_target
 from ..dense.formats import IGNORE_INDEX
 from ..dense.heads import UperNet, mask_rcnn
@@ -55,7 +54,7 @@ class DenseTask(Task):
         backbone = create_model(c.model, num_classes=0, stage_norms=True, drop_path_rate=c.drop_path, block=c.block,
                                 grn_aggregation=c.grn_aggregation, block_norm=c.block_norm, in_chans=c.in_chans)
         if c.pretrained:
-            load_pretrained(backbone, c.pretrained, skip_head=True, grn_change=True)
+            self.load_encoder(backbone, c.pretrained)
         backbone.norm = nn.Identity()  # the heads read the stage norms: a final norm would get no gradient (DDP)
         return backbone
 

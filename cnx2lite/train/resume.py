@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..rundir import CHECKPOINT_PATTERN, RunDir, load_checkpoint
 from .config import TrainConfig, start_field
 from .config_checks import WHOLE_SPLIT_IGNORES
-from .config_files import as_json
+from .config_files import comparable
 from .ema import ModelEma
 from .run_log import last_epoch, read_metrics
 
@@ -55,10 +55,10 @@ def changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     """The non-runtime fields where ``config`` differs from ``saved`` (a checkpoint's config, or a ``config.json``),
     as 'name: old -> new'; compared as JSON holds them, so a tuple equals the list it was saved as. Settings the run's
     data ignores (an ADE20K or COCO folder's :data:`~.config_checks.WHOLE_SPLIT_IGNORES`) are no change."""
-    current = as_json(config.to_dict())
+    current, recorded = comparable(config.to_dict()), comparable(saved)
     ignored = RUNTIME_FIELDS | (set(WHOLE_SPLIT_IGNORES) if config.dense_format in ("ade20k", "coco") else set())
     return [f"{name}: {saved[name]!r} -> {current[name]!r}" for name in current
-            if name not in ignored and name in saved and as_json(saved[name]) != current[name]]
+            if name not in ignored and name in saved and recorded[name] != current[name]]
 
 
 def checkpoint_to_resume(run_dir: RunDir, config: TrainConfig,

@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..amp import autocast
+from ..checkpoints import load_pretrained
+from ..models.convnextv2 import ConvNeXtV2
 from .config import TrainConfig
 from .distributed import Dist, all_reduce_sum, gather_lists
 from .loader import move_to
@@ -30,13 +32,22 @@ class Task:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+        self.weight_notes: list[str] = []  # what loading the pretrained weights changed (:meth:`load_encoder`)
 
     def build_model(self, num_classes: int) -> nn.Module:
         raise NotImplementedError
 
+    def load_encoder(self, model: ConvNeXtV2, source: str) -> None:
+        """``source``'s weights into ``model`` (its classifier left out), noting what the load changed. GRN is removed
+        or added (the paper's "GRN at fine-tuning") only where the config names the block norm (``none``, ``grn``):
+        with ``auto`` the source's recorded block norm must be the model's, as every other architecture setting."""
+        result = load_pretrained(model, source, skip_head=True, grn_change=self.config.block_norm != "auto")
+        self.weight_notes = [f"weights: {note}" for note in result.notes]
+
     def notes(self) -> list[str]:
-        """What a run of this task should say about its settings before it trains (none by default)."""
-        return []
+        """What a run of this task should say about its settings before it trains: what loading its weights
+        changed."""
+        return list(self.weight_notes)
 
     def train_transform(self) -> Callable:
         """The transform of a training image file (PIL image -> tensor)."""

@@ -164,7 +164,7 @@ class FinetuneTask(Task):
                              block_norm=c.block_norm,
                              in_chans=c.in_chans)
         if c.pretrained:
-            load_pretrained(model, c.pretrained, skip_head=True, grn_change=True)
+            self.load_encoder(model, c.pretrained)
         self.mixup_fn = build_mixup(num_classes, c.mixup, c.cutmix, c.label_smoothing)
         self.criterion = build_criterion(self.mixup_fn, c.label_smoothing)
         return model
