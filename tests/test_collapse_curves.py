@@ -212,6 +212,14 @@ def test_snapshots_along_training_and_the_budget_curve(folder, tmp_path, capsys,
     assert {r["encoder"] for r in rows if r["stat"] == "grn_change"} == {"V2"} and set(grn) == {"1", "2"}
     assert all(0 < value < 1 for value in grn.values()), grn  # it moved off the identity, a little
     assert (output / "collapse-along-training-64px.png").is_file()
+    with pytest.raises(SystemExit):  # a per-layer report beside it leaves it be (QA round 22 C10: it was deleted)
+        main(collapse_command(folder, output, "--encoder", "a=random"))
+    assert (output / "collapse.csv").is_file() and (output / "collapse-along-training-64px.png").is_file()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # a run and its last snapshot are one run (QA round 22 C03: two)
+        main(collapse_command(folder, output, "--encoder", f"V2={runs['v2']},{runs['v2']}/snapshot-epoch-0002.pt"))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "hold the same weights" in err and len(err.splitlines()) == 1, err
     with pytest.raises(SystemExit) as exit_info:  # a run without snapshots: one line saying how to get them
         main(collapse_command(folder, output, "--along-training", "--encoder", f"x={folder}"))
     err = capsys.readouterr().err.strip()

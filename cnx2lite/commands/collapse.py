@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import re
 import warnings
 from pathlib import Path
@@ -49,14 +50,14 @@ def parse_encoder(text: str) -> tuple[str, list[str]]:
         names = [name if name.startswith(RANDOM) else expand_user(name, "source") for name in names]
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-    trained = [_same_weights(name) for name in names if not name.startswith(RANDOM)]  # random: seeds differ
+    trained = [_weights_file(name) for name in names if not name.startswith(RANDOM)]  # random: seeds differ
     if len(set(trained)) != len(trained):
         raise argparse.ArgumentTypeError(f"{label.strip()!r} names a source twice: each run counts once in the "
                                          f"intervals; got {text!r}")
     return label.strip(), names
 
 
-def _same_weights(source: str) -> str:
+def _weights_file(source: str) -> str:
     """What ``source`` loads, however spelled: a run folder, its newest checkpoint and a path through ``..`` alike."""
     try:
         return str(Path(resolve_checkpoint(source)).resolve())
@@ -78,14 +79,25 @@ def load_encoders(specs: list[tuple[str, list[str]]], model: str | None,
             name, _, block = source.partition(":")
             net, _ = load_model(name, model, block or None, seed) if name == RANDOM else load_model(source, model)
             runs.append(net.to(device).eval())
+        for (i, first), (j, second) in itertools.combinations(enumerate(runs), 2):
+            if same_weights(first, second):
+                raise ValueError(f"--encoder {label!r}: {sources[i]} and {sources[j]} hold the same weights (a run "
+                                 "and a snapshot or copy of it?): each run counts once in the intervals")
         encoders[label] = runs
     return encoders
+
+
+def same_weights(first: nn.Module, second: nn.Module) -> bool:
+    """Whether two models hold equal weights, whatever files they came from."""
+    a, b = first.state_dict(), second.state_dict()
+    return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
 
 
 # The files a collapse writes, and so the only ones it clears from --output before writing (a stale figure of an
 # earlier collapse would sit beside new numbers; a user's own collapse-notes.md stays).
 COMMAND = "cnx2lite collapse"
-WRITTEN = re.compile(r"collapse(\.csv|\.md|-\d+px\.png|-along-training-\d+px\.(csv|png))")
+PER_LAYER = re.compile(r"collapse(\.csv|\.md|-\d+px\.png)")  # what a collapse writes, and what a rerun replaces
+ALONG_TRAINING = re.compile(r"collapse-along-training-\d+px\.(csv|png)")  # what one --along-training writes
 WRITTEN_GLOBS = ("collapse.csv", "collapse.md", "collapse-*px.png", "collapse-along-training-*px.*")
 
 
@@ -98,11 +110,12 @@ def check_output(output: Path) -> Path:
     return output
 
 
-def write_outputs(output: Path, files: dict[str, Callable[[Path], object]]) -> None:
-    """Once everything is measured: clear an earlier collapse's files from ``output``, then write each file
-    (``{name: writer(path)}``). A refused or failed measurement leaves the earlier results as they were."""
+def write_outputs(output: Path, files: dict[str, Callable[[Path], object]], replaced: re.Pattern) -> None:
+    """Once everything is measured: clear the files of an earlier collapse of the same kind (``replaced``: a figure
+    of a size not measured this time would be stale) from ``output``, then write each file (``{name: writer(path)}``).
+    The other kind's report stays; a refused or failed measurement leaves the earlier results as they were."""
     claim_report_folder(output, COMMAND)
-    for old in (p for p in output.iterdir() if WRITTEN.fullmatch(p.name) and p.is_file()):
+    for old in (p for p in output.iterdir() if replaced.fullmatch(p.name) and p.is_file()):
         old.unlink()
     for name, write in files.items():
         write(output / name)
@@ -163,12 +176,14 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
         files[f"collapse-along-training-{size}px.csv"] = functools.partial(
             collapse_along_training.write_along_training_csv, by_epoch, grn_change=grn)
         files[f"collapse-along-training-{size}px.png"] = lambda path, figure=figure: figure.savefig(path, dpi=100)
-    write_outputs(output, files)
+    write_outputs(output, files, ALONG_TRAINING)
     print(f"wrote {', '.join(files)} in {output}")
     return 0
 
 
 def run_collapse(args: argparse.Namespace) -> int:
+    if args.along_training and args.contrast:
+        raise ValueError("--contrast is not measured with --along-training: compare the encoders' curves")
     device = resolve_device(args.device)
     encoders = {} if args.along_training else load_encoders(args.encoder, args.model, device)
     labels = [label for label, _ in args.encoder]
@@ -181,7 +196,8 @@ def run_collapse(args: argparse.Namespace) -> int:
         if first == second:
             raise ValueError(f"--contrast {first} {second}: an encoder against itself differs by nothing; give two "
                              "different --encoder labels")
-        if [*map(_same_weights, sources[first])] == [*map(_same_weights, sources[second])]:  # 'random' twice: seed 0
+        if len(encoders[first]) == len(encoders[second]) and all(  # 'random' twice: seed 0 both times
+                same_weights(a, b) for a, b in zip(encoders[first], encoders[second])):
             raise ValueError(f"--contrast {first} {second}: both encoders load the same weights "
                              f"({','.join(map(str, sources[first]))}), so they differ by nothing; contrast encoders "
                              "of different sources")
@@ -190,8 +206,6 @@ def run_collapse(args: argparse.Namespace) -> int:
     refuse_output_inside(output, [folder / split for split in data.SPLITS], "--output")
     output = check_output(output)
     if args.along_training:
-        if args.contrast:
-            raise ValueError("--contrast is not measured with --along-training: compare the encoders' curves")
         return run_along_training(args, folder, output, device)
     curves, files = [], {}
     in_chans = input_channels([model for runs in encoders.values() for model in runs])
@@ -209,7 +223,7 @@ def run_collapse(args: argparse.Namespace) -> int:
         curves += measured
     report = collapse_curves.markdown(curves, args.contrast, list(files))
     write_outputs(output, {**files, "collapse.csv": lambda path: collapse_curves.write_csv(curves, args.contrast, path),
-                           "collapse.md": lambda path: path.write_text(report)})
+                           "collapse.md": lambda path: path.write_text(report)}, PER_LAYER)
     print(report)
     print(f"wrote collapse.csv, collapse.md and {', '.join(files)} in {output}")
     return 0
