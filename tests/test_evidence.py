@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import re
 import shutil
 import subprocess
@@ -323,6 +324,20 @@ def test_a_piece_records_its_finished_runs_and_a_retrained_run_must_match_its_re
     config = Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), out).pretrain_config("v2", True, 0)[1]
     with pytest.raises(RecordMismatch, match="trained with other settings"):
         Records(records).has_run("pretrain-v2-p0", {**config.to_dict(), "epochs": 7})
+    # a record of other settings whose weights a run needs: refused before training it again (QA round 22 R06: it
+    # trained first, then blamed "another machine or code version"), and a record without its settings is damaged
+    shutil.rmtree(out / "runs")
+    saved = json.loads((records / "pretrain-v2-p0" / "config.json").read_text())
+    saved["requested"]["mask_ratio"] = 0.75
+    (records / "pretrain-v2-p0" / "config.json").write_text(json.dumps(saved))
+    grid = Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), out)
+    with pytest.raises(RecordMismatch, match=r"other settings \(mask_ratio 0.75 recorded, 0.6 here\)"):
+        grid.pretrain("v2", weights=True)
+    assert not list(out.glob("runs/*/checkpoint-*.pt"))
+    del saved["requested"]
+    (records / "pretrain-v2-p0" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(RecordMismatch, match="damaged .*no 'requested' settings"):
+        grid.pretrain("v2")
 
 
 def test_reproduce_and_the_demo_never_overwrite_a_report_they_did_not_write(tinted, tmp_path):

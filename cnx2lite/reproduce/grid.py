@@ -268,6 +268,7 @@ class Grid:
         else:
             if self.deadline is not None and time.monotonic() > self.deadline and not finished:
                 raise BudgetSpent(f"the training budget of this invocation is spent before {name}")
+            self.records.has_run(name, config.to_dict())  # a record of other settings: refused before training again
             print_line(f"[reproduce] {name}")
             known = train(config)
             release_freed_memory()  # the run's image cache and activations: kept by this process otherwise

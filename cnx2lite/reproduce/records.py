@@ -87,7 +87,7 @@ class Records:
         settings raises :class:`RecordMismatch` instead of counting as this run."""
         if not all((self.root / name / file).is_file() for file in COPIED):
             return False
-        recorded = self.run(name).config.get("requested", {})  # a damaged record raises here
+        recorded = self.run(name).config["requested"]  # a damaged record raises here
         if settings is not None:
             mine, theirs = comparable(settings), comparable(recorded)
             differ = [key for key in settings if key not in PATH_SETTINGS and key in recorded
@@ -107,6 +107,8 @@ class Records:
             history = read_metrics(folder / "metrics.csv")
             if (last := last_epoch(history)) is None or last < config["epochs"]:
                 raise ValueError(f"its metrics.csv ends before epoch {config['epochs']}")
+            if not isinstance(config.get("requested"), dict):  # what a run is matched with its record on
+                raise ValueError("its config.json has no 'requested' settings")
         except (ValueError, KeyError, TypeError) as e:
             raise RecordMismatch(f"the record {folder} is damaged ({e}): remove it to train the run again") from None
         return RunResult(folder, history, None, config=config)
