@@ -270,8 +270,21 @@ def _number(x: float, sign: str = "") -> str:
     return f"{x:{sign}.3f}" if x == 0 or abs(x) >= 5e-4 else f"{x:{sign}.1e}"
 
 
-def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], figures: Sequence[str]) -> str:
-    """The tables (mean over blocks per encoder and statistic; each contrast with its verdict) and figures."""
+def rank_ceilings(dims: Sequence[int], images: int, size: int, positions: int = POSITIONS) -> dict[int, float]:
+    """``{stage: the most "effective rank / channels" can be}`` where the sample bounds it below 1: a stage's MLP has
+    ``4 x dim`` channels, and ``images`` x ``positions`` (at most its map's) centered rows span ``rows - 1`` of them."""
+    ceilings = {}
+    for stage, dim in enumerate(dims, start=1):
+        rows = images * min(positions, (size // 2 ** (stage + 1)) ** 2)
+        if rows - 1 < 4 * dim:
+            ceilings[stage] = (rows - 1) / (4 * dim)
+    return ceilings
+
+
+def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], figures: Sequence[str],
+             ceilings: Mapping[int, Mapping[int, float]] | None = None) -> str:
+    """The tables (mean over blocks per encoder and statistic; each contrast with its verdict), per size the stages
+    whose effective rank the sample bounds (``ceilings[size]``: :func:`rank_ceilings`), and figures."""
     lines = []
     for size in sorted({c.img_size for c in curves}):
         lines += [f"### {size} px", "", "| encoder | after | runs | " + " | ".join(LABELS[s] for s in STATS) + " |",
@@ -294,6 +307,10 @@ def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], fig
                     cells.append(f"{_number(e.value, '+')} [{_number(e.low, '+')}, {_number(e.high, '+')}]: "
                                  f"{verdict(e, a.label)}")
                 lines.append(f"| {a.label} - {b.label} | {a.point.upper()} | " + " | ".join(cells) + " |")
+        if (ceiling := (ceilings or {}).get(size)):
+            lines += ["", "Effective rank / channels is bounded by the sample here, not by the encoders: at most "
+                      + ", ".join(f"{value:.3f} in stage {stage}" for stage, value in ceiling.items())
+                      + " (centered rows - 1 over channels); measure more --images to lift it."]
         lines.append("")
     lines += [f"![collapse curves]({name})" for name in figures]
     return "\n".join(lines) + "\n"

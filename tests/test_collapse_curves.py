@@ -215,6 +215,8 @@ def test_snapshots_along_training_and_the_budget_curve(folder, tmp_path, capsys,
     with pytest.raises(SystemExit):  # a per-layer report beside it leaves it be (QA round 22 C10: it was deleted)
         main(collapse_command(folder, output, "--encoder", "a=random"))
     assert (output / "collapse.csv").is_file() and (output / "collapse-along-training-64px.png").is_file()
+    assert "bounded by the sample here, not by the encoders: at most 0.294 in stage 1" in (
+        output / "collapse.md").read_text()  # 6 images x 8 positions: 47 / 160 channels (QA round 22 C13)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:  # a run and its last snapshot are one run (QA round 22 C03: two)
         main(collapse_command(folder, output, "--encoder", f"V2={runs['v2']},{runs['v2']}/snapshot-epoch-0002.pt"))
@@ -255,3 +257,12 @@ def test_a_share_too_small_for_three_decimals_is_not_printed_as_zero():
     from cnx2lite.collapse_curves import _number
     assert [_number(7e-5), _number(-7e-5, "+"), _number(0.0), _number(-0.0344, "+"), _number(5e-4)] == [
         "7.0e-05", "-7.0e-05", "0.000", "-0.034", "0.001"]
+
+
+def test_the_sample_bounds_the_effective_rank_where_it_holds_fewer_rows_than_channels():
+    """QA round 22 C13: 12 images at 64 px reach at most 47 / 1280 in atto's stage 4, whatever the encoder."""
+    from cnx2lite.collapse_curves import rank_ceilings
+
+    atto = (40, 80, 160, 320)
+    assert rank_ceilings(atto, 12, 64) == pytest.approx({1: 95 / 160, 2: 95 / 320, 3: 95 / 640, 4: 47 / 1280})
+    assert rank_ceilings(atto, 500, 96) == {}  # the report's 500 images: 4,000 rows in stage 4, over 1,280 channels
