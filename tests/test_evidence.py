@@ -460,3 +460,17 @@ def test_the_grid_trains_each_pretrainings_runs_together(tmp_path):
     finished = [name for i, name in enumerate(order) if i + 1 == len(order) or order[i + 1] != name]
     assert len(finished) == len(set(order)) == 24  # each group once: V1/V2 x sparse/dense and 8 alternatives, x 2
     assert sum(c.init == "scratch" for c, _, _ in runs) == 3 * 4  # K=10, 50, all; V1 at K=50
+
+
+def test_a_random_init_transfers_with_the_layer_decay_the_sweep_chose_for_scratch(tinted, tmp_path):
+    """Layer decay keeps pretrained layers near their weights; the random-init transfer arm follows scratch's sweep
+    (referee review F8), the pretrained arms keep the dense preset's 0.9."""
+    from cnx2lite.reproduce.grid import SCALES, Grid
+    from cnx2lite.reproduce.recipes import Recipe
+    from cnx2lite.reproduce.transfer_table import transfer_config
+
+    grid = Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), tmp_path / "out",
+                recipes={"fcmae": Recipe(1e-3), "scratch": Recipe(1e-3, layer_decay=1.0)})
+    assert transfer_config(grid, "segment", "scratch", 0).layer_decay == 1.0
+    assert transfer_config(grid, "segment", "fcmae", 0).layer_decay == 0.9
+    assert transfer_config(grid, "detect", "supervised", 0).layer_decay == 0.9

@@ -78,9 +78,11 @@ def init_run(grid: Grid, init: str, seed: int) -> tuple[str, TrainConfig] | None
 
 def transfer_config(grid: Grid, task: str, init: str, seed: int) -> TrainConfig:
     """The run: the scale's model on composites of train/ photos (less the tuning split), scored on composites of the
-    val/ photos the other tables score on, from ``init``'s weights, with the dense preset's recipe (layer decay 0.9)."""
+    val/ photos the other tables score on, from ``init``'s weights, with the dense preset's recipe (layer decay 0.9;
+    a random init with the layer decay the sweep chose for scratch: it has no pretrained layers to keep)."""
     s, t = grid.scale, grid.scale.transfer
     source, epochs = init_run(grid, init, seed), t.epochs[task]
+    scratch = grid.recipes.get("scratch") if init == "scratch" else None
     return load_preset(
         s.preset, task=task, model=s.model, img_size=t.img_size, data=grid.folder, seed=seed,
         output=str(grid.output / "runs"), name=transfer_name(task, init, seed), resume="auto",
@@ -89,6 +91,7 @@ def transfer_config(grid: Grid, task: str, init: str, seed: int) -> TrainConfig:
         batch_size=t.batch_size, head_channels=t.head_channels, epochs=epochs, num_workers=s.workers,
         eval_every=-(-epochs // s.eval_points), keep_last=1, progress=False,
         pretrained=None if source is None else str(grid.output / "runs" / source[0]),
+        **({"layer_decay": scratch.layer_decay} if scratch else {}),
         **arch_options("v1" if init == "fcmae-v1" else "v2"))
 
 
