@@ -50,8 +50,9 @@ class SweepResult:
                      "No chosen lr sits at the edge of the swept lrs.")
         extra = [init for init in inits if len(self.trials[init]) > len(SWEEP)]
         decay = (f" Layer-wise lr decay {FINETUNED_LAYER_DECAY:g} in every recipe" + (
-            f"; {' and '.join(extra)} also tried each with 1.0 ('-ld1': no decay; it keeps a pretrained encoder's "
-            f"early layers near their weights, which a random init has no reason for)" if extra else "") + ".")
+            f"; {' and '.join(extra)} also tried each without it ('-ld1', layer decay 1.0): decay keeps a "
+            f"pretrained encoder's early layers near their weights, which a random init has no reason for"
+            if extra else "") + ".")
         return (f"## Fine-tuning recipes, chosen on the tuning split\n\nK = {shot_label(self.k)} labeled images per "
                 f"class; every init tried the same {len(SWEEP)} recipes (lr x regularization; 'paper': RandAugment, "
                 f"random erasing 0.25, drop path 0.1, label smoothing 0.1; 'none': none of them), scored on the "
