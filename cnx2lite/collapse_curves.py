@@ -308,9 +308,10 @@ def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], fig
                                  f"{verdict(e, a.label)}")
                 lines.append(f"| {a.label} - {b.label} | {a.point.upper()} | " + " | ".join(cells) + " |")
         if (ceiling := (ceilings or {}).get(size)):
-            lines += ["", "Effective rank / channels is bounded by the sample here, not by the encoders: at most "
-                      + ", ".join(f"{value:.3f} in stage {stage}" for stage, value in ceiling.items())
-                      + " (centered rows - 1 over channels); measure more --images to lift it."]
+            lines += ["", "Effective rank / channels cannot exceed what the sample spans here, whatever the encoder: "
+                      "at most " + ", ".join(f"{value:.3f} in stage {stage}" for stage, value in ceiling.items())
+                      + " (sampled rows - 1 over channels; a bootstrap draw repeats some rows); more --images"
+                      " (or --positions, where a stage's map has more) lift it."]
         lines.append("")
     lines += [f"![collapse curves]({name})" for name in figures]
     return "\n".join(lines) + "\n"

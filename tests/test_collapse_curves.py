@@ -215,7 +215,7 @@ def test_snapshots_along_training_and_the_budget_curve(folder, tmp_path, capsys,
     with pytest.raises(SystemExit):  # a per-layer report beside it leaves it be (QA round 22 C10: it was deleted)
         main(collapse_command(folder, output, "--encoder", "a=random"))
     assert (output / "collapse.csv").is_file() and (output / "collapse-along-training-64px.png").is_file()
-    assert "bounded by the sample here, not by the encoders: at most 0.294 in stage 1" in (
+    assert "cannot exceed what the sample spans here, whatever the encoder: at most 0.294 in stage 1" in (
         output / "collapse.md").read_text()  # 6 images x 8 positions: 47 / 160 channels (QA round 22 C13)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:  # a run and its last snapshot are one run (QA round 22 C03: two)

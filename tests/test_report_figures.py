@@ -31,6 +31,21 @@ def test_a_row_far_off_the_others_is_an_arrow_at_the_edge_with_its_numbers():
     assert near.get_xlim()[1] > 10.0 and not [line for line in near.get_lines() if line.get_marker() == ">"]
 
 
+def test_only_a_row_that_would_squeeze_at_least_two_others_goes_off_the_axis():
+    """Review of the change: one row, two narrow rows, or a lone measured row beside the paper's were drawn as arrows
+    with no measured point left."""
+    def arrows(rows):
+        ax = differences_figure(rows, "t", "points").axes[0]
+        return [line.get_marker() for line in ax.get_lines() if line.get_marker() in ("<", ">")]
+
+    assert arrows({"one": (_estimate(20.0, 19.0, 21.0), None)}) == []
+    assert arrows({"a": (_estimate(0.1, 0.05, 0.15), None), "b": (_estimate(1.0, 0.9, 1.1), None)}) == []
+    assert arrows({"V1": (None, -0.1), "V2": (_estimate(4.3, 2.8, 5.9), 0.3)}) == []
+    left = {"a": (_estimate(-0.4, -1.4, 0.4), 0.9), "b": (_estimate(1.7, 0.1, 3.2), 0.8),
+            "far": (_estimate(-30.0, -34.0, -26.0), None)}
+    assert arrows(left) == ["<"]
+
+
 def test_label_efficiency_puts_k_on_a_log_axis_and_leaves_k_all_unjoined(tmp_path, monkeypatch):
     """K=10, 50 and all (about 852 per class) were equally spaced and joined by lines, and K=all's runs train other
     epochs than the rest (referee review F16)."""

@@ -221,8 +221,8 @@ def run_collapse(args: argparse.Namespace) -> int:
                                              f"{size} px: mean over runs, 95% band over runs and images")
         files[f"collapse-{size}px.png"] = lambda path, figure=figure: figure.savefig(path, dpi=100)
         curves += measured
-    widest = [max(dims) for dims in zip(*(model.dims for runs in encoders.values() for model in runs))]
-    ceilings = {size: collapse_curves.rank_ceilings(widest, len(images), size, args.positions)
+    narrowest = [min(dims) for dims in zip(*(model.dims for runs in encoders.values() for model in runs))]
+    ceilings = {size: collapse_curves.rank_ceilings(narrowest, len(images), size, args.positions)  # true for all
                 for size in args.img_size}
     report = collapse_curves.markdown(curves, args.contrast, list(files), ceilings)
     write_outputs(output, {**files, "collapse.csv": lambda path: collapse_curves.write_csv(curves, args.contrast, path),

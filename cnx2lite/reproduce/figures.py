@@ -72,19 +72,20 @@ def plot_bars(groups: dict[str, dict[str, Estimate]], path: Path, title: str, xl
 
 
 def _off_axis(rows: list[tuple[Estimate | None, float | None]]) -> dict[int, int]:
-    """Rows whose whole measured interval lies farther beyond every other number of the figure (and 0) than those
-    span: ``{row: +1 (right) or -1 (left)}``. Drawn at the axis' edge, such an outlier leaves the others readable."""
+    """Rows whose measured interval would squeeze the figure: with at least two other measured rows, drawing the row
+    would make the axis more than three times what every other number (and 0) spans. ``{row: +1 (right) or -1
+    (left)}``; drawn at the axis' edge, such an outlier leaves the others readable."""
     off = {}
-    for y, (e, paper) in enumerate(rows):
+    measured = [y for y, (e, _) in enumerate(rows) if e is not None]
+    for y in measured if len(measured) >= 3 else ():
+        e, paper = rows[y]
         others = [0.0, *(x for i, (o, p) in enumerate(rows) if i != y
                          for x in ((o.low, o.high) if o is not None else ()) + ((p,) if p is not None else ())),
                   *((paper,) if paper is not None else ())]
-        span = max(others) - min(others)
-        if e is not None and e.low > max(others) + span:
-            off[y] = 1
-        elif e is not None and e.high < min(others) - span:
-            off[y] = -1
-    return off
+        low, high = min(others), max(others)
+        if max(high, e.high) - min(low, e.low) > 3 * (high - low):
+            off[y] = 1 if e.low > high else -1 if e.high < low else 0
+    return {y: side for y, side in off.items() if side}
 
 
 def differences_figure(rows: dict[str, tuple[Estimate | None, float | None]], title: str, xlabel: str,

@@ -38,9 +38,9 @@ SWEEP = tuple(Recipe(lr, reg) for reg in REGULARIZATION for lr in SWEEP_LRS)  # 
 
 def sweep_trials(init: str) -> tuple[Recipe, ...]:
     """The recipes ``init`` tries: :data:`SWEEP`, and for a random init ("scratch") each of them again with layer decay
-    1.0. Layer decay keeps a pretrained encoder's early layers near their weights (the stem at 0.9^13, about a quarter
-    of the head's lr, in atto); a random init has nothing there to keep, and the baseline should not lose a choice the
-    method never needed."""
+    1.0. Layer decay keeps a pretrained encoder's early layers near their weights (atto's stem at 0.9^12, 0.28 of the
+    head's lr, in the grid's "single" mode); a random init has nothing there to keep and may train better without
+    it: the baseline gets that choice too."""
     if init != "scratch":
         return SWEEP
     return SWEEP + tuple(dataclasses.replace(recipe, layer_decay=1.0) for recipe in SWEEP)

@@ -51,7 +51,7 @@ class SweepResult:
         extra = [init for init in inits if len(self.trials[init]) > len(SWEEP)]
         decay = (f" Layer-wise lr decay {FINETUNED_LAYER_DECAY:g} in every recipe" + (
             f"; {' and '.join(extra)} also tried each without it ('-ld1', layer decay 1.0): decay keeps a "
-            f"pretrained encoder's early layers near their weights, which a random init has no reason for"
+            f"pretrained encoder's early layers near their weights, and a random init may train better without it"
             if extra else "") + ".")
         return (f"## Fine-tuning recipes, chosen on the tuning split\n\nK = {shot_label(self.k)} labeled images per "
                 f"class; every init tried the same {len(SWEEP)} recipes (lr x regularization; 'paper': RandAugment, "

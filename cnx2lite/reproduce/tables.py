@@ -139,7 +139,7 @@ def table_codesign(ev: Evaluator, output: Path) -> Table:
     gains["V2 gain minus V1 gain"] = (extra, paper_gain["V2"] - paper_gain["V1"])
     differences_figure(gains, f"co-design: FCMAE's gain over scratch, fine-tuned at K={k}",
                        "FCMAE's top-1 minus scratch's (points; > 0: FCMAE better)",
-                       paper_label="paper (ConvNeXt V1-B and V2-B, ImageNet-1K: other models, data and budget)"
+                       paper_label="paper (V1-B and V2-B, ImageNet-1K: other models, data and budget)"
                        ).savefig(output / "codesign.png")
     section = f"""## 2. Co-design: FCMAE with V1 and V2 blocks (fine-tuned at K={k})
 

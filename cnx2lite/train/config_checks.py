@@ -125,11 +125,12 @@ def _check_batchnorm_values(config: Any) -> None:
     if default_block_norm(config.block, config.block_norm) != "bn":
         return
     h, w = mask_grid(config.img_size)  # the last stage's map: one position per 32 px cell
-    positions = num_visible(h * w, config.mask_ratio) if config.task == "pretrain" and config.sparse_encoder else h * w
+    visible = config.task == "pretrain" and config.sparse_encoder  # the sparse encoder's statistics: visible cells
+    positions = num_visible(h * w, config.mask_ratio) if visible else h * w
     if config.batch_size * positions < 2:
         raise ValueError(f"block_norm 'bn': the last stage's BatchNorm would see {config.batch_size * positions} value "
                          f"per channel in a training step (batch_size {config.batch_size} x {positions} "
-                         f"{'visible ' if config.task == 'pretrain' else ''}position(s) at img_size "
+                         f"{'visible ' if visible else ''}position(s) at img_size "
                          f"{config.img_size}), so it would normalize nothing: raise batch_size or img_size")
 
 

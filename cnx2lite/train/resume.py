@@ -56,8 +56,9 @@ def changed_settings(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     as 'name: old -> new'; compared as JSON holds them, so a tuple equals the list it was saved as. Settings the run's
     data ignores (an ADE20K or COCO folder's :data:`~.config_checks.WHOLE_SPLIT_IGNORES`) are no change."""
     current, recorded = comparable(config.to_dict()), comparable(saved)
+    asked = config.to_dict()  # as spelled, for the message
     ignored = RUNTIME_FIELDS | (set(WHOLE_SPLIT_IGNORES) if config.dense_format in ("ade20k", "coco") else set())
-    return [f"{name}: {saved[name]!r} -> {current[name]!r}" for name in current
+    return [f"{name}: {saved[name]!r} -> {asked[name]!r}" for name in current
             if name not in ignored and name in saved and recorded[name] != current[name]]
 
 

@@ -39,8 +39,9 @@ class Task:
 
     def load_encoder(self, model: ConvNeXtV2, source: str) -> None:
         """``source``'s weights into ``model`` (its classifier left out), noting what the load changed. GRN is removed
-        or added (the paper's "GRN at fine-tuning") only where the config names the block norm (``none``, ``grn``):
-        with ``auto`` the source's recorded block norm must be the model's, as every other architecture setting."""
+        or added (the paper's "GRN at fine-tuning") only where the config names the block norm (``none`` from a GRN
+        source, ``grn`` from one without): with ``auto`` the source's recorded block norm must be the model's, as
+        every other architecture setting."""
         result = load_pretrained(model, source, skip_head=True, grn_change=self.config.block_norm != "auto")
         self.weight_notes = [f"weights: {note}" for note in result.notes]
 
