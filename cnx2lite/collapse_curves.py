@@ -265,7 +265,7 @@ def verdict(difference: Estimate, first: str) -> str:
     return "not told apart"
 
 
-def _number(x: float, sign: str = "") -> str:
+def number(x: float, sign: str = "") -> str:
     """Three decimals, or two significant digits where those would show a share like 7e-5 as 0.000."""
     return f"{x:{sign}.3f}" if x == 0 or abs(x) >= 5e-4 else f"{x:{sign}.1e}"
 
@@ -293,8 +293,8 @@ def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], fig
             cells = []
             for stat in STATS:
                 e = estimate([c], stat)
-                spread = f" (runs {_number(e.runs.min)}..{_number(e.runs.max)})" if c.runs > 1 else ""
-                cells.append(f"{_number(e.value)} [{_number(e.low)}, {_number(e.high)}]{spread}")
+                spread = f" (runs {number(e.runs.min)}..{number(e.runs.max)})" if c.runs > 1 else ""
+                cells.append(f"{number(e.value)} [{number(e.low)}, {number(e.high)}]{spread}")
             lines.append(f"| {c.label} | {c.point.upper()} | {c.runs} | " + " | ".join(cells) + " |")
         pairs = [(a, b, pair) for a, b, pair in _contrast_pairs(curves, contrasts) if a.img_size == size]
         if pairs:
@@ -304,7 +304,7 @@ def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], fig
                 cells = []
                 for stat in STATS:
                     e = estimate(pair, stat, (1.0, -1.0))
-                    cells.append(f"{_number(e.value, '+')} [{_number(e.low, '+')}, {_number(e.high, '+')}]: "
+                    cells.append(f"{number(e.value, '+')} [{number(e.low, '+')}, {number(e.high, '+')}]: "
                                  f"{verdict(e, a.label)}")
                 lines.append(f"| {a.label} - {b.label} | {a.point.upper()} | " + " | ".join(cells) + " |")
         if (ceiling := (ceilings or {}).get(size)):

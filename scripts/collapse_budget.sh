@@ -32,5 +32,6 @@ for arm in v1 v2 v2-none; do  # v2-none: V2 blocks, nothing after the MLP's GELU
     done
 done
 $PY -m cnx2lite collapse --along-training --encoder "V1 FCMAE=${runs[v1]}" --encoder "V2 FCMAE=${runs[v2]}" \
-    --encoder "V2 FCMAE, no GRN=${runs[v2-none]}" "${data[@]}" --img-size "$SIZE" --images "$IMAGES" --resamples "$RESAMPLES" --rank-resamples "$RANK_RESAMPLES" \
+    --encoder "V2 FCMAE, no GRN=${runs[v2-none]}" "${data[@]}" --img-size "$SIZE" --images "$IMAGES" \
+    --resamples "$RESAMPLES" --rank-resamples "$RANK_RESAMPLES" \
     --output "$OUTPUT/report"

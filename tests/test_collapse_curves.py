@@ -254,8 +254,8 @@ def test_the_budget_script_runs_tiny(tmp_path):
 def test_a_share_too_small_for_three_decimals_is_not_printed_as_zero():
     """V1's dead channels (7e-5 of them) printed as -0.000 [-0.000, -0.000] read "V2 lower" on nothing visible
     (referee review F11): such numbers keep two significant digits; a true 0 stays 0.000."""
-    from cnx2lite.collapse_curves import _number
-    assert [_number(7e-5), _number(-7e-5, "+"), _number(0.0), _number(-0.0344, "+"), _number(5e-4)] == [
+    from cnx2lite.collapse_curves import number
+    assert [number(7e-5), number(-7e-5, "+"), number(0.0), number(-0.0344, "+"), number(5e-4)] == [
         "7.0e-05", "-7.0e-05", "0.000", "-0.034", "0.001"]
 
 

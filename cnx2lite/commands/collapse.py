@@ -207,10 +207,12 @@ def run_collapse(args: argparse.Namespace) -> int:
     output = check_output(output)
     if args.along_training:
         return run_along_training(args, folder, output, device)
-    curves, files = [], {}
+    curves, files, ceilings = [], {}, {}
     in_chans = input_channels([model for runs in encoders.values() for model in runs])
+    narrowest = [min(dims) for dims in zip(*(model.dims for runs in encoders.values() for model in runs))]
     for size in args.img_size:
         images = val_images(folder, size, args.images, in_chans, device)
+        ceilings[size] = collapse_curves.rank_ceilings(narrowest, len(images), size, args.positions)  # true for all
         measured = [c for point in args.point for c in collapse_curves.measure(
             encoders, images, point, args.resamples, args.rank_resamples, args.positions, args.batch_size,
             args.seed)]
@@ -221,9 +223,6 @@ def run_collapse(args: argparse.Namespace) -> int:
                                              f"{size} px: mean over runs, 95% band over runs and images")
         files[f"collapse-{size}px.png"] = lambda path, figure=figure: figure.savefig(path, dpi=100)
         curves += measured
-    narrowest = [min(dims) for dims in zip(*(model.dims for runs in encoders.values() for model in runs))]
-    ceilings = {size: collapse_curves.rank_ceilings(narrowest, len(images), size, args.positions)  # true for all
-                for size in args.img_size}
     report = collapse_curves.markdown(curves, args.contrast, list(files), ceilings)
     write_outputs(output, {**files, "collapse.csv": lambda path: collapse_curves.write_csv(curves, args.contrast, path),
                            "collapse.md": lambda path: path.write_text(report)}, PER_LAYER)

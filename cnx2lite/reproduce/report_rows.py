@@ -18,6 +18,7 @@ from .grid import Cell, Grid, Scale
 
 # The paper's ImageNet-1K fine-tuning top-1 (Woo et al. 2023), 800-epoch FCMAE unless noted.
 PAPER_SPARSE_CONV, PAPER_DENSE_CONV = 83.7, 79.3  # its Table 1: V1-B's FCMAE encoder, sparse vs dense convolution
+PAPER_SPARSE_GAIN = PAPER_SPARSE_CONV - PAPER_DENSE_CONV
 # its co-design table: supervised -> FCMAE fine-tuned top-1 of V1 and V2 blocks, base and large
 PAPER_CODESIGN = {"B": {"V1": (83.8, 83.7), "V2": (84.3, 84.6)}, "L": {"V1": (84.3, 84.4), "V2": (84.5, 85.6)}}
 PAPER = {
@@ -27,10 +28,9 @@ PAPER = {
                                                   for block, (a, b) in arms.items())
                           for size, arms in PAPER_CODESIGN.items()),
     "sparse": f"V1-B, before GRN (Table 1 of the paper, FCMAE design): sparse conv {PAPER_SPARSE_CONV} vs dense conv "
-              f"{PAPER_DENSE_CONV} (+{PAPER_SPARSE_CONV - PAPER_DENSE_CONV:.1f})",
+              f"{PAPER_DENSE_CONV} ({PAPER_SPARSE_GAIN:+.1f})",
     "collapse": "Fig. 4: V1-FCMAE shows dead and saturated channels and low distance in deep layers; V2 does not",
 }
-PAPER_SPARSE_GAIN = PAPER_SPARSE_CONV - PAPER_DENSE_CONV
 RESULTS_COLUMNS = ("table", "row", "metric", "value", "ci_low", "ci_high", "runs", "replicated", "paper")
 LOSS_OF_TRAINING = 0.9  # a run trains when its last epoch's loss is below this fraction of chance, ln(classes)
 
