@@ -3,6 +3,7 @@ their intervals, the per-run statistics against cnx2lite.collapse, and the comma
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
 import torch
@@ -220,6 +221,17 @@ def test_snapshots_along_training_and_the_budget_curve(folder, tmp_path, capsys,
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:  # a run and its last snapshot are one run (QA round 22 C03: two)
         main(collapse_command(folder, output, "--encoder", f"V2={runs['v2']},{runs['v2']}/snapshot-epoch-0002.pt"))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "hold the same weights" in err and len(err.splitlines()) == 1, err
+    first = f"{runs['v2']}/snapshot-epoch-0001.pt"
+    with pytest.raises(SystemExit) as exit_info:  # the same runs in another order (review 46: compared in order)
+        main(collapse_command(folder, output, "--encoder", f"a={runs['v2']},{first}", "--encoder",
+                              f"b={first},{runs['v2']}", "--contrast", "a", "b"))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "both encoders load the same weights" in err, err
+    shutil.copytree(runs["v2"], tmp_path / "copy")
+    with pytest.raises(SystemExit) as exit_info:  # a copy of a run folder is that run (review 46: counted twice)
+        main(collapse_command(folder, output, "--along-training", "--encoder", f"V2={runs['v2']},{tmp_path / 'copy'}"))
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "hold the same weights" in err and len(err.splitlines()) == 1, err
     with pytest.raises(SystemExit) as exit_info:  # a run without snapshots: one line saying how to get them

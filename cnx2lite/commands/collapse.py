@@ -79,18 +79,29 @@ def load_encoders(specs: list[tuple[str, list[str]]], model: str | None,
             name, _, block = source.partition(":")
             net, _ = load_model(name, model, block or None, seed) if name == RANDOM else load_model(source, model)
             runs.append(net.to(device).eval())
-        for (i, first), (j, second) in itertools.combinations(enumerate(runs), 2):
-            if same_weights(first, second):
-                raise ValueError(f"--encoder {label!r}: {sources[i]} and {sources[j]} hold the same weights (a run "
-                                 "and a snapshot or copy of it?): each run counts once in the intervals")
+        refuse_repeated_runs(label, sources, runs)
         encoders[label] = runs
     return encoders
+
+
+def refuse_repeated_runs(label: str, sources: list[str], runs: list[nn.Module]) -> None:
+    """Refuse an encoder whose runs hold the same weights twice (a run and its last snapshot, or a copy of its
+    folder): the intervals would count one run as two."""
+    for (i, first), (j, second) in itertools.combinations(enumerate(runs), 2):
+        if same_weights(first, second):
+            raise ValueError(f"--encoder {label!r}: {sources[i]} and {sources[j]} hold the same weights (a run and a "
+                             "snapshot or copy of it?): each run counts once in the intervals")
 
 
 def same_weights(first: nn.Module, second: nn.Module) -> bool:
     """Whether two models hold equal weights, whatever files they came from."""
     a, b = first.state_dict(), second.state_dict()
     return a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
+
+
+def same_runs(first: list[nn.Module], second: list[nn.Module]) -> bool:
+    """Whether two encoders hold the same runs in any order (neither repeats a run: :func:`refuse_repeated_runs`)."""
+    return len(first) == len(second) and all(any(same_weights(a, b) for b in second) for a in first)
 
 
 # The files a collapse writes, and so the only ones it clears from --output before writing (a stale figure of an
@@ -160,13 +171,17 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
             label_runs.append({epoch: (lambda path=path: load_model(path, args.model)[0].to(device).eval())
                                for epoch, path in snapshots.items()})
         runs[label] = label_runs
-    for label, label_runs in runs.items():
-        if not set.intersection(*(set(r) for r in label_runs)):
+    last_common = []  # each run at its encoder's last common epoch: equal weights there are one run twice
+    for (label, sources), label_runs in zip(args.encoder, runs.values()):
+        common = set.intersection(*(set(r) for r in label_runs))
+        if not common:
             raise ValueError(f"--along-training: the runs of {label!r} kept no snapshot at a common epoch "
                              f"({'; '.join(', '.join(map(str, sorted(r))) for r in label_runs)})")
+        models = [run[max(common)]() for run in label_runs]
+        refuse_repeated_runs(label, sources, models)
+        last_common += models
     files: dict[str, Callable[[Path], object]] = {}
-    in_chans = input_channels([load() for label_runs in runs.values() for run in label_runs
-                               for load in list(run.values())[:1]])
+    in_chans = input_channels(last_common)
     for size in args.img_size:
         images = val_images(folder, size, args.images, in_chans, device)
         by_epoch, grn = collapse_along_training.measure_along_training(
@@ -196,8 +211,7 @@ def run_collapse(args: argparse.Namespace) -> int:
         if first == second:
             raise ValueError(f"--contrast {first} {second}: an encoder against itself differs by nothing; give two "
                              "different --encoder labels")
-        if len(encoders[first]) == len(encoders[second]) and all(  # 'random' twice: seed 0 both times
-                same_weights(a, b) for a, b in zip(encoders[first], encoders[second])):
+        if same_runs(encoders[first], encoders[second]):  # 'random' twice: seed 0 both times
             raise ValueError(f"--contrast {first} {second}: both encoders load the same weights "
                              f"({','.join(map(str, sources[first]))}), so they differ by nothing; contrast encoders "
                              "of different sources")
