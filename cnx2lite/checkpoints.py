@@ -18,7 +18,7 @@ from torch import Tensor
 from . import hub
 from .arguments import checked_arguments, checked_path
 from .checkpoint_formats import FINAL_KEYS, convert_state_dict, strip_wrappers
-from .models.convnextv2 import ARCHITECTURE, VARIANTS, ConvNeXtV2, architecture, default_block_norm
+from .models.convnextv2 import ARCHITECTURE, VARIANTS, ConvNeXtV2, architecture, recorded_block_norm
 from .rundir import resolve_checkpoint
 from .torch_files import read_torch_file
 
@@ -197,8 +197,7 @@ def _grn_changed(model: ConvNeXtV2, state_dict: dict[str, Tensor],
     with it (GRN starts as the identity, gamma = beta = 0). Returns the state dict, a note, and the keys allowed to be
     missing. Any other missing GRN still fails the strict load."""
     has_grn = any(".grn." in k for k in state_dict)
-    recorded = default_block_norm(saved.get("block", "v2"), saved["block_norm"]) if "block_norm" in saved else None
-    without_grn = recorded == "none" or any(LAYER_SCALE.fullmatch(k) for k in state_dict)
+    without_grn = recorded_block_norm(saved) == "none" or any(LAYER_SCALE.fullmatch(k) for k in state_dict)
     if model.block_norm == "none" and has_grn:
         kept = {k: v for k, v in state_dict.items() if ".grn." not in k}
         return kept, ["GRN removed: the source's GRN weights are not loaded (the model's blocks have none)"], ()
@@ -213,7 +212,7 @@ def _check_architecture(model: ConvNeXtV2, saved: Mapping, grn_change: bool = Fa
     would otherwise load silently. Fields the source does not record are not compared."""
     mine = {"depths": list(model.depths), "dims": list(model.dims), "in_chans": model.in_chans, **architecture(model)}
     if "block_norm" in saved:  # a config's "auto" (or None): the block style's own
-        saved = {**saved, "block_norm": default_block_norm(saved.get("block", model.block), saved["block_norm"])}
+        saved = {**saved, "block_norm": recorded_block_norm(saved)}
     allowed = set()
     if grn_change and {saved.get("block_norm"), model.block_norm} == GRN_CHANGE:  # "auto" resolved above
         allowed = {"block_norm", "grn_aggregation"}  # GRN removed or added: its aggregation no longer matters

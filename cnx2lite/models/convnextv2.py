@@ -17,7 +17,8 @@ recorded with the weights (run configs, checkpoints, ``save_pretrained``) and ch
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -229,6 +230,13 @@ def default_block_norm(block: str, block_norm: str | None = None) -> str:
     if block_norm not in (None, "auto"):
         return block_norm
     return "grn" if block == "v2" else "none"
+
+
+def recorded_block_norm(saved: Mapping[str, Any]) -> str | None:
+    """The block norm that saved settings (a config, a checkpoint's architecture) record, ``"auto"`` spelled as
+    the recorded block style's own (V2 where none is recorded: the only style before ``--block``); ``None`` where they
+    record none."""
+    return default_block_norm(saved.get("block", "v2"), saved["block_norm"]) if "block_norm" in saved else None
 
 
 def architecture(model: ConvNeXtV2) -> dict:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import data
 from ..arguments import checked_path
-from ..models.convnextv2 import default_block_norm
+from ..models.convnextv2 import recorded_block_norm
 from ..rundir import resolve_checkpoint
 from .config import FIELDS, TrainConfig, check_overrides, fields_for, fit_overrides, resolve_batch_and_lr, start_field
 from .config_checks import check_task
@@ -172,5 +172,5 @@ def comparable(settings: dict[str, Any]) -> dict[str, Any]:
     "grn" in V2 blocks are one architecture."""
     settings = as_json(settings)
     if "block_norm" in settings:
-        settings["block_norm"] = default_block_norm(settings.get("block", "v2"), settings["block_norm"])
+        settings["block_norm"] = recorded_block_norm(settings)
     return settings
