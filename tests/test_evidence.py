@@ -474,3 +474,7 @@ def test_a_random_init_transfers_with_the_layer_decay_the_sweep_chose_for_scratc
     assert transfer_config(grid, "segment", "scratch", 0).layer_decay == 1.0
     assert transfer_config(grid, "segment", "fcmae", 0).layer_decay == 0.9
     assert transfer_config(grid, "detect", "supervised", 0).layer_decay == 0.9
+    # the name says it (review 46: a later sweep choosing 1.0 met the 0.9 run's record, refused as other settings)
+    assert transfer_config(grid, "segment", "scratch", 0).name == "transfer-segment-scratch-ld1-s0"
+    grid.recipes["scratch"] = Recipe(1e-3)
+    assert transfer_config(grid, "segment", "scratch", 0).name == "transfer-segment-scratch-s0"  # as recorded

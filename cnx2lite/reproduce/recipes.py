@@ -25,12 +25,17 @@ class Recipe:
 
     @property
     def name(self) -> str:
-        decay = "" if self.layer_decay == FINETUNED_LAYER_DECAY else f"-ld{self.layer_decay:g}"
-        return f"lr{self.lr:g}-{self.regularization}{decay}"
+        return f"lr{self.lr:g}-{self.regularization}{decay_suffix(self.layer_decay)}"
 
     def settings(self, epochs: int) -> dict:
         return dict(lr=self.lr, warmup_epochs=max(1, epochs // 8), layer_decay=self.layer_decay,
                     **REGULARIZATION[self.regularization])
+
+
+def decay_suffix(layer_decay: float) -> str:
+    """What a run's name adds for its layer decay: nothing for :data:`FINETUNED_LAYER_DECAY` (so runs from before
+    the sweep chose decays keep their names), ``-ld<decay>`` for any other."""
+    return "" if layer_decay == FINETUNED_LAYER_DECAY else f"-ld{layer_decay:g}"
 
 
 SWEEP = tuple(Recipe(lr, reg) for reg in REGULARIZATION for lr in SWEEP_LRS)  # the trials of every init

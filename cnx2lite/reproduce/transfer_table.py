@@ -25,6 +25,7 @@ from ..train.tasks import build_task
 from .evaluation import Evaluator
 from .figures import plot_bars
 from .grid import TUNE_FRACTION, Cell, Grid, Scale, arch_options
+from .recipes import decay_suffix
 from .report_rows import Row, Table, shown, verdict
 
 TASKS = ("segment", "detect")
@@ -50,14 +51,24 @@ def transfer_runs(scale: Scale) -> Iterator[tuple[str, str, int]]:
             yield from ((task, init, seed) for init in INITS for task in TASKS)
 
 
-def transfer_name(task: str, init: str, seed: int) -> str:
-    return f"transfer-{task}-{init}-s{seed}"
+def transfer_name(grid: Grid, task: str, init: str, seed: int) -> str:
+    """A transfer run's name; a random init's carries the layer decay it trains with (:func:`scratch_decay`), so a
+    later sweep choosing another one names another run instead of meeting this one's record."""
+    decay = scratch_decay(grid) if init == "scratch" else None
+    return f"transfer-{task}-{init}{'' if decay is None else decay_suffix(decay)}-s{seed}"
+
+
+def scratch_decay(grid: Grid) -> float | None:
+    """The layer decay a random init transfers with: the one the sweep chose for scratch (it has no pretrained
+    layers to keep); None before the sweep has chosen (the dense preset's)."""
+    scratch = grid.recipes.get("scratch")
+    return None if scratch is None else scratch.layer_decay
 
 
 def transfer_names(grid: Grid) -> list[str]:
     """Every run of the table: the transfer runs and the runs their inits come from."""
     inits = (init_run(grid, init, seed) for _, init, seed in transfer_runs(grid.scale))
-    return [transfer_name(*run) for run in transfer_runs(grid.scale)] + list(dict.fromkeys(
+    return [transfer_name(grid, *run) for run in transfer_runs(grid.scale)] + list(dict.fromkeys(
         source[0] for source in inits if source is not None))
 
 
@@ -82,22 +93,22 @@ def transfer_config(grid: Grid, task: str, init: str, seed: int) -> TrainConfig:
     a random init with the layer decay the sweep chose for scratch: it has no pretrained layers to keep)."""
     s, t = grid.scale, grid.scale.transfer
     source, epochs = init_run(grid, init, seed), t.epochs[task]
-    scratch = grid.recipes.get("scratch") if init == "scratch" else None
+    decay = scratch_decay(grid) if init == "scratch" else None
     return load_preset(
         s.preset, task=task, model=s.model, img_size=t.img_size, data=grid.folder, seed=seed,
-        output=str(grid.output / "runs"), name=transfer_name(task, init, seed), resume="auto",
+        output=str(grid.output / "runs"), name=transfer_name(grid, task, init, seed), resume="auto",
         num_classes=s.num_classes, images_per_class=s.images_per_class, val_images_per_class=s.val_images_per_class,
         tune_fraction=TUNE_FRACTION, composites=t.composites[task], val_composites=t.val_composites,
         batch_size=t.batch_size, head_channels=t.head_channels, epochs=epochs, num_workers=s.workers,
         eval_every=-(-epochs // s.eval_points), keep_last=1, progress=False,
         pretrained=None if source is None else str(grid.output / "runs" / source[0]),
-        **({"layer_decay": scratch.layer_decay} if scratch else {}),
+        **({} if decay is None else {"layer_decay": decay}),
         **arch_options("v1" if init == "fcmae-v1" else "v2"))
 
 
 def run_transfer(grid: Grid, task: str, init: str, seed: int, weights: bool = False) -> RunResult:
     """Train (or find, or read from its record) one transfer run; its init's run is trained first when it must be."""
-    name, config = transfer_name(task, init, seed), transfer_config(grid, task, init, seed)
+    name, config = transfer_name(grid, task, init, seed), transfer_config(grid, task, init, seed)
     source = init_run(grid, init, seed)
     if source is not None and not grid.available(name, config, weights):
         grid.run(*source, weights=True)
@@ -108,7 +119,7 @@ def image_scores(ev: Evaluator, task: str, init: str, seed: int) -> Tensor:
     """``(N, M)`` each evaluation composite's scores (:data:`IMAGE_SCORES`) of one run: recorded, else measured on
     its weights and recorded."""
     t = ev.grid.scale.transfer
-    name = transfer_name(task, init, seed)
+    name = transfer_name(ev.grid, task, init, seed)
     key = f"image-scores-{t.val_composites}x{t.img_size}px@{ev.val_id}"
     scores = ev.grid.records.measured(name, key)
     if scores is None:
@@ -134,7 +145,7 @@ def _score_images(run_dir: Path, task: str, device: torch.device) -> Tensor:
 def transfer_measurements(ev: Evaluator) -> Iterator[tuple[str, Callable[[], object]]]:
     """``(run name, measure)`` of every transfer run: its image scores."""
     for task, init, seed in transfer_runs(ev.grid.scale):
-        yield transfer_name(task, init, seed), functools.partial(image_scores, ev, task, init, seed)
+        yield transfer_name(ev.grid, task, init, seed), functools.partial(image_scores, ev, task, init, seed)
 
 
 def table_transfer(ev: Evaluator, output: Path) -> Table:
