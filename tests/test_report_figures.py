@@ -65,6 +65,14 @@ def test_label_efficiency_puts_k_on_a_log_axis_and_leaves_k_all_unjoined(tmp_pat
     assert any("K=all" in t.get_text() for t in ax.texts)
 
 
+def test_k_ticks_say_where_a_folder_holds_fewer_than_k_images_per_class():
+    """A folder of 40 images per class trains K=50 and K=all on the same 40: one tick, not two labels over each
+    other at one place, and never "50" where 40 were trained (review 46)."""
+    assert figures._k_ticks({"10": 10.0, "50": 50.0, "all": 852.3}) == ([10.0, 50.0, 852.3], ["10", "50", "all\n(852)"])
+    assert figures._k_ticks({"10": 10.0, "50": 40.0, "all": 40.0}) == ([10.0, 40.0], ["10", "50/all\n(40)"])
+    assert figures._k_ticks({"10": 9.5, "all": 30.0}) == ([9.5, 30.0], ["10\n(9.5)", "all\n(30)"])
+
+
 def test_the_knn_monitor_starts_at_zero_with_chance_drawn(monkeypatch):
     """A y range of 28-32% magnified 1-3 point wiggles of a flat curve (referee review F16)."""
     class Run:

@@ -24,9 +24,21 @@ def _run_dots(ax, x, estimates: list[Estimate], color=None) -> None:
                        linewidths=0)
 
 
+def _k_ticks(labeled: dict[str, float]) -> tuple[list[float], list[str]]:
+    """One tick per distinct number of labeled images per class, labelled with every K that stands there and, where
+    it is not the K itself (K=all, or a K the folder cannot fill), that number: "10", "50/all\\n(40)"."""
+    at: dict[float, list[str]] = {}
+    for k, per_class in labeled.items():
+        at.setdefault(round(per_class, 6), []).append(k)
+    shown = {v: f"{v:.0f}" if v >= 100 else f"{v:.3g}" for v in at}  # 852, 40, 9.5
+    labels = ["/".join(ks) + ("" if ks == [shown[v]] else f"\n({shown[v]})") for v, ks in at.items()]
+    return list(at), labels
+
+
 def plot_label_efficiency(curves: dict, labeled: dict[str, float], path: Path, all_note: str = "") -> None:
     """Top-1 against K (log axis) for FCMAE and scratch, fine-tuned (solid) and kNN (dashed), with 95% intervals:
-    ``curves[probe][K label] = (FCMAE, scratch)``, ``labeled[K label]`` the labeled images per class it stands for.
+    ``curves[probe][K label] = (FCMAE, scratch)``, ``labeled[K label]`` the labeled images per class it stands for
+    (fewer than K where the folder holds fewer).
     K=all stands apart, unjoined (its runs train other epochs, ``all_note``)."""
     fig = Figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.subplots()
@@ -42,7 +54,7 @@ def plot_label_efficiency(curves: dict, labeled: dict[str, float], path: Path, a
                     _run_dots(ax, x, estimates, color)
                     label = None  # one legend entry per line
     ax.set_xscale("log")
-    ax.set_xticks(list(labeled.values()), [f"{k}\n({v:.0f})" if k == "all" else k for k, v in labeled.items()])
+    ax.set_xticks(*_k_ticks(labeled))
     ax.minorticks_off()
     ax.set(xlabel="labeled images per class, K (log scale)", ylabel="val top-1 (%)",
            title="FCMAE vs scratch (95% intervals; dots: single runs)")

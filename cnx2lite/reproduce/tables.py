@@ -71,7 +71,7 @@ def table_label_efficiency(ev: Evaluator, output: Path) -> Table:
             curves[probe_name][label] = (a, b)
             lines.append(f"| {label} | {probe_name} | {shown(a)} | {shown(b)} | {shown(diff)} |")
             claims.append(f"- K={label}, {probe_name}: {verdict(diff, claim, both)}")
-    labeled = {shot_label(k): float(k or len(ev.labeled(k, 0)) / len(ev.classes)) for k in s.shots}  # per class
+    labeled = {shot_label(k): len(ev.labeled(k, 0)) / len(ev.classes) for k in s.shots}  # per class, as trained
     plot_label_efficiency(curves, labeled, output / "label_efficiency.png", all_note=(
         f"K=all: FCMAE {s.pretrain_epochs} + {ev.grid.epochs(None, 'fcmae')} epochs, scratch "
         f"{ev.grid.epochs(None, 'scratch')}") if None in s.shots else "")
