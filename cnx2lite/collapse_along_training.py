@@ -1,6 +1,7 @@
 """Feature collapse along pretraining (the budget curve): :func:`cnx2lite.collapse_curves.measure` at every epoch
 that all runs of an encoder kept a snapshot of, and how far GRN moves its input by then
-(:func:`cnx2lite.collapse.grn_change_by_layer`: does GRN act at all at this budget?), with their CSV and figure."""
+(:func:`cnx2lite.collapse.grn_change_by_layer`: does GRN act at all at this budget?), with their CSV, figure, and
+what changed from the first kept epoch to the last (the budget question in numbers)."""
 from __future__ import annotations
 
 import csv
@@ -13,7 +14,18 @@ from torch import Tensor, nn
 
 from .bootstrap import Estimate, hierarchical_bootstrap_mean
 from .collapse import grn_change_by_layer
-from .collapse_curves import FIGURE_STATS, LABELS, POSITIONS, STATS, Curves, estimate, has_point, measure
+from .collapse_curves import (
+    FIGURE_STATS,
+    LABELS,
+    POSITIONS,
+    STATS,
+    Curves,
+    estimate,
+    has_point,
+    measure,
+    number,
+    verdict,
+)
 
 Runs = dict[str, Sequence[Mapping[int, Callable[[], nn.Module]]]]  # each encoder's runs, each {epoch: load the model}
 GRN_CHANGE = "GRN's change of its input, ||GRN(x) - x|| / ||x||"
@@ -101,3 +113,49 @@ def plot_along_training(by_epoch: Mapping[int, Sequence[Curves]], title: str = "
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _first_and_last(by_epoch: Mapping[int, Sequence[Curves]], label: str, point: str) -> list[tuple[int, Curves]]:
+    """``[(epoch, curves)]`` of ``label`` at ``point``: at its first kept epoch, and at its last."""
+    kept = [(epoch, c) for epoch, curves in sorted(by_epoch.items()) for c in curves
+            if (c.label, c.point) == (label, point)]
+    return [kept[0], kept[-1]]
+
+
+def _cell(e: Estimate) -> str:
+    return f"{number(e.value, '+')} [{number(e.low, '+')}, {number(e.high, '+')}]"
+
+
+def markdown_along_training(by_epoch: Mapping[int, Sequence[Curves]], figure: str,
+                            grn_change: Mapping[str, Mapping[int, Estimate]] | None = None) -> str:
+    """The budget question in numbers: per encoder and point, each statistic (mean over blocks) at its first and last
+    kept epoch and the change between them, with its 95% interval; then each pair of encoders' changes contrasted,
+    with the words the interval allows. Every epoch is measured on the same images and image resamples, so a change
+    is paired by image; an encoder's runs are drawn independently at the two epochs (wider than paired, with
+    several runs)."""
+    series = list(dict.fromkeys((c.label, c.point) for curves in by_epoch.values() for c in curves))
+    ends = {key: _first_and_last(by_epoch, *key) for key in series}
+    header = " | ".join(LABELS[s] for s in STATS) + " |"
+    lines = [f"### {ends[series[0]][0][1].img_size} px: from the first kept epoch to the last", "",
+             "Each cell: the mean over blocks at the first kept epoch -> at the last, and the change [95% interval "
+             "over runs and images, each epoch on the same images].", "",
+             "| encoder | after | runs | epochs | " + header, "|---|---|---|---|" + "---|" * len(STATS)]
+    for (label, point), [(e0, first), (e1, last)] in ends.items():
+        cells = [f"{number(estimate([first], stat).value)} -> {number(estimate([last], stat).value)}: "
+                 f"{_cell(estimate([last, first], stat, (1.0, -1.0)))}" for stat in STATS]
+        lines.append(f"| {label} | {point.upper()} | {first.runs} | {e0} -> {e1} | " + " | ".join(cells) + " |")
+    pairs = [(a, b) for i, a in enumerate(series) for b in series[i + 1:]  # same point, same first and last epochs
+             if a[1] == b[1] and [e for e, _ in ends[a]] == [e for e, _ in ends[b]]]
+    if pairs:
+        lines += ["", "Changes contrasted (the first encoder's change minus the second's):", "",
+                  "| contrast | after | " + header, "|---|---|" + "---|" * len(STATS)]
+        for a, b in pairs:
+            curves = [c for _, c in (ends[a][1], ends[a][0], ends[b][1], ends[b][0])]
+            contrasts = [estimate(curves, stat, (1.0, -1.0, -1.0, 1.0)) for stat in STATS]
+            lines.append(f"| {a[0]} - {b[0]} | {a[1].upper()} | "
+                         + " | ".join(f"{_cell(e)}: {verdict(e, f'{a[0]} change')}" for e in contrasts) + " |")
+    for label, epochs in (grn_change or {}).items():
+        (e0, first), (e1, last) = min(epochs.items()), max(epochs.items())
+        lines += ["", f"{label}: {GRN_CHANGE} {number(first.value)} [{number(first.low)}, {number(first.high)}] at "
+                  f"epoch {e0}, {number(last.value)} [{number(last.low)}, {number(last.high)}] at epoch {e1}."]
+    return "\n".join([*lines, "", f"![collapse along pretraining]({figure})", ""])

@@ -3,6 +3,7 @@ their intervals, the per-run statistics against cnx2lite.collapse, and the comma
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 
 import pytest
@@ -213,6 +214,17 @@ def test_snapshots_along_training_and_the_budget_curve(folder, tmp_path, capsys,
     assert {r["encoder"] for r in rows if r["stat"] == "grn_change"} == {"V2"} and set(grn) == {"1", "2"}
     assert all(0 < value < 1 for value in grn.values()), grn  # it moved off the identity, a little
     assert (output / "collapse-along-training-64px.png").is_file()
+    report = (output / "collapse-along-training-64px.md").read_text()  # the budget question in numbers
+    distance = {label: {r["epoch"]: float(r["value"]) for r in rows
+                        if (r["encoder"], r["point"], r["stat"]) == (label, "gelu", "distance")}
+                for label in ("V1", "V2")}
+    change = {label: epochs["2"] - epochs["1"] for label, epochs in distance.items()}
+    first, last = (collapse_curves.number(distance["V1"][epoch]) for epoch in ("1", "2"))
+    assert f"| V1 | GELU | 1 | 1 -> 2 | {first} -> {last}: " in report, report
+    contrast = re.search(r"\| V1 - V2 \| GELU \| (\S+) \[(\S+), (\S+)\]: (V1 change (higher|lower)|not told apart)",
+                         report)
+    assert contrast and abs(float(contrast[1]) - (change["V1"] - change["V2"])) < 3e-5, report  # the CSV's 5 digits
+    assert float(contrast[2]) <= float(contrast[1]) <= float(contrast[3])
     with pytest.raises(SystemExit):  # a per-layer report beside it leaves it be (QA round 22 C10: it was deleted)
         main(collapse_command(folder, output, "--encoder", "a=random"))
     assert (output / "collapse.csv").is_file() and (output / "collapse-along-training-64px.png").is_file()
@@ -261,6 +273,9 @@ def test_the_budget_script_runs_tiny(tmp_path):
     assert {(r["epoch"], r["encoder"]) for r in rows if r["stat"] == "grn_change"} == {("1", "V2 FCMAE"),
                                                                                        ("2", "V2 FCMAE")}
     assert {r["stat"] for r in rows if r["encoder"] == "V2 FCMAE, no GRN" and r["point"] == "grn"} == set()
+    report = (tmp_path / "report" / "collapse-along-training-64px.md").read_text()
+    assert all(f"| {pair} | GELU |" in report for pair in (  # each pair of arms' changes from epoch 1 to 2
+        "V1 FCMAE - V2 FCMAE", "V1 FCMAE - V2 FCMAE, no GRN", "V2 FCMAE - V2 FCMAE, no GRN")), report
 
 
 def test_a_share_too_small_for_three_decimals_is_not_printed_as_zero():

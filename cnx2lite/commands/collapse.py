@@ -108,7 +108,7 @@ def same_runs(first: list[nn.Module], second: list[nn.Module]) -> bool:
 # earlier collapse would sit beside new numbers; a user's own collapse-notes.md stays).
 COMMAND = "cnx2lite collapse"
 PER_LAYER = re.compile(r"collapse(\.csv|\.md|-\d+px\.png)")  # what a collapse writes, and what a rerun replaces
-ALONG_TRAINING = re.compile(r"collapse-along-training-\d+px\.(csv|png)")  # what one --along-training writes
+ALONG_TRAINING = re.compile(r"collapse-along-training-\d+px\.(csv|md|png)")  # what one --along-training writes
 WRITTEN_GLOBS = ("collapse.csv", "collapse.md", "collapse-*px.png", "collapse-along-training-*px.*")
 
 
@@ -191,6 +191,8 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
         files[f"collapse-along-training-{size}px.csv"] = functools.partial(
             collapse_along_training.write_along_training_csv, by_epoch, grn_change=grn)
         files[f"collapse-along-training-{size}px.png"] = lambda path, figure=figure: figure.savefig(path, dpi=100)
+        report = collapse_along_training.markdown_along_training(by_epoch, f"collapse-along-training-{size}px.png", grn)
+        files[f"collapse-along-training-{size}px.md"] = lambda path, report=report: path.write_text(report)
     write_outputs(output, files, ALONG_TRAINING)
     print(f"wrote {', '.join(files)} in {output}")
     return 0
