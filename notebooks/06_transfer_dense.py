@@ -270,11 +270,13 @@ display(jpeg_file(detect_run.run_dir / "predictions.png"))
 # ### The replicated table
 #
 # Table 6 of the report transfers four inits (V2 FCMAE, V1 FCMAE, supervised, random), twice each (from two
-# pretraining runs, or supervised runs, of the table's own, trained with the other tables' settings), scores every
-# evaluation composite on its own and gives intervals over runs and composites. A composite's own
-# score is the formula above on its pixels (or detections) alone (a composite that some run cannot score, such as
-# one without an instance for AP, is left out for all), and the interval is the bootstrap of notebook 1 with these
-# scores in place of $c_{psn}$. It is trained after the report's other tables.
+# pretraining runs, or supervised runs, of the table's own, trained with the other tables' settings), and scores each
+# run as the paper does, over the whole evaluation split: mIoU pools the pixels of all composites, and AP ranks the
+# detections of all composites together (scored alone, an image would not pay for a confident detection of a class it
+# does not hold). Its intervals resample the runs, then the composites: the split's score is recomputed on each
+# bootstrap weighting $c_1, \dots, c_N$ of the composites (composite $i$ counting $c_i$ times, its pixels, detections
+# and instances alike; `cnx2lite.dense.split_scores`), the same weightings for every run. It is trained after the
+# report's other tables.
 
 # %%
 section = (REPORT / "report.md").read_text().partition("## 6. Transfer")[2]

@@ -7,7 +7,8 @@ and train at the full lr, :mod:`.optim`).
 The training composites are made from the train photos and change with the seed; the evaluation composites are made
 from the photos of the split that scores and are the same for every seed, so runs are compared on the same images.
 Scores come from torchmetrics, over the whole split and all processes: mIoU (classes averaged that occur in the
-labels or predictions) and pixel accuracy; COCO's box and mask AP (pycocotools' evaluation, IoU 0.5:0.95)."""
+labels or predictions) and pixel accuracy; COCO's box and mask AP (pycocotools' evaluation, IoU 0.5:0.95). The same
+scores recomputed on weightings of the split's images (:mod:`cnx2lite.dense.split_scores`) give their intervals."""
 from __future__ import annotations
 
 import math
@@ -19,12 +20,19 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
-from torchmetrics.detection import MeanAveragePrecision
 
 from .. import transforms
 from ..dense.composites import CompositeDataset, detection_target
 from ..dense.formats import IGNORE_INDEX
 from ..dense.heads import UperNet, mask_rcnn
+from ..dense.split_scores import (
+    IOU_TYPES,
+    average_precision,
+    coco_matches,
+    mean_average_precision,
+    pixel_counts,
+    segmentation_scores,
+)
 from ..models import ConvNeXtV2, create_model
 from .config import TrainConfig
 from .distributed import gather_lists
@@ -143,18 +151,14 @@ class SegmentTask(DenseTask):
         return {"val_loss": (pixel_losses.sum(dim=(1, 2)) / labeled).sum().item()}
 
     @torch.no_grad()
-    def image_scores(self, model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
-        """Each image's own mIoU in percent ``(B, 1)``: the mean IoU over the classes in its labels or its
-        prediction (what a bootstrap over images resamples; the split's mIoU pools the pixels of all images)."""
-        predicted = model(images).argmax(1)
-        scores = []
-        for truth, guess in zip(targets, predicted):
-            labeled = truth != IGNORE_INDEX
-            truth, guess = truth[labeled], guess[labeled]
-            classes = torch.cat([truth, guess]).unique()
-            ious = [((truth == k) & (guess == k)).sum() / ((truth == k) | (guess == k)).sum() for k in classes]
-            scores.append(100 * torch.stack(ious).mean() if ious else torch.tensor(float("nan")))
-        return torch.stack(scores)[:, None]
+    def image_statistics(self, model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:
+        """What the split's scores pool of each image: its per-class pixel counts ``(B, K, 3)``
+        (:func:`~cnx2lite.dense.split_scores.pixel_counts`)."""
+        return pixel_counts(model(images).argmax(1), targets, self.num_classes)
+
+    def resampled_scores(self, statistics: list[Tensor], weights: Tensor) -> Tensor:
+        """``(R, 2)`` mIoU and pixel accuracy in percent of each weighting ``(R, N)`` of the images."""
+        return segmentation_scores(torch.cat(statistics), weights)
 
     def scores(self) -> dict[str, float]:
         miou = 100 * self.iou.compute().item()
@@ -195,32 +199,32 @@ class DetectTask(DenseTask):
         return {}
 
     @torch.no_grad()
-    def image_scores(self, model: nn.Module, images: Tensor, targets: list[dict[str, Tensor]]) -> Tensor:
-        """Each image's own COCO box and mask AP in percent ``(B, 2)``, NaN for an image without instances (what a
-        bootstrap over images resamples; the split's AP pools the detections of all images)."""
-        scores = []
-        for found, truth in zip(model(images), targets):
-            average_precision = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools")
-            average_precision.update([_thresholded(found)], [{k: v.cpu() for k, v in truth.items()}])
-            ap = average_precision.compute()
-            scores.append([_percent(ap[k]) for k in ("bbox_map", "segm_map")])
-        return torch.tensor(scores)
+    def image_statistics(self, model: nn.Module, images: Tensor,
+                         targets: list[dict[str, Tensor]]) -> list[tuple[dict[str, Tensor], dict[str, Tensor]]]:
+        """What the split's AP pools of each image: its detections (masks thresholded) and its truths."""
+        return [(_thresholded(found), {k: v.cpu() for k, v in truth.items()})
+                for found, truth in zip(model(images), targets)]
+
+    def resampled_scores(self, statistics: list[list[tuple[dict, dict]]], weights: Tensor) -> Tensor:
+        """``(R, 2)`` COCO box and mask AP in percent of each weighting ``(R, N)`` of the images."""
+        detections, truths = zip(*(pair for batch in statistics for pair in batch))
+        return torch.stack([average_precision(coco_matches(list(detections), list(truths), self.num_classes, kind),
+                                              weights) for kind in IOU_TYPES], dim=1)
 
     def scores(self) -> dict[str, float]:
         """COCO's AP over every process's images, gathered here: torchmetrics' own gathering of per-image states
         fails when processes hold different numbers of images."""
-        average_precision = MeanAveragePrecision(iou_type=("bbox", "segm"), backend="pycocotools",
-                                                 sync_on_compute=False)
-        average_precision.update(gather_lists(self.detections), gather_lists(self.truths))
-        ap = average_precision.compute()
+        metric = mean_average_precision(sync_on_compute=False)
+        metric.update(gather_lists(self.detections), gather_lists(self.truths))
+        ap = metric.compute()
         return {"val_box_ap": _percent(ap["bbox_map"]), "val_box_ap50": _percent(ap["bbox_map_50"]),
                 "val_mask_ap": _percent(ap["segm_map"])}
 
 
-def _percent(average_precision: Tensor) -> float:
-    """pycocotools' AP in percent; NaN for its -1, which says there was no instance to find (an image without any;
-    a val split keeps every instance), never an AP of -100%."""
-    return 100 * average_precision.item() if average_precision >= 0 else float("nan")
+def _percent(ap: Tensor) -> float:
+    """pycocotools' AP in percent; NaN for its -1, which says there was no instance to find (a split whose composites
+    all lost their instances to later shapes), never an AP of -100%."""
+    return 100 * ap.item() if ap >= 0 else float("nan")
 
 
 def _thresholded(found: dict[str, Tensor]) -> dict[str, Tensor]:
