@@ -181,6 +181,10 @@ def table_transfer(ev: Evaluator, output: Path) -> Table:
     s = ev.grid.scale
     recipe = {task: transfer_config(ev.grid, task, "fcmae", 0) for task in TASKS}
     scratch = scratch_decay(ev.grid)
+    shared = (f" With {t.seeds} transfer runs per init from {min(s.pretrain_seeds, s.finetune_seeds)} pretraining or "
+              "supervised run(s), some runs start from the same weights: the interval over runs then holds the "
+              "transfer's run-to-run noise, not the pretraining's." if t.seeds > min(s.pretrain_seeds, s.finetune_seeds)
+              else "")
     section = f"""## 6. Transfer to dense tasks (synthetic composites)
 
 The paper's second case for FCMAE: UperNet segmentation (ADE20K) and Mask R-CNN detection (COCO) on the pretrained
@@ -191,7 +195,7 @@ class pasted on a photo of another (`cnx2lite transfer`; a synthetic task). {s.m
 same for every run. Inits: V2 and V1 FCMAE, V2 supervised (from scratch with every label) and a random init;
 {t.seeds} transfer run(s) each, run s from a run of this table's own trained as the tables' pretraining run s mod
 {s.pretrain_seeds} (supervised: as table 1's K=all scratch run of seed s mod {s.finetune_seeds}); its own, because the
-tables' runs are kept as records without weights, and one trained again elsewhere would not be the same run.
+tables' runs are kept as records without weights, and one trained again elsewhere would not be the same run.{shared}
 
 Every init transfers with one recipe, tuned for none of them: lr {recipe['segment'].lr:g} (segment) and
 {recipe['detect'].lr:g} (detect), layer decay {recipe['segment'].layer_decay:g}
