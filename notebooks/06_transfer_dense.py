@@ -214,10 +214,12 @@ show_source(SegmentTask.start_scoring)
 # the mean is over the classes that occur in the labels or in the predictions (torchmetrics gives a class that is in
 # neither a weight of 0, rather than an IoU of 0). Pixels labelled `IGNORE_INDEX` are left out (composites have none).
 # Pixel accuracy is $\sum_c \mathrm{TP}_c$ over the number of pixels. Detection is scored by torchmetrics'
-# `MeanAveragePrecision` with the pycocotools backend, which runs COCO's own evaluation on the gathered detections:
+# `MeanAveragePrecision` with the pycocotools backend, which runs COCO's own evaluation on the gathered detections
+# (`split_scores.mean_average_precision`: at COCO's own IoU and recall thresholds, which torchmetrics' defaults round to
+# float32):
 
 # %% tags=["nbval-check-output"]
-show_source(DetectTask.scores, start="average_precision = ")
+show_source(DetectTask.scores, start="metric = ")
 
 # %% [markdown]
 # COCO's AP, `bbox_map`: for each IoU threshold $t \in T = \{0.50, 0.55, \dots, 0.95\}$ and each class $k$, the
