@@ -41,10 +41,9 @@ FCMAE ``(3, 3, N)`` vs scratch ``(1, 3, N)``, covered 0 in 94% of them, the imag
 Report each run's number as well (:class:`RunSpread`, ``Estimate.runs``: "31.2..35.4"), so a reader sees
 the spread behind the interval.
 
-A statistic of all images together (an effective rank: no per-image value to average) is resampled the
-same way by weighting: :func:`image_counts` says how often each image is drawn by each resample, the
-statistic is recomputed on every weighting (:class:`Resampled`), and :func:`resampled_contrast` draws
-the runs on top, each method's on their own, the image draw shared by all.
+A statistic of all images together (an effective rank, a split's mIoU or AP: no per-image value to average) is
+resampled by weighting: :func:`image_counts` says how often each resample draws each image, the statistic is
+recomputed on every weighting (:class:`Resampled`), and :func:`resampled_contrast` draws the runs on top.
 """
 from __future__ import annotations
 
@@ -323,27 +322,28 @@ class Resampled:
 
 
 def resampled_contrast(arms: Sequence[Resampled], weights: Sequence[float] = (1.0,),
-                       seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+                       seed: int = 0, paired_runs: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """``sum(weights[i] * mean over runs of arms[i])``, shape ``S``, with its 95% interval ``(value, low, high)``.
-    Each resample draws every arm's ``P`` runs with replacement, on their own, and takes their draws on that
-    resample's images (the same images for every arm: the arms must share the :func:`image_counts`).
+    Each resample draws every arm's ``P`` runs with replacement, on their own (with ``paired_runs``, once for all
+    arms: run ``p`` of every arm is one block, e.g. trained on the same data in the same order), and takes their draws
+    on that resample's images (the same images for every arm: the arms must share the :func:`image_counts`).
 
     The interval is the normal bootstrap one, ``value +- 1.96 * sd`` of the resampled values: a statistic of the whole
-    sample is biased on a resample (an effective rank drops, since a duplicated image adds no new direction), so the
-    interval is centred on the statistic as measured, and its width comes from the draws' spread, which few
-    resamples (an effective rank's 50) estimate much more steadily than they estimate 2.5% tails. It says how much
-    the value would move with other runs and other images, as many as these."""
+    sample is biased on a resample (an effective rank drops: a duplicated image adds no direction), so the interval is
+    centred on the value as measured, its width from the draws' spread, which few resamples (an effective rank's 50)
+    estimate more steadily than 2.5% tails: how much the value would move with as many other runs and images."""
     if len(arms) != len(weights) or not arms:
         raise ValueError(f"arms and weights must be as long and not empty, got {len(arms)} and {len(weights)}")
-    resamples = {arm.draws.shape[0] for arm in arms}
-    if len(resamples) != 1:
+    if len(resamples := {arm.draws.shape[0] for arm in arms}) != 1:
         raise ValueError(f"every arm must be resampled on the same image draws, got {sorted(resamples)} resamples")
-    generator = torch.Generator().manual_seed(seed)
+    if paired_runs and len({arm.value.shape[0] for arm in arms}) != 1:
+        raise ValueError(f"paired runs need as many runs in every arm, got {[arm.value.shape[0] for arm in arms]}")
+    generator, drawn, picked = torch.Generator().manual_seed(seed), 0.0, None
     value = sum(w * arm.value.mean(dim=0) for w, arm in zip(weights, arms))
-    drawn = 0.0
     for w, arm in zip(weights, arms):
-        b, p = arm.draws.shape[:2]
-        picked = torch.randint(p, (b, p), generator=generator) if p > 1 else torch.zeros(b, 1, dtype=torch.long)
+        if picked is None or not paired_runs:
+            b, p = arm.draws.shape[:2]
+            picked = torch.randint(p, (b, p), generator=generator) if p > 1 else torch.zeros(b, 1, dtype=torch.long)
         runs = arm.draws[torch.arange(b)[:, None], picked]  # (B, P, *S): the drawn runs on each resample's images
         drawn = drawn + w * runs.mean(dim=1)
     half_width = 1.96 * drawn.std(dim=0) if len(drawn) > 1 else torch.zeros_like(value)

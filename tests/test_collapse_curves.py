@@ -43,6 +43,14 @@ def test_resampled_mean_and_contrast():
     assert torch.allclose((high - low) / 2, 1.96 * se, rtol=0.25)
     with pytest.raises(ValueError, match="same image draws"):
         resampled_contrast([one, Resampled.mean_of(values[:1], counts[:10])], (1.0, -1.0))
+    # runs that are blocks (run p of every arm on the same data): drawn once for all, a shared run effect cancels
+    shifted = Resampled(a.value + 1.0, a.draws + 1.0)
+    _, low, high = resampled_contrast([shifted, a], (1.0, -1.0), paired_runs=True)
+    assert torch.allclose(high - low, torch.zeros(3, dtype=torch.float64), atol=1e-9)
+    _, low, high = resampled_contrast([shifted, a], (1.0, -1.0))  # drawn on their own: the run spread counts
+    assert ((high - low) > 0.1).all()
+    with pytest.raises(ValueError, match="as many runs in every arm"):
+        resampled_contrast([a, one], (1.0, -1.0), paired_runs=True)
 
 
 def test_a_biased_whole_sample_statistic_gets_an_interval_around_its_value():
@@ -166,6 +174,7 @@ def test_the_command_writes_curves_table_and_figure(folder, tmp_path, capsys, on
     (["--encoder", "no label"], "--encoder: must be LABEL=SOURCE"),
     (["--encoder", "a=random:v3"], "random:v1 or random:v2"),
     (["--encoder", "a=random", "--encoder", "a=random:v1"], "--encoder labels must differ"),
+    (["--encoder", "a=run", "--encoder", "a=other", "--along-training"], "--encoder labels must differ"),
     (["--encoder", "a=random", "--contrast", "a", "b"], "--contrast names 'b'"),
     (["--encoder", "a=nowhere/run"], "nowhere/run"),
     (["--encoder", "a=random", "--point", "ln"], "--point"),
@@ -221,10 +230,10 @@ def test_snapshots_along_training_and_the_budget_curve(folder, tmp_path, capsys,
     change = {label: epochs["2"] - epochs["1"] for label, epochs in distance.items()}
     first, last = (collapse_curves.number(distance["V1"][epoch]) for epoch in ("1", "2"))
     assert f"| V1 | GELU | 1 | 1 -> 2 | {first} -> {last}: " in report, report
-    contrast = re.search(r"\| V1 - V2 \| GELU \| (\S+) \[(\S+), (\S+)\]: (V1 change (higher|lower)|not told apart)",
-                         report)
+    contrast = re.search(r"\| V1 - V2 \| GELU \| (\S+) \[(\S+), (\S+)\]: (V1's change (above|below) V2's|not told "
+                         r"apart)", report)
     assert contrast and abs(float(contrast[1]) - (change["V1"] - change["V2"])) < 3e-5, report  # the CSV's 5 digits
-    assert float(contrast[2]) <= float(contrast[1]) <= float(contrast[3])
+    assert "One run per encoder: the intervals are over images only" in report
     with pytest.raises(SystemExit):  # a per-layer report beside it leaves it be (QA round 22 C10: it was deleted)
         main(collapse_command(folder, output, "--encoder", "a=random"))
     assert (output / "collapse.csv").is_file() and (output / "collapse-along-training-64px.png").is_file()
@@ -246,6 +255,11 @@ def test_snapshots_along_training_and_the_budget_curve(folder, tmp_path, capsys,
         main(collapse_command(folder, output, "--along-training", "--encoder", f"V2={runs['v2']},{tmp_path / 'copy'}"))
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "hold the same weights" in err and len(err.splitlines()) == 1, err
+    with pytest.raises(SystemExit) as exit_info:  # two encoders of one run: their changes differ by nothing (review 49)
+        main(collapse_command(folder, output, "--along-training", "--encoder", f"a={runs['v2']}", "--encoder",
+                              f"b={tmp_path / 'copy'}"))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "'a' and 'b' hold the same runs" in err and len(err.splitlines()) == 1, err
     with pytest.raises(SystemExit) as exit_info:  # a run without snapshots: one line saying how to get them
         main(collapse_command(folder, output, "--along-training", "--encoder", f"x={folder}"))
     err = capsys.readouterr().err.strip()

@@ -155,7 +155,8 @@ def transfer_measurements(ev: Evaluator) -> Iterator[tuple[str, Callable[[], obj
 
 
 def _estimate(arms: list[Resampled], weights: tuple[float, ...], runs: Tensor) -> Estimate:
-    value, low, high = (v.item() for v in resampled_contrast(arms, weights))
+    """Run s of every init is one block (the same training composites in the same order): drawn together."""
+    value, low, high = (v.item() for v in resampled_contrast(arms, weights, paired_runs=True))
     return Estimate(value, low, high, RunSpread(runs.tolist()))
 
 
@@ -181,10 +182,11 @@ def table_transfer(ev: Evaluator, output: Path) -> Table:
     s = ev.grid.scale
     recipe = {task: transfer_config(ev.grid, task, "fcmae", 0) for task in TASKS}
     scratch = scratch_decay(ev.grid)
-    shared = (f" With {t.seeds} transfer runs per init from {min(s.pretrain_seeds, s.finetune_seeds)} pretraining or "
-              "supervised run(s), some runs start from the same weights: the interval over runs then holds the "
-              "transfer's run-to-run noise, not the pretraining's." if t.seeds > min(s.pretrain_seeds, s.finetune_seeds)
-              else "")
+    scratch_note = "" if scratch is None else f" (the random init: {scratch:g}, what the sweep chose for scratch)"
+    sources = {"pretraining": s.pretrain_seeds, "supervised": s.finetune_seeds}
+    shared = "".join(f" The {t.seeds} transfer runs of a {kind} init start from {n} {kind} run(s): some share their "
+                     "weights, so the interval over runs holds only part of the spread of rerunning the "
+                     f"{kind} itself." for kind, n in sources.items() if t.seeds > n)
     section = f"""## 6. Transfer to dense tasks (synthetic composites)
 
 The paper's second case for FCMAE: UperNet segmentation (ADE20K) and Mask R-CNN detection (COCO) on the pretrained
@@ -197,10 +199,11 @@ same for every run. Inits: V2 and V1 FCMAE, V2 supervised (from scratch with eve
 {s.pretrain_seeds} (supervised: as table 1's K=all scratch run of seed s mod {s.finetune_seeds}); its own, because the
 tables' runs are kept as records without weights, and one trained again elsewhere would not be the same run.{shared}
 
-Every init transfers with one recipe, tuned for none of them: lr {recipe['segment'].lr:g} (segment) and
-{recipe['detect'].lr:g} (detect), layer decay {recipe['segment'].layer_decay:g}
-{'' if scratch is None else f"(the random init: {scratch:g}, what the sweep chose for scratch) "}and the same short
-schedule; a random init usually needs a longer one, so "FCMAE beats a random init" holds at this equal budget only.
+Every init transfers with one recipe, tuned for none of them (the random init's layer decay aside): lr
+{recipe['segment'].lr:g} (segment) and {recipe['detect'].lr:g} (detect), layer decay
+{recipe['segment'].layer_decay:g}{scratch_note}
+and the same short schedule; a random init usually needs a longer one, so "FCMAE beats a random init" holds at this
+equal budget only.
 The supervised init learned the very classes the composites paste, from the same train photos (the paper's
 supervised encoder learned ImageNet's classes, not COCO's or ADE20K's): this tilts its comparison towards supervised
 pretraining. The photo behind a composite's pasted regions shows an object that is no instance, so any detection of it
@@ -208,9 +211,9 @@ counts as a false positive, for every init alike.
 
 Each score is the split's, as the paper's (mIoU and pixel accuracy over the pixels of all composites, COCO's AP over
 the detections of all of them), the mean over runs [95% interval over runs, then composites: the score recomputed on
-{RESAMPLES} bootstrap weightings of the composites, the same for every run, and each init's runs drawn on their own;
-the normal interval]; runs: the lowest and highest run (for a difference: run s of one init minus run s of the other,
-trained on the same composites in the same order).
+{RESAMPLES} bootstrap weightings of the composites, the same for every run, and the runs drawn once for every init:
+run s of each trained on the same composites in the same order; the normal interval]; runs: the lowest and highest
+run (for a difference: run s of one init minus run s of the other).
 
 | score | {header} |
 |---|{'---|' * len(INITS)}
