@@ -5,6 +5,7 @@ what changed from the first kept epoch to the last (the budget question in numbe
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from .bootstrap import Estimate, hierarchical_bootstrap_mean
+from .bootstrap import Estimate, Resampled, hierarchical_bootstrap_mean
 from .collapse import grn_change_by_layer
 from .collapse_curves import (
     FIGURE_STATS,
@@ -24,7 +25,6 @@ from .collapse_curves import (
     has_point,
     measure,
     number,
-    verdict,
 )
 
 Runs = dict[str, Sequence[Mapping[int, Callable[[], nn.Module]]]]  # each encoder's runs, each {epoch: load the model}
@@ -126,23 +126,43 @@ def _cell(e: Estimate) -> str:
     return f"{number(e.value, '+')} [{number(e.low, '+')}, {number(e.high, '+')}]"
 
 
+def _change(first: Curves, last: Curves) -> Curves:
+    """Each run's statistics at ``last`` minus at ``first``, on the same image draws: a change paired by run and by
+    image."""
+    return dataclasses.replace(last, stats={name: Resampled(last.stats[name].value - first.stats[name].value,
+                                                            last.stats[name].draws - first.stats[name].draws)
+                                            for name in last.stats})
+
+
+def _compared(difference: Estimate, first: str, second: str) -> str:
+    """The words a 95% interval of ``first``'s change minus ``second``'s allows (a fall is a negative change)."""
+    if difference.low > 0:
+        return f"{first}'s change above {second}'s"
+    if difference.high < 0:
+        return f"{first}'s change below {second}'s"
+    return "not told apart"
+
+
 def markdown_along_training(by_epoch: Mapping[int, Sequence[Curves]], figure: str,
                             grn_change: Mapping[str, Mapping[int, Estimate]] | None = None) -> str:
     """The budget question in numbers: per encoder and point, each statistic (mean over blocks) at its first and last
-    kept epoch and the change between them, with its 95% interval; then each pair of encoders' changes contrasted,
-    with the words the interval allows. Every epoch is measured on the same images and image resamples, so a change
-    is paired by image; an encoder's runs are drawn independently at the two epochs (wider than paired, with
-    several runs)."""
+    kept epoch and the change between them (each run's, paired by run and image: every epoch is measured on the same
+    images and image resamples), with its 95% interval; then each pair of encoders' changes contrasted, with the
+    words the interval allows."""
     series = list(dict.fromkeys((c.label, c.point) for curves in by_epoch.values() for c in curves))
     ends = {key: _first_and_last(by_epoch, *key) for key in series}
+    changes = {key: _change(first, last) for key, [(_, first), (_, last)] in ends.items()}
+    single = all(first.runs == 1 for [(_, first), _] in ends.values())
     header = " | ".join(LABELS[s] for s in STATS) + " |"
     lines = [f"### {ends[series[0]][0][1].img_size} px: from the first kept epoch to the last", "",
              "Each cell: the mean over blocks at the first kept epoch -> at the last, and the change [95% interval "
-             "over runs and images, each epoch on the same images].", "",
+             "over runs and images, each epoch on the same images]."
+             + (" One run per encoder: the intervals are over images only, and say what these runs show, not what "
+                "pretraining again would." if single else ""), "",
              "| encoder | after | runs | epochs | " + header, "|---|---|---|---|" + "---|" * len(STATS)]
     for (label, point), [(e0, first), (e1, last)] in ends.items():
         cells = [f"{number(estimate([first], stat).value)} -> {number(estimate([last], stat).value)}: "
-                 f"{_cell(estimate([last, first], stat, (1.0, -1.0)))}" for stat in STATS]
+                 f"{_cell(estimate([changes[label, point]], stat))}" for stat in STATS]
         lines.append(f"| {label} | {point.upper()} | {first.runs} | {e0} -> {e1} | " + " | ".join(cells) + " |")
     pairs = [(a, b) for i, a in enumerate(series) for b in series[i + 1:]  # same point, same first and last epochs
              if a[1] == b[1] and [e for e, _ in ends[a]] == [e for e, _ in ends[b]]]
@@ -150,10 +170,9 @@ def markdown_along_training(by_epoch: Mapping[int, Sequence[Curves]], figure: st
         lines += ["", "Changes contrasted (the first encoder's change minus the second's):", "",
                   "| contrast | after | " + header, "|---|---|" + "---|" * len(STATS)]
         for a, b in pairs:
-            curves = [c for _, c in (ends[a][1], ends[a][0], ends[b][1], ends[b][0])]
-            contrasts = [estimate(curves, stat, (1.0, -1.0, -1.0, 1.0)) for stat in STATS]
+            contrasts = [estimate([changes[a], changes[b]], stat, (1.0, -1.0)) for stat in STATS]
             lines.append(f"| {a[0]} - {b[0]} | {a[1].upper()} | "
-                         + " | ".join(f"{_cell(e)}: {verdict(e, f'{a[0]} change')}" for e in contrasts) + " |")
+                         + " | ".join(f"{_cell(e)}: {_compared(e, a[0], b[0])}" for e in contrasts) + " |")
     for label, epochs in (grn_change or {}).items():
         (e0, first), (e1, last) = min(epochs.items()), max(epochs.items())
         lines += ["", f"{label}: {GRN_CHANGE} {number(first.value)} [{number(first.low)}, {number(first.high)}] at "

@@ -69,9 +69,6 @@ def load_encoders(specs: list[tuple[str, list[str]]], model: str | None,
                   device: torch.device) -> dict[str, list[nn.Module]]:
     """Every run of every encoder, loaded up front (a bad source fails before any measuring); the ``i``-th random
     source of an encoder is a random init from seed ``i``."""
-    labels = [label for label, _ in specs]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"--encoder labels must differ; got {', '.join(labels)}")
     encoders = {}
     for label, sources in specs:
         runs = []
@@ -160,7 +157,7 @@ def input_channels(models: list[nn.Module]) -> int:
 
 def run_along_training(args: argparse.Namespace, folder: Path, output: Path, device: torch.device) -> int:
     """Every encoder's runs measured at each epoch they kept a snapshot of (``--keep-every-epochs``)."""
-    runs = {}
+    runs: dict[str, list] = {}
     for label, sources in args.encoder:
         label_runs = []
         for source in sources:
@@ -171,17 +168,21 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
             label_runs.append({epoch: (lambda path=path: load_model(path, args.model)[0].to(device).eval())
                                for epoch, path in snapshots.items()})
         runs[label] = label_runs
-    last_common = []  # each run at its encoder's last common epoch: equal weights there are one run twice
-    for (label, sources), label_runs in zip(args.encoder, runs.values()):
-        common = set.intersection(*(set(r) for r in label_runs))
+    last_common = {}  # each run at its encoder's last common epoch: equal weights there are one run twice
+    for label, sources in args.encoder:
+        common = set.intersection(*(set(r) for r in runs[label]))
         if not common:
             raise ValueError(f"--along-training: the runs of {label!r} kept no snapshot at a common epoch "
-                             f"({'; '.join(', '.join(map(str, sorted(r))) for r in label_runs)})")
-        models = [run[max(common)]() for run in label_runs]
-        refuse_repeated_runs(label, sources, models)
-        last_common += models
+                             f"({'; '.join(', '.join(map(str, sorted(r))) for r in runs[label])})")
+        last_common[label] = [run[max(common)]() for run in runs[label]]
+        refuse_repeated_runs(label, sources, last_common[label])
+    for (first, a), (second, b) in itertools.combinations(last_common.items(), 2):  # each pair's changes contrasted
+        if same_runs(a, b):
+            raise ValueError(f"--encoder {first!r} and {second!r} hold the same runs, so their changes differ by "
+                             "nothing; compare encoders of different runs")
+    in_chans = input_channels([model for models in last_common.values() for model in models])
+    del last_common  # measure_along_training loads each epoch's weights as it goes
     files: dict[str, Callable[[Path], object]] = {}
-    in_chans = input_channels(last_common)
     for size in args.img_size:
         images = val_images(folder, size, args.images, in_chans, device)
         by_epoch, grn = collapse_along_training.measure_along_training(
@@ -201,9 +202,11 @@ def run_along_training(args: argparse.Namespace, folder: Path, output: Path, dev
 def run_collapse(args: argparse.Namespace) -> int:
     if args.along_training and args.contrast:
         raise ValueError("--contrast is not measured with --along-training: compare the encoders' curves")
+    labels = [label for label, _ in args.encoder]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"--encoder labels must differ; got {', '.join(labels)}")
     device = resolve_device(args.device)
     encoders = {} if args.along_training else load_encoders(args.encoder, args.model, device)
-    labels = [label for label, _ in args.encoder]
     sources = {label: names for label, names in args.encoder}
     for first, second in args.contrast:
         missing = [label for label in (first, second) if label not in labels]
