@@ -116,3 +116,26 @@ def test_segmentation_scores_are_torchmetrics_on_the_weighted_split(weights):
     expected = [100 * metric(predicted[repeated], truth[repeated]).item() for metric in (iou, accuracy)]
     ours = segmentation_scores(pixel_counts(predicted, truth, 6), weights[None])[0]
     assert ours.tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_classes_without_detections_crowds_and_a_split_without_any_detection_score_as_coco():
+    """A class with instances and no detection scores 0 in the mean; a crowd region's instance does not count and a
+    detection on it is no false positive; a split without a single detection (an untrained detector) scores 0."""
+    a, b = (4, 4, 14, 14), (18, 18, 30, 30)
+    truths = [_instances([a, b], [1, 2]), {**_instances([a, b], [3, 1]), "iscrowd": torch.tensor([1, 0])}]
+    detections = [_instances([a], [1], [0.9]), _instances([a, b], [3, 1], [0.8, 0.7])]
+    expected = _torchmetrics_ap(detections, truths)
+    assert 0 < expected[0] < 100 and _ours(detections, truths, torch.ones(2)) == pytest.approx(expected, abs=1e-6)
+    nothing = [_instances([], [], []) for _ in truths]
+    assert _ours(nothing, truths, torch.ones(2)) == pytest.approx(_torchmetrics_ap(nothing, truths)) == [0.0, 0.0]
+
+
+def test_a_tie_of_a_right_and_a_wrong_detection_in_one_image_counts_as_one_block():
+    """The documented exception: repeated, the image interleaves its two tied detections; weighted, they stay one
+    block (the bootstrap draws only; weights of 1 are exact)."""
+    box = (4, 4, 20, 20)
+    truths = [_instances([box], [1])]
+    detections = [_instances([box, (22, 22, 30, 30)], [1, 1], [0.9, 0.9])]
+    assert _ours(detections, truths, torch.ones(1)) == pytest.approx(_torchmetrics_ap(detections, truths))
+    assert _ours(detections, truths, torch.tensor([2.0])) == pytest.approx(_ours(detections, truths, torch.ones(1)))
+    assert _torchmetrics_ap(detections * 2, truths * 2)[0] < _ours(detections, truths, torch.tensor([2.0]))[0]

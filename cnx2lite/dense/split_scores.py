@@ -7,7 +7,9 @@ pooled (scored alone, pycocotools skips a class without instances in the image, 
 bootstrap interval over images therefore recomputes the split's statistic on each resample, image ``i`` drawn ``c_i``
 times counting its pixels, or its detections and instances, ``c_i`` times (weights from
 :func:`cnx2lite.bootstrap.image_counts`); weights of 1 give the split's own score, as torchmetrics computes it
-(:func:`mean_average_precision`: with COCO's own IoU and recall thresholds).
+(:func:`mean_average_precision`: with COCO's own IoU and recall thresholds). Integer weights give the score of the
+split with each image repeated that often, but for one case: two detections of one class in one image with the same
+score, one right and one wrong, which repeated images would interleave and a weight counts as one block.
 """
 from __future__ import annotations
 
@@ -52,15 +54,15 @@ def segmentation_scores(counts: Tensor, weights: Tensor) -> Tensor:
     pooled = torch.einsum("rn,nkc->rkc", weights.double(), counts.double())  # (R, K, 3)
     intersection, union, truth = pooled.unbind(-1)
     present = union > 0
-    miou = torch.where(present, intersection / union.clamp(min=1), 0).sum(1) / present.sum(1)
+    miou = torch.where(present, intersection / union.where(present, 1), 0).sum(1) / present.sum(1)
     return 100 * torch.stack([miou, intersection.sum(1) / truth.sum(1)], dim=1)
 
 
 # ---------------------------------------------------------------------------------------------------- detection
 def mean_average_precision(**options) -> MeanAveragePrecision:
     """torchmetrics' COCO box and mask AP (pycocotools' evaluation) at COCO's own thresholds: its defaults are the
-    thresholds rounded to float32, which moves a recall threshold off a recall a split reaches exactly (0.29 against
-    0.28999999 at 29 of 100 instances found) and the AP with it, by tenths of a point."""
+    thresholds rounded to float32, which lifts some recall thresholds just above a recall a split reaches exactly
+    (0.0700000003 against 0.07 at 7 of 100 instances found) and moves the AP, by tenths of a point."""
     return MeanAveragePrecision(iou_type=IOU_TYPES, backend="pycocotools", **options,
                                 iou_thresholds=COCO_THRESHOLDS.iouThrs.tolist(),
                                 rec_thresholds=COCO_THRESHOLDS.recThrs.tolist())
@@ -68,7 +70,7 @@ def mean_average_precision(**options) -> MeanAveragePrecision:
 
 @dataclass(frozen=True)
 class Matches:
-    """pycocotools' matching of one IoU type's detections (IoU 0.5:0.95, up to 100 per image), per class ``k``:
+    """pycocotools' matching of one IoU type's detections (IoU 0.5:0.95, at most 100 per image and class), by class:
     ``image[k]`` ``(D,)`` the image of each detection ranked by score, ``true[k]`` and ``false[k]`` ``(T, D)`` whether
     it is a true or a false positive at each IoU threshold (neither where COCO ignores it), and ``instances``
     ``(N, K)`` each image's instances of each class that count."""
@@ -82,11 +84,13 @@ class Matches:
 def coco_matches(detections: list[dict[str, Tensor]], truths: list[dict[str, Tensor]], num_classes: int,
                  iou_type: str) -> Matches:
     """Match each image's detections (``boxes`` (D, 4) xyxy, ``scores``, ``labels``, ``masks`` (D, H, W) bool) with
-    its truths (``boxes``, ``labels``, ``masks``), labels ``1..num_classes``, as pycocotools' COCOeval does."""
+    its truths (``boxes``, ``labels``, ``masks``, optionally ``iscrowd``), labels ``1..num_classes``, as
+    pycocotools' COCOeval does."""
     gt, found = [], []
     for i, (truth, detection) in enumerate(zip(truths, detections)):
-        gt += [dict(_instance(i, box, mask, iou_type), id=len(gt) + j + 1, category_id=int(label), iscrowd=0)
-               for j, (box, mask, label) in enumerate(zip(truth["boxes"], truth["masks"], truth["labels"]))]
+        crowd = truth.get("iscrowd", torch.zeros(len(truth["labels"]), dtype=torch.long))
+        gt += [dict(_instance(i, box, mask, iou_type), id=len(gt) + j + 1, category_id=int(label), iscrowd=int(c))
+               for j, (box, mask, label, c) in enumerate(zip(truth["boxes"], truth["masks"], truth["labels"], crowd))]
         found += [dict(_instance(i, box, mask, iou_type), category_id=int(label), score=float(score))
                   for box, mask, label, score in zip(detection["boxes"], detection["masks"], detection["labels"],
                                                      detection["scores"])]
