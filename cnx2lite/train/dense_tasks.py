@@ -53,7 +53,7 @@ class DenseTask(Task):
     def __init__(self, config: TrainConfig) -> None:
         super().__init__(config)
         self.num_classes = 0  # known once the model is built
-        self.samples = "composites" if config.dense_format == "composites" else "images"
+        self.sample_kind = "composites" if config.dense_format == "composites" else "images"
 
     def backbone(self) -> ConvNeXtV2:
         """The ConvNeXt V2 encoder with a LayerNorm per stage map, from ``pretrained`` (its classifier, final norm and

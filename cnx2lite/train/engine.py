@@ -151,7 +151,7 @@ class Trainer:
         c = self.config
         self._maybe_resume()
         start = c.start  # what the run is, said before it writes (stdout that cannot take it stops it here)
-        self.log(f"{self.task.name} {c.model} on {len(self.train_set)} {self.task.samples} "
+        self.log(f"{self.task.name} {c.model} on {len(self.train_set)} {self.task.sample_kind} "
                  f"({len(self.train_set.classes)} classes, {'x'.join(map(str, transforms.image_hw(c.img_size)))} px), "
                  f"{c.epochs} epochs x {self.steps_per_epoch} steps, effective batch {c.global_batch}, lr {c.lr:.3g}, "
                  f"{self.dist.world_size} process(es) on {self.dist.device}, "

@@ -28,7 +28,7 @@ class Task:
 
     name: str
     decay_grn_and_mask_token = False  # see cnx2lite.train.optim
-    samples = "images"  # what the training set holds, as the start of a run names it
+    sample_kind = "images"  # what the training set holds, as the start of a run names it
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
