@@ -182,7 +182,8 @@ def table_transfer(ev: Evaluator, output: Path) -> Table:
     s = ev.grid.scale
     recipe = {task: transfer_config(ev.grid, task, "fcmae", 0) for task in TASKS}
     scratch = scratch_decay(ev.grid)
-    scratch_note = "" if scratch is None else f" (the random init: {scratch:g}, what the sweep chose for scratch)"
+    scratch_note = ("" if scratch in (None, recipe["segment"].layer_decay)
+                    else f" (the random init: {scratch:g}, what the sweep chose for scratch)")
     sources = {"pretraining": s.pretrain_seeds, "supervised": s.finetune_seeds}
     shared = "".join(f" The {t.seeds} transfer runs of a {kind} init start from {n} {kind} run(s): some share their "
                      "weights, so the interval over runs holds only part of the spread of rerunning the "
@@ -199,7 +200,7 @@ same for every run. Inits: V2 and V1 FCMAE, V2 supervised (from scratch with eve
 {s.pretrain_seeds} (supervised: as table 1's K=all scratch run of seed s mod {s.finetune_seeds}); its own, because the
 tables' runs are kept as records without weights, and one trained again elsewhere would not be the same run.{shared}
 
-Every init transfers with one recipe, tuned for none of them (the random init's layer decay aside): lr
+Every init transfers with one recipe, tuned for none of them (but for the random init's layer decay): lr
 {recipe['segment'].lr:g} (segment) and {recipe['detect'].lr:g} (detect), layer decay
 {recipe['segment'].layer_decay:g}{scratch_note}
 and the same short schedule; a random init usually needs a longer one, so "FCMAE beats a random init" holds at this
