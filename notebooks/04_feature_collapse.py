@@ -46,7 +46,7 @@ import json
 from pathlib import Path
 
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from cnx2lite import collapse, data, transforms
 from cnx2lite.factory import load_model
@@ -136,7 +136,7 @@ for stat in ("saturated", "off"):
 # dashed: after GRN, V2 only):
 
 # %%
-display(jpeg_file(evidence.report_figure("feature_collapse_96px")))
+display(jpeg_file(evidence.report_figure("feature_collapse_96px"), quality=60))  # line plots read as well at 60
 
 # %% [markdown]
 # The same curves are in `feature_collapse.csv`, read here with `evidence.collapse_curve`. For the paper's distance
@@ -478,7 +478,7 @@ for variant in (pre["model"], "convnextv2_base"):
           "encoder parameters")
 
 # %% [markdown]
-# Three differences, each a plausible reason (none tested here):
+# Three differences, each a plausible reason (the first is measured below):
 #
 # - **Training length.** Collapse is slow drift. After a few epochs on 10k images the distances of V1's deep blocks
 #   are still near their value at initialization: they have had little time to collapse. The paper's analysis uses
@@ -487,6 +487,33 @@ for variant in (pre["model"], "convnextv2_base"):
 #   or switch off while the reconstruction stays good; Atto's narrow MLPs have every channel working.
 # - **Resolution.** At 96 px the deep maps are 6 x 6 and 3 x 3, so "constant over positions" and "same pattern" are
 #   judged on a handful of numbers, and the plain cosine is dominated by offsets (section 7).
+#
+# ### Training length, measured
+#
+# The first reason can be tested on two cores. `scripts/collapse_budget.sh` pre-trained V1 and V2 for 40 epochs on
+# every training image at 96 px (five times the reproduction's 8), keeping the weights every 4 epochs, and
+# `cnx2lite collapse --along-training` measured each kept epoch on 500 val images, after GELU, the same images at every
+# epoch (so a change is paired by image). There is one pre-training run per block, so the intervals are over images
+# only: they say what these two runs did, not what pre-training again would. If the paper's explanation holds here,
+# V1's measures should drift toward collapse as the epochs go by, and V2's should not:
+
+# %%
+budget = evidence.REPORT / "collapse_budget"
+display(Markdown((budget / "collapse-along-training-96px.md").read_text().partition("![")[0]))
+display(jpeg_file(budget / "collapse-along-training-96px.png", quality=60))
+
+# %% [markdown]
+# The opposite happened. V2's channels drift toward collapse much faster than V1's: by epoch 16 about half of V2's
+# MLP channels are *off* in an image (never above zero after GELU), its raw distance has fallen far below V1's, and its
+# effective rank per channel has dropped, while V1's effective rank rises all along. Only the centered distance moves
+# the paper's way, and by little: V1's falls a little, V2's stays put. GRN, meanwhile, goes from nearly the identity
+# to changing its input by about three quarters of its norm: it acts. A few loud channels over a quiet majority is
+# what GRN's formula rewards (each channel's norm over the mean of all channels' norms: a quiet majority makes the
+# loud few louder), though these runs do not show that GRN caused it, and what GRN's output looks like was not
+# measured here (after GELU only). The weights at epoch $E$ of a 40-epoch schedule are
+# not those of an $E$-epoch run (the learning rate is still high at epoch 8), and one run per block leaves open
+# whether a rerun would do the same; `scripts/collapse_budget.sh` also trains V2 blocks without GRN, the control that
+# would say whether GRN or V2's other change (no LayerScale) drives it.
 #
 # And the downstream effect that GRN exists for? The paper's co-design claim is that FCMAE helps V2 more than V1 when
 # fine-tuning (the report's table 2, and notebook 5). The report's verdict on it, at this scale:
@@ -521,8 +548,9 @@ print(evidence.measured(2, "V2 gain - V1 gain").verdict("FCMAE helps V2 more tha
 #    (`load_model("random", pre["model"], "v1")`, epoch 0) and the V1 FCMAE encoder. Predict which of them has more
 #    saturated channels in stage 3, then measure both with `stage_means(collapse.collapse_by_layer(model, images))`.
 #    To follow the drift further, pre-train V1 for longer outside the notebook (`cnx2lite pretrain --preset cpu
-#    --block v1 --epochs 40 --save-every-steps 470 --keep-last 10 --name v1-long`, about 40 minutes on 2 CPU cores)
-#    and load `runs/v1-long`'s checkpoints, named by step, one by one with `load_model(path)`.
+#    --block v1 --epochs 40 --keep-every-epochs 4 --name v1-long`, about an hour on 2 CPU cores) and load its
+#    `snapshot-epoch-<E>.pt` files one by one with `load_model(path)`, or measure them all with `cnx2lite collapse
+#    --along-training` (section 9 shows what it found).
 
 # %% [markdown]
 # **Solution 1.**
@@ -602,4 +630,4 @@ for label, layers in (("V1 random init (epoch 0)", collapse.collapse_by_layer(v1
     print(f"{label:28s} stage-3 saturated {100 * stage_means(layers)['stage 3']['saturated']:.2f} %")
 # At initialization nearly no channel is flat: random filters respond to every image differently. After the
 # pre-training, V1 has channels parked at GELU's floor (section 6): the drift has started. Whether it keeps growing
-# with the epochs, as the paper's explanation says, takes the longer run of the exercise.
+# with the epochs, as the paper's explanation says, takes a longer run: section 9's budget curve.
