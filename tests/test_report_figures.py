@@ -61,6 +61,8 @@ def test_label_efficiency_puts_k_on_a_log_axis_and_leaves_k_all_unjoined(tmp_pat
     assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "50", "all\n(852)"]
     joined = [line for line in ax.get_lines() if line.get_linestyle() != "None" and len(line.get_xdata()) > 1]
     assert len(joined) == 4 and all(max(line.get_xdata()) < 100 for line in joined)  # 10 to 50 only, per curve
+    hollow = [line for line in ax.get_lines() if line.get_markerfacecolor() == "white"]
+    assert len(hollow) == 4 and all(min(line.get_xdata()) > 800 for line in hollow)  # K=all only, told from a K there
     assert len([t for t in ax.get_legend().get_texts()]) == 4  # one entry per curve, not per segment
     assert any("K=all" in t.get_text() for t in ax.texts)
 

@@ -39,7 +39,7 @@ def plot_label_efficiency(curves: dict, labeled: dict[str, float], path: Path, a
     """Top-1 against K (log axis) for FCMAE and scratch, fine-tuned (solid) and kNN (dashed), with 95% intervals:
     ``curves[probe][K label] = (FCMAE, scratch)``, ``labeled[K label]`` the labeled images per class it stands for
     (fewer than K where the folder holds fewer).
-    K=all stands apart, unjoined (its runs train other epochs, ``all_note``)."""
+    K=all stands apart, unjoined and hollow (its runs train other epochs, ``all_note``)."""
     fig = Figure(figsize=(6.5, 4), layout="constrained")
     ax = fig.subplots()
     for probe_name, ls in (("fine-tuned", "-"), ("kNN", "--")):
@@ -50,7 +50,8 @@ def plot_label_efficiency(curves: dict, labeled: dict[str, float], path: Path, a
                 if part:
                     x = [labeled[k] * (0.96 if i == 0 else 1.04) for k in part]  # side by side, not over each other
                     estimates = [curves[probe_name][k][i] for k in part]
-                    _errorbar(ax, x, estimates, marker=marker, ls=ls, color=color, label=label)
+                    hollow = {"mfc": "white"} if part[0] == "all" else {}  # apart where K=all is a finite K's place
+                    _errorbar(ax, x, estimates, marker=marker, ls=ls, color=color, label=label, **hollow)
                     _run_dots(ax, x, estimates, color)
                     label = None  # one legend entry per line
     ax.set_xscale("log")
