@@ -213,8 +213,9 @@ counts as a false positive, for every init alike.
 Each score is the split's, as the paper's (mIoU and pixel accuracy over the pixels of all composites, COCO's AP over
 the detections of all of them), the mean over runs [95% interval over runs, then composites: the score recomputed on
 {RESAMPLES} bootstrap weightings of the composites, the same for every run, and the runs drawn once for every init:
-run s of each trained on the same composites in the same order; the normal interval]; runs: the lowest and highest
-run (for a difference: run s of one init minus run s of the other).
+run s of each trained on the same composites in the same order; the normal interval; composites draw their photos
+with replacement, so two may share one, which the interval treats as independent]; runs: the lowest and highest run
+(for a difference: run s of one init minus run s of the other).
 
 | score | {header} |
 |---|{'---|' * len(INITS)}
