@@ -122,7 +122,7 @@ def split_scores(ev: Evaluator, task: str, init: str, seed: int) -> Tensor:
     bootstrap weighting of them: recorded, else measured on its weights and recorded."""
     t = ev.grid.scale.transfer
     name = transfer_name(ev.grid, task, init, seed)
-    key = f"split-scores-{t.val_composites}x{t.img_size}px-{RESAMPLES}resamples@{ev.val_id}"
+    key = f"split-scores-{t.val_composites}x{t.img_size}px-{RESAMPLES}resamples-float32@{ev.val_id}"
     scores = ev.grid.records.measured(name, key)
     if scores is None:
         run = run_transfer(ev.grid, task, init, seed, weights=True)
