@@ -68,6 +68,9 @@ def _ours(detections: list[dict], truths: list[dict], weights: torch.Tensor) -> 
 def test_weights_of_one_give_cocos_ap_of_the_split():
     detections, truths = _random_split(6)
     assert _ours(detections, truths, torch.ones(6)) == pytest.approx(_torchmetrics_ap(detections, truths), abs=1e-6)
+    unused = coco_matches(detections, truths, CLASSES + 1, "bbox")  # a class no image holds or predicts: not counted
+    assert average_precision(unused, torch.ones(1, 6)).item() == pytest.approx(_ours(detections, truths,
+                                                                                     torch.ones(6))[0])
 
 
 def test_integer_weights_give_the_ap_of_the_split_with_images_repeated():

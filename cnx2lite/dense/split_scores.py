@@ -110,14 +110,15 @@ def coco_matches(detections: list[dict[str, Tensor]], truths: list[dict[str, Ten
         entries = [(i, e) for i, e in enumerate(evaluation.evalImgs[k * per_class:(k + 1) * per_class]) if e]
         for i, e in entries:
             instances[i, k] = float(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
-        scores = np.concatenate([e["dtScores"] for _, e in entries]) if entries else np.zeros(0)
-        order = np.argsort(-scores, kind="mergesort")  # COCO's ranking, ties in image order
-        matched = np.concatenate([e["dtMatches"] for _, e in entries], axis=1)[:, order] if entries else None
-        ignored = np.concatenate([e["dtIgnore"] for _, e in entries], axis=1)[:, order] if entries else None
-        image.append(torch.tensor(np.concatenate([[i] * len(e["dtScores"]) for i, e in entries])[order]
-                                  if entries else [], dtype=torch.long))
-        true.append(torch.from_numpy((matched > 0) & ~ignored) if entries else torch.zeros(0, 0, dtype=torch.bool))
-        false.append(torch.from_numpy((matched == 0) & ~ignored) if entries else torch.zeros(0, 0, dtype=torch.bool))
+        if not entries:  # neither an instance nor a detection of the class anywhere
+            entries = [(0, {"dtScores": [], "dtMatches": np.zeros((0, 0)), "dtIgnore": np.zeros((0, 0), bool)})]
+        order = np.argsort(-np.concatenate([e["dtScores"] for _, e in entries]), kind="mergesort")  # ties: image order
+        matched = np.concatenate([e["dtMatches"] for _, e in entries], axis=1)[:, order]
+        ignored = np.concatenate([e["dtIgnore"] for _, e in entries], axis=1)[:, order]
+        image.append(torch.tensor(np.concatenate([[i] * len(e["dtScores"]) for i, e in entries])[order],
+                                  dtype=torch.long))
+        true.append(torch.from_numpy((matched > 0) & ~ignored))
+        false.append(torch.from_numpy((matched == 0) & ~ignored))
     return Matches(image, true, false, instances)
 
 
