@@ -167,7 +167,7 @@ def table_transfer(ev: Evaluator, output: Path) -> Table:
         scores = {init: torch.stack([split_scores(ev, task, init, seed) for seed in range(t.seeds)]).double()
                   for init in INITS}  # (S, 1 + B, M) per init
         for m, metric in enumerate(SPLIT_SCORES[task]):
-            arms = {init: Resampled(s[:, 0, m], s[:, 1:, m].T) for init, s in scores.items()}  # (S,), (B, S)
+            arms = {init: Resampled(runs[:, 0, m], runs[:, 1:, m].T) for init, runs in scores.items()}  # (S,), (B, S)
             estimates = {init: _estimate([arm], (1.0,), arm.value) for init, arm in arms.items()}
             label = f"{task}: {metric}"
             rows += [Row("6", f"{task} {INITS[init]}", metric, e, t.seeds > 1) for init, e in estimates.items()]
