@@ -478,3 +478,20 @@ def test_a_random_init_transfers_with_the_layer_decay_the_sweep_chose_for_scratc
     assert transfer_config(grid, "segment", "scratch", 0).name == "transfer-segment-scratch-ld1-s0"
     grid.recipes["scratch"] = Recipe(1e-3)
     assert transfer_config(grid, "segment", "scratch", 0).name == "transfer-segment-scratch-s0"  # as recorded
+
+
+def test_split_score_records_name_the_evaluation_composites_they_were_scored_on(tinted, tmp_path, monkeypatch):
+    """Records of table 6 pair runs scored on the same composites; the photos' listing alone does not pin them (the
+    shapes are rasterized by Pillow): the key holds a hash of the composites' labels (review 48)."""
+    from cnx2lite.dense import composites
+    from cnx2lite.reproduce.grid import SCALES, Grid
+    from cnx2lite.reproduce.transfer_table import composites_id
+
+    def grid() -> Grid:
+        return Grid(SCALES["smoke"], str(data.find_image_folder(tinted)), tmp_path / "out")
+
+    first = grid()
+    assert composites_id(first, "segment") == composites_id(first, "segment") == composites_id(grid(), "detect")
+    shape = composites.random_shape
+    monkeypatch.setattr(composites, "random_shape", lambda rng, size: (lambda m, b: (~m, b))(*shape(rng, size)))
+    assert composites_id(grid(), "segment") != composites_id(first, "segment")  # other shapes: another key

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,10 +20,12 @@ import torch
 from torch import Tensor
 
 from ..bootstrap import Estimate, Resampled, RunSpread, image_counts, resampled_contrast
+from ..dense.composites import CompositeDataset
 from ..rundir import RunResult, load_checkpoint
 from ..train import TrainConfig, load_config, load_preset
 from ..train.loader import eval_loader, move_to
 from ..train.run_data import build_run_data
+from ..train.task_base import Task
 from ..train.tasks import build_task
 from .evaluation import Evaluator
 from .figures import plot_bars
@@ -122,12 +125,32 @@ def split_scores(ev: Evaluator, task: str, init: str, seed: int) -> Tensor:
     bootstrap weighting of them: recorded, else measured on its weights and recorded."""
     t = ev.grid.scale.transfer
     name = transfer_name(ev.grid, task, init, seed)
-    key = f"split-scores-{t.val_composites}x{t.img_size}px-{RESAMPLES}resamples-float32@{ev.val_id}"
+    key = (f"split-scores-{t.val_composites}x{t.img_size}px-{RESAMPLES}resamples-float32@{ev.val_id}-"
+           f"{composites_id(ev.grid, task)}")
     scores = ev.grid.records.measured(name, key)
     if scores is None:
         run = run_transfer(ev.grid, task, init, seed, weights=True)
         scores = ev.grid.records.keep_measured(name, key, _score_split(run.run_dir, task, ev.device))
     return scores
+
+
+def _evaluation_composites(config: TrainConfig, task: str) -> tuple[Task, CompositeDataset]:
+    """The task of a run of ``config`` and its evaluation composites, as the run makes them."""
+    dense = build_task(config)
+    return dense, dense.datasets(build_run_data(config, task, dense.train_transform()))[1]
+
+
+@functools.cache
+def composites_id(grid: Grid, task: str) -> str:
+    """A short hash of the evaluation composites' labels as this machine draws them (each one's semantic map), in
+    the key of every split-score record: scores of composites drawn otherwise (another Pillow's rasterization of the
+    same shapes) are never paired with these. Draws them once per grid and task, photos decoded: seconds."""
+    _, composites = _evaluation_composites(dataclasses.replace(transfer_config(grid, task, "fcmae", 0),
+                                                               pretrained=None), task)
+    digest = hashlib.sha256()
+    for index in range(len(composites)):
+        digest.update(composites.compose(index)[1].tobytes())
+    return digest.hexdigest()[:10]
 
 
 @torch.no_grad()
@@ -136,8 +159,7 @@ def _score_split(run_dir: Path, task: str, device: torch.device) -> Tensor:
     scored in float32), as they are and on :data:`RESAMPLES` weightings (:func:`image_counts`, seed 0: the same for
     every run)."""
     config = dataclasses.replace(load_config(run_dir / "config.json", task), pretrained=None)  # weights come next
-    dense = build_task(config)
-    _, val_set = dense.datasets(build_run_data(config, task, dense.train_transform()))
+    dense, val_set = _evaluation_composites(config, task)
     model = dense.build_model(len(val_set.classes))
     model.load_state_dict(load_checkpoint(run_dir)["model"])
     model.to(device).eval()
