@@ -23,6 +23,7 @@ from .collapse_curves import (
     Curves,
     estimate,
     has_point,
+    interval,
     measure,
     number,
 )
@@ -122,10 +123,6 @@ def _first_and_last(by_epoch: Mapping[int, Sequence[Curves]], label: str, point:
     return [kept[0], kept[-1]]
 
 
-def _cell(e: Estimate) -> str:
-    return f"{number(e.value, '+')} [{number(e.low, '+')}, {number(e.high, '+')}]"
-
-
 def _change(first: Curves, last: Curves) -> Curves:
     """Each run's statistics at ``last`` minus at ``first``, on the same image draws: a change paired by run and by
     image."""
@@ -162,7 +159,7 @@ def markdown_along_training(by_epoch: Mapping[int, Sequence[Curves]], figure: st
              "| encoder | after | runs | epochs | " + header, "|---|---|---|---|" + "---|" * len(STATS)]
     for (label, point), [(e0, first), (e1, last)] in ends.items():
         cells = [f"{number(estimate([first], stat).value)} -> {number(estimate([last], stat).value)}: "
-                 f"{_cell(estimate([changes[label, point]], stat))}" for stat in STATS]
+                 f"{interval(estimate([changes[label, point]], stat), '+')}" for stat in STATS]
         lines.append(f"| {label} | {point.upper()} | {first.runs} | {e0} -> {e1} | " + " | ".join(cells) + " |")
     pairs = [(a, b) for i, a in enumerate(series) for b in series[i + 1:]  # same point, same first and last epochs
              if a[1] == b[1] and [e for e, _ in ends[a]] == [e for e, _ in ends[b]]]
@@ -172,9 +169,8 @@ def markdown_along_training(by_epoch: Mapping[int, Sequence[Curves]], figure: st
         for a, b in pairs:
             contrasts = [estimate([changes[a], changes[b]], stat, (1.0, -1.0)) for stat in STATS]
             lines.append(f"| {a[0]} - {b[0]} | {a[1].upper()} | "
-                         + " | ".join(f"{_cell(e)}: {_compared(e, a[0], b[0])}" for e in contrasts) + " |")
+                         + " | ".join(f"{interval(e, '+')}: {_compared(e, a[0], b[0])}" for e in contrasts) + " |")
     for label, epochs in (grn_change or {}).items():
         (e0, first), (e1, last) = min(epochs.items()), max(epochs.items())
-        lines += ["", f"{label}: {GRN_CHANGE} {number(first.value)} [{number(first.low)}, {number(first.high)}] at "
-                  f"epoch {e0}, {number(last.value)} [{number(last.low)}, {number(last.high)}] at epoch {e1}."]
+        lines += ["", f"{label}: {GRN_CHANGE} {interval(first)} at epoch {e0}, {interval(last)} at epoch {e1}."]
     return "\n".join([*lines, "", f"![collapse along pretraining]({figure})", ""])

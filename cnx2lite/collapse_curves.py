@@ -270,6 +270,11 @@ def number(x: float, sign: str = "") -> str:
     return f"{x:{sign}.3f}" if x == 0 or abs(x) >= 5e-4 else f"{x:{sign}.1e}"
 
 
+def interval(e: Estimate, sign: str = "") -> str:
+    """``value [low, high]``, each as :func:`number` writes it."""
+    return f"{number(e.value, sign)} [{number(e.low, sign)}, {number(e.high, sign)}]"
+
+
 def rank_ceilings(dims: Sequence[int], images: int, size: int, positions: int = POSITIONS) -> dict[int, float]:
     """``{stage: the most "effective rank / channels" can be}`` where the sample bounds it below 1: a stage's MLP has
     ``4 x dim`` channels, and ``images`` x ``positions`` (at most its map's) centered rows span ``rows - 1`` of them."""
@@ -294,7 +299,7 @@ def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], fig
             for stat in STATS:
                 e = estimate([c], stat)
                 spread = f" (runs {number(e.runs.min)}..{number(e.runs.max)})" if c.runs > 1 else ""
-                cells.append(f"{number(e.value)} [{number(e.low)}, {number(e.high)}]{spread}")
+                cells.append(f"{interval(e)}{spread}")
             lines.append(f"| {c.label} | {c.point.upper()} | {c.runs} | " + " | ".join(cells) + " |")
         pairs = [(a, b, pair) for a, b, pair in _contrast_pairs(curves, contrasts) if a.img_size == size]
         if pairs:
@@ -304,8 +309,7 @@ def markdown(curves: Sequence[Curves], contrasts: Sequence[tuple[str, str]], fig
                 cells = []
                 for stat in STATS:
                     e = estimate(pair, stat, (1.0, -1.0))
-                    cells.append(f"{number(e.value, '+')} [{number(e.low, '+')}, {number(e.high, '+')}]: "
-                                 f"{verdict(e, a.label)}")
+                    cells.append(f"{interval(e, '+')}: {verdict(e, a.label)}")
                 lines.append(f"| {a.label} - {b.label} | {a.point.upper()} | " + " | ".join(cells) + " |")
         if (ceiling := (ceilings or {}).get(size)):
             lines += ["", "Effective rank / channels cannot exceed what the sample spans here, whatever the encoder: "

@@ -64,8 +64,7 @@ def table_collapse(ev: Evaluator, output: Path) -> Table:
                 diff = collapse_curves.estimate([v2, v1], stat, (1.0, -1.0), blocks)
                 rows.append(Row("4", f"V2 FCMAE - V1 FCMAE at {size} px, {stage}", COLLAPSE_METRICS[stat], diff,
                                 both))
-                signed = functools.partial(collapse_curves.number, sign="+")
-                cells.append(f"{signed(diff.value)} [{signed(diff.low)}, {signed(diff.high)}]")
+                cells.append(collapse_curves.interval(diff, "+"))
             by_stage.append(f"| {COLLAPSE_METRICS[stat]} at {size} px | " + " | ".join(cells) + " |")
     stage_names = list(collapse.stages(curves[0].layers))
     shutil.copy(ev.grid.pretrain("v2").run_dir / "reconstruction.png", output / "reconstruction.png")
