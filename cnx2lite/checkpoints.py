@@ -162,7 +162,7 @@ def read_weights(source: str | os.PathLike | Mapping[str, Tensor],
         kind = "EMA weights" if use_ema else "state dict"
         raise ValueError(f"no {kind} in {where}: expected one under {' or '.join(map(repr, names))}; "
                          f"top-level keys: {', '.join(map(str, list(checkpoint)[:10]))}")
-    return checkpoint[name], architecture, [f"weights taken from checkpoint[{name!r}]"]
+    return checkpoint[name], architecture, [f"read from checkpoint[{name!r}]"]
 
 
 STEM = "downsample_layers.0.0.weight"
