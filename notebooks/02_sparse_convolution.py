@@ -449,8 +449,8 @@ print("largest fixed parts (dense row):", ", ".join(f"{part} {phase} {1e3 * t:.0
 # The fixed parts cap the speed-up (the first line gives the cap: even an infinitely fast per-position part would
 # not beat it). Prediction and measurement need not agree: gather pays for its own scatter and gather around every
 # dwconv, and its smaller matrices run less efficiently, which the prediction ignores; on a shared machine, timing
-# noise moves both by several percent. In the stored run the measurement came out a few percent above the prediction,
-# within that noise. The largest fixed parts are printed above; on a CPU the 7x7
+# noise moves both by several percent. In the stored run the measurement came out below the prediction (1.50x
+# against 1.62x), as those ignored costs would make it. The largest fixed parts are printed above; on a CPU the 7x7
 # dwconvs' backward pass is among them (a depthwise conv's weight gradient is slow).
 #
 # The per-position MLP grows with the square of the width $C$ (two $C \times 4C$ linears) while a dwconv grows linearly
@@ -479,9 +479,11 @@ for setting, ratio in speedups.items():
     print(f"{setting:>40}: gather {ratio:.2f}x dense")
 
 # %% [markdown]
-# On this CPU the wider model gains the most. Resolution matters less here: on a CPU both the saved work and the
-# fixed work grow with the number of pixels. (At 96 px the 3x3 cell grid also rounds the mask to 6 of 9 cells, so
-# fewer positions are visible than at 224 px.) On a GPU we expect the speed-up to grow with the image size as well,
+# In the stored run the three settings land close together, 1.7x to 1.8x: on a CPU both the saved work and the
+# fixed work grow with the number of pixels, and at batch 4 Tiny's wider matrices gained no more than Atto's (at
+# batch 16, `cnx2lite bench fcmae` measured Tiny at 2.26x and Atto at 1.74x on 2026-11-27: the per-position MLP's
+# share grows with the width). (At 96 px the 3x3 cell grid also rounds the mask to 6 of 9 cells, so fewer positions
+# are visible than at 224 px.) On a GPU we expect the speed-up to grow with the image size as well,
 # because small images add a cost that sparsity cannot remove, the launch overhead of many small kernels; we have
 # not measured it here. Run this notebook at `gpu` scale, or `cnx2lite bench fcmae --model convnextv2_base
 # --img-size 224`, to see it on your card.
@@ -500,7 +502,8 @@ for setting, ratio in speedups.items():
 #   implementations of the same sparse encoder and agree to float rounding. After pretraining, the weights are an
 #   ordinary dense model again for fine-tuning.
 # - Sparsity speeds up only the per-position work; the stem, the full-size dwconvs, the decoder and the optimizer are
-#   fixed costs, so the speed-up is modest for Atto and grows with the model's width.
+#   fixed costs, so the speed-up is modest on a CPU (under 2x in this notebook's run); the wider the model, the larger
+#   the per-position share it can save.
 # - Next, [03_grn](03_grn.ipynb): the layer that ConvNeXt V2 adds to make this pretraining work.
 #
 # ## Exercises

@@ -396,10 +396,10 @@ jpeg_file(report_figure("grn_ablation"))
 # LayerNorm, SE and CBAM intervals reached just below 0). GRN removed at fine-tuning starts from GRN's own pretraining
 # runs, so its difference is paired run by run, and its interval is about $\pm 0.6$ points: at this scale removing
 # GRN at fine-tuning costs at most about 0.6 points, where the paper lost 5.8. Not because GRN does nothing: on the
-# table's L1-aggregation encoders (the L2 ones trained on another machine) it changes its input by about 15%,
-# $\lVert \mathrm{GRN}(X) - X \rVert / \lVert X \rVert$ averaged over blocks (`collapse.grn_change_by_layer`), with
-# gammas of 0.02 to 0.08; the fine-tuned encoders simply do as well without it. Whether GRN matters more with a longer
-# pretraining is what `scripts/collapse_budget.sh` measures.
+# table's L1-aggregation encoders (the L2 ones trained on another machine; a one-off check of 2026-12-07, not stored)
+# it changed its input by about 15%, $\lVert \mathrm{GRN}(X) - X \rVert / \lVert X \rVert$ averaged over blocks
+# (`collapse.grn_change_by_layer`), with gammas of 0.02 to 0.08; the fine-tuned encoders simply do as well without
+# it. Whether GRN matters more with a longer pretraining is what `scripts/collapse_budget.sh` measures.
 #
 # ## Explore
 #

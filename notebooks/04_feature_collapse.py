@@ -30,8 +30,9 @@
 # **The verdict first** (section 1 computes it from the report's intervals): **on the paper's own measure the
 # collapse does not reproduce, on a second measure it does.** V2's raw feature cosine distance is the *lower* one,
 # the opposite of the paper's Fig. 4. The effective rank of section 8 goes the paper's way: V1's activations spread
-# over far fewer directions than V2's. No encoder has dead channels worth the name; V1 has more channels switched off
-# at GELU's floor than V2 (section 6), the paper's direction. The rest of the notebook shows the evidence, block by
+# over far fewer directions than V2's. No encoder has dead channels worth the name; at the training resolution (96 px)
+# V1 has more channels switched off at GELU's floor than V2 (section 6), the paper's direction; at 224 px the two are
+# not told apart. The rest of the notebook shows the evidence, block by
 # block, and what the two measures see differently.
 #
 # Settings: `CNX2LITE_DATA_ROOT` (Imagenette); `CNX2LITE_SCALE` (how big the shared runs are: `smoke` trains
@@ -506,7 +507,8 @@ display(jpeg_file(budget / "collapse-along-training-96px.png", quality=60))
 # The opposite happened. V2's channels drift toward collapse much faster than V1's: by epoch 16 about half of V2's
 # MLP channels are *off* in an image (never above zero after GELU), its raw distance has fallen far below V1's, and its
 # effective rank per channel has dropped, while V1's effective rank rises all along. Only the centered distance moves
-# the paper's way, and by little: V1's falls a little, V2's stays put. GRN, meanwhile, goes from nearly the identity
+# the paper's way, and by little: V1's falls a little, V2's stays put (and the dead share, by a thousandth of the
+# channels: V1's rises that much more than V2's). GRN, meanwhile, goes from nearly the identity
 # to changing its input by about three quarters of its norm: it acts. A few loud channels over a quiet majority is
 # what GRN's formula rewards (each channel's norm over the mean of all channels' norms: a quiet majority makes the
 # loud few louder), though these runs do not show that GRN caused it, and what GRN's output looks like was not
