@@ -15,10 +15,11 @@
 # %% [markdown]
 # # 6. Transfer to dense tasks: segmentation and detection on the pre-trained backbone
 #
-# ImageNet accuracy is half of the paper's case for FCMAE. The other half is transfer (Woo et al., 2023, section 5):
+# ImageNet accuracy is half of the paper's case for FCMAE. The other half is transfer (Woo et al., 2023, section 6):
 # the pre-trained encoder becomes the backbone of a **Mask R-CNN** detector, fine-tuned on COCO, and of an
 # **UperNet** segmenter, fine-tuned on ADE20K. The paper reports there (its Tables 6 and 7) that ConvNeXt V2 with
-# FCMAE pre-training transfers better than ConvNeXt V1 with supervised pre-training, at every model size it tried.
+# FCMAE pre-training transfers better than ConvNeXt V1 with supervised pre-training at the sizes both were run (Base
+# and Large; V1 has no Huge), and better than the Swin transformer at every size it tried.
 #
 # This notebook builds both on the package's own parts:
 #
@@ -38,14 +39,14 @@
 
 import numpy as np
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from cnx2lite import create_model, data
 from cnx2lite.dense.composites import CompositeDataset, instances, random_shape
 from cnx2lite.dense.heads import PyramidPooling, UperNet, mask_rcnn
 from cnx2lite.notebook import dense_figures, shared_runs
-from cnx2lite.notebook.evidence import REPORT
+from cnx2lite.notebook.evidence import report_figure, report_section
 from cnx2lite.notebook.photos import class_names, sample_images
 from cnx2lite.notebook.plotting import as_jpeg, jpeg_file
 from cnx2lite.notebook.run_scale import pick, scale
@@ -90,17 +91,22 @@ as_jpeg(dense_figures.plot_stage_maps(backbone, photo))
 # labeled photos. A composite is a photo of one class with one to three shapes (ellipses, polygons, blobs) cut from
 # photos of *other* classes pasted on it. By construction every pixel's label is the class of the photo it came from,
 # and every pasted shape is an instance with its exact visible mask and box. A composite is a function of
-# `(seed, index)` alone. Training composites come from `train/` photos, evaluation composites from `val/` photos,
-# so the two never share a photo. It is a synthetic task: a shape's class is told by the photo inside it, never by
-# its outline.
+# `(seed, index)` and the photos it draws from: the same seed on other photos of as many classes gives the same
+# layouts with other pictures. Training composites come from `train/` photos, evaluation composites from `val/` photos
+# (under seed 0), so the two never share a photo; the ones below use seed 1, so their layouts are not the evaluation
+# set's. It is a synthetic task: a shape's class is told by the photo inside it, never by its outline.
 
 # %%
 photos = data.build_dataset(FOLDER, "train", num_classes=pick(smoke=2, cpu=None, gpu=None),
                             images_per_class=pick(smoke=8, cpu=100, gpu=None))
-composites = CompositeDataset(photos.samples, photos.classes, size=SIZE, length=8, seed=0)
+composites = CompositeDataset(photos.samples, photos.classes, size=SIZE, length=8, seed=1)
 image, target = composites[0]
 print(f"image {tuple(image.shape)}; semantic {tuple(target['semantic'].shape)} {target['semantic'].dtype}; "
       f"boxes {tuple(target['boxes'].shape)}; masks {tuple(target['masks'].shape)}; labels {target['labels'].tolist()}")
+
+# %% [markdown]
+# Three of them: the image, its semantic labels (a colour per class) and its instances (each visible mask with its
+# tight box).
 
 # %%
 as_jpeg(dense_figures.plot_composites(composites, range(3), class_names(FOLDER)))
@@ -128,7 +134,8 @@ show_source(instances, start="kept = ")
 
 # %% [markdown]
 # A region is an instance only if $|V_k| \ge 16$ pixels (`min_visible`); its mask is $V_k$, and `boxes_of` gives the
-# tight box of $V_k$, not of its whole shape. A composite where every region is hidden has no instance at all.
+# tight box of $V_k$, not of its whole shape. The last region pasted is never covered, so a composite ends with no
+# instance only when that last shape is itself under 16 px and every earlier one is covered or as small.
 
 # %% [markdown]
 # ## 3. Two heads in a few lines
@@ -144,7 +151,9 @@ show_source(PyramidPooling.forward)
 # %% [markdown]
 # Each branch averages stage 4 over an $s \times s$ grid (`adaptive_avg_pool2d`), projects it with a 1x1 conv and
 # upsamples it back to the map's size; `fuse`, a 3x3 conv, mixes the map with its four pooled versions. So every
-# position also sees averages over the whole map and over cells a half, a third and a sixth of its side.
+# position also sees averages over the whole map and over cells a half, a third and a sixth of its side. On this
+# notebook's 128 px composites stage 4 is only 4x4 cells, so the 3x3 and 6x6 branches average overlapping windows of
+# one or two cells: the pyramid pays off on maps as large as those of the paper's 512 px ADE20K crops (16x16).
 
 # %% [markdown]
 # Then the whole head: what to look for is that every level of the pyramid is brought to stride 4 before the fusion.
@@ -179,10 +188,12 @@ show_source(mask_rcnn, start="anchors = AnchorGenerator")
 
 # %% [markdown]
 # `StagePyramid` is the backbone: the four normed stage maps through a `FeaturePyramidNetwork` with a max-pooled fifth
-# level, 128 channels each (`channels`). Anchors of 16 to 256 px sit one size per level at three aspect ratios. The
-# data is already normalized, so the model's own normalization is the identity (mean 0, std 1) and `min_size` =
-# `max_size` = `img_size` stops it resizing. The box and mask heads are torchvision's, narrowed to 256 and 128
-# features, with `num_classes + 1` outputs for the background. In evaluation mode on two composites:
+# level, 128 channels each (`channels`). Anchors of 16 to 256 px sit one size per level at three aspect ratios
+# (torchvision's are 32 to 512): on 128 px composites, whose shapes are at most about 85 px across, a 256 px anchor
+# never overlaps an instance enough to match it, so the pooled level only ever learns background. The data is already
+# normalized, so the model's own normalization is the identity (mean 0, std 1) and `min_size` = `max_size` =
+# `img_size` stops it resizing. The box and mask heads are torchvision's, narrowed to 256 and 128 features, with
+# `num_classes + 1` outputs for the background. In evaluation mode on two composites:
 
 # %%
 detector = mask_rcnn(backbone, num_classes=len(photos.classes), img_size=SIZE)
@@ -244,13 +255,15 @@ segment_runs = {name: transfer("segment", PRESET, pretrained=init, name=f"segmen
                 for name, init in inits.items()}
 for name, run in segment_runs.items():
     print(f"{name:>7s} init: val mIoU {run.metric('val_miou')[-1]:5.1f}%, pixel accuracy "
-          f"{run.metric('val_pixel_acc')[-1]:5.1f}% after {run.config['epochs']} epoch(s)")
+          f"{run.metric('val_pixel_acc')[-1]:5.1f}% after {run.metric('step')[-1]:.0f} steps at lr "
+          f"{run.config['lr']:g}")
 
 # %% [markdown]
-# Thirty steps at the cpu preset's lr of 2e-4 are far too few for either init: both runs are still close to where
-# they started (ten classes), and which one is ahead after so little training says nothing about the inits. The
-# report's table trains 750 steps per run, twice per init. What each predicted on the first evaluation composites
-# (labels in the middle, prediction on the right):
+# So few steps are far too few for either init: both runs are still near chance (with ten classes of about equal
+# share over the split, painting one class over every pixel scores about 10% pixel accuracy), and which one is ahead
+# after so little training says nothing about the inits. The report's table trains 750 steps per segmentation run and
+# 372 per detection run, two runs per init. What each predicted on the first evaluation composites (labels in the
+# middle, prediction on the right):
 
 # %%
 for name, run in segment_runs.items():
@@ -258,14 +271,16 @@ for name, run in segment_runs.items():
     display(jpeg_file(run.run_dir / "predictions.png"))
 
 # %% [markdown]
-# Detection trains more slowly (region proposals and per-region heads), so here one short run, from the same init as
-# the first segmentation run. Its AP after a hundred composites is near zero: Mask R-CNN needs many more steps
-# before its proposals settle, and an AP counts only detections whose boxes overlap a true one by at least half.
+# Detection trains more slowly (region proposals and per-region heads), so here one shorter run, from the same init
+# as the first segmentation run. Expect an AP of 0 after its dozen steps: Mask R-CNN's classifier starts by calling
+# every proposal background, and it takes many more steps before it names a class, with a box that overlaps a true
+# one by at least half (the IoU of AP50), often enough to score. The figure shows its detections scoring 0.5 or more.
 
 # %%
 detect_run = transfer("detect", PRESET, pretrained=inits["FCMAE"], name="detect-FCMAE",
                       **{**short, **pick(smoke={}, cpu=dict(composites=96, epochs=2), gpu={})})
-print(f"box AP {detect_run.metric('val_box_ap')[-1]:.1f}%, mask AP {detect_run.metric('val_mask_ap')[-1]:.1f}%")
+print(f"box AP {detect_run.metric('val_box_ap')[-1]:.1f}%, AP50 {detect_run.metric('val_box_ap50')[-1]:.1f}%, "
+      f"mask AP {detect_run.metric('val_mask_ap')[-1]:.1f}% after {detect_run.metric('step')[-1]:.0f} steps")
 display(jpeg_file(detect_run.run_dir / "predictions.png"))
 
 # %% [markdown]
@@ -281,10 +296,10 @@ display(jpeg_file(detect_run.run_dir / "predictions.png"))
 # report's other tables.
 
 # %%
-section = (REPORT / "report.md").read_text().partition("## 6. Transfer")[2]
-if section:
-    print("## 6. Transfer" + section.partition("\n## ")[0])
-    display(jpeg_file(REPORT / "transfer.png"))
+section = report_section(6)
+if section is not None:
+    display(Markdown(section))
+    display(jpeg_file(report_figure("transfer")))
 else:
     print("Table 6 is not measured yet: `cnx2lite reproduce --scale cpu` trains it after tables 1-5 "
           "(`--hours` lets it train in pieces).")
@@ -310,7 +325,8 @@ else:
 #    stem's scale, then read it from `cnx2lite.train.optim.param_groups(segmenter, 0.05, 0.9)`.
 # 3. **Which stage?** In section 1, which stage maps have cells smaller than the smallest pasted shapes at `SIZE`
 #    px? Measure the shapes with `cnx2lite.dense.composites.random_shape`. *Hint:* a shape's radius is a tenth to a
-#    third of the composite, shrunk by up to half along each axis.
+#    third of the composite; an ellipse's semi-axes are half to all of it, but a polygon's vertices sit at random
+#    angles (bunched, they make a sliver) and a blob's ellipses are 0.35 to 0.6 of it.
 # 4. **mIoU by hand.** Compute the mIoU of the untrained `segmenter`'s `logits` on the two composites of section 3
 #    with the formula above (count $\mathrm{TP}_c$, $\mathrm{FP}_c$, $\mathrm{FN}_c$ yourself), and check it against
 #    torchmetrics' `MulticlassJaccardIndex`. Why is it not the share of correct pixels?
@@ -343,10 +359,10 @@ sides = np.array([min(x1 - x0, y1 - y0) for _, (x0, y0, x1, y1) in (random_shape
 print(f"{SIZE} px composites: the shorter box side of 1000 shapes is {sides.min()} px at least, "
       f"{np.percentile(sides, 5):.0f} px at the 5th percentile")
 for stage, stride in enumerate((4, 8, 16, 32), 1):
-    print(f"stage {stage}: a cell covers {stride} px; {np.mean(sides < stride):.0%} of shapes are narrower than a cell")
-# The cells of stages 1 and 2 are smaller than every shape; shapes narrower than one cell appear at stage 3 and are a
-# large share at stage 4, whose cells are a quarter of a 128 px composite. Only the early maps resolve the small
-# shapes, one reason both heads read them through the FPN.
+    print(f"stage {stage}: a cell covers {stride} px; {np.mean(sides < stride):.1%} of shapes are narrower than a cell")
+# Only stage 1's cells are smaller than every shape; a few slivers are already narrower than a stage-2 cell, more at
+# stage 3, and at stage 4, whose cells are a quarter of a 128 px composite, a large share. Only the early maps
+# resolve the small shapes, one reason both heads read them through the FPN.
 
 # %% [markdown]
 # **Solution 4.**

@@ -1,4 +1,4 @@
-"""Dense-prediction models on the ConvNeXt V2 backbone, as the paper transfers it (Sec. 5): UperNet for semantic
+"""Dense-prediction models on the ConvNeXt V2 backbone, as the paper transfers it (Sec. 6): UperNet for semantic
 segmentation (ADE20K) and Mask R-CNN for instance detection (COCO), both over the four stage maps of
 :meth:`~cnx2lite.models.ConvNeXtV2.forward_intermediates`, each normed by its own LayerNorm (``stage_norms``, as the
 official detection and segmentation backbones do).

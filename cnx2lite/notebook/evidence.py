@@ -147,6 +147,19 @@ def finetune_epochs() -> str:
 
 
 @checked_arguments
+def report_section(table: int) -> str | None:
+    """The report's section of table ``table`` as markdown, its heading to the next one, its figure lines left out
+    (:func:`report_figure` shows them); None while the table is not trained yet (the report names it then)."""
+    text = (REPORT / "report.md").read_text()
+    found = re.search(rf"^## {table}\b.*?(?=^## |\Z)", text, re.M | re.S)
+    if found is None:
+        raise ValueError(f"{REPORT / 'report.md'} has no section of table {table}")
+    if "\n\nNot trained yet." in found.group(0):
+        return None
+    return re.sub(r"^!\[[^\]]*\]\([^)]*\)\n\n?", "", found.group(0), flags=re.M).rstrip() + "\n"
+
+
+@checked_arguments
 def report_figure(name: str) -> Path:
     """The path of a committed report figure, e.g. ``report_figure("label_efficiency")``."""
     path = REPORT / f"{name}.png"

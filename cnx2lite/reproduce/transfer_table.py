@@ -1,4 +1,4 @@
-"""Table 6 of the report: transfer to dense tasks (the paper's Sec. 5, COCO Mask R-CNN and ADE20K UperNet) at the
+"""Table 6 of the report: transfer to dense tasks (the paper's Sec. 6, COCO Mask R-CNN and ADE20K UperNet) at the
 grid's scale, on composites of the data's photos (:mod:`cnx2lite.dense.composites`): segmentation and detection from
 four inits of the same architecture, each transferred ``seeds`` times. Run ``s`` starts from a run of the table's
 own trained as the tables' pretraining run ``s mod P`` (or, supervised, their K=all run of seed ``s mod S``):

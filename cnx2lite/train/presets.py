@@ -25,7 +25,7 @@ PRETRAIN = dict(task="pretrain", base_lr=1.5e-4, betas=(0.9, 0.95), weight_decay
                 mask_ratio=0.6, drop_path=0.0, norm_pix_loss=True, decoder_depth=1)
 FINETUNE = dict(task="finetune", betas=(0.9, 0.999), min_lr=1e-6, rand_augment="rand-m9-mstd0.5-inc1", reprob=0.25,
                 head_init_scale=0.001, ema_decay=0.9999)
-# The paper's transfer recipes (Sec. 5, after ConvNeXt V1's): AdamW, weight decay 0.05, layer decay 0.9 (UperNet on
+# The paper's transfer recipes (Sec. 6, after ConvNeXt V1's): AdamW, weight decay 0.05, layer decay 0.9 (UperNet on
 # ADE20K: lr 1e-4, 160k iterations of 16 images; Mask R-CNN on COCO: 3x schedule), no EMA, no Mixup.
 # num_classes None: every class of the folder (composites) or of the format (ADE20K's 150, COCO's categories)
 DENSE = dict(betas=(0.9, 0.999), weight_decay=0.05, layer_decay=0.9, min_lr=1e-6, cache_images=False, num_classes=None)
