@@ -117,3 +117,13 @@ def refuse_output_inside(output: str | os.PathLike, trees: Sequence[Path], setti
                 raise ValueError(f"{setting} {output}: {target} is inside the images read from {tree}{through}, where "
                                  "what is written there would become images of the data set; choose an output "
                                  "outside it")
+
+
+def display_names(folder: Path) -> dict[str, str]:
+    """Class folder name -> readable name, from ``folder/CLASSES.tsv`` (``name<TAB>readable`` lines, as Imagenette
+    names its WordNet-id folders); empty without one. A line without a readable name keeps the folder's."""
+    tsv = Path(folder) / "CLASSES.tsv"
+    if not tsv.is_file():
+        return {}
+    rows = (line.partition("\t") for line in tsv.read_text(encoding="utf-8").splitlines() if line.strip())
+    return {name.strip(): (readable.strip() or name.strip()) for name, _, readable in rows}

@@ -44,7 +44,7 @@ from torchmetrics.classification import MulticlassJaccardIndex
 
 from cnx2lite import create_model, data
 from cnx2lite.dense.composites import CompositeDataset, instances, random_shape
-from cnx2lite.dense.heads import PyramidPooling, UperNet, mask_rcnn
+from cnx2lite.dense.heads import PyramidPooling, UperNet, mask_rcnn, stage_maps
 from cnx2lite.notebook import dense_figures, shared_runs
 from cnx2lite.notebook.evidence import report_figure, report_section
 from cnx2lite.notebook.photos import class_names, sample_images
@@ -75,6 +75,12 @@ backbone = create_model("convnextv2_atto", num_classes=0, stage_norms=True, pret
 photo = sample_images(1, 224)[0]
 for i, stage in enumerate(backbone.forward_intermediates(photo[None], norm=True, intermediates_only=True)):
     print(f"stage {i + 1}: {tuple(stage.shape)}")
+
+# %% [markdown]
+# Both heads take them through `stage_maps`, keyed `"0"` to `"3"` as torchvision's feature pyramid expects:
+
+# %% tags=["nbval-check-output"]
+show_source(stage_maps)
 
 # %% [markdown]
 # Each map below is the mean absolute activation over its channels. The early maps are sharp and shallow
@@ -164,9 +170,15 @@ show_source(UperNet.forward)
 # %% [markdown]
 # `stage_maps` runs the backbone and returns the four normed maps, keyed `"0"` to `"3"`; the pooling replaces the last
 # one; torchvision's `FeaturePyramidNetwork` adds each coarser level, upsampled, to the next finer one through lateral
-# 1x1 convs; the four levels are upsampled to the size of level 0 (stride 4), concatenated and fused by a 3x3 conv;
-# a 1x1 conv classifies each position, and the logits are upsampled bilinearly to the image. The loss is per-pixel
-# cross-entropy. On two composites:
+# 1x1 convs, then smooths each level with a 3x3 conv; the four levels are upsampled to the size of level 0 (stride 4),
+# concatenated and fused by a 3x3 conv; a 1x1 conv classifies each position, and the logits are upsampled bilinearly
+# to the image. The loss is per-pixel cross-entropy, averaged over the labelled pixels (`SegmentTask.loss`):
+
+# %% tags=["nbval-check-output"]
+show_source(SegmentTask.loss)
+
+# %% [markdown]
+# On two composites:
 
 # %%
 torch.manual_seed(0)  # the head's random init: the same numbers at every run

@@ -17,6 +17,7 @@ from ..data import (
     list_classes,
     resolve_data_root,
 )
+from ..image_files import display_names
 from ..transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 
 
@@ -75,10 +76,8 @@ def _skimage_photos(n: int, img_size: int, seed: int) -> Tensor:
 
 
 def class_names(folder: Path) -> dict[str, str]:
-    """wnid -> readable name from ``folder/CLASSES.tsv`` (``wnid<TAB>name`` lines), else train class -> itself."""
-    tsv = Path(folder) / "CLASSES.tsv"
-    if tsv.is_file():
-        rows = (line.partition("\t") for line in tsv.read_text(encoding="utf-8").splitlines() if line.strip())
-        return {wnid.strip(): (name.strip() or wnid.strip()) for wnid, _, name in rows}
+    """wnid -> readable name from ``folder/CLASSES.tsv`` (:func:`~cnx2lite.image_files.display_names`), else train
+    class -> itself."""
+    names = display_names(folder)
     train = Path(folder) / "train"
-    return {c: c for c in list_classes(train)} if train.is_dir() else {}
+    return names or ({c: c for c in list_classes(train)} if train.is_dir() else {})

@@ -33,6 +33,7 @@ from ..dense.split_scores import (
     pixel_counts,
     segmentation_scores,
 )
+from ..image_files import display_names
 from ..models import ConvNeXtV2, create_model
 from .config import TrainConfig
 from .distributed import gather_lists
@@ -109,7 +110,9 @@ class DenseTask(Task):
             predictions = model(images)
         model.train(was_training)
         path = folder / "predictions.png"
-        self.plot(images.cpu(), [target for _, target in samples], predictions, dataset.classes, path,
+        names = display_names(Path(self.config.data))  # Imagenette's readable names for its WordNet-id folders
+        self.plot(images.cpu(), [target for _, target in samples], predictions,
+                  [names.get(c, c) for c in dataset.classes], path,
                   f"{self.config.model}, {self.name}, epoch {epoch}"
                   + (" (synthetic composites)" if self.config.dense_format == "composites" else ""))
         return [path]
