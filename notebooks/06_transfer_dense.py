@@ -31,8 +31,9 @@
 #
 # **Where the numbers come from.** The runs that support a claim take hours: `cnx2lite reproduce --scale cpu`
 # trains them after its other tables (table 6 of `reports/cpu/report.md`). The runs in this notebook are short,
-# seconds at `CNX2LITE_SCALE=smoke` and a few minutes at the default `cpu` scale. They show what the code does; one
-# short run per init is no evidence of which init is better.
+# seconds at `CNX2LITE_SCALE=smoke` and a few minutes at the default `cpu` scale (plus about 5 the first time, to
+# train the FCMAE encoder the notebooks share). They show what the code does; one short run per init is no evidence
+# of which init is better.
 
 # %%
 # %matplotlib inline
@@ -51,6 +52,7 @@ from cnx2lite.notebook.photos import class_names, sample_images
 from cnx2lite.notebook.plotting import as_jpeg, jpeg_file
 from cnx2lite.notebook.run_scale import pick, scale
 from cnx2lite.notebook.source import show_source
+from cnx2lite.notebook.widgets import composite_explorer
 from cnx2lite.train import transfer
 from cnx2lite.train.dense_tasks import DetectTask, SegmentTask
 from cnx2lite.train.optim import param_groups
@@ -142,6 +144,16 @@ show_source(instances, start="kept = ")
 # A region is an instance only if $|V_k| \ge 16$ pixels (`min_visible`); its mask is $V_k$, and `boxes_of` gives the
 # tight box of $V_k$, not of its whole shape. The last region pasted is never covered, so a composite ends with no
 # instance only when that last shape is itself under 16 px and every earlier one is covered or as small.
+#
+# Explore: pick a composite, allow more regions, and raise the visible pixels an instance needs. *Predict first:* when
+# you raise `min visible px`, which of a composite's regions stops being an instance first: the first pasted?
+
+# %%
+composite_explorer(composites, class_names(FOLDER))
+
+# %% [markdown]
+# The one with the fewest visible pixels (the readout lists them in pasting order): often an early region that later
+# shapes partly cover, but a small shape goes first wherever it was pasted, and the last one is never covered.
 
 # %% [markdown]
 # ## 3. Two heads in a few lines

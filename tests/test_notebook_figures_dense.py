@@ -2,6 +2,9 @@
 key names only the classes the shown composites hold."""
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 from PIL import Image
 
@@ -37,3 +40,21 @@ def test_stage_maps_name_their_colour() -> None:
     fig = dense_figures.plot_stage_maps(backbone, torch.randn(3, 64, 64))
     assert len(fig.axes) == 5 and [ax.get_title() for ax in fig.axes[1:]][-1] == "stage 4: (320, 2, 2)"
     assert "mean |activation|" in fig._supxlabel.get_text()
+
+
+def test_composite_explorer_says_what_was_pasted_and_kept_and_leaves_the_dataset_alone(tmp_path) -> None:
+    pytest.importorskip("ipywidgets")
+    from cnx2lite.notebook.widgets import composite_explorer
+
+    dataset = flat_dataset(tmp_path, length=4)
+    explorer = composite_explorer(dataset, {"c0": "tench"})
+    index, regions, visible = explorer.children[0].children + explorer.children[1].children
+    pasted = [int(mask.sum()) for mask, _ in dataset.compose(0)[2]]
+    assert explorer.text.startswith(f"{len(pasted)} region(s) pasted, {sum(n >= 16 for n in pasted)} kept")
+    visible.value = max(pasted) + 1  # more than any region shows: no instance left
+    assert explorer.text.startswith(f"{len(pasted)} region(s) pasted, 0 kept as instances")
+    regions.value, index.value = 6, 3
+    more = copy.copy(dataset)
+    more.max_regions = 6
+    assert explorer.text.startswith(f"{len(more.compose(3)[2])} region(s) pasted")
+    assert (dataset.max_regions, dataset.min_visible) == (3, 16) and bytes(explorer.figure.value).startswith(b"\x89PNG")

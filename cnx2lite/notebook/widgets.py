@@ -7,6 +7,7 @@ looks the same in JupyterLab, VS Code and a static export. ``explorer.update()``
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import html
 import io
@@ -20,11 +21,13 @@ from PIL import Image
 from torch import Tensor
 
 from ..collapse import LayerCollapse, mlp_activations
+from ..dense.composites import CompositeDataset
 from ..fcmae import FCMAE
 from ..layers.grn import GRN_NORMALIZATIONS, global_response_norm
 from ..masking import NUM_STAGES, mask_grid, num_visible, random_mask
 from ..models import PATCH_SIZE
 from .collapse_figures import plot_channel_maps
+from .dense_figures import plot_composites
 from .grn_figures import AGGREGATION_LABELS, channel_norms, plot_channel_norms
 from .masking_figures import plot_stage_masks
 from .photos import photos
@@ -37,7 +40,8 @@ from .pretraining_figures import (
 )
 from .sparse_figures import filled_cells, filled_pixels, plot_fill_in, toy_stack, visible_pixels
 
-__all__ = ["mask_explorer", "grn_explorer", "collapse_layer_explorer", "reconstruction_explorer", "fill_in_explorer"]
+__all__ = ["mask_explorer", "grn_explorer", "collapse_layer_explorer", "reconstruction_explorer", "fill_in_explorer",
+           "composite_explorer"]
 
 
 class Explorer(W.VBox):
@@ -255,5 +259,31 @@ def fill_in_explorer(photo: Tensor, mask: Tensor, layers: int = 4, max_layers: i
                 f"{filled_cells(dense[n], mask)} of {int(mask.sum())} masked cells completely</b>; "
                 f"after {n} sparse layers: {filled_pixels(sparse[n], mask):.0%} filled")
         return text, _palette_png(figure_png(plot_fill_in(dense, sparse, sorted({0, n}), mask)))
+
+    return Explorer(controls, draw)
+
+
+def composite_explorer(dataset: CompositeDataset, names: Mapping[str, str] | None = None) -> Explorer:
+    """Composite index, most regions pasted and the fewest visible pixels an instance keeps -> the composite, its
+    semantic labels and its instances (:func:`~.dense_figures.plot_composites`), with what was pasted and kept."""
+    style, wide = _slider_style(), W.Layout(width="22em")
+    controls = [
+        W.IntSlider(value=0, min=0, max=len(dataset) - 1, description="composite", continuous_update=False,
+                    style=style, layout=wide),
+        W.IntSlider(value=dataset.max_regions, min=1, max=6, description="max regions", continuous_update=False,
+                    style=style, layout=wide),
+        W.IntSlider(value=dataset.min_visible, min=1, max=1000, description="min visible px", continuous_update=False,
+                    style=style, layout=wide),
+    ]
+    index_w, regions_w, visible_w = controls
+
+    def draw() -> tuple[str, bytes]:
+        view = copy.copy(dataset)  # the same photos and seed, other settings
+        view.max_regions, view.min_visible = regions_w.value, visible_w.value
+        sizes = [int(mask.sum()) for mask, _ in view.compose(index_w.value)[2]]
+        kept = [n for n in sizes if n >= view.min_visible]
+        text = (f"<b>{len(sizes)} region(s) pasted, {len(kept)} kept as instances</b> (visible pixels: "
+                f"{', '.join(map(str, sizes))}; an instance needs {view.min_visible})")
+        return text, figure_png(plot_composites(view, [index_w.value], names))
 
     return Explorer(controls, draw)
