@@ -41,8 +41,18 @@ def test_a_relative_data_root_is_made_absolute_before_the_kernels_start_in_noteb
     from cnx2lite.notebook import replay
 
     seen = []
-    monkeypatch.setattr(replay, "replay", lambda names, *_: seen.append(os.environ[ENV_VAR]) or True)
+    monkeypatch.setattr(replay, "replay", lambda names, *_, **__: seen.append(os.environ[ENV_VAR]) or True)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(ENV_VAR, "../shared/data")
     assert replay.main([]) == 0
     assert seen == [str(tmp_path.parent / "shared" / "data")]
+
+
+def test_replaying_named_notebooks_trains_only_the_shared_runs_they_use(monkeypatch):
+    """Replaying notebook 06 alone trained all six shared runs first (25 minutes), though it uses one."""
+    from cnx2lite.notebook import replay
+
+    calls = []
+    monkeypatch.setattr(replay, "replay", lambda names, *_, train_first: calls.append((names, train_first)) or True)
+    assert replay.main(["06_transfer_dense"]) == 0 and replay.main([]) == 0
+    assert calls[0] == (["06_transfer_dense"], False) and calls[1][1] is True and len(calls[1][0]) == 6
