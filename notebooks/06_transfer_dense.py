@@ -201,6 +201,10 @@ print(f"logits {tuple(logits.shape)}: (N, classes, H, W); backbone "
       f"{sum(p.numel() for p in backbone.parameters()):,} parameters, head {head:,}")
 
 # %% [markdown]
+# The head is more than half the backbone's size, and it starts from random weights whatever the backbone's init:
+# transfer trains a large part of the model from scratch, one reason it needs many more steps than fine-tuning a
+# classifier.
+#
 # **Mask R-CNN** (He et al., 2017) is torchvision's whole model (region proposals, RoIAlign, box and mask heads,
 # their losses) on the backbone through an FPN. `mask_rcnn` sizes it for images holding a few objects. In training
 # mode it takes targets and returns its five losses; in evaluation mode it returns, per image, boxes, labels
@@ -227,6 +231,9 @@ with torch.no_grad():
 print({key: tuple(value.shape) for key, value in found[0].items()})
 
 # %% [markdown]
+# Untrained, it returns up to its cap of detections per image (torchvision's `box_detections_per_img`, 100), each with a
+# box, a label, a score and a mask of probabilities at the image's size.
+#
 # ## 4. Transfer
 #
 # `cnx2lite transfer --task segment|detect` (here its Python twin, `transfer`) trains either head as `finetune`
@@ -292,7 +299,7 @@ for name, run in segment_runs.items():
 # %%
 for name, run in segment_runs.items():
     print(f"{name} init")
-    display(jpeg_file(run.run_dir / "predictions.png"))
+    display(jpeg_file(run.run_dir / "predictions.png", quality=60))
 
 # %% [markdown]
 # Detection trains more slowly (region proposals and per-region heads), so here one shorter run, from the same init
@@ -305,7 +312,7 @@ detect_run = transfer("detect", PRESET, pretrained=inits["FCMAE"], name="detect-
                       **{**short, **pick(smoke={}, cpu=dict(composites=96, epochs=2), gpu={})})
 print(f"box AP {detect_run.metric('val_box_ap')[-1]:.1f}%, AP50 {detect_run.metric('val_box_ap50')[-1]:.1f}%, "
       f"mask AP {detect_run.metric('val_mask_ap')[-1]:.1f}% after {detect_run.metric('step')[-1]:.0f} steps")
-display(jpeg_file(detect_run.run_dir / "predictions.png"))
+display(jpeg_file(detect_run.run_dir / "predictions.png", quality=60))
 
 # %% [markdown]
 # ### The replicated table

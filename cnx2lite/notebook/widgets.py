@@ -284,6 +284,6 @@ def composite_explorer(dataset: CompositeDataset, names: Mapping[str, str] | Non
         kept = [n for n in sizes if n >= view.min_visible]
         text = (f"<b>{len(sizes)} region(s) pasted, {len(kept)} kept as instances</b> (visible pixels: "
                 f"{', '.join(map(str, sizes))}; an instance needs {view.min_visible})")
-        return text, figure_png(plot_composites(view, [index_w.value], names))
+        return text, _palette_png(figure_png(plot_composites(view, [index_w.value], names)))
 
     return Explorer(controls, draw)
