@@ -19,8 +19,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("reproduce", help="train the paper's ablation grid at a scale and write a report",
                                  description=reproduce.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", default="cpu", choices=tuple(SCALES),
-                        help="smoke (CI, seconds), cpu (2 cores, about 6 hours for tables 1-4, in pieces), gpu "
-                             "(224 px) (default: cpu)")
+                        help="smoke (CI, seconds), cpu (2 cores, about 26 hours of training for the six tables, in "
+                             "pieces), gpu (224 px) (default: cpu)")
     parser.add_argument("--seeds", type=positive(int), default=None,
                         help="fine-tuning seeds per pretraining run and cell (default: the scale's, cpu: 3)")
     parser.add_argument("--pretrain-seeds", type=positive(int), default=None,

@@ -75,8 +75,8 @@ SCALES = {
                    transfer=TransferScale(64, {"segment": 1, "detect": 1}, {"segment": 8, "detect": 8}, 4, 4, 32,
                                           seeds=1)),
     # 2 CPU cores: atto at 96 px (a 3x3 grid of 32 px cells, 3 visible at ratio 0.6) on all of Imagenette.
-    # Replicated: 2 pretraining runs per pretrained arm x 3 fine-tuning seeds, about 6 hours of training for tables
-    # 1-4 (363 min measured in one pass), about 5.5 more for the GRN table.
+    # Replicated: 2 pretraining runs per pretrained arm x 3 fine-tuning seeds: 8.7 hours of recorded training for the
+    # sweep and tables 1-4, 11.4 more for the GRN table, about 5.5 for the transfer table (the report's run times).
     "cpu": Scale("convnextv2_atto", 96, 8, 64, 256, shots=(10, 50, None), main_shot=50,
                  finetune_epochs={10: 100, 50: 30, None: 4}, pretrain_seeds=2, finetune_seeds=3,
                  collapse_sizes=(96, 224),
