@@ -21,7 +21,6 @@ from torch import nn
 from cnx2lite import create_model
 from cnx2lite.checkpoints import load_pretrained
 from cnx2lite.commands import main
-from cnx2lite.dense.composites import CompositeDataset
 from cnx2lite.dense.formats import ADE20K, IGNORE_INDEX, COCOInstances
 from cnx2lite.images import CorruptImageError
 from cnx2lite.rundir import RunDir, load_checkpoint
@@ -704,14 +703,14 @@ def test_a_segmentation_figure_of_many_classes_names_those_on_the_page_without_a
     assert [text.get_text() for text in saved[-1].legends[0].get_texts()] == ["class 0", "class 3"]
 
 
-def test_the_predictions_figure_names_the_classes_as_the_folder_s_classes_tsv_does(tmp_path, monkeypatch):
-    """Imagenette's folders are WordNet ids: the figure's legend said n01440764 where the notebooks say tench."""
-    folder = make_image_folder(tmp_path / "named", classes=2)
+def test_the_predictions_figure_names_the_classes_as_the_image_folder_s_classes_tsv_does(tmp_path, monkeypatch):
+    """Imagenette's folders are WordNet ids: the figure's legend said n01440764 where the notebooks say tench. The
+    names come from the image folder the run resolved (here under a data root), not from --data as given."""
+    folder = make_image_folder(tmp_path / "root" / "imagenette", classes=2)
     (folder / "CLASSES.tsv").write_text("class0\ttench\n")  # class1 has no readable name: it keeps its folder's
-    config = load_preset("smoke", task="segment", data=str(folder))
+    config = load_preset("smoke", task="segment", data=str(tmp_path / "root"), val_composites=2)
     task = SegmentTask(config)
-    photos = [(str(path), k) for k in range(2) for path in sorted((folder / "train" / f"class{k}").iterdir())]
-    composites = CompositeDataset(photos, ["class0", "class1"], size=64, length=2)
+    _, composites = task.datasets(build_run_data(config, "segment", task.train_transform()))
     shown = {}
     monkeypatch.setattr(task, "plot", lambda images, targets, predictions, classes, path, title: shown.update(
         classes=classes))

@@ -55,6 +55,7 @@ class DenseTask(Task):
         super().__init__(config)
         self.num_classes = 0  # known once the model is built
         self.sample_kind = "composites" if config.dense_format == "composites" else "images"
+        self.class_names: dict[str, str] = {}  # readable names of the photos' class folders (composites only)
 
     def backbone(self) -> ConvNeXtV2:
         """The ConvNeXt V2 encoder with a LayerNorm per stage map, from ``pretrained`` (its classifier, final norm and
@@ -76,6 +77,7 @@ class DenseTask(Task):
         c = self.config
         if c.dense_format != "composites":
             return run_data.train_set, run_data.val_set
+        self.class_names = display_names(run_data.folder)  # Imagenette's for its WordNet-id folders
 
         def composites(photos, length: int, seed: int) -> CompositeDataset:
             return CompositeDataset(photos.samples, photos.classes, c.img_size, length, seed, c.max_regions)
@@ -110,9 +112,8 @@ class DenseTask(Task):
             predictions = model(images)
         model.train(was_training)
         path = folder / "predictions.png"
-        names = display_names(Path(self.config.data))  # Imagenette's readable names for its WordNet-id folders
         self.plot(images.cpu(), [target for _, target in samples], predictions,
-                  [names.get(c, c) for c in dataset.classes], path,
+                  [self.class_names.get(c, c) for c in dataset.classes], path,
                   f"{self.config.model}, {self.name}, epoch {epoch}"
                   + (" (synthetic composites)" if self.config.dense_format == "composites" else ""))
         return [path]
