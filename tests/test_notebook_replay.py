@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
@@ -48,11 +49,35 @@ def test_a_relative_data_root_is_made_absolute_before_the_kernels_start_in_noteb
     assert seen == [str(tmp_path.parent / "shared" / "data")]
 
 
-def test_replaying_named_notebooks_trains_only_the_shared_runs_they_use(monkeypatch):
-    """Replaying notebook 06 alone trained all six shared runs first (25 minutes), though it uses one."""
-    from cnx2lite.notebook import replay
+def test_replaying_named_notebooks_trains_the_shared_runs_they_read_first_and_only_those(monkeypatch):
+    """Replaying notebook 06 alone trained all six shared runs first (about 25 minutes), though it reads one; and a
+    run left to train inside a kernel prints into its cell, which the comparison then counts."""
+    from cnx2lite.notebook import replay, shared_runs
 
-    calls = []
-    monkeypatch.setattr(replay, "replay", lambda names, *_, train_first: calls.append((names, train_first)) or True)
-    assert replay.main(["06_transfer_dense"]) == 0 and replay.main([]) == 0
-    assert calls[0] == (["06_transfer_dense"], False) and calls[1][1] is True and len(calls[1][0]) == 6
+    trained, executed = [], []
+    monkeypatch.setattr(shared_runs, "RUNS", {label: lambda label=label: trained.append(label) or label
+                                              for label in shared_runs.RUNS})
+    monkeypatch.setattr(replay, "execute", lambda name, timeout: executed.append((name, list(trained))) or name)
+    monkeypatch.setattr(replay.nbformat, "write", lambda *_: None)
+    monkeypatch.setattr(replay.nbformat, "read", lambda *_, **__: None)
+    monkeypatch.setattr(replay, "compare", lambda *_: [])
+    assert replay.replay(["06_transfer_dense"], 0.05, 0.01, 60)
+    assert executed == [("06_transfer_dense", ["V2 FCMAE"])]  # trained before its kernel ran
+    trained.clear()
+    assert replay.replay(sorted(shared_runs.USES), 0.05, 0.01, 60) and trained == list(shared_runs.RUNS)
+
+
+def test_what_each_notebook_reads_of_the_shared_runs_is_what_its_source_calls():
+    calls = {"V2 FCMAE": r'fcmae_encoder\((|"v2")\)', "V1 FCMAE": r'fcmae_encoder\("v1"\)',
+             "V2 FCMAE, dense-conv encoder": r'fcmae_encoder\("v2", sparse=False\)',
+             "V2 fine-tuned from FCMAE (K=50)": r'finetuned\("fcmae"\)',
+             "V2 fine-tuned from scratch (K=50)": r'finetuned\("scratch"\)',
+             "V2 supervised (every label)": r"supervised\(\)"}
+    from cnx2lite.notebook import replay, shared_runs
+
+    assert set(calls) == set(shared_runs.RUNS)
+    assert sorted(shared_runs.USES) == sorted(p.stem for p in replay.NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+    for notebook, used in shared_runs.USES.items():
+        source = (replay.NOTEBOOKS / f"{notebook}.py").read_text()
+        read = {label for label, call in calls.items() if re.search(r"shared_runs\." + call, source)}
+        assert read == set(used), notebook

@@ -68,12 +68,11 @@ def execute(name: str, timeout: int) -> nbformat.NotebookNode:
     return notebook
 
 
-def replay(names: list[str], rtol: float, atol: float, timeout: int, train_first: bool = True) -> bool:
-    """Train the shared runs (with ``train_first``; else each notebook trains the ones it uses), then run and compare
-    every notebook of ``names``; whether all reproduce."""
+def replay(names: list[str], rtol: float, atol: float, timeout: int) -> bool:
+    """Train the shared runs the notebooks of ``names`` read (outside their kernels: a run trained inside one would
+    print into its cell), then run and compare each; whether all reproduce."""
     start = time.perf_counter()
-    if train_first:
-        shared_runs.train_all()
+    shared_runs.train_all(names)
     folder = shared_runs.runs_folder() / "replayed"
     folder.mkdir(parents=True, exist_ok=True)
     same = True
@@ -93,15 +92,14 @@ def replay(names: list[str], rtol: float, atol: float, timeout: int, train_first
 
 
 def main(names: list[str]) -> int:
-    """``python -m cnx2lite.notebook.replay [NAME ...]`` (``make notebooks``): every notebook, after training every
-    shared run, or those named, each training only the shared runs it uses."""
+    """``python -m cnx2lite.notebook.replay [NAME ...]`` (``make notebooks``): every notebook, or those named."""
     known = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
     if unknown := sorted(set(names) - set(known)):
         print(f"error: unknown notebook {', '.join(unknown)}: choose from {', '.join(known)}", file=sys.stderr)
         return 2
     if root := os.environ.get(ENV_VAR):  # the kernels run in notebooks/: a root relative to here would move
         os.environ[ENV_VAR] = os.path.abspath(root)
-    return 0 if replay(names or known, RTOL, ATOL, TIMEOUT, train_first=not names) else 1
+    return 0 if replay(names or known, RTOL, ATOL, TIMEOUT) else 1
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -106,15 +107,29 @@ RUNS = {  # every shared run, in training order: what `make notebooks` trains
 }
 
 
-def train_all() -> dict[str, float]:
-    """Train (or find) every shared run; the seconds each took here, by label."""
+USES = {  # the shared runs each notebook reads, by label of RUNS: what replaying it alone trains first
+    "01_masking": (),
+    "02_sparse_convolution": ("V2 FCMAE", "V2 FCMAE, dense-conv encoder"),
+    "03_grn": ("V2 FCMAE",),
+    "04_feature_collapse": ("V2 FCMAE", "V1 FCMAE", "V2 supervised (every label)"),
+    "05_fcmae_pretrain_finetune": ("V2 FCMAE", "V2 fine-tuned from FCMAE (K=50)", "V2 fine-tuned from scratch (K=50)"),
+    "06_transfer_dense": ("V2 FCMAE",),
+}
+
+
+def train_all(notebooks: Iterable[str] = USES) -> dict[str, float]:
+    """Train (or find) every shared run that ``notebooks`` read (default: all of them), in :data:`RUNS` order; the
+    seconds each took here, by label."""
+    used = {label for notebook in notebooks for label in USES[notebook]}
     seconds = {}
     for label, get in RUNS.items():
+        if label not in used:
+            continue
         start = time.perf_counter()
         run = get()
         seconds[label] = time.perf_counter() - start
         print_line(f"{label}: {run} ({seconds[label] / 60:.1f} min)")
-    print_line(f"every shared run of the notebooks is in {runs_folder()} ({sum(seconds.values()) / 60:.1f} min)")
+    print_line(f"the shared runs they read are in {runs_folder()} ({sum(seconds.values()) / 60:.1f} min)")
     return seconds
 
 
