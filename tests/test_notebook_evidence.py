@@ -88,12 +88,12 @@ def test_whether_a_row_is_replicated_is_read_from_its_own_column(tmp_path, monke
 
 
 def test_a_report_section_is_its_heading_to_the_next_and_none_while_not_trained(tmp_path, monkeypatch):
-    """Notebook 06 showed table 6 by partitioning at '## 6. Transfer': a section renamed, or pending under its other
-    heading ('## 6 transfer ...'), printed 'Not trained yet.' and then failed on the missing figure."""
+    """Notebook 06 showed table 6 by partitioning at '## 6. Transfer', the trained section's heading only: had the
+    pending section carried it, the notebook would have printed 'Not trained yet.' and failed on the missing figure."""
     table_1 = evidence.report_section(1)
     assert table_1.startswith("## 1. FCMAE vs scratch") and "\n## " not in table_1 and "![" not in table_1
     pending = "# Report\n\n## 6 transfer to dense tasks\n\nNot trained yet.\n\n## Run times\n\n| a |\n"
-    trained = ("# Report\n\n## 1. FCMAE\n\none\n\n## 10 other\n\nten\n\n## 6. Transfer to dense tasks\n\n"
+    trained = ("# Report\n\n## 10 other\n\nten\n\n## 1. FCMAE\n\none\n\n## 6. Transfer to dense tasks\n\n"
                "| task | V2 |\n|---|---|\n| segment | 20.9 |\n\n![transfer](transfer.png)\n\n- a verdict\n")
     monkeypatch.setattr(evidence, "REPORT", tmp_path)
     (tmp_path / "report.md").write_text(pending)

@@ -21,7 +21,9 @@ def test_printed_numbers_skip_paths_and_read_every_form():
     cell = printing("convnextv2 top-1 41.8% after 16 epochs, loss 1.5e-3, delta -0.25\n"
                     "run /tmp/cnx2lite-05-146ivgub/x2 ok\n")
     cell.outputs.append(new_output("execute_result", data={"text/plain": "(16, 3, 96, 96)"}, execution_count=1))
-    assert printed_numbers(cell) == [1, 41.8, 16, 1.5e-3, -0.25, 16, 3, 96, 96]
+    cell.outputs.append(new_output("display_data", data={"text/markdown": "| mIoU | 20.9 [18.7, 23.1] |",
+                                                         "text/plain": "<IPython.core.display.Markdown object>"}))
+    assert printed_numbers(cell) == [1, 41.8, 16, 1.5e-3, -0.25, 16, 3, 96, 96, 20.9, 18.7, 23.1]
 
 
 def test_numbers_within_tolerance_reproduce_and_others_are_named():

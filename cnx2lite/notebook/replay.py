@@ -32,11 +32,17 @@ NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")  
 
 
 def printed_numbers(cell: nbformat.NotebookNode) -> list[float]:
-    """The numbers a code cell printed or returned as text, in order (numbers inside paths left out)."""
-    texts = [out.get("text", "") if out.output_type == "stream" else out.get("data", {}).get("text/plain", "")
+    """The numbers a code cell printed or returned as text or markdown (a report's table), in order (numbers inside
+    paths left out)."""
+    texts = [out.get("text", "") if out.output_type == "stream" else _shown_text(out.get("data", {}))
              for out in cell.get("outputs", []) if out.output_type in ("stream", "execute_result", "display_data")]
     text = PATH.sub(" ", "".join(t if isinstance(t, str) else "".join(t) for t in texts))
     return [float(token) for token in NUMBER.findall(text)]
+
+
+def _shown_text(data: dict) -> str:
+    """What a displayed object shows as text: its markdown where it has one (its plain text then only names it)."""
+    return data.get("text/markdown", data.get("text/plain", ""))
 
 
 def compare(stored: nbformat.NotebookNode, executed: nbformat.NotebookNode, rtol: float, atol: float) -> list[str]:

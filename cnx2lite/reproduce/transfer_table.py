@@ -210,19 +210,20 @@ def table_transfer(ev: Evaluator, output: Path) -> Table:
     shared = "".join(f" The {t.seeds} transfer runs of a {kind} init start from {n} {kind} run(s): some share their "
                      "weights, so the interval over runs holds only part of the spread of rerunning the "
                      f"{kind} itself." for kind, n in sources.items() if t.seeds > n)
-    steps = ", ".join(f"{t.composites[task] // t.batch_size * t.epochs[task]} steps per {task} run" for task in TASKS)
+    schedule = ", ".join(f"{task} {t.composites[task]} training composites x {t.epochs[task]} epochs" for task in TASKS)
+    steps = ", ".join(f"{ev.grid.records.run(transfer_name(ev.grid, task, 'fcmae', 0)).metric('step')[-1]:.0f} steps "
+                      f"per {task} run" for task in TASKS)  # as the runs took them
     section = f"""## 6. Transfer to dense tasks (synthetic composites)
 
 The paper's second case for FCMAE: UperNet segmentation (ADE20K) and Mask R-CNN detection (COCO) on the pretrained
 backbone. Neither data set is here, so both tasks run on composites with exact labels: shapes cut from photos of one
 class pasted on a photo of another (`cnx2lite transfer`; a synthetic task). {s.model} at {t.img_size} px; per task
-{', '.join(f'{task} {t.composites[task]} training composites x {t.epochs[task]} epochs' for task in TASKS)}, batch
-{t.batch_size} ({steps}: a short budget next to the paper's schedules, at which a detector has only begun to
-learn), head width {t.head_channels}; {t.val_composites} evaluation composites made from the val photos, the
-same for every run. Inits: V2 and V1 FCMAE, V2 supervised (from scratch with every label) and a random init;
-{t.seeds} transfer run(s) each, run s from a run of this table's own trained as the tables' pretraining run s mod
-{s.pretrain_seeds} (supervised: as table 1's K=all scratch run of seed s mod {s.finetune_seeds}); its own, because the
-tables' runs are kept as records without weights, and one trained again elsewhere would not be the same run.{shared}
+{schedule}, batch {t.batch_size} ({steps}: a short budget next to the paper's schedules), head width
+{t.head_channels}; {t.val_composites} evaluation composites made from the val photos, the same for every run. Inits:
+V2 and V1 FCMAE, V2 supervised (from scratch with every label) and a random init; {t.seeds} transfer run(s) each, run
+s from a run of this table's own trained as the tables' pretraining run s mod {s.pretrain_seeds} (supervised: as table
+1's K=all scratch run of seed s mod {s.finetune_seeds}); its own, because the tables' runs are kept as records without
+weights, and one trained again elsewhere would not be the same run.{shared}
 
 Every init transfers with one recipe, tuned for none of them (but for the random init's layer decay): lr
 {recipe['segment'].lr:g} (segment) and {recipe['detect'].lr:g} (detect), layer decay
