@@ -1,6 +1,6 @@
 """Which files of a folder are images: the one scanner every data set uses (folders walked once however links lead to
-them, hidden files skipped, a class folder confined to itself), and screening of the files found (headers opened, or
-the unreadable ones left out)."""
+them, hidden files skipped, a class folder confined to itself), screening of the files found (headers opened, or
+the unreadable ones left out), and the readable names a folder gives its class folders (``CLASSES.tsv``)."""
 from __future__ import annotations
 
 import functools

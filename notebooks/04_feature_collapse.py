@@ -27,13 +27,12 @@
 # initializations and a supervised model as references. We then recompute the statistics step by step on models of
 # the same kinds.
 #
-# **The verdict first** (section 1 computes it from the report's intervals): **on the paper's own measure the
-# collapse does not reproduce, on a second measure it does.** V2's raw feature cosine distance is the *lower* one,
-# the opposite of the paper's Fig. 4. The effective rank of section 8 goes the paper's way: V1's activations spread
-# over far fewer directions than V2's. No encoder has dead channels worth the name; at the training resolution (96 px)
-# V1 has more channels switched off at GELU's floor than V2 (section 6), the paper's direction; at 224 px the two are
-# not told apart. The rest of the notebook shows the evidence, block by
-# block, and what the two measures see differently.
+# **The verdict first** (section 1 computes it from the report's intervals): **on the paper's own measure the collapse
+# does not reproduce, on a second measure it does.** V2's raw feature cosine distance is the *lower* one, the opposite
+# of the paper's Fig. 4. The effective rank of section 8 goes the paper's way: V1's activations spread over far fewer
+# directions than V2's. No encoder has dead channels worth the name; at the training resolution (96 px) V1 has more
+# channels switched off at GELU's floor than V2 (section 6), the paper's direction; at 224 px the two are not told
+# apart. The rest of the notebook shows the evidence, block by block, and what the two measures see differently.
 #
 # Settings: `CNX2LITE_DATA_ROOT` (Imagenette); `CNX2LITE_SCALE` (how big the shared runs are: `smoke` trains
 # seconds-long stand-ins that show how the analysis works, not whether collapse happens). The models are the
@@ -504,18 +503,18 @@ display(Markdown((budget / "collapse-along-training-96px.md").read_text().partit
 display(jpeg_file(budget / "collapse-along-training-96px.png", quality=60))
 
 # %% [markdown]
-# The opposite happened. V2's channels drift toward collapse much faster than V1's: by epoch 16 about half of V2's
-# MLP channels are *off* in an image (never above zero after GELU), its raw distance has fallen far below V1's, and its
+# The opposite happened. V2's channels drift toward collapse much faster than V1's: by epoch 16 about half of V2's MLP
+# channels are *off* in an image (never above zero after GELU), its raw distance has fallen far below V1's, and its
 # effective rank per channel has dropped, while V1's effective rank rises all along. Only the centered distance moves
 # the paper's way, and by little: V1's falls a little, V2's stays put (and the dead share, by a thousandth of the
-# channels: V1's rises that much more than V2's). GRN, meanwhile, goes from nearly the identity
-# to changing its input by about three quarters of its norm: it acts. A few loud channels over a quiet majority is
-# what GRN's formula rewards (each channel's norm over the mean of all channels' norms: a quiet majority makes the
-# loud few louder), though these runs do not show that GRN caused it, and what GRN's output looks like was not
-# measured here (after GELU only). The weights at epoch $E$ of a 40-epoch schedule are
-# not those of an $E$-epoch run (the learning rate is still high at epoch 8), and one run per block leaves open
-# whether a rerun would do the same; `scripts/collapse_budget.sh` also trains V2 blocks without GRN, the control that
-# would say whether GRN or V2's other change (no LayerScale) drives it.
+# channels: V1's rises that much more than V2's). GRN, meanwhile, goes from nearly the identity to changing its input
+# by about three quarters of its norm: it acts. A few loud channels over a quiet majority is what GRN's formula
+# rewards (each channel's norm over the mean of all channels' norms: a quiet majority makes the loud few louder),
+# though these runs do not show that GRN caused it, and what GRN's output looks like was not measured here (after GELU
+# only). The weights at epoch $E$ of a 40-epoch schedule are not those of an $E$-epoch run (the learning rate is still
+# high at epoch 8), and one run per block leaves open whether a rerun would do the same; `scripts/collapse_budget.sh`
+# also trains V2 blocks without GRN, the control that would say whether GRN or V2's other change (no LayerScale)
+# drives it.
 #
 # And the downstream effect that GRN exists for? The paper's co-design claim is that FCMAE helps V2 more than V1 when
 # fine-tuning (the report's table 2, and notebook 5). The report's verdict on it, at this scale:

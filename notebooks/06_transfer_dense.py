@@ -98,11 +98,12 @@ as_jpeg(dense_figures.plot_stage_maps(backbone, photo))
 # No segmentation or detection data set reaches this machine, so `CompositeDataset` makes one from any folder of
 # labeled photos. A composite is a photo of one class with one to three shapes (ellipses, polygons, blobs) cut from
 # photos of *other* classes pasted on it. By construction every pixel's label is the class of the photo it came from,
-# and every pasted shape is an instance with its exact visible mask and box. A composite is a function of
-# `(seed, index)` and the photos it draws from: the same seed on other photos of as many classes gives the same
-# layouts with other pictures. Training composites come from `train/` photos, evaluation composites from `val/` photos
-# (under seed 0), so the two never share a photo; the ones below use seed 1, so their layouts are not the evaluation
-# set's. It is a synthetic task: a shape's class is told by the photo inside it, never by its outline.
+# and every pasted shape is an instance with its exact visible mask and box. A composite is a function of `(seed,
+# index)` and the photos it draws from: the same seed on other photos of as many classes (each with more than one
+# photo) gives the same layouts with other pictures. Training composites come from `train/` photos, evaluation
+# composites from `val/` photos (under seed 0), so the two never share a photo; the ones below use seed 1, so their
+# layouts are not the evaluation set's. It is a synthetic task: a shape's class is told by the photo inside it, never
+# by its outline.
 
 # %%
 photos = data.build_dataset(FOLDER, "train", num_classes=pick(smoke=2, cpu=None, gpu=None),
@@ -180,11 +181,11 @@ show_source(PyramidPooling.forward)
 show_source(UperNet.forward)
 
 # %% [markdown]
-# `stage_maps` runs the backbone and returns the four normed maps, keyed `"0"` to `"3"`; the pooling replaces the last
-# one; torchvision's `FeaturePyramidNetwork` adds each coarser level, upsampled, to the next finer one through lateral
-# 1x1 convs, then smooths each level with a 3x3 conv; the four levels are upsampled to the size of level 0 (stride 4),
-# concatenated and fused by a 3x3 conv; a 1x1 conv classifies each position, and the logits are upsampled bilinearly
-# to the image. The loss is per-pixel cross-entropy, averaged over the labelled pixels (`SegmentTask.loss`):
+# `stage_maps` gives the four normed maps; the pooling replaces the last one; torchvision's `FeaturePyramidNetwork`
+# adds each coarser level, upsampled, to the next finer one through lateral 1x1 convs, then smooths each level with a
+# 3x3 conv; the four levels are upsampled to the size of level 0 (stride 4), concatenated and fused by a 3x3 conv; a
+# 1x1 conv classifies each position, and the logits are upsampled bilinearly to the image. The loss is per-pixel
+# cross-entropy, averaged over the labelled pixels (`SegmentTask.loss`):
 
 # %% tags=["nbval-check-output"]
 show_source(SegmentTask.loss)
@@ -290,7 +291,7 @@ for name, run in segment_runs.items():
           f"{run.config['lr']:g}")
 
 # %% [markdown]
-# So few steps are far too few for either init: both runs are still near chance (with ten classes of about equal
+# After so few steps (printed above) both runs are still near chance (with ten classes of about equal
 # share over the split, painting one class over every pixel scores about 10% pixel accuracy), and which one is ahead
 # after so little training says nothing about the inits. The report's table trains 750 steps per segmentation run and
 # 372 per detection run, two runs per init. What each predicted on the first evaluation composites (labels in the
@@ -303,9 +304,10 @@ for name, run in segment_runs.items():
 
 # %% [markdown]
 # Detection trains more slowly (region proposals and per-region heads), so here one shorter run, from the same init
-# as the first segmentation run. Expect an AP of 0 after its dozen steps: Mask R-CNN's classifier starts by calling
-# every proposal background, and it takes many more steps before it names a class, with a box that overlaps a true
-# one by at least half (the IoU of AP50), often enough to score. The figure shows its detections scoring 0.5 or more.
+# as the first segmentation run. Expect an AP of 0 after its dozen steps: within its first steps Mask R-CNN's
+# classifier learns to call nearly every proposal background (most of the regions it samples are), and it takes many
+# more steps before it names a class, with a box that overlaps a true one by at least half (the IoU of AP50), often
+# enough to score. The figure shows its detections scoring 0.5 or more.
 
 # %%
 detect_run = transfer("detect", PRESET, pretrained=inits["FCMAE"], name="detect-FCMAE",

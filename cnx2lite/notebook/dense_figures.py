@@ -1,7 +1,7 @@
 """Notebook 6's figures: the backbone's four stage maps of a photo, and composites with their labels."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from matplotlib.figure import Figure
@@ -35,7 +35,8 @@ def plot_stage_maps(backbone: ConvNeXtV2, image: Tensor) -> Figure:
     return fig
 
 
-def plot_composites(dataset: CompositeDataset, indices: Sequence[int], names: dict[str, str] | None = None) -> Figure:
+def plot_composites(dataset: CompositeDataset, indices: Sequence[int],
+                    names: Mapping[str, str] | None = None) -> Figure:
     """One row per composite: the image, its semantic labels (a colour per class, named by ``names`` where given,
     e.g. :func:`.photos.class_names`) and its instances (visible masks and boxes, the detection targets). The key
     lists the classes these composites hold, in class order."""

@@ -270,10 +270,10 @@ def composite_explorer(dataset: CompositeDataset, names: Mapping[str, str] | Non
     controls = [
         W.IntSlider(value=0, min=0, max=len(dataset) - 1, description="composite", continuous_update=False,
                     style=style, layout=wide),
-        W.IntSlider(value=dataset.max_regions, min=1, max=6, description="max regions", continuous_update=False,
-                    style=style, layout=wide),
-        W.IntSlider(value=dataset.min_visible, min=1, max=1000, description="min visible px", continuous_update=False,
-                    style=style, layout=wide),
+        W.IntSlider(value=dataset.max_regions, min=1, max=max(6, dataset.max_regions), description="max regions",
+                    continuous_update=False, style=style, layout=wide),
+        W.IntSlider(value=dataset.min_visible, min=1, max=max(1000, dataset.min_visible), description="min visible px",
+                    continuous_update=False, style=style, layout=wide),
     ]
     index_w, regions_w, visible_w = controls
 

@@ -76,11 +76,12 @@ SCALES = {
                                           seeds=1)),
     # 2 CPU cores: atto at 96 px (a 3x3 grid of 32 px cells, 3 visible at ratio 0.6) on all of Imagenette.
     # Replicated: 2 pretraining runs per pretrained arm x 3 fine-tuning seeds: 8.7 hours of recorded training for the
-    # sweep and tables 1-4, 11.4 more for the GRN table, about 5.5 for the transfer table (the report's run times).
+    # sweep and tables 1-4, 11.4 more for the GRN table (the report's run times), about 6 for the transfer table.
     "cpu": Scale("convnextv2_atto", 96, 8, 64, 256, shots=(10, 50, None), main_shot=50,
                  finetune_epochs={10: 100, 50: 30, None: 4}, pretrain_seeds=2, finetune_seeds=3,
                  collapse_sizes=(96, 224),
-                 # 128 px (stage maps 32 to 4 cells across); Mask R-CNN trains about 4x slower than UperNet here
+                 # 128 px (stage maps 32 to 4 cells across); Mask R-CNN trains about 3x slower per composite than
+                 # UperNet here (5.2 vs 15.3 a second on 2 cores)
                  transfer=TransferScale(128, {"segment": 6, "detect": 6}, {"segment": 2000, "detect": 1000}, 500, 16,
                                         128)),
     # one GPU: the paper's 224 px.
