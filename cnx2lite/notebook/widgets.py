@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..collapse import LayerCollapse, mlp_activations
-from ..dense.composites import CompositeDataset
+from ..dense.composites import CompositeDataset, instances
 from ..fcmae import FCMAE
 from ..layers.grn import GRN_NORMALIZATIONS, global_response_norm
 from ..masking import NUM_STAGES, mask_grid, num_visible, random_mask
@@ -280,9 +280,10 @@ def composite_explorer(dataset: CompositeDataset, names: Mapping[str, str] | Non
     def draw() -> tuple[str, bytes]:
         view = copy.copy(dataset)  # the same photos and seed, other settings
         view.max_regions, view.min_visible = regions_w.value, visible_w.value
-        sizes = [int(mask.sum()) for mask, _ in view.compose(index_w.value)[2]]
-        kept = [n for n in sizes if n >= view.min_visible]
-        text = (f"<b>{len(sizes)} region(s) pasted, {len(kept)} kept as instances</b> (visible pixels: "
+        canvas, _, regions = view.compose(index_w.value)
+        sizes = [int(mask.sum()) for mask, _ in regions]
+        kept = len(instances(regions, canvas.shape[:2], view.min_visible)["labels"])  # the dataset's own rule
+        text = (f"<b>{len(sizes)} region(s) pasted, {kept} kept as instances</b> (visible pixels: "
                 f"{', '.join(map(str, sizes))}; an instance needs {view.min_visible})")
         return text, _palette_png(figure_png(plot_composites(view, [index_w.value], names)))
 
